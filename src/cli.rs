@@ -1,0 +1,92 @@
+//! The command line (DESIGN.md, "Contract"): one subcommand per job, each in its own file.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// switchboard: TURN/STUN relay, call REST API and signaling hub in one daemon.
+#[derive(Debug, Parser)]
+#[command(name = "switchboard", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon until SIGTERM or SIGINT.
+    Serve(ConfigArg),
+    /// Load and validate the configuration, print a summary; exit 2 if it is invalid.
+    CheckConfig(ConfigArg),
+    /// Mint TURN credentials for a user and print them as the REST API would.
+    TurnCredentials(TurnCredentialsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArg {
+    /// The TOML config file. Without it, the embedded development default is used
+    /// (state and generated secrets in ./switchboard-data).
+    #[arg(long, short, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct TurnCredentialsArgs {
+    /// The user id the credentials are for (the spec's users are UUIDs).
+    #[arg(long, value_name = "UUID")]
+    pub user: String,
+    /// How long the credentials stay valid, like "24h" or "90m" [default: turn.credential_ttl].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub ttl: Option<Duration>,
+    #[command(flatten)]
+    pub config: ConfigArg,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn subcommands_parse() {
+        let cli = Cli::try_parse_from(["switchboard", "serve", "--config", "a.toml"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Serve(ConfigArg { config: Some(_) })
+        ));
+        let cli = Cli::try_parse_from(["switchboard", "check-config"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::CheckConfig(ConfigArg { config: None })
+        ));
+        let cli = Cli::try_parse_from([
+            "switchboard",
+            "turn-credentials",
+            "--user",
+            "u",
+            "--ttl",
+            "1h",
+        ])
+        .unwrap();
+        let Command::TurnCredentials(args) = cli.command else {
+            panic!("not turn-credentials");
+        };
+        assert_eq!(args.ttl, Some(Duration::from_secs(3600)));
+        assert!(Cli::try_parse_from(["switchboard", "turn-credentials", "--ttl", "1h"]).is_err());
+        assert!(Cli::try_parse_from([
+            "switchboard",
+            "turn-credentials",
+            "--user",
+            "u",
+            "--ttl",
+            "soon"
+        ])
+        .is_err());
+    }
+}

@@ -1,0 +1,31 @@
+//! switchboard: the daemon binary.
+//!
+//! This package only wires the crates together and owns the process concerns (DESIGN.md,
+//! "Layout"): the command line ([`cli`]), the configuration ([`config`]), logging
+//! ([`logging`]), and one file per subcommand: [`serve`], [`check_config`],
+//! [`turn_credentials`]. The relay itself is `switchboard-turn`; the call domain is
+//! `switchboard-signaling`.
+//!
+//! Exit codes: 0 success, 1 a runtime failure (e.g. a listener cannot bind), 2 bad usage or an
+//! invalid configuration.
+
+mod check_config;
+mod cli;
+mod config;
+mod logging;
+mod serve;
+mod turn_credentials;
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+use cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Serve(args) => serve::run(args.config.as_deref()),
+        Command::CheckConfig(args) => check_config::run(args.config.as_deref()),
+        Command::TurnCredentials(args) => turn_credentials::run(&args),
+    }
+}

@@ -1,0 +1,175 @@
+//! `switchboard serve`: wires the configuration into the relay and runs until a signal.
+//!
+//! Order: config (refused with exit 2 before anything starts), logging, the file-descriptor
+//! limit, the relay (which binds every listener or fails naming the address, exit 1), then wait
+//! for SIGTERM or SIGINT, stop the relay (closing every socket) and exit 0.
+
+use std::process::ExitCode;
+
+use rand::RngCore as _;
+use switchboard_turn::io::{Relay, RelayConfig};
+use switchboard_turn::policy::PeerPolicy;
+use switchboard_turn::ServerConfig;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::config::{self, Config, Origin, TurnConfig};
+use crate::logging;
+
+pub fn run(config_path: Option<&std::path::Path>) -> ExitCode {
+    let config = match config::load(config_path) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    logging::init(&config.log);
+    announce(&config);
+    raise_nofile_limit();
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+
+    let relay = match Relay::start(RelayConfig {
+        listen: config.turn.listen.clone(),
+        server: server_config(&config.turn),
+    }) {
+        Ok(relay) => relay,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the turn relay");
+            return ExitCode::FAILURE;
+        }
+    };
+    for a in relay.local_addrs() {
+        tracing::info!(addr = %a, "turn listening (udp)");
+    }
+
+    let stopped = runtime.block_on(wait_for_signal());
+    match &stopped {
+        Ok(name) => tracing::info!(signal = name, "shutting down"),
+        Err(e) => tracing::error!(error = %e, "cannot wait for signals; shutting down"),
+    }
+    relay.shutdown();
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    tracing::info!("stopped");
+    match stopped {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(_) => ExitCode::FAILURE,
+    }
+}
+
+/// The startup lines: where the config came from, its warnings, what is not wired yet.
+fn announce(config: &Config) {
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        config = %config.origin,
+        "switchboard starting"
+    );
+    if let Origin::DevDefault(dir) = &config.origin {
+        tracing::info!(
+            state = %dir.display(),
+            "development mode (no --config): secrets are in the state dir; mint TURN credentials \
+             with `switchboard turn-credentials --user <id>`"
+        );
+    }
+    for w in &config.warnings {
+        tracing::warn!(key = %w.key, "{}", w.message);
+    }
+    if !config.turn.tls_listen.is_empty() {
+        tracing::warn!(
+            key = "turn.tls_listen",
+            "TURN over TLS is not implemented yet; these listeners are not started"
+        );
+    }
+}
+
+/// The relay core's settings from `[turn]`.
+fn server_config(turn: &TurnConfig) -> ServerConfig {
+    // coturn compatibility: the HMAC key is the configured string's bytes, as coturn's
+    // static-auth-secret is.
+    let mut sc = ServerConfig::new(
+        turn.realm.clone(),
+        turn.secret.expose().as_bytes(),
+        turn.relay_ip,
+    );
+    sc.external_ip = turn.external_ip;
+    sc.relay_ports = turn.relay_ports.clone();
+    sc.policy = PeerPolicy::new(turn.allow_peers.clone(), turn.deny_peers.clone());
+    sc.user_quota = turn.user_quota;
+    sc.total_quota = turn.total_quota;
+    rand::rng().fill_bytes(&mut sc.nonce_key);
+    sc.seed = rand::random();
+    sc
+}
+
+/// Waits for SIGTERM (systemd's stop) or SIGINT (Ctrl-C) and says which.
+async fn wait_for_signal() -> std::io::Result<&'static str> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => Ok("SIGTERM"),
+        _ = int.recv() => Ok("SIGINT"),
+    }
+}
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit: every allocation holds a relay socket, so
+/// the common default soft limit of 1024 would cap the relay far below `turn.total_quota`.
+fn raise_nofile_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit through a pointer to a live, properly aligned value.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        let error = std::io::Error::last_os_error();
+        tracing::warn!(%error, "cannot read the open file limit");
+        return;
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: setrlimit only reads the rlimit it is given.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            limit = raised;
+        } else {
+            let error = std::io::Error::last_os_error();
+            tracing::warn!(%error, soft = limit.rlim_cur, hard = limit.rlim_max, "cannot raise the open file limit");
+        }
+    }
+    tracing::info!(nofile = limit.rlim_cur, "open file limit");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_config_carries_the_turn_section() {
+        let text = "[turn]\nsecret = \"s3cret-s3cret-s3cret\"\nrelay_ip = \"10.0.0.5\"\n\
+                    external_ip = \"203.0.113.9\"\nrelay_ports = \"50000-50999\"\n\
+                    user_quota = 3\ntotal_quota = 900\nrealm = \"r\"\n";
+        let c =
+            config::load_str(text, std::path::Path::new("."), Origin::File("t".into())).unwrap();
+        let sc = server_config(&c.turn);
+        assert_eq!(sc.realm, "r");
+        assert_eq!(sc.secret, b"s3cret-s3cret-s3cret");
+        assert_eq!(sc.relay_ip, std::net::IpAddr::from([10, 0, 0, 5]));
+        assert_eq!(
+            sc.external_ip,
+            Some(std::net::IpAddr::from([203, 0, 113, 9]))
+        );
+        assert_eq!(sc.relay_ports, 50000..=50999);
+        assert_eq!((sc.user_quota, sc.total_quota), (3, 900));
+        assert_ne!(sc.nonce_key, [0; 32]);
+    }
+}

@@ -1,0 +1,156 @@
+//! `switchboard turn-credentials`: mint TURN credentials from the command line, in the shape
+//! of the spec's `GET /api/calls/turn-credentials` response.
+
+use std::net::{IpAddr, SocketAddr};
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use switchboard_turn::credentials;
+
+use crate::cli::TurnCredentialsArgs;
+use crate::config::{self, TurnConfig, MAX_CREDENTIAL_TTL};
+
+/// The response body: `{"credentials": {...}, "expiresAt": "..."}`.
+#[derive(Debug, Serialize)]
+pub struct TurnCredentials {
+    pub credentials: IceServer,
+    #[serde(rename = "expiresAt")]
+    pub expires_at: String,
+}
+
+/// One entry of a WebRTC `iceServers` list.
+#[derive(Debug, Serialize)]
+pub struct IceServer {
+    pub urls: Vec<String>,
+    pub username: String,
+    pub credential: String,
+}
+
+pub fn run(args: &TurnCredentialsArgs) -> ExitCode {
+    if !credentials::valid_user_id(&args.user) {
+        eprintln!(
+            "error: --user: `{}` is not a valid user id (1 to {} printable ASCII characters, no `:`)",
+            args.user,
+            credentials::MAX_USER_ID_LEN
+        );
+        return ExitCode::from(2);
+    }
+    let config = match config::load(args.config.config.as_deref()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let ttl = args.ttl.unwrap_or(config.turn.credential_ttl);
+    if ttl.is_zero() || ttl > MAX_CREDENTIAL_TTL {
+        eprintln!("error: --ttl: must be longer than zero and at most 365 days");
+        return ExitCode::from(2);
+    }
+    let now_unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let body = mint(
+        &config.turn,
+        &args.user,
+        now_unix.saturating_add(ttl.as_secs()),
+    );
+    match serde_json::to_string_pretty(&body) {
+        Ok(json) => {
+            println!("{json}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Credentials for `user` valid until `expires_unix`, with a URL per TURN listener.
+pub fn mint(turn: &TurnConfig, user: &str, expires_unix: u64) -> TurnCredentials {
+    let c = credentials::mint(turn.secret.expose().as_bytes(), user, expires_unix);
+    TurnCredentials {
+        credentials: IceServer {
+            urls: turn_urls(turn),
+            username: c.username,
+            credential: c.password,
+        },
+        expires_at: humantime::format_rfc3339_seconds(
+            UNIX_EPOCH + Duration::from_secs(c.expires_unix),
+        )
+        .to_string(),
+    }
+}
+
+/// `turn:HOST:PORT?transport=udp` per listener. HOST is what clients can reach: the external
+/// address if set, else the listener's own address, else (wildcard listener) the relay address.
+pub fn turn_urls(turn: &TurnConfig) -> Vec<String> {
+    turn.listen
+        .iter()
+        .map(|listen| {
+            let host: IpAddr = match turn.external_ip {
+                Some(ip) => ip,
+                None if !listen.ip().is_unspecified() => listen.ip(),
+                None => turn.relay_ip,
+            };
+            // SocketAddr's Display brackets IPv6 hosts.
+            format!(
+                "turn:{}?transport=udp",
+                SocketAddr::new(host, listen.port())
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{load_str, Origin};
+    use std::path::Path;
+
+    fn turn(extra: &str) -> TurnConfig {
+        let text = format!("[turn]\nsecret = \"secret\"\n{extra}");
+        load_str(&text, Path::new("."), Origin::File("t".into()))
+            .unwrap()
+            .turn
+    }
+
+    #[test]
+    fn urls_use_the_reachable_host() {
+        let t = turn("listen = [\"0.0.0.0:3478\", \"[::1]:3479\"]\nrelay_ip = \"192.0.2.4\"\n");
+        assert_eq!(
+            turn_urls(&t),
+            [
+                "turn:192.0.2.4:3478?transport=udp",
+                "turn:[::1]:3479?transport=udp"
+            ]
+        );
+        let t = turn(
+            "listen = [\"0.0.0.0:3478\"]\nrelay_ip = \"10.0.0.2\"\nexternal_ip = \"203.0.113.5\"\n",
+        );
+        assert_eq!(turn_urls(&t), ["turn:203.0.113.5:3478?transport=udp"]);
+        let t = turn("listen = [\"[::]:3478\"]\nrelay_ip = \"2001:db8::7\"\n");
+        assert_eq!(turn_urls(&t), ["turn:[2001:db8::7]:3478?transport=udp"]);
+    }
+
+    #[test]
+    fn body_has_the_spec_shape_and_the_coturn_password() {
+        let t = turn("listen = [\"127.0.0.1:3478\"]\n");
+        let body = mint(&t, "alice", 1_736_517_600);
+        let json: serde_json::Value = serde_json::to_value(&body).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "credentials": {
+                    "urls": ["turn:127.0.0.1:3478?transport=udp"],
+                    "username": "1736517600:alice",
+                    // printf '1736517600:alice' | openssl dgst -sha1 -hmac secret -binary | base64
+                    "credential": "DolFTSEG85ZJiJWslIq8ApYL7cE=",
+                },
+                "expiresAt": "2025-01-10T14:00:00Z",
+            })
+        );
+    }
+}

@@ -1,0 +1,71 @@
+//! What the core is configured with.
+
+use std::net::IpAddr;
+use std::ops::RangeInclusive;
+use std::time::Duration;
+
+use super::policy::PeerPolicy;
+
+/// The relay's settings, as the core needs them. The daemon builds this from `[turn]`.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// REALM sent in challenges and expected back (`turn.realm`).
+    pub realm: String,
+    /// The shared secret of the TURN REST credential scheme (`turn.secret`).
+    pub secret: Vec<u8>,
+    /// Key for the stateless nonces. Random per process: nonces from before a restart are stale.
+    pub nonce_key: [u8; 32],
+    /// Seed for the transaction ids of Data indications (the core has no RNG of its own).
+    pub seed: u64,
+    /// How long a nonce stays valid (rounded up to the minute), then 438 Stale Nonce.
+    pub nonce_lifetime: Duration,
+    /// The address relay sockets bind (`turn.relay_ip`).
+    pub relay_ip: IpAddr,
+    /// The public address advertised in XOR-RELAYED-ADDRESS when behind NAT (`turn.external_ip`).
+    pub external_ip: Option<IpAddr>,
+    /// The relay port range (`turn.relay_ports`): own relayed addresses are recognised by it.
+    pub relay_ports: RangeInclusive<u16>,
+    /// `turn.allow_peers` / `turn.deny_peers` over the secure default.
+    pub policy: PeerPolicy,
+    /// Allocations one user may hold at once (`turn.user_quota`).
+    pub user_quota: u32,
+    /// Allocations the relay holds at once (`turn.total_quota`).
+    pub total_quota: u32,
+    /// Allocation lifetime when the client asks for none or less (RFC 8656: 10 minutes).
+    pub default_lifetime: Duration,
+    /// The longest allocation lifetime granted (RFC 8656 recommends 1 hour).
+    pub max_lifetime: Duration,
+    /// Permission lifetime (RFC 8656 §9: 300 s, not negotiable).
+    pub permission_lifetime: Duration,
+    /// Channel binding lifetime (RFC 8656 §12: 600 s, not negotiable).
+    pub channel_lifetime: Duration,
+    /// Permissions one allocation may hold.
+    pub max_permissions: usize,
+    /// Channels one allocation may bind.
+    pub max_channels: usize,
+}
+
+impl ServerConfig {
+    /// The RFC's defaults, with the given realm, secret and relay address.
+    pub fn new(realm: impl Into<String>, secret: impl Into<Vec<u8>>, relay_ip: IpAddr) -> Self {
+        ServerConfig {
+            realm: realm.into(),
+            secret: secret.into(),
+            nonce_key: [0; 32],
+            seed: 0,
+            nonce_lifetime: Duration::from_secs(600),
+            relay_ip,
+            external_ip: None,
+            relay_ports: 49152..=65535,
+            policy: PeerPolicy::default(),
+            user_quota: 10,
+            total_quota: 10_000,
+            default_lifetime: Duration::from_secs(600),
+            max_lifetime: Duration::from_secs(3600),
+            permission_lifetime: Duration::from_secs(300),
+            channel_lifetime: Duration::from_secs(600),
+            max_permissions: 128,
+            max_channels: 128,
+        }
+    }
+}

@@ -1,0 +1,381 @@
+//! Peer policy: which addresses an allocation may talk to (RFC 8656 §21, "Security Considerations").
+//!
+//! An open relay is an SSRF tool: a client that can make the relay send to 127.0.0.1, the LAN or
+//! the cloud metadata service reaches what sits behind the box. So by default permissions,
+//! channels and Send toward loopback, unspecified, private (RFC 1918), CGNAT, link-local,
+//! multicast, broadcast, documentation/benchmark and other special-purpose ranges are refused
+//! with 403, for IPv4 and IPv6 alike. Addresses that embed an IPv4 address (IPv4-mapped, NAT64
+//! `64:ff9b::/96`, 6to4 `2002::/16`) are judged by the IPv4 address inside.
+//!
+//! The operator can open ranges with `turn.allow_peers` and close more with `turn.deny_peers`;
+//! a deny always wins. The relay's own relayed addresses are handled before this policy (they
+//! are delivered inside the process), see `server`.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::str::FromStr;
+
+/// An IP network in CIDR notation, like `10.0.0.0/8` or `2001:db8::/32`. A bare address is a
+/// single-host network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Cidr {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+/// Why a CIDR string did not parse.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CidrError {
+    #[error("`{0}` is not an IP address")]
+    Address(String),
+    #[error("prefix length `{0}` is not a number from 0 to 32 (IPv4) or 128 (IPv6)")]
+    Prefix(String),
+    #[error("`{0}` has bits set after the prefix; did you mean `{1}`?")]
+    HostBits(String, Cidr),
+}
+
+impl Cidr {
+    /// A network from an address and prefix length, with the host bits cleared.
+    pub fn new(addr: IpAddr, prefix: u8) -> Option<Cidr> {
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        (prefix <= max).then(|| Cidr {
+            addr: mask(addr, prefix),
+            prefix,
+        })
+    }
+
+    const fn v4(a: u8, b: u8, c: u8, d: u8, prefix: u8) -> Cidr {
+        Cidr {
+            addr: IpAddr::V4(Ipv4Addr::new(a, b, c, d)),
+            prefix,
+        }
+    }
+
+    const fn v6(segments: [u16; 8], prefix: u8) -> Cidr {
+        let [a, b, c, d, e, f, g, h] = segments;
+        Cidr {
+            addr: IpAddr::V6(Ipv6Addr::new(a, b, c, d, e, f, g, h)),
+            prefix,
+        }
+    }
+
+    /// Whether `ip` lies in this network (an IPv4 network never contains an IPv6 address).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip) {
+            (IpAddr::V4(_), IpAddr::V4(_)) | (IpAddr::V6(_), IpAddr::V6(_)) => {
+                mask(ip, self.prefix) == self.addr
+            }
+            _ => false,
+        }
+    }
+
+    /// The network address.
+    pub fn addr(&self) -> IpAddr {
+        self.addr
+    }
+
+    /// The prefix length.
+    pub fn prefix(&self) -> u8 {
+        self.prefix
+    }
+}
+
+fn mask(ip: IpAddr, prefix: u8) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => {
+            let bits = u32::from(v4);
+            let m = if prefix == 0 {
+                0
+            } else {
+                u32::MAX << (32 - u32::from(prefix))
+            };
+            IpAddr::V4(Ipv4Addr::from(bits & m))
+        }
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6);
+            let m = if prefix == 0 {
+                0
+            } else {
+                u128::MAX << (128 - u32::from(prefix))
+            };
+            IpAddr::V6(Ipv6Addr::from(bits & m))
+        }
+    }
+}
+
+impl FromStr for Cidr {
+    type Err = CidrError;
+
+    fn from_str(s: &str) -> Result<Cidr, CidrError> {
+        let s = s.trim();
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = addr
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse()
+            .map_err(|_| CidrError::Address(addr.to_owned()))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|&p| p <= max)
+                .ok_or_else(|| CidrError::Prefix(p.to_owned()))?,
+        };
+        let cidr = Cidr {
+            addr: mask(addr, prefix),
+            prefix,
+        };
+        if cidr.addr != addr {
+            return Err(CidrError::HostBits(s.to_owned(), cidr));
+        }
+        Ok(cidr)
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// Why a peer was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// It matched `turn.deny_peers`.
+    Denied,
+    /// It is in a special-purpose range refused by default; the name says which.
+    Reserved(&'static str),
+}
+
+impl Refusal {
+    /// A short label, for metrics and logs.
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::Denied => "deny_peers",
+            Refusal::Reserved(name) => name,
+        }
+    }
+}
+
+/// The ranges refused unless `turn.allow_peers` opens them (IANA special-purpose registries,
+/// RFC 6890 and its updates). IPv6 forms that embed IPv4 are unwrapped before this is read.
+const RESERVED: &[(Cidr, &str)] = &[
+    (Cidr::v4(0, 0, 0, 0, 8), "this-network"),
+    (Cidr::v4(10, 0, 0, 0, 8), "private"),
+    (Cidr::v4(100, 64, 0, 0, 10), "cgnat"),
+    (Cidr::v4(127, 0, 0, 0, 8), "loopback"),
+    (Cidr::v4(169, 254, 0, 0, 16), "link-local"),
+    (Cidr::v4(172, 16, 0, 0, 12), "private"),
+    (Cidr::v4(192, 0, 0, 0, 24), "ietf-protocol"),
+    (Cidr::v4(192, 0, 2, 0, 24), "documentation"),
+    (Cidr::v4(192, 88, 99, 0, 24), "6to4-relay"),
+    (Cidr::v4(192, 168, 0, 0, 16), "private"),
+    (Cidr::v4(198, 18, 0, 0, 15), "benchmarking"),
+    (Cidr::v4(198, 51, 100, 0, 24), "documentation"),
+    (Cidr::v4(203, 0, 113, 0, 24), "documentation"),
+    (Cidr::v4(224, 0, 0, 0, 4), "multicast"),
+    (Cidr::v4(240, 0, 0, 0, 4), "reserved"), // includes 255.255.255.255
+    (Cidr::v6([0, 0, 0, 0, 0, 0, 0, 0], 8), "reserved"), // ::, ::1, IPv4-compatible
+    (
+        Cidr::v6([0x64, 0xff9b, 1, 0, 0, 0, 0, 0], 48),
+        "nat64-local",
+    ),
+    (Cidr::v6([0x100, 0, 0, 0, 0, 0, 0, 0], 64), "discard"),
+    (Cidr::v6([0x2001, 0, 0, 0, 0, 0, 0, 0], 23), "ietf-protocol"), // incl. Teredo
+    (
+        Cidr::v6([0x2001, 0xdb8, 0, 0, 0, 0, 0, 0], 32),
+        "documentation",
+    ),
+    (Cidr::v6([0x3fff, 0, 0, 0, 0, 0, 0, 0], 20), "documentation"),
+    (Cidr::v6([0x5f00, 0, 0, 0, 0, 0, 0, 0], 16), "srv6-sid"),
+    (Cidr::v6([0xfc00, 0, 0, 0, 0, 0, 0, 0], 7), "unique-local"),
+    (Cidr::v6([0xfe80, 0, 0, 0, 0, 0, 0, 0], 10), "link-local"),
+    (Cidr::v6([0xfec0, 0, 0, 0, 0, 0, 0, 0], 10), "site-local"),
+    (Cidr::v6([0xff00, 0, 0, 0, 0, 0, 0, 0], 8), "multicast"),
+];
+
+/// The IPv4 address an IPv6 address stands for, if it is one of the forms that embed one:
+/// IPv4-mapped `::ffff:a.b.c.d`, NAT64 `64:ff9b::a.b.c.d` (RFC 6052) and 6to4 `2002:AABB:CCDD::/48`
+/// (RFC 3056). Policy judges the embedded address, so `[::ffff:127.0.0.1]` is loopback.
+pub fn embedded_ipv4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
+    let s = ip.segments();
+    let tail = |hi: u16, lo: u16| Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
+    match s {
+        [0, 0, 0, 0, 0, 0xffff, hi, lo] => Some(tail(hi, lo)),
+        [0x64, 0xff9b, 0, 0, 0, 0, hi, lo] => Some(tail(hi, lo)),
+        [0x2002, hi, lo, ..] => Some(tail(hi, lo)),
+        _ => None,
+    }
+}
+
+/// The address policy judges: the embedded IPv4 address where there is one, else `ip`.
+pub fn normalize(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => embedded_ipv4(v6).map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// The operator's peer policy: `turn.allow_peers` and `turn.deny_peers` over the default.
+#[derive(Clone, Debug, Default)]
+pub struct PeerPolicy {
+    allow: Vec<Cidr>,
+    deny: Vec<Cidr>,
+}
+
+impl PeerPolicy {
+    /// A policy with these exceptions to the default.
+    pub fn new(allow: Vec<Cidr>, deny: Vec<Cidr>) -> Self {
+        PeerPolicy { allow, deny }
+    }
+
+    /// Whether `turn.deny_peers` covers `ip` or the IPv4 address it embeds.
+    pub fn is_denied(&self, ip: IpAddr) -> bool {
+        let norm = normalize(ip);
+        self.deny.iter().any(|c| c.contains(ip) || c.contains(norm))
+    }
+
+    /// Whether `turn.allow_peers` names `ip` (and `deny_peers` does not): the only way to
+    /// reach the box's own addresses on ports other than relay ports.
+    pub fn is_explicitly_allowed(&self, ip: IpAddr) -> bool {
+        let norm = normalize(ip);
+        !self.is_denied(ip) && self.allow.iter().any(|c| c.contains(norm))
+    }
+
+    /// Judges a peer IP address.
+    ///
+    /// `deny_peers` wins over everything, and is matched against both the address as given and
+    /// the IPv4 address it embeds; then `allow_peers` and the default list are matched against
+    /// the embedded address.
+    pub fn check(&self, ip: IpAddr) -> Result<(), Refusal> {
+        if self.is_denied(ip) {
+            return Err(Refusal::Denied);
+        }
+        let norm = normalize(ip);
+        if self.allow.iter().any(|c| c.contains(norm)) {
+            return Ok(());
+        }
+        match RESERVED.iter().find(|(c, _)| c.contains(norm)) {
+            Some((_, name)) => Err(Refusal::Reserved(name)),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn default_refuses_the_issue_matrix() {
+        let p = PeerPolicy::default();
+        for s in [
+            "127.0.0.1",
+            "0.0.0.0",
+            "10.0.0.1",
+            "169.254.169.254",
+            "::1",
+            "::ffff:127.0.0.1",
+            "64:ff9b::7f00:1",
+            "2002:7f00:1::1",
+            "172.16.5.4",
+            "192.168.1.1",
+            "100.64.0.1",
+            "224.0.0.1",
+            "255.255.255.255",
+            "198.18.0.1",
+            "192.0.2.1",
+            "::",
+            "fe80::1",
+            "fd00::1",
+            "ff02::1",
+            "2001:db8::1",
+            "2001::1",
+            "64:ff9b:1::1",
+            "::ffff:10.1.2.3",
+            "64:ff9b::a9fe:a9fe",
+        ] {
+            assert!(p.check(ip(s)).is_err(), "{s} should be refused");
+        }
+    }
+
+    #[test]
+    fn default_allows_public_addresses() {
+        let p = PeerPolicy::default();
+        for s in [
+            "8.8.8.8",
+            "1.1.1.1",
+            "2606:4700::1111",
+            "::ffff:8.8.8.8",
+            "64:ff9b::808:808",
+            "2002:808:808::1",
+        ] {
+            assert_eq!(p.check(ip(s)), Ok(()), "{s} should be allowed");
+        }
+    }
+
+    #[test]
+    fn refusal_names_the_range() {
+        let p = PeerPolicy::default();
+        assert_eq!(
+            p.check(ip("169.254.169.254")),
+            Err(Refusal::Reserved("link-local"))
+        );
+        assert_eq!(
+            p.check(ip("::ffff:127.0.0.1")),
+            Err(Refusal::Reserved("loopback"))
+        );
+    }
+
+    #[test]
+    fn allow_opens_and_deny_wins() {
+        let p = PeerPolicy::new(
+            vec![
+                "127.0.0.0/8".parse().unwrap(),
+                "10.1.0.0/16".parse().unwrap(),
+            ],
+            vec!["10.1.2.0/24".parse().unwrap(), "8.8.8.8".parse().unwrap()],
+        );
+        assert_eq!(p.check(ip("127.0.0.1")), Ok(()));
+        assert_eq!(p.check(ip("::ffff:127.0.0.1")), Ok(()));
+        assert_eq!(p.check(ip("10.1.9.9")), Ok(()));
+        assert_eq!(p.check(ip("10.1.2.3")), Err(Refusal::Denied));
+        assert_eq!(p.check(ip("8.8.8.8")), Err(Refusal::Denied));
+        assert_eq!(p.check(ip("64:ff9b::808:808")), Err(Refusal::Denied));
+        assert!(p.check(ip("10.2.0.1")).is_err());
+    }
+
+    #[test]
+    fn cidr_parsing() {
+        let c: Cidr = "192.168.0.0/16".parse().unwrap();
+        assert!(c.contains(ip("192.168.44.1")));
+        assert!(!c.contains(ip("192.169.0.1")));
+        assert!(!c.contains(ip("::ffff:192.168.0.1")));
+        assert_eq!("1.2.3.4".parse::<Cidr>().unwrap().prefix(), 32);
+        assert_eq!("::1".parse::<Cidr>().unwrap().prefix(), 128);
+        assert_eq!("[::1]/128".parse::<Cidr>().unwrap().prefix(), 128);
+        assert!("0.0.0.0/0".parse::<Cidr>().unwrap().contains(ip("9.9.9.9")));
+        assert!(matches!(
+            "10.0.0.1/8".parse::<Cidr>(),
+            Err(CidrError::HostBits(..))
+        ));
+        assert!(matches!(
+            "10.0.0.0/33".parse::<Cidr>(),
+            Err(CidrError::Prefix(_))
+        ));
+        assert!(matches!(
+            "10.0.0/8".parse::<Cidr>(),
+            Err(CidrError::Address(_))
+        ));
+    }
+}

@@ -1,0 +1,1187 @@
+//! The server: dispatch of STUN methods, authentication, and the data paths.
+//!
+//! RFC 8489 §6.3 (request processing, 420 for unknown comprehension-required attributes),
+//! §9.2 (long-term credentials), RFC 8656 §7 (Allocate, Refresh), §9–10 (CreatePermission,
+//! Send/Data), §11–12 (ChannelBind, ChannelData).
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
+use std::time::Duration;
+
+use stun_types::attribute::{
+    Attribute as _, AttributeStaticType, AttributeType, ErrorCode, Fingerprint, MessageIntegrity,
+    MessageIntegritySha256, Nonce, Realm, UnknownAttributes, Username, XorMappedAddress,
+};
+use stun_types::message::{
+    IntegrityAlgorithm, IntegrityKey, Message, MessageClass, MessageHeader, MessageType,
+    MessageWrite, MessageWriteExt, MessageWriteVec, Method, StunParseError, TransactionId, BINDING,
+};
+use turn_types::attribute::{
+    AdditionalAddressFamily, AddressErrorCode, ChannelNumber, Data, DontFragment, EvenPort,
+    Lifetime, RequestedAddressFamily, RequestedTransport, ReservationToken, XorPeerAddress,
+    XorRelayedAddress,
+};
+use turn_types::message::{ALLOCATE, CHANNEL_BIND, CREATE_PERMISSION, DATA, REFRESH, SEND};
+use turn_types::AddressFamily;
+
+use super::allocation::{AllocId, Allocation, Phase, Usage};
+use super::channel::{BindError, CHANNEL_MAX, CHANNEL_MIN};
+use super::credentials;
+use super::nonce::Nonces;
+use super::policy::{self, Refusal};
+use super::{
+    AuthFailure, CloseReason, Command, Event, FiveTuple, OpenError, ServerConfig, Time, Transmit,
+};
+
+/// Bytes [`Server::handle_peer_data`] needs in front of a peer's payload to frame it in place:
+/// a Data indication's header, XOR-PEER-ADDRESS (IPv6) and DATA attribute header.
+pub const PEER_HEADROOM: usize = 20 + 4 + 20 + 4;
+/// Bytes it needs after the payload: DATA's padding to a multiple of 4.
+pub const PEER_TAILROOM: usize = 3;
+
+/// How long a deleted allocation's last answer is kept for a retransmitted Refresh (RFC 8489
+/// §6.2.1: a transaction lasts 39.5 s over UDP).
+const TOMBSTONE_TTL: Duration = Duration::from_secs(40);
+/// At most this many deleted allocations are remembered.
+const MAX_TOMBSTONES: usize = 4096;
+/// How often expired permissions, channels and tombstones are swept.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
+
+/// What the driver does with a client's datagram after [`Server::handle_client`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum ClientAction<'a> {
+    /// Nothing more: a STUN message was handled (answers, if any, are in `poll_transmit`) or
+    /// the datagram was dropped.
+    Done,
+    /// Send `payload` to `peer` from the relay socket of `alloc`.
+    Relay {
+        alloc: AllocId,
+        peer: SocketAddr,
+        payload: &'a [u8],
+    },
+    /// `peer` is another allocation of this relay: hand `payload` to
+    /// [`Server::handle_peer_data`] for allocation `to`, as arriving from `from`.
+    Hairpin {
+        to: AllocId,
+        from: SocketAddr,
+        payload: &'a [u8],
+    },
+}
+
+/// Where a peer's datagram goes after [`Server::handle_peer_data`] framed it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct PeerAction {
+    /// The client to send to.
+    pub tuple: FiveTuple,
+    /// The framed message within the buffer passed in.
+    pub frame: Range<usize>,
+}
+
+struct Slot {
+    generation: u32,
+    allocation: Option<Allocation>,
+}
+
+/// What an authenticated request proved.
+struct Authed {
+    key: IntegrityKey,
+    username: String,
+}
+
+/// Per-request output options.
+struct Reply<'k> {
+    key: Option<&'k IntegrityKey>,
+    fingerprint: bool,
+}
+
+/// The TURN server core. See the [module docs](super) for how to drive it.
+pub struct Server {
+    config: ServerConfig,
+    nonces: Nonces,
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    by_tuple: HashMap<FiveTuple, AllocId>,
+    by_relay: HashMap<SocketAddr, AllocId>,
+    per_user: HashMap<Box<str>, u32>,
+    count: usize,
+    expiries: BinaryHeap<Reverse<(Time, AllocId)>>,
+    tombstones: HashMap<FiveTuple, (TransactionId, Box<[u8]>, Time)>,
+    next_sweep: Option<Time>,
+    transmits: VecDeque<Transmit>,
+    commands: VecDeque<Command>,
+    events: VecDeque<Event>,
+    rng: u64,
+}
+
+/// The attribute types this server understands in requests; any other comprehension-required
+/// attribute gets 420 (RFC 8489 §6.3.1).
+const KNOWN: &[u16] = &[
+    0x0001, // MAPPED-ADDRESS
+    0x0006, // USERNAME
+    0x0008, // MESSAGE-INTEGRITY
+    0x000C, // CHANNEL-NUMBER
+    0x000D, // LIFETIME
+    0x0012, // XOR-PEER-ADDRESS
+    0x0013, // DATA
+    0x0014, // REALM
+    0x0015, // NONCE
+    0x0016, // XOR-RELAYED-ADDRESS
+    0x0017, // REQUESTED-ADDRESS-FAMILY
+    0x0018, // EVEN-PORT
+    0x0019, // REQUESTED-TRANSPORT
+    0x001A, // DONT-FRAGMENT
+    0x001C, // MESSAGE-INTEGRITY-SHA256
+    0x0020, // XOR-MAPPED-ADDRESS
+    0x0022, // RESERVATION-TOKEN
+];
+
+impl Server {
+    /// A server with no allocations.
+    pub fn new(config: ServerConfig) -> Self {
+        let nonces = Nonces::new(&config.nonce_key, config.nonce_lifetime.as_secs());
+        let rng = config.seed | 1;
+        Server {
+            config,
+            nonces,
+            slots: Vec::new(),
+            free: Vec::new(),
+            by_tuple: HashMap::new(),
+            by_relay: HashMap::new(),
+            per_user: HashMap::new(),
+            count: 0,
+            expiries: BinaryHeap::new(),
+            tombstones: HashMap::new(),
+            next_sweep: None,
+            transmits: VecDeque::new(),
+            commands: VecDeque::new(),
+            events: VecDeque::new(),
+            rng,
+        }
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    /// How many allocations exist (including ones whose relay socket is being opened).
+    pub fn allocation_count(&self) -> usize {
+        self.count
+    }
+
+    /// The 5-tuple an allocation belongs to.
+    pub fn allocation_tuple(&self, id: AllocId) -> Option<FiveTuple> {
+        self.get(id).map(|a| a.tuple)
+    }
+
+    /// What an allocation has relayed so far.
+    pub fn allocation_usage(&self, id: AllocId) -> Option<Usage> {
+        self.get(id).map(|a| a.usage)
+    }
+
+    /// The next STUN message to send to a client.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next side effect to carry out.
+    pub fn poll_command(&mut self) -> Option<Command> {
+        self.commands.pop_front()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Server::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Option<Time> {
+        let expiry = self.expiries.peek().map(|Reverse((t, _))| *t);
+        match (expiry, self.next_sweep) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Expires allocations whose lifetime ran out, and sweeps stale permissions and channels.
+    pub fn handle_timeout(&mut self, now: Time) {
+        while let Some(&Reverse((t, id))) = self.expiries.peek() {
+            if t > now {
+                break;
+            }
+            self.expiries.pop();
+            // Refreshes push a new deadline and leave the old one: only a current one counts.
+            if self.get(id).is_some_and(|a| a.expires <= now) {
+                self.close(now, id, CloseReason::Expired);
+            }
+        }
+        if self.next_sweep.is_some_and(|t| t <= now) {
+            for slot in &mut self.slots {
+                if let Some(a) = &mut slot.allocation {
+                    a.permissions.prune(now);
+                    a.channels.prune(now);
+                }
+            }
+            self.tombstones.retain(|_, (_, _, exp)| *exp > now);
+            self.next_sweep =
+                (self.count > 0 || !self.tombstones.is_empty()).then(|| now + SWEEP_INTERVAL);
+        }
+    }
+
+    /// Closes an allocation from outside the protocol (its connection closed, shutdown).
+    pub fn close_allocation(&mut self, now: Time, id: AllocId) {
+        if self.get(id).is_some() {
+            self.close(now, id, CloseReason::Closed);
+        }
+    }
+
+    /// Handles one datagram (or one framed message, over a stream) from a client.
+    pub fn handle_client<'a>(
+        &mut self,
+        now: Time,
+        tuple: FiveTuple,
+        data: &'a [u8],
+    ) -> ClientAction<'a> {
+        match data.first() {
+            Some(b) if b & 0xC0 == 0x40 => self.channel_data(now, &tuple, data),
+            Some(b) if b & 0xC0 == 0 => self.stun(now, tuple, data),
+            _ => ClientAction::Done,
+        }
+    }
+
+    /// ChannelData from a client (RFC 8656 §12.6): the hot path, no allocation, no parsing
+    /// beyond the 4-byte header.
+    fn channel_data<'a>(
+        &mut self,
+        now: Time,
+        tuple: &FiveTuple,
+        data: &'a [u8],
+    ) -> ClientAction<'a> {
+        if data.len() < 4 {
+            return ClientAction::Done;
+        }
+        let number = u16::from_be_bytes([data[0], data[1]]);
+        let len = usize::from(u16::from_be_bytes([data[2], data[3]]));
+        if !(CHANNEL_MIN..=CHANNEL_MAX).contains(&number) || 4 + len > data.len() {
+            return ClientAction::Done;
+        }
+        let payload = &data[4..4 + len];
+        let Some(&id) = self.by_tuple.get(tuple) else {
+            return ClientAction::Done;
+        };
+        let Some(alloc) = self.get_mut(id) else {
+            return ClientAction::Done;
+        };
+        let Some(peer) = alloc.channels.peer(number, now) else {
+            return ClientAction::Done;
+        };
+        if !alloc.permissions.allows(peer.ip(), now) {
+            return ClientAction::Done;
+        }
+        self.forward(id, peer, payload)
+    }
+
+    /// Sends `payload` from allocation `id` toward `peer` (already authorised), through the
+    /// network or, for the relay's own addresses, inside the process.
+    fn forward<'a>(
+        &mut self,
+        id: AllocId,
+        peer: SocketAddr,
+        payload: &'a [u8],
+    ) -> ClientAction<'a> {
+        if self.is_own_ip(peer.ip()) && self.config.relay_ports.contains(&peer.port()) {
+            let relay = SocketAddr::new(self.config.relay_ip, peer.port());
+            let Some(&to) = self.by_relay.get(&relay) else {
+                return ClientAction::Done;
+            };
+            let Some(from) = self.get(id).and_then(|a| a.advertised) else {
+                return ClientAction::Done;
+            };
+            self.count_to_peer(id, payload.len());
+            return ClientAction::Hairpin { to, from, payload };
+        }
+        self.count_to_peer(id, payload.len());
+        ClientAction::Relay {
+            alloc: id,
+            peer,
+            payload,
+        }
+    }
+
+    fn count_to_peer(&mut self, id: AllocId, len: usize) {
+        if let Some(a) = self.get_mut(id) {
+            a.usage.packets_to_peer += 1;
+            a.usage.bytes_to_peer += len as u64;
+        }
+    }
+
+    /// A datagram from `from` arrived on allocation `id`'s relay socket (or through the
+    /// hairpin). `buf[payload]` holds it, with at least [`PEER_HEADROOM`] bytes before and
+    /// [`PEER_TAILROOM`] after; the core frames it in place for the client. `None`: drop it
+    /// (no permission, or no such allocation).
+    pub fn handle_peer_data(
+        &mut self,
+        now: Time,
+        id: AllocId,
+        from: SocketAddr,
+        buf: &mut [u8],
+        payload: Range<usize>,
+    ) -> Option<PeerAction> {
+        if payload.start < PEER_HEADROOM || payload.end + PEER_TAILROOM > buf.len() {
+            return None;
+        }
+        let from = canonical(from);
+        let txid = self.next_txid();
+        let alloc = self.get_mut(id)?;
+        if !alloc.is_active() || !alloc.permissions.allows(from.ip(), now) {
+            return None;
+        }
+        let len = payload.len();
+        alloc.usage.packets_from_peer += 1;
+        alloc.usage.bytes_from_peer += len as u64;
+        let tuple = alloc.tuple;
+        let frame = match alloc.channels.number(from, now) {
+            Some(number) => {
+                let start = payload.start - 4;
+                buf[start..start + 2].copy_from_slice(&number.to_be_bytes());
+                buf[start + 2..start + 4].copy_from_slice(&(len as u16).to_be_bytes());
+                start..payload.end
+            }
+            None => frame_data_indication(buf, payload, from, txid),
+        };
+        Some(PeerAction { tuple, frame })
+    }
+
+    /// The driver opened (or failed to open) the relay socket of a pending allocation.
+    pub fn handle_relay_opened(
+        &mut self,
+        now: Time,
+        id: AllocId,
+        result: Result<SocketAddr, OpenError>,
+    ) {
+        let external_ip = self.config.external_ip;
+        let Some(alloc) = self.get_mut(id) else {
+            return;
+        };
+        let Phase::Opening {
+            lifetime,
+            fingerprint,
+            additional_v6,
+        } = alloc.phase
+        else {
+            return;
+        };
+        let key = alloc.key.clone();
+        let tuple = alloc.tuple;
+        let txid = alloc.created_by;
+        let reply = Reply {
+            key: Some(&key),
+            fingerprint,
+        };
+        let relayed = match result {
+            Ok(addr) => addr,
+            Err(_) => {
+                let bytes = error_bytes(ALLOCATE, txid, 508, &reply, |_| {});
+                self.remove(id);
+                self.transmits.push_back(Transmit { tuple, data: bytes });
+                return;
+            }
+        };
+        let advertised = SocketAddr::new(external_ip.unwrap_or(relayed.ip()), relayed.port());
+        alloc.phase = Phase::Active;
+        alloc.relayed = Some(relayed);
+        alloc.advertised = Some(advertised);
+        alloc.expires = now + lifetime;
+        let user: Box<str> = alloc.user().into();
+        let bytes = success_bytes(ALLOCATE, txid, &reply, |w| {
+            put(w, &XorRelayedAddress::new(advertised, txid));
+            put(w, &Lifetime::new(lifetime.as_secs() as u32));
+            put(w, &XorMappedAddress::new(tuple.client, txid));
+            if additional_v6 {
+                if let Ok(code) = ErrorCode::builder(440).build() {
+                    put(w, &AddressErrorCode::new(AddressFamily::IPV6, code));
+                }
+            }
+        });
+        alloc.responses.put(txid, &bytes);
+        let expires = alloc.expires;
+        self.by_relay.insert(relayed, id);
+        self.expiries.push(Reverse((expires, id)));
+        self.arm_sweep(now);
+        self.transmits.push_back(Transmit { tuple, data: bytes });
+        self.events
+            .push_back(Event::AllocationCreated { id, user, relayed });
+    }
+
+    // ---- STUN --------------------------------------------------------------------------
+
+    fn stun<'a>(&mut self, now: Time, tuple: FiveTuple, data: &'a [u8]) -> ClientAction<'a> {
+        let msg = match Message::from_bytes(data) {
+            Ok(msg) if data.len() == MessageHeader::LENGTH + msg_len(data) => msg,
+            // A wrong FINGERPRINT means it is not STUN at all (RFC 8489 §7.3): no answer.
+            Err(StunParseError::FingerprintMismatch) => return ClientAction::Done,
+            _ => {
+                // Keep the transaction id of a malformed request so it still gets its 400.
+                if let Ok(h) = MessageHeader::from_bytes(data) {
+                    if h.get_type().class() == MessageClass::Request {
+                        let reply = Reply {
+                            key: None,
+                            fingerprint: false,
+                        };
+                        let bytes = error_bytes(
+                            h.get_type().method(),
+                            h.transaction_id(),
+                            400,
+                            &reply,
+                            |_| {},
+                        );
+                        self.transmits.push_back(Transmit { tuple, data: bytes });
+                    }
+                }
+                return ClientAction::Done;
+            }
+        };
+        match (msg.class(), msg.method()) {
+            (MessageClass::Request, BINDING) => self.binding(tuple, &msg),
+            (MessageClass::Request, ALLOCATE) => self.allocate(now, tuple, &msg),
+            (MessageClass::Request, m @ (REFRESH | CREATE_PERMISSION | CHANNEL_BIND)) => {
+                self.on_allocation(now, tuple, &msg, m)
+            }
+            (MessageClass::Indication, SEND) => return self.send(now, &tuple, &msg, data),
+            (MessageClass::Request, m) => {
+                let reply = reply_opts(&msg, None);
+                let bytes = error_bytes(m, msg.transaction_id(), 400, &reply, |_| {});
+                self.transmits.push_back(Transmit { tuple, data: bytes });
+            }
+            // Binding indications (keepalives), responses and other indications: nothing.
+            _ => {}
+        }
+        ClientAction::Done
+    }
+
+    /// Binding (RFC 8489 §3): the client's reflexive address, no authentication.
+    fn binding(&mut self, tuple: FiveTuple, msg: &Message<'_>) {
+        let reply = reply_opts(msg, None);
+        let txid = msg.transaction_id();
+        let bytes = match unknown_required(msg) {
+            Some(unknown) => error_bytes(BINDING, txid, 420, &reply, |w| put(w, &unknown)),
+            None => success_bytes(BINDING, txid, &reply, |w| {
+                put(w, &XorMappedAddress::new(tuple.client, txid));
+            }),
+        };
+        self.transmits.push_back(Transmit { tuple, data: bytes });
+    }
+
+    /// Answers a retransmission from the allocation's (or tombstone's) cache.
+    fn replay(&mut self, tuple: FiveTuple, txid: TransactionId) -> bool {
+        let cached = match self.by_tuple.get(&tuple) {
+            Some(&id) => self
+                .get(id)
+                .and_then(|a| a.responses.get(txid))
+                .map(<[u8]>::to_vec),
+            None => self
+                .tombstones
+                .get(&tuple)
+                .filter(|(t, _, _)| *t == txid)
+                .map(|(_, b, _)| b.to_vec()),
+        };
+        match cached {
+            Some(data) => {
+                self.transmits.push_back(Transmit { tuple, data });
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Long-term credential check (RFC 8489 §9.2.4). On failure the answer is queued.
+    fn authenticate(&mut self, now: Time, tuple: FiveTuple, msg: &Message<'_>) -> Option<Authed> {
+        let method = msg.method();
+        let txid = msg.transaction_id();
+        let fingerprint = msg.has_attribute(Fingerprint::TYPE);
+        let has_integrity = msg.has_attribute(MessageIntegrity::TYPE)
+            || msg.has_attribute(MessageIntegritySha256::TYPE);
+        if !has_integrity {
+            self.challenge(now, tuple, method, txid, 401, fingerprint);
+            return None;
+        }
+        let (Ok(username), Ok(realm), Ok(nonce)) = (
+            msg.attribute::<Username>(),
+            msg.attribute::<Realm>(),
+            msg.attribute::<Nonce>(),
+        ) else {
+            self.events
+                .push_back(Event::AuthFailed(AuthFailure::MissingAttributes));
+            let reply = reply_opts(msg, None);
+            let bytes = error_bytes(method, txid, 400, &reply, |_| {});
+            self.transmits.push_back(Transmit { tuple, data: bytes });
+            return None;
+        };
+        if !self.nonces.is_valid(nonce.nonce(), now, &tuple) {
+            self.events
+                .push_back(Event::AuthFailed(AuthFailure::StaleNonce));
+            self.challenge(now, tuple, method, txid, 438, fingerprint);
+            return None;
+        }
+        let failure = if realm.realm() != self.config.realm {
+            Some(AuthFailure::WrongRealm)
+        } else {
+            match credentials::verify(username.username(), now.unix_secs()) {
+                Ok(_) => None,
+                Err(credentials::CredentialError::Expired) => Some(AuthFailure::Expired),
+                Err(_) => Some(AuthFailure::MalformedUsername),
+            }
+        };
+        if let Some(failure) = failure {
+            self.events.push_back(Event::AuthFailed(failure));
+            self.challenge(now, tuple, method, txid, 401, fingerprint);
+            return None;
+        }
+        let cached = self
+            .by_tuple
+            .get(&tuple)
+            .and_then(|&id| self.get(id))
+            .filter(|a| &*a.username == username.username())
+            .map(|a| a.key.clone());
+        let key = cached.unwrap_or_else(|| {
+            let password = credentials::password_for(&self.config.secret, username.username());
+            credentials::long_term_key(username.username(), &self.config.realm, &password)
+        });
+        if msg.validate_integrity_with_key(&key).is_err() {
+            self.events
+                .push_back(Event::AuthFailed(AuthFailure::BadIntegrity));
+            self.challenge(now, tuple, method, txid, 401, fingerprint);
+            return None;
+        }
+        Some(Authed {
+            key,
+            username: username.username().to_owned(),
+        })
+    }
+
+    /// 401 or 438 with REALM and a fresh NONCE. Kept small (no reason phrase): it is what an
+    /// unauthenticated source can make the relay send, so it must not amplify.
+    fn challenge(
+        &mut self,
+        now: Time,
+        tuple: FiveTuple,
+        method: Method,
+        txid: TransactionId,
+        code: u16,
+        fingerprint: bool,
+    ) {
+        let nonce = self.nonces.issue(now, &tuple);
+        let reply = Reply {
+            key: None,
+            fingerprint,
+        };
+        let realm = Realm::new(&self.config.realm);
+        let nonce = Nonce::new(&nonce);
+        let bytes = error_bytes(method, txid, code, &reply, |w| {
+            if let Ok(realm) = &realm {
+                put(w, realm);
+            }
+            if let Ok(nonce) = &nonce {
+                put(w, nonce);
+            }
+        });
+        self.transmits.push_back(Transmit { tuple, data: bytes });
+    }
+
+    /// Allocate (RFC 8656 §7.2).
+    fn allocate(&mut self, now: Time, tuple: FiveTuple, msg: &Message<'_>) {
+        let txid = msg.transaction_id();
+        if let Some(&id) = self.by_tuple.get(&tuple) {
+            // A retransmission of the request that created it: the same answer, or none yet
+            // while its socket is opening.
+            if self.get(id).is_some_and(|a| a.created_by == txid) {
+                self.replay(tuple, txid);
+                return;
+            }
+        }
+        let Some(auth) = self.authenticate(now, tuple, msg) else {
+            return;
+        };
+        let reply = reply_opts(msg, Some(&auth.key));
+        let fail = |code: u16| error_bytes(ALLOCATE, txid, code, &reply, |_| {});
+        let refuse = |server: &mut Server, bytes: Vec<u8>| {
+            server.transmits.push_back(Transmit { tuple, data: bytes });
+        };
+        if self.by_tuple.contains_key(&tuple) {
+            return refuse(self, fail(437));
+        }
+        if let Some(unknown) = unknown_required(msg) {
+            let bytes = error_bytes(ALLOCATE, txid, 420, &reply, |w| put(w, &unknown));
+            return refuse(self, bytes);
+        }
+        match msg.attribute::<RequestedTransport>() {
+            Ok(t) if t.protocol() == RequestedTransport::UDP => {}
+            Ok(_) => return refuse(self, fail(442)),
+            Err(_) => return refuse(self, fail(400)),
+        }
+        let _ = msg.has_attribute(DontFragment::TYPE); // Accepted: the kernel's PMTU default.
+        let token = msg.has_attribute(ReservationToken::TYPE);
+        let even = msg.has_attribute(EvenPort::TYPE);
+        let requested = msg.attribute::<RequestedAddressFamily>().ok();
+        let additional = msg.attribute::<AdditionalAddressFamily>().ok();
+        if token && (even || requested.is_some() || additional.is_some()) {
+            return refuse(self, fail(400));
+        }
+        if requested.is_some() && additional.is_some() {
+            return refuse(self, fail(400));
+        }
+        // EVEN-PORT without its R bit only asks for an even port, which is easy to give. With
+        // R, or a RESERVATION-TOKEN, it asks for a reserved pair: not offered here, and RFC 8656
+        // §7.2 says 508 for a reservation the server cannot make.
+        let even_port = match msg.attribute::<EvenPort>() {
+            Ok(e) if e.requested() => return refuse(self, fail(508)),
+            Ok(_) => true,
+            Err(_) if even => return refuse(self, fail(400)),
+            Err(_) => false,
+        };
+        if token {
+            return refuse(self, fail(508));
+        }
+        let relay_family = family_of(self.config.relay_ip);
+        if requested.is_some_and(|r| r.family() != relay_family) {
+            return refuse(self, fail(440));
+        }
+        let additional_v6 = additional.is_some_and(|a| a.family() == AddressFamily::IPV6)
+            && relay_family == AddressFamily::IPV4;
+        let user = credentials::verify(&auth.username, now.unix_secs())
+            .map(|v| v.user)
+            .unwrap_or_default();
+        let held = self.per_user.get(user).copied().unwrap_or(0);
+        if held >= self.config.user_quota {
+            self.events.push_back(Event::QuotaReached { total: false });
+            return refuse(self, fail(486));
+        }
+        if self.count >= self.config.total_quota as usize {
+            self.events.push_back(Event::QuotaReached { total: true });
+            return refuse(self, fail(486));
+        }
+        let lifetime = allocate_lifetime(&self.config, msg);
+        let user: Box<str> = user.into();
+        *self.per_user.entry(user).or_insert(0) += 1;
+        let fingerprint = reply.fingerprint;
+        let id = self.insert(|_| Allocation {
+            tuple,
+            username: auth.username.into(),
+            key: auth.key.clone(),
+            created_by: txid,
+            phase: Phase::Opening {
+                lifetime,
+                fingerprint,
+                additional_v6,
+            },
+            relayed: None,
+            advertised: None,
+            created: now,
+            expires: now + lifetime,
+            permissions: Default::default(),
+            channels: Default::default(),
+            usage: Usage::default(),
+            responses: Default::default(),
+        });
+        self.tombstones.remove(&tuple);
+        self.by_tuple.insert(tuple, id);
+        self.commands
+            .push_back(Command::OpenRelay { id, even_port });
+    }
+
+    /// Refresh, CreatePermission and ChannelBind: requests on an existing allocation.
+    fn on_allocation(&mut self, now: Time, tuple: FiveTuple, msg: &Message<'_>, method: Method) {
+        let txid = msg.transaction_id();
+        if self.replay(tuple, txid) {
+            return;
+        }
+        let Some(auth) = self.authenticate(now, tuple, msg) else {
+            return;
+        };
+        let reply = reply_opts(msg, Some(&auth.key));
+        let id = self
+            .by_tuple
+            .get(&tuple)
+            .copied()
+            .filter(|&id| self.get(id).is_some_and(Allocation::is_active));
+        let outcome = match id {
+            None => Err(437),
+            Some(id) if self.get(id).is_some_and(|a| *a.username != *auth.username) => {
+                self.events
+                    .push_back(Event::AuthFailed(AuthFailure::WrongCredentials));
+                Err(441)
+            }
+            Some(_) if unknown_required(msg).is_some() => Err(420),
+            Some(id) => match method {
+                REFRESH => self.refresh(now, id, msg),
+                CREATE_PERMISSION => self.create_permission(now, id, msg),
+                _ => self.channel_bind(now, id, msg),
+            },
+        };
+        let bytes = match outcome {
+            Ok(lifetime) => success_bytes(method, txid, &reply, |w| {
+                if let Some(secs) = lifetime {
+                    put(w, &Lifetime::new(secs));
+                }
+            }),
+            Err(420) => {
+                let unknown = unknown_required(msg);
+                error_bytes(method, txid, 420, &reply, |w| {
+                    if let Some(u) = &unknown {
+                        put(w, u);
+                    }
+                })
+            }
+            Err(code) => error_bytes(method, txid, code, &reply, |_| {}),
+        };
+        let tombstone_room = self.tombstones.len() < MAX_TOMBSTONES;
+        match id.and_then(|id| self.get_mut(id)) {
+            Some(alloc) => alloc.responses.put(txid, &bytes),
+            None if method == REFRESH && outcome == Ok(Some(0)) && tombstone_room => {
+                self.tombstones
+                    .insert(tuple, (txid, bytes.clone().into(), now + TOMBSTONE_TTL));
+                self.arm_sweep(now);
+            }
+            None => {}
+        }
+        self.transmits.push_back(Transmit { tuple, data: bytes });
+    }
+
+    /// Refresh (RFC 8656 §7.3). `Ok(Some(lifetime))` to answer.
+    fn refresh(&mut self, now: Time, id: AllocId, msg: &Message<'_>) -> Result<Option<u32>, u16> {
+        if let Ok(r) = msg.attribute::<RequestedAddressFamily>() {
+            if r.family() != family_of(self.config.relay_ip) {
+                return Err(443);
+            }
+        }
+        let requested = msg.attribute::<Lifetime>().ok().map(|l| l.seconds());
+        if requested == Some(0) {
+            self.close(now, id, CloseReason::Deleted);
+            return Ok(Some(0));
+        }
+        let secs = requested
+            .map_or(self.config.default_lifetime.as_secs(), u64::from)
+            .min(self.config.max_lifetime.as_secs());
+        let expires = now + Duration::from_secs(secs);
+        if let Some(a) = self.get_mut(id) {
+            a.expires = expires;
+        }
+        self.expiries.push(Reverse((expires, id)));
+        Ok(Some(secs as u32))
+    }
+
+    /// CreatePermission (RFC 8656 §9.2): all the peers, or none.
+    fn create_permission(
+        &mut self,
+        now: Time,
+        id: AllocId,
+        msg: &Message<'_>,
+    ) -> Result<Option<u32>, u16> {
+        let txid = msg.transaction_id();
+        let mut ips = Vec::new();
+        for (_, raw) in msg.iter_attributes() {
+            if raw.get_type() == XorPeerAddress::TYPE {
+                let peer = XorPeerAddress::try_from(&raw).map_err(|_| 400u16)?;
+                ips.push(canonical(peer.addr(txid)).ip());
+            }
+        }
+        if ips.is_empty() {
+            return Err(400);
+        }
+        for &ip in &ips {
+            self.check_peer_ip(ip)?;
+        }
+        let max = self.config.max_permissions;
+        let expires = now + self.config.permission_lifetime;
+        let alloc = self.get_mut(id).ok_or(437u16)?;
+        if !alloc.permissions.fits(&ips, now, max) {
+            return Err(508);
+        }
+        for ip in ips {
+            alloc.permissions.install(ip, expires);
+        }
+        Ok(None)
+    }
+
+    /// ChannelBind (RFC 8656 §11.2).
+    fn channel_bind(
+        &mut self,
+        now: Time,
+        id: AllocId,
+        msg: &Message<'_>,
+    ) -> Result<Option<u32>, u16> {
+        let txid = msg.transaction_id();
+        let number = msg
+            .attribute::<ChannelNumber>()
+            .map_err(|_| 400u16)?
+            .channel();
+        let peer = msg.attribute::<XorPeerAddress>().map_err(|_| 400u16)?;
+        let peer = canonical(peer.addr(txid));
+        if !(CHANNEL_MIN..=CHANNEL_MAX).contains(&number) {
+            return Err(400);
+        }
+        self.check_peer_ip(peer.ip())?;
+        if !self.own_port_allowed(peer) {
+            self.events
+                .push_back(Event::PeerRefused(Refusal::Reserved("own-address")));
+            return Err(403);
+        }
+        let (max, perm_expires) = (
+            self.config.max_channels,
+            now + self.config.permission_lifetime,
+        );
+        let expires = now + self.config.channel_lifetime;
+        let alloc = self.get_mut(id).ok_or(437u16)?;
+        match alloc.channels.bind(number, peer, now, expires, max) {
+            Ok(()) => {}
+            Err(BindError::Conflict) => return Err(400),
+            Err(BindError::Full) => return Err(508),
+        }
+        alloc.permissions.install(peer.ip(), perm_expires);
+        Ok(None)
+    }
+
+    /// Send indication (RFC 8656 §10.2): no answer, ever; bad ones are dropped.
+    fn send<'a>(
+        &mut self,
+        now: Time,
+        tuple: &FiveTuple,
+        msg: &Message<'_>,
+        data: &'a [u8],
+    ) -> ClientAction<'a> {
+        let Some(&id) = self.by_tuple.get(tuple) else {
+            return ClientAction::Done;
+        };
+        let Ok(peer) = msg.attribute::<XorPeerAddress>() else {
+            return ClientAction::Done;
+        };
+        let peer = canonical(peer.addr(msg.transaction_id()));
+        let Some((offset, raw)) = msg.raw_attribute_and_offset(Data::TYPE) else {
+            return ClientAction::Done;
+        };
+        let start = offset + 4;
+        let Some(payload) = data.get(start..start + usize::from(raw.length())) else {
+            return ClientAction::Done;
+        };
+        let permitted = self
+            .get(id)
+            .is_some_and(|a| a.is_active() && a.permissions.allows(peer.ip(), now));
+        if !permitted || family_of(peer.ip()) != family_of(self.config.relay_ip) {
+            return ClientAction::Done;
+        }
+        if !self.own_port_allowed(peer) {
+            self.events
+                .push_back(Event::PeerRefused(Refusal::Reserved("own-address")));
+            return ClientAction::Done;
+        }
+        self.forward(id, peer, payload)
+    }
+
+    /// The policy for a permission's IP: deny wins, then the relay's own addresses are fine,
+    /// then allow and the default. 403 when refused.
+    fn check_peer_ip(&mut self, ip: IpAddr) -> Result<(), u16> {
+        let verdict = if self.config.policy.is_denied(ip) {
+            Err(Refusal::Denied)
+        } else if self.is_own_ip(ip) {
+            Ok(())
+        } else {
+            self.config.policy.check(ip)
+        };
+        verdict.map_err(|r| {
+            self.events.push_back(Event::PeerRefused(r));
+            403u16
+        })?;
+        if family_of(ip) != family_of(self.config.relay_ip) {
+            return Err(443);
+        }
+        Ok(())
+    }
+
+    /// The box's own addresses are peers only on relay ports (delivered in-process), unless
+    /// `allow_peers` names them: its HTTP port, SSH and the like are never reachable by default,
+    /// whatever the address (public or private) they are asked through.
+    fn own_port_allowed(&self, peer: SocketAddr) -> bool {
+        !self.is_own_ip(peer.ip())
+            || self.config.relay_ports.contains(&peer.port())
+            || self.config.policy.is_explicitly_allowed(peer.ip())
+    }
+
+    fn is_own_ip(&self, ip: IpAddr) -> bool {
+        let ip = policy::normalize(ip);
+        ip == self.config.relay_ip || Some(ip) == self.config.external_ip
+    }
+
+    // ---- bookkeeping -------------------------------------------------------------------
+
+    fn get(&self, id: AllocId) -> Option<&Allocation> {
+        let slot = self.slots.get(id.index as usize)?;
+        if slot.generation != id.generation {
+            return None;
+        }
+        slot.allocation.as_ref()
+    }
+
+    fn get_mut(&mut self, id: AllocId) -> Option<&mut Allocation> {
+        let slot = self.slots.get_mut(id.index as usize)?;
+        if slot.generation != id.generation {
+            return None;
+        }
+        slot.allocation.as_mut()
+    }
+
+    fn insert(&mut self, make: impl FnOnce(AllocId) -> Allocation) -> AllocId {
+        let index = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.slots.push(Slot {
+                    generation: 0,
+                    allocation: None,
+                });
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let slot = &mut self.slots[index as usize];
+        let id = AllocId {
+            index,
+            generation: slot.generation,
+        };
+        slot.allocation = Some(make(id));
+        self.count += 1;
+        id
+    }
+
+    /// Removes an allocation and everything that points at it; no event.
+    fn remove(&mut self, id: AllocId) -> Option<Allocation> {
+        let slot = self.slots.get_mut(id.index as usize)?;
+        if slot.generation != id.generation {
+            return None;
+        }
+        let alloc = slot.allocation.take()?;
+        slot.generation = slot.generation.wrapping_add(1);
+        self.free.push(id.index);
+        self.count -= 1;
+        self.by_tuple.remove(&alloc.tuple);
+        if let Some(r) = alloc.relayed {
+            self.by_relay.remove(&r);
+        }
+        let user = alloc.user();
+        if let Some(n) = self.per_user.get_mut(user) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_user.remove(user);
+            }
+        }
+        Some(alloc)
+    }
+
+    fn close(&mut self, now: Time, id: AllocId, reason: CloseReason) {
+        let Some(alloc) = self.remove(id) else {
+            return;
+        };
+        if alloc.relayed.is_some() {
+            self.commands.push_back(Command::CloseRelay { id });
+        }
+        self.events.push_back(Event::AllocationClosed {
+            id,
+            user: alloc.user().into(),
+            reason,
+            usage: alloc.usage,
+            lifetime: now.saturating_since(alloc.created),
+        });
+    }
+
+    fn arm_sweep(&mut self, now: Time) {
+        if self.next_sweep.is_none() {
+            self.next_sweep = Some(now + SWEEP_INTERVAL);
+        }
+    }
+
+    /// A transaction id for a Data indication: splitmix64, seeded by the driver.
+    fn next_txid(&mut self) -> [u8; 12] {
+        let mut next = || {
+            self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.rng;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        };
+        let (a, b) = (next(), next());
+        let mut out = [0u8; 12];
+        out[..8].copy_from_slice(&a.to_be_bytes());
+        out[8..].copy_from_slice(&b.to_be_bytes()[..4]);
+        out
+    }
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("allocations", &self.count)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The allocation lifetime (RFC 8656 §7.2): the client's wish, at least the default, at most
+/// the maximum.
+fn allocate_lifetime(config: &ServerConfig, msg: &Message<'_>) -> Duration {
+    let requested = msg
+        .attribute::<Lifetime>()
+        .map(|l| Duration::from_secs(u64::from(l.seconds())))
+        .unwrap_or(config.default_lifetime);
+    requested
+        .min(config.max_lifetime)
+        .max(config.default_lifetime.min(config.max_lifetime))
+}
+
+/// The STUN length field.
+fn msg_len(data: &[u8]) -> usize {
+    usize::from(u16::from_be_bytes([data[2], data[3]]))
+}
+
+/// An IPv4-mapped IPv6 address as the IPv4 address it is; anything else unchanged.
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), addr.port()),
+            None => addr,
+        },
+        IpAddr::V4(_) => addr,
+    }
+}
+
+fn family_of(ip: IpAddr) -> AddressFamily {
+    match ip {
+        IpAddr::V4(_) => AddressFamily::IPV4,
+        IpAddr::V6(_) => AddressFamily::IPV6,
+    }
+}
+
+/// The comprehension-required attributes of `msg` this server does not understand.
+fn unknown_required(msg: &Message<'_>) -> Option<UnknownAttributes> {
+    let mut unknown: Vec<AttributeType> = Vec::new();
+    for (_, raw) in msg.iter_attributes() {
+        let t = raw.get_type();
+        if t.comprehension_required() && !KNOWN.contains(&t.value()) && !unknown.contains(&t) {
+            unknown.push(t);
+        }
+    }
+    (!unknown.is_empty()).then(|| UnknownAttributes::new(&unknown))
+}
+
+fn reply_opts<'k>(msg: &Message<'_>, key: Option<&'k IntegrityKey>) -> Reply<'k> {
+    Reply {
+        key,
+        fingerprint: msg.has_attribute(Fingerprint::TYPE),
+    }
+}
+
+fn put(w: &mut MessageWriteVec, attr: &dyn stun_types::attribute::AttributeWrite) {
+    // Only fails on a message already sealed by MESSAGE-INTEGRITY, which callers never pass.
+    let res = w.add_attribute(attr);
+    debug_assert!(res.is_ok(), "{res:?}");
+}
+
+fn seal(mut w: MessageWriteVec, reply: &Reply<'_>) -> Vec<u8> {
+    if let Some(key) = reply.key {
+        let res = w.add_message_integrity_with_key(key, IntegrityAlgorithm::Sha1);
+        debug_assert!(res.is_ok(), "{res:?}");
+    }
+    if reply.fingerprint {
+        let res = w.add_fingerprint();
+        debug_assert!(res.is_ok(), "{res:?}");
+    }
+    w.finish()
+}
+
+fn success_bytes(
+    method: Method,
+    txid: TransactionId,
+    reply: &Reply<'_>,
+    attrs: impl FnOnce(&mut MessageWriteVec),
+) -> Vec<u8> {
+    let mtype = MessageType::from_class_method(MessageClass::Success, method);
+    let mut w = Message::builder(mtype, txid, MessageWriteVec::with_capacity(96));
+    attrs(&mut w);
+    seal(w, reply)
+}
+
+/// An error response. 401 and 438 carry no reason phrase (they answer unauthenticated
+/// requests, and must stay small); others carry the RFC's standard phrase, never a detail.
+fn error_bytes(
+    method: Method,
+    txid: TransactionId,
+    code: u16,
+    reply: &Reply<'_>,
+    attrs: impl FnOnce(&mut MessageWriteVec),
+) -> Vec<u8> {
+    let mtype = MessageType::from_class_method(MessageClass::Error, method);
+    let mut w = Message::builder(mtype, txid, MessageWriteVec::with_capacity(96));
+    let builder = ErrorCode::builder(code);
+    let builder = if matches!(code, 401 | 438) {
+        builder.reason("")
+    } else {
+        builder
+    };
+    if let Ok(ec) = builder.build() {
+        put(&mut w, &ec);
+    }
+    attrs(&mut w);
+    seal(w, reply)
+}
+
+/// Writes a Data indication header (and DATA padding) around `buf[payload]`, in place.
+fn frame_data_indication(
+    buf: &mut [u8],
+    payload: Range<usize>,
+    peer: SocketAddr,
+    txid: [u8; 12],
+) -> Range<usize> {
+    const COOKIE: [u8; 4] = 0x2112_A442u32.to_be_bytes();
+    let len = payload.len();
+    let padded = (len + 3) & !3;
+    let addr_len = if peer.is_ipv4() { 8 } else { 20 };
+    let header_len = 20 + 4 + addr_len + 4;
+    let start = payload.start - header_len;
+    let body_len = 4 + addr_len + 4 + padded;
+    let h = &mut buf[start..payload.start];
+    let mtype = MessageType::from_class_method(MessageClass::Indication, DATA);
+    mtype.write_into(&mut h[0..2]);
+    h[2..4].copy_from_slice(&(body_len as u16).to_be_bytes());
+    h[4..8].copy_from_slice(&COOKIE);
+    h[8..20].copy_from_slice(&txid);
+    // XOR-PEER-ADDRESS (RFC 8489 §14.2).
+    h[20..22].copy_from_slice(&0x0012u16.to_be_bytes());
+    h[22..24].copy_from_slice(&(addr_len as u16).to_be_bytes());
+    h[24] = 0;
+    let xport = peer.port() ^ 0x2112;
+    h[26..28].copy_from_slice(&xport.to_be_bytes());
+    match peer.ip() {
+        IpAddr::V4(v4) => {
+            h[25] = 0x01;
+            for (i, b) in v4.octets().iter().enumerate() {
+                h[28 + i] = b ^ COOKIE[i];
+            }
+        }
+        IpAddr::V6(v6) => {
+            h[25] = 0x02;
+            let mut mask = [0u8; 16];
+            mask[..4].copy_from_slice(&COOKIE);
+            mask[4..].copy_from_slice(&txid);
+            for (i, b) in v6.octets().iter().enumerate() {
+                h[28 + i] = b ^ mask[i];
+            }
+        }
+    }
+    // DATA header; the payload is already in place.
+    let d = 24 + addr_len;
+    h[d..d + 2].copy_from_slice(&0x0013u16.to_be_bytes());
+    h[d + 2..d + 4].copy_from_slice(&(len as u16).to_be_bytes());
+    buf[payload.end..start + 20 + body_len].fill(0);
+    start..start + 20 + body_len
+}
+
+#[cfg(test)]
+#[path = "server_tests.rs"]
+mod tests;

@@ -1,0 +1,59 @@
+//! Time as the core sees it: passed in, never read.
+
+use std::time::Duration;
+
+/// A point in time: milliseconds since the Unix epoch.
+///
+/// The core never reads a clock. The driver passes `Time` into every `handle_*` call, computed
+/// from a monotonic clock anchored to the wall clock once at start, so that it never goes
+/// backwards yet still compares with the Unix expiry in a credential's username. Tests start it
+/// at a fixed value and move it by hand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Time(u64);
+
+impl Time {
+    /// The instant `millis` milliseconds after the Unix epoch.
+    pub const fn from_unix_millis(millis: u64) -> Self {
+        Time(millis)
+    }
+
+    /// The instant `secs` seconds after the Unix epoch.
+    pub const fn from_unix_secs(secs: u64) -> Self {
+        Time(secs * 1000)
+    }
+
+    /// Milliseconds since the Unix epoch.
+    pub const fn unix_millis(self) -> u64 {
+        self.0
+    }
+
+    /// Whole seconds since the Unix epoch.
+    pub const fn unix_secs(self) -> u64 {
+        self.0 / 1000
+    }
+
+    /// How long from `earlier` to `self`, zero if `earlier` is later.
+    pub fn saturating_since(self, earlier: Time) -> Duration {
+        Duration::from_millis(self.0.saturating_sub(earlier.0))
+    }
+}
+
+impl std::ops::Add<Duration> for Time {
+    type Output = Time;
+    fn add(self, d: Duration) -> Time {
+        Time(
+            self.0
+                .saturating_add(d.as_millis().min(u64::MAX as u128) as u64),
+        )
+    }
+}
+
+impl std::ops::Sub<Duration> for Time {
+    type Output = Time;
+    fn sub(self, d: Duration) -> Time {
+        Time(
+            self.0
+                .saturating_sub(d.as_millis().min(u64::MAX as u128) as u64),
+        )
+    }
+}
