@@ -38,6 +38,16 @@ pub fn run(config_path: Option<&std::path::Path>) -> ExitCode {
         }
     };
 
+    // Signal handlers go in before anything is announced as listening: a supervisor (or a
+    // test) may send SIGTERM as soon as it reads that line.
+    let signals = match runtime.block_on(async { Signals::install() }) {
+        Ok(signals) => signals,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot install signal handlers");
+            return ExitCode::FAILURE;
+        }
+    };
+
     let relay = match Relay::start(RelayConfig {
         listen: config.turn.listen.clone(),
         server: server_config(&config.turn),
@@ -52,7 +62,7 @@ pub fn run(config_path: Option<&std::path::Path>) -> ExitCode {
         tracing::info!(addr = %a, "turn listening (udp)");
     }
 
-    let stopped = runtime.block_on(wait_for_signal());
+    let stopped = runtime.block_on(signals.wait());
     match &stopped {
         Ok(name) => tracing::info!(signal = name, "shutting down"),
         Err(e) => tracing::error!(error = %e, "cannot wait for signals; shutting down"),
@@ -111,12 +121,25 @@ fn server_config(turn: &TurnConfig) -> ServerConfig {
 }
 
 /// Waits for SIGTERM (systemd's stop) or SIGINT (Ctrl-C) and says which.
-async fn wait_for_signal() -> std::io::Result<&'static str> {
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => Ok("SIGTERM"),
-        _ = int.recv() => Ok("SIGINT"),
+/// SIGTERM and SIGINT, caught from installation on.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn wait(mut self) -> std::io::Result<&'static str> {
+        tokio::select! {
+            _ = self.term.recv() => Ok("SIGTERM"),
+            _ = self.int.recv() => Ok("SIGINT"),
+        }
     }
 }
 

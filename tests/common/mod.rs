@@ -1,0 +1,196 @@
+//! Runs the real daemon for integration tests: a temp dir, a config on loopback with port 0,
+//! and the bound address read back from its log.
+
+#![allow(dead_code)] // Each test binary uses its own part of this.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+pub const SECRET: &str = "integration-test-secret";
+pub const REALM: &str = "switchboard.test";
+
+/// A running `switchboard serve`, killed on drop.
+pub struct Daemon {
+    child: Option<Child>,
+    pub turn: SocketAddr,
+    pub dir: tempfile::TempDir,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Daemon {
+    /// Starts the daemon with TURN on 127.0.0.1 (port 0), relay ports 20000–29999 (below the
+    /// kernel's ephemeral range, so a test's own sockets never take one), and
+    /// `extra` appended inside `[turn]` (e.g. `allow_peers = ["127.0.0.1/32"]`).
+    pub fn start(extra: &str) -> Daemon {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = format!(
+            "[turn]\nlisten = [\"127.0.0.1:0\"]\nrelay_ip = \"127.0.0.1\"\n\
+             relay_ports = \"20000-29999\"\nrealm = \"{REALM}\"\nsecret = \"{SECRET}\"\n\
+             {extra}\n\n[log]\nlevel = \"info\"\nformat = \"text\"\n"
+        );
+        let path: PathBuf = dir.path().join("switchboard.toml");
+        std::fs::write(&path, config).expect("write config");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&path)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn switchboard");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().expect("stderr");
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("turn listening (udp)") {
+                    if let Some(addr) = field(&line, "addr") {
+                        let _ = tx.send(addr.to_owned());
+                    }
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(a) => a,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "daemon did not report its listener: {:#?}",
+                    log.lock().unwrap()
+                );
+            }
+        };
+        Daemon {
+            child: Some(child),
+            turn: addr.parse().expect("listener address"),
+            dir,
+            log,
+        }
+    }
+
+    /// TURN REST credentials valid for an hour.
+    pub fn credentials(&self, user: &str) -> (String, String) {
+        credentials(user, unix_now() + 3600)
+    }
+
+    /// The daemon's log lines so far.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits (bounded) until a log line satisfies `pred`, returning it.
+    pub fn wait_log(&self, timeout: Duration, pred: impl Fn(&str) -> bool) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(l) = self.log().into_iter().find(|l| pred(l)) {
+                return Some(l);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// SIGTERM, and the exit status (bounded wait).
+    pub fn stop(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                // Let the log reader catch up with the last lines.
+                std::thread::sleep(Duration::from_millis(100));
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("daemon did not stop within 10 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// `key=value` from a tracing text line.
+pub fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    let pat = format!("{key}=");
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(pat.as_str()))
+        .map(|v| v.trim_matches('"'))
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+pub fn credentials(user: &str, expiry: u64) -> (String, String) {
+    let c = switchboard_turn::credentials::mint(SECRET.as_bytes(), user, expiry);
+    (c.username, c.password)
+}
+
+/// A UDP port free right now on 127.0.0.1 (for third-party tools that need a number).
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("bind")
+        .port()
+}
+
+/// Runs a command with a time limit, returning (exit code, stdout+stderr).
+pub fn run_bounded(cmd: &mut Command, limit: Duration) -> (Option<i32>, String) {
+    let out_path = tempfile::NamedTempFile::new().expect("temp file");
+    let out = out_path.reopen().expect("reopen");
+    let err = out.try_clone().expect("clone");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("cannot run {cmd:?}: {e} (is coturn installed? .ci/run installs it)")
+        });
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s.code();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let text = std::fs::read_to_string(out_path.path()).unwrap_or_default();
+    (status, text)
+}
+
+/// A background process killed on drop (turnutils_peer, say).
+pub struct Background(pub Child);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

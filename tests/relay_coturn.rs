@@ -1,0 +1,213 @@
+//! The relay driven by clients nobody here wrote: coturn's `turnutils_stunclient`,
+//! `turnutils_uclient` and `turnutils_peer` (Debian package `coturn`, installed by .ci/run;
+//! only its tools are run, never its server).
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{field, free_udp_port, run_bounded, Background, Daemon, SECRET};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn peer() -> (Background, u16) {
+    let port = free_udp_port();
+    let child = Command::new("turnutils_peer")
+        .args(["-L", "127.0.0.1", "-p", &port.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("turnutils_peer (is coturn installed? .ci/run installs it)");
+    // Ready when it echoes (bounded).
+    let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    probe
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    for _ in 0..50 {
+        probe.send_to(b"ping", ("127.0.0.1", port)).unwrap();
+        if probe.recv_from(&mut buf).is_ok() {
+            return (Background(child), port);
+        }
+    }
+    panic!("turnutils_peer did not echo on port {port}");
+}
+
+/// `turnutils_uclient` with TURN REST credentials, no RTCP allocations (they need EVEN-PORT
+/// reservations, which switchboard does not offer), paced at its default 20 ms per packet.
+fn uclient(
+    d: &Daemon,
+    extra: &[&str],
+    peer_port: Option<u16>,
+    messages: u32,
+    clients: u32,
+) -> (Option<i32>, String) {
+    let mut cmd = Command::new("turnutils_uclient");
+    cmd.args(["-c", "-W", SECRET, "-u", "uclient", "-l", "120"])
+        .args(["-p", &d.turn.port().to_string()])
+        .args(["-n", &messages.to_string(), "-m", &clients.to_string()])
+        .args(extra);
+    if let Some(p) = peer_port {
+        cmd.args(["-e", "127.0.0.1", "-r", &p.to_string()]);
+    }
+    cmd.arg("127.0.0.1");
+    run_bounded(&mut cmd, LIMIT)
+}
+
+/// "Total lost packets N (...)" from uclient's summary.
+fn lost(out: &str) -> Option<u64> {
+    out.lines()
+        .filter_map(|l| l.split("Total lost packets ").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
+        .last()
+}
+
+/// Sums a numeric field over the daemon's `allocation closed` lines.
+fn closed_sum(d: &Daemon, key: &str) -> u64 {
+    d.log()
+        .iter()
+        .filter(|l| l.contains("allocation closed"))
+        .filter_map(|l| field(l, key)?.parse::<u64>().ok())
+        .sum()
+}
+
+fn closed_count(d: &Daemon) -> usize {
+    d.log()
+        .iter()
+        .filter(|l| l.contains("allocation closed"))
+        .count()
+}
+
+/// Waits (bounded) until the daemon has logged `n` closed allocations.
+fn wait_closed(d: &Daemon, n: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while closed_count(d) < n && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        closed_count(d) >= n,
+        "expected {n} closed allocations: {:#?}",
+        d.log()
+    );
+}
+
+#[test]
+fn stunclient_gets_its_reflexive_address() {
+    let d = Daemon::start("");
+    let (code, out) = run_bounded(
+        Command::new("turnutils_stunclient").args(["-p", &d.turn.port().to_string(), "127.0.0.1"]),
+        LIMIT,
+    );
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("UDP reflexive addr: 127.0.0.1:"), "{out}");
+}
+
+/// Channels (ChannelBind + ChannelData) to an echo peer, both directions, at a paced load.
+#[test]
+fn uclient_channels_to_a_peer_zero_loss() {
+    let d = Daemon::start("allow_peers = [\"127.0.0.1/32\"]\nuser_quota = 100");
+    let (_peer, port) = peer();
+    let (messages, clients) = (100, 10);
+    let (code, out) = uclient(&d, &[], Some(port), messages, clients);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(lost(&out), Some(0), "{out}");
+    // uclient deletes its allocations at the end (Refresh, LIFETIME 0): the relay's counters
+    // account for every packet each way.
+    wait_closed(&d, clients as usize);
+    let sent = u64::from(messages * clients);
+    assert!(closed_sum(&d, "packets_to_peer") >= sent, "{:#?}", d.log());
+    assert_eq!(
+        closed_sum(&d, "packets_to_peer"),
+        closed_sum(&d, "packets_from_peer")
+    );
+    assert_eq!(
+        closed_sum(&d, "bytes_to_peer"),
+        closed_sum(&d, "bytes_from_peer")
+    );
+    assert!(closed_sum(&d, "bytes_to_peer") >= sent * 120);
+    assert!(d
+        .log()
+        .iter()
+        .any(|l| l.contains("allocation closed") && field(l, "reason") == Some("deleted")));
+}
+
+/// Send and Data indications (`-s`), with DONT-FRAGMENT (`-g`).
+#[test]
+fn uclient_send_indications_to_a_peer_zero_loss() {
+    let d = Daemon::start("allow_peers = [\"127.0.0.1/32\"]\nuser_quota = 100");
+    let (_peer, port) = peer();
+    let (code, out) = uclient(&d, &["-s", "-g"], Some(port), 100, 5);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(lost(&out), Some(0), "{out}");
+    wait_closed(&d, 5);
+    assert!(closed_sum(&d, "packets_from_peer") >= 500);
+}
+
+/// Client to client (`-y`): each allocation's peer is another allocation of the same relay,
+/// delivered inside the process; no loopback peer needs to be allowed.
+#[test]
+fn uclient_client_to_client_through_the_hairpin() {
+    let d = Daemon::start("user_quota = 100");
+    for extra in [&["-y"][..], &["-y", "-s"][..]] {
+        let (code, out) = uclient(&d, extra, None, 100, 4);
+        assert_eq!(code, Some(0), "{extra:?}: {out}");
+        assert_eq!(lost(&out), Some(0), "{extra:?}: {out}");
+    }
+    wait_closed(&d, 8);
+    assert_eq!(
+        closed_sum(&d, "packets_to_peer"),
+        closed_sum(&d, "packets_from_peer")
+    );
+    assert!(closed_sum(&d, "packets_to_peer") >= 800);
+}
+
+/// By default a loopback peer is refused (403), and nothing reaches it.
+#[test]
+fn uclient_loopback_peer_is_refused_by_default() {
+    let mut d = Daemon::start("user_quota = 100");
+    let (_peer, port) = peer();
+    let (_, out) = uclient(&d, &[], Some(port), 5, 1);
+    assert!(out.contains("error 403"), "{out}");
+    // The allocation that was made relayed nothing: its counters, logged when the daemon
+    // stops and closes it, say so.
+    assert!(d.stop().success());
+    assert!(closed_count(&d) >= 1, "{:#?}", d.log());
+    assert_eq!(closed_sum(&d, "packets_to_peer"), 0);
+    assert_eq!(closed_sum(&d, "packets_from_peer"), 0);
+}
+
+#[test]
+fn uclient_with_a_wrong_secret_is_unauthorized() {
+    let mut d = Daemon::start("");
+    let mut cmd = Command::new("turnutils_uclient");
+    cmd.args([
+        "-c",
+        "-y",
+        "-W",
+        "not-the-secret",
+        "-u",
+        "mallory",
+        "-n",
+        "1",
+    ])
+    .args(["-p", &d.turn.port().to_string(), "127.0.0.1"]);
+    let (code, out) = run_bounded(&mut cmd, LIMIT);
+    assert_ne!(code, Some(0), "{out}");
+    assert!(out.contains("Cannot complete Allocation"), "{out}");
+    assert!(d.stop().success());
+    assert_eq!(
+        closed_count(&d),
+        0,
+        "no allocation was made: {:#?}",
+        d.log()
+    );
+}
+
+#[test]
+fn sigterm_stops_the_daemon_cleanly() {
+    let mut d = Daemon::start("");
+    let status = d.stop();
+    assert!(status.success(), "{status:?}");
+}
