@@ -13,13 +13,15 @@ const LIMIT: Duration = Duration::from_secs(60);
 
 fn peer() -> (Background, u16) {
     let port = free_udp_port();
-    let child = Command::new("turnutils_peer")
-        .args(["-L", "127.0.0.1", "-p", &port.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("turnutils_peer (is coturn installed? .ci/run installs it)");
+    let child = Background(
+        Command::new("turnutils_peer")
+            .args(["-L", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("turnutils_peer (is coturn installed? .ci/run installs it)"),
+    );
     // Ready when it echoes (bounded).
     let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     probe
@@ -29,7 +31,7 @@ fn peer() -> (Background, u16) {
     for _ in 0..50 {
         probe.send_to(b"ping", ("127.0.0.1", port)).unwrap();
         if probe.recv_from(&mut buf).is_ok() {
-            return (Background(child), port);
+            return (child, port);
         }
     }
     panic!("turnutils_peer did not echo on port {port}");
@@ -61,7 +63,7 @@ fn lost(out: &str) -> Option<u64> {
     out.lines()
         .filter_map(|l| l.split("Total lost packets ").nth(1))
         .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
-        .last()
+        .next_back()
 }
 
 /// Sums a numeric field over the daemon's `allocation closed` lines.

@@ -27,11 +27,24 @@ impl Daemon {
     /// `extra` appended inside `[turn]` (e.g. `allow_peers = ["127.0.0.1/32"]`).
     pub fn start(extra: &str) -> Daemon {
         let dir = tempfile::tempdir().expect("temp dir");
-        let config = format!(
-            "[turn]\nlisten = [\"127.0.0.1:0\"]\nrelay_ip = \"127.0.0.1\"\n\
-             relay_ports = \"20000-29999\"\nrealm = \"{REALM}\"\nsecret = \"{SECRET}\"\n\
-             {extra}\n\n[log]\nlevel = \"info\"\nformat = \"text\"\n"
-        );
+        let mut turn = String::new();
+        for (key, value) in [
+            ("listen", "[\"127.0.0.1:0\"]".to_owned()),
+            ("relay_ip", "\"127.0.0.1\"".to_owned()),
+            ("relay_ports", "\"20000-29999\"".to_owned()),
+            ("realm", format!("\"{REALM}\"")),
+            ("secret", format!("\"{SECRET}\"")),
+        ] {
+            // `extra` may set any of these itself.
+            if !extra
+                .lines()
+                .any(|l| l.trim_start().starts_with(&format!("{key} ")))
+            {
+                turn.push_str(&format!("{key} = {value}\n"));
+            }
+        }
+        let config =
+            format!("[turn]\n{turn}{extra}\n\n[log]\nlevel = \"info\"\nformat = \"text\"\n");
         let path: PathBuf = dir.path().join("switchboard.toml");
         std::fs::write(&path, config).expect("write config");
         let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))

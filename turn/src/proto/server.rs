@@ -333,6 +333,9 @@ impl Server {
             return None;
         }
         let from = canonical(from);
+        if !self.own_port_allowed(from) {
+            return None;
+        }
         let txid = self.next_txid();
         let alloc = self.get_mut(id)?;
         if !alloc.is_active() || !alloc.permissions.allows(from.ip(), now) {

@@ -1121,7 +1121,19 @@ fn channel_bind_rules() {
     let mut w = request(CHANNEL_BIND);
     w.add_attribute(&ChannelNumber::new(0x4002)).unwrap();
     assert_eq!(code(&h.authed(client(1), &alice, w)), 400);
-    // The box's own address on a port that is not a relay port (its HTTP port, say): 403.
+    // The box's own address on a port that is not a relay port (its HTTP port, say): 403;
+    // its IP may be permitted (relay-to-relay needs that), but nothing from such a port passes.
+    assert_eq!(
+        code(&h.authed(
+            client(1),
+            &alice,
+            with_peer(CREATE_PERMISSION, "198.51.100.10:1")
+        )),
+        200
+    );
+    let id = alloc_id(&h, client(1));
+    assert!(from_peer(&mut h, id, "198.51.100.10:8080", b"x").is_none());
+    assert!(from_peer(&mut h, id, "198.51.100.10:50999", b"x").is_some());
     assert_eq!(
         code(&h.authed(
             client(1),
