@@ -336,7 +336,6 @@ impl Server {
         if !self.own_port_allowed(from) {
             return None;
         }
-        let txid = self.next_txid();
         let alloc = self.get_mut(id)?;
         if !alloc.is_active() || !alloc.permissions.allows(from.ip(), now) {
             return None;
@@ -352,7 +351,10 @@ impl Server {
                 buf[start + 2..start + 4].copy_from_slice(&(len as u16).to_be_bytes());
                 start..payload.end
             }
-            None => frame_data_indication(buf, payload, from, txid),
+            None => {
+                let txid = self.next_txid();
+                frame_data_indication(buf, payload, from, txid)
+            }
         };
         Some(PeerAction { tuple, frame })
     }
