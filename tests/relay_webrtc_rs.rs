@@ -22,29 +22,11 @@ const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 /// The bound on any single step (an allocation, a datagram, a log line).
 const STEP: Duration = Duration::from_secs(5);
 
-/// A relay `Conn` from `Client::allocate` as an `Arc<dyn Conn + Send + Sync>`, whose methods
-/// (`send_to`, `recv_from`, `local_addr`, `close`) are then callable without importing `Conn`.
-///
-/// Why: `turn` 0.17 implements webrtc-util **0.17**'s `Conn`, while the dev-dependency is
-/// `webrtc-util = "0.11"`, a different crate version whose `Conn` is another trait, so the right
-/// one cannot be named here. `ClientConfig::conn` is typed with it, and coercing into that field
-/// reaches it. With `webrtc-util = "0.17"` in Cargo.toml this becomes
-/// `Arc::new($conn) as Arc<dyn webrtc_util::Conn + Send + Sync>`.
-macro_rules! dyn_conn {
-    ($conn:expr) => {
-        ClientConfig {
-            stun_serv_addr: String::new(),
-            turn_serv_addr: String::new(),
-            username: String::new(),
-            password: String::new(),
-            realm: String::new(),
-            software: String::new(),
-            rto_in_ms: 0,
-            conn: Arc::new($conn),
-            vnet: None,
-        }
-        .conn
-    };
+/// A relay `Conn` from `Client::allocate` (an opaque `impl Conn`) as a shareable trait object.
+fn dyn_conn(
+    conn: impl webrtc_util::Conn + Send + Sync + 'static,
+) -> Arc<dyn webrtc_util::Conn + Send + Sync> {
+    Arc::new(conn)
 }
 
 /// A webrtc-rs client over its own UDP socket on 127.0.0.1, reading (`listen`) already.
@@ -93,6 +75,13 @@ async fn peer_socket(ip: IpAddr, ports: &RangeInclusive<u16>) -> UdpSocket {
         rejected.push(sock);
     }
     panic!("no free port outside {ports:?}");
+}
+
+/// Asserts that nothing arrives on `peer` for a second.
+async fn assert_silent(peer: &UdpSocket) {
+    let mut buf = [0u8; 2048];
+    let got = timeout(Duration::from_secs(1), peer.recv_from(&mut buf)).await;
+    assert!(got.is_err(), "{got:?} reached {:?}", peer.local_addr());
 }
 
 /// A UDP proxy between a client and the daemon that tallies what crosses it, by direction and
@@ -258,10 +247,12 @@ async fn relays_to_a_udp_peer_both_ways_without_loss() {
     let proxy = Proxy::start(daemon.turn).await;
     let (user, pass) = daemon.credentials("alice");
     let client = client(proxy.addr, user, pass).await;
-    let relay = dyn_conn!(timeout(STEP, client.allocate())
-        .await
-        .expect("allocate in time")
-        .expect("allocate"));
+    let relay = dyn_conn(
+        timeout(STEP, client.allocate())
+            .await
+            .expect("allocate in time")
+            .expect("allocate"),
+    );
     let relayed = relay.local_addr().unwrap();
     assert_eq!(relayed.ip(), LOOPBACK, "{relayed}");
     let ports = relay_ports(&daemon);
@@ -363,14 +354,18 @@ async fn hairpins_between_two_allocations_under_the_default_policy() {
     let alice = client(pa.addr, user, pass).await;
     let (user, pass) = daemon.credentials("bob");
     let bob = client(pb.addr, user, pass).await;
-    let a = dyn_conn!(timeout(STEP, alice.allocate())
-        .await
-        .expect("alice allocates in time")
-        .expect("alice allocates"));
-    let b = dyn_conn!(timeout(STEP, bob.allocate())
-        .await
-        .expect("bob allocates in time")
-        .expect("bob allocates"));
+    let a = dyn_conn(
+        timeout(STEP, alice.allocate())
+            .await
+            .expect("alice allocates in time")
+            .expect("alice allocates"),
+    );
+    let b = dyn_conn(
+        timeout(STEP, bob.allocate())
+            .await
+            .expect("bob allocates in time")
+            .expect("bob allocates"),
+    );
     let (a_addr, b_addr) = (a.local_addr().unwrap(), b.local_addr().unwrap());
     assert_ne!(a_addr, b_addr);
 
@@ -394,7 +389,7 @@ async fn hairpins_between_two_allocations_under_the_default_policy() {
         .unwrap();
     assert_eq!((&buf[..n], from), (&b"bob-0"[..], b_addr));
 
-    // A macro, not a closure: the conn's type cannot be written (see `dyn_conn!`).
+    // One receiver per side, each collecting K datagrams in order.
     macro_rules! receiver {
         ($conn:expr, $tag:literal, $from:expr) => {{
             let conn = Arc::clone(&$conn);
@@ -482,10 +477,12 @@ async fn default_policy_keeps_loopback_peers_unreachable() {
     let proxy = Proxy::start(daemon.turn).await;
     let (user, pass) = daemon.credentials("mallory");
     let mallory = client(proxy.addr, user, pass).await;
-    let relay = dyn_conn!(timeout(STEP, mallory.allocate())
-        .await
-        .expect("allocate in time")
-        .expect("allocate"));
+    let relay = dyn_conn(
+        timeout(STEP, mallory.allocate())
+            .await
+            .expect("allocate in time")
+            .expect("allocate"),
+    );
     let ports = relay_ports(&daemon);
     let own = peer_socket(LOOPBACK, &ports).await;
     let other = peer_socket(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)), &ports).await;
@@ -504,11 +501,7 @@ async fn default_policy_keeps_loopback_peers_unreachable() {
             }
         }
     }
-    let mut buf = [0u8; 2048];
-    for peer in [&own, &other] {
-        let got = timeout(Duration::from_secs(1), peer.recv_from(&mut buf)).await;
-        assert!(got.is_err(), "{:?} reached {:?}", got, peer.local_addr());
-    }
+    tokio::join!(assert_silent(&own), assert_silent(&other));
     eprintln!("{}", proxy.summary());
     // No channel to a refused peer either: the client kept to (dropped) Send indications.
     assert_eq!(proxy.count(Dir::FromDaemon, "ChannelBind success"), 0);
@@ -568,15 +561,16 @@ async fn wrong_or_expired_credentials_get_401() {
 /// (`Server::forward`), uncounted. Ignored until the daemon relays it to the network (or refuses
 /// the permission/channel with 403, so the client can tell).
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "daemon drops traffic to allowed peers on its own IP at unheld relay-range ports"]
 async fn allowed_peer_on_an_unheld_relay_port_is_reachable() {
     let mut daemon = Daemon::start(r#"allow_peers = ["127.0.0.1/32"]"#);
     let (user, pass) = daemon.credentials("alice");
     let client = client(daemon.turn, user, pass).await;
-    let relay = dyn_conn!(timeout(STEP, client.allocate())
-        .await
-        .expect("allocate in time")
-        .expect("allocate"));
+    let relay = dyn_conn(
+        timeout(STEP, client.allocate())
+            .await
+            .expect("allocate in time")
+            .expect("allocate"),
+    );
     let ports = relay_ports(&daemon);
     let mut peer = None;
     for port in ports.clone().rev() {

@@ -293,14 +293,19 @@ impl Server {
     ) -> ClientAction<'a> {
         if self.is_own_ip(peer.ip()) && self.config.relay_ports.contains(&peer.port()) {
             let relay = SocketAddr::new(self.config.relay_ip, peer.port());
-            let Some(&to) = self.by_relay.get(&relay) else {
-                return ClientAction::Done;
-            };
-            let Some(from) = self.get(id).and_then(|a| a.advertised) else {
-                return ClientAction::Done;
-            };
-            self.count_to_peer(id, payload.len());
-            return ClientAction::Hairpin { to, from, payload };
+            match (
+                self.by_relay.get(&relay),
+                self.get(id).and_then(|a| a.advertised),
+            ) {
+                (Some(&to), Some(from)) => {
+                    self.count_to_peer(id, payload.len());
+                    return ClientAction::Hairpin { to, from, payload };
+                }
+                // A relay port no allocation holds: some other program's socket, reachable
+                // only where the operator allowed the address explicitly.
+                _ if self.config.policy.is_explicitly_allowed(peer.ip()) => {}
+                _ => return ClientAction::Done,
+            }
         }
         self.count_to_peer(id, payload.len());
         ClientAction::Relay {
