@@ -91,7 +91,7 @@ fn announce(config: &Config) {
         );
     }
     for w in &config.warnings {
-        tracing::warn!(key = %w.key, "{}", w.message);
+        tracing::warn!("{}: {}", w.key, w.message);
     }
     if !config.turn.tls_listen.is_empty() {
         tracing::warn!(

@@ -95,6 +95,17 @@ impl Relay {
                 "too many TURN listen addresses",
             ));
         }
+        // Relay sockets bind relay_ip: find out now, not at the first Allocate, if it is not
+        // an address of this host.
+        UdpSocket::bind(SocketAddr::new(config.server.relay_ip, 0)).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "relay address {} cannot be bound ({e}); is it an address of this host?",
+                    config.server.relay_ip
+                ),
+            )
+        })?;
         let mut listeners = Vec::new();
         for addr in &config.listen {
             let sock = UdpSocket::bind(addr)
