@@ -62,9 +62,10 @@ fn summary(c: &Config) -> String {
         humantime::format_duration(t.credential_ttl)
     ));
     s.push_str(&format!(
-        "  turn limits: {} allocations per user, {} in total; peers: {} allowed, {} denied ranges over the default\n",
+        "  turn limits: {} allocations per user, {} in total, lifetime at most {}; peers: {} allowed, {} denied ranges over the default\n",
         t.user_quota,
         t.total_quota,
+        humantime::format_duration(t.max_lifetime),
         t.allow_peers.len(),
         t.deny_peers.len()
     ));

@@ -68,6 +68,8 @@ const DEFAULT_STORE_PATH: &str = "/var/lib/switchboard/switchboard.db";
 const DEFAULT_REALM: &str = "switchboard";
 const DEFAULT_RELAY_PORTS: RangeInclusive<u16> = 49152..=65535;
 const DEFAULT_CREDENTIAL_TTL: Duration = Duration::from_secs(24 * 3600);
+const DEFAULT_MAX_LIFETIME: Duration = Duration::from_secs(3600);
+const MAX_MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 /// The longest credential lifetime accepted: a leaked credential must expire eventually.
 pub const MAX_CREDENTIAL_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 const DEFAULT_USER_QUOTA: u32 = 10;
@@ -123,6 +125,8 @@ pub struct TurnConfig {
     pub relay_ip: IpAddr,
     pub relay_ports: RangeInclusive<u16>,
     pub credential_ttl: Duration,
+    /// The longest allocation lifetime granted (RFC 8656 §7.2; coturn's max-allocate-lifetime).
+    pub max_lifetime: Duration,
     pub allow_peers: Vec<Cidr>,
     pub deny_peers: Vec<Cidr>,
     pub user_quota: u32,
@@ -461,6 +465,7 @@ struct RawTurn {
     relay_ip: Option<String>,
     relay_ports: Option<String>,
     credential_ttl: Option<String>,
+    max_lifetime: Option<String>,
     allow_peers: Vec<String>,
     deny_peers: Vec<String>,
     user_quota: Option<u32>,
@@ -694,6 +699,15 @@ fn validate_turn(
         ));
     }
 
+    let max_lifetime =
+        duration("turn.max_lifetime", raw.max_lifetime)?.unwrap_or(DEFAULT_MAX_LIFETIME);
+    if max_lifetime > MAX_MAX_LIFETIME || max_lifetime < Duration::from_secs(1) {
+        return Err(ConfigError::new(
+            "turn.max_lifetime",
+            "must be from 1s to 24h (allocations are refreshed well before it runs out)",
+        ));
+    }
+
     let user_quota = quota("turn.user_quota", raw.user_quota, DEFAULT_USER_QUOTA)?;
     // Without an explicit quota a small port range lowers the default rather than failing.
     let total_quota = quota(
@@ -720,6 +734,7 @@ fn validate_turn(
         relay_ip,
         relay_ports,
         credential_ttl,
+        max_lifetime,
         allow_peers: cidrs("turn.allow_peers", &raw.allow_peers)?,
         deny_peers: cidrs("turn.deny_peers", &raw.deny_peers)?,
         user_quota,

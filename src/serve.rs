@@ -113,6 +113,7 @@ fn server_config(turn: &TurnConfig) -> ServerConfig {
     sc.external_ip = turn.external_ip;
     sc.relay_ports = turn.relay_ports.clone();
     sc.policy = PeerPolicy::new(turn.allow_peers.clone(), turn.deny_peers.clone());
+    sc.max_lifetime = turn.max_lifetime;
     sc.user_quota = turn.user_quota;
     sc.total_quota = turn.total_quota;
     rand::rng().fill_bytes(&mut sc.nonce_key);
@@ -120,8 +121,7 @@ fn server_config(turn: &TurnConfig) -> ServerConfig {
     sc
 }
 
-/// Waits for SIGTERM (systemd's stop) or SIGINT (Ctrl-C) and says which.
-/// SIGTERM and SIGINT, caught from installation on.
+/// SIGTERM (systemd's stop) and SIGINT (Ctrl-C), caught from installation on.
 struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,

@@ -381,3 +381,36 @@ impl Client {
         (c, bytes)
     }
 }
+
+#[test]
+fn unrefreshed_allocation_expires() {
+    // turn.max_lifetime caps every lifetime granted; 2 s makes expiry observable here.
+    let d = Daemon::start("max_lifetime = \"2s\"");
+    let c = Client::new(&d, "alice");
+    let bytes = c.allocate();
+    assert_eq!(code(&bytes), 200);
+    let msg = Message::from_bytes(&bytes).unwrap();
+    assert_eq!(msg.attribute::<Lifetime>().unwrap().seconds(), 2);
+    let relayed = relayed_of(&bytes);
+    // A Refresh is answered within the cap...
+    let refresh = || {
+        let mut w = request(REFRESH);
+        w.add_attribute(&Lifetime::new(600)).unwrap();
+        w
+    };
+    let bytes = c.authed(refresh);
+    assert_eq!(code(&bytes), 200);
+    let msg = Message::from_bytes(&bytes).unwrap();
+    assert_eq!(msg.attribute::<Lifetime>().unwrap().seconds(), 2);
+    // ...and without another one the allocation and its relay socket go away.
+    let line = d
+        .wait_log(Duration::from_secs(6), |l| l.contains("allocation closed"))
+        .expect("the allocation expired");
+    assert_eq!(common::field(&line, "reason"), Some("expired"));
+    assert_eq!(code(&c.authed(refresh)), 437);
+    // Its port is free again: this process can bind it.
+    assert!(
+        UdpSocket::bind(relayed).is_ok(),
+        "relay socket {relayed} closed"
+    );
+}
