@@ -625,6 +625,11 @@ fn retransmitted_allocate_gets_the_same_answer_and_another_gets_437() {
     w.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
         .unwrap();
     assert_eq!(code(&h.authed(client(1000), &cred, w)), 437);
+    // Authentication comes first (RFC 8656 §7.2): an unauthenticated one is challenged.
+    let mut w = request(ALLOCATE);
+    w.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
+        .unwrap();
+    assert_eq!(code(&h.one(client(1000), &w.finish())), 401);
 }
 
 #[test]
