@@ -297,8 +297,11 @@ impl Driver {
                 peer,
                 payload,
             } => {
-                if let Some(Some(r)) = self.relays.get(alloc.index()) {
-                    let _ = r.sock.send_to(payload, peer);
+                match self.relays.get(alloc.index()) {
+                    Some(Some(r)) if r.id == alloc => {
+                        let _ = r.sock.send_to(payload, peer);
+                    }
+                    _ => {}
                 }
             }
             ClientAction::Hairpin { to, from, payload } => {
