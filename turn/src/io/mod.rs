@@ -296,14 +296,12 @@ impl Driver {
                 alloc,
                 peer,
                 payload,
-            } => {
-                match self.relays.get(alloc.index()) {
-                    Some(Some(r)) if r.id == alloc => {
-                        let _ = r.sock.send_to(payload, peer);
-                    }
-                    _ => {}
+            } => match self.relays.get(alloc.index()) {
+                Some(Some(r)) if r.id == alloc => {
+                    let _ = r.sock.send_to(payload, peer);
                 }
-            }
+                _ => {}
+            },
             ClientAction::Hairpin { to, from, payload } => {
                 let start = PEER_HEADROOM;
                 let end = start + payload.len();
