@@ -67,7 +67,9 @@ impl Client {
 
     /// An authenticated request: unauthenticated first for the nonce, as clients do.
     fn authed(&self, w: impl Fn() -> MessageWriteVec) -> Vec<u8> {
-        let challenge = self.exchange(&w().finish());
+        // The nonce comes from an Allocate's challenge, as for real clients (the relay does
+        // not challenge other requests from a 5-tuple without an allocation).
+        let challenge = self.exchange(&allocate_req(17).finish());
         let msg = Message::from_bytes(&challenge).unwrap();
         let nonce = msg
             .attribute::<Nonce>()
@@ -413,4 +415,28 @@ fn unrefreshed_allocation_expires() {
         UdpSocket::bind(relayed).is_ok(),
         "relay socket {relayed} closed"
     );
+}
+
+#[test]
+fn wildcard_listeners_for_both_families_share_a_port() {
+    // `[::]` is IPv6-only, so it and `0.0.0.0` bind the same port, and an IPv4 client is
+    // answered with an IPv4 XOR-MAPPED-ADDRESS.
+    let port = common::free_udp_port();
+    let d = Daemon::start(&format!("listen = [\"0.0.0.0:{port}\", \"[::]:{port}\"]"));
+    for (client, server) in [("127.0.0.1:0", "127.0.0.1"), ("[::1]:0", "::1")] {
+        let sock = UdpSocket::bind(client).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let server: std::net::IpAddr = server.parse().unwrap();
+        let req = request(Method::new(0x0001)).finish();
+        sock.send_to(&req, (server, port)).unwrap();
+        let mut buf = [0u8; 256];
+        let (n, _) = sock.recv_from(&mut buf).expect("a Binding answer");
+        let msg = Message::from_bytes(&buf[..n]).unwrap();
+        let mapped = msg
+            .attribute::<stun_types::attribute::XorMappedAddress>()
+            .unwrap()
+            .addr(msg.transaction_id());
+        assert_eq!(mapped, sock.local_addr().unwrap());
+    }
+    drop(d);
 }

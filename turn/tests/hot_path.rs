@@ -56,7 +56,9 @@ fn channel_data_both_ways_allocates_nothing() {
     let key = long_term_key(&cred.username, "r", &cred.password);
     let authed = |server: &mut Server, mut w: MessageWriteVec| {
         while server.poll_transmit().is_some() {}
-        let probe = Message::builder_request(ALLOCATE, MessageWriteVec::new()).finish();
+        let mut probe = Message::builder_request(ALLOCATE, MessageWriteVec::new());
+        probe.add_attribute(&RequestedTransport::new(17)).unwrap();
+        let probe = probe.finish();
         let _ = server.handle_client(now, tuple, &probe);
         let challenge = server.poll_transmit().unwrap().data;
         let msg = Message::from_bytes(&challenge).unwrap();

@@ -1,7 +1,8 @@
-//! The few Linux system calls the driver needs that std does not wrap: epoll and eventfd.
+//! The few Linux system calls the driver needs that std does not wrap: epoll, eventfd,
+//! socket options and the host's interface addresses.
 
 use std::io;
-use std::net::UdpSocket;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 pub(super) const EMPTY_EVENT: libc::epoll_event = libc::epoll_event { events: 0, u64: 0 };
@@ -128,4 +129,107 @@ pub(super) fn set_buffers(sock: &UdpSocket, bytes: usize) {
             )
         };
     }
+}
+
+/// A UDP socket bound to `addr`; an IPv6 one only for IPv6 (`IPV6_V6ONLY`), so that `[::]:3478`
+/// and `0.0.0.0:3478` can both be listened on, and IPv4 clients are always seen as IPv4.
+pub(super) fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let (domain, len) = match addr {
+        SocketAddr::V4(_) => (libc::AF_INET, std::mem::size_of::<libc::sockaddr_in>()),
+        SocketAddr::V6(_) => (libc::AF_INET6, std::mem::size_of::<libc::sockaddr_in6>()),
+    };
+    // SAFETY: no pointers; a non-negative result is a new fd we own.
+    let fd = check(unsafe { libc::socket(domain, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
+    // SAFETY: `fd` is fresh and owned by nobody else.
+    let sock = unsafe { UdpSocket::from_raw_fd(fd) };
+    if addr.is_ipv6() {
+        let one: libc::c_int = 1;
+        // SAFETY: a pointer to a c_int and its size, as setsockopt expects.
+        check(unsafe {
+            libc::setsockopt(
+                fd,
+                libc::IPPROTO_IPV6,
+                libc::IPV6_V6ONLY,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        })?;
+    }
+    let raw = sockaddr(addr);
+    // SAFETY: `raw` holds a sockaddr_in or sockaddr_in6 of `len` bytes, matching `domain`.
+    check(unsafe {
+        libc::bind(
+            fd,
+            (&raw as *const libc::sockaddr_storage).cast(),
+            len as libc::socklen_t,
+        )
+    })?;
+    Ok(sock)
+}
+
+fn sockaddr(addr: SocketAddr) -> libc::sockaddr_storage {
+    // SAFETY: sockaddr_storage is plain data; all zeroes is a valid value.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    match addr {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
+            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin) };
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: a.scope_id(),
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
+            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin6) };
+        }
+    }
+    storage
+}
+
+/// The IP addresses of this host's interfaces (empty if they cannot be listed).
+pub(super) fn interface_addresses() -> Vec<IpAddr> {
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs writes a list head we free with freeifaddrs below.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    let mut cur = head;
+    while !cur.is_null() {
+        // SAFETY: `cur` is a node of the list getifaddrs returned, not yet freed.
+        let ifa = unsafe { &*cur };
+        if !ifa.ifa_addr.is_null() {
+            // SAFETY: ifa_addr points to a sockaddr whose family says its real type.
+            let family = i32::from(unsafe { (*ifa.ifa_addr).sa_family });
+            if family == libc::AF_INET {
+                // SAFETY: an AF_INET sockaddr is a sockaddr_in.
+                let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+                out.push(IpAddr::from(sin.sin_addr.s_addr.to_ne_bytes()));
+            } else if family == libc::AF_INET6 {
+                // SAFETY: an AF_INET6 sockaddr is a sockaddr_in6.
+                let sin6 = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
+                out.push(IpAddr::from(sin6.sin6_addr.s6_addr));
+            }
+        }
+        cur = ifa.ifa_next;
+    }
+    // SAFETY: `head` came from getifaddrs and is freed once.
+    unsafe { libc::freeifaddrs(head) };
+    out.sort_unstable();
+    out.dedup();
+    out
 }

@@ -112,13 +112,15 @@ impl Relay {
         })?;
         let mut listeners = Vec::new();
         for addr in &config.listen {
-            let sock = UdpSocket::bind(addr)
+            let sock = epoll::bind_udp(*addr)
                 .map_err(|e| io::Error::new(e.kind(), format!("binding UDP {addr}: {e}")))?;
             sock.set_nonblocking(true)?;
             epoll::set_buffers(&sock, LISTENER_BUFFER);
             listeners.push((sock.local_addr()?, sock));
         }
         let addrs = listeners.iter().map(|(a, _)| *a).collect();
+        let mut server_config = config.server;
+        server_config.host_ips.extend(host_ips(&config.listen));
         let stop = Arc::new(EventFd::new()?);
         let stats = Arc::new(Stats::default());
         let epoll = Epoll::new()?;
@@ -127,9 +129,9 @@ impl Relay {
             epoll.add(sock.as_raw_fd(), TOKEN_LISTENER + i as u64)?;
         }
         let mut driver = Driver {
-            relay_ports: config.server.relay_ports.clone(),
-            relay_ip: config.server.relay_ip,
-            server: Server::new(config.server),
+            relay_ports: server_config.relay_ports.clone(),
+            relay_ip: server_config.relay_ip,
+            server: Server::new(server_config),
             epoll,
             listeners,
             relays: Vec::new(),
@@ -177,6 +179,22 @@ impl Drop for Relay {
     fn drop(&mut self) {
         self.stop_and_join();
     }
+}
+
+/// This host's addresses as far as the relay can tell: its listeners', and every interface's
+/// when a listener is a wildcard. None of them is a peer unless `allow_peers` names it.
+fn host_ips(listen: &[SocketAddr]) -> Vec<std::net::IpAddr> {
+    let mut ips: Vec<_> = listen
+        .iter()
+        .map(|a| a.ip())
+        .filter(|ip| !ip.is_unspecified())
+        .collect();
+    if listen.iter().any(|a| a.ip().is_unspecified()) {
+        ips.extend(epoll::interface_addresses());
+    }
+    ips.sort_unstable();
+    ips.dedup();
+    ips
 }
 
 /// Monotonic time anchored to the wall clock at start (see [`Time`]).

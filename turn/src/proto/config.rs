@@ -23,6 +23,9 @@ pub struct ServerConfig {
     pub relay_ip: IpAddr,
     /// The public address advertised in XOR-RELAYED-ADDRESS when behind NAT (`turn.external_ip`).
     pub external_ip: Option<IpAddr>,
+    /// Other addresses of this host (listener and interface addresses). They are never peers
+    /// unless `allow_peers` names them: a relay must not reach the services of its own box.
+    pub host_ips: Vec<IpAddr>,
     /// The relay port range (`turn.relay_ports`): own relayed addresses are recognised by it.
     pub relay_ports: RangeInclusive<u16>,
     /// `turn.allow_peers` / `turn.deny_peers` over the secure default.
@@ -56,6 +59,7 @@ impl ServerConfig {
             nonce_lifetime: Duration::from_secs(600),
             relay_ip,
             external_ip: None,
+            host_ips: Vec::new(),
             relay_ports: 49152..=65535,
             policy: PeerPolicy::default(),
             user_quota: 10,

@@ -4,8 +4,7 @@
 //! §9.2 (long-term credentials), RFC 8656 §7 (Allocate, Refresh), §9–10 (CreatePermission,
 //! Send/Data), §11–12 (ChannelBind, ChannelData).
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::time::Duration;
@@ -106,7 +105,8 @@ pub struct Server {
     by_relay: HashMap<SocketAddr, AllocId>,
     per_user: HashMap<Box<str>, u32>,
     count: usize,
-    expiries: BinaryHeap<Reverse<(Time, AllocId)>>,
+    /// Every active allocation's deadline, one entry each (moved on refresh).
+    expiries: BTreeSet<(Time, AllocId)>,
     tombstones: HashMap<FiveTuple, (TransactionId, Box<[u8]>, Time)>,
     next_sweep: Option<Time>,
     transmits: VecDeque<Transmit>,
@@ -114,6 +114,9 @@ pub struct Server {
     events: VecDeque<Event>,
     rng: u64,
 }
+
+/// The most unknown attribute types one 420 answer lists.
+const MAX_UNKNOWN: usize = 16;
 
 /// The attribute types this server understands in requests; any other comprehension-required
 /// attribute gets 420 (RFC 8489 §6.3.1).
@@ -151,7 +154,7 @@ impl Server {
             by_relay: HashMap::new(),
             per_user: HashMap::new(),
             count: 0,
-            expiries: BinaryHeap::new(),
+            expiries: BTreeSet::new(),
             tombstones: HashMap::new(),
             next_sweep: None,
             transmits: VecDeque::new(),
@@ -198,7 +201,7 @@ impl Server {
 
     /// When [`Server::handle_timeout`] should next be called.
     pub fn poll_timeout(&self) -> Option<Time> {
-        let expiry = self.expiries.peek().map(|Reverse((t, _))| *t);
+        let expiry = self.expiries.first().map(|(t, _)| *t);
         match (expiry, self.next_sweep) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -207,15 +210,13 @@ impl Server {
 
     /// Expires allocations whose lifetime ran out, and sweeps stale permissions and channels.
     pub fn handle_timeout(&mut self, now: Time) {
-        while let Some(&Reverse((t, id))) = self.expiries.peek() {
+        while let Some(&(t, id)) = self.expiries.first() {
             if t > now {
                 break;
             }
-            self.expiries.pop();
-            // Refreshes push a new deadline and leave the old one: only a current one counts.
-            if self.get(id).is_some_and(|a| a.expires <= now) {
-                self.close(now, id, CloseReason::Expired);
-            }
+            self.close(now, id, CloseReason::Expired);
+            // `close` removes the entry; make sure of it even for a stale one.
+            self.expiries.remove(&(t, id));
         }
         if self.next_sweep.is_some_and(|t| t <= now) {
             for slot in &mut self.slots {
@@ -418,7 +419,7 @@ impl Server {
         alloc.responses.put(txid, &bytes);
         let expires = alloc.expires;
         self.by_relay.insert(relayed, id);
-        self.expiries.push(Reverse((expires, id)));
+        self.expiries.insert((expires, id));
         self.arm_sweep(now);
         self.transmits.push_back(Transmit { tuple, data: bytes });
         self.events
@@ -511,9 +512,7 @@ impl Server {
         let method = msg.method();
         let txid = msg.transaction_id();
         let fingerprint = msg.has_attribute(Fingerprint::TYPE);
-        let has_integrity = msg.has_attribute(MessageIntegrity::TYPE)
-            || msg.has_attribute(MessageIntegritySha256::TYPE);
-        if !has_integrity {
+        if !has_integrity(msg) {
             self.challenge(now, tuple, method, txid, 401, fingerprint);
             return None;
         }
@@ -611,6 +610,13 @@ impl Server {
                 return;
             }
         }
+        if !has_integrity(msg) && !msg.has_attribute(RequestedTransport::TYPE) {
+            // Malformed whoever sends it: a 28-byte 400 rather than a 64-byte challenge to a
+            // possibly spoofed 20-byte request.
+            let bytes = error_bytes(ALLOCATE, txid, 400, &reply_opts(msg, None), |_| {});
+            self.transmits.push_back(Transmit { tuple, data: bytes });
+            return;
+        }
         let Some(auth) = self.authenticate(now, tuple, msg) else {
             return;
         };
@@ -634,8 +640,18 @@ impl Server {
         let _ = msg.has_attribute(DontFragment::TYPE); // Accepted: the kernel's PMTU default.
         let token = msg.has_attribute(ReservationToken::TYPE);
         let even = msg.has_attribute(EvenPort::TYPE);
-        let requested = msg.attribute::<RequestedAddressFamily>().ok();
-        let additional = msg.attribute::<AdditionalAddressFamily>().ok();
+        // Present but unparseable (an unknown family): 440 for REQUESTED-ADDRESS-FAMILY, 400 for
+        // ADDITIONAL-ADDRESS-FAMILY, which may only ask for IPv6 (RFC 8656 §7.2, §18.11-12).
+        let requested = match msg.attribute::<RequestedAddressFamily>() {
+            Ok(r) => Some(r),
+            Err(StunParseError::MissingAttribute(_)) => None,
+            Err(_) => return refuse(self, fail(440)),
+        };
+        let additional = match msg.attribute::<AdditionalAddressFamily>() {
+            Ok(a) if a.family() == AddressFamily::IPV6 => Some(a),
+            Err(StunParseError::MissingAttribute(_)) => None,
+            _ => return refuse(self, fail(400)),
+        };
         if token && (even || requested.is_some() || additional.is_some()) {
             return refuse(self, fail(400));
         }
@@ -658,8 +674,7 @@ impl Server {
         if requested.is_some_and(|r| r.family() != relay_family) {
             return refuse(self, fail(440));
         }
-        let additional_v6 = additional.is_some_and(|a| a.family() == AddressFamily::IPV6)
-            && relay_family == AddressFamily::IPV4;
+        let additional_v6 = additional.is_some() && relay_family == AddressFamily::IPV4;
         let user = credentials::verify(&auth.username, now.unix_secs())
             .map(|v| v.user)
             .unwrap_or_default();
@@ -705,6 +720,11 @@ impl Server {
     fn on_allocation(&mut self, now: Time, tuple: FiveTuple, msg: &Message<'_>, method: Method) {
         let txid = msg.transaction_id();
         if self.replay(tuple, txid) {
+            return;
+        }
+        if !self.by_tuple.contains_key(&tuple) && !has_integrity(msg) {
+            // Could only ever end in 437, and a challenge would answer a spoofed 20-byte
+            // request with 64 bytes: not worth a reflection. Dropped.
             return;
         }
         let Some(auth) = self.authenticate(now, tuple, msg) else {
@@ -771,15 +791,14 @@ impl Server {
             self.close(now, id, CloseReason::Deleted);
             return Ok(Some(0));
         }
-        let secs = requested
-            .map_or(self.config.default_lifetime.as_secs(), u64::from)
-            .min(self.config.max_lifetime.as_secs());
-        let expires = now + Duration::from_secs(secs);
+        let lifetime = granted_lifetime(&self.config, requested);
+        let expires = now + lifetime;
         if let Some(a) = self.get_mut(id) {
-            a.expires = expires;
+            let old = std::mem::replace(&mut a.expires, expires);
+            self.expiries.remove(&(old, id));
+            self.expiries.insert((expires, id));
         }
-        self.expiries.push(Reverse((expires, id)));
-        Ok(Some(secs as u32))
+        Ok(Some(lifetime.as_secs() as u32))
     }
 
     /// CreatePermission (RFC 8656 §9.2): all the peers, or none.
@@ -790,9 +809,14 @@ impl Server {
         msg: &Message<'_>,
     ) -> Result<Option<u32>, u16> {
         let txid = msg.transaction_id();
+        let max = self.config.max_permissions;
         let mut ips = Vec::new();
         for (_, raw) in msg.iter_attributes() {
             if raw.get_type() == XorPeerAddress::TYPE {
+                if ips.len() == max {
+                    // More peers than an allocation may hold: refused before any more work.
+                    return Err(508);
+                }
                 let peer = XorPeerAddress::try_from(&raw).map_err(|_| 400u16)?;
                 ips.push(canonical(peer.addr(txid)).ip());
             }
@@ -800,10 +824,11 @@ impl Server {
         if ips.is_empty() {
             return Err(400);
         }
+        ips.sort_unstable();
+        ips.dedup();
         for &ip in &ips {
             self.check_peer_ip(ip)?;
         }
-        let max = self.config.max_permissions;
         let expires = now + self.config.permission_lifetime;
         let alloc = self.get_mut(id).ok_or(437u16)?;
         if !alloc.permissions.fits(&ips, now, max) {
@@ -864,6 +889,11 @@ impl Server {
         let Some(&id) = self.by_tuple.get(tuple) else {
             return ClientAction::Done;
         };
+        // RFC 8489 §6.3.2: an indication with unknown comprehension-required attributes is
+        // discarded.
+        if unknown_required(msg).is_some() {
+            return ClientAction::Done;
+        }
         let Ok(peer) = msg.attribute::<XorPeerAddress>() else {
             return ClientAction::Done;
         };
@@ -912,10 +942,14 @@ impl Server {
     /// The box's own addresses are peers only on relay ports (delivered in-process), unless
     /// `allow_peers` names them: its HTTP port, SSH and the like are never reachable by default,
     /// whatever the address (public or private) they are asked through.
+    ///
+    /// The box's other addresses (`ServerConfig::host_ips`: its listeners, its interfaces) are
+    /// never peers, on any port, unless `allow_peers` names them.
     fn own_port_allowed(&self, peer: SocketAddr) -> bool {
-        !self.is_own_ip(peer.ip())
-            || self.config.relay_ports.contains(&peer.port())
-            || self.config.policy.is_explicitly_allowed(peer.ip())
+        let ip = policy::normalize(peer.ip());
+        let relayable = self.is_own_ip(ip) && self.config.relay_ports.contains(&peer.port());
+        let ours = self.is_own_ip(ip) || self.config.host_ips.contains(&ip);
+        !ours || relayable || self.config.policy.is_explicitly_allowed(ip)
     }
 
     fn is_own_ip(&self, ip: IpAddr) -> bool {
@@ -973,6 +1007,7 @@ impl Server {
         self.free.push(id.index);
         self.count -= 1;
         self.by_tuple.remove(&alloc.tuple);
+        self.expiries.remove(&(alloc.expires, id));
         if let Some(r) = alloc.relayed {
             self.by_relay.remove(&r);
         }
@@ -1036,10 +1071,18 @@ impl std::fmt::Debug for Server {
 /// The allocation lifetime (RFC 8656 §7.2): the client's wish, at least the default, at most
 /// the maximum.
 fn allocate_lifetime(config: &ServerConfig, msg: &Message<'_>) -> Duration {
-    let requested = msg
-        .attribute::<Lifetime>()
-        .map(|l| Duration::from_secs(u64::from(l.seconds())))
-        .unwrap_or(config.default_lifetime);
+    granted_lifetime(
+        config,
+        msg.attribute::<Lifetime>().ok().map(|l| l.seconds()),
+    )
+}
+
+/// RFC 8656 §7.2 and §7.3 (RFC 5766 §7.2): the requested lifetime (the default when none),
+/// at most the maximum, and never less than the default.
+fn granted_lifetime(config: &ServerConfig, requested_secs: Option<u32>) -> Duration {
+    let requested = requested_secs.map_or(config.default_lifetime, |s| {
+        Duration::from_secs(u64::from(s))
+    });
     requested
         .min(config.max_lifetime)
         .max(config.default_lifetime.min(config.max_lifetime))
@@ -1069,15 +1112,25 @@ fn family_of(ip: IpAddr) -> AddressFamily {
 }
 
 /// The comprehension-required attributes of `msg` this server does not understand.
+///
+/// At most [`MAX_UNKNOWN`] are listed: enough for any real client, and a request stuffed with
+/// thousands of distinct types costs one linear pass, not a quadratic one.
 fn unknown_required(msg: &Message<'_>) -> Option<UnknownAttributes> {
     let mut unknown: Vec<AttributeType> = Vec::new();
     for (_, raw) in msg.iter_attributes() {
         let t = raw.get_type();
         if t.comprehension_required() && !KNOWN.contains(&t.value()) && !unknown.contains(&t) {
             unknown.push(t);
+            if unknown.len() == MAX_UNKNOWN {
+                break;
+            }
         }
     }
     (!unknown.is_empty()).then(|| UnknownAttributes::new(&unknown))
+}
+
+fn has_integrity(msg: &Message<'_>) -> bool {
+    msg.has_attribute(MessageIntegrity::TYPE) || msg.has_attribute(MessageIntegritySha256::TYPE)
 }
 
 fn reply_opts<'k>(msg: &Message<'_>, key: Option<&'k IntegrityKey>) -> Reply<'k> {

@@ -105,7 +105,10 @@ impl H {
 
     /// A nonce for `tuple`, obtained the way a client does: an unauthenticated request.
     fn nonce(&mut self, tuple: FiveTuple) -> String {
-        let bytes = self.one(tuple, &request(ALLOCATE).finish());
+        let mut w = request(ALLOCATE);
+        w.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
+            .unwrap();
+        let bytes = self.one(tuple, &w.finish());
         let msg = Message::from_bytes(&bytes).unwrap();
         msg.attribute::<Nonce>().unwrap().nonce().to_owned()
     }
@@ -433,6 +436,74 @@ fn unauthenticated_allocate_is_challenged_small_and_identically() {
     assert_eq!(h.one(client(1000), &req), first);
     assert_eq!(h.server.allocation_count(), 0);
     assert!(h.server.by_tuple.is_empty() && h.server.per_user.is_empty());
+}
+
+#[test]
+fn unauthenticated_requests_that_cannot_succeed_are_not_challenged() {
+    let mut h = H::new(config());
+    // A bare Allocate: 400, no bigger than twice the request.
+    let req = request(ALLOCATE).finish();
+    let bytes = h.one(client(1000), &req);
+    assert_eq!(code(&bytes), 400);
+    assert!(bytes.len() <= 2 * req.len());
+    assert!(!Message::from_bytes(&bytes)
+        .unwrap()
+        .has_attribute(Nonce::TYPE));
+    // Refresh, CreatePermission, ChannelBind without integrity from a 5-tuple with no
+    // allocation: nothing at all.
+    for method in [REFRESH, CREATE_PERMISSION, CHANNEL_BIND] {
+        assert!(h.feed(client(1000), &request(method).finish()).is_empty());
+    }
+    // With an allocation they are challenged as usual.
+    h.allocate(client(1000), "alice");
+    assert_eq!(code(&h.one(client(1000), &request(REFRESH).finish())), 401);
+}
+
+#[test]
+fn refresh_never_grants_less_than_the_default_and_moves_the_deadline() {
+    let mut h = H::new(config());
+    h.allocate(client(1), "alice");
+    let alice = Cred::new("alice", T0 + 86_400);
+    let mut w = request(REFRESH);
+    w.add_attribute(&Lifetime::new(5)).unwrap();
+    let bytes = h.authed(client(1), &alice, w);
+    let msg = Message::from_bytes(&bytes).unwrap();
+    assert_eq!(msg.attribute::<Lifetime>().unwrap().seconds(), 600);
+    // Many refreshes leave one deadline per allocation, not one per refresh.
+    for _ in 0..50 {
+        assert_eq!(code(&h.authed(client(1), &alice, request(REFRESH))), 200);
+    }
+    assert_eq!(h.server.expiries.len(), 1);
+    h.advance(599);
+    assert_eq!(h.server.allocation_count(), 1);
+    h.advance(1);
+    assert_eq!(h.server.allocation_count(), 0);
+    assert!(h.server.expiries.is_empty());
+}
+
+#[test]
+fn stuffed_requests_cost_linear_work_and_are_bounded() {
+    let mut h = H::new(config());
+    // Thousands of distinct unknown comprehension-required types: 420 listing a few.
+    let mut w = request(BINDING);
+    for t in 0x0100u16..0x1100 {
+        w.push_attribute_unchecked(&stun_types::attribute::RawAttribute::new(t.into(), &[]));
+    }
+    let started = std::time::Instant::now();
+    let bytes = h.one(client(1000), &w.finish());
+    assert_eq!(code(&bytes), 420);
+    assert!(bytes.len() < 200, "{} bytes", bytes.len());
+    assert!(started.elapsed() < Duration::from_millis(500));
+    // More XOR-PEER-ADDRESSes than an allocation may hold: 508 before any is looked at.
+    h.allocate(client(1), "alice");
+    let alice = Cred::new("alice", T0 + 86_400);
+    let mut w = request(CREATE_PERMISSION);
+    let txid = w.transaction_id();
+    for i in 0..200u32 {
+        let peer = SocketAddr::new(std::net::Ipv4Addr::from(0x0808_0000 + i).into(), 1);
+        w.add_attribute(&XorPeerAddress::new(peer, txid)).unwrap();
+    }
+    assert_eq!(code(&h.authed(client(1), &alice, w)), 508);
 }
 
 #[test]
@@ -1305,4 +1376,38 @@ fn closed_allocation_ids_do_not_reach_their_successor() {
     assert!(h.server.allocation_tuple(old).is_none());
     assert_eq!(AllocId::from_u64(new.to_u64()), new);
     assert!(from_peer(&mut h, old, PUBLIC_PEER, b"x").is_none());
+}
+
+#[test]
+fn other_addresses_of_the_host_are_never_peers_unless_allowed() {
+    // A second public listener address of this box: permissible as an IP (the policy has
+    // nothing against it), but no port of it is reachable, either way.
+    let mut c = config();
+    c.host_ips = vec!["8.8.8.8".parse().unwrap()];
+    let mut h = H::new(c.clone());
+    h.allocate(client(1), "alice");
+    let id = alloc_id(&h, client(1));
+    let alice = Cred::new("alice", T0 + 86_400);
+    assert_eq!(
+        code(&h.authed(client(1), &alice, with_peer(CREATE_PERMISSION, "8.8.8.8:1"))),
+        200
+    );
+    assert_eq!(
+        code(&h.authed(client(1), &alice, channel_bind(0x4000, "8.8.8.8:3478"))),
+        403
+    );
+    let send = send_indication("8.8.8.8:3478", b"x");
+    assert_eq!(
+        h.server.handle_client(h.now, client(1), &send),
+        ClientAction::Done
+    );
+    assert!(from_peer(&mut h, id, "8.8.8.8:3478", b"x").is_none());
+    // Named in allow_peers, it is an ordinary peer.
+    c.policy = policy::PeerPolicy::new(vec!["8.8.8.8/32".parse().unwrap()], vec![]);
+    let mut h = H::new(c);
+    h.allocate(client(1), "alice");
+    assert_eq!(
+        code(&h.authed(client(1), &alice, channel_bind(0x4000, "8.8.8.8:3478"))),
+        200
+    );
 }
