@@ -86,7 +86,16 @@ struct Slot {
 /// What an authenticated request proved.
 struct Authed {
     key: IntegrityKey,
+    /// `<expiry>:<user>`.
     username: String,
+    /// Where the user id starts in `username`.
+    user_at: usize,
+}
+
+impl Authed {
+    fn user(&self) -> &str {
+        &self.username[self.user_at..]
+    }
 }
 
 /// Per-request output options.
@@ -534,20 +543,23 @@ impl Server {
             self.challenge(now, tuple, method, txid, 438, fingerprint);
             return None;
         }
-        let failure = if realm.realm() != self.config.realm {
-            Some(AuthFailure::WrongRealm)
+        let verified = if realm.realm() != self.config.realm {
+            Err(AuthFailure::WrongRealm)
         } else {
             match credentials::verify(username.username(), now.unix_secs()) {
-                Ok(_) => None,
-                Err(credentials::CredentialError::Expired) => Some(AuthFailure::Expired),
-                Err(_) => Some(AuthFailure::MalformedUsername),
+                Ok(v) => Ok(username.username().len() - v.user.len()),
+                Err(credentials::CredentialError::Expired) => Err(AuthFailure::Expired),
+                Err(_) => Err(AuthFailure::MalformedUsername),
             }
         };
-        if let Some(failure) = failure {
-            self.events.push_back(Event::AuthFailed(failure));
-            self.challenge(now, tuple, method, txid, 401, fingerprint);
-            return None;
-        }
+        let user_at = match verified {
+            Ok(at) => at,
+            Err(failure) => {
+                self.events.push_back(Event::AuthFailed(failure));
+                self.challenge(now, tuple, method, txid, 401, fingerprint);
+                return None;
+            }
+        };
         let cached = self
             .by_tuple
             .get(&tuple)
@@ -567,6 +579,7 @@ impl Server {
         Some(Authed {
             key,
             username: username.username().to_owned(),
+            user_at,
         })
     }
 
@@ -675,10 +688,7 @@ impl Server {
             return refuse(self, fail(440));
         }
         let additional_v6 = additional.is_some() && relay_family == AddressFamily::IPV4;
-        let user = credentials::verify(&auth.username, now.unix_secs())
-            .map(|v| v.user)
-            .unwrap_or_default();
-        let held = self.per_user.get(user).copied().unwrap_or(0);
+        let held = self.per_user.get(auth.user()).copied().unwrap_or(0);
         if held >= self.config.user_quota {
             self.events.push_back(Event::QuotaReached { total: false });
             return refuse(self, fail(486));
@@ -688,7 +698,7 @@ impl Server {
             return refuse(self, fail(486));
         }
         let lifetime = allocate_lifetime(&self.config, msg);
-        let user: Box<str> = user.into();
+        let user: Box<str> = auth.user().into();
         *self.per_user.entry(user).or_insert(0) += 1;
         let fingerprint = reply.fingerprint;
         let id = self.insert(|_| Allocation {
@@ -736,6 +746,7 @@ impl Server {
             .get(&tuple)
             .copied()
             .filter(|&id| self.get(id).is_some_and(Allocation::is_active));
+        let unknown = unknown_required(msg);
         let outcome = match id {
             None => Err(437),
             Some(id) if self.get(id).is_some_and(|a| *a.username != *auth.username) => {
@@ -743,7 +754,7 @@ impl Server {
                     .push_back(Event::AuthFailed(AuthFailure::WrongCredentials));
                 Err(441)
             }
-            Some(_) if unknown_required(msg).is_some() => Err(420),
+            Some(_) if unknown.is_some() => Err(420),
             Some(id) => match method {
                 REFRESH => self.refresh(now, id, msg),
                 CREATE_PERMISSION => self.create_permission(now, id, msg),
@@ -756,14 +767,11 @@ impl Server {
                     put(w, &Lifetime::new(secs));
                 }
             }),
-            Err(420) => {
-                let unknown = unknown_required(msg);
-                error_bytes(method, txid, 420, &reply, |w| {
-                    if let Some(u) = &unknown {
-                        put(w, u);
-                    }
-                })
-            }
+            Err(420) => error_bytes(method, txid, 420, &reply, |w| {
+                if let Some(u) = &unknown {
+                    put(w, u);
+                }
+            }),
             Err(code) => error_bytes(method, txid, code, &reply, |_| {}),
         };
         let tombstone_room = self.tombstones.len() < MAX_TOMBSTONES;
