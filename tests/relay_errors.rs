@@ -348,15 +348,34 @@ fn own_address_is_a_peer_only_on_relay_ports() {
         200,
         "a relay port"
     );
-    // Nothing from a non-relay port of the box reaches the client either.
-    let ok = c.allocate_on_new_socket();
-    let relayed = relayed_of(&ok.1);
-    let perm = ok.0.authed(|| with_peer(CREATE_PERMISSION, "127.0.0.1:1"));
+    // Nothing from a non-relay port of the box reaches the client either...
+    assert!(!local_service_reaches_client(&d));
+    // ...unless allow_peers names the address (the control: the same path does deliver).
+    let open = Daemon::start("allow_peers = [\"127.0.0.1/32\"]");
+    assert!(local_service_reaches_client(&open));
+}
+
+/// Allocates, permits 127.0.0.1, has a plain local socket (not a relay port) send to the
+/// relayed address, and says whether the client got it.
+fn local_service_reaches_client(d: &Daemon) -> bool {
+    let c = Client::new(d, "carol");
+    let ok = c.allocate();
+    assert_eq!(code(&ok), 200);
+    let relayed = relayed_of(&ok);
+    let perm = c.authed(|| with_peer(CREATE_PERMISSION, "127.0.0.1:1"));
     assert_eq!(code(&perm), 200);
     let local = UdpSocket::bind("127.0.0.1:0").unwrap();
     local.send_to(b"from a local service", relayed).unwrap();
     let mut buf = [0u8; 256];
-    assert!(ok.0.sock.recv_from(&mut buf).is_err(), "dropped");
+    match c.sock.recv_from(&mut buf) {
+        Ok((n, _)) => {
+            let msg = Message::from_bytes(&buf[..n]).expect("a Data indication");
+            let data = msg.attribute::<turn_types::attribute::Data>().unwrap();
+            assert_eq!(data.data(), b"from a local service");
+            true
+        }
+        Err(_) => false,
+    }
 }
 
 fn relayed_of(bytes: &[u8]) -> SocketAddr {
@@ -364,24 +383,6 @@ fn relayed_of(bytes: &[u8]) -> SocketAddr {
     msg.attribute::<XorRelayedAddress>()
         .unwrap()
         .addr(msg.transaction_id())
-}
-
-impl Client {
-    /// A fresh 5-tuple with the same credentials, and its Allocate answer.
-    fn allocate_on_new_socket(&self) -> (Client, Vec<u8>) {
-        let c = Client {
-            sock: UdpSocket::bind("127.0.0.1:0").unwrap(),
-            server: self.server,
-            username: self.username.clone(),
-            password: self.password.clone(),
-        };
-        c.sock
-            .set_read_timeout(Some(Duration::from_millis(500)))
-            .unwrap();
-        let bytes = c.allocate();
-        assert_eq!(code(&bytes), 200);
-        (c, bytes)
-    }
 }
 
 #[test]
