@@ -6,10 +6,25 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use crate::config::{self, Config, Secret, TlsFiles};
+use switchboard_turn::io::TlsCertificate;
+
+use crate::config::{self, Config, ConfigError, Secret, TlsFiles};
+
+/// The TURN TLS certificate, loaded when TLS listeners are configured: a file that cannot be
+/// read, holds no certificate, or whose key does not match is an error naming the key.
+pub fn turn_certificate(config: &Config) -> Result<Option<TlsCertificate>, ConfigError> {
+    let turn = &config.turn;
+    match (&turn.tls, turn.tls_listen.is_empty()) {
+        (Some(files), false) => TlsCertificate::load(&files.cert, &files.key)
+            .map(Some)
+            .map_err(|e| ConfigError::new("turn.tls_cert", e.to_string()).at(&config.origin)),
+        _ => Ok(None),
+    }
+}
 
 pub fn run(config_path: Option<&Path>) -> ExitCode {
-    match config::load(config_path) {
+    let loaded = config::load(config_path).and_then(|c| turn_certificate(&c).map(|_| c));
+    match loaded {
         Ok(config) => {
             for w in &config.warnings {
                 eprintln!("warning: {}: {w}", config.origin);
@@ -40,21 +55,24 @@ fn summary(c: &Config) -> String {
     if c.dev {
         s.push_str("  mode:        development\n");
     }
-    s.push_str(&format!("  turn listen: {} (udp)\n", list(&t.listen)));
+    s.push_str(&format!(
+        "  turn listen: {} (udp, tcp; at most {} tcp/tls connections)\n",
+        list(&t.listen),
+        t.max_connections
+    ));
     if !t.tls_listen.is_empty() {
-        s.push_str(&format!(
-            "  turn tls:    {} (not implemented yet)\n",
-            list(&t.tls_listen)
-        ));
+        s.push_str(&format!("  turn tls:    {}\n", list(&t.tls_listen)));
     }
     s.push_str(&format!(
         "  turn relay:  {} ports {}-{} ({ports}){}\n",
-        t.relay_ip,
+        config::list_ips(&t.relay_ips),
         t.relay_ports.start(),
         t.relay_ports.end(),
-        t.external_ip
-            .map(|ip| format!(", advertised as {ip}"))
-            .unwrap_or_default(),
+        if t.external_ips.is_empty() {
+            String::new()
+        } else {
+            format!(", advertised as {}", config::list_ips(&t.external_ips))
+        },
     ));
     s.push_str(&format!(
         "  turn auth:   realm \"{}\", credentials valid {}\n",
@@ -123,7 +141,7 @@ mod tests {
         let text = "[turn]\nsecret = \"0123456789abcdef\"\nrelay_ip = \"198.51.100.7\"\n";
         let c = config::load_str(text, Path::new("."), Origin::File("x.toml".into())).unwrap();
         let s = summary(&c);
-        assert!(s.contains("0.0.0.0:3478 (udp)"), "{s}");
+        assert!(s.contains("0.0.0.0:3478 (udp, tcp;"), "{s}");
         assert!(s.contains("198.51.100.7 ports 49152-65535 (16384)"), "{s}");
         assert!(!s.contains("0123456789abcdef"), "{s}");
     }

@@ -74,6 +74,8 @@ const MAX_MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 pub const MAX_CREDENTIAL_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 const DEFAULT_USER_QUOTA: u32 = 10;
 const DEFAULT_TOTAL_QUOTA: u32 = 10_000;
+/// TURN-over-TCP/TLS clients at once: each holds a socket, as each allocation does.
+const DEFAULT_MAX_CONNECTIONS: u32 = 4096;
 const DEFAULT_RING_TIMEOUT: Duration = Duration::from_secs(45);
 const DEFAULT_RECONNECT_GRACE: Duration = Duration::from_secs(30);
 const DEFAULT_MAX_PARTICIPANTS: u32 = 20;
@@ -111,18 +113,21 @@ pub struct HttpConfig {
 /// `[turn]`.
 #[derive(Debug)]
 pub struct TurnConfig {
-    /// UDP (and later TCP) listeners.
+    /// UDP and TCP listeners (the same port for both).
     pub listen: Vec<SocketAddr>,
-    /// TLS listeners (parsed only for now).
+    /// TLS listeners.
     pub tls_listen: Vec<SocketAddr>,
+    /// The certificate for `tls_listen`: `turn.tls_cert`/`tls_key`, else `[http]`'s.
     pub tls: Option<TlsFiles>,
+    /// The most TCP and TLS client connections open at once.
+    pub max_connections: u32,
     pub realm: String,
     /// The shared secret of the TURN REST credential scheme.
     pub secret: Secret,
-    /// The public address advertised when behind NAT.
-    pub external_ip: Option<IpAddr>,
-    /// The address relay sockets bind.
-    pub relay_ip: IpAddr,
+    /// The public addresses advertised when behind NAT, at most one per IP version.
+    pub external_ips: Vec<IpAddr>,
+    /// The addresses relay sockets bind, at most one per IP version.
+    pub relay_ips: Vec<IpAddr>,
     pub relay_ports: RangeInclusive<u16>,
     pub credential_ttl: Duration,
     /// The longest allocation lifetime granted (RFC 8656 §7.2; coturn's max-allocate-lifetime).
@@ -183,7 +188,7 @@ impl fmt::Display for LogFormat {
 }
 
 /// A certificate chain and its key, both PEM files.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct TlsFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
@@ -236,7 +241,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
         ConfigError {
             origin: String::new(),
             key: key.into(),
@@ -244,7 +249,7 @@ impl ConfigError {
         }
     }
 
-    fn at(mut self, origin: &Origin) -> Self {
+    pub(crate) fn at(mut self, origin: &Origin) -> Self {
         self.origin = origin.to_string();
         self
     }
@@ -461,8 +466,9 @@ struct RawTurn {
     realm: Option<String>,
     secret: Option<String>,
     secret_file: Option<PathBuf>,
-    external_ip: Option<String>,
-    relay_ip: Option<String>,
+    external_ip: Option<OneOrMany>,
+    relay_ip: Option<OneOrMany>,
+    max_connections: Option<u32>,
     relay_ports: Option<String>,
     credential_ttl: Option<String>,
     max_lifetime: Option<String>,
@@ -470,6 +476,23 @@ struct RawTurn {
     deny_peers: Vec<String>,
     user_quota: Option<u32>,
     total_quota: Option<u32>,
+}
+
+/// An address, or a list of them (one per IP version).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -512,7 +535,7 @@ fn validate(raw: Raw, base: &Path, origin: Origin) -> Result<Config> {
     let mut warnings = Vec::new();
     let dev = raw.dev;
     let http = validate_http(raw.http, base)?;
-    let turn = validate_turn(raw.turn, base, dev, &mut warnings)?;
+    let turn = validate_turn(raw.turn, base, dev, http.tls.as_ref(), &mut warnings)?;
     let auth = AuthConfig {
         jwt_secret: secret_pair(
             ("auth.jwt_secret", raw.auth.jwt_secret),
@@ -588,6 +611,7 @@ fn validate_turn(
     raw: RawTurn,
     base: &Path,
     dev: bool,
+    http_tls: Option<&TlsFiles>,
     warnings: &mut Vec<Warning>,
 ) -> Result<TurnConfig> {
     let listen = match &raw.listen {
@@ -601,11 +625,19 @@ fn validate_turn(
         Some(list) => socket_addrs("turn.listen", list)?,
     };
     let tls_listen = socket_addrs("turn.tls_listen", &raw.tls_listen)?;
-    let tls = tls_files("turn", raw.tls_cert, raw.tls_key, base)?;
+    let tls = tls_files("turn", raw.tls_cert, raw.tls_key, base)?.or_else(|| http_tls.cloned());
     if !tls_listen.is_empty() && tls.is_none() {
         return Err(ConfigError::new(
             "turn.tls_listen",
-            "needs turn.tls_cert and turn.tls_key",
+            "needs a certificate: turn.tls_cert and turn.tls_key (or http.tls_cert and \
+             http.tls_key, which are used when turn's are not set)",
+        ));
+    }
+    let max_connections = raw.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+    if max_connections == 0 {
+        return Err(ConfigError::new(
+            "turn.max_connections",
+            "must be at least 1 (it caps TURN-over-TCP and TLS clients)",
         ));
     }
 
@@ -635,29 +667,43 @@ fn validate_turn(
         });
     }
 
-    let external_ip = raw
+    let external_ips = raw
         .external_ip
-        .as_deref()
+        .map(OneOrMany::into_vec)
+        .unwrap_or_default()
+        .iter()
         .map(|s| ip("turn.external_ip", s))
-        .transpose()?;
-    let relay_ip = match raw.relay_ip.as_deref() {
-        Some(s) => ip("turn.relay_ip", s)?,
-        None if !listen[0].ip().is_unspecified() => listen[0].ip(),
-        None => {
-            return Err(ConfigError::new(
-                "turn.relay_ip",
-                format!(
-                    "required when turn.listen binds {}; set it to this box's address",
-                    if listen[0].is_ipv4() { "0.0.0.0" } else { "::" }
-                ),
-            ))
+        .collect::<Result<Vec<_>>>()?;
+    let relay_ips = match raw.relay_ip.map(OneOrMany::into_vec) {
+        Some(list) if !list.is_empty() => list
+            .iter()
+            .map(|s| ip("turn.relay_ip", s))
+            .collect::<Result<Vec<_>>>()?,
+        _ => {
+            // One specific listen address per IP version stands for it.
+            let mut ips: Vec<IpAddr> = Vec::new();
+            for a in &listen {
+                if !a.ip().is_unspecified() && !ips.iter().any(|i| i.is_ipv4() == a.is_ipv4()) {
+                    ips.push(a.ip());
+                }
+            }
+            if ips.is_empty() {
+                return Err(ConfigError::new(
+                    "turn.relay_ip",
+                    format!(
+                        "required when turn.listen binds {}; set it to this box's address",
+                        if listen[0].is_ipv4() { "0.0.0.0" } else { "::" }
+                    ),
+                ));
+            }
+            ips
         }
     };
-    for (key, addr) in [
-        ("turn.relay_ip", Some(relay_ip)),
-        ("turn.external_ip", external_ip),
+    for (key, list) in [
+        ("turn.relay_ip", &relay_ips),
+        ("turn.external_ip", &external_ips),
     ] {
-        if let Some(addr) = addr {
+        for addr in list {
             if addr.is_unspecified() || addr.is_multicast() {
                 return Err(ConfigError::new(
                     key,
@@ -665,23 +711,36 @@ fn validate_turn(
                 ));
             }
         }
-    }
-    if let Some(ext) = external_ip {
-        if ext.is_ipv4() != relay_ip.is_ipv4() {
+        if list.len() > 2 || (list.len() == 2 && list[0].is_ipv4() == list[1].is_ipv4()) {
             return Err(ConfigError::new(
-                "turn.external_ip",
-                format!("{ext} and turn.relay_ip {relay_ip} are of different IP versions"),
+                key,
+                "takes at most one IPv4 and one IPv6 address",
             ));
         }
-    } else if is_private(relay_ip) {
-        warnings.push(Warning {
-            key: "turn.external_ip".into(),
-            message: format!(
-                "not set, and turn.relay_ip {relay_ip} is a private address: clients outside \
-                 this network cannot reach the relayed addresses; set turn.external_ip to the \
-                 public address if this box is behind NAT"
-            ),
-        });
+    }
+    for ext in &external_ips {
+        if !relay_ips.iter().any(|r| r.is_ipv4() == ext.is_ipv4()) {
+            return Err(ConfigError::new(
+                "turn.external_ip",
+                format!(
+                    "{ext} has no turn.relay_ip of its IP version to stand for (relay_ip is {})",
+                    list_ips(&relay_ips)
+                ),
+            ));
+        }
+    }
+    for relay in &relay_ips {
+        let has_external = external_ips.iter().any(|e| e.is_ipv4() == relay.is_ipv4());
+        if !has_external && is_private(*relay) {
+            warnings.push(Warning {
+                key: "turn.external_ip".into(),
+                message: format!(
+                    "not set, and turn.relay_ip {relay} is a private address: clients outside \
+                     this network cannot reach the relayed addresses; set turn.external_ip to \
+                     the public address if this box is behind NAT"
+                ),
+            });
+        }
     }
 
     let relay_ports = match raw.relay_ports.as_deref() {
@@ -728,10 +787,11 @@ fn validate_turn(
         listen,
         tls_listen,
         tls,
+        max_connections,
         realm,
         secret,
-        external_ip,
-        relay_ip,
+        external_ips,
+        relay_ips,
         relay_ports,
         credential_ttl,
         max_lifetime,
@@ -819,6 +879,14 @@ fn tls_files(
             format!("required with {section}.tls_key"),
         )),
     }
+}
+
+/// `a, b` for messages.
+pub fn list_ips(ips: &[IpAddr]) -> String {
+    ips.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn resolve(base: &Path, path: &Path) -> PathBuf {
@@ -1019,8 +1087,8 @@ format = "json"
         assert_eq!(t.tls_listen, vec!["0.0.0.0:5349".parse().unwrap()]);
         assert_eq!(t.realm, "calls.example.com");
         assert_eq!(t.secret.expose(), "a-long-random-shared-secret");
-        assert_eq!(t.external_ip, Some("203.0.113.10".parse().unwrap()));
-        assert_eq!(t.relay_ip, "10.0.0.5".parse::<IpAddr>().unwrap());
+        assert_eq!(t.external_ips, ["203.0.113.10".parse::<IpAddr>().unwrap()]);
+        assert_eq!(t.relay_ips, ["10.0.0.5".parse::<IpAddr>().unwrap()]);
         assert_eq!(t.relay_ports, 50000..=59999);
         assert_eq!(t.credential_ttl, Duration::from_secs(12 * 3600));
         assert_eq!(t.allow_peers.len(), 2);
@@ -1048,7 +1116,7 @@ format = "json"
         assert_eq!(c.turn.relay_ports, 49152..=65535);
         assert_eq!(c.turn.credential_ttl, Duration::from_secs(86400));
         assert_eq!((c.turn.user_quota, c.turn.total_quota), (10, 10_000));
-        assert!(c.turn.allow_peers.is_empty() && c.turn.external_ip.is_none());
+        assert!(c.turn.allow_peers.is_empty() && c.turn.external_ips.is_empty());
         assert!(c.auth.jwt_secret.is_none() && !c.auth.open_conversations);
         assert_eq!(c.store.path, PathBuf::from(DEFAULT_STORE_PATH));
         assert_eq!(c.calls.ring_timeout, Duration::from_secs(45));
@@ -1172,7 +1240,7 @@ format = "json"
         let e = err(&format!("{text}listen = [\"[::]:3478\"]\n"));
         assert!(e.message.contains("binds ::;"), "{e}");
         let c = load(&format!("{text}listen = [\"192.0.2.1:3478\"]\n")).unwrap();
-        assert_eq!(c.turn.relay_ip, "192.0.2.1".parse::<IpAddr>().unwrap());
+        assert_eq!(c.turn.relay_ips, ["192.0.2.1".parse::<IpAddr>().unwrap()]);
     }
 
     #[test]
@@ -1186,9 +1254,51 @@ format = "json"
         let e = err(&format!("{MINIMAL}external_ip = \"224.0.0.1\"\n"));
         assert_eq!(e.key, "turn.external_ip");
         let e = err(&format!("{MINIMAL}external_ip = \"2001:db8::1\"\n"));
-        assert!(e.message.contains("IP versions"), "{e}");
+        assert!(
+            e.message.contains("no turn.relay_ip of its IP version"),
+            "{e}"
+        );
         let e = err("[turn]\nsecret = \"x\"\nrelay_ip = \"0.0.0.0\"\n");
         assert_eq!(e.key, "turn.relay_ip");
+        let e = err("[turn]\nsecret = \"x\"\nrelay_ip = [\"192.0.2.1\", \"192.0.2.2\"]\n");
+        assert!(e.message.contains("one IPv4 and one IPv6"), "{e}");
+        let e = err(&format!("{MINIMAL}max_connections = 0\n"));
+        assert_eq!(e.key, "turn.max_connections");
+    }
+
+    #[test]
+    fn dual_stack_relay_addresses() {
+        let c = load(
+            "[turn]\nsecret = \"0123456789abcdef\"\nrelay_ip = [\"198.51.100.7\", \"2001:db8::7\"]\n\
+             external_ip = [\"2001:db8::8\"]\n",
+        )
+        .unwrap();
+        let ips = |v: &[&str]| {
+            v.iter()
+                .map(|s| s.parse::<IpAddr>().unwrap())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(c.turn.relay_ips, ips(&["198.51.100.7", "2001:db8::7"]));
+        assert_eq!(c.turn.external_ips, ips(&["2001:db8::8"]));
+        // Without relay_ip, one specific listen address per IP version.
+        let c = load(
+            "[turn]\nsecret = \"0123456789abcdef\"\n\
+             listen = [\"127.0.0.1:3478\", \"127.0.0.2:3478\", \"[::1]:3478\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.turn.relay_ips, ips(&["127.0.0.1", "::1"]));
+        assert_eq!(c.turn.max_connections, 4096);
+    }
+
+    #[test]
+    fn turn_tls_falls_back_to_the_http_certificate() {
+        let text = "[http]\ntls_cert = \"/etc/c.pem\"\ntls_key = \"/etc/k.pem\"\n\
+                    [turn]\nsecret = \"0123456789abcdef\"\nrelay_ip = \"198.51.100.7\"\n\
+                    tls_listen = [\"0.0.0.0:5349\"]\n";
+        let c = load(text).unwrap();
+        assert_eq!(c.turn.tls.unwrap().cert, PathBuf::from("/etc/c.pem"));
+        let e = err(&format!("{MINIMAL}tls_listen = [\"0.0.0.0:5349\"]\n"));
+        assert_eq!(e.key, "turn.tls_listen");
     }
 
     #[test]
@@ -1255,7 +1365,7 @@ format = "json"
         assert!(c.dev);
         assert_eq!(c.origin, Origin::DevDefault(state.clone()));
         assert_eq!(c.turn.listen, vec!["127.0.0.1:3478".parse().unwrap()]);
-        assert_eq!(c.turn.relay_ip, IpAddr::from([127, 0, 0, 1]));
+        assert_eq!(c.turn.relay_ips, [IpAddr::from([127, 0, 0, 1])]);
         assert_eq!(c.http.listen, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(c.store.path, state.join("switchboard.db"));
         assert!(c.warnings.is_empty(), "{:?}", c.warnings);

@@ -7,11 +7,12 @@
 use std::process::ExitCode;
 
 use rand::RngCore as _;
-use switchboard_turn::io::{Relay, RelayConfig};
+use switchboard_turn::io::{Relay, RelayConfig, TlsCertificate};
 use switchboard_turn::policy::PeerPolicy;
 use switchboard_turn::ServerConfig;
 use tokio::signal::unix::{signal, SignalKind};
 
+use crate::check_config;
 use crate::config::{self, Config, Origin, TurnConfig};
 use crate::logging;
 
@@ -48,10 +49,19 @@ pub fn run(config_path: Option<&std::path::Path>) -> ExitCode {
         }
     };
 
-    let relay = match Relay::start(RelayConfig {
-        listen: config.turn.listen.clone(),
-        server: server_config(&config.turn),
-    }) {
+    let tls = match check_config::turn_certificate(&config) {
+        Ok(tls) => tls,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut relay_config =
+        RelayConfig::new(config.turn.listen.clone(), server_config(&config.turn));
+    relay_config.tls_listen = config.turn.tls_listen.clone();
+    relay_config.tls = tls.clone();
+    relay_config.max_connections = config.turn.max_connections as usize;
+    let relay = match Relay::start(relay_config) {
         Ok(relay) => relay,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the turn relay");
@@ -60,9 +70,16 @@ pub fn run(config_path: Option<&std::path::Path>) -> ExitCode {
     };
     for a in relay.local_addrs() {
         tracing::info!(addr = %a, "turn listening (udp)");
+        tracing::info!(addr = %a, "turn listening (tcp)");
+    }
+    for a in relay.tls_addrs() {
+        tracing::info!(addr = %a, "turn listening (tls)");
+    }
+    if let Some(tls) = &tls {
+        tracing::info!(sha256 = tls.fingerprint(), "turn certificate loaded");
     }
 
-    let stopped = runtime.block_on(signals.wait());
+    let stopped = runtime.block_on(signals.wait(tls.as_ref()));
     match &stopped {
         Ok(name) => tracing::info!(signal = name, "shutting down"),
         Err(e) => tracing::error!(error = %e, "cannot wait for signals; shutting down"),
@@ -93,12 +110,6 @@ fn announce(config: &Config) {
     for w in &config.warnings {
         tracing::warn!("{}: {}", w.key, w.message);
     }
-    if !config.turn.tls_listen.is_empty() {
-        tracing::warn!(
-            key = "turn.tls_listen",
-            "TURN over TLS is not implemented yet; these listeners are not started"
-        );
-    }
 }
 
 /// The relay core's settings from `[turn]`.
@@ -108,9 +119,10 @@ fn server_config(turn: &TurnConfig) -> ServerConfig {
     let mut sc = ServerConfig::new(
         turn.realm.clone(),
         turn.secret.expose().as_bytes(),
-        turn.relay_ip,
+        turn.relay_ips[0],
     );
-    sc.external_ip = turn.external_ip;
+    sc.relay_ips = turn.relay_ips.clone();
+    sc.external_ips = turn.external_ips.clone();
     sc.relay_ports = turn.relay_ports.clone();
     sc.policy = PeerPolicy::new(turn.allow_peers.clone(), turn.deny_peers.clone());
     sc.max_lifetime = turn.max_lifetime;
@@ -121,10 +133,12 @@ fn server_config(turn: &TurnConfig) -> ServerConfig {
     sc
 }
 
-/// SIGTERM (systemd's stop) and SIGINT (Ctrl-C), caught from installation on.
+/// SIGTERM (systemd's stop) and SIGINT (Ctrl-C), caught from installation on; SIGHUP
+/// (systemd's reload) reloads what can change without a restart.
 struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
 }
 
 impl Signals {
@@ -132,13 +146,33 @@ impl Signals {
         Ok(Signals {
             term: signal(SignalKind::terminate())?,
             int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
         })
     }
 
-    async fn wait(mut self) -> std::io::Result<&'static str> {
-        tokio::select! {
-            _ = self.term.recv() => Ok("SIGTERM"),
-            _ = self.int.recv() => Ok("SIGINT"),
+    /// Serves SIGHUPs until SIGTERM or SIGINT, which it returns.
+    async fn wait(mut self, tls: Option<&TlsCertificate>) -> std::io::Result<&'static str> {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => return Ok("SIGTERM"),
+                _ = self.int.recv() => return Ok("SIGINT"),
+                _ = self.hup.recv() => reload(tls),
+            }
+        }
+    }
+}
+
+/// SIGHUP: the TURN certificate is read again. New TLS handshakes present the new one; live
+/// connections and their allocations are untouched. A certificate that fails to load is
+/// logged and the old one stays.
+fn reload(tls: Option<&TlsCertificate>) {
+    tracing::info!("SIGHUP: reloading");
+    if let Some(tls) = tls {
+        match tls.reload() {
+            Ok(()) => tracing::info!(sha256 = tls.fingerprint(), "turn certificate reloaded"),
+            Err(e) => {
+                tracing::error!(error = %e, "turn certificate not reloaded; the old one stays")
+            }
         }
     }
 }
@@ -186,11 +220,8 @@ mod tests {
         let sc = server_config(&c.turn);
         assert_eq!(sc.realm, "r");
         assert_eq!(sc.secret, b"s3cret-s3cret-s3cret");
-        assert_eq!(sc.relay_ip, std::net::IpAddr::from([10, 0, 0, 5]));
-        assert_eq!(
-            sc.external_ip,
-            Some(std::net::IpAddr::from([203, 0, 113, 9]))
-        );
+        assert_eq!(sc.relay_ips, [std::net::IpAddr::from([10, 0, 0, 5])]);
+        assert_eq!(sc.external_ips, [std::net::IpAddr::from([203, 0, 113, 9])]);
         assert_eq!(sc.relay_ports, 50000..=50999);
         assert_eq!((sc.user_quota, sc.total_quota), (3, 900));
         assert_ne!(sc.nonce_key, [0; 32]);

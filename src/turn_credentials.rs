@@ -84,24 +84,30 @@ pub fn mint(turn: &TurnConfig, user: &str, expires_unix: u64) -> TurnCredentials
     }
 }
 
-/// `turn:HOST:PORT?transport=udp` per listener. HOST is what clients can reach: the external
-/// address if set, else the listener's own address, else (wildcard listener) the relay address.
+/// The URLs of every way in: `turn:HOST:PORT?transport=udp` and `?transport=tcp` per
+/// listener, then `turns:HOST:PORT?transport=tcp` per TLS listener. HOST is what clients can
+/// reach: the external address of the listener's IP version if set, else the listener's own
+/// address, else (wildcard listener) the relay address of that version.
 pub fn turn_urls(turn: &TurnConfig) -> Vec<String> {
-    turn.listen
+    let reachable = |listen: &SocketAddr| -> Option<SocketAddr> {
+        let same = |ip: &&IpAddr| ip.is_ipv4() == listen.is_ipv4();
+        let host = match turn.external_ips.iter().find(same) {
+            Some(ip) => *ip,
+            None if !listen.ip().is_unspecified() => listen.ip(),
+            None => *turn.relay_ips.iter().find(same)?,
+        };
+        Some(SocketAddr::new(host, listen.port()))
+    };
+    // SocketAddr's Display brackets IPv6 hosts.
+    let plain: Vec<SocketAddr> = turn.listen.iter().filter_map(reachable).collect();
+    let udp = plain.iter().map(|a| format!("turn:{a}?transport=udp"));
+    let tcp = plain.iter().map(|a| format!("turn:{a}?transport=tcp"));
+    let tls = turn
+        .tls_listen
         .iter()
-        .map(|listen| {
-            let host: IpAddr = match turn.external_ip {
-                Some(ip) => ip,
-                None if !listen.ip().is_unspecified() => listen.ip(),
-                None => turn.relay_ip,
-            };
-            // SocketAddr's Display brackets IPv6 hosts.
-            format!(
-                "turn:{}?transport=udp",
-                SocketAddr::new(host, listen.port())
-            )
-        })
-        .collect()
+        .filter_map(reachable)
+        .map(|a| format!("turns:{a}?transport=tcp"));
+    udp.chain(tcp).chain(tls).collect()
 }
 
 #[cfg(test)]
@@ -124,15 +130,37 @@ mod tests {
             turn_urls(&t),
             [
                 "turn:192.0.2.4:3478?transport=udp",
-                "turn:[::1]:3479?transport=udp"
+                "turn:[::1]:3479?transport=udp",
+                "turn:192.0.2.4:3478?transport=tcp",
+                "turn:[::1]:3479?transport=tcp",
             ]
         );
         let t = turn(
             "listen = [\"0.0.0.0:3478\"]\nrelay_ip = \"10.0.0.2\"\nexternal_ip = \"203.0.113.5\"\n",
         );
-        assert_eq!(turn_urls(&t), ["turn:203.0.113.5:3478?transport=udp"]);
-        let t = turn("listen = [\"[::]:3478\"]\nrelay_ip = \"2001:db8::7\"\n");
-        assert_eq!(turn_urls(&t), ["turn:[2001:db8::7]:3478?transport=udp"]);
+        assert_eq!(
+            turn_urls(&t),
+            [
+                "turn:203.0.113.5:3478?transport=udp",
+                "turn:203.0.113.5:3478?transport=tcp"
+            ]
+        );
+        // Dual stack behind NAT, with TLS: each version's own public address.
+        let t = turn(
+            "listen = [\"0.0.0.0:3478\", \"[::]:3478\"]\ntls_listen = [\"0.0.0.0:5349\"]\n\
+             tls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n\
+             relay_ip = [\"10.0.0.2\", \"2001:db8::7\"]\nexternal_ip = \"203.0.113.5\"\n",
+        );
+        assert_eq!(
+            turn_urls(&t),
+            [
+                "turn:203.0.113.5:3478?transport=udp",
+                "turn:[2001:db8::7]:3478?transport=udp",
+                "turn:203.0.113.5:3478?transport=tcp",
+                "turn:[2001:db8::7]:3478?transport=tcp",
+                "turns:203.0.113.5:5349?transport=tcp",
+            ]
+        );
     }
 
     #[test]
@@ -144,7 +172,10 @@ mod tests {
             json,
             serde_json::json!({
                 "credentials": {
-                    "urls": ["turn:127.0.0.1:3478?transport=udp"],
+                    "urls": [
+                        "turn:127.0.0.1:3478?transport=udp",
+                        "turn:127.0.0.1:3478?transport=tcp"
+                    ],
                     "username": "1736517600:alice",
                     // printf '1736517600:alice' | openssl dgst -sha1 -hmac secret -binary | base64
                     "credential": "DolFTSEG85ZJiJWslIq8ApYL7cE=",

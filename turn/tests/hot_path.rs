@@ -11,7 +11,8 @@ use stun_types::message::{
 };
 use switchboard_turn::credentials::{long_term_key, mint};
 use switchboard_turn::proto::{
-    ClientAction, Command, FiveTuple, Server, ServerConfig, Time, PEER_HEADROOM, PEER_TAILROOM,
+    ClientAction, Command, Family, FiveTuple, Server, ServerConfig, Time, PEER_HEADROOM,
+    PEER_TAILROOM,
 };
 use turn_types::attribute::{ChannelNumber, RequestedTransport, XorPeerAddress};
 use turn_types::message::{ALLOCATE, CHANNEL_BIND};
@@ -77,7 +78,12 @@ fn channel_data_both_ways_allocates_nothing() {
     let Some(Command::OpenRelay { id, .. }) = server.poll_command() else {
         panic!("no OpenRelay");
     };
-    server.handle_relay_opened(now, id, Ok("198.51.100.10:50000".parse().unwrap()));
+    server.handle_relay_opened(
+        now,
+        id,
+        Family::V4,
+        Ok("198.51.100.10:50000".parse().unwrap()),
+    );
     let peer: SocketAddr = "8.8.4.4:4000".parse().unwrap();
     let mut w = Message::builder_request(CHANNEL_BIND, MessageWriteVec::new());
     let txid = w.transaction_id();

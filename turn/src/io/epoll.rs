@@ -2,13 +2,18 @@
 //! socket options and the host's interface addresses.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 pub(super) const EMPTY_EVENT: libc::epoll_event = libc::epoll_event { events: 0, u64: 0 };
 
 pub(super) fn token(ev: &libc::epoll_event) -> u64 {
     ev.u64
+}
+
+/// Whether the event says the socket can be written.
+pub(super) fn writable(ev: &libc::epoll_event) -> bool {
+    ev.events & libc::EPOLLOUT as u32 != 0
 }
 
 fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
@@ -42,6 +47,18 @@ impl Epoll {
         };
         // SAFETY: `ev` is a valid epoll_event for the duration of the call.
         check(unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) })?;
+        Ok(())
+    }
+
+    /// Watches `fd` for readability, and for writability too when `write`.
+    pub(super) fn modify(&self, fd: RawFd, token: u64, write: bool) -> io::Result<()> {
+        let mut events = libc::EPOLLIN as u32;
+        if write {
+            events |= libc::EPOLLOUT as u32;
+        }
+        let mut ev = libc::epoll_event { events, u64: token };
+        // SAFETY: `ev` is a valid epoll_event for the duration of the call.
+        check(unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), libc::EPOLL_CTL_MOD, fd, &mut ev) })?;
         Ok(())
     }
 
@@ -134,29 +151,76 @@ pub(super) fn set_buffers(sock: &UdpSocket, bytes: usize) {
 /// A UDP socket bound to `addr`; an IPv6 one only for IPv6 (`IPV6_V6ONLY`), so that `[::]:3478`
 /// and `0.0.0.0:3478` can both be listened on, and IPv4 clients are always seen as IPv4.
 pub(super) fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
-    let (domain, len) = match addr {
-        SocketAddr::V4(_) => (libc::AF_INET, std::mem::size_of::<libc::sockaddr_in>()),
-        SocketAddr::V6(_) => (libc::AF_INET6, std::mem::size_of::<libc::sockaddr_in6>()),
-    };
-    // SAFETY: no pointers; a non-negative result is a new fd we own.
-    let fd = check(unsafe { libc::socket(domain, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
+    let fd = socket_for(addr, libc::SOCK_DGRAM)?;
     // SAFETY: `fd` is fresh and owned by nobody else.
     let sock = unsafe { UdpSocket::from_raw_fd(fd) };
+    bind(fd, addr)?;
+    Ok(sock)
+}
+
+/// A listening TCP socket on `addr`, IPv6-only like [`bind_udp`], with `SO_REUSEADDR` so a
+/// restart binds again while old connections sit in TIME_WAIT.
+pub(super) fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
+    let fd = socket_for(addr, libc::SOCK_STREAM)?;
+    // SAFETY: `fd` is fresh and owned by nobody else.
+    let sock = unsafe { TcpListener::from_raw_fd(fd) };
+    set_int(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+    bind(fd, addr)?;
+    // SAFETY: no pointers.
+    check(unsafe { libc::listen(fd, 1024) })?;
+    Ok(sock)
+}
+
+/// Options for an accepted client connection: no Nagle delay (media is latency-bound), and
+/// keepalives so a peer that vanished is noticed in about two minutes, not hours.
+pub(super) fn tune_stream(sock: &TcpStream) {
+    let _ = sock.set_nodelay(true);
+    let fd = sock.as_raw_fd();
+    let _ = set_int(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1);
+    let _ = set_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, 60);
+    let _ = set_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, 10);
+    let _ = set_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 6);
+}
+
+fn set_int(fd: RawFd, level: libc::c_int, opt: libc::c_int, value: libc::c_int) -> io::Result<()> {
+    // SAFETY: a pointer to a c_int and its size, as setsockopt expects.
+    check(unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            opt,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })?;
+    Ok(())
+}
+
+/// A new socket of `kind` for `addr`'s family (IPv6-only for IPv6). The caller owns the fd.
+fn socket_for(addr: SocketAddr, kind: libc::c_int) -> io::Result<RawFd> {
+    let domain = match addr {
+        SocketAddr::V4(_) => libc::AF_INET,
+        SocketAddr::V6(_) => libc::AF_INET6,
+    };
+    // SAFETY: no pointers; a non-negative result is a new fd we own.
+    let fd = check(unsafe { libc::socket(domain, kind | libc::SOCK_CLOEXEC, 0) })?;
     if addr.is_ipv6() {
-        let one: libc::c_int = 1;
-        // SAFETY: a pointer to a c_int and its size, as setsockopt expects.
-        check(unsafe {
-            libc::setsockopt(
-                fd,
-                libc::IPPROTO_IPV6,
-                libc::IPV6_V6ONLY,
-                (&one as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        })?;
+        if let Err(e) = set_int(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 1) {
+            // SAFETY: `fd` is ours and closed once.
+            unsafe { libc::close(fd) };
+            return Err(e);
+        }
     }
+    Ok(fd)
+}
+
+fn bind(fd: RawFd, addr: SocketAddr) -> io::Result<()> {
+    let len = match addr {
+        SocketAddr::V4(_) => std::mem::size_of::<libc::sockaddr_in>(),
+        SocketAddr::V6(_) => std::mem::size_of::<libc::sockaddr_in6>(),
+    };
     let raw = sockaddr(addr);
-    // SAFETY: `raw` holds a sockaddr_in or sockaddr_in6 of `len` bytes, matching `domain`.
+    // SAFETY: `raw` holds a sockaddr_in or sockaddr_in6 of `len` bytes, matching the socket's family.
     check(unsafe {
         libc::bind(
             fd,
@@ -164,7 +228,7 @@ pub(super) fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
             len as libc::socklen_t,
         )
     })?;
-    Ok(sock)
+    Ok(())
 }
 
 fn sockaddr(addr: SocketAddr) -> libc::sockaddr_storage {

@@ -1,34 +1,44 @@
-//! The UDP driver: sockets and a clock around [`proto::Server`](crate::proto::Server).
+//! The driver: sockets and a clock around [`proto::Server`](crate::proto::Server).
 //!
-//! One thread owns the core, the listener sockets (`turn.listen`) and one relay socket per
-//! allocation, and runs a level-triggered epoll loop over them. One thread, because a relayed
+//! One thread owns the core, the listener sockets (`turn.listen` for UDP and TCP,
+//! `turn.tls_listen` for TLS), the client connections, and one relay socket per allocation
+//! and family, and runs a level-triggered epoll loop over them. One thread, because a relayed
 //! packet is two system calls of work: handing it between threads would cost more than the
 //! work itself, and the core then needs no lock at all. The ChannelData path in both
 //! directions reads into a buffer with headroom, frames in place and sends: no heap
 //! allocation, no STUN parsing, no lock.
+//!
+//! Streams (TCP and TLS, [`stream`]) carry the same messages, framed by their headers; an
+//! allocation made over one lives as long as its connection.
 //!
 //! [`Relay::start`] binds every listener before it returns (so the caller can report a bad
 //! address and knows the ports bound for port 0), then runs the loop until
 //! [`Relay::shutdown`].
 
 mod epoll;
+mod stream;
+mod tls;
 
+pub use tls::{fingerprint, TlsCertificate, TlsError};
+
+use std::collections::HashMap;
 use std::io;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::ops::RangeInclusive;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rand::Rng;
 
 use crate::proto::{
-    AllocId, ClientAction, CloseReason, Command, Event, FiveTuple, OpenError, Server, ServerConfig,
-    Time, PEER_HEADROOM, PEER_TAILROOM,
+    AllocId, ClientAction, CloseReason, Command, Event, Family, FiveTuple, OpenError, Server,
+    ServerConfig, Time, Transport, PEER_HEADROOM, PEER_TAILROOM,
 };
 use epoll::{Epoll, EventFd};
+use stream::Conn;
 
 /// The largest UDP payload read (and so relayed); larger datagrams are truncated by the kernel
 /// and dropped by us.
@@ -41,19 +51,58 @@ const EVENTS: usize = 256;
 const BATCH: usize = 16;
 /// Kernel buffer sizes asked for on listener sockets, which carry every client's traffic.
 const LISTENER_BUFFER: usize = 4 << 20;
+/// Tries at binding UDP and TCP on one free port when a listener asks for port 0.
+const PORT_PAIR_TRIES: usize = 16;
 
-const TOKEN_STOP: u64 = 0;
-const TOKEN_LISTENER: u64 = 1;
-const MAX_LISTENERS: u64 = 1024;
-const TOKEN_RELAY: u64 = TOKEN_LISTENER + MAX_LISTENERS;
+/// Epoll tokens: a kind in the top byte, an index below.
+const KIND_SHIFT: u32 = 56;
+const INDEX_MASK: u64 = (1 << KIND_SHIFT) - 1;
+const KIND_STOP: u64 = 0;
+const KIND_UDP: u64 = 1;
+const KIND_TCP: u64 = 2;
+const KIND_TLS: u64 = 3;
+const KIND_CONN: u64 = 4;
+const KIND_RELAY: u64 = 5;
+
+fn token(kind: u64, index: usize) -> u64 {
+    (kind << KIND_SHIFT) | index as u64
+}
 
 /// What the relay is started with.
 #[derive(Clone, Debug)]
 pub struct RelayConfig {
-    /// UDP listener addresses (`turn.listen`); port 0 picks one.
+    /// Listener addresses (`turn.listen`), each for UDP and TCP on the same port; port 0 picks
+    /// one free for both.
     pub listen: Vec<SocketAddr>,
-    /// The core's settings; `server.relay_ip` and `server.relay_ports` place relay sockets.
+    /// TLS listener addresses (`turn.tls_listen`); needs `tls`.
+    pub tls_listen: Vec<SocketAddr>,
+    /// The certificate for TLS listeners.
+    pub tls: Option<TlsCertificate>,
+    /// The most TCP and TLS client connections open at once; more are closed on accept.
+    pub max_connections: usize,
+    /// How long a TCP or TLS connection may stay open without an allocation (the TLS
+    /// handshake and authentication included).
+    pub unauthenticated_timeout: Duration,
+    /// How long a connection's outgoing queue may stay full without draining before the
+    /// connection is closed.
+    pub stall_timeout: Duration,
+    /// The core's settings; `server.relay_ips` and `server.relay_ports` place relay sockets.
     pub server: ServerConfig,
+}
+
+impl RelayConfig {
+    /// UDP and TCP on `listen`, no TLS, default bounds.
+    pub fn new(listen: Vec<SocketAddr>, server: ServerConfig) -> Self {
+        RelayConfig {
+            listen,
+            tls_listen: Vec::new(),
+            tls: None,
+            max_connections: 4096,
+            unauthenticated_timeout: Duration::from_secs(10),
+            stall_timeout: Duration::from_secs(30),
+            server,
+        }
+    }
 }
 
 /// Counters the relay thread publishes, for logs and metrics. Written by one thread only.
@@ -74,11 +123,22 @@ pub struct Stats {
     pub closed_bytes_to_peer: AtomicU64,
     pub closed_packets_from_peer: AtomicU64,
     pub closed_bytes_from_peer: AtomicU64,
+    /// TCP and TLS client connections open now.
+    pub connections: AtomicU64,
+    /// TCP and TLS client connections ever accepted.
+    pub connections_total: AtomicU64,
+    /// Connections closed on accept because `max_connections` were open.
+    pub connections_refused: AtomicU64,
+    /// Connections closed for a framing error, a TLS error, a timeout or a stalled reader.
+    pub connections_dropped: AtomicU64,
+    /// Messages not queued to a connection whose outgoing queue was full (a slow reader).
+    pub stream_drops: AtomicU64,
 }
 
 /// A running relay.
 pub struct Relay {
     addrs: Vec<SocketAddr>,
+    tls_addrs: Vec<SocketAddr>,
     stop: Arc<EventFd>,
     stats: Arc<Stats>,
     thread: Option<JoinHandle<()>>,
@@ -87,55 +147,85 @@ pub struct Relay {
 impl Relay {
     /// Binds the listeners and starts the relay thread.
     pub fn start(config: RelayConfig) -> io::Result<Relay> {
-        if config.listen.is_empty() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "no TURN listen address",
-            ));
+        let invalid = |msg: &str| io::Error::new(io::ErrorKind::InvalidInput, msg.to_owned());
+        if config.listen.is_empty() && config.tls_listen.is_empty() {
+            return Err(invalid("no TURN listen address"));
         }
-        if config.listen.len() as u64 > MAX_LISTENERS {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "too many TURN listen addresses",
-            ));
+        if config.listen.len() + config.tls_listen.len() > INDEX_MASK as usize {
+            return Err(invalid("too many TURN listen addresses"));
         }
-        // Relay sockets bind relay_ip: find out now, not at the first Allocate, if it is not
+        if !config.tls_listen.is_empty() && config.tls.is_none() {
+            return Err(invalid("TLS listeners need a certificate"));
+        }
+        if config.server.relay_ips.is_empty() {
+            return Err(invalid("no relay address"));
+        }
+        // Relay sockets bind relay_ip: find out now, not at the first Allocate, if one is not
         // an address of this host.
-        UdpSocket::bind(SocketAddr::new(config.server.relay_ip, 0)).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!(
-                    "relay address {} cannot be bound ({e}); is it an address of this host?",
-                    config.server.relay_ip
-                ),
-            )
-        })?;
-        let mut listeners = Vec::new();
-        for addr in &config.listen {
-            let sock = epoll::bind_udp(*addr)
-                .map_err(|e| io::Error::new(e.kind(), format!("binding UDP {addr}: {e}")))?;
-            sock.set_nonblocking(true)?;
-            epoll::set_buffers(&sock, LISTENER_BUFFER);
-            listeners.push((sock.local_addr()?, sock));
+        for ip in &config.server.relay_ips {
+            UdpSocket::bind(SocketAddr::new(*ip, 0)).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!(
+                        "relay address {ip} cannot be bound ({e}); is it an address of this host?"
+                    ),
+                )
+            })?;
         }
-        let addrs = listeners.iter().map(|(a, _)| *a).collect();
+        let mut udp = Vec::new();
+        let mut tcp = Vec::new();
+        for addr in &config.listen {
+            let (u, t) = bind_pair(*addr)?;
+            udp.push(u);
+            tcp.push(t);
+        }
+        let mut tls = Vec::new();
+        for addr in &config.tls_listen {
+            let sock = epoll::bind_tcp(*addr)
+                .map_err(|e| io::Error::new(e.kind(), format!("binding TLS {addr}: {e}")))?;
+            sock.set_nonblocking(true)?;
+            tls.push((sock.local_addr()?, sock));
+        }
+        let addrs = udp.iter().map(|(a, _)| *a).collect();
+        let tls_addrs = tls.iter().map(|(a, _)| *a).collect();
         let mut server_config = config.server;
-        server_config.host_ips.extend(host_ips(&config.listen));
+        let all: Vec<SocketAddr> = config
+            .listen
+            .iter()
+            .chain(&config.tls_listen)
+            .copied()
+            .collect();
+        server_config.host_ips.extend(host_ips(&all));
         let stop = Arc::new(EventFd::new()?);
         let stats = Arc::new(Stats::default());
         let epoll = Epoll::new()?;
-        epoll.add(stop.as_raw_fd(), TOKEN_STOP)?;
-        for (i, (_, sock)) in listeners.iter().enumerate() {
-            epoll.add(sock.as_raw_fd(), TOKEN_LISTENER + i as u64)?;
+        epoll.add(stop.as_raw_fd(), token(KIND_STOP, 0))?;
+        for (i, (_, sock)) in udp.iter().enumerate() {
+            epoll.add(sock.as_raw_fd(), token(KIND_UDP, i))?;
+        }
+        for (i, (_, sock)) in tcp.iter().enumerate() {
+            epoll.add(sock.as_raw_fd(), token(KIND_TCP, i))?;
+        }
+        for (i, (_, sock)) in tls.iter().enumerate() {
+            epoll.add(sock.as_raw_fd(), token(KIND_TLS, i))?;
         }
         let mut driver = Driver {
             relay_ports: server_config.relay_ports.clone(),
-            relay_ip: server_config.relay_ip,
             server: Server::new(server_config),
             epoll,
-            listeners,
+            udp,
+            tcp,
+            tls,
+            tls_config: config.tls.map(|c| c.server_config()),
+            conns: Vec::new(),
+            free_conns: Vec::new(),
+            by_tuple: HashMap::new(),
+            max_connections: config.max_connections,
+            unauthenticated_timeout: config.unauthenticated_timeout,
+            stall_timeout: config.stall_timeout,
+            next_conn_check: None,
             relays: Vec::new(),
-            ports_used: vec![0u64; 1024],
+            ports_used: [vec![0u64; 1024], vec![0u64; 1024]],
             stats: stats.clone(),
             clock: Clock::new(),
             scratch: vec![0u8; PEER_HEADROOM + MAX_DATAGRAM + PEER_TAILROOM],
@@ -146,15 +236,21 @@ impl Relay {
             .spawn(move || driver.run(&thread_stop))?;
         Ok(Relay {
             addrs,
+            tls_addrs,
             stop,
             stats,
             thread: Some(thread),
         })
     }
 
-    /// The bound listener addresses, in `listen` order.
+    /// The bound listener addresses (UDP and TCP), in `listen` order.
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.addrs.clone()
+    }
+
+    /// The bound TLS listener addresses, in `tls_listen` order.
+    pub fn tls_addrs(&self) -> Vec<SocketAddr> {
+        self.tls_addrs.clone()
     }
 
     /// The relay's counters.
@@ -178,6 +274,35 @@ impl Relay {
 impl Drop for Relay {
     fn drop(&mut self) {
         self.stop_and_join();
+    }
+}
+
+/// A UDP socket and a TCP listener on the same address and port. For port 0 the UDP port is
+/// picked by the kernel and TCP takes the same number, trying again if it is taken for TCP.
+fn bind_pair(addr: SocketAddr) -> io::Result<((SocketAddr, UdpSocket), (SocketAddr, TcpListener))> {
+    let mut tries = 0;
+    loop {
+        let udp = epoll::bind_udp(addr)
+            .map_err(|e| io::Error::new(e.kind(), format!("binding UDP {addr}: {e}")))?;
+        let bound = udp.local_addr()?;
+        match epoll::bind_tcp(bound) {
+            Ok(tcp) => {
+                udp.set_nonblocking(true)?;
+                epoll::set_buffers(&udp, LISTENER_BUFFER);
+                tcp.set_nonblocking(true)?;
+                return Ok(((bound, udp), (bound, tcp)));
+            }
+            Err(e) if addr.port() == 0 && tries < PORT_PAIR_TRIES => {
+                tries += 1;
+                tracing::debug!(%bound, error = %e, "TCP port taken; picking another pair");
+            }
+            Err(e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("binding TCP {bound}: {e}"),
+                ));
+            }
+        }
     }
 }
 
@@ -227,18 +352,34 @@ struct RelaySocket {
 
 struct Driver {
     server: Server,
-    relay_ip: std::net::IpAddr,
     relay_ports: RangeInclusive<u16>,
     epoll: Epoll,
-    listeners: Vec<(SocketAddr, UdpSocket)>,
-    /// Relay sockets by allocation slot index.
+    udp: Vec<(SocketAddr, UdpSocket)>,
+    tcp: Vec<(SocketAddr, TcpListener)>,
+    tls: Vec<(SocketAddr, TcpListener)>,
+    tls_config: Option<Arc<rustls::ServerConfig>>,
+    /// Client connections (TCP, TLS) by slot.
+    conns: Vec<Option<Conn>>,
+    free_conns: Vec<usize>,
+    /// The connection of each stream 5-tuple.
+    by_tuple: HashMap<FiveTuple, usize>,
+    max_connections: usize,
+    unauthenticated_timeout: Duration,
+    stall_timeout: Duration,
+    /// When connections are next checked for their deadlines.
+    next_conn_check: Option<Time>,
+    /// Relay sockets by allocation slot index and family (`2 * index + family`).
     relays: Vec<Option<RelaySocket>>,
-    /// A bitmap of the relay ports this process holds.
-    ports_used: Vec<u64>,
+    /// Bitmaps of the relay ports this process holds, per family.
+    ports_used: [Vec<u64>; 2],
     stats: Arc<Stats>,
     clock: Clock,
     /// The hairpin's second buffer.
     scratch: Vec<u8>,
+}
+
+fn relay_slot(id: AllocId, family: Family) -> usize {
+    2 * id.index() + family.index()
 }
 
 impl Driver {
@@ -257,36 +398,52 @@ impl Driver {
             };
             let now = self.clock.now();
             for ev in &events[..n] {
-                let token = epoll::token(ev);
-                if token == TOKEN_STOP {
-                    stop.drain();
-                    self.close_all(now);
-                    return;
-                } else if token < TOKEN_RELAY {
-                    let index = (token - TOKEN_LISTENER) as usize;
-                    for _ in 0..BATCH {
-                        if !self.on_listener(index, now, &mut buf) {
-                            break;
+                let t = epoll::token(ev);
+                let index = (t & INDEX_MASK) as usize;
+                match t >> KIND_SHIFT {
+                    KIND_STOP => {
+                        stop.drain();
+                        self.close_all(now);
+                        return;
+                    }
+                    KIND_UDP => {
+                        for _ in 0..BATCH {
+                            if !self.on_listener(index, now, &mut buf) {
+                                break;
+                            }
                         }
                     }
-                } else {
-                    let index = (token - TOKEN_RELAY) as usize;
-                    for _ in 0..BATCH {
-                        if !self.on_relay(index, now, &mut buf) {
-                            break;
+                    KIND_TCP => self.accept(index, Transport::Tcp, now),
+                    KIND_TLS => self.accept(index, Transport::Tls, now),
+                    KIND_CONN => self.on_conn(index, epoll::writable(ev), now, &mut buf),
+                    _ => {
+                        for _ in 0..BATCH {
+                            if !self.on_relay(index, now, &mut buf) {
+                                break;
+                            }
                         }
                     }
                 }
+                // What the event made the core ask for (answers, sockets, connection closes)
+                // is done before the next event, so a stream's answers keep their order.
+                self.drain(now);
             }
             if self.server.poll_timeout().is_some_and(|t| t <= now) {
                 self.server.handle_timeout(now);
+            }
+            if self.next_conn_check.is_some_and(|t| t <= now) {
+                self.check_conns(now);
             }
             self.drain(now);
         }
     }
 
     fn poll_timeout_ms(&self) -> i32 {
-        match self.server.poll_timeout() {
+        let next = match (self.server.poll_timeout(), self.next_conn_check) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        match next {
             None => -1,
             Some(t) => {
                 let now = self.clock.now();
@@ -299,7 +456,7 @@ impl Driver {
 
     /// A datagram from a client; false when there was none to read.
     fn on_listener(&mut self, index: usize, now: Time, buf: &mut [u8]) -> bool {
-        let Some((local, sock)) = self.listeners.get(index) else {
+        let Some((local, sock)) = self.udp.get(index) else {
             return false;
         };
         let local = *local;
@@ -308,13 +465,20 @@ impl Driver {
             Err(_) => return false,
         };
         let tuple = FiveTuple::udp(from, local);
-        match self.server.handle_client(now, tuple, &buf[..len]) {
+        let action = self.server.handle_client(now, tuple, &buf[..len]);
+        self.act(now, action);
+        true
+    }
+
+    /// Carries out what the core said to do with a client's message.
+    fn act(&mut self, now: Time, action: ClientAction<'_>) {
+        match action {
             ClientAction::Done => {}
             ClientAction::Relay {
                 alloc,
                 peer,
                 payload,
-            } => match self.relays.get(alloc.index()) {
+            } => match self.relays.get(relay_slot(alloc, Family::of(peer.ip()))) {
                 Some(Some(r)) if r.id == alloc => {
                     let _ = r.sock.send_to(payload, peer);
                 }
@@ -329,12 +493,11 @@ impl Driver {
                     self.server
                         .handle_peer_data(now, to, from, &mut scratch, start..end)
                 {
-                    self.send_to_client(&action.tuple, &scratch[action.frame]);
+                    self.send_to_client(now, &action.tuple, &scratch[action.frame], false);
                 }
                 self.scratch = scratch;
             }
         }
-        true
     }
 
     /// A datagram from a peer on a relay socket; false when there was none to read.
@@ -350,14 +513,20 @@ impl Driver {
         };
         let payload = PEER_HEADROOM..PEER_HEADROOM + len;
         if let Some(action) = self.server.handle_peer_data(now, id, from, buf, payload) {
-            self.send_to_client(&action.tuple, &buf[action.frame]);
+            self.send_to_client(now, &action.tuple, &buf[action.frame], false);
         }
         true
     }
 
-    fn send_to_client(&self, tuple: &FiveTuple, data: &[u8]) {
-        if let Some((_, sock)) = self.listeners.iter().find(|(a, _)| *a == tuple.server) {
-            let _ = sock.send_to(data, tuple.client);
+    /// Sends a message to a client over its transport. `control`: a STUN answer, which a full
+    /// stream queue takes a little longer to refuse than relayed data.
+    fn send_to_client(&mut self, now: Time, tuple: &FiveTuple, data: &[u8], control: bool) {
+        if tuple.transport == Transport::Udp {
+            if let Some((_, sock)) = self.udp.iter().find(|(a, _)| *a == tuple.server) {
+                let _ = sock.send_to(data, tuple.client);
+            }
+        } else if let Some(&index) = self.by_tuple.get(tuple) {
+            self.send_stream(index, now, data, control);
         }
     }
 
@@ -368,20 +537,24 @@ impl Driver {
             while let Some(cmd) = self.server.poll_command() {
                 progressed = true;
                 match cmd {
-                    Command::OpenRelay { id, even_port } => {
-                        let result = self.open_relay(id, even_port);
-                        self.server.handle_relay_opened(now, id, result);
+                    Command::OpenRelay {
+                        id,
+                        family,
+                        even_port,
+                    } => {
+                        let result = self.open_relay(id, family, even_port);
+                        self.server.handle_relay_opened(now, id, family, result);
                     }
                     Command::CloseRelay { id } => self.close_relay(id),
                 }
             }
             while let Some(t) = self.server.poll_transmit() {
                 progressed = true;
-                self.send_to_client(&t.tuple, &t.data);
+                self.send_to_client(now, &t.tuple, &t.data, true);
             }
             while let Some(ev) = self.server.poll_event() {
                 progressed = true;
-                self.record(ev);
+                self.record(now, ev);
             }
             if !progressed {
                 break;
@@ -389,16 +562,25 @@ impl Driver {
         }
     }
 
-    fn record(&self, ev: Event) {
+    fn record(&mut self, now: Time, ev: Event) {
         let s = &self.stats;
         match ev {
-            Event::AllocationCreated { id, user, relayed } => {
+            Event::AllocationCreated {
+                id,
+                tuple,
+                user,
+                relayed,
+            } => {
                 s.allocations.fetch_add(1, Ordering::Relaxed);
                 s.allocations_total.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(alloc = id.to_u64(), %user, %relayed, "allocation created");
+                tracing::debug!(alloc = id.to_u64(), client = %tuple.client, transport = ?tuple.transport, %user, %relayed, "allocation created");
+                if tuple.is_stream() {
+                    self.authenticated(&tuple);
+                }
             }
             Event::AllocationClosed {
                 id,
+                tuple,
                 user,
                 reason,
                 usage,
@@ -421,6 +603,7 @@ impl Driver {
                 tracing::info!(
                     alloc = id.to_u64(),
                     reason,
+                    transport = ?tuple.transport,
                     secs = lifetime.as_secs(),
                     packets_to_peer = usage.packets_to_peer,
                     bytes_to_peer = usage.bytes_to_peer,
@@ -429,6 +612,11 @@ impl Driver {
                     "allocation closed"
                 );
                 tracing::debug!(alloc = id.to_u64(), %user, "allocation owner");
+                if tuple.is_stream() {
+                    // The connection served that allocation; it closes once its last answer
+                    // (a Refresh's, say) is out.
+                    self.finish_conn(&tuple, now);
+                }
             }
             Event::AuthFailed(f) => {
                 s.auth_failures.fetch_add(1, Ordering::Relaxed);
@@ -445,12 +633,12 @@ impl Driver {
         }
     }
 
-    fn port_used(&self, port: u16) -> bool {
-        self.ports_used[usize::from(port) / 64] & (1 << (port % 64)) != 0
+    fn port_used(&self, family: Family, port: u16) -> bool {
+        self.ports_used[family.index()][usize::from(port) / 64] & (1 << (port % 64)) != 0
     }
 
-    fn set_port(&mut self, port: u16, used: bool) {
-        let word = &mut self.ports_used[usize::from(port) / 64];
+    fn set_port(&mut self, family: Family, port: u16, used: bool) {
+        let word = &mut self.ports_used[family.index()][usize::from(port) / 64];
         if used {
             *word |= 1 << (port % 64);
         } else {
@@ -458,20 +646,30 @@ impl Driver {
         }
     }
 
-    /// Binds a relay socket on a random free port of the range (an even one if asked).
-    fn open_relay(&mut self, id: AllocId, even: bool) -> Result<SocketAddr, OpenError> {
+    /// Binds a relay socket of `family` on a random free port of the range (an even one if
+    /// asked).
+    fn open_relay(
+        &mut self,
+        id: AllocId,
+        family: Family,
+        even: bool,
+    ) -> Result<SocketAddr, OpenError> {
+        let Some(ip) = self.server.config().relay_ip(family) else {
+            return Err(OpenError::Io);
+        };
         let (lo, hi) = (*self.relay_ports.start(), *self.relay_ports.end());
         if lo > hi {
             return Err(OpenError::NoPorts);
         }
         let span = u32::from(hi - lo) + 1;
         let first = rand::rng().random_range(0..span);
+        let slot = relay_slot(id, family);
         for i in 0..span {
             let port = lo + ((first + i) % span) as u16;
-            if self.port_used(port) || (even && port % 2 == 1) {
+            if self.port_used(family, port) || (even && port % 2 == 1) {
                 continue;
             }
-            let sock = match UdpSocket::bind(SocketAddr::new(self.relay_ip, port)) {
+            let sock = match UdpSocket::bind(SocketAddr::new(ip, port)) {
                 Ok(s) => s,
                 Err(e) if e.kind() == io::ErrorKind::AddrInUse => continue,
                 Err(e) => {
@@ -479,33 +677,33 @@ impl Driver {
                     return Err(OpenError::Io);
                 }
             };
-            let registered = sock.set_nonblocking(true).and_then(|()| {
-                self.epoll
-                    .add(sock.as_raw_fd(), TOKEN_RELAY + id.index() as u64)
-            });
+            let registered = sock
+                .set_nonblocking(true)
+                .and_then(|()| self.epoll.add(sock.as_raw_fd(), token(KIND_RELAY, slot)));
             if let Err(e) = registered {
                 tracing::warn!(error = %e, "cannot register a relay socket");
                 return Err(OpenError::Io);
             }
-            let addr = SocketAddr::new(self.relay_ip, port);
-            if self.relays.len() <= id.index() {
-                self.relays.resize_with(id.index() + 1, || None);
+            if self.relays.len() <= slot {
+                self.relays.resize_with(slot + 1, || None);
             }
-            self.relays[id.index()] = Some(RelaySocket { id, sock, port });
-            self.set_port(port, true);
-            return Ok(addr);
+            self.relays[slot] = Some(RelaySocket { id, sock, port });
+            self.set_port(family, port, true);
+            return Ok(SocketAddr::new(ip, port));
         }
         Err(OpenError::NoPorts)
     }
 
     fn close_relay(&mut self, id: AllocId) {
-        let Some(slot) = self.relays.get_mut(id.index()) else {
-            return;
-        };
-        if slot.as_ref().is_some_and(|r| r.id == id) {
-            if let Some(r) = slot.take() {
-                let _ = self.epoll.delete(r.sock.as_raw_fd());
-                self.set_port(r.port, false);
+        for family in [Family::V4, Family::V6] {
+            let Some(slot) = self.relays.get_mut(relay_slot(id, family)) else {
+                continue;
+            };
+            if slot.as_ref().is_some_and(|r| r.id == id) {
+                if let Some(r) = slot.take() {
+                    let _ = self.epoll.delete(r.sock.as_raw_fd());
+                    self.set_port(family, r.port, false);
+                }
             }
         }
     }
@@ -514,6 +712,10 @@ impl Driver {
         let ids: Vec<AllocId> = self.relays.iter().flatten().map(|r| r.id).collect();
         for id in ids {
             self.server.close_allocation(now, id);
+        }
+        self.drain(now);
+        for index in 0..self.conns.len() {
+            self.close_conn(index, now, None);
         }
         self.drain(now);
     }

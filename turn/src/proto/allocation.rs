@@ -13,7 +13,7 @@ use stun_types::message::{IntegrityKey, TransactionId};
 
 use super::channel::Channels;
 use super::permission::Permissions;
-use super::{FiveTuple, Time};
+use super::{Family, FiveTuple, Time};
 
 /// Identifies an allocation for the driver: a slot index and a generation, so that an id held
 /// after its allocation closed never reaches the allocation that reuses the slot.
@@ -89,8 +89,11 @@ pub(crate) enum Phase {
         lifetime: std::time::Duration,
         /// Whether the request carried FINGERPRINT (then so does the answer).
         fingerprint: bool,
-        /// Whether the client asked for an IPv6 address too (answered with ADDRESS-ERROR-CODE).
-        additional_v6: bool,
+        /// The families whose relay socket the driver has yet to report (IPv4, IPv6).
+        waiting: [bool; 2],
+        /// The ADDRESS-ERROR-CODE for an IPv6 address asked for and not given (440: no IPv6
+        /// relay address configured; 508: its socket could not be opened).
+        v6_error: Option<u16>,
     },
     /// Relaying.
     Active,
@@ -106,10 +109,13 @@ pub(crate) struct Allocation {
     /// The Allocate request that created it, to recognise its retransmissions.
     pub(crate) created_by: TransactionId,
     pub(crate) phase: Phase,
-    /// The relay socket's own address, once open.
-    pub(crate) relayed: Option<SocketAddr>,
-    /// What clients and peers are told: `external_ip` with the relay port, when behind NAT.
-    pub(crate) advertised: Option<SocketAddr>,
+    /// The family the client asked for (the IPv4 half of a dual allocation).
+    pub(crate) primary: Family,
+    /// The relay sockets' own addresses once open, by family (IPv4, IPv6).
+    pub(crate) relayed: [Option<SocketAddr>; 2],
+    /// What clients and peers are told, by family: `external_ip` with the relay port, when
+    /// behind NAT.
+    pub(crate) advertised: [Option<SocketAddr>; 2],
     pub(crate) created: Time,
     pub(crate) expires: Time,
     pub(crate) permissions: Permissions,

@@ -5,6 +5,7 @@ use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use super::policy::PeerPolicy;
+use super::Family;
 
 /// The relay's settings, as the core needs them. The daemon builds this from `[turn]`.
 #[derive(Clone, Debug)]
@@ -19,10 +20,14 @@ pub struct ServerConfig {
     pub seed: u64,
     /// How long a nonce stays valid (rounded up to the minute), then 438 Stale Nonce.
     pub nonce_lifetime: Duration,
-    /// The address relay sockets bind (`turn.relay_ip`).
-    pub relay_ip: IpAddr,
-    /// The public address advertised in XOR-RELAYED-ADDRESS when behind NAT (`turn.external_ip`).
-    pub external_ip: Option<IpAddr>,
+    /// The addresses relay sockets bind (`turn.relay_ip`): at most one per address family.
+    /// An IPv4 one serves the default allocations; an IPv6 one serves REQUESTED-ADDRESS-FAMILY
+    /// IPv6 and the IPv6 half of dual allocations (RFC 8656 §7).
+    pub relay_ips: Vec<IpAddr>,
+    /// The public addresses advertised in XOR-RELAYED-ADDRESS when behind NAT
+    /// (`turn.external_ip`), at most one per family; each stands for the relay address of its
+    /// family.
+    pub external_ips: Vec<IpAddr>,
     /// Other addresses of this host (listener and interface addresses). They are never peers
     /// unless `allow_peers` names them: a relay must not reach the services of its own box.
     pub host_ips: Vec<IpAddr>,
@@ -49,7 +54,8 @@ pub struct ServerConfig {
 }
 
 impl ServerConfig {
-    /// The RFC's defaults, with the given realm, secret and relay address.
+    /// The RFC's defaults, with the given realm, secret and relay address (add one of the
+    /// other family to `relay_ips` for dual-stack relaying).
     pub fn new(realm: impl Into<String>, secret: impl Into<Vec<u8>>, relay_ip: IpAddr) -> Self {
         ServerConfig {
             realm: realm.into(),
@@ -57,8 +63,8 @@ impl ServerConfig {
             nonce_key: [0; 32],
             seed: 0,
             nonce_lifetime: Duration::from_secs(600),
-            relay_ip,
-            external_ip: None,
+            relay_ips: vec![relay_ip],
+            external_ips: Vec::new(),
             host_ips: Vec::new(),
             relay_ports: 49152..=65535,
             policy: PeerPolicy::default(),
@@ -71,5 +77,24 @@ impl ServerConfig {
             max_permissions: 128,
             max_channels: 128,
         }
+    }
+}
+
+impl ServerConfig {
+    /// The relay address of a family, if relaying in it is configured.
+    pub fn relay_ip(&self, family: Family) -> Option<IpAddr> {
+        self.relay_ips
+            .iter()
+            .copied()
+            .find(|ip| Family::of(*ip) == family)
+    }
+
+    /// The address advertised for relayed addresses of a family: the external one when set.
+    pub fn advertised_ip(&self, family: Family) -> Option<IpAddr> {
+        self.external_ips
+            .iter()
+            .copied()
+            .find(|ip| Family::of(*ip) == family)
+            .or_else(|| self.relay_ip(family))
     }
 }

@@ -27,6 +27,7 @@ pub mod nonce;
 pub mod permission;
 pub mod policy;
 mod server;
+pub mod stream;
 pub mod time;
 
 use std::net::{IpAddr, SocketAddr};
@@ -37,6 +38,29 @@ pub use config::ServerConfig;
 pub use policy::Refusal;
 pub use server::{ClientAction, PeerAction, Server, PEER_HEADROOM, PEER_TAILROOM};
 pub use time::Time;
+
+/// An IP address family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    /// The family of an address (an IPv4-mapped IPv6 address counts as IPv6 here; the core
+    /// canonicalises peers before asking).
+    pub fn of(ip: IpAddr) -> Family {
+        match ip {
+            IpAddr::V4(_) => Family::V4,
+            IpAddr::V6(_) => Family::V6,
+        }
+    }
+
+    /// 0 for IPv4, 1 for IPv6: an index into per-family tables.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
 
 /// The transport between a client and the relay's listener.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -64,6 +88,21 @@ impl FiveTuple {
         }
     }
 
+    /// A TCP 5-tuple.
+    pub fn tcp(client: SocketAddr, server: SocketAddr) -> Self {
+        FiveTuple {
+            transport: Transport::Tcp,
+            client,
+            server,
+        }
+    }
+
+    /// Whether the client's transport is a byte stream (TCP or TLS), where ChannelData is
+    /// padded to four bytes (RFC 8656 §12.5).
+    pub fn is_stream(&self) -> bool {
+        self.transport != Transport::Udp
+    }
+
     /// Feeds a canonical byte form to `f` (for MACs).
     pub(crate) fn hash_into(&self, mut f: impl FnMut(&[u8])) {
         f(&[self.transport as u8]);
@@ -89,11 +128,15 @@ pub struct Transmit {
 /// A side effect the core asks of the driver.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Command {
-    /// Open a relay socket on the relay address (a port from the range, an even one if
-    /// `even_port`) for this allocation and report the result with
-    /// [`Server::handle_relay_opened`].
-    OpenRelay { id: AllocId, even_port: bool },
-    /// Close this allocation's relay socket.
+    /// Open a relay socket on the relay address of `family` (a port from the range, an even
+    /// one if `even_port`) for this allocation and report the result with
+    /// [`Server::handle_relay_opened`]. A dual allocation asks for IPv4, then IPv6.
+    OpenRelay {
+        id: AllocId,
+        family: Family,
+        even_port: bool,
+    },
+    /// Close this allocation's relay sockets (one or two).
     CloseRelay { id: AllocId },
 }
 
@@ -157,12 +200,15 @@ pub enum Event {
     /// An allocation started relaying.
     AllocationCreated {
         id: AllocId,
+        tuple: FiveTuple,
         user: Box<str>,
+        /// The relayed address (the IPv4 one of a dual allocation).
         relayed: SocketAddr,
     },
     /// An allocation ended, with what it relayed.
     AllocationClosed {
         id: AllocId,
+        tuple: FiveTuple,
         user: Box<str>,
         reason: CloseReason,
         usage: Usage,

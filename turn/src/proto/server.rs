@@ -31,7 +31,8 @@ use super::credentials;
 use super::nonce::Nonces;
 use super::policy::{self, Refusal};
 use super::{
-    AuthFailure, CloseReason, Command, Event, FiveTuple, OpenError, ServerConfig, Time, Transmit,
+    AuthFailure, CloseReason, Command, Event, Family, FiveTuple, OpenError, ServerConfig, Time,
+    Transmit,
 };
 
 /// Bytes [`Server::handle_peer_data`] needs in front of a peer's payload to frame it in place:
@@ -247,6 +248,15 @@ impl Server {
         }
     }
 
+    /// The client's connection closed (TCP, TLS): its allocation goes with it (RFC 8656 §7:
+    /// an allocation over a stream lives as long as the connection).
+    pub fn close_client(&mut self, now: Time, tuple: &FiveTuple) {
+        if let Some(&id) = self.by_tuple.get(tuple) {
+            self.close(now, id, CloseReason::Closed);
+        }
+        self.tombstones.remove(tuple);
+    }
+
     /// Handles one datagram (or one framed message, over a stream) from a client.
     pub fn handle_client<'a>(
         &mut self,
@@ -302,10 +312,14 @@ impl Server {
         payload: &'a [u8],
     ) -> ClientAction<'a> {
         if self.is_own_ip(peer.ip()) && self.config.relay_ports.contains(&peer.port()) {
-            let relay = SocketAddr::new(self.config.relay_ip, peer.port());
+            let family = Family::of(peer.ip());
+            let relay = self
+                .config
+                .relay_ip(family)
+                .map(|ip| SocketAddr::new(ip, peer.port()));
             match (
-                self.by_relay.get(&relay),
-                self.get(id).and_then(|a| a.advertised),
+                relay.and_then(|r| self.by_relay.get(&r)),
+                self.get(id).and_then(|a| a.advertised[family.index()]),
             ) {
                 (Some(&to), Some(from)) => {
                     self.count_to_peer(id, payload.len());
@@ -364,7 +378,14 @@ impl Server {
                 let start = payload.start - 4;
                 buf[start..start + 2].copy_from_slice(&number.to_be_bytes());
                 buf[start + 2..start + 4].copy_from_slice(&(len as u16).to_be_bytes());
-                start..payload.end
+                if tuple.is_stream() {
+                    // RFC 8656 §12.5: padded to four bytes over TCP and TLS.
+                    let end = payload.start + ((len + 3) & !3);
+                    buf[payload.end..end].fill(0);
+                    start..end
+                } else {
+                    start..payload.end
+                }
             }
             None => {
                 let txid = self.next_txid();
@@ -374,25 +395,44 @@ impl Server {
         Some(PeerAction { tuple, frame })
     }
 
-    /// The driver opened (or failed to open) the relay socket of a pending allocation.
+    /// The driver opened (or failed to open) a relay socket of a pending allocation. Once
+    /// every family asked for has been reported, the Allocate is answered.
     pub fn handle_relay_opened(
         &mut self,
         now: Time,
         id: AllocId,
+        family: Family,
         result: Result<SocketAddr, OpenError>,
     ) {
-        let external_ip = self.config.external_ip;
         let Some(alloc) = self.get_mut(id) else {
+            // Gone meanwhile (its other family failed): the socket must not outlive it.
+            if result.is_ok() {
+                self.commands.push_back(Command::CloseRelay { id });
+            }
             return;
         };
         let Phase::Opening {
             lifetime,
             fingerprint,
-            additional_v6,
+            ref mut waiting,
+            ref mut v6_error,
         } = alloc.phase
         else {
             return;
         };
+        waiting[family.index()] = false;
+        let done = !waiting.iter().any(|w| *w);
+        match result {
+            Ok(addr) => alloc.relayed[family.index()] = Some(addr),
+            // The IPv6 half of a dual allocation failed: the IPv4 half still stands, and the
+            // answer says why there is no IPv6 address (RFC 8656 §7.2).
+            Err(_) if family != alloc.primary => *v6_error = Some(508),
+            Err(_) => {}
+        }
+        if !done {
+            return;
+        }
+        let v6_error = *v6_error;
         let key = alloc.key.clone();
         let tuple = alloc.tuple;
         let txid = alloc.created_by;
@@ -400,39 +440,54 @@ impl Server {
             key: Some(&key),
             fingerprint,
         };
-        let relayed = match result {
-            Ok(addr) => addr,
-            Err(_) => {
-                let bytes = error_bytes(ALLOCATE, txid, 508, &reply, |_| {});
-                self.remove(id);
-                self.transmits.push_back(Transmit { tuple, data: bytes });
-                return;
+        let relayed = alloc.relayed;
+        let Some(primary) = relayed[alloc.primary.index()] else {
+            let bytes = error_bytes(ALLOCATE, txid, 508, &reply, |_| {});
+            if relayed.iter().any(Option::is_some) {
+                self.commands.push_back(Command::CloseRelay { id });
             }
+            self.remove(id);
+            self.transmits.push_back(Transmit { tuple, data: bytes });
+            return;
         };
-        let advertised = SocketAddr::new(external_ip.unwrap_or(relayed.ip()), relayed.port());
+        let mut advertised = [None; 2];
+        for f in [Family::V4, Family::V6] {
+            advertised[f.index()] = relayed[f.index()]
+                .map(|r| SocketAddr::new(self.config.advertised_ip(f).unwrap_or(r.ip()), r.port()));
+        }
+        let Some(alloc) = self.get_mut(id) else {
+            return;
+        };
         alloc.phase = Phase::Active;
-        alloc.relayed = Some(relayed);
-        alloc.advertised = Some(advertised);
+        alloc.advertised = advertised;
         alloc.expires = now + lifetime;
         let user: Box<str> = alloc.user().into();
         let bytes = success_bytes(ALLOCATE, txid, &reply, |w| {
-            put(w, &XorRelayedAddress::new(advertised, txid));
+            for a in advertised.iter().flatten() {
+                put(w, &XorRelayedAddress::new(*a, txid));
+            }
             put(w, &Lifetime::new(lifetime.as_secs() as u32));
             put(w, &XorMappedAddress::new(tuple.client, txid));
-            if additional_v6 {
-                if let Ok(code) = ErrorCode::builder(440).build() {
+            if let Some(code) = v6_error {
+                if let Ok(code) = ErrorCode::builder(code).build() {
                     put(w, &AddressErrorCode::new(AddressFamily::IPV6, code));
                 }
             }
         });
         alloc.responses.put(txid, &bytes);
         let expires = alloc.expires;
-        self.by_relay.insert(relayed, id);
+        for r in relayed.iter().flatten() {
+            self.by_relay.insert(*r, id);
+        }
         self.expiries.insert((expires, id));
         self.arm_sweep(now);
         self.transmits.push_back(Transmit { tuple, data: bytes });
-        self.events
-            .push_back(Event::AllocationCreated { id, user, relayed });
+        self.events.push_back(Event::AllocationCreated {
+            id,
+            tuple,
+            user,
+            relayed: primary,
+        });
     }
 
     // ---- STUN --------------------------------------------------------------------------
@@ -683,11 +738,18 @@ impl Server {
         if token {
             return refuse(self, fail(508));
         }
-        let relay_family = family_of(self.config.relay_ip);
-        if requested.is_some_and(|r| r.family() != relay_family) {
+        // RFC 8656 §7.2: IPv4 unless REQUESTED-ADDRESS-FAMILY says IPv6, 440 when this relay
+        // has no address of that family; ADDITIONAL-ADDRESS-FAMILY (IPv6) adds an IPv6 address
+        // when there is one, and an ADDRESS-ERROR-CODE 440 in the success answer when not.
+        let primary = match requested.map(|r| r.family()) {
+            Some(AddressFamily::IPV6) => Family::V6,
+            _ => Family::V4,
+        };
+        if self.config.relay_ip(primary).is_none() {
             return refuse(self, fail(440));
         }
-        let additional_v6 = additional.is_some() && relay_family == AddressFamily::IPV4;
+        let dual = additional.is_some() && self.config.relay_ip(Family::V6).is_some();
+        let v6_error = (additional.is_some() && !dual).then_some(440);
         let held = self.per_user.get(auth.user()).copied().unwrap_or(0);
         if held >= self.config.user_quota {
             self.events.push_back(Event::QuotaReached { total: false });
@@ -709,10 +771,12 @@ impl Server {
             phase: Phase::Opening {
                 lifetime,
                 fingerprint,
-                additional_v6,
+                waiting: [primary == Family::V4 || dual, primary == Family::V6 || dual],
+                v6_error,
             },
-            relayed: None,
-            advertised: None,
+            primary,
+            relayed: [None; 2],
+            advertised: [None; 2],
             created: now,
             expires: now + lifetime,
             permissions: Default::default(),
@@ -722,8 +786,15 @@ impl Server {
         });
         self.tombstones.remove(&tuple);
         self.by_tuple.insert(tuple, id);
-        self.commands
-            .push_back(Command::OpenRelay { id, even_port });
+        for family in [Family::V4, Family::V6] {
+            if family == primary || dual {
+                self.commands.push_back(Command::OpenRelay {
+                    id,
+                    family,
+                    even_port,
+                });
+            }
+        }
     }
 
     /// Refresh, CreatePermission and ChannelBind: requests on an existing allocation.
@@ -790,7 +861,16 @@ impl Server {
     /// Refresh (RFC 8656 §7.3). `Ok(Some(lifetime))` to answer.
     fn refresh(&mut self, now: Time, id: AllocId, msg: &Message<'_>) -> Result<Option<u32>, u16> {
         if let Ok(r) = msg.attribute::<RequestedAddressFamily>() {
-            if r.family() != family_of(self.config.relay_ip) {
+            // RFC 8656 §7.3: a family the allocation does not have is a mismatch.
+            let family = if r.family() == AddressFamily::IPV6 {
+                Family::V6
+            } else {
+                Family::V4
+            };
+            if self
+                .get(id)
+                .map_or(true, |a| a.relayed[family.index()].is_none())
+            {
                 return Err(443);
             }
         }
@@ -835,7 +915,7 @@ impl Server {
         ips.sort_unstable();
         ips.dedup();
         for &ip in &ips {
-            self.check_peer_ip(ip)?;
+            self.check_peer_ip(id, ip)?;
         }
         let expires = now + self.config.permission_lifetime;
         let alloc = self.get_mut(id).ok_or(437u16)?;
@@ -865,7 +945,7 @@ impl Server {
         if !(CHANNEL_MIN..=CHANNEL_MAX).contains(&number) {
             return Err(400);
         }
-        self.check_peer_ip(peer.ip())?;
+        self.check_peer_ip(id, peer.ip())?;
         if !self.own_port_allowed(peer) {
             self.events
                 .push_back(Event::PeerRefused(Refusal::Reserved("own-address")));
@@ -913,10 +993,12 @@ impl Server {
         let Some(payload) = data.get(start..start + usize::from(raw.length())) else {
             return ClientAction::Done;
         };
-        let permitted = self
-            .get(id)
-            .is_some_and(|a| a.is_active() && a.permissions.allows(peer.ip(), now));
-        if !permitted || family_of(peer.ip()) != family_of(self.config.relay_ip) {
+        let permitted = self.get(id).is_some_and(|a| {
+            a.is_active()
+                && a.relayed[Family::of(peer.ip()).index()].is_some()
+                && a.permissions.allows(peer.ip(), now)
+        });
+        if !permitted {
             return ClientAction::Done;
         }
         if !self.own_port_allowed(peer) {
@@ -929,7 +1011,7 @@ impl Server {
 
     /// The policy for a permission's IP: deny wins, then the relay's own addresses are fine,
     /// then allow and the default. 403 when refused.
-    fn check_peer_ip(&mut self, ip: IpAddr) -> Result<(), u16> {
+    fn check_peer_ip(&mut self, id: AllocId, ip: IpAddr) -> Result<(), u16> {
         let verdict = if self.config.policy.is_denied(ip) {
             Err(Refusal::Denied)
         } else if self.is_own_ip(ip) {
@@ -941,7 +1023,11 @@ impl Server {
             self.events.push_back(Event::PeerRefused(r));
             403u16
         })?;
-        if family_of(ip) != family_of(self.config.relay_ip) {
+        // RFC 8656 §9.2, §11.2: a peer of a family the allocation has no relayed address of.
+        if self
+            .get(id)
+            .map_or(true, |a| a.relayed[Family::of(ip).index()].is_none())
+        {
             return Err(443);
         }
         Ok(())
@@ -962,7 +1048,7 @@ impl Server {
 
     fn is_own_ip(&self, ip: IpAddr) -> bool {
         let ip = policy::normalize(ip);
-        ip == self.config.relay_ip || Some(ip) == self.config.external_ip
+        self.config.relay_ips.contains(&ip) || self.config.external_ips.contains(&ip)
     }
 
     // ---- bookkeeping -------------------------------------------------------------------
@@ -1016,8 +1102,8 @@ impl Server {
         self.count -= 1;
         self.by_tuple.remove(&alloc.tuple);
         self.expiries.remove(&(alloc.expires, id));
-        if let Some(r) = alloc.relayed {
-            self.by_relay.remove(&r);
+        for r in alloc.relayed.iter().flatten() {
+            self.by_relay.remove(r);
         }
         let user = alloc.user();
         if let Some(n) = self.per_user.get_mut(user) {
@@ -1033,11 +1119,12 @@ impl Server {
         let Some(alloc) = self.remove(id) else {
             return;
         };
-        if alloc.relayed.is_some() {
+        if alloc.relayed.iter().any(Option::is_some) {
             self.commands.push_back(Command::CloseRelay { id });
         }
         self.events.push_back(Event::AllocationClosed {
             id,
+            tuple: alloc.tuple,
             user: alloc.user().into(),
             reason,
             usage: alloc.usage,
@@ -1109,13 +1196,6 @@ fn canonical(addr: SocketAddr) -> SocketAddr {
             None => addr,
         },
         IpAddr::V4(_) => addr,
-    }
-}
-
-fn family_of(ip: IpAddr) -> AddressFamily {
-    match ip {
-        IpAddr::V4(_) => AddressFamily::IPV4,
-        IpAddr::V6(_) => AddressFamily::IPV6,
     }
 }
 

@@ -11,8 +11,9 @@ use stun_types::message::{
     MessageWriteExt, MessageWriteVec, Method, ShortTermCredentials, TransactionId, BINDING,
 };
 use turn_types::attribute::{
-    ChannelNumber, Data, EvenPort, Lifetime, RequestedAddressFamily, RequestedTransport,
-    ReservationToken, XorPeerAddress, XorRelayedAddress,
+    AdditionalAddressFamily, AddressErrorCode, ChannelNumber, Data, EvenPort, Lifetime,
+    RequestedAddressFamily, RequestedTransport, ReservationToken, XorPeerAddress,
+    XorRelayedAddress,
 };
 use turn_types::message::{ALLOCATE, CHANNEL_BIND, CREATE_PERMISSION, REFRESH, SEND};
 use turn_types::AddressFamily;
@@ -70,14 +71,19 @@ impl H {
     fn open_relays(&mut self) {
         while let Some(cmd) = self.server.poll_command() {
             match cmd {
-                Command::OpenRelay { id, even_port } => {
+                Command::OpenRelay {
+                    id,
+                    family,
+                    even_port,
+                } => {
                     if even_port && self.next_port % 2 == 1 {
                         self.next_port += 1;
                     }
                     let port = self.next_port;
                     self.next_port += 1;
-                    let a = SocketAddr::new(self.server.config().relay_ip, port);
-                    self.server.handle_relay_opened(self.now, id, Ok(a));
+                    let ip = self.server.config().relay_ip(family).unwrap();
+                    let a = SocketAddr::new(ip, port);
+                    self.server.handle_relay_opened(self.now, id, family, Ok(a));
                 }
                 Command::CloseRelay { id } => self.closed.push(id),
             }
@@ -634,7 +640,7 @@ fn expired_forged_and_foreign_credentials_get_401() {
 #[test]
 fn allocate_succeeds_with_integrity_and_the_advertised_address() {
     let mut c = config();
-    c.external_ip = Some("192.0.2.200".parse().unwrap());
+    c.external_ips = vec!["192.0.2.200".parse().unwrap()];
     let mut h = H::new(c);
     let cred = Cred::new("alice", T0 + 3600);
     let mut w = request(ALLOCATE);
@@ -827,7 +833,7 @@ fn no_relay_port_gives_508_and_leaves_nothing() {
         panic!("expected OpenRelay");
     };
     h.server
-        .handle_relay_opened(h.now, id, Err(OpenError::NoPorts));
+        .handle_relay_opened(h.now, id, Family::V4, Err(OpenError::NoPorts));
     let answers = h.answers(client(1000));
     assert_eq!(code(&answers[0]), 508);
     assert_eq!(h.server.allocation_count(), 0);
@@ -1311,7 +1317,7 @@ fn channel_data_both_ways() {
 #[test]
 fn relay_to_relay_is_delivered_inside_the_process_even_behind_nat() {
     let mut c = config();
-    c.external_ip = Some("192.0.2.200".parse().unwrap());
+    c.external_ips = vec!["192.0.2.200".parse().unwrap()];
     let mut h = H::new(c);
     let a_relay = h.allocate(client(1), "alice");
     let b_relay = h.allocate(client(2), "bob");
@@ -1413,4 +1419,308 @@ fn other_addresses_of_the_host_are_never_peers_unless_allowed() {
         code(&h.authed(client(1), &alice, channel_bind(0x4000, "8.8.8.8:3478"))),
         200
     );
+}
+
+// ---- IPv6 and dual allocations (RFC 8656 §7) -----------------------------------------------
+
+/// A public IPv6 peer the default policy allows.
+const PUBLIC_PEER6: &str = "[2606:4700::1111]:4000";
+
+fn dual_stack_config() -> ServerConfig {
+    let mut c = config();
+    c.relay_ips.push("2001:db8::10".parse().unwrap());
+    c
+}
+
+/// An authenticated Allocate from `tuple` with extra attributes.
+fn allocate_with(
+    h: &mut H,
+    tuple: FiveTuple,
+    user: &str,
+    extra: impl FnOnce(&mut MessageWriteVec),
+) -> Vec<u8> {
+    let cred = Cred::new(user, T0 + 86_400);
+    let mut w = request(ALLOCATE);
+    w.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
+        .unwrap();
+    extra(&mut w);
+    h.authed(tuple, &cred, w)
+}
+
+fn relayed_addresses(bytes: &[u8]) -> Vec<SocketAddr> {
+    let msg = Message::from_bytes(bytes).unwrap();
+    msg.iter_attributes()
+        .filter(|(_, raw)| raw.get_type() == XorRelayedAddress::TYPE)
+        .map(|(_, raw)| {
+            XorRelayedAddress::try_from(&raw)
+                .unwrap()
+                .addr(msg.transaction_id())
+        })
+        .collect()
+}
+
+fn address_error(bytes: &[u8]) -> Option<u16> {
+    let msg = Message::from_bytes(bytes).unwrap();
+    msg.attribute::<AddressErrorCode>().ok().map(|a| {
+        assert_eq!(a.family(), AddressFamily::IPV6);
+        a.error().code()
+    })
+}
+
+#[test]
+fn ipv6_allocation_relays_to_ipv6_peers_only() {
+    let mut h = H::new(dual_stack_config());
+    let bytes = allocate_with(&mut h, client(1), "alice", |w| {
+        w.add_attribute(&RequestedAddressFamily::new(AddressFamily::IPV6))
+            .unwrap();
+    });
+    assert_eq!(code(&bytes), 200, "{}", describe(&bytes));
+    assert_eq!(relayed_addresses(&bytes), [addr("[2001:db8::10]:50000")]);
+    let id = alloc_id(&h, client(1));
+    let alice = Cred::new("alice", T0 + 86_400);
+    // An IPv4 peer on an IPv6-only allocation: 443, for permissions and channels alike.
+    let w = with_peer(CREATE_PERMISSION, PUBLIC_PEER);
+    assert_eq!(code(&h.authed(client(1), &alice, w)), 443);
+    let w = channel_bind(0x4000, PUBLIC_PEER);
+    assert_eq!(code(&h.authed(client(1), &alice, w)), 443);
+    // IPv6 peers go through the same policy: a private (ULA) one is refused, a public one not.
+    let w = with_peer(CREATE_PERMISSION, "[fd00::1]:1");
+    assert_eq!(code(&h.authed(client(1), &alice, w)), 403);
+    let w = channel_bind(0x4000, PUBLIC_PEER6);
+    assert_eq!(code(&h.authed(client(1), &alice, w)), 200);
+    match h
+        .server
+        .handle_client(h.now, client(1), &channel_data(0x4000, b"six"))
+    {
+        ClientAction::Relay { peer, payload, .. } => {
+            assert_eq!((peer, payload), (addr(PUBLIC_PEER6), &b"six"[..]));
+        }
+        other => panic!("{other:?}"),
+    }
+    let (_, frame) = from_peer(&mut h, id, PUBLIC_PEER6, b"back").unwrap();
+    assert_eq!(frame, channel_data(0x4000, b"back"));
+    // A Send to an IPv4 peer is dropped, whatever permissions exist.
+    assert_eq!(
+        h.server
+            .handle_client(h.now, client(1), &send_indication(PUBLIC_PEER, b"x")),
+        ClientAction::Done
+    );
+    // Refresh naming the other family: 443; naming its own: fine.
+    let mut w = request(REFRESH);
+    w.add_attribute(&RequestedAddressFamily::new(AddressFamily::IPV4))
+        .unwrap();
+    assert_eq!(code(&h.authed(client(1), &alice, w)), 443);
+    let mut w = request(REFRESH);
+    w.add_attribute(&RequestedAddressFamily::new(AddressFamily::IPV6))
+        .unwrap();
+    assert_eq!(code(&h.authed(client(1), &alice, w)), 200);
+}
+
+#[test]
+fn dual_allocation_relays_both_families() {
+    let mut h = H::new(dual_stack_config());
+    let bytes = allocate_with(&mut h, client(1), "alice", |w| {
+        w.add_attribute(&AdditionalAddressFamily::new(AddressFamily::IPV6))
+            .unwrap();
+    });
+    assert_eq!(code(&bytes), 200, "{}", describe(&bytes));
+    // IPv4 first, then IPv6, and no ADDRESS-ERROR-CODE.
+    assert_eq!(
+        relayed_addresses(&bytes),
+        [addr("198.51.100.10:50000"), addr("[2001:db8::10]:50001")]
+    );
+    assert_eq!(address_error(&bytes), None);
+    let alice = Cred::new("alice", T0 + 86_400);
+    let mut w = with_peer(CREATE_PERMISSION, PUBLIC_PEER);
+    let txid = w.transaction_id();
+    w.add_attribute(&XorPeerAddress::new(addr(PUBLIC_PEER6), txid))
+        .unwrap();
+    assert_eq!(code(&h.authed(client(1), &alice, w)), 200);
+    for peer in [PUBLIC_PEER, PUBLIC_PEER6] {
+        match h
+            .server
+            .handle_client(h.now, client(1), &send_indication(peer, b"x"))
+        {
+            ClientAction::Relay { peer: p, .. } => assert_eq!(p, addr(peer)),
+            other => panic!("{other:?}"),
+        }
+    }
+    // Both relay addresses are the relay's own; deleting the allocation closes both sockets
+    // with one command.
+    assert_eq!(h.server.by_relay.len(), 2);
+    let mut w = request(REFRESH);
+    w.add_attribute(&Lifetime::new(0)).unwrap();
+    assert_eq!(code(&h.authed(client(1), &alice, w)), 200);
+    assert_eq!(h.closed.len(), 1);
+    assert!(h.server.by_relay.is_empty());
+}
+
+#[test]
+fn dual_allocation_without_an_ipv6_socket_keeps_the_ipv4_half() {
+    let mut h = H::new(dual_stack_config());
+    let cred = Cred::new("alice", T0 + 86_400);
+    let mut w = request(ALLOCATE);
+    w.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
+        .unwrap();
+    w.add_attribute(&AdditionalAddressFamily::new(AddressFamily::IPV6))
+        .unwrap();
+    let nonce = h.nonce(client(1));
+    assert_eq!(
+        h.server
+            .handle_client(h.now, client(1), &cred.seal(w, &nonce)),
+        ClientAction::Done
+    );
+    let Some(Command::OpenRelay {
+        id,
+        family: Family::V4,
+        ..
+    }) = h.server.poll_command()
+    else {
+        panic!("expected the IPv4 socket first");
+    };
+    h.server
+        .handle_relay_opened(h.now, id, Family::V4, Ok(addr("198.51.100.10:50000")));
+    assert!(
+        h.server.poll_transmit().is_none(),
+        "waits for the IPv6 socket"
+    );
+    let Some(Command::OpenRelay {
+        family: Family::V6, ..
+    }) = h.server.poll_command()
+    else {
+        panic!("expected the IPv6 socket");
+    };
+    h.server
+        .handle_relay_opened(h.now, id, Family::V6, Err(OpenError::NoPorts));
+    let bytes = h.answers(client(1)).pop().unwrap();
+    assert_eq!(code(&bytes), 200);
+    assert_eq!(relayed_addresses(&bytes), [addr("198.51.100.10:50000")]);
+    assert_eq!(address_error(&bytes), Some(508));
+
+    // The IPv4 half failing fails the whole request, and the IPv6 socket is closed again.
+    let mut w = request(ALLOCATE);
+    w.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
+        .unwrap();
+    w.add_attribute(&AdditionalAddressFamily::new(AddressFamily::IPV6))
+        .unwrap();
+    let nonce = h.nonce(client(2));
+    h.server
+        .handle_client(h.now, client(2), &cred.seal(w, &nonce));
+    let Some(Command::OpenRelay { id, .. }) = h.server.poll_command() else {
+        panic!("expected OpenRelay");
+    };
+    h.server.poll_command();
+    h.server
+        .handle_relay_opened(h.now, id, Family::V4, Err(OpenError::NoPorts));
+    h.server
+        .handle_relay_opened(h.now, id, Family::V6, Ok(addr("[2001:db8::10]:50001")));
+    assert_eq!(code(&h.answers(client(2)).pop().unwrap()), 508);
+    assert_eq!(h.server.poll_command(), Some(Command::CloseRelay { id }));
+    assert_eq!(h.server.allocation_count(), 1);
+}
+
+#[test]
+fn address_families_the_relay_lacks_get_440() {
+    // IPv4 only: an IPv6 request is refused; a dual request gets IPv4 and ADDRESS-ERROR-CODE.
+    let mut h = H::new(config());
+    let bytes = allocate_with(&mut h, client(1), "alice", |w| {
+        w.add_attribute(&RequestedAddressFamily::new(AddressFamily::IPV6))
+            .unwrap();
+    });
+    assert_eq!(code(&bytes), 440);
+    let bytes = allocate_with(&mut h, client(2), "alice", |w| {
+        w.add_attribute(&AdditionalAddressFamily::new(AddressFamily::IPV6))
+            .unwrap();
+    });
+    assert_eq!(relayed_addresses(&bytes), [addr("198.51.100.10:50000")]);
+    assert_eq!(address_error(&bytes), Some(440));
+    // IPv6 only: the default (IPv4) request is refused, an IPv6 one served.
+    let mut c = config();
+    c.relay_ips = vec!["2001:db8::10".parse().unwrap()];
+    let mut h = H::new(c);
+    let bytes = allocate_with(&mut h, client(1), "alice", |_| {});
+    assert_eq!(code(&bytes), 440);
+    let bytes = allocate_with(&mut h, client(2), "alice", |w| {
+        w.add_attribute(&RequestedAddressFamily::new(AddressFamily::IPV6))
+            .unwrap();
+    });
+    assert_eq!(relayed_addresses(&bytes), [addr("[2001:db8::10]:50000")]);
+}
+
+#[test]
+fn ipv6_relay_addresses_hairpin_in_process() {
+    let mut h = H::new(dual_stack_config());
+    let six = |w: &mut MessageWriteVec| {
+        w.add_attribute(&RequestedAddressFamily::new(AddressFamily::IPV6))
+            .unwrap();
+    };
+    let a = relayed_addresses(&allocate_with(&mut h, client(1), "alice", six))[0];
+    let b = relayed_addresses(&allocate_with(&mut h, client(2), "bob", six))[0];
+    let alice = Cred::new("alice", T0 + 86_400);
+    let w = with_peer(CREATE_PERMISSION, &b.to_string());
+    assert_eq!(code(&h.authed(client(1), &alice, w)), 200);
+    let bob = Cred::new("bob", T0 + 86_400);
+    let w = with_peer(CREATE_PERMISSION, &a.to_string());
+    assert_eq!(code(&h.authed(client(2), &bob, w)), 200);
+    match h
+        .server
+        .handle_client(h.now, client(1), &send_indication(&b.to_string(), b"hi"))
+    {
+        ClientAction::Hairpin { to, from, payload } => {
+            assert_eq!(to, alloc_id(&h, client(2)));
+            assert_eq!((from, payload), (a, &b"hi"[..]));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+// ---- Streams (TCP, TLS) ---------------------------------------------------------------------
+
+fn tcp_client(port: u16) -> FiveTuple {
+    FiveTuple::tcp(
+        SocketAddr::new("192.0.2.1".parse().unwrap(), port),
+        addr("198.51.100.10:3478"),
+    )
+}
+
+#[test]
+fn stream_channel_data_is_padded_and_the_connection_owns_the_allocation() {
+    let mut h = H::new(config());
+    h.allocate(tcp_client(1), "alice");
+    let id = alloc_id(&h, tcp_client(1));
+    let alice = Cred::new("alice", T0 + 86_400);
+    let w = channel_bind(0x4000, PUBLIC_PEER);
+    assert_eq!(code(&h.authed(tcp_client(1), &alice, w)), 200);
+    // Five payload bytes: padded with three zeros to eight after the header.
+    let (_, frame) = from_peer(&mut h, id, PUBLIC_PEER, b"hello").unwrap();
+    let mut want = channel_data(0x4000, b"hello");
+    want.extend_from_slice(&[0, 0, 0]);
+    assert_eq!(frame, want);
+    // A padded frame from the client relays just the payload.
+    let mut padded = channel_data(0x4000, b"abcde");
+    padded.extend_from_slice(&[0, 0, 0]);
+    assert!(matches!(
+        h.server.handle_client(h.now, tcp_client(1), &padded),
+        ClientAction::Relay {
+            payload: b"abcde",
+            ..
+        }
+    ));
+    // Over UDP the same reply is not padded.
+    h.allocate(client(1), "alice");
+    let udp_id = alloc_id(&h, client(1));
+    let w = channel_bind(0x4000, PUBLIC_PEER);
+    assert_eq!(code(&h.authed(client(1), &alice, w)), 200);
+    let (_, frame) = from_peer(&mut h, udp_id, PUBLIC_PEER, b"hello").unwrap();
+    assert_eq!(frame, channel_data(0x4000, b"hello"));
+    // The connection closes: its allocation ends, and only its.
+    h.events();
+    h.server.close_client(h.now, &tcp_client(1));
+    h.open_relays();
+    assert_eq!(h.closed, [id]);
+    assert!(h.events().iter().any(|e| matches!(
+        e,
+        Event::AllocationClosed { reason: CloseReason::Closed, tuple, .. } if *tuple == tcp_client(1)
+    )));
+    assert_eq!(h.server.allocation_count(), 1);
 }
