@@ -7,29 +7,38 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{field, free_udp_port, run_bounded, Background, Daemon, SECRET};
+use common::{field, free_udp_port, run_bounded, Background, Daemon, TestCert, SECRET};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
 fn peer() -> (Background, u16) {
+    peer_on(&["127.0.0.1"])
+}
+
+/// `turnutils_peer` echoing on each of `hosts` (the same port).
+fn peer_on(hosts: &[&str]) -> (Background, u16) {
     let port = free_udp_port();
+    let mut cmd = Command::new("turnutils_peer");
+    for h in hosts {
+        cmd.args(["-L", h]);
+    }
     let child = Background(
-        Command::new("turnutils_peer")
-            .args(["-L", "127.0.0.1", "-p", &port.to_string()])
+        cmd.args(["-p", &port.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("turnutils_peer (is coturn installed? .ci/run installs it)"),
     );
-    // Ready when it echoes (bounded).
-    let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    // Ready when it echoes on the first address (bounded).
+    let ip: std::net::IpAddr = hosts[0].parse().unwrap();
+    let probe = std::net::UdpSocket::bind((ip, 0)).unwrap();
     probe
         .set_read_timeout(Some(Duration::from_millis(100)))
         .unwrap();
     let mut buf = [0u8; 16];
     for _ in 0..50 {
-        probe.send_to(b"ping", ("127.0.0.1", port)).unwrap();
+        probe.send_to(b"ping", (ip, port)).unwrap();
         if probe.recv_from(&mut buf).is_ok() {
             return (child, port);
         }
@@ -46,15 +55,29 @@ fn uclient(
     messages: u32,
     clients: u32,
 ) -> (Option<i32>, String) {
+    let peer = peer_port.map(|p| ("127.0.0.1", p));
+    uclient_at("127.0.0.1", d.turn.port(), extra, peer, messages, clients)
+}
+
+/// `turnutils_uclient` against `host:port` (`-t`: TCP, `-t -S`: TLS, `-x`: an IPv6 relayed
+/// address), to the echo peer at `peer` when given.
+fn uclient_at(
+    host: &str,
+    port: u16,
+    extra: &[&str],
+    peer: Option<(&str, u16)>,
+    messages: u32,
+    clients: u32,
+) -> (Option<i32>, String) {
     let mut cmd = Command::new("turnutils_uclient");
     cmd.args(["-c", "-W", SECRET, "-u", "uclient", "-l", "120"])
-        .args(["-p", &d.turn.port().to_string()])
+        .args(["-p", &port.to_string()])
         .args(["-n", &messages.to_string(), "-m", &clients.to_string()])
         .args(extra);
-    if let Some(p) = peer_port {
-        cmd.args(["-e", "127.0.0.1", "-r", &p.to_string()]);
+    if let Some((peer_host, p)) = peer {
+        cmd.args(["-e", peer_host, "-r", &p.to_string()]);
     }
-    cmd.arg("127.0.0.1");
+    cmd.arg(host);
     run_bounded(&mut cmd, LIMIT)
 }
 
@@ -133,6 +156,88 @@ fn uclient_channels_to_a_peer_zero_loss() {
         .log()
         .iter()
         .any(|l| l.contains("allocation closed") && field(l, "reason") == Some("deleted")));
+}
+
+/// The relay's counters over the allocations that closed on `transport` ("Tcp", "Tls", "Udp").
+fn closed_sum_on(d: &Daemon, transport: &str, key: &str) -> u64 {
+    d.log()
+        .iter()
+        .filter(|l| l.contains("allocation closed") && field(l, "transport") == Some(transport))
+        .filter_map(|l| field(l, key)?.parse::<u64>().ok())
+        .sum()
+}
+
+/// TURN over TCP (`-t`) and over TLS (`-t -S`): channels interleaved with STUN on one
+/// stream, every packet back at a paced load, and the allocations counted per transport.
+#[test]
+fn uclient_over_tcp_and_tls_zero_loss() {
+    let certs = tempfile::tempdir().unwrap();
+    let cert = TestCert::generate(certs.path(), "turn");
+    let d = Daemon::start(&format!(
+        "allow_peers = [\"127.0.0.1/32\"]\nuser_quota = 100\n{}",
+        cert.turn_config()
+    ));
+    let tls = d.tls.expect("a TLS listener").port();
+    let (_peer, port) = peer();
+    let (messages, clients) = (100, 10);
+    let mut closed = 0;
+    for (flags, listener, transport) in [
+        (&["-t"][..], d.turn.port(), "Tcp"),
+        (&["-t", "-S"][..], tls, "Tls"),
+    ] {
+        let peer = Some(("127.0.0.1", port));
+        let (code, out) = uclient_at("127.0.0.1", listener, flags, peer, messages, clients);
+        assert_eq!(code, Some(0), "{flags:?}: {out}");
+        assert_eq!(lost(&out), Some(0), "{flags:?}: {out}");
+        closed += clients as usize;
+        wait_closed(&d, closed);
+        let sent = u64::from(messages * clients);
+        let to_peer = closed_sum_on(&d, transport, "packets_to_peer");
+        assert!(to_peer >= sent, "{transport}: {to_peer} < {sent}");
+        assert_eq!(to_peer, closed_sum_on(&d, transport, "packets_from_peer"));
+        assert!(closed_sum_on(&d, transport, "bytes_to_peer") >= sent * 120);
+    }
+}
+
+/// The same over IPv6 loopback, with IPv6 relayed addresses (`-x`) to an IPv6 peer: UDP, TCP
+/// and TLS on [::1].
+#[test]
+fn uclient_over_ipv6_loopback_zero_loss() {
+    let certs = tempfile::tempdir().unwrap();
+    let cert = TestCert::generate(certs.path(), "turn");
+    let d = Daemon::start(&format!(
+        "listen = [\"[::1]:0\"]\nrelay_ip = [\"::1\"]\nallow_peers = [\"::1/128\"]\n\
+         user_quota = 100\n{}",
+        cert.turn_config_on("[::1]:0")
+    ));
+    assert!(d.turn.is_ipv6());
+    let tls = d.tls.expect("a TLS listener").port();
+    let (_peer, port) = peer_on(&["::1"]);
+    let (messages, clients) = (100, 5);
+    let mut closed = 0;
+    for (flags, listener) in [
+        (&["-x"][..], d.turn.port()),
+        (&["-x", "-t"][..], d.turn.port()),
+        (&["-x", "-t", "-S"][..], tls),
+    ] {
+        let (code, out) = uclient_at(
+            "::1",
+            listener,
+            flags,
+            Some(("::1", port)),
+            messages,
+            clients,
+        );
+        assert_eq!(code, Some(0), "{flags:?}: {out}");
+        assert_eq!(lost(&out), Some(0), "{flags:?}: {out}");
+        closed += clients as usize;
+        wait_closed(&d, closed);
+    }
+    let sent = u64::from(messages * clients);
+    for transport in ["Udp", "Tcp", "Tls"] {
+        let to_peer = closed_sum_on(&d, transport, "packets_to_peer");
+        assert!(to_peer >= sent, "{transport}: {to_peer} < {sent}");
+    }
 }
 
 /// Send and Data indications (`-s`), with DONT-FRAGMENT (`-g`).

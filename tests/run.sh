@@ -1,11 +1,20 @@
 #!/usr/bin/env bash
 # Runs every test of switchboard, installing what the tests drive first: coturn's client tools
-# (turnutils_*; the coturn server itself is never started). Safe to run again: installs are
-# skipped when present. Needs root (or sudo) for apt on a fresh machine.
+# (turnutils_*; the coturn server itself is never started), Debian's Chromium and the
+# browser tests' npm packages (tests/browser: playwright-core, which drives that Chromium and
+# never downloads a browser of its own). Safe to run again: installs are skipped when present.
+# Needs root (or sudo) for apt on a fresh machine, and node >= 20 with npm.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+apt_updated=0
+apt_update_once() {
+    if [ "$apt_updated" = 0 ]; then
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        apt_updated=1
+    fi
+}
 
 if ! command -v turnutils_uclient >/dev/null 2>&1; then
     echo "== installing coturn's client tools (the coturn service stays stopped)"
@@ -18,9 +27,32 @@ if ! command -v turnutils_uclient >/dev/null 2>&1; then
         printf '#!/bin/sh\nexit 101\n' | as_root tee "$policy" >/dev/null
         as_root chmod +x "$policy"
     fi
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    apt_update_once
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends coturn >/dev/null
     [ "$had_policy" = 0 ] && as_root rm -f "$policy"
+fi
+
+# tests/relay_chromium.rs runs exactly this path (playwright-core's executablePath).
+if [ ! -x /usr/bin/chromium ]; then
+    echo "== installing chromium (Debian's; the browser tests run it headless)"
+    apt_update_once
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+fi
+
+# Node is not installed here: Debian 12's nodejs is 18, and playwright-core needs 20.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    echo "tests/run.sh: node (>= 20) and npm are needed for tests/browser; install them first" >&2
+    exit 1
+fi
+# npm ci when node_modules is missing or was installed from another package-lock.json (a stamp
+# copied in after each install says which). --ignore-scripts: no package may run install
+# scripts, so nothing can fetch a browser.
+lock=tests/browser/package-lock.json
+stamp=tests/browser/node_modules/.installed-package-lock.json
+if ! cmp -s "$lock" "$stamp"; then
+    echo "== npm ci (tests/browser)"
+    (cd tests/browser && npm ci --no-audit --no-fund --ignore-scripts)
+    cp "$lock" "$stamp"
 fi
 
 echo "== cargo test --workspace"

@@ -16,7 +16,10 @@ pub const REALM: &str = "switchboard.test";
 /// A running `switchboard serve`, killed on drop.
 pub struct Daemon {
     child: Option<Child>,
+    /// The first `turn.listen` address (UDP and TCP).
     pub turn: SocketAddr,
+    /// The first `turn.tls_listen` address, when the config has one.
+    pub tls: Option<SocketAddr>,
     pub dir: tempfile::TempDir,
     log: Arc<Mutex<Vec<String>>>,
 }
@@ -81,12 +84,43 @@ impl Daemon {
                 );
             }
         };
-        Daemon {
+        let mut d = Daemon {
             child: Some(child),
             turn: addr.parse().expect("listener address"),
+            tls: None,
             dir,
             log,
+        };
+        if extra.contains("tls_listen") {
+            let line = d
+                .wait_log(Duration::from_secs(5), |l| {
+                    l.contains("turn listening (tls)")
+                })
+                .expect("the daemon reports its TLS listener");
+            d.tls = field(&line, "addr").and_then(|a| a.parse().ok());
         }
+        d
+    }
+
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Sends SIGHUP (a reload).
+    pub fn sighup(&self) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.pid() as i32, libc::SIGHUP) };
+    }
+
+    /// The daemon's resident memory in KiB (VmRSS).
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .expect("VmRSS in /proc/PID/status")
     }
 
     /// TURN REST credentials valid for an hour.
@@ -205,5 +239,44 @@ impl Drop for Background {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+/// A self-signed certificate for 127.0.0.1, ::1 and localhost, written as PEM files.
+pub struct TestCert {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// The certificate, DER.
+    pub der: Vec<u8>,
+}
+
+impl TestCert {
+    /// Generates a new key and certificate into `dir/<name>.crt` and `dir/<name>.key`.
+    pub fn generate(dir: &std::path::Path, name: &str) -> TestCert {
+        let names = vec!["127.0.0.1".into(), "::1".into(), "localhost".into()];
+        let ck = rcgen::generate_simple_self_signed(names).expect("certificate");
+        let cert = dir.join(format!("{name}.crt"));
+        let key = dir.join(format!("{name}.key"));
+        std::fs::write(&cert, ck.cert.pem()).unwrap();
+        std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+        TestCert {
+            cert,
+            key,
+            der: ck.cert.der().to_vec(),
+        }
+    }
+
+    /// The `[turn]` lines serving TLS on an ephemeral loopback port with this certificate.
+    pub fn turn_config(&self) -> String {
+        self.turn_config_on("127.0.0.1:0")
+    }
+
+    /// The `[turn]` lines serving TLS on `listen` with this certificate.
+    pub fn turn_config_on(&self, listen: &str) -> String {
+        format!(
+            "tls_listen = [\"{listen}\"]\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
+            self.cert.display(),
+            self.key.display()
+        )
     }
 }
