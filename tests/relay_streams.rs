@@ -385,6 +385,7 @@ fn a_client_that_stops_reading_cannot_pin_memory() {
     std::thread::sleep(Duration::from_millis(300));
     let after = d.rss_kib();
     let grown = after.saturating_sub(before);
+    eprintln!("daemon RSS {before} KiB -> {after} KiB under the flood");
     assert!(
         grown < 8 * 1024,
         "RSS grew {grown} KiB ({before} -> {after}) for one stalled client"
@@ -400,6 +401,7 @@ fn a_client_that_stops_reading_cannot_pin_memory() {
         frames += 1;
     }
     assert!(frames > 0);
+    eprintln!("{frames} whole frames read after the stall");
     client
         .stream
         .set_read_timeout(Some(Duration::from_secs(5)))
