@@ -161,6 +161,15 @@ fn peer() -> UdpSocket {
     p
 }
 
+/// A peer, and a TCP client relaying to it on channel 0x4000 (one round trip done).
+fn relaying(d: &Daemon, user: &str) -> (UdpSocket, Client<TcpStream>) {
+    let peer = peer();
+    let mut client = Client::new(tcp(d.turn), d, user);
+    client.allocate_and_bind(peer.local_addr().unwrap());
+    client.round_trip(&peer, b"first");
+    (peer, client)
+}
+
 /// Whether the relay has closed `s` (EOF or reset) within `within`.
 fn closed_by_relay(s: &mut TcpStream, within: Duration) -> bool {
     s.set_read_timeout(Some(within)).unwrap();
@@ -302,10 +311,7 @@ fn tls_certificate_reloads_on_sighup_and_live_allocations_keep_relaying() {
 #[test]
 fn a_malformed_frame_closes_that_connection_only() {
     let d = Daemon::start(PEERS);
-    let peer = peer();
-    let mut good = Client::new(tcp(d.turn), &d, "alice");
-    good.allocate_and_bind(peer.local_addr().unwrap());
-    good.round_trip(&peer, b"first");
+    let (peer, mut good) = relaying(&d, "alice");
 
     // Not STUN, not ChannelData; a STUN header with no magic cookie; HTTP; ChannelData before
     // any allocation: each closes its connection.
@@ -337,9 +343,7 @@ fn a_malformed_frame_closes_that_connection_only() {
 #[test]
 fn connections_are_capped_and_must_authenticate_in_time() {
     let d = Daemon::start(&format!("{PEERS}max_connections = 2\n"));
-    let peer = peer();
-    let mut a = Client::new(tcp(d.turn), &d, "alice");
-    a.allocate_and_bind(peer.local_addr().unwrap());
+    let (peer, mut a) = relaying(&d, "alice");
     let mut idle = tcp(d.turn);
     // The third is closed on accept.
     let mut third = tcp(d.turn);
@@ -361,10 +365,7 @@ fn connections_are_capped_and_must_authenticate_in_time() {
 #[test]
 fn a_client_that_stops_reading_cannot_pin_memory() {
     let d = Daemon::start(PEERS);
-    let peer = peer();
-    let mut client = Client::new(tcp(d.turn), &d, "alice");
-    client.allocate_and_bind(peer.local_addr().unwrap());
-    client.round_trip(&peer, b"warm-up");
+    let (peer, mut client) = relaying(&d, "alice");
     client.send(&channel_data(b"where are you", true));
     let mut buf = [0u8; 64];
     let (_, relayed) = peer.recv_from(&mut buf).unwrap();
