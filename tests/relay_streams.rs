@@ -21,7 +21,7 @@ use stun_types::message::{
 };
 use switchboard_turn::credentials::long_term_key;
 use switchboard_turn::proto::stream::frame_len;
-use turn_types::attribute::{ChannelNumber, RequestedTransport, XorPeerAddress};
+use turn_types::attribute::{ChannelNumber, Data, RequestedTransport, XorPeerAddress};
 use turn_types::message::{ALLOCATE, CHANNEL_BIND};
 
 const PEERS: &str = "allow_peers = [\"127.0.0.1/32\"]\n";
@@ -408,4 +408,28 @@ fn a_client_that_stops_reading_cannot_pin_memory() {
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
     client.round_trip(&peer, b"recovered");
+}
+
+/// A near-64 KiB datagram from a permitted peer without a channel becomes a Data indication
+/// of about 64 KiB: it crosses TLS whole, and the connection goes on.
+#[test]
+fn a_near_64k_data_indication_crosses_tls_whole() {
+    let certs = tempfile::tempdir().unwrap();
+    let cert = TestCert::generate(certs.path(), "turn");
+    let d = Daemon::start(&format!("{PEERS}{}", cert.turn_config()));
+    let recorder = Arc::new(Recorder::default());
+    let p1 = peer();
+    let mut client = Client::new(tls(d.tls.unwrap(), &recorder, false), &d, "alice");
+    client.allocate_and_bind(p1.local_addr().unwrap());
+    client.send(&channel_data(b"hello", true));
+    let mut buf = [0u8; 64];
+    let (_, relayed) = p1.recv_from(&mut buf).unwrap();
+    // Same IP (permitted), another port (no channel): a Data indication.
+    let p2 = peer();
+    let big = vec![0xa5; 65_507]; // The largest IPv4 UDP payload: a 65,544-byte message.
+    p2.send_to(&big, relayed).unwrap();
+    let frame = client.frame().expect("the Data indication");
+    let msg = Message::from_bytes(&frame).expect("a whole STUN message");
+    assert_eq!(msg.attribute::<Data>().unwrap().data(), &big[..]);
+    client.round_trip(&p1, b"and the connection goes on");
 }

@@ -92,7 +92,13 @@ impl Driver {
             let tls = match (transport, &self.tls_config) {
                 (Transport::Tls, Some(config)) => {
                     match rustls::ServerConnection::new(config.clone()) {
-                        Ok(c) => Some(Box::new(c)),
+                        Ok(mut c) => {
+                            // No limit inside rustls: flush_tls empties its buffer after every
+                            // write, and `out` is the bound. (Its default 64 KiB limit would
+                            // refuse one near-64 KiB relayed message.)
+                            c.set_buffer_limit(None);
+                            Some(Box::new(c))
+                        }
                         Err(e) => {
                             tracing::warn!(error = %e, "cannot start a TLS session");
                             continue;
@@ -122,6 +128,11 @@ impl Driver {
                 client,
                 server: local,
             };
+            if let Some(&old) = self.by_tuple.get(&tuple) {
+                // The client reconnected from the same port before its old connection's
+                // close reached us: that one is over.
+                self.close_conn(old, now, None);
+            }
             self.by_tuple.insert(tuple, slot);
             self.conns[slot] = Some(Conn {
                 sock,
@@ -162,10 +173,10 @@ impl Driver {
                     let result = if conn.tls.is_some() {
                         self.on_tls_records(index, now, buf)
                     } else {
-                        self.consume(index, now, &buf[..n])
+                        self.consume(index, now, &buf[..n]).map_err(Some)
                     };
                     if let Err(why) = result {
-                        return self.close_conn(index, now, Some(why));
+                        return self.close_conn(index, now, why);
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -177,12 +188,7 @@ impl Driver {
 
     /// Decrypts what `read_tls` took in, hands the plaintext on, and sends what the TLS
     /// session has to say (handshake records, alerts).
-    fn on_tls_records(
-        &mut self,
-        index: usize,
-        now: Time,
-        buf: &mut [u8],
-    ) -> Result<(), &'static str> {
+    fn on_tls_records(&mut self, index: usize, now: Time, buf: &mut [u8]) -> Result<(), Why> {
         let Some(conn) = self.conns.get_mut(index).and_then(Option::as_mut) else {
             return Ok(());
         };
@@ -191,9 +197,11 @@ impl Driver {
         };
         if let Err(e) = tls.process_new_packets() {
             tracing::debug!(client = %conn.tuple.client, error = %e, "TLS error");
-            // Send the alert, if the socket takes it.
-            let _ = tls.write_tls(&mut conn.sock);
-            return Err("TLS error");
+            // Send the alert if the socket takes it and nothing is queued ahead of it.
+            if conn.out.len() == conn.out_head {
+                let _ = tls.write_tls(&mut conn.sock);
+            }
+            return Err(Some("TLS error"));
         }
         loop {
             let Some(tls) = self
@@ -205,10 +213,11 @@ impl Driver {
                 return Ok(());
             };
             match tls.reader().read(buf) {
-                Ok(0) => return Err("TLS close_notify"),
-                Ok(n) => self.consume(index, now, &buf[..n])?,
+                // close_notify: an orderly end.
+                Ok(0) => return Err(None),
+                Ok(n) => self.consume(index, now, &buf[..n]).map_err(Some)?,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(_) => return Err("TLS read error"),
+                Err(_) => return Err(Some("TLS read error")),
             }
         }
         self.flush_tls(index, now);
@@ -375,7 +384,15 @@ impl Driver {
                     conn.out_head += n;
                     conn.stalled_since = Some(now);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // A reader that keeps up only partly never empties the queue: reclaim
+                    // what was written, so `out` stays within the bound, not its history.
+                    if conn.out_head >= conn.out.len() / 2 {
+                        conn.out.drain(..conn.out_head);
+                        conn.out_head = 0;
+                    }
+                    return;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return self.close_conn(index, now, Some("write error")),
             }
@@ -455,7 +472,9 @@ impl Driver {
             return;
         };
         let _ = self.epoll.delete(conn.sock.as_raw_fd());
-        self.by_tuple.remove(&conn.tuple);
+        if self.by_tuple.get(&conn.tuple) == Some(&index) {
+            self.by_tuple.remove(&conn.tuple);
+        }
         self.free_conns.push(index);
         self.stats.connections.fetch_sub(1, Ordering::Relaxed);
         if let Some(why) = why {

@@ -370,10 +370,16 @@ impl Server {
             return None;
         }
         let len = payload.len();
+        let channel = alloc.channels.number(from, now);
+        if channel.is_none() && data_indication_body(len, from) > 0xFFFF {
+            // Too large for a Data indication's 16-bit length (a near-64 KiB datagram, from an
+            // IPv6 peer or through the hairpin): dropped, as an oversized datagram would be.
+            return None;
+        }
         alloc.usage.packets_from_peer += 1;
         alloc.usage.bytes_from_peer += len as u64;
         let tuple = alloc.tuple;
-        let frame = match alloc.channels.number(from, now) {
+        let frame = match channel {
             Some(number) => {
                 let start = payload.start - 4;
                 buf[start..start + 2].copy_from_slice(&number.to_be_bytes());
@@ -1282,6 +1288,13 @@ fn error_bytes(
     seal(w, reply)
 }
 
+/// The STUN length of a Data indication carrying `len` payload bytes from `peer`:
+/// XOR-PEER-ADDRESS and DATA, padded.
+fn data_indication_body(len: usize, peer: SocketAddr) -> usize {
+    let addr_len = if peer.is_ipv4() { 8 } else { 20 };
+    4 + addr_len + 4 + ((len + 3) & !3)
+}
+
 /// Writes a Data indication header (and DATA padding) around `buf[payload]`, in place.
 fn frame_data_indication(
     buf: &mut [u8],
@@ -1291,11 +1304,11 @@ fn frame_data_indication(
 ) -> Range<usize> {
     const COOKIE: [u8; 4] = 0x2112_A442u32.to_be_bytes();
     let len = payload.len();
-    let padded = (len + 3) & !3;
     let addr_len = if peer.is_ipv4() { 8 } else { 20 };
     let header_len = 20 + 4 + addr_len + 4;
     let start = payload.start - header_len;
-    let body_len = 4 + addr_len + 4 + padded;
+    let body_len = data_indication_body(len, peer);
+    debug_assert!(body_len <= 0xFFFF, "checked by handle_peer_data");
     let h = &mut buf[start..payload.start];
     let mtype = MessageType::from_class_method(MessageClass::Indication, DATA);
     mtype.write_into(&mut h[0..2]);

@@ -1724,3 +1724,24 @@ fn stream_channel_data_is_padded_and_the_connection_owns_the_allocation() {
     )));
     assert_eq!(h.server.allocation_count(), 1);
 }
+
+#[test]
+fn data_indications_that_would_overflow_their_length_are_dropped() {
+    let mut h = H::new(dual_stack_config());
+    let bytes = allocate_with(&mut h, tcp_client(1), "alice", |w| {
+        w.add_attribute(&RequestedAddressFamily::new(AddressFamily::IPV6))
+            .unwrap();
+    });
+    assert_eq!(code(&bytes), 200);
+    let id = alloc_id(&h, tcp_client(1));
+    let alice = Cred::new("alice", T0 + 86_400);
+    let w = with_peer(CREATE_PERMISSION, PUBLIC_PEER6);
+    assert_eq!(code(&h.authed(tcp_client(1), &alice, w)), 200);
+    // 28 bytes of XOR-PEER-ADDRESS (IPv6) and DATA header, and DATA padded to four: 65,504
+    // payload bytes fit; 65,505 would wrap the 16-bit length and desynchronise the stream.
+    let (_, frame) = from_peer(&mut h, id, PUBLIC_PEER6, &vec![7; 65_504]).unwrap();
+    let msg = Message::from_bytes(&frame).unwrap();
+    assert_eq!(msg.attribute::<Data>().unwrap().data().len(), 65_504);
+    assert!(from_peer(&mut h, id, PUBLIC_PEER6, &vec![7; 65_505]).is_none());
+    assert_eq!(h.server.allocation_usage(id).unwrap().packets_from_peer, 1);
+}
