@@ -6,15 +6,9 @@ mod common;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
-use common::{credentials, unix_now, Daemon, REALM};
-use stun_types::attribute::{
-    AttributeStaticType, ErrorCode, Nonce, Realm, UnknownAttributes, Username,
-};
-use stun_types::message::{
-    IntegrityAlgorithm, Message, MessageClass, MessageWrite, MessageWriteExt, MessageWriteVec,
-    Method,
-};
-use switchboard_turn::credentials::long_term_key;
+use common::{code, credentials, request, unix_now, Daemon, REALM};
+use stun_types::attribute::{AttributeStaticType, Nonce, Realm, UnknownAttributes};
+use stun_types::message::{Message, MessageWrite, MessageWriteExt, MessageWriteVec, Method};
 use turn_types::attribute::{
     ChannelNumber, Lifetime, RequestedTransport, XorPeerAddress, XorRelayedAddress,
 };
@@ -79,24 +73,13 @@ impl Client {
         self.exchange(&self.seal(w(), &nonce))
     }
 
-    fn seal(&self, mut w: MessageWriteVec, nonce: &str) -> Vec<u8> {
-        w.add_attribute(&Username::new(&self.username).unwrap())
-            .unwrap();
-        w.add_attribute(&Realm::new(REALM).unwrap()).unwrap();
-        w.add_attribute(&Nonce::new(nonce).unwrap()).unwrap();
-        let key = long_term_key(&self.username, REALM, &self.password);
-        w.add_message_integrity_with_key(&key, IntegrityAlgorithm::Sha1)
-            .unwrap();
-        w.finish()
+    fn seal(&self, w: MessageWriteVec, nonce: &str) -> Vec<u8> {
+        common::seal(w, &self.username, &self.password, nonce)
     }
 
     fn allocate(&self) -> Vec<u8> {
         self.authed(|| allocate_req(17))
     }
-}
-
-fn request(method: Method) -> MessageWriteVec {
-    Message::builder_request(method, MessageWriteVec::new())
 }
 
 fn allocate_req(transport: u8) -> MessageWriteVec {
@@ -112,15 +95,6 @@ fn with_peer(method: Method, peer: &str) -> MessageWriteVec {
     w.add_attribute(&XorPeerAddress::new(peer.parse().unwrap(), txid))
         .unwrap();
     w
-}
-
-fn code(bytes: &[u8]) -> u16 {
-    let msg = Message::from_bytes(bytes).unwrap();
-    match msg.class() {
-        MessageClass::Success => 200,
-        MessageClass::Error => msg.attribute::<ErrorCode>().unwrap().code(),
-        c => panic!("not a response: {c:?}"),
-    }
 }
 
 #[test]

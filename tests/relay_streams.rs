@@ -10,16 +10,12 @@ use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Daemon, TestCert, REALM};
+use common::{code, request, Daemon, TestCert};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, SignatureScheme, StreamOwned};
-use stun_types::attribute::{ErrorCode, Nonce, Realm, Username};
-use stun_types::message::{
-    IntegrityAlgorithm, Message, MessageClass, MessageWrite, MessageWriteExt, MessageWriteVec,
-    Method, BINDING,
-};
-use switchboard_turn::credentials::long_term_key;
+use stun_types::attribute::Nonce;
+use stun_types::message::{Message, MessageWrite, MessageWriteExt, MessageWriteVec, BINDING};
 use switchboard_turn::proto::stream::frame_len;
 use turn_types::attribute::{ChannelNumber, Data, RequestedTransport, XorPeerAddress};
 use turn_types::message::{ALLOCATE, CHANNEL_BIND};
@@ -72,15 +68,8 @@ impl<S: Read + Write> Client<S> {
         self.frame().expect("an answer")
     }
 
-    fn seal(&self, mut w: MessageWriteVec, nonce: &str) -> Vec<u8> {
-        w.add_attribute(&Username::new(&self.username).unwrap())
-            .unwrap();
-        w.add_attribute(&Realm::new(REALM).unwrap()).unwrap();
-        w.add_attribute(&Nonce::new(nonce).unwrap()).unwrap();
-        let key = long_term_key(&self.username, REALM, &self.password);
-        w.add_message_integrity_with_key(&key, IntegrityAlgorithm::Sha1)
-            .unwrap();
-        w.finish()
+    fn seal(&self, w: MessageWriteVec, nonce: &str) -> Vec<u8> {
+        common::seal(w, &self.username, &self.password, nonce)
     }
 
     /// Allocates (challenge, then authenticated) and binds channel 0x4000 to `peer`; returns
@@ -117,24 +106,11 @@ impl<S: Read + Write> Client<S> {
     }
 }
 
-fn request(method: Method) -> MessageWriteVec {
-    Message::builder_request(method, MessageWriteVec::new())
-}
-
 fn allocate() -> MessageWriteVec {
     let mut w = request(ALLOCATE);
     w.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
         .unwrap();
     w
-}
-
-fn code(bytes: &[u8]) -> u16 {
-    let msg = Message::from_bytes(bytes).unwrap();
-    match msg.class() {
-        MessageClass::Success => 200,
-        MessageClass::Error => msg.attribute::<ErrorCode>().unwrap().code(),
-        c => panic!("not a response: {c:?}"),
-    }
 }
 
 /// ChannelData on channel 0x4000, padded to four bytes when `stream`.
@@ -204,14 +180,14 @@ impl ServerCertVerifier for Recorder {
         Ok(ServerCertVerified::assertion())
     }
 
+    // The handshake signatures are still checked: the certificate seen is the one used.
     fn verify_tls12_signature(
         &self,
         message: &[u8],
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        let algs = rustls::crypto::ring::default_provider().signature_verification_algorithms;
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &algs)
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &signature_algorithms())
     }
 
     fn verify_tls13_signature(
@@ -220,15 +196,16 @@ impl ServerCertVerifier for Recorder {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        let algs = rustls::crypto::ring::default_provider().signature_verification_algorithms;
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &algs)
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &signature_algorithms())
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        rustls::crypto::ring::default_provider()
-            .signature_verification_algorithms
-            .supported_schemes()
+        signature_algorithms().supported_schemes()
     }
+}
+
+fn signature_algorithms() -> rustls::crypto::WebPkiSupportedAlgorithms {
+    rustls::crypto::ring::default_provider().signature_verification_algorithms
 }
 
 type Tls = StreamOwned<ClientConnection, TcpStream>;

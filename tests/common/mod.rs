@@ -280,3 +280,40 @@ impl TestCert {
         )
     }
 }
+
+/// A STUN request of `method` with a fresh transaction id.
+pub fn request(method: stun_types::message::Method) -> stun_types::message::MessageWriteVec {
+    use stun_types::message::{Message, MessageWriteVec};
+    Message::builder_request(method, MessageWriteVec::new())
+}
+
+/// The long-term credential attributes (USERNAME, REALM, NONCE, MESSAGE-INTEGRITY) on `w`,
+/// as a client of this realm sends them.
+pub fn seal(
+    mut w: stun_types::message::MessageWriteVec,
+    username: &str,
+    password: &str,
+    nonce: &str,
+) -> Vec<u8> {
+    use stun_types::attribute::{Nonce, Realm, Username};
+    use stun_types::message::{IntegrityAlgorithm, MessageWrite, MessageWriteExt};
+    w.add_attribute(&Username::new(username).unwrap()).unwrap();
+    w.add_attribute(&Realm::new(REALM).unwrap()).unwrap();
+    w.add_attribute(&Nonce::new(nonce).unwrap()).unwrap();
+    let key = switchboard_turn::credentials::long_term_key(username, REALM, password);
+    w.add_message_integrity_with_key(&key, IntegrityAlgorithm::Sha1)
+        .unwrap();
+    w.finish()
+}
+
+/// A response's code: 200 for success, else its ERROR-CODE.
+pub fn code(bytes: &[u8]) -> u16 {
+    use stun_types::attribute::ErrorCode;
+    use stun_types::message::{Message, MessageClass};
+    let msg = Message::from_bytes(bytes).unwrap();
+    match msg.class() {
+        MessageClass::Success => 200,
+        MessageClass::Error => msg.attribute::<ErrorCode>().unwrap().code(),
+        c => panic!("not a response: {c:?}"),
+    }
+}
