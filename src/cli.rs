@@ -19,8 +19,28 @@ pub enum Command {
     Serve(ConfigArg),
     /// Load and validate the configuration, print a summary; exit 2 if it is invalid.
     CheckConfig(ConfigArg),
+    /// Mint a user token (an HS256 JWT with auth.jwt_secret) for the REST API and print it.
+    Token(TokenArgs),
     /// Mint TURN credentials for a user and print them as the REST API would.
     TurnCredentials(TurnCredentialsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// The user's UUID (the token's `sub`).
+    #[arg(long, value_name = "UUID")]
+    pub user: String,
+    /// The user's display name (the `name` claim; the spec's userName).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// The user's email (the `email` claim; the spec's userIdentifier).
+    #[arg(long, value_name = "EMAIL")]
+    pub email: Option<String>,
+    /// How long the token stays valid, like "1h" or "7d".
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub ttl: Duration,
+    #[command(flatten)]
+    pub config: ConfigArg,
 }
 
 #[derive(Debug, Args)]
@@ -79,6 +99,15 @@ mod tests {
         };
         assert_eq!(args.ttl, Some(Duration::from_secs(3600)));
         assert!(Cli::try_parse_from(["switchboard", "turn-credentials", "--ttl", "1h"]).is_err());
+        let cli =
+            Cli::try_parse_from(["switchboard", "token", "--user", "u", "--name", "Ada"]).unwrap();
+        let Command::Token(args) = cli.command else {
+            panic!("not token");
+        };
+        assert_eq!(
+            (args.ttl, args.name.as_deref()),
+            (Duration::from_secs(3600), Some("Ada"))
+        );
         assert!(Cli::try_parse_from([
             "switchboard",
             "turn-credentials",

@@ -47,6 +47,7 @@ secret_file = "turn-secret"
 [auth]
 jwt_secret_file = "jwt-secret"
 admin_token_file = "admin-token"
+open_conversations = true
 
 [store]
 path = "switchboard.db"

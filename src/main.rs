@@ -2,8 +2,8 @@
 //!
 //! This package only wires the crates together and owns the process concerns (DESIGN.md,
 //! "Layout"): the command line ([`cli`]), the configuration ([`config`]), logging
-//! ([`logging`]), and one file per subcommand: [`serve`], [`check_config`],
-//! [`turn_credentials`]. The relay itself is `switchboard-turn`; the call domain is
+//! ([`logging`]), the HTTP API's wiring ([`http`]), and one file per subcommand: [`serve`],
+//! [`check_config`], [`token`], [`turn_credentials`]. The relay itself is `switchboard-turn`; the call domain is
 //! `switchboard-signaling`.
 //!
 //! Exit codes: 0 success, 1 a runtime failure (e.g. a listener cannot bind), 2 bad usage or an
@@ -12,8 +12,10 @@
 mod check_config;
 mod cli;
 mod config;
+mod http;
 mod logging;
 mod serve;
+mod token;
 mod turn_credentials;
 
 use std::process::ExitCode;
@@ -26,6 +28,7 @@ fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Serve(args) => serve::run(args.config.as_deref()),
         Command::CheckConfig(args) => check_config::run(args.config.as_deref()),
+        Command::Token(args) => token::run(&args),
         Command::TurnCredentials(args) => turn_credentials::run(&args),
     }
 }

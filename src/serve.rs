@@ -1,8 +1,10 @@
 //! `switchboard serve`: wires the configuration into the relay and runs until a signal.
 //!
 //! Order: config (refused with exit 2 before anything starts), logging, the file-descriptor
-//! limit, the relay (which binds every listener or fails naming the address, exit 1), then wait
-//! for SIGTERM or SIGINT, stop the relay (closing every socket) and exit 0.
+//! limit, the call store (migrated, and calls a crash left live ended), the relay (which binds
+//! every listener or fails naming the address, exit 1), the HTTP API; then wait for SIGTERM or
+//! SIGINT, stop the API (requests in flight finish), close the store, stop the relay (closing
+//! every socket) and exit 0.
 
 use std::process::ExitCode;
 
@@ -14,6 +16,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::check_config;
 use crate::config::{self, Config, Origin, TurnConfig};
+use crate::http::{self, Http};
 use crate::logging;
 
 pub fn run(config_path: Option<&std::path::Path>) -> ExitCode {
@@ -49,6 +52,15 @@ pub fn run(config_path: Option<&std::path::Path>) -> ExitCode {
         }
     };
 
+    // The store first: migrated and reconciled before anything listens.
+    let calls = match runtime.block_on(http::open_calls(&config)) {
+        Ok(calls) => calls,
+        Err(e) => {
+            tracing::error!("cannot open the call store: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+
     let tls = match check_config::turn_certificate(&config) {
         Ok(tls) => tls,
         Err(e) => {
@@ -79,11 +91,21 @@ pub fn run(config_path: Option<&std::path::Path>) -> ExitCode {
         tracing::info!(sha256 = tls.fingerprint(), "turn certificate loaded");
     }
 
+    let http = match runtime.block_on(Http::start(&config, calls)) {
+        Ok(http) => http,
+        Err(e) => {
+            tracing::error!("cannot start the http api: {e:#}");
+            relay.shutdown();
+            return ExitCode::FAILURE;
+        }
+    };
+
     let stopped = runtime.block_on(signals.wait(tls.as_ref()));
     match &stopped {
         Ok(name) => tracing::info!(signal = name, "shutting down"),
         Err(e) => tracing::error!(error = %e, "cannot wait for signals; shutting down"),
     }
+    runtime.block_on(http.stop());
     relay.shutdown();
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));
     tracing::info!("stopped");
@@ -103,8 +125,17 @@ fn announce(config: &Config) {
     if let Origin::DevDefault(dir) = &config.origin {
         tracing::info!(
             state = %dir.display(),
-            "development mode (no --config): secrets are in the state dir; mint TURN credentials \
-             with `switchboard turn-credentials --user <id>`"
+            "development mode (no --config): secrets are in the state dir; mint a user token \
+             with `switchboard token --user <uuid>`"
+        );
+    }
+    if config.auth.jwt_secret.is_none() {
+        tracing::warn!("auth.jwt_secret is not set: the API refuses every user token");
+    }
+    if config.http.tls.is_some() {
+        tracing::warn!(
+            "http.tls_cert is used for TURN over TLS only; the HTTP API is served in plain HTTP \
+             (put a TLS-terminating proxy in front of it)"
         );
     }
     for w in &config.warnings {

@@ -3,29 +3,14 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use serde::Serialize;
+use switchboard_signaling::time::Timestamp;
+use switchboard_signaling::turn::{TurnCredentials, TurnIssuer};
 use switchboard_turn::credentials;
 
 use crate::cli::TurnCredentialsArgs;
 use crate::config::{self, TurnConfig, MAX_CREDENTIAL_TTL};
-
-/// The response body: `{"credentials": {...}, "expiresAt": "..."}`.
-#[derive(Debug, Serialize)]
-pub struct TurnCredentials {
-    pub credentials: IceServer,
-    #[serde(rename = "expiresAt")]
-    pub expires_at: String,
-}
-
-/// One entry of a WebRTC `iceServers` list.
-#[derive(Debug, Serialize)]
-pub struct IceServer {
-    pub urls: Vec<String>,
-    pub username: String,
-    pub credential: String,
-}
 
 pub fn run(args: &TurnCredentialsArgs) -> ExitCode {
     if !credentials::valid_user_id(&args.user) {
@@ -48,14 +33,7 @@ pub fn run(args: &TurnCredentialsArgs) -> ExitCode {
         eprintln!("error: --ttl: must be longer than zero and at most 365 days");
         return ExitCode::from(2);
     }
-    let now_unix = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let body = mint(
-        &config.turn,
-        &args.user,
-        now_unix.saturating_add(ttl.as_secs()),
-    );
+    let body = mint(&config.turn, &args.user, Timestamp::now(), ttl);
     match serde_json::to_string_pretty(&body) {
         Ok(json) => {
             println!("{json}");
@@ -68,20 +46,9 @@ pub fn run(args: &TurnCredentialsArgs) -> ExitCode {
     }
 }
 
-/// Credentials for `user` valid until `expires_unix`, with a URL per TURN listener.
-pub fn mint(turn: &TurnConfig, user: &str, expires_unix: u64) -> TurnCredentials {
-    let c = credentials::mint(turn.secret.expose().as_bytes(), user, expires_unix);
-    TurnCredentials {
-        credentials: IceServer {
-            urls: turn_urls(turn),
-            username: c.username,
-            credential: c.password,
-        },
-        expires_at: humantime::format_rfc3339_seconds(
-            UNIX_EPOCH + Duration::from_secs(c.expires_unix),
-        )
-        .to_string(),
-    }
+/// Credentials for `user` valid for `ttl` from `now`, with a URL per TURN listener.
+pub fn mint(turn: &TurnConfig, user: &str, now: Timestamp, ttl: Duration) -> TurnCredentials {
+    TurnIssuer::new(turn.secret.expose().as_bytes(), ttl, turn_urls(turn)).issue(user, now, ttl)
 }
 
 /// The URLs of every way in: `turn:HOST:PORT?transport=udp` and `?transport=tcp` per
@@ -166,7 +133,8 @@ mod tests {
     #[test]
     fn body_has_the_spec_shape_and_the_coturn_password() {
         let t = turn("listen = [\"127.0.0.1:3478\"]\n");
-        let body = mint(&t, "alice", 1_736_517_600);
+        let now = Timestamp::from_unix_millis(1_736_514_000_000);
+        let body = mint(&t, "alice", now, Duration::from_secs(3600));
         let json: serde_json::Value = serde_json::to_value(&body).unwrap();
         assert_eq!(
             json,

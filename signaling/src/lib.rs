@@ -1,9 +1,24 @@
 //! switchboard-signaling: the call domain.
 //!
-//! This crate will hold the call state machine, the SQLite call store, the REST handlers for
-//! `/api/calls` and the WebSocket signaling hub (see `shared/spec/phase4-calls.md`). It knows
-//! nothing of sockets below WebSocket; the one thing it takes from the relay is the credential
-//! scheme, [`switchboard_turn::credentials`], so that the REST API mints exactly what the relay
-//! verifies.
+//! - [`call`]: the call state machine, pure: transitions take the time and return [`event`]s.
+//! - [`store`]: the SQLite call store (`schema.sql`), on its own thread.
+//! - [`service`]: the call operations the REST API (and the hub) perform: load, transition,
+//!   commit, deliver.
+//! - [`auth`]: the bearer JWTs of users and the admin token.
+//! - [`api`]: the REST API on axum (`/api/calls`, `/api/admin`, `/openapi.json`).
+//! - [`turn`]: TURN credentials for the REST API, minted with the relay's own scheme,
+//!   [`switchboard_turn::credentials`], so that the API mints exactly what the relay verifies.
+//!
+//! The contract is `shared/spec/phase4-calls.md`; DESIGN.md refines it. This crate knows
+//! nothing of sockets below HTTP and WebSocket.
+
+pub mod api;
+pub mod auth;
+pub mod call;
+pub mod event;
+pub mod service;
+pub mod store;
+pub mod time;
+pub mod turn;
 
 pub use switchboard_turn::credentials;

@@ -1,0 +1,528 @@
+//! The REST API on axum: the spec's seven call endpoints, the call history, the admin
+//! provisioning endpoints and `/openapi.json` describing them all.
+//!
+//! Every error is `{"error": {"code": "...", "message": "..."}}` ([`ApiError`], mapped once
+//! from [`CallError`] and [`AuthError`]): 400 for malformed JSON or a wrong field (named), 401
+//! for a missing, expired or forged token, 403 for a role the call does not give, 404 for what
+//! does not exist or is not visible, 405 for a wrong method, 409 for a transition the call's
+//! state does not allow, 413 for a body over [`MAX_BODY`], 422 for a call that cannot be made as
+//! asked, 503 when the store fails. Bad input never reaches a 500, and a failed request changes
+//! nothing (each operation is one store job).
+
+use std::sync::Arc;
+
+use axum::extract::{FromRequest, FromRequestParts, Path, RawQuery, Request, State};
+use axum::http::{header, request::Parts, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, patch, post, put};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::auth::{Auth, AuthError};
+use crate::call::{InitiateError, Refusal, User};
+use crate::service::{
+    CallError, CallService, InitiateRequest, MediaRequest, HISTORY_DEFAULT_LIMIT,
+};
+use crate::store::StoreError;
+use crate::time::Timestamp;
+
+/// The largest request body accepted.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// The OpenAPI 3.1 description of this API, served at `/openapi.json`.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// What the handlers share.
+pub struct ApiState {
+    pub calls: CallService,
+    pub auth: Auth,
+}
+
+/// The API's routes; the daemon nests them beside its own.
+pub fn router(state: Arc<ApiState>) -> Router {
+    Router::new()
+        .route("/api/calls", get(history))
+        .route("/api/calls/initiate", post(initiate))
+        .route("/api/calls/turn-credentials", get(turn_credentials))
+        .route("/api/calls/{call_id}", get(call))
+        .route("/api/calls/{call_id}/answer", post(answer))
+        .route("/api/calls/{call_id}/reject", post(reject))
+        .route("/api/calls/{call_id}/end", post(end))
+        .route("/api/calls/{call_id}/media", patch(media))
+        .route("/api/admin/users/{user_id}", put(admin_put_user))
+        .route(
+            "/api/admin/conversations/{conversation_id}",
+            put(admin_put_conversation).get(admin_get_conversation),
+        )
+        .route("/openapi.json", get(openapi))
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+/// The answer for paths nothing serves (the daemon's router ends with it).
+pub async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "route_not_found", "no such endpoint")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not take that method",
+    )
+}
+
+/// The answer when a handler panics (a bug): a 500 with no details.
+pub fn panic_response() -> Response {
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal_error",
+        "internal error",
+    )
+    .into_response()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors.
+
+/// An error response.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: ErrorFields<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorFields<'a> {
+    code: &'a str,
+    message: &'a str,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn invalid(field: &str, message: impl std::fmt::Display) -> ApiError {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_field",
+            format!("{field}: {message}"),
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: ErrorFields {
+                code: self.code,
+                message: &self.message,
+            },
+        };
+        let mut response = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> ApiError {
+        ApiError::new(StatusCode::UNAUTHORIZED, e.code(), e.to_string())
+    }
+}
+
+impl From<CallError> for ApiError {
+    fn from(e: CallError) -> ApiError {
+        use StatusCode as S;
+        let message = e.to_string();
+        let (status, code) = match &e {
+            CallError::InvalidField { .. } => (S::BAD_REQUEST, "invalid_field"),
+            CallError::NotFound("call") => (S::NOT_FOUND, "call_not_found"),
+            CallError::NotFound(_) => (S::NOT_FOUND, "conversation_not_found"),
+            CallError::Refused(Refusal::NotInvited) => (S::FORBIDDEN, "not_invited"),
+            CallError::Refused(Refusal::NotParticipant) => (S::FORBIDDEN, "not_a_participant"),
+            CallError::Refused(Refusal::Conflict(_)) => (S::CONFLICT, "invalid_transition"),
+            CallError::Initiate(InitiateError::TooMany { .. }) => {
+                (S::UNPROCESSABLE_ENTITY, "too_many_participants")
+            }
+            CallError::Initiate(InitiateError::NoInvitees) => {
+                (S::UNPROCESSABLE_ENTITY, "no_participants")
+            }
+            CallError::Initiate(InitiateError::SelfInvite) => {
+                (S::UNPROCESSABLE_ENTITY, "self_invite")
+            }
+            CallError::UnknownUsers(_) => (S::UNPROCESSABLE_ENTITY, "unknown_participant"),
+            CallError::NotMembers(_) => (S::UNPROCESSABLE_ENTITY, "not_a_member"),
+            CallError::Store(StoreError::Panicked) => {
+                tracing::error!("a store job panicked");
+                return ApiError::new(S::INTERNAL_SERVER_ERROR, "internal_error", "internal error");
+            }
+            CallError::Store(err) => {
+                tracing::error!(error = %err, "call store failure");
+                return ApiError::new(
+                    S::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    "the call store is unavailable; try again",
+                );
+            }
+        };
+        ApiError::new(status, code, message)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Extractors.
+
+/// The user a request's bearer JWT stands for.
+pub struct Caller(pub User);
+
+impl FromRequestParts<Arc<ApiState>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<ApiState>,
+    ) -> Result<Caller, ApiError> {
+        Ok(Caller(state.auth.user(authorization(parts))?))
+    }
+}
+
+/// A request carrying the admin token.
+pub struct Admin;
+
+impl FromRequestParts<Arc<ApiState>> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<ApiState>,
+    ) -> Result<Admin, ApiError> {
+        state.auth.admin(authorization(parts))?;
+        Ok(Admin)
+    }
+}
+
+fn authorization(parts: &Parts) -> Option<&str> {
+    parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+}
+
+/// A JSON body of at most [`MAX_BODY`] bytes, whose errors name the field.
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _: &S) -> Result<JsonBody<T>, ApiError> {
+        let too_large = || {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("the body is over {MAX_BODY} bytes"),
+            )
+        };
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > MAX_BODY as u64) {
+            return Err(too_large());
+        }
+        let bytes = axum::body::to_bytes(req.into_body(), MAX_BODY)
+            .await
+            .map_err(|_| too_large())?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+/// Parses a JSON body: syntax errors are `invalid_json`, a wrong field is `invalid_field`
+/// naming its path (`participantIds[1]`).
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            "the body must be a JSON object",
+        ));
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                format!("malformed JSON: {inner}"),
+            )
+        } else if path == "." {
+            ApiError::invalid("body", inner)
+        } else {
+            ApiError::invalid(&path, inner)
+        }
+    })?;
+    de.end().map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("malformed JSON: {e}"),
+        )
+    })?;
+    Ok(value)
+}
+
+fn parse_id(s: &str, field: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(s).map_err(|_| ApiError::invalid(field, format!("`{s}` is not a UUID")))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Calls.
+
+async fn initiate(
+    State(s): State<Arc<ApiState>>,
+    Caller(user): Caller,
+    JsonBody(req): JsonBody<InitiateRequest>,
+) -> Result<Response, ApiError> {
+    let body = s.calls.initiate(&user, req).await?;
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+async fn answer(
+    State(s): State<Arc<ApiState>>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id, "callId")?;
+    Ok(Json(s.calls.answer(&user, id).await?).into_response())
+}
+
+async fn reject(
+    State(s): State<Arc<ApiState>>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id, "callId")?;
+    Ok(Json(s.calls.reject(&user, id).await?).into_response())
+}
+
+async fn end(
+    State(s): State<Arc<ApiState>>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id, "callId")?;
+    Ok(Json(s.calls.end(&user, id).await?).into_response())
+}
+
+async fn media(
+    State(s): State<Arc<ApiState>>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+    JsonBody(req): JsonBody<MediaRequest>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id, "callId")?;
+    Ok(Json(s.calls.media(&user, id, req).await?).into_response())
+}
+
+async fn call(
+    State(s): State<Arc<ApiState>>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id, "callId")?;
+    Ok(Json(s.calls.get(&user, id).await?).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct HistoryQuery {
+    conversation_id: Option<String>,
+    limit: Option<u32>,
+    before: Option<String>,
+}
+
+async fn history(
+    State(s): State<Arc<ApiState>>,
+    Caller(user): Caller,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let q: HistoryQuery = serde_urlencoded::from_str(query.as_deref().unwrap_or(""))
+        .map_err(|e| ApiError::invalid("query", e))?;
+    let conversation = q
+        .conversation_id
+        .as_deref()
+        .map(|c| parse_id(c, "conversationId"))
+        .transpose()?;
+    let before = q
+        .before
+        .as_deref()
+        .map(|b| {
+            Timestamp::parse(b).ok_or_else(|| {
+                ApiError::invalid("before", format!("`{b}` is not an RFC 3339 UTC time"))
+            })
+        })
+        .transpose()?;
+    let limit = q.limit.unwrap_or(HISTORY_DEFAULT_LIMIT);
+    if limit == 0 {
+        return Err(ApiError::invalid("limit", "must be at least 1"));
+    }
+    Ok(Json(s.calls.history(&user, conversation, before, limit).await?).into_response())
+}
+
+async fn turn_credentials(
+    State(s): State<Arc<ApiState>>,
+    Caller(user): Caller,
+) -> Result<Response, ApiError> {
+    let mut response = Json(s.calls.turn_credentials(&user).await?).into_response();
+    // A secret: no cache may keep it.
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Admin.
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct PutUser {
+    name: Option<String>,
+    email: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct PutConversation {
+    name: Option<String>,
+    member_ids: Vec<Uuid>,
+}
+
+fn check_len(field: &str, value: &Option<String>, max: usize) -> Result<(), ApiError> {
+    match value {
+        Some(v) if v.chars().count() > max => Err(ApiError::invalid(
+            field,
+            format!("longer than {max} characters"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+async fn admin_put_user(
+    State(s): State<Arc<ApiState>>,
+    _: Admin,
+    Path(id): Path<String>,
+    JsonBody(req): JsonBody<PutUser>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id, "userId")?;
+    if id.is_nil() {
+        return Err(ApiError::invalid("userId", "the nil UUID is not a user"));
+    }
+    check_len("name", &req.name, crate::auth::MAX_NAME_LEN)?;
+    check_len("email", &req.email, crate::auth::MAX_EMAIL_LEN)?;
+    let user = User {
+        id,
+        name: req.name.filter(|n| !n.is_empty()),
+        email: req.email.filter(|e| !e.is_empty()),
+    };
+    let view = s.calls.admin_upsert_user(user).await?;
+    Ok(Json(serde_json::json!({ "user": view })).into_response())
+}
+
+async fn admin_put_conversation(
+    State(s): State<Arc<ApiState>>,
+    _: Admin,
+    Path(id): Path<String>,
+    JsonBody(req): JsonBody<PutConversation>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id, "conversationId")?;
+    check_len("name", &req.name, crate::auth::MAX_NAME_LEN)?;
+    if let Some(i) = req.member_ids.iter().position(Uuid::is_nil) {
+        return Err(ApiError::invalid(
+            &format!("memberIds[{i}]"),
+            "the nil UUID is not a user",
+        ));
+    }
+    let view = s
+        .calls
+        .admin_put_conversation(id, req.name, req.member_ids)
+        .await?;
+    Ok(Json(serde_json::json!({ "conversation": view })).into_response())
+}
+
+async fn admin_get_conversation(
+    State(s): State<Arc<ApiState>>,
+    _: Admin,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id, "conversationId")?;
+    let view = s.calls.admin_conversation(id).await?;
+    Ok(Json(serde_json::json!({ "conversation": view })).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Body {
+        ids: Vec<Uuid>,
+        flag: bool,
+    }
+
+    #[test]
+    fn json_errors_name_the_field() {
+        let e = parse_json::<Body>(br#"{"ids": ["nope"], "flag": true}"#).unwrap_err();
+        assert_eq!(
+            (e.status, e.code),
+            (StatusCode::BAD_REQUEST, "invalid_field")
+        );
+        assert!(e.message.starts_with("ids[0]: "), "{}", e.message);
+        let e = parse_json::<Body>(br#"{"ids": [], "flag": "yes"}"#).unwrap_err();
+        assert!(e.message.starts_with("flag: "), "{}", e.message);
+        let e = parse_json::<Body>(br#"{"ids": []}"#).unwrap_err();
+        assert!(e.message.contains("missing field `flag`"), "{}", e.message);
+        let e = parse_json::<Body>(br#"{"ids": [], "flag": true, "extra": 1}"#).unwrap_err();
+        assert!(e.message.contains("unknown field `extra`"), "{}", e.message);
+        for bad in [
+            &b"{"[..],
+            b"",
+            b"  ",
+            b"{\"ids\": [], \"flag\": true} x",
+            b"nul",
+        ] {
+            let e = parse_json::<Body>(bad).unwrap_err();
+            assert_eq!(e.code, "invalid_json", "{:?}", String::from_utf8_lossy(bad));
+        }
+        assert_eq!(parse_json::<Body>(b"[]").unwrap_err().code, "invalid_field");
+        let ok = parse_json::<Body>(
+            br#" {"ids": ["0b6f1a3c-2d4e-4f5a-8b9c-0d1e2f3a4b5c"], "flag": false} "#,
+        );
+        assert_eq!(ok.unwrap().ids.len(), 1);
+    }
+}

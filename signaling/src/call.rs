@@ -1,0 +1,729 @@
+//! The call state machine (DESIGN.md, "Calls"): one [`Call`] with its participants, changed
+//! only by the transitions here. It reads no clock and touches no store: the service loads a
+//! call, applies one transition with the time it is handed, writes the result in one
+//! transaction and then delivers the [`Event`]s the transition returned.
+//!
+//! ```text
+//! call:         initiated ─► ringing ─► active ─► ended
+//!                   │           │                   ▲
+//!                   └───────────┴─► missed | rejected | ended (cancelled, server-restart)
+//! participant:  invited ─► ringing ─► joined ─► left
+//!                  └──────────┴─► rejected | missed      (an active group call may be
+//!                                                          re-joined from left/rejected/missed)
+//! ```
+//!
+//! The initiator is a participant, `joined` from the start. Rules:
+//! - **answer** (invitees only): the invitee joins; the first answer activates the call and
+//!   sets `started_at`. Joining an active group call again after leaving, rejecting or missing
+//!   it is allowed.
+//! - **reject** (invitees still ringing): in a 1:1 call the call is rejected; in a group only
+//!   that participant is, and the call is settled (below).
+//! - **end** (joined participants): in a 1:1 call it ends the call, `ended-by-user` (or
+//!   `cancelled` if nobody had answered); in a group the participant leaves and the call is
+//!   settled.
+//! - **settle**: an active call with fewer than two joined participants ends; a call nobody
+//!   answered ends when nobody is left to answer — `rejected` if every invitee rejected, else
+//!   `missed`, or `cancelled` if its initiator left.
+//! - **ring timeout**: invitees still ringing at `created_at + ring_timeout` miss it; then the
+//!   call is settled.
+//! - **media**: joined or still-invited participants of a live call.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::event::{self, Event, Payload};
+use crate::time::Timestamp;
+
+/// `calls.end_reason` values.
+pub mod reason {
+    /// A participant hung up (or the last but one left a group call).
+    pub const ENDED_BY_USER: &str = "ended-by-user";
+    /// The initiator hung up before anyone answered.
+    pub const CANCELLED: &str = "cancelled";
+    /// The invitee of a 1:1 call (or every invitee of a group call) rejected it.
+    pub const REJECTED: &str = "rejected";
+    /// Nobody answered within the ring timeout.
+    pub const NO_ANSWER: &str = "no-answer";
+    /// The daemon restarted (after a crash) while the call was live.
+    pub const SERVER_RESTART: &str = "server-restart";
+    /// The daemon was stopped while the call was live.
+    pub const SERVER_SHUTDOWN: &str = "server-shutdown";
+}
+
+macro_rules! text_enum {
+    ($(#[$m:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum $name {
+            $(#[serde(rename = $text)] $variant),+
+        }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub const fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<$name, String> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    _ => Err(format!("unknown {} `{s}`", stringify!($name))),
+                }
+            }
+        }
+    };
+}
+
+text_enum!(
+    /// `calls.type`.
+    CallType { Audio = "audio", Video = "video", Screen = "screen" }
+);
+
+text_enum!(
+    /// `calls.status`.
+    CallStatus {
+        Initiated = "initiated",
+        Ringing = "ringing",
+        Active = "active",
+        Ended = "ended",
+        Missed = "missed",
+        Rejected = "rejected",
+        Failed = "failed",
+    }
+);
+
+text_enum!(
+    /// `call_participants.status`.
+    ParticipantStatus {
+        Invited = "invited",
+        Ringing = "ringing",
+        Joined = "joined",
+        Left = "left",
+        Rejected = "rejected",
+        Missed = "missed",
+    }
+);
+
+impl CallStatus {
+    /// Initiated, ringing or active: the call can still change.
+    pub fn is_live(self) -> bool {
+        matches!(
+            self,
+            CallStatus::Initiated | CallStatus::Ringing | CallStatus::Active
+        )
+    }
+}
+
+impl ParticipantStatus {
+    /// Invited or ringing: may still answer.
+    pub fn is_pending(self) -> bool {
+        matches!(
+            self,
+            ParticipantStatus::Invited | ParticipantStatus::Ringing
+        )
+    }
+
+    /// Joined or pending: still part of the call, so told what happens in it.
+    pub fn is_live(self) -> bool {
+        self == ParticipantStatus::Joined || self.is_pending()
+    }
+}
+
+/// `call_participants.media_state`, and the media PATCH body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MediaState {
+    pub audio_enabled: bool,
+    pub video_enabled: bool,
+    pub screen_sharing: bool,
+}
+
+impl Default for MediaState {
+    fn default() -> MediaState {
+        MediaState {
+            audio_enabled: true,
+            video_enabled: true,
+            screen_sharing: false,
+        }
+    }
+}
+
+/// A change to some of the three media flags.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MediaChange {
+    pub audio_enabled: Option<bool>,
+    pub video_enabled: Option<bool>,
+    pub screen_sharing: Option<bool>,
+}
+
+impl MediaState {
+    pub fn apply(self, c: MediaChange) -> MediaState {
+        MediaState {
+            audio_enabled: c.audio_enabled.unwrap_or(self.audio_enabled),
+            video_enabled: c.video_enabled.unwrap_or(self.video_enabled),
+            screen_sharing: c.screen_sharing.unwrap_or(self.screen_sharing),
+        }
+    }
+}
+
+/// A user as the calls show them: the spec's userName and userIdentifier.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    pub id: Uuid,
+    pub name: Option<String>,
+    pub email: Option<String>,
+}
+
+/// One row of `call_participants`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Participant {
+    pub id: Uuid,
+    pub user: User,
+    pub status: ParticipantStatus,
+    pub joined_at: Option<Timestamp>,
+    pub left_at: Option<Timestamp>,
+    pub media_state: MediaState,
+    pub connection_quality: Option<String>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// A participant as the API and the events show them.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ParticipantView {
+    pub user_id: Uuid,
+    pub user_name: Option<String>,
+    pub user_identifier: Option<String>,
+    pub status: ParticipantStatus,
+    pub joined_at: Option<Timestamp>,
+    pub left_at: Option<Timestamp>,
+    pub media_state: MediaState,
+    pub connection_quality: Option<String>,
+}
+
+impl Participant {
+    pub fn view(&self) -> ParticipantView {
+        ParticipantView {
+            user_id: self.user.id,
+            user_name: self.user.name.clone(),
+            user_identifier: self.user.email.clone(),
+            status: self.status,
+            joined_at: self.joined_at,
+            left_at: self.left_at,
+            media_state: self.media_state,
+            connection_quality: self.connection_quality.clone(),
+        }
+    }
+
+    fn set(&mut self, status: ParticipantStatus, now: Timestamp) {
+        match status {
+            ParticipantStatus::Joined => {
+                self.joined_at = Some(now);
+                self.left_at = None;
+            }
+            ParticipantStatus::Left => self.left_at = Some(now),
+            _ => {}
+        }
+        self.status = status;
+        self.updated_at = now;
+    }
+}
+
+/// One row of `calls` with its participants, the initiator first.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Call {
+    pub id: Uuid,
+    pub conversation_id: Uuid,
+    pub kind: CallType,
+    pub status: CallStatus,
+    pub initiated_by: Uuid,
+    pub started_at: Option<Timestamp>,
+    pub ended_at: Option<Timestamp>,
+    pub duration_seconds: Option<u64>,
+    pub end_reason: Option<String>,
+    /// `quality_stats`, JSON text as stored.
+    pub quality_stats: Option<String>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub participants: Vec<Participant>,
+}
+
+/// Why a transition was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The user is not invited to the call (answer, reject).
+    #[error("you are not invited to this call")]
+    NotInvited,
+    /// The user is not a participant (end, media).
+    #[error("you are not a participant of this call")]
+    NotParticipant,
+    /// The transition does not apply in the current state.
+    #[error("{0}")]
+    Conflict(String),
+}
+
+/// Why a call could not be started.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InitiateError {
+    #[error("participantIds: at least one other participant is needed")]
+    NoInvitees,
+    #[error("participantIds: the caller cannot invite themself")]
+    SelfInvite,
+    #[error("participantIds: {count} participants with the caller; at most {max} per call")]
+    TooMany { count: usize, max: usize },
+}
+
+impl Call {
+    /// A new call by `initiator`, who joins it at once, inviting `invitees` (duplicates are
+    /// dropped). `max_participants` counts the initiator.
+    #[allow(clippy::too_many_arguments)]
+    pub fn initiate(
+        id: Uuid,
+        conversation_id: Uuid,
+        kind: CallType,
+        initiator: User,
+        invitees: Vec<User>,
+        max_participants: usize,
+        participant_ids: impl FnMut() -> Uuid,
+        now: Timestamp,
+    ) -> Result<(Call, Vec<Event>), InitiateError> {
+        let mut next_id = participant_ids;
+        let mut unique: Vec<User> = Vec::with_capacity(invitees.len());
+        for u in invitees {
+            if u.id == initiator.id {
+                return Err(InitiateError::SelfInvite);
+            }
+            if !unique.iter().any(|x| x.id == u.id) {
+                unique.push(u);
+            }
+        }
+        if unique.is_empty() {
+            return Err(InitiateError::NoInvitees);
+        }
+        if unique.len() + 1 > max_participants {
+            return Err(InitiateError::TooMany {
+                count: unique.len() + 1,
+                max: max_participants,
+            });
+        }
+        let participant = |user: User, status, id| Participant {
+            id,
+            user,
+            status,
+            joined_at: (status == ParticipantStatus::Joined).then_some(now),
+            left_at: None,
+            media_state: MediaState::default(),
+            connection_quality: None,
+            created_at: now,
+            updated_at: now,
+        };
+        let initiated_by = initiator.id;
+        let mut participants = vec![participant(initiator, ParticipantStatus::Joined, next_id())];
+        for u in unique {
+            participants.push(participant(u, ParticipantStatus::Invited, next_id()));
+        }
+        let call = Call {
+            id,
+            conversation_id,
+            kind,
+            status: CallStatus::Initiated,
+            initiated_by,
+            started_at: None,
+            ended_at: None,
+            duration_seconds: None,
+            end_reason: None,
+            quality_stats: None,
+            created_at: now,
+            updated_at: now,
+            participants,
+        };
+        let incoming = Event {
+            to: call.invitees().map(|p| p.user.id).collect(),
+            payload: Payload::Incoming(event::Incoming {
+                call_id: call.id,
+                conversation_id,
+                kind,
+                initiated_by,
+                participants: call.participants.iter().map(Participant::view).collect(),
+            }),
+        };
+        Ok((call, vec![incoming]))
+    }
+
+    /// A call between exactly two people.
+    pub fn is_one_to_one(&self) -> bool {
+        self.participants.len() == 2
+    }
+
+    pub fn participant(&self, user: Uuid) -> Option<&Participant> {
+        self.participants.iter().find(|p| p.user.id == user)
+    }
+
+    /// Everyone but the initiator.
+    pub fn invitees(&self) -> impl Iterator<Item = &Participant> {
+        self.participants
+            .iter()
+            .filter(move |p| p.user.id != self.initiated_by)
+    }
+
+    fn count(&self, pred: impl Fn(ParticipantStatus) -> bool) -> usize {
+        self.participants.iter().filter(|p| pred(p.status)).count()
+    }
+
+    /// Live participants other than `user`: who hears about what `user` did.
+    fn others_live(&self, user: Uuid) -> Vec<Uuid> {
+        self.participants
+            .iter()
+            .filter(|p| p.user.id != user && p.status.is_live())
+            .map(|p| p.user.id)
+            .collect()
+    }
+
+    fn index_of(&self, user: Uuid) -> Option<usize> {
+        self.participants.iter().position(|p| p.user.id == user)
+    }
+
+    /// The index of `user` if they are an invitee (not the initiator) of this call.
+    fn invitee_index(&self, user: Uuid) -> Result<usize, Refusal> {
+        match self.index_of(user) {
+            Some(i) if user != self.initiated_by => Ok(i),
+            _ => Err(Refusal::NotInvited),
+        }
+    }
+
+    fn require_live(&self) -> Result<(), Refusal> {
+        if self.status.is_live() {
+            Ok(())
+        } else {
+            Err(Refusal::Conflict(format!(
+                "the call is over (status {})",
+                self.status
+            )))
+        }
+    }
+
+    /// The invitee's client is ringing (the hub delivered `call:incoming`): invited → ringing,
+    /// and the call initiated → ringing. Anything else is left as it is. Returns whether
+    /// something changed.
+    pub fn ring(&mut self, user: Uuid, now: Timestamp) -> bool {
+        let Ok(i) = self.invitee_index(user) else {
+            return false;
+        };
+        if !self.status.is_live() || self.participants[i].status != ParticipantStatus::Invited {
+            return false;
+        }
+        self.participants[i].set(ParticipantStatus::Ringing, now);
+        if self.status == CallStatus::Initiated {
+            self.status = CallStatus::Ringing;
+        }
+        self.updated_at = now;
+        true
+    }
+
+    /// `user` answers: they join; the first answer makes the call active.
+    pub fn answer(&mut self, user: Uuid, now: Timestamp) -> Result<Vec<Event>, Refusal> {
+        let i = self.invitee_index(user)?;
+        self.require_live()?;
+        let status = self.participants[i].status;
+        match status {
+            ParticipantStatus::Joined => {
+                return Err(Refusal::Conflict(
+                    "you have already joined this call".into(),
+                ))
+            }
+            ParticipantStatus::Invited | ParticipantStatus::Ringing => {}
+            ParticipantStatus::Left | ParticipantStatus::Rejected | ParticipantStatus::Missed
+                if self.status == CallStatus::Active && !self.is_one_to_one() => {}
+            _ => {
+                return Err(Refusal::Conflict(format!(
+                    "you can no longer join this call (you are {status})"
+                )))
+            }
+        }
+        self.participants[i].set(ParticipantStatus::Joined, now);
+        if self.started_at.is_none() {
+            self.started_at = Some(now);
+        }
+        self.status = CallStatus::Active;
+        self.updated_at = now;
+        let joined = &self.participants[i].user;
+        Ok(vec![Event {
+            to: self.others_live(user),
+            payload: Payload::ParticipantJoined(event::ParticipantJoined {
+                call_id: self.id,
+                user_id: user,
+                user_name: joined.name.clone(),
+                user_identifier: joined.email.clone(),
+            }),
+        }])
+    }
+
+    /// `user` declines the invitation.
+    pub fn reject(&mut self, user: Uuid, now: Timestamp) -> Result<Vec<Event>, Refusal> {
+        let i = self.invitee_index(user)?;
+        self.require_live()?;
+        let status = self.participants[i].status;
+        if !status.is_pending() {
+            return Err(Refusal::Conflict(format!(
+                "only a ringing invitation can be rejected (you are {status})"
+            )));
+        }
+        let before = self.live_users();
+        self.participants[i].set(ParticipantStatus::Rejected, now);
+        self.updated_at = now;
+        if self.is_one_to_one() {
+            return Ok(self.finish(
+                CallStatus::Rejected,
+                reason::REJECTED,
+                Some(user),
+                before,
+                now,
+            ));
+        }
+        let left = Event {
+            to: self.others_live(user),
+            payload: Payload::ParticipantLeft(event::ParticipantLeft {
+                call_id: self.id,
+                user_id: user,
+                reason: "rejected",
+            }),
+        };
+        // If that was the last one who could answer, `call:ended` says it all.
+        let ending = self.settle(Some(user), now);
+        Ok(if ending.is_empty() {
+            vec![left]
+        } else {
+            ending
+        })
+    }
+
+    /// `user` hangs up.
+    pub fn end(&mut self, user: Uuid, now: Timestamp) -> Result<Vec<Event>, Refusal> {
+        let i = self.index_of(user).ok_or(Refusal::NotParticipant)?;
+        self.require_live()?;
+        match self.participants[i].status {
+            ParticipantStatus::Joined => {}
+            s if s.is_pending() => {
+                return Err(Refusal::Conflict(
+                    "you have not joined this call; reject it instead".into(),
+                ))
+            }
+            s => {
+                return Err(Refusal::Conflict(format!(
+                    "you are no longer in this call ({s})"
+                )))
+            }
+        }
+        if self.is_one_to_one() {
+            let before = self.live_users();
+            let why = if self.started_at.is_some() {
+                reason::ENDED_BY_USER
+            } else {
+                reason::CANCELLED
+            };
+            return Ok(self.finish(CallStatus::Ended, why, Some(user), before, now));
+        }
+        self.participants[i].set(ParticipantStatus::Left, now);
+        self.updated_at = now;
+        let mut events = vec![Event {
+            to: self.others_live(user),
+            payload: Payload::ParticipantLeft(event::ParticipantLeft {
+                call_id: self.id,
+                user_id: user,
+                reason: "left",
+            }),
+        }];
+        let ending = self.settle(Some(user), now);
+        if !ending.is_empty() {
+            // The call is over: `call:ended` says it all, to the leaver's other devices too.
+            events = ending;
+        }
+        Ok(events)
+    }
+
+    /// `user` changes some media flags; returns the new state with the events.
+    pub fn set_media(
+        &mut self,
+        user: Uuid,
+        change: MediaChange,
+        now: Timestamp,
+    ) -> Result<(MediaState, Vec<Event>), Refusal> {
+        let i = self.index_of(user).ok_or(Refusal::NotParticipant)?;
+        self.require_live()?;
+        let p = &mut self.participants[i];
+        if !p.status.is_live() {
+            return Err(Refusal::Conflict(format!(
+                "you are no longer in this call ({})",
+                p.status
+            )));
+        }
+        p.media_state = p.media_state.apply(change);
+        p.updated_at = now;
+        let media_state = p.media_state;
+        self.updated_at = now;
+        let event = Event {
+            to: self.others_live(user),
+            payload: Payload::MediaStateChanged(event::MediaStateChanged {
+                call_id: self.id,
+                user_id: user,
+                media_state,
+            }),
+        };
+        Ok((media_state, vec![event]))
+    }
+
+    /// When the invitees still ringing miss the call.
+    pub fn ring_deadline(&self, ring_timeout: Duration) -> Option<Timestamp> {
+        let pending =
+            self.status.is_live() && self.participants.iter().any(|p| p.status.is_pending());
+        pending.then(|| self.created_at + ring_timeout)
+    }
+
+    /// The ring timeout: past the deadline, invitees still ringing miss the call, which is then
+    /// settled. Does nothing before the deadline.
+    pub fn expire_ringing(&mut self, ring_timeout: Duration, now: Timestamp) -> Vec<Event> {
+        match self.ring_deadline(ring_timeout) {
+            Some(deadline) if deadline <= now => {}
+            _ => return Vec::new(),
+        }
+        let mut missed = Vec::new();
+        for p in &mut self.participants {
+            if p.status.is_pending() {
+                p.set(ParticipantStatus::Missed, now);
+                missed.push(p.user.id);
+            }
+        }
+        self.updated_at = now;
+        let mut events = self.settle(None, now);
+        if events.is_empty() {
+            // The call goes on without them: they stop ringing, the others are told.
+            let id = self.id;
+            events.push(Event {
+                to: missed.clone(),
+                payload: Payload::Ended(event::Ended {
+                    call_id: id,
+                    reason: reason::NO_ANSWER,
+                    ended_by: None,
+                }),
+            });
+            let joined = self.live_users();
+            for user in missed {
+                events.push(Event {
+                    to: joined.clone(),
+                    payload: Payload::ParticipantLeft(event::ParticipantLeft {
+                        call_id: id,
+                        user_id: user,
+                        reason: "missed",
+                    }),
+                });
+            }
+        } else if let Some(Payload::Ended(_)) = events.first().map(|e| &e.payload) {
+            // Those who missed it were rung until now: they hear it ended too.
+            events[0].to.extend(missed);
+        }
+        events
+    }
+
+    /// The server ends a live call (restart after a crash, shutdown).
+    pub fn end_by_server(&mut self, why: &'static str, now: Timestamp) -> Vec<Event> {
+        if !self.status.is_live() {
+            return Vec::new();
+        }
+        let before = self.live_users();
+        self.finish(CallStatus::Ended, why, None, before, now)
+    }
+
+    /// Every participant still in (or being rung for) the call.
+    fn live_users(&self) -> Vec<Uuid> {
+        self.participants
+            .iter()
+            .filter(|p| p.status.is_live())
+            .map(|p| p.user.id)
+            .collect()
+    }
+
+    /// Ends the call if the rules say so (see the module doc), returning `call:ended`.
+    fn settle(&mut self, actor: Option<Uuid>, now: Timestamp) -> Vec<Event> {
+        if !self.status.is_live() {
+            return Vec::new();
+        }
+        let joined = self.count(|s| s == ParticipantStatus::Joined);
+        let pending = self.count(ParticipantStatus::is_pending);
+        let before = self.live_users();
+        let mut to = before.clone();
+        if let Some(actor) = actor {
+            if !to.contains(&actor) {
+                to.push(actor);
+            }
+        }
+        if self.status == CallStatus::Active {
+            if joined < 2 {
+                return self.finish(CallStatus::Ended, reason::ENDED_BY_USER, actor, to, now);
+            }
+        } else if joined == 0 {
+            // The initiator left before anyone answered.
+            return self.finish(CallStatus::Ended, reason::CANCELLED, actor, to, now);
+        } else if pending == 0 {
+            let all_rejected = self
+                .invitees()
+                .all(|p| p.status == ParticipantStatus::Rejected);
+            let (status, why) = if all_rejected {
+                (CallStatus::Rejected, reason::REJECTED)
+            } else {
+                (CallStatus::Missed, reason::NO_ANSWER)
+            };
+            return self.finish(status, why, actor, to, now);
+        }
+        Vec::new()
+    }
+
+    /// The call is over: joined participants leave, pending ones miss it; `call:ended` to `to`.
+    fn finish(
+        &mut self,
+        status: CallStatus,
+        why: &'static str,
+        ended_by: Option<Uuid>,
+        to: Vec<Uuid>,
+        now: Timestamp,
+    ) -> Vec<Event> {
+        for p in &mut self.participants {
+            match p.status {
+                ParticipantStatus::Joined => p.set(ParticipantStatus::Left, now),
+                s if s.is_pending() => p.set(ParticipantStatus::Missed, now),
+                _ => {}
+            }
+        }
+        self.status = status;
+        self.ended_at = Some(now);
+        self.duration_seconds = Some(self.started_at.map_or(0, |s| now.seconds_since(s)));
+        self.end_reason = Some(why.to_owned());
+        self.updated_at = now;
+        vec![Event {
+            to,
+            payload: Payload::Ended(event::Ended {
+                call_id: self.id,
+                reason: why,
+                ended_by,
+            }),
+        }]
+    }
+}
+
+#[cfg(test)]
+#[path = "call_tests.rs"]
+mod tests;

@@ -1,0 +1,127 @@
+//! What the call state machine tells the hub: each transition returns the events it causes as
+//! values, addressed to users. The hub (or any [`EventSink`]) delivers them after the transition
+//! is committed, to every socket of every addressed user.
+//!
+//! The payloads are the spec's server→client events ("WebSocket Events"), camelCase, with a few
+//! fields added where the spec leaves a gap (`reason` on `call:participant-left`).
+
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::call::{CallType, MediaState, ParticipantView};
+
+/// One event for a set of users.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Event {
+    /// The users to deliver to (every socket of each).
+    #[serde(skip)]
+    pub to: Vec<Uuid>,
+    #[serde(flatten)]
+    pub payload: Payload,
+}
+
+impl Event {
+    /// The Socket.IO event name, e.g. `call:incoming`.
+    pub fn name(&self) -> &'static str {
+        self.payload.name()
+    }
+}
+
+/// The event names and their `data`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "event", content = "data")]
+pub enum Payload {
+    /// To each invitee when a call starts.
+    #[serde(rename = "call:incoming")]
+    Incoming(Incoming),
+    /// To every other live participant when someone answers (1:1 calls included: it is how the
+    /// caller learns to send its offer).
+    #[serde(rename = "call:participant-joined")]
+    ParticipantJoined(ParticipantJoined),
+    /// To the other live participants of a call that goes on without someone.
+    #[serde(rename = "call:participant-left")]
+    ParticipantLeft(ParticipantLeft),
+    /// To everyone still in (or still being rung for) a call that is over.
+    #[serde(rename = "call:ended")]
+    Ended(Ended),
+    /// To the other live participants when someone's media state changes.
+    #[serde(rename = "call:media-state-changed")]
+    MediaStateChanged(MediaStateChanged),
+}
+
+impl Payload {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Payload::Incoming(_) => "call:incoming",
+            Payload::ParticipantJoined(_) => "call:participant-joined",
+            Payload::ParticipantLeft(_) => "call:participant-left",
+            Payload::Ended(_) => "call:ended",
+            Payload::MediaStateChanged(_) => "call:media-state-changed",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Incoming {
+    pub call_id: Uuid,
+    pub conversation_id: Uuid,
+    #[serde(rename = "type")]
+    pub kind: CallType,
+    pub initiated_by: Uuid,
+    /// Everyone in the call, the initiator first.
+    pub participants: Vec<ParticipantView>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ParticipantJoined {
+    pub call_id: Uuid,
+    pub user_id: Uuid,
+    pub user_name: Option<String>,
+    pub user_identifier: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ParticipantLeft {
+    pub call_id: Uuid,
+    pub user_id: Uuid,
+    /// Why: `left`, `rejected` or `missed`.
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Ended {
+    pub call_id: Uuid,
+    /// The call's end reason (see [`crate::call::reason`]).
+    pub reason: &'static str,
+    /// Who ended it; `null` when a timer or the server did.
+    pub ended_by: Option<Uuid>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MediaStateChanged {
+    pub call_id: Uuid,
+    pub user_id: Uuid,
+    pub media_state: MediaState,
+}
+
+/// Where committed events go: the hub, in the daemon. Delivery must not block.
+pub trait EventSink: Send + Sync + 'static {
+    fn deliver(&self, events: Vec<Event>);
+}
+
+/// A sink that drops events, logging them at debug level (the daemon before the hub exists).
+#[derive(Debug, Default)]
+pub struct LogSink;
+
+impl EventSink for LogSink {
+    fn deliver(&self, events: Vec<Event>) {
+        for e in events {
+            tracing::debug!(event = e.name(), to = e.to.len(), "call event");
+        }
+    }
+}

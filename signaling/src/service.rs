@@ -1,0 +1,690 @@
+//! The call operations, as the REST API (and the hub) perform them: each one is a single store
+//! job — authorize, load, apply one state-machine transition, write what changed, raise its
+//! events — so it commits whole or not at all, and its events are delivered only once it has.
+//!
+//! Visibility: a call is visible to the members of its conversation; to anyone else it does
+//! not exist (404). Roles within a visible call are the state machine's (403).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use crate::call::{
+    reason, Call, CallStatus, CallType, InitiateError, MediaChange, MediaState, ParticipantStatus,
+    ParticipantView, Refusal, User,
+};
+use crate::event::Event;
+use crate::store::{Db, Store, StoreError};
+use crate::time::Timestamp;
+use crate::turn::{TurnCredentials, TurnIssuer};
+
+/// The `[calls]` and `[auth]` settings the service follows.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Invitees still ringing this long after the call started miss it.
+    pub ring_timeout: Duration,
+    /// The most participants in a call, its initiator included.
+    pub max_participants: usize,
+    /// Create a conversation on first use, and add invitees to it.
+    pub open_conversations: bool,
+}
+
+/// Why an operation failed. The API maps each to a status and a JSON error once.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// 400: a request field is wrong.
+    #[error("{field}: {message}")]
+    InvalidField { field: String, message: String },
+    /// 404: unknown, or not visible to the caller.
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// 403 or 409: the state machine refused.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// 422: the call cannot be made as asked.
+    #[error(transparent)]
+    Initiate(#[from] InitiateError),
+    /// 422: invitees that are not users.
+    #[error("participantIds: unknown users: {}", list(.0))]
+    UnknownUsers(Vec<Uuid>),
+    /// 422: invitees that are not members of the conversation.
+    #[error("participantIds: not members of the conversation: {}", list(.0))]
+    NotMembers(Vec<Uuid>),
+    /// 503: the store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn list(ids: &[Uuid]) -> String {
+    ids.iter()
+        .map(Uuid::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `POST /api/calls/initiate`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct InitiateRequest {
+    pub conversation_id: Uuid,
+    #[serde(rename = "type", default = "audio")]
+    pub kind: CallType,
+    pub participant_ids: Vec<Uuid>,
+}
+
+fn audio() -> CallType {
+    CallType::Audio
+}
+
+/// `PATCH /api/calls/:callId/media`: any of the three flags.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MediaRequest {
+    pub audio_enabled: Option<bool>,
+    pub video_enabled: Option<bool>,
+    pub screen_sharing: Option<bool>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InitiateResponse {
+    pub call_id: Uuid,
+    pub status: CallStatus,
+    /// The invitees (the caller is in the call's full participant list).
+    pub participants: Vec<ParticipantView>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AnswerResponse {
+    pub call_id: Uuid,
+    pub status: CallStatus,
+    pub started_at: Option<Timestamp>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RejectResponse {
+    pub call_id: Uuid,
+    /// `rejected`: the caller's answer.
+    pub status: ParticipantStatus,
+    /// The call's status after it: `rejected` for a 1:1 call, unchanged in a group.
+    pub call_status: CallStatus,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EndResponse {
+    pub call_id: Uuid,
+    /// `ended` when the call is over, `left` when a group call goes on without the caller.
+    pub status: &'static str,
+    pub call_status: CallStatus,
+    /// Seconds from the first answer to the end (0 if nobody answered); null while it goes on.
+    pub duration: Option<u64>,
+    pub end_reason: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MediaResponse {
+    pub success: bool,
+    pub media_state: MediaState,
+}
+
+/// A call as `GET /api/calls/:callId` and the history show it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CallView {
+    pub id: Uuid,
+    pub conversation_id: Uuid,
+    #[serde(rename = "type")]
+    pub kind: CallType,
+    pub status: CallStatus,
+    pub initiated_by: Uuid,
+    pub started_at: Option<Timestamp>,
+    pub ended_at: Option<Timestamp>,
+    pub duration: Option<u64>,
+    pub end_reason: Option<String>,
+    pub sfu_room_id: Option<String>,
+    pub quality_stats: Option<serde_json::Value>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    /// Everyone in the call, the initiator first.
+    pub participants: Vec<ParticipantView>,
+}
+
+impl From<&Call> for CallView {
+    fn from(c: &Call) -> CallView {
+        CallView {
+            id: c.id,
+            conversation_id: c.conversation_id,
+            kind: c.kind,
+            status: c.status,
+            initiated_by: c.initiated_by,
+            started_at: c.started_at,
+            ended_at: c.ended_at,
+            duration: c.duration_seconds,
+            end_reason: c.end_reason.clone(),
+            sfu_room_id: None,
+            quality_stats: c
+                .quality_stats
+                .as_deref()
+                .and_then(|s| serde_json::from_str(s).ok()),
+            created_at: c.created_at,
+            updated_at: c.updated_at,
+            participants: c.participants.iter().map(|p| p.view()).collect(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct CallResponse {
+    pub call: CallView,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryResponse {
+    pub calls: Vec<CallView>,
+    /// Pass as `before` for the next (older) page; null on the last page.
+    pub next_before: Option<Timestamp>,
+}
+
+/// The history page size when none is asked for, and the largest.
+pub const HISTORY_DEFAULT_LIMIT: u32 = 50;
+pub const HISTORY_MAX_LIMIT: u32 = 100;
+
+/// A user or conversation as the admin API shows it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserView {
+    pub id: Uuid,
+    pub name: Option<String>,
+    pub email: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConversationView {
+    pub id: Uuid,
+    pub name: Option<String>,
+    pub members: Vec<UserView>,
+}
+
+impl From<User> for UserView {
+    fn from(u: User) -> UserView {
+        UserView {
+            id: u.id,
+            name: u.name,
+            email: u.email,
+        }
+    }
+}
+
+/// The call operations; cheap to clone.
+#[derive(Clone)]
+pub struct CallService {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    settings: Settings,
+    turn: TurnIssuer,
+    /// Wakes the ring timer when a call starts.
+    ringing: Notify,
+}
+
+impl CallService {
+    pub fn new(store: Store, settings: Settings, turn: TurnIssuer) -> CallService {
+        CallService {
+            inner: Arc::new(Inner {
+                store,
+                settings,
+                turn,
+                ringing: Notify::new(),
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+
+    /// Runs one job: the caller is recorded (name and email from their token) in the same
+    /// savepoint, so a refused request leaves no trace either.
+    async fn job<T, F>(&self, caller: &User, f: F) -> Result<T, CallError>
+    where
+        F: FnOnce(&mut Db, Timestamp) -> Result<T, CallError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let caller = caller.clone();
+        self.inner
+            .store
+            .run(move |db| {
+                let now = Timestamp::now();
+                db.upsert_user(&caller, now)?;
+                f(db, now)
+            })
+            .await
+    }
+
+    /// One transition of a call visible to `caller`.
+    async fn transition<T, F>(
+        &self,
+        caller: &User,
+        call_id: Uuid,
+        f: F,
+    ) -> Result<(T, Call), CallError>
+    where
+        F: FnOnce(&mut Call, Timestamp) -> Result<(T, Vec<Event>), Refusal> + Send + 'static,
+        T: Send + 'static,
+    {
+        let user = caller.id;
+        self.job(caller, move |db, now| {
+            let mut call = visible_call(db, user, call_id)?;
+            let before = call.clone();
+            let (out, events) = f(&mut call, now)?;
+            db.save_call(&before, &call)?;
+            db.emit(events);
+            Ok((out, call))
+        })
+        .await
+    }
+
+    pub async fn initiate(
+        &self,
+        caller: &User,
+        req: InitiateRequest,
+    ) -> Result<InitiateResponse, CallError> {
+        let settings = self.inner.settings.clone();
+        let initiator = caller.clone();
+        let call = self
+            .job(caller, move |db, now| {
+                let conv = req.conversation_id;
+                let open = settings.open_conversations;
+                let exists = db.conversation_exists(conv)?;
+                if exists && !db.is_member(conv, initiator.id)? || !exists && !open {
+                    return Err(CallError::NotFound("conversation"));
+                }
+                let mut invitees = Vec::with_capacity(req.participant_ids.len());
+                let mut unknown = Vec::new();
+                for &id in &req.participant_ids {
+                    match db.user(id)? {
+                        Some(u) => invitees.push(u),
+                        None if id == initiator.id => invitees.push(initiator.clone()),
+                        None => unknown.push(id),
+                    }
+                }
+                if !unknown.is_empty() {
+                    return Err(CallError::UnknownUsers(unknown));
+                }
+                let created = db.next_created_at(now);
+                let (call, events) = Call::initiate(
+                    Uuid::new_v4(),
+                    conv,
+                    req.kind,
+                    initiator.clone(),
+                    invitees,
+                    settings.max_participants,
+                    Uuid::new_v4,
+                    created,
+                )?;
+                if open {
+                    db.upsert_conversation(conv, None, now)?;
+                    for p in &call.participants {
+                        db.add_member(conv, p.user.id, now)?;
+                    }
+                } else {
+                    let mut outsiders = Vec::new();
+                    for p in call.invitees() {
+                        if !db.is_member(conv, p.user.id)? {
+                            outsiders.push(p.user.id);
+                        }
+                    }
+                    if !outsiders.is_empty() {
+                        return Err(CallError::NotMembers(outsiders));
+                    }
+                }
+                db.insert_call(&call)?;
+                db.emit(events);
+                Ok(call)
+            })
+            .await?;
+        self.inner.ringing.notify_one();
+        Ok(InitiateResponse {
+            call_id: call.id,
+            status: call.status,
+            participants: call.invitees().map(|p| p.view()).collect(),
+        })
+    }
+
+    pub async fn answer(&self, caller: &User, call_id: Uuid) -> Result<AnswerResponse, CallError> {
+        let user = caller.id;
+        let ((), call) = self
+            .transition(caller, call_id, move |call, now| {
+                Ok(((), call.answer(user, now)?))
+            })
+            .await?;
+        Ok(AnswerResponse {
+            call_id,
+            status: call.status,
+            started_at: call.started_at,
+        })
+    }
+
+    pub async fn reject(&self, caller: &User, call_id: Uuid) -> Result<RejectResponse, CallError> {
+        let user = caller.id;
+        let ((), call) = self
+            .transition(caller, call_id, move |call, now| {
+                Ok(((), call.reject(user, now)?))
+            })
+            .await?;
+        Ok(RejectResponse {
+            call_id,
+            status: ParticipantStatus::Rejected,
+            call_status: call.status,
+        })
+    }
+
+    pub async fn end(&self, caller: &User, call_id: Uuid) -> Result<EndResponse, CallError> {
+        let user = caller.id;
+        let ((), call) = self
+            .transition(caller, call_id, move |call, now| {
+                Ok(((), call.end(user, now)?))
+            })
+            .await?;
+        let over = !call.status.is_live();
+        Ok(EndResponse {
+            call_id,
+            status: if over { "ended" } else { "left" },
+            call_status: call.status,
+            duration: call.duration_seconds,
+            end_reason: call.end_reason.clone(),
+        })
+    }
+
+    pub async fn media(
+        &self,
+        caller: &User,
+        call_id: Uuid,
+        req: MediaRequest,
+    ) -> Result<MediaResponse, CallError> {
+        if req.audio_enabled.is_none()
+            && req.video_enabled.is_none()
+            && req.screen_sharing.is_none()
+        {
+            return Err(CallError::InvalidField {
+                field: "body".into(),
+                message: "give at least one of audioEnabled, videoEnabled, screenSharing".into(),
+            });
+        }
+        let change = MediaChange {
+            audio_enabled: req.audio_enabled,
+            video_enabled: req.video_enabled,
+            screen_sharing: req.screen_sharing,
+        };
+        let user = caller.id;
+        let (media_state, _) = self
+            .transition(caller, call_id, move |call, now| {
+                call.set_media(user, change, now)
+            })
+            .await?;
+        Ok(MediaResponse {
+            success: true,
+            media_state,
+        })
+    }
+
+    /// The hub delivered `call:incoming` to one of `user`'s sockets.
+    pub async fn ring(&self, user: &User, call_id: Uuid) -> Result<(), CallError> {
+        let id = user.id;
+        self.transition(user, call_id, move |call, now| {
+            call.ring(id, now);
+            Ok(((), Vec::new()))
+        })
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn get(&self, caller: &User, call_id: Uuid) -> Result<CallResponse, CallError> {
+        let user = caller.id;
+        let call = self
+            .job(caller, move |db, _| visible_call(db, user, call_id))
+            .await?;
+        Ok(CallResponse {
+            call: CallView::from(&call),
+        })
+    }
+
+    pub async fn history(
+        &self,
+        caller: &User,
+        conversation: Option<Uuid>,
+        before: Option<Timestamp>,
+        limit: u32,
+    ) -> Result<HistoryResponse, CallError> {
+        let user = caller.id;
+        let limit = limit.clamp(1, HISTORY_MAX_LIMIT);
+        let calls = self
+            .job(caller, move |db, _| {
+                if let Some(c) = conversation {
+                    if !db.is_member(c, user)? {
+                        return Err(CallError::NotFound("conversation"));
+                    }
+                }
+                Ok(db.history(user, conversation, before, limit)?)
+            })
+            .await?;
+        let next_before = (calls.len() == limit as usize)
+            .then(|| calls.last().map(|c| c.created_at))
+            .flatten();
+        Ok(HistoryResponse {
+            calls: calls.iter().map(CallView::from).collect(),
+            next_before,
+        })
+    }
+
+    /// Mints TURN credentials for `caller` and records them.
+    pub async fn turn_credentials(&self, caller: &User) -> Result<TurnCredentials, CallError> {
+        let turn = self.inner.turn.clone();
+        let user = caller.id;
+        self.job(caller, move |db, now| {
+            let body = turn.issue(&user.to_string(), now, turn.ttl);
+            let expires = Timestamp::from_unix_millis(
+                now.unix_seconds().saturating_add(turn.ttl.as_secs()) * 1000,
+            );
+            db.insert_turn_credential(
+                user,
+                &body.credentials.username,
+                &body.credentials.credential,
+                expires,
+                now,
+            )?;
+            Ok(body)
+        })
+        .await
+    }
+
+    /// Ends the calls a crash left live (reason `server-restart`); returns how many.
+    pub async fn reconcile(&self) -> Result<usize, CallError> {
+        self.end_live_calls(reason::SERVER_RESTART).await
+    }
+
+    /// Ends every live call with `why` (restart reconciliation, shutdown), each in its own
+    /// savepoint; returns how many.
+    pub async fn end_live_calls(&self, why: &'static str) -> Result<usize, CallError> {
+        let ids = self
+            .inner
+            .store
+            .run(|db| Ok::<_, CallError>(db.live_calls()?))
+            .await?;
+        let mut ended = 0;
+        for id in ids {
+            let done = self
+                .inner
+                .store
+                .run(move |db| {
+                    let Some(mut call) = db.load_call(id)? else {
+                        return Ok::<_, CallError>(false);
+                    };
+                    let before = call.clone();
+                    let events = call.end_by_server(why, Timestamp::now());
+                    db.save_call(&before, &call)?;
+                    db.emit(events);
+                    Ok(!before.status.is_live() || call.status != before.status)
+                })
+                .await?;
+            ended += usize::from(done);
+        }
+        Ok(ended)
+    }
+
+    /// The ring timeout for every call past it; returns when the next one is due.
+    pub async fn expire_ringing(&self, now: Timestamp) -> Result<Option<Timestamp>, CallError> {
+        let timeout = self.inner.settings.ring_timeout;
+        let (_, due) = self
+            .inner
+            .store
+            .run(move |db| Ok::<_, CallError>(db.ringing_calls(now - timeout)?))
+            .await?;
+        for id in due {
+            self.inner
+                .store
+                .run(move |db| {
+                    if let Some(mut call) = db.load_call(id)? {
+                        let before = call.clone();
+                        let events = call.expire_ringing(timeout, now);
+                        db.save_call(&before, &call)?;
+                        db.emit(events);
+                    }
+                    Ok::<_, CallError>(())
+                })
+                .await?;
+        }
+        let (first, _) = self
+            .inner
+            .store
+            .run(move |db| Ok::<_, CallError>(db.ringing_calls(Timestamp::from_unix_millis(0))?))
+            .await?;
+        Ok(first.map(|t| t + timeout))
+    }
+
+    /// The ring timer: sleeps until the next ring deadline (or a new call), then expires what
+    /// is due. Runs until the task is dropped.
+    pub async fn run_ring_timer(self) {
+        loop {
+            let now = Timestamp::now();
+            let wait = match self.expire_ringing(now).await {
+                Ok(Some(next)) => {
+                    Duration::from_millis(next.unix_millis().saturating_sub(now.unix_millis()))
+                }
+                Ok(None) => Duration::from_secs(3600),
+                Err(e) => {
+                    tracing::error!(error = %e, "ring timeout sweep failed; retrying in 5 s");
+                    Duration::from_secs(5)
+                }
+            };
+            // A little past the deadline, so that it has passed by the clock we read then.
+            let wait = wait + Duration::from_millis(5);
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.inner.ringing.notified() => {}
+            }
+        }
+    }
+
+    /// The spec's `cleanup_expired_turn_credentials()`; returns how many rows went.
+    pub async fn delete_expired_turn_credentials(
+        &self,
+        now: Timestamp,
+    ) -> Result<usize, CallError> {
+        self.inner
+            .store
+            .run(move |db| Ok(db.delete_expired_turn_credentials(now)?))
+            .await
+    }
+
+    /// Deletes expired TURN credentials every `every`. Runs until the task is dropped.
+    pub async fn run_credential_cleanup(self, every: Duration) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match self.delete_expired_turn_credentials(Timestamp::now()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(deleted = n, "expired turn credentials deleted"),
+                Err(e) => tracing::error!(error = %e, "turn credential cleanup failed"),
+            }
+        }
+    }
+
+    // -- admin ------------------------------------------------------------------------------
+
+    pub async fn admin_upsert_user(&self, user: User) -> Result<UserView, CallError> {
+        self.inner
+            .store
+            .run(move |db| {
+                db.upsert_user(&user, Timestamp::now())?;
+                Ok(UserView::from(user))
+            })
+            .await
+    }
+
+    /// Creates or updates a conversation; its members become exactly `members` (users not
+    /// known yet are created, to be named by their first token).
+    pub async fn admin_put_conversation(
+        &self,
+        id: Uuid,
+        name: Option<String>,
+        members: Vec<Uuid>,
+    ) -> Result<ConversationView, CallError> {
+        self.inner
+            .store
+            .run(move |db| {
+                let now = Timestamp::now();
+                db.upsert_conversation(id, name.as_deref(), now)?;
+                for &m in &members {
+                    db.ensure_user(m, now)?;
+                    db.add_member(id, m, now)?;
+                }
+                db.retain_members(id, &members)?;
+                conversation_view(db, id)
+            })
+            .await
+    }
+
+    pub async fn admin_conversation(&self, id: Uuid) -> Result<ConversationView, CallError> {
+        self.inner
+            .store
+            .run(move |db| conversation_view(db, id))
+            .await
+    }
+}
+
+fn conversation_view(db: &Db, id: Uuid) -> Result<ConversationView, CallError> {
+    let c = db
+        .conversation(id)?
+        .ok_or(CallError::NotFound("conversation"))?;
+    Ok(ConversationView {
+        id,
+        name: c.name,
+        members: c.members.into_iter().map(UserView::from).collect(),
+    })
+}
+
+/// The call, if it exists and `user` is a member of its conversation.
+fn visible_call(db: &Db, user: Uuid, call_id: Uuid) -> Result<Call, CallError> {
+    let call = db.load_call(call_id)?.ok_or(CallError::NotFound("call"))?;
+    if !db.is_member(call.conversation_id, user)? {
+        return Err(CallError::NotFound("call"));
+    }
+    Ok(call)
+}
