@@ -12,6 +12,21 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub const SECRET: &str = "integration-test-secret";
 pub const REALM: &str = "switchboard.test";
+/// `auth.jwt_secret` of test daemons.
+pub const JWT_SECRET: &str = "integration-test-jwt-secret";
+/// `auth.admin_token` of test daemons.
+pub const ADMIN_TOKEN: &str = "integration-test-admin-token";
+
+/// What a test daemon's config adds to the defaults of [`Daemon::start_with`].
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Lines inside `[turn]` (e.g. `allow_peers = ["127.0.0.1/32"]`).
+    pub turn: String,
+    /// Lines inside `[auth]`; `open_conversations = true` unless this sets it.
+    pub auth: String,
+    /// Lines inside `[calls]` (e.g. `ring_timeout = "1s"`).
+    pub calls: String,
+}
 
 /// A running `switchboard serve`, killed on drop.
 pub struct Daemon {
@@ -20,6 +35,8 @@ pub struct Daemon {
     pub turn: SocketAddr,
     /// The first `turn.tls_listen` address, when the config has one.
     pub tls: Option<SocketAddr>,
+    /// The HTTP API.
+    pub http: SocketAddr,
     pub dir: tempfile::TempDir,
     log: Arc<Mutex<Vec<String>>>,
 }
@@ -29,7 +46,17 @@ impl Daemon {
     /// kernel's ephemeral range, so a test's own sockets never take one), and
     /// `extra` appended inside `[turn]` (e.g. `allow_peers = ["127.0.0.1/32"]`).
     pub fn start(extra: &str) -> Daemon {
+        Daemon::start_with(Options {
+            turn: extra.to_owned(),
+            ..Options::default()
+        })
+    }
+
+    /// Starts the daemon as [`Daemon::start`] does, with HTTP on 127.0.0.1 (port 0), the store
+    /// in its temp dir, the test JWT secret and admin token, and `options` added.
+    pub fn start_with(options: Options) -> Daemon {
         let dir = tempfile::tempdir().expect("temp dir");
+        let extra = options.turn.as_str();
         let mut turn = String::new();
         for (key, value) in [
             ("listen", "[\"127.0.0.1:0\"]".to_owned()),
@@ -46,10 +73,29 @@ impl Daemon {
                 turn.push_str(&format!("{key} = {value}\n"));
             }
         }
-        let config =
-            format!("[turn]\n{turn}{extra}\n\n[log]\nlevel = \"info\"\nformat = \"text\"\n");
+        let open = if options.auth.contains("open_conversations") {
+            ""
+        } else {
+            "open_conversations = true\n"
+        };
+        let config = format!(
+            "[turn]\n{turn}{extra}\n\n[http]\nlisten = \"127.0.0.1:0\"\n\n\
+             [auth]\njwt_secret = \"{JWT_SECRET}\"\nadmin_token = \"{ADMIN_TOKEN}\"\n{open}{}\n\n\
+             [store]\npath = \"switchboard.db\"\n\n[calls]\n{}\n\n\
+             [log]\nlevel = \"info\"\nformat = \"text\"\n",
+            options.auth, options.calls
+        );
+        std::fs::write(dir.path().join("switchboard.toml"), config).expect("write config");
+        Daemon::spawn(dir)
+    }
+
+    /// Starts the daemon again on the config and store a killed one left in `dir`.
+    pub fn restart(dir: tempfile::TempDir) -> Daemon {
+        Daemon::spawn(dir)
+    }
+
+    fn spawn(dir: tempfile::TempDir) -> Daemon {
         let path: PathBuf = dir.path().join("switchboard.toml");
-        std::fs::write(&path, config).expect("write config");
         let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
             .arg("serve")
             .arg("--config")
@@ -66,40 +112,54 @@ impl Daemon {
         let sink = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("turn listening (udp)") {
-                    if let Some(addr) = field(&line, "addr") {
-                        let _ = tx.send(addr.to_owned());
-                    }
-                }
+                // The HTTP API is the last thing `serve` starts.
+                let last = line.contains("http listening");
                 sink.lock().unwrap().push(line);
+                if last {
+                    let _ = tx.send(());
+                }
             }
         });
-        let addr = match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(a) => a,
-            Err(_) => {
-                let _ = child.kill();
-                panic!(
-                    "daemon did not report its listener: {:#?}",
-                    log.lock().unwrap()
-                );
-            }
+        if rx.recv_timeout(Duration::from_secs(20)).is_err() {
+            let _ = child.kill();
+            panic!(
+                "daemon did not report its listeners: {:#?}",
+                log.lock().unwrap()
+            );
+        }
+        let lines = log.lock().unwrap().clone();
+        let addr = |pat: &str| -> Option<SocketAddr> {
+            let line = lines.iter().find(|l| l.contains(pat))?;
+            field(line, "addr")?.parse().ok()
         };
-        let mut d = Daemon {
+        Daemon {
+            turn: addr("turn listening (udp)").expect("the daemon reports its TURN listener"),
+            tls: addr("turn listening (tls)"),
+            http: addr("http listening").expect("the daemon reports its HTTP listener"),
             child: Some(child),
-            turn: addr.parse().expect("listener address"),
-            tls: None,
             dir,
             log,
-        };
-        if extra.contains("tls_listen") {
-            let line = d
-                .wait_log(Duration::from_secs(5), |l| {
-                    l.contains("turn listening (tls)")
-                })
-                .expect("the daemon reports its TLS listener");
-            d.tls = field(&line, "addr").and_then(|a| a.parse().ok());
         }
-        d
+    }
+
+    /// SIGKILL, as a crash or an OOM kill would; returns the temp dir with the config and the
+    /// store for [`Daemon::restart`].
+    pub fn kill(mut self) -> tempfile::TempDir {
+        let mut child = self.child.take().expect("running");
+        let _ = child.kill();
+        let _ = child.wait();
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::mem::replace(&mut self.dir, dir)
+    }
+
+    /// The SQLite file of the call store.
+    pub fn store_path(&self) -> PathBuf {
+        self.dir.path().join("switchboard.db")
+    }
+
+    /// A client for the HTTP API.
+    pub fn api(&self) -> Api {
+        Api::new(self.http)
     }
 
     /// The daemon's process id.
@@ -316,4 +376,99 @@ pub fn code(bytes: &[u8]) -> u16 {
         MessageClass::Error => msg.attribute::<ErrorCode>().unwrap().code(),
         c => panic!("not a response: {c:?}"),
     }
+}
+
+/// A user token for the test daemons' `auth.jwt_secret`, valid for an hour.
+pub fn token(user: uuid::Uuid, name: Option<&str>, email: Option<&str>) -> String {
+    switchboard_signaling::auth::mint(
+        JWT_SECRET,
+        user,
+        name,
+        email,
+        switchboard_signaling::time::Timestamp::now(),
+        Duration::from_secs(3600),
+    )
+}
+
+/// A blocking HTTP client for the API: every answer, error statuses included, as
+/// (status, JSON body or `null`).
+#[derive(Clone)]
+pub struct Api {
+    base: String,
+    agent: ureq::Agent,
+}
+
+impl Api {
+    pub fn new(addr: SocketAddr) -> Api {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(20)))
+            .build()
+            .into();
+        Api {
+            base: format!("http://{addr}"),
+            agent,
+        }
+    }
+
+    /// `method path` with an optional bearer token and raw body.
+    pub fn send(
+        &self,
+        method: &str,
+        path: &str,
+        bearer: Option<&str>,
+        body: Option<&[u8]>,
+    ) -> (u16, serde_json::Value) {
+        let mut req = ureq::http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base));
+        if let Some(t) = bearer {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        if body.is_some() {
+            req = req.header("content-type", "application/json");
+        }
+        let req = req
+            .body(body.unwrap_or_default().to_vec())
+            .expect("request");
+        let mut resp = self
+            .agent
+            .run(req)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let status = resp.status().as_u16();
+        let text = resp.body_mut().read_to_string().expect("body");
+        let json = if text.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {text}"))
+        };
+        (status, json)
+    }
+
+    /// `method path` with a JSON body.
+    pub fn json(
+        &self,
+        method: &str,
+        path: &str,
+        bearer: Option<&str>,
+        body: &serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        self.send(method, path, bearer, Some(body.to_string().as_bytes()))
+    }
+
+    pub fn get(&self, path: &str, bearer: &str) -> (u16, serde_json::Value) {
+        self.send("GET", path, Some(bearer), None)
+    }
+
+    pub fn post(&self, path: &str, bearer: &str) -> (u16, serde_json::Value) {
+        self.send("POST", path, Some(bearer), None)
+    }
+}
+
+/// The `error.code` of an error body.
+pub fn error_code(body: &serde_json::Value) -> &str {
+    body["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not an error body: {body}"))
 }
