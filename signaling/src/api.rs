@@ -23,7 +23,7 @@ use uuid::Uuid;
 use crate::auth::{Auth, AuthError};
 use crate::call::{InitiateError, Refusal, User};
 use crate::service::{
-    CallError, CallService, InitiateRequest, MediaRequest, HISTORY_DEFAULT_LIMIT,
+    CallError, CallService, InitiateRequest, MediaRequest, Missing, HISTORY_DEFAULT_LIMIT,
 };
 use crate::store::StoreError;
 use crate::time::Timestamp;
@@ -154,8 +154,8 @@ impl From<CallError> for ApiError {
         let message = e.to_string();
         let (status, code) = match &e {
             CallError::InvalidField { .. } => (S::BAD_REQUEST, "invalid_field"),
-            CallError::NotFound("call") => (S::NOT_FOUND, "call_not_found"),
-            CallError::NotFound(_) => (S::NOT_FOUND, "conversation_not_found"),
+            CallError::NotFound(Missing::Call) => (S::NOT_FOUND, "call_not_found"),
+            CallError::NotFound(Missing::Conversation) => (S::NOT_FOUND, "conversation_not_found"),
             CallError::Refused(Refusal::NotInvited) => (S::FORBIDDEN, "not_invited"),
             CallError::Refused(Refusal::NotParticipant) => (S::FORBIDDEN, "not_a_participant"),
             CallError::Refused(Refusal::Conflict(_)) => (S::CONFLICT, "invalid_transition"),

@@ -40,7 +40,7 @@ pub enum CallError {
     InvalidField { field: String, message: String },
     /// 404: unknown, or not visible to the caller.
     #[error("{0} not found")]
-    NotFound(&'static str),
+    NotFound(Missing),
     /// 403 or 409: the state machine refused.
     #[error(transparent)]
     Refused(#[from] Refusal),
@@ -56,6 +56,22 @@ pub enum CallError {
     /// 503: the store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// What a 404 is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Missing {
+    Call,
+    Conversation,
+}
+
+impl std::fmt::Display for Missing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Missing::Call => "call",
+            Missing::Conversation => "conversation",
+        })
+    }
 }
 
 fn list(ids: &[Uuid]) -> String {
@@ -312,7 +328,7 @@ impl CallService {
                 let open = settings.open_conversations;
                 let exists = db.conversation_exists(conv)?;
                 if exists && !db.is_member(conv, initiator.id)? || !exists && !open {
-                    return Err(CallError::NotFound("conversation"));
+                    return Err(CallError::NotFound(Missing::Conversation));
                 }
                 let mut invitees = Vec::with_capacity(req.participant_ids.len());
                 let mut unknown = Vec::new();
@@ -477,7 +493,7 @@ impl CallService {
             .job(caller, move |db, _| {
                 if let Some(c) = conversation {
                     if !db.is_member(c, user)? {
-                        return Err(CallError::NotFound("conversation"));
+                        return Err(CallError::NotFound(Missing::Conversation));
                     }
                 }
                 Ok(db.history(user, conversation, before, limit)?)
@@ -539,7 +555,7 @@ impl CallService {
                     let events = call.end_by_server(why, Timestamp::now());
                     db.save_call(&before, &call)?;
                     db.emit(events);
-                    Ok(!before.status.is_live() || call.status != before.status)
+                    Ok(before.status.is_live())
                 })
                 .await?;
             ended += usize::from(done);
@@ -672,7 +688,7 @@ impl CallService {
 fn conversation_view(db: &Db, id: Uuid) -> Result<ConversationView, CallError> {
     let c = db
         .conversation(id)?
-        .ok_or(CallError::NotFound("conversation"))?;
+        .ok_or(CallError::NotFound(Missing::Conversation))?;
     Ok(ConversationView {
         id,
         name: c.name,
@@ -682,9 +698,11 @@ fn conversation_view(db: &Db, id: Uuid) -> Result<ConversationView, CallError> {
 
 /// The call, if it exists and `user` is a member of its conversation.
 fn visible_call(db: &Db, user: Uuid, call_id: Uuid) -> Result<Call, CallError> {
-    let call = db.load_call(call_id)?.ok_or(CallError::NotFound("call"))?;
+    let call = db
+        .load_call(call_id)?
+        .ok_or(CallError::NotFound(Missing::Call))?;
     if !db.is_member(call.conversation_id, user)? {
-        return Err(CallError::NotFound("call"));
+        return Err(CallError::NotFound(Missing::Call));
     }
     Ok(call)
 }
