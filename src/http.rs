@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use switchboard_signaling::api::{self, ApiState};
 use switchboard_signaling::auth::Auth;
+use switchboard_signaling::call::reason;
 use switchboard_signaling::event::{EventSink, LogSink};
 use switchboard_signaling::service::{CallService, Settings};
 use switchboard_signaling::store::Store;
@@ -115,8 +116,8 @@ impl Http {
         })
     }
 
-    /// Stops accepting, lets requests in flight finish (bounded), stops the tasks and closes
-    /// the store.
+    /// Stops accepting, lets requests in flight finish (bounded), stops the tasks, ends the
+    /// calls still live (`server-shutdown`) and closes the store.
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
@@ -132,6 +133,12 @@ impl Http {
         }
         for t in &self.tasks {
             t.abort();
+        }
+        // The relay stops with the process: calls still live cannot go on.
+        match self.calls.end_live_calls(reason::SERVER_SHUTDOWN).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(calls = n, "live calls ended (server-shutdown)"),
+            Err(e) => tracing::error!(error = %e, "cannot end the live calls"),
         }
         self.calls.store().close().await;
         tracing::info!("call store closed");

@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{FromRequest, FromRequestParts, Path, RawQuery, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, RawPathParams, RawQuery, Request, State};
 use axum::http::{header, request::Parts, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post, put};
@@ -46,14 +46,14 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/calls", get(history))
         .route("/api/calls/initiate", post(initiate))
         .route("/api/calls/turn-credentials", get(turn_credentials))
-        .route("/api/calls/{call_id}", get(call))
-        .route("/api/calls/{call_id}/answer", post(answer))
-        .route("/api/calls/{call_id}/reject", post(reject))
-        .route("/api/calls/{call_id}/end", post(end))
-        .route("/api/calls/{call_id}/media", patch(media))
-        .route("/api/admin/users/{user_id}", put(admin_put_user))
+        .route("/api/calls/{callId}", get(call))
+        .route("/api/calls/{callId}/answer", post(answer))
+        .route("/api/calls/{callId}/reject", post(reject))
+        .route("/api/calls/{callId}/end", post(end))
+        .route("/api/calls/{callId}/media", patch(media))
+        .route("/api/admin/users/{userId}", put(admin_put_user))
         .route(
-            "/api/admin/conversations/{conversation_id}",
+            "/api/admin/conversations/{conversationId}",
             put(admin_put_conversation).get(admin_get_conversation),
         )
         .route("/openapi.json", get(openapi))
@@ -264,34 +264,45 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             "the body must be a JSON object",
         ));
     }
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if inner.is_syntax() || inner.is_eof() {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_json",
-                format!("malformed JSON: {inner}"),
-            )
-        } else if path == "." {
-            ApiError::invalid("body", inner)
-        } else {
-            ApiError::invalid(&path, inner)
-        }
-    })?;
-    de.end().map_err(|e| {
+    // First JSON at all (syntax), then the fields (types): `"type": null` is valid JSON with a
+    // wrong field, and says so.
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_json",
             format!("malformed JSON: {e}"),
         )
     })?;
-    Ok(value)
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." {
+            ApiError::invalid("body", inner)
+        } else {
+            ApiError::invalid(&path, inner)
+        }
+    })
 }
 
 fn parse_id(s: &str, field: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(s).map_err(|_| ApiError::invalid(field, format!("`{s}` is not a UUID")))
+}
+
+/// The UUID in a route's one path parameter (`{callId}`, ...), or a 400 naming it.
+pub struct PathId(pub Uuid);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<PathId, ApiError> {
+        let params = RawPathParams::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::invalid("path", e.body_text()))?;
+        let Some((name, value)) = params.iter().next() else {
+            return Err(ApiError::invalid("path", "no id in the path"));
+        };
+        parse_id(value, name).map(PathId)
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -309,55 +320,42 @@ async fn initiate(
 async fn answer(
     State(s): State<Arc<ApiState>>,
     Caller(user): Caller,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Response, ApiError> {
-    let id = parse_id(&id, "callId")?;
     Ok(Json(s.calls.answer(&user, id).await?).into_response())
 }
 
 async fn reject(
     State(s): State<Arc<ApiState>>,
     Caller(user): Caller,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Response, ApiError> {
-    let id = parse_id(&id, "callId")?;
     Ok(Json(s.calls.reject(&user, id).await?).into_response())
 }
 
 async fn end(
     State(s): State<Arc<ApiState>>,
     Caller(user): Caller,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Response, ApiError> {
-    let id = parse_id(&id, "callId")?;
     Ok(Json(s.calls.end(&user, id).await?).into_response())
 }
 
 async fn media(
     State(s): State<Arc<ApiState>>,
     Caller(user): Caller,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     JsonBody(req): JsonBody<MediaRequest>,
 ) -> Result<Response, ApiError> {
-    let id = parse_id(&id, "callId")?;
     Ok(Json(s.calls.media(&user, id, req).await?).into_response())
 }
 
 async fn call(
     State(s): State<Arc<ApiState>>,
     Caller(user): Caller,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Response, ApiError> {
-    let id = parse_id(&id, "callId")?;
     Ok(Json(s.calls.get(&user, id).await?).into_response())
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct HistoryQuery {
-    conversation_id: Option<String>,
-    limit: Option<u32>,
-    before: Option<String>,
 }
 
 async fn history(
@@ -365,25 +363,34 @@ async fn history(
     Caller(user): Caller,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let q: HistoryQuery = serde_urlencoded::from_str(query.as_deref().unwrap_or(""))
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.as_deref().unwrap_or(""))
         .map_err(|e| ApiError::invalid("query", e))?;
-    let conversation = q
-        .conversation_id
-        .as_deref()
-        .map(|c| parse_id(c, "conversationId"))
-        .transpose()?;
-    let before = q
-        .before
-        .as_deref()
-        .map(|b| {
-            Timestamp::parse(b).ok_or_else(|| {
-                ApiError::invalid("before", format!("`{b}` is not an RFC 3339 UTC time"))
-            })
-        })
-        .transpose()?;
-    let limit = q.limit.unwrap_or(HISTORY_DEFAULT_LIMIT);
-    if limit == 0 {
-        return Err(ApiError::invalid("limit", "must be at least 1"));
+    let (mut conversation, mut before, mut limit) = (None, None, HISTORY_DEFAULT_LIMIT);
+    for (key, value) in &pairs {
+        match key.as_str() {
+            "conversationId" => conversation = Some(parse_id(value, key)?),
+            "before" => {
+                let t = Timestamp::parse(value).ok_or_else(|| {
+                    ApiError::invalid(key, format!("`{value}` is not an RFC 3339 UTC time"))
+                })?;
+                before = Some(t);
+            }
+            "limit" => {
+                limit = value
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .ok_or_else(|| {
+                        ApiError::invalid(key, format!("`{value}` is not a count of at least 1"))
+                    })?;
+            }
+            _ => {
+                return Err(ApiError::invalid(
+                    key,
+                    "unknown query parameter (conversationId, limit, before)",
+                ))
+            }
+        }
     }
     Ok(Json(s.calls.history(&user, conversation, before, limit).await?).into_response())
 }
@@ -434,10 +441,9 @@ fn check_len(field: &str, value: &Option<String>, max: usize) -> Result<(), ApiE
 async fn admin_put_user(
     State(s): State<Arc<ApiState>>,
     _: Admin,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     JsonBody(req): JsonBody<PutUser>,
 ) -> Result<Response, ApiError> {
-    let id = parse_id(&id, "userId")?;
     if id.is_nil() {
         return Err(ApiError::invalid("userId", "the nil UUID is not a user"));
     }
@@ -455,10 +461,9 @@ async fn admin_put_user(
 async fn admin_put_conversation(
     State(s): State<Arc<ApiState>>,
     _: Admin,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     JsonBody(req): JsonBody<PutConversation>,
 ) -> Result<Response, ApiError> {
-    let id = parse_id(&id, "conversationId")?;
     check_len("name", &req.name, crate::auth::MAX_NAME_LEN)?;
     if let Some(i) = req.member_ids.iter().position(Uuid::is_nil) {
         return Err(ApiError::invalid(
@@ -476,9 +481,8 @@ async fn admin_put_conversation(
 async fn admin_get_conversation(
     State(s): State<Arc<ApiState>>,
     _: Admin,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Response, ApiError> {
-    let id = parse_id(&id, "conversationId")?;
     let view = s.calls.admin_conversation(id).await?;
     Ok(Json(serde_json::json!({ "conversation": view })).into_response())
 }
@@ -520,6 +524,23 @@ mod tests {
             assert_eq!(e.code, "invalid_json", "{:?}", String::from_utf8_lossy(bad));
         }
         assert_eq!(parse_json::<Body>(b"[]").unwrap_err().code, "invalid_field");
+        // Valid JSON with a wrong value is a field error, naming the field; enums are text only.
+        let conv = r#""conversationId": "0b6f1a3c-2d4e-4f5a-8b9c-0d1e2f3a4b5c""#;
+        for (ty, expect) in [
+            ("null", "type: "),
+            ("5", "type: "),
+            (r#"{"video": null}"#, "type: "),
+        ] {
+            let body = format!(r#"{{{conv}, "type": {ty}, "participantIds": []}}"#);
+            let e = parse_json::<InitiateRequest>(body.as_bytes()).unwrap_err();
+            assert_eq!(e.code, "invalid_field", "{ty}");
+            assert!(e.message.starts_with(expect), "{ty}: {}", e.message);
+        }
+        let body = format!(r#"{{{conv}, "type": "fax", "participantIds": []}}"#);
+        let e = parse_json::<InitiateRequest>(body.as_bytes()).unwrap_err();
+        assert_eq!(e.message, "type: `fax` is not one of audio, video, screen");
+        let body = format!(r#"{{{conv}, "type": "screen", "participantIds": []}}"#);
+        assert!(parse_json::<InitiateRequest>(body.as_bytes()).is_ok());
         let ok = parse_json::<Body>(
             br#" {"ids": ["0b6f1a3c-2d4e-4f5a-8b9c-0d1e2f3a4b5c"], "flag": false} "#,
         );

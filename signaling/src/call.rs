@@ -15,7 +15,7 @@
 //! The initiator is a participant, `joined` from the start. Rules:
 //! - **answer** (invitees only): the invitee joins; the first answer activates the call and
 //!   sets `started_at`. Joining an active group call again after leaving, rejecting or missing
-//!   it is allowed.
+//!   it is allowed (to its initiator too, after leaving).
 //! - **reject** (invitees still ringing): in a 1:1 call the call is rejected; in a group only
 //!   that participant is, and the call is settled (below).
 //! - **end** (joined participants): in a 1:1 call it ends the call, `ended-by-user` (or
@@ -57,9 +57,17 @@ pub mod reason {
 macro_rules! text_enum {
     ($(#[$m:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
         $(#[$m])*
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
         pub enum $name {
             $(#[serde(rename = $text)] $variant),+
+        }
+
+        /// From its text only (not serde's `{"video": null}` map form).
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<$name, D::Error> {
+                let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
         }
 
         impl $name {
@@ -81,7 +89,10 @@ macro_rules! text_enum {
             fn from_str(s: &str) -> Result<$name, String> {
                 match s {
                     $($text => Ok($name::$variant),)+
-                    _ => Err(format!("unknown {} `{s}`", stringify!($name))),
+                    _ => Err(format!(
+                        "`{s}` is not one of {}",
+                        [$($text),+].join(", ")
+                    )),
                 }
             }
         }
@@ -435,9 +446,15 @@ impl Call {
         true
     }
 
-    /// `user` answers: they join; the first answer makes the call active.
+    /// `user` answers: they join; the first answer makes the call active. The initiator of a
+    /// group call who left it may join it again this way too.
     pub fn answer(&mut self, user: Uuid, now: Timestamp) -> Result<Vec<Event>, Refusal> {
-        let i = self.invitee_index(user)?;
+        let rejoining_initiator = user == self.initiated_by
+            && self.participant(user).map(|p| p.status) == Some(ParticipantStatus::Left);
+        let i = match self.invitee_index(user) {
+            Err(_) if rejoining_initiator => self.index_of(user).ok_or(Refusal::NotInvited)?,
+            other => other?,
+        };
         self.require_live()?;
         let status = self.participants[i].status;
         match status {

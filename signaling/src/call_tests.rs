@@ -674,8 +674,8 @@ fn an_ended_call_refuses_every_transition() {
         assert_conflict(call.end(BOB, later));
         assert_conflict(call.set_media(ALICE, NO_MEDIA_CHANGE, later));
         assert_conflict(call.set_media(BOB, NO_MEDIA_CHANGE, later));
-        // Strangers and the initiator are refused as such first.
-        assert_eq!(call.answer(ALICE, later), Err(Refusal::NotInvited));
+        // Strangers are refused as such first; the initiator, who left, finds it over.
+        assert_conflict(call.answer(ALICE, later));
         assert_eq!(call.answer(EVE, later), Err(Refusal::NotInvited));
         assert_eq!(call.end(EVE, later), Err(Refusal::NotParticipant));
         assert!(!call.ring(BOB, later));
@@ -994,10 +994,26 @@ fn group_initiator_leaving_an_active_call_leaves_it_to_the_others() {
     assert_live(&call, CallStatus::Active);
     assert_eq!(status_of(&call, ALICE), ParticipantStatus::Left);
     assert_times(&call, ALICE, Some(T0), Some(at(20)));
-    // The initiator is not an invitee: they cannot answer their way back in.
+    // While they are joined, the initiator has nothing to answer.
     let before = call.clone();
-    assert_eq!(call.answer(ALICE, at(21)), Err(Refusal::NotInvited));
+    assert_eq!(
+        call.answer(BOB, at(21)).map(|_| ()),
+        Err(Refusal::Conflict(
+            "you have already joined this call".into()
+        ))
+    );
     assert_eq!(call, before);
+    // Having left, they may join their call again, like any participant of a group call.
+    let events = call.answer(ALICE, at(30)).unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].name(), "call:participant-joined");
+    let mut to = events[0].to.clone();
+    to.sort();
+    assert_eq!(to, vec![BOB, CAROL, DAVE]);
+    assert_eq!(status_of(&call, ALICE), ParticipantStatus::Joined);
+    assert_times(&call, ALICE, Some(at(30)), None);
+    assert_live(&call, CallStatus::Active);
+    assert_eq!(call.started_at, Some(at(5)));
 }
 
 #[test]

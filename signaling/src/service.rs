@@ -274,8 +274,8 @@ impl CallService {
         &self.inner.settings
     }
 
-    /// Runs one job: the caller is recorded (name and email from their token) in the same
-    /// savepoint, so a refused request leaves no trace either.
+    /// Runs one job: the caller is recorded (name and email from their token, see
+    /// [`Db::record_user`]) in the same savepoint, so a refused request leaves no trace either.
     async fn job<T, F>(&self, caller: &User, f: F) -> Result<T, CallError>
     where
         F: FnOnce(&mut Db, Timestamp) -> Result<T, CallError> + Send + 'static,
@@ -286,7 +286,7 @@ impl CallService {
             .store
             .run(move |db| {
                 let now = Timestamp::now();
-                db.upsert_user(&caller, now)?;
+                db.record_user(&caller, now)?;
                 f(db, now)
             })
             .await

@@ -137,24 +137,27 @@ impl Store {
     /// thread. Events that committed jobs raise go to `sink`.
     pub fn open(path: &Path, sink: Arc<dyn EventSink>) -> Result<Store, StoreError> {
         let conn = open_connection(path)?;
-        Ok(Store::start(conn, sink))
+        Store::start(conn, sink)
     }
 
-    fn start(conn: Connection, sink: Arc<dyn EventSink>) -> Store {
+    fn start(conn: Connection, sink: Arc<dyn EventSink>) -> Result<Store, StoreError> {
         let (tx, rx) = mpsc::channel(QUEUE);
+        // Calls stay in `created_at` order across restarts, whatever the clock did meanwhile.
+        let last: Option<String> =
+            conn.query_row("SELECT max(created_at) FROM calls", [], |r| r.get(0))?;
         let db = Db {
             conn,
-            last_created: Timestamp::from_unix_millis(0),
+            last_created: time(last)?.unwrap_or(Timestamp::from_unix_millis(0)),
             events: Vec::new(),
         };
         let thread = std::thread::Builder::new()
             .name("store".into())
             .spawn(move || store_thread(db, rx, sink))
             .expect("spawn the store thread");
-        Store {
+        Ok(Store {
             tx,
             thread: Arc::new(Mutex::new(Some(thread))),
-        }
+        })
     }
 
     /// Runs `f` on the store thread inside its own savepoint, and returns its result once it is
@@ -338,8 +341,8 @@ impl Db {
         &self.conn
     }
 
-    /// Inserts or updates a user; a user already stored with the same name and email is left
-    /// untouched (no write).
+    /// Inserts or updates a user, name and email as given (the admin API); a user already
+    /// stored so is left untouched (no write).
     pub fn upsert_user(&self, user: &User, now: Timestamp) -> Result<(), StoreError> {
         let now = now.to_string();
         self.conn
@@ -348,6 +351,23 @@ impl Db {
                  ON CONFLICT (id) DO UPDATE SET name = excluded.name, email = excluded.email,
                    updated_at = excluded.updated_at
                  WHERE name IS NOT excluded.name OR email IS NOT excluded.email",
+            )?
+            .execute(params![user.id.to_string(), user.name, user.email, now])?;
+        Ok(())
+    }
+
+    /// Records the user a token stands for: inserted if new; a name or email the token carries
+    /// replaces the stored one, one it lacks keeps it (so a bare token does not erase what the
+    /// admin API provisioned). No write when nothing changes.
+    pub fn record_user(&self, user: &User, now: Timestamp) -> Result<(), StoreError> {
+        let now = now.to_string();
+        self.conn
+            .prepare_cached(
+                "INSERT INTO users (id, name, email, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)
+                 ON CONFLICT (id) DO UPDATE SET name = coalesce(excluded.name, name),
+                   email = coalesce(excluded.email, email), updated_at = excluded.updated_at
+                 WHERE coalesce(excluded.name, name) IS NOT name
+                    OR coalesce(excluded.email, email) IS NOT email",
             )?
             .execute(params![user.id.to_string(), user.name, user.email, now])?;
         Ok(())
@@ -390,7 +410,7 @@ impl Db {
             .exists([conversation.to_string(), user.to_string()])?)
     }
 
-    /// Creates the conversation, or renames it if `name` is given.
+    /// Creates the conversation, or renames it if `name` is given (`""` clears the name).
     pub fn upsert_conversation(
         &self,
         id: Uuid,
@@ -404,6 +424,11 @@ impl Db {
                    updated_at = excluded.updated_at",
             )?
             .execute(params![id.to_string(), name, now.to_string()])?;
+        if name == Some("") {
+            self.conn
+                .prepare_cached("UPDATE conversations SET name = NULL WHERE id = ?1")?
+                .execute([id.to_string()])?;
+        }
         Ok(())
     }
 
@@ -906,6 +931,76 @@ mod tests {
             Some(now),
         ];
         assert_eq!(conn.execute(call, good).unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_bare_token_keeps_the_provisioned_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db"), Arc::new(LogSink)).unwrap();
+        let now = Timestamp::from_unix_millis(1_736_519_400_000);
+        let id = Uuid::from_u128(7);
+        let named = User {
+            id,
+            name: Some("Ada".into()),
+            email: Some("ada@example.com".into()),
+        };
+        let bare = User {
+            id,
+            name: None,
+            email: None,
+        };
+        let renamed = User {
+            id,
+            name: Some("Ada L.".into()),
+            email: None,
+        };
+        let seen = store
+            .run(move |db| {
+                db.upsert_user(&named, now)?;
+                db.record_user(&bare, now)?;
+                let a = db.user(id)?;
+                db.record_user(&renamed, now)?;
+                let b = db.user(id)?;
+                // The admin API sets exactly what it is given.
+                db.upsert_user(&bare, now)?;
+                Ok::<_, StoreError>((a, b, db.user(id)?))
+            })
+            .await
+            .unwrap();
+        let (a, b, c) = seen;
+        assert_eq!(a.unwrap().name.as_deref(), Some("Ada"));
+        let b = b.unwrap();
+        assert_eq!(
+            (b.name.as_deref(), b.email.as_deref()),
+            (Some("Ada L."), Some("ada@example.com"))
+        );
+        assert_eq!(c.unwrap().name, None);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn created_at_keeps_increasing_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let conn = open_connection(&path).unwrap();
+        // A call from a clock that ran ahead of ours.
+        let later = "2999-01-01T00:00:00.000Z";
+        let u = "0b6f1a3c-2d4e-4f5a-8b9c-0d1e2f3a4b5c";
+        conn.execute_batch(&format!(
+            "INSERT INTO users (id, created_at, updated_at) VALUES ('{u}', '{later}', '{later}');
+             INSERT INTO conversations (id, created_at, updated_at) VALUES ('{u}', '{later}', '{later}');
+             INSERT INTO calls (id, conversation_id, initiated_by, created_at, updated_at)
+               VALUES ('{u}', '{u}', '{u}', '{later}', '{later}');"
+        ))
+        .unwrap();
+        drop(conn);
+        let store = Store::open(&path, Arc::new(LogSink)).unwrap();
+        let next = store
+            .run(|db| Ok::<_, StoreError>(db.next_created_at(Timestamp::now())))
+            .await
+            .unwrap();
+        assert_eq!(next.to_string(), "2999-01-01T00:00:00.001Z");
+        store.close().await;
     }
 
     #[tokio::test]
