@@ -18,7 +18,6 @@ use tokio::task::JoinHandle;
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::config::Config;
-use crate::turn_credentials::turn_urls;
 
 /// How long a stop waits for requests in flight.
 const DRAIN: Duration = Duration::from_secs(5);
@@ -31,9 +30,9 @@ pub struct Http {
     tasks: Vec<JoinHandle<()>>,
 }
 
-/// Opens the store (migrating it) and ends the calls a crash left live. Runs before any
-/// listener opens, so nothing can see a half-reconciled store.
-pub async fn open_calls(config: &Config) -> anyhow::Result<CallService> {
+/// Opens the store (migrating it) and ends the calls a crash left live, before the API
+/// listens, so nothing can see a half-reconciled store. `turn_urls` are the relay's, as bound.
+pub async fn open_calls(config: &Config, turn_urls: Vec<String>) -> anyhow::Result<CallService> {
     let path = &config.store.path;
     create_parent(path)?;
     let sink: Arc<dyn EventSink> = Arc::new(LogSink);
@@ -43,7 +42,7 @@ pub async fn open_calls(config: &Config) -> anyhow::Result<CallService> {
     let issuer = TurnIssuer::new(
         turn.secret.expose().as_bytes(),
         turn.credential_ttl,
-        turn_urls(turn),
+        turn_urls,
     );
     let settings = Settings {
         ring_timeout: config.calls.ring_timeout,

@@ -1,8 +1,8 @@
 //! `switchboard serve`: wires the configuration into the relay and runs until a signal.
 //!
 //! Order: config (refused with exit 2 before anything starts), logging, the file-descriptor
-//! limit, the call store (migrated, and calls a crash left live ended), the relay (which binds
-//! every listener or fails naming the address, exit 1), the HTTP API; then wait for SIGTERM or
+//! limit, the relay (which binds every listener or fails naming the address, exit 1), the call
+//! store (migrated, and calls a crash left live ended), the HTTP API; then wait for SIGTERM or
 //! SIGINT, stop the API (requests in flight finish), close the store, stop the relay (closing
 //! every socket) and exit 0.
 
@@ -18,6 +18,7 @@ use crate::check_config;
 use crate::config::{self, Config, Origin, TurnConfig};
 use crate::http::{self, Http};
 use crate::logging;
+use crate::turn_credentials::turn_urls_for;
 
 pub fn run(config_path: Option<&std::path::Path>) -> ExitCode {
     let config = match config::load(config_path) {
@@ -52,15 +53,6 @@ pub fn run(config_path: Option<&std::path::Path>) -> ExitCode {
         }
     };
 
-    // The store first: migrated and reconciled before anything listens.
-    let calls = match runtime.block_on(http::open_calls(&config)) {
-        Ok(calls) => calls,
-        Err(e) => {
-            tracing::error!("cannot open the call store: {e:#}");
-            return ExitCode::FAILURE;
-        }
-    };
-
     let tls = match check_config::turn_certificate(&config) {
         Ok(tls) => tls,
         Err(e) => {
@@ -91,6 +83,17 @@ pub fn run(config_path: Option<&std::path::Path>) -> ExitCode {
         tracing::info!(sha256 = tls.fingerprint(), "turn certificate loaded");
     }
 
+    // The store: migrated and reconciled before the API listens; the TURN URLs it hands out
+    // are those the relay bound.
+    let urls = turn_urls_for(&config.turn, &relay.local_addrs(), &relay.tls_addrs());
+    let calls = match runtime.block_on(http::open_calls(&config, urls)) {
+        Ok(calls) => calls,
+        Err(e) => {
+            tracing::error!("cannot open the call store: {e:#}");
+            relay.shutdown();
+            return ExitCode::FAILURE;
+        }
+    };
     let http = match runtime.block_on(Http::start(&config, calls)) {
         Ok(http) => http,
         Err(e) => {

@@ -56,6 +56,15 @@ pub fn mint(turn: &TurnConfig, user: &str, now: Timestamp, ttl: Duration) -> Tur
 /// reach: the external address of the listener's IP version if set, else the listener's own
 /// address, else (wildcard listener) the relay address of that version.
 pub fn turn_urls(turn: &TurnConfig) -> Vec<String> {
+    turn_urls_for(turn, &turn.listen, &turn.tls_listen)
+}
+
+/// [`turn_urls`] for the addresses the relay actually bound (`listen` port 0 picks one).
+pub fn turn_urls_for(
+    turn: &TurnConfig,
+    listen: &[SocketAddr],
+    tls_listen: &[SocketAddr],
+) -> Vec<String> {
     let reachable = |listen: &SocketAddr| -> Option<SocketAddr> {
         let same = |ip: &&IpAddr| ip.is_ipv4() == listen.is_ipv4();
         let host = match turn.external_ips.iter().find(same) {
@@ -66,11 +75,10 @@ pub fn turn_urls(turn: &TurnConfig) -> Vec<String> {
         Some(SocketAddr::new(host, listen.port()))
     };
     // SocketAddr's Display brackets IPv6 hosts.
-    let plain: Vec<SocketAddr> = turn.listen.iter().filter_map(reachable).collect();
+    let plain: Vec<SocketAddr> = listen.iter().filter_map(reachable).collect();
     let udp = plain.iter().map(|a| format!("turn:{a}?transport=udp"));
     let tcp = plain.iter().map(|a| format!("turn:{a}?transport=tcp"));
-    let tls = turn
-        .tls_listen
+    let tls = tls_listen
         .iter()
         .filter_map(reachable)
         .map(|a| format!("turns:{a}?transport=tcp"));

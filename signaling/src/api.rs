@@ -273,6 +273,10 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             format!("malformed JSON: {e}"),
         )
     })?;
+    // serde would take an array for a struct, field by field: every body here is an object.
+    if !value.is_object() {
+        return Err(ApiError::invalid("body", "must be a JSON object"));
+    }
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
@@ -523,7 +527,18 @@ mod tests {
             let e = parse_json::<Body>(bad).unwrap_err();
             assert_eq!(e.code, "invalid_json", "{:?}", String::from_utf8_lossy(bad));
         }
-        assert_eq!(parse_json::<Body>(b"[]").unwrap_err().code, "invalid_field");
+        for not_an_object in [
+            &b"[]"[..],
+            br#"[["0b6f1a3c-2d4e-4f5a-8b9c-0d1e2f3a4b5c"], true]"#,
+            b"5",
+            b"null",
+        ] {
+            let e = parse_json::<Body>(not_an_object).unwrap_err();
+            assert_eq!(
+                (e.code, e.message.as_str()),
+                ("invalid_field", "body: must be a JSON object")
+            );
+        }
         // Valid JSON with a wrong value is a field error, naming the field; enums are text only.
         let conv = r#""conversationId": "0b6f1a3c-2d4e-4f5a-8b9c-0d1e2f3a4b5c""#;
         for (ty, expect) in [
