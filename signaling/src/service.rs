@@ -304,10 +304,15 @@ impl CallService {
         T: Send + 'static,
     {
         let user = caller.id;
+        let ring_timeout = self.inner.settings.ring_timeout;
         self.job(caller, move |db, now| {
             let mut call = visible_call(db, user, call_id)?;
             let before = call.clone();
-            let (out, events) = f(&mut call, now)?;
+            // The ring timeout holds to the millisecond, whether or not its timer has run yet:
+            // an answer past it finds the invitation missed.
+            let mut events = call.expire_ringing(ring_timeout, now);
+            let (out, more) = f(&mut call, now)?;
+            events.extend(more);
             db.save_call(&before, &call)?;
             db.emit(events);
             Ok((out, call))

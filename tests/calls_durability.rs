@@ -1,0 +1,1499 @@
+//! The call store's promises, tested through the real daemon and the real SQLite file:
+//!
+//! - **durability**: every transition the API acknowledged (a 2xx) is in the file after a
+//!   SIGKILL, the file is intact, and nothing is half-written;
+//! - **reconciliation**: a restart ends the calls a crash left live, with reason
+//!   `server-restart`, and touches nothing else;
+//! - **serialization**: concurrent transitions of one call (two answers, answer against end,
+//!   reject against the ring timeout) end in one of the states a sequential order gives.
+//!
+//! The file is read with rusqlite directly (read-only), beside the daemon or after its death.
+//! A SIGKILL loses the process, not the page cache: these tests prove that replies wait for
+//! the commit, not that the disk honours fsync.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::path::Path;
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use common::{field, token, Daemon, Options, ADMIN_TOKEN};
+use rusqlite::{Connection, OpenFlags};
+use serde_json::{json, Value};
+use switchboard_signaling::time::Timestamp;
+use uuid::Uuid;
+
+// ---------------------------------------------------------------------------------------------
+// HTTP: a client that reports transport errors instead of panicking (requests in flight when
+// the daemon is killed fail, and that is expected).
+
+#[derive(Clone)]
+struct Client {
+    base: String,
+    agent: ureq::Agent,
+}
+
+impl Client {
+    fn new(daemon: &Daemon) -> Client {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build()
+            .into();
+        Client {
+            base: format!("http://{}", daemon.http),
+            agent,
+        }
+    }
+
+    /// `method path` as `bearer`: (status, JSON body), or the transport error.
+    fn try_send(
+        &self,
+        method: &str,
+        path: &str,
+        bearer: &str,
+        body: Option<&Value>,
+    ) -> Result<(u16, Value), String> {
+        let mut req = ureq::http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base))
+            .header("authorization", format!("Bearer {bearer}"));
+        let bytes = match body {
+            Some(b) => {
+                req = req.header("content-type", "application/json");
+                b.to_string().into_bytes()
+            }
+            None => Vec::new(),
+        };
+        let req = req.body(bytes).map_err(|e| e.to_string())?;
+        let mut resp = self
+            .agent
+            .run(req)
+            .map_err(|e| format!("{method} {path}: {e}"))?;
+        let status = resp.status().as_u16();
+        let text = resp
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| format!("{method} {path}: reading the body: {e}"))?;
+        let json = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text)
+                .map_err(|e| format!("{method} {path}: not JSON ({e}): {text}"))?
+        };
+        Ok((status, json))
+    }
+
+    fn send(&self, method: &str, path: &str, bearer: &str, body: Option<&Value>) -> (u16, Value) {
+        self.try_send(method, path, bearer, body)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn initiate(&self, by: &Person, conv: Uuid, to: &[&Person], kind: &str) -> (u16, Value) {
+        let ids: Vec<String> = to.iter().map(|p| p.id.to_string()).collect();
+        let body = json!({ "conversationId": conv, "type": kind, "participantIds": ids });
+        self.send("POST", "/api/calls/initiate", &by.token, Some(&body))
+    }
+
+    /// `POST /api/calls/{call}/{what}` (answer, reject, end).
+    fn act(&self, who: &Person, call: &str, what: &str) -> (u16, Value) {
+        self.send(
+            "POST",
+            &format!("/api/calls/{call}/{what}"),
+            &who.token,
+            None,
+        )
+    }
+
+    fn media(&self, who: &Person, call: &str, body: Value) -> (u16, Value) {
+        self.send(
+            "PATCH",
+            &format!("/api/calls/{call}/media"),
+            &who.token,
+            Some(&body),
+        )
+    }
+
+    /// `GET /api/calls/{call}`'s `call`.
+    fn call(&self, who: &Person, call: &str) -> Value {
+        let (s, body) = self.send("GET", &format!("/api/calls/{call}"), &who.token, None);
+        assert_eq!(s, 200, "GET call {call}: {body}");
+        body["call"].clone()
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Person {
+    id: Uuid,
+    token: String,
+}
+
+/// A user provisioned through the admin API (invitees must be known users).
+fn person(c: &Client, name: &str) -> Person {
+    let id = Uuid::new_v4();
+    let email = format!("{}@example.test", name.to_lowercase());
+    let (s, body) = c.send(
+        "PUT",
+        &format!("/api/admin/users/{id}"),
+        ADMIN_TOKEN,
+        Some(&json!({ "name": name, "email": email })),
+    );
+    assert_eq!(s, 200, "provision {name}: {body}");
+    Person {
+        id,
+        token: token(id, Some(name), Some(&email)),
+    }
+}
+
+fn call_id(created: &(u16, Value)) -> String {
+    assert_eq!(created.0, 201, "initiate: {}", created.1);
+    created.1["callId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no callId: {}", created.1))
+        .to_owned()
+}
+
+fn error_code(body: &Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or("")
+}
+
+// ---------------------------------------------------------------------------------------------
+// The SQLite file, read directly.
+
+const TABLES: [&str; 6] = [
+    "users",
+    "conversations",
+    "conversation_members",
+    "calls",
+    "call_participants",
+    "turn_credentials",
+];
+const LIVE: [&str; 3] = ["initiated", "ringing", "active"];
+const DEFAULT_MEDIA: &str = r#"{"audioEnabled":true,"videoEnabled":true,"screenSharing":false}"#;
+
+/// Read-only: the test never changes what the daemon (or its crash) left.
+fn open_db(path: &Path) -> Connection {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    conn.busy_timeout(Duration::from_secs(5)).unwrap();
+    conn
+}
+
+/// `PRAGMA integrity_check` says ok and `PRAGMA foreign_key_check` finds nothing.
+fn assert_intact(conn: &Connection) {
+    let mut stmt = conn.prepare("PRAGMA integrity_check").unwrap();
+    let rows: Vec<String> = stmt
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(rows, ["ok"], "integrity_check");
+    let mut stmt = conn.prepare("PRAGMA foreign_key_check").unwrap();
+    let bad: Vec<String> = stmt
+        .query_map([], |r| r.get::<_, String>(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(bad.is_empty(), "foreign_key_check: {bad:?}");
+}
+
+fn counts(conn: &Connection) -> BTreeMap<&'static str, i64> {
+    let tx = conn.unchecked_transaction().unwrap();
+    TABLES
+        .iter()
+        .map(|t| {
+            let n = tx
+                .query_row(&format!("SELECT count(*) FROM {t}"), [], |r| r.get(0))
+                .unwrap();
+            (*t, n)
+        })
+        .collect()
+}
+
+#[derive(Clone, Debug, PartialEq)]
+struct DbCall {
+    id: String,
+    conversation_id: String,
+    kind: String,
+    status: String,
+    initiated_by: String,
+    started_at: Option<String>,
+    ended_at: Option<String>,
+    duration: Option<i64>,
+    end_reason: Option<String>,
+    sfu_room_id: Option<String>,
+    recording_url: Option<String>,
+    quality_stats: Option<String>,
+    created_at: String,
+    updated_at: String,
+    /// The initiator first, then in insertion order (as the API lists them).
+    participants: Vec<DbParticipant>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+struct DbParticipant {
+    id: String,
+    user_id: String,
+    status: String,
+    joined_at: Option<String>,
+    left_at: Option<String>,
+    ice_candidates: Option<String>,
+    media_state: String,
+    media_stats: Option<String>,
+    connection_quality: Option<String>,
+    created_at: String,
+    updated_at: String,
+    name: Option<String>,
+    email: Option<String>,
+}
+
+impl DbCall {
+    fn is_live(&self) -> bool {
+        LIVE.contains(&self.status.as_str())
+    }
+
+    fn participant(&self, user: Uuid) -> &DbParticipant {
+        let user = user.to_string();
+        self.participants
+            .iter()
+            .find(|p| p.user_id == user)
+            .unwrap_or_else(|| panic!("{user} is not in call {self:#?}"))
+    }
+
+    /// The call as `GET /api/calls/{id}` shows it.
+    fn view(&self) -> Value {
+        let parse = |s: &str| serde_json::from_str::<Value>(s).expect("stored JSON");
+        json!({
+            "id": self.id,
+            "conversationId": self.conversation_id,
+            "type": self.kind,
+            "status": self.status,
+            "initiatedBy": self.initiated_by,
+            "startedAt": self.started_at,
+            "endedAt": self.ended_at,
+            "duration": self.duration,
+            "endReason": self.end_reason,
+            "sfuRoomId": null,
+            "qualityStats": self.quality_stats.as_deref().map(parse),
+            "createdAt": self.created_at,
+            "updatedAt": self.updated_at,
+            "participants": self.participants.iter().map(|p| json!({
+                "userId": p.user_id,
+                "userName": p.name,
+                "userIdentifier": p.email,
+                "status": p.status,
+                "joinedAt": p.joined_at,
+                "leftAt": p.left_at,
+                "mediaState": parse(&p.media_state),
+                "connectionQuality": p.connection_quality,
+            })).collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// Every call with its participants, read in one transaction.
+fn db_calls(conn: &Connection) -> BTreeMap<String, DbCall> {
+    let tx = conn.unchecked_transaction().unwrap();
+    let mut calls = BTreeMap::new();
+    {
+        let mut stmt = tx
+            .prepare(
+                "SELECT id, conversation_id, type, status, initiated_by, started_at, ended_at,
+                   duration_seconds, end_reason, sfu_room_id, recording_url, quality_stats,
+                   created_at, updated_at
+                 FROM calls",
+            )
+            .unwrap();
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(DbCall {
+                    id: r.get(0)?,
+                    conversation_id: r.get(1)?,
+                    kind: r.get(2)?,
+                    status: r.get(3)?,
+                    initiated_by: r.get(4)?,
+                    started_at: r.get(5)?,
+                    ended_at: r.get(6)?,
+                    duration: r.get(7)?,
+                    end_reason: r.get(8)?,
+                    sfu_room_id: r.get(9)?,
+                    recording_url: r.get(10)?,
+                    quality_stats: r.get(11)?,
+                    created_at: r.get(12)?,
+                    updated_at: r.get(13)?,
+                    participants: Vec::new(),
+                })
+            })
+            .unwrap();
+        for row in rows {
+            let c = row.unwrap();
+            calls.insert(c.id.clone(), c);
+        }
+        let mut stmt = tx
+            .prepare(
+                "SELECT p.call_id, p.id, p.user_id, p.status, p.joined_at, p.left_at,
+                   p.ice_candidates, p.media_state, p.media_stats, p.connection_quality,
+                   p.created_at, p.updated_at, u.name, u.email
+                 FROM call_participants p LEFT JOIN users u ON u.id = p.user_id
+                 ORDER BY p.rowid",
+            )
+            .unwrap();
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    DbParticipant {
+                        id: r.get(1)?,
+                        user_id: r.get(2)?,
+                        status: r.get(3)?,
+                        joined_at: r.get(4)?,
+                        left_at: r.get(5)?,
+                        ice_candidates: r.get(6)?,
+                        media_state: r.get(7)?,
+                        media_stats: r.get(8)?,
+                        connection_quality: r.get(9)?,
+                        created_at: r.get(10)?,
+                        updated_at: r.get(11)?,
+                        name: r.get(12)?,
+                        email: r.get(13)?,
+                    },
+                ))
+            })
+            .unwrap();
+        for row in rows {
+            let (call, p) = row.unwrap();
+            calls
+                .get_mut(&call)
+                .unwrap_or_else(|| panic!("participant {p:?} of a call that is not there"))
+                .participants
+                .push(p);
+        }
+    }
+    for c in calls.values_mut() {
+        let by = c.initiated_by.clone();
+        c.participants.sort_by_key(|p| p.user_id != by);
+    }
+    calls
+}
+
+fn ms(t: &str) -> u64 {
+    Timestamp::parse(t)
+        .unwrap_or_else(|| panic!("`{t}` is not a time"))
+        .unix_millis()
+}
+
+fn media(m: &str) -> Value {
+    serde_json::from_str(m).unwrap_or_else(|e| panic!("media_state `{m}`: {e}"))
+}
+
+/// The rules a stored call obeys whatever happened to it (the state machine's module doc and
+/// the schema's CHECKs, read together): nothing half-written, nothing contradictory.
+fn assert_consistent(c: &DbCall) {
+    let fail = |why: &str| -> ! { panic!("inconsistent call: {why}: {c:#?}") };
+    let live = c.is_live();
+    const STATUSES: [&str; 7] = [
+        "initiated",
+        "ringing",
+        "active",
+        "ended",
+        "missed",
+        "rejected",
+        "failed",
+    ];
+    if !STATUSES.contains(&c.status.as_str()) {
+        fail("unknown status");
+    }
+    if live != c.ended_at.is_none()
+        || live != c.duration.is_none()
+        || live != c.end_reason.is_none()
+    {
+        fail("a live call has an end, or a finished one lacks one");
+    }
+    if c.status == "active" && c.started_at.is_none() {
+        fail("active without started_at");
+    }
+    if matches!(c.status.as_str(), "initiated" | "ringing") && c.started_at.is_some() {
+        fail("not yet active but started");
+    }
+    if c.sfu_room_id.is_some() || c.recording_url.is_some() {
+        fail("sfu_room_id / recording_url written");
+    }
+    if c.updated_at < c.created_at {
+        fail("updated before created");
+    }
+    if c.participants.len() < 2 {
+        fail("fewer than two participants");
+    }
+    let users: BTreeSet<&str> = c.participants.iter().map(|p| p.user_id.as_str()).collect();
+    if users.len() != c.participants.len() {
+        fail("a user twice");
+    }
+    let initiator = &c.participants[0];
+    if initiator.user_id != c.initiated_by {
+        fail("the initiator is not a participant");
+    }
+    if initiator.joined_at.as_deref() != Some(c.created_at.as_str()) {
+        fail("the initiator did not join at creation");
+    }
+    if !matches!(initiator.status.as_str(), "joined" | "left") {
+        fail("the initiator is neither joined nor left");
+    }
+    for p in &c.participants {
+        if p.created_at != c.created_at {
+            fail("participant created apart from its call");
+        }
+        if p.updated_at < p.created_at {
+            fail("participant updated before created");
+        }
+        if p.ice_candidates.is_some() || p.media_stats.is_some() {
+            fail("ice_candidates / media_stats written");
+        }
+        let m = media(&p.media_state);
+        for k in ["audioEnabled", "videoEnabled", "screenSharing"] {
+            if !m[k].is_boolean() {
+                fail("media_state lacks a flag");
+            }
+        }
+        match p.status.as_str() {
+            "joined" => {
+                if p.joined_at.is_none() || p.left_at.is_some() {
+                    fail("joined without joined_at, or with left_at");
+                }
+                if !live {
+                    fail("joined in a finished call");
+                }
+            }
+            "left" => match (&p.joined_at, &p.left_at) {
+                (Some(j), Some(l)) if j <= l => {}
+                _ => fail("left without joined_at <= left_at"),
+            },
+            "invited" | "ringing" => {
+                if p.joined_at.is_some() || p.left_at.is_some() {
+                    fail("pending but has joined or left");
+                }
+                if !live {
+                    fail("pending in a finished call");
+                }
+            }
+            "rejected" | "missed" => {
+                if p.joined_at.is_some() || p.left_at.is_some() {
+                    fail("rejected/missed but has joined or left");
+                }
+            }
+            _ => fail("unknown participant status"),
+        }
+        if let (Some(l), Some(e)) = (&p.left_at, &c.ended_at) {
+            if l > e {
+                fail("left after the call ended");
+            }
+        }
+    }
+    if live && !c.participants.iter().any(|p| p.status == "joined") {
+        fail("live with nobody joined");
+    }
+    // Only an answer starts a call, and it starts it at the first answer.
+    let first_join = c.participants[1..]
+        .iter()
+        .filter_map(|p| p.joined_at.as_deref())
+        .min();
+    match (&c.started_at, first_join) {
+        (None, None) => {}
+        (Some(s), Some(j)) if s.as_str() <= j => {}
+        _ => fail("started_at does not match the invitees' answers"),
+    }
+    if let Some(e) = &c.ended_at {
+        if &c.updated_at != e {
+            fail("changed after it ended");
+        }
+        let expect = c
+            .started_at
+            .as_deref()
+            .map_or(0, |s| (ms(e) - ms(s)) / 1000);
+        if c.duration != Some(expect as i64) {
+            fail("duration is not ended_at - started_at");
+        }
+        let reason = c.end_reason.as_deref().unwrap_or("");
+        let ok = match c.status.as_str() {
+            "ended" => match reason {
+                "ended-by-user" => c.started_at.is_some(),
+                "cancelled" => c.started_at.is_none(),
+                "server-restart" | "server-shutdown" => true,
+                _ => false,
+            },
+            "missed" => reason == "no-answer" && c.started_at.is_none(),
+            "rejected" => reason == "rejected" && c.started_at.is_none(),
+            _ => false,
+        };
+        if !ok {
+            fail("end_reason does not fit the status");
+        }
+    }
+}
+
+/// What a restart did to a call that was live when the daemon died: ended `server-restart`
+/// after `killed_at`, joined participants left then, pending ones missed, nothing else changed.
+fn assert_reconciled(before: &DbCall, after: &DbCall, killed_at: u64) {
+    assert_consistent(after);
+    let ctx = || format!("before: {before:#?}\nafter: {after:#?}");
+    assert_eq!(after.status, "ended", "{}", ctx());
+    assert_eq!(
+        after.end_reason.as_deref(),
+        Some("server-restart"),
+        "{}",
+        ctx()
+    );
+    let ended = after.ended_at.as_deref().expect("ended_at");
+    assert!(ms(ended) >= killed_at, "ended before the kill: {}", ctx());
+    assert!(ended >= before.updated_at.as_str(), "{}", ctx());
+    let expect = before
+        .started_at
+        .as_deref()
+        .map_or(0, |s| (ms(ended) - ms(s)) / 1000);
+    assert_eq!(after.duration, Some(expect as i64), "{}", ctx());
+    let unchanged = DbCall {
+        status: before.status.clone(),
+        ended_at: None,
+        duration: None,
+        end_reason: None,
+        updated_at: before.updated_at.clone(),
+        participants: before.participants.clone(),
+        ..after.clone()
+    };
+    assert_eq!(&unchanged, before, "only the end may change");
+    assert_eq!(after.participants.len(), before.participants.len());
+    for (b, a) in before.participants.iter().zip(&after.participants) {
+        let mut expect = b.clone();
+        match b.status.as_str() {
+            "joined" => {
+                expect.status = "left".into();
+                expect.left_at = Some(ended.to_owned());
+                expect.updated_at = ended.to_owned();
+            }
+            "invited" | "ringing" => {
+                expect.status = "missed".into();
+                expect.updated_at = ended.to_owned();
+            }
+            _ => {}
+        }
+        assert_eq!(a, &expect, "{}", ctx());
+    }
+}
+
+/// The log line of the restart reconciliation, and how many calls it ended.
+fn reconciled_in_log(daemon: &Daemon) -> Option<usize> {
+    let line = daemon
+        .log()
+        .into_iter()
+        .find(|l| l.contains("server-restart") && l.contains("ended"))?;
+    Some(
+        field(&line, "calls")
+            .unwrap_or_else(|| panic!("no calls= in {line}"))
+            .parse()
+            .unwrap(),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. A SIGKILL in the middle of calls.
+
+#[test]
+fn sigkill_mid_call_ends_it_server_restart_with_no_lost_rows() {
+    let t0 = Instant::now();
+    let daemon = Daemon::start_with(Options::default());
+    let c = Client::new(&daemon);
+    let [ada, bob, cy, dee] = ["Ada", "Bob", "Cy", "Dee"].map(|n| person(&c, n));
+    let (conv_ab, conv_abc, conv_all, conv_ac) = (
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+    );
+    let mut live = Vec::new();
+    let mut finished = Vec::new();
+    // Who may see each call (any member of its conversation): its initiator.
+    let mut seer: HashMap<String, Person> = HashMap::new();
+
+    // An active 1:1 call, both with media changed.
+    let r = c.initiate(&ada, conv_ab, &[&bob], "video");
+    let active_1to1 = call_id(&r);
+    assert_eq!(r.1["status"], "initiated", "{}", r.1);
+    assert_eq!(r.1["participants"][0]["status"], "invited", "{}", r.1);
+    let (s, b) = c.act(&bob, &active_1to1, "answer");
+    assert_eq!((s, b["status"].as_str()), (200, Some("active")), "{b}");
+    assert!(b["startedAt"].is_string(), "{b}");
+    let (s, b) = c.media(&ada, &active_1to1, json!({ "audioEnabled": false }));
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(
+        b["mediaState"],
+        json!({ "audioEnabled": false, "videoEnabled": true, "screenSharing": false })
+    );
+    let (s, b) = c.media(
+        &bob,
+        &active_1to1,
+        json!({ "videoEnabled": false, "screenSharing": true }),
+    );
+    assert_eq!(s, 200, "{b}");
+    live.push(active_1to1.clone());
+    seer.insert(active_1to1, ada.clone());
+
+    // A group call nobody answered yet; an invitee muted before answering.
+    let r = c.initiate(&ada, conv_abc, &[&bob, &cy], "audio");
+    let ringing_group = call_id(&r);
+    let (s, b) = c.media(&cy, &ringing_group, json!({ "audioEnabled": false }));
+    assert_eq!(s, 200, "{b}");
+    live.push(ringing_group.clone());
+    seer.insert(ringing_group, ada.clone());
+
+    // An active group call: one answered, one rejected, one still invited.
+    let r = c.initiate(&dee, conv_all, &[&ada, &bob, &cy], "video");
+    let mixed_group = call_id(&r);
+    let (s, b) = c.act(&bob, &mixed_group, "answer");
+    assert_eq!((s, b["status"].as_str()), (200, Some("active")), "{b}");
+    let (s, b) = c.act(&cy, &mixed_group, "reject");
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(
+        (b["status"].as_str(), b["callStatus"].as_str()),
+        (Some("rejected"), Some("active"))
+    );
+    live.push(mixed_group.clone());
+    seer.insert(mixed_group, dee.clone());
+
+    // An active group call its initiator left: it goes on between the two who answered.
+    let r = c.initiate(&dee, conv_all, &[&ada, &bob, &cy], "audio");
+    let left_group = call_id(&r);
+    for p in [&ada, &bob] {
+        let (s, b) = c.act(p, &left_group, "answer");
+        assert_eq!(s, 200, "{b}");
+    }
+    let (s, b) = c.act(&dee, &left_group, "end");
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(
+        (b["status"].as_str(), b["callStatus"].as_str()),
+        (Some("left"), Some("active"))
+    );
+    live.push(left_group.clone());
+    seer.insert(left_group, dee.clone());
+
+    // An ended 1:1 call.
+    let r = c.initiate(&ada, conv_ab, &[&bob], "audio");
+    let ended = call_id(&r);
+    let (s, b) = c.act(&bob, &ended, "answer");
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = c.act(&ada, &ended, "end");
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["status"], "ended");
+    assert_eq!(b["endReason"], "ended-by-user");
+    assert!(b["duration"].is_u64(), "{b}");
+    finished.push(ended.clone());
+    seer.insert(ended, ada.clone());
+
+    // A rejected 1:1 call.
+    let r = c.initiate(&ada, conv_ac, &[&cy], "video");
+    let rejected = call_id(&r);
+    let (s, b) = c.act(&cy, &rejected, "reject");
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(
+        (b["status"].as_str(), b["callStatus"].as_str()),
+        (Some("rejected"), Some("rejected"))
+    );
+    finished.push(rejected.clone());
+    seer.insert(rejected, ada.clone());
+
+    // A cancelled 1:1 call.
+    let r = c.initiate(&bob, conv_ab, &[&ada], "audio");
+    let cancelled = call_id(&r);
+    let (s, b) = c.act(&bob, &cancelled, "end");
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(
+        (b["endReason"].as_str(), b["duration"].as_u64()),
+        (Some("cancelled"), Some(0))
+    );
+    finished.push(cancelled.clone());
+    seer.insert(cancelled, bob.clone());
+
+    let (s, b) = c.send("GET", "/api/calls/turn-credentials", &ada.token, None);
+    assert_eq!(s, 200, "{b}");
+
+    // What the API acknowledged, as it shows it.
+    let before: BTreeMap<String, Value> = seer
+        .iter()
+        .map(|(id, p)| (id.clone(), c.call(p, id)))
+        .collect();
+    for id in &live {
+        assert!(
+            LIVE.contains(&before[id]["status"].as_str().unwrap()),
+            "{}",
+            before[id]
+        );
+    }
+
+    let killed_at = Timestamp::now().unix_millis();
+    let dir = daemon.kill();
+
+    // The file as the crash left it: intact, every acknowledged row there, exactly as acked.
+    let path = dir.path().join("switchboard.db");
+    let conn = open_db(&path);
+    assert_intact(&conn);
+    let rows = counts(&conn);
+    let expected: BTreeMap<&str, i64> = [
+        ("users", 4),
+        ("conversations", 4),
+        // ab 2, abc 3, all 4, ac 2
+        ("conversation_members", 11),
+        ("calls", 7),
+        ("call_participants", 2 + 3 + 4 + 4 + 2 + 2 + 2),
+        ("turn_credentials", 1),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(rows, expected, "rows after the SIGKILL");
+    let crashed = db_calls(&conn);
+    assert_eq!(
+        crashed.keys().collect::<Vec<_>>(),
+        before.keys().collect::<Vec<_>>()
+    );
+    for (id, call) in &crashed {
+        assert_consistent(call);
+        assert_eq!(call.view(), before[id], "call {id} in the file vs the API");
+    }
+    drop(conn);
+
+    let daemon = Daemon::restart(dir);
+    let c = Client::new(&daemon);
+    assert_eq!(
+        reconciled_in_log(&daemon),
+        Some(live.len()),
+        "the log reports the reconciliation: {:#?}",
+        daemon.log()
+    );
+
+    for id in &finished {
+        assert_eq!(c.call(&seer[id], id), before[id], "a finished call changed");
+    }
+    for id in &live {
+        let old = &before[id];
+        let new = c.call(&seer[id], id);
+        assert_eq!(new["status"], "ended", "{new}");
+        assert_eq!(new["endReason"], "server-restart", "{new}");
+        let ended_at = new["endedAt"].as_str().expect("endedAt");
+        assert!(ms(ended_at) >= killed_at, "{new}");
+        assert_eq!(new["updatedAt"], new["endedAt"]);
+        let expect = old["startedAt"]
+            .as_str()
+            .map_or(0, |s| (ms(ended_at) - ms(s)) / 1000);
+        assert_eq!(new["duration"].as_u64(), Some(expect), "{new}");
+        for k in [
+            "id",
+            "conversationId",
+            "type",
+            "initiatedBy",
+            "startedAt",
+            "createdAt",
+        ] {
+            assert_eq!(new[k], old[k], "{k} of {new}");
+        }
+        let (olds, news) = (
+            old["participants"].as_array().unwrap(),
+            new["participants"].as_array().unwrap(),
+        );
+        assert_eq!(olds.len(), news.len());
+        for (o, n) in olds.iter().zip(news) {
+            let mut expect = o.clone();
+            match o["status"].as_str().unwrap() {
+                "joined" => {
+                    expect["status"] = json!("left");
+                    expect["leftAt"] = json!(ended_at);
+                }
+                "invited" | "ringing" => expect["status"] = json!("missed"),
+                _ => {}
+            }
+            assert_eq!(n, &expect, "participant of {new}");
+        }
+    }
+    // The file agrees with the API, and no row was lost or added.
+    let conn = open_db(&daemon.store_path());
+    assert_intact(&conn);
+    assert_eq!(counts(&conn), rows, "rows after the restart");
+    let after = db_calls(&conn);
+    for (id, call) in &after {
+        assert_consistent(call);
+        if live.contains(id) {
+            assert_reconciled(&crashed[id], call, killed_at);
+        } else {
+            assert_eq!(call, &crashed[id], "a finished call's row changed");
+        }
+    }
+
+    // New calls work after the restart.
+    let r = c.initiate(&ada, conv_ab, &[&bob], "video");
+    let fresh = call_id(&r);
+    let (s, b) = c.act(&bob, &fresh, "answer");
+    assert_eq!((s, b["status"].as_str()), (200, Some("active")), "{b}");
+    let (s, b) = c.media(&bob, &fresh, json!({ "videoEnabled": false }));
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = c.act(&bob, &fresh, "end");
+    assert_eq!(
+        (s, b["endReason"].as_str()),
+        (200, Some("ended-by-user")),
+        "{b}"
+    );
+    let view = c.call(&ada, &fresh);
+    assert_eq!(view["status"], "ended");
+    let mut rows_now = rows.clone();
+    *rows_now.get_mut("calls").unwrap() += 1;
+    *rows_now.get_mut("call_participants").unwrap() += 2;
+    assert_eq!(counts(&conn), rows_now);
+    assert_consistent(&db_calls(&conn)[&fresh]);
+    eprintln!(
+        "sigkill_mid_call: {} live calls reconciled, {} finished untouched, in {:?}",
+        live.len(),
+        finished.len(),
+        t0.elapsed()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. SIGKILL under load.
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Op {
+    Initiate,
+    Answer,
+    Media,
+    End,
+}
+
+/// A transition the API acknowledged with a 2xx.
+#[derive(Clone, Debug)]
+enum Ack {
+    Initiated {
+        call: String,
+        pair: usize,
+    },
+    Answered {
+        call: String,
+        started_at: String,
+    },
+    Media {
+        call: String,
+        user: Uuid,
+        state: Value,
+    },
+    Ended {
+        call: String,
+        duration: u64,
+    },
+}
+
+#[derive(Default)]
+struct Load {
+    acks: Vec<Ack>,
+    /// The request that was being sent when the daemon died (its call, if it had one).
+    in_flight: Option<(Op, Option<String>)>,
+    /// Non-2xx answers: none is expected.
+    unexpected: Vec<String>,
+    /// The transport error that stopped the client.
+    error: Option<String>,
+}
+
+struct Pair {
+    a: Person,
+    b: Person,
+    conv: Uuid,
+}
+
+/// Full lifecycles until the daemon dies (bounded by `deadline`): initiate → answer → media →
+/// end. Only the kill stops a client, so each has a request in flight (or about to be) then.
+fn lifecycles(c: &Client, pairs: &[Pair], i: usize, deadline: Instant) -> Load {
+    let pair = &pairs[i];
+    let mut out = Load::default();
+    let mut n = 0u64;
+    // One request: Some(body) if it got `want`; None (stop) otherwise.
+    let step = |out: &mut Load,
+                op: Op,
+                call: Option<&str>,
+                method: &str,
+                path: String,
+                who: &Person,
+                body: Option<Value>,
+                want: u16|
+     -> Option<Value> {
+        out.in_flight = Some((op, call.map(str::to_owned)));
+        match c.try_send(method, &path, &who.token, body.as_ref()) {
+            Err(e) => {
+                out.error = Some(e);
+                None
+            }
+            Ok((s, b)) if s == want => Some(b),
+            Ok((s, b)) => {
+                out.unexpected.push(format!("{method} {path}: {s} {b}"));
+                None
+            }
+        }
+    };
+    while Instant::now() < deadline {
+        n += 1;
+        let body =
+            json!({ "conversationId": pair.conv, "type": "audio", "participantIds": [pair.b.id] });
+        let Some(r) = step(
+            &mut out,
+            Op::Initiate,
+            None,
+            "POST",
+            "/api/calls/initiate".into(),
+            &pair.a,
+            Some(body),
+            201,
+        ) else {
+            break;
+        };
+        let call = r["callId"].as_str().expect("callId").to_owned();
+        out.acks.push(Ack::Initiated {
+            call: call.clone(),
+            pair: i,
+        });
+        let path = |what: &str| format!("/api/calls/{call}/{what}");
+
+        let Some(r) = step(
+            &mut out,
+            Op::Answer,
+            Some(&call),
+            "POST",
+            path("answer"),
+            &pair.b,
+            None,
+            200,
+        ) else {
+            break;
+        };
+        match (r["status"].as_str(), r["startedAt"].as_str()) {
+            (Some("active"), Some(t)) => out.acks.push(Ack::Answered {
+                call: call.clone(),
+                started_at: t.to_owned(),
+            }),
+            _ => {
+                out.unexpected.push(format!("answer: {r}"));
+                break;
+            }
+        }
+
+        // Always differs from the default (audio off); the user alternates.
+        let who = if n % 2 == 0 { &pair.a } else { &pair.b };
+        let change = json!({ "audioEnabled": false, "videoEnabled": n % 3 == 0 });
+        let Some(r) = step(
+            &mut out,
+            Op::Media,
+            Some(&call),
+            "PATCH",
+            path("media"),
+            who,
+            Some(change),
+            200,
+        ) else {
+            break;
+        };
+        out.acks.push(Ack::Media {
+            call: call.clone(),
+            user: who.id,
+            state: r["mediaState"].clone(),
+        });
+
+        let who = if n % 2 == 0 { &pair.b } else { &pair.a };
+        let Some(r) = step(
+            &mut out,
+            Op::End,
+            Some(&call),
+            "POST",
+            path("end"),
+            who,
+            None,
+            200,
+        ) else {
+            break;
+        };
+        match (
+            r["status"].as_str(),
+            r["endReason"].as_str(),
+            r["duration"].as_u64(),
+        ) {
+            (Some("ended"), Some("ended-by-user"), Some(d)) => out.acks.push(Ack::Ended {
+                call: call.clone(),
+                duration: d,
+            }),
+            _ => {
+                out.unexpected.push(format!("end: {r}"));
+                break;
+            }
+        }
+        out.in_flight = None;
+    }
+    out
+}
+
+/// Checks the file a SIGKILL left against everything acknowledged so far, and that it holds
+/// nothing unacknowledged but what was in flight.
+fn check_after_kill(
+    conn: &Connection,
+    pairs: &[Pair],
+    acks: &[Ack],
+    in_flight: &HashSet<(Op, Option<String>)>,
+    unacked_initiates_allowed: usize,
+) -> Checked {
+    assert_intact(conn);
+    let calls = db_calls(conn);
+    let mut acked_initiate = HashSet::new();
+    let mut acked_answer = HashSet::new();
+    let mut acked_media = HashSet::new();
+    let mut acked_end = HashSet::new();
+    for ack in acks {
+        match ack {
+            Ack::Initiated { call, pair } => {
+                let c = calls
+                    .get(call)
+                    .unwrap_or_else(|| panic!("acknowledged call {call} is not in the file"));
+                let p = &pairs[*pair];
+                assert_eq!(c.conversation_id, p.conv.to_string());
+                assert_eq!(c.initiated_by, p.a.id.to_string());
+                let users: Vec<&str> = c.participants.iter().map(|x| x.user_id.as_str()).collect();
+                assert_eq!(users, [p.a.id.to_string(), p.b.id.to_string()], "{c:#?}");
+                acked_initiate.insert(call.clone());
+            }
+            Ack::Answered { call, started_at } => {
+                let c = &calls[call];
+                assert_eq!(
+                    c.started_at.as_ref(),
+                    Some(started_at),
+                    "acked answer lost: {c:#?}"
+                );
+                let b = &c.participants[1];
+                assert!(
+                    matches!(b.status.as_str(), "joined" | "left")
+                        && b.joined_at.as_ref() == Some(started_at),
+                    "acked answer lost: {c:#?}"
+                );
+                acked_answer.insert(call.clone());
+            }
+            Ack::Media { call, user, state } => {
+                let c = &calls[call];
+                assert_eq!(
+                    &media(&c.participant(*user).media_state),
+                    state,
+                    "acked media change lost: {c:#?}"
+                );
+                acked_media.insert(call.clone());
+            }
+            Ack::Ended { call, duration } => {
+                let c = &calls[call];
+                assert_eq!(c.status, "ended", "acked end lost: {c:#?}");
+                assert_eq!(c.end_reason.as_deref(), Some("ended-by-user"), "{c:#?}");
+                assert_eq!(c.duration, Some(*duration as i64), "{c:#?}");
+                assert!(c.participants.iter().all(|p| p.status == "left"), "{c:#?}");
+                acked_end.insert(call.clone());
+            }
+        }
+    }
+    // Nothing the server did not acknowledge, except what was in flight when it died (it may
+    // have committed without its answer getting out): counted in `unacked`.
+    let flying = |op: Op, call: &str| in_flight.contains(&(op, Some(call.to_owned())));
+    let mut unacked = 0;
+    let mut unacked_initiates = 0;
+    let mut live = 0;
+    for (id, c) in &calls {
+        assert_consistent(c);
+        let pair = pairs
+            .iter()
+            .find(|p| p.conv.to_string() == c.conversation_id)
+            .unwrap_or_else(|| panic!("a call no client made: {c:#?}"));
+        let users: Vec<&str> = c.participants.iter().map(|x| x.user_id.as_str()).collect();
+        assert_eq!(
+            users,
+            [pair.a.id.to_string(), pair.b.id.to_string()],
+            "{c:#?}"
+        );
+        live += usize::from(c.is_live());
+        if !acked_initiate.contains(id) {
+            unacked_initiates += 1;
+            assert!(
+                c.started_at.is_none(),
+                "nobody knew {id} to answer it: {c:#?}"
+            );
+        }
+        let mut committed_unacked = |acked: &HashSet<String>, op: Op| {
+            if !acked.contains(id) {
+                assert!(flying(op, id), "{op:?} nobody acknowledged: {c:#?}");
+                unacked += 1;
+            }
+        };
+        if c.started_at.is_some() {
+            committed_unacked(&acked_answer, Op::Answer);
+        }
+        if c.participants
+            .iter()
+            .any(|p| media(&p.media_state) != media(DEFAULT_MEDIA))
+        {
+            committed_unacked(&acked_media, Op::Media);
+        }
+        if matches!(c.end_reason.as_deref(), Some("ended-by-user" | "cancelled")) {
+            committed_unacked(&acked_end, Op::End);
+        }
+    }
+    assert!(
+        unacked_initiates <= unacked_initiates_allowed,
+        "{unacked_initiates} calls nobody acknowledged, {unacked_initiates_allowed} initiates in flight"
+    );
+    Checked {
+        calls,
+        live,
+        unacked: unacked + unacked_initiates,
+    }
+}
+
+/// What [`check_after_kill`] found.
+struct Checked {
+    calls: BTreeMap<String, DbCall>,
+    /// Live calls, which a restart must end.
+    live: usize,
+    /// Transitions committed whose answer never got out (in flight at a kill), so far.
+    unacked: usize,
+}
+
+#[test]
+fn sigkill_during_load_loses_no_acknowledged_transition() {
+    const CLIENTS: usize = 8;
+    const ROUNDS: usize = 3;
+    let t0 = Instant::now();
+    let mut daemon = Daemon::start_with(Options::default());
+    let c = Client::new(&daemon);
+    let pairs: Arc<Vec<Pair>> = Arc::new(
+        (0..CLIENTS)
+            .map(|i| Pair {
+                a: person(&c, &format!("Caller{i}")),
+                b: person(&c, &format!("Callee{i}")),
+                conv: Uuid::new_v4(),
+            })
+            .collect(),
+    );
+    let mut acks: Vec<Ack> = Vec::new();
+    let mut in_flight: HashSet<(Op, Option<String>)> = HashSet::new();
+    let mut initiates_in_flight = 0;
+    let mut in_flight_total = 0;
+    for round in 1..=ROUNDS {
+        let c = Client::new(&daemon);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let threads: Vec<_> = (0..CLIENTS)
+            .map(|i| {
+                let (c, pairs) = (c.clone(), pairs.clone());
+                std::thread::spawn(move || lifecycles(&c, &pairs, i, deadline))
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(1200 + 300 * round as u64));
+        let killed_at = Timestamp::now().unix_millis();
+        let dir = daemon.kill();
+        let mut round_acks = 0;
+        let mut errors = 0;
+        for t in threads {
+            let load = t.join().expect("client thread");
+            assert!(
+                load.unexpected.is_empty(),
+                "non-2xx answers: {:?}",
+                load.unexpected
+            );
+            errors += usize::from(load.error.is_some());
+            if let Some(f) = load.in_flight {
+                initiates_in_flight += usize::from(f.0 == Op::Initiate);
+                in_flight_total += 1;
+                in_flight.insert(f);
+            }
+            round_acks += load.acks.len();
+            acks.extend(load.acks);
+        }
+        assert_eq!(errors, CLIENTS, "every client was stopped by the kill");
+        assert!(round_acks > 0, "no load before the kill");
+
+        let conn = open_db(&dir.path().join("switchboard.db"));
+        let Checked {
+            calls: crashed,
+            live,
+            unacked,
+        } = check_after_kill(&conn, &pairs, &acks, &in_flight, initiates_in_flight);
+        let rows = counts(&conn);
+        drop(conn);
+
+        daemon = Daemon::restart(dir);
+        let reconciled = reconciled_in_log(&daemon).unwrap_or(0);
+        assert_eq!(reconciled, live, "calls reconciled vs live at the kill");
+        let conn = open_db(&daemon.store_path());
+        assert_intact(&conn);
+        assert_eq!(counts(&conn), rows, "rows lost or added by the restart");
+        let after = db_calls(&conn);
+        assert!(
+            after.values().all(|c| !c.is_live()),
+            "live calls after the restart"
+        );
+        for (id, c) in &after {
+            let old = &crashed[id];
+            if old.is_live() {
+                assert_reconciled(old, c, killed_at);
+            } else {
+                assert_eq!(c, old, "a finished call changed in the restart");
+            }
+        }
+        // Everything acknowledged still holds after the reconciliation.
+        check_after_kill(&conn, &pairs, &acks, &in_flight, initiates_in_flight);
+        eprintln!(
+            "load round {round}: {round_acks} acknowledged transitions ({} in all), {} calls in the \
+             file, {live} live at the kill and reconciled; {} requests in flight at the kills so far, \
+             {unacked} of them committed without their answer ({:?})",
+            acks.len(),
+            after.len(),
+            in_flight_total,
+            t0.elapsed()
+        );
+    }
+    // The daemon serves after the last restart.
+    let c = Client::new(&daemon);
+    let p = &pairs[0];
+    let id = call_id(&c.initiate(&p.a, p.conv, &[&p.b], "video"));
+    assert_eq!(c.act(&p.b, &id, "answer").0, 200);
+    assert_eq!(c.act(&p.a, &id, "end").0, 200);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3–6. Races on one call.
+
+/// Runs `f(0)` and `f(1)` on two threads released together.
+fn at_once<T: Send + 'static>(f: impl Fn(usize) -> T + Send + Sync + 'static) -> [T; 2] {
+    let f = Arc::new(f);
+    let barrier = Arc::new(Barrier::new(2));
+    let threads: Vec<_> = (0..2)
+        .map(|i| {
+            let (f, barrier) = (f.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                f(i)
+            })
+        })
+        .collect();
+    let mut out = threads.into_iter().map(|t| t.join().expect("racer"));
+    [out.next().unwrap(), out.next().unwrap()]
+}
+
+#[test]
+fn two_invitees_answering_at_once() {
+    let t0 = Instant::now();
+    let daemon = Daemon::start_with(Options::default());
+    let c = Client::new(&daemon);
+    let (a, b, cy) = (person(&c, "Ada"), person(&c, "Bob"), person(&c, "Cy"));
+    let conv = Uuid::new_v4();
+    let conn = open_db(&daemon.store_path());
+    let mut first = [0; 2];
+    let mut same_ms = 0;
+    for _ in 0..30 {
+        let id = call_id(&c.initiate(&a, conv, &[&b, &cy], "video"));
+        let answerers = [b.clone(), cy.clone()];
+        let (c2, id2) = (c.clone(), id.clone());
+        let [rb, rc] = at_once(move |i| c2.act(&answerers[i], &id2, "answer"));
+        for r in [&rb, &rc] {
+            assert_eq!(
+                (r.0, r.1["status"].as_str()),
+                (200, Some("active")),
+                "{}",
+                r.1
+            );
+        }
+        assert_eq!(rb.1["startedAt"], rc.1["startedAt"], "one start for both");
+        let call = &db_calls(&conn)[&id];
+        assert_consistent(call);
+        assert_eq!(call.status, "active");
+        let joined: Vec<&str> = call.participants[1..]
+            .iter()
+            .map(|p| {
+                assert_eq!(p.status, "joined", "{call:#?}");
+                p.joined_at.as_deref().expect("joined_at")
+            })
+            .collect();
+        let earlier = joined.iter().min().unwrap();
+        assert_eq!(call.started_at.as_deref(), Some(*earlier), "{call:#?}");
+        assert_eq!(rb.1["startedAt"].as_str(), Some(*earlier));
+        match joined[0].cmp(joined[1]) {
+            std::cmp::Ordering::Less => first[0] += 1,
+            std::cmp::Ordering::Greater => first[1] += 1,
+            std::cmp::Ordering::Equal => same_ms += 1,
+        }
+        assert_eq!(call.participants[0].status, "joined");
+    }
+    eprintln!(
+        "two invitees: first answer by Bob {}, by Cy {}, same millisecond {same_ms} ({:?})",
+        first[0],
+        first[1],
+        t0.elapsed()
+    );
+}
+
+#[test]
+fn the_same_invitee_answering_twice_at_once() {
+    let daemon = Daemon::start_with(Options::default());
+    let c = Client::new(&daemon);
+    let (a, b) = (person(&c, "Ada"), person(&c, "Bob"));
+    let conv = Uuid::new_v4();
+    let conn = open_db(&daemon.store_path());
+    for _ in 0..20 {
+        let id = call_id(&c.initiate(&a, conv, &[&b], "audio"));
+        let (c2, id2, b2) = (c.clone(), id.clone(), b.clone());
+        let rs = at_once(move |_| c2.act(&b2, &id2, "answer"));
+        let mut statuses: Vec<u16> = rs.iter().map(|r| r.0).collect();
+        statuses.sort_unstable();
+        assert_eq!(statuses, [200, 409], "{rs:?}");
+        let conflict = rs.iter().find(|r| r.0 == 409).unwrap();
+        assert_eq!(
+            error_code(&conflict.1),
+            "invalid_transition",
+            "{}",
+            conflict.1
+        );
+        let ok = rs.iter().find(|r| r.0 == 200).unwrap();
+        let call = &db_calls(&conn)[&id];
+        assert_consistent(call);
+        assert_eq!(call.status, "active");
+        assert_eq!(call.participants[1].status, "joined");
+        assert_eq!(call.started_at, call.participants[1].joined_at);
+        assert_eq!(ok.1["startedAt"].as_str(), call.started_at.as_deref());
+        assert_eq!(c.act(&a, &id, "end").0, 200);
+    }
+}
+
+#[test]
+fn answer_racing_end() {
+    let t0 = Instant::now();
+    let daemon = Daemon::start_with(Options::default());
+    let c = Client::new(&daemon);
+    let (a, b) = (person(&c, "Ada"), person(&c, "Bob"));
+    let conv = Uuid::new_v4();
+    let conn = open_db(&daemon.store_path());
+    let (mut answered_first, mut ended_first) = (0, 0);
+    for _ in 0..30 {
+        let id = call_id(&c.initiate(&a, conv, &[&b], "video"));
+        let (c2, id2, who) = (c.clone(), id.clone(), [b.clone(), a.clone()]);
+        let [answer, end] = at_once(move |i| c2.act(&who[i], &id2, ["answer", "end"][i]));
+        assert_eq!(end.0, 200, "end: {}", end.1);
+        assert_eq!(end.1["status"], "ended", "{}", end.1);
+        let call = &db_calls(&conn)[&id];
+        assert_consistent(call);
+        assert_eq!(call.status, "ended", "{call:#?}");
+        let (ada, bob) = (&call.participants[0], &call.participants[1]);
+        assert_eq!(ada.status, "left");
+        match (answer.0, end.1["endReason"].as_str()) {
+            (200, Some("ended-by-user")) => {
+                answered_first += 1;
+                assert_eq!(answer.1["status"], "active", "{}", answer.1);
+                assert!(call.started_at.is_some(), "{call:#?}");
+                assert_eq!(answer.1["startedAt"].as_str(), call.started_at.as_deref());
+                assert_eq!(call.end_reason.as_deref(), Some("ended-by-user"));
+                assert_eq!(end.1["duration"].as_i64(), call.duration);
+                assert_eq!(bob.status, "left");
+                assert_eq!(bob.joined_at, call.started_at);
+            }
+            (409, Some("cancelled")) => {
+                ended_first += 1;
+                assert_eq!(error_code(&answer.1), "invalid_transition", "{}", answer.1);
+                assert_eq!(end.1["duration"], 0);
+                assert_eq!(call.end_reason.as_deref(), Some("cancelled"));
+                assert_eq!(call.started_at, None);
+                assert_eq!(bob.status, "missed");
+            }
+            _ => panic!("answer {answer:?} with end {end:?} left {call:#?}"),
+        }
+    }
+    eprintln!(
+        "answer racing end: answer first {answered_first}, end first {ended_first} ({:?})",
+        t0.elapsed()
+    );
+}
+
+#[test]
+fn reject_racing_ring_timeout() {
+    const CALLS: usize = 16;
+    let t0 = Instant::now();
+    let daemon = Daemon::start_with(Options {
+        calls: "ring_timeout = \"1s\"".into(),
+        ..Options::default()
+    });
+    let c = Client::new(&daemon);
+    let pairs: Vec<(Person, Person)> = (0..CALLS)
+        .map(|i| {
+            (
+                person(&c, &format!("Caller{i}")),
+                person(&c, &format!("Callee{i}")),
+            )
+        })
+        .collect();
+    let threads: Vec<_> = pairs
+        .into_iter()
+        .enumerate()
+        .map(|(i, (a, b))| {
+            let c = c.clone();
+            std::thread::spawn(move || {
+                let id = call_id(&c.initiate(&a, Uuid::new_v4(), &[&b], "audio"));
+                let created = ms(c.call(&a, &id)["createdAt"].as_str().unwrap());
+                // From 40 ms before the deadline to 35 ms after it (the timer wakes ~5 ms late).
+                let at = created + 1000 - 40 + 5 * i as u64;
+                let now = Timestamp::now().unix_millis();
+                std::thread::sleep(Duration::from_millis(at.saturating_sub(now)));
+                let r = c.act(&b, &id, "reject");
+                (id, created, at as i64 - (created as i64 + 1000), r)
+            })
+        })
+        .collect();
+    let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let conn = open_db(&daemon.store_path());
+    let calls = db_calls(&conn);
+    let (mut rejected, mut missed) = (Vec::new(), Vec::new());
+    for (id, created, offset, r) in results {
+        let call = &calls[&id];
+        assert_consistent(call);
+        let (ada, bob) = (&call.participants[0], &call.participants[1]);
+        assert_eq!(ada.status, "left", "{call:#?}");
+        assert_eq!(call.started_at, None);
+        // The deadline holds to the millisecond: a reject sent at or after it finds the call
+        // missed, whether or not the ring timer has run yet.
+        if offset >= 0 {
+            assert_eq!(
+                r.0, 409,
+                "a reject {offset} ms past the deadline: {r:?} {call:#?}"
+            );
+        }
+        match r.0 {
+            200 => {
+                rejected.push(offset);
+                assert_eq!(
+                    (r.1["status"].as_str(), r.1["callStatus"].as_str()),
+                    (Some("rejected"), Some("rejected"))
+                );
+                assert_eq!(call.status, "rejected", "{call:#?}");
+                assert_eq!(call.end_reason.as_deref(), Some("rejected"));
+                assert_eq!(bob.status, "rejected");
+            }
+            409 => {
+                missed.push(offset);
+                assert_eq!(error_code(&r.1), "invalid_transition", "{}", r.1);
+                assert_eq!(call.status, "missed", "{call:#?}");
+                assert_eq!(call.end_reason.as_deref(), Some("no-answer"));
+                assert_eq!(bob.status, "missed");
+                let ended = ms(call.ended_at.as_deref().unwrap());
+                assert!(
+                    ended >= created + 1000,
+                    "missed before the ring timeout: {call:#?}"
+                );
+            }
+            _ => panic!("reject: {r:?} left {call:#?}"),
+        }
+    }
+    eprintln!(
+        "reject racing ring timeout: rejected at offsets {rejected:?} ms, missed at {missed:?} ms ({:?})",
+        t0.elapsed()
+    );
+}
