@@ -10,15 +10,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
 use std::process::Command;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{code, error_code, request, token, unix_now, Api, Daemon, Options};
-use common::{ADMIN_TOKEN, JWT_SECRET, SECRET};
-use serde_json::{json, Map, Value};
-use stun_types::attribute::Nonce;
-use stun_types::message::{Message, MessageWrite, MessageWriteExt, MessageWriteVec};
+use common::{assert_fields, code, error_code, nonce_of, relayed_of, request, token, unix_now};
+use common::{wait_until, Api, Daemon, Options, Person, ADMIN_TOKEN, JWT_SECRET, SECRET};
+use serde_json::{json, Value};
+use stun_types::message::{MessageWrite, MessageWriteExt, MessageWriteVec};
 use switchboard_signaling::time::Timestamp;
-use turn_types::attribute::{RequestedTransport, XorRelayedAddress};
+use turn_types::attribute::RequestedTransport;
 use turn_types::message::ALLOCATE;
 use uuid::Uuid;
 
@@ -38,32 +37,28 @@ fn default_media() -> Value {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Users.
+// The API's refusals: the status and the error code.
 
-/// A user of the host application, with a token for the test daemons.
-struct Person {
-    id: Uuid,
-    name: String,
-    email: String,
-    token: String,
-}
+type Refusal = (u16, &'static str);
 
-fn person(name: &str) -> Person {
-    let id = Uuid::new_v4();
-    let email = format!("{}@example.com", name.to_lowercase());
-    Person {
-        id,
-        token: token(id, Some(name), Some(&email)),
-        name: name.to_owned(),
-        email,
-    }
-}
-
-impl Person {
-    fn uid(&self) -> String {
-        self.id.to_string()
-    }
-}
+const INVALID_JSON: Refusal = (400, "invalid_json");
+const INVALID_FIELD: Refusal = (400, "invalid_field");
+const MISSING_TOKEN: Refusal = (401, "missing_token");
+const INVALID_TOKEN: Refusal = (401, "invalid_token");
+const TOKEN_EXPIRED: Refusal = (401, "token_expired");
+const NOT_INVITED: Refusal = (403, "not_invited");
+const NOT_A_PARTICIPANT: Refusal = (403, "not_a_participant");
+const CALL_NOT_FOUND: Refusal = (404, "call_not_found");
+const CONVERSATION_NOT_FOUND: Refusal = (404, "conversation_not_found");
+const ROUTE_NOT_FOUND: Refusal = (404, "route_not_found");
+const METHOD_NOT_ALLOWED: Refusal = (405, "method_not_allowed");
+const INVALID_TRANSITION: Refusal = (409, "invalid_transition");
+const BODY_TOO_LARGE: Refusal = (413, "body_too_large");
+const TOO_MANY_PARTICIPANTS: Refusal = (422, "too_many_participants");
+const UNKNOWN_PARTICIPANT: Refusal = (422, "unknown_participant");
+const NO_PARTICIPANTS: Refusal = (422, "no_participants");
+const SELF_INVITE: Refusal = (422, "self_invite");
+const NOT_A_MEMBER: Refusal = (422, "not_a_member");
 
 // ---------------------------------------------------------------------------------------------
 // A daemon, its API and its store.
@@ -72,8 +67,6 @@ struct T {
     d: Daemon,
     api: Api,
 }
-
-type Row = Map<String, Value>;
 
 impl T {
     fn start(options: Options) -> T {
@@ -89,6 +82,13 @@ impl T {
         })
     }
 
+    fn turn(turn: &str) -> T {
+        T::start(Options {
+            turn: turn.to_owned(),
+            ..Options::default()
+        })
+    }
+
     fn closed() -> T {
         T::start(Options {
             auth: "open_conversations = false".to_owned(),
@@ -96,32 +96,14 @@ impl T {
         })
     }
 
-    /// A read-only connection to the daemon's SQLite file (WAL: it sees every commit).
-    fn db(&self) -> rusqlite::Connection {
-        let c = rusqlite::Connection::open_with_flags(
-            self.d.store_path(),
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .expect("open the store read-only");
-        c.busy_timeout(Duration::from_secs(5)).unwrap();
-        c
+    /// Every row of `sql` on the daemon's store, as column → JSON value.
+    fn rows(&self, sql: &str, params: &[&dyn rusqlite::ToSql]) -> Vec<Value> {
+        common::query_rows(&common::open_store(&self.d.store_path()), sql, params)
     }
 
-    /// Every row of `sql`, as column → JSON value.
-    fn rows(&self, sql: &str, params: &[&dyn rusqlite::ToSql]) -> Vec<Row> {
-        let db = self.db();
-        let mut stmt = db.prepare(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
-        let names: Vec<String> = stmt.column_names().map(|s| s.to_string()).collect();
-        let rows = stmt
-            .query_map(params, |r| {
-                let mut m = Map::new();
-                for (i, n) in names.iter().enumerate() {
-                    m.insert(n.clone(), to_json(r.get(i)?));
-                }
-                Ok(m)
-            })
-            .unwrap();
-        rows.collect::<Result<_, _>>().unwrap()
+    /// How many rows `sql` finds.
+    fn count(&self, sql: &str, params: &[&dyn rusqlite::ToSql]) -> usize {
+        self.rows(sql, params).len()
     }
 
     /// Every row of every table, one line each: what "nothing changed" compares.
@@ -129,7 +111,7 @@ impl T {
         let mut out = Vec::new();
         for (table, order) in TABLES {
             for row in self.rows(&format!("SELECT * FROM {table} ORDER BY {order}"), &[]) {
-                out.push(format!("{table}: {}", Value::Object(row)));
+                out.push(format!("{table}: {row}"));
             }
         }
         out
@@ -137,33 +119,76 @@ impl T {
 
     /// The `calls` row of `id`.
     #[track_caller]
-    fn call_row(&self, id: &str) -> Row {
+    fn call_row(&self, id: &str) -> Value {
         let mut rows = self.rows("SELECT * FROM calls WHERE id = ?1", &[&id]);
         assert_eq!(rows.len(), 1, "one calls row for {id}");
         rows.remove(0)
     }
 
-    /// The `call_participants` rows of `call`, by user id.
-    fn participants(&self, call: &str) -> BTreeMap<String, Row> {
-        self.rows(
-            "SELECT * FROM call_participants WHERE call_id = ?1",
-            &[&call],
-        )
-        .into_iter()
-        .map(|r| (r["user_id"].as_str().unwrap().to_owned(), r))
-        .collect()
+    /// Asserts the `calls` row of `call` is over: with `status`, `end_reason`, `duration_seconds`
+    /// and `started_at` (`null`: never answered) as given, and an `ended_at`. Returns the row.
+    #[track_caller]
+    fn assert_over(
+        &self,
+        call: &str,
+        (status, reason): (&str, &str),
+        duration: u64,
+        started: &Value,
+    ) -> Value {
+        let row = self.call_row(call);
+        let over = json!({
+            "status": status,
+            "end_reason": reason,
+            "duration_seconds": duration,
+            "started_at": started,
+        });
+        assert_fields(&row, &over);
+        assert!(row["ended_at"].is_string(), "{row}");
+        row
     }
 
-    /// Asserts the participants of `call` are exactly `expected` (user, status) in the store.
+    /// The `users` row of `id` (name and email), if there is one.
+    fn user_row(&self, id: &str) -> Option<Value> {
+        let sql = "SELECT name, email FROM users WHERE id = ?1";
+        self.rows(sql, &[&id]).into_iter().next()
+    }
+
+    /// The `call_participants` rows of `call`, by user id.
+    fn participants(&self, call: &str) -> BTreeMap<String, Value> {
+        let sql = "SELECT * FROM call_participants WHERE call_id = ?1";
+        self.rows(sql, &[&call])
+            .into_iter()
+            .map(|r| (r["user_id"].as_str().unwrap().to_owned(), r))
+            .collect()
+    }
+
+    /// `who`'s `call_participants` row in `call`.
     #[track_caller]
-    fn assert_statuses(&self, call: &str, expected: &[(&Person, &str)]) {
+    fn participant(&self, call: &str, who: &Person) -> Value {
+        let mut all = self.participants(call);
+        all.remove(&who.uid())
+            .unwrap_or_else(|| panic!("{} is not in {call}", who.name))
+    }
+
+    /// `who`'s media state in `call`, as stored.
+    fn stored_media(&self, call: &str, who: &Person) -> Value {
+        let text = self.participant(call, who)["media_state"].clone();
+        serde_json::from_str(text.as_str().unwrap()).unwrap()
+    }
+
+    /// Asserts the participants of `call` in the store are exactly `people`, with `statuses`
+    /// (in the same order).
+    #[track_caller]
+    fn assert_statuses(&self, call: &str, people: &[&Person], statuses: &[&str]) {
+        assert_eq!(people.len(), statuses.len(), "a status for each");
         let got: BTreeMap<String, String> = self
             .participants(call)
             .into_iter()
             .map(|(u, r)| (u, r["status"].as_str().unwrap().to_owned()))
             .collect();
-        let want: BTreeMap<String, String> = expected
+        let want: BTreeMap<String, String> = people
             .iter()
+            .zip(statuses)
             .map(|(p, s)| (p.uid(), (*s).to_owned()))
             .collect();
         assert_eq!(got, want, "participant statuses of {call}");
@@ -171,20 +196,40 @@ impl T {
 
     /// The members of a conversation in the store.
     fn members(&self, conversation: Uuid) -> BTreeSet<String> {
-        self.rows(
-            "SELECT user_id FROM conversation_members WHERE conversation_id = ?1",
-            &[&conversation.to_string()],
-        )
-        .into_iter()
-        .map(|r| r["user_id"].as_str().unwrap().to_owned())
-        .collect()
+        let sql = "SELECT user_id FROM conversation_members WHERE conversation_id = ?1";
+        self.rows(sql, &[&conversation.to_string()])
+            .into_iter()
+            .map(|r| r["user_id"].as_str().unwrap().to_owned())
+            .collect()
     }
 
-    /// Makes `p` known to the daemon, as any successful request of theirs does.
+    /// People the daemon knows, as any successful request of theirs makes them.
     #[track_caller]
-    fn register(&self, p: &Person) {
-        let (s, body) = self.api.get("/api/calls", &p.token);
-        assert_eq!(s, 200, "history for {}: {body}", p.name);
+    fn people<const N: usize>(&self, names: [&str; N]) -> [Person; N] {
+        names.map(|name| {
+            let p = Person::new(name);
+            let (s, body) = self.api.get("/api/calls", &p.token);
+            assert_eq!(s, 200, "history for {name}: {body}");
+            p
+        })
+    }
+
+    /// People provisioned through the admin API (a closed deployment's users).
+    #[track_caller]
+    fn provisioned<const N: usize>(&self, names: [&str; N]) -> [Person; N] {
+        names.map(|name| {
+            let p = Person::new(name);
+            let body = self.api.provision(&p);
+            let user = json!({"user": {"id": p.uid(), "name": p.name, "email": p.email}});
+            assert_eq!(body, user);
+            p
+        })
+    }
+
+    /// `PUT /api/admin/conversations/{conversation}` with `body`, as the admin.
+    fn put_conversation(&self, conversation: Uuid, body: &Value) -> (u16, Value) {
+        let path = format!("/api/admin/conversations/{conversation}");
+        self.api.json("PUT", &path, Some(ADMIN_TOKEN), body)
     }
 
     fn try_initiate(
@@ -194,61 +239,49 @@ impl T {
         kind: &str,
         to: &[&Person],
     ) -> (u16, Value) {
-        let ids: Vec<String> = to.iter().map(|p| p.uid()).collect();
-        self.api.json(
-            "POST",
-            "/api/calls/initiate",
-            Some(&by.token),
-            &json!({"conversationId": conversation, "type": kind, "participantIds": ids}),
-        )
+        self.api.initiate(by, conversation, kind, to)
     }
 
     /// Starts a call; returns its id.
     #[track_caller]
     fn initiate(&self, by: &Person, conversation: Uuid, kind: &str, to: &[&Person]) -> String {
-        let (s, body) = self.try_initiate(by, conversation, kind, to);
-        assert_eq!(s, 201, "initiate by {}: {body}", by.name);
-        body["callId"].as_str().expect("callId").to_owned()
+        self.api.start_call(by, conversation, kind, to)
     }
 
     /// `POST /api/calls/{call}/{action}` as `who`.
     fn act(&self, who: &Person, call: &str, action: &str) -> (u16, Value) {
-        self.api
-            .post(&format!("/api/calls/{call}/{action}"), &who.token)
+        self.api.act(who, call, action)
     }
 
     /// `act`, which must succeed.
     #[track_caller]
     fn ok(&self, who: &Person, call: &str, action: &str) -> Value {
-        let (s, body) = self.act(who, call, action);
-        assert_eq!(s, 200, "{action} by {}: {body}", who.name);
-        body
+        self.api.act_ok(who, call, action)
     }
 
-    fn media(&self, who: &Person, call: &str, body: &Value) -> (u16, Value) {
-        self.api.json(
-            "PATCH",
-            &format!("/api/calls/{call}/media"),
-            Some(&who.token),
-            body,
-        )
+    fn media(&self, who: &Person, call: &str, change: &Value) -> (u16, Value) {
+        self.api.media(who, call, change)
+    }
+
+    /// `media`, which must succeed; returns the body.
+    #[track_caller]
+    fn media_ok(&self, who: &Person, call: &str, change: &Value) -> Value {
+        self.api.media_ok(who, call, change)
     }
 
     /// `GET /api/calls/{call}` as `who`, which must succeed; returns `call`.
     #[track_caller]
     fn get_call(&self, who: &Person, call: &str) -> Value {
-        let (s, body) = self.api.get(&format!("/api/calls/{call}"), &who.token);
-        assert_eq!(s, 200, "GET call by {}: {body}", who.name);
-        body["call"].clone()
+        self.api.call(who, call)
     }
 
-    /// Runs a request that must be refused with `status` and `code`, in the error shape, and
-    /// leave every table exactly as it was. Returns the error body.
+    /// Runs a request that must be refused with `refusal`, in the error shape, and leave every
+    /// table exactly as it was. Returns the error body.
     #[track_caller]
-    fn refused(&self, status: u16, code: &str, f: impl FnOnce(&Api) -> (u16, Value)) -> Value {
+    fn refused(&self, refusal: Refusal, f: impl FnOnce(&Api) -> (u16, Value)) -> Value {
         let before = self.dump();
         let (s, body) = f(&self.api);
-        assert_eq!((s, error_code(&body)), (status, code), "{body}");
+        assert_eq!((s, error_code(&body)), refusal, "{body}");
         assert_error_shape(&body);
         assert_eq!(
             self.dump(),
@@ -257,30 +290,42 @@ impl T {
         );
         body
     }
-}
 
-fn to_json(v: rusqlite::types::Value) -> Value {
-    use rusqlite::types::Value as V;
-    match v {
-        V::Null => Value::Null,
-        V::Integer(i) => json!(i),
-        V::Real(f) => json!(f),
-        V::Text(s) => Value::String(s),
-        V::Blob(b) => json!(b),
+    /// Each of `actions` (answer, reject, end) by `who` on `call` is [`T::refused`] with
+    /// `refusal`.
+    #[track_caller]
+    fn refuses<const N: usize>(
+        &self,
+        who: &Person,
+        call: &str,
+        actions: [&str; N],
+        refusal: Refusal,
+    ) {
+        for action in actions {
+            self.refused(refusal, |_| self.act(who, call, action));
+        }
+    }
+
+    /// [`T::refused`], with an error message that starts with `field`.
+    #[track_caller]
+    fn refused_naming(
+        &self,
+        refusal: Refusal,
+        field: &str,
+        f: impl FnOnce(&Api) -> (u16, Value),
+    ) -> Value {
+        let body = self.refused(refusal, f);
+        assert!(message(&body).starts_with(field), "{field}: {body}");
+        body
     }
 }
 
 /// `{"error": {"code": "...", "message": "..."}}` and nothing else.
 #[track_caller]
 fn assert_error_shape(body: &Value) {
-    let top = body
-        .as_object()
-        .unwrap_or_else(|| panic!("not an object: {body}"));
-    assert_eq!(top.keys().collect::<Vec<_>>(), ["error"], "{body}");
-    let e = body["error"].as_object().expect("error object");
-    let mut keys: Vec<&String> = e.keys().collect();
-    keys.sort();
-    assert_eq!(keys, ["code", "message"], "{body}");
+    assert_keys(body, &["error"]);
+    assert_keys(&body["error"], &["code", "message"]);
+    let e = &body["error"];
     assert!(
         !e["code"].as_str().expect("code").is_empty()
             && !e["message"].as_str().expect("message").is_empty(),
@@ -288,9 +333,27 @@ fn assert_error_shape(body: &Value) {
     );
 }
 
+/// Asserts `object` has exactly these keys (sorted).
+#[track_caller]
+fn assert_keys(object: &Value, keys: &[&str]) {
+    let object = object
+        .as_object()
+        .unwrap_or_else(|| panic!("not an object: {object}"));
+    let mut got: Vec<&String> = object.keys().collect();
+    got.sort();
+    assert_eq!(got, keys, "{object:?}");
+}
+
 /// The error message of an error body.
 fn message(body: &Value) -> &str {
     body["error"]["message"].as_str().unwrap()
+}
+
+/// The `callId` of an initiate's answer.
+fn call_id_of(body: &Value) -> &str {
+    body["callId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no callId: {body}"))
 }
 
 /// Milliseconds since the epoch of a stored or returned timestamp.
@@ -304,20 +367,6 @@ fn ms(v: &Value) -> u64 {
 
 fn now_ms() -> u64 {
     Timestamp::now().unix_millis()
-}
-
-/// Polls `f` every 20 ms for at most `limit`.
-fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        if f() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// One HTTP/1.1 exchange over a plain socket (for chunked bodies, other schemes and response
@@ -357,6 +406,34 @@ fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
+/// A participant as the API lists one: who, and with what status.
+fn view_of(p: &Person, status: &str) -> Value {
+    json!({"userId": p.uid(), "userName": p.name, "userIdentifier": p.email, "status": status})
+}
+
+/// A daemon that knows Alice and Bob, where Alice has just called Bob (a call of `kind`) in a
+/// new conversation: the daemon, the two, the conversation and the call.
+fn alice_calls_bob(kind: &str) -> (T, [Person; 2], Uuid, String) {
+    let t = T::start(Options::default());
+    let [alice, bob] = t.people(["Alice", "Bob"]);
+    let conv = Uuid::new_v4();
+    let call = t.initiate(&alice, conv, kind, &[&bob]);
+    (t, [alice, bob], conv, call)
+}
+
+/// A daemon that knows Alice, Bob, Carol and Dave, where Alice has called Bob in a conversation
+/// that Carol is a member of (through an earlier call) and Dave is not: the daemon, the four,
+/// the conversation and the call.
+fn call_beside_a_member() -> (T, [Person; 4], Uuid, String) {
+    let t = T::start(Options::default());
+    let [alice, bob, carol, dave] = t.people(["Alice", "Bob", "Carol", "Dave"]);
+    let conv = Uuid::new_v4();
+    let earlier = t.initiate(&alice, conv, "audio", &[&bob, &carol]);
+    t.ok(&alice, &earlier, "end");
+    let call = t.initiate(&alice, conv, "video", &[&bob]);
+    (t, [alice, bob, carol, dave], conv, call)
+}
+
 // ---------------------------------------------------------------------------------------------
 // The relay, driven with minted credentials (the long-term credential flow of relay_errors.rs).
 
@@ -388,20 +465,25 @@ fn allocate(turn: SocketAddr, username: &str, password: &str) -> Vec<u8> {
         401,
         "an unauthenticated Allocate is challenged"
     );
-    let msg = Message::from_bytes(&challenge).unwrap();
-    let nonce = msg
-        .attribute::<Nonce>()
-        .expect("a NONCE")
-        .nonce()
-        .to_owned();
+    let nonce = nonce_of(&challenge);
     exchange(&common::seal(allocate_req(), username, password, &nonce))
 }
 
-fn relayed_of(bytes: &[u8]) -> SocketAddr {
-    let msg = Message::from_bytes(bytes).unwrap();
-    msg.attribute::<XorRelayedAddress>()
-        .unwrap()
-        .addr(msg.transaction_id())
+/// The `credentials` of a `GET /api/calls/turn-credentials` answer: (urls, username, credential).
+fn turn_credentials(body: &Value) -> (Vec<String>, String, String) {
+    let c = &body["credentials"];
+    let text = |v: &Value| {
+        v.as_str()
+            .unwrap_or_else(|| panic!("{v}: {body}"))
+            .to_owned()
+    };
+    let urls = c["urls"]
+        .as_array()
+        .expect("urls")
+        .iter()
+        .map(text)
+        .collect();
+    (urls, text(&c["username"]), text(&c["credential"]))
 }
 
 // =============================================================================================
@@ -410,154 +492,115 @@ fn relayed_of(bytes: &[u8]) -> SocketAddr {
 #[test]
 fn one_to_one_call_in_the_spec_shapes() {
     let t = T::start(Options::default());
-    let (alice, bob) = (person("Alice"), person("Bob"));
-    t.register(&alice);
-    t.register(&bob);
+    let [alice, bob] = t.people(["Alice", "Bob"]);
     let conv = Uuid::new_v4();
 
     // Initiate: 201, the spec's shape, the invitee as the spec lists them.
     let (s, body) = t.try_initiate(&alice, conv, "video", &[&bob]);
     assert_eq!(s, 201, "{body}");
-    let call = body["callId"].as_str().expect("callId").to_owned();
+    let call = call_id_of(&body).to_owned();
     assert!(Uuid::parse_str(&call).is_ok(), "{call}");
     assert_eq!(body["status"], "initiated");
     let invitees = body["participants"].as_array().expect("participants");
     assert_eq!(invitees.len(), 1, "{body}");
-    assert_eq!(invitees[0]["userId"], bob.uid());
-    assert_eq!(invitees[0]["userName"], "Bob");
-    assert_eq!(invitees[0]["userIdentifier"], "bob@example.com");
-    assert_eq!(invitees[0]["status"], "invited");
+    assert_fields(&invitees[0], &view_of(&bob, "invited"));
 
     // The store: the call, its participants, the conversation made on first use.
-    let row = t.call_row(&call);
-    assert_eq!(row["conversation_id"], conv.to_string());
-    assert_eq!(row["type"], "video");
-    assert_eq!(row["status"], "initiated");
-    assert_eq!(row["initiated_by"], alice.uid());
-    for col in ["started_at", "ended_at", "duration_seconds", "end_reason"] {
-        assert_eq!(row[col], Value::Null, "{col}");
-    }
+    let row = json!({
+        "conversation_id": conv,
+        "type": "video",
+        "status": "initiated",
+        "initiated_by": alice.uid(),
+        "started_at": null,
+        "ended_at": null,
+        "duration_seconds": null,
+        "end_reason": null,
+    });
+    assert_fields(&t.call_row(&call), &row);
     let ps = t.participants(&call);
     assert_eq!(ps.len(), 2);
     assert_eq!(ps[&alice.uid()]["status"], "joined");
     assert!(ps[&alice.uid()]["joined_at"].is_string());
-    assert_eq!(ps[&bob.uid()]["status"], "invited");
-    assert_eq!(ps[&bob.uid()]["joined_at"], Value::Null);
-    for p in ps.values() {
-        let m: Value = serde_json::from_str(p["media_state"].as_str().unwrap()).unwrap();
-        assert_eq!(m, default_media());
+    assert_fields(
+        &ps[&bob.uid()],
+        &json!({"status": "invited", "joined_at": null}),
+    );
+    for p in [&alice, &bob] {
+        assert_eq!(t.stored_media(&call, p), default_media());
     }
     assert_eq!(
         t.members(conv),
         BTreeSet::from([alice.uid(), bob.uid()]),
         "open_conversations: the caller and the invitee are members"
     );
-    let users = t.rows("SELECT name, email FROM users WHERE id = ?1", &[&bob.uid()]);
-    assert_eq!(users[0]["name"], "Bob");
-    assert_eq!(users[0]["email"], "bob@example.com");
+    let users = t.user_row(&bob.uid()).expect("Bob is a user");
+    assert_fields(&users, &json!({"name": "Bob", "email": "bob@example.com"}));
 
     // GET as the invitee: the spec's shape, everyone in it, the initiator first.
     let c = t.get_call(&bob, &call);
-    assert_eq!(c["id"], call.as_str());
-    assert_eq!(c["conversationId"], conv.to_string());
-    assert_eq!(c["type"], "video");
-    assert_eq!(c["status"], "initiated");
-    assert_eq!(c["initiatedBy"], alice.uid());
-    assert_eq!(c["startedAt"], Value::Null);
+    let view = json!({
+        "id": call,
+        "conversationId": conv,
+        "type": "video",
+        "status": "initiated",
+        "initiatedBy": alice.uid(),
+        "startedAt": null,
+    });
+    assert_fields(&c, &view);
     let ps = c["participants"].as_array().unwrap();
     assert_eq!(ps.len(), 2);
-    assert_eq!(
-        (
-            &ps[0]["userId"],
-            &ps[0]["userName"],
-            &ps[0]["userIdentifier"],
-            &ps[0]["status"]
-        ),
-        (
-            &json!(alice.uid()),
-            &json!("Alice"),
-            &json!("alice@example.com"),
-            &json!("joined")
-        )
-    );
-    assert_eq!(
-        (&ps[1]["userId"], &ps[1]["status"]),
-        (&json!(bob.uid()), &json!("invited"))
-    );
+    assert_fields(&ps[0], &view_of(&alice, "joined"));
+    assert_fields(&ps[1], &json!({"userId": bob.uid(), "status": "invited"}));
 
     // Answer: the call is active from now.
     let before = now_ms();
     let body = t.ok(&bob, &call, "answer");
-    assert_eq!(body["callId"], call.as_str());
-    assert_eq!(body["status"], "active");
+    assert_fields(&body, &json!({"callId": call, "status": "active"}));
     let started = body["startedAt"].clone();
     assert!(ms(&started) >= before - 1 && ms(&started) <= now_ms() + 1);
-    let row = t.call_row(&call);
-    assert_eq!(row["status"], "active");
-    assert_eq!(
-        row["started_at"], started,
-        "startedAt is what the store holds"
-    );
-    assert_eq!(row["ended_at"], Value::Null);
-    t.assert_statuses(&call, &[(&alice, "joined"), (&bob, "joined")]);
-    assert_eq!(t.participants(&call)[&bob.uid()]["joined_at"], started);
+    // startedAt is what the store holds.
+    let row = json!({"status": "active", "started_at": started, "ended_at": null});
+    assert_fields(&t.call_row(&call), &row);
+    t.assert_statuses(&call, &[&alice, &bob], &["joined", "joined"]);
+    assert_eq!(t.participant(&call, &bob)["joined_at"], started);
 
     // Media: the spec's response, stored as JSON; a partial change keeps the other flags.
-    let (s, body) = t.media(&bob, &call, &json!({"audioEnabled": false}));
-    assert_eq!(s, 200, "{body}");
+    let body = t.media_ok(&bob, &call, &json!({"audioEnabled": false}));
     let bob_media = json!({"audioEnabled": false, "videoEnabled": true, "screenSharing": false});
     assert_eq!(body, json!({"success": true, "mediaState": bob_media}));
     let alice_media = json!({"audioEnabled": true, "videoEnabled": false, "screenSharing": true});
-    let (s, body) = t.media(&alice, &call, &alice_media);
-    assert_eq!(s, 200, "{body}");
+    let body = t.media_ok(&alice, &call, &alice_media);
     assert_eq!(body, json!({"success": true, "mediaState": alice_media}));
-    let stored = |u: &Person| -> Value {
-        serde_json::from_str(
-            t.participants(&call)[&u.uid()]["media_state"]
-                .as_str()
-                .unwrap(),
-        )
-        .unwrap()
-    };
-    assert_eq!(stored(&bob), bob_media);
-    assert_eq!(stored(&alice), alice_media);
+    assert_eq!(t.stored_media(&call, &bob), bob_media);
+    assert_eq!(t.stored_media(&call, &alice), alice_media);
 
     let c = t.get_call(&alice, &call);
-    assert_eq!(c["status"], "active");
-    assert_eq!(c["startedAt"], started);
+    assert_fields(&c, &json!({"status": "active", "startedAt": started}));
     assert_eq!(c["participants"][0]["mediaState"], alice_media);
-    assert_eq!(c["participants"][1]["mediaState"], bob_media);
-    assert_eq!(c["participants"][1]["status"], "joined");
+    let bob_view = json!({"mediaState": bob_media, "status": "joined"});
+    assert_fields(&c["participants"][1], &bob_view);
 
     // End, a second later: ended-by-user with the duration since the answer.
     std::thread::sleep(Duration::from_millis(1100));
     let body = t.ok(&alice, &call, "end");
-    assert_eq!(body["callId"], call.as_str());
-    assert_eq!(body["status"], "ended");
-    assert_eq!(body["endReason"], "ended-by-user");
+    let ended = json!({"callId": call, "status": "ended", "endReason": "ended-by-user"});
+    assert_fields(&body, &ended);
     let duration = body["duration"].as_u64().expect("duration");
     assert!((1..5).contains(&duration), "{body}");
-    let row = t.call_row(&call);
-    assert_eq!(row["status"], "ended");
-    assert_eq!(row["end_reason"], "ended-by-user");
-    assert_eq!(row["duration_seconds"], json!(duration));
-    assert_eq!(row["started_at"], started);
+    let row = t.assert_over(&call, ("ended", "ended-by-user"), duration, &started);
     let ended = row["ended_at"].clone();
     assert_eq!((ms(&ended) - ms(&started)) / 1000, duration);
-    t.assert_statuses(&call, &[(&alice, "left"), (&bob, "left")]);
+    t.assert_statuses(&call, &[&alice, &bob], &["left", "left"]);
     for p in t.participants(&call).values() {
         assert_eq!(p["left_at"], ended);
     }
     let c = t.get_call(&bob, &call);
-    assert_eq!(c["status"], "ended");
-    assert_eq!(c["startedAt"], started);
+    assert_fields(&c, &json!({"status": "ended", "startedAt": started}));
 
     // Nothing more happens to a call that is over.
-    t.refused(409, "invalid_transition", |_| t.act(&bob, &call, "answer"));
-    t.refused(409, "invalid_transition", |_| t.act(&bob, &call, "reject"));
-    t.refused(409, "invalid_transition", |_| t.act(&alice, &call, "end"));
-    t.refused(409, "invalid_transition", |_| t.act(&bob, &call, "end"));
-    t.refused(409, "invalid_transition", |_| {
+    t.refuses(&bob, &call, ["answer", "reject", "end"], INVALID_TRANSITION);
+    t.refuses(&alice, &call, ["end"], INVALID_TRANSITION);
+    t.refused(INVALID_TRANSITION, |_| {
         t.media(&bob, &call, &json!({"audioEnabled": true}))
     });
 }
@@ -565,9 +608,7 @@ fn one_to_one_call_in_the_spec_shapes() {
 #[test]
 fn type_is_audio_video_or_screen() {
     let t = T::start(Options::default());
-    let (alice, bob) = (person("Alice"), person("Bob"));
-    t.register(&alice);
-    t.register(&bob);
+    let [alice, bob] = t.people(["Alice", "Bob"]);
     let conv = Uuid::new_v4();
     for kind in ["audio", "video", "screen"] {
         let call = t.initiate(&alice, conv, kind, &[&bob]);
@@ -576,79 +617,46 @@ fn type_is_audio_video_or_screen() {
         t.ok(&alice, &call, "end");
     }
     // Without a type, audio.
-    let (s, body) = t.api.json(
-        "POST",
-        "/api/calls/initiate",
-        Some(&alice.token),
-        &json!({"conversationId": conv, "participantIds": [bob.id]}),
-    );
+    let untyped = json!({"conversationId": conv, "participantIds": [bob.id]});
+    let (s, body) = t.api.post_initiate(&alice.token, &untyped);
     assert_eq!(s, 201, "{body}");
-    assert_eq!(
-        t.call_row(body["callId"].as_str().unwrap())["type"],
-        "audio"
-    );
+    assert_eq!(t.call_row(call_id_of(&body))["type"], "audio");
     for bad in [json!("fax"), json!("Video"), json!(1), json!(null)] {
-        let body = t.refused(400, "invalid_field", |api| {
-            api.json(
-                "POST",
-                "/api/calls/initiate",
-                Some(&alice.token),
-                &json!({"conversationId": conv, "type": bad, "participantIds": [bob.id]}),
-            )
+        let typed = json!({"conversationId": conv, "type": bad, "participantIds": [bob.id]});
+        t.refused_naming(INVALID_FIELD, "type", |api| {
+            api.post_initiate(&alice.token, &typed)
         });
-        assert!(message(&body).starts_with("type"), "{body}");
     }
 }
 
 #[test]
 fn one_to_one_reject_rejects_the_call() {
-    let t = T::start(Options::default());
-    let (alice, bob) = (person("Alice"), person("Bob"));
-    t.register(&alice);
-    t.register(&bob);
-    let call = t.initiate(&alice, Uuid::new_v4(), "audio", &[&bob]);
+    let (t, [alice, bob], _, call) = alice_calls_bob("audio");
 
     let body = t.ok(&bob, &call, "reject");
-    assert_eq!(body["callId"], call.as_str());
-    assert_eq!(body["status"], "rejected");
-    let row = t.call_row(&call);
-    assert_eq!(row["status"], "rejected");
-    assert_eq!(row["end_reason"], "rejected");
-    assert_eq!(row["duration_seconds"], json!(0));
-    assert_eq!(row["started_at"], Value::Null);
-    assert!(row["ended_at"].is_string());
-    t.assert_statuses(&call, &[(&alice, "left"), (&bob, "rejected")]);
+    assert_fields(&body, &json!({"callId": call, "status": "rejected"}));
+    t.assert_over(&call, ("rejected", "rejected"), 0, &Value::Null);
+    t.assert_statuses(&call, &[&alice, &bob], &["left", "rejected"]);
     assert_eq!(t.get_call(&alice, &call)["status"], "rejected");
 
-    t.refused(409, "invalid_transition", |_| t.act(&bob, &call, "answer"));
-    t.refused(409, "invalid_transition", |_| t.act(&bob, &call, "reject"));
-    t.refused(409, "invalid_transition", |_| t.act(&alice, &call, "end"));
+    t.refuses(&bob, &call, ["answer", "reject"], INVALID_TRANSITION);
+    t.refuses(&alice, &call, ["end"], INVALID_TRANSITION);
 }
 
 #[test]
 fn initiator_hanging_up_before_an_answer_cancels() {
-    let t = T::start(Options::default());
-    let (alice, bob) = (person("Alice"), person("Bob"));
-    t.register(&alice);
-    t.register(&bob);
-    let call = t.initiate(&alice, Uuid::new_v4(), "video", &[&bob]);
+    let (t, [alice, bob], _, call) = alice_calls_bob("video");
 
     // The invitee cannot hang up a call they have not joined.
-    t.refused(409, "invalid_transition", |_| t.act(&bob, &call, "end"));
+    t.refuses(&bob, &call, ["end"], INVALID_TRANSITION);
 
     let body = t.ok(&alice, &call, "end");
-    assert_eq!(body["status"], "ended");
-    assert_eq!(body["endReason"], "cancelled");
-    assert_eq!(body["duration"], json!(0));
-    let row = t.call_row(&call);
-    assert_eq!(row["status"], "ended");
-    assert_eq!(row["end_reason"], "cancelled");
-    assert_eq!(row["duration_seconds"], json!(0));
-    assert_eq!(row["started_at"], Value::Null);
-    t.assert_statuses(&call, &[(&alice, "left"), (&bob, "missed")]);
+    let cancelled = json!({"status": "ended", "endReason": "cancelled", "duration": 0});
+    assert_fields(&body, &cancelled);
+    t.assert_over(&call, ("ended", "cancelled"), 0, &Value::Null);
+    t.assert_statuses(&call, &[&alice, &bob], &["left", "missed"]);
 
-    t.refused(409, "invalid_transition", |_| t.act(&bob, &call, "answer"));
-    t.refused(409, "invalid_transition", |_| t.act(&bob, &call, "reject"));
+    t.refuses(&bob, &call, ["answer", "reject"], INVALID_TRANSITION);
 }
 
 // =============================================================================================
@@ -657,57 +665,38 @@ fn initiator_hanging_up_before_an_answer_cancels() {
 #[test]
 fn group_call_reject_answer_leave_and_end_when_fewer_than_two_joined() {
     let t = T::start(Options::default());
-    let [alice, bob, carol, dave] = ["Alice", "Bob", "Carol", "Dave"].map(person);
-    for p in [&alice, &bob, &carol, &dave] {
-        t.register(p);
-    }
+    let [alice, bob, carol, dave] = t.people(["Alice", "Bob", "Carol", "Dave"]);
+    let everyone = [&alice, &bob, &carol, &dave];
     let (s, body) = t.try_initiate(&alice, Uuid::new_v4(), "video", &[&bob, &carol, &dave]);
     assert_eq!(s, 201, "{body}");
-    let call = body["callId"].as_str().unwrap().to_owned();
-    let invited: Vec<(String, String)> = body["participants"]
+    let call = call_id_of(&body).to_owned();
+    let invited: Vec<Value> = body["participants"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|p| {
-            (
-                p["userId"].as_str().unwrap().into(),
-                p["status"].as_str().unwrap().into(),
-            )
-        })
+        .map(|p| json!([p["userId"], p["status"]]))
         .collect();
-    let want: Vec<(String, String)> = [&bob, &carol, &dave]
+    let want: Vec<Value> = [&bob, &carol, &dave]
         .iter()
-        .map(|p| (p.uid(), "invited".to_owned()))
+        .map(|p| json!([p.uid(), "invited"]))
         .collect();
     assert_eq!(invited, want, "the invitees, in the order invited");
 
     // The initiator is not an invitee.
-    t.refused(403, "not_invited", |_| t.act(&alice, &call, "answer"));
-    t.refused(403, "not_invited", |_| t.act(&alice, &call, "reject"));
+    t.refuses(&alice, &call, ["answer", "reject"], NOT_INVITED);
 
     // Carol rejects: only she is marked; the call still rings for the others.
     let body = t.ok(&carol, &call, "reject");
-    assert_eq!(body["status"], "rejected");
-    assert_eq!(body["callStatus"], "initiated");
-    let row = t.call_row(&call);
-    assert_eq!(row["status"], "initiated");
-    assert_eq!(row["ended_at"], Value::Null);
-    t.assert_statuses(
-        &call,
-        &[
-            (&alice, "joined"),
-            (&bob, "invited"),
-            (&carol, "rejected"),
-            (&dave, "invited"),
-        ],
+    assert_fields(
+        &body,
+        &json!({"status": "rejected", "callStatus": "initiated"}),
     );
+    let row = json!({"status": "initiated", "ended_at": null});
+    assert_fields(&t.call_row(&call), &row);
+    let statuses = ["joined", "invited", "rejected", "invited"];
+    t.assert_statuses(&call, &everyone, &statuses);
     // A rejection is final while nobody has answered.
-    t.refused(409, "invalid_transition", |_| {
-        t.act(&carol, &call, "answer")
-    });
-    t.refused(409, "invalid_transition", |_| {
-        t.act(&carol, &call, "reject")
-    });
+    t.refuses(&carol, &call, ["answer", "reject"], INVALID_TRANSITION);
 
     // Bob answers first: the call is active from then; Dave's answer keeps that start.
     let first = t.ok(&bob, &call, "answer");
@@ -716,88 +705,60 @@ fn group_call_reject_answer_leave_and_end_when_fewer_than_two_joined() {
     assert!(started.is_string());
     std::thread::sleep(Duration::from_millis(20));
     let second = t.ok(&dave, &call, "answer");
-    assert_eq!(second["status"], "active");
-    assert_eq!(
-        second["startedAt"], started,
-        "the first answer sets startedAt"
-    );
-    let row = t.call_row(&call);
-    assert_eq!(
-        (&row["status"], &row["started_at"]),
-        (&json!("active"), &started)
-    );
-    t.assert_statuses(
-        &call,
-        &[
-            (&alice, "joined"),
-            (&bob, "joined"),
-            (&carol, "rejected"),
-            (&dave, "joined"),
-        ],
-    );
-    t.refused(409, "invalid_transition", |_| t.act(&dave, &call, "answer"));
-    t.refused(409, "invalid_transition", |_| t.act(&dave, &call, "reject"));
+    // The first answer sets startedAt.
+    assert_fields(&second, &json!({"status": "active", "startedAt": started}));
+    let row = json!({"status": "active", "started_at": started});
+    assert_fields(&t.call_row(&call), &row);
+    let statuses = ["joined", "joined", "rejected", "joined"];
+    t.assert_statuses(&call, &everyone, &statuses);
+    t.refuses(&dave, &call, ["answer", "reject"], INVALID_TRANSITION);
 
     // The initiator leaves: the call goes on with Bob and Dave.
     let body = t.ok(&alice, &call, "end");
-    assert_eq!(body["callId"], call.as_str());
-    assert_eq!(body["status"], "left");
-    assert_eq!(body["callStatus"], "active");
-    assert_eq!(body["duration"], Value::Null);
-    assert_eq!(body["endReason"], Value::Null);
-    let row = t.call_row(&call);
-    assert_eq!(row["status"], "active");
-    assert_eq!(row["ended_at"], Value::Null);
-    t.assert_statuses(
-        &call,
-        &[
-            (&alice, "left"),
-            (&bob, "joined"),
-            (&carol, "rejected"),
-            (&dave, "joined"),
-        ],
-    );
-    assert!(t.participants(&call)[&alice.uid()]["left_at"].is_string());
+    let left = json!({
+        "callId": call,
+        "status": "left",
+        "callStatus": "active",
+        "duration": null,
+        "endReason": null,
+    });
+    assert_fields(&body, &left);
+    let row = json!({"status": "active", "ended_at": null});
+    assert_fields(&t.call_row(&call), &row);
+    let statuses = ["left", "joined", "rejected", "joined"];
+    t.assert_statuses(&call, &everyone, &statuses);
+    assert!(t.participant(&call, &alice)["left_at"].is_string());
     // Who left cannot leave again, nor change their media.
-    t.refused(409, "invalid_transition", |_| t.act(&alice, &call, "end"));
-    t.refused(409, "invalid_transition", |_| {
+    t.refuses(&alice, &call, ["end"], INVALID_TRANSITION);
+    t.refused(INVALID_TRANSITION, |_| {
         t.media(&alice, &call, &json!({"audioEnabled": false}))
     });
 
     // Bob leaves: one joined is fewer than two, so the call ends.
     let body = t.ok(&bob, &call, "end");
-    assert_eq!(body["status"], "ended");
-    assert_eq!(body["callStatus"], "ended");
-    assert_eq!(body["endReason"], "ended-by-user");
+    let ended = json!({"status": "ended", "callStatus": "ended", "endReason": "ended-by-user"});
+    assert_fields(&body, &ended);
     let duration = body["duration"].as_u64().expect("duration");
-    let row = t.call_row(&call);
-    assert_eq!(row["status"], "ended");
-    assert_eq!(row["end_reason"], "ended-by-user");
-    assert_eq!(row["duration_seconds"], json!(duration));
-    assert_eq!(row["started_at"], started);
+    let row = t.assert_over(&call, ("ended", "ended-by-user"), duration, &started);
     assert_eq!((ms(&row["ended_at"]) - ms(&started)) / 1000, duration);
-    t.assert_statuses(
-        &call,
-        &[
-            (&alice, "left"),
-            (&bob, "left"),
-            (&carol, "rejected"),
-            (&dave, "left"),
-        ],
-    );
-    t.refused(409, "invalid_transition", |_| t.act(&dave, &call, "end"));
-    t.refused(409, "invalid_transition", |_| {
-        t.act(&carol, &call, "answer")
-    });
+    let statuses = ["left", "left", "rejected", "left"];
+    t.assert_statuses(&call, &everyone, &statuses);
+    t.refuses(&dave, &call, ["end"], INVALID_TRANSITION);
+    t.refuses(&carol, &call, ["answer"], INVALID_TRANSITION);
+}
+
+/// Asserts `who`'s answer joins (or rejoins) the active `call`, which keeps its start `started`.
+#[track_caller]
+fn assert_answer_joins(t: &T, who: &Person, call: &str, started: &Value) {
+    let body = t.ok(who, call, "answer");
+    assert_fields(&body, &json!({"status": "active", "startedAt": started}));
 }
 
 #[test]
 fn group_calls_settle_rejoin_and_cancel() {
     let t = T::start(Options::default());
-    let [alice, bob, carol, dave] = ["Alice", "Bob", "Carol", "Dave"].map(person);
-    for p in [&alice, &bob, &carol, &dave] {
-        t.register(p);
-    }
+    let [alice, bob, carol, dave] = t.people(["Alice", "Bob", "Carol", "Dave"]);
+    let everyone = [&alice, &bob, &carol, &dave];
     let conv = Uuid::new_v4();
 
     // Rejoin: an active group call can be joined again after rejecting or leaving it.
@@ -805,31 +766,16 @@ fn group_calls_settle_rejoin_and_cancel() {
     let started = t.ok(&bob, &call, "answer")["startedAt"].clone();
     let body = t.ok(&carol, &call, "reject");
     assert_eq!(body["callStatus"], "active");
-    t.assert_statuses(
-        &call,
-        &[
-            (&alice, "joined"),
-            (&bob, "joined"),
-            (&carol, "rejected"),
-            (&dave, "invited"),
-        ],
-    );
-    let body = t.ok(&carol, &call, "answer");
-    assert_eq!(
-        (&body["status"], &body["startedAt"]),
-        (&json!("active"), &started)
-    );
+    let statuses = ["joined", "joined", "rejected", "invited"];
+    t.assert_statuses(&call, &everyone, &statuses);
+    assert_answer_joins(&t, &carol, &call, &started);
     let body = t.ok(&bob, &call, "end");
     assert_eq!(body["status"], "left");
-    let left = t.participants(&call)[&bob.uid()]["left_at"].clone();
+    let left = t.participant(&call, &bob)["left_at"].clone();
     assert!(left.is_string());
     std::thread::sleep(Duration::from_millis(20));
-    let body = t.ok(&bob, &call, "answer");
-    assert_eq!(
-        (&body["status"], &body["startedAt"]),
-        (&json!("active"), &started)
-    );
-    let bob_row = &t.participants(&call)[&bob.uid()];
+    assert_answer_joins(&t, &bob, &call, &started);
+    let bob_row = t.participant(&call, &bob);
     assert_eq!(bob_row["status"], "joined");
     assert_eq!(bob_row["left_at"], Value::Null, "a rejoin clears left_at");
     assert!(
@@ -837,69 +783,47 @@ fn group_calls_settle_rejoin_and_cancel() {
         "a rejoin is a new join"
     );
     assert_eq!(t.call_row(&call)["started_at"], started);
-    t.assert_statuses(
-        &call,
-        &[
-            (&alice, "joined"),
-            (&bob, "joined"),
-            (&carol, "joined"),
-            (&dave, "invited"),
-        ],
-    );
+    let statuses = ["joined", "joined", "joined", "invited"];
+    t.assert_statuses(&call, &everyone, &statuses);
     // Its initiator too, after leaving (but never by rejecting: they were not invited).
     assert_eq!(t.ok(&alice, &call, "end")["status"], "left");
-    t.refused(403, "not_invited", |_| t.act(&alice, &call, "reject"));
-    let body = t.ok(&alice, &call, "answer");
-    assert_eq!(
-        (&body["status"], &body["startedAt"]),
-        (&json!("active"), &started)
-    );
-    assert_eq!(t.participants(&call)[&alice.uid()]["status"], "joined");
-    assert_eq!(t.participants(&call)[&alice.uid()]["left_at"], Value::Null);
+    t.refuses(&alice, &call, ["reject"], NOT_INVITED);
+    assert_answer_joins(&t, &alice, &call, &started);
+    let alice_row = json!({"status": "joined", "left_at": null});
+    assert_fields(&t.participant(&call, &alice), &alice_row);
 
     // Every invitee rejects an unanswered group call: it is rejected.
     let call = t.initiate(&alice, conv, "audio", &[&bob, &carol]);
     assert_eq!(t.ok(&bob, &call, "reject")["callStatus"], "initiated");
     let body = t.ok(&carol, &call, "reject");
-    assert_eq!(body["status"], "rejected");
-    assert_eq!(body["callStatus"], "rejected");
-    let row = t.call_row(&call);
-    assert_eq!(
-        (&row["status"], &row["end_reason"]),
-        (&json!("rejected"), &json!("rejected"))
+    assert_fields(
+        &body,
+        &json!({"status": "rejected", "callStatus": "rejected"}),
     );
-    t.assert_statuses(
-        &call,
-        &[(&alice, "left"), (&bob, "rejected"), (&carol, "rejected")],
-    );
+    let row = json!({"status": "rejected", "end_reason": "rejected"});
+    assert_fields(&t.call_row(&call), &row);
+    let statuses = ["left", "rejected", "rejected"];
+    t.assert_statuses(&call, &everyone[..3], &statuses);
     // Not active, so nobody rejoins it.
-    t.refused(409, "invalid_transition", |_| t.act(&bob, &call, "answer"));
+    t.refuses(&bob, &call, ["answer"], INVALID_TRANSITION);
 
     // The initiator of an unanswered group call hangs up: cancelled, the rest missed it.
     let call = t.initiate(&alice, conv, "video", &[&bob, &carol]);
     t.ok(&bob, &call, "reject");
     let body = t.ok(&alice, &call, "end");
-    assert_eq!(body["status"], "ended");
-    assert_eq!(body["endReason"], "cancelled");
-    assert_eq!(body["duration"], json!(0));
-    let row = t.call_row(&call);
-    assert_eq!(
-        (&row["status"], &row["end_reason"]),
-        (&json!("ended"), &json!("cancelled"))
-    );
-    t.assert_statuses(
-        &call,
-        &[(&alice, "left"), (&bob, "rejected"), (&carol, "missed")],
-    );
-    t.refused(409, "invalid_transition", |_| {
-        t.act(&carol, &call, "answer")
-    });
+    let cancelled = json!({"status": "ended", "endReason": "cancelled", "duration": 0});
+    assert_fields(&body, &cancelled);
+    let row = json!({"status": "ended", "end_reason": "cancelled"});
+    assert_fields(&t.call_row(&call), &row);
+    let statuses = ["left", "rejected", "missed"];
+    t.assert_statuses(&call, &everyone[..3], &statuses);
+    t.refuses(&carol, &call, ["answer"], INVALID_TRANSITION);
 
     // A 1:1 call is over once someone hangs up: nothing to rejoin.
     let call = t.initiate(&alice, conv, "audio", &[&bob]);
     t.ok(&bob, &call, "answer");
     assert_eq!(t.ok(&bob, &call, "end")["status"], "ended");
-    t.refused(409, "invalid_transition", |_| t.act(&bob, &call, "answer"));
+    t.refuses(&bob, &call, ["answer"], INVALID_TRANSITION);
 }
 
 // =============================================================================================
@@ -908,10 +832,7 @@ fn group_calls_settle_rejoin_and_cancel() {
 #[test]
 fn ring_timeout_misses_unanswered_calls() {
     let t = T::calls("ring_timeout = \"1s\"");
-    let [alice, bob, carol, dave] = ["Alice", "Bob", "Carol", "Dave"].map(person);
-    for p in [&alice, &bob, &carol, &dave] {
-        t.register(p);
-    }
+    let [alice, bob, carol, dave] = t.people(["Alice", "Bob", "Carol", "Dave"]);
     let one = t.initiate(&alice, Uuid::new_v4(), "audio", &[&bob]);
     let group = t.initiate(&alice, Uuid::new_v4(), "video", &[&carol, &dave]);
     t.ok(&carol, &group, "reject");
@@ -924,40 +845,32 @@ fn ring_timeout_misses_unanswered_calls() {
         t.call_row(&one),
         t.call_row(&group)
     );
-    for (call, statuses) in [
-        (&one, vec![(&alice, "left"), (&bob, "missed")]),
+    for (call, people, statuses) in [
+        (&one, vec![&alice, &bob], vec!["left", "missed"]),
         (
             &group,
-            vec![(&alice, "left"), (&carol, "rejected"), (&dave, "missed")],
+            vec![&alice, &carol, &dave],
+            vec!["left", "rejected", "missed"],
         ),
     ] {
-        let row = t.call_row(call);
-        assert_eq!(row["status"], "missed", "{row:?}");
-        assert_eq!(row["end_reason"], "no-answer");
-        assert_eq!(row["duration_seconds"], json!(0));
-        assert_eq!(row["started_at"], Value::Null);
+        let row = t.assert_over(call, ("missed", "no-answer"), 0, &Value::Null);
         let rang = ms(&row["ended_at"]) - ms(&row["created_at"]);
         assert!(
             (1000..4000).contains(&rang),
             "ended {rang} ms after it started"
         );
-        t.assert_statuses(call, &statuses);
+        t.assert_statuses(call, &people, &statuses);
         assert_eq!(t.get_call(&alice, call)["status"], "missed");
     }
-    t.refused(409, "invalid_transition", |_| t.act(&bob, &one, "answer"));
-    t.refused(409, "invalid_transition", |_| t.act(&bob, &one, "reject"));
-    t.refused(409, "invalid_transition", |_| {
-        t.act(&dave, &group, "answer")
-    });
+    t.refuses(&bob, &one, ["answer", "reject"], INVALID_TRANSITION);
+    t.refuses(&dave, &group, ["answer"], INVALID_TRANSITION);
 }
 
 #[test]
 fn ring_timeout_in_an_answered_group_call_misses_only_the_silent() {
     let t = T::calls("ring_timeout = \"1s\"");
-    let [alice, bob, carol, dave] = ["Alice", "Bob", "Carol", "Dave"].map(person);
-    for p in [&alice, &bob, &carol, &dave] {
-        t.register(p);
-    }
+    let [alice, bob, carol, dave] = t.people(["Alice", "Bob", "Carol", "Dave"]);
+    let everyone = [&alice, &bob, &carol, &dave];
     let call = t.initiate(&alice, Uuid::new_v4(), "video", &[&bob, &carol, &dave]);
     let started = t.ok(&bob, &call, "answer")["startedAt"].clone();
     let missed = || {
@@ -969,39 +882,20 @@ fn ring_timeout_in_an_answered_group_call_misses_only_the_silent() {
         "the ring timeout did not miss the silent invitees: {:?}",
         t.participants(&call)
     );
-    let row = t.call_row(&call);
-    assert_eq!(row["status"], "active", "two joined: the call goes on");
-    assert_eq!(row["started_at"], started);
-    assert_eq!(row["ended_at"], Value::Null);
-    t.assert_statuses(
-        &call,
-        &[
-            (&alice, "joined"),
-            (&bob, "joined"),
-            (&carol, "missed"),
-            (&dave, "missed"),
-        ],
-    );
+    // Two joined: the call goes on.
+    let row = json!({"status": "active", "started_at": started, "ended_at": null});
+    assert_fields(&t.call_row(&call), &row);
+    let statuses = ["joined", "joined", "missed", "missed"];
+    t.assert_statuses(&call, &everyone, &statuses);
     let view = t.get_call(&carol, &call);
     assert_eq!(view["status"], "active");
     assert_eq!(view["participants"][2]["status"], "missed");
 
     // A missed invitation is no longer rejectable, but the active group call can be joined.
-    t.refused(409, "invalid_transition", |_| t.act(&dave, &call, "reject"));
-    let body = t.ok(&carol, &call, "answer");
-    assert_eq!(
-        (&body["status"], &body["startedAt"]),
-        (&json!("active"), &started)
-    );
-    t.assert_statuses(
-        &call,
-        &[
-            (&alice, "joined"),
-            (&bob, "joined"),
-            (&carol, "joined"),
-            (&dave, "missed"),
-        ],
-    );
+    t.refuses(&dave, &call, ["reject"], INVALID_TRANSITION);
+    assert_answer_joins(&t, &carol, &call, &started);
+    let statuses = ["joined", "joined", "joined", "missed"];
+    t.assert_statuses(&call, &everyone, &statuses);
     // Nobody is ringing any more: a while later nothing has changed.
     let before = t.dump();
     std::thread::sleep(Duration::from_millis(1200));
@@ -1013,32 +907,15 @@ fn ring_timeout_in_an_answered_group_call_misses_only_the_silent() {
 
 #[test]
 fn media_patch_validates_its_booleans_and_stores_the_state() {
-    let t = T::start(Options::default());
-    let [alice, bob, carol, dave] = ["Alice", "Bob", "Carol", "Dave"].map(person);
-    for p in [&alice, &bob, &carol, &dave] {
-        t.register(p);
-    }
-    let conv = Uuid::new_v4();
-    // Carol becomes a member of the conversation through an earlier call.
-    let earlier = t.initiate(&alice, conv, "audio", &[&bob, &carol]);
-    t.ok(&alice, &earlier, "end");
-    let call = t.initiate(&alice, conv, "video", &[&bob]);
-    let stored = |u: &Person| -> Value {
-        serde_json::from_str(
-            t.participants(&call)[&u.uid()]["media_state"]
-                .as_str()
-                .unwrap(),
-        )
-        .unwrap()
-    };
+    // Carol is a member of the conversation, through an earlier call; Dave is not.
+    let (t, [alice, bob, carol, dave], _, call) = call_beside_a_member();
 
     // A still-invited participant may set theirs (muted before answering).
-    let (s, body) = t.media(&bob, &call, &json!({"videoEnabled": false}));
-    assert_eq!(s, 200, "{body}");
+    let body = t.media_ok(&bob, &call, &json!({"videoEnabled": false}));
     let want = json!({"audioEnabled": true, "videoEnabled": false, "screenSharing": false});
     assert_eq!(body, json!({"success": true, "mediaState": want}));
-    assert_eq!(stored(&bob), want);
-    assert_eq!(stored(&alice), default_media());
+    assert_eq!(t.stored_media(&call, &bob), want);
+    assert_eq!(t.stored_media(&call, &alice), default_media());
 
     // Changes accumulate.
     for (change, want) in [
@@ -1055,10 +932,8 @@ fn media_patch_validates_its_booleans_and_stores_the_state() {
             json!({"audioEnabled": true, "videoEnabled": false, "screenSharing": false}),
         ),
     ] {
-        let (s, body) = t.media(&alice, &call, &change);
-        assert_eq!(s, 200, "{body}");
-        assert_eq!(body["mediaState"], want);
-        assert_eq!(stored(&alice), want);
+        assert_eq!(t.media_ok(&alice, &call, &change)["mediaState"], want);
+        assert_eq!(t.stored_media(&call, &alice), want);
     }
 
     // Wrong bodies: 400 naming the field, nothing stored.
@@ -1072,51 +947,34 @@ fn media_patch_validates_its_booleans_and_stores_the_state() {
         (json!([true]), "body"),
         (json!(true), "body"),
     ] {
-        let body = t.refused(400, "invalid_field", |_| t.media(&alice, &call, &bad));
-        assert!(message(&body).starts_with(field), "{bad} → {body}");
+        t.refused_naming(INVALID_FIELD, field, |_| t.media(&alice, &call, &bad));
     }
+    let path = format!("/api/calls/{call}/media");
     for bad in [
         &b"{\"audioEnabled\": tru"[..],
         b"",
         b"{\"audioEnabled\": true} {}",
     ] {
-        t.refused(400, "invalid_json", |api| {
-            api.send(
-                "PATCH",
-                &format!("/api/calls/{call}/media"),
-                Some(&alice.token),
-                Some(bad),
-            )
+        t.refused(INVALID_JSON, |api| {
+            api.send("PATCH", &path, Some(&alice.token), Some(bad))
         });
     }
 
     // Who may: a member who is not in the call is refused; a non-member does not see it.
-    t.refused(403, "not_a_participant", |_| {
-        t.media(&carol, &call, &json!({"audioEnabled": false}))
+    let mute = json!({"audioEnabled": false});
+    t.refused(NOT_A_PARTICIPANT, |_| t.media(&carol, &call, &mute));
+    t.refused(CALL_NOT_FOUND, |_| t.media(&dave, &call, &mute));
+    let unknown = Uuid::new_v4().to_string();
+    t.refused(CALL_NOT_FOUND, |_| t.media(&alice, &unknown, &mute));
+    t.refused_naming(INVALID_FIELD, "callId", |_| {
+        t.media(&alice, "not-a-call", &mute)
     });
-    t.refused(404, "call_not_found", |_| {
-        t.media(&dave, &call, &json!({"audioEnabled": false}))
-    });
-    let unknown = Uuid::new_v4();
-    t.refused(404, "call_not_found", |_| {
-        t.media(
-            &alice,
-            &unknown.to_string(),
-            &json!({"audioEnabled": false}),
-        )
-    });
-    let body = t.refused(400, "invalid_field", |_| {
-        t.media(&alice, "not-a-call", &json!({"audioEnabled": false}))
-    });
-    assert!(message(&body).starts_with("callId"), "{body}");
 
     // Once the call is over, media is frozen.
     t.ok(&bob, &call, "reject");
-    t.refused(409, "invalid_transition", |_| {
-        t.media(&alice, &call, &json!({"audioEnabled": false}))
-    });
+    t.refused(INVALID_TRANSITION, |_| t.media(&alice, &call, &mute));
     assert_eq!(
-        stored(&alice),
+        t.stored_media(&call, &alice),
         json!({"audioEnabled": true, "videoEnabled": false, "screenSharing": false})
     );
 }
@@ -1126,56 +984,40 @@ fn media_patch_validates_its_booleans_and_stores_the_state() {
 
 #[test]
 fn only_members_see_calls_and_only_invitees_or_participants_act() {
-    let t = T::start(Options::default());
-    let [alice, bob, carol, dave] = ["Alice", "Bob", "Carol", "Dave"].map(person);
-    for p in [&alice, &bob, &carol, &dave] {
-        t.register(p);
-    }
-    let conv = Uuid::new_v4();
-    let earlier = t.initiate(&alice, conv, "audio", &[&bob, &carol]);
-    t.ok(&alice, &earlier, "end");
-    let call = t.initiate(&alice, conv, "video", &[&bob]);
+    // Carol is a member of the conversation, through an earlier call; Dave is not.
+    let (t, [alice, bob, carol, dave], conv, call) = call_beside_a_member();
 
     // Carol is a member of the conversation but not in this call: she sees it, acts on nothing.
     assert_eq!(t.get_call(&carol, &call)["id"], call.as_str());
-    t.refused(403, "not_invited", |_| t.act(&carol, &call, "answer"));
-    t.refused(403, "not_invited", |_| t.act(&carol, &call, "reject"));
-    t.refused(403, "not_a_participant", |_| t.act(&carol, &call, "end"));
+    t.refuses(&carol, &call, ["answer", "reject"], NOT_INVITED);
+    t.refuses(&carol, &call, ["end"], NOT_A_PARTICIPANT);
 
     // Dave is not a member: for him the call does not exist, exactly as an unknown one.
     let unknown = Uuid::new_v4().to_string();
     for id in [&call, &unknown] {
-        t.refused(404, "call_not_found", |api| {
-            api.get(&format!("/api/calls/{id}"), &dave.token)
-        });
-        for action in ["answer", "reject", "end"] {
-            t.refused(404, "call_not_found", |_| t.act(&dave, id, action));
-        }
+        t.refused(CALL_NOT_FOUND, |api| api.get_call(&dave, id));
+        t.refuses(&dave, id, ["answer", "reject", "end"], CALL_NOT_FOUND);
     }
-    t.refused(404, "call_not_found", |api| {
-        api.get(&format!("/api/calls/{unknown}"), &alice.token)
-    });
-    for action in ["answer", "reject", "end"] {
-        t.refused(404, "call_not_found", |_| t.act(&alice, &unknown, action));
-    }
-    let body = t.refused(400, "invalid_field", |api| {
-        api.get("/api/calls/nope", &alice.token)
-    });
-    assert!(message(&body).starts_with("callId"), "{body}");
+    t.refused(CALL_NOT_FOUND, |api| api.get_call(&alice, &unknown));
+    t.refuses(
+        &alice,
+        &unknown,
+        ["answer", "reject", "end"],
+        CALL_NOT_FOUND,
+    );
+    t.refused_naming(INVALID_FIELD, "callId", |api| api.get_call(&alice, "nope"));
 
     // A non-member cannot start a call in an existing conversation.
-    t.refused(404, "conversation_not_found", |_| {
+    t.refused(CONVERSATION_NOT_FOUND, |_| {
         t.try_initiate(&dave, conv, "audio", &[&alice])
     });
 
     // The initiator is not invited; the invitee has not joined yet.
-    t.refused(403, "not_invited", |_| t.act(&alice, &call, "answer"));
-    t.refused(403, "not_invited", |_| t.act(&alice, &call, "reject"));
-    t.refused(409, "invalid_transition", |_| t.act(&bob, &call, "end"));
+    t.refuses(&alice, &call, ["answer", "reject"], NOT_INVITED);
+    t.refuses(&bob, &call, ["end"], INVALID_TRANSITION);
     t.ok(&bob, &call, "answer");
-    t.refused(409, "invalid_transition", |_| t.act(&bob, &call, "answer"));
-    t.refused(409, "invalid_transition", |_| t.act(&bob, &call, "reject"));
-    t.refused(403, "not_a_participant", |_| t.act(&carol, &call, "end"));
+    t.refuses(&bob, &call, ["answer", "reject"], INVALID_TRANSITION);
+    t.refuses(&carol, &call, ["end"], NOT_A_PARTICIPANT);
     assert_eq!(t.call_row(&call)["status"], "active");
     t.ok(&bob, &call, "end");
 }
@@ -1184,30 +1026,15 @@ fn only_members_see_calls_and_only_invitees_or_participants_act() {
 fn missing_expired_and_forged_tokens_are_401_and_change_nothing() {
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let t = T::start(Options::default());
-    let (alice, bob) = (person("Alice"), person("Bob"));
-    t.register(&alice);
-    t.register(&bob);
-    let conv = Uuid::new_v4();
-    let call = t.initiate(&alice, conv, "audio", &[&bob]);
+    let (t, [alice, bob], conv, call) = alice_calls_bob("audio");
 
     let now = Timestamp::now();
-    let expired = switchboard_signaling::auth::mint(
-        JWT_SECRET,
-        alice.id,
-        Some("Alice"),
-        None,
-        now - Duration::from_secs(7200),
-        Duration::from_secs(60),
-    );
-    let forged = switchboard_signaling::auth::mint(
-        "not-the-daemon-secret",
-        alice.id,
-        Some("Alice"),
-        None,
-        now,
-        Duration::from_secs(3600),
-    );
+    let mint = |secret: &str, issued: Timestamp, ttl: u64| {
+        let ttl = Duration::from_secs(ttl);
+        switchboard_signaling::auth::mint(secret, alice.id, Some("Alice"), None, issued, ttl)
+    };
+    let expired = mint(JWT_SECRET, now - Duration::from_secs(7200), 60);
+    let forged = mint("not-the-daemon-secret", now, 3600);
     let parts: Vec<&str> = alice.token.split('.').collect();
     let none_header = b64.encode(r#"{"alg":"none","typ":"JWT"}"#);
     let alg_none = format!("{none_header}.{}.", parts[1]);
@@ -1221,14 +1048,14 @@ fn missing_expired_and_forged_tokens_are_401_and_change_nothing() {
         parts[2]
     );
 
-    let bad: Vec<(Option<&str>, &str)> = vec![
-        (None, "missing_token"),
-        (Some(&expired), "token_expired"),
-        (Some(&forged), "invalid_token"),
-        (Some(&alg_none), "invalid_token"),
-        (Some(&tampered), "invalid_token"),
-        (Some("not.a.jwt"), "invalid_token"),
-        (Some(ADMIN_TOKEN), "invalid_token"),
+    let bad: Vec<(Option<&str>, Refusal)> = vec![
+        (None, MISSING_TOKEN),
+        (Some(&expired), TOKEN_EXPIRED),
+        (Some(&forged), INVALID_TOKEN),
+        (Some(&alg_none), INVALID_TOKEN),
+        (Some(&tampered), INVALID_TOKEN),
+        (Some("not.a.jwt"), INVALID_TOKEN),
+        (Some(ADMIN_TOKEN), INVALID_TOKEN),
     ];
     let initiate =
         json!({"conversationId": conv, "type": "audio", "participantIds": [bob.id]}).to_string();
@@ -1252,9 +1079,9 @@ fn missing_expired_and_forged_tokens_are_401_and_change_nothing() {
         ("GET", format!("/api/calls?conversationId={conv}"), None),
         ("GET", "/api/calls/turn-credentials".into(), None),
     ];
-    for (token, want) in &bad {
+    for (token, refusal) in &bad {
         for (method, path, body) in &requests {
-            t.refused(401, want, |api| api.send(method, path, *token, *body));
+            t.refused(*refusal, |api| api.send(method, path, *token, *body));
         }
     }
 
@@ -1271,11 +1098,7 @@ fn missing_expired_and_forged_tokens_are_401_and_change_nothing() {
             &format!("GET /api/calls HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\n"),
             b"",
         );
-        assert_eq!(
-            (s, error_code(&body)),
-            (401, "missing_token"),
-            "{auth}: {body}"
-        );
+        assert_eq!((s, error_code(&body)), MISSING_TOKEN, "{auth}: {body}");
         assert_eq!(header(&head, "www-authenticate"), Some("Bearer"), "{head}");
         assert_eq!(t.dump(), before);
     }
@@ -1291,13 +1114,11 @@ fn missing_expired_and_forged_tokens_are_401_and_change_nothing() {
 #[test]
 fn initiate_refuses_bad_bodies_with_400_naming_the_field() {
     let t = T::start(Options::default());
-    let (alice, bob) = (person("Alice"), person("Bob"));
-    t.register(&alice);
-    t.register(&bob);
+    let [alice, bob] = t.people(["Alice", "Bob"]);
     let conv = Uuid::new_v4().to_string();
     let bob_id = bob.uid();
-    let post = |body: &[u8]| {
-        t.api.send(
+    let post = |api: &Api, body: &[u8]| {
+        api.send(
             "POST",
             "/api/calls/initiate",
             Some(&alice.token),
@@ -1314,23 +1135,16 @@ fn initiate_refuses_bad_bodies_with_400_naming_the_field() {
         b"{\"a\": 1} trailing",
         b"\xff\xfe{}",
     ] {
-        let body = t.refused(400, "invalid_json", |_| post(bad));
+        let body = t.refused(INVALID_JSON, |api| post(api, bad));
         assert!(!message(&body).is_empty());
     }
 
+    let audio_to =
+        |ids: Value| json!({"conversationId": conv, "type": "audio", "participantIds": ids});
     let cases: Vec<(Value, &str)> = vec![
-        (
-            json!({"conversationId": conv, "type": "audio", "participantIds": ["not-a-uuid"]}),
-            "participantIds[0]",
-        ),
-        (
-            json!({"conversationId": conv, "type": "audio", "participantIds": [bob_id, 7]}),
-            "participantIds[1]",
-        ),
-        (
-            json!({"conversationId": conv, "type": "audio", "participantIds": bob_id}),
-            "participantIds",
-        ),
+        (audio_to(json!(["not-a-uuid"])), "participantIds[0]"),
+        (audio_to(json!([bob_id, 7])), "participantIds[1]"),
+        (audio_to(json!(bob_id)), "participantIds"),
         (
             json!({"conversationId": 42, "type": "audio", "participantIds": [bob_id]}),
             "conversationId",
@@ -1351,11 +1165,9 @@ fn initiate_refuses_bad_bodies_with_400_naming_the_field() {
         ),
     ];
     for (bad, field) in cases {
-        let body = t.refused(400, "invalid_field", |_| post(bad.to_string().as_bytes()));
-        assert!(
-            message(&body).starts_with(&format!("{field}:")),
-            "{bad} → {body}"
-        );
+        let body = t.refused_naming(INVALID_FIELD, &format!("{field}:"), |api| {
+            post(api, bad.to_string().as_bytes())
+        });
         if field == "body" {
             let m = message(&body);
             assert!(
@@ -1364,19 +1176,14 @@ fn initiate_refuses_bad_bodies_with_400_naming_the_field() {
             );
         }
     }
-    assert_eq!(t.rows("SELECT * FROM calls", &[]).len(), 0);
+    assert_eq!(t.count("SELECT * FROM calls", &[]), 0);
 }
 
 /// The bodies are JSON objects (the spec's, and openapi.json's `"type": "object"`): an array
 /// that lists the fields in order is a wrong type, not a positional form of the object.
 #[test]
 fn request_bodies_must_be_json_objects() {
-    let t = T::start(Options::default());
-    let (alice, bob) = (person("Alice"), person("Bob"));
-    t.register(&alice);
-    t.register(&bob);
-    let conv = Uuid::new_v4();
-    let call = t.initiate(&alice, conv, "audio", &[&bob]);
+    let (t, [alice, bob], conv, call) = alice_calls_bob("audio");
     let cases: Vec<(&str, String, &str, Value)> = vec![
         (
             "POST",
@@ -1407,7 +1214,7 @@ fn request_bodies_must_be_json_objects() {
     for (method, path, bearer, body) in &cases {
         let before = t.dump();
         let (s, answer) = t.api.json(method, path, Some(bearer), body);
-        if s != 400 || error_code(&answer) != "invalid_field" {
+        if s != INVALID_FIELD.0 || error_code(&answer) != INVALID_FIELD.1 {
             accepted.push(format!("{method} {path} {body} → {s} {answer}"));
             continue;
         }
@@ -1425,17 +1232,13 @@ fn request_bodies_must_be_json_objects() {
 #[test]
 fn initiate_refuses_impossible_calls_with_422() {
     let t = T::calls("max_participants = 3");
-    let [alice, bob, carol, dave] = ["Alice", "Bob", "Carol", "Dave"].map(person);
-    for p in [&alice, &bob, &carol, &dave] {
-        t.register(p);
-    }
+    let [alice, bob, carol, dave] = t.people(["Alice", "Bob", "Carol", "Dave"]);
     let conv = Uuid::new_v4();
 
     // Four with the caller, at most three per call.
-    let body = t.refused(422, "too_many_participants", |_| {
+    let body = t.refused_naming(TOO_MANY_PARTICIPANTS, "participantIds", |_| {
         t.try_initiate(&alice, conv, "video", &[&bob, &carol, &dave])
     });
-    assert!(message(&body).starts_with("participantIds"), "{body}");
     assert!(
         message(&body).contains('3') && message(&body).contains('4'),
         "{body}"
@@ -1443,13 +1246,10 @@ fn initiate_refuses_impossible_calls_with_422() {
 
     // Invitees who are not users.
     let ghost = Uuid::new_v4();
-    let body = t.refused(422, "unknown_participant", |api| {
-        api.json(
-            "POST",
-            "/api/calls/initiate",
-            Some(&alice.token),
-            &json!({"conversationId": conv, "type": "audio", "participantIds": [bob.id, ghost]}),
-        )
+    let to_ghost =
+        json!({"conversationId": conv, "type": "audio", "participantIds": [bob.id, ghost]});
+    let body = t.refused(UNKNOWN_PARTICIPANT, |api| {
+        api.post_initiate(&alice.token, &to_ghost)
     });
     assert!(message(&body).contains(&ghost.to_string()), "{body}");
     assert!(
@@ -1458,16 +1258,14 @@ fn initiate_refuses_impossible_calls_with_422() {
     );
 
     // Nobody, or oneself.
-    t.refused(422, "no_participants", |_| {
-        t.try_initiate(&alice, conv, "audio", &[])
-    });
-    t.refused(422, "self_invite", |_| {
-        t.try_initiate(&alice, conv, "audio", &[&alice])
-    });
-    t.refused(422, "self_invite", |_| {
-        t.try_initiate(&alice, conv, "audio", &[&bob, &alice])
-    });
-    assert_eq!(t.rows("SELECT * FROM conversations", &[]).len(), 0);
+    for (to, refusal) in [
+        (&[][..], NO_PARTICIPANTS),
+        (&[&alice], SELF_INVITE),
+        (&[&bob, &alice], SELF_INVITE),
+    ] {
+        t.refused(refusal, |_| t.try_initiate(&alice, conv, "audio", to));
+    }
+    assert_eq!(t.count("SELECT * FROM conversations", &[]), 0);
 
     // Exactly the maximum is fine; duplicates count once.
     let call = t.initiate(&alice, conv, "video", &[&bob, &carol]);
@@ -1475,48 +1273,36 @@ fn initiate_refuses_impossible_calls_with_422() {
     let (s, body) = t.try_initiate(&alice, conv, "audio", &[&bob, &bob, &carol]);
     assert_eq!(s, 201, "{body}");
     assert_eq!(body["participants"].as_array().unwrap().len(), 2);
-    assert_eq!(t.participants(body["callId"].as_str().unwrap()).len(), 3);
+    assert_eq!(t.participants(call_id_of(&body)).len(), 3);
 }
 
 #[test]
 fn bodies_over_64_kib_are_413() {
-    let t = T::start(Options::default());
-    let (alice, bob) = (person("Alice"), person("Bob"));
-    t.register(&alice);
-    t.register(&bob);
-    let conv = Uuid::new_v4();
-    let call = t.initiate(&alice, conv, "audio", &[&bob]);
-    // Valid JSON, 70 KiB of it: only the size is wrong.
-    let pad = |json: Value| -> Vec<u8> {
+    let (t, [alice, bob], conv, call) = alice_calls_bob("audio");
+    // Valid JSON padded with spaces to `len` bytes: only the size can be wrong.
+    let pad = |json: Value, len: usize| -> Vec<u8> {
         let mut s = json.to_string();
         s.pop();
-        s.push_str(&" ".repeat(70 * 1024 - s.len()));
+        s.push_str(&" ".repeat(len - 1 - s.len()));
         s.push('}');
-        assert_eq!(s.len(), 70 * 1024 + 1);
+        assert_eq!(s.len(), len);
         assert!(serde_json::from_str::<Value>(&s).is_ok());
         s.into_bytes()
     };
-    let big_initiate =
-        pad(json!({"conversationId": conv, "type": "audio", "participantIds": [bob.id]}));
-    let big_media = pad(json!({"audioEnabled": false}));
+    let initiate = json!({"conversationId": conv, "type": "audio", "participantIds": [bob.id]});
+    let big_initiate = pad(initiate.clone(), 70 * 1024 + 1);
+    let big_media = pad(json!({"audioEnabled": false}), 70 * 1024 + 1);
 
     // With a Content-Length.
-    t.refused(413, "body_too_large", |api| {
-        api.send(
-            "POST",
-            "/api/calls/initiate",
-            Some(&alice.token),
-            Some(&big_initiate),
-        )
-    });
-    t.refused(413, "body_too_large", |api| {
-        api.send(
-            "PATCH",
-            &format!("/api/calls/{call}/media"),
-            Some(&alice.token),
-            Some(&big_media),
-        )
-    });
+    let media_path = format!("/api/calls/{call}/media");
+    for (method, path, body) in [
+        ("POST", "/api/calls/initiate", &big_initiate),
+        ("PATCH", &media_path, &big_media),
+    ] {
+        t.refused(BODY_TOO_LARGE, |api| {
+            api.send(method, path, Some(&alice.token), Some(body))
+        });
+    }
 
     // Chunked, without a length: cut off at the limit all the same.
     let mut chunked = Vec::new();
@@ -1526,7 +1312,7 @@ fn bodies_over_64_kib_are_413() {
         chunked.extend_from_slice(b"\r\n");
     }
     chunked.extend_from_slice(b"0\r\n\r\n");
-    t.refused(413, "body_too_large", |_| {
+    t.refused(BODY_TOO_LARGE, |_| {
         let (s, _, body) = raw(
             t.d.http,
             &format!(
@@ -1538,31 +1324,22 @@ fn bodies_over_64_kib_are_413() {
         );
         (s, body)
     });
-    assert_eq!(t.rows("SELECT * FROM calls", &[]).len(), 1);
+    assert_eq!(t.count("SELECT * FROM calls", &[]), 1);
 
     // Just under the limit is read (and this one is a good request).
-    let mut s =
-        json!({"conversationId": conv, "type": "audio", "participantIds": [bob.id]}).to_string();
-    s.pop();
-    s.push_str(&" ".repeat(64 * 1024 - 1 - s.len()));
-    s.push('}');
-    assert_eq!(s.len(), 64 * 1024);
+    let just_under = pad(initiate, 64 * 1024);
     let (status, body) = t.api.send(
         "POST",
         "/api/calls/initiate",
         Some(&alice.token),
-        Some(s.as_bytes()),
+        Some(&just_under),
     );
     assert_eq!(status, 201, "{body}");
 }
 
 #[test]
 fn wrong_methods_are_405() {
-    let t = T::start(Options::default());
-    let (alice, bob) = (person("Alice"), person("Bob"));
-    t.register(&alice);
-    t.register(&bob);
-    let call = t.initiate(&alice, Uuid::new_v4(), "audio", &[&bob]);
+    let (t, [alice, _], _, call) = alice_calls_bob("audio");
     for (method, path) in [
         ("GET", "/api/calls/initiate".to_owned()),
         ("PUT", "/api/calls/initiate".to_owned()),
@@ -1579,11 +1356,11 @@ fn wrong_methods_are_405() {
             format!("/api/admin/conversations/{}", Uuid::new_v4()),
         ),
     ] {
-        t.refused(405, "method_not_allowed", |api| {
+        t.refused(METHOD_NOT_ALLOWED, |api| {
             api.send(method, &path, Some(&alice.token), None)
         });
     }
-    t.refused(404, "route_not_found", |api| {
+    t.refused(ROUTE_NOT_FOUND, |api| {
         api.get("/api/calls/a/b/c", &alice.token)
     });
     assert_eq!(t.call_row(&call)["status"], "initiated");
@@ -1595,104 +1372,65 @@ fn wrong_methods_are_405() {
 #[test]
 fn admin_endpoints_provision_users_and_conversations() {
     let t = T::closed();
-    let [alice, bob, carol] = ["Alice", "Bob", "Carol"].map(person);
+    let [alice, bob, carol] = t.provisioned(["Alice", "Bob", "Carol"]);
     let admin = |method: &str, path: &str, body: Option<Value>| -> (u16, Value) {
         let body = body.map(|b| b.to_string());
-        t.api.send(
-            method,
-            path,
-            Some(ADMIN_TOKEN),
-            body.as_deref().map(str::as_bytes),
-        )
+        let body = body.as_deref().map(str::as_bytes);
+        t.api.send(method, path, Some(ADMIN_TOKEN), body)
     };
-    for p in [&alice, &bob, &carol] {
-        let (s, body) = admin(
-            "PUT",
-            &format!("/api/admin/users/{}", p.id),
-            Some(json!({"name": p.name, "email": p.email})),
-        );
-        assert_eq!(s, 200, "{body}");
-        assert_eq!(
-            body,
-            json!({"user": {"id": p.uid(), "name": p.name, "email": p.email}})
-        );
-    }
-    let users = t.rows("SELECT id, name, email FROM users ORDER BY name", &[]);
-    assert_eq!(
-        users
-            .iter()
-            .map(|u| (u["name"].as_str().unwrap(), u["email"].as_str().unwrap()))
-            .collect::<Vec<_>>(),
-        [
-            ("Alice", "alice@example.com"),
-            ("Bob", "bob@example.com"),
-            ("Carol", "carol@example.com")
-        ]
-    );
+    let users: Vec<Value> = t.rows("SELECT name, email FROM users ORDER BY name", &[]);
+    let want = [
+        json!({"name": "Alice", "email": "alice@example.com"}),
+        json!({"name": "Bob", "email": "bob@example.com"}),
+        json!({"name": "Carol", "email": "carol@example.com"}),
+    ];
+    assert_eq!(users, want);
     // A second PUT renames.
-    let (s, body) = admin(
-        "PUT",
-        &format!("/api/admin/users/{}", carol.id),
-        Some(json!({"name": "Caroline", "email": "carol@example.com"})),
-    );
+    let carol_path = format!("/api/admin/users/{}", carol.id);
+    let renamed = json!({"name": "Caroline", "email": "carol@example.com"});
+    let (s, body) = admin("PUT", &carol_path, Some(renamed));
     assert_eq!(
         (s, &body["user"]["name"]),
         (200, &json!("Caroline")),
         "{body}"
     );
-    assert_eq!(
-        t.rows("SELECT name FROM users WHERE id = ?1", &[&carol.uid()])[0]["name"],
-        "Caroline"
-    );
+    assert_eq!(t.user_row(&carol.uid()).unwrap()["name"], "Caroline");
 
     let conv = Uuid::new_v4();
     let path = format!("/api/admin/conversations/{conv}");
-    let (s, body) = admin(
-        "PUT",
-        &path,
-        Some(json!({"name": "Team", "memberIds": [alice.id, bob.id]})),
-    );
+    let team = json!({"name": "Team", "memberIds": [alice.id, bob.id]});
+    let (s, body) = t.put_conversation(conv, &team);
     assert_eq!(s, 200, "{body}");
-    assert_eq!(body["conversation"]["id"], conv.to_string());
-    assert_eq!(body["conversation"]["name"], "Team");
+    let conversation = &body["conversation"];
+    assert_fields(conversation, &json!({"id": conv, "name": "Team"}));
+    let members = |body: &Value| -> Vec<Value> {
+        body["conversation"]["members"].as_array().unwrap().clone()
+    };
     let ids = |body: &Value| -> BTreeSet<String> {
-        body["conversation"]["members"]
-            .as_array()
-            .unwrap()
+        members(body)
             .iter()
             .map(|m| m["id"].as_str().unwrap().to_owned())
             .collect()
     };
     assert_eq!(ids(&body), BTreeSet::from([alice.uid(), bob.uid()]));
-    let bob_view = body["conversation"]["members"]
-        .as_array()
-        .unwrap()
-        .iter()
+    let bob_view = members(&body)
+        .into_iter()
         .find(|m| m["id"] == bob.uid())
-        .unwrap()
-        .clone();
+        .unwrap();
     assert_eq!(
         bob_view,
         json!({"id": bob.uid(), "name": "Bob", "email": "bob@example.com"})
     );
     assert_eq!(t.members(conv), BTreeSet::from([alice.uid(), bob.uid()]));
-    assert_eq!(
-        t.rows(
-            "SELECT name FROM conversations WHERE id = ?1",
-            &[&conv.to_string()]
-        )[0]["name"],
-        "Team"
-    );
+    let sql = "SELECT name FROM conversations WHERE id = ?1";
+    assert_eq!(t.rows(sql, &[&conv.to_string()])[0]["name"], "Team");
     let (s, got) = admin("GET", &path, None);
     assert_eq!((s, &got), (200, &body));
 
     // A second PUT replaces the members; a member not known yet becomes a user; the name stays.
-    let dave = person("Dave");
-    let (s, body) = admin(
-        "PUT",
-        &path,
-        Some(json!({"memberIds": [alice.id, carol.id, dave.id]})),
-    );
+    let dave = Person::new("Dave");
+    let members = json!({"memberIds": [alice.id, carol.id, dave.id]});
+    let (s, body) = t.put_conversation(conv, &members);
     assert_eq!(s, 200, "{body}");
     assert_eq!(body["conversation"]["name"], "Team");
     let want = BTreeSet::from([alice.uid(), carol.uid(), dave.uid()]);
@@ -1700,74 +1438,46 @@ fn admin_endpoints_provision_users_and_conversations() {
     assert_eq!(t.members(conv), want);
     let (_, got) = admin("GET", &path, None);
     assert_eq!(ids(&got), want);
-    let dave_row = t.rows(
-        "SELECT name, email FROM users WHERE id = ?1",
-        &[&dave.uid()],
-    );
-    assert_eq!(dave_row.len(), 1);
-    assert_eq!(
-        (&dave_row[0]["name"], &dave_row[0]["email"]),
-        (&Value::Null, &Value::Null)
-    );
+    let dave_row = t.user_row(&dave.uid()).expect("Dave is a user");
+    assert_eq!(dave_row, json!({"name": null, "email": null}));
     // Bob is still a user, just not a member.
-    assert_eq!(
-        t.rows("SELECT 1 FROM users WHERE id = ?1", &[&bob.uid()])
-            .len(),
-        1
-    );
+    assert!(t.user_row(&bob.uid()).is_some());
 
     // Refusals, with nothing changed.
-    let body = t.refused(400, "invalid_field", |_| {
+    t.refused_naming(INVALID_FIELD, "memberIds[1]", |_| {
         admin("PUT", &path, Some(json!({"memberIds": [alice.id, "nope"]})))
     });
-    assert!(message(&body).starts_with("memberIds[1]"), "{body}");
-    t.refused(400, "invalid_field", |_| {
+    t.refused(INVALID_FIELD, |_| {
         admin("PUT", &path, Some(json!({"name": "x"})))
     });
-    t.refused(400, "invalid_json", |api| {
+    t.refused(INVALID_JSON, |api| {
         api.send("PUT", &path, Some(ADMIN_TOKEN), Some(b"{\"memberIds\": ["))
     });
-    let body = t.refused(400, "invalid_field", |_| {
+    t.refused_naming(INVALID_FIELD, "userId", |_| {
         admin("PUT", "/api/admin/users/alice", Some(json!({"name": "A"})))
     });
-    assert!(message(&body).starts_with("userId"), "{body}");
-    let body = t.refused(400, "invalid_field", |_| {
-        admin(
-            "PUT",
-            &format!("/api/admin/users/{}", alice.id),
-            Some(json!({"name": 5})),
-        )
+    let alice_path = format!("/api/admin/users/{}", alice.id);
+    t.refused_naming(INVALID_FIELD, "name", |_| {
+        admin("PUT", &alice_path, Some(json!({"name": 5})))
     });
-    assert!(message(&body).starts_with("name"), "{body}");
-    t.refused(404, "conversation_not_found", |_| {
-        admin(
-            "GET",
-            &format!("/api/admin/conversations/{}", Uuid::new_v4()),
-            None,
-        )
-    });
+    let nowhere = format!("/api/admin/conversations/{}", Uuid::new_v4());
+    t.refused(CONVERSATION_NOT_FOUND, |_| admin("GET", &nowhere, None));
 
     // The admin token is for the admin endpoints only, and only it opens them.
     let user_put = json!({"name": "Mallory"}).to_string();
     let conv_put = json!({"memberIds": [alice.id]}).to_string();
     for (method, path, body) in [
-        (
-            "PUT",
-            format!("/api/admin/users/{}", alice.id),
-            Some(user_put.as_bytes()),
-        ),
+        ("PUT", alice_path.clone(), Some(user_put.as_bytes())),
         ("PUT", path.clone(), Some(conv_put.as_bytes())),
         ("GET", path.clone(), None),
     ] {
-        t.refused(401, "invalid_token", |api| {
-            api.send(method, &path, Some(&alice.token), body)
-        });
-        t.refused(401, "missing_token", |api| {
-            api.send(method, &path, None, body)
-        });
-        t.refused(401, "invalid_token", |api| {
-            api.send(method, &path, Some("integration-test-admin-tokeN"), body)
-        });
+        for (bearer, refusal) in [
+            (Some(alice.token.as_str()), INVALID_TOKEN),
+            (None, MISSING_TOKEN),
+            (Some("integration-test-admin-tokeN"), INVALID_TOKEN),
+        ] {
+            t.refused(refusal, |api| api.send(method, &path, bearer, body));
+        }
     }
     let initiate =
         json!({"conversationId": conv, "type": "audio", "participantIds": [carol.id]}).to_string();
@@ -1781,7 +1491,7 @@ fn admin_endpoints_provision_users_and_conversations() {
         ),
         ("GET", format!("/api/calls/{}", Uuid::new_v4()), None),
     ] {
-        t.refused(401, "invalid_token", |api| {
+        t.refused(INVALID_TOKEN, |api| {
             api.send(method, &path, Some(ADMIN_TOKEN), body)
         });
     }
@@ -1790,60 +1500,46 @@ fn admin_endpoints_provision_users_and_conversations() {
 #[test]
 fn closed_conversations_need_provisioned_members() {
     let t = T::closed();
-    let [alice, bob, carol] = ["Alice", "Bob", "Carol"].map(person);
-    let admin = |path: String, body: Value| {
-        let (s, b) = t.api.json("PUT", &path, Some(ADMIN_TOKEN), &body);
-        assert_eq!(s, 200, "{path}: {b}");
-    };
-    for p in [&alice, &bob, &carol] {
-        admin(
-            format!("/api/admin/users/{}", p.id),
-            json!({"name": p.name, "email": p.email}),
-        );
-    }
+    let [alice, bob, carol] = t.provisioned(["Alice", "Bob", "Carol"]);
     let conv = Uuid::new_v4();
-    admin(
-        format!("/api/admin/conversations/{conv}"),
-        json!({"memberIds": [alice.id, bob.id]}),
-    );
+    let set_members = |members: &[&Person]| {
+        let ids: Vec<Uuid> = members.iter().map(|p| p.id).collect();
+        let (s, b) = t.put_conversation(conv, &json!({"memberIds": ids}));
+        assert_eq!(s, 200, "{b}");
+    };
+    set_members(&[&alice, &bob]);
 
     // Unknown conversations are not created on first use.
     let nowhere = Uuid::new_v4();
-    t.refused(404, "conversation_not_found", |_| {
+    t.refused(CONVERSATION_NOT_FOUND, |_| {
         t.try_initiate(&alice, nowhere, "audio", &[&bob])
     });
     // Carol is a user but not a member: she cannot start a call there, nor be invited.
-    t.refused(404, "conversation_not_found", |_| {
+    t.refused(CONVERSATION_NOT_FOUND, |_| {
         t.try_initiate(&carol, conv, "audio", &[&alice])
     });
-    let body = t.refused(422, "not_a_member", |_| {
+    let body = t.refused(NOT_A_MEMBER, |_| {
         t.try_initiate(&alice, conv, "audio", &[&bob, &carol])
     });
     assert!(message(&body).contains(&carol.uid()), "{body}");
-    let ghost = Uuid::new_v4();
-    t.refused(422, "unknown_participant", |api| {
-        api.json(
-            "POST",
-            "/api/calls/initiate",
-            Some(&alice.token),
-            &json!({"conversationId": conv, "type": "audio", "participantIds": [ghost]}),
-        )
+    let to_ghost =
+        json!({"conversationId": conv, "type": "audio", "participantIds": [Uuid::new_v4()]});
+    t.refused(UNKNOWN_PARTICIPANT, |api| {
+        api.post_initiate(&alice.token, &to_ghost)
     });
 
     // Members call each other; the provisioned names are the spec's userName/userIdentifier.
     let (s, body) = t.try_initiate(&alice, conv, "video", &[&bob]);
     assert_eq!(s, 201, "{body}");
-    let call = body["callId"].as_str().unwrap().to_owned();
-    assert_eq!(body["participants"][0]["userName"], "Bob");
-    assert_eq!(body["participants"][0]["userIdentifier"], "bob@example.com");
+    let call = call_id_of(&body).to_owned();
+    let bob_named = json!({"userName": "Bob", "userIdentifier": "bob@example.com"});
+    assert_fields(&body["participants"][0], &bob_named);
     assert_eq!(t.members(conv), BTreeSet::from([alice.uid(), bob.uid()]));
 
     // The call and the conversation's history are invisible to Carol.
-    t.refused(404, "call_not_found", |api| {
-        api.get(&format!("/api/calls/{call}"), &carol.token)
-    });
-    t.refused(404, "call_not_found", |_| t.act(&carol, &call, "answer"));
-    t.refused(404, "conversation_not_found", |api| {
+    t.refused(CALL_NOT_FOUND, |api| api.get_call(&carol, &call));
+    t.refuses(&carol, &call, ["answer"], CALL_NOT_FOUND);
+    t.refused(CONVERSATION_NOT_FOUND, |api| {
         api.get(&format!("/api/calls?conversationId={conv}"), &carol.token)
     });
     let (s, body) = t.api.get("/api/calls", &carol.token);
@@ -1853,16 +1549,11 @@ fn closed_conversations_need_provisioned_members() {
     assert_eq!(body["status"], "active");
 
     // Membership decides visibility: replace Bob with Carol.
-    admin(
-        format!("/api/admin/conversations/{conv}"),
-        json!({"memberIds": [alice.id, carol.id]}),
-    );
+    set_members(&[&alice, &carol]);
     assert_eq!(t.get_call(&carol, &call)["status"], "active");
-    t.refused(404, "call_not_found", |api| {
-        api.get(&format!("/api/calls/{call}"), &bob.token)
-    });
-    t.refused(404, "call_not_found", |_| t.act(&bob, &call, "end"));
-    t.refused(403, "not_a_participant", |_| t.act(&carol, &call, "end"));
+    t.refused(CALL_NOT_FOUND, |api| api.get_call(&bob, &call));
+    t.refuses(&bob, &call, ["end"], CALL_NOT_FOUND);
+    t.refuses(&carol, &call, ["end"], NOT_A_PARTICIPANT);
 }
 
 // =============================================================================================
@@ -1870,51 +1561,37 @@ fn closed_conversations_need_provisioned_members() {
 
 #[test]
 fn a_refused_request_records_nothing_about_its_caller() {
-    let t = T::start(Options::default());
-    let (alice, bob) = (person("Alice"), person("Bob"));
-    t.register(&alice);
-    t.register(&bob);
-    let call = t.initiate(&alice, Uuid::new_v4(), "audio", &[&bob]);
+    let (t, [alice, bob], _, call) = alice_calls_bob("audio");
 
     // A new user whose every request is refused is never stored.
-    let eve = person("Eve");
-    t.refused(404, "call_not_found", |api| {
-        api.get(&format!("/api/calls/{call}"), &eve.token)
+    let eve = Person::new("Eve");
+    t.refused(CALL_NOT_FOUND, |api| api.get_call(&eve, &call));
+    t.refuses(&eve, &call, ["answer"], CALL_NOT_FOUND);
+    let to_ghost = json!({"conversationId": Uuid::new_v4(), "participantIds": [Uuid::new_v4()]});
+    t.refused(UNKNOWN_PARTICIPANT, |api| {
+        api.post_initiate(&eve.token, &to_ghost)
     });
-    t.refused(404, "call_not_found", |_| t.act(&eve, &call, "answer"));
-    t.refused(422, "unknown_participant", |api| {
-        api.json(
-            "POST",
-            "/api/calls/initiate",
-            Some(&eve.token),
-            &json!({"conversationId": Uuid::new_v4(), "participantIds": [Uuid::new_v4()]}),
-        )
-    });
-    assert!(t
-        .rows("SELECT 1 FROM users WHERE id = ?1", &[&eve.uid()])
-        .is_empty());
+    assert_eq!(t.user_row(&eve.uid()), None);
 
     // A known user's new name is not taken from a refused request, only from a good one.
     let renamed = token(bob.id, Some("Robert"), Some("robert@example.com"));
-    t.refused(404, "call_not_found", |api| {
+    t.refused(CALL_NOT_FOUND, |api| {
         api.post(&format!("/api/calls/{}/answer", Uuid::new_v4()), &renamed)
     });
-    t.refused(409, "invalid_transition", |api| {
+    t.refused(INVALID_TRANSITION, |api| {
         api.post(&format!("/api/calls/{call}/end"), &renamed)
     });
-    t.refused(403, "not_invited", |api| {
-        api.post(
-            &format!("/api/calls/{call}/answer"),
-            &token(alice.id, Some("Al"), None),
-        )
+    let al = token(alice.id, Some("Al"), None);
+    t.refused(NOT_INVITED, |api| {
+        api.post(&format!("/api/calls/{call}/answer"), &al)
     });
-    let name = |u: &Person| t.rows("SELECT name, email FROM users WHERE id = ?1", &[&u.uid()]);
-    assert_eq!(name(&bob)[0]["name"], "Bob");
-    assert_eq!(name(&alice)[0]["name"], "Alice");
+    let name = |u: &Person| t.user_row(&u.uid()).expect("a user");
+    assert_eq!(name(&bob)["name"], "Bob");
+    assert_eq!(name(&alice)["name"], "Alice");
     let (s, _) = t.api.post(&format!("/api/calls/{call}/answer"), &renamed);
     assert_eq!(s, 200);
-    assert_eq!(name(&bob)[0]["name"], "Robert");
-    assert_eq!(name(&bob)[0]["email"], "robert@example.com");
+    let robert = json!({"name": "Robert", "email": "robert@example.com"});
+    assert_eq!(name(&bob), robert);
     assert_eq!(
         t.get_call(&alice, &call)["participants"][1]["userName"],
         "Robert"
@@ -1923,11 +1600,7 @@ fn a_refused_request_records_nothing_about_its_caller() {
 
 #[test]
 fn bad_input_is_never_a_500() {
-    let t = T::start(Options::default());
-    let (alice, bob) = (person("Alice"), person("Bob"));
-    t.register(&alice);
-    t.register(&bob);
-    let call = t.initiate(&alice, Uuid::new_v4(), "audio", &[&bob]);
+    let (t, [alice, bob], _, call) = alice_calls_bob("audio");
     let before = t.dump();
     let deep = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
     let many: Vec<String> = (0..1500).map(|_| Uuid::new_v4().to_string()).collect();
@@ -1947,19 +1620,10 @@ fn bad_input_is_never_a_500() {
         many.into_bytes(),
         vec![0u8; 100],
     ];
-    let mut seen = Vec::new();
+    let media_path = format!("/api/calls/{call}/media");
     for body in &bodies {
-        for path in [
-            "/api/calls/initiate".to_owned(),
-            format!("/api/calls/{call}/media"),
-        ] {
-            let method = if path.ends_with("media") {
-                "PATCH"
-            } else {
-                "POST"
-            };
-            let (s, b) = t.api.send(method, &path, Some(&alice.token), Some(body));
-            seen.push((s, path.clone()));
+        for (method, path) in [("POST", "/api/calls/initiate"), ("PATCH", &media_path)] {
+            let (s, b) = t.api.send(method, path, Some(&alice.token), Some(body));
             assert!(
                 (400..500).contains(&s),
                 "{method} {path} {:?} → {s} {b}",
@@ -1969,23 +1633,23 @@ fn bad_input_is_never_a_500() {
         }
     }
     for path in [
-        "/api/calls/%00/answer".to_owned(),
-        "/api/calls/%E2%82%AC".to_owned(),
-        "/api/calls/..%2F..%2Fetc%2Fpasswd".to_owned(),
-        "/api/calls/00000000-0000-0000-0000-000000000000".to_owned(),
-        long_path,
-        "/api/calls?limit=-1".to_owned(),
-        "/api/calls?limit=99999999999".to_owned(),
-        "/api/calls?limit=abc".to_owned(),
-        "/api/calls?limit=0".to_owned(),
-        "/api/calls?before=yesterday".to_owned(),
-        "/api/calls?before=".to_owned(),
-        "/api/calls?conversationId=".to_owned(),
-        "/api/calls?conversationId=%FF".to_owned(),
-        "/api/calls?surprise=1".to_owned(),
-        "/api/admin/conversations/nope".to_owned(),
+        "/api/calls/%00/answer",
+        "/api/calls/%E2%82%AC",
+        "/api/calls/..%2F..%2Fetc%2Fpasswd",
+        "/api/calls/00000000-0000-0000-0000-000000000000",
+        &long_path,
+        "/api/calls?limit=-1",
+        "/api/calls?limit=99999999999",
+        "/api/calls?limit=abc",
+        "/api/calls?limit=0",
+        "/api/calls?before=yesterday",
+        "/api/calls?before=",
+        "/api/calls?conversationId=",
+        "/api/calls?conversationId=%FF",
+        "/api/calls?surprise=1",
+        "/api/admin/conversations/nope",
     ] {
-        let (s, b) = t.api.get(&path, &alice.token);
+        let (s, b) = t.api.get(path, &alice.token);
         assert!((400..500).contains(&s), "GET {path} → {s} {b}");
         assert_error_shape(&b);
     }
@@ -2009,13 +1673,46 @@ fn bad_input_is_never_a_500() {
 // =============================================================================================
 // History.
 
+/// The ids of the calls `who` sees in the history (`query` is `conversationId=…&` or empty),
+/// walked `limit` at a time by `nextBefore`, checking each page.
+#[track_caller]
+fn walk_history(t: &T, who: &Person, query: &str, limit: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut before: Option<String> = None;
+    for _ in 0..10 {
+        let mut path = format!("/api/calls?{query}limit={limit}");
+        if let Some(b) = &before {
+            path.push_str(&format!("&before={b}"));
+        }
+        let (s, body) = t.api.get(&path, &who.token);
+        assert_eq!(s, 200, "{path}: {body}");
+        let page = body["calls"].as_array().unwrap();
+        assert!(page.len() <= limit);
+        for c in page {
+            ids.push(c["id"].as_str().unwrap().to_owned());
+            assert!(c["participants"].is_array() && c["status"].is_string());
+        }
+        match &body["nextBefore"] {
+            Value::Null => return ids,
+            Value::String(b) => {
+                assert_eq!(page.len(), limit, "a short page is the last: {body}");
+                assert_eq!(
+                    page.last().unwrap()["createdAt"],
+                    json!(b),
+                    "nextBefore is the last call's createdAt"
+                );
+                before = Some(b.clone());
+            }
+            v => panic!("nextBefore: {v}"),
+        }
+    }
+    panic!("more than 10 pages");
+}
+
 #[test]
 fn history_is_newest_first_paged_by_next_before_and_members_only() {
     let t = T::start(Options::default());
-    let [alice, bob, carol, dave] = ["Alice", "Bob", "Carol", "Dave"].map(person);
-    for p in [&alice, &bob, &carol, &dave] {
-        t.register(p);
-    }
+    let [alice, bob, carol, dave] = t.people(["Alice", "Bob", "Carol", "Dave"]);
     let conv = Uuid::new_v4();
     let other = Uuid::new_v4();
     let mut made = Vec::new();
@@ -2028,49 +1725,16 @@ fn history_is_newest_first_paged_by_next_before_and_members_only() {
     }
     let elsewhere = t.initiate(&alice, other, "video", &[&carol]);
     let newest_first: Vec<String> = made.iter().rev().cloned().collect();
+    let sql = "SELECT id FROM calls WHERE conversation_id = ?1 ORDER BY created_at DESC";
     let stored: Vec<String> = t
-        .rows(
-            "SELECT id FROM calls WHERE conversation_id = ?1 ORDER BY created_at DESC",
-            &[&conv.to_string()],
-        )
+        .rows(sql, &[&conv.to_string()])
         .into_iter()
         .map(|r| r["id"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(stored, newest_first);
 
     // Walk the conversation two at a time.
-    let walk = |who: &Person, query: &str, limit: usize| -> Vec<String> {
-        let mut ids = Vec::new();
-        let mut before: Option<String> = None;
-        for _ in 0..10 {
-            let mut path = format!("/api/calls?{query}limit={limit}");
-            if let Some(b) = &before {
-                path.push_str(&format!("&before={b}"));
-            }
-            let (s, body) = t.api.get(&path, &who.token);
-            assert_eq!(s, 200, "{path}: {body}");
-            let page = body["calls"].as_array().unwrap();
-            assert!(page.len() <= limit);
-            for c in page {
-                ids.push(c["id"].as_str().unwrap().to_owned());
-                assert!(c["participants"].is_array() && c["status"].is_string());
-            }
-            match &body["nextBefore"] {
-                Value::Null => return ids,
-                Value::String(b) => {
-                    assert_eq!(page.len(), limit, "a short page is the last: {body}");
-                    assert_eq!(
-                        page.last().unwrap()["createdAt"],
-                        json!(b),
-                        "nextBefore is the last call's createdAt"
-                    );
-                    before = Some(b.clone());
-                }
-                v => panic!("nextBefore: {v}"),
-            }
-        }
-        panic!("more than 10 pages");
-    };
+    let walk = |who: &Person, query: &str, limit: usize| walk_history(&t, who, query, limit);
     let q = format!("conversationId={conv}&");
     assert_eq!(walk(&alice, &q, 2), newest_first);
     assert_eq!(walk(&bob, &q, 2), newest_first);
@@ -2094,24 +1758,25 @@ fn history_is_newest_first_paged_by_next_before_and_members_only() {
         &bob.token,
     );
     assert_eq!(s, 200, "{body}");
-    let c = &body["calls"][0];
-    assert_eq!(c["id"], made[4].as_str());
-    assert_eq!(c["conversationId"], conv.to_string());
-    assert_eq!(c["initiatedBy"], alice.uid());
-    assert_eq!(c["status"], "ended");
-    assert_eq!(c["endReason"], "cancelled");
+    let newest = json!({
+        "id": made[4],
+        "conversationId": conv,
+        "initiatedBy": alice.uid(),
+        "status": "ended",
+        "endReason": "cancelled",
+    });
+    assert_fields(&body["calls"][0], &newest);
 
     // Non-members see nothing of it.
+    let history_of = |conversation: Uuid, who: &Person| {
+        let path = format!("/api/calls?conversationId={conversation}");
+        t.api.get(&path, &who.token)
+    };
     for who in [&carol, &dave] {
-        t.refused(404, "conversation_not_found", |api| {
-            api.get(&format!("/api/calls?conversationId={conv}"), &who.token)
-        });
+        t.refused(CONVERSATION_NOT_FOUND, |_| history_of(conv, who));
     }
-    t.refused(404, "conversation_not_found", |api| {
-        api.get(
-            &format!("/api/calls?conversationId={}", Uuid::new_v4()),
-            &alice.token,
-        )
+    t.refused(CONVERSATION_NOT_FOUND, |_| {
+        history_of(Uuid::new_v4(), &alice)
     });
     for (query, field) in [
         ("limit=0", "limit"),
@@ -2120,10 +1785,9 @@ fn history_is_newest_first_paged_by_next_before_and_members_only() {
         ("limit=many", "limit"),
         ("page=2", "page"),
     ] {
-        let body = t.refused(400, "invalid_field", |api| {
+        t.refused_naming(INVALID_FIELD, field, |api| {
             api.get(&format!("/api/calls?{query}"), &alice.token)
         });
-        assert!(message(&body).starts_with(field), "{query} → {body}");
     }
 }
 
@@ -2133,30 +1797,16 @@ fn history_is_newest_first_paged_by_next_before_and_members_only() {
 #[test]
 fn turn_credentials_are_recorded_and_accepted_by_the_relay() {
     let t = T::start(Options::default());
-    let alice = person("Alice");
+    let alice = Person::new("Alice");
     let start = unix_now();
     let (s, body) = t.api.get("/api/calls/turn-credentials", &alice.token);
     let end = unix_now();
     assert_eq!(s, 200, "{body}");
 
     // The spec's shape.
-    let mut keys: Vec<&String> = body.as_object().unwrap().keys().collect();
-    keys.sort();
-    assert_eq!(keys, ["credentials", "expiresAt"], "{body}");
-    let mut keys: Vec<&String> = body["credentials"].as_object().unwrap().keys().collect();
-    keys.sort();
-    assert_eq!(keys, ["credential", "urls", "username"], "{body}");
-    let urls: Vec<String> = body["credentials"]["urls"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|u| u.as_str().unwrap().to_owned())
-        .collect();
-    let username = body["credentials"]["username"].as_str().unwrap().to_owned();
-    let credential = body["credentials"]["credential"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    assert_keys(&body, &["credentials", "expiresAt"]);
+    assert_keys(&body["credentials"], &["credential", "urls", "username"]);
+    let (urls, username, credential) = turn_credentials(&body);
     let (expiry, user) = username.split_once(':').expect("expiry:user");
     assert_eq!(user, alice.uid());
     let expiry: u64 = expiry.parse().unwrap();
@@ -2179,18 +1829,13 @@ fn turn_credentials_are_recorded_and_accepted_by_the_relay() {
     let rows = t.rows("SELECT * FROM turn_credentials", &[]);
     assert_eq!(rows.len(), 1);
     let row = &rows[0];
-    assert_eq!(row["user_id"], alice.uid());
-    assert_eq!(row["username"], username.as_str());
-    assert_eq!(row["credential"], credential.as_str());
+    let recorded = json!({"user_id": alice.uid(), "username": username, "credential": credential});
+    assert_fields(row, &recorded);
     assert_eq!(ms(&row["expires_at"]), expiry * 1000);
     let created = ms(&row["created_at"]) / 1000;
     assert!((start..=end).contains(&created));
     // The caller is a user now (the foreign key).
-    assert_eq!(
-        t.rows("SELECT 1 FROM users WHERE id = ?1", &[&alice.uid()])
-            .len(),
-        1
-    );
+    assert!(t.user_row(&alice.uid()).is_some());
 
     // The relay takes them.
     let ok = allocate(t.d.turn, &username, &credential);
@@ -2213,7 +1858,7 @@ fn turn_credentials_are_recorded_and_accepted_by_the_relay() {
     );
     assert_eq!(s, 200, "{body}");
     assert_eq!(header(&head, "cache-control"), Some("no-store"), "{head}");
-    assert_eq!(t.rows("SELECT * FROM turn_credentials", &[]).len(), 2);
+    assert_eq!(t.count("SELECT * FROM turn_credentials", &[]), 2);
 
     // The URLs: the daemon's TURN listener, for UDP and for TCP (checked last, as the rest
     // holds whatever they say).
@@ -2229,25 +1874,15 @@ fn turn_credentials_are_recorded_and_accepted_by_the_relay() {
 
 #[test]
 fn turn_credentials_advertise_the_external_ip() {
-    let t = T::start(Options {
-        turn: "external_ip = \"203.0.113.7\"".to_owned(),
-        ..Options::default()
-    });
-    let alice = person("Alice");
+    let t = T::turn("external_ip = \"203.0.113.7\"");
+    let alice = Person::new("Alice");
     let (s, body) = t.api.get("/api/calls/turn-credentials", &alice.token);
     assert_eq!(s, 200, "{body}");
-    let urls: Vec<&str> = body["credentials"]["urls"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|u| u.as_str().unwrap())
-        .collect();
+    let (urls, username, credential) = turn_credentials(&body);
     assert_eq!(urls.len(), 2, "{body}");
     assert!(urls[0].starts_with("turn:203.0.113.7:") && urls[0].ends_with("?transport=udp"));
     assert!(urls[1].starts_with("turn:203.0.113.7:") && urls[1].ends_with("?transport=tcp"));
-    let username = body["credentials"]["username"].as_str().unwrap();
-    let credential = body["credentials"]["credential"].as_str().unwrap();
-    let ok = allocate(t.d.turn, username, credential);
+    let ok = allocate(t.d.turn, &username, &credential);
     assert_eq!(code(&ok), 200);
     assert_eq!(
         relayed_of(&ok).ip(),
@@ -2268,11 +1903,8 @@ fn turn_credentials_advertise_the_external_ip() {
 #[test]
 fn expired_turn_credentials_are_deleted() {
     // A one-second TTL is a valid config.
-    let t = T::start(Options {
-        turn: "credential_ttl = \"1s\"".to_owned(),
-        ..Options::default()
-    });
-    let alice = person("Alice");
+    let t = T::turn("credential_ttl = \"1s\"");
+    let alice = Person::new("Alice");
     // Expiry is whole seconds (floor(now) + 1 s): ask just after a second begins, so that the
     // row lives long enough to be seen.
     let into_second = SystemTime::now()
@@ -2282,11 +1914,7 @@ fn expired_turn_credentials_are_deleted() {
     std::thread::sleep(Duration::from_millis(u64::from(1000 - into_second) + 10));
     let (s, body) = t.api.get("/api/calls/turn-credentials", &alice.token);
     assert_eq!(s, 200, "{body}");
-    let username = body["credentials"]["username"].as_str().unwrap().to_owned();
-    let credential = body["credentials"]["credential"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (_, username, credential) = turn_credentials(&body);
     let expiry: u64 = username.split_once(':').unwrap().0.parse().unwrap();
     let rows = t.rows(
         "SELECT username, expires_at FROM turn_credentials WHERE username = ?1",
@@ -2296,7 +1924,7 @@ fn expired_turn_credentials_are_deleted() {
     assert_eq!(ms(&rows[0]["expires_at"]), expiry * 1000);
 
     let gone = wait_until(Duration::from_secs(5), || {
-        t.rows("SELECT 1 FROM turn_credentials", &[]).is_empty()
+        t.count("SELECT 1 FROM turn_credentials", &[]) == 0
     });
     assert!(gone, "the expired credential is still stored");
     assert!(now_ms() >= expiry * 1000, "deleted before it expired");
@@ -2313,25 +1941,23 @@ fn expired_turn_credentials_are_deleted() {
 fn token_cli_mints_tokens_the_daemon_accepts() {
     let t = T::start(Options::default());
     let config = t.d.dir.path().join("switchboard.toml");
-    let bob = person("Bob");
-    t.register(&bob);
+    let [bob] = t.people(["Bob"]);
     let ada = Uuid::new_v4();
     let run = |args: &[&str], config: &std::path::Path| {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchboard"));
         cmd.arg("token").args(args).arg("--config").arg(config);
         common::run_bounded(&mut cmd, Duration::from_secs(10))
     };
-    let (status, out) = run(
-        &[
-            "--user",
-            &ada.to_string(),
-            "--name",
-            "Ada",
-            "--email",
-            "ada@example.com",
-        ],
-        &config,
-    );
+    let ada_id = ada.to_string();
+    let args = [
+        "--user",
+        &ada_id,
+        "--name",
+        "Ada",
+        "--email",
+        "ada@example.com",
+    ];
+    let (status, out) = run(&args, &config);
     assert_eq!(status, Some(0), "{out}");
     let tok = out.trim().to_owned();
     assert_eq!(tok.lines().count(), 1, "one line: {out}");
@@ -2339,39 +1965,24 @@ fn token_cli_mints_tokens_the_daemon_accepts() {
 
     let (s, body) = t.api.get("/api/calls", &tok);
     assert_eq!(s, 200, "{body}");
-    let users = t.rows(
-        "SELECT name, email FROM users WHERE id = ?1",
-        &[&ada.to_string()],
-    );
-    assert_eq!(
-        (&users[0]["name"], &users[0]["email"]),
-        (&json!("Ada"), &json!("ada@example.com"))
-    );
-    let (s, body) = t.api.json(
-        "POST",
-        "/api/calls/initiate",
-        Some(&tok),
-        &json!({"conversationId": Uuid::new_v4(), "type": "audio", "participantIds": [bob.id]}),
-    );
+    let ada_row = json!({"name": "Ada", "email": "ada@example.com"});
+    assert_eq!(t.user_row(&ada_id), Some(ada_row));
+    let to_bob =
+        json!({"conversationId": Uuid::new_v4(), "type": "audio", "participantIds": [bob.id]});
+    let (s, body) = t.api.post_initiate(&tok, &to_bob);
     assert_eq!(s, 201, "{body}");
-    let call = body["callId"].as_str().unwrap();
-    let view = t.get_call(&bob, call);
-    assert_eq!(view["initiatedBy"], ada.to_string());
+    let view = t.get_call(&bob, call_id_of(&body));
+    assert_eq!(view["initiatedBy"], ada_id);
     assert_eq!(view["participants"][0]["userName"], "Ada");
 
     // Bad arguments exit 2 and print no token.
+    let nil = Uuid::nil().to_string();
     for args in [
-        vec!["--user".to_owned(), "not-a-uuid".to_owned()],
-        vec!["--user".to_owned(), Uuid::nil().to_string()],
-        vec![
-            "--user".to_owned(),
-            ada.to_string(),
-            "--ttl".to_owned(),
-            "0s".to_owned(),
-        ],
+        &["--user", "not-a-uuid"][..],
+        &["--user", &nil],
+        &["--user", &ada_id, "--ttl", "0s"],
     ] {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let (status, out) = run(&args, &config);
+        let (status, out) = run(args, &config);
         assert_eq!(status, Some(2), "{args:?}: {out}");
         assert!(out.starts_with("error:"), "{args:?}: {out}");
     }
@@ -2386,9 +1997,7 @@ fn token_cli_mints_tokens_the_daemon_accepts() {
         text.replace(JWT_SECRET, "another-deployment-secret"),
     )
     .unwrap();
-    let (status, out) = run(&["--user", &ada.to_string()], &other_config);
+    let (status, out) = run(&["--user", &ada_id], &other_config);
     assert_eq!(status, Some(0), "{out}");
-    t.refused(401, "invalid_token", |api| {
-        api.get("/api/calls", out.trim())
-    });
+    t.refused(INVALID_TOKEN, |api| api.get("/api/calls", out.trim()));
 }

@@ -6,12 +6,10 @@ mod common;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
-use common::{code, credentials, request, unix_now, Daemon, REALM};
+use common::{code, credentials, nonce_of, relayed_of, request, unix_now, Daemon, REALM};
 use stun_types::attribute::{AttributeStaticType, Nonce, Realm, UnknownAttributes};
 use stun_types::message::{Message, MessageWrite, MessageWriteExt, MessageWriteVec, Method};
-use turn_types::attribute::{
-    ChannelNumber, Lifetime, RequestedTransport, XorPeerAddress, XorRelayedAddress,
-};
+use turn_types::attribute::{ChannelNumber, Lifetime, RequestedTransport, XorPeerAddress};
 use turn_types::message::{ALLOCATE, CHANNEL_BIND, CREATE_PERMISSION, REFRESH};
 
 /// A raw STUN client on its own UDP socket (its own 5-tuple).
@@ -64,13 +62,7 @@ impl Client {
         // The nonce comes from an Allocate's challenge, as for real clients (the relay does
         // not challenge other requests from a 5-tuple without an allocation).
         let challenge = self.exchange(&allocate_req(17).finish());
-        let msg = Message::from_bytes(&challenge).unwrap();
-        let nonce = msg
-            .attribute::<Nonce>()
-            .expect("a NONCE")
-            .nonce()
-            .to_owned();
-        self.exchange(&self.seal(w(), &nonce))
+        self.exchange(&self.seal(w(), &nonce_of(&challenge)))
     }
 
     fn seal(&self, w: MessageWriteVec, nonce: &str) -> Vec<u8> {
@@ -169,11 +161,7 @@ fn allocation_errors_437_441_442() {
     assert_eq!(code(&alice.authed(|| allocate_req(6))), 442, "TCP relaying");
     let ok = alice.allocate();
     assert_eq!(code(&ok), 200);
-    let msg = Message::from_bytes(&ok).unwrap();
-    let relayed = msg
-        .attribute::<XorRelayedAddress>()
-        .unwrap()
-        .addr(msg.transaction_id());
+    let relayed = relayed_of(&ok);
     assert_eq!(relayed.ip().to_string(), "127.0.0.1");
     assert!((20000..=29999).contains(&relayed.port()));
     assert_eq!(
@@ -350,13 +338,6 @@ fn local_service_reaches_client(d: &Daemon) -> bool {
         }
         Err(_) => false,
     }
-}
-
-fn relayed_of(bytes: &[u8]) -> SocketAddr {
-    let msg = Message::from_bytes(bytes).unwrap();
-    msg.attribute::<XorRelayedAddress>()
-        .unwrap()
-        .addr(msg.transaction_id())
 }
 
 #[test]

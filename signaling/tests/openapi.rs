@@ -681,52 +681,54 @@ struct Client {
 }
 
 impl Client {
-    async fn call(
-        &self,
-        method: &str,
-        template: &str,
-        ids: &[Uuid],
-        token: Option<&str>,
-        body: Option<Value>,
-    ) -> Reply {
-        self.call_query(method, template, ids, "", token, body)
-            .await
+    /// A caller with `token` (`None`: without one), whose user id is `id`.
+    fn caller(&self, id: Uuid, token: Option<&str>) -> Caller<'_> {
+        Caller {
+            client: self,
+            id,
+            token: token.map(str::to_owned),
+        }
     }
 
-    async fn call_query(
+    /// A new user called `name`, with a token (as their host application would mint it).
+    fn user(&self, name: &str) -> Caller<'_> {
+        let id = Uuid::new_v4();
+        let email = format!("{}@example.com", name.to_lowercase());
+        let ttl = Duration::from_secs(600);
+        let token = auth::mint(
+            JWT_SECRET,
+            id,
+            Some(name),
+            Some(&email),
+            Timestamp::now(),
+            ttl,
+        );
+        self.caller(id, Some(&token))
+    }
+}
+
+/// Someone calling the API through a [`Client`]: a user, the admin, or nobody.
+struct Caller<'a> {
+    client: &'a Client,
+    id: Uuid,
+    token: Option<String>,
+}
+
+impl Caller<'_> {
+    /// `method template` with its parameters filled from `ids` and `query` appended, `bytes`
+    /// sent as they are (bodies the document does not allow too); the reply, which must conform.
+    async fn send(
         &self,
         method: &str,
         template: &str,
         ids: &[Uuid],
         query: &str,
-        token: Option<&str>,
-        body: Option<Value>,
-    ) -> Reply {
-        let op = &self.doc["paths"][template][method];
-        let bytes = body.map(|b| {
-            let schema = &op["requestBody"]["content"]["application/json"]["schema"];
-            assert!(schema.is_object(), "{method} {template} documents no body");
-            if let Err(e) = check(&self.doc, schema, &b, "request") {
-                panic!("{method} {template}: the test's own request does not fit: {e}");
-            }
-            serde_json::to_vec(&b).expect("JSON")
-        });
-        self.raw(method, template, ids, query, token, bytes).await
-    }
-
-    /// Sends `bytes` as they are (for bodies the document does not allow).
-    async fn raw(
-        &self,
-        method: &str,
-        template: &str,
-        ids: &[Uuid],
-        query: &str,
-        token: Option<&str>,
         bytes: Option<Vec<u8>>,
     ) -> Reply {
+        let Client { app, doc } = self.client;
         let uri = format!("{}{query}", fill(template, ids));
-        let reply = send(&self.app, method, &uri, token, bytes).await;
-        conforms(&self.doc, method, template, &reply);
+        let reply = send(app, method, &uri, self.token.as_deref(), bytes).await;
+        conforms(doc, method, template, &reply);
         if reply.status == StatusCode::UNAUTHORIZED {
             assert_eq!(
                 reply
@@ -738,8 +740,62 @@ impl Client {
         }
         reply
     }
+
+    /// [`Caller::send`] with a JSON body, which must fit the document's request schema.
+    async fn json(&self, method: &str, template: &str, ids: &[Uuid], body: Option<Value>) -> Reply {
+        let doc = &self.client.doc;
+        let bytes = body.map(|b| {
+            let op = &doc["paths"][template][method];
+            let schema = &op["requestBody"]["content"]["application/json"]["schema"];
+            assert!(schema.is_object(), "{method} {template} documents no body");
+            if let Err(e) = check(doc, schema, &b, "request") {
+                panic!("{method} {template}: the test's own request does not fit: {e}");
+            }
+            serde_json::to_vec(&b).expect("JSON")
+        });
+        self.send(method, template, ids, "", bytes).await
+    }
+
+    /// [`Caller::json`], whose reply must be `status`; its JSON.
+    async fn expect(
+        &self,
+        status: StatusCode,
+        method: &str,
+        template: &str,
+        ids: &[Uuid],
+        body: Option<Value>,
+    ) -> Value {
+        expect(&self.json(method, template, ids, body).await, status, None)
+    }
+
+    /// [`Caller::json`], which must be refused with `status` and the error `code`.
+    async fn refused(
+        &self,
+        status: StatusCode,
+        code: &str,
+        method: &str,
+        template: &str,
+        ids: &[Uuid],
+        body: Option<Value>,
+    ) {
+        expect(
+            &self.json(method, template, ids, body).await,
+            status,
+            Some(code),
+        );
+    }
+
+    /// `GET /api/calls` with `query`, whose reply must be `status`; its JSON.
+    async fn history(&self, query: &str, status: StatusCode, code: Option<&str>) -> Value {
+        expect(
+            &self.send("get", HISTORY, &[], query, None).await,
+            status,
+            code,
+        )
+    }
 }
 
+#[track_caller]
 fn expect(reply: &Reply, status: StatusCode, code: Option<&str>) -> Value {
     assert_eq!(
         reply.status,
@@ -753,359 +809,275 @@ fn expect(reply: &Reply, status: StatusCode, code: Option<&str>) -> Value {
     reply.json()
 }
 
+/// The `callId` of an initiate's answer.
+fn call_id(body: &Value) -> Uuid {
+    body["callId"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no call id: {body}"))
+}
+
+const USER: &str = "/api/admin/users/{userId}";
+const CONV: &str = "/api/admin/conversations/{conversationId}";
+const INITIATE: &str = "/api/calls/initiate";
+const HISTORY: &str = "/api/calls";
+const CALL: &str = "/api/calls/{callId}";
+const ANSWER: &str = "/api/calls/{callId}/answer";
+const REJECT: &str = "/api/calls/{callId}/reject";
+const END: &str = "/api/calls/{callId}/end";
+const MEDIA: &str = "/api/calls/{callId}/media";
+
 #[tokio::test]
 async fn a_call_flow_gets_what_the_document_says() {
     use StatusCode as S;
     let (app, _dir) = app();
     let c = Client { app, doc: doc() };
-    let [alice, bob, carol, dave, eve]: [Uuid; 5] = std::array::from_fn(|_| Uuid::new_v4());
-    let token = |id: Uuid, name: &str| {
-        let email = format!("{}@example.com", name.to_lowercase());
-        auth::mint(
-            JWT_SECRET,
-            id,
-            Some(name),
-            Some(&email),
-            Timestamp::now(),
-            Duration::from_secs(600),
-        )
-    };
-    let (ta, tb, tc, td, te) = (
-        token(alice, "Alice"),
-        token(bob, "Bob"),
-        token(carol, "Carol"),
-        token(dave, "Dave"),
-        token(eve, "Eve"),
-    );
-    let (ta, tb, tc, td, te) = (
-        ta.as_str(),
-        tb.as_str(),
-        tc.as_str(),
-        td.as_str(),
-        te.as_str(),
-    );
-    let admin = Some(ADMIN_TOKEN);
+    let [alice, bob, carol, dave, eve] =
+        ["Alice", "Bob", "Carol", "Dave", "Eve"].map(|n| c.user(n));
+    let admin = c.caller(Uuid::nil(), Some(ADMIN_TOKEN));
+    let nobody = c.caller(Uuid::nil(), None);
     let conv = Uuid::new_v4();
 
     // Provisioning.
-    const USER: &str = "/api/admin/users/{userId}";
-    const CONV: &str = "/api/admin/conversations/{conversationId}";
-    let r = c
-        .call(
-            "put",
-            USER,
-            &[eve],
-            admin,
-            Some(json!({"name": "Eve", "email": ""})),
-        )
+    let eve_user = json!({"name": "Eve", "email": ""});
+    let body = admin
+        .expect(S::OK, "put", USER, &[eve.id], Some(eve_user))
         .await;
     assert_eq!(
-        expect(&r, S::OK, None),
-        json!({"user": {"id": eve, "name": "Eve", "email": null}})
+        body,
+        json!({"user": {"id": eve.id, "name": "Eve", "email": null}})
     );
-    let r = c
-        .call("put", USER, &[Uuid::nil()], admin, Some(json!({})))
+    let (nil, empty) = (Uuid::nil(), Some(json!({})));
+    admin
+        .refused(
+            S::BAD_REQUEST,
+            "invalid_field",
+            "put",
+            USER,
+            &[nil],
+            empty.clone(),
+        )
         .await;
-    expect(&r, S::BAD_REQUEST, Some("invalid_field"));
-    let r = c.call("put", USER, &[eve], Some(ta), Some(json!({}))).await;
-    expect(&r, S::UNAUTHORIZED, Some("invalid_token"));
-    let r = c
-        .raw("put", USER, &[eve], "", admin, Some(b"{".to_vec()))
+    alice
+        .refused(
+            S::UNAUTHORIZED,
+            "invalid_token",
+            "put",
+            USER,
+            &[eve.id],
+            empty,
+        )
+        .await;
+    let r = admin
+        .send("put", USER, &[eve.id], "", Some(b"{".to_vec()))
         .await;
     expect(&r, S::BAD_REQUEST, Some("invalid_json"));
-    let r = c
-        .raw(
-            "put",
-            USER,
-            &[eve],
-            "",
-            admin,
-            Some(vec![b' '; api::MAX_BODY + 1]),
-        )
+    let too_large = vec![b' '; api::MAX_BODY + 1];
+    let r = admin
+        .send("put", USER, &[eve.id], "", Some(too_large))
         .await;
     expect(&r, S::PAYLOAD_TOO_LARGE, Some("body_too_large"));
-    let members = json!({"name": "Team", "memberIds": [alice, bob, carol, dave]});
-    let r = c.call("put", CONV, &[conv], admin, Some(members)).await;
-    assert_eq!(
-        expect(&r, S::OK, None)["conversation"]["members"]
-            .as_array()
-            .map(Vec::len),
-        Some(4)
-    );
-    let r = c.call("get", CONV, &[conv], admin, None).await;
-    assert_eq!(expect(&r, S::OK, None)["conversation"]["name"], "Team");
-    let r = c.call("get", CONV, &[Uuid::new_v4()], admin, None).await;
-    expect(&r, S::NOT_FOUND, Some("conversation_not_found"));
+    let members = json!({"name": "Team", "memberIds": [alice.id, bob.id, carol.id, dave.id]});
+    let body = admin
+        .expect(S::OK, "put", CONV, &[conv], Some(members))
+        .await;
+    let members = body["conversation"]["members"].as_array().map(Vec::len);
+    assert_eq!(members, Some(4));
+    let body = admin.expect(S::OK, "get", CONV, &[conv], None).await;
+    assert_eq!(body["conversation"]["name"], "Team");
+    let elsewhere = [Uuid::new_v4()];
+    let not_found = "conversation_not_found";
+    admin
+        .refused(S::NOT_FOUND, not_found, "get", CONV, &elsewhere, None)
+        .await;
 
     // Starting calls that cannot be made.
-    const INITIATE: &str = "/api/calls/initiate";
     let start = |invitees: Vec<Uuid>| json!({"conversationId": conv, "type": "video", "participantIds": invitees});
     for (invitees, code) in [
         (vec![], "no_participants"),
-        (vec![alice], "self_invite"),
+        (vec![alice.id], "self_invite"),
         (vec![Uuid::new_v4()], "unknown_participant"),
-        (vec![eve], "not_a_member"),
-        (vec![bob, carol, dave, eve], "too_many_participants"),
+        (vec![eve.id], "not_a_member"),
+        (
+            vec![bob.id, carol.id, dave.id, eve.id],
+            "too_many_participants",
+        ),
     ] {
-        let r = c
-            .call("post", INITIATE, &[], Some(ta), Some(start(invitees)))
+        let body = Some(start(invitees));
+        alice
+            .refused(S::UNPROCESSABLE_ENTITY, code, "post", INITIATE, &[], body)
             .await;
-        expect(&r, S::UNPROCESSABLE_ENTITY, Some(code));
     }
-    let r = c
-        .call("post", INITIATE, &[], Some(te), Some(start(vec![alice])))
+    let body = Some(start(vec![alice.id]));
+    eve.refused(S::NOT_FOUND, not_found, "post", INITIATE, &[], body)
         .await;
-    expect(&r, S::NOT_FOUND, Some("conversation_not_found"));
-    let r = c
-        .raw(
+    let wrong = br#"{"conversationId": 1}"#.to_vec();
+    let r = alice.send("post", INITIATE, &[], "", Some(wrong)).await;
+    expect(&r, S::BAD_REQUEST, Some("invalid_field"));
+    let body = Some(start(vec![bob.id]));
+    nobody
+        .refused(
+            S::UNAUTHORIZED,
+            "missing_token",
             "post",
             INITIATE,
             &[],
-            "",
-            Some(ta),
-            Some(br#"{"conversationId": 1}"#.to_vec()),
+            body,
         )
         .await;
-    expect(&r, S::BAD_REQUEST, Some("invalid_field"));
-    let r = c
-        .call("post", INITIATE, &[], None, Some(start(vec![bob])))
-        .await;
-    expect(&r, S::UNAUTHORIZED, Some("missing_token"));
 
     // A 1:1 call: answered, media, ended.
-    const CALL: &str = "/api/calls/{callId}";
-    const ANSWER: &str = "/api/calls/{callId}/answer";
-    const REJECT: &str = "/api/calls/{callId}/reject";
-    const END: &str = "/api/calls/{callId}/end";
-    const MEDIA: &str = "/api/calls/{callId}/media";
-    let r = c
-        .call("post", INITIATE, &[], Some(ta), Some(start(vec![bob])))
+    let body = alice
+        .expect(S::CREATED, "post", INITIATE, &[], Some(start(vec![bob.id])))
         .await;
-    let body = expect(&r, S::CREATED, None);
     // Bob has not made a request yet: provisioned as a member, he has no name.
     assert_eq!(
         body["participants"],
-        json!([{"userId": bob, "userName": null, "userIdentifier": null, "status": "invited",
+        json!([{"userId": bob.id, "userName": null, "userIdentifier": null, "status": "invited",
         "joinedAt": null, "leftAt": null, "connectionQuality": null,
         "mediaState": {"audioEnabled": true, "videoEnabled": true, "screenSharing": false}}])
     );
-    let one: Uuid = body["callId"]
-        .as_str()
-        .and_then(|s| s.parse().ok())
-        .expect("a call id");
-    expect(
-        &c.call("get", CALL, &[one], Some(te), None).await,
-        S::NOT_FOUND,
-        Some("call_not_found"),
-    );
-    expect(
-        &c.call("get", CALL, &[one], Some(tc), None).await,
-        S::OK,
-        None,
-    );
-    let r = send(&c.app, "get", "/api/calls/not-a-uuid", Some(ta), None).await;
+    let one = [call_id(&body)];
+    eve.refused(S::NOT_FOUND, "call_not_found", "get", CALL, &one, None)
+        .await;
+    carol.expect(S::OK, "get", CALL, &one, None).await;
+    let token = alice.token.as_deref();
+    let r = send(&c.app, "get", "/api/calls/not-a-uuid", token, None).await;
     conforms(&c.doc, "get", CALL, &r);
     expect(&r, S::BAD_REQUEST, Some("invalid_field"));
-    expect(
-        &c.call("post", ANSWER, &[one], Some(tc), None).await,
-        S::FORBIDDEN,
-        Some("not_invited"),
-    );
-    expect(
-        &c.call("post", ANSWER, &[one], Some(ta), None).await,
-        S::FORBIDDEN,
-        Some("not_invited"),
-    );
-    expect(
-        &c.call("post", END, &[one], Some(tc), None).await,
-        S::FORBIDDEN,
-        Some("not_a_participant"),
-    );
-    expect(
-        &c.call("post", END, &[one], Some(tb), None).await,
-        S::CONFLICT,
-        Some("invalid_transition"),
-    );
-    let r = c
-        .call(
-            "patch",
-            MEDIA,
-            &[one],
-            Some(tb),
-            Some(json!({"videoEnabled": false})),
-        )
+    carol
+        .refused(S::FORBIDDEN, "not_invited", "post", ANSWER, &one, None)
         .await;
+    alice
+        .refused(S::FORBIDDEN, "not_invited", "post", ANSWER, &one, None)
+        .await;
+    carol
+        .refused(S::FORBIDDEN, "not_a_participant", "post", END, &one, None)
+        .await;
+    bob.refused(S::CONFLICT, "invalid_transition", "post", END, &one, None)
+        .await;
+    let video_off = Some(json!({"videoEnabled": false}));
+    let body = bob.expect(S::OK, "patch", MEDIA, &one, video_off).await;
     assert_eq!(
-        expect(&r, S::OK, None),
+        body,
         json!({"success": true, "mediaState": {"audioEnabled": true, "videoEnabled": false, "screenSharing": false}})
     );
-    let r = c
-        .raw("patch", MEDIA, &[one], "", Some(tb), Some(b"{}".to_vec()))
+    let r = bob
+        .send("patch", MEDIA, &one, "", Some(b"{}".to_vec()))
         .await;
     expect(&r, S::BAD_REQUEST, Some("invalid_field"));
-    let r = c
-        .call(
+    let mute = Some(json!({"audioEnabled": false}));
+    carol
+        .refused(
+            S::FORBIDDEN,
+            "not_a_participant",
             "patch",
             MEDIA,
-            &[one],
-            Some(tc),
-            Some(json!({"audioEnabled": false})),
+            &one,
+            mute,
         )
         .await;
-    expect(&r, S::FORBIDDEN, Some("not_a_participant"));
-    let r = c.call("post", ANSWER, &[one], Some(tb), None).await;
-    let body = expect(&r, S::OK, None);
+    let body = bob.expect(S::OK, "post", ANSWER, &one, None).await;
     assert_eq!(body["status"], "active");
     assert!(body["startedAt"].is_string());
-    expect(
-        &c.call("post", ANSWER, &[one], Some(tb), None).await,
+    bob.refused(
         S::CONFLICT,
-        Some("invalid_transition"),
-    );
-    let r = c.call("get", CALL, &[one], Some(ta), None).await;
-    let call = &expect(&r, S::OK, None)["call"];
-    assert_eq!(call["participants"][0]["userId"], json!(alice));
+        "invalid_transition",
+        "post",
+        ANSWER,
+        &one,
+        None,
+    )
+    .await;
+    let call = &alice.expect(S::OK, "get", CALL, &one, None).await["call"];
+    assert_eq!(call["participants"][0]["userId"], json!(alice.id));
     assert_eq!(call["participants"][1]["userName"], "Bob");
     assert_eq!(call["participants"][1]["mediaState"]["videoEnabled"], false);
-    let r = c.call("post", END, &[one], Some(ta), None).await;
-    let body = expect(&r, S::OK, None);
+    let body = alice.expect(S::OK, "post", END, &one, None).await;
     assert_eq!(
         (&body["status"], &body["callStatus"], &body["endReason"]),
         (&json!("ended"), &json!("ended"), &json!("ended-by-user"))
     );
-    expect(
-        &c.call("post", REJECT, &[one], Some(tb), None).await,
+    bob.refused(
         S::CONFLICT,
-        Some("invalid_transition"),
-    );
-    let r = c
-        .call(
-            "patch",
-            MEDIA,
-            &[one],
-            Some(tb),
-            Some(json!({"screenSharing": true})),
-        )
-        .await;
-    expect(&r, S::CONFLICT, Some("invalid_transition"));
+        "invalid_transition",
+        "post",
+        REJECT,
+        &one,
+        None,
+    )
+    .await;
+    let share = Some(json!({"screenSharing": true}));
+    bob.refused(
+        S::CONFLICT,
+        "invalid_transition",
+        "patch",
+        MEDIA,
+        &one,
+        share,
+    )
+    .await;
 
     // A group call: one rejects, two answer, one leaves, the last but one ends it.
-    let r = c
-        .call(
-            "post",
-            INITIATE,
-            &[],
-            Some(ta),
-            Some(start(vec![bob, carol, dave])),
-        )
-        .await;
-    let group: Uuid = expect(&r, S::CREATED, None)["callId"]
-        .as_str()
-        .and_then(|s| s.parse().ok())
-        .expect("an id");
-    let r = c.call("post", REJECT, &[group], Some(tb), None).await;
+    let body = Some(start(vec![bob.id, carol.id, dave.id]));
+    let group = [call_id(
+        &alice.expect(S::CREATED, "post", INITIATE, &[], body).await,
+    )];
+    let body = bob.expect(S::OK, "post", REJECT, &group, None).await;
     assert_eq!(
-        expect(&r, S::OK, None),
-        json!({"callId": group, "status": "rejected", "callStatus": "initiated"})
+        body,
+        json!({"callId": group[0], "status": "rejected", "callStatus": "initiated"})
     );
-    expect(
-        &c.call("post", REJECT, &[group], Some(ta), None).await,
-        S::FORBIDDEN,
-        Some("not_invited"),
-    );
-    expect(
-        &c.call("post", ANSWER, &[group], Some(tc), None).await,
-        S::OK,
-        None,
-    );
-    expect(
-        &c.call("post", ANSWER, &[group], Some(td), None).await,
-        S::OK,
-        None,
-    );
-    let r = c.call("post", END, &[group], Some(tc), None).await;
-    let body = expect(&r, S::OK, None);
+    alice
+        .refused(S::FORBIDDEN, "not_invited", "post", REJECT, &group, None)
+        .await;
+    carol.expect(S::OK, "post", ANSWER, &group, None).await;
+    dave.expect(S::OK, "post", ANSWER, &group, None).await;
+    let body = carol.expect(S::OK, "post", END, &group, None).await;
     assert_eq!(
         (&body["status"], &body["callStatus"]),
         (&json!("left"), &json!("active"))
     );
     assert!(body["duration"].is_null() && body["endReason"].is_null());
-    let r = c.call("post", END, &[group], Some(td), None).await;
-    let body = expect(&r, S::OK, None);
+    let body = dave.expect(S::OK, "post", END, &group, None).await;
     assert_eq!(
         (&body["status"], &body["endReason"]),
         (&json!("ended"), &json!("ended-by-user"))
     );
 
     // A 1:1 call rejected.
-    let r = c
-        .call(
-            "post",
-            INITIATE,
-            &[],
-            Some(tc),
-            Some(json!({"conversationId": conv, "participantIds": [dave]})),
-        )
+    let to_dave = json!({"conversationId": conv, "participantIds": [dave.id]});
+    let body = carol
+        .expect(S::CREATED, "post", INITIATE, &[], Some(to_dave))
         .await;
-    let body = expect(&r, S::CREATED, None);
-    let rejected: Uuid = body["callId"]
-        .as_str()
-        .and_then(|s| s.parse().ok())
-        .expect("an id");
-    let r = c.call("post", REJECT, &[rejected], Some(td), None).await;
-    assert_eq!(expect(&r, S::OK, None)["callStatus"], "rejected");
-    let r = c.call("get", CALL, &[rejected], Some(tc), None).await;
-    let call = &expect(&r, S::OK, None)["call"];
+    let rejected = [call_id(&body)];
+    let body = dave.expect(S::OK, "post", REJECT, &rejected, None).await;
+    assert_eq!(body["callStatus"], "rejected");
+    let call = &carol.expect(S::OK, "get", CALL, &rejected, None).await["call"];
     assert_eq!(
         (&call["type"], &call["endReason"], &call["duration"]),
         (&json!("audio"), &json!("rejected"), &json!(0))
     );
 
     // The history, two calls a page.
-    const HISTORY: &str = "/api/calls";
     let mut seen = Vec::new();
     let mut query = "?limit=2".to_owned();
     loop {
-        let r = c
-            .call_query("get", HISTORY, &[], &query, Some(ta), None)
-            .await;
-        let body = expect(&r, S::OK, None);
-        seen.extend(
-            body["calls"]
-                .as_array()
-                .expect("calls")
-                .iter()
-                .map(|c| c["id"].clone()),
-        );
+        let body = alice.history(&query, S::OK, None).await;
+        let calls = body["calls"].as_array().expect("calls");
+        seen.extend(calls.iter().map(|c| c["id"].clone()));
         match body["nextBefore"].as_str() {
             Some(next) => query = format!("?limit=2&conversationId={conv}&before={next}"),
             None => break,
         }
     }
-    assert_eq!(seen, [json!(rejected), json!(group), json!(one)]);
-    let r = c
-        .call_query("get", HISTORY, &[], "?limit=500", Some(ta), None)
-        .await;
-    assert_eq!(
-        expect(&r, S::OK, None)["calls"].as_array().map(Vec::len),
-        Some(3)
-    );
-    let r = c.call_query("get", HISTORY, &[], "", Some(te), None).await;
-    assert_eq!(
-        expect(&r, S::OK, None),
-        json!({"calls": [], "nextBefore": null})
-    );
-    let r = c
-        .call_query(
-            "get",
-            HISTORY,
-            &[],
-            &format!("?conversationId={conv}"),
-            Some(te),
-            None,
-        )
-        .await;
-    expect(&r, S::NOT_FOUND, Some("conversation_not_found"));
+    assert_eq!(seen, [json!(rejected[0]), json!(group[0]), json!(one[0])]);
+    let all = alice.history("?limit=500", S::OK, None).await;
+    assert_eq!(all["calls"].as_array().map(Vec::len), Some(3));
+    let none = eve.history("", S::OK, None).await;
+    assert_eq!(none, json!({"calls": [], "nextBefore": null}));
+    let query = format!("?conversationId={conv}");
+    eve.history(&query, S::NOT_FOUND, Some(not_found)).await;
     for bad in [
         "?limit=0",
         "?limit=x",
@@ -1113,25 +1085,26 @@ async fn a_call_flow_gets_what_the_document_says() {
         "?conversationId=1",
         "?page=2",
     ] {
-        let r = c.call_query("get", HISTORY, &[], bad, Some(ta), None).await;
-        expect(&r, S::BAD_REQUEST, Some("invalid_field"));
+        alice
+            .history(bad, S::BAD_REQUEST, Some("invalid_field"))
+            .await;
     }
     let expired = auth::mint(
         JWT_SECRET,
-        alice,
+        alice.id,
         None,
         None,
         Timestamp::from_unix_millis(0),
         Duration::from_secs(60),
     );
-    let r = c
-        .call_query("get", HISTORY, &[], "", Some(&expired), None)
+    let expired = c.caller(alice.id, Some(&expired));
+    expired
+        .history("", S::UNAUTHORIZED, Some("token_expired"))
         .await;
-    expect(&r, S::UNAUTHORIZED, Some("token_expired"));
 
     // TURN credentials.
-    let r = c
-        .call("get", "/api/calls/turn-credentials", &[], Some(ta), None)
+    let r = alice
+        .send("get", "/api/calls/turn-credentials", &[], "", None)
         .await;
     let body = expect(&r, S::OK, None);
     assert_eq!(
@@ -1141,7 +1114,7 @@ async fn a_call_flow_gets_what_the_document_says() {
     let username = body["credentials"]["username"]
         .as_str()
         .expect("a username");
-    assert!(username.ends_with(&format!(":{alice}")), "{username}");
+    assert!(username.ends_with(&format!(":{}", alice.id)), "{username}");
     let expires = body["expiresAt"].as_str().expect("expiresAt");
     assert!(
         expires.ends_with('Z') && !expires.contains('.'),

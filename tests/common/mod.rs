@@ -378,6 +378,27 @@ pub fn code(bytes: &[u8]) -> u16 {
     }
 }
 
+/// The NONCE of a 401 challenge.
+pub fn nonce_of(challenge: &[u8]) -> String {
+    use stun_types::attribute::Nonce;
+    use stun_types::message::Message;
+    let msg = Message::from_bytes(challenge).unwrap();
+    msg.attribute::<Nonce>()
+        .expect("a NONCE")
+        .nonce()
+        .to_owned()
+}
+
+/// The XOR-RELAYED-ADDRESS of an Allocate success.
+pub fn relayed_of(bytes: &[u8]) -> SocketAddr {
+    use stun_types::message::Message;
+    use turn_types::attribute::XorRelayedAddress;
+    let msg = Message::from_bytes(bytes).unwrap();
+    msg.attribute::<XorRelayedAddress>()
+        .unwrap()
+        .addr(msg.transaction_id())
+}
+
 /// A user token for the test daemons' `auth.jwt_secret`, valid for an hour.
 pub fn token(user: uuid::Uuid, name: Option<&str>, email: Option<&str>) -> String {
     switchboard_signaling::auth::mint(
@@ -411,14 +432,15 @@ impl Api {
         }
     }
 
-    /// `method path` with an optional bearer token and raw body.
-    pub fn send(
+    /// `method path` with an optional bearer token and raw body: the answer, or what kept it
+    /// from coming (a daemon killed mid-request, say) as an error.
+    pub fn try_send(
         &self,
         method: &str,
         path: &str,
         bearer: Option<&str>,
         body: Option<&[u8]>,
-    ) -> (u16, serde_json::Value) {
+    ) -> Result<(u16, serde_json::Value), String> {
         let mut req = ureq::http::Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.base));
@@ -430,20 +452,35 @@ impl Api {
         }
         let req = req
             .body(body.unwrap_or_default().to_vec())
-            .expect("request");
+            .map_err(|e| format!("{method} {path}: {e}"))?;
         let mut resp = self
             .agent
             .run(req)
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+            .map_err(|e| format!("{method} {path}: {e}"))?;
         let status = resp.status().as_u16();
-        let text = resp.body_mut().read_to_string().expect("body");
+        let text = resp
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| format!("{method} {path}: reading the body: {e}"))?;
         let json = if text.is_empty() {
             serde_json::Value::Null
         } else {
             serde_json::from_str(&text)
-                .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {text}"))
+                .map_err(|e| format!("{method} {path}: not JSON ({e}): {text}"))?
         };
-        (status, json)
+        Ok((status, json))
+    }
+
+    /// [`Api::try_send`], which must get an answer.
+    pub fn send(
+        &self,
+        method: &str,
+        path: &str,
+        bearer: Option<&str>,
+        body: Option<&[u8]>,
+    ) -> (u16, serde_json::Value) {
+        self.try_send(method, path, bearer, body)
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// `method path` with a JSON body.
@@ -464,6 +501,137 @@ impl Api {
     pub fn post(&self, path: &str, bearer: &str) -> (u16, serde_json::Value) {
         self.send("POST", path, Some(bearer), None)
     }
+
+    /// `POST /api/calls/initiate` with `body`, as the holder of `bearer`.
+    pub fn post_initiate(
+        &self,
+        bearer: &str,
+        body: &serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        self.json("POST", "/api/calls/initiate", Some(bearer), body)
+    }
+
+    /// `POST /api/calls/initiate`: `by` calls `to` in `conversation`, a call of type `kind`.
+    pub fn initiate(
+        &self,
+        by: &Person,
+        conversation: uuid::Uuid,
+        kind: &str,
+        to: &[&Person],
+    ) -> (u16, serde_json::Value) {
+        let ids: Vec<uuid::Uuid> = to.iter().map(|p| p.id).collect();
+        let body = serde_json::json!({
+            "conversationId": conversation,
+            "type": kind,
+            "participantIds": ids,
+        });
+        self.post_initiate(&by.token, &body)
+    }
+
+    /// `POST /api/calls/{call}/{action}` (answer, reject, end) as `who`.
+    pub fn act(&self, who: &Person, call: &str, action: &str) -> (u16, serde_json::Value) {
+        self.post(&format!("/api/calls/{call}/{action}"), &who.token)
+    }
+
+    /// `PATCH /api/calls/{call}/media` as `who`.
+    pub fn media(
+        &self,
+        who: &Person,
+        call: &str,
+        change: &serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let path = format!("/api/calls/{call}/media");
+        self.json("PATCH", &path, Some(&who.token), change)
+    }
+
+    /// `GET /api/calls/{call}` as `who`.
+    pub fn get_call(&self, who: &Person, call: &str) -> (u16, serde_json::Value) {
+        self.get(&format!("/api/calls/{call}"), &who.token)
+    }
+
+    /// [`Api::initiate`], which must make the call (201): its id.
+    #[track_caller]
+    pub fn start_call(
+        &self,
+        by: &Person,
+        conversation: uuid::Uuid,
+        kind: &str,
+        to: &[&Person],
+    ) -> String {
+        let (s, body) = self.initiate(by, conversation, kind, to);
+        assert_eq!(s, 201, "initiate by {}: {body}", by.name);
+        body["callId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no callId: {body}"))
+            .to_owned()
+    }
+
+    /// [`Api::act`], which must succeed: the body.
+    #[track_caller]
+    pub fn act_ok(&self, who: &Person, call: &str, action: &str) -> serde_json::Value {
+        let (s, body) = self.act(who, call, action);
+        assert_eq!(s, 200, "{action} by {}: {body}", who.name);
+        body
+    }
+
+    /// [`Api::media`], which must succeed: the body.
+    #[track_caller]
+    pub fn media_ok(
+        &self,
+        who: &Person,
+        call: &str,
+        change: &serde_json::Value,
+    ) -> serde_json::Value {
+        let (s, body) = self.media(who, call, change);
+        assert_eq!(s, 200, "media of {}: {body}", who.name);
+        body
+    }
+
+    /// [`Api::get_call`], which must succeed: its `call`.
+    #[track_caller]
+    pub fn call(&self, who: &Person, call: &str) -> serde_json::Value {
+        let (s, body) = self.get_call(who, call);
+        assert_eq!(s, 200, "GET call {call} by {}: {body}", who.name);
+        body["call"].clone()
+    }
+
+    /// `PUT /api/admin/users/{id}` with `p`'s name and email, which must succeed; the body.
+    #[track_caller]
+    pub fn provision(&self, p: &Person) -> serde_json::Value {
+        let body = serde_json::json!({"name": p.name, "email": p.email});
+        let path = format!("/api/admin/users/{}", p.id);
+        let (s, answer) = self.json("PUT", &path, Some(ADMIN_TOKEN), &body);
+        assert_eq!(s, 200, "provision {}: {answer}", p.name);
+        answer
+    }
+}
+
+/// A user of the host application, with a token for the test daemons.
+#[derive(Clone, Debug)]
+pub struct Person {
+    pub id: uuid::Uuid,
+    pub name: String,
+    pub email: String,
+    pub token: String,
+}
+
+impl Person {
+    /// A new user called `name`, with the email `<name>@example.com`.
+    pub fn new(name: &str) -> Person {
+        let id = uuid::Uuid::new_v4();
+        let email = format!("{}@example.com", name.to_lowercase());
+        Person {
+            id,
+            token: token(id, Some(name), Some(&email)),
+            name: name.to_owned(),
+            email,
+        }
+    }
+
+    /// The id as the API and the store write it.
+    pub fn uid(&self) -> String {
+        self.id.to_string()
+    }
 }
 
 /// The `error.code` of an error body.
@@ -471,4 +639,75 @@ pub fn error_code(body: &serde_json::Value) -> &str {
     body["error"]["code"]
         .as_str()
         .unwrap_or_else(|| panic!("not an error body: {body}"))
+}
+
+/// Asserts every field of `expected` has that value in `actual` (a missing one reads `null`);
+/// the fields `expected` does not name may be anything.
+#[track_caller]
+pub fn assert_fields(actual: &serde_json::Value, expected: &serde_json::Value) {
+    let fields = expected
+        .as_object()
+        .unwrap_or_else(|| panic!("expected fields, not {expected}"));
+    for (name, value) in fields {
+        assert_eq!(&actual[name], value, "`{name}` of {actual}");
+    }
+}
+
+/// Polls `f` every 20 ms for at most `limit`; whether it came true.
+pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A read-only connection to a daemon's SQLite store (WAL: it sees every commit), so that a
+/// test never changes what the daemon, or its crash, left.
+pub fn open_store(path: &std::path::Path) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .unwrap_or_else(|e| panic!("open {} read-only: {e}", path.display()));
+    conn.busy_timeout(Duration::from_secs(5)).unwrap();
+    conn
+}
+
+/// Every row of `sql`, as a JSON object of column → value.
+pub fn query_rows(
+    conn: &rusqlite::Connection,
+    sql: &str,
+    params: &[&dyn rusqlite::ToSql],
+) -> Vec<serde_json::Value> {
+    let mut stmt = conn.prepare(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let names: Vec<String> = stmt.column_names().map(|s| s.to_string()).collect();
+    let rows = stmt
+        .query_map(params, |r| {
+            let mut row = serde_json::Map::new();
+            for (i, name) in names.iter().enumerate() {
+                row.insert(name.clone(), sql_to_json(r.get(i)?));
+            }
+            Ok(serde_json::Value::Object(row))
+        })
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    rows.collect::<Result<_, _>>()
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+fn sql_to_json(v: rusqlite::types::Value) -> serde_json::Value {
+    use rusqlite::types::Value as V;
+    use serde_json::{json, Value};
+    match v {
+        V::Null => Value::Null,
+        V::Integer(i) => json!(i),
+        V::Real(f) => json!(f),
+        V::Text(s) => Value::String(s),
+        V::Blob(b) => json!(b),
+    }
 }
