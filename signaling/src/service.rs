@@ -303,21 +303,34 @@ impl CallService {
         F: FnOnce(&mut Call, Timestamp) -> Result<(T, Vec<Event>), Refusal> + Send + 'static,
         T: Send + 'static,
     {
-        let user = caller.id;
+        let caller = caller.clone();
         let ring_timeout = self.inner.settings.ring_timeout;
-        self.job(caller, move |db, now| {
-            let mut call = visible_call(db, user, call_id)?;
-            let before = call.clone();
-            // The ring timeout holds to the millisecond, whether or not its timer has run yet:
-            // an answer past it finds the invitation missed.
-            let mut events = call.expire_ringing(ring_timeout, now);
-            let (out, more) = f(&mut call, now)?;
-            events.extend(more);
-            db.save_call(&before, &call)?;
-            db.emit(events);
-            Ok((out, call))
-        })
-        .await
+        self.inner
+            .store
+            .run(move |db| {
+                let now = Timestamp::now();
+                let mut call = visible_call(db, caller.id, call_id)?;
+                // The ring timeout holds to the millisecond, whether or not its timer has run
+                // yet: an answer past it finds the invitation missed. That is the timer's
+                // change, not the request's, so it stands even if the request is refused.
+                let before = call.clone();
+                let expired = call.expire_ringing(ring_timeout, now);
+                if call != before {
+                    db.save_call(&before, &call)?;
+                    db.emit(expired);
+                }
+                // The request itself: all or nothing.
+                let outcome = db.nested(|db| {
+                    db.record_user(&caller, now)?;
+                    let before = call.clone();
+                    let (out, events) = f(&mut call, now)?;
+                    db.save_call(&before, &call)?;
+                    db.emit(events);
+                    Ok::<_, CallError>((out, call))
+                });
+                Ok::<_, CallError>(outcome)
+            })
+            .await?
     }
 
     pub async fn initiate(

@@ -321,6 +321,29 @@ fn parsed<T: std::str::FromStr<Err = String>>(s: &str) -> Result<T, StoreError> 
 }
 
 impl Db {
+    /// Runs `f` in a savepoint of its own inside the job: an `Err` rolls back what `f` did
+    /// (and drops the events it raised), keeping what the job did before.
+    pub fn nested<T, E: From<StoreError>>(
+        &mut self,
+        f: impl FnOnce(&mut Db) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.conn
+            .execute_batch("SAVEPOINT nested")
+            .map_err(StoreError::from)?;
+        let (events, last_created) = (self.events.len(), self.last_created);
+        let out = f(self);
+        let end = if out.is_ok() {
+            self.conn.execute_batch("RELEASE nested")
+        } else {
+            self.events.truncate(events);
+            self.last_created = last_created;
+            self.conn
+                .execute_batch("ROLLBACK TO nested; RELEASE nested")
+        };
+        end.map_err(StoreError::from)?;
+        out
+    }
+
     /// Queues events for delivery once this job commits.
     pub fn emit(&mut self, events: Vec<Event>) {
         self.events.extend(events);
@@ -931,6 +954,42 @@ mod tests {
             Some(now),
         ];
         assert_eq!(conn.execute(call, good).unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_failed_nested_step_keeps_what_came_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db"), Arc::new(LogSink)).unwrap();
+        let now = Timestamp::from_unix_millis(1_736_519_400_000);
+        let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let user = |id| User {
+            id,
+            name: None,
+            email: None,
+        };
+        let (inner, events) = store
+            .run(move |db| {
+                db.upsert_user(&user(a), now)?;
+                let inner = db.nested(|db| {
+                    db.upsert_user(&user(b), now)?;
+                    db.next_created_at(now);
+                    Err::<(), _>(StoreError::Corrupt("refused".into()))
+                });
+                Ok::<_, StoreError>((inner, db.events.len()))
+            })
+            .await
+            .unwrap();
+        assert!(matches!(inner, Err(StoreError::Corrupt(_))));
+        assert_eq!(events, 0);
+        let (ua, ub, next) = store
+            .run(move |db| Ok::<_, StoreError>((db.user(a)?, db.user(b)?, db.next_created_at(now))))
+            .await
+            .unwrap();
+        assert!(ua.is_some());
+        assert_eq!(ub, None);
+        // The rolled-back step's created_at was given back.
+        assert_eq!(next, now);
+        store.close().await;
     }
 
     #[tokio::test]
