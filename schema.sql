@@ -9,6 +9,10 @@
 --   * every status and type is one of its listed values (checked).
 -- Tables are STRICT. The daemon opens the file with foreign_keys = ON and WAL, and applies this
 -- file in one transaction. Later versions add migrations after it; they never edit it.
+--
+-- Value lists are written `x = 'a' OR x = 'b'`, not `x IN ('a', 'b')`: SQLite builds a
+-- temporary table for an IN list each time a row is checked, which made every write several
+-- times dearer. Queries that should use the partial index calls_live repeat its predicate.
 
 CREATE TABLE users (
   id          TEXT PRIMARY KEY
@@ -40,10 +44,11 @@ CREATE TABLE calls (
   id               TEXT PRIMARY KEY
                    CHECK (id GLOB '????????-????-????-????-????????????' AND id NOT GLOB '*[^0-9a-f-]*'),
   conversation_id  TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
-  type             TEXT NOT NULL DEFAULT 'audio' CHECK (type IN ('audio', 'video', 'screen')),
+  type             TEXT NOT NULL DEFAULT 'audio' CHECK (type = 'audio' OR type = 'video' OR type = 'screen'),
   status           TEXT NOT NULL DEFAULT 'initiated'
-                   CHECK (status IN ('initiated', 'ringing', 'active', 'ended', 'missed',
-                                     'rejected', 'failed')),
+                   CHECK (status = 'initiated' OR status = 'ringing' OR status = 'active'
+                          OR status = 'ended' OR status = 'missed' OR status = 'rejected'
+                          OR status = 'failed'),
   initiated_by     TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
   started_at       TEXT CHECK (started_at GLOB '????-??-??T??:??:??.???Z'),
   ended_at         TEXT CHECK (ended_at GLOB '????-??-??T??:??:??.???Z'),
@@ -55,14 +60,15 @@ CREATE TABLE calls (
   created_at       TEXT NOT NULL CHECK (created_at GLOB '????-??-??T??:??:??.???Z'),
   updated_at       TEXT NOT NULL CHECK (updated_at GLOB '????-??-??T??:??:??.???Z'),
   -- A live call has no end; a finished one has its end, its duration and its reason.
-  CHECK ((status IN ('initiated', 'ringing', 'active'))
+  CHECK ((status = 'initiated' OR status = 'ringing' OR status = 'active')
          = (ended_at IS NULL AND duration_seconds IS NULL AND end_reason IS NULL)),
   CHECK (status <> 'active' OR started_at IS NOT NULL)
 ) STRICT;
 -- Call history per conversation, newest first.
 CREATE INDEX calls_by_conversation ON calls(conversation_id, created_at);
 -- The ring-timeout sweep and the restart reconciliation look only at live calls.
-CREATE INDEX calls_live ON calls(created_at) WHERE status IN ('initiated', 'ringing', 'active');
+CREATE INDEX calls_live ON calls(created_at)
+  WHERE status = 'initiated' OR status = 'ringing' OR status = 'active';
 CREATE INDEX calls_by_initiator ON calls(initiated_by);
 
 CREATE TABLE call_participants (
@@ -71,7 +77,8 @@ CREATE TABLE call_participants (
   call_id            TEXT NOT NULL REFERENCES calls(id) ON DELETE CASCADE,
   user_id            TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
   status             TEXT NOT NULL DEFAULT 'invited'
-                     CHECK (status IN ('invited', 'ringing', 'joined', 'left', 'rejected', 'missed')),
+                     CHECK (status = 'invited' OR status = 'ringing' OR status = 'joined'
+                            OR status = 'left' OR status = 'rejected' OR status = 'missed'),
   joined_at          TEXT CHECK (joined_at GLOB '????-??-??T??:??:??.???Z'),
   left_at            TEXT CHECK (left_at GLOB '????-??-??T??:??:??.???Z'),
   ice_candidates     TEXT CHECK (json_valid(ice_candidates)),
@@ -79,7 +86,8 @@ CREATE TABLE call_participants (
                      DEFAULT '{"audioEnabled":true,"videoEnabled":true,"screenSharing":false}'
                      CHECK (json_valid(media_state)),
   media_stats        TEXT CHECK (json_valid(media_stats)),
-  connection_quality TEXT CHECK (connection_quality IN ('excellent', 'good', 'fair', 'poor')),
+  connection_quality TEXT CHECK (connection_quality = 'excellent' OR connection_quality = 'good'
+                                 OR connection_quality = 'fair' OR connection_quality = 'poor'),
   created_at         TEXT NOT NULL CHECK (created_at GLOB '????-??-??T??:??:??.???Z'),
   updated_at         TEXT NOT NULL CHECK (updated_at GLOB '????-??-??T??:??:??.???Z'),
   UNIQUE (call_id, user_id),

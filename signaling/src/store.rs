@@ -198,6 +198,15 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // Savepoint journals and sorts in memory, not in temporary files.
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    // Keep each prepared statement's plan: without this SQLite re-plans some statements every
+    // time a new value is bound, which the statement cache then pays for on every run.
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )?;
+    conn.set_prepared_statement_cache_capacity(64);
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     migrate(&mut conn, &path.display().to_string())?;
     Ok(conn)
@@ -271,34 +280,37 @@ fn run_batch(
     batch: &mut [Box<dyn Job>],
     events: &mut Vec<Event>,
 ) -> Result<(), StoreError> {
-    db.conn.execute_batch("BEGIN IMMEDIATE")?;
+    control(&db.conn, "BEGIN IMMEDIATE")?;
     let last_created = db.last_created;
     for job in batch.iter_mut() {
         db.events.clear();
         let mark = db.last_created;
-        let step = db
-            .conn
-            .execute_batch("SAVEPOINT job")
-            .map_err(StoreError::from);
+        let step = control(&db.conn, "SAVEPOINT job");
         let ok = step.is_ok() && job.run(db);
         let end = if ok {
             events.append(&mut db.events);
-            db.conn.execute_batch("RELEASE job")
+            control(&db.conn, "RELEASE job")
         } else {
             db.last_created = mark;
-            db.conn.execute_batch("ROLLBACK TO job; RELEASE job")
+            control(&db.conn, "ROLLBACK TO job").and_then(|()| control(&db.conn, "RELEASE job"))
         };
-        if let Err(e) = step.and(end.map_err(StoreError::from)) {
+        if let Err(e) = step.and(end) {
             let _ = db.conn.execute_batch("ROLLBACK");
             db.last_created = last_created;
             return Err(e);
         }
     }
-    if let Err(e) = db.conn.execute_batch("COMMIT") {
+    if let Err(e) = control(&db.conn, "COMMIT") {
         let _ = db.conn.execute_batch("ROLLBACK");
         db.last_created = last_created;
-        return Err(e.into());
+        return Err(e);
     }
+    Ok(())
+}
+
+/// A transaction-control statement, prepared once (they run several times per job).
+fn control(conn: &Connection, sql: &str) -> Result<(), StoreError> {
+    conn.prepare_cached(sql)?.execute([])?;
     Ok(())
 }
 
@@ -327,20 +339,18 @@ impl Db {
         &mut self,
         f: impl FnOnce(&mut Db) -> Result<T, E>,
     ) -> Result<T, E> {
-        self.conn
-            .execute_batch("SAVEPOINT nested")
-            .map_err(StoreError::from)?;
+        control(&self.conn, "SAVEPOINT nested")?;
         let (events, last_created) = (self.events.len(), self.last_created);
         let out = f(self);
         let end = if out.is_ok() {
-            self.conn.execute_batch("RELEASE nested")
+            control(&self.conn, "RELEASE nested")
         } else {
             self.events.truncate(events);
             self.last_created = last_created;
-            self.conn
-                .execute_batch("ROLLBACK TO nested; RELEASE nested")
+            control(&self.conn, "ROLLBACK TO nested")
+                .and_then(|()| control(&self.conn, "RELEASE nested"))
         };
-        end.map_err(StoreError::from)?;
+        end?;
         out
     }
 
@@ -691,7 +701,8 @@ impl Db {
     /// The ids of every live call.
     pub fn live_calls(&self) -> Result<Vec<Uuid>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT id FROM calls WHERE status IN ('initiated', 'ringing', 'active') ORDER BY created_at",
+            "SELECT id FROM calls WHERE status = 'initiated' OR status = 'ringing' OR status = 'active'
+             ORDER BY created_at",
         )?;
         let ids = stmt.query_map([], |r| r.get::<_, String>(0))?;
         ids.map(|id| uuid(&id?)).collect()
@@ -705,9 +716,9 @@ impl Db {
     ) -> Result<(Option<Timestamp>, Vec<Uuid>), StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT c.id, c.created_at FROM calls c
-             WHERE c.status IN ('initiated', 'ringing', 'active')
+             WHERE (c.status = 'initiated' OR c.status = 'ringing' OR c.status = 'active')
                AND EXISTS (SELECT 1 FROM call_participants p
-                           WHERE p.call_id = c.id AND p.status IN ('invited', 'ringing'))
+                           WHERE p.call_id = c.id AND (p.status = 'invited' OR p.status = 'ringing'))
              ORDER BY c.created_at",
         )?;
         let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;

@@ -1,0 +1,1007 @@
+//! The load generator of the calls benchmark (`bench/calls.sh`): full call lifecycles over real
+//! HTTP/1.1 against a running `switchboard serve`, beside the raw SQLite durable transaction
+//! rate of the same filesystem.
+//!
+//! Three modes, which can be combined (they run in this order):
+//!
+//! - `--sqlite-anchor PATH`: the anchor. A fresh SQLite file at PATH (WAL, `synchronous =
+//!   FULL`, as the call store opens its file), one small INSERT per `BEGIN IMMEDIATE … COMMIT`,
+//!   single-threaded, for `--anchor-secs`: durable transactions per second. Every commit waits
+//!   for its fsync, so this is what one durable transaction at a time costs on this disk; the
+//!   daemon's group commit shares one commit among the transitions waiting for it.
+//! - `--http ADDR --jwt-secret S`: the load. `--clients` threads, each with its own keep-alive
+//!   connection (a minimal HTTP/1.1 client over `std::net::TcpStream`), its own two users (A and
+//!   B, random UUIDs, tokens minted with `auth::mint`) and its own conversation (created by its
+//!   first call: the daemon must run with `auth.open_conversations = true`). Each client first
+//!   registers B (`GET /api/calls` as B, so the daemon knows B when A invites them), then loops
+//!   over full lifecycles: `POST /api/calls/initiate` as A (201), `POST /api/calls/{id}/answer`
+//!   as B (200, active), `PATCH /api/calls/{id}/media` as B (200), `POST /api/calls/{id}/end`
+//!   as A (200, ended): four durable transitions. Lifecycles and requests are counted when
+//!   they complete inside the measured window (after `--warmup`, for `--duration`); a client
+//!   starts no lifecycle after the window, and finishes the one in flight, so every call it
+//!   made is ended. Any unexpected status, body or I/O error is an error: the first few are
+//!   printed, all are counted, and the exit status is 1.
+//! - `--count-calls DB`: reads a (stopped) daemon's store and prints how many calls it holds,
+//!   by status: the durability cross-check (every lifecycle the client saw complete must be an
+//!   ended call on disk).
+//!
+//! ```text
+//! calls_load [--sqlite-anchor PATH] [--anchor-secs 3]
+//!            [--http IP:PORT --jwt-secret S] [--clients 32] [--duration 10] [--warmup 2]
+//!            [--count-calls DB]
+//! ```
+//! Each mode ends with one machine-readable line: `anchor tx=.. secs=.. tx_per_s=..
+//! p50_us=.. p99_us=.. cpu_us_per_tx=..`, `summary clients=.. secs=.. lifecycles=.. lifecycles_per_s=..
+//! requests=.. requests_per_s=.. p50_ms=.. p99_ms=.. ... errors=.. completed_total=..
+//! initiated_total=..` and `store calls=.. ended=.. live=.. other=..`; with both the anchor
+//! and the load, a `ratio` line: durable transitions per second of the daemon (4 per
+//! lifecycle) over the anchor's transactions per second.
+
+use std::fmt::Write as _;
+use std::io::{self, Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Barrier, OnceLock};
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, OpenFlags};
+use switchboard_signaling::auth;
+use switchboard_signaling::time::Timestamp;
+use uuid::Uuid;
+
+const USAGE: &str = "usage: calls_load [--sqlite-anchor PATH] [--anchor-secs SECS] \
+                     [--http IP:PORT --jwt-secret S] [--clients N] [--duration SECS] \
+                     [--warmup SECS] [--count-calls DB]";
+
+/// The transitions a lifecycle makes (initiate, answer, media, end).
+const TRANSITIONS: u64 = 4;
+/// The issue's target, in lifecycles per second.
+const TARGET: f64 = 1000.0;
+/// Connect, read and write timeout: no request waits longer.
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How many errors are printed (all are counted).
+const SHOWN_ERRORS: usize = 10;
+/// The longest response accepted.
+const MAX_RESPONSE: usize = 1 << 20;
+
+const OPS: [&str; 4] = ["initiate", "answer", "media", "end"];
+
+struct Args {
+    anchor: Option<PathBuf>,
+    anchor_secs: f64,
+    http: Option<SocketAddr>,
+    jwt_secret: Option<String>,
+    clients: usize,
+    duration: f64,
+    warmup: f64,
+    count_calls: Option<PathBuf>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        anchor: None,
+        anchor_secs: 3.0,
+        http: None,
+        jwt_secret: None,
+        clients: 32,
+        duration: 10.0,
+        warmup: 2.0,
+        count_calls: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it.next().ok_or(format!("{flag} needs a value"))?;
+        let secs = || -> Result<f64, String> {
+            let s: f64 = value.parse().map_err(|e| format!("{flag}: {e}"))?;
+            if (0.0..=3600.0).contains(&s) {
+                Ok(s)
+            } else {
+                Err(format!("{flag}: must be 0..=3600 seconds"))
+            }
+        };
+        match flag.as_str() {
+            "--sqlite-anchor" => args.anchor = Some(PathBuf::from(&value)),
+            "--anchor-secs" => args.anchor_secs = secs()?,
+            "--http" => args.http = Some(value.parse().map_err(|e| format!("--http: {e}"))?),
+            "--jwt-secret" => args.jwt_secret = Some(value),
+            "--clients" => args.clients = value.parse().map_err(|e| format!("{flag}: {e}"))?,
+            "--duration" => args.duration = secs()?,
+            "--warmup" => args.warmup = secs()?,
+            "--count-calls" => args.count_calls = Some(PathBuf::from(&value)),
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    if args.anchor.is_none() && args.http.is_none() && args.count_calls.is_none() {
+        return Err("give --sqlite-anchor, --http or --count-calls".into());
+    }
+    if args.http.is_some() && args.jwt_secret.is_none() {
+        return Err("--http needs --jwt-secret".into());
+    }
+    if args.clients == 0 || args.clients > 4096 {
+        return Err("--clients must be 1..=4096".into());
+    }
+    if args.duration <= 0.0 || args.anchor_secs <= 0.0 {
+        return Err("--duration and --anchor-secs must be positive".into());
+    }
+    Ok(args)
+}
+
+fn main() {
+    let args = match parse_args() {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("calls_load: {e}\n{USAGE}");
+            std::process::exit(2);
+        }
+    };
+    let mut failed = false;
+    let mut anchor_rate = None;
+    if let Some(path) = &args.anchor {
+        match anchor(path, Duration::from_secs_f64(args.anchor_secs)) {
+            Ok(a) => {
+                println!(
+                    "sqlite anchor: {} durable transactions in {:.2} s = {:.0} tx/s \
+                     (one INSERT per BEGIN IMMEDIATE…COMMIT, WAL, synchronous=FULL); \
+                     latency p50 {} us, p99 {} us; CPU {:.1} us per transaction",
+                    a.tx, a.secs, a.rate, a.p50_us, a.p99_us, a.cpu_us
+                );
+                println!(
+                    "anchor tx={} secs={:.3} tx_per_s={:.1} p50_us={} p99_us={} cpu_us_per_tx={:.1}",
+                    a.tx, a.secs, a.rate, a.p50_us, a.p99_us, a.cpu_us
+                );
+                anchor_rate = Some(a.rate);
+            }
+            Err(e) => {
+                eprintln!("calls_load: sqlite anchor at {}: {e}", path.display());
+                failed = true;
+            }
+        }
+    }
+    if let (Some(addr), Some(secret)) = (args.http, &args.jwt_secret) {
+        let report = load(&args, addr, secret);
+        report.print();
+        failed |= report.errors > 0 || report.lifecycles == 0;
+        if let Some(rate) = anchor_rate {
+            let transitions = report.lifecycles_per_s * TRANSITIONS as f64;
+            println!(
+                "daemon durable transitions/s {transitions:.0} ({TRANSITIONS} per lifecycle) \
+                 / raw SQLite tx/s {rate:.0} = {:.2}; lifecycles/s {:.0} vs target {TARGET:.0}: {}",
+                transitions / rate,
+                report.lifecycles_per_s,
+                if report.lifecycles_per_s >= TARGET {
+                    "met"
+                } else {
+                    "NOT met"
+                }
+            );
+            println!(
+                "ratio transitions_per_s={transitions:.1} anchor_tx_per_s={rate:.1} \
+                 transitions_over_anchor={:.3} target_lifecycles_per_s={TARGET:.0} met={}",
+                transitions / rate,
+                u8::from(report.lifecycles_per_s >= TARGET)
+            );
+        }
+    }
+    if let Some(db) = &args.count_calls {
+        match count_calls(db) {
+            Ok(c) => {
+                println!(
+                    "store {}: {} calls, {} ended, {} live, {} other",
+                    db.display(),
+                    c.calls,
+                    c.ended,
+                    c.live,
+                    c.other
+                );
+                println!(
+                    "store calls={} ended={} live={} other={}",
+                    c.calls, c.ended, c.live, c.other
+                );
+            }
+            Err(e) => {
+                eprintln!("calls_load: reading {}: {e}", db.display());
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        std::process::exit(1);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The SQLite anchor.
+
+struct Anchor {
+    tx: u64,
+    /// CPU time (user + system) per transaction.
+    cpu_us: f64,
+    secs: f64,
+    rate: f64,
+    p50_us: u64,
+    p99_us: u64,
+}
+
+fn anchor(path: &std::path::Path, secs: Duration) -> rusqlite::Result<Anchor> {
+    // A fresh file every run: a WAL left by an earlier run would be checkpointed first.
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        let _ = std::fs::remove_file(PathBuf::from(p));
+    }
+    let conn = Connection::open(path)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.execute_batch(
+        "CREATE TABLE anchor (id INTEGER PRIMARY KEY, call_id TEXT NOT NULL, \
+         status TEXT NOT NULL, updated_at TEXT NOT NULL) STRICT",
+    )?;
+    let mut insert =
+        conn.prepare("INSERT INTO anchor (call_id, status, updated_at) VALUES (?1, ?2, ?3)")?;
+    let mut one = |n: u64| -> rusqlite::Result<()> {
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        let id = Uuid::from_u128(u128::from(n)).to_string();
+        insert.execute(rusqlite::params![
+            id,
+            "active",
+            Timestamp::now().to_string()
+        ])?;
+        conn.execute_batch("COMMIT")
+    };
+    // A few transactions first, so the file and its WAL exist at their working size.
+    for n in 0..20 {
+        one(n)?;
+    }
+    let mut latencies = Vec::with_capacity(16 * 1024);
+    let cpu0 = cpu_time_us();
+    let start = Instant::now();
+    let mut n = 20;
+    loop {
+        let t = Instant::now();
+        if t.duration_since(start) >= secs {
+            break;
+        }
+        one(n)?;
+        latencies.push(t.elapsed().as_micros() as u64);
+        n += 1;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let cpu = cpu_time_us() - cpu0;
+    latencies.sort_unstable();
+    let tx = latencies.len() as u64;
+    Ok(Anchor {
+        tx,
+        cpu_us: if tx > 0 { cpu / tx as f64 } else { 0.0 },
+        secs: elapsed,
+        rate: tx as f64 / elapsed,
+        p50_us: percentile(&latencies, 50.0),
+        p99_us: percentile(&latencies, 99.0),
+    })
+}
+
+/// The `p`th percentile of sorted values (nearest rank), 0 if there are none.
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+// ---------------------------------------------------------------------------------------------
+// The store cross-check.
+
+struct Counts {
+    calls: u64,
+    ended: u64,
+    live: u64,
+    other: u64,
+}
+
+fn count_calls(db: &std::path::Path) -> rusqlite::Result<Counts> {
+    // Read-write open (not read-only): a WAL the daemon left behind must be readable, which
+    // needs the -shm; the daemon checkpoints and truncates it when it stops cleanly.
+    let conn = Connection::open_with_flags(
+        db,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.query_row(
+        "SELECT count(*),
+                count(*) FILTER (WHERE status = 'ended'),
+                count(*) FILTER (WHERE status IN ('initiated', 'ringing', 'active'))
+         FROM calls",
+        [],
+        |r| {
+            let calls: i64 = r.get(0)?;
+            let ended: i64 = r.get(1)?;
+            let live: i64 = r.get(2)?;
+            Ok(Counts {
+                calls: calls as u64,
+                ended: ended as u64,
+                live: live as u64,
+                other: (calls - ended - live) as u64,
+            })
+        },
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// A minimal HTTP/1.1 client: one keep-alive connection, requests with a Content-Length,
+// responses with a Content-Length (or chunked).
+
+struct Http {
+    addr: SocketAddr,
+    host: String,
+    stream: Option<TcpStream>,
+    request: Vec<u8>,
+    /// Bytes read and not yet consumed: `buf[start..end]`.
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// The last response's body.
+    body: Vec<u8>,
+}
+
+impl Http {
+    fn new(addr: SocketAddr) -> Http {
+        Http {
+            addr,
+            host: addr.to_string(),
+            stream: None,
+            request: Vec::with_capacity(1024),
+            buf: vec![0; 16 * 1024],
+            start: 0,
+            end: 0,
+            body: Vec::with_capacity(1024),
+        }
+    }
+
+    fn connect(&mut self) -> io::Result<()> {
+        let stream = TcpStream::connect_timeout(&self.addr, IO_TIMEOUT)?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(IO_TIMEOUT))?;
+        stream.set_write_timeout(Some(IO_TIMEOUT))?;
+        self.stream = Some(stream);
+        self.start = 0;
+        self.end = 0;
+        Ok(())
+    }
+
+    /// Sends one request and reads its response: the status, the body in `self.body`. On any
+    /// error the connection is dropped (the next request opens a new one).
+    fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Option<&[u8]>,
+    ) -> io::Result<u16> {
+        let result = self.exchange(method, path, token, body);
+        if !matches!(result, Ok((_, true))) {
+            self.stream = None;
+        }
+        result.map(|(status, _)| status)
+    }
+
+    /// The status, and whether the connection may be reused.
+    fn exchange(
+        &mut self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Option<&[u8]>,
+    ) -> io::Result<(u16, bool)> {
+        if self.stream.is_none() {
+            self.connect()?;
+        }
+        self.request.clear();
+        let body = body.unwrap_or_default();
+        write!(
+            self.request,
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\n",
+            self.host
+        )?;
+        if !body.is_empty() {
+            self.request
+                .extend_from_slice(b"Content-Type: application/json\r\n");
+        }
+        if !body.is_empty() || method != "GET" {
+            write!(self.request, "Content-Length: {}\r\n", body.len())?;
+        }
+        self.request.extend_from_slice(b"\r\n");
+        self.request.extend_from_slice(body);
+        let stream = self.stream.as_mut().expect("connected");
+        stream.write_all(&self.request)?;
+        self.read_response()
+    }
+
+    /// Reads more bytes into the buffer; an error at end of stream.
+    fn fill(&mut self) -> io::Result<()> {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        } else if self.end == self.buf.len() {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+            if self.end == self.buf.len() {
+                if self.buf.len() >= MAX_RESPONSE {
+                    return Err(bad("response too large"));
+                }
+                self.buf.resize(self.buf.len() * 2, 0);
+            }
+        }
+        let stream = self.stream.as_mut().expect("connected");
+        let n = stream.read(&mut self.buf[self.end..])?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the server closed the connection",
+            ));
+        }
+        self.end += n;
+        Ok(())
+    }
+
+    /// Waits for `n` unread bytes.
+    fn need(&mut self, n: usize) -> io::Result<()> {
+        if n > MAX_RESPONSE {
+            return Err(bad("response too large"));
+        }
+        while self.end - self.start < n {
+            self.fill()?;
+        }
+        Ok(())
+    }
+
+    /// Consumes a line ending in CRLF and returns its length without it; the line is at
+    /// `buf[start - len - 2..start - 2]`.
+    fn line(&mut self) -> io::Result<(usize, usize)> {
+        let mut scanned = 0;
+        loop {
+            let unread = &self.buf[self.start..self.end];
+            if let Some(i) = find(&unread[scanned..], b"\r\n") {
+                let at = self.start;
+                self.start += scanned + i + 2;
+                return Ok((at, scanned + i));
+            }
+            scanned = unread.len().saturating_sub(1);
+            self.fill()?;
+        }
+    }
+
+    fn read_response(&mut self) -> io::Result<(u16, bool)> {
+        // The head.
+        let mut scanned = 0;
+        let head_len = loop {
+            let unread = &self.buf[self.start..self.end];
+            if let Some(i) = find(&unread[scanned..], b"\r\n\r\n") {
+                break scanned + i + 4;
+            }
+            scanned = unread.len().saturating_sub(3);
+            if unread.len() > 64 * 1024 {
+                return Err(bad("response head too large"));
+            }
+            self.fill()?;
+        };
+        let head = std::str::from_utf8(&self.buf[self.start..self.start + head_len])
+            .map_err(|_| bad("response head is not UTF-8"))?;
+        let mut lines = head.split("\r\n");
+        let status_line = lines.next().unwrap_or_default();
+        let mut parts = status_line.splitn(3, ' ');
+        let version = parts.next().unwrap_or_default();
+        let status: u16 = parts
+            .next()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| bad(&format!("bad status line {status_line:?}")))?;
+        let mut keep_alive = version == "HTTP/1.1";
+        let mut length = None;
+        let mut chunked = false;
+        for line in lines {
+            let Some((name, value)) = line.split_once(':') else {
+                continue;
+            };
+            let value = value.trim();
+            if name.eq_ignore_ascii_case("content-length") {
+                length = Some(
+                    value
+                        .parse::<usize>()
+                        .map_err(|_| bad("bad Content-Length"))?,
+                );
+            } else if name.eq_ignore_ascii_case("transfer-encoding") {
+                chunked = value.eq_ignore_ascii_case("chunked");
+            } else if name.eq_ignore_ascii_case("connection") {
+                if value.eq_ignore_ascii_case("close") {
+                    keep_alive = false;
+                } else if value.eq_ignore_ascii_case("keep-alive") {
+                    keep_alive = true;
+                }
+            }
+        }
+        self.start += head_len;
+        self.body.clear();
+        if chunked {
+            loop {
+                let (at, len) = self.line()?;
+                let size = std::str::from_utf8(&self.buf[at..at + len])
+                    .ok()
+                    .and_then(|l| usize::from_str_radix(l.split(';').next()?.trim(), 16).ok())
+                    .ok_or_else(|| bad("bad chunk size"))?;
+                if size == 0 {
+                    // Trailers, up to the empty line.
+                    while self.line()?.1 != 0 {}
+                    break;
+                }
+                self.need(size + 2)?;
+                self.body
+                    .extend_from_slice(&self.buf[self.start..self.start + size]);
+                self.start += size + 2;
+                if self.body.len() > MAX_RESPONSE {
+                    return Err(bad("response too large"));
+                }
+            }
+        } else if let Some(n) = length {
+            self.need(n)?;
+            self.body
+                .extend_from_slice(&self.buf[self.start..self.start + n]);
+            self.start += n;
+        } else if !(status == 204 || status == 304 || (100..200).contains(&status)) {
+            // The body runs to the end of the connection: not what the daemon sends.
+            return Err(bad("a response without Content-Length"));
+        }
+        Ok((status, keep_alive))
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+fn bad(message: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, message.to_owned())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The load.
+
+/// What one client measured.
+#[derive(Default)]
+struct ClientStats {
+    /// Lifecycles completed inside the window, and their latencies (microseconds).
+    lifecycles: u64,
+    lifecycle_us: Vec<u64>,
+    /// Requests completed inside the window, by operation, and their latencies.
+    requests: u64,
+    op_us: [Vec<u64>; 4],
+    /// Every lifecycle completed, warm-up and overrun included; every call initiated.
+    completed_total: u64,
+    initiated_total: u64,
+    errors: u64,
+    shown: Vec<String>,
+}
+
+impl ClientStats {
+    fn error(&mut self, message: String) {
+        self.errors += 1;
+        if self.shown.len() < SHOWN_ERRORS {
+            self.shown.push(message);
+        }
+    }
+}
+
+/// The measured window: lifecycles and requests completing in it count.
+struct Window {
+    from: Instant,
+    until: Instant,
+}
+
+impl Window {
+    fn contains(&self, t: Instant) -> bool {
+        t >= self.from && t <= self.until
+    }
+}
+
+struct Client {
+    id: usize,
+    http: Http,
+    token_a: String,
+    token_b: String,
+    initiate_body: Vec<u8>,
+    path: String,
+}
+
+impl Client {
+    fn new(id: usize, addr: SocketAddr, secret: &str) -> Client {
+        let now = Timestamp::now();
+        let ttl = Duration::from_secs(24 * 3600);
+        let a = random_uuid();
+        let b = random_uuid();
+        let conversation = random_uuid();
+        Client {
+            id,
+            http: Http::new(addr),
+            token_a: auth::mint(secret, a, None, None, now, ttl),
+            token_b: auth::mint(secret, b, None, None, now, ttl),
+            initiate_body: format!(
+                r#"{{"conversationId":"{conversation}","type":"video","participantIds":["{b}"]}}"#
+            )
+            .into_bytes(),
+            path: String::with_capacity(128),
+        }
+    }
+
+    /// Makes B known to the daemon (any authenticated request records its caller).
+    fn register(&mut self) -> Result<(), String> {
+        let status = self
+            .http
+            .send("GET", "/api/calls?limit=1", &self.token_b, None)
+            .map_err(|e| format!("client {}: register B: {e}", self.id))?;
+        self.expect("register B (GET /api/calls)", status, 200, None)
+    }
+
+    fn expect(
+        &self,
+        what: &str,
+        status: u16,
+        want: u16,
+        body_has: Option<&str>,
+    ) -> Result<(), String> {
+        let body = &self.http.body;
+        let body_ok = match body_has {
+            Some(s) => find(body, s.as_bytes()).is_some(),
+            None => true,
+        };
+        if status == want && body_ok {
+            return Ok(());
+        }
+        let mut text = String::from_utf8_lossy(body).into_owned();
+        if text.len() > 300 {
+            let mut cut = 300;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            text.truncate(cut);
+            text.push('…');
+        }
+        let mut m = format!("client {}: {what}: status {status}", self.id);
+        if status == want {
+            let _ = write!(m, " but the body lacks {:?}", body_has.unwrap_or_default());
+        } else {
+            let _ = write!(m, ", expected {want}");
+        }
+        let _ = write!(m, ": {text}");
+        Err(m)
+    }
+
+    /// One request of a lifecycle, timed; recorded if it completed inside the window.
+    fn step(
+        &mut self,
+        op: usize,
+        method: &str,
+        token_b: bool,
+        body: Option<&[u8]>,
+        stats: &mut ClientStats,
+        window: &Window,
+    ) -> Result<u16, String> {
+        let t = Instant::now();
+        let token = if token_b {
+            &self.token_b
+        } else {
+            &self.token_a
+        };
+        let status = self
+            .http
+            .send(method, &self.path, token, body)
+            .map_err(|e| {
+                format!(
+                    "client {}: {} ({method} {}): {e}",
+                    self.id, OPS[op], self.path
+                )
+            })?;
+        let done = Instant::now();
+        if window.contains(done) {
+            stats.requests += 1;
+            stats.op_us[op].push(done.duration_since(t).as_micros() as u64);
+        }
+        Ok(status)
+    }
+
+    fn lifecycle(&mut self, stats: &mut ClientStats, window: &Window) -> Result<(), String> {
+        let t = Instant::now();
+        self.path.clear();
+        self.path.push_str("/api/calls/initiate");
+        let body = std::mem::take(&mut self.initiate_body);
+        let status = self.step(0, "POST", false, Some(&body), stats, window);
+        self.initiate_body = body;
+        self.expect("initiate", status?, 201, Some(r#""callId""#))?;
+        stats.initiated_total += 1;
+        let call = call_id(&self.http.body)
+            .ok_or_else(|| format!("client {}: initiate: no callId in the response", self.id))?;
+
+        self.path.clear();
+        let _ = write!(self.path, "/api/calls/{call}/answer");
+        let status = self.step(1, "POST", true, None, stats, window)?;
+        self.expect("answer", status, 200, Some(r#""status":"active""#))?;
+
+        self.path.clear();
+        let _ = write!(self.path, "/api/calls/{call}/media");
+        let status = self.step(
+            2,
+            "PATCH",
+            true,
+            Some(br#"{"audioEnabled":false}"#),
+            stats,
+            window,
+        )?;
+        self.expect("media", status, 200, Some(r#""audioEnabled":false"#))?;
+
+        self.path.clear();
+        let _ = write!(self.path, "/api/calls/{call}/end");
+        let status = self.step(3, "POST", false, None, stats, window)?;
+        self.expect("end", status, 200, Some(r#""callStatus":"ended""#))?;
+
+        let done = Instant::now();
+        stats.completed_total += 1;
+        if window.contains(done) {
+            stats.lifecycles += 1;
+            stats
+                .lifecycle_us
+                .push(done.duration_since(t).as_micros() as u64);
+        }
+        Ok(())
+    }
+}
+
+/// `"callId":"<uuid>"` from an initiate response.
+fn call_id(body: &[u8]) -> Option<Uuid> {
+    let key = br#""callId":""#;
+    let at = find(body, key)? + key.len();
+    let text = std::str::from_utf8(body.get(at..at + 36)?).ok()?;
+    Uuid::parse_str(text).ok()
+}
+
+/// A random (version 4) UUID.
+fn random_uuid() -> Uuid {
+    uuid::Builder::from_random_bytes(rand::random()).into_uuid()
+}
+
+struct Report {
+    clients: usize,
+    secs: f64,
+    lifecycles: u64,
+    lifecycles_per_s: f64,
+    requests: u64,
+    requests_per_s: f64,
+    p50_us: u64,
+    p99_us: u64,
+    max_us: u64,
+    op_p50_us: [u64; 4],
+    op_p99_us: [u64; 4],
+    per_second: Vec<u64>,
+    completed_total: u64,
+    initiated_total: u64,
+    errors: u64,
+    shown: Vec<String>,
+    client_cpu_us: f64,
+}
+
+impl Report {
+    fn print(&self) {
+        for e in &self.shown {
+            eprintln!("calls_load: error: {e}");
+        }
+        if self.errors as usize > self.shown.len() {
+            eprintln!(
+                "calls_load: ... {} more errors",
+                self.errors as usize - self.shown.len()
+            );
+        }
+        let per_second: Vec<String> = self.per_second.iter().map(u64::to_string).collect();
+        let cpu = if self.completed_total > 0 {
+            self.client_cpu_us / self.completed_total as f64
+        } else {
+            0.0
+        };
+        println!(
+            "calls load: {} clients, {:.2} s measured: {} lifecycles = {:.0} lifecycles/s, \
+             {} requests = {:.0} requests/s, lifecycle latency p50 {:.2} ms, p99 {:.2} ms, \
+             max {:.2} ms; {} errors",
+            self.clients,
+            self.secs,
+            self.lifecycles,
+            self.lifecycles_per_s,
+            self.requests,
+            self.requests_per_s,
+            ms(self.p50_us),
+            ms(self.p99_us),
+            ms(self.max_us),
+            self.errors
+        );
+        let ops: Vec<String> = OPS
+            .iter()
+            .enumerate()
+            .map(|(i, op)| {
+                format!(
+                    "{op} {:.2}/{:.2}",
+                    ms(self.op_p50_us[i]),
+                    ms(self.op_p99_us[i])
+                )
+            })
+            .collect();
+        println!("request latency p50/p99 ms: {}", ops.join(", "));
+        println!(
+            "lifecycles completed per second of the window: {}",
+            per_second.join(" ")
+        );
+        println!(
+            "client CPU: {cpu:.1} us per lifecycle (all {} lifecycles, warm-up included)",
+            self.completed_total
+        );
+        let min = self.per_second.iter().min().copied().unwrap_or(0);
+        let max = self.per_second.iter().max().copied().unwrap_or(0);
+        let mut line = format!(
+            "summary clients={} secs={:.3} lifecycles={} lifecycles_per_s={:.1} requests={} \
+             requests_per_s={:.1} p50_ms={:.3} p99_ms={:.3} max_ms={:.3}",
+            self.clients,
+            self.secs,
+            self.lifecycles,
+            self.lifecycles_per_s,
+            self.requests,
+            self.requests_per_s,
+            ms(self.p50_us),
+            ms(self.p99_us),
+            ms(self.max_us)
+        );
+        for (i, op) in OPS.iter().enumerate() {
+            let _ = write!(
+                line,
+                " {op}_p50_ms={:.3} {op}_p99_ms={:.3}",
+                ms(self.op_p50_us[i]),
+                ms(self.op_p99_us[i])
+            );
+        }
+        let _ = write!(
+            line,
+            " min_per_s={min} max_per_s={max} client_cpu_us_per_lifecycle={cpu:.1} errors={} \
+             completed_total={} initiated_total={}",
+            self.errors, self.completed_total, self.initiated_total
+        );
+        println!("{line}");
+    }
+}
+
+fn ms(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
+/// This process's CPU time (user + system, all threads), in microseconds.
+fn cpu_time_us() -> f64 {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes the struct it is given; RUSAGE_SELF is always valid.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) };
+    if rc != 0 {
+        return 0.0;
+    }
+    // SAFETY: getrusage succeeded, so it filled the struct (and zeroed is valid anyway).
+    let usage = unsafe { usage.assume_init() };
+    let tv = |t: libc::timeval| t.tv_sec as f64 * 1e6 + t.tv_usec as f64;
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+fn load(args: &Args, addr: SocketAddr, secret: &str) -> Report {
+    let n = args.clients;
+    let warmup = Duration::from_secs_f64(args.warmup);
+    let duration = Duration::from_secs_f64(args.duration);
+    // Every client registers its B, then all start together.
+    let ready = Arc::new(Barrier::new(n + 1));
+    let window: Arc<OnceLock<Window>> = Arc::new(OnceLock::new());
+    let go = Arc::new(Barrier::new(n + 1));
+    let completed = Arc::new(AtomicU64::new(0));
+    let cpu0 = cpu_time_us();
+    let mut threads = Vec::with_capacity(n);
+    for id in 0..n {
+        let (ready, go, window) = (ready.clone(), go.clone(), window.clone());
+        let completed = completed.clone();
+        let secret = secret.to_owned();
+        let thread = std::thread::Builder::new()
+            .name(format!("client-{id}"))
+            .stack_size(256 * 1024)
+            .spawn(move || {
+                let mut stats = ClientStats::default();
+                let mut client = Client::new(id, addr, &secret);
+                let registered = client.register();
+                ready.wait();
+                go.wait();
+                if let Err(e) = registered {
+                    stats.error(e);
+                    return stats;
+                }
+                let window = window.get().expect("set before go");
+                // No lifecycle starts after the window; the one in flight finishes, so every
+                // call made is ended (each request is bounded by IO_TIMEOUT).
+                while Instant::now() < window.until {
+                    match client.lifecycle(&mut stats, window) {
+                        Ok(()) => {
+                            completed.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => stats.error(e),
+                    }
+                }
+                stats
+            })
+            .expect("spawn a client thread");
+        threads.push(thread);
+    }
+    ready.wait();
+    let start = Instant::now();
+    let from = start + warmup;
+    let until = from + duration;
+    let _ = window.set(Window { from, until });
+    go.wait();
+
+    // Lifecycles completed per second of the window (a stall, such as a WAL checkpoint, shows).
+    let mut per_second = Vec::new();
+    let whole = duration.as_secs();
+    std::thread::sleep(from.saturating_duration_since(Instant::now()));
+    let mut mark = completed.load(Ordering::Relaxed);
+    for s in 1..=whole {
+        std::thread::sleep(
+            (from + Duration::from_secs(s)).saturating_duration_since(Instant::now()),
+        );
+        let now = completed.load(Ordering::Relaxed);
+        per_second.push(now - mark);
+        mark = now;
+    }
+    let mut all = ClientStats::default();
+    for t in threads {
+        match t.join() {
+            Ok(s) => {
+                all.lifecycles += s.lifecycles;
+                all.lifecycle_us.extend(s.lifecycle_us);
+                all.requests += s.requests;
+                for (into, from) in all.op_us.iter_mut().zip(s.op_us) {
+                    into.extend(from);
+                }
+                all.completed_total += s.completed_total;
+                all.initiated_total += s.initiated_total;
+                all.errors += s.errors;
+                for e in s.shown {
+                    if all.shown.len() < SHOWN_ERRORS {
+                        all.shown.push(e);
+                    }
+                }
+            }
+            Err(_) => all.error("a client thread panicked".into()),
+        }
+    }
+    let client_cpu_us = cpu_time_us() - cpu0;
+    let secs = until.duration_since(from).as_secs_f64();
+    all.lifecycle_us.sort_unstable();
+    let mut op_p50_us = [0; 4];
+    let mut op_p99_us = [0; 4];
+    for (i, v) in all.op_us.iter_mut().enumerate() {
+        v.sort_unstable();
+        op_p50_us[i] = percentile(v, 50.0);
+        op_p99_us[i] = percentile(v, 99.0);
+    }
+    Report {
+        clients: n,
+        secs,
+        lifecycles: all.lifecycles,
+        lifecycles_per_s: all.lifecycles as f64 / secs,
+        requests: all.requests,
+        requests_per_s: all.requests as f64 / secs,
+        p50_us: percentile(&all.lifecycle_us, 50.0),
+        p99_us: percentile(&all.lifecycle_us, 99.0),
+        max_us: all.lifecycle_us.last().copied().unwrap_or(0),
+        op_p50_us,
+        op_p99_us,
+        per_second,
+        completed_total: all.completed_total,
+        initiated_total: all.initiated_total,
+        errors: all.errors,
+        shown: all.shown,
+        client_cpu_us,
+    }
+}
