@@ -120,22 +120,23 @@ impl Daemon {
                 }
             }
         });
-        if rx.recv_timeout(Duration::from_secs(20)).is_err() {
-            let _ = child.kill();
-            panic!(
-                "daemon did not report its listeners: {:#?}",
-                log.lock().unwrap()
-            );
-        }
+        let started = rx.recv_timeout(Duration::from_secs(20)).is_ok();
         let lines = log.lock().unwrap().clone();
         let addr = |pat: &str| -> Option<SocketAddr> {
             let line = lines.iter().find(|l| l.contains(pat))?;
             field(line, "addr")?.parse().ok()
         };
+        let (turn, http) = (addr("turn listening (udp)"), addr("http listening"));
+        let (Some(turn), Some(http), true) = (turn, http, started) else {
+            // Never leave a daemon behind a failed test.
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("daemon did not report its listeners: {lines:#?}");
+        };
         Daemon {
-            turn: addr("turn listening (udp)").expect("the daemon reports its TURN listener"),
+            turn,
             tls: addr("turn listening (tls)"),
-            http: addr("http listening").expect("the daemon reports its HTTP listener"),
+            http,
             child: Some(child),
             dir,
             log,
