@@ -1305,3 +1305,54 @@ fn reject_racing_ring_timeout() {
         t0.elapsed()
     );
 }
+
+/// A graceful stop (SIGTERM, systemd's stop) ends the calls still live as `server-shutdown`,
+/// leaves finished ones alone, and the next start has nothing to reconcile.
+#[test]
+fn sigterm_ends_live_calls_server_shutdown() {
+    let mut daemon = Daemon::start_with(Options::default());
+    let api = daemon.api();
+    let (ada, bo, cy) = (person(&api, "Ada"), person(&api, "Bo"), person(&api, "Cy"));
+    let conv = Uuid::new_v4();
+    let active = api.start_call(&ada, conv, "video", &[&bo]);
+    api.act_ok(&bo, &active, "answer");
+    let ringing = api.start_call(&ada, conv, "audio", &[&bo, &cy]);
+    let over = api.start_call(&bo, conv, "audio", &[&cy]);
+    api.act_ok(&cy, &over, "reject");
+    let over_before = api.call(&ada, &over);
+
+    assert!(daemon.stop().success(), "{:#?}", daemon.log());
+    assert!(
+        daemon
+            .log()
+            .iter()
+            .any(|l| l.contains("live calls ended (server-shutdown)") && l.contains("calls=2")),
+        "{:#?}",
+        daemon.log()
+    );
+    let conn = open_store(&daemon.store_path());
+    assert_intact(&conn);
+    let calls = db_calls(&conn);
+    for id in [&active, &ringing] {
+        let c = &calls[id.as_str()];
+        assert_consistent(c);
+        assert_eq!(c.end_reason.as_deref(), Some("server-shutdown"), "{c:#?}");
+        assert_eq!(c.status, "ended", "{c:#?}");
+    }
+    let statuses = |id: &str| -> Vec<String> {
+        calls[id]
+            .participants
+            .iter()
+            .map(|p| p.status.clone())
+            .collect()
+    };
+    assert_eq!(statuses(&active), ["left", "left"]);
+    assert_eq!(statuses(&ringing), ["left", "missed", "missed"]);
+    drop(conn);
+
+    // Restarted on the same store: nothing left to reconcile, the finished call untouched.
+    let dir = std::mem::replace(&mut daemon.dir, tempfile::tempdir().unwrap());
+    let daemon = Daemon::restart(dir);
+    assert_eq!(reconciled_in_log(&daemon), None, "{:#?}", daemon.log());
+    assert_eq!(daemon.api().call(&ada, &over), over_before);
+}
