@@ -5,7 +5,8 @@
 --   * UUIDs are TEXT, lowercase and hyphenated (checked);
 --   * timestamps are TEXT, RFC 3339 UTC with milliseconds, `2025-01-10T14:30:00.000Z`, so they
 --     sort as text (checked);
---   * JSONB columns are TEXT holding JSON (checked with json_valid);
+--   * JSONB columns are TEXT holding JSON (checked with json_valid; `x IS NULL OR` first, as
+--     SQLite before 3.45 says json_valid(NULL) is 0);
 --   * every status and type is one of its listed values (checked).
 -- Tables are STRICT. The daemon opens the file with foreign_keys = ON and WAL, and applies this
 -- file in one transaction. Later versions add migrations after it; they never edit it.
@@ -56,7 +57,7 @@ CREATE TABLE calls (
   end_reason       TEXT CHECK (length(end_reason) <= 50),
   sfu_room_id      TEXT CHECK (length(sfu_room_id) <= 255),
   recording_url    TEXT,
-  quality_stats    TEXT CHECK (json_valid(quality_stats)),
+  quality_stats    TEXT CHECK (quality_stats IS NULL OR json_valid(quality_stats)),
   created_at       TEXT NOT NULL CHECK (created_at GLOB '????-??-??T??:??:??.???Z'),
   updated_at       TEXT NOT NULL CHECK (updated_at GLOB '????-??-??T??:??:??.???Z'),
   -- A live call has no end; a finished one has its end, its duration and its reason.
@@ -81,11 +82,11 @@ CREATE TABLE call_participants (
                             OR status = 'left' OR status = 'rejected' OR status = 'missed'),
   joined_at          TEXT CHECK (joined_at GLOB '????-??-??T??:??:??.???Z'),
   left_at            TEXT CHECK (left_at GLOB '????-??-??T??:??:??.???Z'),
-  ice_candidates     TEXT CHECK (json_valid(ice_candidates)),
+  ice_candidates     TEXT CHECK (ice_candidates IS NULL OR json_valid(ice_candidates)),
   media_state        TEXT NOT NULL
                      DEFAULT '{"audioEnabled":true,"videoEnabled":true,"screenSharing":false}'
                      CHECK (json_valid(media_state)),
-  media_stats        TEXT CHECK (json_valid(media_stats)),
+  media_stats        TEXT CHECK (media_stats IS NULL OR json_valid(media_stats)),
   connection_quality TEXT CHECK (connection_quality = 'excellent' OR connection_quality = 'good'
                                  OR connection_quality = 'fair' OR connection_quality = 'poor'),
   created_at         TEXT NOT NULL CHECK (created_at GLOB '????-??-??T??:??:??.???Z'),

@@ -1556,6 +1556,37 @@ fn closed_conversations_need_provisioned_members() {
     t.refuses(&carol, &call, ["end"], NOT_A_PARTICIPANT);
 }
 
+/// Open conversations are made by their first call, with its participants; after that their
+/// members are fixed like any others': a member cannot invite an outsider in (not even into a
+/// conversation the admin API provisioned), nor can an outsider call into it.
+#[test]
+fn open_conversations_are_open_only_to_their_first_call() {
+    let t = T::start(Options::default());
+    let [alice, bob, carol] = t.provisioned(["Alice", "Bob", "Carol"]);
+    let conv = Uuid::new_v4();
+    let (s, body) = t.try_initiate(&alice, conv, "audio", &[&bob]);
+    assert_eq!(s, 201, "{body}");
+    assert_eq!(t.members(conv), BTreeSet::from([alice.uid(), bob.uid()]));
+    t.refused(NOT_A_MEMBER, |_| {
+        t.try_initiate(&bob, conv, "audio", &[&carol])
+    });
+    t.refused(CONVERSATION_NOT_FOUND, |_| {
+        t.try_initiate(&carol, conv, "audio", &[&alice])
+    });
+    // Provisioned by the admin: the same.
+    let provisioned = Uuid::new_v4();
+    let ids = [alice.id, bob.id];
+    let (s, b) = t.put_conversation(provisioned, &json!({"memberIds": ids}));
+    assert_eq!(s, 200, "{b}");
+    t.refused(NOT_A_MEMBER, |_| {
+        t.try_initiate(&bob, provisioned, "audio", &[&carol])
+    });
+    assert_eq!(
+        t.members(provisioned),
+        BTreeSet::from([alice.uid(), bob.uid()])
+    );
+}
+
 // =============================================================================================
 // Refused requests leave no trace, not even of the caller.
 
@@ -1847,7 +1878,8 @@ fn turn_credentials_are_recorded_and_accepted_by_the_relay() {
         401
     );
 
-    // Never cached; each request records its own row.
+    // Never cached by HTTP; asked again while they are fresh, the same credentials come back
+    // (recomputed from the secret), and no second row is recorded.
     let (s, head, body) = raw(
         t.d.http,
         &format!(
@@ -1858,7 +1890,9 @@ fn turn_credentials_are_recorded_and_accepted_by_the_relay() {
     );
     assert_eq!(s, 200, "{body}");
     assert_eq!(header(&head, "cache-control"), Some("no-store"), "{head}");
-    assert_eq!(t.count("SELECT * FROM turn_credentials", &[]), 2);
+    assert_eq!(body["credentials"]["username"], username.as_str());
+    assert_eq!(body["credentials"]["credential"], credential.as_str());
+    assert_eq!(t.count("SELECT * FROM turn_credentials", &[]), 1);
 
     // The URLs: the daemon's TURN listener, for UDP and for TCP (checked last, as the rest
     // holds whatever they say).

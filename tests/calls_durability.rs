@@ -1313,13 +1313,13 @@ fn sigterm_ends_live_calls_server_shutdown() {
     let mut daemon = Daemon::start_with(Options::default());
     let api = daemon.api();
     let (ada, bo, cy) = (person(&api, "Ada"), person(&api, "Bo"), person(&api, "Cy"));
-    let conv = Uuid::new_v4();
-    let active = api.start_call(&ada, conv, "video", &[&bo]);
+    // Three conversations (open mode makes each with its first call's participants).
+    let active = api.start_call(&ada, Uuid::new_v4(), "video", &[&bo]);
     api.act_ok(&bo, &active, "answer");
-    let ringing = api.start_call(&ada, conv, "audio", &[&bo, &cy]);
-    let over = api.start_call(&bo, conv, "audio", &[&cy]);
+    let ringing = api.start_call(&ada, Uuid::new_v4(), "audio", &[&bo, &cy]);
+    let over = api.start_call(&bo, Uuid::new_v4(), "audio", &[&cy]);
     api.act_ok(&cy, &over, "reject");
-    let over_before = api.call(&ada, &over);
+    let over_before = api.call(&bo, &over);
 
     assert!(daemon.stop().success(), "{:#?}", daemon.log());
     assert!(
@@ -1354,5 +1354,5 @@ fn sigterm_ends_live_calls_server_shutdown() {
     let dir = std::mem::replace(&mut daemon.dir, tempfile::tempdir().unwrap());
     let daemon = Daemon::restart(dir);
     assert_eq!(reconciled_in_log(&daemon), None, "{:#?}", daemon.log());
-    assert_eq!(daemon.api().call(&ada, &over), over_before);
+    assert_eq!(daemon.api().call(&bo, &over), over_before);
 }

@@ -31,6 +31,9 @@ use crate::time::Timestamp;
 /// The largest request body accepted.
 pub const MAX_BODY: usize = 64 * 1024;
 
+/// The most members the admin API sets on one conversation.
+pub const MAX_MEMBERS: usize = 1000;
+
 /// The OpenAPI 3.1 description of this API, served at `/openapi.json`.
 pub const OPENAPI: &str = include_str!("openapi.json");
 
@@ -469,6 +472,12 @@ async fn admin_put_conversation(
     JsonBody(req): JsonBody<PutConversation>,
 ) -> Result<Response, ApiError> {
     check_len("name", &req.name, crate::auth::MAX_NAME_LEN)?;
+    if req.member_ids.len() > MAX_MEMBERS {
+        return Err(ApiError::invalid(
+            "memberIds",
+            format!("at most {MAX_MEMBERS} members"),
+        ));
+    }
     if let Some(i) = req.member_ids.iter().position(Uuid::is_nil) {
         return Err(ApiError::invalid(
             &format!("memberIds[{i}]"),

@@ -628,22 +628,15 @@ impl Call {
         self.updated_at = now;
         let mut events = self.settle(None, now);
         if events.is_empty() {
-            // The call goes on without them: they stop ringing, the others are told.
-            let id = self.id;
-            events.push(Event {
-                to: missed.clone(),
-                payload: Payload::Ended(event::Ended {
-                    call_id: id,
-                    reason: reason::NO_ANSWER,
-                    ended_by: None,
-                }),
-            });
-            let joined = self.live_users();
-            for user in missed {
+            // The call goes on without them (and they may still join it): everyone hears who
+            // missed it, those who did included, so that their ringing stops.
+            let mut to = self.live_users();
+            to.extend(&missed);
+            for &user in &missed {
                 events.push(Event {
-                    to: joined.clone(),
+                    to: to.clone(),
                     payload: Payload::ParticipantLeft(event::ParticipantLeft {
-                        call_id: id,
+                        call_id: self.id,
                         user_id: user,
                         reason: "missed",
                     }),

@@ -340,6 +340,24 @@ impl CallService {
     ) -> Result<InitiateResponse, CallError> {
         let settings = self.inner.settings.clone();
         let initiator = caller.clone();
+        // Duplicates dropped, the count checked, before any lookup: a body full of ids costs
+        // the store nothing.
+        let mut ids: Vec<Uuid> = Vec::with_capacity(req.participant_ids.len());
+        for &id in &req.participant_ids {
+            if id == caller.id {
+                return Err(InitiateError::SelfInvite.into());
+            }
+            if !ids.contains(&id) {
+                ids.push(id);
+                if ids.len() + 1 > settings.max_participants {
+                    return Err(InitiateError::TooMany {
+                        count: req.participant_ids.len() + 1,
+                        max: settings.max_participants,
+                    }
+                    .into());
+                }
+            }
+        }
         let call = self
             .job(caller, move |db, now| {
                 let conv = req.conversation_id;
@@ -348,12 +366,11 @@ impl CallService {
                 if exists && !db.is_member(conv, initiator.id)? || !exists && !open {
                     return Err(CallError::NotFound(Missing::Conversation));
                 }
-                let mut invitees = Vec::with_capacity(req.participant_ids.len());
+                let mut invitees = Vec::with_capacity(ids.len());
                 let mut unknown = Vec::new();
-                for &id in &req.participant_ids {
+                for id in ids {
                     match db.user(id)? {
                         Some(u) => invitees.push(u),
-                        None if id == initiator.id => invitees.push(initiator.clone()),
                         None => unknown.push(id),
                     }
                 }
@@ -371,7 +388,10 @@ impl CallService {
                     Uuid::new_v4,
                     created,
                 )?;
-                if open {
+                if !exists {
+                    // Open conversations: the first call creates its conversation with its
+                    // participants. An existing conversation's members are its own (the admin
+                    // API's), whatever the mode.
                     db.upsert_conversation(conv, None, now)?;
                     for p in &call.participants {
                         db.add_member(conv, p.user.id, now)?;
@@ -526,14 +546,23 @@ impl CallService {
         })
     }
 
-    /// Mints TURN credentials for `caller` and records them.
+    /// TURN credentials for `caller`: the ones last minted if they are valid for more than
+    /// half the TTL still, else new ones, recorded. So a client asking often gets the same
+    /// credentials, and the table grows with users, not with requests.
     pub async fn turn_credentials(&self, caller: &User) -> Result<TurnCredentials, CallError> {
         let turn = self.inner.turn.clone();
         let user = caller.id;
         self.job(caller, move |db, now| {
+            if let Some((username, expires)) = db.turn_credential(user, now + turn.ttl / 2)? {
+                if let Some(body) = turn.reissue(&username, expires) {
+                    return Ok(body);
+                }
+            }
             let body = turn.issue(&user.to_string(), now, turn.ttl);
             let expires = Timestamp::from_unix_millis(
-                now.unix_seconds().saturating_add(turn.ttl.as_secs()) * 1000,
+                now.unix_seconds()
+                    .saturating_add(turn.ttl.as_secs())
+                    .saturating_mul(1000),
             );
             db.insert_turn_credential(
                 user,
@@ -552,63 +581,71 @@ impl CallService {
         self.end_live_calls(reason::SERVER_RESTART).await
     }
 
-    /// Ends every live call with `why` (restart reconciliation, shutdown), each in its own
-    /// savepoint; returns how many.
+    /// Ends every live call with `why` (restart reconciliation, shutdown), in one job, each
+    /// call in its own savepoint (one that cannot be ended is logged and left for the next
+    /// start); returns how many were ended.
     pub async fn end_live_calls(&self, why: &'static str) -> Result<usize, CallError> {
-        let ids = self
-            .inner
+        self.inner
             .store
-            .run(|db| Ok::<_, CallError>(db.live_calls()?))
-            .await?;
-        let mut ended = 0;
-        for id in ids {
-            let done = self
-                .inner
-                .store
-                .run(move |db| {
-                    let Some(mut call) = db.load_call(id)? else {
-                        return Ok::<_, CallError>(false);
-                    };
-                    let before = call.clone();
-                    let events = call.end_by_server(why, Timestamp::now());
-                    db.save_call(&before, &call)?;
-                    db.emit(events);
-                    Ok(before.status.is_live())
-                })
-                .await?;
-            ended += usize::from(done);
-        }
-        Ok(ended)
+            .run(move |db| {
+                let now = Timestamp::now();
+                let mut ended = 0;
+                for id in db.live_calls()? {
+                    let done = db.nested(|db| {
+                        let Some(mut call) = db.load_call(id)? else {
+                            return Ok::<_, StoreError>(false);
+                        };
+                        let before = call.clone();
+                        let events = call.end_by_server(why, now);
+                        db.save_call(&before, &call)?;
+                        db.emit(events);
+                        Ok(before.status.is_live())
+                    });
+                    match done {
+                        Ok(done) => ended += usize::from(done),
+                        Err(e) => tracing::error!(call = %id, error = %e, "cannot end a live call"),
+                    }
+                }
+                Ok(ended)
+            })
+            .await
     }
 
     /// The ring timeout for every call past it; returns when the next one is due.
     pub async fn expire_ringing(&self, now: Timestamp) -> Result<Option<Timestamp>, CallError> {
         let timeout = self.inner.settings.ring_timeout;
-        let (_, due) = self
-            .inner
+        self.inner
             .store
-            .run(move |db| Ok::<_, CallError>(db.ringing_calls(now - timeout)?))
-            .await?;
-        for id in due {
-            self.inner
-                .store
-                .run(move |db| {
-                    if let Some(mut call) = db.load_call(id)? {
-                        let before = call.clone();
-                        let events = call.expire_ringing(timeout, now);
-                        db.save_call(&before, &call)?;
-                        db.emit(events);
+            .run(move |db| {
+                let (_, due) = db.ringing_calls(now - timeout)?;
+                // Each call in its own savepoint: one that fails is logged, not a stop to the
+                // others (it stays due, and is tried again at the next sweep).
+                let mut failed = false;
+                for id in due {
+                    let expired = db.nested(|db| {
+                        if let Some(mut call) = db.load_call(id)? {
+                            let before = call.clone();
+                            let events = call.expire_ringing(timeout, now);
+                            db.save_call(&before, &call)?;
+                            db.emit(events);
+                        }
+                        Ok::<_, StoreError>(())
+                    });
+                    if let Err(e) = expired {
+                        tracing::error!(call = %id, error = %e, "cannot apply the ring timeout");
+                        failed = true;
                     }
-                    Ok::<_, CallError>(())
+                }
+                let (first, _) = db.ringing_calls(Timestamp::from_unix_millis(0))?;
+                let next = first.map(|t| t + timeout);
+                // A failed call is due already: retry in a few seconds, not in a busy loop.
+                Ok(if failed {
+                    Some(now + Duration::from_secs(5))
+                } else {
+                    next
                 })
-                .await?;
-        }
-        let (first, _) = self
-            .inner
-            .store
-            .run(move |db| Ok::<_, CallError>(db.ringing_calls(Timestamp::from_unix_millis(0))?))
-            .await?;
-        Ok(first.map(|t| t + timeout))
+            })
+            .await
     }
 
     /// The ring timer: sleeps until the next ring deadline (or a new call), then expires what

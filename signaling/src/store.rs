@@ -51,6 +51,12 @@ pub enum StoreError {
     },
     #[error("a stored value is malformed: {0}")]
     Corrupt(String),
+    #[error("cannot create the database file {0}")]
+    Create(String),
+    /// The transaction a job was in did not commit (or did not begin); the job's changes are
+    /// not stored.
+    #[error("the transaction failed: {0}")]
+    TransactionFailed(String),
     #[error("the store is closed")]
     Closed,
     #[error("a store job panicked")]
@@ -124,9 +130,11 @@ where
 
     fn finish(self: Box<Self>, committed: Result<(), &StoreError>) {
         let out = match (self.out, committed) {
-            (Some(Ok(_)), Err(e)) => Err(StoreError::Corrupt(format!("commit failed: {e}")).into()),
+            (Some(Ok(_)) | None, Err(e)) => {
+                Err(StoreError::TransactionFailed(e.to_string()).into())
+            }
             (Some(out), _) => out,
-            (None, _) => Err(StoreError::Closed.into()),
+            (None, Ok(())) => Err(StoreError::Closed.into()),
         };
         let _ = self.reply.send(out);
     }
@@ -193,6 +201,17 @@ impl Store {
 }
 
 fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+    // The file holds users' emails and TURN credentials: readable by the daemon only. SQLite
+    // gives its -wal and -shm files the database file's mode.
+    if !path.exists() {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| StoreError::Create(format!("{}: {e}", path.display())))?;
+    }
     let mut conn = Connection::open(path)?;
     // WAL: readers never block the writer; FULL: a commit is on disk before it is answered.
     conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -295,17 +314,30 @@ fn run_batch(
             control(&db.conn, "ROLLBACK TO job").and_then(|()| control(&db.conn, "RELEASE job"))
         };
         if let Err(e) = step.and(end) {
-            let _ = db.conn.execute_batch("ROLLBACK");
-            db.last_created = last_created;
+            abandon(db, last_created);
             return Err(e);
         }
     }
     if let Err(e) = control(&db.conn, "COMMIT") {
-        let _ = db.conn.execute_batch("ROLLBACK");
-        db.last_created = last_created;
+        abandon(db, last_created);
         return Err(e);
     }
     Ok(())
+}
+
+/// Rolls the batch's transaction back after a failure. The connection must come out of it
+/// outside any transaction, or every later batch would fail to begin.
+fn abandon(db: &mut Db, last_created: Timestamp) {
+    db.last_created = last_created;
+    if db.conn.is_autocommit() {
+        return;
+    }
+    if let Err(e) = db.conn.execute_batch("ROLLBACK") {
+        tracing::error!(error = %e, "store: rollback failed");
+    }
+    if !db.conn.is_autocommit() {
+        tracing::error!("store: the connection is still in a transaction after a rollback");
+    }
 }
 
 /// A transaction-control statement, prepared once (they run several times per job).
@@ -322,10 +354,11 @@ fn uuid(s: &str) -> Result<Uuid, StoreError> {
 }
 
 fn time(s: Option<String>) -> Result<Option<Timestamp>, StoreError> {
-    s.map(|s| {
-        Timestamp::parse(&s).ok_or_else(|| StoreError::Corrupt(format!("`{s}` is not a time")))
-    })
-    .transpose()
+    s.as_deref().map(stamp).transpose()
+}
+
+fn stamp(s: &str) -> Result<Timestamp, StoreError> {
+    Timestamp::parse(s).ok_or_else(|| StoreError::Corrupt(format!("`{s}` is not a time")))
 }
 
 fn parsed<T: std::str::FromStr<Err = String>>(s: &str) -> Result<T, StoreError> {
@@ -342,16 +375,25 @@ impl Db {
         control(&self.conn, "SAVEPOINT nested")?;
         let (events, last_created) = (self.events.len(), self.last_created);
         let out = f(self);
-        let end = if out.is_ok() {
-            control(&self.conn, "RELEASE nested")
-        } else {
-            self.events.truncate(events);
-            self.last_created = last_created;
-            control(&self.conn, "ROLLBACK TO nested")
-                .and_then(|()| control(&self.conn, "RELEASE nested"))
-        };
-        end?;
+        if out.is_ok() {
+            match control(&self.conn, "RELEASE nested") {
+                Ok(()) => return out,
+                // Not released: undone below like a failure, and reported as one.
+                Err(e) => {
+                    self.undo_nested(events, last_created)?;
+                    return Err(e.into());
+                }
+            }
+        }
+        self.undo_nested(events, last_created)?;
         out
+    }
+
+    fn undo_nested(&mut self, events: usize, last_created: Timestamp) -> Result<(), StoreError> {
+        self.events.truncate(events);
+        self.last_created = last_created;
+        control(&self.conn, "ROLLBACK TO nested")?;
+        control(&self.conn, "RELEASE nested")
     }
 
     /// Queues events for delivery once this job commits.
@@ -359,19 +401,19 @@ impl Db {
         self.events.extend(events);
     }
 
-    /// A `created_at` for a new call: `now`, or just after the previous call's.
+    /// A `created_at` for a new call: `now`, or 1 ms after the previous call's if that is not
+    /// before `now`, so that calls made in the same millisecond keep their order (history
+    /// pages by `created_at`). Only by up to a second: a stored time far ahead (a clock that
+    /// was wrong, then corrected) is not followed, since the ring timeout counts from it.
     pub fn next_created_at(&mut self, now: Timestamp) -> Timestamp {
-        let t = if now > self.last_created {
+        let last = self.last_created.unix_millis();
+        let t = if now.unix_millis() > last || last - now.unix_millis() >= 1000 {
             now
         } else {
-            Timestamp::from_unix_millis(self.last_created.unix_millis() + 1)
+            Timestamp::from_unix_millis(last + 1)
         };
         self.last_created = t;
         t
-    }
-
-    pub fn conn(&self) -> &Connection {
-        &self.conn
     }
 
     /// Inserts or updates a user, name and email as given (the admin API); a user already
@@ -671,8 +713,8 @@ impl Db {
                 media_state: serde_json::from_str::<MediaState>(&media)
                     .map_err(|e| StoreError::Corrupt(format!("media_state: {e}")))?,
                 connection_quality: quality,
-                created_at: time(Some(created))?.unwrap_or(Timestamp::from_unix_millis(0)),
-                updated_at: time(Some(updated))?.unwrap_or(Timestamp::from_unix_millis(0)),
+                created_at: stamp(&created)?,
+                updated_at: stamp(&updated)?,
             });
         }
         let initiated_by = uuid(&r.initiated_by)?;
@@ -692,8 +734,8 @@ impl Db {
                 .transpose()?,
             end_reason: r.end_reason,
             quality_stats: r.quality_stats,
-            created_at: time(Some(r.created_at))?.unwrap_or(Timestamp::from_unix_millis(0)),
-            updated_at: time(Some(r.updated_at))?.unwrap_or(Timestamp::from_unix_millis(0)),
+            created_at: stamp(&r.created_at)?,
+            updated_at: stamp(&r.updated_at)?,
             participants,
         })
     }
@@ -726,7 +768,7 @@ impl Db {
         let mut due = Vec::new();
         for row in rows {
             let (id, created) = row?;
-            let created = time(Some(created))?.unwrap_or(Timestamp::from_unix_millis(0));
+            let created = stamp(&created)?;
             first = first.or(Some(created));
             if created <= until {
                 due.push(uuid(&id)?);
@@ -735,8 +777,9 @@ impl Db {
         Ok((first, due))
     }
 
-    /// Calls visible to `user` (in conversations they are a member of), newest first, created
-    /// before `before`, at most `limit`.
+    /// Calls visible to `user`, newest first, created before `before`, at most `limit`: those
+    /// of `conversation` (whose membership the caller has checked), or of every conversation
+    /// `user` is a member of.
     pub fn history(
         &self,
         user: Uuid,
@@ -744,27 +787,56 @@ impl Db {
         before: Option<Timestamp>,
         limit: u32,
     ) -> Result<Vec<Call>, StoreError> {
+        const COLUMNS: &str = "c.id, c.conversation_id, c.type, c.status, c.initiated_by, \
+            c.started_at, c.ended_at, c.duration_seconds, c.end_reason, c.quality_stats, \
+            c.created_at, c.updated_at";
         let before = before.map_or_else(|| "9999".to_owned(), |t| t.to_string());
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT c.id, c.conversation_id, c.type, c.status, c.initiated_by, c.started_at,
-               c.ended_at, c.duration_seconds, c.end_reason, c.quality_stats, c.created_at,
-               c.updated_at
-             FROM calls c JOIN conversation_members m
-               ON m.conversation_id = c.conversation_id AND m.user_id = ?1
-             WHERE (?2 IS NULL OR c.conversation_id = ?2) AND c.created_at < ?3
-             ORDER BY c.created_at DESC, c.id DESC LIMIT ?4",
-        )?;
-        let rows = stmt.query_map(
-            params![
-                user.to_string(),
-                conversation.map(|c| c.to_string()),
-                before,
-                limit
-            ],
-            CallRow::read,
-        )?;
-        let rows: Vec<CallRow> = rows.collect::<Result<_, _>>()?;
+        // Two statements, so that each keeps a plan walking an index newest first
+        // (calls_by_conversation) rather than sorting the whole history.
+        let rows: Vec<CallRow> = match conversation {
+            Some(c) => {
+                let sql = format!(
+                    "SELECT {COLUMNS} FROM calls c WHERE c.conversation_id = ?1 AND c.created_at < ?2
+                     ORDER BY c.created_at DESC LIMIT ?3"
+                );
+                let mut stmt = self.conn.prepare_cached(&sql)?;
+                let rows = stmt.query_map(params![c.to_string(), before, limit], CallRow::read)?;
+                rows.collect::<Result<_, _>>()?
+            }
+            None => {
+                let sql = format!(
+                    "SELECT {COLUMNS} FROM conversation_members m
+                       JOIN calls c ON c.conversation_id = m.conversation_id
+                     WHERE m.user_id = ?1 AND c.created_at < ?2
+                     ORDER BY c.created_at DESC LIMIT ?3"
+                );
+                let mut stmt = self.conn.prepare_cached(&sql)?;
+                let rows =
+                    stmt.query_map(params![user.to_string(), before, limit], CallRow::read)?;
+                rows.collect::<Result<_, _>>()?
+            }
+        };
         rows.into_iter().map(|r| self.complete(r)).collect()
+    }
+
+    /// The newest unexpired TURN credential of `user` expiring after `after`:
+    /// (username, expires_at).
+    pub fn turn_credential(
+        &self,
+        user: Uuid,
+        after: Timestamp,
+    ) -> Result<Option<(String, Timestamp)>, StoreError> {
+        let row: Option<(String, String)> = self
+            .conn
+            .prepare_cached(
+                "SELECT username, expires_at FROM turn_credentials
+                 WHERE user_id = ?1 AND expires_at > ?2 ORDER BY expires_at DESC LIMIT 1",
+            )?
+            .query_row(params![user.to_string(), after.to_string()], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?;
+        row.map(|(u, e)| Ok((u, stamp(&e)?))).transpose()
     }
 
     pub fn insert_turn_credential(
@@ -1049,28 +1121,36 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn created_at_keeps_increasing_across_restarts() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.db");
-        let conn = open_connection(&path).unwrap();
-        // A call from a clock that ran ahead of ours.
-        let later = "2999-01-01T00:00:00.000Z";
-        let u = "0b6f1a3c-2d4e-4f5a-8b9c-0d1e2f3a4b5c";
-        conn.execute_batch(&format!(
-            "INSERT INTO users (id, created_at, updated_at) VALUES ('{u}', '{later}', '{later}');
-             INSERT INTO conversations (id, created_at, updated_at) VALUES ('{u}', '{later}', '{later}');
-             INSERT INTO calls (id, conversation_id, initiated_by, created_at, updated_at)
-               VALUES ('{u}', '{u}', '{u}', '{later}', '{later}');"
-        ))
-        .unwrap();
-        drop(conn);
-        let store = Store::open(&path, Arc::new(LogSink)).unwrap();
-        let next = store
-            .run(|db| Ok::<_, StoreError>(db.next_created_at(Timestamp::now())))
-            .await
+    async fn created_at_keeps_its_order_across_restarts_but_not_a_wrong_clock() {
+        let now = Timestamp::from_unix_millis(1_736_519_400_000);
+        // (the stored call's created_at, the next call's)
+        let cases = [
+            // Just ahead (calls in the same millisecond before a restart): just after it.
+            ("2025-01-10T14:30:00.500Z", "2025-01-10T14:30:00.501Z"),
+            // Far ahead (a clock that was wrong): not followed; the ring timeout counts from it.
+            ("2999-01-01T00:00:00.000Z", "2025-01-10T14:30:00.000Z"),
+        ];
+        for (stored, expected) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("t.db");
+            let conn = open_connection(&path).unwrap();
+            let u = "0b6f1a3c-2d4e-4f5a-8b9c-0d1e2f3a4b5c";
+            conn.execute_batch(&format!(
+                "INSERT INTO users (id, created_at, updated_at) VALUES ('{u}', '{stored}', '{stored}');
+                 INSERT INTO conversations (id, created_at, updated_at) VALUES ('{u}', '{stored}', '{stored}');
+                 INSERT INTO calls (id, conversation_id, initiated_by, created_at, updated_at)
+                   VALUES ('{u}', '{u}', '{u}', '{stored}', '{stored}');"
+            ))
             .unwrap();
-        assert_eq!(next.to_string(), "2999-01-01T00:00:00.001Z");
-        store.close().await;
+            drop(conn);
+            let store = Store::open(&path, Arc::new(LogSink)).unwrap();
+            let next = store
+                .run(move |db| Ok::<_, StoreError>(db.next_created_at(now)))
+                .await
+                .unwrap();
+            assert_eq!(next.to_string(), expected, "after {stored}");
+            store.close().await;
+        }
     }
 
     #[tokio::test]

@@ -53,6 +53,28 @@ impl TurnIssuer {
         }
     }
 
+    /// The credentials of `username` (minted earlier, expiring at `expires`) again: None if
+    /// the username is not one we mint.
+    pub fn reissue(&self, username: &str, expires: Timestamp) -> Option<TurnCredentials> {
+        let (expiry, _) = username.split_once(':')?;
+        if expiry.parse::<u64>().ok()? != expires.unix_seconds() {
+            return None;
+        }
+        Some(TurnCredentials {
+            credentials: IceServer {
+                urls: self.urls.clone(),
+                username: username.to_owned(),
+                // From the secret as it is now, not as stored: after a secret change the
+                // stored password would be refused by the relay.
+                credential: credentials::password_for(&self.secret, username),
+            },
+            expires_at: humantime::format_rfc3339_seconds(
+                std::time::UNIX_EPOCH + Duration::from_secs(expires.unix_seconds()),
+            )
+            .to_string(),
+        })
+    }
+
     /// Credentials for `user` valid for `ttl` from `now`.
     pub fn issue(&self, user: &str, now: Timestamp, ttl: Duration) -> TurnCredentials {
         let expires = now.unix_seconds().saturating_add(ttl.as_secs());
