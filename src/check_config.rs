@@ -91,8 +91,9 @@ fn summary(c: &Config) -> String {
         s.push_str(&format!("  turn cert:   {}\n", tls_line(tls)));
     }
     s.push_str(&format!(
-        "  http listen: {}{}\n",
+        "  http listen: {} (at most {} connections){}\n",
         c.http.listen,
+        c.http.max_connections,
         c.http
             .public_url
             .as_deref()
@@ -142,6 +143,10 @@ mod tests {
         let c = config::load_str(text, Path::new("."), Origin::File("x.toml".into())).unwrap();
         let s = summary(&c);
         assert!(s.contains("0.0.0.0:3478 (udp, tcp;"), "{s}");
+        assert!(
+            s.contains("http listen: 127.0.0.1:8080 (at most 10000 connections)"),
+            "{s}"
+        );
         assert!(s.contains("198.51.100.7 ports 49152-65535 (16384)"), "{s}");
         assert!(!s.contains("0123456789abcdef"), "{s}");
     }

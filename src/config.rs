@@ -77,6 +77,8 @@ const DEFAULT_USER_QUOTA: u32 = 10;
 const DEFAULT_TOTAL_QUOTA: u32 = 10_000;
 /// TURN-over-TCP/TLS clients at once: each holds a socket, as each allocation does.
 const DEFAULT_MAX_CONNECTIONS: u32 = 4096;
+/// HTTP API connections at once (idle keep-alive ones included).
+const DEFAULT_HTTP_MAX_CONNECTIONS: u32 = 10_000;
 const DEFAULT_RING_TIMEOUT: Duration = Duration::from_secs(45);
 const DEFAULT_RECONNECT_GRACE: Duration = Duration::from_secs(30);
 const DEFAULT_MAX_PARTICIPANTS: u32 = 20;
@@ -107,6 +109,8 @@ pub struct Config {
 #[derive(Debug)]
 pub struct HttpConfig {
     pub listen: SocketAddr,
+    /// The most API connections open at once; those over it are closed as they come.
+    pub max_connections: u32,
     pub public_url: Option<String>,
     pub tls: Option<TlsFiles>,
 }
@@ -452,6 +456,7 @@ struct Raw {
 #[serde(default, deny_unknown_fields)]
 struct RawHttp {
     listen: Option<String>,
+    max_connections: Option<u32>,
     public_url: Option<String>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
@@ -601,8 +606,16 @@ fn validate_http(raw: RawHttp, base: &Path) -> Result<HttpConfig> {
             ));
         }
     }
+    let max_connections = raw.max_connections.unwrap_or(DEFAULT_HTTP_MAX_CONNECTIONS);
+    if max_connections == 0 {
+        return Err(ConfigError::new(
+            "http.max_connections",
+            "must be at least 1 (it caps the API's client connections)",
+        ));
+    }
     Ok(HttpConfig {
         listen,
+        max_connections,
         public_url: raw.public_url,
         tls: tls_files("http", raw.tls_cert, raw.tls_key, base)?,
     })
@@ -1023,6 +1036,7 @@ dev = false
 
 [http]
 listen = "0.0.0.0:8443"
+max_connections = 500
 public_url = "https://calls.example.com"
 tls_cert = "/etc/switchboard/cert.pem"
 tls_key = "key.pem"
@@ -1070,6 +1084,7 @@ format = "json"
         let c = load_str(&text, dir.path(), origin()).unwrap();
         assert!(!c.dev);
         assert_eq!(c.http.listen, "0.0.0.0:8443".parse().unwrap());
+        assert_eq!(c.http.max_connections, 500);
         assert_eq!(
             c.http.public_url.as_deref(),
             Some("https://calls.example.com")
@@ -1112,6 +1127,7 @@ format = "json"
         let c = load(MINIMAL).unwrap();
         assert!(!c.dev);
         assert_eq!(c.http.listen, DEFAULT_HTTP_LISTEN.parse().unwrap());
+        assert_eq!(c.http.max_connections, 10_000);
         assert_eq!(c.turn.listen, vec![DEFAULT_TURN_LISTEN.parse().unwrap()]);
         assert_eq!(c.turn.realm, "switchboard");
         assert_eq!(c.turn.relay_ports, 49152..=65535);
@@ -1265,6 +1281,8 @@ format = "json"
         assert!(e.message.contains("one IPv4 and one IPv6"), "{e}");
         let e = err(&format!("{MINIMAL}max_connections = 0\n"));
         assert_eq!(e.key, "turn.max_connections");
+        let e = err(&format!("{MINIMAL}[http]\nmax_connections = 0\n"));
+        assert_eq!(e.key, "http.max_connections");
     }
 
     #[test]

@@ -1,10 +1,24 @@
 //! The HTTP side of `serve`: the call store and its service, the background tasks (ring
 //! timeout, TURN credential cleanup), and the REST API on `http.listen`.
+//!
+//! The API is served by our own accept loop rather than `axum::serve`, which bounds nothing:
+//! every connection gets HTTP/1 with a header-read timer (slow or silent clients are closed),
+//! at most `http.max_connections` are open at once (more are closed as they come), and a stop
+//! drains the connections for at most [`DRAIN`] and then ends them, so that no handler of ours
+//! runs once [`Http::stop`] has returned.
 
+use std::io;
+use std::net::SocketAddr;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
+use axum::Router;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use switchboard_signaling::api::{self, ApiState};
 use switchboard_signaling::auth::Auth;
 use switchboard_signaling::call::reason;
@@ -12,21 +26,36 @@ use switchboard_signaling::event::{EventSink, LogSink};
 use switchboard_signaling::service::{CallService, Settings};
 use switchboard_signaling::store::Store;
 use switchboard_signaling::turn::TurnIssuer;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::config::Config;
 
 /// How long a stop waits for requests in flight.
 const DRAIN: Duration = Duration::from_secs(5);
+/// How long a stop waits for the store to finish its queue, checkpoint and close.
+const STORE_CLOSE: Duration = Duration::from_secs(5);
+/// How long a client has to send a request's head, counted from when the server starts waiting
+/// for it: from the accept for the first request, and from the end of the previous response
+/// on a keep-alive connection (see [`connection_builder`]).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// The pause after a failed accept (EMFILE, ENFILE, ENOBUFS...): the error usually persists
+/// for a while, and retrying at once would spin a core.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
+/// At most one log line per this interval for each kind of recurring accept trouble.
+const LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// The running API.
 pub struct Http {
     calls: CallService,
-    stop: Option<oneshot::Sender<()>>,
-    server: JoinHandle<std::io::Result<()>>,
+    /// Cancelled by [`Http::stop`]: the accept loop stops and every connection shuts down.
+    stop: CancellationToken,
+    /// The accept loop, which owns the connection tasks and drains them when stopped.
+    server: JoinHandle<()>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -92,14 +121,16 @@ impl Http {
         let app = api::router(state)
             .fallback(api::not_found)
             .layer(CatchPanicLayer::custom(|_| api::panic_response()));
-        let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await
-        });
+        let stop = CancellationToken::new();
+        let server = Server {
+            listener,
+            service: TowerToHyperService::new(app),
+            builder: connection_builder(),
+            max_connections: config.http.max_connections,
+            slots: Arc::new(Semaphore::new(config.http.max_connections as usize)),
+            stop: stop.clone(),
+        };
+        let server = tokio::spawn(server.run());
         tracing::info!(addr = %addr, "http listening");
         let cleanup_every = (config.turn.credential_ttl / 2)
             .clamp(Duration::from_secs(1), Duration::from_secs(600));
@@ -109,24 +140,25 @@ impl Http {
         ];
         Ok(Http {
             calls,
-            stop: Some(stop),
+            stop,
             server,
             tasks,
         })
     }
 
-    /// Stops accepting, lets requests in flight finish (bounded), stops the tasks, ends the
-    /// calls still live (`server-shutdown`) and closes the store.
+    /// Stops accepting, lets requests in flight finish (bounded by [`DRAIN`], after which the
+    /// connections left are ended), stops the tasks, ends the calls still live
+    /// (`server-shutdown`) and closes the store (bounded by [`STORE_CLOSE`]).
     pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        match tokio::time::timeout(DRAIN, &mut self.server).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => tracing::error!(error = %e, "http server failed"),
+        self.stop.cancel();
+        // The accept loop drains for DRAIN, then aborts the connection tasks left and waits
+        // for them to end, which is immediate unless a handler blocks its thread: the margin
+        // is for that, and past it nothing more can be done than to leave it.
+        match tokio::time::timeout(DRAIN + Duration::from_secs(1), &mut self.server).await {
+            Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::error!(error = %e, "http server task failed"),
             Err(_) => {
-                tracing::warn!("requests still running after {DRAIN:?}; dropping them");
+                tracing::error!("http connections did not end when aborted; leaving them");
                 self.server.abort();
             }
         }
@@ -139,7 +171,254 @@ impl Http {
             Ok(n) => tracing::info!(calls = n, "live calls ended (server-shutdown)"),
             Err(e) => tracing::error!(error = %e, "cannot end the live calls"),
         }
-        self.calls.store().close().await;
-        tracing::info!("call store closed");
+        match tokio::time::timeout(STORE_CLOSE, self.calls.store().close()).await {
+            Ok(()) => tracing::info!("call store closed"),
+            // Every commit is already durable (WAL, synchronous=FULL): what is lost is the
+            // final checkpoint, which the next open does.
+            Err(_) => tracing::warn!("the call store did not close within {STORE_CLOSE:?}"),
+        }
+    }
+}
+
+/// The API's service, as hyper calls it.
+type Service = TowerToHyperService<Router>;
+
+/// The HTTP/1 settings of every API connection.
+fn connection_builder() -> http1::Builder {
+    let mut builder = http1::Builder::new();
+    // The header-read timeout needs a timer (hyper panics without one when it is set, and
+    // axum::serve sets none, which left the default 30 s timeout unarmed).
+    //
+    // It also bounds idle keep-alive connections: hyper (1.12, src/proto/h1/conn.rs) starts
+    // the timer whenever it begins waiting for a request head, that is at the accept and
+    // again as soon as a response is done on a keep-alive connection (`State::idle` sets
+    // `notify_read` when the timeout is set, so the dispatcher re-enters `poll_read_head`
+    // and arms it before any byte of the next request). So a connection is closed after
+    // HEADER_READ_TIMEOUT without a complete request head, whether it is silent, trickling
+    // a header, or idle between requests; no separate idle timer is needed. Keep-alive
+    // clients (a reverse proxy's upstream pool) should use a shorter idle timeout than this.
+    // tests/http_limits.rs checks the three cases.
+    //
+    // This is also why the connections are hyper's http1 ones rather than hyper-util's
+    // `auto::Builder`: its `serve_connection_with_upgrades` first reads up to 24 bytes to
+    // tell HTTP/1 from an HTTP/2 preface (even with `http1_only`, which it ignores), with no
+    // timer, so a client that connects and sends nothing would be held forever.
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .keep_alive(true);
+    builder
+}
+
+/// The accept loop and what it needs.
+struct Server {
+    listener: TcpListener,
+    service: Service,
+    builder: http1::Builder,
+    max_connections: u32,
+    /// One permit per open connection, `http.max_connections` in all.
+    slots: Arc<Semaphore>,
+    stop: CancellationToken,
+}
+
+impl Server {
+    /// Accepts until stopped, then drains the connections.
+    async fn run(self) {
+        let mut conns = JoinSet::new();
+        let mut refused = Tally::new(LOG_EVERY);
+        let mut failed = Tally::new(LOG_EVERY);
+        loop {
+            let accepted = tokio::select! {
+                biased;
+                () = self.stop.cancelled() => break,
+                // Reaps finished connection tasks, so the set holds only open connections.
+                Some(joined) = conns.join_next(), if !conns.is_empty() => {
+                    if let Err(e) = joined {
+                        if e.is_panic() {
+                            tracing::error!(error = %e, "http connection task panicked");
+                        }
+                    }
+                    continue;
+                }
+                accepted = self.listener.accept() => accepted,
+            };
+            let (stream, peer) = match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    if let Some(errors) = failed.note() {
+                        tracing::warn!(error = %e, errors, "http accept failed; pausing accepts");
+                    }
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                    continue;
+                }
+            };
+            // Over the cap: closed at once, before any byte is read.
+            let Ok(slot) = self.slots.clone().try_acquire_owned() else {
+                if let Some(connections) = refused.note() {
+                    tracing::debug!(
+                        connections,
+                        max = self.max_connections,
+                        "http.max_connections reached: closing new connections"
+                    );
+                }
+                drop(stream);
+                continue;
+            };
+            if let Err(e) = stream.set_nodelay(true) {
+                tracing::debug!(peer = %peer, error = %e, "cannot set TCP_NODELAY");
+            }
+            let io = TokioIo::new(Slotted {
+                stream,
+                _slot: slot,
+            });
+            let conn = self
+                .builder
+                .serve_connection(io, self.service.clone())
+                .with_upgrades();
+            conns.spawn(serve_connection(conn, self.stop.clone(), peer));
+        }
+        // Stop accepting: the listening socket closes, so new clients are refused by the
+        // kernel rather than left in the backlog.
+        drop(self.listener);
+        drain(conns).await;
+    }
+}
+
+/// One connection, until it ends or, once stopped, until hyper has shut it down gracefully:
+/// at once when it is idle, after the response when a request is in flight.
+async fn serve_connection(
+    conn: http1::UpgradeableConnection<TokioIo<Slotted>, Service>,
+    stop: CancellationToken,
+    peer: SocketAddr,
+) {
+    tokio::pin!(conn);
+    let ended = tokio::select! {
+        ended = conn.as_mut() => ended,
+        () = stop.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = ended {
+        // Header timeouts, resets, malformed requests: the client's doing, and per
+        // connection, so not above debug.
+        tracing::debug!(peer = %peer, error = %e, "http connection ended");
+    }
+}
+
+/// Waits at most [`DRAIN`] for the connections to end, then aborts those left and waits
+/// until they have: after this no connection task (and so no handler) of ours runs.
+async fn drain(mut conns: JoinSet<()>) {
+    if conns.is_empty() {
+        return;
+    }
+    tracing::info!(
+        connections = conns.len(),
+        "http stopped accepting; finishing requests in flight"
+    );
+    let all_ended = async { while conns.join_next().await.is_some() {} };
+    if tokio::time::timeout(DRAIN, all_ended).await.is_err() {
+        tracing::warn!(
+            connections = conns.len(),
+            "http connections still open after {DRAIN:?}; closing them"
+        );
+        conns.shutdown().await;
+    }
+}
+
+/// An accepted socket with its slot of `http.max_connections`. The slot goes with the socket,
+/// so it is given back when the socket closes, also when an upgraded connection (a WebSocket)
+/// outlives the HTTP connection task it came from.
+struct Slotted {
+    stream: TcpStream,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl AsyncRead for Slotted {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Slotted {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
+
+/// Counts a recurring event and says when to log it: at most once per interval, with the
+/// number of events since the last line, so that a flood costs one line per interval.
+struct Tally {
+    every: Duration,
+    since_logged: u64,
+    logged: Option<Instant>,
+}
+
+impl Tally {
+    fn new(every: Duration) -> Tally {
+        Tally {
+            every,
+            since_logged: 0,
+            logged: None,
+        }
+    }
+
+    /// Counts one event; `Some(events since the last line, this one included)` when it is
+    /// time for a line.
+    fn note(&mut self) -> Option<u64> {
+        self.since_logged += 1;
+        let now = Instant::now();
+        if self
+            .logged
+            .is_some_and(|t| now.duration_since(t) < self.every)
+        {
+            return None;
+        }
+        self.logged = Some(now);
+        Some(std::mem::take(&mut self.since_logged))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tally_logs_the_first_event_then_once_per_interval_with_the_count() {
+        let mut t = Tally::new(Duration::from_millis(200));
+        assert_eq!(t.note(), Some(1));
+        assert_eq!(t.note(), None);
+        assert_eq!(t.note(), None);
+        std::thread::sleep(Duration::from_millis(250));
+        assert_eq!(t.note(), Some(3));
+        assert_eq!(t.note(), None);
     }
 }

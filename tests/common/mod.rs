@@ -26,6 +26,8 @@ pub struct Options {
     pub auth: String,
     /// Lines inside `[calls]` (e.g. `ring_timeout = "1s"`).
     pub calls: String,
+    /// Lines inside `[http]`, after its `listen` (e.g. `max_connections = 5`).
+    pub http: String,
 }
 
 /// A running `switchboard serve`, killed on drop.
@@ -79,11 +81,11 @@ impl Daemon {
             "open_conversations = true\n"
         };
         let config = format!(
-            "[turn]\n{turn}{extra}\n\n[http]\nlisten = \"127.0.0.1:0\"\n\n\
+            "[turn]\n{turn}{extra}\n\n[http]\nlisten = \"127.0.0.1:0\"\n{}\n\n\
              [auth]\njwt_secret = \"{JWT_SECRET}\"\nadmin_token = \"{ADMIN_TOKEN}\"\n{open}{}\n\n\
              [store]\npath = \"switchboard.db\"\n\n[calls]\n{}\n\n\
              [log]\nlevel = \"info\"\nformat = \"text\"\n",
-            options.auth, options.calls
+            options.http, options.auth, options.calls
         );
         std::fs::write(dir.path().join("switchboard.toml"), config).expect("write config");
         Daemon::spawn(dir)
