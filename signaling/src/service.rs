@@ -315,20 +315,26 @@ impl CallService {
                 // change, not the request's, so it stands even if the request is refused.
                 let before = call.clone();
                 let expired = call.expire_ringing(ring_timeout, now);
-                if call != before {
+                let timed_out = call != before;
+                if timed_out {
                     db.save_call(&before, &call)?;
                     db.emit(expired);
                 }
-                // The request itself: all or nothing.
-                let outcome = db.nested(|db| {
+                // The request itself: all or nothing. Its own savepoint only when the timeout
+                // wrote something to keep; otherwise the job's savepoint is enough.
+                let request = |db: &mut Db| {
                     db.record_user(&caller, now)?;
                     let before = call.clone();
                     let (out, events) = f(&mut call, now)?;
                     db.save_call(&before, &call)?;
                     db.emit(events);
                     Ok::<_, CallError>((out, call))
-                });
-                Ok::<_, CallError>(outcome)
+                };
+                if timed_out {
+                    Ok(db.nested(request))
+                } else {
+                    request(db).map(Ok)
+                }
             })
             .await?
     }
