@@ -22,10 +22,12 @@ use hyper_util::service::TowerToHyperService;
 use switchboard_signaling::api::{self, ApiState};
 use switchboard_signaling::auth::Auth;
 use switchboard_signaling::call::reason;
-use switchboard_signaling::event::{EventSink, LogSink};
+use switchboard_signaling::event::EventSink;
+use switchboard_signaling::hub::Hub;
 use switchboard_signaling::service::{CallService, Settings};
 use switchboard_signaling::store::Store;
 use switchboard_signaling::turn::TurnIssuer;
+use switchboard_signaling::ws;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -52,6 +54,7 @@ const LOG_EVERY: Duration = Duration::from_secs(10);
 /// The running API.
 pub struct Http {
     calls: CallService,
+    hub: Arc<Hub>,
     /// Cancelled by [`Http::stop`]: the accept loop stops and every connection shuts down.
     stop: CancellationToken,
     /// The accept loop, which owns the connection tasks and drains them when stopped.
@@ -61,10 +64,15 @@ pub struct Http {
 
 /// Opens the store (migrating it) and ends the calls a crash left live, before the API
 /// listens, so nothing can see a half-reconciled store. `turn_urls` are the relay's, as bound.
-pub async fn open_calls(config: &Config, turn_urls: Vec<String>) -> anyhow::Result<CallService> {
+/// Committed call events go to `hub`.
+pub async fn open_calls(
+    config: &Config,
+    turn_urls: Vec<String>,
+    hub: Arc<Hub>,
+) -> anyhow::Result<CallService> {
     let path = &config.store.path;
     create_parent(path)?;
-    let sink: Arc<dyn EventSink> = Arc::new(LogSink);
+    let sink: Arc<dyn EventSink> = hub;
     let store = Store::open(path, sink)
         .map_err(|e| anyhow::anyhow!("store.path: {}: {e}", path.display()))?;
     let turn = &config.turn;
@@ -104,7 +112,7 @@ fn create_parent(path: &Path) -> anyhow::Result<()> {
 
 impl Http {
     /// Binds `http.listen` and serves the API; starts the background tasks.
-    pub async fn start(config: &Config, calls: CallService) -> anyhow::Result<Http> {
+    pub async fn start(config: &Config, calls: CallService, hub: Arc<Hub>) -> anyhow::Result<Http> {
         let listen = config.http.listen;
         let listener = TcpListener::bind(listen)
             .await
@@ -117,8 +125,14 @@ impl Http {
         let state = Arc::new(ApiState {
             calls: calls.clone(),
             auth,
+            hub: hub.clone(),
         });
-        let app = api::router(state)
+        let app = api::router(state.clone())
+            .merge(
+                Router::new()
+                    .route("/ws", axum::routing::get(ws::handler))
+                    .with_state(state),
+            )
             .fallback(api::not_found)
             .layer(CatchPanicLayer::custom(|_| api::panic_response()));
         let stop = CancellationToken::new();
@@ -140,6 +154,7 @@ impl Http {
         ];
         Ok(Http {
             calls,
+            hub,
             stop,
             server,
             tasks,
@@ -171,6 +186,9 @@ impl Http {
             Ok(n) => tracing::info!(calls = n, "live calls ended (server-shutdown)"),
             Err(e) => tracing::error!(error = %e, "cannot end the live calls"),
         }
+        // WebSockets last, once they have been told their calls ended (their upgraded
+        // connections are not the accept loop's to drain).
+        self.hub.disconnect_all(ws::SHUTDOWN);
         match tokio::time::timeout(STORE_CLOSE, self.calls.store().close()).await {
             Ok(()) => tracing::info!("call store closed"),
             // Every commit is already durable (WAL, synchronous=FULL): what is lost is the

@@ -19,6 +19,9 @@ use crate::config::{self, Config, Origin, TurnConfig};
 use crate::http::{self, Http};
 use crate::logging;
 use crate::turn_credentials::turn_urls_for;
+use std::sync::Arc;
+use switchboard_signaling::hub::Hub;
+use switchboard_signaling::ws;
 
 pub fn run(config_path: Option<&std::path::Path>) -> ExitCode {
     let config = match config::load(config_path) {
@@ -86,7 +89,8 @@ pub fn run(config_path: Option<&std::path::Path>) -> ExitCode {
     // The store: migrated and reconciled before the API listens; the TURN URLs it hands out
     // are those the relay bound.
     let urls = turn_urls_for(&config.turn, &relay.local_addrs(), &relay.tls_addrs());
-    let calls = match runtime.block_on(http::open_calls(&config, urls)) {
+    let hub = Arc::new(Hub::new(ws::MAX_SOCKETS_PER_USER));
+    let calls = match runtime.block_on(http::open_calls(&config, urls, hub.clone())) {
         Ok(calls) => calls,
         Err(e) => {
             tracing::error!("cannot open the call store: {e:#}");
@@ -94,7 +98,7 @@ pub fn run(config_path: Option<&std::path::Path>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let http = match runtime.block_on(Http::start(&config, calls)) {
+    let http = match runtime.block_on(Http::start(&config, calls, hub)) {
         Ok(http) => http,
         Err(e) => {
             tracing::error!("cannot start the http api: {e:#}");

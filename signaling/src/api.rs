@@ -22,6 +22,7 @@ use uuid::Uuid;
 
 use crate::auth::{Auth, AuthError};
 use crate::call::{InitiateError, Refusal, User};
+use crate::hub::Hub;
 use crate::service::{
     CallError, CallService, InitiateRequest, MediaRequest, Missing, HISTORY_DEFAULT_LIMIT,
 };
@@ -41,6 +42,8 @@ pub const OPENAPI: &str = include_str!("openapi.json");
 pub struct ApiState {
     pub calls: CallService,
     pub auth: Auth,
+    /// The signaling hub, for the WebSocket transports.
+    pub hub: Arc<Hub>,
 }
 
 /// The API's routes; the daemon nests them beside its own.

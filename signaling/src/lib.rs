@@ -6,6 +6,8 @@
 //!   commit, deliver.
 //! - [`auth`]: the bearer JWTs of users and the admin token.
 //! - [`api`]: the REST API on axum (`/api/calls`, `/api/admin`, `/openapi.json`).
+//! - [`hub`]: the signaling hub: sockets, live-call rosters, every delivery.
+//! - [`ws`]: the JSON WebSocket transport of the hub (`/ws`).
 //! - [`turn`]: TURN credentials for the REST API, minted with the relay's own scheme,
 //!   [`switchboard_turn::credentials`], so that the API mints exactly what the relay verifies.
 //!
@@ -16,9 +18,11 @@ pub mod api;
 pub mod auth;
 pub mod call;
 pub mod event;
+pub mod hub;
 pub mod service;
 pub mod store;
 pub mod time;
 pub mod turn;
+pub mod ws;
 
 pub use switchboard_turn::credentials;

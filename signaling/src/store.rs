@@ -275,11 +275,13 @@ fn store_thread(mut db: Db, mut rx: mpsc::Receiver<Msg>, sink: Arc<dyn EventSink
             tracing::error!(error = %e, jobs = batch.len(), "store commit failed; the jobs are refused");
             events.clear();
         }
-        for job in batch.drain(..) {
-            job.finish(committed.as_ref().map(|_| ()));
-        }
+        // Events first, then the replies: what a transition caused is with the hub (rosters
+        // and sockets) before the request that made it is answered.
         if !events.is_empty() {
             sink.deliver(std::mem::take(&mut events));
+        }
+        for job in batch.drain(..) {
+            job.finish(committed.as_ref().map(|_| ()));
         }
     }
     // Jobs queued behind the close are dropped: their callers get `Closed`.

@@ -60,6 +60,7 @@ fn app() -> (Router, TempDir) {
     let state = Arc::new(ApiState {
         calls: CallService::new(store, settings, turn),
         auth: Auth::new(Some(JWT_SECRET), Some(ADMIN_TOKEN)),
+        hub: Arc::new(switchboard_signaling::hub::Hub::new(16)),
     });
     (api::router(state).fallback(api::not_found), dir)
 }

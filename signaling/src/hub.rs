@@ -1,0 +1,526 @@
+//! The signaling hub's core: who is connected, which live calls they may signal in, and the
+//! one place every delivery goes through (DESIGN.md: "route hub deliveries through one place").
+//!
+//! Transports (the JSON WebSocket at `/ws`; Socket.IO next) attach each socket with an
+//! [`Outbox`]: a non-blocking, bounded queue towards that socket. The hub never waits on a
+//! socket: a socket whose queue is full is disconnected (a slow consumer never grows memory).
+//!
+//! The hub is the call state machine's [`EventSink`]: committed events reach every socket of
+//! every addressed user, in commit order. From the same events it keeps the roster of every
+//! live call (who is in it, or still being rung), which is what authorizes the peer-to-peer
+//! messages (`call:offer`, `call:answer`, `call:ice-candidate`) without a store round trip.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+use uuid::Uuid;
+
+use crate::call::ParticipantStatus;
+use crate::event::{Event, EventSink, Payload};
+
+/// One message to a socket: an event name and its data, serialized once for every recipient.
+#[derive(Clone, Debug)]
+pub struct Message {
+    pub event: &'static str,
+    pub data: Arc<RawValue>,
+}
+
+impl Message {
+    pub fn new(event: &'static str, data: &impl Serialize) -> Message {
+        // Our payloads are plain structs and JSON values: serializing cannot fail.
+        let json = serde_json::to_string(data).unwrap_or_else(|_| "null".into());
+        let data = RawValue::from_string(json)
+            .unwrap_or_else(|_| RawValue::from_string("null".into()).expect("null is JSON"));
+        Message {
+            event,
+            data: Arc::from(data),
+        }
+    }
+}
+
+/// A socket as the hub sees it.
+pub trait Outbox: Send + Sync + 'static {
+    /// Queues `m` without waiting. False if the socket's queue is full or the socket is gone:
+    /// the hub then disconnects it.
+    fn push(&self, m: &Message) -> bool;
+    /// Closes the socket (the transport then detaches it).
+    fn disconnect(&self, reason: &'static str);
+}
+
+/// The peer-to-peer messages the hub relays.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Signal {
+    Offer,
+    Answer,
+    IceCandidate,
+}
+
+impl Signal {
+    /// The event name, both ways.
+    pub fn event(self) -> &'static str {
+        match self {
+            Signal::Offer => "call:offer",
+            Signal::Answer => "call:answer",
+            Signal::IceCandidate => "call:ice-candidate",
+        }
+    }
+
+    /// The name of the field carrying the payload (`offer`, `answer`, `candidate`).
+    pub fn field(self) -> &'static str {
+        match self {
+            Signal::Offer => "offer",
+            Signal::Answer => "answer",
+            Signal::IceCandidate => "candidate",
+        }
+    }
+
+    pub fn from_event(event: &str) -> Option<Signal> {
+        [Signal::Offer, Signal::Answer, Signal::IceCandidate]
+            .into_iter()
+            .find(|s| s.event() == event)
+    }
+}
+
+/// Why a message was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum HubError {
+    /// The call is not live, or the sender is not in it.
+    #[error("you are not in a live call {0}")]
+    NotInCall(Uuid),
+    /// The target is not in the call (or is the sender).
+    #[error("{0} is not another participant of this call")]
+    NotAParticipant(Uuid),
+    /// The user has as many sockets as allowed.
+    #[error("too many connections for this user (at most {0})")]
+    TooManySockets(usize),
+}
+
+impl HubError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            HubError::NotInCall(_) => "not_in_call",
+            HubError::NotAParticipant(_) => "not_a_participant",
+            HubError::TooManySockets(_) => "too_many_sockets",
+        }
+    }
+}
+
+/// A socket's handle in the hub.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SocketId(u64);
+
+struct Socket {
+    id: SocketId,
+    outbox: Arc<dyn Outbox>,
+}
+
+#[derive(Default)]
+struct Registry {
+    next: u64,
+    /// Every user's sockets (devices).
+    users: HashMap<Uuid, Vec<Socket>>,
+    /// Every live call's roster: who is joined or still being rung.
+    calls: HashMap<Uuid, HashMap<Uuid, ParticipantStatus>>,
+}
+
+/// The hub. Shared as an `Arc`; its state is behind one std `Mutex`, held only to look up or
+/// change the registry and to push into outboxes (which never block), never across an await.
+pub struct Hub {
+    registry: Mutex<Registry>,
+    max_sockets_per_user: usize,
+}
+
+/// The data of a relayed message: the spec's `{callId, fromUserId, offer|answer|candidate}`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Relayed<'a> {
+    call_id: Uuid,
+    from_user_id: Uuid,
+    #[serde(flatten)]
+    payload: HashMap<&'static str, &'a RawValue>,
+}
+
+impl Hub {
+    pub fn new(max_sockets_per_user: usize) -> Hub {
+        Hub {
+            registry: Mutex::new(Registry::default()),
+            max_sockets_per_user,
+        }
+    }
+
+    fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
+        // A panic while holding the lock cannot leave the registry half-changed in a way that
+        // matters more than losing the hub: keep serving.
+        self.registry.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds a socket of `user`.
+    pub fn attach(&self, user: Uuid, outbox: Arc<dyn Outbox>) -> Result<SocketId, HubError> {
+        let mut r = self.registry();
+        let sockets = r.users.get(&user).map_or(0, Vec::len);
+        if sockets >= self.max_sockets_per_user {
+            return Err(HubError::TooManySockets(self.max_sockets_per_user));
+        }
+        r.next += 1;
+        let id = SocketId(r.next);
+        r.users.entry(user).or_default().push(Socket { id, outbox });
+        Ok(id)
+    }
+
+    /// Removes a socket; returns how many `user` still has.
+    pub fn detach(&self, user: Uuid, id: SocketId) -> usize {
+        let mut r = self.registry();
+        let Some(sockets) = r.users.get_mut(&user) else {
+            return 0;
+        };
+        sockets.retain(|s| s.id != id);
+        let left = sockets.len();
+        if left == 0 {
+            r.users.remove(&user);
+        }
+        left
+    }
+
+    /// How many sockets `user` has.
+    pub fn sockets_of(&self, user: Uuid) -> usize {
+        self.registry().users.get(&user).map_or(0, Vec::len)
+    }
+
+    /// Relays a peer-to-peer message from `from` to every socket of `target`, if both are in
+    /// the live call: joined, or still being rung.
+    pub fn relay(
+        &self,
+        from: Uuid,
+        call_id: Uuid,
+        target: Uuid,
+        signal: Signal,
+        payload: &RawValue,
+    ) -> Result<(), HubError> {
+        let mut r = self.registry();
+        let roster = r.calls.get(&call_id).ok_or(HubError::NotInCall(call_id))?;
+        if !roster.contains_key(&from) {
+            return Err(HubError::NotInCall(call_id));
+        }
+        if target == from || !roster.contains_key(&target) {
+            return Err(HubError::NotAParticipant(target));
+        }
+        let data = Relayed {
+            call_id,
+            from_user_id: from,
+            payload: HashMap::from([(signal.field(), payload)]),
+        };
+        let m = Message::new(signal.event(), &data);
+        deliver(&mut r, &[target], &m);
+        Ok(())
+    }
+
+    /// Whether `user` is in the live call `call_id` (joined or being rung).
+    pub fn in_call(&self, user: Uuid, call_id: Uuid) -> bool {
+        self.registry()
+            .calls
+            .get(&call_id)
+            .is_some_and(|r| r.contains_key(&user))
+    }
+
+    /// Disconnects every socket (a stop): each transport then detaches its own.
+    pub fn disconnect_all(&self, reason: &'static str) {
+        let r = self.registry();
+        for s in r.users.values().flatten() {
+            s.outbox.disconnect(reason);
+        }
+    }
+
+    /// Sends `m` to every socket of each of `users`.
+    pub fn send(&self, users: &[Uuid], m: &Message) {
+        deliver(&mut self.registry(), users, m);
+    }
+}
+
+/// Pushes `m` to every socket of `users`; a socket that cannot take it is disconnected and
+/// forgotten.
+fn deliver(r: &mut Registry, users: &[Uuid], m: &Message) {
+    for user in users {
+        let Some(sockets) = r.users.get_mut(user) else {
+            continue;
+        };
+        sockets.retain(|s| {
+            let ok = s.outbox.push(m);
+            if !ok {
+                s.outbox.disconnect("slow consumer");
+            }
+            ok
+        });
+        if sockets.is_empty() {
+            r.users.remove(user);
+        }
+    }
+}
+
+impl EventSink for Hub {
+    fn deliver(&self, events: Vec<Event>) {
+        let mut r = self.registry();
+        for e in events {
+            update_roster(&mut r.calls, &e.payload);
+            deliver(&mut r, &e.to, &message_of(&e.payload));
+        }
+    }
+}
+
+/// An event's name and its data (without the enum's `{"event", "data"}` wrapping).
+fn message_of(p: &Payload) -> Message {
+    match p {
+        Payload::Incoming(d) => Message::new(p.name(), d),
+        Payload::ParticipantJoined(d) => Message::new(p.name(), d),
+        Payload::ParticipantLeft(d) => Message::new(p.name(), d),
+        Payload::Ended(d) => Message::new(p.name(), d),
+        Payload::MediaStateChanged(d) => Message::new(p.name(), d),
+    }
+}
+
+/// Follows the live calls' rosters from the state machine's events, which announce every
+/// change of who is in a call.
+fn update_roster(calls: &mut HashMap<Uuid, HashMap<Uuid, ParticipantStatus>>, p: &Payload) {
+    match p {
+        Payload::Incoming(i) => {
+            let roster = i
+                .participants
+                .iter()
+                .filter(|v| v.status.is_live())
+                .map(|v| (v.user_id, v.status))
+                .collect();
+            calls.insert(i.call_id, roster);
+        }
+        Payload::ParticipantJoined(j) => {
+            if let Some(r) = calls.get_mut(&j.call_id) {
+                r.insert(j.user_id, ParticipantStatus::Joined);
+            }
+        }
+        Payload::ParticipantLeft(l) => {
+            if let Some(r) = calls.get_mut(&l.call_id) {
+                r.remove(&l.user_id);
+            }
+        }
+        Payload::Ended(e) => {
+            calls.remove(&e.call_id);
+        }
+        Payload::MediaStateChanged(_) => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::call::{Call, CallType, User};
+    use crate::time::Timestamp;
+
+    /// A socket that keeps what it is sent, up to `room` messages.
+    #[derive(Default)]
+    struct Inbox {
+        room: usize,
+        got: Mutex<Vec<(String, serde_json::Value)>>,
+        closed: Mutex<Option<&'static str>>,
+    }
+
+    impl Inbox {
+        fn with_room(room: usize) -> Arc<Inbox> {
+            Arc::new(Inbox {
+                room,
+                ..Inbox::default()
+            })
+        }
+
+        fn take(&self) -> Vec<(String, serde_json::Value)> {
+            std::mem::take(&mut self.got.lock().unwrap())
+        }
+
+        fn names(&self) -> Vec<String> {
+            self.take().into_iter().map(|(n, _)| n).collect()
+        }
+    }
+
+    impl Outbox for Inbox {
+        fn push(&self, m: &Message) -> bool {
+            let mut got = self.got.lock().unwrap();
+            if got.len() >= self.room {
+                return false;
+            }
+            got.push((
+                m.event.to_owned(),
+                serde_json::from_str(m.data.get()).unwrap(),
+            ));
+            true
+        }
+
+        fn disconnect(&self, reason: &'static str) {
+            *self.closed.lock().unwrap() = Some(reason);
+        }
+    }
+
+    const T0: Timestamp = Timestamp::from_unix_millis(1_700_000_000_000);
+
+    fn user(n: u128) -> User {
+        User {
+            id: Uuid::from_u128(n),
+            name: Some(format!("user{n}")),
+            email: None,
+        }
+    }
+
+    /// A group call by user 1 inviting 2 and 3, whose `call:incoming` the hub has delivered.
+    fn group(hub: &Hub) -> Call {
+        let mut next = 100;
+        let (call, events) = Call::initiate(
+            Uuid::from_u128(50),
+            Uuid::from_u128(60),
+            CallType::Video,
+            user(1),
+            vec![user(2), user(3)],
+            20,
+            move || {
+                next += 1;
+                Uuid::from_u128(next)
+            },
+            T0,
+        )
+        .unwrap();
+        hub.deliver(events);
+        call
+    }
+
+    fn sdp() -> Box<RawValue> {
+        RawValue::from_string(r#"{"type":"offer","sdp":"v=0"}"#.into()).unwrap()
+    }
+
+    #[test]
+    fn events_reach_every_socket_of_the_addressed_users() {
+        let hub = Hub::new(4);
+        let (a, b1, b2, c) = (
+            Inbox::with_room(9),
+            Inbox::with_room(9),
+            Inbox::with_room(9),
+            Inbox::with_room(9),
+        );
+        hub.attach(user(1).id, a.clone()).unwrap();
+        hub.attach(user(2).id, b1.clone()).unwrap();
+        hub.attach(user(2).id, b2.clone()).unwrap();
+        hub.attach(user(3).id, c.clone()).unwrap();
+        let call = group(&hub);
+        assert!(a.names().is_empty(), "the caller is not rung");
+        for inbox in [&b1, &b2, &c] {
+            let got = inbox.take();
+            assert_eq!(got.len(), 1);
+            assert_eq!(got[0].0, "call:incoming");
+            // The data alone, not the enum's wrapping.
+            assert_eq!(got[0].1["callId"], call.id.to_string());
+            assert_eq!(got[0].1["participants"].as_array().unwrap().len(), 3);
+        }
+    }
+
+    #[test]
+    fn only_members_of_a_live_call_signal_each_other() {
+        let hub = Hub::new(4);
+        let inboxes: Vec<Arc<Inbox>> = (1..=4).map(|_| Inbox::with_room(9)).collect();
+        for (i, inbox) in inboxes.iter().enumerate() {
+            hub.attach(user(i as u128 + 1).id, inbox.clone()).unwrap();
+        }
+        let mut call = group(&hub);
+        for i in &inboxes {
+            i.take();
+        }
+        let (u1, u2, u3, u4) = (user(1).id, user(2).id, user(3).id, user(4).id);
+        // Invitees being rung may already signal (an offer can precede the answer).
+        hub.relay(u1, call.id, u2, Signal::Offer, &sdp()).unwrap();
+        let got = inboxes[1].take();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].0, "call:offer");
+        assert_eq!(got[0].1["fromUserId"], u1.to_string());
+        assert_eq!(got[0].1["offer"]["sdp"], "v=0");
+        // Strangers, self-targets and unknown calls are refused, and nothing is delivered.
+        assert_eq!(
+            hub.relay(u4, call.id, u1, Signal::Offer, &sdp()),
+            Err(HubError::NotInCall(call.id))
+        );
+        assert_eq!(
+            hub.relay(u1, call.id, u4, Signal::Offer, &sdp()),
+            Err(HubError::NotAParticipant(u4))
+        );
+        assert_eq!(
+            hub.relay(u1, call.id, u1, Signal::Offer, &sdp()),
+            Err(HubError::NotAParticipant(u1))
+        );
+        let nowhere = Uuid::from_u128(999);
+        assert_eq!(
+            hub.relay(u1, nowhere, u2, Signal::Offer, &sdp()),
+            Err(HubError::NotInCall(nowhere))
+        );
+        assert!(inboxes.iter().all(|i| i.take().is_empty()));
+        // A reject takes user 3 out of the roster; the call goes on between 1 and 2.
+        let events = call
+            .reject(u3, T0 + std::time::Duration::from_secs(1))
+            .unwrap();
+        hub.deliver(events);
+        assert!(!hub.in_call(u3, call.id));
+        assert_eq!(
+            hub.relay(u3, call.id, u1, Signal::IceCandidate, &sdp()),
+            Err(HubError::NotInCall(call.id))
+        );
+        hub.deliver(
+            call.answer(u2, T0 + std::time::Duration::from_secs(2))
+                .unwrap(),
+        );
+        assert!(hub.in_call(u2, call.id));
+        // The end removes the call.
+        hub.deliver(
+            call.end(u1, T0 + std::time::Duration::from_secs(3))
+                .unwrap(),
+        );
+        hub.deliver(
+            call.end(u2, T0 + std::time::Duration::from_secs(3))
+                .unwrap_or_default(),
+        );
+        assert!(!hub.in_call(u1, call.id) && !hub.in_call(u2, call.id));
+        assert_eq!(
+            hub.relay(u1, call.id, u2, Signal::Answer, &sdp()),
+            Err(HubError::NotInCall(call.id))
+        );
+    }
+
+    #[test]
+    fn a_slow_socket_is_disconnected_not_waited_for() {
+        let hub = Hub::new(4);
+        let slow = Inbox::with_room(1);
+        let fine = Inbox::with_room(9);
+        let u2 = user(2).id;
+        let slow_id = hub.attach(u2, slow.clone()).unwrap();
+        hub.attach(u2, fine.clone()).unwrap();
+        hub.attach(user(1).id, Inbox::with_room(9)).unwrap();
+        let call = group(&hub);
+        hub.relay(user(1).id, call.id, u2, Signal::Offer, &sdp())
+            .unwrap();
+        assert_eq!(*slow.closed.lock().unwrap(), Some("slow consumer"));
+        assert_eq!(fine.names(), ["call:incoming", "call:offer"]);
+        assert_eq!(hub.sockets_of(u2), 1, "the slow socket is forgotten");
+        // Its transport detaches it later: harmless.
+        assert_eq!(hub.detach(u2, slow_id), 1);
+    }
+
+    #[test]
+    fn sockets_per_user_are_bounded_and_all_can_be_closed() {
+        let hub = Hub::new(2);
+        let u = user(1).id;
+        let (a, b) = (Inbox::with_room(1), Inbox::with_room(1));
+        let first = hub.attach(u, a.clone()).unwrap();
+        hub.attach(u, b.clone()).unwrap();
+        assert_eq!(
+            hub.attach(u, Inbox::with_room(1)).unwrap_err(),
+            HubError::TooManySockets(2)
+        );
+        assert_eq!(hub.detach(u, first), 1);
+        hub.attach(u, Inbox::with_room(1)).unwrap();
+        hub.disconnect_all("server shutdown");
+        assert_eq!(*b.closed.lock().unwrap(), Some("server shutdown"));
+        assert_eq!(*a.closed.lock().unwrap(), None, "detached before");
+    }
+}

@@ -1,0 +1,354 @@
+//! `/ws`: the hub's events as JSON text frames, for clients that do not speak Socket.IO.
+//!
+//! Every frame, both ways, is `{"event": "...", "data": {...}}`; a client frame may carry an
+//! `"id"`, echoed in the answer to it. The user authenticates with the same JWT as the REST
+//! API, in `Authorization: Bearer` or `?token=`; without a valid one the upgrade is refused
+//! with the API's 401.
+//!
+//! Client → server:
+//! - `call:offer`, `call:answer`, `call:ice-candidate` with `{callId, targetUserId, offer |
+//!   answer | candidate}`: relayed to every socket of the target as `{callId, fromUserId,
+//!   ...}` (the sender is the socket's user, never what the client says), if both are in the
+//!   live call;
+//! - `call:accept`, `call:reject`, `call:end` with `{callId}` and `call:media` with `{callId,
+//!   audioEnabled?, videoEnabled?, screenSharing?}`: the REST transitions, answered with an
+//!   `ack` frame holding the REST response body.
+//!
+//! A refused frame is answered `{"event": "error", "data": {"code", "message", "event"}}`.
+//! Bounds: frames of at most [`MAX_FRAME`] bytes, [`RATE`] frames per second (a burst of
+//! [`BURST`]), [`QUEUE`] messages queued towards a socket (a socket that falls further behind
+//! is closed), [`MAX_SOCKETS_PER_USER`] sockets per user.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message as Frame, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{RawQuery, State};
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use tokio::sync::{mpsc, Notify};
+use uuid::Uuid;
+
+use crate::api::{ApiError, ApiState};
+use crate::call::User;
+use crate::hub::{Hub, Message, Outbox, Signal};
+use crate::service::{CallError, MediaRequest};
+
+/// The largest client frame.
+pub const MAX_FRAME: usize = 64 * 1024;
+/// Client frames per second, sustained.
+pub const RATE: f64 = 50.0;
+/// Client frames at once above the rate.
+pub const BURST: f64 = 100.0;
+/// Messages queued towards one socket before it counts as a slow consumer.
+pub const QUEUE: usize = 256;
+/// Sockets (devices, tabs) one user may hold.
+pub const MAX_SOCKETS_PER_USER: usize = 16;
+
+/// `GET /ws`.
+pub async fn handler(
+    State(s): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let token = query_token(query.as_deref());
+    let bearer = token.map(|t| format!("Bearer {t}"));
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .or(bearer.as_deref());
+    let user = match s.auth.user(authorization) {
+        Ok(user) => user,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    upgrade
+        .max_message_size(MAX_FRAME)
+        .max_frame_size(MAX_FRAME)
+        .on_upgrade(move |socket| serve(s, user, socket))
+}
+
+fn query_token(query: Option<&str>) -> Option<String> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query?).ok()?;
+    pairs
+        .into_iter()
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v)
+}
+
+/// What the socket's writer sends: a hub message, or a frame made here (an answer).
+enum Out {
+    Event(Message),
+    Frame(String),
+}
+
+/// The reason [`crate::hub::Hub::disconnect_all`] is given at a stop.
+pub const SHUTDOWN: &str = "server shutdown";
+
+/// The socket's side of the hub: a bounded queue to its writer, and a close signal.
+struct WsOutbox {
+    tx: mpsc::Sender<Out>,
+    close: Notify,
+    reason: std::sync::Mutex<&'static str>,
+}
+
+impl Outbox for WsOutbox {
+    fn push(&self, m: &Message) -> bool {
+        self.tx.try_send(Out::Event(m.clone())).is_ok()
+    }
+
+    fn disconnect(&self, reason: &'static str) {
+        *self.reason.lock().unwrap_or_else(|e| e.into_inner()) = reason;
+        self.close.notify_one();
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClientFrame<'a> {
+    event: String,
+    #[serde(borrow)]
+    data: Option<&'a RawValue>,
+    id: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SignalIn<'a> {
+    call_id: Uuid,
+    target_user_id: Uuid,
+    #[serde(borrow)]
+    offer: Option<&'a RawValue>,
+    #[serde(borrow)]
+    answer: Option<&'a RawValue>,
+    #[serde(borrow)]
+    candidate: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CallIn {
+    call_id: Uuid,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct MediaIn {
+    call_id: Uuid,
+    audio_enabled: Option<bool>,
+    video_enabled: Option<bool>,
+    screen_sharing: Option<bool>,
+}
+
+async fn serve(s: Arc<ApiState>, user: User, socket: WebSocket) {
+    let hub = s.hub.clone();
+    let (tx, mut rx) = mpsc::channel::<Out>(QUEUE);
+    let outbox = Arc::new(WsOutbox {
+        tx,
+        close: Notify::new(),
+        reason: std::sync::Mutex::new(""),
+    });
+    let mut socket = socket;
+    let id = match hub.attach(user.id, outbox.clone()) {
+        Ok(id) => id,
+        Err(e) => {
+            let _ = socket
+                .send(Frame::Close(Some(CloseFrame {
+                    code: 1008,
+                    reason: Utf8Bytes::from(e.to_string()),
+                })))
+                .await;
+            return;
+        }
+    };
+    tracing::debug!(user = %user.id, "ws connected");
+    let mut bucket = Bucket::new();
+    loop {
+        tokio::select! {
+            out = rx.recv() => {
+                let text = match out {
+                    Some(Out::Event(m)) => frame(m.event, &m.data, None),
+                    Some(Out::Frame(text)) => text,
+                    None => break,
+                };
+                if socket.send(Frame::Text(text.into())).await.is_err() {
+                    break;
+                }
+            }
+            () = outbox.close.notified() => {
+                let reason = *outbox.reason.lock().unwrap_or_else(|e| e.into_inner());
+                // 1001 going away (the server stops), 1008 policy (fell too far behind).
+                let code = if reason == SHUTDOWN { 1001 } else { 1008 };
+                let close = CloseFrame { code, reason: Utf8Bytes::from_static(reason) };
+                let _ = socket.send(Frame::Close(Some(close))).await;
+                break;
+            }
+            incoming = socket.recv() => {
+                let text = match incoming {
+                    Some(Ok(Frame::Close(_))) | None | Some(Err(_)) => break,
+                    Some(Ok(Frame::Ping(_) | Frame::Pong(_))) => continue, // answered by the library
+                    Some(Ok(frame)) => frame,
+                };
+                // Every data frame counts, whatever it holds.
+                if !bucket.take() {
+                    reply_error(&outbox, None, "", "rate_limited", "too many messages; slow down");
+                    continue;
+                }
+                match text {
+                    Frame::Text(t) => handle(&s, &hub, &user, &outbox, t.as_str()).await,
+                    _ => reply_error(&outbox, None, "", "invalid_frame", "frames are JSON text"),
+                }
+            }
+        }
+    }
+    hub.detach(user.id, id);
+    tracing::debug!(user = %user.id, "ws disconnected");
+}
+
+/// `{"event": ..., "data": ..., "id": ...}` as text.
+fn frame(event: &str, data: &RawValue, id: Option<&serde_json::Value>) -> String {
+    let event = serde_json::to_string(event).unwrap_or_default();
+    match id {
+        Some(id) => format!(r#"{{"event":{event},"data":{},"id":{id}}}"#, data.get()),
+        None => format!(r#"{{"event":{event},"data":{}}}"#, data.get()),
+    }
+}
+
+/// Answers a client frame. The answer goes through the socket's queue, so that it cannot
+/// overtake events queued before it; a socket whose queue is full is closed, as the hub does.
+fn reply(
+    outbox: &WsOutbox,
+    event: &'static str,
+    data: &impl serde::Serialize,
+    id: Option<&serde_json::Value>,
+) {
+    let m = Message::new(event, data);
+    if outbox
+        .tx
+        .try_send(Out::Frame(frame(event, &m.data, id)))
+        .is_err()
+    {
+        outbox.disconnect("slow consumer");
+    }
+}
+
+fn reply_error(
+    outbox: &WsOutbox,
+    id: Option<&serde_json::Value>,
+    event: &str,
+    code: &str,
+    message: &str,
+) {
+    let data = serde_json::json!({"code": code, "message": message, "event": event});
+    reply(outbox, "error", &data, id);
+}
+
+async fn handle(s: &ApiState, hub: &Hub, user: &User, outbox: &WsOutbox, text: &str) {
+    // serde would take `["event", data, id]` for the struct: a frame is an object.
+    let parsed = if text.trim_start().starts_with('{') {
+        serde_json::from_str(text)
+    } else {
+        serde_json::from_str::<ClientFrame<'_>>("null")
+    };
+    let f: ClientFrame<'_> = match parsed {
+        Ok(f) => f,
+        Err(e) => {
+            let msg = format!("a frame is {{\"event\": \"...\", \"data\": {{...}}}}: {e}");
+            return reply_error(outbox, None, "", "invalid_frame", &msg);
+        }
+    };
+    let id = f.id.as_ref();
+    let data = f.data.map_or("null", RawValue::get);
+    let event = f.event.as_str();
+    let invalid =
+        |e: serde_json::Error| reply_error(outbox, id, event, "invalid_field", &e.to_string());
+    if let Some(signal) = Signal::from_event(event) {
+        let m: SignalIn<'_> = match serde_json::from_str(data) {
+            Ok(m) => m,
+            Err(e) => return invalid(e),
+        };
+        let payload = match signal {
+            Signal::Offer => m.offer,
+            Signal::Answer => m.answer,
+            Signal::IceCandidate => m.candidate,
+        };
+        let Some(payload) = payload else {
+            let msg = format!("`{}` is required", signal.field());
+            return reply_error(outbox, id, event, "invalid_field", &msg);
+        };
+        if let Err(e) = hub.relay(user.id, m.call_id, m.target_user_id, signal, payload) {
+            reply_error(outbox, id, event, e.code(), &e.to_string());
+        }
+        return;
+    }
+    let result = match event {
+        "call:accept" | "call:reject" | "call:end" => {
+            let m: CallIn = match serde_json::from_str(data) {
+                Ok(m) => m,
+                Err(e) => return invalid(e),
+            };
+            match event {
+                "call:accept" => to_value(s.calls.answer(user, m.call_id).await),
+                "call:reject" => to_value(s.calls.reject(user, m.call_id).await),
+                _ => to_value(s.calls.end(user, m.call_id).await),
+            }
+        }
+        "call:media" => {
+            let m: MediaIn = match serde_json::from_str(data) {
+                Ok(m) => m,
+                Err(e) => return invalid(e),
+            };
+            let req = MediaRequest {
+                audio_enabled: m.audio_enabled,
+                video_enabled: m.video_enabled,
+                screen_sharing: m.screen_sharing,
+            };
+            to_value(s.calls.media(user, m.call_id, req).await)
+        }
+        _ => {
+            let msg = format!("unknown event `{event}`");
+            return reply_error(outbox, id, event, "unknown_event", &msg);
+        }
+    };
+    match result {
+        Ok(body) => reply(outbox, "ack", &body, id),
+        Err(e) => {
+            let e = ApiError::from(e);
+            reply_error(outbox, id, event, e.code, &e.message);
+        }
+    }
+}
+
+fn to_value<T: serde::Serialize>(r: Result<T, CallError>) -> Result<serde_json::Value, CallError> {
+    r.map(|v| serde_json::to_value(v).unwrap_or(serde_json::Value::Null))
+}
+
+/// A token bucket: [`RATE`] per second, [`BURST`] at once.
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn new() -> Bucket {
+        Bucket {
+            tokens: BURST,
+            at: Instant::now(),
+        }
+    }
+
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        let elapsed = now.duration_since(self.at).min(Duration::from_secs(10));
+        self.at = now;
+        self.tokens = (self.tokens + elapsed.as_secs_f64() * RATE).min(BURST);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}

@@ -1,0 +1,1131 @@
+//! The signaling hub's JSON WebSocket (`/ws`, signaling/src/ws.rs) through the real daemon:
+//! real sockets on loopback beside the REST API, one daemon per test. Authentication of the
+//! upgrade, a 1:1 call signaled end to end, every refusal (answered with an `error` frame,
+//! nothing delivered to anyone), several devices of one user, the transport's bounds and a
+//! stop with sockets connected.
+//!
+//! Every wait is bounded: [`FRAME_WAIT`] for a frame that must come, [`QUIET`] for "nothing is
+//! delivered".
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Api, Daemon, Options, Person, ADMIN_TOKEN, JWT_SECRET};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use switchboard_signaling::time::Timestamp;
+use switchboard_signaling::ws::{self, MAX_FRAME, MAX_SOCKETS_PER_USER};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::header;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use uuid::Uuid;
+
+/// How long a frame that must come may take.
+const FRAME_WAIT: Duration = Duration::from_secs(5);
+/// How long a socket must stay silent for "nothing was delivered".
+const QUIET: Duration = Duration::from_millis(300);
+/// Frames a client may send at once before `rate_limited` (100).
+const BURST: usize = ws::BURST as usize;
+
+/// Runs the harness's blocking calls (daemon start, REST) on the test's runtime.
+fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    tokio::task::block_in_place(f)
+}
+
+// ---------------------------------------------------------------------------------------------
+// A daemon with three provisioned users in one conversation.
+
+struct World {
+    d: Daemon,
+    api: Api,
+    alice: Person,
+    bob: Person,
+    /// A member of the conversation who is never invited to its calls.
+    eve: Person,
+    conv: Uuid,
+}
+
+impl World {
+    fn start() -> World {
+        blocking(|| {
+            let d = Daemon::start_with(Options::default());
+            let api = d.api();
+            let (alice, bob, eve) = (Person::new("Alice"), Person::new("Bob"), Person::new("Eve"));
+            for p in [&alice, &bob, &eve] {
+                api.provision(p);
+            }
+            let conv = Uuid::new_v4();
+            let members = json!({"memberIds": [alice.id, bob.id, eve.id]});
+            let path = format!("/api/admin/conversations/{conv}");
+            let (s, body) = api.json("PUT", &path, Some(ADMIN_TOKEN), &members);
+            assert_eq!(s, 200, "PUT conversation: {body}");
+            World {
+                d,
+                api,
+                alice,
+                bob,
+                eve,
+                conv,
+            }
+        })
+    }
+
+    /// A socket of `who`, authenticated by the header, attached to the hub.
+    async fn open(&self, who: &Person) -> Ws {
+        Ws::open(&self.d, who).await
+    }
+
+    /// `by` calls `to` (REST): the call id.
+    fn call(&self, by: &Person, to: &[&Person]) -> String {
+        blocking(|| self.api.start_call(by, self.conv, "video", to))
+    }
+
+    /// A REST action (answer, reject, end) that must succeed.
+    fn act(&self, who: &Person, call: &str, action: &str) -> Value {
+        blocking(|| self.api.act_ok(who, call, action))
+    }
+
+    /// `GET /api/calls/{call}`'s `call`.
+    fn get_call(&self, who: &Person, call: &str) -> Value {
+        blocking(|| self.api.call(who, call))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A client socket.
+
+type Stream = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// What a socket produced next.
+#[derive(Debug)]
+enum Next {
+    /// A text frame, as JSON.
+    Frame(Value),
+    /// A close frame.
+    Close(Option<CloseFrame>),
+    /// The stream ended (after a close handshake, or at EOF).
+    End,
+    /// The connection failed (a reset, an EOF without a close frame): what the client said.
+    Error(#[allow(dead_code)] String), // (read through Debug, in failure messages)
+    /// Nothing within the time given.
+    Nothing,
+}
+
+/// How a handshake authenticates.
+#[derive(Clone, Copy)]
+enum Auth<'a> {
+    Nothing,
+    Header(&'a str),
+    Query(&'a str),
+}
+
+/// The opening handshake of `/ws`.
+async fn handshake(d: &Daemon, auth: Auth<'_>) -> Result<Stream, tungstenite::Error> {
+    let url = match auth {
+        Auth::Query(t) => format!("ws://{}/ws?token={t}", d.http),
+        _ => format!("ws://{}/ws", d.http),
+    };
+    let mut req = url.into_client_request().expect("a ws:// request");
+    if let Auth::Header(t) = auth {
+        let value = format!("Bearer {t}").parse().expect("a header value");
+        req.headers_mut().insert(header::AUTHORIZATION, value);
+    }
+    tokio::time::timeout(FRAME_WAIT, tokio_tungstenite::connect_async(req))
+        .await
+        .expect("the handshake did not finish in time")
+        .map(|(s, _)| s)
+}
+
+/// A handshake the daemon must refuse: its status, JSON body and `WWW-Authenticate`.
+async fn refused(d: &Daemon, auth: Auth<'_>) -> (u16, Value, Option<String>) {
+    match handshake(d, auth).await {
+        Ok(_) => panic!("the upgrade was accepted"),
+        Err(tungstenite::Error::Http(resp)) => {
+            assert!(
+                resp.headers().get(header::UPGRADE).is_none(),
+                "a refusal is no upgrade: {resp:?}"
+            );
+            let body = resp.body().as_deref().unwrap_or_default();
+            let json = serde_json::from_slice(body)
+                .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(body)));
+            let challenge = resp
+                .headers()
+                .get(header::WWW_AUTHENTICATE)
+                .map(|v| v.to_str().unwrap().to_owned());
+            (resp.status().as_u16(), json, challenge)
+        }
+        Err(e) => panic!("expected an HTTP refusal, got {e}"),
+    }
+}
+
+struct Ws {
+    who: String,
+    stream: Stream,
+    probes: u32,
+}
+
+impl Ws {
+    /// A socket of `who` (header auth), attached to the hub when this returns.
+    async fn open(d: &Daemon, who: &Person) -> Ws {
+        Ws::attach(d, Auth::Header(&who.token), &who.name).await
+    }
+
+    async fn attach(d: &Daemon, auth: Auth<'_>, who: &str) -> Ws {
+        let stream = handshake(d, auth)
+            .await
+            .unwrap_or_else(|e| panic!("{who}: handshake: {e}"));
+        let mut ws = Ws::from(stream, who);
+        ws.probe().await;
+        ws
+    }
+
+    fn from(stream: Stream, who: &str) -> Ws {
+        Ws {
+            who: who.to_owned(),
+            stream,
+            probes: 0,
+        }
+    }
+
+    /// A round trip: the 101 comes before the server attaches the socket to the hub, so an
+    /// event committed right after the handshake could miss it; an answer to a frame proves
+    /// the socket is served (and so attached).
+    async fn probe(&mut self) {
+        self.probes += 1;
+        let id = format!("probe-{}", self.probes);
+        let reply = self
+            .request(json!({"event": "probe", "data": {}, "id": id}))
+            .await;
+        assert_error(&reply, "unknown_event", "probe", Some(&json!(id)));
+    }
+
+    async fn next_within(&mut self, limit: Duration) -> Next {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let next = match tokio::time::timeout_at(deadline, self.stream.next()).await {
+                Err(_) => return Next::Nothing,
+                Ok(next) => next,
+            };
+            return match next {
+                None => Next::End,
+                Some(Err(e)) => Next::Error(e.to_string()),
+                Some(Ok(Message::Text(t))) => Next::Frame(
+                    serde_json::from_str(t.as_str())
+                        .unwrap_or_else(|e| panic!("{}: a frame not JSON ({e}): {t}", self.who)),
+                ),
+                Some(Ok(Message::Close(f))) => Next::Close(f),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                Some(Ok(m)) => panic!("{}: the server sent {m:?}", self.who),
+            };
+        }
+    }
+
+    /// The next frame, which must come within [`FRAME_WAIT`].
+    async fn recv(&mut self) -> Value {
+        match self.next_within(FRAME_WAIT).await {
+            Next::Frame(f) => f,
+            other => panic!("{}: expected a frame, got {other:?}", self.who),
+        }
+    }
+
+    /// The next frame, which must be `event` (and carry no `id`: events answer nothing): its
+    /// data.
+    async fn expect(&mut self, event: &str) -> Value {
+        let f = self.recv().await;
+        assert_eq!(f["event"], event, "{}: {f}", self.who);
+        assert_eq!(keys(&f), ["data", "event"], "{}: {f}", self.who);
+        f["data"].clone()
+    }
+
+    /// Nothing arrives within [`QUIET`].
+    async fn quiet(&mut self) {
+        match self.next_within(QUIET).await {
+            Next::Nothing => {}
+            other => panic!("{}: expected nothing, got {other:?}", self.who),
+        }
+    }
+
+    async fn send_msg(&mut self, m: Message) {
+        tokio::time::timeout(FRAME_WAIT, self.stream.send(m))
+            .await
+            .unwrap_or_else(|_| panic!("{}: send timed out", self.who))
+            .unwrap_or_else(|e| panic!("{}: send: {e}", self.who));
+    }
+
+    async fn send_text(&mut self, text: impl Into<String>) {
+        self.send_msg(Message::text(text.into())).await;
+    }
+
+    async fn send(&mut self, frame: Value) {
+        self.send_text(frame.to_string()).await;
+    }
+
+    /// Sends `frame`; the next frame, its answer.
+    async fn request(&mut self, frame: Value) -> Value {
+        self.send(frame).await;
+        self.recv().await
+    }
+
+    /// Sends `event` with `data` and `id`; the answer must be an `ack` with that id: its data.
+    async fn ack(&mut self, event: &str, data: Value, id: Value) -> Value {
+        let reply = self
+            .request(json!({"event": event, "data": data, "id": id}))
+            .await;
+        assert_eq!(reply["event"], "ack", "{}: {event}: {reply}", self.who);
+        assert_eq!(reply["id"], id, "{}: {reply}", self.who);
+        reply["data"].clone()
+    }
+
+    /// Sends `event` with `data` and `id` for a transition that also sends an event to the
+    /// sender's user: the ack's data and the event frame, in whichever order they come (the
+    /// ack is not ordered with the events the transition commits).
+    async fn ack_and_event(&mut self, event: &str, data: Value, id: Value) -> (Value, Value) {
+        self.send(json!({"event": event, "data": data, "id": id}))
+            .await;
+        let mut frames = [self.recv().await, self.recv().await];
+        if frames[1]["event"] == "ack" {
+            frames.swap(0, 1);
+        }
+        let [ack, other] = frames;
+        assert_eq!(ack["event"], "ack", "{}: {event}: {ack}", self.who);
+        assert_eq!(ack["id"], id, "{}: {ack}", self.who);
+        assert_eq!(keys(&other), ["data", "event"], "{}: {other}", self.who);
+        (ack["data"].clone(), other)
+    }
+
+    /// Sends `frame`; the answer must be an `error` with `code` for `event`, echoing `frame`'s
+    /// id: its message.
+    async fn refused(&mut self, frame: Value, code: &str, event: &str) -> String {
+        let reply = self.request(frame.clone()).await;
+        assert_error(&reply, code, event, frame.get("id"));
+        reply["data"]["message"].as_str().unwrap().to_owned()
+    }
+
+    /// Reads until the connection is over, which must be within [`FRAME_WAIT`] and without a
+    /// text frame: the close frame if one came, and how it ended after it.
+    async fn closed(&mut self) -> (Option<Option<CloseFrame>>, Next) {
+        let mut close = None;
+        loop {
+            match self.next_within(FRAME_WAIT).await {
+                Next::Close(f) if close.is_none() => close = Some(f),
+                end @ (Next::End | Next::Error(_)) => return (close, end),
+                other => panic!(
+                    "{}: expected the connection to end, got {other:?}",
+                    self.who
+                ),
+            }
+        }
+    }
+}
+
+/// The object keys of `v`, sorted.
+fn keys(v: &Value) -> Vec<String> {
+    let mut k: Vec<String> = v.as_object().expect("an object").keys().cloned().collect();
+    k.sort();
+    k
+}
+
+/// `reply` is `{"event": "error", "data": {code, message, event}}`, with `id` echoed (or no
+/// `id` at all).
+#[track_caller]
+fn assert_error(reply: &Value, code: &str, event: &str, id: Option<&Value>) {
+    assert_eq!(reply["event"], "error", "{reply}");
+    let data = &reply["data"];
+    assert_eq!(keys(data), ["code", "event", "message"], "{reply}");
+    assert_eq!(data["code"], code, "{reply}");
+    assert_eq!(data["event"], event, "{reply}");
+    assert!(
+        data["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{reply}"
+    );
+    match id {
+        Some(id) => assert_eq!(&reply["id"], id, "{reply}"),
+        None => assert_eq!(keys(reply), ["data", "event"], "no id: {reply}"),
+    }
+}
+
+/// A candidate as browsers send it.
+fn candidate(n: u32) -> Value {
+    json!({
+        "candidate": format!("candidate:{n} 1 udp 2122260223 192.0.2.{n} {} typ host", 50000 + n),
+        "sdpMid": "0",
+        "sdpMLineIndex": 0,
+        "usernameFragment": "abcd",
+    })
+}
+
+fn offer_sdp() -> Value {
+    json!({"type": "offer", "sdp": "v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"})
+}
+
+fn answer_sdp() -> Value {
+    json!({"type": "answer", "sdp": "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"})
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. Authentication of the upgrade.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_needs_a_valid_token() {
+    let w = World::start();
+
+    // No token: the API's 401, no upgrade.
+    let (status, body, challenge) = refused(&w.d, Auth::Nothing).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["error"]["code"], "missing_token", "{body}");
+    assert!(body["error"]["message"].is_string(), "{body}");
+    assert_eq!(challenge.as_deref(), Some("Bearer"));
+
+    // Forged: another secret, in the header or the query; not a JWT at all; expired.
+    let forged = switchboard_signaling::auth::mint(
+        "not-the-daemon-secret",
+        w.alice.id,
+        Some("Alice"),
+        None,
+        Timestamp::now(),
+        Duration::from_secs(3600),
+    );
+    for auth in [Auth::Header(&forged), Auth::Query(&forged)] {
+        let (status, body, _) = refused(&w.d, auth).await;
+        assert_eq!(
+            (status, &body["error"]["code"]),
+            (401, &json!("invalid_token"))
+        );
+    }
+    let (status, body, _) = refused(&w.d, Auth::Header("not.a.jwt")).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (401, &json!("invalid_token"))
+    );
+    let expired = switchboard_signaling::auth::mint(
+        JWT_SECRET,
+        w.alice.id,
+        Some("Alice"),
+        None,
+        Timestamp::now() - Duration::from_secs(7200),
+        Duration::from_secs(3600),
+    );
+    let (status, body, _) = refused(&w.d, Auth::Query(&expired)).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (401, &json!("token_expired"))
+    );
+
+    // `?token=` and the header both work, each as its own user: Bob (query) is rung, Alice
+    // (header) hears him join.
+    let mut bob = Ws::attach(&w.d, Auth::Query(&w.bob.token), "Bob (query)").await;
+    let mut alice = Ws::attach(&w.d, Auth::Header(&w.alice.token), "Alice (header)").await;
+    let call = w.call(&w.alice, &[&w.bob]);
+    assert_eq!(bob.expect("call:incoming").await["callId"], call);
+    w.act(&w.bob, &call, "answer");
+    let joined = alice.expect("call:participant-joined").await;
+    assert_eq!(joined["userId"], w.bob.id.to_string());
+    alice.quiet().await;
+    bob.quiet().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. A 1:1 call signaled over /ws.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_to_one_call_over_ws() {
+    let w = World::start();
+    let (a, b) = (w.alice.id.to_string(), w.bob.id.to_string());
+    let mut alice = w.open(&w.alice).await;
+    let mut bob = w.open(&w.bob).await;
+
+    // Alice calls through REST: Bob is rung, Alice (the caller) is told nothing.
+    let call = w.call(&w.alice, &[&w.bob]);
+    let incoming = bob.expect("call:incoming").await;
+    assert_eq!(
+        keys(&incoming),
+        [
+            "callId",
+            "conversationId",
+            "initiatedBy",
+            "participants",
+            "type"
+        ],
+        "{incoming}"
+    );
+    assert_eq!(incoming["callId"], call);
+    assert_eq!(incoming["conversationId"], w.conv.to_string());
+    assert_eq!(incoming["type"], "video");
+    assert_eq!(incoming["initiatedBy"], a);
+    let participants = incoming["participants"].as_array().expect("participants");
+    assert_eq!(participants.len(), 2, "{incoming}");
+    let default_media = json!({"audioEnabled": true, "videoEnabled": true, "screenSharing": false});
+    for (p, (id, name, email, status)) in participants.iter().zip([
+        (&a, "Alice", "alice@example.com", "joined"),
+        (&b, "Bob", "bob@example.com", "invited"),
+    ]) {
+        common::assert_fields(
+            p,
+            &json!({"userId": id, "userName": name, "userIdentifier": email, "status": status,
+                    "mediaState": default_media}),
+        );
+    }
+    alice.quiet().await;
+
+    // Bob accepts over /ws: the REST answer body as an ack; Alice hears him join.
+    let ack = bob
+        .ack("call:accept", json!({"callId": call}), json!(1))
+        .await;
+    assert_eq!(ack["callId"], call, "{ack}");
+    assert_eq!(ack["status"], "active", "{ack}");
+    assert!(ack["startedAt"].is_string(), "{ack}");
+    let joined = alice.expect("call:participant-joined").await;
+    assert_eq!(
+        joined,
+        json!({"callId": call, "userId": b, "userName": "Bob", "userIdentifier": "bob@example.com"})
+    );
+
+    // Offer and answer, relayed with the sender set by the server; no answer to the sender.
+    let offer = offer_sdp();
+    alice
+        .send(json!({"event": "call:offer", "id": "o1",
+                     "data": {"callId": call, "targetUserId": b, "offer": offer}}))
+        .await;
+    let got = bob.expect("call:offer").await;
+    assert_eq!(
+        got,
+        json!({"callId": call, "fromUserId": a, "offer": offer})
+    );
+    let answer = answer_sdp();
+    bob.send(json!({"event": "call:answer",
+                    "data": {"callId": call, "targetUserId": a, "answer": answer}}))
+        .await;
+    let got = alice.expect("call:answer").await;
+    assert_eq!(
+        got,
+        json!({"callId": call, "fromUserId": b, "answer": answer})
+    );
+
+    // Candidates both ways, in order; a `fromUserId` the client puts in is not believed.
+    for n in 1..=3 {
+        alice
+            .send(json!({"event": "call:ice-candidate",
+                         "data": {"callId": call, "targetUserId": b, "candidate": candidate(n)}}))
+            .await;
+    }
+    let spoofed = json!({"event": "call:ice-candidate",
+        "data": {"callId": call, "targetUserId": a, "candidate": candidate(11),
+                 "fromUserId": w.eve.id}});
+    bob.send(spoofed).await;
+    bob.send(json!({"event": "call:ice-candidate",
+                    "data": {"callId": call, "targetUserId": a, "candidate": candidate(12)}}))
+        .await;
+    for n in 1..=3 {
+        let got = bob.expect("call:ice-candidate").await;
+        assert_eq!(
+            got,
+            json!({"callId": call, "fromUserId": a, "candidate": candidate(n)})
+        );
+    }
+    for n in [11, 12] {
+        let got = alice.expect("call:ice-candidate").await;
+        assert_eq!(
+            got,
+            json!({"callId": call, "fromUserId": b, "candidate": candidate(n)})
+        );
+    }
+
+    // Bob mutes: the REST media answer as an ack; Alice is told.
+    let muted = json!({"audioEnabled": false, "videoEnabled": true, "screenSharing": false});
+    let ack = bob
+        .ack(
+            "call:media",
+            json!({"callId": call, "audioEnabled": false}),
+            json!("m"),
+        )
+        .await;
+    assert_eq!(ack, json!({"success": true, "mediaState": muted}));
+    let changed = alice.expect("call:media-state-changed").await;
+    assert_eq!(
+        changed,
+        json!({"callId": call, "userId": b, "mediaState": muted})
+    );
+
+    // Alice hangs up: her ack, and `call:ended` to everyone in the call (her own sockets too,
+    // in whichever order the two come).
+    let ended = json!({"callId": call, "reason": "ended-by-user", "endedBy": a});
+    let (ack, own) = alice
+        .ack_and_event("call:end", json!({"callId": call}), json!(9))
+        .await;
+    common::assert_fields(
+        &ack,
+        &json!({"callId": call, "status": "ended", "callStatus": "ended",
+                "endReason": "ended-by-user"}),
+    );
+    assert!(ack["duration"].is_u64(), "{ack}");
+    assert_eq!(own, json!({"event": "call:ended", "data": ended}));
+    assert_eq!(bob.expect("call:ended").await, ended);
+
+    // The store agrees.
+    let stored = w.get_call(&w.bob, &call);
+    common::assert_fields(
+        &stored,
+        &json!({"id": call, "status": "ended", "endReason": "ended-by-user"}),
+    );
+    assert!(stored["endedAt"].is_string(), "{stored}");
+    let statuses: Vec<&Value> = stored["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| &p["status"])
+        .collect();
+    assert_eq!(statuses, [&json!("left"), &json!("left")], "{stored}");
+    assert_eq!(stored["participants"][1]["mediaState"], muted, "{stored}");
+
+    alice.quiet().await;
+    bob.quiet().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. Refused frames: an error to the sender, nothing to anyone.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_frames_deliver_nothing() {
+    let w = World::start();
+    let (a, b, e) = (
+        w.alice.id.to_string(),
+        w.bob.id.to_string(),
+        w.eve.id.to_string(),
+    );
+    let mut alice = w.open(&w.alice).await;
+    let mut bob = w.open(&w.bob).await;
+    let mut eve = w.open(&w.eve).await;
+
+    let call = w.call(&w.alice, &[&w.bob]);
+    bob.expect("call:incoming").await;
+    w.act(&w.bob, &call, "answer");
+    alice.expect("call:participant-joined").await;
+    let offer = offer_sdp();
+    let signal = |from_target: &str, id: &str| {
+        json!({"event": "call:offer", "id": id,
+               "data": {"callId": call, "targetUserId": from_target, "offer": offer}})
+    };
+
+    // Eve, a member of the conversation but not in the call, cannot signal into it.
+    eve.refused(signal(&b, "e1"), "not_in_call", "call:offer")
+        .await;
+    let ice = json!({"event": "call:ice-candidate", "id": 2,
+        "data": {"callId": call, "targetUserId": a, "candidate": candidate(1)}});
+    eve.refused(ice, "not_in_call", "call:ice-candidate").await;
+    // Nor into a call that does not exist.
+    let nowhere = json!({"event": "call:answer", "id": 3,
+        "data": {"callId": Uuid::new_v4(), "targetUserId": a, "answer": answer_sdp()}});
+    eve.refused(nowhere, "not_in_call", "call:answer").await;
+
+    // In the call, one can target only another participant.
+    alice
+        .refused(signal(&e, "to-eve"), "not_a_participant", "call:offer")
+        .await;
+    alice
+        .refused(signal(&a, "to-self"), "not_a_participant", "call:offer")
+        .await;
+    let ghost = Uuid::new_v4().to_string();
+    alice
+        .refused(
+            signal(&ghost, "to-ghost"),
+            "not_a_participant",
+            "call:offer",
+        )
+        .await;
+
+    // The REST transitions keep the REST codes.
+    let accept = |id: u32| json!({"event": "call:accept", "data": {"callId": call}, "id": id});
+    eve.refused(accept(7), "not_invited", "call:accept").await;
+    eve.refused(
+        json!({"event": "call:reject", "data": {"callId": call}, "id": 8}),
+        "not_invited",
+        "call:reject",
+    )
+    .await;
+    eve.refused(
+        json!({"event": "call:end", "data": {"callId": call}, "id": 9}),
+        "not_a_participant",
+        "call:end",
+    )
+    .await;
+    eve.refused(
+        json!({"event": "call:media", "data": {"callId": call, "videoEnabled": false}, "id": 10}),
+        "not_a_participant",
+        "call:media",
+    )
+    .await;
+    bob.refused(accept(11), "invalid_transition", "call:accept")
+        .await;
+    let unknown_call = json!({"event": "call:end", "data": {"callId": Uuid::new_v4()}, "id": 12});
+    alice
+        .refused(unknown_call, "call_not_found", "call:end")
+        .await;
+
+    // Unknown events.
+    alice
+        .refused(
+            json!({"event": "call:dance", "data": {"callId": call}, "id": "u"}),
+            "unknown_event",
+            "call:dance",
+        )
+        .await;
+
+    // Malformed frames: answered without an id or an event.
+    for text in [
+        "not json",
+        "",
+        "[1, 2]",
+        r#"{"data": {}, "id": 1}"#,
+        r#"{"event": 5, "data": {}}"#,
+        r#"{"event": "call:offer", "data": {}, "id": 1, "extra": true}"#,
+        r#"{"event": "call:end", "data": {"callId": "#,
+    ] {
+        alice.send_text(text).await;
+        let reply = alice.recv().await;
+        assert_error(&reply, "invalid_frame", "", None);
+    }
+    alice
+        .send_msg(Message::binary(b"{\"event\":\"call:end\"}".to_vec()))
+        .await;
+    assert_error(&alice.recv().await, "invalid_frame", "", None);
+
+    // Fields of the wrong type or missing: `invalid_field`, with the id.
+    let invalid = [
+        json!({"event": "call:offer", "id": 20,
+               "data": {"callId": "not-a-uuid", "targetUserId": b, "offer": offer}}),
+        json!({"event": "call:offer", "id": 21,
+               "data": {"callId": call, "targetUserId": 42, "offer": offer}}),
+        json!({"event": "call:offer", "id": 22, "data": {"callId": call, "targetUserId": b}}),
+        json!({"event": "call:ice-candidate", "id": 23,
+               "data": {"callId": call, "targetUserId": b, "offer": offer}}),
+        json!({"event": "call:answer", "id": 24}),
+        json!({"event": "call:accept", "id": 25, "data": {"callId": 123}}),
+        json!({"event": "call:end", "id": 26, "data": {"callId": call, "reason": "bye"}}),
+        json!({"event": "call:media", "id": 27, "data": {"callId": call, "audioEnabled": "no"}}),
+        json!({"event": "call:media", "id": 28, "data": {"callId": call}}),
+    ];
+    for frame in invalid {
+        let event = frame["event"].as_str().unwrap().to_owned();
+        alice.refused(frame, "invalid_field", &event).await;
+    }
+
+    // Nothing of all that reached anyone.
+    bob.quiet().await;
+    eve.quiet().await;
+    alice.quiet().await;
+
+    // The sockets still work, and the call is intact.
+    alice.send(signal(&b, "ok")).await;
+    assert_eq!(bob.expect("call:offer").await["fromUserId"], a);
+    assert_eq!(w.get_call(&w.alice, &call)["status"], "active");
+
+    // After the call ends, nobody can signal in it.
+    w.act(&w.bob, &call, "end");
+    assert_eq!(alice.expect("call:ended").await["reason"], "ended-by-user");
+    assert_eq!(bob.expect("call:ended").await["endedBy"], b);
+    alice
+        .refused(signal(&b, "late"), "not_in_call", "call:offer")
+        .await;
+    let late = json!({"event": "call:ice-candidate", "id": "late",
+        "data": {"callId": call, "targetUserId": a, "candidate": candidate(2)}});
+    bob.refused(late, "not_in_call", "call:ice-candidate").await;
+    bob.refused(accept(30), "invalid_transition", "call:accept")
+        .await;
+
+    // A ringing invitee is in the call: both can signal before the answer; rejected, the call
+    // is over for signaling too.
+    let call2 = w.call(&w.alice, &[&w.bob]);
+    bob.expect("call:incoming").await;
+    let early = json!({"event": "call:offer",
+        "data": {"callId": call2, "targetUserId": b, "offer": offer}});
+    alice.send(early).await;
+    assert_eq!(
+        bob.expect("call:offer").await,
+        json!({"callId": call2, "fromUserId": a, "offer": offer})
+    );
+    let early = json!({"event": "call:ice-candidate",
+        "data": {"callId": call2, "targetUserId": a, "candidate": candidate(3)}});
+    bob.send(early).await;
+    assert_eq!(alice.expect("call:ice-candidate").await["fromUserId"], b);
+    let into2 = json!({"event": "call:offer", "id": 40,
+        "data": {"callId": call2, "targetUserId": b, "offer": offer}});
+    eve.refused(into2, "not_in_call", "call:offer").await;
+    // Bob's ack, and `call:ended` to both (Bob's own devices too).
+    let ended = json!({"callId": call2, "reason": "rejected", "endedBy": b});
+    let (ack, own) = bob
+        .ack_and_event("call:reject", json!({"callId": call2}), json!("r"))
+        .await;
+    assert_eq!(
+        ack,
+        json!({"callId": call2, "status": "rejected", "callStatus": "rejected"})
+    );
+    assert_eq!(own, json!({"event": "call:ended", "data": ended}));
+    assert_eq!(alice.expect("call:ended").await, ended);
+    let after = json!({"event": "call:offer", "id": 41,
+        "data": {"callId": call2, "targetUserId": b, "offer": offer}});
+    alice.refused(after, "not_in_call", "call:offer").await;
+
+    bob.quiet().await;
+    eve.quiet().await;
+    alice.quiet().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Several devices of one user.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_device_of_a_user_gets_its_events() {
+    let w = World::start();
+    let (a, b) = (w.alice.id.to_string(), w.bob.id.to_string());
+    let mut alice = w.open(&w.alice).await;
+    let mut phone = w.open(&w.bob).await;
+    let mut laptop = w.open(&w.bob).await;
+
+    let call = w.call(&w.alice, &[&w.bob]);
+    let on_phone = phone.expect("call:incoming").await;
+    let on_laptop = laptop.expect("call:incoming").await;
+    assert_eq!(on_phone["callId"], call);
+    assert_eq!(on_phone, on_laptop);
+
+    // Bob answers on the phone. (His laptop is told nothing of it: `call:participant-joined`
+    // goes to the other participants only.)
+    let ack = phone
+        .ack("call:accept", json!({"callId": call}), json!("p"))
+        .await;
+    assert_eq!(ack["status"], "active");
+    assert_eq!(alice.expect("call:participant-joined").await["userId"], b);
+
+    // What is relayed to Bob reaches both devices.
+    let offer = offer_sdp();
+    alice
+        .send(json!({"event": "call:offer",
+                     "data": {"callId": call, "targetUserId": b, "offer": offer}}))
+        .await;
+    let relayed = json!({"callId": call, "fromUserId": a, "offer": offer});
+    assert_eq!(phone.expect("call:offer").await, relayed);
+    assert_eq!(laptop.expect("call:offer").await, relayed);
+
+    // Either device signals as Bob.
+    laptop
+        .send(json!({"event": "call:answer",
+                     "data": {"callId": call, "targetUserId": a, "answer": answer_sdp()}}))
+        .await;
+    assert_eq!(alice.expect("call:answer").await["fromUserId"], b);
+
+    // One device gone, the other still gets everything.
+    phone.send_msg(Message::Close(None)).await;
+    phone.closed().await;
+    alice
+        .send(json!({"event": "call:ice-candidate",
+                     "data": {"callId": call, "targetUserId": b, "candidate": candidate(1)}}))
+        .await;
+    assert_eq!(
+        laptop.expect("call:ice-candidate").await,
+        json!({"callId": call, "fromUserId": a, "candidate": candidate(1)})
+    );
+    w.act(&w.alice, &call, "end");
+    assert_eq!(laptop.expect("call:ended").await["endedBy"], a);
+    assert_eq!(alice.expect("call:ended").await["reason"], "ended-by-user");
+    laptop.quiet().await;
+    alice.quiet().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. Bounds.
+
+/// A `call:offer` frame of exactly `size` bytes (its SDP padded), and its SDP's length.
+fn offer_of_size(call: &str, target: &str, size: usize) -> (String, usize) {
+    let with = |sdp: &str| {
+        json!({"event": "call:offer", "id": "big",
+               "data": {"callId": call, "targetUserId": target,
+                        "offer": {"type": "offer", "sdp": sdp}}})
+        .to_string()
+    };
+    let bare = with("").len();
+    let text = with(&"a".repeat(size - bare));
+    assert_eq!(text.len(), size);
+    (text, size - bare)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_over_64_kib_end_the_connection() {
+    let w = World::start();
+    let (a, b) = (w.alice.id.to_string(), w.bob.id.to_string());
+    let mut alice = w.open(&w.alice).await;
+    let mut bob = w.open(&w.bob).await;
+    let call = w.call(&w.alice, &[&w.bob]);
+    bob.expect("call:incoming").await;
+    w.act(&w.bob, &call, "answer");
+    alice.expect("call:participant-joined").await;
+
+    // Exactly MAX_FRAME bytes: relayed whole.
+    let (largest, sdp_len) = offer_of_size(&call, &b, MAX_FRAME);
+    alice.send_text(largest).await;
+    let got = bob.expect("call:offer").await;
+    assert_eq!(got["fromUserId"], a);
+    assert_eq!(got["offer"]["sdp"].as_str().unwrap().len(), sdp_len);
+
+    // One byte more: the server's WebSocket refuses the frame (tungstenite's capacity error)
+    // and the connection ends, answering nothing; nothing is relayed. (Today the server just
+    // drops the TCP connection, without a close frame: the client sees a reset. A close with
+    // 1009, message too big, or 1002 would be fine too.)
+    alice
+        .send_text(offer_of_size(&call, &b, MAX_FRAME + 1).0)
+        .await;
+    let (close, end) = alice.closed().await;
+    eprintln!("after an oversized frame: close frame {close:?}, then {end:?}");
+    if let Some(close) = close {
+        let code = close.map(|c| u16::from(c.code));
+        assert!(matches!(code, Some(1002 | 1009)), "closed with {code:?}");
+    }
+    bob.quiet().await;
+
+    // Alice's socket is gone from the hub, her account is not: a new socket works.
+    let mut again = w.open(&w.alice).await;
+    again
+        .send(json!({"event": "call:ice-candidate",
+                     "data": {"callId": call, "targetUserId": b, "candidate": candidate(1)}}))
+        .await;
+    assert_eq!(bob.expect("call:ice-candidate").await["fromUserId"], a);
+    bob.quiet().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bursts_over_the_limit_are_rate_limited() {
+    let w = World::start();
+    let mut alice = w.open(&w.alice).await;
+    // The bucket refills while idle (the probe took one token).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // 150 frames at once, each answered: the first BURST handled, then `rate_limited`.
+    let total = 150;
+    for i in 0..total {
+        let frame = json!({"event": "nope", "data": {}, "id": i}).to_string();
+        alice
+            .stream
+            .feed(Message::text(frame))
+            .await
+            .expect("queue a frame");
+    }
+    tokio::time::timeout(FRAME_WAIT, alice.stream.flush())
+        .await
+        .expect("flush timed out")
+        .expect("flush");
+    let mut handled = Vec::new();
+    let mut limited = 0;
+    for _ in 0..total {
+        let reply = alice.recv().await;
+        match reply["data"]["code"].as_str() {
+            Some("unknown_event") => {
+                assert_error(&reply, "unknown_event", "nope", Some(&reply["id"]));
+                handled.push(reply["id"].as_u64().expect("an id"));
+            }
+            Some("rate_limited") => {
+                assert_error(&reply, "rate_limited", "", None);
+                limited += 1;
+            }
+            _ => panic!("unexpected reply {reply}"),
+        }
+    }
+    eprintln!(
+        "burst of {total}: {} handled, {limited} rate limited",
+        handled.len()
+    );
+    assert!(limited > 0, "no frame of {total} was rate limited");
+    assert_eq!(handled.len() + limited, total);
+    let first: Vec<u64> = (0..BURST as u64).collect();
+    assert_eq!(handled[..BURST], first[..], "the first {BURST} are handled");
+    assert!(
+        handled.windows(2).all(|p| p[0] < p[1]),
+        "in order: {handled:?}"
+    );
+    alice.quiet().await;
+
+    // The bucket refills at 50/s: a second later 20 frames go through.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for i in 0..20 {
+        let frame = json!({"event": "nope", "data": {}, "id": 1000 + i});
+        alice.refused(frame, "unknown_event", "nope").await;
+    }
+}
+
+/// The rate limit counts every frame, binary ones too: they are answered (`invalid_frame`)
+/// like any other, so they must not be a way around it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_frames_count_against_the_rate_limit() {
+    let w = World::start();
+    let mut alice = w.open(&w.alice).await;
+    let total = 150;
+    for _ in 0..total {
+        alice
+            .stream
+            .feed(Message::binary(b"{}".to_vec()))
+            .await
+            .expect("queue a frame");
+    }
+    tokio::time::timeout(FRAME_WAIT, alice.stream.flush())
+        .await
+        .expect("flush timed out")
+        .expect("flush");
+    let mut limited = 0;
+    for _ in 0..total {
+        let reply = alice.recv().await;
+        match reply["data"]["code"].as_str() {
+            Some("invalid_frame") => assert_error(&reply, "invalid_frame", "", None),
+            Some("rate_limited") => {
+                assert_error(&reply, "rate_limited", "", None);
+                limited += 1;
+            }
+            _ => panic!("unexpected reply {reply}"),
+        }
+    }
+    assert!(
+        limited > 0,
+        "{total} binary frames at once were all answered, none rate limited"
+    );
+    alice.quiet().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_has_at_most_16_sockets() {
+    let w = World::start();
+    let mut sockets = Vec::new();
+    for _ in 0..MAX_SOCKETS_PER_USER {
+        sockets.push(w.open(&w.alice).await);
+    }
+
+    // The 17th is upgraded, then closed at once with 1008 (policy).
+    let extra = handshake(&w.d, Auth::Header(&w.alice.token))
+        .await
+        .expect("the 17th handshake");
+    let mut extra = Ws::from(extra, "Alice #17");
+    let (close, _) = extra.closed().await;
+    let close = close
+        .flatten()
+        .expect("the 17th socket gets a close frame with a code");
+    assert_eq!(u16::from(close.code), 1008, "{close:?}");
+    assert!(
+        close.reason.as_str().contains("too many connections"),
+        "{close:?}"
+    );
+
+    // Other users are not affected, and all 16 of Alice's get her events.
+    let mut bob = w.open(&w.bob).await;
+    let call = w.call(&w.bob, &[&w.alice]);
+    for s in &mut sockets {
+        assert_eq!(s.expect("call:incoming").await["callId"], call);
+    }
+    bob.quiet().await;
+
+    // A socket closed frees its place (detached just after its close handshake).
+    let mut gone = sockets.pop().unwrap();
+    gone.send_msg(Message::Close(None)).await;
+    gone.closed().await;
+    let deadline = Instant::now() + FRAME_WAIT;
+    let mut replaced = loop {
+        let s = handshake(&w.d, Auth::Header(&w.alice.token))
+            .await
+            .expect("handshake");
+        let mut s = Ws::from(s, "Alice, replacing one");
+        s.send(json!({"event": "probe", "id": 1})).await;
+        match s.next_within(FRAME_WAIT).await {
+            Next::Frame(f) => {
+                assert_error(&f, "unknown_event", "probe", Some(&json!(1)));
+                break s;
+            }
+            Next::Close(Some(f)) if u16::from(f.code) == 1008 && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => panic!("the replacing socket: {other:?}"),
+        }
+    };
+    // And that one is the 16th: a 17th is refused again.
+    let extra = handshake(&w.d, Auth::Header(&w.alice.token))
+        .await
+        .expect("handshake");
+    let (close, _) = Ws::from(extra, "Alice #17 again").closed().await;
+    assert_eq!(close.flatten().map(|c| u16::from(c.code)), Some(1008));
+    w.act(&w.alice, &call, "answer");
+    assert_eq!(
+        bob.expect("call:participant-joined").await["userId"],
+        w.alice.id.to_string()
+    );
+    replaced.quiet().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. Stopping with sockets connected.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_closes_the_sockets_and_exits() {
+    let mut w = World::start();
+    let mut alice = w.open(&w.alice).await;
+    let mut bob = w.open(&w.bob).await;
+    let call = w.call(&w.alice, &[&w.bob]);
+    bob.expect("call:incoming").await;
+    w.act(&w.bob, &call, "answer");
+    alice.expect("call:participant-joined").await;
+
+    let started = Instant::now();
+    let status = blocking(|| w.d.stop());
+    let took = started.elapsed();
+    eprintln!("stop took {took:?}");
+    assert!(status.success(), "exit status {status:?}");
+    // Upgraded connections do not hold up the HTTP drain (5 s).
+    assert!(took < Duration::from_secs(4), "stop took {took:?}");
+
+    // Each client sees its socket closed by the server (a close frame, then the end).
+    for s in [&mut alice, &mut bob] {
+        let mut seen = Vec::new();
+        let (close, end) = loop {
+            match s.next_within(FRAME_WAIT).await {
+                Next::Frame(f) => seen.push(f),
+                Next::Close(f) => break (Some(f), s.next_within(FRAME_WAIT).await),
+                other @ (Next::End | Next::Error(_)) => break (None, other),
+                Next::Nothing => panic!("{}: the socket is still open after the stop", s.who),
+            }
+        };
+        eprintln!(
+            "{} after the stop: frames {seen:?}, close {close:?}, then {end:?}",
+            s.who
+        );
+        let close = close.unwrap_or_else(|| panic!("{}: no close frame (then {end:?})", s.who));
+        // 1001 going away.
+        let code = close.as_ref().map(|c| u16::from(c.code));
+        assert_eq!(code, Some(1001), "{}: {close:?}", s.who);
+        assert!(
+            matches!(end, Next::End | Next::Error(_)),
+            "{}: {end:?}",
+            s.who
+        );
+        // The call's end comes first (the calls are ended before the sockets close), and
+        // nothing else.
+        assert_eq!(seen.len(), 1, "{}: {seen:?}", s.who);
+        assert_eq!(seen[0]["event"], "call:ended", "{}: {seen:?}", s.who);
+        assert_eq!(
+            seen[0]["data"]["reason"], "server-shutdown",
+            "{}: {seen:?}",
+            s.who
+        );
+    }
+
+    // The live call was ended in the store.
+    let rows = common::query_rows(
+        &common::open_store(&w.d.store_path()),
+        "SELECT status, end_reason FROM calls WHERE id = ?1",
+        &[&call],
+    );
+    assert_eq!(
+        rows,
+        [json!({"status": "ended", "end_reason": "server-shutdown"})]
+    );
+    assert!(
+        w.d.log().iter().any(|l| l.contains("live calls ended")),
+        "{:#?}",
+        w.d.log()
+    );
+}
