@@ -25,6 +25,17 @@ pub enum Command {
     TurnCredentials(TurnCredentialsArgs),
 }
 
+impl ConfigArg {
+    /// The configuration for a command that only reads it: an invalid one is printed on stderr
+    /// and is exit code 2.
+    pub fn load(&self) -> Result<crate::config::Config, std::process::ExitCode> {
+        crate::config::load(self.config.as_deref()).map_err(|e| {
+            eprintln!("error: {e}");
+            std::process::ExitCode::from(2)
+        })
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct TokenArgs {
     /// The user's UUID (the token's `sub`).

@@ -8,7 +8,7 @@ use switchboard_signaling::time::Timestamp;
 use uuid::Uuid;
 
 use crate::cli::TokenArgs;
-use crate::config::{self, MAX_CREDENTIAL_TTL};
+use crate::config::MAX_CREDENTIAL_TTL;
 
 pub fn run(args: &TokenArgs) -> ExitCode {
     let user = match Uuid::parse_str(&args.user) {
@@ -38,12 +38,9 @@ pub fn run(args: &TokenArgs) -> ExitCode {
         eprintln!("error: --ttl: must be longer than zero and at most 365 days");
         return ExitCode::from(2);
     }
-    let config = match config::load(args.config.config.as_deref()) {
+    let config = match args.config.load() {
         Ok(config) => config,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let Some(secret) = &config.auth.jwt_secret else {
         eprintln!(

@@ -10,7 +10,7 @@ use switchboard_signaling::turn::{TurnCredentials, TurnIssuer};
 use switchboard_turn::credentials;
 
 use crate::cli::TurnCredentialsArgs;
-use crate::config::{self, TurnConfig, MAX_CREDENTIAL_TTL};
+use crate::config::{TurnConfig, MAX_CREDENTIAL_TTL};
 
 pub fn run(args: &TurnCredentialsArgs) -> ExitCode {
     if !credentials::valid_user_id(&args.user) {
@@ -21,12 +21,9 @@ pub fn run(args: &TurnCredentialsArgs) -> ExitCode {
         );
         return ExitCode::from(2);
     }
-    let config = match config::load(args.config.config.as_deref()) {
+    let config = match args.config.load() {
         Ok(config) => config,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let ttl = args.ttl.unwrap_or(config.turn.credential_ttl);
     if ttl.is_zero() || ttl > MAX_CREDENTIAL_TTL {
