@@ -27,7 +27,7 @@ use switchboard_signaling::hub::Hub;
 use switchboard_signaling::service::{CallService, Settings};
 use switchboard_signaling::store::Store;
 use switchboard_signaling::turn::TurnIssuer;
-use switchboard_signaling::ws;
+use switchboard_signaling::{sio, ws};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -131,10 +131,14 @@ impl Http {
             .merge(
                 Router::new()
                     .route("/ws", axum::routing::get(ws::handler))
-                    .with_state(state),
+                    .with_state(state.clone()),
             )
             .fallback(api::not_found)
             .layer(CatchPanicLayer::custom(|_| api::panic_response()));
+        // `/socket.io/` is answered by socketioxide before the router sees it. One service
+        // around the whole router (not `Router::layer`, which would give each route its own
+        // Engine.IO sessions).
+        let app = tower_layer::Layer::layer(&sio::layer(state), app);
         let stop = CancellationToken::new();
         let server = Server {
             listener,
@@ -199,7 +203,7 @@ impl Http {
 }
 
 /// The API's service, as hyper calls it.
-type Service = TowerToHyperService<Router>;
+type Service = TowerToHyperService<socketioxide::service::SocketIoService<Router>>;
 
 /// The HTTP/1 settings of every API connection.
 fn connection_builder() -> http1::Builder {

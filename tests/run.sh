@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of switchboard, installing what the tests drive first: coturn's client tools
 # (turnutils_*; the coturn server itself is never started), Debian's Chromium and the
-# browser tests' npm packages (tests/browser: playwright-core, which drives that Chromium and
-# never downloads a browser of its own). Safe to run again: installs are skipped when present.
+# tests' npm packages (tests/browser: playwright-core, which drives that Chromium and
+# never downloads a browser of its own, and socket.io-client). Safe to run again: installs are skipped when present.
 # Needs root (or sudo) for apt on a fresh machine, and node >= 20 with npm.
 set -euo pipefail
 cd "$(dirname "$0")/.."

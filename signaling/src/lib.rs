@@ -7,7 +7,8 @@
 //! - [`auth`]: the bearer JWTs of users and the admin token.
 //! - [`api`]: the REST API on axum (`/api/calls`, `/api/admin`, `/openapi.json`).
 //! - [`hub`]: the signaling hub: sockets, live-call rosters, every delivery.
-//! - [`ws`]: the JSON WebSocket transport of the hub (`/ws`).
+//! - [`ws`]: the JSON WebSocket transport of the hub (`/ws`); [`sio`]: the Socket.IO one
+//!   (`/socket.io/`).
 //! - [`turn`]: TURN credentials for the REST API, minted with the relay's own scheme,
 //!   [`switchboard_turn::credentials`], so that the API mints exactly what the relay verifies.
 //!
@@ -20,6 +21,7 @@ pub mod call;
 pub mod event;
 pub mod hub;
 pub mod service;
+pub mod sio;
 pub mod store;
 pub mod time;
 pub mod turn;

@@ -262,8 +262,36 @@ async fn handle(s: &ApiState, hub: &Hub, user: &User, outbox: &WsOutbox, text: &
     let id = f.id.as_ref();
     let data = f.data.map_or("null", RawValue::get);
     let event = f.event.as_str();
-    let invalid =
-        |e: serde_json::Error| reply_error(outbox, id, event, "invalid_field", &e.to_string());
+    match dispatch(s, hub, user, event, data).await {
+        Reply::Relayed => {}
+        Reply::Ack(body) => reply(outbox, "ack", &body, id),
+        Reply::Error { code, message } => reply_error(outbox, id, event, code, &message),
+    }
+}
+
+/// What a client message comes to.
+pub enum Reply {
+    /// Relayed to the target (nothing to answer).
+    Relayed,
+    /// Done: the REST response body.
+    Ack(serde_json::Value),
+    /// Refused.
+    Error { code: &'static str, message: String },
+}
+
+impl Reply {
+    fn error(code: &'static str, message: impl Into<String>) -> Reply {
+        Reply::Error {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Performs one client message, `event` with `data` (JSON text), as `user`: the transport
+/// independent part of every socket (here and Socket.IO).
+pub async fn dispatch(s: &ApiState, hub: &Hub, user: &User, event: &str, data: &str) -> Reply {
+    let invalid = |e: serde_json::Error| Reply::error("invalid_field", e.to_string());
     if let Some(signal) = Signal::from_event(event) {
         let m: SignalIn<'_> = match serde_json::from_str(data) {
             Ok(m) => m,
@@ -275,13 +303,12 @@ async fn handle(s: &ApiState, hub: &Hub, user: &User, outbox: &WsOutbox, text: &
             Signal::IceCandidate => m.candidate,
         };
         let Some(payload) = payload else {
-            let msg = format!("`{}` is required", signal.field());
-            return reply_error(outbox, id, event, "invalid_field", &msg);
+            return Reply::error("invalid_field", format!("`{}` is required", signal.field()));
         };
-        if let Err(e) = hub.relay(user.id, m.call_id, m.target_user_id, signal, payload) {
-            reply_error(outbox, id, event, e.code(), &e.to_string());
-        }
-        return;
+        return match hub.relay(user.id, m.call_id, m.target_user_id, signal, payload) {
+            Ok(()) => Reply::Relayed,
+            Err(e) => Reply::error(e.code(), e.to_string()),
+        };
     }
     let result = match event {
         "call:accept" | "call:reject" | "call:end" => {
@@ -307,16 +334,16 @@ async fn handle(s: &ApiState, hub: &Hub, user: &User, outbox: &WsOutbox, text: &
             };
             to_value(s.calls.media(user, m.call_id, req).await)
         }
-        _ => {
-            let msg = format!("unknown event `{event}`");
-            return reply_error(outbox, id, event, "unknown_event", &msg);
-        }
+        _ => return Reply::error("unknown_event", format!("unknown event `{event}`")),
     };
     match result {
-        Ok(body) => reply(outbox, "ack", &body, id),
+        Ok(body) => Reply::Ack(body),
         Err(e) => {
             let e = ApiError::from(e);
-            reply_error(outbox, id, event, e.code, &e.message);
+            Reply::Error {
+                code: e.code,
+                message: e.message,
+            }
         }
     }
 }
@@ -326,20 +353,26 @@ fn to_value<T: serde::Serialize>(r: Result<T, CallError>) -> Result<serde_json::
 }
 
 /// A token bucket: [`RATE`] per second, [`BURST`] at once.
-struct Bucket {
+pub struct Bucket {
     tokens: f64,
     at: Instant,
 }
 
+impl Default for Bucket {
+    fn default() -> Bucket {
+        Bucket::new()
+    }
+}
+
 impl Bucket {
-    fn new() -> Bucket {
+    pub fn new() -> Bucket {
         Bucket {
             tokens: BURST,
             at: Instant::now(),
         }
     }
 
-    fn take(&mut self) -> bool {
+    pub fn take(&mut self) -> bool {
         let now = Instant::now();
         let elapsed = now.duration_since(self.at).min(Duration::from_secs(10));
         self.at = now;
