@@ -181,6 +181,22 @@ async fn serve(s: Arc<ApiState>, user: User, socket: WebSocket) {
                 let reason = *outbox.reason.lock().unwrap_or_else(|e| e.into_inner());
                 // 1001 going away (the server stops), 1008 policy (fell too far behind).
                 let code = if reason == SHUTDOWN { 1001 } else { 1008 };
+                if reason == SHUTDOWN {
+                    // What was queued before the stop (the calls' `call:ended`) goes first,
+                    // for at most a second.
+                    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                        while let Ok(out) = rx.try_recv() {
+                            let text = match out {
+                                Out::Event(m) => frame(m.event, &m.data, None),
+                                Out::Frame(text) => text,
+                            };
+                            if socket.send(Frame::Text(text.into())).await.is_err() {
+                                break;
+                            }
+                        }
+                    })
+                    .await;
+                }
                 let close = CloseFrame { code, reason: Utf8Bytes::from_static(reason) };
                 let _ = socket.send(Frame::Close(Some(close))).await;
                 break;
