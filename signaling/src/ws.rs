@@ -84,6 +84,16 @@ enum Out {
     Frame(String),
 }
 
+impl Out {
+    /// The text frame.
+    fn text(self) -> String {
+        match self {
+            Out::Event(m) => frame(m.event, &m.data, None),
+            Out::Frame(text) => text,
+        }
+    }
+}
+
 /// The reason [`crate::hub::Hub::disconnect_all`] is given at a stop.
 pub const SHUTDOWN: &str = "server shutdown";
 
@@ -168,12 +178,8 @@ async fn serve(s: Arc<ApiState>, user: User, socket: WebSocket) {
     loop {
         tokio::select! {
             out = rx.recv() => {
-                let text = match out {
-                    Some(Out::Event(m)) => frame(m.event, &m.data, None),
-                    Some(Out::Frame(text)) => text,
-                    None => break,
-                };
-                if socket.send(Frame::Text(text.into())).await.is_err() {
+                let Some(out) = out else { break };
+                if socket.send(Frame::Text(out.text().into())).await.is_err() {
                     break;
                 }
             }
@@ -186,11 +192,7 @@ async fn serve(s: Arc<ApiState>, user: User, socket: WebSocket) {
                     // for at most a second.
                     let _ = tokio::time::timeout(Duration::from_secs(1), async {
                         while let Ok(out) = rx.try_recv() {
-                            let text = match out {
-                                Out::Event(m) => frame(m.event, &m.data, None),
-                                Out::Frame(text) => text,
-                            };
-                            if socket.send(Frame::Text(text.into())).await.is_err() {
+                            if socket.send(Frame::Text(out.text().into())).await.is_err() {
                                 break;
                             }
                         }
