@@ -21,7 +21,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use switchboard_signaling::api::{self, ApiState};
 use switchboard_signaling::auth::Auth;
-use switchboard_signaling::call::reason;
+use switchboard_signaling::call::{reason, User};
 use switchboard_signaling::event::EventSink;
 use switchboard_signaling::hub::Hub;
 use switchboard_signaling::service::{CallService, Settings};
@@ -36,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::config::Config;
+use uuid::Uuid;
 
 /// How long a stop waits for requests in flight.
 const DRAIN: Duration = Duration::from_secs(5);
@@ -152,9 +153,26 @@ impl Http {
         tracing::info!(addr = %addr, "http listening");
         let cleanup_every = (config.turn.credential_ttl / 2)
             .clamp(Duration::from_secs(1), Duration::from_secs(600));
+        // A device that got `call:incoming` is ringing: the invitee (and the call) move there.
+        let (rung, mut ringing) = tokio::sync::mpsc::channel::<(Uuid, Uuid)>(4096);
+        hub.report_ringing(rung);
+        let ringer = calls.clone();
         let tasks = vec![
             tokio::spawn(calls.clone().run_ring_timer()),
             tokio::spawn(calls.clone().run_credential_cleanup(cleanup_every)),
+            tokio::spawn(async move {
+                while let Some((user, call)) = ringing.recv().await {
+                    // The token's name and email are not at hand: a bare user keeps the stored.
+                    let who = User {
+                        id: user,
+                        name: None,
+                        email: None,
+                    };
+                    if let Err(e) = ringer.ring(&who, call).await {
+                        tracing::debug!(error = %e, "ringing not recorded");
+                    }
+                }
+            }),
         ];
         Ok(Http {
             calls,

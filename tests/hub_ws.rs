@@ -775,6 +775,35 @@ async fn refused_frames_deliver_nothing() {
 }
 
 // ---------------------------------------------------------------------------------------------
+/// The delivery of `call:incoming` to a device is what rings: the invitee (and the call) move
+/// from invited (initiated) to ringing; an invitee with no socket stays invited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_of_call_incoming_rings_the_invitee() {
+    let w = World::start();
+    let mut bob = w.open(&w.bob).await;
+    // Eve has no socket.
+    let call = w.call(&w.alice, &[&w.bob, &w.eve]);
+    bob.expect("call:incoming").await;
+    let deadline = Instant::now() + FRAME_WAIT;
+    let statuses = loop {
+        let c = w.get_call(&w.alice, &call);
+        let s: Vec<String> = c["participants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["status"].as_str().unwrap().to_owned())
+            .collect();
+        if c["status"] == "ringing" || Instant::now() > deadline {
+            break (c["status"].clone(), s);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(statuses.0, "ringing", "{statuses:?}");
+    assert_eq!(statuses.1, ["joined", "ringing", "invited"]);
+    // Answering from ringing works as from invited.
+    assert_eq!(w.act(&w.bob, &call, "answer")["status"], "active");
+}
+
 // 4. Several devices of one user.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 use serde_json::value::RawValue;
+use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::call::ParticipantStatus;
@@ -130,6 +131,9 @@ struct Registry {
 pub struct Hub {
     registry: Mutex<Registry>,
     max_sockets_per_user: usize,
+    /// Where to report that a user's device is ringing: `(user, call)` once `call:incoming`
+    /// reached at least one of their sockets (see [`Hub::report_ringing`]).
+    ringing: Mutex<Option<mpsc::Sender<(Uuid, Uuid)>>>,
 }
 
 /// The data of a relayed message: the spec's `{callId, fromUserId, offer|answer|candidate}`.
@@ -147,7 +151,15 @@ impl Hub {
         Hub {
             registry: Mutex::new(Registry::default()),
             max_sockets_per_user,
+            ringing: Mutex::new(None),
         }
+    }
+
+    /// From now on, `(user, call)` goes to `tx` each time `call:incoming` reaches a socket of
+    /// `user`: the call service then moves the invitee (and the call) to ringing. Reports that
+    /// do not fit in `tx` are dropped: ringing is a courtesy, the call goes on without it.
+    pub fn report_ringing(&self, tx: mpsc::Sender<(Uuid, Uuid)>) {
+        *self.ringing.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
     }
 
     fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
@@ -239,12 +251,14 @@ impl Hub {
 }
 
 /// Pushes `m` to every socket of `users`; a socket that cannot take it is disconnected and
-/// forgotten.
-fn deliver(r: &mut Registry, users: &[Uuid], m: &Message) {
+/// forgotten. Returns the users at least one of whose sockets took it.
+fn deliver(r: &mut Registry, users: &[Uuid], m: &Message) -> Vec<Uuid> {
+    let mut reached = Vec::new();
     for user in users {
         let Some(sockets) = r.users.get_mut(user) else {
             continue;
         };
+        let before = sockets.len();
         sockets.retain(|s| {
             let ok = s.outbox.push(m);
             if !ok {
@@ -252,18 +266,33 @@ fn deliver(r: &mut Registry, users: &[Uuid], m: &Message) {
             }
             ok
         });
-        if sockets.is_empty() {
+        if !sockets.is_empty() {
+            reached.push(*user);
+        } else if before > 0 {
             r.users.remove(user);
         }
     }
+    reached
 }
 
 impl EventSink for Hub {
     fn deliver(&self, events: Vec<Event>) {
         let mut r = self.registry();
+        let mut rung = Vec::new();
         for e in events {
             update_roster(&mut r.calls, &e.payload);
-            deliver(&mut r, &e.to, &message_of(&e.payload));
+            let reached = deliver(&mut r, &e.to, &message_of(&e.payload));
+            if let Payload::Incoming(i) = &e.payload {
+                rung.extend(reached.into_iter().map(|user| (user, i.call_id)));
+            }
+        }
+        drop(r);
+        if !rung.is_empty() {
+            if let Some(tx) = &*self.ringing.lock().unwrap_or_else(|e| e.into_inner()) {
+                for report in rung {
+                    let _ = tx.try_send(report);
+                }
+            }
         }
     }
 }
