@@ -820,13 +820,17 @@ async fn every_device_of_a_user_gets_its_events() {
     assert_eq!(on_phone["callId"], call);
     assert_eq!(on_phone, on_laptop);
 
-    // Bob answers on the phone. (His laptop is told nothing of it: `call:participant-joined`
-    // goes to the other participants only.)
+    // Bob answers on the phone: his laptop stops ringing (`call:answered-elsewhere`); the
+    // phone itself has its ack.
     let ack = phone
         .ack("call:accept", json!({"callId": call}), json!("p"))
         .await;
     assert_eq!(ack["status"], "active");
     assert_eq!(alice.expect("call:participant-joined").await["userId"], b);
+    assert_eq!(
+        laptop.expect("call:answered-elsewhere").await,
+        json!({"callId": call, "userId": b})
+    );
 
     // What is relayed to Bob reaches both devices.
     let offer = offer_sdp();

@@ -332,6 +332,8 @@ async fn answer(
     Caller(user): Caller,
     PathId(id): PathId,
 ) -> Result<Response, ApiError> {
+    // No `call:answered-elsewhere` from here: a client answering over REST usually has a
+    // socket too, which must not hear its own answer as someone else's.
     Ok(Json(s.calls.answer(&user, id).await?).into_response())
 }
 

@@ -244,6 +244,32 @@ impl Hub {
         }
     }
 
+    /// Tells `user`'s devices other than `origin` (the socket the answer came from) that
+    /// they answered `call_id` elsewhere, so that they stop ringing.
+    pub fn answered_elsewhere(&self, user: Uuid, call_id: Uuid, origin: Option<SocketId>) {
+        let m = Message::new(
+            "call:answered-elsewhere",
+            &serde_json::json!({"callId": call_id, "userId": user}),
+        );
+        let mut r = self.registry();
+        let Some(sockets) = r.users.get_mut(&user) else {
+            return;
+        };
+        sockets.retain(|s| {
+            if Some(s.id) == origin {
+                return true;
+            }
+            let ok = s.outbox.push(&m);
+            if !ok {
+                s.outbox.disconnect("slow consumer");
+            }
+            ok
+        });
+        if sockets.is_empty() {
+            r.users.remove(&user);
+        }
+    }
+
     /// Sends `m` to every socket of each of `users`.
     pub fn send(&self, users: &[Uuid], m: &Message) {
         deliver(&mut self.registry(), users, m);

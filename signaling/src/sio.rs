@@ -28,7 +28,7 @@ use tokio::sync::{mpsc, Notify};
 
 use crate::api::ApiState;
 use crate::call::User;
-use crate::hub::{Message, Outbox};
+use crate::hub::{Message, Outbox, SocketId};
 use crate::ws::{self, Reply};
 
 /// The handshake's `auth` payload.
@@ -150,6 +150,7 @@ fn connected(state: Arc<ApiState>, s: SocketRef) {
     tokio::spawn(perform_in_order(
         state,
         user,
+        id,
         s.clone(),
         sequencer.clone(),
         rx,
@@ -220,6 +221,7 @@ impl<A: Adapter> FromMessageParts<A> for Arrival {
 async fn perform_in_order(
     state: Arc<ApiState>,
     user: User,
+    origin: SocketId,
     s: SocketRef,
     sequencer: Arc<Sequencer>,
     mut rx: mpsc::UnboundedReceiver<(u64, Item)>,
@@ -251,7 +253,7 @@ async fn perform_in_order(
                 },
                 (Ok(data), true) => {
                     let text = data.to_string();
-                    ws::dispatch(&state, &state.hub, &user, &item.event, &text).await
+                    ws::dispatch(&state, &state.hub, &user, origin, &item.event, &text).await
                 }
             };
             answer(&s, item.ack, &item.event, reply);

@@ -33,7 +33,7 @@ use uuid::Uuid;
 
 use crate::api::{ApiError, ApiState};
 use crate::call::User;
-use crate::hub::{Hub, Message, Outbox, Signal};
+use crate::hub::{Hub, Message, Outbox, Signal, SocketId};
 use crate::service::{CallError, MediaRequest};
 
 /// The largest client frame.
@@ -215,7 +215,7 @@ async fn serve(s: Arc<ApiState>, user: User, socket: WebSocket) {
                     continue;
                 }
                 match text {
-                    Frame::Text(t) => handle(&s, &hub, &user, &outbox, t.as_str()).await,
+                    Frame::Text(t) => handle(&s, &hub, &user, id, &outbox, t.as_str()).await,
                     _ => reply_error(&outbox, None, "", "invalid_frame", "frames are JSON text"),
                 }
             }
@@ -263,7 +263,14 @@ fn reply_error(
     reply(outbox, "error", &data, id);
 }
 
-async fn handle(s: &ApiState, hub: &Hub, user: &User, outbox: &WsOutbox, text: &str) {
+async fn handle(
+    s: &ApiState,
+    hub: &Hub,
+    user: &User,
+    origin: SocketId,
+    outbox: &WsOutbox,
+    text: &str,
+) {
     // serde would take `["event", data, id]` for the struct: a frame is an object.
     let parsed = if text.trim_start().starts_with('{') {
         serde_json::from_str(text)
@@ -280,7 +287,7 @@ async fn handle(s: &ApiState, hub: &Hub, user: &User, outbox: &WsOutbox, text: &
     let id = f.id.as_ref();
     let data = f.data.map_or("null", RawValue::get);
     let event = f.event.as_str();
-    match dispatch(s, hub, user, event, data).await {
+    match dispatch(s, hub, user, origin, event, data).await {
         Reply::Relayed => {}
         Reply::Ack(body) => reply(outbox, "ack", &body, id),
         Reply::Error { code, message } => reply_error(outbox, id, event, code, &message),
@@ -308,7 +315,15 @@ impl Reply {
 
 /// Performs one client message, `event` with `data` (JSON text), as `user`: the transport
 /// independent part of every socket (here and Socket.IO).
-pub async fn dispatch(s: &ApiState, hub: &Hub, user: &User, event: &str, data: &str) -> Reply {
+/// `origin` is the socket it came from (its other devices hear of an answer).
+pub async fn dispatch(
+    s: &ApiState,
+    hub: &Hub,
+    user: &User,
+    origin: SocketId,
+    event: &str,
+    data: &str,
+) -> Reply {
     let invalid = |e: serde_json::Error| Reply::error("invalid_field", e.to_string());
     if let Some(signal) = Signal::from_event(event) {
         let m: SignalIn<'_> = match serde_json::from_str(data) {
@@ -335,7 +350,13 @@ pub async fn dispatch(s: &ApiState, hub: &Hub, user: &User, event: &str, data: &
                 Err(e) => return invalid(e),
             };
             match event {
-                "call:accept" => to_value(s.calls.answer(user, m.call_id).await),
+                "call:accept" => {
+                    let answered = s.calls.answer(user, m.call_id).await;
+                    if answered.is_ok() {
+                        hub.answered_elsewhere(user.id, m.call_id, Some(origin));
+                    }
+                    to_value(answered)
+                }
                 "call:reject" => to_value(s.calls.reject(user, m.call_id).await),
                 _ => to_value(s.calls.end(user, m.call_id).await),
             }
