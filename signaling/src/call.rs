@@ -512,21 +512,7 @@ impl Call {
                 now,
             ));
         }
-        let left = Event {
-            to: self.others_live(user),
-            payload: Payload::ParticipantLeft(event::ParticipantLeft {
-                call_id: self.id,
-                user_id: user,
-                reason: "rejected",
-            }),
-        };
-        // If that was the last one who could answer, `call:ended` says it all.
-        let ending = self.settle(Some(user), now);
-        Ok(if ending.is_empty() {
-            vec![left]
-        } else {
-            ending
-        })
+        Ok(self.out_of_group(user, "rejected", now))
     }
 
     /// `user` hangs up.
@@ -557,20 +543,31 @@ impl Call {
         }
         self.participants[i].set(ParticipantStatus::Left, now);
         self.updated_at = now;
-        let mut events = vec![Event {
-            to: self.others_live(user),
+        Ok(self.out_of_group(user, "left", now))
+    }
+
+    /// `user` is out of a group call (`why`: `left`, `rejected`): the others hear it, unless
+    /// that settles the call, when `call:ended` says it all (to `user`'s devices too).
+    fn out_of_group(&mut self, user: Uuid, why: &'static str, now: Timestamp) -> Vec<Event> {
+        let left = self.left_event(user, why, self.others_live(user));
+        let ending = self.settle(Some(user), now);
+        if ending.is_empty() {
+            vec![left]
+        } else {
+            ending
+        }
+    }
+
+    /// `call:participant-left` for `user`, to `to`.
+    fn left_event(&self, user: Uuid, why: &'static str, to: Vec<Uuid>) -> Event {
+        Event {
+            to,
             payload: Payload::ParticipantLeft(event::ParticipantLeft {
                 call_id: self.id,
                 user_id: user,
-                reason: "left",
+                reason: why,
             }),
-        }];
-        let ending = self.settle(Some(user), now);
-        if !ending.is_empty() {
-            // The call is over: `call:ended` says it all, to the leaver's other devices too.
-            events = ending;
         }
-        Ok(events)
     }
 
     /// `user` changes some media flags; returns the new state with the events.
@@ -633,14 +630,7 @@ impl Call {
             let mut to = self.live_users();
             to.extend(&missed);
             for &user in &missed {
-                events.push(Event {
-                    to: to.clone(),
-                    payload: Payload::ParticipantLeft(event::ParticipantLeft {
-                        call_id: self.id,
-                        user_id: user,
-                        reason: "missed",
-                    }),
-                });
+                events.push(self.left_event(user, "missed", to.clone()));
             }
         } else if let Some(Payload::Ended(_)) = events.first().map(|e| &e.payload) {
             // Those who missed it were rung until now: they hear it ended too.

@@ -73,7 +73,7 @@ pub fn layer(state: Arc<ApiState>) -> SocketIoLayer {
             let token = auth
                 .ok()
                 .and_then(|h| h.token)
-                .or_else(|| query_token(s.req_parts().uri.query()));
+                .or_else(|| ws::query_token(s.req_parts().uri.query()));
             let header = token.map(|t| format!("Bearer {t}"));
             let user = state
                 .auth
@@ -98,14 +98,6 @@ pub fn layer(state: Arc<ApiState>) -> SocketIoLayer {
         .with(authenticate),
     );
     layer
-}
-
-fn query_token(query: Option<&str>) -> Option<String> {
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query?).ok()?;
-    pairs
-        .into_iter()
-        .find(|(k, _)| k == "token")
-        .map(|(_, v)| v)
 }
 
 fn connected(state: Arc<ApiState>, s: SocketRef) {

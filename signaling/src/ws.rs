@@ -70,7 +70,8 @@ pub async fn handler(
         .on_upgrade(move |socket| serve(s, user, socket))
 }
 
-fn query_token(query: Option<&str>) -> Option<String> {
+/// The `token` parameter of a query string (`?token=`), for clients that cannot set headers.
+pub(crate) fn query_token(query: Option<&str>) -> Option<String> {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query?).ok()?;
     pairs
         .into_iter()
