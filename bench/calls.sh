@@ -66,8 +66,8 @@ LOAD=$TARGET_DIR/release/examples/calls_load
 SB_BIN=$TARGET_DIR/release/switchboard
 CLK_TCK=$(getconf CLK_TCK)
 
-log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 
 for value in DURATION WARMUP ANCHOR_SECS; do
     [[ ${!value} =~ ^[0-9]+$ ]] && ((${!value} <= 600)) || die "$value must be whole seconds, 0..600"
@@ -112,22 +112,11 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# The last lines of a log, indented, to stderr.
-show_tail() {
-    local file=$1 n=${2:-15}
-    [[ -s $file ]] || { log "  ($file is empty)"; return 0; }
-    log "  last lines of $file:"
-    tail -n "$n" "$file" | sed 's/^/      | /' >&2
-}
-
-# Daemon CPU (see bench/relay.sh): "utime stime" in clock ticks, all threads, live and exited
-# (fields counted after comm's closing parenthesis); the threads' schedstat on-CPU ns; and one
-# "tid name ns minflt runqueue-ns" line per thread, for the per-thread split (schedstat's second
+# The daemon's CPU per thread (cpu_ticks and cpu_ns, for the whole process, are in
+# bench/lib.sh): one "tid name ns minflt runqueue-ns" line per thread (schedstat's second
 # field: time spent runnable but waiting for a CPU). Minor page faults show
 # memory the allocator gave back to the kernel (glibc trims a thread arena with madvise) and
 # took again: in the store thread they track SQLite's per-statement temporary b-trees.
-cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12, $13 }'; }
-cpu_ns() { cat "/proc/$1"/task/*/schedstat 2>/dev/null | awk '{ s += $1 } END { printf "%.0f\n", s }'; }
 thread_ns() {
     local task tid
     for task in "/proc/$1"/task/*; do

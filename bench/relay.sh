@@ -81,8 +81,8 @@ SB_BIN=$TARGET_DIR/release/switchboard
 CLK_TCK=$(getconf CLK_TCK)
 RUN_TIMEOUT=$((MESSAGES * INTERVAL_MS / 1000 + 60))   # seconds, per load run
 
-log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 
 # ---------------------------------------------------------------------------------------------
 # Process bookkeeping: everything we start is recorded and stopped on exit, by pid.
@@ -141,25 +141,8 @@ wait_tcp() {
     done
     return 1
 }
-# The last lines of a log, indented, to stderr: what a failed server or client said.
-show_tail() {
-    local file=$1 n=${2:-15}
-    [[ -s $file ]] || { log "  ($file is empty)"; return 0; }
-    log "  last lines of $file:"
-    tail -n "$n" "$file" | sed 's/^/      | /' >&2
-}
 
-# Server CPU, two ways:
-# - cpu_ticks: "utime stime" of the whole process (all threads, live and exited), from
-#   /proc/PID/stat, in clock ticks (1/CLK_TCK s). Their sum follows the scheduler's exact
-#   runtime; the user/system split is sampled at scheduler ticks (tick-based accounting), and
-#   with ~100 us of work per wake-up it swings from all-user to all-system between runs.
-#   Field 2 (comm) may hold spaces, so fields are counted after its closing parenthesis.
-# - cpu_ns: the sum of the threads' on-CPU time from /proc/PID/task/*/schedstat, in
-#   nanoseconds, but it misses threads that exit between two readings (none of the servers
-#   here retire threads while running). The headline figure.
-cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12, $13 }'; }
-cpu_ns() { cat "/proc/$1"/task/*/schedstat 2>/dev/null | awk '{ s += $1 } END { printf "%.0f\n", s }'; }
+# Server CPU: cpu_ticks and cpu_ns, in bench/lib.sh.
 # Voluntary context switches of all threads: how often the server went to sleep waiting for
 # packets. Per round trip, it shows how many packets a wake-up found, which the load's
 # burstiness decides and which moves CPU per packet more than anything else at these rates.

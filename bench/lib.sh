@@ -1,0 +1,22 @@
+# bench/lib.sh: what the benchmark scripts share. Sourced, not run.
+
+log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# The last lines of a log, indented, to stderr: what a failed server or client said.
+show_tail() {
+    local file=$1 n=${2:-15}
+    [[ -s $file ]] || { log "  ($file is empty)"; return 0; }
+    log "  last lines of $file:"
+    tail -n "$n" "$file" | sed 's/^/      | /' >&2
+}
+
+# A process's CPU, two ways:
+# - cpu_ticks: "utime stime" of the whole process (all threads, live and exited), from
+#   /proc/PID/stat, in clock ticks (1/CLK_TCK s). Their sum follows the scheduler's exact
+#   runtime; the user/system split is sampled at scheduler ticks. Field 2 (comm) may hold
+#   spaces, so fields are counted after its closing parenthesis.
+# - cpu_ns: the sum of the threads' on-CPU time from /proc/PID/task/*/schedstat, in
+#   nanoseconds (threads that exit between two readings are missed). The headline figure.
+cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12, $13 }'; }
+cpu_ns() { cat "/proc/$1"/task/*/schedstat 2>/dev/null | awk '{ s += $1 } END { printf "%.0f\n", s }'; }
