@@ -84,6 +84,7 @@ pub async fn open_calls(
     );
     let settings = Settings {
         ring_timeout: config.calls.ring_timeout,
+        reconnect_grace: config.calls.reconnect_grace,
         max_participants: config.calls.max_participants as usize,
         open_conversations: config.auth.open_conversations,
     };
@@ -160,6 +161,7 @@ impl Http {
         let tasks = vec![
             tokio::spawn(calls.clone().run_ring_timer()),
             tokio::spawn(calls.clone().run_credential_cleanup(cleanup_every)),
+            tokio::spawn(calls.clone().run_reconnect_grace(hub.clone())),
             tokio::spawn(async move {
                 while let Some((user, call)) = ringing.recv().await {
                     // The token's name and email are not at hand: a bare user keeps the stored.

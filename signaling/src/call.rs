@@ -52,6 +52,8 @@ pub mod reason {
     pub const SERVER_RESTART: &str = "server-restart";
     /// The daemon was stopped while the call was live.
     pub const SERVER_SHUTDOWN: &str = "server-shutdown";
+    /// A participant of a 1:1 call lost every connection for longer than the reconnect grace.
+    pub const CONNECTION_LOST: &str = "connection-lost";
 }
 
 macro_rules! text_enum {
@@ -517,6 +519,18 @@ impl Call {
 
     /// `user` hangs up.
     pub fn end(&mut self, user: Uuid, now: Timestamp) -> Result<Vec<Event>, Refusal> {
+        self.leave(user, false, now)
+    }
+
+    /// Every device of `user`, joined in this call, has been gone longer than the reconnect
+    /// grace: they leave as if they hung up, but the others hear why (`connection-lost` for a
+    /// 1:1 call, a participant `disconnected` in a group). Refused as [`Call::end`] is: only a
+    /// joined participant of a live call leaves.
+    pub fn connection_lost(&mut self, user: Uuid, now: Timestamp) -> Result<Vec<Event>, Refusal> {
+        self.leave(user, true, now)
+    }
+
+    fn leave(&mut self, user: Uuid, lost: bool, now: Timestamp) -> Result<Vec<Event>, Refusal> {
         let i = self.index_of(user).ok_or(Refusal::NotParticipant)?;
         self.require_live()?;
         match self.participants[i].status {
@@ -534,7 +548,9 @@ impl Call {
         }
         if self.is_one_to_one() {
             let before = self.live_users();
-            let why = if self.started_at.is_some() {
+            let why = if lost {
+                reason::CONNECTION_LOST
+            } else if self.started_at.is_some() {
                 reason::ENDED_BY_USER
             } else {
                 reason::CANCELLED
@@ -543,13 +559,18 @@ impl Call {
         }
         self.participants[i].set(ParticipantStatus::Left, now);
         self.updated_at = now;
-        Ok(self.out_of_group(user, "left", now))
+        Ok(self.out_of_group(user, if lost { "disconnected" } else { "left" }, now))
     }
 
-    /// `user` is out of a group call (`why`: `left`, `rejected`): the others hear it, unless
-    /// that settles the call, when `call:ended` says it all (to `user`'s devices too).
+    /// `user` is out of a group call (`why`: `left`, `disconnected`, `rejected`): the others
+    /// hear it, unless that settles the call, when `call:ended` says it all (to `user`'s
+    /// devices too). A rejection reaches `user`'s own devices as well: those still ringing stop.
     fn out_of_group(&mut self, user: Uuid, why: &'static str, now: Timestamp) -> Vec<Event> {
-        let left = self.left_event(user, why, self.others_live(user));
+        let mut to = self.others_live(user);
+        if why == "rejected" {
+            to.push(user);
+        }
+        let left = self.left_event(user, why, to);
         let ending = self.settle(Some(user), now);
         if ending.is_empty() {
             vec![left]

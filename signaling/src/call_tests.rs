@@ -726,7 +726,10 @@ fn group_first_answer_sets_started_at_once() {
 fn group_reject_marks_only_that_participant() {
     let mut call = rung(group());
     let events = call.reject(CAROL, at(4)).unwrap();
-    assert_events(&events, &[left(CAROL, "rejected", &[ALICE, BOB, DAVE])]);
+    assert_events(
+        &events,
+        &[left(CAROL, "rejected", &[ALICE, BOB, DAVE, CAROL])],
+    );
     assert_eq!(events[0].name(), "call:participant-left");
     assert_live(&call, CallStatus::Ringing);
     assert_eq!(call.updated_at, at(4));
@@ -744,7 +747,10 @@ fn group_reject_in_an_active_call_keeps_it_active() {
     call.answer(BOB, at(5)).unwrap();
     call.ring(CAROL, at(6));
     let events = call.reject(CAROL, at(7)).unwrap();
-    assert_events(&events, &[left(CAROL, "rejected", &[ALICE, BOB, DAVE])]);
+    assert_events(
+        &events,
+        &[left(CAROL, "rejected", &[ALICE, BOB, DAVE, CAROL])],
+    );
     assert_live(&call, CallStatus::Active);
     assert_eq!(call.started_at, Some(at(5)));
     assert_eq!(status_of(&call, CAROL), Rejected);
@@ -754,9 +760,12 @@ fn group_reject_in_an_active_call_keeps_it_active() {
 fn group_all_invitees_rejecting_rejects_the_call() {
     let mut call = rung(group());
     let events = call.reject(BOB, at(2)).unwrap();
-    assert_events(&events, &[left(BOB, "rejected", &[ALICE, CAROL, DAVE])]);
+    assert_events(
+        &events,
+        &[left(BOB, "rejected", &[ALICE, CAROL, DAVE, BOB])],
+    );
     let events = call.reject(CAROL, at(3)).unwrap();
-    assert_events(&events, &[left(CAROL, "rejected", &[ALICE, DAVE])]);
+    assert_events(&events, &[left(CAROL, "rejected", &[ALICE, DAVE, CAROL])]);
     assert_live(&call, CallStatus::Ringing);
 
     let events = call.reject(DAVE, at(4)).unwrap();
@@ -827,6 +836,50 @@ fn group_leaves_end_the_call_when_fewer_than_two_are_joined() {
     assert_times(&call, BOB, Some(at(5)), Some(at(60)));
     assert_times(&call, CAROL, Some(at(6)), Some(at(65)));
     assert_times(&call, DAVE, None, None);
+}
+
+#[test]
+fn a_lost_connection_ends_a_one_to_one_call_whoever_lost_it() {
+    for lost in [ALICE, BOB] {
+        let mut call = rung(one_to_one());
+        call.answer(BOB, at(5)).unwrap();
+        let events = call.connection_lost(lost, at(65)).unwrap();
+        let reason = reason::CONNECTION_LOST;
+        assert_ended_event(&events, reason, Some(lost), &[ALICE, BOB]);
+        assert_over(&call, CallStatus::Ended, reason, at(65), 60);
+        assert_statuses(&call, [Left, Left]);
+    }
+    // Before the answer too: the caller's devices are all gone.
+    let mut call = rung(one_to_one());
+    let events = call.connection_lost(ALICE, at(8)).unwrap();
+    assert_ended_event(&events, reason::CONNECTION_LOST, Some(ALICE), &[ALICE, BOB]);
+    assert_statuses(&call, [Left, Missed]);
+}
+
+#[test]
+fn a_lost_connection_takes_one_participant_out_of_a_group_call() {
+    let mut call = rung(group());
+    call.answer(BOB, at(5)).unwrap();
+    call.answer(CAROL, at(6)).unwrap();
+    let events = call.connection_lost(BOB, at(40)).unwrap();
+    assert_events(&events, &[left(BOB, "disconnected", &[ALICE, CAROL, DAVE])]);
+    assert_live(&call, CallStatus::Active);
+    assert_statuses(&call, [Joined, Left, Joined, Ringing]);
+    // Only joined participants can lose a call; a pending invitee is rung until the timeout.
+    assert_conflict_unchanged(&mut call, |c| c.connection_lost(DAVE, at(41)));
+    assert_conflict_unchanged(&mut call, |c| c.connection_lost(BOB, at(41)));
+    assert_refused_unchanged(&mut call, Refusal::NotParticipant, |c| {
+        c.connection_lost(EVE, at(41))
+    });
+    // The last but one: the call ends.
+    let events = call.connection_lost(CAROL, at(50)).unwrap();
+    assert_ended_event(
+        &events,
+        reason::ENDED_BY_USER,
+        Some(CAROL),
+        &[ALICE, CAROL, DAVE],
+    );
+    assert_statuses(&call, [Left, Left, Left, Missed]);
 }
 
 #[test]

@@ -124,6 +124,28 @@ struct Registry {
     users: HashMap<Uuid, Vec<Socket>>,
     /// Every live call's roster: who is joined or still being rung.
     calls: HashMap<Uuid, HashMap<Uuid, ParticipantStatus>>,
+    /// Users joined in a live call whose last socket went, with their departure's mark (a
+    /// reconnect removes them: the departure is then void).
+    away: HashMap<Uuid, u64>,
+}
+
+impl Registry {
+    fn joined_calls(&self, user: Uuid) -> Vec<Uuid> {
+        self.calls
+            .iter()
+            .filter(|(_, roster)| roster.get(&user) == Some(&ParticipantStatus::Joined))
+            .map(|(&call, _)| call)
+            .collect()
+    }
+}
+
+/// A user joined in a live call lost their last socket at `at`: unless they reconnect within
+/// the reconnect grace, they leave (see [`Hub::watch_departures`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Departure {
+    pub user: Uuid,
+    pub at: tokio::time::Instant,
+    mark: u64,
 }
 
 /// The hub. Shared as an `Arc`; its state is behind one std `Mutex`, held only to look up or
@@ -134,6 +156,8 @@ pub struct Hub {
     /// Where to report that a user's device is ringing: `(user, call)` once `call:incoming`
     /// reached at least one of their sockets (see [`Hub::report_ringing`]).
     ringing: Mutex<Option<mpsc::Sender<(Uuid, Uuid)>>>,
+    /// Where departures go (see [`Hub::watch_departures`]).
+    departures: Mutex<Option<mpsc::UnboundedSender<Departure>>>,
 }
 
 /// The data of a relayed message: the spec's `{callId, fromUserId, offer|answer|candidate}`.
@@ -152,7 +176,29 @@ impl Hub {
             registry: Mutex::new(Registry::default()),
             max_sockets_per_user,
             ringing: Mutex::new(None),
+            departures: Mutex::new(None),
         }
+    }
+
+    /// From now on, each time a user joined in a live call loses their last socket, a
+    /// [`Departure`] goes to the returned receiver; [`Hub::gone_for_good`] then says, once the
+    /// grace has passed, which calls they are still away from. Unbounded, but there is at most
+    /// one departure per user joined in a call between two of their reconnects.
+    pub fn watch_departures(&self) -> mpsc::UnboundedReceiver<Departure> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        *self.departures.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
+        rx
+    }
+
+    /// The calls `d.user` is still joined in, if they have not reconnected since `d` (nor left
+    /// again later: a later departure has its own grace). The departure is then settled.
+    pub fn gone_for_good(&self, d: &Departure) -> Vec<Uuid> {
+        let mut r = self.registry();
+        if r.away.get(&d.user) != Some(&d.mark) {
+            return Vec::new();
+        }
+        r.away.remove(&d.user);
+        r.joined_calls(d.user)
     }
 
     /// From now on, `(user, call)` goes to `tx` each time `call:incoming` reaches a socket of
@@ -178,21 +224,36 @@ impl Hub {
         r.next += 1;
         let id = SocketId(r.next);
         r.users.entry(user).or_default().push(Socket { id, outbox });
+        // Back within the grace (or at any time before it was acted on): nothing happened.
+        r.away.remove(&user);
         Ok(id)
     }
 
-    /// Removes a socket; returns how many `user` still has.
+    /// Removes a socket; returns how many `user` still has. The last one of a user joined in
+    /// a live call is a departure (see [`Hub::watch_departures`]).
     pub fn detach(&self, user: Uuid, id: SocketId) -> usize {
         let mut r = self.registry();
-        let Some(sockets) = r.users.get_mut(&user) else {
-            return 0;
-        };
-        sockets.retain(|s| s.id != id);
-        let left = sockets.len();
-        if left == 0 {
-            r.users.remove(&user);
+        // The hub may have dropped the socket already (a slow consumer): still a departure.
+        let left = r.users.get_mut(&user).map_or(0, |sockets| {
+            sockets.retain(|s| s.id != id);
+            sockets.len()
+        });
+        if left > 0 {
+            return left;
         }
-        left
+        r.users.remove(&user);
+        if r.away.contains_key(&user) || r.joined_calls(user).is_empty() {
+            return 0;
+        }
+        r.next += 1;
+        let mark = r.next;
+        r.away.insert(user, mark);
+        drop(r);
+        if let Some(tx) = &*self.departures.lock().unwrap_or_else(|e| e.into_inner()) {
+            let at = tokio::time::Instant::now();
+            let _ = tx.send(Departure { user, at, mark });
+        }
+        0
     }
 
     /// How many sockets `user` has.
@@ -577,5 +638,34 @@ mod tests {
         hub.disconnect_all("server shutdown");
         assert_eq!(*b.closed.lock().unwrap(), Some("server shutdown"));
         assert_eq!(*a.closed.lock().unwrap(), None, "detached before");
+    }
+
+    #[test]
+    fn the_last_socket_of_a_joined_user_going_is_a_departure_a_reconnect_voids() {
+        let hub = Hub::new(4);
+        let mut departures = hub.watch_departures();
+        let (u1, u2) = (user(1).id, user(2).id);
+        let a1 = hub.attach(u1, Inbox::with_room(9)).unwrap();
+        let a2 = hub.attach(u1, Inbox::with_room(9)).unwrap();
+        let b = hub.attach(u2, Inbox::with_room(9)).unwrap();
+        let call = group(&hub);
+        // User 2 is only being rung: no departure (the ring timeout is their limit).
+        hub.detach(u2, b);
+        // User 1 (the caller, joined) still has a socket after the first goes.
+        assert_eq!(hub.detach(u1, a1), 1);
+        assert!(departures.try_recv().is_err());
+        assert_eq!(hub.detach(u1, a2), 0);
+        let first = departures.try_recv().unwrap();
+        assert_eq!(first.user, u1);
+        // A reconnect voids it; a later departure has its own.
+        let again = hub.attach(u1, Inbox::with_room(9)).unwrap();
+        assert!(hub.gone_for_good(&first).is_empty());
+        hub.detach(u1, again);
+        let second = departures.try_recv().unwrap();
+        assert!(hub.gone_for_good(&first).is_empty());
+        assert_eq!(hub.gone_for_good(&second), [call.id]);
+        // Settled once.
+        assert!(hub.gone_for_good(&second).is_empty());
+        assert!(departures.try_recv().is_err());
     }
 }

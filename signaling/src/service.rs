@@ -5,6 +5,7 @@
 //! Visibility: a call is visible to the members of its conversation; to anyone else it does
 //! not exist (404). Roles within a visible call are the state machine's (403).
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use crate::call::{
     ParticipantView, Refusal, User,
 };
 use crate::event::Event;
+use crate::hub::{Departure, Hub};
 use crate::store::{Db, Store, StoreError};
 use crate::time::Timestamp;
 use crate::turn::{TurnCredentials, TurnIssuer};
@@ -26,10 +28,20 @@ use crate::turn::{TurnCredentials, TurnIssuer};
 pub struct Settings {
     /// Invitees still ringing this long after the call started miss it.
     pub ring_timeout: Duration,
+    /// A joined participant whose last socket has been gone this long leaves the call.
+    pub reconnect_grace: Duration,
     /// The most participants in a call, its initiator included.
     pub max_participants: usize,
     /// Create a conversation on first use, and add invitees to it.
     pub open_conversations: bool,
+}
+
+/// Sleeps until `at`, or forever.
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Why an operation failed. The API maps each to a status and a JSON error once.
@@ -501,6 +513,47 @@ impl CallService {
             success: true,
             media_state,
         })
+    }
+
+    /// Every socket of `user` has been gone longer than the reconnect grace: they leave
+    /// `call_id` (see [`Call::connection_lost`]).
+    pub async fn connection_lost(&self, user: &User, call_id: Uuid) -> Result<(), CallError> {
+        let id = user.id;
+        self.transition(user, call_id, move |call, now| {
+            Ok(((), call.connection_lost(id, now)?))
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// The reconnect grace: a user joined in a live call whose last socket went (a
+    /// [`Departure`] from `hub`) and who has not reconnected `reconnect_grace` later leaves
+    /// every call they are still joined in. Runs until the task is dropped.
+    pub async fn run_reconnect_grace(self, hub: Arc<Hub>) {
+        let grace = self.inner.settings.reconnect_grace;
+        let mut departures = hub.watch_departures();
+        // Departures arrive in time order and share one grace: their deadlines are in order.
+        let mut due: VecDeque<Departure> = VecDeque::new();
+        loop {
+            let next = due.front().map(|d| d.at + grace);
+            tokio::select! {
+                d = departures.recv() => match d {
+                    Some(d) => due.push_back(d),
+                    None => return,
+                },
+                () = sleep_until_some(next) => {
+                    let Some(d) = due.pop_front() else { continue };
+                    // The token's name and email are not at hand: a bare user keeps the stored.
+                    let who = User { id: d.user, name: None, email: None };
+                    for call in hub.gone_for_good(&d) {
+                        match self.connection_lost(&who, call).await {
+                            Ok(()) => tracing::info!(user = %d.user, %call, "left the call: no connection within the reconnect grace"),
+                            Err(e) => tracing::debug!(user = %d.user, %call, error = %e, "connection loss not applied"),
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// The hub delivered `call:incoming` to one of `user`'s sockets.

@@ -49,6 +49,7 @@ fn app() -> (Router, TempDir) {
     let store = Store::open(&dir.path().join("calls.db"), Arc::new(LogSink)).expect("the store");
     let settings = Settings {
         ring_timeout: Duration::from_secs(30),
+        reconnect_grace: Duration::from_secs(30),
         max_participants: MAX_PARTICIPANTS,
         open_conversations: false,
     };
