@@ -98,6 +98,10 @@ pub fn run(config_path: Option<&std::path::Path>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // A call's quality_stats say what the relay carried for each participant: the relay's
+    // counters for the user of the credentials the API minted them (`<expiry>:<uuid>`).
+    let relay_stats = relay.stats();
+    calls.set_relay_usage(move |user| relay_stats.user_usage(&user.to_string()));
     let http = match runtime.block_on(Http::start(&config, calls, hub)) {
         Ok(http) => http,
         Err(e) => {

@@ -176,6 +176,7 @@ impl From<CallError> for ApiError {
             }
             CallError::UnknownUsers(_) => (S::UNPROCESSABLE_ENTITY, "unknown_participant"),
             CallError::NotMembers(_) => (S::UNPROCESSABLE_ENTITY, "not_a_member"),
+            CallError::TooFrequent { .. } => (S::TOO_MANY_REQUESTS, "rate_limited"),
             CallError::Store(StoreError::Panicked) => {
                 tracing::error!("a store job panicked");
                 return ApiError::new(S::INTERNAL_SERVER_ERROR, "internal_error", "internal error");

@@ -9,6 +9,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::call::{CallType, MediaState, ParticipantView};
+use crate::quality::{Figures, Quality};
 
 /// One event for a set of users.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -47,6 +48,9 @@ pub enum Payload {
     /// To the other live participants when someone's media state changes.
     #[serde(rename = "call:media-state-changed")]
     MediaStateChanged(MediaStateChanged),
+    /// To the other live participants when someone reports their connection (`call:stats`).
+    #[serde(rename = "call:quality")]
+    Quality(QualityReport),
 }
 
 impl Payload {
@@ -57,6 +61,7 @@ impl Payload {
             Payload::ParticipantLeft(_) => "call:participant-left",
             Payload::Ended(_) => "call:ended",
             Payload::MediaStateChanged(_) => "call:media-state-changed",
+            Payload::Quality(_) => "call:quality",
         }
     }
 }
@@ -107,6 +112,17 @@ pub struct MediaStateChanged {
     pub call_id: Uuid,
     pub user_id: Uuid,
     pub media_state: MediaState,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QualityReport {
+    pub call_id: Uuid,
+    pub user_id: Uuid,
+    /// The grade of this report (see [`crate::quality`]).
+    pub quality: Quality,
+    /// The figures reported.
+    pub stats: Figures,
 }
 
 /// Where committed events go: the hub, in the daemon. Delivery must not block.

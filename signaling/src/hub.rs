@@ -392,6 +392,7 @@ fn message_of(p: &Payload) -> Message {
         Payload::ParticipantLeft(d) => Message::new(p.name(), d),
         Payload::Ended(d) => Message::new(p.name(), d),
         Payload::MediaStateChanged(d) => Message::new(p.name(), d),
+        Payload::Quality(d) => Message::new(p.name(), d),
     }
 }
 
@@ -421,7 +422,7 @@ fn update_roster(calls: &mut HashMap<Uuid, HashMap<Uuid, ParticipantStatus>>, p:
         Payload::Ended(e) => {
             calls.remove(&e.call_id);
         }
-        Payload::MediaStateChanged(_) => {}
+        Payload::MediaStateChanged(_) | Payload::Quality(_) => {}
     }
 }
 

@@ -20,6 +20,7 @@ pub mod auth;
 pub mod call;
 pub mod event;
 pub mod hub;
+pub mod quality;
 pub mod service;
 pub mod sio;
 pub mod store;

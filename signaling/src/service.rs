@@ -5,8 +5,8 @@
 //! Visibility: a call is visible to the members of its conversation; to anyone else it does
 //! not exist (404). Roles within a visible call are the state machine's (403).
 
-use std::collections::VecDeque;
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -17,11 +17,13 @@ use crate::call::{
     reason, Call, CallStatus, CallType, InitiateError, MediaChange, MediaState, ParticipantStatus,
     ParticipantView, Refusal, User,
 };
-use crate::event::Event;
+use crate::event::{Event, Payload, QualityReport};
 use crate::hub::{Departure, Hub};
+use crate::quality::{CallQuality, Figures, MediaStats, ParticipantQuality, Quality};
 use crate::store::{Db, Store, StoreError};
 use crate::time::Timestamp;
 use crate::turn::{TurnCredentials, TurnIssuer};
+use switchboard_turn::proto::Usage;
 
 /// The `[calls]` and `[auth]` settings the service follows.
 #[derive(Clone, Debug)]
@@ -65,6 +67,9 @@ pub enum CallError {
     /// 422: invitees that are not members of the conversation.
     #[error("participantIds: not members of the conversation: {}", list(.0))]
     NotMembers(Vec<Uuid>),
+    /// 429: the same report again too soon.
+    #[error("{what} at most once every {} ms", .every.as_millis())]
+    TooFrequent { what: &'static str, every: Duration },
     /// 503: the store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -153,6 +158,15 @@ pub struct EndResponse {
     /// Seconds from the first answer to the end (0 if nobody answered); null while it goes on.
     pub duration: Option<u64>,
     pub end_reason: Option<String>,
+}
+
+/// The answer to `call:stats`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatsResponse {
+    pub success: bool,
+    /// The grade of the report.
+    pub quality: Quality,
 }
 
 #[derive(Debug, Serialize)]
@@ -264,6 +278,57 @@ struct Inner {
     turn: TurnIssuer,
     /// Wakes the ring timer when a call starts.
     ringing: Notify,
+    /// What the relay has carried for a user so far (see [`CallService::set_relay_usage`]).
+    relay: OnceLock<RelayUsageFn>,
+    /// Each live call's reading of its participants' relay counters when it started.
+    relay_marks: Mutex<HashMap<Uuid, Vec<(Uuid, Usage)>>>,
+}
+
+type RelayUsageFn = Box<dyn Fn(Uuid) -> Usage + Send + Sync>;
+
+/// A participant reports their connection at most this often (`call:stats`).
+pub const STATS_EVERY: Duration = Duration::from_secs(1);
+
+impl Inner {
+    fn relay_usage(&self, user: Uuid) -> Option<Usage> {
+        self.relay.get().map(|f| f(user))
+    }
+
+    fn marks(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Vec<(Uuid, Usage)>>> {
+        self.relay_marks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// When `call` has just ended (it was live in `before`): its `quality_stats`, if it was
+    /// answered: every participant's reports (`media_stats`) and what the relay carried for
+    /// them since the call started.
+    fn summarise(&self, db: &Db, before: &Call, call: &mut Call) -> Result<(), StoreError> {
+        if !before.status.is_live() || call.status.is_live() {
+            return Ok(());
+        }
+        let marks = self.marks().remove(&call.id).unwrap_or_default();
+        if call.started_at.is_none() {
+            return Ok(());
+        }
+        let stats: HashMap<Uuid, MediaStats> = db
+            .media_stats(call.id)?
+            .into_iter()
+            .filter_map(|(user, json)| Some((user, serde_json::from_str(&json).ok()?)))
+            .collect();
+        let participants = call
+            .participants
+            .iter()
+            .map(|p| {
+                let id = p.user.id;
+                let relay = marks
+                    .iter()
+                    .find(|(u, _)| *u == id)
+                    .and_then(|(_, mark)| Some(self.relay_usage(id)?.since(*mark).into()));
+                ParticipantQuality::new(id, stats.get(&id), relay)
+            })
+            .collect();
+        call.quality_stats = serde_json::to_string(&CallQuality::new(participants)).ok();
+        Ok(())
+    }
 }
 
 impl CallService {
@@ -274,8 +339,17 @@ impl CallService {
                 settings,
                 turn,
                 ringing: Notify::new(),
+                relay: OnceLock::new(),
+                relay_marks: Mutex::new(HashMap::new()),
             }),
         }
+    }
+
+    /// Where to read what the relay carried for a user (their allocations' counters, see
+    /// [`switchboard_turn`]'s `Stats::user_usage`): calls read them when they start and end, for
+    /// `quality_stats`. Without it, `quality_stats` has no relay figures. Set once.
+    pub fn set_relay_usage(&self, f: impl Fn(Uuid) -> Usage + Send + Sync + 'static) {
+        let _ = self.inner.relay.set(Box::new(f));
     }
 
     pub fn store(&self) -> &Store {
@@ -317,6 +391,7 @@ impl CallService {
     {
         let caller = caller.clone();
         let ring_timeout = self.inner.settings.ring_timeout;
+        let inner = self.inner.clone();
         self.inner
             .store
             .run(move |db| {
@@ -329,6 +404,7 @@ impl CallService {
                 let expired = call.expire_ringing(ring_timeout, now);
                 let timed_out = call != before;
                 if timed_out {
+                    inner.summarise(db, &before, &mut call)?;
                     db.save_call(&before, &call)?;
                     db.emit(expired);
                 }
@@ -338,6 +414,7 @@ impl CallService {
                     db.record_user(&caller, now)?;
                     let before = call.clone();
                     let (out, events) = f(&mut call, now)?;
+                    inner.summarise(db, &before, &mut call)?;
                     db.save_call(&before, &call)?;
                     db.emit(events);
                     Ok::<_, CallError>((out, call))
@@ -431,6 +508,14 @@ impl CallService {
             })
             .await?;
         self.inner.ringing.notify_one();
+        if self.inner.relay.get().is_some() {
+            let marks = call
+                .participants
+                .iter()
+                .filter_map(|p| Some((p.user.id, self.inner.relay_usage(p.user.id)?)))
+                .collect();
+            self.inner.marks().insert(call.id, marks);
+        }
         Ok(InitiateResponse {
             call_id: call.id,
             status: call.status,
@@ -556,6 +641,71 @@ impl CallService {
         }
     }
 
+    /// `call:stats`: `caller`, joined in the live call `call_id`, reports their connection.
+    /// Stored in their `media_stats` (a running summary) and `connection_quality`; the other
+    /// live participants are sent `call:quality`. At most one report per [`STATS_EVERY`].
+    pub async fn record_stats(
+        &self,
+        caller: &User,
+        call_id: Uuid,
+        figures: Figures,
+    ) -> Result<StatsResponse, CallError> {
+        figures
+            .validate()
+            .map_err(|(field, message)| CallError::InvalidField {
+                field: field.into(),
+                message,
+            })?;
+        let user = caller.id;
+        self.job(caller, move |db, now| {
+            let call = visible_call(db, user, call_id)?;
+            let me = call.participant(user).ok_or(Refusal::NotParticipant)?;
+            if !call.status.is_live() || me.status != ParticipantStatus::Joined {
+                return Err(Refusal::Conflict(format!(
+                    "only a participant joined in a live call reports stats (you are {}, the call is {})",
+                    me.status, call.status
+                ))
+                .into());
+            }
+            let mut stats: MediaStats = db
+                .media_stats(call_id)?
+                .into_iter()
+                .find(|(u, _)| *u == user)
+                .and_then(|(_, json)| serde_json::from_str(&json).ok())
+                .unwrap_or_default();
+            if stats.last_at.is_some_and(|t| now < t + STATS_EVERY) {
+                return Err(CallError::TooFrequent {
+                    what: "call:stats",
+                    every: STATS_EVERY,
+                });
+            }
+            let quality = figures.grade();
+            stats.add(&figures, quality, now);
+            let json = serde_json::to_string(&stats).unwrap_or_else(|_| "{}".into());
+            db.set_media_stats(me.id, &json, quality.as_str(), now)?;
+            let to = call
+                .participants
+                .iter()
+                .filter(|p| p.user.id != user && p.status.is_live())
+                .map(|p| p.user.id)
+                .collect();
+            db.emit(vec![Event {
+                to,
+                payload: Payload::Quality(QualityReport {
+                    call_id,
+                    user_id: user,
+                    quality,
+                    stats: figures,
+                }),
+            }]);
+            Ok(StatsResponse {
+                success: true,
+                quality,
+            })
+        })
+        .await
+    }
+
     /// The hub delivered `call:incoming` to one of `user`'s sockets.
     pub async fn ring(&self, user: &User, call_id: Uuid) -> Result<(), CallError> {
         let id = user.id;
@@ -644,6 +794,7 @@ impl CallService {
     /// call in its own savepoint (one that cannot be ended is logged and left for the next
     /// start); returns how many were ended.
     pub async fn end_live_calls(&self, why: &'static str) -> Result<usize, CallError> {
+        let inner = self.inner.clone();
         self.inner
             .store
             .run(move |db| {
@@ -656,6 +807,7 @@ impl CallService {
                         };
                         let before = call.clone();
                         let events = call.end_by_server(why, now);
+                        inner.summarise(db, &before, &mut call)?;
                         db.save_call(&before, &call)?;
                         db.emit(events);
                         Ok(before.status.is_live())
@@ -673,6 +825,7 @@ impl CallService {
     /// The ring timeout for every call past it; returns when the next one is due.
     pub async fn expire_ringing(&self, now: Timestamp) -> Result<Option<Timestamp>, CallError> {
         let timeout = self.inner.settings.ring_timeout;
+        let inner = self.inner.clone();
         self.inner
             .store
             .run(move |db| {
@@ -685,6 +838,7 @@ impl CallService {
                         if let Some(mut call) = db.load_call(id)? {
                             let before = call.clone();
                             let events = call.expire_ringing(timeout, now);
+                            inner.summarise(db, &before, &mut call)?;
                             db.save_call(&before, &call)?;
                             db.emit(events);
                         }

@@ -65,6 +65,8 @@ pub fn layer(state: Arc<ApiState>) -> SocketIoLayer {
     let (layer, io) = SocketIo::builder()
         .max_buffer_size(ws::QUEUE)
         .max_payload(ws::MAX_FRAME as u64)
+        .ping_interval(ws::PING_EVERY)
+        .ping_timeout(ws::PING_TIMEOUT)
         .build_layer();
     let auth_state = state.clone();
     let authenticate = move |s: SocketRef, TryData(auth): TryData<Handshake>| {

@@ -662,6 +662,46 @@ impl Db {
         Ok(())
     }
 
+    /// The `media_stats` of a call's participants who have some, by user.
+    pub fn media_stats(&self, call_id: Uuid) -> Result<Vec<(Uuid, String)>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT user_id, media_stats FROM call_participants
+             WHERE call_id = ?1 AND media_stats IS NOT NULL",
+        )?;
+        let rows = stmt.query_map([call_id.to_string()], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (user, stats) = row?;
+            out.push((uuid(&user)?, stats));
+        }
+        Ok(out)
+    }
+
+    /// Writes a participant's `media_stats` (JSON text) and `connection_quality`.
+    pub fn set_media_stats(
+        &self,
+        participant: Uuid,
+        stats: &str,
+        quality: &str,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "UPDATE call_participants SET media_stats = ?2, connection_quality = ?3,
+                   updated_at = ?4
+                 WHERE id = ?1",
+            )?
+            .execute(params![
+                participant.to_string(),
+                stats,
+                quality,
+                now.to_string()
+            ])?;
+        Ok(())
+    }
+
     pub fn load_call(&self, id: Uuid) -> Result<Option<Call>, StoreError> {
         let row = self
             .conn

@@ -17,7 +17,8 @@
 //! A refused frame is answered `{"event": "error", "data": {"code", "message", "event"}}`.
 //! Bounds: frames of at most [`MAX_FRAME`] bytes, [`RATE`] frames per second (a burst of
 //! [`BURST`]), [`QUEUE`] messages queued towards a socket (a socket that falls further behind
-//! is closed), [`MAX_SOCKETS_PER_USER`] sockets per user.
+//! is closed), [`MAX_SOCKETS_PER_USER`] sockets per user. An idle socket is pinged every
+//! [`PING_EVERY`] and closed when [`PING_TIMEOUT`] more pass without a word from it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,6 +35,7 @@ use uuid::Uuid;
 use crate::api::{ApiError, ApiState};
 use crate::call::User;
 use crate::hub::{Hub, Message, Outbox, Signal, SocketId};
+use crate::quality::Figures;
 use crate::service::{CallError, MediaRequest};
 
 /// The largest client frame.
@@ -46,6 +48,13 @@ pub const BURST: f64 = 100.0;
 pub const QUEUE: usize = 256;
 /// Sockets (devices, tabs) one user may hold.
 pub const MAX_SOCKETS_PER_USER: usize = 16;
+/// The server pings an idle socket this often (Engine.IO's default `pingInterval`, which the
+/// Socket.IO side keeps too)...
+pub const PING_EVERY: Duration = Duration::from_secs(25);
+/// ...and closes it when nothing at all, not even the pong, has come this long after the
+/// ping (Engine.IO's `pingTimeout`). A peer that vanished without closing (a NAT that dropped
+/// the mapping, a laptop lid) is then detached, and the reconnect grace starts.
+pub const PING_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// `GET /ws`.
 pub async fn handler(
@@ -153,6 +162,17 @@ struct MediaIn {
     screen_sharing: Option<bool>,
 }
 
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct StatsIn {
+    call_id: Uuid,
+    rtt: Option<f64>,
+    jitter: Option<f64>,
+    packet_loss: Option<f64>,
+    bitrate: Option<f64>,
+    relayed: Option<bool>,
+}
+
 async fn serve(s: Arc<ApiState>, user: User, socket: WebSocket) {
     let hub = s.hub.clone();
     let (tx, mut rx) = mpsc::channel::<Out>(QUEUE);
@@ -176,8 +196,24 @@ async fn serve(s: Arc<ApiState>, user: User, socket: WebSocket) {
     };
     tracing::debug!(user = %user.id, "ws connected");
     let mut bucket = Bucket::new();
+    let mut heard = tokio::time::Instant::now();
+    let mut ping = tokio::time::interval_at(heard + PING_EVERY, PING_EVERY);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            _ = ping.tick() => {
+                if heard.elapsed() >= PING_EVERY + PING_TIMEOUT {
+                    tracing::debug!(user = %user.id, "ws ping timeout");
+                    let close = CloseFrame { code: 1001, reason: Utf8Bytes::from_static("ping timeout") };
+                    let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(Frame::Close(Some(close)))).await;
+                    break;
+                }
+                if heard.elapsed() >= PING_EVERY
+                    && socket.send(Frame::Ping(Default::default())).await.is_err()
+                {
+                    break;
+                }
+            }
             out = rx.recv() => {
                 let Some(out) = out else { break };
                 if socket.send(Frame::Text(out.text().into())).await.is_err() {
@@ -205,6 +241,7 @@ async fn serve(s: Arc<ApiState>, user: User, socket: WebSocket) {
                 break;
             }
             incoming = socket.recv() => {
+                heard = tokio::time::Instant::now();
                 let text = match incoming {
                     Some(Ok(Frame::Close(_))) | None | Some(Err(_)) => break,
                     Some(Ok(Frame::Ping(_) | Frame::Pong(_))) => continue, // answered by the library
@@ -373,6 +410,20 @@ pub async fn dispatch(
                 screen_sharing: m.screen_sharing,
             };
             to_value(s.calls.media(user, m.call_id, req).await)
+        }
+        "call:stats" => {
+            let m: StatsIn = match serde_json::from_str(data) {
+                Ok(m) => m,
+                Err(e) => return invalid(e),
+            };
+            let figures = Figures {
+                rtt: m.rtt,
+                jitter: m.jitter,
+                packet_loss: m.packet_loss,
+                bitrate: m.bitrate,
+                relayed: m.relayed,
+            };
+            to_value(s.calls.record_stats(user, m.call_id, figures).await)
         }
         _ => return Reply::error("unknown_event", format!("unknown event `{event}`")),
     };

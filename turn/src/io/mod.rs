@@ -27,7 +27,7 @@ use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::ops::RangeInclusive;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -35,7 +35,7 @@ use rand::Rng;
 
 use crate::proto::{
     AllocId, ClientAction, CloseReason, Command, Event, Family, FiveTuple, OpenError, Server,
-    ServerConfig, Time, Transport, PEER_HEADROOM, PEER_TAILROOM,
+    ServerConfig, Time, Transport, Usage, PEER_HEADROOM, PEER_TAILROOM,
 };
 use epoll::{Epoll, EventFd};
 use stream::Conn;
@@ -51,6 +51,11 @@ const EVENTS: usize = 256;
 const BATCH: usize = 16;
 /// Kernel buffer sizes asked for on listener sockets, which carry every client's traffic.
 const LISTENER_BUFFER: usize = 4 << 20;
+/// How often the relay thread publishes what each user's allocations relayed
+/// ([`Stats::user_usage`]).
+const USAGE_EVERY: Duration = Duration::from_secs(1);
+/// A user without allocations is forgotten this long after their last one closed.
+const USAGE_KEPT: Duration = Duration::from_secs(3600);
 /// Tries at binding UDP and TCP on one free port when a listener asks for port 0.
 const PORT_PAIR_TRIES: usize = 16;
 
@@ -133,6 +138,20 @@ pub struct Stats {
     pub connections_dropped: AtomicU64,
     /// Messages not queued to a connection whose outgoing queue was full (a slow reader).
     pub stream_drops: AtomicU64,
+    /// What each user's allocations relayed, closed and open, as of the last publication
+    /// (every [`USAGE_EVERY`]); see [`Stats::user_usage`].
+    users: Mutex<HashMap<Box<str>, Usage>>,
+}
+
+impl Stats {
+    /// What the allocations of `user` (the part of the username after the expiry) have
+    /// relayed since the relay started, at most about a second old. The counters only grow
+    /// while the user holds an allocation, or closed one within the last hour; after that they
+    /// start again from zero.
+    pub fn user_usage(&self, user: &str) -> Usage {
+        let users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        users.get(user).copied().unwrap_or_default()
+    }
 }
 
 /// A running relay.
@@ -224,6 +243,9 @@ impl Relay {
             unauthenticated_timeout: config.unauthenticated_timeout,
             stall_timeout: config.stall_timeout,
             next_conn_check: None,
+            closed_usage: HashMap::new(),
+            next_usage: Time::from_unix_millis(0),
+            usage_changed: false,
             relays: Vec::new(),
             ports_used: [vec![0u64; 1024], vec![0u64; 1024]],
             stats: stats.clone(),
@@ -373,6 +395,11 @@ struct Driver {
     /// Bitmaps of the relay ports this process holds, per family.
     ports_used: [Vec<u64>; 2],
     stats: Arc<Stats>,
+    /// What closed allocations relayed, per user, and when the user's last one closed.
+    closed_usage: HashMap<Box<str>, (Usage, Time)>,
+    /// When [`Stats::user_usage`] is next published, if allocations are open or one closed.
+    next_usage: Time,
+    usage_changed: bool,
     clock: Clock,
     /// The hairpin's second buffer.
     scratch: Vec<u8>,
@@ -434,14 +461,50 @@ impl Driver {
             if self.next_conn_check.is_some_and(|t| t <= now) {
                 self.check_conns(now);
             }
+            if self.publishing() && self.next_usage <= now {
+                self.publish_usage(now);
+            }
             self.drain(now);
         }
+    }
+
+    /// Publishes what each user's allocations, open and closed, relayed
+    /// ([`Stats::user_usage`]); forgets users idle for [`USAGE_KEPT`].
+    fn publish_usage(&mut self, now: Time) {
+        self.next_usage = now + USAGE_EVERY;
+        self.usage_changed = false;
+        let mut users: HashMap<Box<str>, Usage> = HashMap::new();
+        for (user, usage) in self.server.usage_by_user() {
+            match users.get_mut(user) {
+                Some(u) => *u += usage,
+                None => {
+                    users.insert(user.into(), usage);
+                }
+            }
+        }
+        self.closed_usage
+            .retain(|user, (_, at)| users.contains_key(user) || *at + USAGE_KEPT > now);
+        for (user, (usage, _)) in &self.closed_usage {
+            *users.entry(user.clone()).or_default() += *usage;
+        }
+        *self.stats.users.lock().unwrap_or_else(|e| e.into_inner()) = users;
+    }
+
+    /// Whether usage is to be published: while allocations are open, and once after one closed.
+    fn publishing(&self) -> bool {
+        self.server.allocation_count() > 0 || self.usage_changed
     }
 
     fn poll_timeout_ms(&self) -> i32 {
         let next = match (self.server.poll_timeout(), self.next_conn_check) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
+        };
+        let publishing = self.publishing();
+        let next = match next {
+            Some(t) if publishing => Some(t.min(self.next_usage)),
+            None if publishing => Some(self.next_usage),
+            other => other,
         };
         match next {
             None => -1,
@@ -612,6 +675,13 @@ impl Driver {
                     "allocation closed"
                 );
                 tracing::debug!(alloc = id.to_u64(), %user, "allocation owner");
+                let closed = self
+                    .closed_usage
+                    .entry(user)
+                    .or_insert((Usage::default(), now));
+                closed.0 += usage;
+                closed.1 = now;
+                self.usage_changed = true;
                 if tuple.is_stream() {
                     // The connection served that allocation; it closes once its last answer
                     // (a Refresh's, say) is out.

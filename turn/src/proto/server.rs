@@ -194,6 +194,15 @@ impl Server {
         self.get(id).map(|a| a.usage)
     }
 
+    /// What each open allocation has relayed so far, with the user it belongs to (the part of
+    /// its username after the expiry).
+    pub fn usage_by_user(&self) -> impl Iterator<Item = (&str, Usage)> {
+        self.slots
+            .iter()
+            .filter_map(|s| s.allocation.as_ref())
+            .map(|a| (a.user(), a.usage))
+    }
+
     /// The next STUN message to send to a client.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.transmits.pop_front()
