@@ -12,7 +12,9 @@
 //!   live call;
 //! - `call:accept`, `call:reject`, `call:end` with `{callId}` and `call:media` with `{callId,
 //!   audioEnabled?, videoEnabled?, screenSharing?}`: the REST transitions, answered with an
-//!   `ack` frame holding the REST response body.
+//!   `ack` frame holding the REST response body;
+//! - `call:stats` with `{callId, rtt?, jitter?, packetLoss?, bitrate?, relayed?}`: a joined
+//!   participant's connection report (see [`crate::quality`]), acked `{success, quality}`.
 //!
 //! A refused frame is answered `{"event": "error", "data": {"code", "message", "event"}}`.
 //! Bounds: frames of at most [`MAX_FRAME`] bytes, [`RATE`] frames per second (a burst of
