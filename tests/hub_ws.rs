@@ -1,8 +1,9 @@
 //! The signaling hub's JSON WebSocket (`/ws`, signaling/src/ws.rs) through the real daemon:
 //! real sockets on loopback beside the REST API, one daemon per test. Authentication of the
 //! upgrade, a 1:1 call signaled end to end, every refusal (answered with an `error` frame,
-//! nothing delivered to anyone), several devices of one user, the transport's bounds and a
-//! stop with sockets connected.
+//! nothing delivered to anyone), several devices of one user, the transport's bounds, a stop
+//! with sockets connected, a group call of four with its joins and leaves, and the ring
+//! timeout seen from the sockets.
 //!
 //! Every wait is bounded: [`FRAME_WAIT`] for a frame that must come, [`QUIET`] for "nothing is
 //! delivered".
@@ -46,20 +47,29 @@ struct World {
     bob: Person,
     /// A member of the conversation who is never invited to its calls.
     eve: Person,
+    /// Two more members, for group calls.
+    carol: Person,
+    dave: Person,
     conv: Uuid,
 }
 
 impl World {
     fn start() -> World {
+        World::start_with(Options::default())
+    }
+
+    /// [`World::start`] with `options` added to the daemon's config.
+    fn start_with(options: Options) -> World {
         blocking(|| {
-            let d = Daemon::start_with(Options::default());
+            let d = Daemon::start_with(options);
             let api = d.api();
             let (alice, bob, eve) = (Person::new("Alice"), Person::new("Bob"), Person::new("Eve"));
-            for p in [&alice, &bob, &eve] {
+            let (carol, dave) = (Person::new("Carol"), Person::new("Dave"));
+            for p in [&alice, &bob, &eve, &carol, &dave] {
                 api.provision(p);
             }
             let conv = Uuid::new_v4();
-            let members = json!({"memberIds": [alice.id, bob.id, eve.id]});
+            let members = json!({"memberIds": [alice.id, bob.id, eve.id, carol.id, dave.id]});
             let path = format!("/api/admin/conversations/{conv}");
             let (s, body) = api.json("PUT", &path, Some(ADMIN_TOKEN), &members);
             assert_eq!(s, 200, "PUT conversation: {body}");
@@ -69,6 +79,8 @@ impl World {
                 alice,
                 bob,
                 eve,
+                carol,
+                dave,
                 conv,
             }
         })
@@ -1161,4 +1173,460 @@ async fn stop_closes_the_sockets_and_exits() {
         "{:#?}",
         w.d.log()
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. A group call of four: joins, full-mesh signaling, a reject, leaves, the end.
+
+/// `(userId, userName, userIdentifier, status)` of each participant in `v`'s `participants`.
+fn roster(v: &Value) -> Vec<(String, String, String, String)> {
+    v["participants"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no participants: {v}"))
+        .iter()
+        .map(|p| {
+            let s = |k: &str| {
+                p[k].as_str()
+                    .unwrap_or_else(|| panic!("{k}: {p}"))
+                    .to_owned()
+            };
+            (s("userId"), s("userName"), s("userIdentifier"), s("status"))
+        })
+        .collect()
+}
+
+/// A relayed message: `from` sends `signal` (`offer`, `answer` or `candidate` in
+/// `call:offer`, ...) to `target`, who must get it from `from`'s user, as the server says.
+async fn relay(from: &mut Ws, from_id: &str, to: &mut Ws, to_id: &str, call: &str, n: u32) {
+    for (event, field, payload) in [
+        ("call:offer", "offer", offer_sdp()),
+        ("call:answer", "answer", answer_sdp()),
+        ("call:ice-candidate", "candidate", candidate(n)),
+    ] {
+        from.send(json!({"event": event,
+                         "data": {"callId": call, "targetUserId": to_id, field: payload}}))
+            .await;
+        let got = to.expect(event).await;
+        assert_eq!(
+            got,
+            json!({"callId": call, "fromUserId": from_id, field: payload}),
+            "{} -> {}: {event}",
+            from.who,
+            to.who
+        );
+    }
+}
+
+/// `joiner` (user `id`) accepts `call` over its socket: the ack is the REST answer; each of
+/// `hearers` gets `call:participant-joined` with the joiner's name and email.
+async fn accept(joiner: &mut Ws, call: &str, id: &str, hearers: &mut [&mut Ws]) {
+    let ack = joiner
+        .ack("call:accept", json!({"callId": call}), json!(joiner.who))
+        .await;
+    assert_eq!(ack["callId"], call, "{ack}");
+    assert_eq!(ack["status"], "active", "{ack}");
+    assert!(ack["startedAt"].is_string(), "{ack}");
+    let joined = json!({"callId": call, "userId": id, "userName": joiner.who,
+                        "userIdentifier": format!("{}@example.com", joiner.who.to_lowercase())});
+    for h in hearers {
+        assert_eq!(
+            h.expect("call:participant-joined").await,
+            joined,
+            "{}",
+            h.who
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_call_of_four_with_joins_and_leaves() {
+    let w = World::start();
+    let id = |p: &Person| p.id.to_string();
+    let (a, b, c, d) = (id(&w.alice), id(&w.bob), id(&w.carol), id(&w.dave));
+    let mut alice = w.open(&w.alice).await;
+    let mut bob = w.open(&w.bob).await;
+    let mut carol = w.open(&w.carol).await;
+    let mut dave = w.open(&w.dave).await;
+    // A member of the conversation who is not invited: she hears nothing of the call.
+    let mut eve = w.open(&w.eve).await;
+
+    // Alice calls Bob, Carol and Dave: each is rung with the four participants, the caller
+    // (joined) first.
+    let call = w.call(&w.alice, &[&w.bob, &w.carol, &w.dave]);
+    let expected: Vec<(String, String, String, String)> = [
+        (&a, "Alice", "joined"),
+        (&b, "Bob", "invited"),
+        (&c, "Carol", "invited"),
+        (&d, "Dave", "invited"),
+    ]
+    .iter()
+    .map(|(id, name, status)| {
+        let email = format!("{}@example.com", name.to_lowercase());
+        (id.to_string(), name.to_string(), email, status.to_string())
+    })
+    .collect();
+    let mut first = None;
+    for s in [&mut bob, &mut carol, &mut dave] {
+        let incoming = s.expect("call:incoming").await;
+        common::assert_fields(
+            &incoming,
+            &json!({"callId": call, "conversationId": w.conv.to_string(), "type": "video",
+                    "initiatedBy": a}),
+        );
+        assert_eq!(roster(&incoming), expected, "{}: {incoming}", s.who);
+        // The same event to every invitee.
+        assert_eq!(first.get_or_insert_with(|| incoming.clone()), &incoming);
+    }
+    alice.quiet().await;
+    eve.quiet().await;
+
+    // Bob and Carol accept over their sockets: each gets the REST answer as an ack, and every
+    // other live participant (Dave, still ringing, too) hears who joined.
+    accept(
+        &mut bob,
+        &call,
+        &b,
+        &mut [&mut alice, &mut carol, &mut dave],
+    )
+    .await;
+    accept(
+        &mut carol,
+        &call,
+        &c,
+        &mut [&mut alice, &mut bob, &mut dave],
+    )
+    .await;
+    let stored = w.get_call(&w.alice, &call);
+    assert_eq!(stored["status"], "active", "{stored}");
+    assert!(stored["sfuRoomId"].is_null(), "{stored}");
+
+    // Full mesh among the three joined: every pair offers, answers and sends a candidate,
+    // each relayed only to its target with the server's `fromUserId`.
+    relay(&mut alice, &a, &mut bob, &b, &call, 1).await;
+    relay(&mut bob, &b, &mut alice, &a, &call, 2).await;
+    relay(&mut alice, &a, &mut carol, &c, &call, 3).await;
+    relay(&mut carol, &c, &mut alice, &a, &call, 4).await;
+    relay(&mut bob, &b, &mut carol, &c, &call, 5).await;
+    relay(&mut carol, &c, &mut bob, &b, &call, 6).await;
+    // A `fromUserId` in the client's data is not believed.
+    carol
+        .send(json!({"event": "call:ice-candidate",
+                     "data": {"callId": call, "targetUserId": b, "candidate": candidate(7),
+                              "fromUserId": d}}))
+        .await;
+    assert_eq!(
+        bob.expect("call:ice-candidate").await,
+        json!({"callId": call, "fromUserId": c, "candidate": candidate(7)})
+    );
+    for s in [&mut alice, &mut bob, &mut carol, &mut dave, &mut eve] {
+        s.quiet().await;
+    }
+
+    // Dave rejects: his ack says the call goes on; the three others hear he is out, and so do
+    // his own devices (any still ringing stop), in either order with the ack.
+    let (ack, own) = dave
+        .ack_and_event("call:reject", json!({"callId": call}), json!("d"))
+        .await;
+    assert_eq!(
+        ack,
+        json!({"callId": call, "status": "rejected", "callStatus": "active"})
+    );
+    let dave_left = json!({"callId": call, "userId": d, "reason": "rejected"});
+    assert_eq!(
+        own,
+        json!({"event": "call:participant-left", "data": dave_left})
+    );
+    for s in [&mut alice, &mut bob, &mut carol] {
+        assert_eq!(
+            s.expect("call:participant-left").await,
+            dave_left,
+            "{}",
+            s.who
+        );
+    }
+    // Out of the call, Dave can no longer signal in it, nor be signaled.
+    let offer_to = |target: &str, id: &str| {
+        json!({"event": "call:offer", "id": id,
+               "data": {"callId": call, "targetUserId": target, "offer": offer_sdp()}})
+    };
+    dave.refused(offer_to(&a, "d1"), "not_in_call", "call:offer")
+        .await;
+    let ice = json!({"event": "call:ice-candidate", "id": "d2",
+        "data": {"callId": call, "targetUserId": b, "candidate": candidate(8)}});
+    dave.refused(ice, "not_in_call", "call:ice-candidate").await;
+    carol
+        .refused(offer_to(&d, "c1"), "not_a_participant", "call:offer")
+        .await;
+
+    // Carol hangs up: she leaves (her ack), Alice and Bob hear it, the call goes on.
+    let ack = carol
+        .ack("call:end", json!({"callId": call}), json!("c"))
+        .await;
+    assert_eq!(
+        ack,
+        json!({"callId": call, "status": "left", "callStatus": "active", "duration": null,
+               "endReason": null})
+    );
+    let carol_left = json!({"callId": call, "userId": c, "reason": "left"});
+    for s in [&mut alice, &mut bob] {
+        assert_eq!(
+            s.expect("call:participant-left").await,
+            carol_left,
+            "{}",
+            s.who
+        );
+    }
+    carol
+        .refused(offer_to(&a, "c2"), "not_in_call", "call:offer")
+        .await;
+    alice
+        .refused(offer_to(&c, "a1"), "not_a_participant", "call:offer")
+        .await;
+    // Dave, who rejected, is still refused.
+    dave.refused(offer_to(&b, "d3"), "not_in_call", "call:offer")
+        .await;
+    // Alice and Bob still signal each other.
+    relay(&mut bob, &b, &mut alice, &a, &call, 9).await;
+    assert_eq!(w.get_call(&w.bob, &call)["status"], "active");
+    for s in [&mut carol, &mut dave, &mut eve] {
+        s.quiet().await;
+    }
+
+    // Bob hangs up: fewer than two joined, the call is over. `call:ended` to Alice and to Bob
+    // (his ack and the event, in either order); Carol and Dave are no longer told anything.
+    let ended = json!({"callId": call, "reason": "ended-by-user", "endedBy": b});
+    let (ack, own) = bob
+        .ack_and_event("call:end", json!({"callId": call}), json!("b"))
+        .await;
+    common::assert_fields(
+        &ack,
+        &json!({"callId": call, "status": "ended", "callStatus": "ended",
+                "endReason": "ended-by-user"}),
+    );
+    assert!(ack["duration"].is_u64(), "{ack}");
+    assert_eq!(own, json!({"event": "call:ended", "data": ended}));
+    assert_eq!(alice.expect("call:ended").await, ended);
+    alice
+        .refused(offer_to(&b, "a2"), "not_in_call", "call:offer")
+        .await;
+    for s in [&mut alice, &mut bob, &mut carol, &mut dave, &mut eve] {
+        s.quiet().await;
+    }
+
+    // The store: the call ended by Bob; Alice, Bob and Carol joined then left, Dave rejected.
+    let db = common::open_store(&w.d.store_path());
+    let calls = common::query_rows(
+        &db,
+        "SELECT status, end_reason, started_at IS NOT NULL AS started,
+                ended_at IS NOT NULL AS ended, sfu_room_id
+         FROM calls WHERE id = ?1",
+        &[&call],
+    );
+    assert_eq!(
+        calls,
+        [
+            json!({"status": "ended", "end_reason": "ended-by-user", "started": 1, "ended": 1,
+                "sfu_room_id": null})
+        ]
+    );
+    let mut rows = common::query_rows(
+        &db,
+        "SELECT user_id, status, joined_at IS NOT NULL AS joined, left_at IS NOT NULL AS gone
+         FROM call_participants WHERE call_id = ?1",
+        &[&call],
+    );
+    rows.sort_by_key(|r| {
+        [&a, &b, &c, &d]
+            .iter()
+            .position(|u| r["user_id"] == json!(u))
+            .unwrap_or(usize::MAX)
+    });
+    let row = |user: &str, status: &str, joined: i32, gone: i32| json!({"user_id": user, "status": status, "joined": joined, "gone": gone});
+    assert_eq!(
+        rows,
+        [
+            row(&a, "left", 1, 1),
+            row(&b, "left", 1, 1),
+            row(&c, "left", 1, 1),
+            row(&d, "rejected", 0, 0),
+        ]
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 8. The ring timeout, seen from the sockets.
+
+/// `calls.ring_timeout` of the daemon in [`ring_timeout_misses_the_call`].
+const RING_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ring_timeout_misses_the_call() {
+    let w = World::start_with(Options {
+        calls: format!("ring_timeout = \"{}s\"", RING_TIMEOUT.as_secs()),
+        ..Options::default()
+    });
+    let id = |p: &Person| p.id.to_string();
+    let (a, b, c) = (id(&w.alice), id(&w.bob), id(&w.carol));
+    let mut alice = w.open(&w.alice).await;
+    let mut phone = w.open(&w.bob).await;
+    let mut laptop = w.open(&w.bob).await;
+    let db = common::open_store(&w.d.store_path());
+
+    // A 1:1 call nobody answers: both of Bob's devices ring, then everyone (the caller too)
+    // hears it ended `no-answer`, ended by nobody, once the timeout has passed.
+    let before = Instant::now();
+    let call = w.call(&w.alice, &[&w.bob]);
+    for s in [&mut phone, &mut laptop] {
+        assert_eq!(s.expect("call:incoming").await["callId"], call, "{}", s.who);
+    }
+    // Delivered, the invitation rings (so the timeout misses a ringing invitee).
+    let rang = blocking(|| {
+        common::wait_until(FRAME_WAIT, || {
+            w.api.call(&w.alice, &call)["participants"][1]["status"] == "ringing"
+        })
+    });
+    assert!(rang, "Bob never rang: {}", w.get_call(&w.alice, &call));
+    let ended = json!({"callId": call, "reason": "no-answer", "endedBy": null});
+    for s in [&mut phone, &mut laptop, &mut alice] {
+        match s.next_within(RING_TIMEOUT + FRAME_WAIT).await {
+            Next::Frame(f) => {
+                assert_eq!(
+                    f,
+                    json!({"event": "call:ended", "data": ended}),
+                    "{}",
+                    s.who
+                )
+            }
+            other => panic!("{}: no call:ended after the ring timeout: {other:?}", s.who),
+        }
+    }
+    let took = before.elapsed();
+    eprintln!("call:ended (no-answer) {took:?} after the initiate");
+    // Not before the timeout (created_at is after `before`; a little slack for the clocks).
+    assert!(
+        took >= RING_TIMEOUT - Duration::from_millis(50),
+        "ended after {took:?}"
+    );
+
+    // The store: missed, Bob missed, Alice (who never talked to anyone) left.
+    let calls = common::query_rows(
+        &db,
+        "SELECT status, end_reason, duration_seconds, started_at, ended_at IS NOT NULL AS ended
+         FROM calls WHERE id = ?1",
+        &[&call],
+    );
+    assert_eq!(
+        calls,
+        [
+            json!({"status": "missed", "end_reason": "no-answer", "duration_seconds": 0,
+                "started_at": null, "ended": 1})
+        ]
+    );
+    let participants = |call: &str| {
+        let mut rows = common::query_rows(
+            &db,
+            "SELECT user_id, status FROM call_participants WHERE call_id = ?1",
+            &[&call],
+        );
+        rows.sort_by_key(|r| {
+            [&a, &b, &c]
+                .iter()
+                .position(|u| r["user_id"] == json!(u))
+                .unwrap_or(usize::MAX)
+        });
+        rows.into_iter()
+            .map(|r| r["status"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(participants(&call), ["left", "missed"]);
+
+    // Over: nobody signals in it any more, and it cannot be answered (409, as over REST).
+    let offer = |call: &str, target: &str, id: &str| {
+        json!({"event": "call:offer", "id": id,
+               "data": {"callId": call, "targetUserId": target, "offer": offer_sdp()}})
+    };
+    alice
+        .refused(offer(&call, &b, "late-a"), "not_in_call", "call:offer")
+        .await;
+    let ice = json!({"event": "call:ice-candidate", "id": "late-b",
+        "data": {"callId": call, "targetUserId": a, "candidate": candidate(1)}});
+    laptop
+        .refused(ice, "not_in_call", "call:ice-candidate")
+        .await;
+    let accept = json!({"event": "call:accept", "data": {"callId": call}, "id": "late"});
+    phone
+        .refused(accept, "invalid_transition", "call:accept")
+        .await;
+    let (s, body) = blocking(|| w.api.act(&w.bob, &call, "answer"));
+    assert_eq!((s, common::error_code(&body)), (409, "invalid_transition"));
+    for s in [&mut alice, &mut phone, &mut laptop] {
+        s.quiet().await;
+    }
+
+    // In a group call someone answered, the timeout only takes out who is still ringing: a
+    // `call:participant-left` (reason `missed`) to everyone, the one who missed it too, and
+    // the call goes on.
+    let mut carol = w.open(&w.carol).await;
+    let group = w.call(&w.alice, &[&w.bob, &w.carol]);
+    phone.expect("call:incoming").await;
+    laptop.expect("call:incoming").await;
+    carol.expect("call:incoming").await;
+    let ack = phone
+        .ack("call:accept", json!({"callId": group}), json!("p"))
+        .await;
+    assert_eq!(ack["status"], "active", "{ack}");
+    assert_eq!(
+        laptop.expect("call:answered-elsewhere").await,
+        json!({"callId": group, "userId": b})
+    );
+    for s in [&mut alice, &mut carol] {
+        assert_eq!(s.expect("call:participant-joined").await["userId"], b);
+    }
+    let missed = json!({"callId": group, "userId": c, "reason": "missed"});
+    for s in [&mut carol, &mut alice, &mut phone, &mut laptop] {
+        match s.next_within(RING_TIMEOUT + FRAME_WAIT).await {
+            Next::Frame(f) => assert_eq!(
+                f,
+                json!({"event": "call:participant-left", "data": missed}),
+                "{}",
+                s.who
+            ),
+            other => panic!("{}: nothing after the ring timeout: {other:?}", s.who),
+        }
+    }
+    assert_eq!(participants(&group), ["joined", "joined", "missed"]);
+    assert_eq!(w.get_call(&w.alice, &group)["status"], "active");
+    // Carol, out of the call, cannot signal in it; Alice and Bob still can.
+    let ice = json!({"event": "call:ice-candidate", "id": "c",
+        "data": {"callId": group, "targetUserId": a, "candidate": candidate(2)}});
+    carol
+        .refused(ice, "not_in_call", "call:ice-candidate")
+        .await;
+    alice
+        .refused(
+            offer(&group, &c, "to-carol"),
+            "not_a_participant",
+            "call:offer",
+        )
+        .await;
+    alice
+        .send(json!({"event": "call:offer",
+                     "data": {"callId": group, "targetUserId": b, "offer": offer_sdp()}}))
+        .await;
+    for s in [&mut phone, &mut laptop] {
+        assert_eq!(s.expect("call:offer").await["fromUserId"], a, "{}", s.who);
+    }
+    // A group call that is still going may be joined after missing it.
+    let ack = carol
+        .ack("call:accept", json!({"callId": group}), json!("late"))
+        .await;
+    assert_eq!(ack["status"], "active", "{ack}");
+    for s in [&mut alice, &mut phone, &mut laptop] {
+        let joined = s.expect("call:participant-joined").await;
+        assert_eq!(joined["userId"], c, "{}: {joined}", s.who);
+    }
+    assert_eq!(participants(&group), ["joined", "joined", "joined"]);
+    for s in [&mut alice, &mut phone, &mut laptop, &mut carol] {
+        s.quiet().await;
+    }
 }
