@@ -5,7 +5,8 @@
 //! - `sio_devices.mjs`: one user's two devices (websocket and polling) both rung, the first
 //!   answer wins, the other hears `call:answered-elsewhere`;
 //! - `sio_refused.mjs`: every forbidden message refused, in the acknowledgement when the
-//!   client asks for one and with an `error` event when not, delivering nothing to anyone.
+//!   client asks for one and with an `error` event when not, delivering nothing to anyone;
+//!   messages over the size bound; data that is not an object.
 //!
 //! Each script prints `ok <step>` per step and exits 1 at the first failed expectation; every
 //! wait in it is bounded, and the script itself is killed after [`SCRIPT_LIMIT`]. The test then
@@ -287,6 +288,58 @@ fn every_forbidden_message_is_refused_over_socket_io() {
         [
             ("Alice".into(), "left".into()),
             ("Bob".into(), "left".into())
+        ]
+    );
+}
+
+/// Messages over 64 KiB are refused on both transports (the connection may end for it, as on
+/// `/ws`), never relayed; under it they are relayed whole.
+#[test]
+fn oversized_messages_are_refused_over_socket_io() {
+    let w = World::start();
+    let cfg = w.config(json!({"part": "oversized"}));
+    let out = w.run(
+        "sio_refused.mjs",
+        &cfg,
+        &[
+            "polling: a 60000-byte offer acked as relayed",
+            "polling: bob got the 60000-byte offer whole",
+            "websocket: a 60000-byte offer acked as relayed",
+            "websocket: bob got the 60000-byte offer whole",
+            "polling, with an ack: a 100000-byte offer refused",
+            "polling, without an ack: a 100000-byte offer refused",
+            "websocket, with an ack: a 100000-byte offer refused",
+            "websocket, without an ack: a 100000-byte offer refused",
+            "bob got the new socket's offer",
+        ],
+    );
+    let (call, _) = w.stored(&out);
+    assert_eq!(call["status"], "active", "{call}");
+}
+
+/// Data that is an array instead of an object is refused (`invalid_field`), performing
+/// nothing: as over `/ws` (tests/hub_ws.rs `data_that_is_an_array_is_refused`).
+#[test]
+fn data_that_is_an_array_is_refused_over_socket_io() {
+    let w = World::start();
+    let cfg = w.config(json!({"part": "arrays"}));
+    let out = w.run(
+        "sio_refused.mjs",
+        &cfg,
+        &[
+            "Alice: an offer's fields as an array",
+            "Alice: media flags as an array",
+            "Alice: a call id in an array",
+            "data as arrays: Bob got only its 0 error events",
+        ],
+    );
+    let (call, participants) = w.stored(&out);
+    assert_eq!(call["status"], "active", "{call}");
+    assert_eq!(
+        participants,
+        [
+            ("Alice".into(), "joined".into()),
+            ("Bob".into(), "joined".into())
         ]
     );
 }

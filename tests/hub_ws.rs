@@ -786,6 +786,52 @@ async fn refused_frames_deliver_nothing() {
     alice.quiet().await;
 }
 
+/// A message's `data` is an object, as the spec writes every payload: serde would also take a
+/// struct from a JSON array, field by field, so `[callId, targetUserId, offer, ...]` must be
+/// refused as a wrong type (`invalid_field`), like any other, and perform nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_that_is_an_array_is_refused() {
+    let w = World::start();
+    let b = w.bob.id.to_string();
+    let mut alice = w.open(&w.alice).await;
+    let mut bob = w.open(&w.bob).await;
+    let call = w.call(&w.alice, &[&w.bob]);
+    bob.expect("call:incoming").await;
+    w.act(&w.bob, &call, "answer");
+    alice.expect("call:participant-joined").await;
+
+    let offer = offer_sdp();
+    for (n, frame) in [
+        json!({"event": "call:offer", "id": 1, "data": [call, b, offer, null, null]}),
+        json!({"event": "call:ice-candidate", "id": 2,
+               "data": [call, b, null, null, candidate(1)]}),
+        json!({"event": "call:media", "id": 3, "data": [call, false, null, null]}),
+        json!({"event": "call:end", "id": 4, "data": [call]}),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let event = frame["event"].as_str().unwrap().to_owned();
+        alice.send(frame.clone()).await;
+        let reply = match alice.next_within(FRAME_WAIT).await {
+            Next::Frame(f) => f,
+            other => panic!(
+                "{frame}: no answer ({other:?}); performed instead? Bob got {:?}",
+                bob.next_within(QUIET).await
+            ),
+        };
+        assert_error(&reply, "invalid_field", &event, Some(&json!(n + 1)));
+    }
+    bob.quiet().await;
+    alice.quiet().await;
+    let stored = w.get_call(&w.alice, &call);
+    assert_eq!(stored["status"], "active", "{stored}");
+    assert_eq!(
+        stored["participants"][0]["mediaState"]["audioEnabled"], true,
+        "{stored}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 /// The delivery of `call:incoming` to a device is what rings: the invitee (and the call) move
 /// from invited (initiated) to ringing; an invitee with no socket stays invited.
