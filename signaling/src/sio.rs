@@ -65,6 +65,9 @@ pub fn layer(state: Arc<ApiState>) -> SocketIoLayer {
     let (layer, io) = SocketIo::builder()
         .max_buffer_size(ws::QUEUE)
         .max_payload(ws::MAX_FRAME as u64)
+        // max_payload bounds polling bodies; these bound websocket messages.
+        .ws_max_message_size(ws::MAX_FRAME)
+        .ws_max_frame_size(ws::MAX_FRAME)
         .ping_interval(ws::PING_EVERY)
         .ping_timeout(ws::PING_TIMEOUT)
         .build_layer();
@@ -241,12 +244,11 @@ async fn perform_in_order(
                     code: "rate_limited",
                     message: "too many messages; slow down".into(),
                 },
-                (Err(e), true) => Reply::Error {
-                    code: "invalid_frame",
-                    message: format!("the message's data is not JSON: {e}"),
-                },
-                (Ok(data), true) => {
-                    let text = data.to_string();
+                // Socket.IO has parsed the packet: no data is the only way not to have JSON.
+                (data, true) => {
+                    let text = data
+                        .as_ref()
+                        .map_or_else(|_| "null".into(), |d| d.to_string());
                     ws::dispatch(&state, &state.hub, &user, origin, &item.event, &text).await
                 }
             };

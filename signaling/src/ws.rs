@@ -334,6 +334,15 @@ async fn handle(
     }
 }
 
+/// The client events performed by the call service (the others are [`Signal`]s).
+const TRANSITIONS: [&str; 5] = [
+    "call:accept",
+    "call:reject",
+    "call:end",
+    "call:media",
+    "call:stats",
+];
+
 /// What a client message comes to.
 pub enum Reply {
     /// Relayed to the target (nothing to answer).
@@ -365,6 +374,13 @@ pub async fn dispatch(
     data: &str,
 ) -> Reply {
     let invalid = |e: serde_json::Error| Reply::error("invalid_field", e.to_string());
+    if Signal::from_event(event).is_none() && !TRANSITIONS.contains(&event) {
+        return Reply::error("unknown_event", format!("unknown event `{event}`"));
+    }
+    // Every payload is an object; serde would also read a struct from an array, field by field.
+    if !data.trim_start().starts_with('{') {
+        return Reply::error("invalid_field", "data: must be a JSON object");
+    }
     if let Some(signal) = Signal::from_event(event) {
         let m: SignalIn<'_> = match serde_json::from_str(data) {
             Ok(m) => m,
