@@ -18,7 +18,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{query_rows, run_bounded, Daemon, Options, Person, ADMIN_TOKEN};
+use common::{peer_on, query_rows, run_bounded, Daemon, Options, Person, ADMIN_TOKEN, SECRET};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -38,7 +38,12 @@ struct World {
 
 impl World {
     fn start() -> World {
-        let d = Daemon::start_with(Options::default());
+        World::start_with(Options::default())
+    }
+
+    /// [`World::start`] with `options` added to the daemon's config.
+    fn start_with(options: Options) -> World {
+        let d = Daemon::start_with(options);
         let api = d.api();
         let alice = Person::new("Alice");
         let bob = Person::new("Bob");
@@ -342,4 +347,181 @@ fn data_that_is_an_array_is_refused_over_socket_io() {
             ("Bob".into(), "joined".into())
         ]
     );
+}
+
+/// One row of `sql` about `call`, which must exist.
+fn row(d: &Daemon, sql: &str, call: &str) -> Value {
+    let rows = query_rows(&common::open_store(&d.store_path()), sql, &[&call]);
+    assert_eq!(rows.len(), 1, "{sql}: {rows:?}");
+    rows[0].clone()
+}
+
+/// The id a script prints after `label`.
+fn printed<'a>(out: &'a str, label: &str) -> &'a str {
+    out.lines()
+        .find_map(|l| l.strip_prefix(label))
+        .unwrap_or_else(|| panic!("no `{label}` line in:\n{out}"))
+}
+
+#[test]
+fn reconnect_grace_over_socket_io() {
+    let grace_ms = 1000;
+    let w = World::start_with(Options {
+        calls: format!("reconnect_grace = \"{grace_ms}ms\""),
+        ..Options::default()
+    });
+    let cfg = w.config(json!({"graceMs": grace_ms}));
+    let out = w.run(
+        "sio_presence.mjs",
+        &cfg,
+        &[
+            "a reconnect within the grace: alice heard nothing",
+            "the call goes on: bob's new socket signals alice",
+            "bob gone past the grace: alice got call:ended (connection-lost)",
+            "not before the grace",
+            "eve gone past the grace: alice got call:participant-left (disconnected)",
+            "the group call goes on between alice and bob",
+            "eve is out of it",
+        ],
+    );
+    // The 1:1 call ended for the connection lost by Bob, who had reconnected once.
+    let one = printed(&out, "done1 ");
+    let call = row(
+        &w.d,
+        "SELECT status, end_reason FROM calls WHERE id = ?1",
+        one,
+    );
+    assert_eq!(
+        call,
+        json!({"status": "ended", "end_reason": "connection-lost"})
+    );
+    // The group call goes on without Eve.
+    let group = printed(&out, "done2 ");
+    let call = row(
+        &w.d,
+        "SELECT status, end_reason FROM calls WHERE id = ?1",
+        group,
+    );
+    assert_eq!(call, json!({"status": "active", "end_reason": null}));
+    let eve = query_rows(
+        &common::open_store(&w.d.store_path()),
+        "SELECT status, left_at IS NOT NULL AS gone FROM call_participants
+         WHERE call_id = ?1 AND user_id = ?2",
+        &[&group, &w.eve.uid()],
+    );
+    assert_eq!(eve, [json!({"status": "left", "gone": 1})]);
+}
+
+#[test]
+fn call_stats_are_graded_stored_and_summarised_with_the_relay_bytes() {
+    let w = World::start_with(Options {
+        turn: "allow_peers = [\"127.0.0.1/32\"]".into(),
+        ..Options::default()
+    });
+    let api = w.d.api();
+    let call = api.start_call(&w.alice, w.conversation, "video", &[&w.bob]);
+    api.act_ok(&w.bob, &call, "answer");
+
+    // Alice's client relays through the built-in TURN server with credentials for her user
+    // id (coturn's uclient, TURN REST scheme): the relay counts it for her.
+    let (_peer, port) = peer_on(&["127.0.0.1"]);
+    let (messages, size) = (50u64, 120u64);
+    let (code, uclient) = run_bounded(
+        Command::new("turnutils_uclient")
+            .args(["-c", "-W", SECRET, "-u", &w.alice.uid()])
+            .args([
+                "-l",
+                &size.to_string(),
+                "-n",
+                &messages.to_string(),
+                "-m",
+                "1",
+            ])
+            .args(["-p", &w.d.turn.port().to_string()])
+            .args(["-e", "127.0.0.1", "-r", &port.to_string(), "127.0.0.1"]),
+        SCRIPT_LIMIT,
+    );
+    assert_eq!(code, Some(0), "turnutils_uclient:\n{uclient}");
+
+    let cfg = w.config(json!({"callId": call}));
+    w.run(
+        "sio_quality.mjs",
+        &cfg,
+        &[
+            "alice's report acked excellent",
+            "bob got call:quality for alice",
+            "a second report within a second: rate_limited",
+            "packetLoss over 100: invalid_field",
+            "an unknown field: invalid_field",
+            "eve, not in the call: not_a_participant",
+            "alice got nothing from the refusals",
+            "bob got nothing from the refusals",
+            "alice got call:quality poor for bob",
+            "alice's second report (no ack): bob got call:quality good",
+            "a report after the end: invalid_transition",
+        ],
+    );
+
+    // Each participant's last grade and running summary.
+    let db = common::open_store(&w.d.store_path());
+    let people = query_rows(
+        &db,
+        "SELECT user_id, connection_quality, media_stats FROM call_participants
+         WHERE call_id = ?1",
+        &[&call],
+    );
+    let of = |p: &Person| {
+        let r = people
+            .iter()
+            .find(|r| r["user_id"] == json!(p.uid()))
+            .expect("a participant row");
+        let stats: Value = serde_json::from_str(r["media_stats"].as_str().unwrap()).unwrap();
+        (r["connection_quality"].clone(), stats)
+    };
+    let (alice_grade, alice) = of(&w.alice);
+    assert_eq!(alice_grade, "good", "the last report's grade");
+    assert_eq!(alice["reports"], 2);
+    assert_eq!(alice["rtt"], json!({"n": 2, "avg": 120.0, "max": 200.0}));
+    assert_eq!(
+        alice["grades"],
+        json!({"excellent": 1, "good": 1, "fair": 0, "poor": 0})
+    );
+    assert_eq!(alice["relayedReports"], 1);
+    let (bob_grade, bob) = of(&w.bob);
+    assert_eq!(bob_grade, "poor");
+    assert_eq!(bob["reports"], 1);
+
+    // The call's summary: both participants, the worst grade, and the relay's bytes for Alice
+    // (uclient's payloads to the peer and their echoes back), none for Bob.
+    let summary = row(&w.d, "SELECT quality_stats FROM calls WHERE id = ?1", &call);
+    let q: Value = serde_json::from_str(summary["quality_stats"].as_str().unwrap()).unwrap();
+    assert_eq!(q["quality"], "poor", "{q}");
+    let part = |p: &Person| {
+        q["participants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["userId"] == json!(p.uid()))
+            .cloned()
+            .unwrap_or_else(|| panic!("{} not in {q}", p.name))
+    };
+    let (a, b) = (part(&w.alice), part(&w.bob));
+    assert_eq!(
+        (a["quality"].clone(), a["reports"].clone()),
+        // The grade of her averages: rtt 120 ms, jitter 7.5 ms, loss 0.6 %.
+        (json!("excellent"), json!(2))
+    );
+    assert_eq!(
+        (b["quality"].clone(), b["reports"].clone()),
+        (json!("poor"), json!(1))
+    );
+    let sent = a["relay"]["bytesToPeer"].as_u64().unwrap();
+    let echoed = a["relay"]["bytesFromPeer"].as_u64().unwrap();
+    assert!(
+        sent >= messages * size,
+        "alice's relay bytes to the peer: {q}"
+    );
+    assert!(echoed > 0, "the echoes came back through the relay: {q}");
+    assert_eq!(b["relay"]["bytesToPeer"], 0, "bob relayed nothing: {q}");
+    assert_eq!(q["relayBytes"].as_u64().unwrap(), sent + echoed);
 }

@@ -4,46 +4,15 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use common::{field, free_udp_port, run_bounded, Background, Daemon, TestCert, SECRET};
+use common::{field, peer_on, run_bounded, Background, Daemon, TestCert, SECRET};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
 fn peer() -> (Background, u16) {
     peer_on(&["127.0.0.1"])
-}
-
-/// `turnutils_peer` echoing on each of `hosts` (the same port).
-fn peer_on(hosts: &[&str]) -> (Background, u16) {
-    let port = free_udp_port();
-    let mut cmd = Command::new("turnutils_peer");
-    for h in hosts {
-        cmd.args(["-L", h]);
-    }
-    let child = Background(
-        cmd.args(["-p", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("turnutils_peer (is coturn installed? .ci/run installs it)"),
-    );
-    // Ready when it echoes on the first address (bounded).
-    let ip: std::net::IpAddr = hosts[0].parse().unwrap();
-    let probe = std::net::UdpSocket::bind((ip, 0)).unwrap();
-    probe
-        .set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
-    let mut buf = [0u8; 16];
-    for _ in 0..50 {
-        probe.send_to(b"ping", (ip, port)).unwrap();
-        if probe.recv_from(&mut buf).is_ok() {
-            return (child, port);
-        }
-    }
-    panic!("turnutils_peer did not echo on port {port}");
 }
 
 /// `turnutils_uclient` with TURN REST credentials, no RTCP allocations (they need EVEN-PORT

@@ -714,3 +714,34 @@ fn sql_to_json(v: rusqlite::types::Value) -> serde_json::Value {
         V::Blob(b) => json!(b),
     }
 }
+
+/// `turnutils_peer` echoing on each of `hosts` (the same port).
+pub fn peer_on(hosts: &[&str]) -> (Background, u16) {
+    let port = free_udp_port();
+    let mut cmd = Command::new("turnutils_peer");
+    for h in hosts {
+        cmd.args(["-L", h]);
+    }
+    let child = Background(
+        cmd.args(["-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("turnutils_peer (is coturn installed? .ci/run installs it)"),
+    );
+    // Ready when it echoes on the first address (bounded).
+    let ip: std::net::IpAddr = hosts[0].parse().unwrap();
+    let probe = std::net::UdpSocket::bind((ip, 0)).unwrap();
+    probe
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    for _ in 0..50 {
+        probe.send_to(b"ping", (ip, port)).unwrap();
+        if probe.recv_from(&mut buf).is_ok() {
+            return (child, port);
+        }
+    }
+    panic!("turnutils_peer did not echo on port {port}");
+}
