@@ -383,9 +383,29 @@ fn assert_reconciled(before: &DbCall, after: &DbCall, killed_at: u64) {
         end_reason: None,
         updated_at: before.updated_at.clone(),
         participants: before.participants.clone(),
+        quality_stats: before.quality_stats.clone(),
         ..after.clone()
     };
     assert_eq!(&unchanged, before, "only the end may change");
+    // An answered call's end sums up its quality: nobody reported here, and the relay's
+    // counters from before the restart are gone.
+    match (&before.started_at, &after.quality_stats) {
+        (None, None) => {}
+        (Some(_), Some(q)) => {
+            let q: serde_json::Value = serde_json::from_str(q).expect("quality_stats is JSON");
+            assert_eq!(q["quality"], serde_json::Value::Null, "{q}");
+            assert_eq!(q["relayBytes"], 0, "{q}");
+            let people = q["participants"].as_array().expect("participants");
+            assert_eq!(people.len(), before.participants.len(), "{q}");
+            assert!(
+                people
+                    .iter()
+                    .all(|p| p["reports"] == 0 && p["relay"].is_null()),
+                "{q}"
+            );
+        }
+        (started, q) => panic!("started {started:?} but quality_stats {q:?}: {}", ctx()),
+    }
     assert_eq!(after.participants.len(), before.participants.len());
     for (b, a) in before.participants.iter().zip(&after.participants) {
         let mut expect = b.clone();

@@ -21,14 +21,17 @@ async function online(...people) {
   return sockets;
 }
 
-/// `caller` calls `invitees` (sockets), who all accept: the call id.
+/// `caller` (a socket) calls `invitees` (sockets), who all accept: the call id, once the
+/// caller has heard each of them join.
 async function callAndAccept(caller, invitees) {
   const rung = invitees.map((s) => next(s, "call:incoming"));
-  const callId = await initiate(caller, invitees.map((s) => s.person.id));
+  const callId = await initiate(caller.person, invitees.map((s) => s.person.id));
   await Promise.all(rung);
   for (const s of invitees) {
+    const joined = next(caller, "call:participant-joined");
     const r = await ack(s, "call:accept", { callId });
     expect(r.status === "active", `${s.who} accepted: ${JSON.stringify(r)}`);
+    expect((await joined).userId === s.person.id, `${caller.who} heard ${s.who} join`);
   }
   return callId;
 }
@@ -44,7 +47,7 @@ await run(async () => {
   let [a, b] = await online(alice, bob);
   a.person = alice;
   b.person = bob;
-  const call1 = await callAndAccept(alice, [b]);
+  const call1 = await callAndAccept(a, [b]);
 
   // Bob drops and is back well within the grace.
   const mark = a.got.length;
@@ -76,7 +79,7 @@ await run(async () => {
   [b, e] = await online(bob, eve);
   b.person = bob;
   e.person = eve;
-  const call2 = await callAndAccept(alice, [b, e]);
+  const call2 = await callAndAccept(a, [b, e]);
   const leftA = next(a, "call:participant-left");
   const leftB = next(b, "call:participant-left");
   e.disconnect();
