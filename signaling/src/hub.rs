@@ -31,8 +31,7 @@ pub struct Message {
 impl Message {
     pub fn new(event: &'static str, data: &impl Serialize) -> Message {
         // Our payloads are plain structs and JSON values: serializing cannot fail.
-        let json = serde_json::to_string(data).unwrap_or_else(|_| "null".into());
-        let data = RawValue::from_string(json)
+        let data = serde_json::value::to_raw_value(data)
             .unwrap_or_else(|_| RawValue::from_string("null".into()).expect("null is JSON"));
         Message {
             event,
@@ -161,13 +160,22 @@ pub struct Hub {
 }
 
 /// The data of a relayed message: the spec's `{callId, fromUserId, offer|answer|candidate}`.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
 struct Relayed<'a> {
     call_id: Uuid,
     from_user_id: Uuid,
-    #[serde(flatten)]
-    payload: HashMap<&'static str, &'a RawValue>,
+    signal: Signal,
+    payload: &'a RawValue,
+}
+
+impl Serialize for Relayed<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        let mut m = s.serialize_map(Some(3))?;
+        m.serialize_entry("callId", &self.call_id)?;
+        m.serialize_entry("fromUserId", &self.from_user_id)?;
+        m.serialize_entry(self.signal.field(), self.payload)?;
+        m.end()
+    }
 }
 
 impl Hub {
@@ -271,6 +279,14 @@ impl Hub {
         signal: Signal,
         payload: &RawValue,
     ) -> Result<(), HubError> {
+        // Serialized before taking the lock, which every socket's messages share.
+        let data = Relayed {
+            call_id,
+            from_user_id: from,
+            signal,
+            payload,
+        };
+        let m = Message::new(signal.event(), &data);
         let mut r = self.registry();
         let roster = r.calls.get(&call_id).ok_or(HubError::NotInCall(call_id))?;
         if !roster.contains_key(&from) {
@@ -279,12 +295,6 @@ impl Hub {
         if target == from || !roster.contains_key(&target) {
             return Err(HubError::NotAParticipant(target));
         }
-        let data = Relayed {
-            call_id,
-            from_user_id: from,
-            payload: HashMap::from([(signal.field(), payload)]),
-        };
-        let m = Message::new(signal.event(), &data);
         deliver(&mut r, &[target], &m);
         Ok(())
     }

@@ -12,15 +12,16 @@
 //! answer is the REST body, `{success: true}` for a relayed message, or `{error: {code,
 //! message}}`; without one a refusal is an `error` event `{code, message, event}`.
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::Deserialize;
-use serde_json::Value;
-use socketioxide::adapter::Adapter;
-use socketioxide::extract::{AckSender, Event, SocketRef, TryData};
-use socketioxide::handler::{ConnectHandler as _, FromMessageParts};
+use serde_json::value::RawValue;
+use socketioxide::adapter::LocalAdapter;
+use socketioxide::extract::{AckSender, SocketRef, TryData};
+use socketioxide::handler::{
+    ConnectHandler as _, FromMessageParts, MessageHandler, Value as SioValue,
+};
 use socketioxide::layer::SocketIoLayer;
 use socketioxide::socket::Socket;
 use socketioxide::SocketIo;
@@ -28,7 +29,7 @@ use tokio::sync::{mpsc, Notify};
 
 use crate::api::ApiState;
 use crate::call::User;
-use crate::hub::{Message, Outbox, SocketId};
+use crate::hub::{Message, Outbox, Signal, SocketId};
 use crate::ws::{self, Reply};
 
 /// The handshake's `auth` payload.
@@ -133,145 +134,137 @@ fn connected(state: Arc<ApiState>, s: SocketRef) {
             closing.notify_one();
         }
     });
-    // socketioxide runs each message's handler in a task of its own, so handlers finish in any
-    // order; but an offer must reach the peer before its candidates. Messages are numbered
-    // while socketioxide still takes them in order (the `Arrival` extractor), and one task per
-    // socket performs them in that order.
-    let (tx, rx) = mpsc::unbounded_channel();
-    let sequencer = Arc::new(Sequencer {
-        next: AtomicU64::new(0),
-        pending: AtomicUsize::new(0),
-        tx,
-    });
-    s.extensions.insert(sequencer.clone());
-    tokio::spawn(perform_in_order(
+    let inbound = Arc::new(Inbound {
         state,
         user,
-        id,
-        s.clone(),
-        sequencer.clone(),
-        rx,
+        origin: id,
         closed,
-    ));
-    s.on_fallback(
-        move |s: SocketRef,
-              Event(event): Event,
-              TryData(data): TryData<Value>,
-              AckWanted(wanted): AckWanted,
-              ack: AckSender,
-              Arrival(seq): Arrival| {
-            let sequencer = sequencer.clone();
-            async move {
-                let Some(seq) = seq else { return };
-                // Bounded: a client that sends faster than its messages are performed is
-                // closed, as a slow consumer is.
-                if sequencer.pending.fetch_add(1, Ordering::Relaxed) >= MAX_PENDING {
-                    let _ = s.disconnect();
-                    return;
-                }
-                let item = Item {
-                    event,
-                    data,
-                    ack: wanted.then_some(ack),
-                };
-                let _ = sequencer.tx.send((seq, item));
-            }
-        },
-    );
+        bucket: Mutex::new(ws::Bucket::new()),
+        pending: AtomicUsize::new(0),
+        queue: OnceLock::new(),
+    });
+    s.on_fallback(OnMessage(inbound));
 }
 
-/// Messages taken from one socket and not performed yet, at most.
+/// Messages waiting for the performing task, at most.
 const MAX_PENDING: usize = 1024;
 
-/// One socket's message numbering, and the queue to its performing task.
-struct Sequencer {
-    next: AtomicU64,
-    pending: AtomicUsize,
-    tx: mpsc::UnboundedSender<(u64, Item)>,
-}
-
-/// A message to perform.
-struct Item {
-    event: String,
-    data: Result<Value, socketioxide::ParserError>,
-    ack: Option<AckSender>,
-}
-
-/// A message's number in its socket's arrival order (`None` without a sequencer).
-struct Arrival(Option<u64>);
-
-impl<A: Adapter> FromMessageParts<A> for Arrival {
-    type Error = std::convert::Infallible;
-
-    fn from_message_parts(
-        s: &Arc<Socket<A>>,
-        _: &mut socketioxide::handler::Value,
-        _: &Option<i64>,
-    ) -> Result<Arrival, Self::Error> {
-        let seq = s.extensions.get::<Arc<Sequencer>>();
-        Ok(Arrival(seq.map(|q| q.next.fetch_add(1, Ordering::Relaxed))))
-    }
-}
-
-/// Performs a socket's messages in their arrival order, each to its end (actions await the
-/// store), rate limited like `/ws`.
-async fn perform_in_order(
+/// One socket's incoming side.
+struct Inbound {
     state: Arc<ApiState>,
     user: User,
     origin: SocketId,
-    s: SocketRef,
-    sequencer: Arc<Sequencer>,
-    mut rx: mpsc::UnboundedReceiver<(u64, Item)>,
+    /// Told when the socket is gone.
     closed: Arc<Notify>,
+    bucket: Mutex<ws::Bucket>,
+    /// Messages handed to the performing task and not yet performed.
+    pending: AtomicUsize,
+    /// The performing task's queue, made with the task for the first message that needs it
+    /// (a socket that only signals never has one: memory per socket is the hub's bound).
+    queue: OnceLock<mpsc::UnboundedSender<Item>>,
+}
+
+/// A message for the performing task.
+struct Item {
+    event: String,
+    /// The data as JSON text (`null` when the message has none).
+    data: String,
+    ack: Option<AckSender>,
+}
+
+/// The socket's message handler. socketioxide calls it for each message in arrival order, on
+/// the connection's own task, and would spawn a task per message for an async handler, which
+/// would then finish in any order (and an offer must reach the peer before its candidates).
+/// So it is synchronous: a relayed message (the bulk of the traffic) is relayed right here
+/// when nothing is waiting before it; anything else, or anything behind a message still being
+/// performed, goes in order to the socket's performing task (transitions await the store).
+struct OnMessage(Arc<Inbound>);
+
+/// [`OnMessage`]'s marker for socketioxide's handler trait.
+struct Inline;
+
+impl MessageHandler<LocalAdapter, Inline> for OnMessage {
+    fn call(&self, s: Arc<Socket<LocalAdapter>>, mut v: SioValue, ack_id: Option<i64>) {
+        let me = &self.0;
+        let socket = match SocketRef::from_message_parts(&s, &mut v, &ack_id) {
+            Ok(socket) => socket,
+            Err(never) => match never {},
+        };
+        let ack = match ack_id {
+            Some(_) => AckSender::from_message_parts(&s, &mut v, &ack_id).ok(),
+            None => None,
+        };
+        let Some((event, data)) = v.as_str().and_then(|text| split(text)) else {
+            let refused = Reply::Error {
+                code: "invalid_frame",
+                message: "a message is [\"event\", data] (binary attachments are not taken)".into(),
+            };
+            return answer(&socket, ack, "", refused);
+        };
+        if !me.bucket.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let limited = Reply::Error {
+                code: "rate_limited",
+                message: "too many messages; slow down".into(),
+            };
+            return answer(&socket, ack, &event, limited);
+        }
+        let idle = me.pending.load(Ordering::Acquire) == 0;
+        if let (Some(signal), true) = (Signal::from_event(&event), idle) {
+            let reply = ws::relay(&me.state.hub, &me.user, signal, data);
+            return answer(&socket, ack, &event, reply);
+        }
+        // Bounded: a client that sends faster than its messages are performed is closed, as
+        // a slow consumer is.
+        if me.pending.fetch_add(1, Ordering::AcqRel) >= MAX_PENDING {
+            let _ = socket.disconnect();
+            return;
+        }
+        let data = data.to_owned();
+        let queue = me.queue.get_or_init(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(perform_in_order(
+                Arc::downgrade(&self.0),
+                socket.clone(),
+                rx,
+            ));
+            tx
+        });
+        let _ = queue.send(Item { event, data, ack });
+    }
+}
+
+/// `["event", data]` → the event's name and the data's JSON text (`null` without data).
+fn split(text: &str) -> Option<(String, &str)> {
+    let parts: Vec<&RawValue> = serde_json::from_str(text).ok()?;
+    let event: String = serde_json::from_str(parts.first()?.get()).ok()?;
+    Some((event, parts.get(1).map_or("null", |d| d.get())))
+}
+
+/// Performs a socket's queued messages in order, each to its end (transitions await the
+/// store).
+async fn perform_in_order(
+    inbound: std::sync::Weak<Inbound>,
+    s: SocketRef,
+    mut rx: mpsc::UnboundedReceiver<Item>,
 ) {
-    let sequencer = Arc::downgrade(&sequencer);
-    let mut next = 0u64;
-    let mut early = BTreeMap::new();
-    let mut bucket = ws::Bucket::new();
+    let Some(me) = inbound.upgrade() else { return };
+    let (state, user, origin) = (me.state.clone(), me.user.clone(), me.origin);
+    let closed = me.closed.clone();
+    drop(me);
     loop {
-        let (seq, item) = tokio::select! {
+        let item = tokio::select! {
             got = rx.recv() => match got {
                 Some(got) => got,
                 None => break,
             },
             () = closed.notified() => break,
         };
-        early.insert(seq, item);
-        while let Some(item) = early.remove(&next) {
-            next += 1;
-            let reply = match (&item.data, bucket.take()) {
-                (_, false) => Reply::Error {
-                    code: "rate_limited",
-                    message: "too many messages; slow down".into(),
-                },
-                // Socket.IO has parsed the packet: no data is the only way not to have JSON.
-                (data, true) => {
-                    let text = data
-                        .as_ref()
-                        .map_or_else(|_| "null".into(), |d| d.to_string());
-                    ws::dispatch(&state, &state.hub, &user, origin, &item.event, &text).await
-                }
-            };
-            answer(&s, item.ack, &item.event, reply);
-            if let Some(q) = sequencer.upgrade() {
-                q.pending.fetch_sub(1, Ordering::Relaxed);
-            }
-        }
-    }
-}
-
-/// Whether a message asked for an acknowledgement (socketioxide's `AckSender` does not say).
-struct AckWanted(bool);
-
-impl<A: Adapter> FromMessageParts<A> for AckWanted {
-    type Error = std::convert::Infallible;
-
-    fn from_message_parts(
-        _: &Arc<Socket<A>>,
-        _: &mut socketioxide::handler::Value,
-        ack_id: &Option<i64>,
-    ) -> Result<AckWanted, Self::Error> {
-        Ok(AckWanted(ack_id.is_some()))
+        let reply = ws::dispatch(&state, &state.hub, &user, origin, &item.event, &item.data).await;
+        answer(&s, item.ack, &item.event, reply);
+        match inbound.upgrade() {
+            Some(q) => q.pending.fetch_sub(1, Ordering::AcqRel),
+            None => break,
+        };
     }
 }
 

@@ -29,6 +29,7 @@ use axum::extract::ws::{CloseFrame, Message as Frame, Utf8Bytes, WebSocket, WebS
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
+use futures_util::SinkExt as _;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::sync::{mpsc, Notify};
@@ -42,6 +43,8 @@ use crate::service::{CallError, MediaRequest};
 
 /// The largest client frame.
 pub const MAX_FRAME: usize = 64 * 1024;
+/// What a socket reads at once (a longer frame is read in several).
+const READ_BUFFER: usize = 4096;
 /// Client frames per second, sustained.
 pub const RATE: f64 = 50.0;
 /// Client frames at once above the rate.
@@ -76,6 +79,9 @@ pub async fn handler(
         Err(e) => return ApiError::from(e).into_response(),
     };
     upgrade
+        // tungstenite's default is a 128 KiB buffer per socket, zero-filled on every read:
+        // most of a socket's memory and much of its CPU for messages of a few hundred bytes.
+        .read_buffer_size(READ_BUFFER)
         .max_message_size(MAX_FRAME)
         .max_frame_size(MAX_FRAME)
         .on_upgrade(move |socket| serve(s, user, socket))
@@ -218,7 +224,15 @@ async fn serve(s: Arc<ApiState>, user: User, socket: WebSocket) {
             }
             out = rx.recv() => {
                 let Some(out) = out else { break };
-                if socket.send(Frame::Text(out.text().into())).await.is_err() {
+                // What else is queued already goes in the same write (one flush, one syscall).
+                let mut batch = vec![out];
+                while batch.len() < WRITE_BATCH {
+                    match rx.try_recv() {
+                        Ok(more) => batch.push(more),
+                        Err(_) => break,
+                    }
+                }
+                if write_all(&mut socket, batch).await.is_err() {
                     break;
                 }
             }
@@ -263,6 +277,17 @@ async fn serve(s: Arc<ApiState>, user: User, socket: WebSocket) {
     }
     hub.detach(user.id, id);
     tracing::debug!(user = %user.id, "ws disconnected");
+}
+
+/// The most queued messages written with one flush.
+const WRITE_BATCH: usize = 32;
+
+/// Writes `batch` and flushes once.
+async fn write_all(socket: &mut WebSocket, batch: Vec<Out>) -> Result<(), axum::Error> {
+    for out in batch {
+        socket.feed(Frame::Text(out.text().into())).await?;
+    }
+    socket.flush().await
 }
 
 /// `{"event": ..., "data": ..., "id": ...}` as text.
@@ -373,32 +398,16 @@ pub async fn dispatch(
     event: &str,
     data: &str,
 ) -> Reply {
-    let invalid = |e: serde_json::Error| Reply::error("invalid_field", e.to_string());
-    if Signal::from_event(event).is_none() && !TRANSITIONS.contains(&event) {
+    if let Some(signal) = Signal::from_event(event) {
+        return relay(hub, user, signal, data);
+    }
+    if !TRANSITIONS.contains(&event) {
         return Reply::error("unknown_event", format!("unknown event `{event}`"));
     }
-    // Every payload is an object; serde would also read a struct from an array, field by field.
-    if !data.trim_start().starts_with('{') {
-        return Reply::error("invalid_field", "data: must be a JSON object");
+    if let Err(refused) = an_object(data) {
+        return refused;
     }
-    if let Some(signal) = Signal::from_event(event) {
-        let m: SignalIn<'_> = match serde_json::from_str(data) {
-            Ok(m) => m,
-            Err(e) => return invalid(e),
-        };
-        let payload = match signal {
-            Signal::Offer => m.offer,
-            Signal::Answer => m.answer,
-            Signal::IceCandidate => m.candidate,
-        };
-        let Some(payload) = payload else {
-            return Reply::error("invalid_field", format!("`{}` is required", signal.field()));
-        };
-        return match hub.relay(user.id, m.call_id, m.target_user_id, signal, payload) {
-            Ok(()) => Reply::Relayed,
-            Err(e) => Reply::error(e.code(), e.to_string()),
-        };
-    }
+    let invalid = |e: serde_json::Error| Reply::error("invalid_field", e.to_string());
     let result = match event {
         "call:accept" | "call:reject" | "call:end" => {
             let m: CallIn = match serde_json::from_str(data) {
@@ -454,6 +463,39 @@ pub async fn dispatch(
                 message: e.message,
             }
         }
+    }
+}
+
+/// A peer-to-peer message from `user` (`data` as JSON text): relayed at once, without waiting
+/// on anything, so that a transport may do it where the message arrives.
+pub fn relay(hub: &Hub, user: &User, signal: Signal, data: &str) -> Reply {
+    if let Err(refused) = an_object(data) {
+        return refused;
+    }
+    let m: SignalIn<'_> = match serde_json::from_str(data) {
+        Ok(m) => m,
+        Err(e) => return Reply::error("invalid_field", e.to_string()),
+    };
+    let payload = match signal {
+        Signal::Offer => m.offer,
+        Signal::Answer => m.answer,
+        Signal::IceCandidate => m.candidate,
+    };
+    let Some(payload) = payload else {
+        return Reply::error("invalid_field", format!("`{}` is required", signal.field()));
+    };
+    match hub.relay(user.id, m.call_id, m.target_user_id, signal, payload) {
+        Ok(()) => Reply::Relayed,
+        Err(e) => Reply::error(e.code(), e.to_string()),
+    }
+}
+
+/// Every payload is an object; serde would also read a struct from an array, field by field.
+fn an_object(data: &str) -> Result<(), Reply> {
+    if data.trim_start().starts_with('{') {
+        Ok(())
+    } else {
+        Err(Reply::error("invalid_field", "data: must be a JSON object"))
     }
 }
 
