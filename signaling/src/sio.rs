@@ -8,7 +8,8 @@
 //!
 //! The events are those of `/ws` ([`crate::ws`]): the server pushes the call events; clients
 //! emit `call:offer`, `call:answer`, `call:ice-candidate` (relayed), and `call:accept`,
-//! `call:reject`, `call:end`, `call:media` (performed). With an acknowledgement callback the
+//! `call:reject`, `call:end`, `call:media`, `call:stats` (performed). A socket's messages are
+//! performed in the order it sent them. With an acknowledgement callback the
 //! answer is the REST body, `{success: true}` for a relayed message, or `{error: {code,
 //! message}}`; without one a refusal is an `error` event `{code, message, event}`.
 
