@@ -1676,3 +1676,41 @@ async fn ring_timeout_misses_the_call() {
         s.quiet().await;
     }
 }
+
+/// The heartbeat: a socket that answers pings (any client library does, when it reads) stays;
+/// one from which nothing comes, not even a pong (a peer gone without closing), is pinged and
+/// then closed with 1001 by the next ping. Takes two ping periods (about 50 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_ping_closes_the_socket() {
+    let w = World::start();
+    let mut alive = w.open(&w.alice).await;
+    let mut silent = handshake(&w.d, Auth::Header(&w.bob.token))
+        .await
+        .expect("handshake");
+    // Alice's client reads all along (and so answers the pings); Bob's reads nothing.
+    let periods = 2 * ws::PING_EVERY + Duration::from_secs(3);
+    let deadline = tokio::time::Instant::now() + periods;
+    loop {
+        match alive.next_within(Duration::from_millis(500)).await {
+            Next::Nothing if tokio::time::Instant::now() >= deadline => break,
+            Next::Nothing => {}
+            other => panic!("alice's socket: {other:?}"),
+        }
+    }
+    alive.probe().await;
+    // Bob's socket got its ping, and then the close.
+    let mut pings = 0;
+    let close = loop {
+        let next = tokio::time::timeout(FRAME_WAIT, silent.next())
+            .await
+            .expect("bob's socket: something within the wait");
+        match next {
+            Some(Ok(Message::Ping(_))) => pings += 1,
+            Some(Ok(Message::Close(f))) => break f.expect("a close frame with a code"),
+            other => panic!("bob's socket: {other:?}"),
+        }
+    };
+    assert!(pings >= 1, "pinged before being closed");
+    assert_eq!(u16::from(close.code), 1001, "{close:?}");
+    assert_eq!(close.reason.as_str(), "ping timeout");
+}

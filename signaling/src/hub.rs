@@ -250,8 +250,23 @@ impl Hub {
             return left;
         }
         r.users.remove(&user);
+        self.depart_if_away(r, user);
+        0
+    }
+
+    /// A transport performed something for `user` (an answer, say) after their last socket
+    /// had gone: if that left them joined in a call with no socket, it is a departure too.
+    pub fn recheck_presence(&self, user: Uuid) {
+        let r = self.registry();
+        if !r.users.contains_key(&user) {
+            self.depart_if_away(r, user);
+        }
+    }
+
+    /// `user` has no socket: a departure, unless one is pending or they are in no call.
+    fn depart_if_away(&self, mut r: std::sync::MutexGuard<'_, Registry>, user: Uuid) {
         if r.away.contains_key(&user) || r.joined_calls(user).is_empty() {
-            return 0;
+            return;
         }
         r.next += 1;
         let mark = r.next;
@@ -261,7 +276,6 @@ impl Hub {
             let at = tokio::time::Instant::now();
             let _ = tx.send(Departure { user, at, mark });
         }
-        0
     }
 
     /// How many sockets `user` has.

@@ -435,6 +435,7 @@ impl CallService {
     ) -> Result<InitiateResponse, CallError> {
         let settings = self.inner.settings.clone();
         let initiator = caller.clone();
+        let inner = self.inner.clone();
         // Duplicates dropped, the count checked, before any lookup: a body full of ids costs
         // the store nothing.
         let mut ids: Vec<Uuid> = Vec::with_capacity(req.participant_ids.len());
@@ -503,19 +504,20 @@ impl CallService {
                     }
                 }
                 db.insert_call(&call)?;
+                // The relay's counters as the call starts, before anything can end it.
+                if inner.relay.get().is_some() {
+                    let marks = call
+                        .participants
+                        .iter()
+                        .filter_map(|p| Some((p.user.id, inner.relay_usage(p.user.id)?)))
+                        .collect();
+                    inner.marks().insert(call.id, marks);
+                }
                 db.emit(events);
                 Ok(call)
             })
             .await?;
         self.inner.ringing.notify_one();
-        if self.inner.relay.get().is_some() {
-            let marks = call
-                .participants
-                .iter()
-                .filter_map(|p| Some((p.user.id, self.inner.relay_usage(p.user.id)?)))
-                .collect();
-            self.inner.marks().insert(call.id, marks);
-        }
         Ok(InitiateResponse {
             call_id: call.id,
             status: call.status,
@@ -686,7 +688,7 @@ impl CallService {
             let to = call
                 .participants
                 .iter()
-                .filter(|p| p.user.id != user && p.status.is_live())
+                .filter(|p| p.user.id != user && p.status == ParticipantStatus::Joined)
                 .map(|p| p.user.id)
                 .collect();
             db.emit(vec![Event {

@@ -40,17 +40,44 @@ struct Handshake {
 }
 
 /// The hub's side of a Socket.IO socket: socketioxide's own bounded buffer is the queue.
-struct SioOutbox(SocketRef);
+/// `rt` runs what cannot be done at once (the hub may call from the store's thread).
+struct SioOutbox {
+    socket: SocketRef,
+    rt: tokio::runtime::Handle,
+}
 
 impl Outbox for SioOutbox {
     fn push(&self, m: &Message) -> bool {
-        self.0.emit(m.event, &*m.data).is_ok()
+        self.socket.emit(m.event, &*m.data).is_ok()
     }
 
     fn disconnect(&self, _reason: &'static str) {
-        let _ = self.0.clone().disconnect();
+        close(&self.socket, &self.rt);
     }
 }
+
+/// Closes `s`. socketioxide sends a DISCONNECT packet first and does not close a socket whose
+/// outgoing buffer is full (which is why a slow consumer is closed): then it is tried again,
+/// every [`CLOSE_RETRY`] for at most [`CLOSE_TRIES`] times (the transport's own heartbeat ends
+/// a peer that reads nothing at all).
+fn close(s: &SocketRef, rt: &tokio::runtime::Handle) {
+    if s.clone().disconnect().is_ok() {
+        return;
+    }
+    let s = s.clone();
+    rt.spawn(async move {
+        for _ in 0..CLOSE_TRIES {
+            tokio::time::sleep(CLOSE_RETRY).await;
+            if !s.connected() || s.clone().disconnect().is_ok() {
+                return;
+            }
+        }
+        tracing::debug!(socket = %s.id, "a socket could not be closed: its buffer stayed full");
+    });
+}
+
+const CLOSE_RETRY: std::time::Duration = std::time::Duration::from_millis(50);
+const CLOSE_TRIES: u32 = 200;
 
 /// Why a handshake is refused: the `connect_error` message.
 #[derive(Debug)]
@@ -112,7 +139,12 @@ fn connected(state: Arc<ApiState>, s: SocketRef) {
         let _ = s.disconnect();
         return;
     };
-    let id = match state.hub.attach(user.id, Arc::new(SioOutbox(s.clone()))) {
+    let rt = tokio::runtime::Handle::current();
+    let outbox = SioOutbox {
+        socket: s.clone(),
+        rt: rt.clone(),
+    };
+    let id = match state.hub.attach(user.id, Arc::new(outbox)) {
         Ok(id) => id,
         Err(e) => {
             let _ = s.emit(
@@ -125,14 +157,15 @@ fn connected(state: Arc<ApiState>, s: SocketRef) {
     };
     let hub = state.hub.clone();
     let gone = user.id;
-    let closed = Arc::new(Notify::new());
+    let closed = Arc::new(Closed::default());
     let closing = closed.clone();
     s.on_disconnect(move || {
         let (hub, closing) = (hub.clone(), closing.clone());
         async move {
+            closing.gone.store(true, Ordering::Release);
             hub.detach(gone, id);
             // The performing task holds the socket: it must be told to end.
-            closing.notify_one();
+            closing.notify.notify_one();
         }
     });
     let inbound = Arc::new(Inbound {
@@ -140,6 +173,7 @@ fn connected(state: Arc<ApiState>, s: SocketRef) {
         user,
         origin: id,
         closed,
+        rt,
         bucket: Mutex::new(ws::Bucket::new()),
         pending: AtomicUsize::new(0),
         queue: OnceLock::new(),
@@ -156,13 +190,21 @@ struct Inbound {
     user: User,
     origin: SocketId,
     /// Told when the socket is gone.
-    closed: Arc<Notify>,
+    closed: Arc<Closed>,
+    rt: tokio::runtime::Handle,
     bucket: Mutex<ws::Bucket>,
     /// Messages handed to the performing task and not yet performed.
     pending: AtomicUsize,
     /// The performing task's queue, made with the task for the first message that needs it
     /// (a socket that only signals never has one: memory per socket is the hub's bound).
     queue: OnceLock<mpsc::UnboundedSender<Item>>,
+}
+
+/// The socket is gone: a flag, and a wake-up for the performing task.
+#[derive(Default)]
+struct Closed {
+    gone: std::sync::atomic::AtomicBool,
+    notify: Notify,
 }
 
 /// A message for the performing task.
@@ -195,7 +237,13 @@ impl MessageHandler<LocalAdapter, Inline> for OnMessage {
             Some(_) => AckSender::from_message_parts(&s, &mut v, &ack_id).ok(),
             None => None,
         };
-        let Some((event, data)) = v.as_str().and_then(|text| split(text)) else {
+        let text = match &v {
+            // Binary attachments would reach peers as placeholders: not taken.
+            SioValue::Str(text, None) => Some(&**text),
+            SioValue::Str(text, Some(bins)) if bins.is_empty() => Some(&**text),
+            _ => None,
+        };
+        let Some((event, data)) = text.and_then(split) else {
             let refused = Reply::Error {
                 code: "invalid_frame",
                 message: "a message is [\"event\", data] (binary attachments are not taken)".into(),
@@ -217,7 +265,8 @@ impl MessageHandler<LocalAdapter, Inline> for OnMessage {
         // Bounded: a client that sends faster than its messages are performed is closed, as
         // a slow consumer is.
         if me.pending.fetch_add(1, Ordering::AcqRel) >= MAX_PENDING {
-            let _ = socket.disconnect();
+            me.pending.fetch_sub(1, Ordering::AcqRel);
+            close(&socket, &me.rt);
             return;
         }
         let data = data.to_owned();
@@ -254,13 +303,23 @@ async fn perform_in_order(
     drop(me);
     loop {
         let item = tokio::select! {
+            biased;
+            () = closed.notify.notified() => break,
             got = rx.recv() => match got {
                 Some(got) => got,
                 None => break,
             },
-            () = closed.notified() => break,
         };
+        // What is still queued when the socket goes is not performed.
+        if closed.gone.load(Ordering::Acquire) {
+            break;
+        }
         let reply = ws::dispatch(&state, &state.hub, &user, origin, &item.event, &item.data).await;
+        if closed.gone.load(Ordering::Acquire) {
+            // The socket went while this was performed (an answer, say): if that left the
+            // user joined with no socket, the reconnect grace must start now.
+            state.hub.recheck_presence(user.id);
+        }
         answer(&s, item.ack, &item.event, reply);
         match inbound.upgrade() {
             Some(q) => q.pending.fetch_sub(1, Ordering::AcqRel),

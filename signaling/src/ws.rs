@@ -19,8 +19,9 @@
 //! A refused frame is answered `{"event": "error", "data": {"code", "message", "event"}}`.
 //! Bounds: frames of at most [`MAX_FRAME`] bytes, [`RATE`] frames per second (a burst of
 //! [`BURST`]), [`QUEUE`] messages queued towards a socket (a socket that falls further behind
-//! is closed), [`MAX_SOCKETS_PER_USER`] sockets per user. An idle socket is pinged every
-//! [`PING_EVERY`] and closed when [`PING_TIMEOUT`] more pass without a word from it.
+//! is closed), [`MAX_SOCKETS_PER_USER`] sockets per user. Every socket is pinged every
+//! [`PING_EVERY`] and closed when nothing at all has come from it by the next ping; a socket
+//! whose writes make no progress for [`PING_TIMEOUT`] (a peer that stopped reading) is closed.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -53,12 +54,13 @@ pub const BURST: f64 = 100.0;
 pub const QUEUE: usize = 256;
 /// Sockets (devices, tabs) one user may hold.
 pub const MAX_SOCKETS_PER_USER: usize = 16;
-/// The server pings an idle socket this often (Engine.IO's default `pingInterval`, which the
-/// Socket.IO side keeps too)...
+/// The server pings a socket this often (Engine.IO's default `pingInterval`, which the
+/// Socket.IO side keeps too). On `/ws` a socket from which nothing at all, not even the pong,
+/// has come by the next ping is closed. A peer that vanished without closing (a NAT that
+/// dropped the mapping, a laptop lid) is then detached, and the reconnect grace starts.
 pub const PING_EVERY: Duration = Duration::from_secs(25);
-/// ...and closes it when nothing at all, not even the pong, has come this long after the
-/// ping (Engine.IO's `pingTimeout`). A peer that vanished without closing (a NAT that dropped
-/// the mapping, a laptop lid) is then detached, and the reconnect grace starts.
+/// Socket.IO's `pingTimeout` (Engine.IO's default), and on `/ws` the longest a write to the
+/// socket may take.
 pub const PING_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// `GET /ws`.
@@ -205,20 +207,22 @@ async fn serve(s: Arc<ApiState>, user: User, socket: WebSocket) {
     tracing::debug!(user = %user.id, "ws connected");
     let mut bucket = Bucket::new();
     let mut heard = tokio::time::Instant::now();
+    let mut pinged: Option<tokio::time::Instant> = None;
     let mut ping = tokio::time::interval_at(heard + PING_EVERY, PING_EVERY);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = ping.tick() => {
-                if heard.elapsed() >= PING_EVERY + PING_TIMEOUT {
-                    tracing::debug!(user = %user.id, "ws ping timeout");
+                if pinged.is_some_and(|p| heard < p) {
+                    tracing::debug!(user = %user.id, "ws ping unanswered");
                     let close = CloseFrame { code: 1001, reason: Utf8Bytes::from_static("ping timeout") };
                     let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(Frame::Close(Some(close)))).await;
                     break;
                 }
-                if heard.elapsed() >= PING_EVERY
-                    && socket.send(Frame::Ping(Default::default())).await.is_err()
-                {
+                let now = tokio::time::Instant::now();
+                pinged = Some(now);
+                let sent = tokio::time::timeout(PING_TIMEOUT, socket.send(Frame::Ping(Default::default())));
+                if !matches!(sent.await, Ok(Ok(()))) {
                     break;
                 }
             }
@@ -232,7 +236,9 @@ async fn serve(s: Arc<ApiState>, user: User, socket: WebSocket) {
                         Err(_) => break,
                     }
                 }
-                if write_all(&mut socket, batch).await.is_err() {
+                // A peer that stopped reading blocks the write: bounded, then closed.
+                let written = tokio::time::timeout(PING_TIMEOUT, write_all(&mut socket, batch));
+                if !matches!(written.await, Ok(Ok(()))) {
                     break;
                 }
             }
@@ -253,7 +259,7 @@ async fn serve(s: Arc<ApiState>, user: User, socket: WebSocket) {
                     .await;
                 }
                 let close = CloseFrame { code, reason: Utf8Bytes::from_static(reason) };
-                let _ = socket.send(Frame::Close(Some(close))).await;
+                let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(Frame::Close(Some(close)))).await;
                 break;
             }
             incoming = socket.recv() => {
