@@ -223,7 +223,7 @@ impl Http {
 }
 
 /// The API's service, as hyper calls it.
-type Service = TowerToHyperService<socketioxide::service::SocketIoService<Router>>;
+type Service = TowerToHyperService<sio::OwnHead<socketioxide::service::SocketIoService<Router>>>;
 
 /// The HTTP/1 settings of every API connection.
 fn connection_builder() -> http1::Builder {

@@ -14,6 +14,10 @@
 //! message}}`; without one a refusal is an `error` event `{code, message, event}`.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+
+use axum::http::{HeaderMap, HeaderValue, Request};
+use socketioxide::service::SocketIoService;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::Deserialize;
@@ -90,13 +94,68 @@ impl std::fmt::Display for Refused {
 }
 
 /// The layer serving `/socket.io/`, bound to `state`.
-pub fn layer(state: Arc<ApiState>) -> SocketIoLayer {
+pub fn layer(state: Arc<ApiState>) -> Layer {
+    Layer(socket_io(state))
+}
+
+/// [`layer`]: socketioxide's, with the requests it keeps copied out of hyper's read buffer.
+#[derive(Clone)]
+pub struct Layer(SocketIoLayer);
+
+impl<S: Clone> tower_layer::Layer<S> for Layer {
+    type Service = OwnHead<SocketIoService<S>>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        OwnHead(self.0.layer(inner))
+    }
+}
+
+/// Gives socketioxide requests whose head owns its bytes. hyper parses a request's URI and
+/// header values as slices of the connection's read buffer (8 KiB), and a Socket.IO socket
+/// keeps its request's head for its whole life: without the copy every socket held that
+/// buffer, a third of its memory.
+#[derive(Clone)]
+pub struct OwnHead<S>(S);
+
+impl<S, B> tower_service::Service<Request<B>> for OwnHead<S>
+where
+    S: tower_service::Service<Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> S::Future {
+        self.0.call(own_head(req))
+    }
+}
+
+fn own_head<B>(req: Request<B>) -> Request<B> {
+    let (mut head, body) = req.into_parts();
+    if let Ok(uri) = head.uri.to_string().parse() {
+        head.uri = uri;
+    }
+    let mut headers = HeaderMap::with_capacity(head.headers.len());
+    for (name, value) in &head.headers {
+        let owned = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+        headers.append(name.clone(), owned);
+    }
+    head.headers = headers;
+    Request::from_parts(head, body)
+}
+
+fn socket_io(state: Arc<ApiState>) -> SocketIoLayer {
     let (layer, io) = SocketIo::builder()
         .max_buffer_size(ws::QUEUE)
         .max_payload(ws::MAX_FRAME as u64)
         // max_payload bounds polling bodies; these bound websocket messages.
         .ws_max_message_size(ws::MAX_FRAME)
         .ws_max_frame_size(ws::MAX_FRAME)
+        .ws_read_buffer_size(ws::READ_BUFFER)
         .ping_interval(ws::PING_EVERY)
         .ping_timeout(ws::PING_TIMEOUT)
         .build_layer();

@@ -44,8 +44,9 @@ use crate::service::{CallError, MediaRequest};
 
 /// The largest client frame.
 pub const MAX_FRAME: usize = 64 * 1024;
-/// What a socket reads at once (a longer frame is read in several).
-const READ_BUFFER: usize = 4096;
+/// What a socket reads at once (a longer frame is read in several). Signaling messages are a
+/// few hundred bytes (an SDP a few KiB), and every socket has this buffer for its whole life.
+pub const READ_BUFFER: usize = 1024;
 /// Client frames per second, sustained.
 pub const RATE: f64 = 50.0;
 /// Client frames at once above the rate.
