@@ -95,25 +95,10 @@ if [[ $PIN == 1 ]]; then
 fi
 
 # ---------------------------------------------------------------------------------------------
-# Process bookkeeping: everything we start is recorded and stopped on exit, by pid.
+# Process bookkeeping: everything we start is recorded in PIDS (stop_pid and forget_pid, in
+# bench/lib.sh) and stopped on exit.
 PIDS=()
 WORK=
-stop_pid() {
-    local pid=$1 i
-    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 50; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-forget_pid() {
-    local kept=() p
-    for p in "${PIDS[@]}"; do [[ $p == "$1" ]] || kept+=("$p"); done
-    PIDS=("${kept[@]}")
-}
 cleanup() {
     local pid
     for pid in "${PIDS[@]}"; do stop_pid "$pid"; done

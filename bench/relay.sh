@@ -85,19 +85,9 @@ RUN_TIMEOUT=$((MESSAGES * INTERVAL_MS / 1000 + 60))   # seconds, per load run
 source "$ROOT/bench/lib.sh"
 
 # ---------------------------------------------------------------------------------------------
-# Process bookkeeping: everything we start is recorded and stopped on exit, by pid.
+# Process bookkeeping: everything we start is recorded in PIDS (stop_pid and forget_pid, in
+# bench/lib.sh) and stopped on exit.
 PIDS=()
-stop_pid() {
-    local pid=$1 i
-    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 50; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
 cleanup() {
     local pid
     for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
@@ -359,9 +349,7 @@ start_server() {
 stop_server() {
     [[ -n $SERVER_PID ]] || return 0
     stop_pid "$SERVER_PID"
-    local kept=() pid
-    for pid in "${PIDS[@]}"; do [[ $pid == "$SERVER_PID" ]] || kept+=("$pid"); done
-    PIDS=("${kept[@]}")
+    forget_pid "$SERVER_PID"
     SERVER_PID=
 }
 
