@@ -834,7 +834,8 @@ async fn data_that_is_an_array_is_refused() {
 
 // ---------------------------------------------------------------------------------------------
 /// The delivery of `call:incoming` to a device is what rings: the invitee (and the call) move
-/// from invited (initiated) to ringing; an invitee with no socket stays invited.
+/// from invited (initiated) to ringing; an invitee with no socket stays invited until a device
+/// of theirs connects, which is then sent the `call:incoming` it missed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delivery_of_call_incoming_rings_the_invitee() {
     let w = World::start();
@@ -860,6 +861,29 @@ async fn delivery_of_call_incoming_rings_the_invitee() {
     assert_eq!(statuses.1, ["joined", "ringing", "invited"]);
     // Answering from ringing works as from invited.
     assert_eq!(w.act(&w.bob, &call, "answer")["status"], "active");
+    bob.quiet().await;
+
+    // A device that connects while its user is still being rung gets `call:incoming` at once,
+    // and rings: Eve opens the app now.
+    let stream = handshake(&w.d, Auth::Header(&w.eve.token))
+        .await
+        .expect("handshake");
+    let mut eve = Ws::from(stream, "Eve");
+    let incoming = eve.expect("call:incoming").await;
+    assert_eq!(incoming["callId"], call);
+    assert_eq!(incoming["initiatedBy"], json!(w.alice.uid()));
+    let deadline = Instant::now() + FRAME_WAIT;
+    loop {
+        let c = w.get_call(&w.alice, &call);
+        if c["participants"][2]["status"] == "ringing" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "eve is not ringing: {c}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A user already in the call is not rung again on a new device.
+    let mut bobs_laptop = w.open(&w.bob).await;
+    bobs_laptop.quiet().await;
 }
 
 // 4. Several devices of one user.
@@ -1125,6 +1149,10 @@ async fn a_user_has_at_most_16_sockets() {
         s.send(json!({"event": "probe", "id": 1})).await;
         match s.next_within(FRAME_WAIT).await {
             Next::Frame(f) => {
+                // Alice is still being rung: a device of hers that connects rings too.
+                assert_eq!(f["event"], "call:incoming", "{f}");
+                assert_eq!(f["data"]["callId"], call, "{f}");
+                let f = s.recv().await;
                 assert_error(&f, "unknown_event", "probe", Some(&json!(1)));
                 break s;
             }

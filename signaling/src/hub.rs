@@ -126,6 +126,8 @@ struct Registry {
     /// Users joined in a live call whose last socket went, with their departure's mark (a
     /// reconnect removes them: the departure is then void).
     away: HashMap<Uuid, u64>,
+    /// Each live call's `call:incoming`, for devices that connect while it rings.
+    incoming: HashMap<Uuid, Message>,
 }
 
 impl Registry {
@@ -216,6 +218,18 @@ impl Hub {
         *self.ringing.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
     }
 
+    /// Reports `(user, call)` pairs whose `call:incoming` reached a device.
+    fn report_rung(&self, rung: Vec<(Uuid, Uuid)>) {
+        if rung.is_empty() {
+            return;
+        }
+        if let Some(tx) = &*self.ringing.lock().unwrap_or_else(|e| e.into_inner()) {
+            for report in rung {
+                let _ = tx.try_send(report);
+            }
+        }
+    }
+
     fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
         // A panic while holding the lock cannot leave the registry half-changed in a way that
         // matters more than losing the hub: keep serving.
@@ -231,9 +245,21 @@ impl Hub {
         }
         r.next += 1;
         let id = SocketId(r.next);
+        // A device that connects while the user is being rung rings too.
+        let mut rung = Vec::new();
+        for (call, roster) in &r.calls {
+            let pending = roster.get(&user).is_some_and(|s| s.is_pending());
+            if let (true, Some(m)) = (pending, r.incoming.get(call)) {
+                if outbox.push(m) {
+                    rung.push((user, *call));
+                }
+            }
+        }
         r.users.entry(user).or_default().push(Socket { id, outbox });
         // Back within the grace (or at any time before it was acted on): nothing happened.
         r.away.remove(&user);
+        drop(r);
+        self.report_rung(rung);
         Ok(id)
     }
 
@@ -392,19 +418,21 @@ impl EventSink for Hub {
         let mut rung = Vec::new();
         for e in events {
             update_roster(&mut r.calls, &e.payload);
-            let reached = deliver(&mut r, &e.to, &message_of(&e.payload));
-            if let Payload::Incoming(i) = &e.payload {
-                rung.extend(reached.into_iter().map(|user| (user, i.call_id)));
+            let m = message_of(&e.payload);
+            let reached = deliver(&mut r, &e.to, &m);
+            match &e.payload {
+                Payload::Incoming(i) => {
+                    rung.extend(reached.into_iter().map(|user| (user, i.call_id)));
+                    r.incoming.insert(i.call_id, m);
+                }
+                Payload::Ended(e) => {
+                    r.incoming.remove(&e.call_id);
+                }
+                _ => {}
             }
         }
         drop(r);
-        if !rung.is_empty() {
-            if let Some(tx) = &*self.ringing.lock().unwrap_or_else(|e| e.into_inner()) {
-                for report in rung {
-                    let _ = tx.try_send(report);
-                }
-            }
-        }
+        self.report_rung(rung);
     }
 }
 
