@@ -258,19 +258,9 @@ run_one() {
     done
 
     # Stop the daemon: SIGTERM, and it must exit 0 (it closes the store, checkpointing the WAL).
-    local daemon_rc=0 stopped=0
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 150; i++)); do
-        kill -0 "$pid" 2>/dev/null || { stopped=1; break; }
-        sleep 0.1
-    done
-    if ((stopped)); then
-        wait "$pid" || daemon_rc=$?
-    else
-        log "the daemon did not exit 15 s after SIGTERM; killing it"
-        stop_pid "$pid"
-        daemon_rc=137
-    fi
+    stop_for_status "$pid" 15
+    local daemon_rc=$STOP_RC
+    if ((STOP_KILLED)); then log "the daemon did not exit 15 s after SIGTERM; killed it"; fi
     forget_pid "$pid"
 
     local ok=1

@@ -227,19 +227,9 @@ run_one() {
         --server-pid "$pid" --threads "$THREADS" --label "$server" >"$llog" 2>&1 || rc=$?
 
     # Stop the server: SIGTERM; switchboard must exit 0 (it ends the live calls first).
-    local server_rc=0 stopped=0
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 200; i++)); do
-        kill -0 "$pid" 2>/dev/null || { stopped=1; break; }
-        sleep 0.1
-    done
-    if ((stopped)); then
-        wait "$pid" || server_rc=$?
-    else
-        log "$server did not exit 20 s after SIGTERM; killing it"
-        stop_pid "$pid"
-        server_rc=137
-    fi
+    stop_for_status "$pid" 20
+    local server_rc=$STOP_RC
+    if ((STOP_KILLED)); then log "$server did not exit 20 s after SIGTERM; killed it"; fi
     forget_pid "$pid"
 
     local ok=1

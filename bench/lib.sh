@@ -40,3 +40,24 @@ forget_pid() {
     for p in "${PIDS[@]}"; do [[ $p == "$1" ]] || kept+=("$p"); done
     PIDS=("${kept[@]}")
 }
+
+# Stops a process we started and want the exit status of (a server that must exit 0 on
+# SIGTERM): SIGTERM, then up to $2 seconds for it to exit, then SIGKILL. Sets STOP_RC to its
+# exit status (137 if it had to be killed) and STOP_KILLED to 1 if it had to be. Not in a
+# subshell: only the shell that started the process can reap it.
+stop_for_status() {
+    local pid=$1 secs=$2 i
+    STOP_RC=0
+    STOP_KILLED=0
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < secs * 10; i++)); do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            wait "$pid" || STOP_RC=$?
+            return 0
+        fi
+        sleep 0.1
+    done
+    stop_pid "$pid"
+    STOP_RC=137
+    STOP_KILLED=1
+}
