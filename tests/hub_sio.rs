@@ -375,6 +375,7 @@ fn reconnect_grace_over_socket_io() {
         "sio_presence.mjs",
         &cfg,
         &[
+            "emits made before the connection are all acked",
             "a reconnect within the grace: alice heard nothing",
             "the call goes on: bob's new socket signals alice",
             "bob gone past the grace: alice got call:ended (connection-lost)",

@@ -24,9 +24,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use socketioxide::adapter::LocalAdapter;
 use socketioxide::extract::{AckSender, SocketRef, TryData};
-use socketioxide::handler::{
-    ConnectHandler as _, FromMessageParts, MessageHandler, Value as SioValue,
-};
+use socketioxide::handler::{ConnectHandler, FromMessageParts, MessageHandler, Value as SioValue};
 use socketioxide::layer::SocketIoLayer;
 use socketioxide::socket::Socket;
 use socketioxide::SocketIo;
@@ -182,15 +180,20 @@ fn socket_io(state: Arc<ApiState>) -> SocketIoLayer {
             Ok::<(), Refused>(())
         }
     };
-    io.ns(
-        "/",
-        (move |s: SocketRef| {
-            let state = state.clone();
-            async move { connected(state, s) }
-        })
-        .with(authenticate),
-    );
+    io.ns("/", OnConnect(state).with(authenticate));
     layer
+}
+
+/// The connect handler. Synchronous, like [`OnMessage`]: socketioxide sends CONNECT and then
+/// calls it, and an async handler would run on a task of its own, leaving a window in which
+/// a client's first messages found no message handler yet (and were dropped).
+#[derive(Clone)]
+struct OnConnect(Arc<ApiState>);
+
+impl ConnectHandler<LocalAdapter, Inline> for OnConnect {
+    fn call(&self, s: Arc<Socket<LocalAdapter>>, _auth: Option<SioValue>) {
+        connected(self.0.clone(), SocketRef::from(s));
+    }
 }
 
 fn connected(state: Arc<ApiState>, s: SocketRef) {

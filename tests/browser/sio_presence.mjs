@@ -43,6 +43,18 @@ function candidate(n) {
 await run(async () => {
   const { alice, bob, eve } = cfg;
 
+  // A client's emits made before it is connected go out the moment it is: each must be
+  // performed and acked, never dropped for want of a handler (20 fresh sockets).
+  for (let i = 0; i < 20; i++) {
+    const early = connect(eve, { transports: ["websocket"] });
+    const acked = ack(early, "call:ice-candidate",
+      { callId: "00000000-0000-4000-8000-000000000000", targetUserId: alice.id, candidate: candidate(i) });
+    const r = await acked;
+    if (!(r.error && r.error.code === "not_in_call")) fail(`an early emit (${i}): ${JSON.stringify(r)}`);
+    early.close();
+  }
+  step("emits made before the connection are all acked");
+
   // ---- 1:1
   let [a, b] = await online(alice, bob);
   a.person = alice;
