@@ -632,11 +632,21 @@ impl CallService {
                     let Some(d) = due.pop_front() else { continue };
                     // The token's name and email are not at hand: a bare user keeps the stored.
                     let who = User { id: d.user, name: None, email: None };
+                    let mut failed = false;
                     for call in hub.gone_for_good(&d) {
                         match self.connection_lost(&who, call).await {
                             Ok(()) => tracing::info!(user = %d.user, %call, "left the call: no connection within the reconnect grace"),
+                            Err(CallError::Store(e)) => {
+                                tracing::warn!(user = %d.user, %call, error = %e, "connection loss not stored; trying again after another grace");
+                                failed = true;
+                            }
+                            // Refused: they left, or the call ended, meanwhile.
                             Err(e) => tracing::debug!(user = %d.user, %call, error = %e, "connection loss not applied"),
                         }
+                    }
+                    if failed {
+                        // Still away and joined: a new departure, due a grace from now.
+                        hub.recheck_presence(d.user);
                     }
                 }
             }
