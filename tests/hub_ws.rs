@@ -101,6 +101,21 @@ impl World {
         blocking(|| self.api.act_ok(who, call, action))
     }
 
+    /// Waits (at most [`FRAME_WAIT`]) until Alice's `GET /api/calls/{call}` satisfies
+    /// `rung` (the hub reports ringing in the background): that call.
+    #[track_caller]
+    fn rings_within(&self, call: &str, rung: impl Fn(&Value) -> bool) -> Value {
+        let mut last = Value::Null;
+        let seen = blocking(|| {
+            common::wait_until(FRAME_WAIT, || {
+                last = self.api.call(&self.alice, call);
+                rung(&last)
+            })
+        });
+        assert!(seen, "not rung in time: {last}");
+        last
+    }
+
     /// `GET /api/calls/{call}`'s `call`.
     fn get_call(&self, who: &Person, call: &str) -> Value {
         blocking(|| self.api.call(who, call))
@@ -843,22 +858,14 @@ async fn delivery_of_call_incoming_rings_the_invitee() {
     // Eve has no socket.
     let call = w.call(&w.alice, &[&w.bob, &w.eve]);
     bob.expect("call:incoming").await;
-    let deadline = Instant::now() + FRAME_WAIT;
-    let statuses = loop {
-        let c = w.get_call(&w.alice, &call);
-        let s: Vec<String> = c["participants"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| p["status"].as_str().unwrap().to_owned())
-            .collect();
-        if c["status"] == "ringing" || Instant::now() > deadline {
-            break (c["status"].clone(), s);
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    assert_eq!(statuses.0, "ringing", "{statuses:?}");
-    assert_eq!(statuses.1, ["joined", "ringing", "invited"]);
+    let rang = w.rings_within(&call, |c| c["status"] == "ringing");
+    let statuses: Vec<&str> = rang["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["joined", "ringing", "invited"]);
     // Answering from ringing works as from invited.
     assert_eq!(w.act(&w.bob, &call, "answer")["status"], "active");
     bob.quiet().await;
@@ -872,15 +879,7 @@ async fn delivery_of_call_incoming_rings_the_invitee() {
     let incoming = eve.expect("call:incoming").await;
     assert_eq!(incoming["callId"], call);
     assert_eq!(incoming["initiatedBy"], json!(w.alice.uid()));
-    let deadline = Instant::now() + FRAME_WAIT;
-    loop {
-        let c = w.get_call(&w.alice, &call);
-        if c["participants"][2]["status"] == "ringing" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "eve is not ringing: {c}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    w.rings_within(&call, |c| c["participants"][2]["status"] == "ringing");
     // A user already in the call is not rung again on a new device.
     let mut bobs_laptop = w.open(&w.bob).await;
     bobs_laptop.quiet().await;
@@ -1554,12 +1553,7 @@ async fn ring_timeout_misses_the_call() {
         assert_eq!(s.expect("call:incoming").await["callId"], call, "{}", s.who);
     }
     // Delivered, the invitation rings (so the timeout misses a ringing invitee).
-    let rang = blocking(|| {
-        common::wait_until(FRAME_WAIT, || {
-            w.api.call(&w.alice, &call)["participants"][1]["status"] == "ringing"
-        })
-    });
-    assert!(rang, "Bob never rang: {}", w.get_call(&w.alice, &call));
+    w.rings_within(&call, |c| c["participants"][1]["status"] == "ringing");
     let ended = json!({"callId": call, "reason": "no-answer", "endedBy": null});
     for s in [&mut phone, &mut laptop, &mut alice] {
         match s.next_within(RING_TIMEOUT + FRAME_WAIT).await {
