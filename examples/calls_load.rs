@@ -37,6 +37,8 @@
 //! and the load, a `ratio` line: durable transitions per second of the daemon (4 per
 //! lifecycle) over the anchor's transactions per second.
 
+mod common;
+
 use std::fmt::Write as _;
 use std::io::{self, Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
@@ -49,6 +51,8 @@ use rusqlite::{Connection, OpenFlags};
 use switchboard_signaling::auth;
 use switchboard_signaling::time::Timestamp;
 use uuid::Uuid;
+
+use common::{own_cpu_us, percentile};
 
 const USAGE: &str = "usage: calls_load [--sqlite-anchor PATH] [--anchor-secs SECS] \
                      [--http IP:PORT --jwt-secret S] [--clients N] [--duration SECS] \
@@ -254,7 +258,7 @@ fn anchor(path: &std::path::Path, secs: Duration) -> rusqlite::Result<Anchor> {
         one(n)?;
     }
     let mut latencies = Vec::with_capacity(16 * 1024);
-    let cpu0 = cpu_time_us();
+    let cpu0 = own_cpu_us();
     let start = Instant::now();
     let mut n = 20;
     loop {
@@ -267,7 +271,7 @@ fn anchor(path: &std::path::Path, secs: Duration) -> rusqlite::Result<Anchor> {
         n += 1;
     }
     let elapsed = start.elapsed().as_secs_f64();
-    let cpu = cpu_time_us() - cpu0;
+    let cpu = own_cpu_us() - cpu0;
     latencies.sort_unstable();
     let tx = latencies.len() as u64;
     Ok(Anchor {
@@ -278,15 +282,6 @@ fn anchor(path: &std::path::Path, secs: Duration) -> rusqlite::Result<Anchor> {
         p50_us: percentile(&latencies, 50.0),
         p99_us: percentile(&latencies, 99.0),
     })
-}
-
-/// The `p`th percentile of sorted values (nearest rank), 0 if there are none.
-fn percentile(sorted: &[u64], p: f64) -> u64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -875,20 +870,6 @@ fn ms(us: u64) -> f64 {
     us as f64 / 1000.0
 }
 
-/// This process's CPU time (user + system, all threads), in microseconds.
-fn cpu_time_us() -> f64 {
-    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-    // SAFETY: getrusage writes the struct it is given; RUSAGE_SELF is always valid.
-    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) };
-    if rc != 0 {
-        return 0.0;
-    }
-    // SAFETY: getrusage succeeded, so it filled the struct (and zeroed is valid anyway).
-    let usage = unsafe { usage.assume_init() };
-    let tv = |t: libc::timeval| t.tv_sec as f64 * 1e6 + t.tv_usec as f64;
-    tv(usage.ru_utime) + tv(usage.ru_stime)
-}
-
 fn load(args: &Args, addr: SocketAddr, secret: &str) -> Report {
     let n = args.clients;
     let warmup = Duration::from_secs_f64(args.warmup);
@@ -898,7 +879,7 @@ fn load(args: &Args, addr: SocketAddr, secret: &str) -> Report {
     let window: Arc<OnceLock<Window>> = Arc::new(OnceLock::new());
     let go = Arc::new(Barrier::new(n + 1));
     let completed = Arc::new(AtomicU64::new(0));
-    let cpu0 = cpu_time_us();
+    let cpu0 = own_cpu_us();
     let mut threads = Vec::with_capacity(n);
     for id in 0..n {
         let (ready, go, window) = (ready.clone(), go.clone(), window.clone());
@@ -975,7 +956,7 @@ fn load(args: &Args, addr: SocketAddr, secret: &str) -> Report {
             Err(_) => all.error("a client thread panicked".into()),
         }
     }
-    let client_cpu_us = cpu_time_us() - cpu0;
+    let client_cpu_us = own_cpu_us() - cpu0;
     let secs = until.duration_since(from).as_secs_f64();
     all.lifecycle_us.sort_unstable();
     let mut op_p50_us = [0; 4];

@@ -52,6 +52,8 @@
 //! Output ends with machine-readable lines: `connect key=value ...`, one `phase name=...`
 //! per phase, and `end ...`.
 
+mod common;
+
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -69,6 +71,8 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message as Frame;
 use tokio_tungstenite::WebSocketStream;
 use uuid::Uuid;
+
+use common::{own_cpu_us, percentile};
 
 const USAGE: &str = "usage: hub_load --addr IP:PORT --transport sio|ws --jwt-secret S \
                      [--sockets N] [--window W] [--phases name:rate,...] [--warmup SECS] \
@@ -831,20 +835,6 @@ fn machine_busy_ns() -> u64 {
     busy * (1_000_000_000 / hz)
 }
 
-/// This process's CPU time (user + system, all threads), in microseconds.
-fn own_cpu_us() -> f64 {
-    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-    // SAFETY: getrusage writes the struct it is given; RUSAGE_SELF is always valid.
-    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) };
-    if rc != 0 {
-        return 0.0;
-    }
-    // SAFETY: getrusage succeeded, so it filled the struct (and zeroed is valid anyway).
-    let usage = unsafe { usage.assume_init() };
-    let tv = |t: libc::timeval| t.tv_sec as f64 * 1e6 + t.tv_usec as f64;
-    tv(usage.ru_utime) + tv(usage.ru_stime)
-}
-
 // ---------------------------------------------------------------------------------------------
 // The run.
 
@@ -1034,15 +1024,6 @@ impl Report {
             u8::from(self.failed())
         );
     }
-}
-
-/// The `p`th percentile of sorted values (nearest rank), 0 if there are none.
-fn percentile(sorted: &[u32], p: f64) -> u64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    u64::from(sorted[rank.clamp(1, sorted.len()) - 1])
 }
 
 async fn run(args: Arc<Args>) -> Report {
