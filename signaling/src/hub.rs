@@ -123,6 +123,9 @@ struct Registry {
     users: HashMap<Uuid, Vec<Socket>>,
     /// Every live call's roster: who is joined or still being rung.
     calls: HashMap<Uuid, HashMap<Uuid, ParticipantStatus>>,
+    /// The same the other way round: each user's live calls (so that a user's connect and
+    /// disconnect look at their own calls, not at every call).
+    calls_of: HashMap<Uuid, Vec<Uuid>>,
     /// Users joined in a live call whose last socket went, with their departure's mark (a
     /// reconnect removes them: the departure is then void).
     away: HashMap<Uuid, u64>,
@@ -131,12 +134,78 @@ struct Registry {
 }
 
 impl Registry {
-    fn joined_calls(&self, user: Uuid) -> Vec<Uuid> {
-        self.calls
+    /// `user`'s live calls, each with their status in it.
+    fn calls_with_status(
+        &self,
+        user: Uuid,
+    ) -> impl Iterator<Item = (Uuid, ParticipantStatus)> + '_ {
+        let calls = self.calls_of.get(&user).map_or(&[][..], Vec::as_slice);
+        calls
             .iter()
-            .filter(|(_, roster)| roster.get(&user) == Some(&ParticipantStatus::Joined))
-            .map(|(&call, _)| call)
+            .filter_map(move |c| Some((*c, *self.calls.get(c)?.get(&user)?)))
+    }
+
+    fn joined_calls(&self, user: Uuid) -> Vec<Uuid> {
+        self.calls_with_status(user)
+            .filter(|(_, s)| *s == ParticipantStatus::Joined)
+            .map(|(call, _)| call)
             .collect()
+    }
+
+    /// Follows the live calls' rosters from the state machine's events, which announce every
+    /// change of who is in a call.
+    fn update_roster(&mut self, p: &Payload) {
+        match p {
+            Payload::Incoming(i) => {
+                let roster: HashMap<Uuid, ParticipantStatus> = i
+                    .participants
+                    .iter()
+                    .filter(|v| v.status.is_live())
+                    .map(|v| (v.user_id, v.status))
+                    .collect();
+                for user in roster.keys() {
+                    self.add_call_of(*user, i.call_id);
+                }
+                self.calls.insert(i.call_id, roster);
+            }
+            Payload::ParticipantJoined(j) => {
+                if let Some(r) = self.calls.get_mut(&j.call_id) {
+                    r.insert(j.user_id, ParticipantStatus::Joined);
+                    self.add_call_of(j.user_id, j.call_id);
+                }
+            }
+            Payload::ParticipantLeft(l) => {
+                if let Some(r) = self.calls.get_mut(&l.call_id) {
+                    r.remove(&l.user_id);
+                    self.remove_call_of(l.user_id, l.call_id);
+                }
+            }
+            Payload::Ended(e) => {
+                if let Some(roster) = self.calls.remove(&e.call_id) {
+                    for user in roster.keys() {
+                        self.remove_call_of(*user, e.call_id);
+                    }
+                }
+                self.incoming.remove(&e.call_id);
+            }
+            Payload::MediaStateChanged(_) | Payload::Quality(_) => {}
+        }
+    }
+
+    fn add_call_of(&mut self, user: Uuid, call: Uuid) {
+        let calls = self.calls_of.entry(user).or_default();
+        if !calls.contains(&call) {
+            calls.push(call);
+        }
+    }
+
+    fn remove_call_of(&mut self, user: Uuid, call: Uuid) {
+        if let Some(calls) = self.calls_of.get_mut(&user) {
+            calls.retain(|c| *c != call);
+            if calls.is_empty() {
+                self.calls_of.remove(&user);
+            }
+        }
     }
 }
 
@@ -247,11 +316,10 @@ impl Hub {
         let id = SocketId(r.next);
         // A device that connects while the user is being rung rings too.
         let mut rung = Vec::new();
-        for (call, roster) in &r.calls {
-            let pending = roster.get(&user).is_some_and(|s| s.is_pending());
-            if let (true, Some(m)) = (pending, r.incoming.get(call)) {
+        for (call, status) in r.calls_with_status(user) {
+            if let (true, Some(m)) = (status.is_pending(), r.incoming.get(&call)) {
                 if outbox.push(m) {
-                    rung.push((user, *call));
+                    rung.push((user, call));
                 }
             }
         }
@@ -417,18 +485,12 @@ impl EventSink for Hub {
         let mut r = self.registry();
         let mut rung = Vec::new();
         for e in events {
-            update_roster(&mut r.calls, &e.payload);
+            r.update_roster(&e.payload);
             let m = message_of(&e.payload);
             let reached = deliver(&mut r, &e.to, &m);
-            match &e.payload {
-                Payload::Incoming(i) => {
-                    rung.extend(reached.into_iter().map(|user| (user, i.call_id)));
-                    r.incoming.insert(i.call_id, m);
-                }
-                Payload::Ended(e) => {
-                    r.incoming.remove(&e.call_id);
-                }
-                _ => {}
+            if let Payload::Incoming(i) = &e.payload {
+                rung.extend(reached.into_iter().map(|user| (user, i.call_id)));
+                r.incoming.insert(i.call_id, m);
             }
         }
         drop(r);
@@ -445,36 +507,6 @@ fn message_of(p: &Payload) -> Message {
         Payload::Ended(d) => Message::new(p.name(), d),
         Payload::MediaStateChanged(d) => Message::new(p.name(), d),
         Payload::Quality(d) => Message::new(p.name(), d),
-    }
-}
-
-/// Follows the live calls' rosters from the state machine's events, which announce every
-/// change of who is in a call.
-fn update_roster(calls: &mut HashMap<Uuid, HashMap<Uuid, ParticipantStatus>>, p: &Payload) {
-    match p {
-        Payload::Incoming(i) => {
-            let roster = i
-                .participants
-                .iter()
-                .filter(|v| v.status.is_live())
-                .map(|v| (v.user_id, v.status))
-                .collect();
-            calls.insert(i.call_id, roster);
-        }
-        Payload::ParticipantJoined(j) => {
-            if let Some(r) = calls.get_mut(&j.call_id) {
-                r.insert(j.user_id, ParticipantStatus::Joined);
-            }
-        }
-        Payload::ParticipantLeft(l) => {
-            if let Some(r) = calls.get_mut(&l.call_id) {
-                r.remove(&l.user_id);
-            }
-        }
-        Payload::Ended(e) => {
-            calls.remove(&e.call_id);
-        }
-        Payload::MediaStateChanged(_) | Payload::Quality(_) => {}
     }
 }
 
@@ -720,5 +752,32 @@ mod tests {
         // Settled once.
         assert!(hub.gone_for_good(&second).is_empty());
         assert!(departures.try_recv().is_err());
+    }
+
+    #[test]
+    fn a_device_connecting_mid_ring_rings_and_an_ended_call_is_forgotten() {
+        let hub = Hub::new(4);
+        let mut departures = hub.watch_departures();
+        let (u1, u2) = (user(1).id, user(2).id);
+        let mut call = group(&hub);
+        // User 2 had no socket when the call started: a device of theirs gets it on connect.
+        let phone = Inbox::with_room(9);
+        hub.attach(u2, phone.clone()).unwrap();
+        assert_eq!(phone.names(), ["call:incoming"]);
+        // The caller is joined, not rung: nothing on connect.
+        let caller = Inbox::with_room(9);
+        let a = hub.attach(u1, caller.clone()).unwrap();
+        assert!(caller.names().is_empty());
+        // Once the call is over, nobody is in it: no replay, no departure.
+        let t = T0 + std::time::Duration::from_secs(1);
+        hub.deliver(call.end(u1, t).unwrap());
+        assert_eq!(phone.names(), ["call:ended"]);
+        let laptop = Inbox::with_room(9);
+        hub.attach(u2, laptop.clone()).unwrap();
+        assert!(laptop.names().is_empty());
+        hub.detach(u1, a);
+        assert!(departures.try_recv().is_err());
+        let r = hub.registry();
+        assert!(r.calls.is_empty() && r.calls_of.is_empty() && r.incoming.is_empty());
     }
 }

@@ -229,16 +229,8 @@ async fn serve(s: Arc<ApiState>, user: User, socket: WebSocket) {
             }
             out = rx.recv() => {
                 let Some(out) = out else { break };
-                // What else is queued already goes in the same write (one flush, one syscall).
-                let mut batch = vec![out];
-                while batch.len() < WRITE_BATCH {
-                    match rx.try_recv() {
-                        Ok(more) => batch.push(more),
-                        Err(_) => break,
-                    }
-                }
                 // A peer that stopped reading blocks the write: bounded, then closed.
-                let written = tokio::time::timeout(PING_TIMEOUT, write_all(&mut socket, batch));
+                let written = tokio::time::timeout(PING_TIMEOUT, write_queued(&mut socket, out, &mut rx));
                 if !matches!(written.await, Ok(Ok(()))) {
                     break;
                 }
@@ -289,10 +281,19 @@ async fn serve(s: Arc<ApiState>, user: User, socket: WebSocket) {
 /// The most queued messages written with one flush.
 const WRITE_BATCH: usize = 32;
 
-/// Writes `batch` and flushes once.
-async fn write_all(socket: &mut WebSocket, batch: Vec<Out>) -> Result<(), axum::Error> {
-    for out in batch {
-        socket.feed(Frame::Text(out.text().into())).await?;
+/// Writes `first` and what else is queued already (up to [`WRITE_BATCH`] in all), then
+/// flushes once: one syscall for a burst.
+async fn write_queued(
+    socket: &mut WebSocket,
+    first: Out,
+    rx: &mut mpsc::Receiver<Out>,
+) -> Result<(), axum::Error> {
+    socket.feed(Frame::Text(first.text().into())).await?;
+    for _ in 1..WRITE_BATCH {
+        match rx.try_recv() {
+            Ok(more) => socket.feed(Frame::Text(more.text().into())).await?,
+            Err(_) => break,
+        }
     }
     socket.flush().await
 }
