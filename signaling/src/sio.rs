@@ -128,7 +128,12 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> S::Future {
-        self.0.call(own_head(req))
+        // Only what socketioxide answers (its default path); the rest is the router's.
+        if req.uri().path().starts_with("/socket.io") {
+            self.0.call(own_head(req))
+        } else {
+            self.0.call(req)
+        }
     }
 }
 
