@@ -298,6 +298,12 @@ impl Inner {
         self.relay_marks.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Writes a transition of `call` from `before`, with its `quality_stats` if it ended.
+    fn save(&self, db: &Db, before: &Call, call: &mut Call) -> Result<(), StoreError> {
+        self.summarise(db, before, call)?;
+        db.save_call(before, call)
+    }
+
     /// When `call` has just ended (it was live in `before`): its `quality_stats`, if it was
     /// answered: every participant's reports (`media_stats`) and what the relay carried for
     /// them since the call started.
@@ -404,8 +410,7 @@ impl CallService {
                 let expired = call.expire_ringing(ring_timeout, now);
                 let timed_out = call != before;
                 if timed_out {
-                    inner.summarise(db, &before, &mut call)?;
-                    db.save_call(&before, &call)?;
+                    inner.save(db, &before, &mut call)?;
                     db.emit(expired);
                 }
                 // The request itself: all or nothing. Its own savepoint only when the timeout
@@ -414,8 +419,7 @@ impl CallService {
                     db.record_user(&caller, now)?;
                     let before = call.clone();
                     let (out, events) = f(&mut call, now)?;
-                    inner.summarise(db, &before, &mut call)?;
-                    db.save_call(&before, &call)?;
+                    inner.save(db, &before, &mut call)?;
                     db.emit(events);
                     Ok::<_, CallError>((out, call))
                 };
@@ -819,8 +823,7 @@ impl CallService {
                         };
                         let before = call.clone();
                         let events = call.end_by_server(why, now);
-                        inner.summarise(db, &before, &mut call)?;
-                        db.save_call(&before, &call)?;
+                        inner.save(db, &before, &mut call)?;
                         db.emit(events);
                         Ok(before.status.is_live())
                     });
@@ -850,8 +853,7 @@ impl CallService {
                         if let Some(mut call) = db.load_call(id)? {
                             let before = call.clone();
                             let events = call.expire_ringing(timeout, now);
-                            inner.summarise(db, &before, &mut call)?;
-                            db.save_call(&before, &call)?;
+                            inner.save(db, &before, &mut call)?;
                             db.emit(events);
                         }
                         Ok::<_, StoreError>(())
