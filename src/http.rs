@@ -135,12 +135,9 @@ impl Http {
                     .route("/ws", axum::routing::get(ws::handler))
                     .with_state(state.clone()),
             )
+            .merge(sio::router(state))
             .fallback(api::not_found)
             .layer(CatchPanicLayer::custom(|_| api::panic_response()));
-        // `/socket.io/` is answered by socketioxide before the router sees it. One service
-        // around the whole router (not `Router::layer`, which would give each route its own
-        // Engine.IO sessions).
-        let app = tower_layer::Layer::layer(&sio::layer(state), app);
         let stop = CancellationToken::new();
         let server = Server {
             listener,
@@ -223,7 +220,7 @@ impl Http {
 }
 
 /// The API's service, as hyper calls it.
-type Service = TowerToHyperService<sio::OwnHead<socketioxide::service::SocketIoService<Router>>>;
+type Service = TowerToHyperService<Router>;
 
 /// The HTTP/1 settings of every API connection.
 fn connection_builder() -> http1::Builder {

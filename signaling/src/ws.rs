@@ -279,7 +279,7 @@ async fn serve(s: Arc<ApiState>, user: User, socket: WebSocket) {
 }
 
 /// The most queued messages written with one flush.
-const WRITE_BATCH: usize = 32;
+pub(crate) const WRITE_BATCH: usize = 32;
 
 /// Writes `first` and what else is queued already (up to [`WRITE_BATCH`] in all), then
 /// flushes once: one syscall for a burst.
@@ -387,7 +387,7 @@ pub enum Reply {
 }
 
 impl Reply {
-    fn error(code: &'static str, message: impl Into<String>) -> Reply {
+    pub(crate) fn error(code: &'static str, message: impl Into<String>) -> Reply {
         Reply::Error {
             code,
             message: message.into(),
