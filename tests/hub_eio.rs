@@ -20,10 +20,6 @@
 //! queues: it is the fence that proves "nothing else was queued" without waiting. Every wait is
 //! bounded by [`WAIT`]; "still waiting" is [`QUIET`]. Nothing here waits for the 25 s
 //! heartbeat.
-//!
-//! Tests marked `#[ignore = "sio.rs bug: ..."]` state what the protocol (or sio.rs's own
-//! documentation) says and fail against the current sio.rs; `cargo test --test hub_eio --
-//! --ignored` runs them.
 
 mod common;
 
@@ -576,16 +572,14 @@ async fn events_need_a_connect_and_are_answered_in_order() {
         s.fence("binary").await,
         [r#"431[{"error":{"code":"invalid_frame","message":"binary attachments are not taken"}}]"#]
     );
-    // Without an ack id the refusal still names invalid_frame (how it is framed, see
-    // `binary_event_refusals_follow_the_binary_packet_format`).
+    // Without an ack id: an `error` event naming the refused event.
     s.send(&[r#"451-["call:end",{"_placeholder":true,"num":0}]"#, "bAQID"])
         .await;
-    let refusal = s.fence("binary2").await;
-    assert_eq!(refusal.len(), 1, "{refusal:?}");
-    assert!(
-        refusal[0]
-            .contains(r#"{"code":"invalid_frame","message":"binary attachments are not taken""#),
-        "{refusal:?}"
+    assert_eq!(
+        s.fence("binary2").await,
+        [
+            r#"42["error",{"code":"invalid_frame","event":"call:end","message":"binary attachments are not taken"}]"#
+        ]
     );
 
     // A message that is not a Socket.IO event: invalid_frame.
@@ -862,26 +856,25 @@ async fn candidates_relayed_between_polling_and_websocket() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Bugs found in sio.rs: what should hold, failing today (see each reason).
+// Two bugs the first version of sio.rs had.
 
 /// Socket.IO v5's BINARY_EVENT is `5<attachments>-[<namespace>,][<ack id>][data]`: the number
 /// before `-` counts attachments, the ack id (if any) comes after it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "sio.rs bug: the attachment count of a binary event is read as its ack id"]
 async fn binary_event_refusals_follow_the_binary_packet_format() {
     let d = start();
     let alice = Person::new("Alice");
     let mut s = Polling::open(d.http, "").await;
     s.connect(&alice.token).await;
 
-    // Two attachments, ack id 7: the refusal goes to ack 7 (today: `432[...]`).
+    // Two attachments, ack id 7: the refusal goes to ack 7 (the first sio.rs: `432[...]`).
     s.send(&[r#"452-7["call:end",{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]"#])
         .await;
     assert_eq!(
         s.fence("ack").await,
         [r#"437[{"error":{"code":"invalid_frame","message":"binary attachments are not taken"}}]"#]
     );
-    // One attachment, no ack id: an `error` event, no ack (today: `431[...]`, an answer to an
+    // One attachment, no ack id: an `error` event, no ack (the first sio.rs: `431[...]`, an answer to an
     // ack id 1 the client never asked for, which a client may have pending for another event).
     s.send(&[r#"451-["call:end",{"_placeholder":true,"num":0}]"#])
         .await;
@@ -893,7 +886,7 @@ async fn binary_event_refusals_follow_the_binary_packet_format() {
         ("error", &json!("invalid_frame"))
     );
     // For a namespace the socket is not connected to: nothing, as for a text event there
-    // (today: `431[...]`, the namespace being read from after the attachment count).
+    // (the first sio.rs: `431[...]`, the namespace being read from after the attachment count).
     s.send(&[r#"451-/admin,["call:end",{"_placeholder":true,"num":0}]"#])
         .await;
     assert_eq!(s.fence("other-namespace").await, Vec::<String>::new());
@@ -902,7 +895,6 @@ async fn binary_event_refusals_follow_the_binary_packet_format() {
 /// sio.rs's doc: "[`ws::QUEUE`] queued messages per socket (a socket further behind is
 /// closed)". A client that POSTs pings and never polls is further behind than that.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "sio.rs bug: pongs (and connect_error packets) are queued without the QUEUE bound"]
 async fn a_client_that_never_polls_is_bounded_by_the_queue() {
     let d = start();
     let s = Polling::open(d.http, "").await;

@@ -162,6 +162,14 @@ impl Session {
         true
     }
 
+    /// Queues an answer to the client, bounded as events are: a client that makes answers
+    /// faster than it reads them is closed as a slow consumer.
+    fn reply(&self, packet: String) {
+        if !self.send(packet, true) {
+            self.close("slow consumer");
+        }
+    }
+
     /// Marks the session closed (the first reason stays) and wakes whoever ends it.
     fn close(&self, reason: &'static str) {
         self.out().closed.get_or_insert(reason);
@@ -500,6 +508,8 @@ impl Engine {
 
     /// A WebSocket upgrading polling session `s`: the probe, then the session goes over it.
     async fn upgrade(self: Arc<Self>, s: Arc<Session>, mut socket: WebSocket) {
+        // Whether this WebSocket began the upgrade (and so must undo it if it fails).
+        let mut began = false;
         let upgraded = tokio::time::timeout(UPGRADE_TIMEOUT, async {
             if !next_text_is(&mut socket, "2probe").await {
                 return false;
@@ -510,6 +520,7 @@ impl Engine {
                     return false;
                 }
                 o.transport = Transport::Upgrading;
+                began = true;
             }
             s.wake.notify_one();
             socket.send(Frame::Text("3probe".into())).await.is_ok()
@@ -519,7 +530,7 @@ impl Engine {
         {
             let mut o = s.out();
             if upgraded != Ok(true) {
-                if o.transport == Transport::Upgrading {
+                if began && o.transport == Transport::Upgrading {
                     o.transport = Transport::Polling;
                 }
                 return;
@@ -604,9 +615,7 @@ impl Engine {
             Some(b'4') => self.on_message(s, me, &packet[1..]).await,
             Some(b'1') => return false,
             // A ping from the client (not in v4, where the server pings): answered.
-            Some(b'2') => {
-                s.send(format!("3{}", &packet[1..]), false);
-            }
+            Some(b'2') => s.reply(format!("3{}", &packet[1..])),
             // Pongs and noops: being heard is all they do. Anything else is not ours to take.
             _ => {}
         }
@@ -618,7 +627,13 @@ impl Engine {
         let Some(&kind) = packet.as_bytes().first() else {
             return;
         };
-        let (namespace, rest) = split_namespace(&packet[1..]);
+        let mut rest = &packet[1..];
+        if matches!(kind, b'5' | b'6') {
+            // `<attachments>-` comes first in a binary packet.
+            let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+            rest = rest[digits..].strip_prefix('-').unwrap_or(&rest[digits..]);
+        }
+        let (namespace, rest) = split_namespace(rest);
         match kind {
             b'0' => self.on_connect(s, me, namespace, rest),
             // Not connected there: nothing to do, as a Socket.IO server does.
@@ -626,10 +641,13 @@ impl Engine {
             b'1' => self.end(s, "client disconnect"),
             b'2' => self.on_event(s, me, rest).await,
             // Binary attachments would reach peers as placeholders: not taken.
-            b'5' | b'6' => {
-                let (ack, _) = split_ack(rest);
+            b'5' => {
+                let (ack, body) = split_ack(rest);
+                let event = split_event(body)
+                    .map(|(event, _)| event)
+                    .unwrap_or_default();
                 let message = "binary attachments are not taken";
-                answer(s, ack, "", Reply::error("invalid_frame", message));
+                answer(s, ack, &event, Reply::error("invalid_frame", message));
             }
             // Acknowledgements: the server asks for none.
             _ => {}
@@ -646,7 +664,7 @@ impl Engine {
             let body = serde_json::json!({"message": message});
             let comma = if namespace == "/" { "" } else { "," };
             let ns = if namespace == "/" { "" } else { namespace };
-            s.send(format!("44{ns}{comma}{body}"), false);
+            s.reply(format!("44{ns}{comma}{body}"));
         };
         if namespace != "/" {
             return refuse("Invalid namespace".into());
@@ -786,9 +804,7 @@ fn answer(s: &Session, ack: Option<u64>, event: &str, reply: Reply) {
             event_packet("error", &data.to_string())
         }
     };
-    if !s.send(packet, true) {
-        s.close("slow consumer");
-    }
+    s.reply(packet);
 }
 
 #[cfg(test)]
