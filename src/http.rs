@@ -61,6 +61,8 @@ pub struct Http {
     /// The accept loop, which owns the connection tasks and drains them when stopped.
     server: JoinHandle<()>,
     tasks: Vec<JoinHandle<()>>,
+    /// `/socket.io/`'s sessions, which a stop closes in two steps.
+    sio: Arc<sio::Engine>,
 }
 
 /// Opens the store (migrating it) and ends the calls a crash left live, before the API
@@ -129,13 +131,14 @@ impl Http {
             auth,
             hub: hub.clone(),
         });
+        let sio = sio::Engine::new(state.clone());
         let app = api::router(state.clone())
             .merge(
                 Router::new()
                     .route("/ws", axum::routing::get(ws::handler))
                     .with_state(state.clone()),
             )
-            .merge(sio::router(state))
+            .merge(sio.router())
             .fallback(api::not_found)
             .layer(CatchPanicLayer::custom(|_| api::panic_response()));
         let stop = CancellationToken::new();
@@ -179,6 +182,7 @@ impl Http {
             stop,
             server,
             tasks,
+            sio,
         })
     }
 
@@ -186,6 +190,8 @@ impl Http {
     /// connections left are ended), stops the tasks, ends the calls still live
     /// (`server-shutdown`) and closes the store (bounded by [`STORE_CLOSE`]).
     pub async fn stop(mut self) {
+        // Long polls would hold the drain: their sessions are closed first, which answers them.
+        self.sio.stop_polling();
         self.stop.cancel();
         // The accept loop drains for DRAIN, then aborts the connection tasks left and waits
         // for them to end, which is immediate unless a handler blocks its thread: the margin
@@ -210,6 +216,7 @@ impl Http {
         // WebSockets last, once they have been told their calls ended (their upgraded
         // connections are not the accept loop's to drain).
         self.hub.disconnect_all(ws::SHUTDOWN);
+        self.sio.close_all();
         match tokio::time::timeout(STORE_CLOSE, self.calls.store().close()).await {
             Ok(()) => tracing::info!("call store closed"),
             // Every commit is already durable (WAL, synchronous=FULL): what is lost is the

@@ -30,6 +30,7 @@ use std::time::Duration;
 use common::{Api, Daemon, Person, ADMIN_TOKEN};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
+use switchboard_signaling::sio::CONNECT_TIMEOUT;
 use switchboard_signaling::ws::{MAX_FRAME, MAX_SOCKETS_PER_USER, QUEUE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -263,19 +264,17 @@ impl Polling {
     /// Socket.IO CONNECT with `token`, which must be accepted.
     async fn connect(&mut self, token: &str) {
         self.send(&[&connect_packet(token)]).await;
-        assert_eq!(
-            self.poll().await,
-            [format!(r#"40{{"sid":"{}"}}"#, self.sid)]
-        );
+        let answer = self.poll().await;
+        assert_eq!(answer.len(), 1, "{answer:?}");
+        assert_connected(&answer[0], &self.sid);
     }
 
     /// A CONNECT without auth (`40`), which the handshake's `?token=` must let in.
     async fn connect_without_auth(&mut self) {
         self.send(&["40"]).await;
-        assert_eq!(
-            self.poll().await,
-            [format!(r#"40{{"sid":"{}"}}"#, self.sid)]
-        );
+        let answer = self.poll().await;
+        assert_eq!(answer.len(), 1, "{answer:?}");
+        assert_connected(&answer[0], &self.sid);
     }
 }
 
@@ -397,7 +396,7 @@ impl Ws {
     /// Socket.IO CONNECT with `token` on session `sid`, which must be accepted.
     async fn connect(&mut self, token: &str, sid: &str) {
         self.send(&connect_packet(token)).await;
-        assert_eq!(self.recv().await, format!(r#"40{{"sid":"{sid}"}}"#));
+        assert_connected(&self.recv().await, sid);
     }
 
     /// Reads until the connection is over, within [`WAIT`] and without a text frame: the
@@ -637,10 +636,22 @@ async fn a_post_over_max_payload_ends_the_session() {
     let mut s = Polling::open(d.http, "").await;
     s.connect(&alice.token).await;
 
-    // Exactly maxPayload: taken (one ping, answered with its tag).
-    let tag = "x".repeat(MAX_FRAME - 1);
-    s.send(&[&format!("2{tag}")]).await;
-    assert_eq!(s.poll().await, [format!("3{tag}")]);
+    // Exactly maxPayload: taken (an event for no one, refused as unknown).
+    let head = r#"42["nope",{"pad":""#;
+    let tail = r#""}]"#;
+    let event = format!(
+        "{head}{}{tail}",
+        "x".repeat(MAX_FRAME - head.len() - tail.len())
+    );
+    assert_eq!(event.len(), MAX_FRAME);
+    s.send(&[&event]).await;
+    let refusal = s.poll().await;
+    assert_eq!(refusal.len(), 1, "{refusal:?}");
+    let (name, data) = event_of(&refusal[0]).unwrap_or_else(|| panic!("{refusal:?}"));
+    assert_eq!(
+        (name.as_str(), &data["code"]),
+        ("error", &json!("unknown_event"))
+    );
 
     // One byte more: 413, and the session is gone (a waiting poll gets the close packet).
     let waiting = s.get_waiting().await;
@@ -893,7 +904,8 @@ async fn binary_event_refusals_follow_the_binary_packet_format() {
 }
 
 /// sio.rs's doc: "[`ws::QUEUE`] queued messages per socket (a socket further behind is
-/// closed)". A client that POSTs pings and never polls is further behind than that.
+/// closed)". A client that POSTs pings and never polls is further behind than that; pings
+/// count against the rate too, so the session is closed before its queue is full.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_polls_is_bounded_by_the_queue() {
     let d = start();
@@ -901,15 +913,97 @@ async fn a_client_that_never_polls_is_bounded_by_the_queue() {
 
     let pings = vec!["2"; 2 * QUEUE];
     s.send(&pings).await;
-    let answer = s.get().await;
-    if answer.status == 200 {
-        let packets = answer.packets();
-        assert!(
-            packets.len() <= QUEUE + 1,
-            "{} packets queued for one session (QUEUE is {QUEUE})",
-            packets.len()
-        );
-    } else {
-        answer.assert_refused(1, "Session ID unknown");
+    s.get().await.assert_refused(1, "Session ID unknown");
+
+    // A long ping closes the session at once (clients send none; the server pings).
+    let s = Polling::open(d.http, "").await;
+    s.send(&[&format!("2{}", "x".repeat(64))]).await;
+    s.get().await.assert_refused(1, "Session ID unknown");
+}
+
+/// A message may start with any character, not only an ASCII packet type: refused or
+/// ignored, the session goes on (slicing it after its first byte used to panic, which on a
+/// WebSocket left the session and its hub socket behind for good).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_of_any_first_character_is_taken_in_stride() {
+    let d = start();
+    let alice = Person::new("Alice");
+    let mut s = Polling::open(d.http, "").await;
+    s.connect(&alice.token).await;
+    s.send(&["4é", "4", "4\u{1F600}x", "é", "4\u{7f}"]).await;
+    assert_eq!(s.fence("after").await, Vec::<String>::new());
+
+    let (mut ws, sid) = Ws::session(d.http).await;
+    ws.connect(&alice.token, &sid).await;
+    for odd in ["4é", "4", "é", "4\u{1F600}"] {
+        ws.send(odd).await;
     }
+    assert_eq!(ws.fence("after").await, Vec::<String>::new());
+}
+
+/// A session that does not connect to the hub within CONNECT_TIMEOUT is ended, over polling
+/// and over a WebSocket; one that connected stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_that_never_connects_is_ended() {
+    let d = start();
+    let alice = Person::new("Alice");
+    let idle = Polling::open(d.http, "").await;
+    let mut connected = Polling::open(d.http, "").await;
+    connected.connect(&alice.token).await;
+    let (mut ws, _) = Ws::session(d.http).await;
+    let started = tokio::time::Instant::now();
+
+    // Nothing comes before the deadline; the close within [`WAIT`] of it.
+    let before = CONNECT_TIMEOUT - Duration::from_secs(2);
+    assert!(matches!(ws.next_within(before).await, Next::Nothing));
+    let close = ws.closed().await;
+    let waited = started.elapsed();
+    let close = close.expect("a close frame");
+    assert_eq!(
+        (u16::from(close.code), close.reason.as_str()),
+        (1000, "connect timeout")
+    );
+    assert!(
+        waited + WAIT >= CONNECT_TIMEOUT && waited <= CONNECT_TIMEOUT + Duration::from_secs(2),
+        "closed after {waited:?}"
+    );
+    tokio::time::sleep_until(started + CONNECT_TIMEOUT + Duration::from_millis(500)).await;
+    idle.get().await.assert_refused(1, "Session ID unknown");
+    assert_eq!(connected.fence("still").await, Vec::<String>::new());
+}
+
+/// A stop answers waiting polls at once with the close packet (they used to hold the HTTP
+/// drain for its whole 5 s), and no new session opens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_answers_waiting_polls_at_once() {
+    let mut d = start();
+    let alice = Person::new("Alice");
+    let mut s = Polling::open(d.http, "").await;
+    s.connect(&alice.token).await;
+    let waiting = s.get_waiting().await;
+
+    let started = std::time::Instant::now();
+    let status = blocking(|| d.stop());
+    let took = started.elapsed();
+    assert!(status.success(), "{status:?}");
+    let answer = tokio::time::timeout(WAIT, waiting)
+        .await
+        .expect("the poll answered")
+        .unwrap();
+    assert_eq!(answer.packets(), ["1"]);
+    assert!(took < Duration::from_secs(3), "the stop took {took:?}");
+}
+
+/// `packet` is Socket.IO's CONNECT answer, `40{"sid": ...}`, with a socket id of its own: not
+/// the Engine.IO session's `sid`, which lets whoever knows it poll and post as the user.
+fn assert_connected(packet: &str, sid: &str) {
+    let body = packet
+        .strip_prefix("40")
+        .unwrap_or_else(|| panic!("not a CONNECT: {packet}"));
+    let body: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{packet}: {e}"));
+    let id = body["sid"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no sid: {packet}"));
+    assert_eq!(id.len(), 32, "{packet}");
+    assert_ne!(id, sid, "the socket id must not be the session id");
 }

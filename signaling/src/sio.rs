@@ -45,9 +45,10 @@
 //! Bounds are those of `/ws`: [`ws::MAX_FRAME`] per WebSocket message and per polling POST
 //! (advertised as `maxPayload`), [`ws::RATE`] events per second, [`ws::QUEUE`] queued
 //! messages per socket (a socket further behind is closed), [`ws::MAX_SOCKETS_PER_USER`]; and
-//! at most [`MAX_SESSIONS`] sessions.
+//! at most [`MAX_PENDING`] sessions not connected yet.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -71,27 +72,28 @@ use crate::call::User;
 use crate::hub::{Message, Outbox, SocketId};
 use crate::ws::{self, Bucket, Reply};
 
-/// How long a session may go without connecting to the hub (Socket.IO's `connectTimeout`).
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(45);
-/// Engine.IO sessions at most; a handshake beyond is answered 503.
-pub const MAX_SESSIONS: usize = 100_000;
+/// How long a session may go without connecting to the hub. Clients connect as soon as the
+/// session opens; Socket.IO's own default (45 s) would let anyone hold sessions for nothing.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Sessions not connected to the hub yet, at most: a handshake needs no credentials, so this
+/// bounds what anyone can take without them; a handshake beyond is answered 503.
+pub const MAX_PENDING: usize = 16_384;
 /// How long an upgrading WebSocket may take to send its probe and then its upgrade packet.
 const UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest ping a client may send (the server pings in v4; clients send none but the
+/// probe, answered by the upgrade).
+const MAX_PING: usize = 64;
+/// A session's queue keeps at most this much room once drained.
+const QUEUE_KEPT: usize = 16;
 
-/// The routes of `/socket.io/`, with their own table of sessions.
-pub fn router(state: Arc<ApiState>) -> Router {
-    let engine = Arc::new(Engine {
-        state,
-        sessions: Mutex::new(HashMap::new()),
-    });
-    Router::new()
-        .route("/socket.io/", get(on_get).post(on_post))
-        .with_state(engine)
-}
-
-struct Engine {
+/// The Engine.IO sessions of `/socket.io/`.
+pub struct Engine {
     state: Arc<ApiState>,
     sessions: Mutex<HashMap<Arc<str>, Arc<Session>>>,
+    /// Sessions not connected to the hub.
+    pending: AtomicUsize,
+    /// Set by [`Engine::stop_polling`]: no new session opens.
+    stopping: AtomicBool,
 }
 
 /// Where a session's packets to the client go.
@@ -130,6 +132,8 @@ struct Out {
     polling: bool,
     /// The hub's socket, once connected.
     socket: Option<(Uuid, SocketId)>,
+    /// Counted in [`Engine::pending`]: neither connected nor ended yet.
+    pending: bool,
     /// When the client was last heard from.
     heard: Instant,
     /// When the last ping went out.
@@ -166,7 +170,7 @@ impl Session {
     /// faster than it reads them is closed as a slow consumer.
     fn reply(&self, packet: String) {
         if !self.send(packet, true) {
-            self.close("slow consumer");
+            self.close(SLOW);
         }
     }
 
@@ -181,18 +185,25 @@ impl Session {
         self.out().heard = Instant::now();
     }
 
-    /// Whether the heartbeat must end the session now: a ping unanswered, or no connect in
-    /// time. Otherwise records that a ping goes out.
-    fn overdue(&self, now: Instant) -> Option<&'static str> {
+    /// Whether the last ping went unanswered; otherwise records that a ping goes out.
+    fn unanswered(&self, now: Instant) -> bool {
         let mut o = self.out();
         if o.pinged.is_some_and(|p| o.heard < p) {
-            return Some("ping timeout");
-        }
-        if o.socket.is_none() && now.duration_since(self.opened) >= CONNECT_TIMEOUT {
-            return Some("connect timeout");
+            return true;
         }
         o.pinged = Some(now);
-        None
+        false
+    }
+
+    fn connected(&self) -> bool {
+        self.out().socket.is_some()
+    }
+
+    /// The queue's room back to [`QUEUE_KEPT`] once it is empty (a burst grew it).
+    fn trim(o: &mut Out) {
+        if o.queue.is_empty() && o.queue.capacity() > 4 * QUEUE_KEPT {
+            o.queue.shrink_to(QUEUE_KEPT);
+        }
     }
 }
 
@@ -319,7 +330,7 @@ async fn on_get(
                 tokio::spawn(e.clone().heartbeat(s.clone()));
                 text(open_packet(&s.sid, true))
             }
-            None => (StatusCode::SERVICE_UNAVAILABLE, "too many sessions").into_response(),
+            None => (StatusCode::SERVICE_UNAVAILABLE, "no session available").into_response(),
         },
         Some(sid) => match e.session(&sid) {
             Some(s) => e.poll(s).await,
@@ -370,6 +381,46 @@ impl Drop for Polling<'_> {
 }
 
 impl Engine {
+    pub fn new(state: Arc<ApiState>) -> Arc<Engine> {
+        Arc::new(Engine {
+            state,
+            sessions: Mutex::new(HashMap::new()),
+            pending: AtomicUsize::new(0),
+            stopping: AtomicBool::new(false),
+        })
+    }
+
+    /// The routes of `/socket.io/`.
+    pub fn router(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route("/socket.io/", get(on_get).post(on_post))
+            .with_state(self.clone())
+    }
+
+    /// The first step of a stop: no new session, and the polling ones are closed, so that
+    /// their waiting GETs are answered (with what is queued, and the close packet) instead
+    /// of holding the HTTP drain. WebSocket sessions stay to hear their calls end.
+    pub fn stop_polling(&self) {
+        self.stopping.store(true, Ordering::Release);
+        for s in self.all() {
+            if s.out().transport != Transport::Websocket {
+                s.close(ws::SHUTDOWN);
+            }
+        }
+    }
+
+    /// The last step of a stop: every session left is closed (those that never connected
+    /// are not the hub's to close).
+    pub fn close_all(&self) {
+        for s in self.all() {
+            s.close(ws::SHUTDOWN);
+        }
+    }
+
+    fn all(&self) -> Vec<Arc<Session>> {
+        self.sessions().values().cloned().collect()
+    }
+
     fn sessions(&self) -> MutexGuard<'_, HashMap<Arc<str>, Arc<Session>>> {
         self.sessions.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -378,8 +429,15 @@ impl Engine {
         self.sessions().get(sid).cloned()
     }
 
-    /// A new session; none past [`MAX_SESSIONS`].
+    /// A new session; none past [`MAX_PENDING`], or once stopping.
     fn open(&self, token: Option<String>, transport: Transport) -> Option<Arc<Session>> {
+        if self.stopping.load(Ordering::Acquire) {
+            return None;
+        }
+        if self.pending.fetch_add(1, Ordering::AcqRel) >= MAX_PENDING {
+            self.pending.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
         let now = Instant::now();
         let sid: Arc<str> = Arc::from(Uuid::new_v4().simple().to_string());
         let s = Arc::new(Session {
@@ -392,6 +450,7 @@ impl Engine {
                 closed: None,
                 polling: false,
                 socket: None,
+                pending: true,
                 heard: now,
                 pinged: None,
             }),
@@ -399,11 +458,7 @@ impl Engine {
             closing: Notify::new(),
             inbound: tokio::sync::Mutex::new(Inbound::default()),
         });
-        let mut sessions = self.sessions();
-        if sessions.len() >= MAX_SESSIONS {
-            return None;
-        }
-        sessions.insert(sid, s.clone());
+        self.sessions().insert(sid, s.clone());
         Some(s)
     }
 
@@ -411,19 +466,34 @@ impl Engine {
     fn end(&self, s: &Session, reason: &'static str) {
         s.close(reason);
         self.sessions().remove(&s.sid);
-        let socket = s.out().socket.take();
+        let socket = {
+            let mut o = s.out();
+            if std::mem::take(&mut o.pending) {
+                self.pending.fetch_sub(1, Ordering::AcqRel);
+            }
+            o.socket.take()
+        };
         if let Some((user, id)) = socket {
             self.state.hub.detach(user, id);
         }
     }
 
-    /// A polling session's heartbeat; it ends once a WebSocket has taken the session over.
+    /// A polling session's heartbeat, and its connect deadline; it ends once a WebSocket has
+    /// taken the session over.
     async fn heartbeat(self: Arc<Self>, s: Arc<Session>) {
+        let connect_by = s.opened + CONNECT_TIMEOUT;
+        let mut next_ping = s.opened + ws::PING_EVERY;
         loop {
+            let until = if s.connected() {
+                next_ping
+            } else {
+                next_ping.min(connect_by)
+            };
             tokio::select! {
-                () = tokio::time::sleep(ws::PING_EVERY) => {}
+                () = tokio::time::sleep_until(until) => {}
                 () = s.closing.notified() => {}
             }
+            let now = Instant::now();
             let (transport, closed) = {
                 let o = s.out();
                 (o.transport, o.closed)
@@ -431,10 +501,19 @@ impl Engine {
             if transport == Transport::Websocket {
                 return;
             }
-            if let Some(reason) = closed.or_else(|| s.overdue(Instant::now())) {
+            if let Some(reason) = closed {
                 return self.end(&s, reason);
             }
-            s.send("2".into(), false);
+            if now >= connect_by && !s.connected() {
+                return self.end(&s, "connect timeout");
+            }
+            if now >= next_ping {
+                if s.unanswered(now) {
+                    return self.end(&s, "ping timeout");
+                }
+                s.send("2".into(), false);
+                next_ping = now + ws::PING_EVERY;
+            }
         }
     }
 
@@ -456,11 +535,12 @@ impl Engine {
         loop {
             let (payload, closed) = {
                 let mut o = s.out();
-                if o.transport == Transport::Upgrading {
+                if o.transport != Transport::Polling {
                     // Lets the client finish the upgrade; the queue waits for the WebSocket.
                     (Some("6".to_owned()), None)
                 } else if !o.queue.is_empty() || o.closed.is_some() {
                     let mut packets: Vec<String> = o.queue.drain(..).collect();
+                    Session::trim(&mut o);
                     if o.closed.is_some() {
                         packets.push("1".into());
                     }
@@ -543,14 +623,25 @@ impl Engine {
 
     /// Serves session `s` over `socket` until either side closes it; then ends it.
     async fn serve(self: Arc<Self>, s: Arc<Session>, mut socket: WebSocket) {
+        // Ends the session however this returns, a panic included.
+        let _ending = Ending(&self, &s);
         let first = Instant::now() + ws::PING_EVERY;
         let mut ping = tokio::time::interval_at(first, ws::PING_EVERY);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let connect_by = tokio::time::sleep_until(s.opened + CONNECT_TIMEOUT);
+        tokio::pin!(connect_by);
+        let mut awaiting_connect = !s.connected();
         let reason = loop {
             tokio::select! {
+                () = &mut connect_by, if awaiting_connect => {
+                    if !s.connected() {
+                        break "connect timeout";
+                    }
+                    awaiting_connect = false;
+                }
                 _ = ping.tick() => {
-                    if let Some(reason) = s.overdue(Instant::now()) {
-                        break reason;
+                    if s.unanswered(Instant::now()) {
+                        break "ping timeout";
                     }
                     let sent = tokio::time::timeout(ws::PING_TIMEOUT, socket.send(Frame::Text("2".into())));
                     if !matches!(sent.await, Ok(Ok(()))) {
@@ -559,21 +650,23 @@ impl Engine {
                 }
                 () = s.wake.notified() => {
                     let closed = s.out().closed;
-                    match closed {
-                        // What was queued before the stop (the calls' `call:ended`) goes
-                        // first, for at most a second.
-                        Some(ws::SHUTDOWN) => {
-                            let flush = tokio::time::timeout(Duration::from_secs(1), write_queued(&s, &mut socket));
-                            let _ = flush.await;
-                            break ws::SHUTDOWN;
+                    if let Some(reason) = closed {
+                        // What was queued before the close (the calls' `call:ended` at a
+                        // stop, a refusal) goes first, for at most a second; not to a socket
+                        // that fell behind.
+                        if reason != SLOW {
+                            let flush = async { while let Ok(true) = write_queued(&s, &mut socket).await {} };
+                            let _ = tokio::time::timeout(Duration::from_secs(1), flush).await;
                         }
-                        Some(reason) => break reason,
-                        None => {}
+                        break reason;
                     }
                     // A peer that stopped reading blocks the write: bounded, then closed.
                     let written = tokio::time::timeout(ws::PING_TIMEOUT, write_queued(&s, &mut socket));
-                    if !matches!(written.await, Ok(Ok(()))) {
-                        break "transport error";
+                    match written.await {
+                        // More is queued: back after the other branches had their turn.
+                        Ok(Ok(true)) => s.wake.notify_one(),
+                        Ok(Ok(false)) => {}
+                        _ => break "transport error",
                     }
                 }
                 incoming = socket.recv() => {
@@ -595,7 +688,7 @@ impl Engine {
         // 1001 going away (the server stops), 1008 policy (fell too far behind).
         let code = match reason {
             ws::SHUTDOWN => 1001,
-            "slow consumer" => 1008,
+            SLOW => 1008,
             _ => 1000,
         };
         let close = CloseFrame {
@@ -610,24 +703,34 @@ impl Engine {
     }
 
     /// One Engine.IO packet from the client. False when the client closes the session.
+    /// Every message and ping counts against the socket's rate, connected or not.
     async fn on_packet(&self, s: &Arc<Session>, me: &mut Inbound, packet: &str) -> bool {
         match packet.as_bytes().first() {
-            Some(b'4') => self.on_message(s, me, &packet[1..]).await,
+            Some(b'4') => {
+                let allowed = me.bucket.take();
+                self.on_message(s, me, &packet[1..], allowed).await;
+            }
             Some(b'1') => return false,
-            // A ping from the client (not in v4, where the server pings): answered.
-            Some(b'2') => s.reply(format!("3{}", &packet[1..])),
+            // A ping from the client (in v4 the server pings): answered, if short and within
+            // the rate; a client that floods them is closed.
+            Some(b'2') => {
+                if packet.len() > MAX_PING || !me.bucket.take() {
+                    return false;
+                }
+                s.reply(format!("3{}", &packet[1..]));
+            }
             // Pongs and noops: being heard is all they do. Anything else is not ours to take.
             _ => {}
         }
         true
     }
 
-    /// One Socket.IO packet (the data of an Engine.IO message).
-    async fn on_message(&self, s: &Arc<Session>, me: &mut Inbound, packet: &str) {
-        let Some(&kind) = packet.as_bytes().first() else {
+    /// One Socket.IO packet (the data of an Engine.IO message); `allowed`: within the rate.
+    async fn on_message(&self, s: &Arc<Session>, me: &mut Inbound, packet: &str, allowed: bool) {
+        // (`get`: the first character may be any, not only an ASCII packet type.)
+        let (Some(&kind), Some(mut rest)) = (packet.as_bytes().first(), packet.get(1..)) else {
             return;
         };
-        let mut rest = &packet[1..];
         if matches!(kind, b'5' | b'6') {
             // `<attachments>-` comes first in a binary packet.
             let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
@@ -635,14 +738,19 @@ impl Engine {
         }
         let (namespace, rest) = split_namespace(rest);
         match kind {
+            // A connect over the rate: dropped (each is a token check).
+            b'0' if !allowed => {}
             b'0' => self.on_connect(s, me, namespace, rest),
             // Not connected there: nothing to do, as a Socket.IO server does.
             _ if namespace != "/" || me.connected.is_none() => {}
             b'1' => self.end(s, "client disconnect"),
-            b'2' => self.on_event(s, me, rest).await,
+            b'2' => self.on_event(s, me, rest, allowed).await,
             // Binary attachments would reach peers as placeholders: not taken.
             b'5' => {
                 let (ack, body) = split_ack(rest);
+                if !allowed {
+                    return answer(s, ack, "", rate_limited());
+                }
                 let event = split_event(body)
                     .map(|(event, _)| event)
                     .unwrap_or_default();
@@ -686,8 +794,9 @@ impl Engine {
             let max = ws::MAX_SOCKETS_PER_USER;
             return refuse(format!("too_many_sockets: at most {max} per user"));
         }
-        // CONNECT goes out before anything the hub sends the new socket.
-        s.send(format!(r#"40{{"sid":"{}"}}"#, s.sid), false);
+        // CONNECT goes out before anything the hub sends the new socket. Its id is not the
+        // session's: that one lets whoever knows it poll and post as the user.
+        s.reply(format!(r#"40{{"sid":"{}"}}"#, Uuid::new_v4().simple()));
         match hub.attach(user.id, s.clone()) {
             Ok(id) => {
                 let mut o = s.out();
@@ -697,6 +806,9 @@ impl Engine {
                     return;
                 }
                 o.socket = Some((user.id, id));
+                if std::mem::take(&mut o.pending) {
+                    self.pending.fetch_sub(1, Ordering::AcqRel);
+                }
                 drop(o);
                 me.connected = Some((user, id));
             }
@@ -710,7 +822,7 @@ impl Engine {
     }
 
     /// A Socket.IO EVENT: `[<ack id>]["event", data]`.
-    async fn on_event(&self, s: &Arc<Session>, me: &mut Inbound, packet: &str) {
+    async fn on_event(&self, s: &Arc<Session>, me: &mut Inbound, packet: &str, allowed: bool) {
         let (ack, body) = split_ack(packet);
         let Some((user, origin)) = &me.connected else {
             return;
@@ -719,9 +831,8 @@ impl Engine {
             let message = "a message is [\"event\", data]";
             return answer(s, ack, "", Reply::error("invalid_frame", message));
         };
-        if !me.bucket.take() {
-            let limited = Reply::error("rate_limited", "too many messages; slow down");
-            return answer(s, ack, &event, limited);
+        if !allowed {
+            return answer(s, ack, &event, rate_limited());
         }
         let state = &self.state;
         let reply = ws::dispatch(state, &state.hub, user, *origin, &event, data).await;
@@ -745,23 +856,44 @@ async fn next_text_is(socket: &mut WebSocket, expected: &str) -> bool {
     }
 }
 
-/// Writes what is queued for `s`, flushing every [`ws::WRITE_BATCH`] packets and at the end:
-/// one syscall for a burst.
-async fn write_queued(s: &Session, socket: &mut WebSocket) -> Result<(), axum::Error> {
+/// Writes up to [`ws::WRITE_BATCH`] of the packets queued for `s` with one flush (one syscall
+/// for a burst). True if more are queued.
+async fn write_queued(s: &Session, socket: &mut WebSocket) -> Result<bool, axum::Error> {
     let mut written = 0;
-    loop {
-        let next = s.out().queue.pop_front();
-        let Some(packet) = next else { break };
+    let more = loop {
+        let next = {
+            let mut o = s.out();
+            let next = o.queue.pop_front();
+            Session::trim(&mut o);
+            next
+        };
+        let Some(packet) = next else { break false };
         socket.feed(Frame::Text(packet.into())).await?;
         written += 1;
-        if written % ws::WRITE_BATCH == 0 {
-            socket.flush().await?;
+        if written == ws::WRITE_BATCH {
+            break !s.out().queue.is_empty();
         }
-    }
-    if written % ws::WRITE_BATCH != 0 {
+    };
+    if written > 0 {
         socket.flush().await?;
     }
-    Ok(())
+    Ok(more)
+}
+
+/// Ends a session when dropped: [`Engine::serve`]'s cleanup, which a panic must not skip.
+struct Ending<'a>(&'a Engine, &'a Session);
+
+impl Drop for Ending<'_> {
+    fn drop(&mut self) {
+        self.0.end(self.1, "transport error");
+    }
+}
+
+/// Why a socket that fell too far behind is closed.
+const SLOW: &str = "slow consumer";
+
+fn rate_limited() -> Reply {
+    Reply::error("rate_limited", "too many messages; slow down")
 }
 
 /// `/ns,rest` → (`/ns`, `rest`); without a leading `/`, the main namespace.
