@@ -162,6 +162,7 @@ impl Http {
             tokio::spawn(calls.clone().run_ring_timer()),
             tokio::spawn(calls.clone().run_credential_cleanup(cleanup_every)),
             tokio::spawn(calls.clone().run_reconnect_grace(hub.clone())),
+            tokio::spawn(ws::run_heartbeat(hub.clone())),
             tokio::spawn(async move {
                 while let Some((user, call)) = ringing.recv().await {
                     // The token's name and email are not at hand: a bare user keeps the stored.

@@ -47,6 +47,9 @@ pub trait Outbox: Send + Sync + 'static {
     fn push(&self, m: &Message) -> bool;
     /// Closes the socket (the transport then detaches it).
     fn disconnect(&self, reason: &'static str);
+    /// The heartbeat, every [`crate::ws::PING_EVERY`]: pings the client, or closes the socket
+    /// if the last ping went unanswered. Without waiting, as [`Outbox::push`].
+    fn pulse(&self);
 }
 
 /// The peer-to-peer messages the hub relays.
@@ -415,6 +418,15 @@ impl Hub {
             .is_some_and(|r| r.contains_key(&user))
     }
 
+    /// The heartbeat of every socket ([`Outbox::pulse`]): one task for all, rather than a
+    /// timer in each socket's loop, which every message would poll.
+    pub fn pulse(&self) {
+        let r = self.registry();
+        for s in r.users.values().flatten() {
+            s.outbox.pulse();
+        }
+    }
+
     /// Disconnects every socket (a stop): each transport then detaches its own.
     pub fn disconnect_all(&self, reason: &'static str) {
         let r = self.registry();
@@ -557,6 +569,8 @@ mod tests {
         fn disconnect(&self, reason: &'static str) {
             *self.closed.lock().unwrap() = Some(reason);
         }
+
+        fn pulse(&self) {}
     }
 
     const T0: Timestamp = Timestamp::from_unix_millis(1_700_000_000_000);

@@ -215,6 +215,20 @@ impl Outbox for Session {
     fn disconnect(&self, reason: &'static str) {
         self.close(reason);
     }
+
+    /// Over a WebSocket: `2`, or closed if the last went unanswered. (A polling session has
+    /// its own heartbeat task; one not connected yet is not the hub's, and is ended at
+    /// [`CONNECT_TIMEOUT`].)
+    fn pulse(&self) {
+        if self.out().transport != Transport::Websocket {
+            return;
+        }
+        if self.unanswered(Instant::now()) {
+            self.close(ws::PING_TIMEOUT_REASON);
+        } else {
+            self.send("2".into(), false);
+        }
+    }
 }
 
 /// `42["event",data]`: an event for the client. Our event names are plain ASCII.
@@ -625,9 +639,6 @@ impl Engine {
     async fn serve(self: Arc<Self>, s: Arc<Session>, mut socket: WebSocket) {
         // Ends the session however this returns, a panic included.
         let _ending = Ending(&self, &s);
-        let first = Instant::now() + ws::PING_EVERY;
-        let mut ping = tokio::time::interval_at(first, ws::PING_EVERY);
-        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let connect_by = tokio::time::sleep_until(s.opened + CONNECT_TIMEOUT);
         tokio::pin!(connect_by);
         let mut awaiting_connect = !s.connected();
@@ -638,15 +649,6 @@ impl Engine {
                         break "connect timeout";
                     }
                     awaiting_connect = false;
-                }
-                _ = ping.tick() => {
-                    if s.unanswered(Instant::now()) {
-                        break "ping timeout";
-                    }
-                    let sent = tokio::time::timeout(ws::PING_TIMEOUT, socket.send(Frame::Text("2".into())));
-                    if !matches!(sent.await, Ok(Ok(()))) {
-                        break "transport error";
-                    }
                 }
                 () = s.wake.notified() => {
                     let closed = s.out().closed;
@@ -661,11 +663,10 @@ impl Engine {
                         break reason;
                     }
                     // A peer that stopped reading blocks the write: bounded, then closed.
-                    let written = tokio::time::timeout(ws::PING_TIMEOUT, write_queued(&s, &mut socket));
-                    match written.await {
+                    match ws::bounded(ws::PING_TIMEOUT, write_queued(&s, &mut socket)).await {
                         // More is queued: back after the other branches had their turn.
-                        Ok(Ok(true)) => s.wake.notify_one(),
-                        Ok(Ok(false)) => {}
+                        Some(Ok(true)) => s.wake.notify_one(),
+                        Some(Ok(false)) => {}
                         _ => break "transport error",
                     }
                 }
@@ -685,9 +686,10 @@ impl Engine {
             }
         };
         self.end(&s, reason);
-        // 1001 going away (the server stops), 1008 policy (fell too far behind).
+        // 1001 going away (the server stops, the client is gone), 1008 policy (fell too far
+        // behind).
         let code = match reason {
-            ws::SHUTDOWN => 1001,
+            ws::SHUTDOWN | ws::PING_TIMEOUT_REASON => 1001,
             SLOW => 1008,
             _ => 1000,
         };

@@ -23,6 +23,7 @@
 //! [`PING_EVERY`] and closed when nothing at all has come from it by the next ping; a socket
 //! whose writes make no progress for [`PING_TIMEOUT`] (a peer that stopped reading) is closed.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -99,30 +100,47 @@ pub(crate) fn query_token(query: Option<&str>) -> Option<String> {
         .map(|(_, v)| v)
 }
 
-/// What the socket's writer sends: a hub message, or a frame made here (an answer).
+/// What the socket's writer sends: a hub message, a frame made here (an answer), a ping.
 enum Out {
     Event(Message),
     Frame(String),
+    Ping,
 }
 
 impl Out {
-    /// The text frame.
-    fn text(self) -> String {
+    /// The WebSocket frame.
+    fn frame(self) -> Frame {
         match self {
-            Out::Event(m) => frame(m.event, &m.data, None),
-            Out::Frame(text) => text,
+            Out::Event(m) => Frame::Text(frame(m.event, &m.data, None).into()),
+            Out::Frame(text) => Frame::Text(text.into()),
+            Out::Ping => Frame::Ping(Default::default()),
         }
     }
+}
+
+/// Why a socket that answered no ping is closed.
+pub(crate) const PING_TIMEOUT_REASON: &str = "ping timeout";
+
+/// Milliseconds on a monotonic clock, for the heartbeat's marks (atomics, written per frame).
+fn millis() -> u64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    // From 1: 0 means "never".
+    1 + START.get_or_init(Instant::now).elapsed().as_millis() as u64
 }
 
 /// The reason [`crate::hub::Hub::disconnect_all`] is given at a stop.
 pub const SHUTDOWN: &str = "server shutdown";
 
-/// The socket's side of the hub: a bounded queue to its writer, and a close signal.
+/// The socket's side of the hub: a bounded queue to its writer, a close signal, and the
+/// heartbeat's marks.
 struct WsOutbox {
     tx: mpsc::Sender<Out>,
     close: Notify,
     reason: std::sync::Mutex<&'static str>,
+    /// When anything at all last came from the client ([`millis`]).
+    heard: AtomicU64,
+    /// When the last ping went out; 0 before the first.
+    pinged: AtomicU64,
 }
 
 impl Outbox for WsOutbox {
@@ -134,6 +152,38 @@ impl Outbox for WsOutbox {
         *self.reason.lock().unwrap_or_else(|e| e.into_inner()) = reason;
         self.close.notify_one();
     }
+
+    /// Closed when nothing at all came from the client since the last ping.
+    fn pulse(&self) {
+        let pinged = self.pinged.load(Ordering::Acquire);
+        if pinged != 0 && self.heard.load(Ordering::Acquire) < pinged {
+            return self.disconnect(PING_TIMEOUT_REASON);
+        }
+        self.pinged.store(millis(), Ordering::Release);
+        // A full queue: the socket is being closed as a slow consumer already.
+        let _ = self.tx.try_send(Out::Ping);
+    }
+}
+
+/// The heartbeat of every socket of the hub, both transports: [`Hub::pulse`] every
+/// [`PING_EVERY`].
+pub async fn run_heartbeat(hub: Arc<Hub>) {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        hub.pulse();
+    }
+}
+
+/// `f`, bounded by `limit` if it does not finish at its first poll: most writes do, and a
+/// timer armed for each would cost more than the write.
+pub(crate) async fn bounded<F: std::future::Future>(limit: Duration, f: F) -> Option<F::Output> {
+    let mut f = std::pin::pin!(f);
+    if let Some(out) = futures_util::FutureExt::now_or_never(f.as_mut()) {
+        return Some(out);
+    }
+    tokio::time::timeout(limit, f).await.ok()
 }
 
 #[derive(Deserialize)]
@@ -191,6 +241,8 @@ async fn serve(s: Arc<ApiState>, user: User, socket: WebSocket) {
         tx,
         close: Notify::new(),
         reason: std::sync::Mutex::new(""),
+        heard: AtomicU64::new(millis()),
+        pinged: AtomicU64::new(0),
     });
     let mut socket = socket;
     let id = match hub.attach(user.id, outbox.clone()) {
@@ -207,44 +259,26 @@ async fn serve(s: Arc<ApiState>, user: User, socket: WebSocket) {
     };
     tracing::debug!(user = %user.id, "ws connected");
     let mut bucket = Bucket::new();
-    let mut heard = tokio::time::Instant::now();
-    let mut pinged: Option<tokio::time::Instant> = None;
-    let mut ping = tokio::time::interval_at(heard + PING_EVERY, PING_EVERY);
-    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = ping.tick() => {
-                if pinged.is_some_and(|p| heard < p) {
-                    tracing::debug!(user = %user.id, "ws ping unanswered");
-                    let close = CloseFrame { code: 1001, reason: Utf8Bytes::from_static("ping timeout") };
-                    let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(Frame::Close(Some(close)))).await;
-                    break;
-                }
-                let now = tokio::time::Instant::now();
-                pinged = Some(now);
-                let sent = tokio::time::timeout(PING_TIMEOUT, socket.send(Frame::Ping(Default::default())));
-                if !matches!(sent.await, Ok(Ok(()))) {
-                    break;
-                }
-            }
             out = rx.recv() => {
                 let Some(out) = out else { break };
                 // A peer that stopped reading blocks the write: bounded, then closed.
-                let written = tokio::time::timeout(PING_TIMEOUT, write_queued(&mut socket, out, &mut rx));
-                if !matches!(written.await, Ok(Ok(()))) {
+                if !matches!(bounded(PING_TIMEOUT, write_queued(&mut socket, out, &mut rx)).await, Some(Ok(()))) {
                     break;
                 }
             }
             () = outbox.close.notified() => {
                 let reason = *outbox.reason.lock().unwrap_or_else(|e| e.into_inner());
-                // 1001 going away (the server stops), 1008 policy (fell too far behind).
-                let code = if reason == SHUTDOWN { 1001 } else { 1008 };
+                // 1001 going away (the server stops, the client is gone), 1008 policy (fell
+                // too far behind).
+                let code = if reason == SHUTDOWN || reason == PING_TIMEOUT_REASON { 1001 } else { 1008 };
                 if reason == SHUTDOWN {
                     // What was queued before the stop (the calls' `call:ended`) goes first,
                     // for at most a second.
                     let _ = tokio::time::timeout(Duration::from_secs(1), async {
                         while let Ok(out) = rx.try_recv() {
-                            if socket.send(Frame::Text(out.text().into())).await.is_err() {
+                            if socket.send(out.frame()).await.is_err() {
                                 break;
                             }
                         }
@@ -256,7 +290,7 @@ async fn serve(s: Arc<ApiState>, user: User, socket: WebSocket) {
                 break;
             }
             incoming = socket.recv() => {
-                heard = tokio::time::Instant::now();
+                outbox.heard.store(millis(), Ordering::Release);
                 let text = match incoming {
                     Some(Ok(Frame::Close(_))) | None | Some(Err(_)) => break,
                     Some(Ok(Frame::Ping(_) | Frame::Pong(_))) => continue, // answered by the library
@@ -288,10 +322,10 @@ async fn write_queued(
     first: Out,
     rx: &mut mpsc::Receiver<Out>,
 ) -> Result<(), axum::Error> {
-    socket.feed(Frame::Text(first.text().into())).await?;
+    socket.feed(first.frame()).await?;
     for _ in 1..WRITE_BATCH {
         match rx.try_recv() {
-            Ok(more) => socket.feed(Frame::Text(more.text().into())).await?,
+            Ok(more) => socket.feed(more.frame()).await?,
             Err(_) => break,
         }
     }
