@@ -1736,3 +1736,40 @@ async fn an_unanswered_ping_closes_the_socket() {
     assert_eq!(u16::from(close.code), 1001, "{close:?}");
     assert_eq!(close.reason.as_str(), "ping timeout");
 }
+
+/// An invitee who answers over REST with no socket at all is joined with nobody to signal to:
+/// their reconnect grace starts at once, and past it the call ends `connection-lost`, ended
+/// by them (it used to stay active for ever). One with a socket is not affected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rest_answer_without_a_socket_leaves_after_the_grace() {
+    const GRACE: Duration = Duration::from_secs(1);
+    let w = World::start_with(Options {
+        calls: format!("reconnect_grace = \"{}s\"", GRACE.as_secs()),
+        ..Options::default()
+    });
+    let mut alice = w.open(&w.alice).await;
+    let call = w.call(&w.alice, &[&w.bob]);
+    let answered = Instant::now();
+    w.act(&w.bob, &call, "answer");
+    let joined = alice.expect("call:participant-joined").await;
+    assert_eq!(joined["userId"], w.bob.id.to_string());
+    match alice.next_within(GRACE + FRAME_WAIT).await {
+        Next::Frame(f) => assert_eq!(
+            f,
+            json!({"event": "call:ended", "data": {
+                "callId": call, "reason": "connection-lost", "endedBy": w.bob.id.to_string()
+            }})
+        ),
+        other => panic!("no call:ended after the grace: {other:?}"),
+    }
+    assert!(answered.elapsed() >= GRACE, "ended before the grace");
+    assert_eq!(w.get_call(&w.alice, &call)["status"], "ended");
+
+    // Bob with a socket this time: still in the call after the grace.
+    let _bob = w.open(&w.bob).await;
+    let call = w.call(&w.alice, &[&w.bob]);
+    w.act(&w.bob, &call, "answer");
+    alice.expect("call:participant-joined").await;
+    tokio::time::sleep(GRACE + Duration::from_millis(500)).await;
+    assert_eq!(w.get_call(&w.alice, &call)["status"], "active");
+}

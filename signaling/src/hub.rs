@@ -496,7 +496,21 @@ impl EventSink for Hub {
     fn deliver(&self, events: Vec<Event>) {
         let mut r = self.registry();
         let mut rung = Vec::new();
+        // Users who joined (the caller of a new call, an invitee who answered): one who did
+        // it over REST with no socket at all must not stay joined for ever, so their grace
+        // starts now, as if their last socket had just gone.
+        let mut joined = Vec::new();
         for e in events {
+            match &e.payload {
+                Payload::Incoming(i) => joined.extend(
+                    i.participants
+                        .iter()
+                        .filter(|v| v.status == ParticipantStatus::Joined)
+                        .map(|v| v.user_id),
+                ),
+                Payload::ParticipantJoined(j) => joined.push(j.user_id),
+                _ => {}
+            }
             r.update_roster(&e.payload);
             let m = message_of(&e.payload);
             let reached = deliver(&mut r, &e.to, &m);
@@ -507,6 +521,9 @@ impl EventSink for Hub {
         }
         drop(r);
         self.report_rung(rung);
+        for user in joined {
+            self.recheck_presence(user);
+        }
     }
 }
 
@@ -774,6 +791,11 @@ mod tests {
         let mut departures = hub.watch_departures();
         let (u1, u2) = (user(1).id, user(2).id);
         let mut call = group(&hub);
+        // The caller started the call with no socket (over REST): joined, and away already,
+        // so that a client that never connects does not stay in the call for ever.
+        let away = departures.try_recv().unwrap();
+        assert_eq!(away.user, u1);
+        assert!(departures.try_recv().is_err());
         // User 2 had no socket when the call started: a device of theirs gets it on connect.
         let phone = Inbox::with_room(9);
         hub.attach(u2, phone.clone()).unwrap();
@@ -782,6 +804,8 @@ mod tests {
         let caller = Inbox::with_room(9);
         let a = hub.attach(u1, caller.clone()).unwrap();
         assert!(caller.names().is_empty());
+        // Which voids the caller's departure.
+        assert!(hub.gone_for_good(&away).is_empty());
         // Once the call is over, nobody is in it: no replay, no departure.
         let t = T0 + std::time::Duration::from_secs(1);
         hub.deliver(call.end(u1, t).unwrap());
