@@ -608,19 +608,8 @@ async fn socket(
                     Incoming::Other => stats.other_events += 1,
                 }
             }
-            () = tokio::time::sleep_until(deadline.into()) => {
-                let now = Instant::now();
-                if seeded && pending > 0 && now >= next_send && now < phases[k].until {
-                    if !send_candidate(&mut ws, &prefix, suffix, now, &shared, &mut stats, id).await {
-                        return stats;
-                    }
-                    pending -= 1;
-                    if now >= phases[k].from {
-                        stats.sent[k] += 1;
-                    }
-                    next_send = now + interval;
-                }
-            }
+            // A send falling due (made at the top of the loop), or the phase's end.
+            () = tokio::time::sleep_until(deadline.into()) => {}
         }
     }
     let _ = tokio::time::timeout(Duration::from_secs(5), ws.close(None)).await;

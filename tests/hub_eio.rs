@@ -261,6 +261,13 @@ impl Polling {
         }
     }
 
+    /// The session is over: `waiting` (a poll) is answered with the close packet, and the sid
+    /// is unknown from then on.
+    async fn ended(&self, waiting: JoinHandle<Answer>) {
+        assert_eq!(answered(waiting).await.packets(), ["1"]);
+        self.get().await.assert_refused(1, "Session ID unknown");
+    }
+
     /// Socket.IO CONNECT with `token`, which must be accepted.
     async fn connect(&mut self, token: &str) {
         self.send(&[&connect_packet(token)]).await;
@@ -621,12 +628,7 @@ async fn a_polling_client_close_ends_the_session() {
     // is unknown from then on.
     let waiting = s.get_waiting().await;
     s.send(&["1"]).await;
-    let waiting = tokio::time::timeout(WAIT, waiting)
-        .await
-        .expect("the poll answered")
-        .unwrap();
-    assert_eq!(waiting.packets(), ["1"]);
-    s.get().await.assert_refused(1, "Session ID unknown");
+    s.ended(waiting).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -661,12 +663,7 @@ async fn a_post_over_max_payload_ends_the_session() {
         (answer.status, answer.body.as_str()),
         (413, "payload too large")
     );
-    let waiting = tokio::time::timeout(WAIT, waiting)
-        .await
-        .expect("the poll answered")
-        .unwrap();
-    assert_eq!(waiting.packets(), ["1"]);
-    s.get().await.assert_refused(1, "Session ID unknown");
+    s.ended(waiting).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -684,11 +681,7 @@ async fn polling_upgrades_to_websocket() {
     ws.send("2probe").await;
     assert_eq!(ws.recv().await, "3probe");
     // The waiting poll is let go with a noop.
-    let waiting = tokio::time::timeout(WAIT, waiting)
-        .await
-        .expect("the poll answered")
-        .unwrap();
-    assert_eq!(waiting.packets(), ["6"]);
+    assert_eq!(answered(waiting).await.packets(), ["6"]);
     // A second WebSocket for the session while it upgrades is refused.
     let second = format!("EIO=4&transport=websocket&sid={}", s.sid);
     assert_eq!(
@@ -986,12 +979,16 @@ async fn a_stop_answers_waiting_polls_at_once() {
     let status = blocking(|| d.stop());
     let took = started.elapsed();
     assert!(status.success(), "{status:?}");
-    let answer = tokio::time::timeout(WAIT, waiting)
+    assert_eq!(answered(waiting).await.packets(), ["1"]);
+    assert!(took < Duration::from_secs(3), "the stop took {took:?}");
+}
+
+/// The answer to a waiting poll, which must come within [`WAIT`].
+async fn answered(waiting: JoinHandle<Answer>) -> Answer {
+    tokio::time::timeout(WAIT, waiting)
         .await
         .expect("the poll answered")
-        .unwrap();
-    assert_eq!(answer.packets(), ["1"]);
-    assert!(took < Duration::from_secs(3), "the stop took {took:?}");
+        .unwrap()
 }
 
 /// `packet` is Socket.IO's CONNECT answer, `40{"sid": ...}`, with a socket id of its own: not
