@@ -25,7 +25,7 @@ use switchboard_signaling::call::{reason, User};
 use switchboard_signaling::event::EventSink;
 use switchboard_signaling::hub::Hub;
 use switchboard_signaling::service::{CallService, Settings};
-use switchboard_signaling::store::Store;
+use switchboard_signaling::store::{Store, StoreError};
 use switchboard_signaling::turn::TurnIssuer;
 use switchboard_signaling::{sio, ws};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -63,6 +63,7 @@ pub struct Http {
     tasks: Vec<JoinHandle<()>>,
     /// `/socket.io/`'s sessions, which a stop closes in two steps.
     sio: Arc<sio::Engine>,
+    addr: SocketAddr,
 }
 
 /// Opens the store (migrating it) and ends the calls a crash left live, before the API
@@ -114,7 +115,41 @@ fn create_parent(path: &Path) -> anyhow::Result<()> {
     }
 }
 
+/// `GET /healthz`: liveness. The process answers HTTP.
+async fn healthz() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({"status": "ok"}))
+}
+
+/// `GET /readyz`: readiness. 200 while the store answers within [`READY_WITHIN`], else 503.
+async fn readyz(
+    axum::extract::State(s): axum::extract::State<Arc<ApiState>>,
+) -> (axum::http::StatusCode, axum::Json<serde_json::Value>) {
+    use axum::http::StatusCode;
+    let ping = s.calls.store().run(|_| Ok::<(), StoreError>(()));
+    let (status, reason) = match tokio::time::timeout(READY_WITHIN, ping).await {
+        Ok(Ok(())) => (StatusCode::OK, None),
+        Ok(Err(_)) => (StatusCode::SERVICE_UNAVAILABLE, Some("the store is closed")),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some("the store does not answer"),
+        ),
+    };
+    let body = match reason {
+        None => serde_json::json!({"status": "ready"}),
+        Some(r) => serde_json::json!({"status": "unavailable", "reason": r}),
+    };
+    (status, axum::Json(body))
+}
+
+/// How long `/readyz` waits for the store.
+const READY_WITHIN: Duration = Duration::from_secs(1);
+
 impl Http {
+    /// The bound HTTP address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
     /// Binds `http.listen` and serves the API; starts the background tasks.
     pub async fn start(config: &Config, calls: CallService, hub: Arc<Hub>) -> anyhow::Result<Http> {
         let listen = config.http.listen;
@@ -136,6 +171,8 @@ impl Http {
             .merge(
                 Router::new()
                     .route("/ws", axum::routing::get(ws::handler))
+                    .route("/healthz", axum::routing::get(healthz))
+                    .route("/readyz", axum::routing::get(readyz))
                     .with_state(state.clone()),
             )
             .merge(sio.router())
@@ -184,6 +221,7 @@ impl Http {
             server,
             tasks,
             sio,
+            addr,
         })
     }
 

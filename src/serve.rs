@@ -18,6 +18,7 @@ use crate::check_config;
 use crate::config::{self, Config, Origin, TurnConfig};
 use crate::http::{self, Http};
 use crate::logging;
+use crate::notify;
 use crate::turn_credentials::turn_urls_for;
 use std::sync::Arc;
 use switchboard_signaling::hub::Hub;
@@ -102,6 +103,12 @@ pub fn run(config_path: Option<&std::path::Path>) -> ExitCode {
     // counters for the user of the credentials the API minted them (`<expiry>:<uuid>`).
     let relay_stats = relay.stats();
     calls.set_relay_usage(move |user| relay_stats.user_usage(&user.to_string()));
+    let mut health = notify::Health {
+        relay: relay.stats(),
+        calls: calls.clone(),
+        hub: hub.clone(),
+        serving: String::new(),
+    };
     let http = match runtime.block_on(Http::start(&config, calls, hub)) {
         Ok(http) => http,
         Err(e) => {
@@ -111,7 +118,23 @@ pub fn run(config_path: Option<&std::path::Path>) -> ExitCode {
         }
     };
 
-    let stopped = runtime.block_on(signals.wait(tls.as_ref()));
+    // Every listener is bound and the store migrated: ready, for systemd's Type=notify.
+    let turn: Vec<String> = relay
+        .local_addrs()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let mut serving = format!("turn {} (udp, tcp)", turn.join(" "));
+    for a in relay.tls_addrs() {
+        serving.push_str(&format!(", {a} (tls)"));
+    }
+    serving.push_str(&format!(", http {}", http.local_addr()));
+    notify::ready(&format!("serving {serving}"));
+    health.serving = serving.clone();
+    runtime.spawn(notify::run(health));
+
+    let stopped = runtime.block_on(signals.wait(tls.as_ref(), &serving));
+    notify::stopping();
     match &stopped {
         Ok(name) => tracing::info!(signal = name, "shutting down"),
         Err(e) => tracing::error!(error = %e, "cannot wait for signals; shutting down"),
@@ -192,13 +215,21 @@ impl Signals {
         })
     }
 
-    /// Serves SIGHUPs until SIGTERM or SIGINT, which it returns.
-    async fn wait(mut self, tls: Option<&TlsCertificate>) -> std::io::Result<&'static str> {
+    /// Serves SIGHUPs until SIGTERM or SIGINT, which it returns. `serving`: the status line.
+    async fn wait(
+        mut self,
+        tls: Option<&TlsCertificate>,
+        serving: &str,
+    ) -> std::io::Result<&'static str> {
         loop {
             tokio::select! {
                 _ = self.term.recv() => return Ok("SIGTERM"),
                 _ = self.int.recv() => return Ok("SIGINT"),
-                _ = self.hup.recv() => reload(tls),
+                _ = self.hup.recv() => {
+                    notify::reloading();
+                    reload(tls);
+                    notify::ready(&format!("serving {serving} (reloaded)"));
+                }
             }
         }
     }

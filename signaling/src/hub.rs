@@ -375,6 +375,16 @@ impl Hub {
         }
     }
 
+    /// How many sockets are attached, all users.
+    pub fn socket_count(&self) -> usize {
+        self.registry().users.values().map(Vec::len).sum()
+    }
+
+    /// How many live calls the hub knows the rosters of.
+    pub fn live_call_count(&self) -> usize {
+        self.registry().calls.len()
+    }
+
     /// How many sockets `user` has.
     pub fn sockets_of(&self, user: Uuid) -> usize {
         self.registry().users.get(&user).map_or(0, Vec::len)

@@ -28,6 +28,8 @@ pub struct Options {
     pub calls: String,
     /// Lines inside `[http]`, after its `listen` (e.g. `max_connections = 5`).
     pub http: String,
+    /// Environment variables for the daemon (e.g. `NOTIFY_SOCKET`).
+    pub env: Vec<(String, String)>,
 }
 
 /// A running `switchboard serve`, killed on drop.
@@ -88,17 +90,19 @@ impl Daemon {
             options.http, options.auth, options.calls
         );
         std::fs::write(dir.path().join("switchboard.toml"), config).expect("write config");
-        Daemon::spawn(dir)
+        Daemon::spawn(dir, &options.env)
     }
 
     /// Starts the daemon again on the config and store a killed one left in `dir`.
     pub fn restart(dir: tempfile::TempDir) -> Daemon {
-        Daemon::spawn(dir)
+        Daemon::spawn(dir, &[])
     }
 
-    fn spawn(dir: tempfile::TempDir) -> Daemon {
+    fn spawn(dir: tempfile::TempDir, env: &[(String, String)]) -> Daemon {
         let path: PathBuf = dir.path().join("switchboard.toml");
         let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .env_remove("WATCHDOG_PID")
             .arg("serve")
             .arg("--config")
             .arg(&path)

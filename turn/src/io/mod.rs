@@ -26,7 +26,7 @@ use std::io;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::ops::RangeInclusive;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -138,6 +138,9 @@ pub struct Stats {
     pub connections_dropped: AtomicU64,
     /// Messages not queued to a connection whose outgoing queue was full (a slow reader).
     pub stream_drops: AtomicU64,
+    /// Whether the relay thread runs (false once it has ended, a panic included): the
+    /// service watchdog's view of it.
+    pub running: AtomicBool,
     /// What each user's allocations relayed, closed and open, as of the last publication
     /// (every [`USAGE_EVERY`]); see [`Stats::user_usage`].
     users: Mutex<HashMap<Box<str>, Usage>>,
@@ -253,9 +256,14 @@ impl Relay {
             scratch: vec![0u8; PEER_HEADROOM + MAX_DATAGRAM + PEER_TAILROOM],
         };
         let thread_stop = stop.clone();
+        stats.running.store(true, Ordering::Release);
+        let alive = stats.clone();
         let thread = std::thread::Builder::new()
             .name("turn-relay".into())
-            .spawn(move || driver.run(&thread_stop))?;
+            .spawn(move || {
+                let _ending = Ended(alive);
+                driver.run(&thread_stop)
+            })?;
         Ok(Relay {
             addrs,
             tls_addrs,
@@ -296,6 +304,15 @@ impl Relay {
 impl Drop for Relay {
     fn drop(&mut self) {
         self.stop_and_join();
+    }
+}
+
+/// Clears [`Stats::running`] when the relay thread ends, however it ends.
+struct Ended(Arc<Stats>);
+
+impl Drop for Ended {
+    fn drop(&mut self) {
+        self.0.running.store(false, Ordering::Release);
     }
 }
 
