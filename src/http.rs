@@ -36,6 +36,9 @@ use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::config::Config;
+use crate::metrics;
+use metrics_exporter_prometheus::PrometheusHandle;
+use switchboard_turn::io::Stats;
 use uuid::Uuid;
 
 /// How long a stop waits for requests in flight.
@@ -151,7 +154,13 @@ impl Http {
     }
 
     /// Binds `http.listen` and serves the API; starts the background tasks.
-    pub async fn start(config: &Config, calls: CallService, hub: Arc<Hub>) -> anyhow::Result<Http> {
+    /// `telemetry`: the metrics recorder's handle and the relay's counters, for `/metrics`.
+    pub async fn start(
+        config: &Config,
+        calls: CallService,
+        hub: Arc<Hub>,
+        telemetry: Option<(PrometheusHandle, Arc<Stats>)>,
+    ) -> anyhow::Result<Http> {
         let listen = config.http.listen;
         let listener = TcpListener::bind(listen)
             .await
@@ -175,9 +184,27 @@ impl Http {
                     .route("/readyz", axum::routing::get(readyz))
                     .with_state(state.clone()),
             )
-            .merge(sio.router())
+            .merge(sio.router());
+        let app = match telemetry {
+            Some((handle, relay)) => {
+                let sources = metrics::Sources {
+                    handle,
+                    relay,
+                    hub: hub.clone(),
+                    calls: calls.clone(),
+                };
+                app.merge(
+                    Router::new()
+                        .route("/metrics", axum::routing::get(metrics::scrape))
+                        .with_state(sources),
+                )
+            }
+            None => app,
+        };
+        let app = app
             .fallback(api::not_found)
-            .layer(CatchPanicLayer::custom(|_| api::panic_response()));
+            .layer(CatchPanicLayer::custom(|_| api::panic_response()))
+            .layer(axum::middleware::from_fn(metrics::track));
         let stop = CancellationToken::new();
         let server = Server {
             listener,

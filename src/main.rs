@@ -14,6 +14,7 @@ mod cli;
 mod config;
 mod http;
 mod logging;
+mod metrics;
 mod notify;
 mod serve;
 mod token;

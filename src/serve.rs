@@ -18,6 +18,7 @@ use crate::check_config;
 use crate::config::{self, Config, Origin, TurnConfig};
 use crate::http::{self, Http};
 use crate::logging;
+use crate::metrics;
 use crate::notify;
 use crate::turn_credentials::turn_urls_for;
 use std::sync::Arc;
@@ -33,6 +34,8 @@ pub fn run(config_path: Option<&std::path::Path>) -> ExitCode {
         }
     };
     logging::init(&config.log);
+    // Before the relay starts: its thread records through the global recorder.
+    let metrics = metrics::install();
     announce(&config);
     raise_nofile_limit();
 
@@ -109,7 +112,8 @@ pub fn run(config_path: Option<&std::path::Path>) -> ExitCode {
         hub: hub.clone(),
         serving: String::new(),
     };
-    let http = match runtime.block_on(Http::start(&config, calls, hub)) {
+    let telemetry = metrics.map(|handle| (handle, relay.stats()));
+    let http = match runtime.block_on(Http::start(&config, calls, hub, telemetry)) {
         Ok(http) => http,
         Err(e) => {
             tracing::error!("cannot start the http api: {e:#}");

@@ -8,17 +8,14 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{assert_fields, code, error_code, nonce_of, relayed_of, request, token, unix_now};
+use common::{allocate, assert_fields, code, error_code, relayed_of, token, unix_now};
 use common::{wait_until, Api, Daemon, Options, Person, ADMIN_TOKEN, JWT_SECRET, SECRET};
 use serde_json::{json, Value};
-use stun_types::message::{MessageWrite, MessageWriteExt, MessageWriteVec};
 use switchboard_signaling::time::Timestamp;
-use turn_types::attribute::RequestedTransport;
-use turn_types::message::ALLOCATE;
 use uuid::Uuid;
 
 /// The tables of the store, in the order the dumps list them.
@@ -436,38 +433,6 @@ fn call_beside_a_member() -> (T, [Person; 4], Uuid, String) {
 
 // ---------------------------------------------------------------------------------------------
 // The relay, driven with minted credentials (the long-term credential flow of relay_errors.rs).
-
-fn allocate_req() -> MessageWriteVec {
-    let mut w = request(ALLOCATE);
-    w.add_attribute(&RequestedTransport::new(17)).unwrap();
-    w
-}
-
-/// An Allocate over UDP with `username`/`password`: challenged first for the nonce, as clients
-/// are. Returns the final response.
-fn allocate(turn: SocketAddr, username: &str, password: &str) -> Vec<u8> {
-    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(500)))
-        .unwrap();
-    let exchange = |bytes: &[u8]| -> Vec<u8> {
-        let mut buf = vec![0u8; 2048];
-        for _ in 0..6 {
-            sock.send_to(bytes, turn).unwrap();
-            if let Ok((n, _)) = sock.recv_from(&mut buf) {
-                return buf[..n].to_vec();
-            }
-        }
-        panic!("no answer from the relay at {turn}");
-    };
-    let challenge = exchange(&allocate_req().finish());
-    assert_eq!(
-        code(&challenge),
-        401,
-        "an unauthenticated Allocate is challenged"
-    );
-    let nonce = nonce_of(&challenge);
-    exchange(&common::seal(allocate_req(), username, password, &nonce))
-}
 
 /// The `credentials` of a `GET /api/calls/turn-credentials` answer: (urls, username, credential).
 fn turn_credentials(body: &Value) -> (Vec<String>, String, String) {

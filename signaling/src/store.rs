@@ -182,10 +182,14 @@ impl Store {
             out: None,
             reply,
         };
+        let queued = std::time::Instant::now();
         if self.tx.send(Msg::Job(Box::new(task))).await.is_err() {
             return Err(StoreError::Closed.into());
         }
-        rx.await.unwrap_or_else(|_| Err(StoreError::Closed.into()))
+        let out = rx.await.unwrap_or_else(|_| Err(StoreError::Closed.into()));
+        // Queue, transaction and commit: what a request waits for the store.
+        metrics::histogram!("switchboard_store_job_seconds").record(queued.elapsed().as_secs_f64());
+        out
     }
 
     /// Finishes the jobs queued so far, checkpoints the WAL and closes the database, waiting
@@ -790,6 +794,24 @@ impl Db {
         )?;
         let ids = stmt.query_map([], |r| r.get::<_, String>(0))?;
         ids.map(|id| uuid(&id?)).collect()
+    }
+
+    /// How many calls are live in each live state (zeros included), for metrics.
+    pub fn live_call_counts(&self) -> Result<Vec<(&'static str, u64)>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT status, COUNT(*) FROM calls
+             WHERE status = 'initiated' OR status = 'ringing' OR status = 'active'
+             GROUP BY status",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        let mut counts = vec![("initiated", 0), ("ringing", 0), ("active", 0)];
+        for row in rows {
+            let (status, n) = row?;
+            if let Some(c) = counts.iter_mut().find(|(s, _)| *s == status) {
+                c.1 = n.max(0) as u64;
+            }
+        }
+        Ok(counts)
     }
 
     /// The earliest `created_at` of a live call with someone still being rung, and the ids of

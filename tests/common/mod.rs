@@ -348,6 +348,41 @@ impl TestCert {
     }
 }
 
+fn allocate_req() -> stun_types::message::MessageWriteVec {
+    use stun_types::message::MessageWriteExt as _;
+    let mut w = request(turn_types::message::ALLOCATE);
+    w.add_attribute(&turn_types::attribute::RequestedTransport::new(17))
+        .unwrap();
+    w
+}
+
+/// An Allocate over UDP with `username`/`password`: challenged first for the nonce, as clients
+/// are. Returns the final response.
+pub fn allocate(turn: SocketAddr, username: &str, password: &str) -> Vec<u8> {
+    use stun_types::message::MessageWrite as _;
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let exchange = |bytes: &[u8]| -> Vec<u8> {
+        let mut buf = vec![0u8; 2048];
+        for _ in 0..6 {
+            sock.send_to(bytes, turn).unwrap();
+            if let Ok((n, _)) = sock.recv_from(&mut buf) {
+                return buf[..n].to_vec();
+            }
+        }
+        panic!("no answer from the relay at {turn}");
+    };
+    let challenge = exchange(&allocate_req().finish());
+    assert_eq!(
+        code(&challenge),
+        401,
+        "an unauthenticated Allocate is challenged"
+    );
+    let nonce = nonce_of(&challenge);
+    exchange(&seal(allocate_req(), username, password, &nonce))
+}
+
 /// A STUN request of `method` with a fresh transaction id.
 pub fn request(method: stun_types::message::Method) -> stun_types::message::MessageWriteVec {
     use stun_types::message::{Message, MessageWriteVec};

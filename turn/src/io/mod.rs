@@ -138,6 +138,13 @@ pub struct Stats {
     pub connections_dropped: AtomicU64,
     /// Messages not queued to a connection whose outgoing queue was full (a slow reader).
     pub stream_drops: AtomicU64,
+    /// Payload relayed since the start, each way, closed and open allocations together, at
+    /// most about a second old (every [`USAGE_EVERY`] while allocations are open); never
+    /// decreasing, so that they export as counters.
+    pub relayed_packets_to_peer: AtomicU64,
+    pub relayed_bytes_to_peer: AtomicU64,
+    pub relayed_packets_from_peer: AtomicU64,
+    pub relayed_bytes_from_peer: AtomicU64,
     /// Whether the relay thread runs (false once it has ended, a panic included): the
     /// service watchdog's view of it.
     pub running: AtomicBool,
@@ -491,7 +498,9 @@ impl Driver {
         self.next_usage = now + USAGE_EVERY;
         self.usage_changed = false;
         let mut users: HashMap<Box<str>, Usage> = HashMap::new();
+        let mut open = Usage::default();
         for (user, usage) in self.server.usage_by_user() {
+            open += usage;
             match users.get_mut(user) {
                 Some(u) => *u += usage,
                 None => {
@@ -505,6 +514,34 @@ impl Driver {
             *users.entry(user.clone()).or_default() += *usage;
         }
         *self.stats.users.lock().unwrap_or_else(|e| e.into_inner()) = users;
+        // An allocation's usage moves from open to closed when it closes, which the closed
+        // counters see at once and `open` a publication later: the max keeps the sum from
+        // dipping in between.
+        let s = &self.stats;
+        for (total, closed, open) in [
+            (
+                &s.relayed_packets_to_peer,
+                &s.closed_packets_to_peer,
+                open.packets_to_peer,
+            ),
+            (
+                &s.relayed_bytes_to_peer,
+                &s.closed_bytes_to_peer,
+                open.bytes_to_peer,
+            ),
+            (
+                &s.relayed_packets_from_peer,
+                &s.closed_packets_from_peer,
+                open.packets_from_peer,
+            ),
+            (
+                &s.relayed_bytes_from_peer,
+                &s.closed_bytes_from_peer,
+                open.bytes_from_peer,
+            ),
+        ] {
+            total.fetch_max(closed.load(Ordering::Relaxed) + open, Ordering::Relaxed);
+        }
     }
 
     /// Whether usage is to be published: while allocations are open, and once after one closed.
@@ -707,10 +744,14 @@ impl Driver {
             }
             Event::AuthFailed(f) => {
                 s.auth_failures.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("switchboard_turn_auth_failures_total", "reason" => f.label())
+                    .increment(1);
                 tracing::debug!(reason = f.label(), "authentication failed");
             }
             Event::PeerRefused(r) => {
                 s.peer_refusals.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("switchboard_turn_peer_refusals_total", "range" => r.label())
+                    .increment(1);
                 tracing::debug!(range = r.label(), "peer refused by policy");
             }
             Event::QuotaReached { total } => {

@@ -1,0 +1,168 @@
+//! `GET /metrics`: Prometheus text, through the `metrics` facade and its Prometheus exporter
+//! (rendering only; the daemon's own HTTP server serves it).
+//!
+//! Recorded where they happen: HTTP requests by route, method and status, and their duration
+//! ([`track`], a middleware); store jobs' latency (`switchboard_store_job_seconds`, in the
+//! signaling crate); TURN authentication failures by reason and peer-policy refusals by range
+//! (in the relay thread: rare events). Read at each scrape from the relay's and the hub's
+//! counters ([`Sources`]): allocations, relayed packets and bytes each way, connections,
+//! quota refusals, sockets, and calls by state (one store query).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use switchboard_signaling::hub::Hub;
+use switchboard_signaling::service::CallService;
+use switchboard_turn::io::Stats;
+
+/// Latency buckets, in seconds: a store commit is a few milliseconds, a request more.
+const BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// Installs the process's recorder: `None` if one is installed already (a second daemon in
+/// one process, which only tests would do).
+pub fn install() -> Option<PrometheusHandle> {
+    let recorder = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS)
+        .ok()?
+        .build_recorder();
+    let handle = recorder.handle();
+    metrics::set_global_recorder(recorder).ok()?;
+    describe();
+    Some(handle)
+}
+
+fn describe() {
+    describe_gauge!("switchboard_turn_allocations", "TURN allocations open now.");
+    describe_counter!(
+        "switchboard_turn_allocations_total",
+        "TURN allocations created."
+    );
+    describe_counter!(
+        "switchboard_turn_relayed_packets_total",
+        "Payload packets relayed, by direction (to_peer: client to peer)."
+    );
+    describe_counter!(
+        "switchboard_turn_relayed_bytes_total",
+        Unit::Bytes,
+        "Payload bytes relayed, by direction."
+    );
+    describe_counter!(
+        "switchboard_turn_auth_failures_total",
+        "TURN requests that failed authentication, by reason (challenges excluded)."
+    );
+    describe_counter!(
+        "switchboard_turn_peer_refusals_total",
+        "Permissions, channels and sends refused by the peer policy, by range."
+    );
+    describe_counter!(
+        "switchboard_turn_quota_refusals_total",
+        "Allocations refused for a quota."
+    );
+    describe_gauge!(
+        "switchboard_turn_connections",
+        "TURN TCP and TLS connections open now."
+    );
+    describe_counter!(
+        "switchboard_turn_connections_total",
+        "TURN TCP and TLS connections accepted."
+    );
+    describe_gauge!(
+        "switchboard_hub_sockets",
+        "Signaling sockets attached, both transports."
+    );
+    describe_gauge!("switchboard_calls", "Live calls, by state.");
+    describe_counter!(
+        "switchboard_http_requests_total",
+        "HTTP requests answered, by route, method and status."
+    );
+    describe_histogram!(
+        "switchboard_http_request_seconds",
+        Unit::Seconds,
+        "Time to answer an HTTP request (to the response head), by route."
+    );
+    describe_histogram!(
+        "switchboard_store_job_seconds",
+        Unit::Seconds,
+        "Time a request waits for the call store: queue, transaction and commit."
+    );
+}
+
+/// What a scrape reads.
+#[derive(Clone)]
+pub struct Sources {
+    pub handle: PrometheusHandle,
+    pub relay: Arc<Stats>,
+    pub hub: Arc<Hub>,
+    pub calls: CallService,
+}
+
+/// `GET /metrics`.
+pub async fn scrape(State(s): State<Sources>) -> Response {
+    let r = &s.relay;
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    gauge!("switchboard_turn_allocations").set(load(&r.allocations) as f64);
+    counter!("switchboard_turn_allocations_total").absolute(load(&r.allocations_total));
+    for (direction, packets, bytes) in [
+        (
+            "to_peer",
+            &r.relayed_packets_to_peer,
+            &r.relayed_bytes_to_peer,
+        ),
+        (
+            "from_peer",
+            &r.relayed_packets_from_peer,
+            &r.relayed_bytes_from_peer,
+        ),
+    ] {
+        counter!("switchboard_turn_relayed_packets_total", "direction" => direction)
+            .absolute(load(packets));
+        counter!("switchboard_turn_relayed_bytes_total", "direction" => direction)
+            .absolute(load(bytes));
+    }
+    counter!("switchboard_turn_quota_refusals_total").absolute(load(&r.quota_refusals));
+    gauge!("switchboard_turn_connections").set(load(&r.connections) as f64);
+    counter!("switchboard_turn_connections_total").absolute(load(&r.connections_total));
+    gauge!("switchboard_hub_sockets").set(s.hub.socket_count() as f64);
+    let counts = s.calls.store().run(|db| db.live_call_counts()).await;
+    match counts {
+        Ok(counts) => {
+            for (state, n) in counts {
+                gauge!("switchboard_calls", "state" => state).set(n as f64);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "metrics: cannot count the calls"),
+    }
+    let body = s.handle.render();
+    let content_type = [(
+        header::CONTENT_TYPE,
+        "text/plain; version=0.0.4; charset=utf-8",
+    )];
+    (StatusCode::OK, content_type, body).into_response()
+}
+
+/// Counts and times every request by its route (the matched path: `/api/calls/{callId}`, not
+/// the id), method and status; `unmatched` for a path no route has.
+pub async fn track(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = req.method().as_str().to_owned();
+    let started = Instant::now();
+    let response = next.run(req).await;
+    let status = response.status().as_u16().to_string();
+    metrics::histogram!("switchboard_http_request_seconds", "route" => route.clone())
+        .record(started.elapsed().as_secs_f64());
+    counter!("switchboard_http_requests_total", "route" => route, "method" => method, "status" => status)
+        .increment(1);
+    response
+}
