@@ -1,5 +1,5 @@
 //! Logs: tracing to stderr (journald collects it under systemd), as text or JSON lines,
-//! filtered by `RUST_LOG` if set, else by `log.level`.
+//! filtered by `RUST_LOG` if set, else by `log.level`, which a SIGHUP reloads ([`Reload`]).
 
 use std::io::IsTerminal as _;
 
@@ -11,19 +11,61 @@ use crate::config::{LogConfig, LogFormat};
 /// to flood our logs, so they only get to report errors.
 const QUIET_CRATES: [&str; 3] = ["stun_types", "stun_proto", "turn_types"];
 
+/// Sets the filter of the installed subscriber.
+type SetFilter = Box<dyn Fn(EnvFilter) -> Result<(), String> + Send + Sync>;
+
+/// The installed subscriber's filter, which [`Reload::apply`] replaces.
+pub struct Reload {
+    set: SetFilter,
+    /// `RUST_LOG` was set and valid: it wins over `log.level`, at a reload too.
+    env_wins: bool,
+}
+
+impl Reload {
+    /// `config.level` from now on (unless `RUST_LOG` chose the filter at the start).
+    pub fn apply(&self, config: &LogConfig) {
+        if self.env_wins {
+            tracing::info!("log level: RUST_LOG is set and stays");
+            return;
+        }
+        match (self.set)(filter(config, None).0) {
+            Ok(()) => tracing::info!(level = %config.level, "log level reloaded"),
+            Err(error) => tracing::error!(%error, "log level not reloaded"),
+        }
+    }
+}
+
 /// Installs the global subscriber: `RUST_LOG` if set, else `log.level`.
-pub fn init(config: &LogConfig) {
-    let (filter, rejected_env) = filter(config, std::env::var("RUST_LOG").ok());
+pub fn init(config: &LogConfig) -> Reload {
+    let rust_log = std::env::var("RUST_LOG").ok();
+    let env_set = rust_log.as_deref().is_some_and(|s| !s.trim().is_empty());
+    let (filter, rejected_env) = filter(config, rust_log);
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(filter);
-    match config.format {
+    let set: SetFilter = match config.format {
         // No colour codes unless a person is watching: tools parse `addr=...` out of stderr.
-        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
-        LogFormat::Json => builder.json().init(),
-    }
-    if let Some(error) = rejected_env {
+        LogFormat::Text => {
+            let builder = builder
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_filter_reloading();
+            let handle = builder.reload_handle();
+            builder.init();
+            Box::new(move |f| handle.reload(f).map_err(|e| e.to_string()))
+        }
+        LogFormat::Json => {
+            let builder = builder.json().with_filter_reloading();
+            let handle = builder.reload_handle();
+            builder.init();
+            Box::new(move |f| handle.reload(f).map_err(|e| e.to_string()))
+        }
+    };
+    if let Some(error) = &rejected_env {
         tracing::warn!(%error, level = %config.level, "RUST_LOG is not a valid filter; using log.level");
+    }
+    Reload {
+        set,
+        env_wins: env_set && rejected_env.is_none(),
     }
 }
 

@@ -33,7 +33,7 @@ pub fn run(config_path: Option<&std::path::Path>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    logging::init(&config.log);
+    let log_reload = logging::init(&config.log);
     // Before the relay starts: its thread records through the global recorder.
     let metrics = metrics::install();
     announce(&config);
@@ -137,7 +137,12 @@ pub fn run(config_path: Option<&std::path::Path>) -> ExitCode {
     health.serving = serving.clone();
     runtime.spawn(notify::run(health));
 
-    let stopped = runtime.block_on(signals.wait(tls.as_ref(), &serving));
+    let reloads = Reloads {
+        config_path,
+        tls: tls.as_ref(),
+        log: &log_reload,
+    };
+    let stopped = runtime.block_on(signals.wait(&reloads, &serving));
     notify::stopping();
     match &stopped {
         Ok(name) => tracing::info!(signal = name, "shutting down"),
@@ -220,18 +225,14 @@ impl Signals {
     }
 
     /// Serves SIGHUPs until SIGTERM or SIGINT, which it returns. `serving`: the status line.
-    async fn wait(
-        mut self,
-        tls: Option<&TlsCertificate>,
-        serving: &str,
-    ) -> std::io::Result<&'static str> {
+    async fn wait(mut self, reloads: &Reloads<'_>, serving: &str) -> std::io::Result<&'static str> {
         loop {
             tokio::select! {
                 _ = self.term.recv() => return Ok("SIGTERM"),
                 _ = self.int.recv() => return Ok("SIGINT"),
                 _ = self.hup.recv() => {
                     notify::reloading();
-                    reload(tls);
+                    reloads.reload();
                     notify::ready(&format!("serving {serving} (reloaded)"));
                 }
             }
@@ -239,11 +240,29 @@ impl Signals {
     }
 }
 
-/// SIGHUP: the TURN certificate is read again. New TLS handshakes present the new one; live
-/// connections and their allocations are untouched. A certificate that fails to load is
-/// logged and the old one stays.
-fn reload(tls: Option<&TlsCertificate>) {
-    tracing::info!("SIGHUP: reloading");
+/// What a SIGHUP reloads.
+struct Reloads<'a> {
+    config_path: Option<&'a std::path::Path>,
+    tls: Option<&'a TlsCertificate>,
+    log: &'a logging::Reload,
+}
+
+impl Reloads<'_> {
+    /// SIGHUP: `log.level` is read again from the config file, and the TURN certificate.
+    /// New TLS handshakes present the new certificate; live connections and their
+    /// allocations are untouched. A config or certificate that fails to load is logged and
+    /// the old one stays. Other settings need a restart.
+    fn reload(&self) {
+        tracing::info!("SIGHUP: reloading");
+        match config::load(self.config_path) {
+            Ok(config) => self.log.apply(&config.log),
+            Err(e) => tracing::error!("config not reloaded; the old one stays: {e}"),
+        }
+        reload_certificate(self.tls);
+    }
+}
+
+fn reload_certificate(tls: Option<&TlsCertificate>) {
     if let Some(tls) = tls {
         match tls.reload() {
             Ok(()) => tracing::info!(sha256 = tls.fingerprint(), "turn certificate reloaded"),

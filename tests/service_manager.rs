@@ -11,7 +11,7 @@ mod common;
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
-use common::{Daemon, Options};
+use common::{allocate, Daemon, Options};
 use serde_json::json;
 
 /// The watchdog period the test asks for.
@@ -110,4 +110,54 @@ fn without_a_service_manager_the_probes_still_answer() {
         (200, json!({"status": "ready"}))
     );
     assert!(d.stop().success());
+}
+
+/// A SIGHUP reads `log.level` again from the config file: debug lines appear once it says
+/// `debug`, and a config that no longer loads changes nothing.
+#[test]
+fn sighup_reloads_the_log_level() {
+    let d = Daemon::start("");
+    let config = d.store_path().with_file_name("switchboard.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let (username, _) = d.credentials("someone");
+    let debug_line = |d: &Daemon| {
+        d.log()
+            .iter()
+            .any(|l| l.contains("DEBUG") && l.contains("authentication failed"))
+    };
+
+    // At info, a failed authentication is not logged.
+    allocate(d.turn, &username, "wrong");
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!debug_line(&d));
+
+    // A broken config: the reload is refused, the old level stays.
+    std::fs::write(&config, "[log\nlevel = \"debug\"\n").unwrap();
+    d.sighup();
+    let refused = d.wait_log(Duration::from_secs(5), |l| {
+        l.contains("config not reloaded")
+    });
+    assert!(refused.is_some(), "{:?}", d.log());
+    allocate(d.turn, &username, "wrong");
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!debug_line(&d));
+
+    // debug: it is.
+    std::fs::write(
+        &config,
+        text.replace("level = \"info\"", "level = \"debug\""),
+    )
+    .unwrap();
+    d.sighup();
+    let reloaded = d.wait_log(Duration::from_secs(5), |l| l.contains("log level reloaded"));
+    assert!(
+        reloaded.is_some_and(|l| l.contains("level=debug")),
+        "{:?}",
+        d.log()
+    );
+    allocate(d.turn, &username, "wrong");
+    assert!(
+        common::wait_until(Duration::from_secs(5), || debug_line(&d)),
+        "no debug line after the reload"
+    );
 }
