@@ -35,6 +35,15 @@ fn until(sock: &UnixDatagram, limit: Duration, done: impl Fn(&str) -> bool) -> V
     panic!("not within {limit:?}; got {got:?}");
 }
 
+/// `/healthz` and `/readyz` answer 200.
+fn probes_answer(d: &Daemon) {
+    let api = d.api();
+    let health = api.send("GET", "/healthz", None, None);
+    assert_eq!(health, (200, json!({"status": "ok"})));
+    let ready = api.send("GET", "/readyz", None, None);
+    assert_eq!(ready, (200, json!({"status": "ready"})));
+}
+
 fn lines(m: &str) -> Vec<&str> {
     m.lines().collect()
 }
@@ -60,15 +69,7 @@ fn ready_watchdog_reload_and_stop_are_notified() {
     let ready = got.last().unwrap();
     let status = format!("STATUS=serving turn {} (udp, tcp), http {}", d.turn, d.http);
     assert_eq!(lines(ready), ["READY=1", status.as_str()], "{got:?}");
-    let api = d.api();
-    assert_eq!(
-        api.send("GET", "/healthz", None, None),
-        (200, json!({"status": "ok"}))
-    );
-    assert_eq!(
-        api.send("GET", "/readyz", None, None),
-        (200, json!({"status": "ready"}))
-    );
+    probes_answer(&d);
 
     // The watchdog is fed every half period (200 ms): at least 4 pings in 1.2 s.
     let started = Instant::now();
@@ -100,15 +101,7 @@ fn ready_watchdog_reload_and_stop_are_notified() {
 #[test]
 fn without_a_service_manager_the_probes_still_answer() {
     let mut d = Daemon::start("");
-    let api = d.api();
-    assert_eq!(
-        api.send("GET", "/healthz", None, None),
-        (200, json!({"status": "ok"}))
-    );
-    assert_eq!(
-        api.send("GET", "/readyz", None, None),
-        (200, json!({"status": "ready"}))
-    );
+    probes_answer(&d);
     assert!(d.stop().success());
 }
 
