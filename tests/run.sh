@@ -57,3 +57,6 @@ fi
 
 echo "== cargo test --workspace"
 cargo test --workspace --locked
+
+echo "== packaging checks (tests/package.sh)"
+./tests/package.sh
