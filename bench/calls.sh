@@ -42,9 +42,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-case $TARGET_DIR in /*) ;; *) TARGET_DIR=$ROOT/$TARGET_DIR ;; esac
-OUT=${BENCH_OUT:-$ROOT/bench/out}/$(date +%Y%m%d-%H%M%S)
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh" # log, die, ...; TARGET_DIR and OUT
 
 CLIENTS=${CLIENTS:-32}
 DURATION=${DURATION:-10}
@@ -66,8 +65,6 @@ LOAD=$TARGET_DIR/release/examples/calls_load
 SB_BIN=$TARGET_DIR/release/switchboard
 CLK_TCK=$(getconf CLK_TCK)
 
-# shellcheck source=bench/lib.sh
-source "$ROOT/bench/lib.sh"
 
 for value in DURATION WARMUP ANCHOR_SECS; do
     [[ ${!value} =~ ^[0-9]+$ ]] && ((${!value} <= 600)) || die "$value must be whole seconds, 0..600"

@@ -43,9 +43,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-case $TARGET_DIR in /*) ;; *) TARGET_DIR=$ROOT/$TARGET_DIR ;; esac
-OUT=${BENCH_OUT:-$ROOT/bench/out}/$(date +%Y%m%d-%H%M%S)
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh" # log, die, ...; TARGET_DIR and OUT
 
 SOCKETS=${SOCKETS:-10000}
 WINDOW=${WINDOW:-1}
@@ -70,8 +69,6 @@ LOAD=$TARGET_DIR/release/examples/hub_load
 SB_BIN=$TARGET_DIR/release/switchboard
 NODE_DIR=$ROOT/bench/node
 
-# shellcheck source=bench/lib.sh
-source "$ROOT/bench/lib.sh"
 
 [[ $SOCKETS =~ ^[0-9]+$ ]] && ((SOCKETS >= 2 && SOCKETS <= 20000 && SOCKETS % 2 == 0)) ||
     die "SOCKETS must be even, 2..20000"

@@ -1,4 +1,11 @@
-# bench/lib.sh: what the benchmark scripts share. Sourced, not run.
+# bench/lib.sh: what the benchmark scripts share. Sourced, not run, with ROOT set (the
+# checkout).
+
+# Where cargo builds (CARGO_TARGET_DIR, relative to the checkout if relative), and this run's
+# output directory.
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+case $TARGET_DIR in /*) ;; *) TARGET_DIR=$ROOT/$TARGET_DIR ;; esac
+OUT=${BENCH_OUT:-$ROOT/bench/out}/$(date +%Y%m%d-%H%M%S)
 
 log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() { log "error: $*"; exit 1; }

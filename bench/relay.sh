@@ -44,9 +44,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-case $TARGET_DIR in /*) ;; *) TARGET_DIR=$ROOT/$TARGET_DIR ;; esac
-OUT=${BENCH_OUT:-$ROOT/bench/out}/$(date +%Y%m%d-%H%M%S)
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh" # log, die, ...; TARGET_DIR and OUT
 
 ROUNDS=${ROUNDS:-3}
 CLIENTS=${CLIENTS:-20}           # uclient -m: sessions (= relayed allocations, = flows)
@@ -81,8 +80,6 @@ SB_BIN=$TARGET_DIR/release/switchboard
 CLK_TCK=$(getconf CLK_TCK)
 RUN_TIMEOUT=$((MESSAGES * INTERVAL_MS / 1000 + 60))   # seconds, per load run
 
-# shellcheck source=bench/lib.sh
-source "$ROOT/bench/lib.sh"
 
 # ---------------------------------------------------------------------------------------------
 # Process bookkeeping: everything we start is recorded in PIDS (stop_pid and forget_pid, in

@@ -145,6 +145,19 @@ impl World {
         statuses.sort();
         (calls[0].clone(), statuses)
     }
+
+    /// The script's call is stored ended by a hang-up, Alice and Bob both left.
+    #[track_caller]
+    fn assert_hung_up(&self, out: &str) {
+        let (call, participants) = self.stored(out);
+        let ended = json!({"status": "ended", "end_reason": "ended-by-user"});
+        assert_eq!(call, ended);
+        let left = [
+            ("Alice".into(), "left".into()),
+            ("Bob".into(), "left".into()),
+        ];
+        assert_eq!(participants, left);
+    }
 }
 
 #[test]
@@ -234,18 +247,7 @@ fn multi_device_answered_elsewhere_over_socket_io() {
             "bob's laptop got call:ended",
         ],
     );
-    let (call, participants) = w.stored(&out);
-    assert_eq!(
-        call,
-        json!({"status": "ended", "end_reason": "ended-by-user"})
-    );
-    assert_eq!(
-        participants,
-        [
-            ("Alice".into(), "left".into()),
-            ("Bob".into(), "left".into())
-        ]
-    );
+    w.assert_hung_up(&out);
 }
 
 /// Every forbidden message of `sio_refused.mjs` (`part` refusals), each sent with and without
@@ -283,18 +285,7 @@ fn every_forbidden_message_is_refused_over_socket_io() {
     );
     let refused = out.lines().filter(|l| l.contains(" refused: ")).count();
     assert_eq!(refused, REFUSALS, "{out}");
-    let (call, participants) = w.stored(&out);
-    assert_eq!(
-        call,
-        json!({"status": "ended", "end_reason": "ended-by-user"})
-    );
-    assert_eq!(
-        participants,
-        [
-            ("Alice".into(), "left".into()),
-            ("Bob".into(), "left".into())
-        ]
-    );
+    w.assert_hung_up(&out);
 }
 
 /// Messages over 64 KiB are refused on both transports (the connection may end for it, as on

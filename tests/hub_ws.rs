@@ -579,17 +579,7 @@ async fn one_to_one_call_over_ws() {
 
     // Alice hangs up: her ack, and `call:ended` to everyone in the call (her own sockets too,
     // in whichever order the two come).
-    let ended = json!({"callId": call, "reason": "ended-by-user", "endedBy": a});
-    let (ack, own) = alice
-        .ack_and_event("call:end", json!({"callId": call}), json!(9))
-        .await;
-    common::assert_fields(
-        &ack,
-        &json!({"callId": call, "status": "ended", "callStatus": "ended",
-                "endReason": "ended-by-user"}),
-    );
-    assert!(ack["duration"].is_u64(), "{ack}");
-    assert_eq!(own, json!({"event": "call:ended", "data": ended}));
+    let ended = hang_up(&mut alice, &call, &a, json!(9)).await;
     assert_eq!(bob.expect("call:ended").await, ended);
 
     // The store agrees.
@@ -1252,6 +1242,24 @@ async fn stop_closes_the_sockets_and_exits() {
 // 7. A group call of four: joins, full-mesh signaling, a reject, leaves, the end.
 
 /// `(userId, userName, userIdentifier, status)` of each participant in `v`'s `participants`.
+/// `who` (user `id`) ends `call` over their socket, with frame id `frame`, when that ends it:
+/// the ack (the REST body) and their own `call:ended` (in either order) are checked. The
+/// `call:ended` data the others must get.
+async fn hang_up(who: &mut Ws, call: &str, id: &str, frame: Value) -> Value {
+    let ended = json!({"callId": call, "reason": "ended-by-user", "endedBy": id});
+    let (ack, own) = who
+        .ack_and_event("call:end", json!({"callId": call}), frame)
+        .await;
+    common::assert_fields(
+        &ack,
+        &json!({"callId": call, "status": "ended", "callStatus": "ended",
+                "endReason": "ended-by-user"}),
+    );
+    assert!(ack["duration"].is_u64(), "{ack}");
+    assert_eq!(own, json!({"event": "call:ended", "data": ended}));
+    ended
+}
+
 fn roster(v: &Value) -> Vec<(String, String, String, String)> {
     v["participants"]
         .as_array()
@@ -1467,17 +1475,7 @@ async fn group_call_of_four_with_joins_and_leaves() {
 
     // Bob hangs up: fewer than two joined, the call is over. `call:ended` to Alice and to Bob
     // (his ack and the event, in either order); Carol and Dave are no longer told anything.
-    let ended = json!({"callId": call, "reason": "ended-by-user", "endedBy": b});
-    let (ack, own) = bob
-        .ack_and_event("call:end", json!({"callId": call}), json!("b"))
-        .await;
-    common::assert_fields(
-        &ack,
-        &json!({"callId": call, "status": "ended", "callStatus": "ended",
-                "endReason": "ended-by-user"}),
-    );
-    assert!(ack["duration"].is_u64(), "{ack}");
-    assert_eq!(own, json!({"event": "call:ended", "data": ended}));
+    let ended = hang_up(&mut bob, &call, &b, json!("b")).await;
     assert_eq!(alice.expect("call:ended").await, ended);
     alice
         .refused(offer_to(&b, "a2"), "not_in_call", "call:offer")
