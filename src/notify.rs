@@ -53,15 +53,7 @@ impl Health {
         if !self.relay.running.load(Ordering::Acquire) {
             return Err("the relay thread has stopped");
         }
-        let ping = self
-            .calls
-            .store()
-            .run(|_| Ok::<(), switchboard_signaling::store::StoreError>(()));
-        match tokio::time::timeout(limit, ping).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err("the store is closed"),
-            Err(_) => Err("the store does not answer"),
-        }
+        self.calls.store().ping(limit).await
     }
 
     fn status(&self) -> String {

@@ -10,6 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{allocate, code, peer_on, run_bounded, Daemon, Options, Person, SECRET};
+use tokio_tungstenite::tungstenite;
 use uuid::Uuid;
 
 /// The body of `GET /metrics`, whose content type must be Prometheus text.
@@ -135,4 +136,12 @@ fn metrics_count_what_happens() {
         "{text}"
     );
     assert_eq!(expect(&text, "switchboard_hub_sockets"), 0.0);
+
+    // A signaling socket (/ws, Alice's token): the sockets gauge follows it.
+    let url = format!("ws://{}/ws?token={}", d.http, alice.token);
+    let (_socket, _) = tungstenite::connect(url.as_str()).expect("ws upgrade");
+    let attached = common::wait_until(Duration::from_secs(5), || {
+        value(&scrape(&d), "switchboard_hub_sockets") == Some(1.0)
+    });
+    assert!(attached, "the sockets gauge did not count the socket");
 }

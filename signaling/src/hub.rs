@@ -431,9 +431,17 @@ impl Hub {
     /// The heartbeat of every socket ([`Outbox::pulse`]): one task for all, rather than a
     /// timer in each socket's loop, which every message would poll.
     pub fn pulse(&self) {
-        let r = self.registry();
-        for s in r.users.values().flatten() {
-            s.outbox.pulse();
+        // Outside the registry's lock: relays need not wait for a pass over every socket.
+        let outboxes: Vec<Arc<dyn Outbox>> = {
+            let r = self.registry();
+            r.users
+                .values()
+                .flatten()
+                .map(|s| s.outbox.clone())
+                .collect()
+        };
+        for outbox in outboxes {
+            outbox.pulse();
         }
     }
 

@@ -837,12 +837,9 @@ impl Engine {
             return answer(s, ack, &event, rate_limited());
         }
         let state = &self.state;
+        // (A socket that goes while this is performed, an answer say, is detached when the
+        // session ends, which starts the reconnect grace if that left the user joined.)
         let reply = ws::dispatch(state, &state.hub, user, *origin, &event, data).await;
-        if s.out().closed.is_some() {
-            // The socket went while this was performed (an answer, say): if that left the
-            // user joined with no socket, the reconnect grace must start now.
-            state.hub.recheck_presence(user.id);
-        }
         answer(s, ack, &event, reply);
     }
 }
@@ -955,7 +952,7 @@ mod tests {
         assert_eq!(split_namespace("/admin"), ("/admin", ""));
         assert_eq!(split_ack(r#"12["e",{}]"#), (Some(12), r#"["e",{}]"#));
         assert_eq!(split_ack(r#"["e"]"#), (None, r#"["e"]"#));
-        // An id too long for u64 is no id, and the rest is then no event.
+        // An id too long for u64 is dropped (the event is answered without an ack).
         let (id, rest) = split_ack("99999999999999999999999[\"e\"]");
         assert_eq!((id, split_event(rest).is_some()), (None, true));
         assert_eq!(

@@ -192,6 +192,16 @@ impl Store {
         out
     }
 
+    /// Whether the store answers an empty job within `limit`: why not, if it does not (for the
+    /// readiness probe and the service watchdog).
+    pub async fn ping(&self, limit: std::time::Duration) -> Result<(), &'static str> {
+        match tokio::time::timeout(limit, self.run(|_| Ok::<(), StoreError>(()))).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err("the store is closed"),
+            Err(_) => Err("the store does not answer"),
+        }
+    }
+
     /// Finishes the jobs queued so far, checkpoints the WAL and closes the database, waiting
     /// for the store thread. Later calls of [`Store::run`], from any clone, get
     /// [`StoreError::Closed`].
