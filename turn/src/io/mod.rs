@@ -485,10 +485,12 @@ impl Driver {
             if self.next_conn_check.is_some_and(|t| t <= now) {
                 self.check_conns(now);
             }
+            self.drain(now);
+            // After the drain: an allocation that just closed is then in the closed counters
+            // and no longer among the open ones, never in both or neither.
             if self.publishing() && self.next_usage <= now {
                 self.publish_usage(now);
             }
-            self.drain(now);
         }
     }
 
@@ -514,9 +516,7 @@ impl Driver {
             *users.entry(user.clone()).or_default() += *usage;
         }
         *self.stats.users.lock().unwrap_or_else(|e| e.into_inner()) = users;
-        // An allocation's usage moves from open to closed when it closes, which the closed
-        // counters see at once and `open` a publication later: the max keeps the sum from
-        // dipping in between.
+        // Closed and open at the same instant (see the loop): the sum only grows.
         let s = &self.stats;
         for (total, closed, open) in [
             (
@@ -540,7 +540,7 @@ impl Driver {
                 open.bytes_from_peer,
             ),
         ] {
-            total.fetch_max(closed.load(Ordering::Relaxed) + open, Ordering::Relaxed);
+            total.store(closed.load(Ordering::Relaxed) + open, Ordering::Relaxed);
         }
     }
 
