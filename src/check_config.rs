@@ -1,23 +1,34 @@
 //! `switchboard check-config`: load and validate the configuration without starting anything.
 //!
 //! Prints `config OK: <path>` and a summary on stdout and exits 0, or prints
-//! `error: <path>: <key>: <why>` on stderr and exits 2. Warnings go to stderr either way.
+//! `error: <path>: <key>: <why>` on stderr and exits 2. Warnings go to stderr either way; those
+//! that leave the relay unreachable from outside this box's network (a private `relay_ip`
+//! without `external_ip`, no route to take `relay_ip` from) are errors here, though `serve`
+//! runs with them.
 
 use std::path::Path;
 use std::process::ExitCode;
 
-use switchboard_turn::io::TlsCertificate;
+use switchboard_turn::io::{TlsCertificate, TlsError};
 
 use crate::config::{self, Config, ConfigError, Secret, TlsFiles};
 
 /// The TURN TLS certificate, loaded when TLS listeners are configured: a file that cannot be
-/// read, holds no certificate, or whose key does not match is an error naming the key.
+/// read, holds no certificate, or whose key does not match is an error naming the key of the
+/// file at fault (`turn.tls_key`, or `http.tls_cert` when turn uses `[http]`'s).
 pub fn turn_certificate(config: &Config) -> Result<Option<TlsCertificate>, ConfigError> {
     let turn = &config.turn;
     match (&turn.tls, turn.tls_listen.is_empty()) {
         (Some(files), false) => TlsCertificate::load(&files.cert, &files.key)
             .map(Some)
-            .map_err(|e| ConfigError::new("turn.tls_cert", e.to_string()).at(&config.origin)),
+            .map_err(|e| {
+                let file = match e {
+                    TlsError::Key { .. } | TlsError::Mismatch { .. } => "tls_key",
+                    _ => "tls_cert",
+                };
+                ConfigError::new(format!("{}.{file}", files.section), e.to_string())
+                    .at(&config.origin)
+            }),
         _ => Ok(None),
     }
 }
@@ -26,8 +37,13 @@ pub fn run(config_path: Option<&Path>) -> ExitCode {
     let loaded = config::load(config_path).and_then(|c| turn_certificate(&c).map(|_| c));
     match loaded {
         Ok(config) => {
+            // A relay its clients cannot reach fails the check; `serve` only warns of it.
             for w in &config.warnings {
-                eprintln!("warning: {}: {w}", config.origin);
+                let kind = if w.unreachable { "error" } else { "warning" };
+                eprintln!("{kind}: {}: {w}", config.origin);
+            }
+            if config.warnings.iter().any(|w| w.unreachable) {
+                return ExitCode::from(2);
             }
             println!("config OK: {}", config.origin);
             print!("{}", summary(&config));
@@ -64,8 +80,13 @@ fn summary(c: &Config) -> String {
         s.push_str(&format!("  turn tls:    {}\n", list(&t.tls_listen)));
     }
     s.push_str(&format!(
-        "  turn relay:  {} ports {}-{} ({ports}){}\n",
+        "  turn relay:  {}{} ports {}-{} ({ports}){}\n",
         config::list_ips(&t.relay_ips),
+        if t.relay_ips_detected {
+            " (from the routing table)"
+        } else {
+            ""
+        },
         t.relay_ports.start(),
         t.relay_ports.end(),
         if t.external_ips.is_empty() {
@@ -87,7 +108,7 @@ fn summary(c: &Config) -> String {
         t.allow_peers.len(),
         t.deny_peers.len()
     ));
-    if let Some(tls) = &t.tls {
+    if let (Some(tls), false) = (&t.tls, t.tls_listen.is_empty()) {
         s.push_str(&format!("  turn cert:   {}\n", tls_line(tls)));
     }
     s.push_str(&format!(

@@ -18,7 +18,7 @@
 use std::fmt;
 use std::fs;
 use std::io::{self, Write as _};
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
@@ -133,6 +133,9 @@ pub struct TurnConfig {
     pub external_ips: Vec<IpAddr>,
     /// The addresses relay sockets bind, at most one per IP version.
     pub relay_ips: Vec<IpAddr>,
+    /// Some of `relay_ips` were taken from the routing table (`turn.relay_ip` not set and
+    /// `turn.listen` binding a wildcard address).
+    pub relay_ips_detected: bool,
     pub relay_ports: RangeInclusive<u16>,
     pub credential_ttl: Duration,
     /// The longest allocation lifetime granted (RFC 8656 §7.2; coturn's max-allocate-lifetime).
@@ -197,6 +200,8 @@ impl fmt::Display for LogFormat {
 pub struct TlsFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// The section the two keys are in (`turn` or `http`), for messages.
+    pub section: &'static str,
 }
 
 /// A secret string; `Debug` does not show it.
@@ -276,6 +281,28 @@ impl std::error::Error for ConfigError {}
 pub struct Warning {
     pub key: String,
     pub message: String,
+    /// The relay would run, but clients outside this box's network could not use it: `serve`
+    /// starts anyway (a LAN-only or not-yet-networked box is legitimate), `check-config`
+    /// exits non-zero.
+    pub unreachable: bool,
+}
+
+impl Warning {
+    fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Warning {
+            key: key.into(),
+            message: message.into(),
+            unreachable: false,
+        }
+    }
+
+    fn unreachable(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Warning {
+            key: key.into(),
+            message: message.into(),
+            unreachable: true,
+        }
+    }
 }
 
 impl fmt::Display for Warning {
@@ -318,8 +345,36 @@ pub fn load_dev_default(state_dir: &Path) -> Result<Config, ConfigError> {
 
 /// Parses and validates TOML `text`; relative paths are resolved against `base`.
 pub fn load_str(text: &str, base: &Path, origin: Origin) -> Result<Config, ConfigError> {
+    load_routed(text, base, origin, kernel_route_source)
+}
+
+/// [`load_str`] with the routing table given (tests).
+fn load_routed(
+    text: &str,
+    base: &Path,
+    origin: Origin,
+    route_source: RouteSource,
+) -> Result<Config, ConfigError> {
     let raw: Raw = toml::from_str(text).map_err(|e| toml_error(text, &e).at(&origin))?;
-    validate(raw, base, origin.clone()).map_err(|e| e.at(&origin))
+    validate(raw, base, origin.clone(), route_source).map_err(|e| e.at(&origin))
+}
+
+/// The address this box sends from towards the internet, for the IP version of the wildcard
+/// address given (`0.0.0.0` or `::`); `None` when there is no such route.
+type RouteSource = fn(IpAddr) -> Option<IpAddr>;
+
+/// [`RouteSource`] from the kernel's routing table: the local address of a UDP socket
+/// connected to a documentation address (RFC 5737, RFC 3849). Connecting a UDP socket only
+/// looks the route up; nothing is sent.
+fn kernel_route_source(any: IpAddr) -> Option<IpAddr> {
+    let probe: SocketAddr = match any {
+        IpAddr::V4(_) => (Ipv4Addr::new(192, 0, 2, 1), 9).into(),
+        IpAddr::V6(_) => (Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1), 9).into(),
+    };
+    let socket = std::net::UdpSocket::bind((any, 0)).ok()?;
+    socket.connect(probe).ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_unspecified() && !ip.is_loopback()).then_some(ip)
 }
 
 /// Creates the development state dir and generates its missing secrets.
@@ -336,13 +391,13 @@ fn prepare_state_dir(dir: &Path) -> Result<Vec<Warning>, ConfigError> {
         .permissions()
         .mode();
     if mode & 0o077 != 0 {
-        warnings.push(Warning {
-            key: shown,
-            message: format!(
+        warnings.push(Warning::new(
+            shown,
+            format!(
                 "the state dir holds secrets but has mode {:o}; run chmod 700 on it",
                 mode & 0o777
             ),
-        });
+        ));
     }
     for (name, key) in DEV_SECRETS {
         let path = dir.join(name);
@@ -537,11 +592,17 @@ struct RawLog {
 
 type Result<T, E = ConfigError> = std::result::Result<T, E>;
 
-fn validate(raw: Raw, base: &Path, origin: Origin) -> Result<Config> {
+fn validate(raw: Raw, base: &Path, origin: Origin, route_source: RouteSource) -> Result<Config> {
     let mut warnings = Vec::new();
     let dev = raw.dev;
     let http = validate_http(raw.http, base)?;
-    let turn = validate_turn(raw.turn, base, dev, http.tls.as_ref(), &mut warnings)?;
+    let turn = validate_turn(
+        raw.turn,
+        base,
+        (dev, route_source),
+        http.tls.as_ref(),
+        &mut warnings,
+    )?;
     let auth = AuthConfig {
         jwt_secret: secret_pair(
             ("auth.jwt_secret", raw.auth.jwt_secret),
@@ -624,7 +685,7 @@ fn validate_http(raw: RawHttp, base: &Path) -> Result<HttpConfig> {
 fn validate_turn(
     raw: RawTurn,
     base: &Path,
-    dev: bool,
+    (dev, route_source): (bool, RouteSource),
     http_tls: Option<&TlsFiles>,
     warnings: &mut Vec<Warning>,
 ) -> Result<TurnConfig> {
@@ -675,10 +736,10 @@ fn validate_turn(
         )
     })?;
     if secret.expose().len() < 16 {
-        warnings.push(Warning {
-            key: "turn.secret".into(),
-            message: "is shorter than 16 bytes; use a long random string".into(),
-        });
+        warnings.push(Warning::new(
+            "turn.secret",
+            "is shorter than 16 bytes; use a long random string",
+        ));
     }
 
     let external_ips = raw
@@ -688,30 +749,14 @@ fn validate_turn(
         .iter()
         .map(|s| ip("turn.external_ip", s))
         .collect::<Result<Vec<_>>>()?;
-    let relay_ips = match raw.relay_ip.map(OneOrMany::into_vec) {
-        Some(list) if !list.is_empty() => list
-            .iter()
-            .map(|s| ip("turn.relay_ip", s))
-            .collect::<Result<Vec<_>>>()?,
-        _ => {
-            // One specific listen address per IP version stands for it.
-            let mut ips: Vec<IpAddr> = Vec::new();
-            for a in &listen {
-                if !a.ip().is_unspecified() && !ips.iter().any(|i| i.is_ipv4() == a.is_ipv4()) {
-                    ips.push(a.ip());
-                }
-            }
-            if ips.is_empty() {
-                return Err(ConfigError::new(
-                    "turn.relay_ip",
-                    format!(
-                        "required when turn.listen binds {}; set it to this box's address",
-                        if listen[0].is_ipv4() { "0.0.0.0" } else { "::" }
-                    ),
-                ));
-            }
-            ips
-        }
+    let (relay_ips, relay_ips_detected) = match raw.relay_ip.map(OneOrMany::into_vec) {
+        Some(list) if !list.is_empty() => (
+            list.iter()
+                .map(|s| ip("turn.relay_ip", s))
+                .collect::<Result<Vec<_>>>()?,
+            false,
+        ),
+        _ => listen_relay_ips(&listen, route_source, warnings),
     };
     for (key, list) in [
         ("turn.relay_ip", &relay_ips),
@@ -746,14 +791,15 @@ fn validate_turn(
     for relay in &relay_ips {
         let has_external = external_ips.iter().any(|e| e.is_ipv4() == relay.is_ipv4());
         if !has_external && is_private(*relay) {
-            warnings.push(Warning {
-                key: "turn.external_ip".into(),
-                message: format!(
+            warnings.push(Warning::unreachable(
+                "turn.external_ip",
+                format!(
                     "not set, and turn.relay_ip {relay} is a private address: clients outside \
                      this network cannot reach the relayed addresses; set turn.external_ip to \
-                     the public address if this box is behind NAT"
+                     the public address this box is reached at behind NAT (or to {relay} \
+                     itself for a relay only this network uses)"
                 ),
-            });
+            ));
         }
     }
 
@@ -806,6 +852,7 @@ fn validate_turn(
         secret,
         external_ips,
         relay_ips,
+        relay_ips_detected,
         relay_ports,
         credential_ttl,
         max_lifetime,
@@ -873,7 +920,7 @@ fn secret_pair(
 }
 
 fn tls_files(
-    section: &str,
+    section: &'static str,
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
     base: &Path,
@@ -883,6 +930,7 @@ fn tls_files(
         (Some(cert), Some(key)) => Ok(Some(TlsFiles {
             cert: resolve(base, &cert),
             key: resolve(base, &key),
+            section,
         })),
         (Some(_), None) => Err(ConfigError::new(
             format!("{section}.tls_key"),
@@ -1002,6 +1050,49 @@ fn port_range(key: &str, s: &str, dev: bool) -> Result<RangeInclusive<u16>> {
     Ok(lo..=hi)
 }
 
+/// The relay addresses when `turn.relay_ip` is not set, one per IP version `listen` uses: a
+/// specific listen address stands for its version; for a wildcard one, the address the routing
+/// table sends from, or loopback (with a warning) when there is no route. Also says whether
+/// any came from the routing table.
+fn listen_relay_ips(
+    listen: &[SocketAddr],
+    route_source: RouteSource,
+    warnings: &mut Vec<Warning>,
+) -> (Vec<IpAddr>, bool) {
+    let mut ips: Vec<IpAddr> = Vec::new();
+    let mut detected = false;
+    let specific = listen.iter().filter(|a| !a.ip().is_unspecified());
+    let wildcard = listen.iter().filter(|a| a.ip().is_unspecified());
+    for addr in specific.chain(wildcard) {
+        let any = addr.ip();
+        if ips.iter().any(|i| i.is_ipv4() == any.is_ipv4()) {
+            continue;
+        }
+        if !any.is_unspecified() {
+            ips.push(any);
+            continue;
+        }
+        let ip = route_source(any).unwrap_or_else(|| {
+            let (version, loopback) = match any {
+                IpAddr::V4(_) => ("IPv4", IpAddr::from(Ipv4Addr::LOCALHOST)),
+                IpAddr::V6(_) => ("IPv6", IpAddr::from(Ipv6Addr::LOCALHOST)),
+            };
+            warnings.push(Warning::unreachable(
+                "turn.relay_ip",
+                format!(
+                    "not set, and this box has no {version} route to take its address from \
+                     (turn.listen binds {any}): relaying on {loopback}, which only this box \
+                     reaches; set turn.relay_ip to this box's address"
+                ),
+            ));
+            loopback
+        });
+        detected = true;
+        ips.push(ip);
+    }
+    (ips, detected)
+}
+
 /// RFC 1918, CGNAT (RFC 6598) and IPv6 unique-local addresses: reachable only inside a network.
 fn is_private(ip: IpAddr) -> bool {
     match ip {
@@ -1027,6 +1118,10 @@ mod tests {
 
     fn err(text: &str) -> ConfigError {
         load(text).expect_err("config should be refused")
+    }
+
+    fn ips(v: &[&str]) -> Vec<IpAddr> {
+        v.iter().map(|s| s.parse().unwrap()).collect()
     }
 
     const MINIMAL: &str = "[turn]\nsecret = \"0123456789abcdef\"\nrelay_ip = \"198.51.100.7\"\n";
@@ -1246,18 +1341,67 @@ format = "json"
     }
 
     #[test]
-    fn relay_ip_defaults_to_a_specific_listen_address() {
+    fn relay_ip_defaults_to_a_listen_address_or_the_route() {
         let text = "[turn]\nsecret = \"0123456789abcdef\"\n";
-        let e = err(text);
-        assert_eq!(
-            e.to_string(),
-            "/etc/switchboard/switchboard.toml: turn.relay_ip: required when turn.listen binds \
-             0.0.0.0; set it to this box's address"
+        let routed = |text: &str, route: RouteSource| {
+            load_routed(text, Path::new("/etc/switchboard"), origin(), route).unwrap()
+        };
+        let public: RouteSource = |any| match any {
+            IpAddr::V4(_) => Some("198.51.100.7".parse().unwrap()),
+            IpAddr::V6(_) => Some("2001:db8::7".parse().unwrap()),
+        };
+        let private: RouteSource = |_| Some("10.0.0.5".parse().unwrap());
+        let none: RouteSource = |_| None;
+
+        // A specific listen address stands for its version; the route is not asked.
+        let c = routed(&format!("{text}listen = [\"192.0.2.1:3478\"]\n"), none);
+        assert_eq!(c.turn.relay_ips, ips(&["192.0.2.1"]));
+        assert!(!c.turn.relay_ips_detected && c.warnings.is_empty());
+
+        // A wildcard one takes the route's source address, per version.
+        let c = routed(text, public);
+        assert_eq!(c.turn.relay_ips, ips(&["198.51.100.7"]));
+        assert!(c.turn.relay_ips_detected && c.warnings.is_empty());
+        let both = format!("{text}listen = [\"[::]:3478\", \"192.0.2.1:3478\"]\n");
+        let c = routed(&both, public);
+        assert_eq!(c.turn.relay_ips, ips(&["192.0.2.1", "2001:db8::7"]));
+
+        // A private source without external_ip, or no route at all: it runs, but check-config
+        // fails on it.
+        let c = routed(text, private);
+        assert_eq!(c.turn.relay_ips, ips(&["10.0.0.5"]));
+        assert_eq!(c.warnings.len(), 1);
+        assert!(c.warnings[0].unreachable && c.warnings[0].key == "turn.external_ip");
+        let c = routed(&format!("{text}external_ip = \"10.0.0.5\"\n"), private);
+        assert!(
+            c.warnings.is_empty(),
+            "a LAN-only relay says so: {:?}",
+            c.warnings
         );
-        let e = err(&format!("{text}listen = [\"[::]:3478\"]\n"));
-        assert!(e.message.contains("binds ::;"), "{e}");
-        let c = load(&format!("{text}listen = [\"192.0.2.1:3478\"]\n")).unwrap();
-        assert_eq!(c.turn.relay_ips, ["192.0.2.1".parse::<IpAddr>().unwrap()]);
+        let c = routed(text, none);
+        assert_eq!(c.turn.relay_ips, ips(&["127.0.0.1"]));
+        assert_eq!(c.warnings.len(), 1);
+        let w = &c.warnings[0];
+        assert!(w.unreachable && w.key == "turn.relay_ip", "{w:?}");
+        assert!(w.message.contains("no IPv4 route"), "{w}");
+
+        // An explicit relay_ip is never second-guessed.
+        let c = routed(&format!("{text}relay_ip = \"198.51.100.9\"\n"), none);
+        assert_eq!(c.turn.relay_ips, ips(&["198.51.100.9"]));
+        assert!(!c.turn.relay_ips_detected && c.warnings.is_empty());
+    }
+
+    #[test]
+    fn the_kernel_route_source_is_never_a_wildcard_or_loopback() {
+        for any in [
+            IpAddr::from(Ipv4Addr::UNSPECIFIED),
+            Ipv6Addr::UNSPECIFIED.into(),
+        ] {
+            if let Some(ip) = kernel_route_source(any) {
+                assert!(!ip.is_unspecified() && !ip.is_loopback(), "{ip}");
+                assert_eq!(ip.is_ipv4(), any.is_ipv4());
+            }
+        }
     }
 
     #[test]
@@ -1292,11 +1436,6 @@ format = "json"
              external_ip = [\"2001:db8::8\"]\n",
         )
         .unwrap();
-        let ips = |v: &[&str]| {
-            v.iter()
-                .map(|s| s.parse::<IpAddr>().unwrap())
-                .collect::<Vec<_>>()
-        };
         assert_eq!(c.turn.relay_ips, ips(&["198.51.100.7", "2001:db8::7"]));
         assert_eq!(c.turn.external_ips, ips(&["2001:db8::8"]));
         // Without relay_ip, one specific listen address per IP version.

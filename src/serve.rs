@@ -181,6 +181,12 @@ fn announce(config: &Config) {
              (put a TLS-terminating proxy in front of it)"
         );
     }
+    if config.turn.relay_ips_detected {
+        tracing::info!(
+            relay_ip = %crate::config::list_ips(&config.turn.relay_ips),
+            "turn.relay_ip is not set: relaying on the address the routing table sends from"
+        );
+    }
     for w in &config.warnings {
         tracing::warn!("{}: {}", w.key, w.message);
     }
