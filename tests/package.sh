@@ -6,8 +6,9 @@
 #      waived ones below;
 #   3. a real boot: a minimal Debian root (debootstrap, cached outside the clone) booted with
 #      systemd-nspawn, and inside it: dpkg -i, the service active with its STATUS=, a STUN
-#      Binding on 3478 and /healthz answered, reload keeping the MainPID, an upgrade restarting
-#      it with the secrets kept, purge removing the user, the secrets and the state.
+#      Binding on 3478 and /healthz answered, reload keeping the MainPID, HTTP moved to port 80
+#      (the capability), an upgrade restarting it with the secrets and the edited conffile
+#      kept, purge removing the user, the secrets and the state.
 # Needs root (it boots a container); re-runs itself with sudo otherwise. Every wait is bounded.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -200,9 +201,9 @@ expect_stun() {
         fail "$1: no STUN Binding answer on 127.0.0.1:3478 (stunclient said: $out)"
 }
 expect_healthz() {
-    local code
-    code=$(NET curl -s -o /dev/null -w '%{http_code}' --max-time 5 http://127.0.0.1:8080/healthz || true)
-    [ "$code" = 200 ] || fail "$1: /healthz answered '$code', not 200"
+    local code port=${2:-8080}
+    code=$(NET curl -s -o /dev/null -w '%{http_code}' --max-time 5 "http://127.0.0.1:$port/healthz" || true)
+    [ "$code" = 200 ] || fail "$1: /healthz on port $port answered '$code', not 200"
 }
 
 step "dpkg -i (inside)"
@@ -245,15 +246,25 @@ expect_active "after reload"
 journal_has 'SIGHUP: reloading' || fail "the daemon did not log the reload"
 echo "reloaded, MainPID $pid kept"
 
+step "the operator's edit: HTTP on port 80 (inside)"
+# A privileged port as the service user: AmbientCapabilities=CAP_NET_BIND_SERVICE.
+IN sed -i 's/^listen = "0.0.0.0:8080"$/listen = "0.0.0.0:80"/' /etc/switchboard/switchboard.toml
+IN systemctl restart switchboard
+expect_active "on port 80"
+expect_healthz "on port 80" 80
+pid=$(unit_show MainPID)
+echo "serving HTTP on port 80 as the switchboard user"
+
 step "upgrade: dpkg -i again (inside)"
 sum=$(secrets_sum)
-IN dpkg -i "/srv/debs/$(basename "$deb")" >/dev/null
+IN dpkg -i --force-confold "/srv/debs/$(basename "$deb")" >/dev/null
 expect_active "after the upgrade"
 [ "$(unit_show MainPID)" != "$pid" ] || fail "the upgrade did not restart the daemon (MainPID $pid)"
 [ "$(secrets_sum)" = "$sum" ] || fail "the upgrade changed the secrets"
 expect_stun "after the upgrade"
-expect_healthz "after the upgrade"
-echo "restarted: MainPID $pid -> $(unit_show MainPID), secrets kept"
+# The edited conffile is kept.
+expect_healthz "after the upgrade" 80
+echo "restarted: MainPID $pid -> $(unit_show MainPID), secrets and the edited config kept"
 
 step "dpkg --purge (inside)"
 IN dpkg --purge switchboard >/dev/null
