@@ -193,7 +193,7 @@ fn parse_args() -> Result<Args, String> {
     args.addr = addr.ok_or("--addr is required")?;
     args.transport = transport.ok_or("--transport is required")?;
     args.jwt_secret = jwt_secret.ok_or("--jwt-secret is required")?;
-    if args.sockets % 2 != 0 {
+    if !args.sockets.is_multiple_of(2) {
         return Err("--sockets must be even (pairs)".into());
     }
     if args.phases.is_empty() {
@@ -477,7 +477,7 @@ async fn socket(
     };
 
     let partner = id ^ 1;
-    let caller = id % 2 == 0;
+    let caller = id.is_multiple_of(2);
     let call = plan.calls[id / 2];
     let (prefix, suffix) = match (args.transport, call) {
         (_, None) => (String::new(), ""),

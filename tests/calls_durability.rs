@@ -795,8 +795,12 @@ fn lifecycles(api: &Api, pairs: &[Pair], i: usize, deadline: Instant) -> Load {
         }
 
         // Always differs from the default (audio off); the user alternates.
-        let who = if n % 2 == 0 { &pair.a } else { &pair.b };
-        let change = json!({ "audioEnabled": false, "videoEnabled": n % 3 == 0 });
+        let who = if n.is_multiple_of(2) {
+            &pair.a
+        } else {
+            &pair.b
+        };
+        let change = json!({ "audioEnabled": false, "videoEnabled": n.is_multiple_of(3) });
         let Some(r) = step(
             &mut out,
             Op::Media,
@@ -815,7 +819,11 @@ fn lifecycles(api: &Api, pairs: &[Pair], i: usize, deadline: Instant) -> Load {
             state: r["mediaState"].clone(),
         });
 
-        let who = if n % 2 == 0 { &pair.b } else { &pair.a };
+        let who = if n.is_multiple_of(2) {
+            &pair.b
+        } else {
+            &pair.a
+        };
         let Some(r) = step(
             &mut out,
             Op::End,

@@ -884,7 +884,7 @@ impl Server {
             };
             if self
                 .get(id)
-                .map_or(true, |a| a.relayed[family.index()].is_none())
+                .is_none_or(|a| a.relayed[family.index()].is_none())
             {
                 return Err(443);
             }
@@ -1041,7 +1041,7 @@ impl Server {
         // RFC 8656 §9.2, §11.2: a peer of a family the allocation has no relayed address of.
         if self
             .get(id)
-            .map_or(true, |a| a.relayed[Family::of(ip).index()].is_none())
+            .is_none_or(|a| a.relayed[Family::of(ip).index()].is_none())
         {
             return Err(443);
         }

@@ -40,7 +40,7 @@ pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, FrameError> {
                 return Ok(None);
             }
             let len = u16::from_be_bytes([buf[2], buf[3]]);
-            if len % 4 != 0 {
+            if !len.is_multiple_of(4) {
                 return Err(FrameError::BadStunLength(len));
             }
             if buf[4..8] != MAGIC_COOKIE {
