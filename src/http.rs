@@ -37,6 +37,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::config::Config;
 use crate::metrics;
+use crate::{demo, web};
 use metrics_exporter_prometheus::PrometheusHandle;
 use switchboard_turn::io::Stats;
 use uuid::Uuid;
@@ -180,7 +181,21 @@ impl Http {
                     .route("/readyz", axum::routing::get(readyz))
                     .with_state(state.clone()),
             )
-            .merge(sio.router());
+            .merge(sio.router())
+            .merge(demo::router(
+                state.clone(),
+                config
+                    .dev
+                    .then(|| {
+                        config
+                            .auth
+                            .jwt_secret
+                            .as_ref()
+                            .map(|s| s.expose().to_owned())
+                    })
+                    .flatten(),
+            ))
+            .merge(web::router());
         let app = match telemetry {
             Some((handle, relay)) => {
                 let sources = metrics::Sources {

@@ -12,6 +12,7 @@
 mod check_config;
 mod cli;
 mod config;
+mod demo;
 mod http;
 mod logging;
 mod metrics;
@@ -19,6 +20,7 @@ mod notify;
 mod serve;
 mod token;
 mod turn_credentials;
+mod web;
 
 use std::process::ExitCode;
 

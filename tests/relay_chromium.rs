@@ -15,65 +15,18 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use common::browser::{browser_dir, check_prerequisites, result_line, CHROMIUM};
 use common::{field, run_bounded, Daemon};
-use serde_json::Value;
 
-const CHROMIUM: &str = "/usr/bin/chromium";
 /// The script's own overall limit. It exits (killing the browser it launched) when it passes,
 /// and prints what it saw.
 const CALL_LIMIT: Duration = Duration::from_secs(60);
 /// Ours, above the script's: reaching it means node itself hung. `run_bounded` then kills node
 /// with SIGKILL, which leaves no chance to stop Chromium, so it must stay the backstop only.
 const NODE_LIMIT: Duration = Duration::from_secs(90);
-const SETUP_HINT: &str = "run tests/run.sh once: it installs Debian's chromium and runs \
-                          `npm ci` in tests/browser";
-
-fn browser_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
-}
-
-/// Fails (never skips) when something the call needs is missing, naming the fix.
-fn check_prerequisites() {
-    assert!(
-        Path::new(CHROMIUM).exists(),
-        "{CHROMIUM} is missing: {SETUP_HINT}"
-    );
-    let on_path = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join("node").is_file()))
-        .unwrap_or(false);
-    assert!(on_path, "node is not on PATH: {SETUP_HINT} (node >= 20)");
-    let (code, version) = run_bounded(
-        Command::new("node").arg("--version"),
-        Duration::from_secs(10),
-    );
-    let major: Option<u32> = version
-        .trim()
-        .strip_prefix('v')
-        .and_then(|v| v.split('.').next()?.parse().ok());
-    assert!(
-        code == Some(0) && major.is_some_and(|m| m >= 20),
-        "node >= 20 is needed (playwright-core requires it), `node --version` said \
-         {version:?} (exit {code:?})"
-    );
-    let playwright = browser_dir().join("node_modules/playwright-core/package.json");
-    assert!(
-        playwright.exists(),
-        "{} is missing: {SETUP_HINT}",
-        playwright.display()
-    );
-}
-
-/// The script's JSON result line (it prints exactly one, success or failure).
-fn result_line(out: &str) -> Option<Value> {
-    out.lines()
-        .rev()
-        .filter(|l| l.starts_with("{\"ok\":"))
-        .find_map(|l| serde_json::from_str(l).ok())
-}
 
 /// What a failed assertion shows: the script's output and the daemon's log.
 fn report(out: &str, d: &Daemon) -> String {

@@ -121,7 +121,8 @@ impl ApiError {
         }
     }
 
-    fn invalid(field: &str, message: impl std::fmt::Display) -> ApiError {
+    /// 400 `invalid_field`: `<field>: <message>`.
+    pub fn invalid(field: &str, message: impl std::fmt::Display) -> ApiError {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_field",

@@ -959,6 +959,36 @@ impl CallService {
             .await
     }
 
+    /// Adds `user` (created, or renamed to their name) to conversation `id` (created, named
+    /// `name`, if new), unless that would make it more than `max_members`: the demo's sign-in.
+    pub async fn join_conversation(
+        &self,
+        id: Uuid,
+        name: &'static str,
+        user: User,
+        max_members: usize,
+    ) -> Result<ConversationView, CallError> {
+        self.inner
+            .store
+            .run(move |db| {
+                let now = Timestamp::now();
+                db.upsert_conversation(id, None, now)?;
+                let before = conversation_view(db, id)?;
+                if before.name.is_none() {
+                    db.upsert_conversation(id, Some(name), now)?;
+                }
+                let member = before.members.iter().any(|m| m.id == user.id);
+                if !member && before.members.len() >= max_members {
+                    let full = format!("the conversation is full ({max_members} members)");
+                    return Err(Refusal::Conflict(full).into());
+                }
+                db.upsert_user(&user, now)?;
+                db.add_member(id, user.id, now)?;
+                conversation_view(db, id)
+            })
+            .await
+    }
+
     pub async fn admin_conversation(&self, id: Uuid) -> Result<ConversationView, CallError> {
         self.inner
             .store

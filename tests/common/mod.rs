@@ -30,6 +30,8 @@ pub struct Options {
     pub http: String,
     /// Environment variables for the daemon (e.g. `NOTIFY_SOCKET`).
     pub env: Vec<(String, String)>,
+    /// `dev = true`: development mode (the demo sign-in).
+    pub dev: bool,
 }
 
 /// A running `switchboard serve`, killed on drop.
@@ -83,11 +85,11 @@ impl Daemon {
             "open_conversations = true\n"
         };
         let config = format!(
-            "[turn]\n{turn}{extra}\n\n[http]\nlisten = \"127.0.0.1:0\"\n{}\n\n\
+            "dev = {}\n\n[turn]\n{turn}{extra}\n\n[http]\nlisten = \"127.0.0.1:0\"\n{}\n\n\
              [auth]\njwt_secret = \"{JWT_SECRET}\"\nadmin_token = \"{ADMIN_TOKEN}\"\n{open}{}\n\n\
              [store]\npath = \"switchboard.db\"\n\n[calls]\n{}\n\n\
              [log]\nlevel = \"info\"\nformat = \"text\"\n",
-            options.http, options.auth, options.calls
+            options.dev, options.http, options.auth, options.calls
         );
         std::fs::write(dir.path().join("switchboard.toml"), config).expect("write config");
         Daemon::spawn(dir, &options.env)
@@ -783,4 +785,62 @@ pub fn peer_on(hosts: &[&str]) -> (Background, u16) {
         }
     }
     panic!("turnutils_peer did not echo on port {port}");
+}
+
+/// Headless Chromium and node scripts in `tests/browser` (relay_chromium, demo_chromium).
+pub mod browser {
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+    use std::time::Duration;
+
+    use serde_json::Value;
+
+    use super::run_bounded;
+
+    pub const CHROMIUM: &str = "/usr/bin/chromium";
+    pub const SETUP_HINT: &str = "run tests/run.sh once: it installs Debian's chromium and runs \
+                              `npm ci` in tests/browser";
+
+    pub fn browser_dir() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
+    }
+
+    /// Fails (never skips) when something the call needs is missing, naming the fix.
+    pub fn check_prerequisites() {
+        assert!(
+            Path::new(CHROMIUM).exists(),
+            "{CHROMIUM} is missing: {SETUP_HINT}"
+        );
+        let on_path = std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).any(|d| d.join("node").is_file()))
+            .unwrap_or(false);
+        assert!(on_path, "node is not on PATH: {SETUP_HINT} (node >= 20)");
+        let (code, version) = run_bounded(
+            Command::new("node").arg("--version"),
+            Duration::from_secs(10),
+        );
+        let major: Option<u32> = version
+            .trim()
+            .strip_prefix('v')
+            .and_then(|v| v.split('.').next()?.parse().ok());
+        assert!(
+            code == Some(0) && major.is_some_and(|m| m >= 20),
+            "node >= 20 is needed (playwright-core requires it), `node --version` said \
+             {version:?} (exit {code:?})"
+        );
+        let playwright = browser_dir().join("node_modules/playwright-core/package.json");
+        assert!(
+            playwright.exists(),
+            "{} is missing: {SETUP_HINT}",
+            playwright.display()
+        );
+    }
+
+    /// The script's JSON result line (it prints exactly one, success or failure).
+    pub fn result_line(out: &str) -> Option<Value> {
+        out.lines()
+            .rev()
+            .filter(|l| l.starts_with("{\"ok\":"))
+            .find_map(|l| serde_json::from_str(l).ok())
+    }
 }

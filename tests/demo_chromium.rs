@@ -1,0 +1,138 @@
+//! The demo page, as a person uses it, in headless Chromium (tests/browser/demo_call.mjs):
+//! two browser contexts sign in as Alice and Bob on the page the daemon serves at `/`, and
+//! Alice video-calls Bob through the page's own code (REST, /ws signaling, WebRTCManager),
+//! relay-only, once with the TURN leg over UDP and once over TCP. The script checks the
+//! browser's side (relay <-> relay, `relayProtocol`, video flowing, the relayed path shown,
+//! mute seen across, hang-up seen across) and saves a screenshot of each side in the test's
+//! output directory (`target/demo-screenshots`); this file checks its report again and the
+//! daemon's side: the call is stored as Alice's video call ended by a user, with both
+//! participants joined and left, and the relay carried the media over the chosen transport.
+//!
+//! The page and its JS are the ones embedded in the binary. Prerequisites (Chromium, node,
+//! `npm ci` in tests/browser) are installed by tests/run.sh; a missing one fails the test.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use common::browser::{browser_dir, check_prerequisites, result_line, CHROMIUM};
+use common::{field, open_store, query_rows, run_bounded, Daemon, Options};
+use serde_json::Value;
+
+/// The script's own limit; ours above it is the backstop for a hung node.
+const CALL_LIMIT: Duration = Duration::from_secs(90);
+const NODE_LIMIT: Duration = Duration::from_secs(120);
+
+/// Where the screenshots go: beside the build, kept after the test to be looked at.
+fn screenshot_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
+    target.join("demo-screenshots")
+}
+
+fn demo_call(transport: &str) {
+    check_prerequisites();
+    let mut daemon = Daemon::start_with(Options {
+        dev: true,
+        ..Options::default()
+    });
+    let out_dir = screenshot_dir();
+    let (code, out) = run_bounded(
+        Command::new("node")
+            .arg(browser_dir().join("demo_call.mjs"))
+            .args(["--base", &format!("http://{}/", daemon.http)])
+            .args(["--transport", transport])
+            .arg("--out")
+            .arg(&out_dir)
+            .args(["--timeout-ms", &CALL_LIMIT.as_millis().to_string()])
+            .args(["--chromium", CHROMIUM])
+            .current_dir(browser_dir()),
+        NODE_LIMIT,
+    );
+    println!("{out}");
+    let report = |d: &Daemon| format!("demo_call.mjs said:\n{out}\ndaemon log:\n{:#?}", d.log());
+    assert_eq!(code, Some(0), "the demo call failed; {}", report(&daemon));
+    let r = result_line(&out).unwrap_or_else(|| panic!("no result line; {}", report(&daemon)));
+    assert_eq!(r["ok"], true, "{}", report(&daemon));
+
+    // The browser's side, again, so that a change to the script cannot weaken it silently.
+    for who in ["Alice", "Bob"] {
+        let s = &r["selected"][who];
+        assert_eq!(s["local"]["candidateType"], "relay", "{who}: {s}");
+        assert_eq!(s["remote"]["candidateType"], "relay", "{who}: {s}");
+        assert_eq!(s["local"]["relayProtocol"], transport, "{who}: {s}");
+        let b = &r["bytes"][who];
+        assert!(
+            b[1].as_u64() > b[0].as_u64(),
+            "{who} received no video: {b}"
+        );
+    }
+    for shot in r["screenshots"].as_array().expect("screenshots") {
+        let path = PathBuf::from(shot.as_str().unwrap());
+        let png = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(
+            png.starts_with(b"\x89PNG") && png.len() > 10_000,
+            "{} is not a real screenshot ({} bytes)",
+            path.display(),
+            png.len()
+        );
+    }
+
+    // The store: ended by Alice (she hung up), both joined and left.
+    let call_id = r["callId"].as_str().expect("callId").to_owned();
+    let store = open_store(&daemon.store_path());
+    let ended = common::wait_until(Duration::from_secs(5), || {
+        query_rows(
+            &store,
+            "SELECT status FROM calls WHERE id = ?1",
+            &[&call_id],
+        )
+        .first()
+        .is_some_and(|c| c["status"] == "ended")
+    });
+    let call = &query_rows(&store, "SELECT * FROM calls WHERE id = ?1", &[&call_id])[0];
+    assert!(ended, "the call is not ended in the store: {call}");
+    assert_eq!(call["type"], "video", "{call}");
+    assert_eq!(call["end_reason"], "ended-by-user", "{call}");
+    let parts = query_rows(
+        &store,
+        "SELECT u.name, p.status, p.joined_at FROM call_participants p JOIN users u \
+         ON u.id = p.user_id WHERE p.call_id = ?1 ORDER BY u.name",
+        &[&call_id],
+    );
+    let names: Vec<&Value> = parts.iter().map(|p| &p["name"]).collect();
+    assert_eq!(names, ["Alice", "Bob"], "{parts:?}");
+    for p in &parts {
+        assert_eq!(p["status"], "left", "{parts:?}");
+        assert!(p["joined_at"].is_string(), "{parts:?}");
+    }
+    let alice = query_rows(&store, "SELECT id FROM users WHERE name = 'Alice'", &[]);
+    assert_eq!(call["initiated_by"], alice[0]["id"], "{call}");
+
+    // The relay's side: allocations over the chosen transport carried the media.
+    assert!(daemon.stop().success(), "{}", report(&daemon));
+    let want = if transport == "tcp" { "Tcp" } else { "Udp" };
+    let relaying: Vec<String> = daemon
+        .log()
+        .into_iter()
+        .filter(|l| l.contains("allocation closed"))
+        .filter(|l| field(l, "bytes_to_peer").is_some_and(|b| b != "0"))
+        .collect();
+    assert!(relaying.len() >= 2, "{}", report(&daemon));
+    for l in &relaying {
+        assert_eq!(field(l, "transport"), Some(want), "{l}");
+    }
+}
+
+#[test]
+fn demo_page_video_call_relayed_over_udp() {
+    demo_call("udp");
+}
+
+#[test]
+fn demo_page_video_call_relayed_over_tcp() {
+    demo_call("tcp");
+}

@@ -1,0 +1,826 @@
+// WebRTC calls signaled through the switchboard hub: one RTCPeerConnection per remote
+// participant (a mesh for group calls), media through the daemon's TURN relay when needed.
+//
+// It works with anything that has socket.io's `emit(event, data, ack?)`, `on` and `off`: a
+// socket.io `Socket` on `/socket.io/` or a `SignalingSocket` (./signaling.js) on `/ws`.
+//
+// Who offers: the daemon sends `call:participant-joined` to everyone already in the call when
+// someone answers; they offer to the newcomer, who only answers. Later offers (ICE restarts,
+// screen share renegotiation) may come from either side: the side that made the first offer
+// wins a collision ("impolite"), the other rolls its own back ("polite").
+
+const NOOP = () => {};
+/** ICE restarts per peer in one outage (between two connected states), at most. */
+const ICE_RESTART_LIMIT = 3;
+/** How long ICE may stay `disconnected` before a restart. */
+const DISCONNECTED_GRACE_MS = 5_000;
+/** Offers and candidates kept while no call is current (see `currentCallId`), and how long. */
+const EARLY_SIGNAL_LIMIT = 64;
+const EARLY_SIGNAL_MS = 60_000;
+/** The events kept while no call is current. */
+const EARLY_EVENTS = new Set(['call:offer', 'call:ice-candidate']);
+/** Candidates kept per peer before its remote description is known. */
+const PENDING_CANDIDATE_LIMIT = 200;
+/** The daemon takes one `call:stats` per second from a participant; timers are not exact. */
+const MIN_STATS_INTERVAL_MS = 1_100;
+/** The largest figures `call:stats` accepts (signaling/src/quality.rs). */
+const MAX_MS = 60_000;
+const MAX_BITRATE = 100e9;
+
+/** The transport a TURN URL reaches the relay over: `udp`, `tcp` or `tls` (`turns:`). */
+function turnTransport(url) {
+  if (/^turns:/i.test(url)) return 'tls';
+  const match = /[?&]transport=(udp|tcp)/i.exec(url);
+  return match ? match[1].toLowerCase() : 'udp';
+}
+
+/**
+ * RTCIceServers from TURN credentials: `{urls, username, credential}`, the whole
+ * turn-credentials response `{credentials, expiresAt}`, or an array of RTCIceServer. With
+ * `transports`, TURN URLs over other transports are left out (STUN URLs are kept).
+ */
+function toIceServers(credentials, transports) {
+  const servers = Array.isArray(credentials) ? credentials : [credentials?.credentials ?? credentials];
+  const wanted = transports?.map((t) => String(t).toLowerCase());
+  const keep = (url) => !wanted || !/^turns?:/i.test(url) || wanted.includes(turnTransport(url));
+  return servers
+    .filter((server) => server?.urls)
+    .map((server) => ({ ...server, urls: [server.urls].flat().filter(keep) }))
+    .filter((server) => server.urls.length > 0);
+}
+
+/** The DTLS fingerprint of an SDP: a new one means the remote side made a new connection. */
+function fingerprint(sdp) {
+  return /^a=fingerprint:(.*)$/m.exec(sdp ?? '')?.[1].trim() ?? null;
+}
+
+/** The `o=` line of an SDP: the same for an offer sent again (even with candidates added). */
+function origin(sdp) {
+  return /^o=.*$/m.exec(sdp ?? '')?.[0] ?? null;
+}
+
+/** `{type, sdp}` of a session description, for the wire. */
+function describe(description) {
+  return { type: description.type, sdp: description.sdp };
+}
+
+/** The candidate pair the ICE transport uses, from a stats report. */
+function selectedPair(report) {
+  let fallback = null;
+  for (const stats of report.values()) {
+    if (stats.type === 'transport' && stats.selectedCandidatePairId) {
+      const pair = report.get(stats.selectedCandidatePairId);
+      if (pair) return pair;
+    }
+    if (stats.type === 'candidate-pair' && (stats.selected || (stats.nominated && stats.state === 'succeeded'))) {
+      fallback ??= stats;
+    }
+  }
+  return fallback;
+}
+
+/** The path of the selected pair: `{relayed, localType, remoteType, relayProtocol, rtt}`. */
+function readPath(report) {
+  const pair = selectedPair(report);
+  if (!pair) return null;
+  const local = report.get(pair.localCandidateId);
+  const remote = report.get(pair.remoteCandidateId);
+  return {
+    relayed: local?.candidateType === 'relay' || remote?.candidateType === 'relay',
+    localType: local?.candidateType,
+    remoteType: remote?.candidateType,
+    relayProtocol: local?.candidateType === 'relay' ? local.relayProtocol : undefined,
+    rtt: Number.isFinite(pair.currentRoundTripTime) ? pair.currentRoundTripTime * 1000 : undefined,
+  };
+}
+
+/** Every inbound RTP stream summed: the worst jitter (ms) and the counters. */
+function readInbound(report) {
+  let jitter;
+  let counters = null;
+  for (const stats of report.values()) {
+    if (stats.type !== 'inbound-rtp') continue;
+    if (Number.isFinite(stats.jitter)) jitter = Math.max(jitter ?? 0, stats.jitter * 1000);
+    counters ??= { lost: 0, received: 0, bytes: 0, timestamp: stats.timestamp };
+    counters.lost += stats.packetsLost ?? 0;
+    counters.received += stats.packetsReceived ?? 0;
+    counters.bytes += stats.bytesReceived ?? 0;
+    counters.timestamp = Math.max(counters.timestamp, stats.timestamp);
+  }
+  return { jitter, counters };
+}
+
+/** Packet loss (percent) and bitrate (bits/s) between two counter readings. */
+function rates(previous, current) {
+  if (!previous || !current) return {};
+  const lost = current.lost - previous.lost;
+  const received = current.received - previous.received;
+  const bytes = current.bytes - previous.bytes;
+  const seconds = (current.timestamp - previous.timestamp) / 1000;
+  const out = {};
+  if (received >= 0 && Math.max(lost, 0) + received > 0) {
+    out.packetLoss = (Math.max(lost, 0) / (Math.max(lost, 0) + received)) * 100;
+  }
+  if (bytes >= 0 && seconds > 0) out.bitrate = (bytes * 8) / seconds;
+  return out;
+}
+
+/** `x` with at most `decimals` decimals, within `[0, max]`. */
+function bound(x, max, decimals) {
+  const scale = 10 ** decimals;
+  return Math.min(max, Math.max(0, Math.round(x * scale) / scale));
+}
+
+/**
+ * One `call:stats` report from every peer's sample: the worst rtt, jitter and loss, the summed
+ * bitrate, relayed if any path is. Null when there is no figure to report.
+ */
+function aggregate(samples) {
+  const values = (key) => samples.map((s) => s[key]).filter(Number.isFinite);
+  const figures = {};
+  const [rtt, jitter, loss, bitrate] = ['rtt', 'jitter', 'packetLoss', 'bitrate'].map(values);
+  if (rtt.length) figures.rtt = bound(Math.max(...rtt), MAX_MS, 1);
+  if (jitter.length) figures.jitter = bound(Math.max(...jitter), MAX_MS, 1);
+  if (loss.length) figures.packetLoss = bound(Math.max(...loss), 100, 2);
+  if (bitrate.length) figures.bitrate = bound(bitrate.reduce((a, b) => a + b, 0), MAX_BITRATE, 0);
+  if (Object.keys(figures).length === 0) return null;
+  const paths = samples.map((s) => s.path).filter(Boolean);
+  if (paths.length) figures.relayed = paths.some((p) => p.relayed);
+  return figures;
+}
+
+/**
+ * The calls of one page: local media, a peer connection per remote participant, signaling
+ * through `socket`, connection reports (`call:stats`) to the daemon.
+ *
+ * Set `currentCallId` before joining a call (answering or initiating); call `cleanup()` when
+ * it is over. Signals of other calls are ignored; offers and candidates that come while no
+ * call is current are kept (a few) and handled if their call becomes current.
+ */
+export class WebRTCManager {
+  /** Whether this side started the call (informational). */
+  isInitiator = false;
+  /** The camera/microphone stream from {@link initializeLocalStream}. */
+  localStream = null;
+  /** The screen being shared, or null. */
+  screenStream = null;
+  /** userId → `{pc, stream, isOfferer, ...}`, one per remote participant. */
+  peers = new Map();
+  /** What new peer connections use, from {@link setTurnCredentials}. */
+  iceServers = [];
+
+  /** @type {(userId: string, stream: MediaStream) => void} */
+  onRemoteStream = NOOP;
+  /** @type {(userId: string) => void} */
+  onRemoteStreamRemoved = NOOP;
+  /** @type {(userId: string, state: RTCPeerConnectionState) => void} */
+  onConnectionStateChange = NOOP;
+  /** @type {(userId: string, path: {relayed: boolean, localType?: string, remoteType?: string, relayProtocol?: string, rtt?: number}) => void} */
+  onPathChange = NOOP;
+  /** @type {(userId: string, report: {quality: string, stats: object}) => void} */
+  onQuality = NOOP;
+  /** @type {(userId: string, mediaState: {audioEnabled: boolean, videoEnabled: boolean, screenSharing: boolean}) => void} */
+  onMediaStateChanged = NOOP;
+  /** @type {(stream: MediaStream | null) => void} */
+  onLocalStreamChanged = NOOP;
+  /** @type {(data: {callId: string, reason: string, endedBy: string | null}) => void} */
+  onCallEnded = NOOP;
+  /** @type {(error: Error) => void} */
+  onError = NOOP;
+
+  #socket;
+  #options;
+  #callId = null;
+  #handlers;
+  #listening = false;
+  #early = [];
+  #strayCandidates = new Map();
+  #statsTimer = null;
+  #statsBusy = false;
+
+  /**
+   * @param {{emit: Function, on: Function, off: Function}} socket socket.io `Socket` or
+   *   `SignalingSocket`.
+   * @param {object} [options]
+   * @param {'all' | 'relay'} [options.iceTransportPolicy='all']
+   * @param {string[]} [options.turnTransports] Keep only TURN URLs over these (`udp`, `tcp`,
+   *   `tls` for `turns:`).
+   * @param {number} [options.statsIntervalMs=5000] `call:stats` period (at least 1.1 s, the
+   *   daemon takes one report a second); 0 disables it.
+   * @param {boolean} [options.autoOfferOnJoin=true] Offer to whoever joins the current call.
+   * @param {(...args: any[]) => void} [options.log]
+   */
+  constructor(socket, options = {}) {
+    this.#socket = socket;
+    this.#options = {
+      iceTransportPolicy: 'all',
+      turnTransports: null,
+      statsIntervalMs: 5000,
+      autoOfferOnJoin: true,
+      log: NOOP,
+      ...options,
+    };
+    const handle = {
+      'call:offer': (data) => this.#handleOffer(data),
+      'call:answer': (data) => this.#handleAnswer(data),
+      'call:ice-candidate': (data) => this.#handleCandidate(data),
+      'call:participant-joined': (data) => this.#handleJoined(data),
+      'call:participant-left': (data) => this.#closePeer(data.userId),
+      'call:ended': (data) => this.#handleEnded(data),
+      'call:media-state-changed': (data) => this.#notify('onMediaStateChanged', data.userId, data.mediaState),
+      'call:quality': (data) =>
+        this.#notify('onQuality', data.userId, { quality: data.quality, stats: data.stats }),
+    };
+    this.#handlers = Object.fromEntries(
+      Object.entries(handle).map(([event, run]) => [event, (data) => this.#onEvent(event, data, run)]),
+    );
+    this.#listen();
+  }
+
+  /** The call signaled for (a UUID string), or null. Setting one (re)attaches the listeners. */
+  get currentCallId() {
+    return this.#callId;
+  }
+
+  set currentCallId(callId) {
+    this.#callId = callId || null;
+    if (!this.#callId) return;
+    this.#listen();
+    const early = this.#early.splice(0);
+    for (const { event, data } of early) {
+      if (data.callId === this.#callId) this.#handlers[event](data);
+    }
+  }
+
+  /**
+   * Uses TURN credentials for the peer connections made from now on (and the ICE restarts of
+   * the current ones).
+   * @param {{urls: string[], username: string, credential: string} | RTCIceServer[]} credentials
+   *   `credentials` of `GET /api/calls/turn-credentials` (the whole body is accepted too).
+   * @returns {Promise<RTCIceServer[]>} the servers kept.
+   */
+  async setTurnCredentials(credentials) {
+    this.iceServers = toIceServers(credentials, this.#options.turnTransports);
+    if (this.iceServers.length === 0) this.#log('no usable ICE server in', credentials);
+    for (const { pc } of this.peers.values()) {
+      try {
+        pc.setConfiguration({ ...pc.getConfiguration(), iceServers: this.iceServers });
+      } catch (err) {
+        this.#log('cannot update the ICE servers of a connection:', err);
+      }
+    }
+    return this.iceServers;
+  }
+
+  /**
+   * Opens the camera and/or microphone. A stream opened before is stopped, and its tracks are
+   * replaced in the current connections.
+   * @returns {Promise<MediaStream>}
+   */
+  async initializeLocalStream(audio = true, video = true) {
+    const stream = await navigator.mediaDevices.getUserMedia({ audio, video });
+    const previous = this.localStream;
+    this.localStream = stream;
+    if (previous) {
+      await this.#replaceLocalTracks(previous, stream);
+      previous.getTracks().forEach((track) => track.stop());
+    }
+    return stream;
+  }
+
+  /**
+   * Offers to `targetUserId` in the current call, with a new connection or the existing one.
+   * @returns {Promise<RTCPeerConnection>}
+   */
+  async initiateCallToUser(targetUserId) {
+    if (!this.#callId) throw new Error('initiateCallToUser: set currentCallId first');
+    const peer = this.#peerFor(targetUserId);
+    const { pc } = peer;
+    if (peer.isOfferer && !pc.remoteDescription) return pc; // offered already, no answer yet
+    if (!pc.localDescription && !pc.remoteDescription) peer.isOfferer = true;
+    this.#addLocalTracks(peer);
+    for (const kind of ['audio', 'video']) {
+      const has = pc.getTransceivers().some((t) => (t.sender.track?.kind ?? t.receiver.track.kind) === kind);
+      if (!has) pc.addTransceiver(kind, { direction: 'recvonly' });
+    }
+    await this.#renegotiate(peer);
+    return pc;
+  }
+
+  /**
+   * Mutes or unmutes the microphone (toggles without an argument) and tells the call.
+   * @returns {boolean} whether audio is on now.
+   */
+  toggleAudio(enabled) {
+    const tracks = this.localStream?.getAudioTracks() ?? [];
+    const on = enabled ?? !tracks.some((track) => track.enabled);
+    tracks.forEach((track) => (track.enabled = on));
+    this.#sendMediaState({ audioEnabled: on });
+    return on;
+  }
+
+  /**
+   * Turns the outgoing video (camera, and a shared screen) off or on (toggles without an
+   * argument) and tells the call.
+   * @returns {boolean} whether video is on now.
+   */
+  toggleVideo(enabled) {
+    const tracks = [...(this.localStream?.getVideoTracks() ?? []), ...(this.screenStream?.getVideoTracks() ?? [])];
+    const on = enabled ?? !tracks.some((track) => track.enabled);
+    tracks.forEach((track) => (track.enabled = on));
+    this.#sendMediaState({ videoEnabled: on });
+    return on;
+  }
+
+  /**
+   * Sends a screen instead of the camera to every peer, until {@link stopScreenShare} or until
+   * the user stops it from the browser.
+   * @returns {Promise<MediaStream>} the screen stream.
+   */
+  async startScreenShare() {
+    if (this.screenStream) return this.screenStream;
+    const screen = await navigator.mediaDevices.getDisplayMedia({ video: true });
+    const [track] = screen.getVideoTracks();
+    this.screenStream = screen;
+    track.addEventListener('ended', () => this.screenStream === screen && this.stopScreenShare());
+    await Promise.all([...this.peers.values()].map((peer) => this.#sendScreen(peer, track)));
+    this.#sendMediaState({ screenSharing: true });
+    this.#notify('onLocalStreamChanged', screen);
+    return screen;
+  }
+
+  /** Back to the camera. Never rejects: failures go to `onError`. */
+  async stopScreenShare() {
+    const screen = this.screenStream;
+    if (!screen) return;
+    this.screenStream = null;
+    screen.getTracks().forEach((track) => track.stop());
+    const camera = this.localStream?.getVideoTracks()[0] ?? null;
+    const peers = [...this.peers.values()];
+    const results = await Promise.allSettled(peers.map((peer) => this.#unsendScreen(peer, camera)));
+    for (const result of results) {
+      if (result.status === 'rejected') this.#fail('stopScreenShare', result.reason);
+    }
+    this.#sendMediaState({ screenSharing: false });
+    this.#notify('onLocalStreamChanged', this.localStream);
+  }
+
+  /**
+   * The network path to `userId` now, or null before ICE has selected one.
+   * @returns {Promise<{relayed: boolean, localType?: string, remoteType?: string, relayProtocol?: string, rtt?: number} | null>}
+   */
+  async getPathInfo(userId) {
+    const peer = this.peers.get(userId);
+    if (!peer) return null;
+    return readPath(await peer.pc.getStats());
+  }
+
+  /**
+   * Ends everything local: connections, camera, screen, reports, socket listeners. Idempotent;
+   * setting `currentCallId` again makes the manager ready for another call.
+   */
+  cleanup() {
+    clearInterval(this.#statsTimer);
+    this.#statsTimer = null;
+    for (const userId of [...this.peers.keys()]) this.#closePeer(userId);
+    for (const stream of [this.localStream, this.screenStream]) {
+      stream?.getTracks().forEach((track) => track.stop());
+    }
+    this.localStream = null;
+    this.screenStream = null;
+    this.#unlisten();
+    this.#early = [];
+    this.#strayCandidates.clear();
+    this.#callId = null;
+    this.isInitiator = false;
+  }
+
+  // --- Socket events ------------------------------------------------------------------------
+
+  #listen() {
+    if (this.#listening) return;
+    this.#listening = true;
+    for (const [event, handler] of Object.entries(this.#handlers)) this.#socket.on(event, handler);
+  }
+
+  #unlisten() {
+    if (!this.#listening) return;
+    this.#listening = false;
+    for (const [event, handler] of Object.entries(this.#handlers)) this.#socket.off(event, handler);
+  }
+
+  /**
+   * Runs `run(data)` if `data` is about the current call (errors go to `onError`). While no
+   * call is current, offers and candidates are kept for a while instead.
+   */
+  #onEvent(event, data, run) {
+    if (!data || typeof data !== 'object') return;
+    if (!this.#callId) {
+      if (EARLY_EVENTS.has(event) && data.callId) this.#keepEarly(event, data);
+      return;
+    }
+    if (data.callId === this.#callId) this.#guard(event, () => run(data));
+  }
+
+  #keepEarly(event, data) {
+    const now = Date.now();
+    this.#early = this.#early.filter((signal) => now - signal.at < EARLY_SIGNAL_MS);
+    // When full, the newest go: an offer is worth more than the candidates after it.
+    if (this.#early.length < EARLY_SIGNAL_LIMIT) this.#early.push({ event, data, at: now });
+  }
+
+  #guard(context, run) {
+    try {
+      const result = run();
+      if (result instanceof Promise) result.catch((err) => this.#fail(context, err));
+    } catch (err) {
+      this.#fail(context, err);
+    }
+  }
+
+  #handleOffer({ fromUserId, offer }) {
+    const known = this.peers.get(fromUserId)?.pc.remoteDescription;
+    if (known && fingerprint(known.sdp) !== fingerprint(offer?.sdp)) {
+      this.#log('a new connection from', fromUserId, '(the old one is dropped)');
+      this.#closePeer(fromUserId);
+    }
+    const peer = this.#peerFor(fromUserId);
+    return this.#negotiate(peer, () => this.#answerOffer(peer, offer));
+  }
+
+  async #answerOffer(peer, offer) {
+    const { pc } = peer;
+    const known = pc.remoteDescription;
+    if (pc.signalingState === 'stable' && known?.type === 'offer' && origin(known.sdp) === origin(offer.sdp)) {
+      return this.#sendDescription('call:answer', peer); // the same offer again: the same answer
+    }
+    const collision = pc.signalingState !== 'stable';
+    peer.ignoreOffer = collision && peer.isOfferer;
+    if (peer.ignoreOffer) return this.#log('offer collision with', peer.userId, ': ours goes on');
+    if (collision) {
+      await pc.setLocalDescription({ type: 'rollback' });
+      peer.wantsOffer ??= {}; // ours again, after this exchange
+    }
+    await pc.setRemoteDescription(offer);
+    await this.#flushCandidates(peer);
+    this.#addLocalTracks(peer);
+    await pc.setLocalDescription(await pc.createAnswer());
+    this.#sendDescription('call:answer', peer);
+    if (peer.wantsOffer) await this.#offer(peer, peer.wantsOffer);
+  }
+
+  #handleAnswer({ fromUserId, answer }) {
+    const peer = this.peers.get(fromUserId);
+    if (!peer) return this.#log('answer from', fromUserId, 'with no connection');
+    return this.#negotiate(peer, async () => {
+      if (peer.pc.signalingState !== 'have-local-offer') return this.#log('unexpected answer from', fromUserId);
+      await peer.pc.setRemoteDescription(answer);
+      await this.#flushCandidates(peer);
+      if (peer.wantsOffer) await this.#offer(peer, peer.wantsOffer);
+    });
+  }
+
+  async #handleCandidate({ fromUserId, candidate }) {
+    if (!candidate) return;
+    const peer = this.peers.get(fromUserId);
+    if (!peer) {
+      // Before the offer it belongs to (or after the peer left): kept until an offer comes.
+      const stray = this.#strayCandidates.get(fromUserId) ?? [];
+      if (stray.length < PENDING_CANDIDATE_LIMIT) stray.push(candidate);
+      this.#strayCandidates.set(fromUserId, stray);
+      return;
+    }
+    if (!peer.pc.remoteDescription) {
+      if (peer.pendingCandidates.length < PENDING_CANDIDATE_LIMIT) peer.pendingCandidates.push(candidate);
+      return;
+    }
+    await this.#addCandidate(peer, candidate);
+  }
+
+  #handleJoined({ userId }) {
+    const peer = this.peers.get(userId);
+    if (peer?.pc.signalingState === 'have-local-offer') {
+      // Offered while they were being rung: sent again, in case that device did not get it.
+      return this.#sendDescription('call:offer', peer);
+    }
+    if (peer && !['failed', 'closed', 'disconnected'].includes(peer.pc.connectionState)) return;
+    if (peer) this.#closePeer(userId); // a connection from before they left
+    if (this.#options.autoOfferOnJoin) return this.initiateCallToUser(userId);
+  }
+
+  #handleEnded(data) {
+    this.cleanup();
+    this.#notify('onCallEnded', data);
+  }
+
+  // --- Peers --------------------------------------------------------------------------------
+
+  /** The peer of `userId`, with a new connection if it has none (or a closed one). */
+  #peerFor(userId) {
+    const existing = this.peers.get(userId);
+    if (existing && existing.pc.signalingState !== 'closed') return existing;
+    const pc = new RTCPeerConnection({
+      iceServers: this.iceServers,
+      iceTransportPolicy: this.#options.iceTransportPolicy,
+    });
+    const peer = {
+      userId,
+      pc,
+      stream: null,
+      isOfferer: false,
+      ignoreOffer: false,
+      wantsOffer: null,
+      negotiation: Promise.resolve(),
+      pendingCandidates: this.#strayCandidates.get(userId) ?? [],
+      restarts: 0,
+      disconnectedTimer: null,
+      counters: null,
+      pathKey: null,
+      screenSender: null,
+      screenAdded: false,
+    };
+    this.#strayCandidates.delete(userId);
+    this.peers.set(userId, peer);
+    pc.addEventListener('icecandidate', ({ candidate }) => {
+      if (!candidate || !this.#callId || this.peers.get(userId) !== peer) return; // null: the end
+      this.#emit('call:ice-candidate', { callId: this.#callId, targetUserId: userId, candidate: candidate.toJSON() });
+    });
+    pc.addEventListener('track', (event) => this.#onTrack(peer, event));
+    pc.addEventListener('connectionstatechange', () => this.#onConnectionState(peer));
+    pc.addEventListener('iceconnectionstatechange', () => this.#onIceState(peer));
+    return peer;
+  }
+
+  /** Closes the connection to `userId` and tells the page its stream is gone. */
+  #closePeer(userId) {
+    const peer = this.peers.get(userId);
+    this.#strayCandidates.delete(userId);
+    if (!peer) return;
+    this.peers.delete(userId);
+    clearTimeout(peer.disconnectedTimer);
+    peer.pc.close();
+    if (peer.stream) this.#notify('onRemoteStreamRemoved', userId);
+    if (this.peers.size === 0) {
+      clearInterval(this.#statsTimer);
+      this.#statsTimer = null;
+    }
+  }
+
+  /** Sends the local tracks (a shared screen instead of the camera) not sent yet. */
+  #addLocalTracks(peer) {
+    const { pc } = peer;
+    const stream = this.localStream;
+    const screen = this.screenStream?.getVideoTracks()[0];
+    const sent = new Set(pc.getSenders().map((sender) => sender.track));
+    for (const track of stream?.getTracks() ?? []) {
+      const outgoing = screen && track.kind === 'video' ? screen : track;
+      if (sent.has(outgoing) || sent.has(track) || (outgoing === screen && peer.screenSender)) continue;
+      const sender = pc.addTrack(outgoing, stream);
+      if (outgoing === screen) peer.screenSender = sender;
+    }
+    if (screen && !peer.screenSender) {
+      peer.screenSender = pc.addTrack(screen, stream ?? this.screenStream);
+      peer.screenAdded = true;
+    }
+  }
+
+  /** After {@link initializeLocalStream} opened a new stream: its tracks in every sender. */
+  async #replaceLocalTracks(previous, stream) {
+    const old = new Set(previous.getTracks());
+    const replacements = [];
+    for (const peer of this.peers.values()) {
+      for (const sender of peer.pc.getSenders()) {
+        if (!old.has(sender.track)) continue;
+        const kind = sender.track.kind;
+        replacements.push(sender.replaceTrack(stream.getTracks().find((t) => t.kind === kind) ?? null));
+      }
+    }
+    await Promise.all(replacements);
+  }
+
+  /**
+   * Runs `step` after the negotiation steps of `peer` queued before it: offers made and
+   * offers or answers received are applied one at a time.
+   */
+  #negotiate(peer, step) {
+    const run = peer.negotiation.then(() => (peer.pc.signalingState === 'closed' ? undefined : step()));
+    peer.negotiation = run.catch(() => {});
+    return run;
+  }
+
+  /** Offers to `peer` once its current exchange (if any) is done. */
+  #renegotiate(peer, options = {}) {
+    return this.#negotiate(peer, () => this.#offer(peer, options));
+  }
+
+  /** Offers to `peer` now, or after the answer to the offer out. Within {@link #negotiate}. */
+  async #offer(peer, options = {}) {
+    const { pc } = peer;
+    if (pc.signalingState !== 'stable') {
+      peer.wantsOffer = { ...peer.wantsOffer, ...options };
+      return;
+    }
+    peer.wantsOffer = null;
+    await pc.setLocalDescription(await pc.createOffer(options));
+    this.#sendDescription('call:offer', peer);
+  }
+
+  /** Sends the local offer or answer of `peer`. */
+  #sendDescription(event, peer) {
+    if (!this.#callId || !peer.pc.localDescription) return;
+    const field = event === 'call:offer' ? 'offer' : 'answer';
+    const description = describe(peer.pc.localDescription);
+    this.#emit(event, { callId: this.#callId, targetUserId: peer.userId, [field]: description });
+  }
+
+  async #flushCandidates(peer) {
+    const candidates = peer.pendingCandidates.splice(0);
+    for (const candidate of candidates) await this.#addCandidate(peer, candidate);
+  }
+
+  /** Adds a remote candidate. One that does not fit (of an offer ignored, of a connection
+   * gone) fails alone: logged, not an error of the call. */
+  async #addCandidate(peer, candidate) {
+    try {
+      await peer.pc.addIceCandidate(candidate);
+    } catch (err) {
+      if (!peer.ignoreOffer) this.#log(`candidate from ${peer.userId} refused:`, err);
+    }
+  }
+
+  #onTrack(peer, event) {
+    const stream = event.streams[0] ?? peer.stream ?? new MediaStream();
+    if (!event.streams[0] && !stream.getTracks().includes(event.track)) stream.addTrack(event.track);
+    if (peer.stream === stream) return;
+    peer.stream = stream;
+    this.#notify('onRemoteStream', peer.userId, stream);
+  }
+
+  #onConnectionState(peer) {
+    if (this.peers.get(peer.userId) !== peer) return;
+    const state = peer.pc.connectionState;
+    this.#notify('onConnectionStateChange', peer.userId, state);
+    if (state === 'connected') {
+      this.#startStats();
+      this.#guard('path', () => this.#checkPath(peer));
+    }
+  }
+
+  /** ICE restarts: by the side that made the first offer, when ICE failed or stays down. */
+  #onIceState(peer) {
+    const state = peer.pc.iceConnectionState;
+    clearTimeout(peer.disconnectedTimer);
+    peer.disconnectedTimer = null;
+    if (state === 'failed') this.#restartIce(peer);
+    if (state === 'disconnected') {
+      peer.disconnectedTimer = setTimeout(() => this.#restartIce(peer), DISCONNECTED_GRACE_MS);
+    }
+    if (state === 'connected' || state === 'completed') {
+      // Back up: the next outage gets its own restarts.
+      peer.restarts = 0;
+      this.#guard('path', () => this.#checkPath(peer));
+    }
+  }
+
+  #restartIce(peer) {
+    const state = peer.pc.iceConnectionState;
+    if (this.peers.get(peer.userId) !== peer || !this.#callId || !peer.isOfferer) return;
+    if ((state !== 'failed' && state !== 'disconnected') || peer.restarts >= ICE_RESTART_LIMIT) return;
+    peer.restarts += 1;
+    this.#log(`ICE ${state} with ${peer.userId}: restart ${peer.restarts}/${ICE_RESTART_LIMIT}`);
+    peer.pc.restartIce?.();
+    this.#guard('ICE restart', () => this.#renegotiate(peer, { iceRestart: true }));
+  }
+
+  // --- Screen sharing -----------------------------------------------------------------------
+
+  /** The video transceiver of `pc` (the camera's, or one negotiated to receive video). */
+  #videoTransceiver(pc) {
+    return pc
+      .getTransceivers()
+      .find((t) => !t.stopped && t.direction !== 'stopped' && (t.sender.track?.kind ?? t.receiver.track.kind) === 'video');
+  }
+
+  async #sendScreen(peer, track) {
+    const transceiver = this.#videoTransceiver(peer.pc);
+    if (!transceiver) {
+      peer.screenSender = peer.pc.addTrack(track, this.localStream ?? this.screenStream);
+      peer.screenAdded = true;
+      return this.#renegotiate(peer);
+    }
+    await transceiver.sender.replaceTrack(track);
+    peer.screenSender = transceiver.sender;
+    if (!transceiver.direction.startsWith('send')) {
+      transceiver.direction = transceiver.direction === 'inactive' ? 'sendonly' : 'sendrecv';
+      await this.#renegotiate(peer);
+    }
+  }
+
+  async #unsendScreen(peer, camera) {
+    const sender = peer.screenSender;
+    peer.screenSender = null;
+    if (!sender || peer.pc.signalingState === 'closed') return;
+    if (peer.screenAdded) {
+      peer.screenAdded = false;
+      peer.pc.removeTrack(sender);
+      return this.#renegotiate(peer);
+    }
+    await sender.replaceTrack(camera);
+  }
+
+  // --- Connection reports -------------------------------------------------------------------
+
+  #startStats() {
+    const every = this.#options.statsIntervalMs;
+    if (this.#statsTimer || !(every > 0)) return;
+    const period = Math.max(every, MIN_STATS_INTERVAL_MS);
+    this.#statsTimer = setInterval(() => this.#guard('stats', () => this.#reportStats()), period);
+  }
+
+  /** One `call:stats` for every connected peer. */
+  async #reportStats() {
+    const connected = [...this.peers.values()].filter((peer) => peer.pc.connectionState === 'connected');
+    if (this.#statsBusy || !this.#callId || connected.length === 0) return;
+    this.#statsBusy = true;
+    try {
+      const samples = await Promise.all(connected.map((peer) => this.#sample(peer)));
+      const figures = aggregate(samples);
+      const callId = this.#callId;
+      if (!figures || !callId) return;
+      this.#emit('call:stats', { callId, ...figures }, (res) => this.#logRefusal('call:stats', res));
+    } finally {
+      this.#statsBusy = false;
+    }
+  }
+
+  /** A peer's figures: `{path, rtt, jitter, packetLoss, bitrate}` (any may be missing). */
+  async #sample(peer) {
+    const report = await peer.pc.getStats();
+    const path = readPath(report);
+    this.#notePath(peer, path);
+    const { jitter, counters } = readInbound(report);
+    const sample = { path, rtt: path?.rtt, jitter, ...rates(peer.counters, counters) };
+    peer.counters = counters;
+    return sample;
+  }
+
+  async #checkPath(peer) {
+    this.#notePath(peer, readPath(await peer.pc.getStats()));
+  }
+
+  /** Calls `onPathChange` when the path to `peer` is new or differs from the last one. */
+  #notePath(peer, path) {
+    if (!path || this.peers.get(peer.userId) !== peer) return;
+    const key = [path.relayed, path.localType, path.remoteType, path.relayProtocol].join('|');
+    if (key === peer.pathKey) return;
+    peer.pathKey = key;
+    this.#notify('onPathChange', peer.userId, path);
+  }
+
+  // --- Plumbing -----------------------------------------------------------------------------
+
+  #sendMediaState(fields) {
+    if (!this.#callId) return;
+    this.#emit('call:media', { callId: this.#callId, ...fields }, (res) => this.#logRefusal('call:media', res));
+  }
+
+  /** An ack holding `{error: {code, message}}` (socket.io and SignalingSocket alike). */
+  #logRefusal(event, response) {
+    const error = response?.error;
+    if (error) this.#log(`${event} refused: ${error.code ?? ''} ${error.message ?? error}`);
+  }
+
+  #emit(event, data, ack) {
+    try {
+      if (ack) this.#socket.emit(event, data, ack);
+      else this.#socket.emit(event, data);
+    } catch (err) {
+      this.#fail(event, err);
+    }
+  }
+
+  /** Calls the page's callback `name`; its errors are reported, never thrown here. */
+  #notify(name, ...args) {
+    try {
+      this[name](...args);
+    } catch (err) {
+      if (name === 'onError') this.#log('onError threw:', err);
+      else this.#fail(name, err);
+    }
+  }
+
+  #fail(context, err) {
+    this.#log(`${context}:`, err);
+    this.#notify('onError', err instanceof Error ? err : new Error(String(err)));
+  }
+
+  #log(...args) {
+    try {
+      this.#options.log(...args);
+    } catch {
+      // A broken logger must not break the call.
+    }
+  }
+}
+
+export default WebRTCManager;
