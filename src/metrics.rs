@@ -67,6 +67,10 @@ fn describe() {
         "switchboard_turn_quota_refusals_total",
         "Allocations refused for a quota."
     );
+    describe_counter!(
+        "switchboard_turn_hairpin_packets_total",
+        "Payload packets passed between two of this relay's allocations inside the process."
+    );
     describe_gauge!(
         "switchboard_turn_connections",
         "TURN TCP and TLS connections open now."
@@ -129,6 +133,7 @@ pub async fn scrape(State(s): State<Sources>) -> Response {
             .absolute(load(bytes));
     }
     counter!("switchboard_turn_quota_refusals_total").absolute(load(&r.quota_refusals));
+    counter!("switchboard_turn_hairpin_packets_total").absolute(load(&r.hairpin_packets));
     gauge!("switchboard_turn_connections").set(load(&r.connections) as f64);
     counter!("switchboard_turn_connections_total").absolute(load(&r.connections_total));
     gauge!("switchboard_hub_sockets").set(s.hub.socket_count() as f64);

@@ -1,21 +1,23 @@
 #!/usr/bin/env node
-// The demo page end to end in headless Chromium: two browser contexts (two people) load the
-// page the daemon serves at `/`, sign in as Alice and Bob, tick "Relay only" and the TURN
-// transport, and Alice video-calls Bob, who answers. Everything goes through the page's own
+// The demo page end to end in headless Chromium: two (or three) browser contexts, one per
+// person, load the page the daemon serves at `/`, sign in as Alice and Bob (and Carol), tick
+// "Relay only" and the TURN transport, and Alice video-calls the others, who answer. Everything goes through the page's own
 // code: the REST calls, the signaling over /ws, WebRTCManager with credentials from
 // /api/calls/turn-credentials. Then, on both sides:
 //   - getStats: the selected candidate pair is relay <-> relay, the local relay candidate
 //     reached the relay over the expected transport (`relayProtocol`), and inbound-rtp video
 //     bytes grow over about two seconds;
 //   - the page shows the path as relayed;
-//   - Alice mutes: Bob's page shows her muted (call:media-state-changed), and unmuting clears it;
+//   - Alice mutes: the others' pages show her muted (call:media-state-changed), and unmuting
+//     clears it;
 //   - a screenshot of each side is saved in --out;
-//   - Alice hangs up: Bob's page leaves the call, saying it ended.
+//   - they hang up one by one: while two remain the call goes on (the others see the leaver's
+//     tile go); the second to last hang-up ends it on the last page.
 // Prints one JSON line ({"ok":true,"callId",...} or {"ok":false,"error",...}); exit 0 on
 // success, 1 on a failed check, 2 on bad usage, 124 when --timeout-ms passes.
 //
 // Usage: node demo_call.mjs --base http://127.0.0.1:8080 --transport udp|tcp --out DIR
-//                           [--timeout-ms 90000] [--chromium /usr/bin/chromium]
+//                           [--people 2|3] [--timeout-ms 90000] [--chromium /usr/bin/chromium]
 
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -37,14 +39,18 @@ const { values: opts } = parseArgs({
   options: {
     base: { type: 'string' },
     transport: { type: 'string', default: 'udp' },
+    people: { type: 'string', default: '2' },
     out: { type: 'string' },
     'timeout-ms': { type: 'string', default: '90000' },
     chromium: { type: 'string', default: '/usr/bin/chromium' },
   },
 });
 const timeoutMs = Number(opts['timeout-ms']);
-if (!opts.base || !opts.out || !['udp', 'tcp'].includes(opts.transport) || !(timeoutMs > 0)) {
-  console.error('usage: demo_call.mjs --base URL --transport udp|tcp --out DIR [--timeout-ms N]');
+const NAMES = ['Alice', 'Bob', 'Carol'];
+opts.people = Number(opts.people);
+if (!opts.base || !opts.out || !['udp', 'tcp'].includes(opts.transport) || !(timeoutMs > 0)
+    || !(opts.people >= 2 && opts.people <= NAMES.length)) {
+  console.error('usage: demo_call.mjs --base URL --transport udp|tcp --out DIR [--people 2|3] [--timeout-ms N]');
   finish(2, { ok: false, error: 'bad usage' });
 }
 setTimeout(() => finish(124, { ok: false, error: `timed out during: ${step}` }), timeoutMs).unref();
@@ -129,74 +135,98 @@ async function main() {
   });
   process.on('exit', () => browser.close().catch(() => {}));
   try {
-    const alice = await person(browser, 'Alice');
-    const bob = await person(browser, 'Bob');
+    const people = [];
+    for (const name of NAMES.slice(0, opts.people)) people.push(await person(browser, name));
+    const [alice, ...callees] = people;
 
-    // Alice sees Bob online, selects him and calls.
-    const row = `#people li.online[data-user-id="${bob.id}"]`;
-    await until('Alice sees Bob online', () => alice.page.$(row));
-    await alice.page.check(`${row} input[type=checkbox]`);
+    // Alice sees the others online, selects them and calls.
+    for (const p of callees) {
+      const row = `#people li.online[data-user-id="${p.id}"]`;
+      await until(`Alice sees ${p.name} online`, () => alice.page.$(row));
+      await alice.page.check(`${row} input[type=checkbox]`);
+    }
     await alice.page.click('#call-video');
-    step = 'Bob is rung';
-    await bob.page.waitForSelector('#incoming:not([hidden])', { timeout: Math.min(20000, left()) });
-    const from = await bob.page.textContent('#incoming-from');
-    check(from === 'Alice', `Bob's page says the call is from ${from}`);
-    await bob.page.click('#answer');
+    for (const p of callees) {
+      step = `${p.name} is rung`;
+      await p.page.waitForSelector('#incoming:not([hidden])', { timeout: Math.min(20000, left()) });
+      const from = await p.page.textContent('#incoming-from');
+      check(from === 'Alice', `${p.name}'s page says the call is from ${from}`);
+      await p.page.click('#answer');
+    }
     const callId = await alice.page.evaluate(() => window.switchboardDemo.call?.id);
     check(callId, 'Alice has no call id');
 
-    // Media flows relay <-> relay both ways over the chosen transport.
-    const sides = [[alice, bob], [bob, alice]];
+    // Every pair: media flows relay <-> relay, both ways, over the chosen transport.
+    const pairs = people.flatMap((me) => people.filter((o) => o !== me).map((other) => [me, other]));
+    const key = (me, other) => `${me.name}->${other.name}`;
     const selected = {};
-    for (const [me, other] of sides) {
-      const s = await until(`${me.name}: connected relay <-> relay`, async () => {
+    for (const [me, other] of pairs) {
+      const s = await until(`${key(me, other)}: connected relay <-> relay`, async () => {
         const st = await me.page.evaluate(pageStats, other.id);
         return st?.state === 'connected' && st.local?.candidateType ? st : null;
       }, 30000);
       check(s.local.candidateType === 'relay' && s.remote.candidateType === 'relay',
-        `${me.name}: the selected pair is ${s.local.candidateType} <-> ${s.remote.candidateType}`);
+        `${key(me, other)}: the selected pair is ${s.local.candidateType} <-> ${s.remote.candidateType}`);
       check(s.local.relayProtocol === opts.transport,
-        `${me.name}: the relay candidate was allocated over ${s.local.relayProtocol}`);
-      selected[me.name] = s;
+        `${key(me, other)}: the relay candidate was allocated over ${s.local.relayProtocol}`);
+      selected[key(me, other)] = s;
     }
     const bytes = {};
-    for (const [me, other] of sides) {
+    for (const [me, other] of pairs) {
       const before = (await me.page.evaluate(pageStats, other.id)).bytes;
-      const after = await until(`${me.name}: video bytes growing`, async () => {
+      const after = await until(`${key(me, other)}: video bytes growing`, async () => {
         const now = (await me.page.evaluate(pageStats, other.id)).bytes;
         return now > before + 10000 ? now : null;
       }, 10000);
-      bytes[me.name] = [before, after];
+      bytes[key(me, other)] = [before, after];
     }
-    for (const [me, other] of sides) {
-      await until(`${me.name}: the page shows the path relayed`, async () => {
+    for (const [me, other] of pairs) {
+      await until(`${key(me, other)}: the page shows the path relayed`, async () => {
         const text = await me.page.textContent(`.tile.remote[data-user-id="${other.id}"] .path`);
         return text?.startsWith(`relayed · ${opts.transport}`) ? text : null;
       }, 15000);
     }
 
-    // Mute, seen on the other side.
+    // Mute, seen by everyone else.
     const mutedBadge = `.tile.remote[data-user-id="${alice.id}"] [data-kind="audio"]`;
     await alice.page.click('#mute');
-    await until("Bob sees Alice muted", async () =>
-      (await bob.page.textContent(mutedBadge).catch(() => null)) === 'muted', 10000);
+    for (const p of callees) {
+      await until(`${p.name} sees Alice muted`, async () =>
+        (await p.page.textContent(mutedBadge).catch(() => null)) === 'muted', 10000);
+    }
     await alice.page.click('#mute');
-    await until("Bob sees Alice unmuted", async () => !(await bob.page.$(mutedBadge)), 10000);
+    for (const p of callees) {
+      await until(`${p.name} sees Alice unmuted`, async () => !(await p.page.$(mutedBadge)), 10000);
+    }
 
-    // Pictures of both sides, mid-call.
+    // Pictures of every side, mid-call.
     step = 'screenshots';
     const shots = [];
-    for (const p of [alice, bob]) {
-      const path = join(opts.out, `${p.name.toLowerCase()}-${opts.transport}.png`);
+    const suffix = people.length > 2 ? `-group${people.length}` : '';
+    for (const p of people) {
+      const path = join(opts.out, `${p.name.toLowerCase()}-${opts.transport}${suffix}.png`);
       await p.page.screenshot({ path, timeout: left() });
       shots.push(path);
     }
 
-    // Alice hangs up; Bob's page leaves the call.
-    await alice.page.click('#hang-up');
-    await until("Bob's page ends the call", async () =>
-      (await bob.page.$('#call[hidden]')) && (await bob.page.textContent('#notice')).includes('Call ended'),
-      10000);
+    // Hang-ups, last to first but one: a group call goes on while two remain (the others see
+    // the leaver's tile go), and the second to last hang-up ends it for the last.
+    const ended = async (p) =>
+      (await p.page.$('#call[hidden]')) && (await p.page.textContent('#notice')).includes('Call ended');
+    const staying = [...people];
+    while (staying.length > 1) {
+      const leaver = staying.shift();
+      await leaver.page.click('#hang-up');
+      if (staying.length > 1) {
+        for (const p of staying) {
+          await until(`${p.name} sees ${leaver.name} leave`, async () =>
+            !(await p.page.$(`.tile.remote[data-user-id="${leaver.id}"]`)) && !(await p.page.$('#call[hidden]')),
+          10000);
+        }
+      } else {
+        await until(`${staying[0].name}'s page ends the call`, () => ended(staying[0]), 10000);
+      }
+    }
     finish(0, { ok: true, callId, transport: opts.transport, selected, bytes, screenshots: shots });
   } finally {
     await browser.close().catch(() => {});

@@ -138,6 +138,9 @@ pub struct Stats {
     pub connections_dropped: AtomicU64,
     /// Messages not queued to a connection whose outgoing queue was full (a slow reader).
     pub stream_drops: AtomicU64,
+    /// Payload packets passed from one of this relay's allocations to another inside the
+    /// process (both ends of a call relayed by this box; their permissions decide delivery).
+    pub hairpin_packets: AtomicU64,
     /// Payload relayed since the start, each way, closed and open allocations together, at
     /// most about a second old (every [`USAGE_EVERY`] while allocations are open); never
     /// decreasing, so that they export as counters.
@@ -602,6 +605,7 @@ impl Driver {
                 _ => {}
             },
             ClientAction::Hairpin { to, from, payload } => {
+                self.stats.hairpin_packets.fetch_add(1, Ordering::Relaxed);
                 let start = PEER_HEADROOM;
                 let end = start + payload.len();
                 self.scratch[start..end].copy_from_slice(payload);
