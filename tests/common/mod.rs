@@ -32,6 +32,8 @@ pub struct Options {
     pub env: Vec<(String, String)>,
     /// `dev = true`: development mode (the demo sign-in).
     pub dev: bool,
+    /// `[log] format = "json"` instead of text.
+    pub json_logs: bool,
 }
 
 /// A running `switchboard serve`, killed on drop.
@@ -88,8 +90,12 @@ impl Daemon {
             "dev = {}\n\n[turn]\n{turn}{extra}\n\n[http]\nlisten = \"127.0.0.1:0\"\n{}\n\n\
              [auth]\njwt_secret = \"{JWT_SECRET}\"\nadmin_token = \"{ADMIN_TOKEN}\"\n{open}{}\n\n\
              [store]\npath = \"switchboard.db\"\n\n[calls]\n{}\n\n\
-             [log]\nlevel = \"info\"\nformat = \"text\"\n",
-            options.dev, options.http, options.auth, options.calls
+             [log]\nlevel = \"info\"\nformat = \"{}\"\n",
+            options.dev,
+            options.http,
+            options.auth,
+            options.calls,
+            if options.json_logs { "json" } else { "text" }
         );
         std::fs::write(dir.path().join("switchboard.toml"), config).expect("write config");
         Daemon::spawn(dir, &options.env)
@@ -244,8 +250,17 @@ impl Drop for Daemon {
     }
 }
 
-/// `key=value` from a tracing text line.
+/// `key=value` from a tracing text line, or `"key":value` from a JSON one (`[log] format =
+/// "json"`).
 pub fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    if line.starts_with('{') {
+        let pat = format!("\"{key}\":");
+        let rest = &line[line.find(&pat)? + pat.len()..];
+        return match rest.strip_prefix('"') {
+            Some(s) => Some(&s[..s.find('"')?]),
+            None => Some(&rest[..rest.find([',', '}'])?]),
+        };
+    }
     let pat = format!("{key}=");
     line.split_whitespace()
         .find_map(|w| w.strip_prefix(pat.as_str()))
