@@ -68,6 +68,10 @@ fn describe() {
         "Allocations refused for a quota."
     );
     describe_counter!(
+        "switchboard_turn_challenges_dropped_total",
+        "401/438 challenges not sent over UDP: their source was over its budget (50/s)."
+    );
+    describe_counter!(
         "switchboard_turn_hairpin_packets_total",
         "Payload packets passed between two of this relay's allocations inside the process."
     );

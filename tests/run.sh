@@ -39,6 +39,13 @@ if [ ! -x /usr/bin/chromium ]; then
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
 fi
 
+# tests/relay_abuse.rs makes a network namespace of its own with `ip`.
+if ! command -v ip >/dev/null 2>&1; then
+    echo "== installing iproute2"
+    apt_update_once
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iproute2 >/dev/null
+fi
+
 # Node is not installed here: Debian 12's nodejs is 18, and playwright-core needs 20.
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
     echo "tests/run.sh: node (>= 20) and npm are needed for tests/browser; install them first" >&2

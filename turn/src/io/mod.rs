@@ -762,6 +762,9 @@ impl Driver {
                 s.quota_refusals.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(total, "allocation quota reached");
             }
+            Event::ChallengeDropped => {
+                metrics::counter!("switchboard_turn_challenges_dropped_total").increment(1);
+            }
         }
     }
 

@@ -23,6 +23,7 @@ pub mod allocation;
 pub mod channel;
 pub mod config;
 pub mod credentials;
+pub mod limit;
 pub mod nonce;
 pub mod permission;
 pub mod policy;
@@ -220,4 +221,7 @@ pub enum Event {
     PeerRefused(Refusal),
     /// An Allocate was refused for a quota (486): the user's or the relay's.
     QuotaReached { total: bool },
+    /// A challenge (401 or 438) over UDP was not sent: its source is over its budget
+    /// ([`limit`]).
+    ChallengeDropped,
 }

@@ -28,11 +28,12 @@ use turn_types::AddressFamily;
 use super::allocation::{AllocId, Allocation, Phase, Usage};
 use super::channel::{BindError, CHANNEL_MAX, CHANNEL_MIN};
 use super::credentials;
+use super::limit::ChallengeLimiter;
 use super::nonce::Nonces;
 use super::policy::{self, Refusal};
 use super::{
     AuthFailure, CloseReason, Command, Event, Family, FiveTuple, OpenError, ServerConfig, Time,
-    Transmit,
+    Transmit, Transport,
 };
 
 /// Bytes [`Server::handle_peer_data`] needs in front of a peer's payload to frame it in place:
@@ -122,6 +123,8 @@ pub struct Server {
     transmits: VecDeque<Transmit>,
     commands: VecDeque<Command>,
     events: VecDeque<Event>,
+    /// Challenges per source over UDP.
+    challenges: ChallengeLimiter,
     rng: u64,
 }
 
@@ -155,6 +158,7 @@ impl Server {
     pub fn new(config: ServerConfig) -> Self {
         let nonces = Nonces::new(&config.nonce_key, config.nonce_lifetime.as_secs());
         let rng = config.seed | 1;
+        let challenges = ChallengeLimiter::new(config.seed);
         Server {
             config,
             nonces,
@@ -170,6 +174,7 @@ impl Server {
             transmits: VecDeque::new(),
             commands: VecDeque::new(),
             events: VecDeque::new(),
+            challenges,
             rng,
         }
     }
@@ -664,6 +669,16 @@ impl Server {
         code: u16,
         fingerprint: bool,
     ) {
+        // A spoofable source gets only so many: see [`limit`](super::limit). Loopback cannot be
+        // spoofed from outside the box (the kernel drops such packets as martians).
+        let source = tuple.client.ip().to_canonical();
+        if tuple.transport == Transport::Udp
+            && !source.is_loopback()
+            && !self.challenges.allow(source, now)
+        {
+            self.events.push_back(Event::ChallengeDropped);
+            return;
+        }
         let nonce = self.nonces.issue(now, &tuple);
         let reply = Reply {
             key: None,

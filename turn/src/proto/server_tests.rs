@@ -445,6 +445,44 @@ fn unauthenticated_allocate_is_challenged_small_and_identically() {
 }
 
 #[test]
+fn challenges_over_udp_are_limited_per_source_address() {
+    use crate::proto::limit::{CHALLENGES_PER_SECOND, CHALLENGE_BURST};
+    let mut h = H::new(config());
+    let mut w = request(ALLOCATE);
+    w.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
+        .unwrap();
+    let req = w.finish();
+    // One address, any ports (a spoofer picks them): the burst, then silence.
+    let answered = (0..2 * CHALLENGE_BURST as u16)
+        .filter(|i| !h.feed(client(1000 + i), &req).is_empty())
+        .count();
+    assert_eq!(answered as u64, CHALLENGE_BURST);
+    let dropped = h
+        .events()
+        .into_iter()
+        .filter(|e| *e == Event::ChallengeDropped)
+        .count();
+    assert_eq!(dropped as u64, CHALLENGE_BURST);
+    // Nothing was kept for the silenced requests either.
+    assert!(h.server.by_tuple.is_empty() && h.server.tombstones.is_empty());
+    // Another address is not affected; nor is the same one over TCP (its address is real).
+    let other = FiveTuple::udp(addr("192.0.2.99:1000"), addr("198.51.100.10:3478"));
+    assert_eq!(code(&h.one(other, &req)), 401);
+    assert_eq!(code(&h.one(tcp_client(5000), &req)), 401);
+    // Nor loopback, which no outside packet can claim.
+    let local = FiveTuple::udp(addr("127.0.0.1:1000"), addr("127.0.0.1:3478"));
+    for _ in 0..2 * CHALLENGE_BURST {
+        assert_eq!(code(&h.one(local, &req)), 401);
+    }
+    // A second later, a second's worth again.
+    h.advance(1);
+    let answered = (0..2 * CHALLENGE_BURST as u16)
+        .filter(|i| !h.feed(client(3000 + i), &req).is_empty())
+        .count();
+    assert_eq!(answered as u64, CHALLENGES_PER_SECOND);
+}
+
+#[test]
 fn unauthenticated_requests_that_cannot_succeed_are_not_challenged() {
     let mut h = H::new(config());
     // A bare Allocate: 400, no bigger than twice the request.
