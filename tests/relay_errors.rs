@@ -6,11 +6,16 @@ mod common;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
-use common::{code, credentials, nonce_of, relayed_of, request, unix_now, Daemon, REALM};
+use common::{
+    code, credentials, nonce_of, relayed_of, request, unix_now, wait_until, Daemon, REALM,
+};
 use stun_types::attribute::{AttributeStaticType, Nonce, Realm, UnknownAttributes};
 use stun_types::message::{Message, MessageWrite, MessageWriteExt, MessageWriteVec, Method};
-use turn_types::attribute::{ChannelNumber, Lifetime, RequestedTransport, XorPeerAddress};
-use turn_types::message::{ALLOCATE, CHANNEL_BIND, CREATE_PERMISSION, REFRESH};
+use turn_types::attribute::{
+    AdditionalAddressFamily, ChannelNumber, Data, Lifetime, RequestedTransport, XorPeerAddress,
+};
+use turn_types::message::{ALLOCATE, CHANNEL_BIND, CREATE_PERMISSION, REFRESH, SEND};
+use turn_types::AddressFamily;
 
 /// A raw STUN client on its own UDP socket (its own 5-tuple).
 struct Client {
@@ -197,6 +202,44 @@ fn user_quota_is_486() {
     assert_eq!(code(&Client::new(&d, "bob").allocate()), 200, "per user");
 }
 
+/// An allocation flood by holders of valid credentials: each attacker gets its user quota and
+/// no more, a legitimate user still allocates, and the total quota holds when it is reached.
+#[test]
+fn quotas_hold_under_an_allocation_flood() {
+    let d = Daemon::start("user_quota = 10\ntotal_quota = 30");
+    let flood = |user: &str, n: usize| -> (Vec<Client>, usize) {
+        let mut kept = Vec::new();
+        let mut refused = 0;
+        for _ in 0..n {
+            let c = Client::new(&d, user);
+            match code(&c.allocate()) {
+                200 => kept.push(c), // holds its allocation while it lives
+                486 => refused += 1,
+                other => panic!("{user}: unexpected {other}"),
+            }
+        }
+        (kept, refused)
+    };
+    let (mallory, refused) = flood("mallory", 200);
+    assert_eq!((mallory.len(), refused), (10, 190));
+    let (trudy, refused) = flood("trudy", 200);
+    assert_eq!((trudy.len(), refused), (10, 190));
+    let alice = Client::new(&d, "alice");
+    assert_eq!(
+        code(&alice.allocate()),
+        200,
+        "a legitimate user still allocates"
+    );
+    // Nine more users fill the relay to its 30; the next is refused whoever it is.
+    let (others, refused) = flood("oscar", 9);
+    assert_eq!((others.len(), refused), (9, 0));
+    assert_eq!(
+        code(&Client::new(&d, "bob").allocate()),
+        486,
+        "the total quota"
+    );
+}
+
 #[test]
 fn no_free_relay_port_is_508() {
     // Two relay ports, both taken by someone else: the relay cannot open a socket.
@@ -218,22 +261,50 @@ fn no_free_relay_port_is_508() {
     );
 }
 
+/// The peer policy's whole matrix, on each of CreatePermission, ChannelBind and Send: every
+/// special-purpose range of IPv4 and IPv6, and IPv6 addresses that embed a forbidden IPv4 one
+/// (mapped, NAT64, 6to4). A refused permission or channel is 403, counted in `/metrics`; a Send
+/// to such a peer is dropped silently (an indication has no answer), never having a permission.
 #[test]
 fn peer_policy_refuses_the_dangerous_addresses_with_403() {
-    // Relay sockets on 127.0.0.2, so that 127.0.0.1 is not one of the relay's own addresses
-    // (which are always permitted: relay-to-relay traffic is delivered inside the process).
-    let d = Daemon::start("relay_ip = \"127.0.0.2\"");
+    // Relay sockets on 127.0.0.2 and [::1], so that 127.0.0.1 is not one of the relay's own
+    // addresses (which are always permitted: relay-to-relay traffic is delivered inside the
+    // process), and IPv6 peers have an IPv6 relayed address to go from. (So [::1] is one of
+    // its own: own addresses are tested below.)
+    let d = Daemon::start("relay_ip = [\"127.0.0.2\", \"::1\"]");
     let c = Client::new(&d, "alice");
-    assert_eq!(code(&c.allocate()), 200);
-    for peer in [
-        "127.0.0.1:9",
-        "0.0.0.0:9",
-        "10.0.0.1:9",
-        "169.254.169.254:80",
-        "[::1]:9",
-        "[::ffff:127.0.0.1]:9",
-        "[64:ff9b::7f00:1]:9",
-    ] {
+    assert_eq!(code(&c.authed(dual_allocate_req)), 200);
+    // A real service on 127.0.0.1: no Send may reach it.
+    let service = UdpSocket::bind("127.0.0.1:0").unwrap();
+    service
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let service_addr = service.local_addr().unwrap().to_string();
+    let peers = [
+        service_addr.as_str(),     // loopback
+        "0.0.0.0:9",               // this network
+        "10.0.0.1:9",              // private
+        "172.16.0.1:9",            // private
+        "192.168.1.1:9",           // private
+        "100.64.0.1:9",            // CGNAT
+        "169.254.169.254:80",      // link-local: cloud metadata
+        "198.18.0.1:9",            // benchmarking
+        "224.0.0.1:9",             // multicast
+        "255.255.255.255:9",       // broadcast
+        "240.0.0.1:9",             // reserved
+        "[::]:9",                  // unspecified
+        "[fc00::1]:9",             // unique local
+        "[fe80::1]:9",             // link-local
+        "[ff02::1]:9",             // multicast
+        "[::ffff:127.0.0.1]:9",    // IPv4-mapped loopback
+        "[::ffff:10.0.0.1]:9",     // IPv4-mapped private
+        "[64:ff9b::7f00:1]:9",     // NAT64 of loopback
+        "[64:ff9b::a9fe:a9fe]:80", // NAT64 of the metadata address
+        "[2002:7f00:1::1]:9",      // 6to4 of loopback
+        "[2002:a00:1::1]:9",       // 6to4 of 10.0.0.1
+    ];
+    let refusals_before = peer_refusals(&d);
+    for peer in peers {
         let bytes = c.authed(|| with_peer(CREATE_PERMISSION, peer));
         assert_eq!(code(&bytes), 403, "CreatePermission {peer}");
         let bytes = c.authed(|| {
@@ -242,12 +313,59 @@ fn peer_policy_refuses_the_dangerous_addresses_with_403() {
             w
         });
         assert_eq!(code(&bytes), 403, "ChannelBind {peer}");
+        assert!(
+            c.silent(&send_indication(peer, b"let me in")),
+            "Send {peer}"
+        );
     }
-    // A public address is fine.
-    assert_eq!(
-        code(&c.authed(|| with_peer(CREATE_PERMISSION, "8.8.8.8:53"))),
-        200
+    let mut buf = [0u8; 64];
+    assert!(service.recv(&mut buf).is_err(), "a Send reached 127.0.0.1");
+    assert!(
+        wait_until(Duration::from_secs(3), || peer_refusals(&d)
+            == refusals_before + 2 * peers.len() as u64),
+        "{} refusals counted for {} peers, two ways",
+        peer_refusals(&d) - refusals_before,
+        peers.len()
     );
+    // A public address is fine, both families.
+    for peer in ["8.8.8.8:53", "[2001:4860:4860::8888]:53"] {
+        assert_eq!(
+            code(&c.authed(|| with_peer(CREATE_PERMISSION, peer))),
+            200,
+            "{peer}"
+        );
+    }
+}
+
+/// An Allocate for an IPv4 and an IPv6 relayed address (ADDITIONAL-ADDRESS-FAMILY).
+fn dual_allocate_req() -> MessageWriteVec {
+    let mut w = allocate_req(RequestedTransport::UDP);
+    w.add_attribute(&AdditionalAddressFamily::new(AddressFamily::IPV6))
+        .unwrap();
+    w
+}
+
+fn send_indication(peer: &str, payload: &[u8]) -> Vec<u8> {
+    let mut w = Message::builder_indication(SEND, MessageWriteVec::new());
+    let txid = w.transaction_id();
+    let peer: SocketAddr = peer.parse().unwrap();
+    w.add_attribute(&XorPeerAddress::new(peer, txid)).unwrap();
+    w.add_attribute(&Data::new(payload)).unwrap();
+    w.finish()
+}
+
+/// `switchboard_turn_peer_refusals_total`, all ranges.
+fn peer_refusals(d: &Daemon) -> u64 {
+    let text = ureq::get(format!("http://{}/metrics", d.http))
+        .call()
+        .expect("GET /metrics")
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("switchboard_turn_peer_refusals_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
 }
 
 #[test]
@@ -315,6 +433,60 @@ fn own_address_is_a_peer_only_on_relay_ports() {
     // ...unless allow_peers names the address (the control: the same path does deliver).
     let open = Daemon::start("allow_peers = [\"127.0.0.1/32\"]");
     assert!(local_service_reaches_client(&open));
+}
+
+/// The box's own addresses, the public one (`external_ip`) as much as the private one
+/// (`relay_ip`): a peer only on relay ports. Its HTTP port, or any other service, cannot be
+/// reached through the relay by either, with a channel or with Send.
+#[test]
+fn own_addresses_public_and_private_reach_only_relay_ports() {
+    let d = Daemon::start("external_ip = \"203.0.113.7\"");
+    let c = Client::new(&d, "alice");
+    assert_eq!(code(&c.allocate()), 200);
+    let service = UdpSocket::bind("127.0.0.1:0").unwrap();
+    service
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let (http, other) = (d.http.port(), service.local_addr().unwrap().port());
+    let refusals_before = peer_refusals(&d);
+    for (n, ip) in [(0, "127.0.0.1"), (1, "203.0.113.7")] {
+        // A permission is per address, and these are the relay's own (relay-to-relay calls).
+        let perm = c.authed(|| with_peer(CREATE_PERMISSION, &format!("{ip}:1")));
+        assert_eq!(code(&perm), 200, "{ip}");
+        for port in [http, other] {
+            let peer = format!("{ip}:{port}");
+            let bind = c.authed(|| {
+                let mut w = with_peer(CHANNEL_BIND, &peer);
+                w.add_attribute(&ChannelNumber::new(0x4000)).unwrap();
+                w
+            });
+            assert_eq!(code(&bind), 403, "ChannelBind {peer}");
+            assert!(
+                c.silent(&send_indication(&peer, b"GET / HTTP/1.0")),
+                "Send {peer}"
+            );
+        }
+        // A relay port of its own is a peer (a channel number per peer).
+        let relay_port = format!("{ip}:20000");
+        let bind = c.authed(|| {
+            let mut w = with_peer(CHANNEL_BIND, &relay_port);
+            w.add_attribute(&ChannelNumber::new(0x4000 + n)).unwrap();
+            w
+        });
+        assert_eq!(code(&bind), 200, "ChannelBind {relay_port}");
+    }
+    let mut buf = [0u8; 64];
+    assert!(
+        service.recv(&mut buf).is_err(),
+        "a Send reached a local service"
+    );
+    // Each refused ChannelBind and Send is counted.
+    assert!(
+        wait_until(Duration::from_secs(3), || peer_refusals(&d)
+            == refusals_before + 8),
+        "{} refusals",
+        peer_refusals(&d) - refusals_before
+    );
 }
 
 /// Allocates, permits 127.0.0.1, has a plain local socket (not a relay port) send to the
