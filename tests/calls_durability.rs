@@ -985,7 +985,12 @@ struct Checked {
 #[test]
 fn sigkill_during_load_loses_no_acknowledged_transition() {
     const CLIENTS: usize = 8;
-    const ROUNDS: usize = 3;
+    // Three kills in the test run; `SWITCHBOARD_KILL_ROUNDS=20` for a longer hunt (at most 50).
+    let rounds: usize = std::env::var("SWITCHBOARD_KILL_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+        .clamp(1, 50);
     let t0 = Instant::now();
     let mut daemon = Daemon::start_with(Options::default());
     let api = daemon.api();
@@ -1002,7 +1007,7 @@ fn sigkill_during_load_loses_no_acknowledged_transition() {
     let mut in_flight: HashSet<(Op, Option<String>)> = HashSet::new();
     let mut initiates_in_flight = 0;
     let mut in_flight_total = 0;
-    for round in 1..=ROUNDS {
+    for round in 1..=rounds {
         let api = daemon.api();
         let deadline = Instant::now() + Duration::from_secs(15);
         let threads: Vec<_> = (0..CLIENTS)
@@ -1011,7 +1016,8 @@ fn sigkill_during_load_loses_no_acknowledged_transition() {
                 std::thread::spawn(move || lifecycles(&api, &pairs, i, deadline))
             })
             .collect();
-        std::thread::sleep(Duration::from_millis(1200 + 300 * round as u64));
+        // A random point of the load: 1.2 to 4.2 s into it.
+        std::thread::sleep(Duration::from_millis(1200 + rand::random_range(0..3000)));
         let killed_at = Timestamp::now().unix_millis();
         let dir = daemon.kill();
         let mut round_acks = 0;
