@@ -631,6 +631,31 @@ async fn a_polling_client_close_ends_the_session() {
     s.ended(waiting).await;
 }
 
+/// A Socket.IO DISCONNECT ends the session there: what follows it in the same POST is not
+/// taken (here a `call:end` that would end Alice's call after her socket has left the hub).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_after_a_disconnect_in_the_same_post_is_taken() {
+    let d = start();
+    let (alice, bob) = (Person::new("Alice"), Person::new("Bob"));
+    let api: Api = d.api();
+    let call = blocking(|| {
+        api.provision(&alice);
+        api.provision(&bob);
+        let call = api.start_call(&alice, Uuid::new_v4(), "audio", &[&bob]);
+        api.act_ok(&bob, &call, "answer");
+        call
+    });
+    let mut s = Polling::open(d.http, "").await;
+    s.connect(&alice.token).await;
+    let waiting = s.get_waiting().await;
+    let end = format!(r#"42["call:end",{{"callId":"{call}"}}]"#);
+    s.send(&["41", &end]).await;
+    s.ended(waiting).await;
+    let (status, body) = blocking(|| api.get_call(&bob, &call));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["call"]["status"], "active", "{body}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_post_over_max_payload_ends_the_session() {
     let d = start();

@@ -232,7 +232,8 @@ impl Outbox for Session {
 }
 
 /// `42["event",data]`: an event for the client. Our event names are plain ASCII.
-fn event_packet(event: &str, data: &str) -> String {
+#[doc(hidden)] // pub for signaling/fuzz
+pub fn event_packet(event: &str, data: &str) -> String {
     let mut p = String::with_capacity(event.len() + data.len() + 8);
     p.push_str("42[\"");
     p.push_str(event);
@@ -710,7 +711,7 @@ impl Engine {
         match packet.as_bytes().first() {
             Some(b'4') => {
                 let allowed = me.bucket.take();
-                self.on_message(s, me, &packet[1..], allowed).await;
+                return self.on_message(s, me, &packet[1..], allowed).await;
             }
             Some(b'1') => return false,
             // A ping from the client (in v4 the server pings): answered, if short and within
@@ -728,10 +729,18 @@ impl Engine {
     }
 
     /// One Socket.IO packet (the data of an Engine.IO message); `allowed`: within the rate.
-    async fn on_message(&self, s: &Arc<Session>, me: &mut Inbound, packet: &str, allowed: bool) {
+    /// False once the client has disconnected: nothing after it (in the same POST, say) is
+    /// taken.
+    async fn on_message(
+        &self,
+        s: &Arc<Session>,
+        me: &mut Inbound,
+        packet: &str,
+        allowed: bool,
+    ) -> bool {
         // (`get`: the first character may be any, not only an ASCII packet type.)
         let (Some(&kind), Some(mut rest)) = (packet.as_bytes().first(), packet.get(1..)) else {
-            return;
+            return true;
         };
         if matches!(kind, b'5' | b'6') {
             // `<attachments>-` comes first in a binary packet.
@@ -745,13 +754,18 @@ impl Engine {
             b'0' => self.on_connect(s, me, namespace, rest),
             // Not connected there: nothing to do, as a Socket.IO server does.
             _ if namespace != "/" || me.connected.is_none() => {}
-            b'1' => self.end(s, "client disconnect"),
+            b'1' => {
+                self.end(s, "client disconnect");
+                me.connected = None;
+                return false;
+            }
             b'2' => self.on_event(s, me, rest, allowed).await,
             // Binary attachments would reach peers as placeholders: not taken.
             b'5' => {
                 let (ack, body) = split_ack(rest);
                 if !allowed {
-                    return answer(s, ack, "", rate_limited());
+                    answer(s, ack, "", rate_limited());
+                    return true;
                 }
                 let event = split_event(body)
                     .map(|(event, _)| event)
@@ -762,6 +776,7 @@ impl Engine {
             // Acknowledgements: the server asks for none.
             _ => {}
         }
+        true
     }
 
     /// A Socket.IO CONNECT with `auth` (JSON, or empty).
@@ -896,7 +911,8 @@ fn rate_limited() -> Reply {
 }
 
 /// `/ns,rest` → (`/ns`, `rest`); without a leading `/`, the main namespace.
-fn split_namespace(packet: &str) -> (&str, &str) {
+#[doc(hidden)] // pub for signaling/fuzz
+pub fn split_namespace(packet: &str) -> (&str, &str) {
     if !packet.starts_with('/') {
         return ("/", packet);
     }
@@ -907,13 +923,15 @@ fn split_namespace(packet: &str) -> (&str, &str) {
 }
 
 /// `12["e",{}]` → (Some(12), `["e",{}]`).
-fn split_ack(packet: &str) -> (Option<u64>, &str) {
+#[doc(hidden)] // pub for signaling/fuzz
+pub fn split_ack(packet: &str) -> (Option<u64>, &str) {
     let digits = packet.bytes().take_while(u8::is_ascii_digit).count();
     (packet[..digits].parse().ok(), &packet[digits..])
 }
 
 /// `["event", data]` → the event's name and the data's JSON text (`null` without data).
-fn split_event(text: &str) -> Option<(String, &str)> {
+#[doc(hidden)] // pub for signaling/fuzz
+pub fn split_event(text: &str) -> Option<(String, &str)> {
     let parts: Vec<&RawValue> = serde_json::from_str(text).ok()?;
     let event: String = serde_json::from_str(parts.first()?.get()).ok()?;
     Some((event, parts.get(1).map_or("null", |d| d.get())))

@@ -188,11 +188,12 @@ pub(crate) async fn bounded<F: std::future::Future>(limit: Duration, f: F) -> Op
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ClientFrame<'a> {
-    event: String,
+#[doc(hidden)] // pub for signaling/fuzz
+pub struct ClientFrame<'a> {
+    pub event: String,
     #[serde(borrow)]
-    data: Option<&'a RawValue>,
-    id: Option<serde_json::Value>,
+    pub data: Option<&'a RawValue>,
+    pub id: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -333,7 +334,8 @@ async fn write_queued(
 }
 
 /// `{"event": ..., "data": ..., "id": ...}` as text.
-fn frame(event: &str, data: &RawValue, id: Option<&serde_json::Value>) -> String {
+#[doc(hidden)] // pub for signaling/fuzz
+pub fn frame(event: &str, data: &RawValue, id: Option<&serde_json::Value>) -> String {
     let event = serde_json::to_string(event).unwrap_or_default();
     match id {
         Some(id) => format!(r#"{{"event":{event},"data":{},"id":{id}}}"#, data.get()),
@@ -378,13 +380,7 @@ async fn handle(
     outbox: &WsOutbox,
     text: &str,
 ) {
-    // serde would take `["event", data, id]` for the struct: a frame is an object.
-    let parsed = if text.trim_start().starts_with('{') {
-        serde_json::from_str(text)
-    } else {
-        serde_json::from_str::<ClientFrame<'_>>("null")
-    };
-    let f: ClientFrame<'_> = match parsed {
+    let f: ClientFrame<'_> = match parse_frame(text) {
         Ok(f) => f,
         Err(e) => {
             let msg = format!("a frame is {{\"event\": \"...\", \"data\": {{...}}}}: {e}");
@@ -398,6 +394,17 @@ async fn handle(
         Reply::Relayed => {}
         Reply::Ack(body) => reply(outbox, "ack", &body, id),
         Reply::Error { code, message } => reply_error(outbox, id, event, code, &message),
+    }
+}
+
+/// A client text frame, decoded (the `/ws` decoder; `handle` performs what it says).
+#[doc(hidden)] // pub for signaling/fuzz
+pub fn parse_frame(text: &str) -> serde_json::Result<ClientFrame<'_>> {
+    // serde would take `["event", data, id]` for the struct: a frame is an object.
+    if text.trim_start().starts_with('{') {
+        serde_json::from_str(text)
+    } else {
+        serde_json::from_str::<ClientFrame<'_>>("null")
     }
 }
 
