@@ -2,8 +2,11 @@
 # Runs every test of switchboard, installing what the tests drive first: coturn's client tools
 # (turnutils_*; the coturn server itself is never started), Debian's Chromium and the
 # tests' npm packages (tests/browser: playwright-core, which drives that Chromium and
-# never downloads a browser of its own, and socket.io-client). Safe to run again: installs are skipped when present.
-# Needs root (or sudo) for apt on a fresh machine, and node >= 20 with npm.
+# never downloads a browser of its own, and socket.io-client), schemathesis (PyPI, in a venv)
+# and iproute2. Safe to run again: installs are skipped when present.
+# Then: cargo test, tests/package.sh (the .deb, booted) and tests/fuzz.sh (every fuzz target,
+# FUZZ_SECONDS each).
+# Needs root (or sudo) for apt on a fresh machine, python3 with venv, and node >= 20 with npm.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -46,6 +49,16 @@ if ! command -v ip >/dev/null 2>&1; then
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iproute2 >/dev/null
 fi
 
+# tests/openapi_fuzz.rs runs schemathesis (PyPI), pinned, in a venv outside the clone.
+schemathesis_venv=/var/tmp/switchboard-schemathesis
+schemathesis_version=4.32.5
+if [ "$("$schemathesis_venv/bin/schemathesis" --version 2>/dev/null || true)" != "schemathesis, version $schemathesis_version" ]; then
+    echo "== installing schemathesis $schemathesis_version (venv in $schemathesis_venv)"
+    rm -rf "$schemathesis_venv"
+    python3 -m venv "$schemathesis_venv"
+    "$schemathesis_venv/bin/pip" install -q "schemathesis==$schemathesis_version"
+fi
+
 # Node is not installed here: Debian 12's nodejs is 18, and playwright-core needs 20.
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
     echo "tests/run.sh: node (>= 20) and npm are needed for tests/browser; install them first" >&2
@@ -67,3 +80,6 @@ cargo test --workspace --locked
 
 echo "== packaging checks (tests/package.sh)"
 ./tests/package.sh
+
+echo "== fuzzing (tests/fuzz.sh, ${FUZZ_SECONDS:-60} s a target)"
+./tests/fuzz.sh

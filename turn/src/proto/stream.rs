@@ -7,8 +7,10 @@
 //! to a multiple of four on a stream. Anything else cannot be resynchronised: the connection
 //! is closed.
 
-/// The longest frame there is: a ChannelData message with a 65,535-byte payload, padded.
-pub const MAX_FRAME: usize = 4 + 65_536;
+/// The longest frame there is: a STUN message of the greatest length (65,532, a multiple of
+/// 4) with its 20-byte header. (A ChannelData frame is at most 4 + 65,536: a 65,535-byte
+/// payload, padded.)
+pub const MAX_FRAME: usize = 20 + 65_532;
 
 /// Why a stream cannot be framed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -84,7 +86,7 @@ mod tests {
         assert_eq!(frame_len(&[0x40, 0x00, 0x00, 0x00]), Ok(Some(4)));
         assert_eq!(frame_len(&[0x40, 0x00, 0x00, 0x01]), Ok(Some(8)));
         assert_eq!(frame_len(&[0x7f, 0xff, 0x00, 0x04]), Ok(Some(8)));
-        assert_eq!(frame_len(&[0x40, 0x01, 0xff, 0xff]), Ok(Some(MAX_FRAME)));
+        assert_eq!(frame_len(&[0x40, 0x01, 0xff, 0xff]), Ok(Some(4 + 65_536)));
     }
 
     #[test]
