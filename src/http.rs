@@ -198,6 +198,7 @@ impl Http {
             .merge(web::router());
         let app = match telemetry {
             Some((handle, relay)) => {
+                tokio::spawn(metrics::upkeep(handle.clone()));
                 let sources = metrics::Sources {
                     handle,
                     relay,

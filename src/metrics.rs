@@ -27,8 +27,11 @@ const BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 ];
 
+/// How often histogram samples are folded into their buckets when nobody scrapes.
+pub const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Installs the process's recorder: `None` if one is installed already (a second daemon in
-/// one process, which only tests would do).
+/// one process, which only tests would do). [`upkeep`] must run beside it.
 pub fn install() -> Option<PrometheusHandle> {
     let recorder = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS)
@@ -38,6 +41,18 @@ pub fn install() -> Option<PrometheusHandle> {
     metrics::set_global_recorder(recorder).ok()?;
     describe();
     Some(handle)
+}
+
+/// Folds the histograms' pending samples into their buckets every [`UPKEEP_EVERY`]. The
+/// recorder keeps every sample until then (a scrape does it too): without this, a box nobody
+/// scrapes grows by some 150 bytes per call lifecycle (measured by bench/soak.sh), for ever.
+pub async fn upkeep(handle: PrometheusHandle) {
+    let mut every = tokio::time::interval(UPKEEP_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        handle.run_upkeep();
+    }
 }
 
 fn describe() {

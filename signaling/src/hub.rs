@@ -360,6 +360,18 @@ impl Hub {
         }
     }
 
+    /// `user` has just joined a call. With no socket, their grace starts now, for this call
+    /// and the others they are in: a pending departure is replaced (its grace, counted from an
+    /// earlier moment, would cut the new call short), as the user has just shown signs of life.
+    fn joined_without_socket(&self, user: Uuid) {
+        let mut r = self.registry();
+        if r.users.contains_key(&user) {
+            return;
+        }
+        r.away.remove(&user);
+        self.depart_if_away(r, user);
+    }
+
     /// `user` has no socket: a departure, unless one is pending or they are in no call.
     fn depart_if_away(&self, mut r: std::sync::MutexGuard<'_, Registry>, user: Uuid) {
         if r.away.contains_key(&user) || r.joined_calls(user).is_empty() {
@@ -540,7 +552,7 @@ impl EventSink for Hub {
         drop(r);
         self.report_rung(rung);
         for user in joined {
-            self.recheck_presence(user);
+            self.joined_without_socket(user);
         }
     }
 }
@@ -801,6 +813,37 @@ mod tests {
         // Settled once.
         assert!(hub.gone_for_good(&second).is_empty());
         assert!(departures.try_recv().is_err());
+    }
+
+    /// A user with no socket who starts a second call over REST gets a fresh grace for both:
+    /// the first call's departure, due sooner, must not end the second just after it began.
+    #[test]
+    fn joining_another_call_without_a_socket_restarts_the_grace() {
+        let hub = Hub::new(4);
+        let mut departures = hub.watch_departures();
+        let first = group(&hub);
+        let early = departures.try_recv().unwrap();
+        let (second, events) = Call::initiate(
+            Uuid::from_u128(51),
+            Uuid::from_u128(61),
+            CallType::Audio,
+            user(1),
+            vec![user(4)],
+            20,
+            || Uuid::from_u128(200),
+            T0,
+        )
+        .unwrap();
+        hub.deliver(events);
+        let renewed = departures.try_recv().unwrap();
+        assert_eq!(renewed.user, early.user);
+        assert!(
+            hub.gone_for_good(&early).is_empty(),
+            "the earlier grace is void"
+        );
+        let mut gone = hub.gone_for_good(&renewed);
+        gone.sort();
+        assert_eq!(gone, [first.id, second.id]);
     }
 
     #[test]
