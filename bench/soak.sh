@@ -74,9 +74,10 @@ for _ in $(seq 100); do
     grep -q 'http listening' "$OUT/daemon.log" 2>/dev/null && break
     sleep 0.1
 done
-# level = "warn" hides the listening lines: the ports from the process's sockets instead.
-http=$(ss -Hltnp | awk -v p="pid=$pid," '$0 ~ p { print $4 }' | head -n1)
+# level = "warn" hides the listening lines: the ports from the process's sockets instead. TURN
+# listens on one port for UDP and TCP; HTTP is the other TCP listener.
 turn=$(ss -Hlunp | awk -v p="pid=$pid," '$0 ~ p { print $4 }' | head -n1)
+http=$(ss -Hltnp | awk -v p="pid=$pid," -v t="$turn" '$0 ~ p && $4 != t { print $4 }' | head -n1)
 [[ -n $http && -n $turn ]] || { show_tail "$OUT/daemon.log"; die "the daemon did not listen"; }
 log "daemon pid $pid: http $http, turn $turn"
 
