@@ -81,7 +81,7 @@ fn demo_call(transport: &str, people: usize) {
 
     // Both ends of every pair are allocations of this daemon: the media crossed the in-process
     // hairpin, at least one packet per 1,500 bytes of the video the browsers counted.
-    let hairpin = hairpin_packets(&daemon);
+    let hairpin = daemon.metric("switchboard_turn_hairpin_packets_total");
     assert!(
         hairpin >= received / 1500,
         "{hairpin} packets through the hairpin for {received} bytes of video received"
@@ -140,20 +140,6 @@ fn demo_call(transport: &str, people: usize) {
     for l in &relaying {
         assert_eq!(field(l, "transport"), Some(want), "{l}");
     }
-}
-
-/// `switchboard_turn_hairpin_packets_total` from `/metrics`.
-fn hairpin_packets(d: &Daemon) -> u64 {
-    let text = ureq::get(format!("http://{}/metrics", d.http))
-        .call()
-        .expect("GET /metrics")
-        .body_mut()
-        .read_to_string()
-        .expect("the metrics");
-    text.lines()
-        .find_map(|l| l.strip_prefix("switchboard_turn_hairpin_packets_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no hairpin counter in /metrics:\n{text}"))
 }
 
 #[test]

@@ -146,18 +146,6 @@ fn one_challenge(from: Ipv4Addr, server: SocketAddr) -> Option<u16> {
     sock.recv(&mut buf).ok().map(|n| code(&buf[..n]))
 }
 
-fn dropped_challenges(d: &Daemon) -> u64 {
-    let text = ureq::get(format!("http://{}/metrics", d.http))
-        .call()
-        .expect("GET /metrics")
-        .body_mut()
-        .read_to_string()
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix("switchboard_turn_challenges_dropped_total "))
-        .map_or(0, |v| v.trim().parse().unwrap())
-}
-
 #[test]
 fn challenges_to_one_outside_address_are_limited_and_others_still_served() {
     let ns = Netns::new();
@@ -188,7 +176,7 @@ fn challenges_to_one_outside_address_are_limited_and_others_still_served() {
         "{answered} challenges answered to {sent} requests in {took:?} (budget {budget})"
     );
     assert_eq!(other, Some(401), "the other address was not answered");
-    let dropped = dropped_challenges(&d);
+    let dropped = d.metric("switchboard_turn_challenges_dropped_total");
     assert_eq!(dropped, sent - answered, "the drops are counted");
 
     // Once its budget refills, the address is answered again (a real client's retry).

@@ -303,7 +303,7 @@ fn peer_policy_refuses_the_dangerous_addresses_with_403() {
         "[2002:7f00:1::1]:9",      // 6to4 of loopback
         "[2002:a00:1::1]:9",       // 6to4 of 10.0.0.1
     ];
-    let refusals_before = peer_refusals(&d);
+    let refusals_before = d.metric("switchboard_turn_peer_refusals_total");
     for peer in peers {
         let bytes = c.authed(|| with_peer(CREATE_PERMISSION, peer));
         assert_eq!(code(&bytes), 403, "CreatePermission {peer}");
@@ -321,10 +321,11 @@ fn peer_policy_refuses_the_dangerous_addresses_with_403() {
     let mut buf = [0u8; 64];
     assert!(service.recv(&mut buf).is_err(), "a Send reached 127.0.0.1");
     assert!(
-        wait_until(Duration::from_secs(3), || peer_refusals(&d)
+        wait_until(Duration::from_secs(3), || d
+            .metric("switchboard_turn_peer_refusals_total")
             == refusals_before + 2 * peers.len() as u64),
         "{} refusals counted for {} peers, two ways",
-        peer_refusals(&d) - refusals_before,
+        d.metric("switchboard_turn_peer_refusals_total") - refusals_before,
         peers.len()
     );
     // A public address is fine, both families.
@@ -352,20 +353,6 @@ fn send_indication(peer: &str, payload: &[u8]) -> Vec<u8> {
     w.add_attribute(&XorPeerAddress::new(peer, txid)).unwrap();
     w.add_attribute(&Data::new(payload)).unwrap();
     w.finish()
-}
-
-/// `switchboard_turn_peer_refusals_total`, all ranges.
-fn peer_refusals(d: &Daemon) -> u64 {
-    let text = ureq::get(format!("http://{}/metrics", d.http))
-        .call()
-        .expect("GET /metrics")
-        .body_mut()
-        .read_to_string()
-        .unwrap();
-    text.lines()
-        .filter(|l| l.starts_with("switchboard_turn_peer_refusals_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
 }
 
 #[test]
@@ -448,7 +435,7 @@ fn own_addresses_public_and_private_reach_only_relay_ports() {
         .set_read_timeout(Some(Duration::from_millis(300)))
         .unwrap();
     let (http, other) = (d.http.port(), service.local_addr().unwrap().port());
-    let refusals_before = peer_refusals(&d);
+    let refusals_before = d.metric("switchboard_turn_peer_refusals_total");
     for (n, ip) in [(0, "127.0.0.1"), (1, "203.0.113.7")] {
         // A permission is per address, and these are the relay's own (relay-to-relay calls).
         let perm = c.authed(|| with_peer(CREATE_PERMISSION, &format!("{ip}:1")));
@@ -482,10 +469,11 @@ fn own_addresses_public_and_private_reach_only_relay_ports() {
     );
     // Each refused ChannelBind and Send is counted.
     assert!(
-        wait_until(Duration::from_secs(3), || peer_refusals(&d)
+        wait_until(Duration::from_secs(3), || d
+            .metric("switchboard_turn_peer_refusals_total")
             == refusals_before + 8),
         "{} refusals",
-        peer_refusals(&d) - refusals_before
+        d.metric("switchboard_turn_peer_refusals_total") - refusals_before
     );
 }
 

@@ -167,6 +167,24 @@ impl Daemon {
         std::mem::replace(&mut self.dir, dir)
     }
 
+    /// The sum of every series of the counter or gauge `name` in `/metrics` (0 when it has
+    /// none yet).
+    pub fn metric(&self, name: &str) -> u64 {
+        let text = ureq::get(format!("http://{}/metrics", self.http))
+            .call()
+            .expect("GET /metrics")
+            .body_mut()
+            .read_to_string()
+            .expect("the metrics");
+        text.lines()
+            .filter(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|r| r.starts_with([' ', '{']))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    }
+
     /// The SQLite file of the call store.
     pub fn store_path(&self) -> PathBuf {
         self.dir.path().join("switchboard.db")
