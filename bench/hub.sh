@@ -36,7 +36,10 @@
 #        SOCKETS=2000 SERVERS="switchboard-ws node" bench/hub.sh
 # Knobs (environment): SOCKETS=10000 (even) WINDOW=1 MAX_RATE=40 FIXED_LOAD=5000 WARMUP=2
 #   DURATION=10 SERVERS="switchboard-sio switchboard-ws node" THREADS=1 (generator threads)
-#   PIN=0|1 (1: the server on CPU 1, the generator on CPU 0, with taskset)
+#   PIN=1|0 (1, the default with two CPUs or more: the server on CPU 1, the generator on CPU
+#   0, with taskset, so that each server has one whole CPU, as Node's one JS thread does, and
+#   the generator cannot take its time; 0: anywhere, which measured noisier and lower)
+#   SWITCHBOARD_BIN (another build of the daemon to measure, e.g. one kept from before a change)
 #   STORE_DIR=/var/tmp LOG_LEVEL=info BENCH_SKIP_BUILD=0 CARGO_TARGET_DIR BENCH_OUT
 # Raw outputs go to bench/out/<timestamp>/ (git-ignored); the exit status is non-zero if any
 # run failed.
@@ -54,7 +57,7 @@ WARMUP=${WARMUP:-2}
 DURATION=${DURATION:-10}
 SERVERS=${SERVERS:-"switchboard-sio switchboard-ws node"}
 THREADS=${THREADS:-1}
-PIN=${PIN:-0}
+PIN=${PIN:-$( (($(nproc) >= 2)) && echo 1 || echo 0)}
 STORE_DIR=${STORE_DIR:-/var/tmp}
 LOG_LEVEL=${LOG_LEVEL:-info}
 BENCH_SKIP_BUILD=${BENCH_SKIP_BUILD:-0}
@@ -66,7 +69,7 @@ TARGET_RATIO=5
 TARGET_MIB=200
 
 LOAD=$TARGET_DIR/release/examples/hub_load
-SB_BIN=$TARGET_DIR/release/switchboard
+SB_BIN=${SWITCHBOARD_BIN:-$TARGET_DIR/release/switchboard}
 NODE_DIR=$ROOT/bench/node
 
 
