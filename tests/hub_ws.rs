@@ -973,10 +973,10 @@ async fn frames_over_64_kib_end_the_connection() {
     assert_eq!(got["fromUserId"], a);
     assert_eq!(got["offer"]["sdp"].as_str().unwrap().len(), sdp_len);
 
-    // One byte more: the server's WebSocket refuses the frame (tungstenite's capacity error)
-    // and the connection ends, answering nothing; nothing is relayed. (Today the server just
-    // drops the TCP connection, without a close frame: the client sees a reset. A close with
-    // 1009, message too big, or 1002 would be fine too.)
+    // One byte more: the server's WebSocket refuses the frame and the connection ends with
+    // 1009 (message too big), answering nothing; nothing is relayed. (A reset without a close
+    // frame is taken too: the server closes as soon as it reads the frame's header, and the
+    // client may still be sending the rest.)
     alice
         .send_text(offer_of_size(&call, &b, MAX_FRAME + 1).0)
         .await;
@@ -995,6 +995,85 @@ async fn frames_over_64_kib_end_the_connection() {
                      "data": {"callId": call, "targetUserId": b, "candidate": candidate(1)}}))
         .await;
     assert_eq!(bob.expect("call:ice-candidate").await["fromUserId"], a);
+    bob.quiet().await;
+}
+
+/// A socket whose client stopped reading: what the kernel's buffers cannot take waits in its
+/// queue, and past [`ws::QUEUE`] messages the socket is closed (1008, a slow consumer). The
+/// senders are never held up by it: their messages are written to the target's socket
+/// without waiting, or queued there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_that_stops_reading_is_closed_as_a_slow_consumer() {
+    let w = World::start();
+    let (a, b) = (w.alice.id.to_string(), w.bob.id.to_string());
+    let mut bob = w.open(&w.bob).await;
+    let call = w.call(&w.alice, &[&w.bob]);
+    bob.expect("call:incoming").await;
+    w.act(&w.bob, &call, "answer");
+
+    // Bob reads nothing from now on. Eight devices of Alice's send him a burst of 60 KB
+    // offers each: 48 MB, far more than the kernel holds for a socket that is not read
+    // (its receive buffer does not grow then) plus QUEUE messages.
+    const SENDERS: usize = 8;
+    let (offer, _) = offer_of_size(&call, &b, 60_000);
+    let mut alice = Vec::new();
+    for _ in 0..SENDERS {
+        alice.push(w.open(&w.alice).await);
+    }
+    // (One token of each burst left for the probe below.)
+    const EACH: usize = BURST - 1;
+    let started = Instant::now();
+    for s in &mut alice {
+        for _ in 0..EACH {
+            s.send_text(offer.clone()).await;
+        }
+    }
+    // Every sender is still served at once (a probe is answered), the flood done.
+    for s in &mut alice {
+        s.send(json!({"event": "probe", "id": 7})).await;
+        assert_error(&s.recv().await, "unknown_event", "probe", Some(&json!(7)));
+    }
+    eprintln!("{} offers sent in {:?}", SENDERS * EACH, started.elapsed());
+
+    // Bob now reads: some of the offers, whole and in order of each sender, then the end.
+    let mut got = 0;
+    let close = loop {
+        match bob.next_within(FRAME_WAIT).await {
+            Next::Frame(f) => {
+                assert_eq!(f["event"], "call:offer", "{f}");
+                assert_eq!(f["data"]["fromUserId"], a);
+                got += 1;
+            }
+            Next::Close(c) => break c,
+            end @ (Next::End | Next::Error(_)) => {
+                eprintln!("Bob's connection ended without a close frame: {end:?}");
+                break None;
+            }
+            Next::Nothing => panic!("Bob: neither offers nor the end after {got} offers"),
+        }
+    };
+    eprintln!(
+        "Bob read {got} of {} offers, then {close:?}",
+        SENDERS * EACH
+    );
+    assert!(got < SENDERS * EACH, "Bob was never closed: {got} offers");
+    assert!(
+        got >= ws::QUEUE,
+        "closed before his queue was full: {got} offers"
+    );
+    if let Some(close) = close {
+        assert_eq!(u16::from(close.code), 1008, "{close:?}");
+        assert_eq!(close.reason.as_str(), "slow consumer");
+    }
+
+    // Bob reconnects within the grace: still in the call, and relayed to at once.
+    let mut bob = w.open(&w.bob).await;
+    alice[0]
+        .send(json!({"event": "call:ice-candidate",
+                     "data": {"callId": call, "targetUserId": b, "candidate": candidate(1)}}))
+        .await;
+    let got = bob.expect("call:ice-candidate").await;
+    assert_eq!(got["fromUserId"], a);
     bob.quiet().await;
 }
 

@@ -8,7 +8,8 @@
 //! - [`api`]: the REST API on axum (`/api/calls`, `/api/admin`, `/openapi.json`).
 //! - [`hub`]: the signaling hub: sockets, live-call rosters, every delivery.
 //! - [`ws`]: the JSON WebSocket transport of the hub (`/ws`); [`sio`]: the Socket.IO one
-//!   (`/socket.io/`).
+//!   (`/socket.io/`); [`wire`]: the WebSocket connections under both, which whoever has a
+//!   message for a socket writes to directly.
 //! - [`turn`]: TURN credentials for the REST API, minted with the relay's own scheme,
 //!   [`switchboard_turn::credentials`], so that the API mints exactly what the relay verifies.
 //!
@@ -26,6 +27,7 @@ pub mod sio;
 pub mod store;
 pub mod time;
 pub mod turn;
+pub mod wire;
 pub mod ws;
 
 pub use switchboard_turn::credentials;

@@ -19,7 +19,8 @@
 //! every socket a tokio channel of 168-byte packets, whose 32-slot blocks (5.4 KiB) it keeps
 //! two of once the channel has wrapped, and three tasks (6 KiB more). The same sockets on
 //! `/ws` took 90 MiB. What the hub needs of the protocol is small, and here a socket costs
-//! what a `/ws` socket does: a session, one task and the WebSocket's buffers.
+//! what a `/ws` socket does: a session, one task and the WebSocket's buffers. Over a
+//! WebSocket, packets are written by whoever has them ([`crate::wire`]), as on `/ws`.
 //!
 //! # The protocol, as spoken here
 //! Engine.IO v4 (`EIO=4`; anything else is refused with HTTP 400 and the protocol's error
@@ -53,14 +54,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{CloseFrame, Message as Frame, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{RawQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use futures_util::SinkExt as _;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::sync::Notify;
@@ -70,6 +68,7 @@ use uuid::Uuid;
 use crate::api::ApiState;
 use crate::call::User;
 use crate::hub::{Message, Outbox, SocketId};
+use crate::wire::{self, Conn, Incoming, NotWebSocket, Reader, Upgrade};
 use crate::ws::{self, Bucket, Reply};
 
 /// How long a session may go without connecting to the hub. Clients connect as soon as the
@@ -123,8 +122,10 @@ struct Session {
 }
 
 struct Out {
-    /// Engine.IO packets for the client.
+    /// Engine.IO packets for the client, while it polls (and until an upgrade is done).
     queue: VecDeque<String>,
+    /// The WebSocket, once the session is on one: packets go straight to it.
+    conn: Option<Arc<Conn>>,
     transport: Transport,
     /// Why the session ended, once it has.
     closed: Option<&'static str>,
@@ -157,7 +158,13 @@ impl Session {
     fn send(&self, packet: String, bounded: bool) -> bool {
         {
             let mut o = self.out();
-            if o.closed.is_some() || (bounded && o.queue.len() >= ws::QUEUE) {
+            if o.closed.is_some() {
+                return false;
+            }
+            if let Some(conn) = &o.conn {
+                return conn.send_text(&[packet.as_bytes()], bounded);
+            }
+            if bounded && o.queue.len() >= ws::QUEUE {
                 return false;
             }
             o.queue.push_back(packet);
@@ -174,9 +181,24 @@ impl Session {
         }
     }
 
-    /// Marks the session closed (the first reason stays) and wakes whoever ends it.
+    /// Marks the session closed (the first reason stays) and wakes whoever ends it. Over a
+    /// WebSocket, its close: 1001 (going away) when the server stops or the client stopped
+    /// answering, 1008 (policy) when it fell too far behind (nothing more goes to it), 1000
+    /// otherwise; what is queued goes first.
     fn close(&self, reason: &'static str) {
-        self.out().closed.get_or_insert(reason);
+        let conn = {
+            let mut o = self.out();
+            let reason = *o.closed.get_or_insert(reason);
+            o.conn.clone().map(|c| (c, reason))
+        };
+        if let Some((conn, reason)) = conn {
+            let code = match reason {
+                ws::SHUTDOWN | ws::PING_TIMEOUT_REASON => wire::GOING_AWAY,
+                SLOW => wire::POLICY,
+                _ => wire::NORMAL,
+            };
+            conn.close(code, reason, reason != SLOW);
+        }
         self.wake.notify_one();
         self.closing.notify_waiters();
     }
@@ -209,6 +231,17 @@ impl Session {
 
 impl Outbox for Session {
     fn push(&self, m: &Message) -> bool {
+        {
+            let o = self.out();
+            if o.closed.is_some() {
+                return false;
+            }
+            if let Some(conn) = &o.conn {
+                // `42["event",data]`, written without making the packet first.
+                let (event, data) = (m.event.as_bytes(), m.data.get().as_bytes());
+                return conn.send_text(&[b"42[\"", event, b"\",", data, b"]"], true);
+            }
+        }
         self.send(event_packet(m.event, m.data.get()), true)
     }
 
@@ -309,7 +342,7 @@ impl Query {
 async fn on_get(
     State(e): State<Arc<Engine>>,
     RawQuery(query): RawQuery,
-    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    upgrade: Result<Upgrade, NotWebSocket>,
 ) -> Response {
     let q = match Query::parse(query.as_deref()) {
         Ok(q) => q,
@@ -327,17 +360,12 @@ async fn on_get(
                 None => return unknown_sid(),
             },
         };
-        return upgrade
-            // The buffer bounds of /ws (see there).
-            .read_buffer_size(ws::READ_BUFFER)
-            .max_message_size(ws::MAX_FRAME)
-            .max_frame_size(ws::MAX_FRAME)
-            .on_upgrade(move |socket| async move {
-                match upgrading {
-                    Some(s) => e.upgrade(s, socket).await,
-                    None => e.websocket(q.token, socket).await,
-                }
-            });
+        return upgrade.on_upgrade(move |conn, reader| async move {
+            match upgrading {
+                Some(s) => e.upgrade(s, conn, reader).await,
+                None => e.websocket(q.token, conn, reader).await,
+            }
+        });
     }
     match q.sid {
         None => match e.open(q.token, Transport::Polling) {
@@ -461,6 +489,7 @@ impl Engine {
             opened: now,
             out: Mutex::new(Out {
                 queue: VecDeque::new(),
+                conn: None,
                 transport,
                 closed: None,
                 polling: false,
@@ -579,34 +608,23 @@ impl Engine {
     }
 
     /// A WebSocket without a session: the session opens on it.
-    async fn websocket(self: Arc<Self>, token: Option<String>, mut socket: WebSocket) {
-        let s = match self.open(token, Transport::Websocket) {
-            Some(s) => s,
-            None => {
-                let close = CloseFrame {
-                    code: 1013,
-                    reason: Utf8Bytes::from_static("too many sessions"),
-                };
-                let _ = socket.send(Frame::Close(Some(close))).await;
-                return;
-            }
+    async fn websocket(self: Arc<Self>, token: Option<String>, conn: Arc<Conn>, reader: Reader) {
+        let Some(s) = self.open(token, Transport::Websocket) else {
+            return conn.close(wire::TRY_AGAIN_LATER, "too many sessions", false);
         };
-        if socket
-            .send(Frame::Text(open_packet(&s.sid, false).into()))
-            .await
-            .is_err()
-        {
+        if !conn.send_text(&[open_packet(&s.sid, false).as_bytes()], false) {
             return self.end(&s, "transport error");
         }
-        self.serve(s, socket).await;
+        s.out().conn = Some(conn.clone());
+        self.serve(s, conn, reader).await;
     }
 
     /// A WebSocket upgrading polling session `s`: the probe, then the session goes over it.
-    async fn upgrade(self: Arc<Self>, s: Arc<Session>, mut socket: WebSocket) {
+    async fn upgrade(self: Arc<Self>, s: Arc<Session>, conn: Arc<Conn>, mut reader: Reader) {
         // Whether this WebSocket began the upgrade (and so must undo it if it fails).
         let mut began = false;
         let upgraded = tokio::time::timeout(UPGRADE_TIMEOUT, async {
-            if !next_text_is(&mut socket, "2probe").await {
+            if !next_text_is(&mut reader, &conn, "2probe").await {
                 return false;
             }
             {
@@ -618,11 +636,10 @@ impl Engine {
                 began = true;
             }
             s.wake.notify_one();
-            socket.send(Frame::Text("3probe".into())).await.is_ok()
-                && next_text_is(&mut socket, "5").await
+            conn.send_text(&[b"3probe"], false) && next_text_is(&mut reader, &conn, "5").await
         })
         .await;
-        {
+        let closed = {
             let mut o = s.out();
             if upgraded != Ok(true) {
                 if began && o.transport == Transport::Upgrading {
@@ -631,13 +648,25 @@ impl Engine {
                 return;
             }
             o.transport = Transport::Websocket;
+            // What was queued while polling goes first, in order.
+            for packet in o.queue.drain(..) {
+                conn.send_text(&[packet.as_bytes()], false);
+            }
+            Session::trim(&mut o);
+            o.conn = Some(conn.clone());
+            o.closed
+        };
+        if let Some(reason) = closed {
+            // Closed during the upgrade: the WebSocket closes the same way.
+            s.close(reason);
         }
         s.wake.notify_one();
-        self.serve(s, socket).await;
+        self.serve(s, conn, reader).await;
     }
 
-    /// Serves session `s` over `socket` until either side closes it; then ends it.
-    async fn serve(self: Arc<Self>, s: Arc<Session>, mut socket: WebSocket) {
+    /// Serves session `s` over its WebSocket until either side closes it; then ends it (the
+    /// close frame goes out once this returns, see [`wire::Upgrade::on_upgrade`]).
+    async fn serve(self: Arc<Self>, s: Arc<Session>, conn: Arc<Conn>, mut reader: Reader) {
         // Ends the session however this returns, a panic included.
         let _ending = Ending(&self, &s);
         let connect_by = tokio::time::sleep_until(s.opened + CONNECT_TIMEOUT);
@@ -645,64 +674,39 @@ impl Engine {
         let mut awaiting_connect = !s.connected();
         let reason = loop {
             tokio::select! {
+                biased;
+                () = conn.woken() => {
+                    if conn.is_closing() {
+                        break s.out().closed.unwrap_or("transport error");
+                    }
+                    // What the socket could not take at once. A peer that stopped reading
+                    // blocks the write: bounded, then closed.
+                    if !matches!(ws::bounded(ws::PING_TIMEOUT, conn.flush()).await, Some(Ok(()))) {
+                        break "transport error";
+                    }
+                }
                 () = &mut connect_by, if awaiting_connect => {
                     if !s.connected() {
                         break "connect timeout";
                     }
                     awaiting_connect = false;
                 }
-                () = s.wake.notified() => {
-                    let closed = s.out().closed;
-                    if let Some(reason) = closed {
-                        // What was queued before the close (the calls' `call:ended` at a
-                        // stop, a refusal) goes first, for at most a second; not to a socket
-                        // that fell behind.
-                        if reason != SLOW {
-                            let flush = async { while let Ok(true) = write_queued(&s, &mut socket).await {} };
-                            let _ = tokio::time::timeout(Duration::from_secs(1), flush).await;
-                        }
-                        break reason;
-                    }
-                    // A peer that stopped reading blocks the write: bounded, then closed.
-                    match ws::bounded(ws::PING_TIMEOUT, write_queued(&s, &mut socket)).await {
-                        // More is queued: back after the other branches had their turn.
-                        Some(Ok(true)) => s.wake.notify_one(),
-                        Some(Ok(false)) => {}
-                        _ => break "transport error",
-                    }
-                }
-                incoming = socket.recv() => {
+                incoming = reader.next(&conn) => {
                     let packet = match incoming {
-                        Some(Ok(Frame::Text(t))) => t,
+                        Incoming::Text(t) => t,
                         // A binary attachment: its event was refused already.
-                        Some(Ok(Frame::Binary(_) | Frame::Ping(_) | Frame::Pong(_))) => continue,
-                        Some(Ok(Frame::Close(_))) | None | Some(Err(_)) => break "transport close",
+                        Incoming::Binary | Incoming::Control => continue,
+                        Incoming::Closed => break "transport close",
                     };
                     s.heard();
                     let mut inbound = s.inbound.lock().await;
-                    if !self.on_packet(&s, &mut inbound, packet.as_str()).await {
+                    if !self.on_packet(&s, &mut inbound, packet).await {
                         break "client close";
                     }
                 }
             }
         };
         self.end(&s, reason);
-        // 1001 going away (the server stops, the client is gone), 1008 policy (fell too far
-        // behind).
-        let code = match reason {
-            ws::SHUTDOWN | ws::PING_TIMEOUT_REASON => 1001,
-            SLOW => 1008,
-            _ => 1000,
-        };
-        let close = CloseFrame {
-            code,
-            reason: Utf8Bytes::from_static(reason),
-        };
-        let _ = tokio::time::timeout(
-            Duration::from_secs(1),
-            socket.send(Frame::Close(Some(close))),
-        )
-        .await;
     }
 
     /// One Engine.IO packet from the client. False when the client closes the session.
@@ -860,38 +864,14 @@ impl Engine {
 }
 
 /// Reads until a text frame (pings aside): whether it is `expected`.
-async fn next_text_is(socket: &mut WebSocket, expected: &str) -> bool {
+async fn next_text_is(reader: &mut Reader, conn: &Conn, expected: &str) -> bool {
     loop {
-        match socket.recv().await {
-            Some(Ok(Frame::Text(t))) => return t.as_str() == expected,
-            Some(Ok(Frame::Ping(_) | Frame::Pong(_))) => continue,
-            _ => return false,
+        match reader.next(conn).await {
+            Incoming::Text(t) => return t == expected,
+            Incoming::Control => continue,
+            Incoming::Binary | Incoming::Closed => return false,
         }
     }
-}
-
-/// Writes up to [`ws::WRITE_BATCH`] of the packets queued for `s` with one flush (one syscall
-/// for a burst). True if more are queued.
-async fn write_queued(s: &Session, socket: &mut WebSocket) -> Result<bool, axum::Error> {
-    let mut written = 0;
-    let more = loop {
-        let next = {
-            let mut o = s.out();
-            let next = o.queue.pop_front();
-            Session::trim(&mut o);
-            next
-        };
-        let Some(packet) = next else { break false };
-        socket.feed(Frame::Text(packet.into())).await?;
-        written += 1;
-        if written == ws::WRITE_BATCH {
-            break !s.out().queue.is_empty();
-        }
-    };
-    if written > 0 {
-        socket.flush().await?;
-    }
-    Ok(more)
 }
 
 /// Ends a session when dropped: [`Engine::serve`]'s cleanup, which a panic must not skip.

@@ -27,14 +27,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{CloseFrame, Message as Frame, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
-use futures_util::SinkExt as _;
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use tokio::sync::{mpsc, Notify};
 use uuid::Uuid;
 
 use crate::api::{ApiError, ApiState};
@@ -42,6 +39,7 @@ use crate::call::User;
 use crate::hub::{Hub, Message, Outbox, Signal, SocketId};
 use crate::quality::Figures;
 use crate::service::{CallError, MediaRequest};
+use crate::wire::{self, Conn, Incoming, Reader, Upgrade};
 
 /// The largest client frame.
 pub const MAX_FRAME: usize = 64 * 1024;
@@ -70,7 +68,7 @@ pub async fn handler(
     State(s): State<Arc<ApiState>>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
-    upgrade: WebSocketUpgrade,
+    upgrade: Upgrade,
 ) -> Response {
     let token = query_token(query.as_deref());
     let bearer = token.map(|t| format!("Bearer {t}"));
@@ -82,13 +80,7 @@ pub async fn handler(
         Ok(user) => user,
         Err(e) => return ApiError::from(e).into_response(),
     };
-    upgrade
-        // tungstenite's default is a 128 KiB buffer per socket, zero-filled on every read:
-        // most of a socket's memory and much of its CPU for messages of a few hundred bytes.
-        .read_buffer_size(READ_BUFFER)
-        .max_message_size(MAX_FRAME)
-        .max_frame_size(MAX_FRAME)
-        .on_upgrade(move |socket| serve(s, user, socket))
+    upgrade.on_upgrade(move |conn, reader| serve(s, user, conn, reader))
 }
 
 /// The `token` parameter of a query string (`?token=`), for clients that cannot set headers.
@@ -98,24 +90,6 @@ pub(crate) fn query_token(query: Option<&str>) -> Option<String> {
         .into_iter()
         .find(|(k, _)| k == "token")
         .map(|(_, v)| v)
-}
-
-/// What the socket's writer sends: a hub message, a frame made here (an answer), a ping.
-enum Out {
-    Event(Message),
-    Frame(String),
-    Ping,
-}
-
-impl Out {
-    /// The WebSocket frame.
-    fn frame(self) -> Frame {
-        match self {
-            Out::Event(m) => Frame::Text(frame(m.event, &m.data, None).into()),
-            Out::Frame(text) => Frame::Text(text.into()),
-            Out::Ping => Frame::Ping(Default::default()),
-        }
-    }
 }
 
 /// Why a socket that answered no ping is closed.
@@ -131,12 +105,10 @@ fn millis() -> u64 {
 /// The reason [`crate::hub::Hub::disconnect_all`] is given at a stop.
 pub const SHUTDOWN: &str = "server shutdown";
 
-/// The socket's side of the hub: a bounded queue to its writer, a close signal, and the
-/// heartbeat's marks.
+/// The socket's side of the hub: its connection (written by whoever has a message for it,
+/// see [`crate::wire`]) and the heartbeat's marks.
 struct WsOutbox {
-    tx: mpsc::Sender<Out>,
-    close: Notify,
-    reason: std::sync::Mutex<&'static str>,
+    conn: Arc<Conn>,
     /// When anything at all last came from the client ([`millis`]).
     heard: AtomicU64,
     /// When the last ping went out; 0 before the first.
@@ -145,12 +117,28 @@ struct WsOutbox {
 
 impl Outbox for WsOutbox {
     fn push(&self, m: &Message) -> bool {
-        self.tx.try_send(Out::Event(m.clone())).is_ok()
+        self.conn.send_text(
+            &[
+                br#"{"event":""#,
+                m.event.as_bytes(),
+                br#"","data":"#,
+                m.data.get().as_bytes(),
+                b"}",
+            ],
+            true,
+        )
     }
 
+    /// Closed with 1001 (going away) at a stop, after what was queued (the calls'
+    /// `call:ended`), or when the client stopped answering; 1008 (policy) when it fell too
+    /// far behind.
     fn disconnect(&self, reason: &'static str) {
-        *self.reason.lock().unwrap_or_else(|e| e.into_inner()) = reason;
-        self.close.notify_one();
+        let code = if reason == SHUTDOWN || reason == PING_TIMEOUT_REASON {
+            wire::GOING_AWAY
+        } else {
+            wire::POLICY
+        };
+        self.conn.close(code, reason, reason == SHUTDOWN);
     }
 
     /// Closed when nothing at all came from the client since the last ping.
@@ -161,7 +149,7 @@ impl Outbox for WsOutbox {
         }
         self.pinged.store(millis(), Ordering::Release);
         // A full queue: the socket is being closed as a slow consumer already.
-        let _ = self.tx.try_send(Out::Ping);
+        let _ = self.conn.ping();
     }
 }
 
@@ -235,67 +223,39 @@ struct StatsIn {
     relayed: Option<bool>,
 }
 
-async fn serve(s: Arc<ApiState>, user: User, socket: WebSocket) {
+async fn serve(s: Arc<ApiState>, user: User, conn: Arc<Conn>, mut reader: Reader) {
     let hub = s.hub.clone();
-    let (tx, mut rx) = mpsc::channel::<Out>(QUEUE);
     let outbox = Arc::new(WsOutbox {
-        tx,
-        close: Notify::new(),
-        reason: std::sync::Mutex::new(""),
+        conn: conn.clone(),
         heard: AtomicU64::new(millis()),
         pinged: AtomicU64::new(0),
     });
-    let mut socket = socket;
     let id = match hub.attach(user.id, outbox.clone()) {
         Ok(id) => id,
-        Err(e) => {
-            let _ = socket
-                .send(Frame::Close(Some(CloseFrame {
-                    code: 1008,
-                    reason: Utf8Bytes::from(e.to_string()),
-                })))
-                .await;
-            return;
-        }
+        Err(e) => return conn.close(wire::POLICY, &e.to_string(), false),
     };
     tracing::debug!(user = %user.id, "ws connected");
     let mut bucket = Bucket::new();
     loop {
         tokio::select! {
-            out = rx.recv() => {
-                let Some(out) = out else { break };
-                // A peer that stopped reading blocks the write: bounded, then closed.
-                if !matches!(bounded(PING_TIMEOUT, write_queued(&mut socket, out, &mut rx)).await, Some(Ok(()))) {
+            biased;
+            () = conn.woken() => {
+                if conn.is_closing() {
+                    break;
+                }
+                // What the socket could not take at once. A peer that stopped reading
+                // blocks the write: bounded, then closed.
+                if !matches!(bounded(PING_TIMEOUT, conn.flush()).await, Some(Ok(()))) {
                     break;
                 }
             }
-            () = outbox.close.notified() => {
-                let reason = *outbox.reason.lock().unwrap_or_else(|e| e.into_inner());
-                // 1001 going away (the server stops, the client is gone), 1008 policy (fell
-                // too far behind).
-                let code = if reason == SHUTDOWN || reason == PING_TIMEOUT_REASON { 1001 } else { 1008 };
-                if reason == SHUTDOWN {
-                    // What was queued before the stop (the calls' `call:ended`) goes first,
-                    // for at most a second.
-                    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-                        while let Ok(out) = rx.try_recv() {
-                            if socket.send(out.frame()).await.is_err() {
-                                break;
-                            }
-                        }
-                    })
-                    .await;
-                }
-                let close = CloseFrame { code, reason: Utf8Bytes::from_static(reason) };
-                let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(Frame::Close(Some(close)))).await;
-                break;
-            }
-            incoming = socket.recv() => {
+            incoming = reader.next(&conn) => {
                 outbox.heard.store(millis(), Ordering::Release);
                 let text = match incoming {
-                    Some(Ok(Frame::Close(_))) | None | Some(Err(_)) => break,
-                    Some(Ok(Frame::Ping(_) | Frame::Pong(_))) => continue, // answered by the library
-                    Some(Ok(frame)) => frame,
+                    Incoming::Closed => break,
+                    Incoming::Control => continue,
+                    Incoming::Text(t) => Some(t),
+                    Incoming::Binary => None,
                 };
                 // Every data frame counts, whatever it holds.
                 if !bucket.take() {
@@ -303,34 +263,14 @@ async fn serve(s: Arc<ApiState>, user: User, socket: WebSocket) {
                     continue;
                 }
                 match text {
-                    Frame::Text(t) => handle(&s, &hub, &user, id, &outbox, t.as_str()).await,
-                    _ => reply_error(&outbox, None, "", "invalid_frame", "frames are JSON text"),
+                    Some(t) => handle(&s, &hub, &user, id, &outbox, t).await,
+                    None => reply_error(&outbox, None, "", "invalid_frame", "frames are JSON text"),
                 }
             }
         }
     }
     hub.detach(user.id, id);
     tracing::debug!(user = %user.id, "ws disconnected");
-}
-
-/// The most queued messages written with one flush.
-pub(crate) const WRITE_BATCH: usize = 32;
-
-/// Writes `first` and what else is queued already (up to [`WRITE_BATCH`] in all), then
-/// flushes once: one syscall for a burst.
-async fn write_queued(
-    socket: &mut WebSocket,
-    first: Out,
-    rx: &mut mpsc::Receiver<Out>,
-) -> Result<(), axum::Error> {
-    socket.feed(first.frame()).await?;
-    for _ in 1..WRITE_BATCH {
-        match rx.try_recv() {
-            Ok(more) => socket.feed(more.frame()).await?,
-            Err(_) => break,
-        }
-    }
-    socket.flush().await
 }
 
 /// `{"event": ..., "data": ..., "id": ...}` as text.
@@ -352,10 +292,9 @@ fn reply(
     id: Option<&serde_json::Value>,
 ) {
     let m = Message::new(event, data);
-    if outbox
-        .tx
-        .try_send(Out::Frame(frame(event, &m.data, id)))
-        .is_err()
+    if !outbox
+        .conn
+        .send_text(&[frame(event, &m.data, id).as_bytes()], true)
     {
         outbox.disconnect("slow consumer");
     }
