@@ -1,9 +1,10 @@
 //! The signaling hub's core: who is connected, which live calls they may signal in, and the
 //! one place every delivery goes through (DESIGN.md: "route hub deliveries through one place").
 //!
-//! Transports (the JSON WebSocket at `/ws`; Socket.IO next) attach each socket with an
-//! [`Outbox`]: a non-blocking, bounded queue towards that socket. The hub never waits on a
-//! socket: a socket whose queue is full is disconnected (a slow consumer never grows memory).
+//! Transports (the JSON WebSocket at `/ws`, Socket.IO) attach each socket with an [`Outbox`]:
+//! a non-blocking write to that socket, with a bounded queue for what it cannot take at once.
+//! The hub never waits on a socket: a socket whose queue is full is disconnected (a slow
+//! consumer never grows memory).
 //!
 //! The hub is the call state machine's [`EventSink`]: committed events reach every socket of
 //! every addressed user, in commit order. From the same events it keeps the roster of every
@@ -42,8 +43,8 @@ impl Message {
 
 /// A socket as the hub sees it.
 pub trait Outbox: Send + Sync + 'static {
-    /// Queues `m` without waiting. False if the socket's queue is full or the socket is gone:
-    /// the hub then disconnects it.
+    /// Sends `m` to the socket, or queues it, without waiting. False if the socket's queue is
+    /// full or the socket is gone: the hub then disconnects it.
     fn push(&self, m: &Message) -> bool;
     /// Closes the socket (the transport then detaches it).
     fn disconnect(&self, reason: &'static str);
@@ -222,7 +223,8 @@ pub struct Departure {
 }
 
 /// The hub. Shared as an `Arc`; its state is behind one std `Mutex`, held only to look up or
-/// change the registry and to push into outboxes (which never block), never across an await.
+/// change the registry and to push the call events into outboxes (in commit order; a push
+/// never waits), never across an await. Relayed messages are pushed after it is released.
 pub struct Hub {
     registry: Mutex<Registry>,
     max_sockets_per_user: usize,
@@ -420,15 +422,40 @@ impl Hub {
             payload,
         };
         let m = Message::new(signal.event(), &data);
-        let mut r = self.registry();
-        let roster = r.calls.get(&call_id).ok_or(HubError::NotInCall(call_id))?;
-        if !roster.contains_key(&from) {
-            return Err(HubError::NotInCall(call_id));
+        // The target's sockets, taken under the lock and written to after it: a push may be
+        // a send to the socket, which no other relay (on another core) should wait for. The
+        // sender's messages still arrive in the order it sent them (its socket's task relays
+        // them one at a time); a socket that cannot take one is closed, and detaches itself.
+        let outboxes: Vec<(SocketId, Arc<dyn Outbox>)> = {
+            let r = self.registry();
+            let roster = r.calls.get(&call_id).ok_or(HubError::NotInCall(call_id))?;
+            if !roster.contains_key(&from) {
+                return Err(HubError::NotInCall(call_id));
+            }
+            if target == from || !roster.contains_key(&target) {
+                return Err(HubError::NotAParticipant(target));
+            }
+            r.users.get(&target).map_or_else(Vec::new, |sockets| {
+                sockets.iter().map(|s| (s.id, s.outbox.clone())).collect()
+            })
+        };
+        let mut slow = Vec::new();
+        for (id, outbox) in outboxes {
+            if !outbox.push(&m) {
+                outbox.disconnect("slow consumer");
+                slow.push(id);
+            }
         }
-        if target == from || !roster.contains_key(&target) {
-            return Err(HubError::NotAParticipant(target));
+        if !slow.is_empty() {
+            // Forgotten at once, as `deliver` does (the transport detaches it later).
+            let mut r = self.registry();
+            if let Some(sockets) = r.users.get_mut(&target) {
+                sockets.retain(|s| !slow.contains(&s.id));
+                if sockets.is_empty() {
+                    r.users.remove(&target);
+                }
+            }
         }
-        deliver(&mut r, &[target], &m);
         Ok(())
     }
 
