@@ -495,7 +495,7 @@ impl Ws {
     }
 
     /// Sends a close frame and waits (briefly) for the server's.
-    async fn close(&mut self, _: Option<()>) {
+    async fn close(&mut self) {
         if self.write_frame(0x8, &1000u16.to_be_bytes()).await.is_err() {
             return;
         }
@@ -801,7 +801,7 @@ async fn socket(
             () = &mut timer => {}
         }
     }
-    let _ = tokio::time::timeout(Duration::from_secs(5), ws.close(None)).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), ws.close()).await;
     stats
 }
 

@@ -153,21 +153,22 @@ impl Session {
         self.out.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues `packet` for the client. False when the session is closed, or when `bounded`
-    /// and [`ws::QUEUE`] packets are waiting already.
-    fn send(&self, packet: String, bounded: bool) -> bool {
+    /// Sends the packet made of `parts` to the client: over its WebSocket, written as it is;
+    /// while polling, queued. False when the session is closed, or when `bounded` and
+    /// [`ws::QUEUE`] packets are waiting already.
+    fn send(&self, parts: &[&str], bounded: bool) -> bool {
         {
             let mut o = self.out();
             if o.closed.is_some() {
                 return false;
             }
             if let Some(conn) = &o.conn {
-                return conn.send_text(&[packet.as_bytes()], bounded);
+                return conn.send_text(parts, bounded);
             }
             if bounded && o.queue.len() >= ws::QUEUE {
                 return false;
             }
-            o.queue.push_back(packet);
+            o.queue.push_back(parts.concat());
         }
         self.wake.notify_one();
         true
@@ -176,7 +177,7 @@ impl Session {
     /// Queues an answer to the client, bounded as events are: a client that makes answers
     /// faster than it reads them is closed as a slow consumer.
     fn reply(&self, packet: String) {
-        if !self.send(packet, true) {
+        if !self.send(&[&packet], true) {
             self.close(SLOW);
         }
     }
@@ -231,18 +232,8 @@ impl Session {
 
 impl Outbox for Session {
     fn push(&self, m: &Message) -> bool {
-        {
-            let o = self.out();
-            if o.closed.is_some() {
-                return false;
-            }
-            if let Some(conn) = &o.conn {
-                // `42["event",data]`, written without making the packet first.
-                let (event, data) = (m.event.as_bytes(), m.data.get().as_bytes());
-                return conn.send_text(&[b"42[\"", event, b"\",", data, b"]"], true);
-            }
-        }
-        self.send(event_packet(m.event, m.data.get()), true)
+        // `42["event",data]` (see `event_packet`), in its parts.
+        self.send(&["42[\"", m.event, "\",", m.data.get(), "]"], true)
     }
 
     fn disconnect(&self, reason: &'static str) {
@@ -259,7 +250,7 @@ impl Outbox for Session {
         if self.unanswered(Instant::now()) {
             self.close(ws::PING_TIMEOUT_REASON);
         } else {
-            self.send("2".into(), false);
+            self.send(&["2"], false);
         }
     }
 }
@@ -555,7 +546,7 @@ impl Engine {
                 if s.unanswered(now) {
                     return self.end(&s, "ping timeout");
                 }
-                s.send("2".into(), false);
+                s.send(&["2"], false);
                 next_ping = now + ws::PING_EVERY;
             }
         }
@@ -612,7 +603,7 @@ impl Engine {
         let Some(s) = self.open(token, Transport::Websocket) else {
             return conn.close(wire::TRY_AGAIN_LATER, "too many sessions", false);
         };
-        if !conn.send_text(&[open_packet(&s.sid, false).as_bytes()], false) {
+        if !conn.send_text(&[&open_packet(&s.sid, false)], false) {
             return self.end(&s, "transport error");
         }
         s.out().conn = Some(conn.clone());
@@ -636,7 +627,7 @@ impl Engine {
                 began = true;
             }
             s.wake.notify_one();
-            conn.send_text(&[b"3probe"], false) && next_text_is(&mut reader, &conn, "5").await
+            conn.send_text(&["3probe"], false) && next_text_is(&mut reader, &conn, "5").await
         })
         .await;
         let closed = {
@@ -650,7 +641,7 @@ impl Engine {
             o.transport = Transport::Websocket;
             // What was queued while polling goes first, in order.
             for packet in o.queue.drain(..) {
-                conn.send_text(&[packet.as_bytes()], false);
+                conn.send_text(&[&packet], false);
             }
             Session::trim(&mut o);
             o.conn = Some(conn.clone());
@@ -835,8 +826,8 @@ impl Engine {
             }
             Err(e) => {
                 let data = serde_json::json!({"code": e.code(), "message": e.to_string()});
-                s.send(event_packet("error", &data.to_string()), false);
-                s.send("41".into(), false);
+                s.send(&[&event_packet("error", &data.to_string())], false);
+                s.send(&["41"], false);
                 s.close("refused");
             }
         }

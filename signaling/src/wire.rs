@@ -257,16 +257,16 @@ impl Conn {
     /// nothing is queued before it, else queued. False if the connection is closing or
     /// failed, or, when `bounded`, [`QUEUE`] frames are queued already (the caller then
     /// closes it: a slow consumer).
-    pub fn send_text(&self, parts: &[&[u8]], bounded: bool) -> bool {
+    pub fn send_text(&self, parts: &[&str], bounded: bool) -> bool {
         self.send(TEXT, parts, bounded)
     }
 
     /// A ping (the server's heartbeat), not counted against the queue's bound.
     pub fn ping(&self) -> bool {
-        self.send(PING, &[], false)
+        self.send::<&[u8]>(PING, &[], false)
     }
 
-    fn send(&self, opcode: u8, parts: &[&[u8]], bounded: bool) -> bool {
+    fn send<P: AsRef<[u8]>>(&self, opcode: u8, parts: &[P], bounded: bool) -> bool {
         let mut o = self.out();
         if o.closing.is_some() || o.failed {
             return false;
@@ -274,43 +274,37 @@ impl Conn {
         self.push(&mut o, opcode, parts, bounded)
     }
 
-    fn push(&self, o: &mut Out, opcode: u8, parts: &[&[u8]], bounded: bool) -> bool {
-        let len: usize = parts.iter().map(|p| p.len()).sum();
+    fn push<P: AsRef<[u8]>>(&self, o: &mut Out, opcode: u8, parts: &[P], bounded: bool) -> bool {
+        let len: usize = parts.iter().map(|p| p.as_ref().len()).sum();
         let mut head = [0u8; 10];
         let head = header(&mut head, opcode, len);
-        let total = head.len() + len;
         if !o.queue.is_empty() {
             if bounded && o.queue.len() >= QUEUE {
                 return false;
             }
-            o.queue.push_back(frame_bytes(head, parts, 0));
+            o.queue.push_back(frame_bytes(head, parts));
             return true;
         }
-        // Nothing queued, so the connection's task is not waiting to write: try now. The
-        // no-op waker is all this registers, and if the socket is full the task takes over
-        // with its own.
-        let mut cx = Context::from_waker(Waker::noop());
-        let half = Pin::new(&mut o.half);
-        let written = if total <= SMALL {
-            // One contiguous buffer: a plain send, cheaper in the kernel than a writev.
-            let mut buf = [0u8; SMALL];
+        // Nothing queued, so the connection's task is not waiting to write: try now, in one
+        // send of the whole frame (cheaper in the kernel than a writev of its parts). The
+        // no-op waker is all this registers; if the socket is full, the task takes over with
+        // its own.
+        let total = head.len() + len;
+        let mut small = [0u8; SMALL];
+        let big;
+        let frame: &[u8] = if total <= SMALL {
             let mut at = 0;
-            for p in std::iter::once(head).chain(parts.iter().copied()) {
-                buf[at..at + p.len()].copy_from_slice(p);
+            for p in std::iter::once(head).chain(parts.iter().map(AsRef::as_ref)) {
+                small[at..at + p.len()].copy_from_slice(p);
                 at += p.len();
             }
-            half.poll_write(&mut cx, &buf[..total])
-        } else if parts.len() < 8 {
-            let mut slices = [IoSlice::new(&[]); 8];
-            slices[0] = IoSlice::new(head);
-            for (s, p) in slices[1..].iter_mut().zip(parts) {
-                *s = IoSlice::new(p);
-            }
-            half.poll_write_vectored(&mut cx, &slices[..=parts.len()])
+            &small[..total]
         } else {
-            Poll::Pending
+            big = frame_bytes(head, parts);
+            &big
         };
-        let n = match written {
+        let mut cx = Context::from_waker(Waker::noop());
+        let n = match Pin::new(&mut o.half).poll_write(&mut cx, frame) {
             Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
                 o.failed = true;
                 self.wake();
@@ -319,11 +313,10 @@ impl Conn {
             Poll::Ready(Ok(n)) => n,
             Poll::Pending => 0,
         };
-        if n == total {
-            return true;
+        if n < total {
+            o.queue.push_back(frame[n..].to_vec());
+            self.wake();
         }
-        o.queue.push_back(frame_bytes(head, parts, n));
-        self.wake();
         true
     }
 
@@ -427,21 +420,14 @@ impl Conn {
             if std::mem::replace(&mut o.finished, true) {
                 return;
             }
-            let closing = o.closing.clone();
-            if o.closing.is_none() {
-                o.closing = Some(Closing {
-                    code: NORMAL,
-                    reason: String::new(),
-                    flush: false,
-                });
-            }
-            closing
+            // Nothing more is taken from here on; with no close asked for, a plain one.
+            let normal = || Closing {
+                code: NORMAL,
+                reason: String::new(),
+                flush: false,
+            };
+            o.closing.get_or_insert_with(normal).clone()
         };
-        let closing = closing.unwrap_or(Closing {
-            code: NORMAL,
-            reason: String::new(),
-            flush: false,
-        });
         if closing.flush {
             let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.flush()).await;
         }
@@ -464,7 +450,7 @@ impl Conn {
                 end -= 1;
             }
             let reason = &closing.reason.as_bytes()[..end];
-            self.push(&mut o, CLOSE, &[&code, reason], false);
+            self.push(&mut o, CLOSE, &[&code[..], reason], false);
         }
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
             if self.flush().await.is_ok() {
@@ -477,18 +463,13 @@ impl Conn {
     }
 }
 
-/// A whole frame as bytes, less the first `skip` (written already).
-fn frame_bytes(head: &[u8], parts: &[&[u8]], skip: usize) -> Vec<u8> {
-    let len = head.len() + parts.iter().map(|p| p.len()).sum::<usize>();
-    let mut v = Vec::with_capacity(len - skip);
-    let mut skip = skip;
-    for p in std::iter::once(head).chain(parts.iter().copied()) {
-        if skip >= p.len() {
-            skip -= p.len();
-            continue;
-        }
-        v.extend_from_slice(&p[skip..]);
-        skip = 0;
+/// A whole frame as bytes: its header, then its payload's parts.
+fn frame_bytes<P: AsRef<[u8]>>(head: &[u8], parts: &[P]) -> Vec<u8> {
+    let len = head.len() + parts.iter().map(|p| p.as_ref().len()).sum::<usize>();
+    let mut v = Vec::with_capacity(len);
+    v.extend_from_slice(head);
+    for p in parts {
+        v.extend_from_slice(p.as_ref());
     }
     v
 }
@@ -724,17 +705,14 @@ impl Reader {
                 self.buf = vec![0; READ_BUFFER];
             }
         }
-        if self.end == self.buf.len() {
-            self.make_room(self.buf.len() + READ_BUFFER);
-        }
+        // `next` made room for the frame (or its header) it waits for.
+        debug_assert!(self.end < self.buf.len());
         let end = self.end;
         let n = std::future::poll_fn(|cx| {
             let mut rb = ReadBuf::new(&mut self.buf[end..]);
-            match Pin::new(&mut self.half).poll_read(cx, &mut rb) {
-                Poll::Ready(Ok(())) => Poll::Ready(Ok(rb.filled().len())),
-                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-                Poll::Pending => Poll::Pending,
-            }
+            Pin::new(&mut self.half)
+                .poll_read(cx, &mut rb)
+                .map_ok(|()| rb.filled().len())
         })
         .await?;
         self.end += n;
@@ -820,13 +798,11 @@ mod tests {
     }
 
     #[test]
-    fn frame_bytes_skip_what_was_written() {
-        let parts: [&[u8]; 2] = [b"ab", b"cd"];
+    fn frame_bytes_are_the_header_then_the_parts() {
+        let parts: [&str; 2] = ["ab", "cd"];
         assert_eq!(
-            frame_bytes(&[0x81, 4], &parts, 0),
+            frame_bytes(&[0x81, 4], &parts),
             [0x81, 4, b'a', b'b', b'c', b'd']
         );
-        assert_eq!(frame_bytes(&[0x81, 4], &parts, 3), b"bcd");
-        assert_eq!(frame_bytes(&[0x81, 4], &parts, 4), b"cd");
     }
 }

@@ -117,16 +117,9 @@ struct WsOutbox {
 
 impl Outbox for WsOutbox {
     fn push(&self, m: &Message) -> bool {
-        self.conn.send_text(
-            &[
-                br#"{"event":""#,
-                m.event.as_bytes(),
-                br#"","data":"#,
-                m.data.get().as_bytes(),
-                b"}",
-            ],
-            true,
-        )
+        let (event, data) = (m.event, m.data.get());
+        let parts = [r#"{"event":""#, event, r#"","data":"#, data, "}"];
+        self.conn.send_text(&parts, true)
     }
 
     /// Closed with 1001 (going away) at a stop, after what was queued (the calls'
@@ -292,10 +285,7 @@ fn reply(
     id: Option<&serde_json::Value>,
 ) {
     let m = Message::new(event, data);
-    if !outbox
-        .conn
-        .send_text(&[frame(event, &m.data, id).as_bytes()], true)
-    {
+    if !outbox.conn.send_text(&[&frame(event, &m.data, id)], true) {
         outbox.disconnect("slow consumer");
     }
 }
