@@ -29,6 +29,8 @@ use rand::RngCore as _;
 use serde::Deserialize;
 use switchboard_turn::policy::Cidr;
 
+use crate::cors::{self, AllowedOrigins};
+
 /// Where the development default keeps its state and generated secrets.
 pub const DEV_STATE_DIR: &str = "./switchboard-data";
 
@@ -113,6 +115,8 @@ pub struct HttpConfig {
     pub max_connections: u32,
     pub public_url: Option<String>,
     pub tls: Option<TlsFiles>,
+    /// Origins whose pages may use the API, Socket.IO and the JS client (see `src/cors.rs`).
+    pub allowed_origins: AllowedOrigins,
 }
 
 /// `[turn]`.
@@ -515,6 +519,7 @@ struct RawHttp {
     public_url: Option<String>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+    allowed_origins: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -595,7 +600,7 @@ type Result<T, E = ConfigError> = std::result::Result<T, E>;
 fn validate(raw: Raw, base: &Path, origin: Origin, route_source: RouteSource) -> Result<Config> {
     let mut warnings = Vec::new();
     let dev = raw.dev;
-    let http = validate_http(raw.http, base)?;
+    let http = validate_http(raw.http, base, &mut warnings)?;
     let turn = validate_turn(
         raw.turn,
         base,
@@ -654,7 +659,7 @@ fn validate(raw: Raw, base: &Path, origin: Origin, route_source: RouteSource) ->
     })
 }
 
-fn validate_http(raw: RawHttp, base: &Path) -> Result<HttpConfig> {
+fn validate_http(raw: RawHttp, base: &Path, warnings: &mut Vec<Warning>) -> Result<HttpConfig> {
     let listen = socket_addr(
         "http.listen",
         raw.listen.as_deref().unwrap_or(DEFAULT_HTTP_LISTEN),
@@ -679,7 +684,34 @@ fn validate_http(raw: RawHttp, base: &Path) -> Result<HttpConfig> {
         max_connections,
         public_url: raw.public_url,
         tls: tls_files("http", raw.tls_cert, raw.tls_key, base)?,
+        allowed_origins: allowed_origins(raw.allowed_origins, warnings)?,
     })
+}
+
+fn allowed_origins(raw: Vec<String>, warnings: &mut Vec<Warning>) -> Result<AllowedOrigins> {
+    const KEY: &str = "http.allowed_origins";
+    if raw.iter().any(|o| o == "*") {
+        if raw.len() > 1 {
+            return Err(ConfigError::new(
+                KEY,
+                "\"*\" allows every origin: list it alone, or list origins without it",
+            ));
+        }
+        warnings.push(Warning::new(
+            KEY,
+            "\"*\": pages of every origin may call the API and open sockets with a token \
+             they hold; list the host application's origins instead",
+        ));
+        return Ok(AllowedOrigins::Any);
+    }
+    let mut list = Vec::with_capacity(raw.len());
+    for (i, o) in raw.iter().enumerate() {
+        let o = cors::parse_origin(o).map_err(|m| ConfigError::new(format!("{KEY}[{i}]"), m))?;
+        if !list.contains(&o) {
+            list.push(o);
+        }
+    }
+    Ok(AllowedOrigins::List(list))
 }
 
 fn validate_turn(
@@ -1125,6 +1157,41 @@ mod tests {
     }
 
     const MINIMAL: &str = "[turn]\nsecret = \"0123456789abcdef\"\nrelay_ip = \"198.51.100.7\"\n";
+
+    #[test]
+    fn allowed_origins_are_origins_as_browsers_send_them() {
+        let c = load(&format!(
+            "{MINIMAL}[http]\nallowed_origins = [\"https://Chat.example.com\", \"http://127.0.0.1:5173\", \"https://chat.example.com\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.http.allowed_origins,
+            AllowedOrigins::List(vec![
+                "https://chat.example.com".into(),
+                "http://127.0.0.1:5173".into()
+            ])
+        );
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        assert!(load(MINIMAL)
+            .unwrap()
+            .http
+            .allowed_origins
+            .is_same_origin_only());
+        let any = load(&format!("{MINIMAL}[http]\nallowed_origins = [\"*\"]\n")).unwrap();
+        assert_eq!(any.http.allowed_origins, AllowedOrigins::Any);
+        assert!(any.warnings.iter().any(|w| w.key == "http.allowed_origins"));
+        for (list, key) in [
+            ("[\"https://chat.example.com/\"]", "http.allowed_origins[0]"),
+            (
+                "[\"https://a.example\", \"chat.example.com\"]",
+                "http.allowed_origins[1]",
+            ),
+            ("[\"*\", \"https://a.example\"]", "http.allowed_origins"),
+        ] {
+            let e = err(&format!("{MINIMAL}[http]\nallowed_origins = {list}\n"));
+            assert_eq!(e.key, key, "{list}: {e}");
+        }
+    }
 
     const FULL: &str = r#"
 dev = false

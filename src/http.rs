@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::config::Config;
-use crate::metrics;
+use crate::{cors, metrics};
 use crate::{demo, web};
 use metrics_exporter_prometheus::PrometheusHandle;
 use switchboard_turn::io::Stats;
@@ -215,6 +215,10 @@ impl Http {
         };
         let app = app
             .fallback(api::not_found)
+            .layer(axum::middleware::from_fn_with_state(
+                Arc::new(config.http.allowed_origins.clone()),
+                cors::layer,
+            ))
             .layer(CatchPanicLayer::custom(|_| api::panic_response()))
             .layer(axum::middleware::from_fn(metrics::track));
         let stop = CancellationToken::new();

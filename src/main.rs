@@ -12,6 +12,7 @@
 mod check_config;
 mod cli;
 mod config;
+mod cors;
 mod demo;
 mod http;
 mod logging;
