@@ -2122,3 +2122,52 @@ async fn a_bad_socket_id_is_refused() {
         }
     }
 }
+
+/// The page's JS clients under node (`tests/browser/ws_client.mjs`): web/signaling.js's
+/// SignalingSocket gets acks of relayed events and names itself in a REST answer's
+/// `X-Socket-Id`; web/webrtc.js's `setTurnCredentials` refuses, saying what to pass, what the
+/// spec's snippet gives it (undefined, a fetch Response) and takes the body or its credentials.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_js_clients_ack_relays_and_explain_bad_credentials() {
+    let w = World::start();
+    let who = |p: &Person| json!({"id": p.id, "name": p.name, "token": p.token});
+    let cfg = json!({
+        "base": format!("http://{}", w.d.http),
+        "conversation": w.conv,
+        "alice": who(&w.alice),
+        "bob": who(&w.bob),
+    });
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/ws_client.mjs");
+    let (code, out) = blocking(|| {
+        common::run_bounded(
+            std::process::Command::new("node")
+                .arg("--experimental-websocket")
+                .arg("--experimental-detect-module")
+                .arg(script)
+                .arg(cfg.to_string()),
+            Duration::from_secs(60),
+        )
+    });
+    assert_eq!(code, Some(0), "ws_client.mjs:\n{out}");
+    for step in [
+        "the spec's snippet (undefined) throws a clear error",
+        "a fetch Response throws a clear error",
+        "credentials without urls throw",
+        "null throws",
+        "the whole response body is accepted",
+        "its credentials are accepted",
+        "each SignalingSocket has its own id",
+        "emit with a callback: a relayed null candidate acked",
+        "the null candidate relayed",
+        "emitWithAck of a relayed offer resolves",
+        "emitWithAck of a refused relay rejects with its code",
+        "the laptop got call:answered-elsewhere",
+        "the phone, named by X-Socket-Id, was not told",
+    ] {
+        assert!(
+            out.lines().any(|l| l.starts_with(&format!("ok {step}"))),
+            "no `ok {step}` in:\n{out}"
+        );
+    }
+}
