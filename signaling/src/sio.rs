@@ -12,6 +12,9 @@
 //! performed in the order it sent them. With an acknowledgement callback the answer is the
 //! REST body, `{success: true}` for a relayed message, or `{error: {code, message}}`; without
 //! one a refusal is an `error` event `{code, message, event}`. Binary attachments are refused.
+//! The client's `socket.id` (the CONNECT answer's `sid`) is what a REST answer or rejection
+//! names in `X-Socket-Id` to leave this socket out of `call:answered-elsewhere` and
+//! `call:rejected-elsewhere`.
 //!
 //! # Why it is written here
 //! The hub first used socketioxide. Measured with `bench/hub.sh` (heaptrack for the split),

@@ -3,16 +3,20 @@
 //! Every frame, both ways, is `{"event": "...", "data": {...}}`; a client frame may carry an
 //! `"id"`, echoed in the answer to it. The user authenticates with the same JWT as the REST
 //! API, in `Authorization: Bearer` or `?token=`; without a valid one the upgrade is refused
-//! with the API's 401.
+//! with the API's 401. The socket's id, which a REST answer or rejection names in
+//! `X-Socket-Id` ([`SOCKET_ID`]), is the client's `?socketId=` (see [`is_socket_name`]; another
+//! is refused 400) or one the daemon picks; the 101 carries it in `X-Socket-Id`.
 //!
 //! Client → server:
 //! - `call:offer`, `call:answer`, `call:ice-candidate` with `{callId, targetUserId, offer |
 //!   answer | candidate}`: relayed to every socket of the target as `{callId, fromUserId,
 //!   ...}` (the sender is the socket's user, never what the client says), if both are in the
-//!   live call;
+//!   live call; `candidate: null` (the end of candidates) is a candidate. With an `id`, the
+//!   frame is acked `{"success": true}`, as Socket.IO acks a relayed emit;
 //! - `call:accept`, `call:reject`, `call:end` with `{callId}` and `call:media` with `{callId,
 //!   audioEnabled?, videoEnabled?, screenSharing?}`: the REST transitions, answered with an
-//!   `ack` frame holding the REST response body;
+//!   `ack` frame holding the REST response body (`call:accept` and `call:reject` also tell the
+//!   user's other sockets: `call:answered-elsewhere`, `call:rejected-elsewhere`);
 //! - `call:stats` with `{callId, rtt?, jitter?, packetLoss?, bitrate?, relayed?}`: a joined
 //!   participant's connection report (see [`crate::quality`]), acked `{success, quality}`.
 //!
