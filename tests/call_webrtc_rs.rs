@@ -71,6 +71,9 @@ async fn two_webrtc_rs_peers_call_through_the_relay() {
         assert_eq!(incoming["initiatedBy"], alice_user.uid(), "{incoming}");
         let answered = blocking(|| api.act_ok(&bob_user, &call, "answer"));
         assert_eq!(answered["status"], "active", "{answered}");
+        // Answered over REST without naming his socket (`X-Socket-Id`): it is told too.
+        let elsewhere = bob.signal.next("call:answered-elsewhere").await;
+        assert_eq!(elsewhere["callId"], call, "{elsewhere}");
         let joined = alice.signal.next("call:participant-joined").await;
         assert_eq!(joined["callId"], call, "{joined}");
         assert_eq!(joined["userId"], bob_user.uid(), "{joined}");

@@ -52,9 +52,7 @@ const METHOD_NOT_ALLOWED: Refusal = (405, "method_not_allowed");
 const INVALID_TRANSITION: Refusal = (409, "invalid_transition");
 const BODY_TOO_LARGE: Refusal = (413, "body_too_large");
 const TOO_MANY_PARTICIPANTS: Refusal = (422, "too_many_participants");
-const UNKNOWN_PARTICIPANT: Refusal = (422, "unknown_participant");
 const NO_PARTICIPANTS: Refusal = (422, "no_participants");
-const SELF_INVITE: Refusal = (422, "self_invite");
 const NOT_A_MEMBER: Refusal = (422, "not_a_member");
 
 // ---------------------------------------------------------------------------------------------
@@ -1209,32 +1207,37 @@ fn initiate_refuses_impossible_calls_with_422() {
         "{body}"
     );
 
-    // Invitees who are not users.
-    let ghost = Uuid::new_v4();
-    let to_ghost =
-        json!({"conversationId": conv, "type": "audio", "participantIds": [bob.id, ghost]});
-    let body = t.refused(UNKNOWN_PARTICIPANT, |api| {
-        api.post_initiate(&alice.token, &to_ghost)
-    });
-    assert!(message(&body).contains(&ghost.to_string()), "{body}");
-    assert!(
-        !message(&body).contains(&bob.uid()),
-        "only the unknown one: {body}"
-    );
-
-    // Nobody, or oneself.
-    for (to, refusal) in [
-        (&[][..], NO_PARTICIPANTS),
-        (&[&alice], SELF_INVITE),
-        (&[&bob, &alice], SELF_INVITE),
-    ] {
-        t.refused(refusal, |_| t.try_initiate(&alice, conv, "audio", to));
+    // Nobody, or only oneself (the caller listed is ignored): nobody to call. The nil UUID is
+    // nobody either.
+    for to in [&[][..], &[&alice], &[&alice, &alice]] {
+        t.refused(NO_PARTICIPANTS, |_| {
+            t.try_initiate(&alice, conv, "audio", to)
+        });
     }
+    let to_nil = json!({"conversationId": conv, "participantIds": [bob.id, Uuid::nil()]});
+    t.refused_naming(INVALID_FIELD, "participantIds[1]", |api| {
+        api.post_initiate(&alice.token, &to_nil)
+    });
     assert_eq!(t.count("SELECT * FROM conversations", &[]), 0);
 
-    // Exactly the maximum is fine; duplicates count once.
-    let call = t.initiate(&alice, conv, "video", &[&bob, &carol]);
+    // Exactly the maximum is fine; duplicates, and the caller among the invitees (inviting
+    // every member is a normal client pattern), count once.
+    let (s, body) = t.try_initiate(&alice, conv, "video", &[&alice, &bob, &carol, &alice]);
+    assert_eq!(s, 201, "{body}");
+    let call = call_id_of(&body).to_owned();
+    let invitees: Vec<&Value> = body["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| &p["userId"])
+        .collect();
+    assert_eq!(invitees, [&json!(bob.uid()), &json!(carol.uid())], "{body}");
     assert_eq!(t.participants(&call).len(), 3);
+    t.assert_statuses(
+        &call,
+        &[&alice, &bob, &carol],
+        &["joined", "invited", "invited"],
+    );
     let (s, body) = t.try_initiate(&alice, conv, "audio", &[&bob, &bob, &carol]);
     assert_eq!(s, 201, "{body}");
     assert_eq!(body["participants"].as_array().unwrap().len(), 2);
@@ -1487,11 +1490,13 @@ fn closed_conversations_need_provisioned_members() {
         t.try_initiate(&alice, conv, "audio", &[&bob, &carol])
     });
     assert!(message(&body).contains(&carol.uid()), "{body}");
-    let to_ghost =
-        json!({"conversationId": conv, "type": "audio", "participantIds": [Uuid::new_v4()]});
-    t.refused(UNKNOWN_PARTICIPANT, |api| {
+    // A user switchboard has never seen is an outsider like Carol.
+    let ghost = Uuid::new_v4();
+    let to_ghost = json!({"conversationId": conv, "type": "audio", "participantIds": [ghost]});
+    let body = t.refused(NOT_A_MEMBER, |api| {
         api.post_initiate(&alice.token, &to_ghost)
     });
+    assert!(message(&body).contains(&ghost.to_string()), "{body}");
 
     // Members call each other; the provisioned names are the spec's userName/userIdentifier.
     let (s, body) = t.try_initiate(&alice, conv, "video", &[&bob]);
@@ -1553,6 +1558,111 @@ fn open_conversations_are_open_only_to_their_first_call() {
 }
 
 // =============================================================================================
+// Invitees switchboard has not seen yet.
+
+/// A chat app's members exist in the chat app: in a new open conversation any UUID is a user
+/// (recorded bare, in the same transaction as the call); their first token names them. In a
+/// provisioned conversation every member is, named or not.
+#[test]
+fn invitees_never_seen_are_called_and_named_by_their_first_token() {
+    let t = T::start(Options::default());
+    let [alice, bob] = t.people(["Alice", "Bob"]);
+    let zed = Person::new("Zed");
+    let conv = Uuid::new_v4();
+    let (s, body) = t.try_initiate(&alice, conv, "video", &[&bob, &zed]);
+    assert_eq!(s, 201, "{body}");
+    let call = call_id_of(&body).to_owned();
+    let bare = json!({"userId": zed.uid(), "userName": null, "userIdentifier": null,
+                      "status": "invited"});
+    common::assert_fields(&body["participants"][1], &bare);
+    assert_eq!(
+        t.user_row(&zed.uid()),
+        Some(json!({"name": null, "email": null}))
+    );
+    assert_eq!(
+        t.members(conv),
+        BTreeSet::from([alice.uid(), bob.uid(), zed.uid()])
+    );
+    t.assert_statuses(
+        &call,
+        &[&alice, &bob, &zed],
+        &["joined", "invited", "invited"],
+    );
+
+    // Zed's first request names him; the call shows it.
+    let seen = t.get_call(&zed, &call);
+    let named = json!({"userId": zed.uid(), "userName": "Zed",
+                       "userIdentifier": "zed@example.com"});
+    common::assert_fields(&seen["participants"][2], &named);
+    assert_eq!(t.ok(&zed, &call, "answer")["status"], "active");
+
+    // A provisioned conversation: a member the admin API named by id only is called too.
+    let yan = Person::new("Yan");
+    let provisioned = Uuid::new_v4();
+    let (s, b) = t.put_conversation(provisioned, &json!({"memberIds": [alice.id, yan.id]}));
+    assert_eq!(s, 200, "{b}");
+    let (s, body) = t.try_initiate(&alice, provisioned, "audio", &[&yan]);
+    assert_eq!(s, 201, "{body}");
+    assert_eq!(body["participants"][0]["userName"], Value::Null, "{body}");
+
+    // A refused call leaves no bare user behind.
+    let xi = Uuid::new_v4();
+    let too_many: Vec<Uuid> = (0..30).map(|_| Uuid::new_v4()).collect();
+    t.refused(TOO_MANY_PARTICIPANTS, |api| {
+        api.post_initiate(
+            &alice.token,
+            &json!({"conversationId": Uuid::new_v4(),
+                                                "participantIds": too_many}),
+        )
+    });
+    let into_provisioned = json!({"conversationId": provisioned, "participantIds": [xi]});
+    t.refused(NOT_A_MEMBER, |api| {
+        api.post_initiate(&alice.token, &into_provisioned)
+    });
+    assert_eq!(t.user_row(&xi.to_string()), None);
+}
+
+/// An invitee who never connects misses the call when the ring timeout fires, like anyone
+/// else; the call is in their history (they are a member of its conversation), `missed`.
+#[test]
+fn an_invitee_who_never_connects_misses_the_call_and_finds_it_in_their_history() {
+    let t = T::calls("ring_timeout = \"1s\"");
+    let [alice] = t.people(["Alice"]);
+    let zed = Person::new("Zed");
+    let conv = Uuid::new_v4();
+    let call = t.initiate(&alice, conv, "audio", &[&zed]);
+    let over = || t.call_row(&call)["ended_at"].is_string();
+    assert!(
+        wait_until(Duration::from_secs(5), over),
+        "not missed: {}",
+        t.call_row(&call)
+    );
+    t.assert_over(&call, ("missed", "no-answer"), 0, &Value::Null);
+    t.assert_statuses(&call, &[&alice, &zed], &["left", "missed"]);
+    assert_eq!(
+        t.user_row(&zed.uid()),
+        Some(json!({"name": null, "email": null}))
+    );
+
+    // Zed signs in later: the call is in his history, missed, with his name now.
+    let (s, history) = t.api.get("/api/calls", &zed.token);
+    assert_eq!(s, 200, "{history}");
+    let calls = history["calls"].as_array().unwrap();
+    assert_eq!(calls.len(), 1, "{history}");
+    common::assert_fields(
+        &calls[0],
+        &json!({"id": call, "conversationId": conv, "status": "missed",
+                "endReason": "no-answer", "initiatedBy": alice.uid(), "duration": 0}),
+    );
+    common::assert_fields(
+        &calls[0]["participants"][1],
+        &json!({"userId": zed.uid(), "userName": "Zed", "status": "missed",
+                "joinedAt": null}),
+    );
+    t.refuses(&zed, &call, ["answer", "reject"], INVALID_TRANSITION);
+}
+
+// =============================================================================================
 // Refused requests leave no trace, not even of the caller.
 
 #[test]
@@ -1563,9 +1673,10 @@ fn a_refused_request_records_nothing_about_its_caller() {
     let eve = Person::new("Eve");
     t.refused(CALL_NOT_FOUND, |api| api.get_call(&eve, &call));
     t.refuses(&eve, &call, ["answer"], CALL_NOT_FOUND);
-    let to_ghost = json!({"conversationId": Uuid::new_v4(), "participantIds": [Uuid::new_v4()]});
-    t.refused(UNKNOWN_PARTICIPANT, |api| {
-        api.post_initiate(&eve.token, &to_ghost)
+    let conv = t.get_call(&alice, &call)["conversationId"].clone();
+    let into_theirs = json!({"conversationId": conv, "participantIds": [alice.id]});
+    t.refused(CONVERSATION_NOT_FOUND, |api| {
+        api.post_initiate(&eve.token, &into_theirs)
     });
     assert_eq!(t.user_row(&eve.uid()), None);
 

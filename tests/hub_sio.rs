@@ -517,3 +517,41 @@ fn call_stats_are_graded_stored_and_summarised_with_the_relay_bytes() {
     assert_eq!(b["relay"]["bytesToPeer"], 0, "bob relayed nothing: {q}");
     assert_eq!(q["relayBytes"].as_u64().unwrap(), sent + echoed);
 }
+
+/// The spec's client code as written, over Socket.IO: see `sio_tolerance.mjs`.
+#[test]
+fn the_spec_client_patterns_work_over_socket_io() {
+    let w = World::start();
+    let zed = Person::new("Zed");
+    let who = |p: &Person| json!({"id": p.id, "name": p.name, "token": p.token});
+    let cfg = w.config(json!({"zed": who(&zed), "open": Uuid::new_v4()}));
+    let out = w.run(
+        "sio_tolerance.mjs",
+        &cfg,
+        &[
+            "the caller and a duplicate among participantIds ignored",
+            "bob's laptop got call:answered-elsewhere",
+            "the answering phone was not told",
+            "a null candidate acked as relayed",
+            "a device of bob got the null candidate",
+            "bob's phone got call:rejected-elsewhere",
+            "without X-Socket-Id, a device of bob got call:rejected-elsewhere",
+            "an unseen invitee is called, unnamed",
+            "zed's first socket got call:incoming",
+            "zed named by his socket's token",
+            "zed answered",
+        ],
+    );
+    // The last call (Alice and Zed, "?" to `stored`, which knows the World's people only).
+    let (call, statuses) = w.stored(&out);
+    assert_eq!(call["status"], "active", "{call}");
+    let joined = |who: &str| (who.to_owned(), "joined".to_owned());
+    assert_eq!(statuses, [joined("?"), joined("Alice")]);
+    let db = common::open_store(&w.d.store_path());
+    let named = query_rows(
+        &db,
+        "SELECT name, email FROM users WHERE id = ?1",
+        &[&zed.uid()],
+    );
+    assert_eq!(named, [json!({"name": "Zed", "email": "zed@example.com"})]);
+}

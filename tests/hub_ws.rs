@@ -2,8 +2,10 @@
 //! real sockets on loopback beside the REST API, one daemon per test. Authentication of the
 //! upgrade, a 1:1 call signaled end to end, every refusal (answered with an `error` frame,
 //! nothing delivered to anyone), several devices of one user, the transport's bounds, a stop
-//! with sockets connected, a group call of four with its joins and leaves, and the ring
-//! timeout seen from the sockets.
+//! with sockets connected, a group call of four with its joins and leaves, the ring
+//! timeout seen from the sockets, and the spec's client code as written: null candidates
+//! relayed, relayed frames acked, unseen invitees rung when they connect, REST answers and
+//! rejections heard by the user's other devices (`X-Socket-Id`).
 //!
 //! Every wait is bounded: [`FRAME_WAIT`] for a frame that must come, [`QUIET`] for "nothing is
 //! delivered".
@@ -449,6 +451,8 @@ async fn upgrade_needs_a_valid_token() {
     let call = w.call(&w.alice, &[&w.bob]);
     assert_eq!(bob.expect("call:incoming").await["callId"], call);
     w.act(&w.bob, &call, "answer");
+    // Over REST without `X-Socket-Id`: every device of Bob's hears it (this one too).
+    assert_eq!(bob.expect("call:answered-elsewhere").await["callId"], call);
     let joined = alice.expect("call:participant-joined").await;
     assert_eq!(joined["userId"], w.bob.id.to_string());
     alice.quiet().await;
@@ -511,12 +515,17 @@ async fn one_to_one_call_over_ws() {
         json!({"callId": call, "userId": b, "userName": "Bob", "userIdentifier": "bob@example.com"})
     );
 
-    // Offer and answer, relayed with the sender set by the server; no answer to the sender.
+    // Offer and answer, relayed with the sender set by the server; the sender's frame, with an
+    // id, is acked `{"success": true}` (as Socket.IO acks it), without one answered nothing.
     let offer = offer_sdp();
-    alice
-        .send(json!({"event": "call:offer", "id": "o1",
-                     "data": {"callId": call, "targetUserId": b, "offer": offer}}))
+    let ack = alice
+        .ack(
+            "call:offer",
+            json!({"callId": call, "targetUserId": b, "offer": offer}),
+            json!("o1"),
+        )
         .await;
+    assert_eq!(ack, json!({"success": true}));
     let got = bob.expect("call:offer").await;
     assert_eq!(
         got,
@@ -620,6 +629,7 @@ async fn refused_frames_deliver_nothing() {
     let call = w.call(&w.alice, &[&w.bob]);
     bob.expect("call:incoming").await;
     w.act(&w.bob, &call, "answer");
+    bob.expect("call:answered-elsewhere").await;
     alice.expect("call:participant-joined").await;
     let offer = offer_sdp();
     let signal = |from_target: &str, id: &str| {
@@ -736,7 +746,11 @@ async fn refused_frames_deliver_nothing() {
     alice.quiet().await;
 
     // The sockets still work, and the call is intact.
-    alice.send(signal(&b, "ok")).await;
+    let ok = alice.request(signal(&b, "ok")).await;
+    assert_eq!(
+        ok,
+        json!({"event": "ack", "data": {"success": true}, "id": "ok"})
+    );
     assert_eq!(bob.expect("call:offer").await["fromUserId"], a);
     assert_eq!(w.get_call(&w.alice, &call)["status"], "active");
 
@@ -803,6 +817,7 @@ async fn data_that_is_an_array_is_refused() {
     let call = w.call(&w.alice, &[&w.bob]);
     bob.expect("call:incoming").await;
     w.act(&w.bob, &call, "answer");
+    bob.expect("call:answered-elsewhere").await;
     alice.expect("call:participant-joined").await;
 
     let offer = offer_sdp();
@@ -858,6 +873,8 @@ async fn delivery_of_call_incoming_rings_the_invitee() {
     assert_eq!(statuses, ["joined", "ringing", "invited"]);
     // Answering from ringing works as from invited.
     assert_eq!(w.act(&w.bob, &call, "answer")["status"], "active");
+    // Over REST without `X-Socket-Id`: every device of Bob's hears it (this one too).
+    bob.expect("call:answered-elsewhere").await;
     bob.quiet().await;
 
     // A device that connects while its user is still being rung gets `call:incoming` at once,
@@ -944,7 +961,7 @@ async fn every_device_of_a_user_gets_its_events() {
 /// A `call:offer` frame of exactly `size` bytes (its SDP padded), and its SDP's length.
 fn offer_of_size(call: &str, target: &str, size: usize) -> (String, usize) {
     let with = |sdp: &str| {
-        json!({"event": "call:offer", "id": "big",
+        json!({"event": "call:offer",
                "data": {"callId": call, "targetUserId": target,
                         "offer": {"type": "offer", "sdp": sdp}}})
         .to_string()
@@ -964,6 +981,7 @@ async fn frames_over_64_kib_end_the_connection() {
     let call = w.call(&w.alice, &[&w.bob]);
     bob.expect("call:incoming").await;
     w.act(&w.bob, &call, "answer");
+    bob.expect("call:answered-elsewhere").await;
     alice.expect("call:participant-joined").await;
 
     // Exactly MAX_FRAME bytes: relayed whole.
@@ -1010,6 +1028,7 @@ async fn a_socket_that_stops_reading_is_closed_as_a_slow_consumer() {
     let call = w.call(&w.alice, &[&w.bob]);
     bob.expect("call:incoming").await;
     w.act(&w.bob, &call, "answer");
+    bob.expect("call:answered-elsewhere").await;
 
     // Bob reads nothing from now on. Eight devices of Alice's send him a burst of 60 KB
     // offers each: 48 MB, far more than the kernel holds for a socket that is not read
@@ -1241,6 +1260,7 @@ async fn a_user_has_at_most_16_sockets() {
         bob.expect("call:participant-joined").await["userId"],
         w.alice.id.to_string()
     );
+    replaced.expect("call:answered-elsewhere").await;
     replaced.quiet().await;
 }
 
@@ -1255,6 +1275,7 @@ async fn stop_closes_the_sockets_and_exits() {
     let call = w.call(&w.alice, &[&w.bob]);
     bob.expect("call:incoming").await;
     w.act(&w.bob, &call, "answer");
+    bob.expect("call:answered-elsewhere").await;
     alice.expect("call:participant-joined").await;
 
     let started = Instant::now();
@@ -1849,4 +1870,304 @@ async fn a_rest_answer_without_a_socket_leaves_after_the_grace() {
     alice.expect("call:participant-joined").await;
     tokio::time::sleep(GRACE + Duration::from_millis(500)).await;
     assert_eq!(w.get_call(&w.alice, &call)["status"], "active");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 9. The spec's client code as written.
+
+/// The opening handshake of `/ws?socketId=<name>` as `who`: the stream and the 101's
+/// `X-Socket-Id`.
+async fn handshake_named(d: &Daemon, who: &Person, name: Option<&str>) -> (Stream, Option<String>) {
+    let url = match name {
+        Some(n) => format!("ws://{}/ws?socketId={n}", d.http),
+        None => format!("ws://{}/ws", d.http),
+    };
+    let mut req = url.into_client_request().expect("a ws:// request");
+    let value = format!("Bearer {}", who.token)
+        .parse()
+        .expect("a header value");
+    req.headers_mut().insert(header::AUTHORIZATION, value);
+    let (stream, resp) = tokio::time::timeout(FRAME_WAIT, tokio_tungstenite::connect_async(req))
+        .await
+        .expect("the handshake did not finish in time")
+        .expect("the upgrade");
+    let id = resp
+        .headers()
+        .get("x-socket-id")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (stream, id)
+}
+
+/// A socket of `who` that its client names `name`, attached when this returns.
+async fn open_named(w: &World, who: &Person, name: &str) -> Ws {
+    let (stream, id) = handshake_named(&w.d, who, Some(name)).await;
+    assert_eq!(id.as_deref(), Some(name), "the 101 names the socket");
+    let mut ws = Ws::from(stream, &format!("{}'s {name}", who.name));
+    ws.probe().await;
+    ws
+}
+
+/// `candidate: null` is the end of the candidates (what a browser's last `icecandidate`
+/// carries): relayed as it is, not refused. A frame with an `id` that is relayed is acked
+/// `{"success": true}`, as Socket.IO acks it; without an `id`, nothing comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn null_candidates_are_relayed_and_relayed_frames_are_acked() {
+    let w = World::start();
+    let (a, b) = (w.alice.id.to_string(), w.bob.id.to_string());
+    let mut alice = w.open(&w.alice).await;
+    let mut bob = w.open(&w.bob).await;
+    let call = w.call(&w.alice, &[&w.bob]);
+    bob.expect("call:incoming").await;
+
+    let end = json!({"callId": call, "targetUserId": b, "candidate": null});
+    let ack = alice.ack("call:ice-candidate", end.clone(), json!(7)).await;
+    assert_eq!(ack, json!({"success": true}));
+    assert_eq!(
+        bob.expect("call:ice-candidate").await,
+        json!({"callId": call, "fromUserId": a, "candidate": null})
+    );
+    // Without an id: relayed, no answer.
+    alice
+        .send(json!({"event": "call:ice-candidate", "data": end}))
+        .await;
+    assert_eq!(
+        bob.expect("call:ice-candidate").await["candidate"],
+        Value::Null
+    );
+    alice.quiet().await;
+    // Each relayed event acks the same way.
+    let offer = json!({"callId": call, "targetUserId": b, "offer": offer_sdp()});
+    assert_eq!(
+        alice.ack("call:offer", offer, json!("o")).await,
+        json!({"success": true})
+    );
+    bob.expect("call:offer").await;
+    let answer = json!({"callId": call, "targetUserId": a, "answer": answer_sdp()});
+    assert_eq!(
+        bob.ack("call:answer", answer, json!({"n": 1})).await,
+        json!({"success": true})
+    );
+    alice.expect("call:answer").await;
+
+    // A missing candidate, or a null offer, is still refused; a refused relay's error carries
+    // the id as before.
+    let missing = json!({"event": "call:ice-candidate", "id": 8,
+                         "data": {"callId": call, "targetUserId": b}});
+    alice
+        .refused(missing, "invalid_field", "call:ice-candidate")
+        .await;
+    let null_offer = json!({"event": "call:offer", "id": 9,
+                            "data": {"callId": call, "targetUserId": b, "offer": null}});
+    alice
+        .refused(null_offer, "invalid_field", "call:offer")
+        .await;
+    let to_eve = json!({"event": "call:ice-candidate", "id": 10,
+        "data": {"callId": call, "targetUserId": w.eve.id, "candidate": null}});
+    alice
+        .refused(to_eve, "not_a_participant", "call:ice-candidate")
+        .await;
+    bob.quiet().await;
+}
+
+/// An invitee switchboard has never seen (a chat app's member who has not opened the app)
+/// is called; a socket of theirs that connects within the ring timeout is rung, and its
+/// token names them in the call, with no REST request of theirs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unseen_invitee_is_rung_when_a_socket_of_theirs_connects() {
+    let w = World::start();
+    let zed = Person::new("Zed");
+    let conv = Uuid::new_v4();
+    let call = blocking(|| w.api.start_call(&w.alice, conv, "audio", &[&w.bob, &zed]));
+    let bare = w.get_call(&w.alice, &call)["participants"][2].clone();
+    common::assert_fields(
+        &bare,
+        &json!({"userId": zed.uid(), "userName": null, "userIdentifier": null,
+                "status": "invited"}),
+    );
+
+    // Zed opens the app: his first socket gets the call:incoming waiting for him, and rings.
+    let (stream, _) = handshake_named(&w.d, &zed, None).await;
+    let mut phone = Ws::from(stream, "Zed");
+    let incoming = phone.expect("call:incoming").await;
+    assert_eq!(incoming["callId"], call);
+    assert_eq!(incoming["conversationId"], conv.to_string());
+    let rung = w.rings_within(&call, |c| c["participants"][2]["status"] == "ringing");
+    common::assert_fields(
+        &rung["participants"][2],
+        &json!({"userId": zed.uid(), "userName": "Zed", "userIdentifier": "zed@example.com"}),
+    );
+    // He answers from that socket.
+    let ack = phone
+        .ack("call:accept", json!({"callId": call}), json!(1))
+        .await;
+    assert_eq!(ack["status"], "active");
+}
+
+/// An answer or a rejection over REST tells the user's other devices (`call:answered-
+/// elsewhere`, `call:rejected-elsewhere`), leaving out the socket named by `X-Socket-Id`;
+/// without it, every device hears it. A socket's own `call:reject` tells the others too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_answers_and_rejections_stop_the_other_devices_ringing() {
+    let w = World::start();
+    let b = w.bob.id.to_string();
+    let mut phone = open_named(&w, &w.bob, "phone").await;
+    let mut laptop = open_named(&w, &w.bob, "laptop").await;
+    // A socket the client does not name gets a name of the daemon's, in the 101.
+    let (stream, given) = handshake_named(&w.d, &w.bob, None).await;
+    let given = given.expect("an X-Socket-Id");
+    assert!(ws::is_socket_name(&given) && given.len() >= 16, "{given}");
+    let mut tablet = Ws::from(stream, "Bob's tablet");
+    tablet.probe().await;
+    let devices = [&mut phone, &mut laptop, &mut tablet];
+
+    // Answered on the phone over REST, naming it: the laptop and the tablet stop ringing.
+    let call = w.call(&w.alice, &[&w.bob]);
+    for d in devices {
+        d.expect("call:incoming").await;
+    }
+    let body = blocking(|| w.api.act_from(&w.bob, &call, "answer", "phone"));
+    assert_eq!(body["status"], "active");
+    let answered = json!({"callId": call, "userId": b});
+    assert_eq!(laptop.expect("call:answered-elsewhere").await, answered);
+    assert_eq!(tablet.expect("call:answered-elsewhere").await, answered);
+    phone.quiet().await;
+    w.act(&w.alice, &call, "end");
+    for d in [&mut phone, &mut laptop, &mut tablet] {
+        d.expect("call:ended").await;
+    }
+
+    // Rejected on the tablet over REST, naming it by the daemon's name for it.
+    let call = w.call(&w.alice, &[&w.bob]);
+    for d in [&mut phone, &mut laptop, &mut tablet] {
+        d.expect("call:incoming").await;
+    }
+    blocking(|| w.api.act_from(&w.bob, &call, "reject", &given));
+    let rejected = json!({"callId": call, "userId": b});
+    for d in [&mut phone, &mut laptop] {
+        // The call's end (1:1) and the rejection, in whichever order.
+        let mut got = [d.recv().await, d.recv().await];
+        got.sort_by_key(|f| f["event"].as_str().unwrap().to_owned());
+        assert_eq!(got[0]["event"], "call:ended", "{}", d.who);
+        assert_eq!(
+            got[1],
+            json!({"event": "call:rejected-elsewhere", "data": rejected})
+        );
+    }
+    assert_eq!(tablet.expect("call:ended").await["reason"], "rejected");
+    tablet.quiet().await;
+
+    // Without X-Socket-Id (or naming no socket of Bob's), every device hears the answer.
+    let call = w.call(&w.alice, &[&w.bob]);
+    for d in [&mut phone, &mut laptop, &mut tablet] {
+        d.expect("call:incoming").await;
+    }
+    blocking(|| w.api.act_from(&w.bob, &call, "answer", "not-a-socket"));
+    for d in [&mut phone, &mut laptop, &mut tablet] {
+        assert_eq!(
+            d.expect("call:answered-elsewhere").await,
+            json!({"callId": call, "userId": b})
+        );
+    }
+    w.act(&w.alice, &call, "end");
+    for d in [&mut phone, &mut laptop, &mut tablet] {
+        d.expect("call:ended").await;
+    }
+
+    // A group call rejected from the laptop's socket: the others stop ringing.
+    let call = w.call(&w.alice, &[&w.bob, &w.carol]);
+    for d in [&mut phone, &mut laptop, &mut tablet] {
+        d.expect("call:incoming").await;
+    }
+    let (ack, left) = laptop
+        .ack_and_event("call:reject", json!({"callId": call}), json!("r"))
+        .await;
+    assert_eq!(ack["status"], "rejected");
+    assert_eq!(left["event"], "call:participant-left");
+    for d in [&mut phone, &mut tablet] {
+        let mut got = [d.recv().await, d.recv().await];
+        got.sort_by_key(|f| f["event"].as_str().unwrap().to_owned());
+        assert_eq!(got[0]["event"], "call:participant-left", "{}", d.who);
+        assert_eq!(
+            got[1],
+            json!({"event": "call:rejected-elsewhere", "data": {"callId": call, "userId": b}})
+        );
+    }
+    laptop.quiet().await;
+}
+
+/// A socket id a client chooses is short and plain, else the upgrade is refused 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_socket_id_is_refused() {
+    let w = World::start();
+    for bad in ["", "a%20b", &"x".repeat(65)] {
+        let url = format!(
+            "ws://{}/ws?socketId={bad}&token={}",
+            w.d.http, w.alice.token
+        );
+        let req = url.into_client_request().expect("a ws:// request");
+        match tokio_tungstenite::connect_async(req).await {
+            Err(tungstenite::Error::Http(resp)) => {
+                assert_eq!(resp.status(), 400, "{bad:?}");
+                let body: Value = serde_json::from_slice(resp.body().as_deref().unwrap()).unwrap();
+                assert_eq!(body["error"]["code"], "invalid_field", "{body}");
+                assert!(
+                    body["error"]["message"]
+                        .as_str()
+                        .unwrap()
+                        .starts_with("socketId: "),
+                    "{body}"
+                );
+            }
+            other => panic!("{bad:?}: {:?}", other.map(|_| ())),
+        }
+    }
+}
+
+/// The page's JS clients under node (`tests/browser/ws_client.mjs`): web/signaling.js's
+/// SignalingSocket gets acks of relayed events and names itself in a REST answer's
+/// `X-Socket-Id`; web/webrtc.js's `setTurnCredentials` refuses, saying what to pass, what the
+/// spec's snippet gives it (undefined, a fetch Response) and takes the body or its credentials.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_js_clients_ack_relays_and_explain_bad_credentials() {
+    let w = World::start();
+    let who = |p: &Person| json!({"id": p.id, "name": p.name, "token": p.token});
+    let cfg = json!({
+        "base": format!("http://{}", w.d.http),
+        "conversation": w.conv,
+        "alice": who(&w.alice),
+        "bob": who(&w.bob),
+    });
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/ws_client.mjs");
+    let (code, out) = blocking(|| {
+        common::run_bounded(
+            std::process::Command::new("node")
+                .arg("--experimental-websocket")
+                .arg("--experimental-detect-module")
+                .arg(script)
+                .arg(cfg.to_string()),
+            Duration::from_secs(60),
+        )
+    });
+    assert_eq!(code, Some(0), "ws_client.mjs:\n{out}");
+    for step in [
+        "the spec's snippet (undefined) throws a clear error",
+        "a fetch Response throws a clear error",
+        "credentials without urls throw",
+        "null throws",
+        "the whole response body is accepted",
+        "its credentials are accepted",
+        "each SignalingSocket has its own id",
+        "emit with a callback: a relayed null candidate acked",
+        "the null candidate relayed",
+        "emitWithAck of a relayed offer resolves",
+        "emitWithAck of a refused relay rejects with its code",
+        "the laptop got call:answered-elsewhere",
+        "the phone, named by X-Socket-Id, was not told",
+    ] {
+        assert!(
+            out.lines().any(|l| l.starts_with(&format!("ok {step}"))),
+            "no `ok {step}` in:\n{out}"
+        );
+    }
 }

@@ -31,6 +31,8 @@ window.switchboardDemo = state;
 async function api(method, path, body) {
   const headers = { Accept: 'application/json' };
   if (state.session) headers.Authorization = `Bearer ${state.session.token}`;
+  // This device: its answer or rejection is not announced back to it as done elsewhere.
+  if (state.socket?.id) headers['X-Socket-Id'] = state.socket.id;
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   const res = await fetch(path, {
     method,
@@ -95,8 +97,13 @@ function start() {
   socket.on('disconnect', () => $('link').classList.remove('on'));
   socket.on('connect_error', () => $('link').classList.remove('on'));
   socket.on('call:incoming', onIncoming);
+  // Another device of this user answered or declined: stop ringing. (Ignored for a call this
+  // tab answered itself: it is then no longer `state.incoming`.)
   socket.on('call:answered-elsewhere', (d) => {
     if (state.incoming?.callId === d.callId) dismissIncoming('Answered on another device.');
+  });
+  socket.on('call:rejected-elsewhere', (d) => {
+    if (state.incoming?.callId === d.callId) dismissIncoming('Declined on another device.');
   });
   socket.on('call:ended', onEnded);
   socket.on('call:participant-joined', (d) => {

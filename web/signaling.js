@@ -1,9 +1,14 @@
 // A socket.io-like client for the daemon's plain JSON WebSocket, `/ws`.
 //
 // Frames both ways are `{"event", "data"}` JSON text. A client frame may carry an `"id"`; the
-// server answers it with `{"event": "ack", "data": <REST body>, "id"}`, or, if it refuses the
-// frame, with `{"event": "error", "data": {code, message, event}, "id"}`. Relayed events
-// (`call:offer`, `call:answer`, `call:ice-candidate`) are answered only when refused.
+// server answers it with `{"event": "ack", "data": <REST body>, "id"}` (`{"success": true}` for
+// a relayed `call:offer`, `call:answer`, `call:ice-candidate`, as Socket.IO acks them), or, if
+// it refuses the frame, with `{"event": "error", "data": {code, message, event}, "id"}`. A frame
+// without an `"id"` is answered only when refused.
+//
+// The socket's `id` (chosen here, kept across reconnections, sent as `?socketId=`) is what a REST
+// answer or rejection names in its `X-Socket-Id` header, so that this device is not told it
+// answered elsewhere.
 
 const MIN_DELAY_MS = 500;
 const MAX_DELAY_MS = 10_000;
@@ -17,6 +22,12 @@ function defaultUrl() {
   return `${scheme}//${location.host}/ws`;
 }
 
+/** A random socket id: 32 hex digits (crypto.getRandomValues works outside secure contexts). */
+function newSocketId() {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
+}
+
 /** The error an ack callback receives, socket.io style: `{error: {code, message}}`. */
 function refusal(code, message) {
   return { error: { code, message } };
@@ -28,6 +39,8 @@ function refusal(code, message) {
  * `error(data)` for refusals of frames sent without an ack.
  */
 export class SignalingSocket {
+  /** This socket's id, as the daemon knows it (send it as `X-Socket-Id` with REST answers). */
+  id = newSocketId();
   #url;
   #token;
   #ws = null;
@@ -181,6 +194,7 @@ export class SignalingSocket {
     const url = new URL(this.#url, globalThis.location?.href);
     const token = typeof this.#token === 'function' ? this.#token() : this.#token;
     if (token) url.searchParams.set('token', token);
+    url.searchParams.set('socketId', this.id);
     return url.href;
   }
 

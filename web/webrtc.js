@@ -34,13 +34,43 @@ function turnTransport(url) {
   return match ? match[1].toLowerCase() : 'udp';
 }
 
+const CREDENTIALS_HELP =
+  'pass the JSON body of GET /api/calls/turn-credentials, or its `credentials` ' +
+  '({urls, username, credential}): `const body = await (await fetch(url, {headers})).json(); ' +
+  'await manager.setTurnCredentials(body.credentials)`';
+
+/**
+ * Throws a TypeError saying what to pass when `credentials` cannot be TURN credentials:
+ * nothing (`undefined`, as `(await fetch(...)).credentials` is), a fetch `Response` (its body
+ * not read yet), or an object without `urls`. Silently using no ICE server would only show up
+ * later, as calls that fail behind NAT.
+ */
+function checkCredentials(credentials) {
+  const fail = (what) => {
+    throw new TypeError(`setTurnCredentials: ${what}; ${CREDENTIALS_HELP}`);
+  };
+  if (credentials === undefined || credentials === null) fail(`got ${credentials}`);
+  const isResponse =
+    (typeof Response === 'function' && credentials instanceof Response) ||
+    (typeof credentials?.json === 'function' && 'status' in credentials);
+  if (isResponse) fail('got a fetch Response, not its JSON body');
+  if (Array.isArray(credentials)) {
+    if (!credentials.every((server) => server?.urls)) fail('an RTCIceServer without `urls`');
+    return;
+  }
+  if (typeof credentials !== 'object') fail(`got ${typeof credentials} ${String(credentials).slice(0, 40)}`);
+  const server = credentials.credentials ?? credentials;
+  if (!server?.urls) fail(`got an object without \`urls\` (keys: ${Object.keys(credentials).join(', ') || 'none'})`);
+}
+
 /**
  * RTCIceServers from TURN credentials: `{urls, username, credential}`, the whole
  * turn-credentials response `{credentials, expiresAt}`, or an array of RTCIceServer. With
  * `transports`, TURN URLs over other transports are left out (STUN URLs are kept).
  */
 function toIceServers(credentials, transports) {
-  const servers = Array.isArray(credentials) ? credentials : [credentials?.credentials ?? credentials];
+  checkCredentials(credentials);
+  const servers = Array.isArray(credentials) ? credentials : [credentials.credentials ?? credentials];
   const wanted = transports?.map((t) => String(t).toLowerCase());
   const keep = (url) => !wanted || !/^turns?:/i.test(url) || wanted.includes(turnTransport(url));
   return servers
@@ -255,9 +285,11 @@ export class WebRTCManager {
   /**
    * Uses TURN credentials for the peer connections made from now on (and the ICE restarts of
    * the current ones).
-   * @param {{urls: string[], username: string, credential: string} | RTCIceServer[]} credentials
-   *   `credentials` of `GET /api/calls/turn-credentials` (the whole body is accepted too).
+   * @param {{urls: string[], username: string, credential: string} | {credentials: object, expiresAt: string} | RTCIceServer[]} credentials
+   *   `credentials` of `GET /api/calls/turn-credentials` (the whole JSON body is accepted too).
    * @returns {Promise<RTCIceServer[]>} the servers kept.
+   * @throws {TypeError} for nothing (`undefined`), a fetch `Response` whose body was not read,
+   *   or an object without `urls`, saying what to pass.
    */
   async setTurnCredentials(credentials) {
     this.iceServers = toIceServers(credentials, this.#options.turnTransports);

@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 use crate::auth::{Auth, AuthError};
 use crate::call::{InitiateError, Refusal, User};
-use crate::hub::Hub;
+use crate::hub::{Elsewhere, Hub};
 use crate::service::{
     CallError, CallService, InitiateRequest, MediaRequest, Missing, HISTORY_DEFAULT_LIMIT,
 };
@@ -172,10 +172,6 @@ impl From<CallError> for ApiError {
             CallError::Initiate(InitiateError::NoInvitees) => {
                 (S::UNPROCESSABLE_ENTITY, "no_participants")
             }
-            CallError::Initiate(InitiateError::SelfInvite) => {
-                (S::UNPROCESSABLE_ENTITY, "self_invite")
-            }
-            CallError::UnknownUsers(_) => (S::UNPROCESSABLE_ENTITY, "unknown_participant"),
             CallError::NotMembers(_) => (S::UNPROCESSABLE_ENTITY, "not_a_member"),
             CallError::TooFrequent { .. } => (S::TOO_MANY_REQUESTS, "rate_limited"),
             CallError::Store(StoreError::Panicked) => {
@@ -329,22 +325,51 @@ async fn initiate(
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
+/// The answering (or rejecting) device's socket, named by `X-Socket-Id`: Socket.IO's
+/// `socket.id`, `/ws`'s `socketId`. Empty without the header, or if it is not valid UTF-8 (a
+/// name that matches none of the user's sockets leaves none out either).
+pub struct Device(Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Device {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Device, ApiError> {
+        let name = parts
+            .headers
+            .get(crate::ws::SOCKET_ID)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        Ok(Device(name))
+    }
+}
+
+/// Tells the user's other devices (every one, unless the request named its own in
+/// `X-Socket-Id`) what they did with `call`, so that they stop ringing.
+fn tell_other_devices(s: &ApiState, what: Elsewhere, user: &User, call: Uuid, device: Device) {
+    let origin = device.0.and_then(|name| s.hub.socket_named(user.id, &name));
+    s.hub.elsewhere(what, user.id, call, origin);
+}
+
 async fn answer(
     State(s): State<Arc<ApiState>>,
     Caller(user): Caller,
     PathId(id): PathId,
+    device: Device,
 ) -> Result<Response, ApiError> {
-    // No `call:answered-elsewhere` from here: a client answering over REST usually has a
-    // socket too, which must not hear its own answer as someone else's.
-    Ok(Json(s.calls.answer(&user, id).await?).into_response())
+    let body = s.calls.answer(&user, id).await?;
+    tell_other_devices(&s, Elsewhere::Answered, &user, id, device);
+    Ok(Json(body).into_response())
 }
 
 async fn reject(
     State(s): State<Arc<ApiState>>,
     Caller(user): Caller,
     PathId(id): PathId,
+    device: Device,
 ) -> Result<Response, ApiError> {
-    Ok(Json(s.calls.reject(&user, id).await?).into_response())
+    let body = s.calls.reject(&user, id).await?;
+    tell_other_devices(&s, Elsewhere::Rejected, &user, id, device);
+    Ok(Json(body).into_response())
 }
 
 async fn end(

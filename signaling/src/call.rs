@@ -295,15 +295,14 @@ pub enum Refusal {
 pub enum InitiateError {
     #[error("participantIds: at least one other participant is needed")]
     NoInvitees,
-    #[error("participantIds: the caller cannot invite themself")]
-    SelfInvite,
     #[error("participantIds: {count} participants with the caller; at most {max} per call")]
     TooMany { count: usize, max: usize },
 }
 
 impl Call {
-    /// A new call by `initiator`, who joins it at once, inviting `invitees` (duplicates are
-    /// dropped). `max_participants` counts the initiator.
+    /// A new call by `initiator`, who joins it at once, inviting `invitees` (duplicates, and
+    /// the initiator if listed, are dropped: inviting every member of a conversation is a
+    /// normal way to call it). `max_participants` counts the initiator.
     #[allow(clippy::too_many_arguments)]
     pub fn initiate(
         id: Uuid,
@@ -318,10 +317,7 @@ impl Call {
         let mut next_id = participant_ids;
         let mut unique: Vec<User> = Vec::with_capacity(invitees.len());
         for u in invitees {
-            if u.id == initiator.id {
-                return Err(InitiateError::SelfInvite);
-            }
-            if !unique.iter().any(|x| x.id == u.id) {
+            if u.id != initiator.id && !unique.iter().any(|x| x.id == u.id) {
                 unique.push(u);
             }
         }

@@ -406,11 +406,21 @@ fn initiate_drops_duplicate_invitees() {
     assert_eq!(events[0].to, vec![BOB]);
 }
 
+/// The caller among the invitees (a client inviting every member of the conversation) is
+/// dropped, as duplicates are; with nobody else left there is nobody to call.
 #[test]
-fn initiate_refuses_a_self_invite() {
-    for invitees in [&[ALICE][..], &[BOB, ALICE, CAROL]] {
+fn initiate_ignores_the_initiator_among_invitees() {
+    let (call, events) = try_initiate(ALICE, &[BOB, ALICE, CAROL, ALICE], 8).unwrap();
+    assert_statuses(&call, [Joined, Invited, Invited]);
+    assert_eq!(call.participants[0].user.id, ALICE);
+    assert_eq!(sorted(&events[0].to), vec![BOB, CAROL]);
+    let (call, _) = try_initiate(ALICE, &[ALICE, BOB], 8).unwrap();
+    assert!(call.is_one_to_one());
+    // The initiator does not count twice against the limit.
+    assert!(try_initiate(ALICE, &[ALICE, BOB, CAROL], 3).is_ok());
+    for invitees in [&[ALICE][..], &[ALICE, ALICE]] {
         let refused = try_initiate(ALICE, invitees, 8).unwrap_err();
-        assert_eq!(refused, InitiateError::SelfInvite, "{invitees:?}");
+        assert_eq!(refused, InitiateError::NoInvitees, "{invitees:?}");
     }
 }
 

@@ -117,7 +117,28 @@ pub struct SocketId(u64);
 
 struct Socket {
     id: SocketId,
+    /// The id its client knows it by (Socket.IO's `socket.id`, `/ws`'s `socketId`): what a
+    /// REST request names in `X-Socket-Id` (see [`Hub::socket_named`]).
+    name: Option<Arc<str>>,
     outbox: Arc<dyn Outbox>,
+}
+
+/// What a user did with an invitation on one device, which their other devices hear (so that
+/// they stop ringing): `call:answered-elsewhere` or `call:rejected-elsewhere`, `{callId,
+/// userId}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Elsewhere {
+    Answered,
+    Rejected,
+}
+
+impl Elsewhere {
+    pub fn event(self) -> &'static str {
+        match self {
+            Elsewhere::Answered => "call:answered-elsewhere",
+            Elsewhere::Rejected => "call:rejected-elsewhere",
+        }
+    }
 }
 
 #[derive(Default)]
@@ -312,6 +333,16 @@ impl Hub {
 
     /// Adds a socket of `user`.
     pub fn attach(&self, user: Uuid, outbox: Arc<dyn Outbox>) -> Result<SocketId, HubError> {
+        self.attach_named(user, None, outbox)
+    }
+
+    /// Adds a socket of `user` that its client knows as `name` (see [`Hub::socket_named`]).
+    pub fn attach_named(
+        &self,
+        user: Uuid,
+        name: Option<Arc<str>>,
+        outbox: Arc<dyn Outbox>,
+    ) -> Result<SocketId, HubError> {
         let mut r = self.registry();
         let sockets = r.users.get(&user).map_or(0, Vec::len);
         if sockets >= self.max_sockets_per_user {
@@ -328,7 +359,10 @@ impl Hub {
                 }
             }
         }
-        r.users.entry(user).or_default().push(Socket { id, outbox });
+        r.users
+            .entry(user)
+            .or_default()
+            .push(Socket { id, name, outbox });
         // Back within the grace (or at any time before it was acted on): nothing happened.
         r.away.remove(&user);
         drop(r);
@@ -492,11 +526,22 @@ impl Hub {
         }
     }
 
-    /// Tells `user`'s devices other than `origin` (the socket the answer came from) that
-    /// they answered `call_id` elsewhere, so that they stop ringing.
-    pub fn answered_elsewhere(&self, user: Uuid, call_id: Uuid, origin: Option<SocketId>) {
+    /// The socket of `user` whose client knows it as `name`, if it is attached.
+    pub fn socket_named(&self, user: Uuid, name: &str) -> Option<SocketId> {
+        let r = self.registry();
+        let sockets = r.users.get(&user)?;
+        sockets
+            .iter()
+            .find(|s| s.name.as_deref() == Some(name))
+            .map(|s| s.id)
+    }
+
+    /// Tells `user`'s devices other than `origin` (the socket the answer or the rejection came
+    /// from; with none, every device) that they did `what` with `call_id` elsewhere, so that
+    /// they stop ringing.
+    pub fn elsewhere(&self, what: Elsewhere, user: Uuid, call_id: Uuid, origin: Option<SocketId>) {
         let m = Message::new(
-            "call:answered-elsewhere",
+            what.event(),
             &serde_json::json!({"callId": call_id, "userId": user}),
         );
         let mut r = self.registry();
@@ -773,6 +818,43 @@ mod tests {
         assert_eq!(
             hub.relay(u1, call.id, u2, Signal::Answer, &sdp()),
             Err(HubError::NotInCall(call.id))
+        );
+    }
+
+    /// What one device did with an invitation reaches the user's other devices, not the one
+    /// named as its origin (a REST request names it by its client's id); with no origin,
+    /// every device.
+    #[test]
+    fn other_devices_hear_what_one_did() {
+        let hub = Hub::new(4);
+        let u2 = user(2).id;
+        let (phone, laptop, other) = (
+            Inbox::with_room(9),
+            Inbox::with_room(9),
+            Inbox::with_room(9),
+        );
+        hub.attach_named(u2, Some(Arc::from("phone")), phone.clone())
+            .unwrap();
+        hub.attach(u2, laptop.clone()).unwrap();
+        hub.attach_named(user(3).id, Some(Arc::from("phone")), other.clone())
+            .unwrap();
+        let call = Uuid::from_u128(50);
+        assert_eq!(hub.socket_named(u2, "laptop"), None);
+        assert_eq!(hub.socket_named(user(1).id, "phone"), None);
+        let origin = hub.socket_named(u2, "phone");
+        assert!(origin.is_some());
+        hub.elsewhere(Elsewhere::Answered, u2, call, origin);
+        assert!(phone.take().is_empty());
+        let got = laptop.take();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].0, "call:answered-elsewhere");
+        assert_eq!(got[0].1, serde_json::json!({"callId": call, "userId": u2}));
+        hub.elsewhere(Elsewhere::Rejected, u2, call, None);
+        assert_eq!(phone.names(), ["call:rejected-elsewhere"]);
+        assert_eq!(laptop.names(), ["call:rejected-elsewhere"]);
+        assert!(
+            other.take().is_empty(),
+            "another user's devices hear nothing"
         );
     }
 

@@ -61,9 +61,6 @@ pub enum CallError {
     /// 422: the call cannot be made as asked.
     #[error(transparent)]
     Initiate(#[from] InitiateError),
-    /// 422: invitees that are not users.
-    #[error("participantIds: unknown users: {}", list(.0))]
-    UnknownUsers(Vec<Uuid>),
     /// 422: invitees that are not members of the conversation.
     #[error("participantIds: not members of the conversation: {}", list(.0))]
     NotMembers(Vec<Uuid>),
@@ -440,18 +437,22 @@ impl CallService {
         let settings = self.inner.settings.clone();
         let initiator = caller.clone();
         let inner = self.inner.clone();
-        // Duplicates dropped, the count checked, before any lookup: a body full of ids costs
-        // the store nothing.
+        // The caller and duplicates dropped, the count checked, before any lookup: a body
+        // full of ids costs the store nothing. (Inviting every member, the caller included, is
+        // a normal way for a client to call a conversation.)
         let mut ids: Vec<Uuid> = Vec::with_capacity(req.participant_ids.len());
-        for &id in &req.participant_ids {
-            if id == caller.id {
-                return Err(InitiateError::SelfInvite.into());
+        for (i, &id) in req.participant_ids.iter().enumerate() {
+            if id.is_nil() {
+                return Err(CallError::InvalidField {
+                    field: format!("participantIds[{i}]"),
+                    message: "the nil UUID is not a user".into(),
+                });
             }
-            if !ids.contains(&id) {
+            if id != caller.id && !ids.contains(&id) {
                 ids.push(id);
                 if ids.len() + 1 > settings.max_participants {
                     return Err(InitiateError::TooMany {
-                        count: req.participant_ids.len() + 1,
+                        count: ids.len() + 1,
                         max: settings.max_participants,
                     }
                     .into());
@@ -466,16 +467,37 @@ impl CallService {
                 if exists && !db.is_member(conv, initiator.id)? || !exists && !open {
                     return Err(CallError::NotFound(Missing::Conversation));
                 }
-                let mut invitees = Vec::with_capacity(ids.len());
-                let mut unknown = Vec::new();
-                for id in ids {
-                    match db.user(id)? {
-                        Some(u) => invitees.push(u),
-                        None => unknown.push(id),
+                if exists {
+                    // An existing conversation's members are its own (the admin API's, or its
+                    // first call's), whatever the mode.
+                    let mut outsiders = Vec::new();
+                    for &id in &ids {
+                        if !db.is_member(conv, id)? {
+                            outsiders.push(id);
+                        }
+                    }
+                    if !outsiders.is_empty() {
+                        return Err(CallError::NotMembers(outsiders));
                     }
                 }
-                if !unknown.is_empty() {
-                    return Err(CallError::UnknownUsers(unknown));
+                // The members of a chat app live in the chat app: an invitee switchboard has
+                // not seen yet (in a new open conversation; a provisioned member not named by
+                // a token yet) is a user all the same, bare until their first token names
+                // them. Created here, so a refused call leaves no row behind.
+                let mut invitees = Vec::with_capacity(ids.len());
+                for id in ids {
+                    let user = match db.user(id)? {
+                        Some(u) => u,
+                        None => {
+                            db.ensure_user(id, now)?;
+                            User {
+                                id,
+                                name: None,
+                                email: None,
+                            }
+                        }
+                    };
+                    invitees.push(user);
                 }
                 let created = db.next_created_at(now);
                 let (call, events) = Call::initiate(
@@ -490,21 +512,10 @@ impl CallService {
                 )?;
                 if !exists {
                     // Open conversations: the first call creates its conversation with its
-                    // participants. An existing conversation's members are its own (the admin
-                    // API's), whatever the mode.
+                    // participants.
                     db.upsert_conversation(conv, None, now)?;
                     for p in &call.participants {
                         db.add_member(conv, p.user.id, now)?;
-                    }
-                } else {
-                    let mut outsiders = Vec::new();
-                    for p in call.invitees() {
-                        if !db.is_member(conv, p.user.id)? {
-                            outsiders.push(p.user.id);
-                        }
-                    }
-                    if !outsiders.is_empty() {
-                        return Err(CallError::NotMembers(outsiders));
                     }
                 }
                 db.insert_call(&call)?;
@@ -720,6 +731,13 @@ impl CallService {
             })
         })
         .await
+    }
+
+    /// A socket of `user` connected with a valid token: their name and email are recorded from
+    /// it (see [`Db::record_user`]), as any REST request of theirs does, so that an invitee
+    /// who has only ever connected a socket is named in the calls.
+    pub async fn record_user(&self, user: &User) -> Result<(), CallError> {
+        self.job(user, |_, _| Ok(())).await
     }
 
     /// The hub delivered `call:incoming` to one of `user`'s sockets.

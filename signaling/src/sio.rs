@@ -12,6 +12,9 @@
 //! performed in the order it sent them. With an acknowledgement callback the answer is the
 //! REST body, `{success: true}` for a relayed message, or `{error: {code, message}}`; without
 //! one a refusal is an `error` event `{code, message, event}`. Binary attachments are refused.
+//! The client's `socket.id` (the CONNECT answer's `sid`) is what a REST answer or rejection
+//! names in `X-Socket-Id` to leave this socket out of `call:answered-elsewhere` and
+//! `call:rejected-elsewhere`.
 //!
 //! # Why it is written here
 //! The hub first used socketioxide. Measured with `bench/hub.sh` (heaptrack for the split),
@@ -746,7 +749,7 @@ impl Engine {
         match kind {
             // A connect over the rate: dropped (each is a token check).
             b'0' if !allowed => {}
-            b'0' => self.on_connect(s, me, namespace, rest),
+            b'0' => self.on_connect(s, me, namespace, rest).await,
             // Not connected there: nothing to do, as a Socket.IO server does.
             _ if namespace != "/" || me.connected.is_none() => {}
             b'1' => {
@@ -775,7 +778,7 @@ impl Engine {
     }
 
     /// A Socket.IO CONNECT with `auth` (JSON, or empty).
-    fn on_connect(&self, s: &Arc<Session>, me: &mut Inbound, namespace: &str, auth: &str) {
+    async fn on_connect(&self, s: &Arc<Session>, me: &mut Inbound, namespace: &str, auth: &str) {
         #[derive(Deserialize)]
         struct Auth {
             token: Option<String>,
@@ -806,10 +809,17 @@ impl Engine {
             let max = ws::MAX_SOCKETS_PER_USER;
             return refuse(format!("too_many_sockets: at most {max} per user"));
         }
-        // CONNECT goes out before anything the hub sends the new socket. Its id is not the
-        // session's: that one lets whoever knows it poll and post as the user.
-        s.reply(format!(r#"40{{"sid":"{}"}}"#, Uuid::new_v4().simple()));
-        match hub.attach(user.id, s.clone()) {
+        // Named from this token in the calls, as a REST request would (before the socket can
+        // be rung: the invitee of a call waiting for them is then named in it).
+        if let Err(e) = self.state.calls.record_user(&user).await {
+            tracing::warn!(user = %user.id, error = %e, "the user's name is not recorded");
+        }
+        // CONNECT goes out before anything the hub sends the new socket. Its id (the client's
+        // `socket.id`, which a REST request may name in `X-Socket-Id`) is not the session's:
+        // that one lets whoever knows it poll and post as the user.
+        let name: Arc<str> = Arc::from(Uuid::new_v4().simple().to_string());
+        s.reply(format!(r#"40{{"sid":"{name}"}}"#));
+        match hub.attach_named(user.id, Some(name), s.clone()) {
             Ok(id) => {
                 let mut o = s.out();
                 if o.closed.is_some() {

@@ -3,16 +3,20 @@
 //! Every frame, both ways, is `{"event": "...", "data": {...}}`; a client frame may carry an
 //! `"id"`, echoed in the answer to it. The user authenticates with the same JWT as the REST
 //! API, in `Authorization: Bearer` or `?token=`; without a valid one the upgrade is refused
-//! with the API's 401.
+//! with the API's 401. The socket's id, which a REST answer or rejection names in
+//! `X-Socket-Id` ([`SOCKET_ID`]), is the client's `?socketId=` (see [`is_socket_name`]; another
+//! is refused 400) or one the daemon picks; the 101 carries it in `X-Socket-Id`.
 //!
 //! Client → server:
 //! - `call:offer`, `call:answer`, `call:ice-candidate` with `{callId, targetUserId, offer |
 //!   answer | candidate}`: relayed to every socket of the target as `{callId, fromUserId,
 //!   ...}` (the sender is the socket's user, never what the client says), if both are in the
-//!   live call;
+//!   live call; `candidate: null` (the end of candidates) is a candidate. With an `id`, the
+//!   frame is acked `{"success": true}`, as Socket.IO acks a relayed emit;
 //! - `call:accept`, `call:reject`, `call:end` with `{callId}` and `call:media` with `{callId,
 //!   audioEnabled?, videoEnabled?, screenSharing?}`: the REST transitions, answered with an
-//!   `ack` frame holding the REST response body;
+//!   `ack` frame holding the REST response body (`call:accept` and `call:reject` also tell the
+//!   user's other sockets: `call:answered-elsewhere`, `call:rejected-elsewhere`);
 //! - `call:stats` with `{callId, rtt?, jitter?, packetLoss?, bitrate?, relayed?}`: a joined
 //!   participant's connection report (see [`crate::quality`]), acked `{success, quality}`.
 //!
@@ -28,7 +32,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{RawQuery, State};
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -36,7 +40,7 @@ use uuid::Uuid;
 
 use crate::api::{ApiError, ApiState};
 use crate::call::User;
-use crate::hub::{Hub, Message, Outbox, Signal, SocketId};
+use crate::hub::{Elsewhere, Hub, Message, Outbox, Signal, SocketId};
 use crate::quality::Figures;
 use crate::service::{CallError, MediaRequest};
 use crate::wire::{self, Conn, Incoming, Reader, Upgrade};
@@ -70,7 +74,7 @@ pub async fn handler(
     RawQuery(query): RawQuery,
     upgrade: Upgrade,
 ) -> Response {
-    let token = query_token(query.as_deref());
+    let token = query_param(query.as_deref(), "token");
     let bearer = token.map(|t| format!("Bearer {t}"));
     let authorization = headers
         .get(header::AUTHORIZATION)
@@ -80,16 +84,42 @@ pub async fn handler(
         Ok(user) => user,
         Err(e) => return ApiError::from(e).into_response(),
     };
-    upgrade.on_upgrade(move |conn, reader| serve(s, user, conn, reader))
+    let name: Arc<str> = match query_param(query.as_deref(), "socketId") {
+        Some(name) if !is_socket_name(&name) => {
+            let why = format!("1 to {MAX_SOCKET_NAME} of A-Z a-z 0-9 - _");
+            return ApiError::invalid("socketId", why).into_response();
+        }
+        Some(name) => Arc::from(name),
+        None => Arc::from(Uuid::new_v4().simple().to_string()),
+    };
+    let header_value = HeaderValue::from_str(&name).ok();
+    let mut response = upgrade.on_upgrade(move |conn, reader| serve(s, user, name, conn, reader));
+    if let Some(v) = header_value {
+        response.headers_mut().insert(SOCKET_ID, v);
+    }
+    response
 }
 
-/// The `token` parameter of a query string (`?token=`), for clients that cannot set headers.
-pub(crate) fn query_token(query: Option<&str>) -> Option<String> {
+/// The request header naming the socket of the device a REST request comes from (so that an
+/// answer or a rejection over REST is not announced to that device as done elsewhere); the
+/// `/ws` upgrade answers with it too.
+pub const SOCKET_ID: &str = "x-socket-id";
+
+/// The longest socket id a client may choose (`/ws?socketId=`).
+pub const MAX_SOCKET_NAME: usize = 64;
+
+/// Whether `name` may be a socket's id: 1 to [`MAX_SOCKET_NAME`] of `A-Z a-z 0-9 - _`.
+pub fn is_socket_name(name: &str) -> bool {
+    (1..=MAX_SOCKET_NAME).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The parameter `key` of a query string (`?token=`, for clients that cannot set headers).
+pub(crate) fn query_param(query: Option<&str>, key: &str) -> Option<String> {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query?).ok()?;
-    pairs
-        .into_iter()
-        .find(|(k, _)| k == "token")
-        .map(|(_, v)| v)
+    pairs.into_iter().find(|(k, _)| k == key).map(|(_, v)| v)
 }
 
 /// Why a socket that answered no ping is closed.
@@ -186,8 +216,14 @@ struct SignalIn<'a> {
     offer: Option<&'a RawValue>,
     #[serde(borrow)]
     answer: Option<&'a RawValue>,
-    #[serde(borrow)]
+    /// Present, `null` included: a null candidate is the end of the candidates, relayed.
+    #[serde(borrow, default, deserialize_with = "present")]
     candidate: Option<&'a RawValue>,
+}
+
+/// A field that is there, whatever its value (`null` included): `Some`.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
 }
 
 #[derive(Deserialize)]
@@ -216,14 +252,19 @@ struct StatsIn {
     relayed: Option<bool>,
 }
 
-async fn serve(s: Arc<ApiState>, user: User, conn: Arc<Conn>, mut reader: Reader) {
+async fn serve(s: Arc<ApiState>, user: User, name: Arc<str>, conn: Arc<Conn>, mut reader: Reader) {
     let hub = s.hub.clone();
     let outbox = Arc::new(WsOutbox {
         conn: conn.clone(),
         heard: AtomicU64::new(millis()),
         pinged: AtomicU64::new(0),
     });
-    let id = match hub.attach(user.id, outbox.clone()) {
+    // Named from this token in the calls, as a REST request would (before the socket can be
+    // rung: the invitee of a call waiting for them is then named in it).
+    if let Err(e) = s.calls.record_user(&user).await {
+        tracing::warn!(user = %user.id, error = %e, "the user's name is not recorded");
+    }
+    let id = match hub.attach_named(user.id, Some(name), outbox.clone()) {
         Ok(id) => id,
         Err(e) => return conn.close(wire::POLICY, &e.to_string(), false),
     };
@@ -320,7 +361,12 @@ async fn handle(
     let data = f.data.map_or("null", RawValue::get);
     let event = f.event.as_str();
     match dispatch(s, hub, user, origin, event, data).await {
-        Reply::Relayed => {}
+        // Acked, as Socket.IO does, when the client asked (an `id`): `{"success": true}`.
+        Reply::Relayed => {
+            if id.is_some() {
+                reply(outbox, "ack", &serde_json::json!({"success": true}), id);
+            }
+        }
         Reply::Ack(body) => reply(outbox, "ack", &body, id),
         Reply::Error { code, message } => reply_error(outbox, id, event, code, &message),
     }
@@ -396,11 +442,17 @@ pub async fn dispatch(
                 "call:accept" => {
                     let answered = s.calls.answer(user, m.call_id).await;
                     if answered.is_ok() {
-                        hub.answered_elsewhere(user.id, m.call_id, Some(origin));
+                        hub.elsewhere(Elsewhere::Answered, user.id, m.call_id, Some(origin));
                     }
                     to_value(answered)
                 }
-                "call:reject" => to_value(s.calls.reject(user, m.call_id).await),
+                "call:reject" => {
+                    let rejected = s.calls.reject(user, m.call_id).await;
+                    if rejected.is_ok() {
+                        hub.elsewhere(Elsewhere::Rejected, user.id, m.call_id, Some(origin));
+                    }
+                    to_value(rejected)
+                }
                 _ => to_value(s.calls.end(user, m.call_id).await),
             }
         }
@@ -512,5 +564,52 @@ impl Bucket {
         } else {
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `candidate: null` (the end of the candidates) is a candidate, relayed as it is; a
+    /// missing one is not. An offer or an answer must be there and not null.
+    #[test]
+    fn a_null_candidate_is_present_a_null_offer_is_not() {
+        let call = Uuid::from_u128(1);
+        let with = |field: &str, value: &str| {
+            format!(r#"{{"callId":"{call}","targetUserId":"{call}","{field}":{value}}}"#)
+        };
+        let text = with("candidate", "null");
+        let m: SignalIn<'_> = serde_json::from_str(&text).unwrap();
+        assert_eq!(m.candidate.map(RawValue::get), Some("null"));
+        let text = with("candidate", r#"{"candidate":"","sdpMid":"0"}"#);
+        let m: SignalIn<'_> = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            m.candidate.map(RawValue::get),
+            Some(r#"{"candidate":"","sdpMid":"0"}"#)
+        );
+        let text = with("offer", "null");
+        let m: SignalIn<'_> = serde_json::from_str(&text).unwrap();
+        assert!(m.offer.is_none() && m.candidate.is_none());
+    }
+
+    #[test]
+    fn socket_names_are_short_and_plain() {
+        for good in [
+            "a",
+            "0b6f1a3c2d4e4f5a8b9c0d1e2f3a4b5c",
+            "phone_1-x",
+            &"x".repeat(64),
+        ] {
+            assert!(is_socket_name(good), "{good}");
+        }
+        for bad in ["", &"x".repeat(65), "a b", "a/b", "é", "a\n"] {
+            assert!(!is_socket_name(bad), "{bad}");
+        }
+        assert_eq!(
+            query_param(Some("token=t&socketId=abc"), "socketId").as_deref(),
+            Some("abc")
+        );
+        assert_eq!(query_param(Some("token=t"), "socketId"), None);
     }
 }

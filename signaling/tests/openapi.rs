@@ -897,8 +897,11 @@ async fn a_call_flow_gets_what_the_document_says() {
     let start = |invitees: Vec<Uuid>| json!({"conversationId": conv, "type": "video", "participantIds": invitees});
     for (invitees, code) in [
         (vec![], "no_participants"),
-        (vec![alice.id], "self_invite"),
-        (vec![Uuid::new_v4()], "unknown_participant"),
+        // The caller among the invitees is ignored: nobody left.
+        (vec![alice.id], "no_participants"),
+        (vec![alice.id, alice.id], "no_participants"),
+        // A user switchboard has never seen is refused as any outsider of the conversation.
+        (vec![Uuid::new_v4()], "not_a_member"),
         (vec![eve.id], "not_a_member"),
         (
             vec![bob.id, carol.id, dave.id, eve.id],

@@ -518,9 +518,24 @@ impl Api {
         bearer: Option<&str>,
         body: Option<&[u8]>,
     ) -> Result<(u16, serde_json::Value), String> {
+        self.try_send_with(method, path, bearer, &[], body)
+    }
+
+    /// [`Api::try_send`] with `headers` added.
+    pub fn try_send_with(
+        &self,
+        method: &str,
+        path: &str,
+        bearer: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Result<(u16, serde_json::Value), String> {
         let mut req = ureq::http::Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.base));
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
         if let Some(t) = bearer {
             req = req.header("authorization", format!("Bearer {t}"));
         }
@@ -608,6 +623,25 @@ impl Api {
     /// `POST /api/calls/{call}/{action}` (answer, reject, end) as `who`.
     pub fn act(&self, who: &Person, call: &str, action: &str) -> (u16, serde_json::Value) {
         self.post(&format!("/api/calls/{call}/{action}"), &who.token)
+    }
+
+    /// [`Api::act`] from the device whose socket is `socket_id` (`X-Socket-Id`), which must
+    /// succeed: the body.
+    #[track_caller]
+    pub fn act_from(
+        &self,
+        who: &Person,
+        call: &str,
+        action: &str,
+        socket_id: &str,
+    ) -> serde_json::Value {
+        let path = format!("/api/calls/{call}/{action}");
+        let headers = [("x-socket-id", socket_id)];
+        let (s, body) = self
+            .try_send_with("POST", &path, Some(&who.token), &headers, None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s, 200, "{action} by {}: {body}", who.name);
+        body
     }
 
     /// `PATCH /api/calls/{call}/media` as `who`.

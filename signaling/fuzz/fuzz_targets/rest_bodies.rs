@@ -286,10 +286,11 @@ enum Outcome {
 fn outcome(req: &InitiateRequest) -> Outcome {
     let mut ids = Vec::new();
     for &id in &req.participant_ids {
-        if id == ALICE {
-            return Outcome::Refused(StatusCode::UNPROCESSABLE_ENTITY, &["self_invite"]);
+        if id.is_nil() {
+            return Outcome::Refused(StatusCode::BAD_REQUEST, &["invalid_field"]);
         }
-        if !ids.contains(&id) {
+        // The caller among the invitees is ignored, as duplicates are.
+        if id != ALICE && !ids.contains(&id) {
             ids.push(id);
             if ids.len() + 1 > MAX_PARTICIPANTS {
                 let codes = &["too_many_participants"];
@@ -304,7 +305,7 @@ fn outcome(req: &InitiateRequest) -> Outcome {
         return Outcome::Refused(StatusCode::NOT_FOUND, &["conversation_not_found"]);
     }
     if ids.iter().any(|id| *id != BOB && *id != CAROL) {
-        let codes = &["unknown_participant", "not_a_member"];
+        let codes = &["not_a_member"];
         return Outcome::Refused(StatusCode::UNPROCESSABLE_ENTITY, codes);
     }
     if ids.is_empty() {
@@ -369,7 +370,6 @@ async fn initiate(w: &World, body: &[u8], content_length: bool) {
                 let (code, _) = error_of(&r);
                 let allowed = [
                     (StatusCode::NOT_FOUND, "conversation_not_found"),
-                    (StatusCode::UNPROCESSABLE_ENTITY, "unknown_participant"),
                     (StatusCode::UNPROCESSABLE_ENTITY, "not_a_member"),
                     (StatusCode::UNPROCESSABLE_ENTITY, "no_participants"),
                 ];

@@ -13,7 +13,7 @@
 //!    "invalid_frame", "message": "a frame is ...: <why>", "event": ""}}`; one it takes gets
 //!    at most one answer, carrying its `id`, an `ack` only for the events the call service
 //!    performs (always answered) and an `error` whose code fits the contract's verdict on
-//!    the data, and nothing for a relayed signal.
+//!    the data, and for a relayed signal `{"success": true}` if it has an `id`, else nothing.
 //!
 //! An input starting with a space is first grown with spaces (JSON white space) to either
 //! side of `MAX_FRAME` (see `pad`), to probe the bound.
@@ -162,9 +162,9 @@ fn check_taken(f: &ws::ClientFrame<'_>, got: &[Value], context: &str) {
     let verdict = typed(&f.event, data);
     assert!(got.len() <= 1, "more than one answer: {context}");
     let Some(answer) = got.first() else {
-        // Nothing: a relayed signal.
+        // Nothing: a relayed signal without an id.
         assert!(
-            matches!(verdict, Verdict::Valid(Typed::Signal(..))),
+            matches!(verdict, Verdict::Valid(Typed::Signal(..))) && f.id.is_none(),
             "no answer to {:?} ({verdict:?}): {context}",
             f.event
         );
@@ -177,6 +177,12 @@ fn check_taken(f: &ws::ClientFrame<'_>, got: &[Value], context: &str) {
             assert_eq!(answer["data"]["event"], json!(f.event), "{context}");
             let code = answer["data"]["code"].as_str();
             check_verdict(&f.event, data, code, "/ws");
+        }
+        // A relayed signal with an id: acked as Socket.IO acks it (or refused by the hub,
+        // above: its target or its call).
+        Some("ack") if matches!(verdict, Verdict::Valid(Typed::Signal(..))) => {
+            assert!(f.id.is_some(), "an ack without an id: {context}");
+            assert_eq!(answer["data"], json!({"success": true}), "{context}");
         }
         Some("ack") => {
             assert!(

@@ -566,8 +566,13 @@ struct SignalIn<'a> {
     offer: Option<&'a RawValue>,
     #[serde(borrow)]
     answer: Option<&'a RawValue>,
-    #[serde(borrow)]
+    /// Present, `null` included (the end of candidates, relayed).
+    #[serde(borrow, default, deserialize_with = "present")]
     candidate: Option<&'a RawValue>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
 }
 
 #[derive(Deserialize)]
