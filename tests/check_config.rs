@@ -97,6 +97,15 @@ fn good_production_config_is_ok_with_a_summary() {
         "{stdout}"
     );
     assert!(stdout.contains("http listen: 0.0.0.0:8080"), "{stdout}");
+    // user_quota not set: derived from calls.max_participants (20) and the 2 URLs served.
+    assert!(
+        stdout.contains(
+            "turn limits: 76 allocations per user (for 20-person calls over 2 TURN URLs), \
+             10000 in total,"
+        ),
+        "{stdout}"
+    );
+    assert!(stdout.contains("usernames <expiry>:<user>"), "{stdout}");
     assert!(!stdout.contains("development"), "{stdout}");
     assert_eq!(stderr, "", "a clean file warns of nothing");
 }
@@ -130,6 +139,29 @@ fn total_quota_beyond_the_port_range() {
         "turn.total_quota",
         "100 allocations need 100 relay ports but turn.relay_ports has 10",
     );
+}
+
+#[test]
+fn user_quota_above_total_quota() {
+    let out = check(&config("user_quota = 50\ntotal_quota = 40"));
+    assert_error(
+        &out,
+        "turn.total_quota",
+        "40 is below turn.user_quota (50): raise total_quota to at least user_quota",
+    );
+}
+
+#[test]
+fn rest_api_separator_must_be_one_character() {
+    let out = check(&config("rest_api_separator = \"::\""));
+    assert_error(
+        &out,
+        "turn.rest_api_separator",
+        "\"::\" is not one printable ASCII character other than a digit",
+    );
+    let (code, stdout, stderr) = check(&config("rest_api_separator = \"_\""));
+    assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("usernames <expiry>_<user>"), "{stdout}");
 }
 
 #[test]
