@@ -4,6 +4,7 @@
 //! while other warnings are `warning:` lines with exit 0.
 //!
 //! Every file sets a public `turn.relay_ip`, so nothing here consults the routing table.
+//! `switchboard turn-credentials`, which loads a file the same way, is run here too.
 
 use std::path::Path;
 use std::process::Command;
@@ -256,4 +257,34 @@ fn missing_file() {
         stderr.starts_with("error: ") && stderr.contains("switchboard.toml: cannot read: "),
         "{stderr}"
     );
+}
+
+/// `switchboard turn-credentials` (the same loading of the file) mints with
+/// `turn.rest_api_separator`, for any user id without control characters.
+#[test]
+fn turn_credentials_cli_uses_the_configured_separator() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("switchboard.toml");
+    std::fs::write(&path, config("rest_api_separator = \"_\"")).unwrap();
+    let run = |user: &str| {
+        Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .args(["turn-credentials", "--user", user, "--config"])
+            .arg(&path)
+            .output()
+            .unwrap()
+    };
+    let out = run("@alice:example.org");
+    assert!(out.status.success(), "{out:?}");
+    let body: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let username = body["credentials"]["username"].as_str().unwrap();
+    let (expiry, user) = username.split_once('_').unwrap();
+    assert!(expiry.parse::<u64>().is_ok(), "{username}");
+    assert_eq!(user, "@alice:example.org");
+    assert_eq!(
+        body["credentials"]["credential"],
+        switchboard_turn::credentials::password_for(SECRET.as_bytes(), username)
+    );
+    let out = run("a\nb");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a valid user id"));
 }
