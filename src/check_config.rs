@@ -96,12 +96,22 @@ fn summary(c: &Config) -> String {
         },
     ));
     s.push_str(&format!(
-        "  turn auth:   realm \"{}\", credentials valid {}\n",
+        "  turn auth:   realm \"{}\", credentials valid {}, usernames <expiry>{}<user>\n",
         t.realm,
-        humantime::format_duration(t.credential_ttl)
+        humantime::format_duration(t.credential_ttl),
+        t.rest_api_separator
     ));
+    let derived = if t.user_quota_derived {
+        format!(
+            " (for {}-person calls over {} TURN URLs)",
+            c.calls.max_participants,
+            crate::turn_credentials::turn_urls(t).len()
+        )
+    } else {
+        String::new()
+    };
     s.push_str(&format!(
-        "  turn limits: {} allocations per user, {} in total, lifetime at most {}; peers: {} allowed, {} denied ranges over the default\n",
+        "  turn limits: {} allocations per user{derived}, {} in total, lifetime at most {}; peers: {} allowed, {} denied ranges over the default\n",
         t.user_quota,
         t.total_quota,
         humantime::format_duration(t.max_lifetime),
@@ -169,6 +179,13 @@ mod tests {
             "{s}"
         );
         assert!(s.contains("198.51.100.7 ports 49152-65535 (16384)"), "{s}");
+        assert!(
+            s.contains(
+                "76 allocations per user (for 20-person calls over 2 TURN URLs), 10000 in total"
+            ),
+            "{s}"
+        );
+        assert!(s.contains("usernames <expiry>:<user>"), "{s}");
         assert!(!s.contains("0123456789abcdef"), "{s}");
     }
 }

@@ -64,7 +64,8 @@ pub struct ConfigArg {
 
 #[derive(Debug, Args)]
 pub struct TurnCredentialsArgs {
-    /// The user id the credentials are for (the spec's users are UUIDs).
+    /// The user id the credentials are for (the spec's users are UUIDs; any text without
+    /// control characters, up to 491 bytes, is minted).
     #[arg(long, value_name = "UUID")]
     pub user: String,
     /// How long the credentials stay valid, like "24h" or "90m" [default: turn.credential_ttl].

@@ -75,7 +75,8 @@ const DEFAULT_MAX_LIFETIME: Duration = Duration::from_secs(3600);
 const MAX_MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 /// The longest credential lifetime accepted: a leaked credential must expire eventually.
 pub const MAX_CREDENTIAL_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
-const DEFAULT_USER_QUOTA: u32 = 10;
+/// `turn.total_quota` when not set (and the relay port range allows it), unless the derived
+/// `turn.user_quota` is larger ([`default_user_quota`]).
 const DEFAULT_TOTAL_QUOTA: u32 = 10_000;
 /// TURN-over-TCP/TLS clients at once: each holds a socket, as each allocation does.
 const DEFAULT_MAX_CONNECTIONS: u32 = 4096;
@@ -146,8 +147,14 @@ pub struct TurnConfig {
     pub max_lifetime: Duration,
     pub allow_peers: Vec<Cidr>,
     pub deny_peers: Vec<Cidr>,
+    /// Allocations one user holds at once: as set, or [`default_user_quota`].
     pub user_quota: u32,
+    /// `user_quota` was not set but derived from `calls.max_participants` and the URLs.
+    pub user_quota_derived: bool,
     pub total_quota: u32,
+    /// Between the expiry and the user name in credential usernames (coturn's
+    /// `rest-api-separator`); `:` unless set.
+    pub rest_api_separator: char,
 }
 
 /// `[auth]` (parsed only for now).
@@ -542,6 +549,7 @@ struct RawTurn {
     deny_peers: Vec<String>,
     user_quota: Option<u32>,
     total_quota: Option<u32>,
+    rest_api_separator: Option<String>,
 }
 
 /// An address, or a list of them (one per IP version).
@@ -601,11 +609,12 @@ fn validate(raw: Raw, base: &Path, origin: Origin, route_source: RouteSource) ->
     let mut warnings = Vec::new();
     let dev = raw.dev;
     let http = validate_http(raw.http, base, &mut warnings)?;
+    let calls = validate_calls(raw.calls)?;
     let turn = validate_turn(
         raw.turn,
         base,
         (dev, route_source),
-        http.tls.as_ref(),
+        (http.tls.as_ref(), &calls),
         &mut warnings,
     )?;
     let auth = AuthConfig {
@@ -629,22 +638,6 @@ fn validate(raw: Raw, base: &Path, origin: Origin, route_source: RouteSource) ->
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_STORE_PATH)),
         ),
     };
-    let calls = CallsConfig {
-        ring_timeout: duration("calls.ring_timeout", raw.calls.ring_timeout)?
-            .unwrap_or(DEFAULT_RING_TIMEOUT),
-        reconnect_grace: duration("calls.reconnect_grace", raw.calls.reconnect_grace)?
-            .unwrap_or(DEFAULT_RECONNECT_GRACE),
-        max_participants: match raw.calls.max_participants {
-            None => DEFAULT_MAX_PARTICIPANTS,
-            Some(n) if n >= 2 => n,
-            Some(n) => {
-                return Err(ConfigError::new(
-                    "calls.max_participants",
-                    format!("{n} is too few: a call needs at least 2"),
-                ))
-            }
-        },
-    };
     let log = validate_log(raw.log)?;
     Ok(Config {
         origin,
@@ -656,6 +649,25 @@ fn validate(raw: Raw, base: &Path, origin: Origin, route_source: RouteSource) ->
         calls,
         log,
         warnings,
+    })
+}
+
+fn validate_calls(raw: RawCalls) -> Result<CallsConfig> {
+    Ok(CallsConfig {
+        ring_timeout: duration("calls.ring_timeout", raw.ring_timeout)?
+            .unwrap_or(DEFAULT_RING_TIMEOUT),
+        reconnect_grace: duration("calls.reconnect_grace", raw.reconnect_grace)?
+            .unwrap_or(DEFAULT_RECONNECT_GRACE),
+        max_participants: match raw.max_participants {
+            None => DEFAULT_MAX_PARTICIPANTS,
+            Some(n) if n >= 2 => n,
+            Some(n) => {
+                return Err(ConfigError::new(
+                    "calls.max_participants",
+                    format!("{n} is too few: a call needs at least 2"),
+                ))
+            }
+        },
     })
 }
 
@@ -718,7 +730,7 @@ fn validate_turn(
     raw: RawTurn,
     base: &Path,
     (dev, route_source): (bool, RouteSource),
-    http_tls: Option<&TlsFiles>,
+    (http_tls, calls): (Option<&TlsFiles>, &CallsConfig),
     warnings: &mut Vec<Warning>,
 ) -> Result<TurnConfig> {
     let listen = match &raw.listen {
@@ -773,6 +785,10 @@ fn validate_turn(
             "is shorter than 16 bytes; use a long random string",
         ));
     }
+    let rest_api_separator = match raw.rest_api_separator.as_deref() {
+        None => switchboard_turn::credentials::DEFAULT_SEPARATOR,
+        Some(s) => rest_api_separator(s)?,
+    };
 
     let external_ips = raw
         .external_ip
@@ -859,23 +875,18 @@ fn validate_turn(
         ));
     }
 
-    let user_quota = quota("turn.user_quota", raw.user_quota, DEFAULT_USER_QUOTA)?;
-    // Without an explicit quota a small port range lowers the default rather than failing.
-    let total_quota = quota(
-        "turn.total_quota",
-        raw.total_quota,
-        DEFAULT_TOTAL_QUOTA.min(port_count),
-    )?;
-    if total_quota > port_count {
+    let user_quota = quota("turn.user_quota", raw.user_quota)?;
+    let total_quota = quota("turn.total_quota", raw.total_quota)?;
+    if let Some(total) = total_quota.filter(|&t| t > port_count) {
         return Err(ConfigError::new(
             "turn.total_quota",
             format!(
-                "{total_quota} allocations need {total_quota} relay ports but turn.relay_ports has {port_count}"
+                "{total} allocations need {total} relay ports but turn.relay_ports has {port_count}"
             ),
         ));
     }
 
-    Ok(TurnConfig {
+    let mut turn = TurnConfig {
         listen,
         tls_listen,
         tls,
@@ -890,9 +901,87 @@ fn validate_turn(
         max_lifetime,
         allow_peers: cidrs("turn.allow_peers", &raw.allow_peers)?,
         deny_peers: cidrs("turn.deny_peers", &raw.deny_peers)?,
-        user_quota,
-        total_quota,
-    })
+        user_quota: 0,
+        user_quota_derived: false,
+        total_quota: 0,
+        rest_api_separator,
+    };
+    let urls = crate::turn_credentials::turn_urls(&turn).len();
+    let derived = default_user_quota(calls.max_participants, urls);
+    (turn.user_quota, turn.total_quota) = match (user_quota, total_quota) {
+        (Some(user), Some(total)) if user > total => {
+            return Err(ConfigError::new(
+                "turn.total_quota",
+                format!(
+                    "{total} is below turn.user_quota ({user}): raise total_quota to at least \
+                     user_quota, or lower user_quota"
+                ),
+            ))
+        }
+        (Some(user), Some(total)) => (user, total),
+        // The default total makes room for the user quota, as far as the ports go.
+        (Some(user), None) => {
+            let total = DEFAULT_TOTAL_QUOTA.max(user).min(port_count);
+            if user > total {
+                return Err(ConfigError::new(
+                    "turn.user_quota",
+                    format!(
+                        "{user} allocations need {user} relay ports but turn.relay_ports has \
+                         {port_count}"
+                    ),
+                ));
+            }
+            (user, total)
+        }
+        (None, total) => {
+            let total = total.unwrap_or_else(|| DEFAULT_TOTAL_QUOTA.max(derived).min(port_count));
+            if derived > total {
+                warnings.push(Warning::new(
+                    "turn.user_quota",
+                    format!(
+                        "not set: a user in a {}-person call over {urls} TURN URLs may need \
+                         {derived} allocations, but turn.total_quota caps it at {total}",
+                        calls.max_participants
+                    ),
+                ));
+            }
+            turn.user_quota_derived = true;
+            (derived.min(total), total)
+        }
+    };
+    Ok(turn)
+}
+
+/// `turn.user_quota` when not set: enough allocations for one user in the largest call the
+/// daemon runs peer to peer, `calls.max_participants` (all calls are mesh calls today; once
+/// the server forwards group calls, only the calls below that size count here).
+///
+/// In a mesh each participant holds one peer connection per other participant, and each
+/// connection gathers a relay candidate, that is one allocation, from every TURN URL the
+/// credentials endpoint serves (`turn_urls`: UDP and TCP per listener, TLS per TLS
+/// listener). Times two for ICE restarts: a restart (a network change, a reconnect)
+/// allocates afresh on every URL while the old allocations live on until the client deletes
+/// them or, if it vanished, they expire, so a user mid-restart briefly holds two sets.
+pub fn default_user_quota(max_participants: u32, turn_urls: usize) -> u32 {
+    let others = u64::from(max_participants.saturating_sub(1));
+    let urls = u64::try_from(turn_urls.max(1)).unwrap_or(u64::MAX);
+    let need = others.saturating_mul(urls).saturating_mul(2);
+    u32::try_from(need).unwrap_or(u32::MAX).max(1)
+}
+
+/// `turn.rest_api_separator`: one printable ASCII character that cannot start an expiry.
+fn rest_api_separator(s: &str) -> Result<char> {
+    let mut chars = s.chars();
+    match (chars.next(), chars.next()) {
+        (Some(c), None) if c.is_ascii_graphic() && !c.is_ascii_digit() => Ok(c),
+        _ => Err(ConfigError::new(
+            "turn.rest_api_separator",
+            format!(
+                "{s:?} is not one printable ASCII character other than a digit (coturn's \
+                 rest-api-separator; the default is \":\")"
+            ),
+        )),
+    }
 }
 
 fn validate_log(raw: RawLog) -> Result<LogConfig> {
@@ -1045,14 +1134,14 @@ fn duration(key: &str, s: Option<String>) -> Result<Option<Duration>> {
     Ok(Some(d))
 }
 
-fn quota(key: &str, value: Option<u32>, default: u32) -> Result<u32> {
+/// A quota as set, if set: at least 1.
+fn quota(key: &str, value: Option<u32>) -> Result<Option<u32>> {
     match value {
-        None => Ok(default),
         Some(0) => Err(ConfigError::new(
             key,
             "must be at least 1 (0 would refuse every allocation)",
         )),
-        Some(n) => Ok(n),
+        value => Ok(value),
     }
 }
 
@@ -1294,7 +1383,10 @@ format = "json"
         assert_eq!(c.turn.realm, "switchboard");
         assert_eq!(c.turn.relay_ports, 49152..=65535);
         assert_eq!(c.turn.credential_ttl, Duration::from_secs(86400));
-        assert_eq!((c.turn.user_quota, c.turn.total_quota), (10, 10_000));
+        // 19 other participants x 2 URLs (UDP and TCP on 0.0.0.0:3478) x 2.
+        assert_eq!((c.turn.user_quota, c.turn.total_quota), (76, 10_000));
+        assert!(c.turn.user_quota_derived);
+        assert_eq!(c.turn.rest_api_separator, ':');
         assert!(c.turn.allow_peers.is_empty() && c.turn.external_ips.is_empty());
         assert!(c.auth.jwt_secret.is_none() && !c.auth.open_conversations);
         assert_eq!(c.store.path, PathBuf::from(DEFAULT_STORE_PATH));
@@ -1368,6 +1460,96 @@ format = "json"
         // Without an explicit quota, a small range lowers the default instead.
         let c = load(&format!("{MINIMAL}relay_ports = \"50000-50099\"\n")).unwrap();
         assert_eq!(c.turn.total_quota, 100);
+    }
+
+    #[test]
+    fn the_default_user_quota_fits_a_mesh_call_over_every_url() {
+        // (max_participants - 1) peer connections x URLs x 2 for ICE restarts.
+        assert_eq!(default_user_quota(20, 2), 76);
+        assert_eq!(default_user_quota(20, 5), 190);
+        assert_eq!(default_user_quota(6, 2), 20);
+        assert_eq!(default_user_quota(2, 1), 2);
+        // No URL would still be one; nothing overflows.
+        assert_eq!(default_user_quota(2, 0), 2);
+        assert_eq!(default_user_quota(u32::MAX, usize::MAX), u32::MAX);
+    }
+
+    #[test]
+    fn the_derived_user_quota_follows_calls_and_urls() {
+        // The packaged conffile's shape: one listener, no TLS, 20 participants.
+        let c = load(&format!("{MINIMAL}listen = [\"0.0.0.0:3478\"]\n")).unwrap();
+        assert_eq!(crate::turn_credentials::turn_urls(&c.turn).len(), 2);
+        assert_eq!((c.turn.user_quota, c.turn.total_quota), (76, 10_000));
+        // IPv4 and IPv6 listeners and a TLS one: 5 URLs.
+        let dual = "[turn]\nsecret = \"0123456789abcdef\"\n\
+                    relay_ip = [\"198.51.100.7\", \"2001:db8::7\"]\n\
+                    listen = [\"0.0.0.0:3478\", \"[::]:3478\"]\ntls_listen = [\"0.0.0.0:5349\"]\n\
+                    tls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n";
+        let c = load(dual).unwrap();
+        assert_eq!(crate::turn_credentials::turn_urls(&c.turn).len(), 5);
+        assert_eq!(c.turn.user_quota, 190);
+        let c = load(&format!("{dual}[calls]\nmax_participants = 6\n")).unwrap();
+        assert_eq!(c.turn.user_quota, 50);
+        // Set, it is taken as set.
+        let c = load(&format!("{MINIMAL}user_quota = 12\n")).unwrap();
+        assert_eq!((c.turn.user_quota, c.turn.total_quota), (12, 10_000));
+        assert!(!c.turn.user_quota_derived);
+    }
+
+    #[test]
+    fn total_quota_makes_room_for_the_user_quota() {
+        // A derived user quota above the default total raises the default total.
+        let c = load(&format!("{MINIMAL}[calls]\nmax_participants = 3000\n")).unwrap();
+        assert_eq!((c.turn.user_quota, c.turn.total_quota), (11_996, 11_996));
+        // So does a user quota that is set.
+        let c = load(&format!("{MINIMAL}user_quota = 12000\n")).unwrap();
+        assert_eq!((c.turn.user_quota, c.turn.total_quota), (12_000, 12_000));
+        // As far as the relay ports go: a derived one is capped, with a warning ...
+        let c = load(&format!("{MINIMAL}relay_ports = \"50000-50049\"\n")).unwrap();
+        assert_eq!((c.turn.user_quota, c.turn.total_quota), (50, 50));
+        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+        assert_eq!(c.warnings[0].key, "turn.user_quota");
+        assert!(
+            c.warnings[0].message.contains("may need 76 allocations"),
+            "{}",
+            c.warnings[0].message
+        );
+        // ... as it is by a total that is set.
+        let c = load(&format!("{MINIMAL}total_quota = 30\n")).unwrap();
+        assert_eq!((c.turn.user_quota, c.turn.total_quota), (30, 30));
+        // One that is set and cannot fit is an error naming the key.
+        let e = err(&format!(
+            "{MINIMAL}relay_ports = \"50000-50049\"\nuser_quota = 60\n"
+        ));
+        assert_eq!(e.key, "turn.user_quota");
+        assert_eq!(
+            e.message,
+            "60 allocations need 60 relay ports but turn.relay_ports has 50"
+        );
+        let e = err(&format!("{MINIMAL}user_quota = 40\ntotal_quota = 30\n"));
+        assert_eq!(e.key, "turn.total_quota");
+        assert_eq!(
+            e.message,
+            "30 is below turn.user_quota (40): raise total_quota to at least user_quota, or \
+             lower user_quota"
+        );
+        assert!(load(&format!("{MINIMAL}user_quota = 30\ntotal_quota = 30\n")).is_ok());
+    }
+
+    #[test]
+    fn rest_api_separator_is_one_printable_ascii_character() {
+        for (text, want) in [(":", ':'), ("_", '_'), ("|", '|'), ("@", '@')] {
+            let c = load(&format!("{MINIMAL}rest_api_separator = \"{text}\"\n")).unwrap();
+            assert_eq!(c.turn.rest_api_separator, want);
+        }
+        for bad in ["", "::", "1", " ", "\\t", "é"] {
+            let e = err(&format!("{MINIMAL}rest_api_separator = \"{bad}\"\n"));
+            assert_eq!(e.key, "turn.rest_api_separator", "{bad:?}");
+            assert!(
+                e.message.contains("is not one printable ASCII character"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

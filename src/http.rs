@@ -88,7 +88,8 @@ pub async fn open_calls(
         turn.secret.expose().as_bytes(),
         turn.credential_ttl,
         turn_urls,
-    );
+    )
+    .with_separator(turn.rest_api_separator);
     let settings = Settings {
         ring_timeout: config.calls.ring_timeout,
         reconnect_grace: config.calls.reconnect_grace,

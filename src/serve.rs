@@ -218,6 +218,7 @@ fn server_config(turn: &TurnConfig) -> ServerConfig {
     sc.max_lifetime = turn.max_lifetime;
     sc.user_quota = turn.user_quota;
     sc.total_quota = turn.total_quota;
+    sc.rest_api_separator = turn.rest_api_separator;
     rand::rng().fill_bytes(&mut sc.nonce_key);
     sc.seed = rand::random();
     sc

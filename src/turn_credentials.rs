@@ -15,7 +15,7 @@ use crate::config::{TurnConfig, MAX_CREDENTIAL_TTL};
 pub fn run(args: &TurnCredentialsArgs) -> ExitCode {
     if !credentials::valid_user_id(&args.user) {
         eprintln!(
-            "error: --user: `{}` is not a valid user id (1 to {} printable ASCII characters, no `:`)",
+            "error: --user: {:?} is not a valid user id (1 to {} bytes, no control characters)",
             args.user,
             credentials::MAX_USER_ID_LEN
         );
@@ -43,9 +43,12 @@ pub fn run(args: &TurnCredentialsArgs) -> ExitCode {
     }
 }
 
-/// Credentials for `user` valid for `ttl` from `now`, with a URL per TURN listener.
+/// Credentials for `user` valid for `ttl` from `now`, with a URL per TURN listener and
+/// `turn.rest_api_separator` in the username.
 pub fn mint(turn: &TurnConfig, user: &str, now: Timestamp, ttl: Duration) -> TurnCredentials {
-    TurnIssuer::new(turn.secret.expose().as_bytes(), ttl, turn_urls(turn)).issue(user, now, ttl)
+    TurnIssuer::new(turn.secret.expose().as_bytes(), ttl, turn_urls(turn))
+        .with_separator(turn.rest_api_separator)
+        .issue(user, now, ttl)
 }
 
 /// The URLs of every way in: `turn:HOST:PORT?transport=udp` and `?transport=tcp` per
@@ -156,5 +159,15 @@ mod tests {
                 "expiresAt": "2025-01-10T14:00:00Z",
             })
         );
+    }
+
+    #[test]
+    fn minting_uses_the_configured_separator() {
+        let t = turn("listen = [\"127.0.0.1:3478\"]\nrest_api_separator = \"_\"\n");
+        let now = Timestamp::from_unix_millis(1_736_514_000_000);
+        let body = mint(&t, "@alice:example.org", now, Duration::from_secs(3600));
+        assert_eq!(body.credentials.username, "1736517600_@alice:example.org");
+        // printf '1736517600_@alice:example.org' | openssl dgst -sha1 -hmac secret -binary | base64
+        assert_eq!(body.credentials.credential, "20kjIwOJTT5xWw12GFB1prVwOTo=");
     }
 }

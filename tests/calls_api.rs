@@ -1982,6 +1982,24 @@ fn turn_credentials_are_recorded_and_accepted_by_the_relay() {
     );
 }
 
+/// `turn.rest_api_separator` is what the API mints with and what the relay splits at.
+#[test]
+fn turn_credentials_use_the_configured_separator() {
+    let t = T::turn("rest_api_separator = \"_\"");
+    let alice = Person::new("Alice");
+    let (s, body) = t.api.get("/api/calls/turn-credentials", &alice.token);
+    assert_eq!(s, 200, "{body}");
+    let (_, username, credential) = turn_credentials(&body);
+    let (expiry, user) = username.split_once('_').expect("expiry_user");
+    assert!(expiry.parse::<u64>().is_ok(), "{username}");
+    assert_eq!(user, alice.uid());
+    assert_eq!(code(&allocate(t.d.turn, &username, &credential)), 200);
+    // The same user's credentials with a colon, signed right, do not split there.
+    let colon = format!("{expiry}:{user}");
+    let signed = switchboard_turn::credentials::password_for(SECRET.as_bytes(), &colon);
+    assert_eq!(code(&allocate(t.d.turn, &colon, &signed)), 401);
+}
+
 #[test]
 fn turn_credentials_advertise_the_external_ip() {
     let t = T::turn("external_ip = \"203.0.113.7\"");

@@ -4,6 +4,7 @@
 //! while other warnings are `warning:` lines with exit 0.
 //!
 //! Every file sets a public `turn.relay_ip`, so nothing here consults the routing table.
+//! `switchboard turn-credentials`, which loads a file the same way, is run here too.
 
 use std::path::Path;
 use std::process::Command;
@@ -97,6 +98,15 @@ fn good_production_config_is_ok_with_a_summary() {
         "{stdout}"
     );
     assert!(stdout.contains("http listen: 0.0.0.0:8080"), "{stdout}");
+    // user_quota not set: derived from calls.max_participants (20) and the 2 URLs served.
+    assert!(
+        stdout.contains(
+            "turn limits: 76 allocations per user (for 20-person calls over 2 TURN URLs), \
+             10000 in total,"
+        ),
+        "{stdout}"
+    );
+    assert!(stdout.contains("usernames <expiry>:<user>"), "{stdout}");
     assert!(!stdout.contains("development"), "{stdout}");
     assert_eq!(stderr, "", "a clean file warns of nothing");
 }
@@ -130,6 +140,29 @@ fn total_quota_beyond_the_port_range() {
         "turn.total_quota",
         "100 allocations need 100 relay ports but turn.relay_ports has 10",
     );
+}
+
+#[test]
+fn user_quota_above_total_quota() {
+    let out = check(&config("user_quota = 50\ntotal_quota = 40"));
+    assert_error(
+        &out,
+        "turn.total_quota",
+        "40 is below turn.user_quota (50): raise total_quota to at least user_quota",
+    );
+}
+
+#[test]
+fn rest_api_separator_must_be_one_character() {
+    let out = check(&config("rest_api_separator = \"::\""));
+    assert_error(
+        &out,
+        "turn.rest_api_separator",
+        "\"::\" is not one printable ASCII character other than a digit",
+    );
+    let (code, stdout, stderr) = check(&config("rest_api_separator = \"_\""));
+    assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("usernames <expiry>_<user>"), "{stdout}");
 }
 
 #[test]
@@ -224,4 +257,34 @@ fn missing_file() {
         stderr.starts_with("error: ") && stderr.contains("switchboard.toml: cannot read: "),
         "{stderr}"
     );
+}
+
+/// `switchboard turn-credentials` (the same loading of the file) mints with
+/// `turn.rest_api_separator`, for any user id without control characters.
+#[test]
+fn turn_credentials_cli_uses_the_configured_separator() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("switchboard.toml");
+    std::fs::write(&path, config("rest_api_separator = \"_\"")).unwrap();
+    let run = |user: &str| {
+        Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .args(["turn-credentials", "--user", user, "--config"])
+            .arg(&path)
+            .output()
+            .unwrap()
+    };
+    let out = run("@alice:example.org");
+    assert!(out.status.success(), "{out:?}");
+    let body: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let username = body["credentials"]["username"].as_str().unwrap();
+    let (expiry, user) = username.split_once('_').unwrap();
+    assert!(expiry.parse::<u64>().is_ok(), "{username}");
+    assert_eq!(user, "@alice:example.org");
+    assert_eq!(
+        body["credentials"]["credential"],
+        switchboard_turn::credentials::password_for(SECRET.as_bytes(), username)
+    );
+    let out = run("a\nb");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a valid user id"));
 }

@@ -281,6 +281,86 @@ fn uclient_with_a_wrong_secret_is_unauthorized() {
     );
 }
 
+/// `turnutils_uclient` as a client of another deployment: the `username` and `password` it
+/// was handed (`-u`, `-w`; no REST secret of its own), one client, to the echo peer.
+fn uclient_as(d: &Daemon, username: &str, password: &str, peer_port: u16) -> (Option<i32>, String) {
+    let mut cmd = Command::new("turnutils_uclient");
+    cmd.args(["-c", "-u", username, "-w", password, "-l", "120"])
+        .args(["-p", &d.turn.port().to_string(), "-n", "50", "-m", "1"])
+        .args(["-e", "127.0.0.1", "-r", &peer_port.to_string(), "127.0.0.1"]);
+    run_bounded(&mut cmd, LIMIT)
+}
+
+/// Credentials minted by Matrix, Nextcloud Talk, Jitsi and BigBlueButton deployments with
+/// coturn's shared secret relay real bytes; the same usernames with a wrong password get
+/// 401. The user names reach no metric label.
+#[test]
+fn uclient_with_other_deployments_credentials_relays_and_a_wrong_hmac_is_401() {
+    let mut d = Daemon::start("allow_peers = [\"127.0.0.1/32\"]");
+    let (_peer, port) = peer();
+    // Each run also leaves a second, unused allocation of uclient's open (closed at
+    // shutdown); the echoed packets are counted as the used one is deleted.
+    let shapes = common::foreign_usernames(common::unix_now() + 3600);
+    for (n, (who, username)) in shapes.iter().enumerate() {
+        let (code, out) = uclient_as(&d, username, &common::password_for(username), port);
+        assert_eq!(code, Some(0), "{who} {username}: {out}");
+        assert_eq!(lost(&out), Some(0), "{who} {username}: {out}");
+        wait_closed(&d, n + 1);
+        assert!(
+            closed_sum(&d, "packets_from_peer") >= 50 * (n as u64 + 1),
+            "{who}"
+        );
+    }
+    let refused_before = d.metric("switchboard_turn_auth_failures_total");
+    let allocated_before = d.metric("switchboard_turn_allocations_total");
+    for (who, username) in &shapes {
+        // The HMAC of another secret: right shape, wrong password.
+        let wrong = switchboard_turn::credentials::password_for(b"not-the-secret", username);
+        let (code, out) = uclient_as(&d, username, &wrong, port);
+        assert_ne!(code, Some(0), "{who} {username}: {out}");
+        assert!(out.contains("Cannot complete Allocation"), "{who}: {out}");
+    }
+    let metrics = common::metrics_text(d.http);
+    assert!(
+        metrics.contains("switchboard_turn_auth_failures_total{reason=\"bad_integrity\"}"),
+        "{metrics}"
+    );
+    assert!(d.metric("switchboard_turn_auth_failures_total") >= refused_before + 4);
+    assert_eq!(
+        d.metric("switchboard_turn_allocations_total"),
+        allocated_before,
+        "a wrong password allocated"
+    );
+    for needle in ["alice", "example.org", "q8+Zr", "w_k3v9"] {
+        assert!(
+            !metrics.contains(needle),
+            "{needle} in /metrics:\n{metrics}"
+        );
+    }
+    assert!(d.stop().success());
+}
+
+/// `turn.rest_api_separator` as coturn's `rest-api-separator`: uclient's own REST minting
+/// with `-C _` (`<timestamp>_<user>`) is accepted, colons in the user and all.
+#[test]
+fn uclient_rest_minting_with_a_configured_separator() {
+    let d = Daemon::start("allow_peers = [\"127.0.0.1/32\"]\nrest_api_separator = \"_\"");
+    let (_peer, port) = peer();
+    let (code, out) = uclient(
+        &d,
+        &["-C", "_", "-u", "@alice:example.org"],
+        Some(port),
+        50,
+        1,
+    );
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(lost(&out), Some(0), "{out}");
+    // With `:` as uclient's separator the expiry is not digits up to the `_`: refused.
+    let (code, out) = uclient(&d, &["-u", "@alice:example.org"], Some(port), 5, 1);
+    assert_ne!(code, Some(0), "{out}");
+    assert!(out.contains("Cannot complete Allocation"), "{out}");
+}
+
 #[test]
 fn sigterm_stops_the_daemon_cleanly() {
     let mut d = Daemon::start("");

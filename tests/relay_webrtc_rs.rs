@@ -555,6 +555,77 @@ async fn wrong_or_expired_credentials_get_401() {
     assert_eq!(common::field(&closed[0], "reason"), Some("closed"));
 }
 
+/// Credentials minted by Matrix, Nextcloud Talk, Jitsi and BigBlueButton deployments (see
+/// `common::foreign_usernames`) allocate and relay both ways; the same usernames with a wrong
+/// password get 401 and no allocation.
+#[tokio::test(flavor = "multi_thread")]
+async fn other_deployments_credentials_relay_and_a_wrong_hmac_is_401() {
+    const N: usize = 20;
+    let mut daemon = Daemon::start(r#"allow_peers = ["127.0.0.1/32"]"#);
+    let ports = relay_ports(&daemon);
+    let shapes = common::foreign_usernames(common::unix_now() + 3600);
+    for (who, username) in &shapes {
+        let password = common::password_for(username);
+        let c = client(daemon.turn, username.clone(), password).await;
+        let relay = dyn_conn(
+            timeout(STEP, c.allocate())
+                .await
+                .expect("allocate in time")
+                .unwrap_or_else(|e| panic!("{who} {username}: {e}")),
+        );
+        let relayed = relay.local_addr().unwrap();
+        let peer = peer_socket(LOOPBACK, &ports).await;
+        let peer_addr = peer.local_addr().unwrap();
+        let mut buf = vec![0u8; 2048];
+        for i in 0..N {
+            let out = payload(who, i);
+            timeout(STEP, relay.send_to(&out, peer_addr))
+                .await
+                .expect("send in time")
+                .expect("send");
+            let (n, from) = timeout(STEP, peer.recv_from(&mut buf))
+                .await
+                .unwrap_or_else(|_| panic!("{who}: datagram {i} did not reach the peer"))
+                .unwrap();
+            assert_eq!((&buf[..n], from), (&out[..], relayed), "{who}");
+            peer.send_to(&buf[..n], from).await.unwrap();
+            let (n, from) = timeout(STEP, relay.recv_from(&mut buf))
+                .await
+                .unwrap_or_else(|_| panic!("{who}: echo {i} did not come back"))
+                .unwrap();
+            assert_eq!((&buf[..n], from), (&out[..], peer_addr), "{who}");
+        }
+        relay.close().await.unwrap();
+        c.close().await.unwrap();
+    }
+    let lines = wait_closed(&daemon, shapes.len());
+    for line in &lines {
+        assert_eq!(common::field(line, "reason"), Some("deleted"), "{line}");
+        assert_eq!(num(line, "packets_to_peer"), N as u64, "{line}");
+        assert_eq!(num(line, "packets_from_peer"), N as u64, "{line}");
+    }
+    for (who, username) in &shapes {
+        let wrong = switchboard_turn::credentials::password_for(b"not-the-secret", username);
+        let c = client(daemon.turn, username.clone(), wrong).await;
+        let err = match timeout(STEP, c.allocate())
+            .await
+            .expect("an answer in time")
+        {
+            Ok(_) => panic!("{who}: allocated with a wrong password"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains("401"), "{who}: {err}");
+        c.close().await.unwrap();
+    }
+    assert!(daemon.stop().success());
+    assert_eq!(
+        closed_lines(&daemon).len(),
+        shapes.len(),
+        "{:#?}",
+        daemon.log()
+    );
+}
+
 /// An explicitly allowed peer on the relay's own address, on a port inside the relay range that
 /// no allocation holds (another process's socket): CreatePermission and ChannelBind succeed, yet
 /// every datagram is taken for the hairpin, finds no allocation and is dropped silently

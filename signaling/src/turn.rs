@@ -16,6 +16,8 @@ pub struct TurnIssuer {
     pub ttl: Duration,
     /// `turn:`/`turns:` URLs, as clients can reach the relay.
     pub urls: Vec<String>,
+    /// Between expiry and user id in usernames (`turn.rest_api_separator`).
+    separator: char,
 }
 
 impl std::fmt::Debug for TurnIssuer {
@@ -23,6 +25,7 @@ impl std::fmt::Debug for TurnIssuer {
         f.debug_struct("TurnIssuer")
             .field("ttl", &self.ttl)
             .field("urls", &self.urls)
+            .field("separator", &self.separator)
             .finish_non_exhaustive()
     }
 }
@@ -50,13 +53,21 @@ impl TurnIssuer {
             secret: secret.to_vec(),
             ttl,
             urls,
+            separator: credentials::DEFAULT_SEPARATOR,
         }
     }
 
+    /// Usernames with `separator` between expiry and user id instead of `:`
+    /// (`turn.rest_api_separator`, which the relay splits at).
+    pub fn with_separator(mut self, separator: char) -> TurnIssuer {
+        self.separator = separator;
+        self
+    }
+
     /// The credentials of `username` (minted earlier, expiring at `expires`) again: None if
-    /// the username is not one we mint.
+    /// the username is not one we mint, with today's separator.
     pub fn reissue(&self, username: &str, expires: Timestamp) -> Option<TurnCredentials> {
-        let (expiry, _) = username.split_once(':')?;
+        let (expiry, _) = username.split_once(self.separator)?;
         if expiry.parse::<u64>().ok()? != expires.unix_seconds() {
             return None;
         }
@@ -78,7 +89,7 @@ impl TurnIssuer {
     /// Credentials for `user` valid for `ttl` from `now`.
     pub fn issue(&self, user: &str, now: Timestamp, ttl: Duration) -> TurnCredentials {
         let expires = now.unix_seconds().saturating_add(ttl.as_secs());
-        let c = credentials::mint(&self.secret, user, expires);
+        let c = credentials::mint_with_separator(&self.secret, user, self.separator, expires);
         TurnCredentials {
             credentials: IceServer {
                 urls: self.urls.clone(),
@@ -122,6 +133,25 @@ mod tests {
             credentials::password_for(b"secret", "1736517600:alice"),
             body.credentials.credential
         );
-        assert!(credentials::verify("1736517600:alice", 1_736_517_599).is_ok());
+        assert!(credentials::verify("1736517600:alice", ':', 1_736_517_599).is_ok());
+    }
+
+    #[test]
+    fn the_configured_separator_is_minted_and_reissued() {
+        let issuer =
+            TurnIssuer::new(b"secret", Duration::from_secs(3600), Vec::new()).with_separator('_');
+        let now = Timestamp::from_unix_millis(1_736_514_000_000);
+        let body = issuer.issue("@alice:example.org", now, issuer.ttl);
+        assert_eq!(body.credentials.username, "1736517600_@alice:example.org");
+        // printf '1736517600_@alice:example.org' | openssl dgst -sha1 -hmac secret -binary | base64
+        assert_eq!(body.credentials.credential, "20kjIwOJTT5xWw12GFB1prVwOTo=");
+        let expires = Timestamp::from_unix_millis(1_736_517_600_000);
+        let again = issuer
+            .reissue("1736517600_@alice:example.org", expires)
+            .unwrap();
+        assert_eq!(again.credentials.credential, body.credentials.credential);
+        // One stored before the separator changed is not handed out again: the relay would
+        // not split it where it was minted.
+        assert!(issuer.reissue("1736517600:alice", expires).is_none());
     }
 }

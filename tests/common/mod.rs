@@ -297,6 +297,37 @@ pub fn credentials(user: &str, expiry: u64) -> (String, String) {
     (c.username, c.password)
 }
 
+/// TURN REST usernames as other deployments mint them with coturn's shared secret (the
+/// shapes of `switchboard_turn::credentials`' docs), expiring at `expiry`: (who, username).
+/// The relay must accept each signed with [`SECRET`] and refuse each with a wrong password.
+pub fn foreign_usernames(expiry: u64) -> Vec<(&'static str, String)> {
+    vec![
+        // Synapse: `<expiry>:<Matrix user id>`, colons and all.
+        ("matrix", format!("{expiry}:@alice:example.org")),
+        // Nextcloud Talk: `<expiry>:<16 random characters of A-Za-z0-9+/>`.
+        ("nextcloud", format!("{expiry}:q8+Zr/4kWb0tLm2N")),
+        // Jitsi (Prosody's mod_turncredentials / mod_external_services): the expiry alone.
+        ("jitsi", format!("{expiry}")),
+        // BigBlueButton: `<expiry>:<internal user id>`, `w_` and 12 lowercase alphanumerics.
+        ("bigbluebutton", format!("{expiry}:w_k3v9qz0x7m2a")),
+    ]
+}
+
+/// The password the relay expects for `username`: base64(HMAC-SHA1([`SECRET`], username)).
+pub fn password_for(username: &str) -> String {
+    switchboard_turn::credentials::password_for(SECRET.as_bytes(), username)
+}
+
+/// The daemon's `/metrics` text.
+pub fn metrics_text(http: SocketAddr) -> String {
+    ureq::get(format!("http://{http}/metrics"))
+        .call()
+        .expect("GET /metrics")
+        .body_mut()
+        .read_to_string()
+        .expect("the metrics")
+}
+
 /// A UDP port free right now on 127.0.0.1 (for third-party tools that need a number).
 pub fn free_udp_port() -> u16 {
     std::net::UdpSocket::bind("127.0.0.1:0")

@@ -141,7 +141,8 @@ fn users() -> &'static [User; 4] {
             // Expires within the hour: the clock can pass it.
             User::mint("alice", T0 + 3600),
             User::mint("bob", T0 + 30 * 86_400),
-            User::mint("carol", T0 + 30 * 86_400),
+            // A Matrix user id: the user name after the first colon is opaque.
+            User::mint("@carol:example.org", T0 + 30 * 86_400),
             // Expired from the start.
             User::mint("mallory", T0 - 1),
         ]

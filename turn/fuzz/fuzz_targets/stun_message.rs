@@ -205,11 +205,17 @@ fn decode_credentials(msg: &Message<'_>, tuple: &FiveTuple) {
     let now = now();
     if let Ok(u) = msg.attribute::<Username>() {
         let name = u.username();
-        if let Ok(v) = credentials::verify(name, now.unix_secs()) {
-            let (expiry, user) = name.split_once(':').expect("accepted without a colon");
-            assert_eq!(v.user, user);
+        for separator in [credentials::DEFAULT_SEPARATOR, '_'] {
+            let Ok(v) = credentials::verify(name, separator, now.unix_secs()) else {
+                continue;
+            };
+            // The expiry before the first separator, the rest (or the whole username when
+            // there is none) the user.
+            let (expiry, rest) = name.split_once(separator).unwrap_or((name, ""));
+            assert_eq!(v.user, if rest.is_empty() { name } else { rest });
+            assert!(name.ends_with(v.user));
             assert_eq!(expiry.parse::<u64>().ok(), Some(v.expires_unix));
-            assert!(credentials::valid_user_id(v.user));
+            assert!(name.len() <= credentials::MAX_USERNAME_LEN);
             assert!(
                 v.expires_unix >= now.unix_secs(),
                 "accepted an expired username"

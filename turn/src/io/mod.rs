@@ -694,7 +694,9 @@ impl Driver {
             } => {
                 s.allocations.fetch_add(1, Ordering::Relaxed);
                 s.allocations_total.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(alloc = id.to_u64(), client = %tuple.client, transport = ?tuple.transport, %user, %relayed, "allocation created");
+                // `?user`: a user name is any text the HMAC covers (another deployment's
+                // minting); Debug quotes and escapes it, so it cannot forge a log line.
+                tracing::debug!(alloc = id.to_u64(), client = %tuple.client, transport = ?tuple.transport, ?user, %relayed, "allocation created");
                 if tuple.is_stream() {
                     self.authenticated(&tuple);
                 }
@@ -732,7 +734,7 @@ impl Driver {
                     bytes_from_peer = usage.bytes_from_peer,
                     "allocation closed"
                 );
-                tracing::debug!(alloc = id.to_u64(), %user, "allocation owner");
+                tracing::debug!(alloc = id.to_u64(), ?user, "allocation owner");
                 let closed = self
                     .closed_usage
                     .entry(user)

@@ -126,8 +126,10 @@ pub(crate) enum Phase {
 #[derive(Debug)]
 pub(crate) struct Allocation {
     pub(crate) tuple: FiveTuple,
-    /// `<expiry>:<user>`, as authenticated.
+    /// `<expiry><separator><user>`, as authenticated.
     pub(crate) username: Box<str>,
+    /// Where the user (what quotas and usage count by) starts in `username`.
+    pub(crate) user_at: usize,
     /// The long-term key for `username`, cached so later requests skip the HMAC and MD5.
     pub(crate) key: IntegrityKey,
     /// The Allocate request that created it, to recognise its retransmissions.
@@ -149,11 +151,11 @@ pub(crate) struct Allocation {
 }
 
 impl Allocation {
-    /// The user id part of the username.
+    /// The user part of the username ([`credentials::VerifiedUser::user`]).
+    ///
+    /// [`credentials::VerifiedUser::user`]: super::credentials::VerifiedUser::user
     pub(crate) fn user(&self) -> &str {
-        self.username
-            .split_once(':')
-            .map_or(&*self.username, |(_, u)| u)
+        self.username.get(self.user_at..).unwrap_or_default()
     }
 
     pub(crate) fn is_active(&self) -> bool {

@@ -14,6 +14,9 @@ pub struct ServerConfig {
     pub realm: String,
     /// The shared secret of the TURN REST credential scheme (`turn.secret`).
     pub secret: Vec<u8>,
+    /// What separates the expiry from the user name in usernames
+    /// (`turn.rest_api_separator`, coturn's `rest-api-separator`).
+    pub rest_api_separator: char,
     /// Key for the stateless nonces. Random per process: nonces from before a restart are stale.
     pub nonce_key: [u8; 32],
     /// Seed for the transaction ids of Data indications (the core has no RNG of its own).
@@ -60,6 +63,7 @@ impl ServerConfig {
         ServerConfig {
             realm: realm.into(),
             secret: secret.into(),
+            rest_api_separator: super::credentials::DEFAULT_SEPARATOR,
             nonce_key: [0; 32],
             seed: 0,
             nonce_lifetime: Duration::from_secs(600),

@@ -170,7 +170,7 @@ pub enum AuthFailure {
     StaleNonce,
     /// REALM was not ours (401).
     WrongRealm,
-    /// The username was not `<expiry>:<user>` (401).
+    /// The username was not `<expiry>[<separator><user>]` or too long (401).
     MalformedUsername,
     /// The username's expiry has passed (401).
     Expired,

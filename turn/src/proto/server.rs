@@ -88,15 +88,15 @@ struct Slot {
 /// What an authenticated request proved.
 struct Authed {
     key: IntegrityKey,
-    /// `<expiry>:<user>`.
+    /// `<expiry><separator><user>`, or `<expiry>` alone.
     username: String,
-    /// Where the user id starts in `username`.
+    /// Where the user starts in `username` ([`credentials::VerifiedUser::user`]).
     user_at: usize,
 }
 
 impl Authed {
     fn user(&self) -> &str {
-        &self.username[self.user_at..]
+        self.username.get(self.user_at..).unwrap_or_default()
     }
 }
 
@@ -621,7 +621,11 @@ impl Server {
         let verified = if realm.realm() != self.config.realm {
             Err(AuthFailure::WrongRealm)
         } else {
-            match credentials::verify(username.username(), now.unix_secs()) {
+            match credentials::verify(
+                username.username(),
+                self.config.rest_api_separator,
+                now.unix_secs(),
+            ) {
                 Ok(v) => Ok(username.username().len() - v.user.len()),
                 Err(credentials::CredentialError::Expired) => Err(AuthFailure::Expired),
                 Err(_) => Err(AuthFailure::MalformedUsername),
@@ -796,6 +800,7 @@ impl Server {
         let id = self.insert(|_| Allocation {
             tuple,
             username: auth.username.into(),
+            user_at: auth.user_at,
             key: auth.key.clone(),
             created_by: txid,
             phase: Phase::Opening {

@@ -857,6 +857,118 @@ fn user_and_total_quotas_give_486() {
     h.allocate(client(6), "alice");
 }
 
+impl Cred {
+    /// A credential for exactly `username`, signed with the right secret.
+    fn raw(username: &str) -> Self {
+        Cred {
+            username: username.to_owned(),
+            password: crate::proto::credentials::password_for(SECRET, username),
+        }
+    }
+}
+
+fn udp_allocate() -> MessageWriteVec {
+    let mut w = request(ALLOCATE);
+    w.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
+        .unwrap();
+    w
+}
+
+/// Other deployments' usernames (see `credentials`): quotas and usage count the user after
+/// the first separator, whatever it contains; a username without one is a user of its own.
+#[test]
+fn quotas_and_usage_count_opaque_user_names() {
+    let mut c = config();
+    c.user_quota = 2;
+    let mut h = H::new(c);
+    // Two Matrix users of one homeserver: two quotas, though both names hold `:example.org`.
+    h.allocate(client(1), "@alice:example.org");
+    h.allocate(client(2), "@alice:example.org");
+    h.allocate(client(3), "@bob:example.org");
+    // Alice again, with a credential of another expiry: the same user, over her quota.
+    let again = Cred::raw(&format!("{}:@alice:example.org", T0 + 7200));
+    assert_eq!(code(&h.authed(client(4), &again, udp_allocate())), 486);
+    assert!(h.events().contains(&Event::QuotaReached { total: false }));
+    // Jitsi's `<expiry>` alone and an empty user: each username is its own user.
+    for (port, username) in [
+        (5, format!("{}", T0 + 3600)),
+        (6, format!("{}:", T0 + 3600)),
+    ] {
+        let cred = Cred::raw(&username);
+        assert_eq!(code(&h.authed(client(port), &cred, udp_allocate())), 200);
+    }
+    let mut users: Vec<&str> = h.server.usage_by_user().map(|(u, _)| u).collect();
+    users.sort_unstable();
+    assert_eq!(
+        users,
+        [
+            "1700003600",
+            "1700003600:",
+            "@alice:example.org",
+            "@alice:example.org",
+            "@bob:example.org"
+        ]
+    );
+    // Non-ASCII, spaces and separators inside the user: opaque too.
+    let cred = Cred::raw(&format!("{}:Zoë Ünal:東京", T0 + 3600));
+    assert_eq!(code(&h.authed(client(7), &cred, udp_allocate())), 200);
+    assert!(h.server.usage_by_user().any(|(u, _)| u == "Zoë Ünal:東京"));
+}
+
+#[test]
+fn the_configured_separator_splits_the_username() {
+    let mut c = config();
+    c.rest_api_separator = '_';
+    let mut h = H::new(c);
+    let cred = Cred::raw(&format!("{}_@alice:example.org", T0 + 3600));
+    assert_eq!(code(&h.authed(client(1), &cred, udp_allocate())), 200);
+    assert!(h
+        .server
+        .usage_by_user()
+        .any(|(u, _)| u == "@alice:example.org"));
+    // The colon is no separator now: `<expiry>:...` has no digits-only expiry. A 401, with
+    // the HMAC right.
+    let colon = Cred::raw(&format!("{}:alice", T0 + 3600));
+    assert_eq!(code(&h.authed(client(2), &colon, udp_allocate())), 401);
+    assert!(h
+        .events()
+        .contains(&Event::AuthFailed(AuthFailure::MalformedUsername)));
+}
+
+#[test]
+fn overlong_and_malformed_usernames_get_401_with_the_hmac_right() {
+    let mut h = H::new(config());
+    let at_limit = format!("{}:{}", T0 + 3600, "x".repeat(512 - 11));
+    assert_eq!(at_limit.len(), 512);
+    assert_eq!(
+        code(&h.authed(client(1), &Cred::raw(&at_limit), udp_allocate())),
+        200
+    );
+    // 513 bytes: still a STUN USERNAME, but over our bound.
+    let over = format!("{at_limit}y");
+    assert_eq!(
+        code(&h.authed(client(2), &Cred::raw(&over), udp_allocate())),
+        401
+    );
+    assert!(h
+        .events()
+        .contains(&Event::AuthFailed(AuthFailure::MalformedUsername)));
+    for username in ["", "alice", ":alice", "12a:alice", "alice:1700003600"] {
+        let bytes = h.authed(client(3), &Cred::raw(username), udp_allocate());
+        assert_eq!(code(&bytes), 401, "{username:?}");
+        assert!(h
+            .events()
+            .contains(&Event::AuthFailed(AuthFailure::MalformedUsername)));
+    }
+    // Expired, with any user part.
+    let expired = Cred::raw(&format!("{}:@alice:example.org", T0 - 1));
+    assert_eq!(code(&h.authed(client(4), &expired, udp_allocate())), 401);
+    assert!(h
+        .events()
+        .contains(&Event::AuthFailed(AuthFailure::Expired)));
+    assert_eq!(h.server.allocation_count(), 1);
+}
+
 #[test]
 fn no_relay_port_gives_508_and_leaves_nothing() {
     let mut h = H::new(config());
