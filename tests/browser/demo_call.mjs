@@ -1,7 +1,7 @@
 #!/usr/bin/env node
-// The demo page end to end in headless Chromium: two (or three) browser contexts, one per
-// person, load the page the daemon serves at `/`, sign in as Alice and Bob (and Carol), tick
-// "Relay only" and the TURN transport, and Alice video-calls the others, who answer. Everything goes through the page's own
+// The demo page end to end in headless Chromium: two to five browser contexts, one per
+// person, load the page the daemon serves at `/`, sign in as Alice and Bob (and Carol, Dave,
+// Erin), tick "Relay only" and the TURN transport (`any`: every URL the daemon serves), and Alice video-calls the others, who answer. Everything goes through the page's own
 // code: the REST calls, the signaling over /ws, WebRTCManager with credentials from
 // /api/calls/turn-credentials. Then, on both sides:
 //   - getStats: the selected candidate pair is relay <-> relay, the local relay candidate
@@ -16,8 +16,8 @@
 // Prints one JSON line ({"ok":true,"callId",...} or {"ok":false,"error",...}); exit 0 on
 // success, 1 on a failed check, 2 on bad usage, 124 when --timeout-ms passes.
 //
-// Usage: node demo_call.mjs --base http://127.0.0.1:8080 --transport udp|tcp --out DIR
-//                           [--people 2|3] [--timeout-ms 90000] [--chromium /usr/bin/chromium]
+// Usage: node demo_call.mjs --base http://127.0.0.1:8080 --transport udp|tcp|any --out DIR
+//                           [--people 2-5] [--timeout-ms 90000] [--chromium /usr/bin/chromium]
 
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -46,11 +46,11 @@ const { values: opts } = parseArgs({
   },
 });
 const timeoutMs = Number(opts['timeout-ms']);
-const NAMES = ['Alice', 'Bob', 'Carol'];
+const NAMES = ['Alice', 'Bob', 'Carol', 'Dave', 'Erin'];
 opts.people = Number(opts.people);
-if (!opts.base || !opts.out || !['udp', 'tcp'].includes(opts.transport) || !(timeoutMs > 0)
+if (!opts.base || !opts.out || !['udp', 'tcp', 'any'].includes(opts.transport) || !(timeoutMs > 0)
     || !(opts.people >= 2 && opts.people <= NAMES.length)) {
-  console.error('usage: demo_call.mjs --base URL --transport udp|tcp --out DIR [--people 2|3] [--timeout-ms N]');
+  console.error('usage: demo_call.mjs --base URL --transport udp|tcp|any --out DIR [--people 2-5] [--timeout-ms N]');
   finish(2, { ok: false, error: 'bad usage' });
 }
 setTimeout(() => finish(124, { ok: false, error: `timed out during: ${step}` }), timeoutMs).unref();
@@ -117,7 +117,8 @@ async function person(browser, name) {
   // The network choices, under "Network".
   await page.click('#lobby details summary');
   await page.check('#relay-only');
-  await page.selectOption('#transport', opts.transport);
+  // `any`: every TURN URL the daemon serves, one allocation per URL and peer connection.
+  await page.selectOption('#transport', opts.transport === 'any' ? '' : opts.transport);
   const id = await page.evaluate(() => window.switchboardDemo.session.user.id);
   return { name, page, id };
 }
@@ -167,7 +168,8 @@ async function main() {
       }, 30000);
       check(s.local.candidateType === 'relay' && s.remote.candidateType === 'relay',
         `${key(me, other)}: the selected pair is ${s.local.candidateType} <-> ${s.remote.candidateType}`);
-      check(s.local.relayProtocol === opts.transport,
+      check(opts.transport === 'any' ? ['udp', 'tcp', 'tls'].includes(s.local.relayProtocol)
+        : s.local.relayProtocol === opts.transport,
         `${key(me, other)}: the relay candidate was allocated over ${s.local.relayProtocol}`);
       selected[key(me, other)] = s;
     }
@@ -183,7 +185,9 @@ async function main() {
     for (const [me, other] of pairs) {
       await until(`${key(me, other)}: the page shows the path relayed`, async () => {
         const text = await me.page.textContent(`.tile.remote[data-user-id="${other.id}"] .path`);
-        return text?.startsWith(`relayed · ${opts.transport}`) ? text : null;
+        // With every URL, the selected pair (and the transport shown) may change mid-call.
+        const shown = opts.transport === 'any' ? 'relayed · ' : `relayed · ${opts.transport}`;
+        return text?.startsWith(shown) ? text : null;
       }, 15000);
     }
 
