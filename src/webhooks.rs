@@ -376,14 +376,18 @@ where
     let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
         .await
         .map_err(|e| format!("http: {e}"))?;
-    tokio::pin!(conn);
+    let send = sender.send_request(req);
+    tokio::pin!(conn, send);
+    // The connection is driven here until the response head is in; it may also end first
+    // (a receiver that answers and closes), with the response already handed over.
     tokio::select! {
-        r = sender.send_request(req) => r.map(|resp| resp.status()).map_err(|e| format!("http: {e}")),
-        c = &mut conn => Err(match c {
-            Ok(()) => "http: the connection closed without a response".to_owned(),
-            Err(e) => format!("http: {e}"),
-        }),
+        biased;
+        r = &mut send => return r.map(|resp| resp.status()).map_err(|e| format!("http: {e}")),
+        c = &mut conn => c.map_err(|e| format!("http: {e}"))?,
     }
+    send.await
+        .map(|resp| resp.status())
+        .map_err(|e| format!("http: {e}"))
 }
 
 #[cfg(test)]
