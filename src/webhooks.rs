@@ -114,7 +114,7 @@ impl Delivery {
         for url in &config.urls {
             let Some(target) = Target::parse(url) else {
                 // Checked by the config already.
-                tracing::error!(url = %url, "webhooks.url is not usable; nothing is sent to it");
+                tracing::error!("a webhooks.url is not usable; nothing is sent to it");
                 continue;
             };
             let worker = Worker {
@@ -179,6 +179,8 @@ struct Target {
     /// The `Host` header.
     authority: String,
     path: String,
+    /// For the log: without the query, which may hold a key.
+    shown: String,
 }
 
 impl Target {
@@ -195,7 +197,9 @@ impl Target {
             .strip_prefix('[')
             .and_then(|h| h.strip_suffix(']'))
             .unwrap_or(host);
+        let scheme = if https { "https" } else { "http" };
         Some(Target {
+            shown: format!("{scheme}://{authority}{}", uri.path()),
             url: url.to_owned(),
             https,
             host: host.to_owned(),
@@ -278,7 +282,7 @@ impl Worker {
         let now = Timestamp::now();
         if now >= row.created_at + self.max_age {
             tracing::warn!(
-                event = %row.event_id, kind = %row.kind, attempts = row.attempts, url = %self.target.url,
+                event = %row.event_id, kind = %row.kind, attempts = row.attempts, url = %self.target.shown,
                 "webhook dropped: not delivered within webhooks.max_age"
             );
             counter!("switchboard_webhooks_dropped_total").increment(1);
@@ -291,7 +295,7 @@ impl Worker {
         let error = match attempt {
             Ok(Ok(status)) if status.is_success() => {
                 counter!("switchboard_webhooks_delivered_total").increment(1);
-                tracing::debug!(event = %row.event_id, kind = %row.kind, url = %self.target.url, "webhook delivered");
+                tracing::debug!(event = %row.event_id, kind = %row.kind, url = %self.target.shown, "webhook delivered");
                 return self.done(row.seq).await;
             }
             Ok(Ok(status)) => format!("answered {status}"),
@@ -302,7 +306,7 @@ impl Worker {
         let failures = row.attempts.saturating_add(1);
         let next = Timestamp::now() + backoff(failures, rand::random::<f64>());
         tracing::warn!(
-            event = %row.event_id, kind = %row.kind, attempts = failures, url = %self.target.url,
+            event = %row.event_id, kind = %row.kind, attempts = failures, url = %self.target.shown,
             retry_at = %next, error = %error, "webhook not delivered; retrying"
         );
         let seq = row.seq;
@@ -453,6 +457,7 @@ mod tests {
                 "/hooks/sb?x=1"
             )
         );
+        assert_eq!(t.shown, "https://chat.example.com/hooks/sb");
         let t = Target::parse("http://[::1]:8081").unwrap();
         assert_eq!(
             (
