@@ -151,6 +151,17 @@ fn summary(c: &Config) -> String {
         humantime::format_duration(c.calls.reconnect_grace),
         c.calls.max_participants
     ));
+    let w = &c.webhooks;
+    if w.urls.is_empty() {
+        s.push_str("  webhooks:    off\n");
+    } else {
+        s.push_str(&format!(
+            "  webhooks:    {} (signed; timeout {}, retried for {})\n",
+            w.urls.join(", "),
+            humantime::format_duration(w.timeout),
+            humantime::format_duration(w.max_age)
+        ));
+    }
     s.push_str(&format!("  store:       {}\n", c.store.path.display()));
     s.push_str(&format!(
         "  log:         {} ({})\n",
@@ -187,5 +198,17 @@ mod tests {
         );
         assert!(s.contains("usernames <expiry>:<user>"), "{s}");
         assert!(!s.contains("0123456789abcdef"), "{s}");
+        assert!(s.contains("webhooks:    off"), "{s}");
+        let text = format!(
+            "{text}[webhooks]\nurl = [\"https://a.example/h\", \"http://10.0.0.2/h\"]\n\
+             secret = \"webhook-secret-0123\"\n"
+        );
+        let c = config::load_str(&text, Path::new("."), Origin::File("x.toml".into())).unwrap();
+        let s = summary(&c);
+        assert!(
+            s.contains("webhooks:    https://a.example/h, http://10.0.0.2/h (signed; timeout 10s, retried for 1day)"),
+            "{s}"
+        );
+        assert!(!s.contains("webhook-secret-0123"), "{s}");
     }
 }

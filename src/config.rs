@@ -104,6 +104,7 @@ pub struct Config {
     pub store: StoreConfig,
     pub calls: CallsConfig,
     pub log: LogConfig,
+    pub webhooks: WebhooksConfig,
     /// Settings that work but are probably not what the operator wants.
     pub warnings: Vec<Warning>,
 }
@@ -179,6 +180,25 @@ pub struct CallsConfig {
     pub reconnect_grace: Duration,
     pub max_participants: u32,
 }
+
+/// `[webhooks]`: off while `urls` is empty.
+#[derive(Debug)]
+pub struct WebhooksConfig {
+    /// Where each event is posted (http:// or https://).
+    pub urls: Vec<String>,
+    /// The HMAC-SHA256 key of the signatures (the string's bytes); set when `urls` are.
+    pub secret: Option<Secret>,
+    /// One delivery attempt's limit: connect, TLS, request and response head.
+    pub timeout: Duration,
+    /// How long an event is retried before it is dropped.
+    pub max_age: Duration,
+}
+
+/// At most this many `webhooks.url`s: each has its own queue and one request in flight.
+pub const MAX_WEBHOOK_URLS: usize = 8;
+const DEFAULT_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
+const MAX_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(120);
+const DEFAULT_WEBHOOK_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 
 /// `[log]`.
 #[derive(Debug)]
@@ -516,6 +536,7 @@ struct Raw {
     store: RawStore,
     calls: RawCalls,
     log: RawLog,
+    webhooks: RawWebhooks,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -595,6 +616,16 @@ struct RawCalls {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+struct RawWebhooks {
+    url: Option<OneOrMany>,
+    secret: Option<String>,
+    secret_file: Option<PathBuf>,
+    timeout: Option<String>,
+    max_age: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 struct RawLog {
     level: Option<String>,
     format: LogFormat,
@@ -639,6 +670,7 @@ fn validate(raw: Raw, base: &Path, origin: Origin, route_source: RouteSource) ->
         ),
     };
     let log = validate_log(raw.log)?;
+    let webhooks = validate_webhooks(raw.webhooks, base, &mut warnings)?;
     Ok(Config {
         origin,
         dev,
@@ -648,6 +680,7 @@ fn validate(raw: Raw, base: &Path, origin: Origin, route_source: RouteSource) ->
         store,
         calls,
         log,
+        webhooks,
         warnings,
     })
 }
@@ -669,6 +702,104 @@ fn validate_calls(raw: RawCalls) -> Result<CallsConfig> {
             }
         },
     })
+}
+
+fn validate_webhooks(
+    raw: RawWebhooks,
+    base: &Path,
+    warnings: &mut Vec<Warning>,
+) -> Result<WebhooksConfig> {
+    let one = raw
+        .url
+        .as_ref()
+        .is_some_and(|u| matches!(u, OneOrMany::One(_)));
+    let list = raw.url.map(OneOrMany::into_vec).unwrap_or_default();
+    if list.len() > MAX_WEBHOOK_URLS {
+        return Err(ConfigError::new(
+            "webhooks.url",
+            format!("lists {} URLs; at most {MAX_WEBHOOK_URLS}", list.len()),
+        ));
+    }
+    let mut urls: Vec<String> = Vec::with_capacity(list.len());
+    for (i, url) in list.into_iter().enumerate() {
+        let key = if one {
+            "webhooks.url".to_owned()
+        } else {
+            format!("webhooks.url[{i}]")
+        };
+        let url = url.trim().to_owned();
+        webhook_url(&url).map_err(|why| ConfigError::new(&key, format!("`{url}` {why}")))?;
+        if urls.contains(&url) {
+            return Err(ConfigError::new(key, format!("`{url}` is listed twice")));
+        }
+        urls.push(url);
+    }
+    let secret = secret_pair(
+        ("webhooks.secret", raw.secret),
+        ("webhooks.secret_file", raw.secret_file),
+        base,
+    )?;
+    match (&secret, urls.is_empty()) {
+        (None, false) => {
+            return Err(ConfigError::new(
+                "webhooks.secret",
+                "required with webhooks.url: set webhooks.secret or webhooks.secret_file (the key \
+                 the host app verifies each webhook's signature with)",
+            ))
+        }
+        (Some(_), true) => warnings.push(Warning::new(
+            "webhooks.secret",
+            "is set but webhooks.url is not: no webhooks are sent",
+        )),
+        (Some(s), false) if s.expose().len() < 16 => warnings.push(Warning::new(
+            "webhooks.secret",
+            "is shorter than 16 bytes; use a long random string",
+        )),
+        _ => {}
+    }
+    let timeout = duration("webhooks.timeout", raw.timeout)?.unwrap_or(DEFAULT_WEBHOOK_TIMEOUT);
+    if timeout > MAX_WEBHOOK_TIMEOUT {
+        return Err(ConfigError::new(
+            "webhooks.timeout",
+            format!(
+                "at most {}",
+                humantime::format_duration(MAX_WEBHOOK_TIMEOUT)
+            ),
+        ));
+    }
+    let max_age = duration("webhooks.max_age", raw.max_age)?.unwrap_or(DEFAULT_WEBHOOK_MAX_AGE);
+    Ok(WebhooksConfig {
+        urls,
+        secret,
+        timeout,
+        max_age,
+    })
+}
+
+/// Why `url` is not a webhook URL: `http://` or `https://`, a host, no user info, no
+/// fragment, at most 2048 bytes.
+fn webhook_url(url: &str) -> std::result::Result<(), &'static str> {
+    if url.len() > 2048 {
+        return Err("is longer than 2048 bytes");
+    }
+    let uri: hyper::Uri = url
+        .parse()
+        .map_err(|_| "is not a URL like \"https://chat.example.com/hooks/switchboard\"")?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        _ => return Err("is not an http:// or https:// URL"),
+    }
+    let authority = uri.authority().ok_or("has no host")?;
+    if authority.as_str().contains('@') {
+        return Err("has user info; put no credentials in the URL (the signature authenticates)");
+    }
+    if authority.host().is_empty() {
+        return Err("has no host");
+    }
+    if url.contains('#') {
+        return Err("has a fragment");
+    }
+    Ok(())
 }
 
 fn validate_http(raw: RawHttp, base: &Path, warnings: &mut Vec<Warning>) -> Result<HttpConfig> {
@@ -1762,6 +1893,98 @@ format = "json"
             let e = err(&text);
             assert_eq!(e.key, key, "{line}: {e}");
         }
+    }
+
+    #[test]
+    fn webhooks_are_checked_and_need_a_secret() {
+        let c = load(MINIMAL).unwrap();
+        assert!(c.webhooks.urls.is_empty() && c.webhooks.secret.is_none());
+        let c = load(&format!(
+            "{MINIMAL}[webhooks]\nurl = \"https://chat.example.com/hooks\"\n\
+             secret = \"0123456789abcdef0123\"\ntimeout = \"3s\"\nmax_age = \"1h\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.webhooks.urls, ["https://chat.example.com/hooks"]);
+        assert_eq!(c.webhooks.secret.unwrap().expose(), "0123456789abcdef0123");
+        assert_eq!(c.webhooks.timeout, Duration::from_secs(3));
+        assert_eq!(c.webhooks.max_age, Duration::from_secs(3600));
+        let c = load(&format!(
+            "{MINIMAL}[webhooks]\nurl = [\"http://127.0.0.1:9/a\", \"https://b.example/\"]\n\
+             secret = \"0123456789abcdef\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.webhooks.urls.len(), 2);
+        assert_eq!(c.webhooks.timeout, Duration::from_secs(10));
+        assert_eq!(c.webhooks.max_age, Duration::from_secs(24 * 3600));
+        // A short secret, or one without a URL, works with a warning.
+        let c = load(&format!("{MINIMAL}[webhooks]\nsecret = \"short\"\n")).unwrap();
+        assert!(c.warnings.iter().any(|w| w.key == "webhooks.secret"));
+        let secret = "secret = \"0123456789abcdef\"";
+        for (lines, key, says) in [
+            (
+                "url = \"https://a.example/\"",
+                "webhooks.secret",
+                "required",
+            ),
+            (
+                &*format!("url = \"ftp://a.example/\"\n{secret}"),
+                "webhooks.url",
+                "http://",
+            ),
+            (
+                &*format!("url = [\"https://a.example/\", \"nope\"]\n{secret}"),
+                "webhooks.url[1]",
+                "nope",
+            ),
+            (
+                &*format!("url = [\"https://a.example/\", \"https://a.example/\"]\n{secret}"),
+                "webhooks.url[1]",
+                "twice",
+            ),
+            (
+                &*format!("url = \"https://u:p@a.example/\"\n{secret}"),
+                "webhooks.url",
+                "user info",
+            ),
+            (
+                &*format!("url = \"https://a.example/\"\n{secret}\nsecret_file = \"f\""),
+                "webhooks.secret",
+                "not both",
+            ),
+            (
+                "url = \"https://a.example/\"\nsecret_file = \"missing\"",
+                "webhooks.secret_file",
+                "cannot read",
+            ),
+            (
+                &*format!("url = \"https://a.example/\"\n{secret}\ntimeout = \"0s\""),
+                "webhooks.timeout",
+                "zero",
+            ),
+            (
+                &*format!("url = \"https://a.example/\"\n{secret}\ntimeout = \"1h\""),
+                "webhooks.timeout",
+                "at most",
+            ),
+            (
+                &*format!("url = \"https://a.example/\"\n{secret}\nmax_age = \"later\""),
+                "webhooks.max_age",
+                "duration",
+            ),
+            ("urls = \"https://a.example/\"", "webhooks.urls", "unknown"),
+        ] {
+            let e = err(&format!("{MINIMAL}[webhooks]\n{lines}\n"));
+            assert_eq!(e.key, key, "{lines}: {e}");
+            assert!(e.to_string().contains(says), "{lines}: {e}");
+        }
+        let nine: Vec<String> = (0..9)
+            .map(|i| format!("\"https://a.example/{i}\""))
+            .collect();
+        let e = err(&format!(
+            "{MINIMAL}[webhooks]\nurl = [{}]\n{secret}\n",
+            nine.join(", ")
+        ));
+        assert_eq!(e.key, "webhooks.url", "{e}");
     }
 
     #[test]

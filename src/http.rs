@@ -36,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::config::Config;
+use crate::webhooks::{self, Delivery};
 use crate::{cors, metrics};
 use crate::{demo, web};
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -65,6 +66,8 @@ pub struct Http {
     /// The accept loop, which owns the connection tasks and drains them when stopped.
     server: JoinHandle<()>,
     tasks: Vec<JoinHandle<()>>,
+    /// Webhook delivery, when `webhooks.url` is set.
+    webhooks: Option<Delivery>,
     /// `/socket.io/`'s sessions, which a stop closes in two steps.
     sio: Arc<sio::Engine>,
     addr: SocketAddr,
@@ -80,9 +83,11 @@ pub async fn open_calls(
 ) -> anyhow::Result<CallService> {
     let path = &config.store.path;
     create_parent(path)?;
-    let sink: Arc<dyn EventSink> = hub;
+    let sink: Arc<dyn EventSink> = hub.clone();
     let store = Store::open(path, sink)
         .map_err(|e| anyhow::anyhow!("store.path: {}: {e}", path.display()))?;
+    // Webhooks on before anything is saved: the restart reconciliation below queues its own.
+    webhooks::enable(&config.webhooks, &store, hub).await?;
     let turn = &config.turn;
     let issuer = TurnIssuer::new(
         turn.secret.expose().as_bytes(),
@@ -258,12 +263,17 @@ impl Http {
                 }
             }),
         ];
+        let webhooks = calls
+            .store()
+            .webhook_wakeups()
+            .map(|wake| Delivery::start(&config.webhooks, calls.store().clone(), wake));
         Ok(Http {
             calls,
             hub,
             stop,
             server,
             tasks,
+            webhooks,
             sio,
             addr,
         })
@@ -289,6 +299,11 @@ impl Http {
         }
         for t in &self.tasks {
             t.abort();
+        }
+        // What is still queued (the shutdown's own `call.ended` included) is delivered after
+        // the next start.
+        if let Some(webhooks) = self.webhooks.take() {
+            webhooks.stop().await;
         }
         // The relay stops with the process: calls still live cannot go on.
         match self.calls.end_live_calls(reason::SERVER_SHUTDOWN).await {

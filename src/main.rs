@@ -3,7 +3,7 @@
 //! This package only wires the crates together and owns the process concerns (DESIGN.md,
 //! "Layout"): the command line ([`cli`]), the configuration ([`config`]), logging
 //! ([`logging`]), the HTTP API's wiring ([`http`]), and one file per subcommand: [`serve`],
-//! [`check_config`], [`token`], [`turn_credentials`]. The relay itself is `switchboard-turn`; the call domain is
+//! [`check_config`], [`token`], [`turn_credentials`]; webhook delivery is [`webhooks`]. The relay itself is `switchboard-turn`; the call domain is
 //! `switchboard-signaling`.
 //!
 //! Exit codes: 0 success, 1 a runtime failure (e.g. a listener cannot bind), 2 bad usage or an
@@ -22,6 +22,7 @@ mod serve;
 mod token;
 mod turn_credentials;
 mod web;
+mod webhooks;
 
 use std::process::ExitCode;
 

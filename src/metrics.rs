@@ -6,7 +6,8 @@
 //! signaling crate); TURN authentication failures by reason and peer-policy refusals by range
 //! (in the relay thread: rare events). Read at each scrape from the relay's and the hub's
 //! counters ([`Sources`]): allocations, relayed packets and bytes each way, connections,
-//! quota refusals, sockets, and calls by state (one store query).
+//! quota refusals, sockets, calls by state and queued webhooks (one store job). Webhook
+//! deliveries, failures and drops are counted by the delivery tasks (src/webhooks.rs).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gau
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use switchboard_signaling::hub::Hub;
 use switchboard_signaling::service::CallService;
+use switchboard_signaling::store::StoreError;
 use switchboard_turn::io::Stats;
 
 /// Latency buckets, in seconds: a store commit is a few milliseconds, a request more.
@@ -112,6 +114,22 @@ fn describe() {
         Unit::Seconds,
         "Time to answer an HTTP request (to the response head), by route."
     );
+    describe_counter!(
+        "switchboard_webhooks_delivered_total",
+        "Webhooks delivered (a 2xx answer)."
+    );
+    describe_counter!(
+        "switchboard_webhooks_failed_total",
+        "Webhook delivery attempts that failed (no answer, or not a 2xx); each is retried."
+    );
+    describe_counter!(
+        "switchboard_webhooks_dropped_total",
+        "Webhooks given up: not delivered within webhooks.max_age."
+    );
+    describe_gauge!(
+        "switchboard_webhooks_queued",
+        "Webhook deliveries waiting in the store (one per event and URL)."
+    );
     describe_histogram!(
         "switchboard_store_job_seconds",
         Unit::Seconds,
@@ -156,12 +174,17 @@ pub async fn scrape(State(s): State<Sources>) -> Response {
     gauge!("switchboard_turn_connections").set(load(&r.connections) as f64);
     counter!("switchboard_turn_connections_total").absolute(load(&r.connections_total));
     gauge!("switchboard_hub_sockets").set(s.hub.socket_count() as f64);
-    let counts = s.calls.store().run(|db| db.live_call_counts()).await;
+    let counts = s
+        .calls
+        .store()
+        .run(|db| Ok::<_, StoreError>((db.live_call_counts()?, db.webhook_depth()?)))
+        .await;
     match counts {
-        Ok(counts) => {
+        Ok((counts, queued)) => {
             for (state, n) in counts {
                 gauge!("switchboard_calls", "state" => state).set(n as f64);
             }
+            gauge!("switchboard_webhooks_queued").set(queued as f64);
         }
         Err(e) => tracing::warn!(error = %e, "metrics: cannot count the calls"),
     }

@@ -10,6 +10,8 @@
 //! - [`ws`]: the JSON WebSocket transport of the hub (`/ws`); [`sio`]: the Socket.IO one
 //!   (`/socket.io/`); [`wire`]: the WebSocket connections under both, which whoever has a
 //!   message for a socket writes to directly.
+//! - [`webhook`]: the webhooks each saved transition queues in the store's outbox, for the
+//!   daemon to deliver to the host application.
 //! - [`turn`]: TURN credentials for the REST API, minted with the relay's own scheme,
 //!   [`switchboard_turn::credentials`], so that the API mints exactly what the relay verifies.
 //!
@@ -27,6 +29,7 @@ pub mod sio;
 pub mod store;
 pub mod time;
 pub mod turn;
+pub mod webhook;
 pub mod wire;
 pub mod ws;
 

@@ -23,13 +23,14 @@ use uuid::Uuid;
 use crate::call::{Call, MediaState, Participant, User};
 use crate::event::{Event, EventSink};
 use crate::time::Timestamp;
+use crate::webhook::Webhooks;
 
 /// The schema, version 1.
 pub const SCHEMA: &str = include_str!("../../schema.sql");
 
 /// The migrations, in order; the database's `user_version` is how many have been applied.
 /// New versions append here; applied ones never change.
-const MIGRATIONS: &[&str] = &[SCHEMA];
+const MIGRATIONS: &[&str] = &[SCHEMA, crate::webhook::MIGRATION];
 
 /// The most jobs committed together.
 const MAX_BATCH: usize = 128;
@@ -71,6 +72,9 @@ pub struct Db {
     last_created: Timestamp,
     /// Events raised by the current job, delivered after the commit.
     events: Vec<Event>,
+    /// Webhooks, when configured ([`Store::set_webhooks`]): each saved transition queues its
+    /// rows in the outbox (see [`crate::webhook`]).
+    webhooks: Option<Webhooks>,
 }
 
 /// A conversation with its members.
@@ -85,6 +89,8 @@ pub struct Conversation {
 pub struct Store {
     tx: mpsc::Sender<Msg>,
     thread: Arc<Mutex<Option<JoinHandle<()>>>>,
+    /// Changes after each commit that queued webhooks, once they are on.
+    webhook_wake: Arc<std::sync::OnceLock<tokio::sync::watch::Receiver<u64>>>,
 }
 
 enum Msg {
@@ -157,6 +163,7 @@ impl Store {
             conn,
             last_created: time(last)?.unwrap_or(Timestamp::from_unix_millis(0)),
             events: Vec::new(),
+            webhooks: None,
         };
         let thread = std::thread::Builder::new()
             .name("store".into())
@@ -165,6 +172,7 @@ impl Store {
         Ok(Store {
             tx,
             thread: Arc::new(Mutex::new(Some(thread))),
+            webhook_wake: Arc::default(),
         })
     }
 
@@ -190,6 +198,25 @@ impl Store {
         // Queue, transaction and commit: what a request waits for the store.
         metrics::histogram!("switchboard_store_job_seconds").record(queued.elapsed().as_secs_f64());
         out
+    }
+
+    /// Turns webhooks on: from the next job on, every saved transition queues its webhooks
+    /// (in its own transaction), and committing them wakes `webhooks`' receiver. Also deletes
+    /// the rows queued for URLs no longer configured; returns how many.
+    pub async fn set_webhooks(&self, webhooks: Webhooks) -> Result<usize, StoreError> {
+        let _ = self.webhook_wake.set(webhooks.subscribe());
+        self.run(move |db| {
+            let gone = db.webhook_forget_others(webhooks.urls())?;
+            db.webhooks = Some(webhooks);
+            Ok(gone)
+        })
+        .await
+    }
+
+    /// What changes after each commit that queued webhooks: `None` until
+    /// [`Store::set_webhooks`].
+    pub fn webhook_wakeups(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.webhook_wake.get().cloned()
     }
 
     /// Whether the store answers an empty job within `limit`: why not, if it does not (for the
@@ -294,6 +321,14 @@ fn store_thread(mut db: Db, mut rx: mpsc::Receiver<Msg>, sink: Arc<dyn EventSink
         if !events.is_empty() {
             sink.deliver(std::mem::take(&mut events));
         }
+        // The delivery task reads rows once they are committed: wake it now.
+        if let Some(w) = &db.webhooks {
+            if committed.is_ok() {
+                w.committed();
+            } else {
+                w.set_queued(false);
+            }
+        }
         for job in batch.drain(..) {
             job.finish(committed.as_ref().map(|_| ()));
         }
@@ -320,6 +355,7 @@ fn run_batch(
     for job in batch.iter_mut() {
         db.events.clear();
         let mark = db.last_created;
+        let queued = db.webhooks_queued();
         let step = control(&db.conn, "SAVEPOINT job");
         let ok = step.is_ok() && job.run(db);
         let end = if ok {
@@ -327,6 +363,7 @@ fn run_batch(
             control(&db.conn, "RELEASE job")
         } else {
             db.last_created = mark;
+            db.set_webhooks_queued(queued);
             control(&db.conn, "ROLLBACK TO job").and_then(|()| control(&db.conn, "RELEASE job"))
         };
         if let Err(e) = step.and(end) {
@@ -382,6 +419,26 @@ fn parsed<T: std::str::FromStr<Err = String>>(s: &str) -> Result<T, StoreError> 
 }
 
 impl Db {
+    /// The connection, for the queries of other modules (inside a job).
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    pub(crate) fn webhooks(&self) -> Option<&Webhooks> {
+        self.webhooks.as_ref()
+    }
+
+    /// Whether the current batch has queued webhooks so far (to undo with a rollback).
+    fn webhooks_queued(&self) -> bool {
+        self.webhooks.as_ref().is_some_and(Webhooks::queued)
+    }
+
+    fn set_webhooks_queued(&self, queued: bool) {
+        if let Some(w) = &self.webhooks {
+            w.set_queued(queued);
+        }
+    }
+
     /// Runs `f` in a savepoint of its own inside the job: an `Err` rolls back what `f` did
     /// (and drops the events it raised), keeping what the job did before.
     pub fn nested<T, E: From<StoreError>>(
@@ -389,25 +446,29 @@ impl Db {
         f: impl FnOnce(&mut Db) -> Result<T, E>,
     ) -> Result<T, E> {
         control(&self.conn, "SAVEPOINT nested")?;
-        let (events, last_created) = (self.events.len(), self.last_created);
+        let mark = (self.events.len(), self.last_created, self.webhooks_queued());
         let out = f(self);
         if out.is_ok() {
             match control(&self.conn, "RELEASE nested") {
                 Ok(()) => return out,
                 // Not released: undone below like a failure, and reported as one.
                 Err(e) => {
-                    self.undo_nested(events, last_created)?;
+                    self.undo_nested(mark)?;
                     return Err(e.into());
                 }
             }
         }
-        self.undo_nested(events, last_created)?;
+        self.undo_nested(mark)?;
         out
     }
 
-    fn undo_nested(&mut self, events: usize, last_created: Timestamp) -> Result<(), StoreError> {
+    fn undo_nested(
+        &mut self,
+        (events, last_created, queued): (usize, Timestamp, bool),
+    ) -> Result<(), StoreError> {
         self.events.truncate(events);
         self.last_created = last_created;
+        self.set_webhooks_queued(queued);
         control(&self.conn, "ROLLBACK TO nested")?;
         control(&self.conn, "RELEASE nested")
     }
@@ -624,10 +685,11 @@ impl Db {
                 p.updated_at.to_string(),
             ])?;
         }
-        Ok(())
+        self.webhooks_for_insert(call)
     }
 
-    /// Writes what changed from `before` to `after` (the same call).
+    /// Writes what changed from `before` to `after` (the same call), with the webhooks the
+    /// change causes.
     pub fn save_call(&self, before: &Call, after: &Call) -> Result<(), StoreError> {
         if before.status != after.status
             || before.started_at != after.started_at
@@ -673,7 +735,7 @@ impl Db {
                 p.updated_at.to_string(),
             ])?;
         }
-        Ok(())
+        self.webhooks_for_save(before, after)
     }
 
     /// The `media_stats` of a call's participants who have some, by user.
@@ -1006,7 +1068,7 @@ mod tests {
         let v: i64 = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
-        assert_eq!(v, 1);
+        assert_eq!(v, MIGRATIONS.len() as i64);
         let mode: String = conn
             .pragma_query_value(None, "journal_mode", |r| r.get(0))
             .unwrap();
