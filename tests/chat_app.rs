@@ -436,11 +436,24 @@ fn the_example_checks_webhook_signatures_and_keeps_what_it_accepted() {
         "no signature"
     );
 
+    // The end of a call never answered adds no line (its missed line says it all).
+    let unanswered = event(
+        "evt-ended-0",
+        "call.ended",
+        json!({"startedAt": null, "duration": 0, "endReason": "no-answer"}),
+    );
+    let sig = signature(WEBHOOK_SECRET, now, &unanswered);
+    assert_eq!(
+        app.post_webhook(&unanswered, &headers("evt-ended-0", now, sig)),
+        200
+    );
+    assert_eq!(app.messages(&alice), ["Missed call from Alice"]);
+
     // An answered call's end: its duration as m:ss.
     let ended = event(
         "evt-ended-1",
         "call.ended",
-        json!({"duration": 75, "reason": "ended-by-user"}),
+        json!({"startedAt": "2026-01-01T00:00:00Z", "duration": 75, "endReason": "ended-by-user"}),
     );
     let sig = signature(WEBHOOK_SECRET, now, &ended);
     assert_eq!(
@@ -455,7 +468,7 @@ fn the_example_checks_webhook_signatures_and_keeps_what_it_accepted() {
             .map(|w| w["id"].as_str().unwrap().to_owned())
             .collect()
     };
-    assert_eq!(ids(&app), ["evt-missed-1", "evt-ended-1"]);
+    assert_eq!(ids(&app), ["evt-missed-1", "evt-ended-0", "evt-ended-1"]);
     for w in app.webhooks() {
         assert_signed(&w);
     }
@@ -463,9 +476,9 @@ fn the_example_checks_webhook_signatures_and_keeps_what_it_accepted() {
     // A restart keeps what was accepted, and still knows the replay.
     app.stop();
     let app = ChatApp::start(port, daemon.http, data.path());
-    assert_eq!(ids(&app), ["evt-missed-1", "evt-ended-1"]);
+    assert_eq!(ids(&app), ["evt-missed-1", "evt-ended-0", "evt-ended-1"]);
     assert_eq!(app.post_webhook(&missed, &signed), 200);
-    assert_eq!(ids(&app), ["evt-missed-1", "evt-ended-1"]);
+    assert_eq!(ids(&app), ["evt-missed-1", "evt-ended-0", "evt-ended-1"]);
     let alice = app.sign_in("Alice");
     assert_eq!(app.messages(&alice), want);
 }

@@ -180,7 +180,7 @@ function clock(seconds) {
 
 const nameOf = (id) => state.users[id]?.name ?? 'Someone';
 
-/** The conversation line an event makes, or null. */
+/** The conversation line an event makes, or null (README.md's "Webhooks" lists the fields). */
 function lineFor(event) {
   switch (event.type) {
     case 'call.missed': {
@@ -189,12 +189,9 @@ function lineFor(event) {
     }
     case 'call.rejected':
       return `${nameOf(event.userId)} declined the call`;
-    case 'call.ended': {
-      // A call never answered (missed, rejected) has its own line already.
-      const duration = event.duration ?? event.durationSeconds;
-      if (!Number.isFinite(duration) || ['missed', 'rejected'].includes(event.reason ?? event.endReason)) return null;
-      return `Call ended (${clock(duration)})`;
-    }
+    case 'call.ended':
+      // A call never answered (missed, declined, cancelled) has its own line already.
+      return event.startedAt && Number.isFinite(event.duration) ? `Call ended (${clock(event.duration)})` : null;
     default:
       return null;
   }
