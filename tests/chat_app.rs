@@ -68,10 +68,10 @@ fn free_tcp_port() -> u16 {
 /// The daemon for an example app on `app_port`: its origin allowed, conversations provisioned
 /// by the app only, webhooks to the app once the daemon has them.
 fn daemon(app_port: u16, calls: &str) -> Daemon {
-    let tables = if WEBHOOKS_MERGED {
+    let webhooks = if WEBHOOKS_MERGED {
         format!(
-            "[webhooks]\nurl = [\"http://127.0.0.1:{app_port}/webhooks/switchboard\"]\n\
-             secret = \"{WEBHOOK_SECRET}\"\n"
+            "url = [\"http://127.0.0.1:{app_port}/webhooks/switchboard\"]\n\
+             secret = \"{WEBHOOK_SECRET}\""
         )
     } else {
         String::new()
@@ -80,7 +80,7 @@ fn daemon(app_port: u16, calls: &str) -> Daemon {
         http: format!("allowed_origins = [\"http://127.0.0.1:{app_port}\"]"),
         auth: "open_conversations = false".into(),
         calls: calls.into(),
-        tables,
+        webhooks,
         ..Options::default()
     })
 }

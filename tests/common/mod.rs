@@ -34,8 +34,8 @@ pub struct Options {
     pub dev: bool,
     /// `[log] format = "json"` instead of text.
     pub json_logs: bool,
-    /// Whole tables appended at the end of the config (e.g. `[webhooks]` and its lines).
-    pub tables: String,
+    /// Lines of a `[webhooks]` section (none when empty).
+    pub webhooks: String,
 }
 
 /// A running `switchboard serve`, killed on drop.
@@ -92,13 +92,17 @@ impl Daemon {
             "dev = {}\n\n[turn]\n{turn}{extra}\n\n[http]\nlisten = \"127.0.0.1:0\"\n{}\n\n\
              [auth]\njwt_secret = \"{JWT_SECRET}\"\nadmin_token = \"{ADMIN_TOKEN}\"\n{open}{}\n\n\
              [store]\npath = \"switchboard.db\"\n\n[calls]\n{}\n\n\
-             [log]\nlevel = \"info\"\nformat = \"{}\"\n\n{}",
+             [log]\nlevel = \"info\"\nformat = \"{}\"\n{}",
             options.dev,
             options.http,
             options.auth,
             options.calls,
             if options.json_logs { "json" } else { "text" },
-            options.tables,
+            if options.webhooks.is_empty() {
+                String::new()
+            } else {
+                format!("\n[webhooks]\n{}\n", options.webhooks)
+            }
         );
         std::fs::write(dir.path().join("switchboard.toml"), config).expect("write config");
         Daemon::spawn(dir, &options.env)
