@@ -98,6 +98,11 @@ fn demo_call(transport: &str, people: usize, turn: &str) {
         }
     }
     assert_eq!(r["screenshots"].as_array().map(Vec::len), Some(people));
+    // The caller's title once the others joined, as theirs reads.
+    assert_eq!(
+        r["titles"]["Alice"],
+        format!("Call with {}", names[1..].join(", "))
+    );
 
     // Both ends of every pair are allocations of this daemon: the media crossed the in-process
     // hairpin, at least one packet per 1,500 bytes of the video the browsers counted.

@@ -2,7 +2,8 @@
 # Runs every test of switchboard, installing what the tests drive first: coturn's client tools
 # (turnutils_*; the coturn server itself is never started), Debian's Chromium and the
 # tests' npm packages (tests/browser: playwright-core, which drives that Chromium and
-# never downloads a browser of its own, and socket.io-client), schemathesis (PyPI, in a venv)
+# never downloads a browser of its own, and socket.io-client; examples/chat-app:
+# socket.io-client), schemathesis (PyPI, in a venv)
 # and iproute2. Safe to run again: installs are skipped when present.
 # Then: cargo test, tests/package.sh (the .deb, booted) and tests/fuzz.sh (every fuzz target,
 # FUZZ_SECONDS each).
@@ -67,13 +68,17 @@ fi
 # npm ci when node_modules is missing or was installed from another package-lock.json (a stamp
 # copied in after each install says which). --ignore-scripts: no package may run install
 # scripts, so nothing can fetch a browser.
-lock=tests/browser/package-lock.json
-stamp=tests/browser/node_modules/.installed-package-lock.json
-if ! cmp -s "$lock" "$stamp"; then
-    echo "== npm ci (tests/browser)"
-    (cd tests/browser && npm ci --no-audit --no-fund --ignore-scripts)
-    cp "$lock" "$stamp"
-fi
+# The same for the worked host-app example (examples/chat-app: socket.io-client, served to its
+# page), which tests/chat_app.rs runs.
+for dir in tests/browser examples/chat-app; do
+    lock=$dir/package-lock.json
+    stamp=$dir/node_modules/.installed-package-lock.json
+    if ! cmp -s "$lock" "$stamp"; then
+        echo "== npm ci ($dir)"
+        (cd "$dir" && npm ci --no-audit --no-fund --ignore-scripts)
+        cp "$lock" "$stamp"
+    fi
+done
 
 echo "== cargo test --workspace"
 cargo test --workspace --locked

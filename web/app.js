@@ -110,6 +110,8 @@ function start() {
     if (d.callId !== state.call?.id) return;
     state.call.names.set(d.userId, d.userName || 'someone');
     tile(d.userId);
+    // The call is active: the caller's "Calling …" becomes what the others read.
+    $('call-title').textContent = withTitle(state.call.names);
     status(`${d.userName || 'Someone'} joined; connecting…`);
   });
   socket.on('call:participant-left', (d) => {
@@ -192,7 +194,10 @@ async function newManager(callId, type, isInitiator) {
   manager.onRemoteStream = (userId, s) => { tile(userId).querySelector('video').srcObject = s; };
   manager.onRemoteStreamRemoved = (userId) => removeTile(userId);
   manager.onConnectionStateChange = (userId, s) => {
-    if (s === 'connected') status('Connected.');
+    if (s === 'connected') {
+      status('Connected.');
+      if (state.call) $('call-title').textContent = withTitle(state.call.names);
+    }
     else if (s === 'failed') status('The connection failed; retrying…');
     badge(userId, 'state', s === 'connected' ? null : s);
   };
@@ -263,7 +268,7 @@ async function answer() {
   const names = new Map(data.participants.map((p) => [p.userId, p.userName]));
   names.delete(state.session.user.id);
   state.call = { id: data.callId, type: data.type, names, manager: null, media: null };
-  enterCall(`Call with ${[...names.values()].join(', ')}`);
+  enterCall(withTitle(names));
   try {
     // Listening before answering: the offers follow the answer at once.
     Object.assign(state.call, await newManager(data.callId, data.type, false));
@@ -295,6 +300,11 @@ function onEnded(data) {
   if (data.callId !== state.call?.id) return;
   endCallLocally();
   notice(`Call ended (${data.reason}).`);
+}
+
+/** "Call with Bob, Carol": the title of a call once it is active. */
+function withTitle(names) {
+  return `Call with ${[...names.values()].join(', ')}`;
 }
 
 function enterCall(title) {

@@ -7,7 +7,8 @@
 //   - getStats: the selected candidate pair is relay <-> relay, the local relay candidate
 //     reached the relay over the expected transport (`relayProtocol`), and inbound-rtp video
 //     bytes grow over about two seconds;
-//   - the page shows the path as relayed;
+//   - the page shows the path as relayed, and every call title names the others ("Call with
+//     Bob, Carol" on the caller's page too, once they joined);
 //   - Alice mutes: the others' pages show her muted (call:media-state-changed), and unmuting
 //     clears it;
 //   - a screenshot of each side is saved in --out;
@@ -191,6 +192,19 @@ async function main() {
       }, 15000);
     }
 
+    // Every title names the others, the caller's too ("Calling …" is over once they joined).
+    const titles = {};
+    for (const me of people) {
+      const others = people.filter((o) => o !== me).map((o) => o.name);
+      titles[me.name] = await until(`${me.name}'s title names the others`, async () => {
+        const title = await me.page.textContent('#call-title');
+        const named = title.startsWith('Call with ') && others.every((n) => title.includes(n));
+        return named ? title : null;
+      }, 10000);
+    }
+    check(titles.Alice === `Call with ${callees.map((p) => p.name).join(', ')}`,
+      `Alice's title reads ${JSON.stringify(titles.Alice)}`);
+
     // Mute, seen by everyone else.
     const mutedBadge = `.tile.remote[data-user-id="${alice.id}"] [data-kind="audio"]`;
     await alice.page.click('#mute');
@@ -231,7 +245,7 @@ async function main() {
         await until(`${staying[0].name}'s page ends the call`, () => ended(staying[0]), 10000);
       }
     }
-    finish(0, { ok: true, callId, transport: opts.transport, selected, bytes, screenshots: shots });
+    finish(0, { ok: true, callId, transport: opts.transport, selected, bytes, titles, screenshots: shots });
   } finally {
     await browser.close().catch(() => {});
   }
