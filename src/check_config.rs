@@ -157,7 +157,11 @@ fn summary(c: &Config) -> String {
     } else {
         s.push_str(&format!(
             "  webhooks:    {} (signed; timeout {}, retried for {})\n",
-            w.urls.join(", "),
+            w.urls
+                .iter()
+                .map(|u| crate::webhooks::shown(u))
+                .collect::<Vec<_>>()
+                .join(", "),
             humantime::format_duration(w.timeout),
             humantime::format_duration(w.max_age)
         ));

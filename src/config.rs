@@ -199,6 +199,9 @@ pub const MAX_WEBHOOK_URLS: usize = 8;
 const DEFAULT_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(120);
 const DEFAULT_WEBHOOK_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+/// The longest `webhooks.max_age`: a receiver down for longer loses events, but the outbox
+/// stays bounded.
+const MAX_WEBHOOK_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// `[log]`.
 #[derive(Debug)]
@@ -768,6 +771,16 @@ fn validate_webhooks(
         ));
     }
     let max_age = duration("webhooks.max_age", raw.max_age)?.unwrap_or(DEFAULT_WEBHOOK_MAX_AGE);
+    if max_age > MAX_WEBHOOK_MAX_AGE {
+        // The outbox is bounded by it while a receiver is down.
+        return Err(ConfigError::new(
+            "webhooks.max_age",
+            format!(
+                "at most {} (events older than this are dropped; the queue grows until then)",
+                humantime::format_duration(MAX_WEBHOOK_MAX_AGE)
+            ),
+        ));
+    }
     Ok(WebhooksConfig {
         urls,
         secret,

@@ -18,7 +18,8 @@
 //!
 //! WebSocket upgrades (`/ws`, Socket.IO's websocket transport) are outside CORS: a browser
 //! opens them from any page and sends its `Origin`. When the list is set, an upgrade whose
-//! `Origin` is neither in it nor this daemon's own origin (the demo page) is refused 403.
+//! `Origin` is neither in it nor this daemon's own origin (the demo page: `http.public_url`'s
+//! origin, or the `Host` the request reached) is refused 403.
 //! Requests without `Origin` (native clients, servers) are never refused for it.
 //!
 //! With the list empty (the default) nothing here applies: same-origin only, as a browser
@@ -41,6 +42,26 @@ const MAX_AGE: &str = "600";
 const EXPOSE: &str = "Retry-After";
 /// The longest `Access-Control-Request-Headers` echoed back.
 const MAX_REQUEST_HEADERS: usize = 1024;
+
+/// The middleware's settings.
+#[derive(Debug)]
+pub struct Cors {
+    allowed: AllowedOrigins,
+    /// `http.public_url`'s origin: behind a reverse proxy the `Host` that reaches the daemon
+    /// may be the proxy's upstream name, not the one the demo page was loaded from.
+    public: Option<String>,
+}
+
+impl Cors {
+    pub fn new(allowed: AllowedOrigins, public_url: Option<&str>) -> Cors {
+        let public = public_url.and_then(|u| {
+            let (scheme, rest) = u.split_once("://")?;
+            let authority = rest.split(['/', '?', '#']).next()?;
+            parse_origin(&format!("{scheme}://{authority}")).ok()
+        });
+        Cors { allowed, public }
+    }
+}
 
 /// Which origins may use the daemon from a browser page of their own.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -106,17 +127,24 @@ fn in_scope(path: &str) -> bool {
         || path == "/signaling.js"
 }
 
-/// Is this request a WebSocket upgrade (`/ws`, or Socket.IO's websocket transport)?
+/// Is this request a WebSocket upgrade (`/ws`, or Socket.IO's websocket transport)? Any
+/// `Upgrade` header naming `websocket` among its tokens, as the upgrade handlers take it.
 fn is_upgrade(headers: &HeaderMap) -> bool {
     headers
-        .get(header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+        .get_all(header::UPGRADE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("websocket"))
 }
 
-/// Is `origin` this daemon's own origin, as the request reached it (its `Host`)? The demo page
-/// is served from there and must keep working when a list is set.
-fn is_own_origin(origin: &str, headers: &HeaderMap) -> bool {
+/// Is `origin` this daemon's own origin: `public` (`http.public_url`'s), or the `Host` the
+/// request reached? The demo page is served from there and must keep working when a list is
+/// set.
+fn is_own_origin(origin: &str, public: Option<&str>, headers: &HeaderMap) -> bool {
+    if public.is_some_and(|p| p.eq_ignore_ascii_case(origin)) {
+        return true;
+    }
     let authority = origin.split_once("://").map_or("", |(_, a)| a);
     headers
         .get(header::HOST)
@@ -125,11 +153,8 @@ fn is_own_origin(origin: &str, headers: &HeaderMap) -> bool {
 }
 
 /// The middleware. `allowed` is `http.allowed_origins`.
-pub async fn layer(
-    State(allowed): State<Arc<AllowedOrigins>>,
-    req: Request,
-    next: Next,
-) -> Response {
+pub async fn layer(State(cors): State<Arc<Cors>>, req: Request, next: Next) -> Response {
+    let allowed = &cors.allowed;
     if allowed.is_same_origin_only() {
         return next.run(req).await;
     }
@@ -144,7 +169,7 @@ pub async fn layer(
     let ok = allowed.allows(&origin);
     let path = req.uri().path();
     if is_upgrade(req.headers()) {
-        if ok || is_own_origin(&origin, req.headers()) {
+        if ok || is_own_origin(&origin, cors.public.as_deref(), req.headers()) {
             return next.run(req).await;
         }
         tracing::debug!(path, "websocket upgrade from an origin not allowed");
@@ -173,7 +198,7 @@ pub async fn layer(
         }
         let mut response = StatusCode::NO_CONTENT.into_response();
         let h = response.headers_mut();
-        allow_origin(h, &allowed, &origin);
+        allow_origin(h, allowed, &origin);
         h.insert(
             header::ACCESS_CONTROL_ALLOW_METHODS,
             HeaderValue::from_static(METHODS),
@@ -202,13 +227,13 @@ pub async fn layer(
     let mut response = next.run(req).await;
     let h = response.headers_mut();
     if ok {
-        allow_origin(h, &allowed, &origin);
+        allow_origin(h, allowed, &origin);
         h.insert(
             header::ACCESS_CONTROL_EXPOSE_HEADERS,
             HeaderValue::from_static(EXPOSE),
         );
     }
-    if !matches!(*allowed, AllowedOrigins::Any) {
+    if !matches!(allowed, AllowedOrigins::Any) {
         h.append(header::VARY, HeaderValue::from_static("Origin"));
     }
     response
@@ -259,11 +284,32 @@ mod tests {
     fn own_origin_is_the_host_the_request_reached() {
         let mut h = HeaderMap::new();
         h.insert(header::HOST, HeaderValue::from_static("localhost:8080"));
-        assert!(is_own_origin("http://localhost:8080", &h));
-        assert!(is_own_origin("https://LOCALHOST:8080", &h));
-        assert!(!is_own_origin("http://localhost:8081", &h));
-        assert!(!is_own_origin("http://evil.example", &h));
-        assert!(!is_own_origin("null", &h));
+        assert!(is_own_origin("http://localhost:8080", None, &h));
+        assert!(is_own_origin("https://LOCALHOST:8080", None, &h));
+        assert!(!is_own_origin("http://localhost:8081", None, &h));
+        assert!(!is_own_origin("http://evil.example", None, &h));
+        assert!(!is_own_origin("null", None, &h));
+        // Behind a proxy that rewrites Host: the public URL's origin.
+        let cors = Cors::new(
+            AllowedOrigins::List(vec![]),
+            Some("https://Calls.example.com/base"),
+        );
+        let public = cors.public.as_deref();
+        assert_eq!(public, Some("https://calls.example.com"));
+        assert!(is_own_origin("https://calls.example.com", public, &h));
+        assert!(!is_own_origin("http://calls.example.com", public, &h));
+    }
+
+    #[test]
+    fn an_upgrade_is_any_upgrade_header_naming_websocket() {
+        let mut h = HeaderMap::new();
+        assert!(!is_upgrade(&h));
+        h.append(header::UPGRADE, HeaderValue::from_static("h2c, WebSocket"));
+        assert!(is_upgrade(&h));
+        let mut h = HeaderMap::new();
+        h.append(header::UPGRADE, HeaderValue::from_static("h2c"));
+        h.append(header::UPGRADE, HeaderValue::from_static("websocket"));
+        assert!(is_upgrade(&h));
     }
 
     #[test]

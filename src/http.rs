@@ -45,6 +45,9 @@ use uuid::Uuid;
 
 /// How long a stop waits for requests in flight.
 const DRAIN: Duration = Duration::from_secs(5);
+/// How long a stop lets webhooks that are due go out (within systemd's TimeoutStopSec=20s
+/// with [`DRAIN`] and [`STORE_CLOSE`]).
+const WEBHOOK_FLUSH: Duration = Duration::from_secs(3);
 /// How long a stop waits for the store to finish its queue, checkpoint and close.
 const STORE_CLOSE: Duration = Duration::from_secs(5);
 /// How long a client has to send a request's head, counted from when the server starts waiting
@@ -221,11 +224,15 @@ impl Http {
         };
         let app = app
             .fallback(api::not_found)
+            .layer(CatchPanicLayer::custom(|_| api::panic_response()))
+            // Outside the panic catcher: its 500 is readable cross-origin too.
             .layer(axum::middleware::from_fn_with_state(
-                Arc::new(config.http.allowed_origins.clone()),
+                Arc::new(cors::Cors::new(
+                    config.http.allowed_origins.clone(),
+                    config.http.public_url.as_deref(),
+                )),
                 cors::layer,
             ))
-            .layer(CatchPanicLayer::custom(|_| api::panic_response()))
             .layer(axum::middleware::from_fn(metrics::track));
         let stop = CancellationToken::new();
         let server = Server {
@@ -300,16 +307,16 @@ impl Http {
         for t in &self.tasks {
             t.abort();
         }
-        // What is still queued (the shutdown's own `call.ended` included) is delivered after
-        // the next start.
-        if let Some(webhooks) = self.webhooks.take() {
-            webhooks.stop().await;
-        }
         // The relay stops with the process: calls still live cannot go on.
         match self.calls.end_live_calls(reason::SERVER_SHUTDOWN).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(calls = n, "live calls ended (server-shutdown)"),
             Err(e) => tracing::error!(error = %e, "cannot end the live calls"),
+        }
+        // The webhooks due (the shutdown's own `call.ended` included) get a moment to go out;
+        // what is left is delivered after the next start.
+        if let Some(webhooks) = self.webhooks.take() {
+            webhooks.stop(WEBHOOK_FLUSH).await;
         }
         // WebSockets last, once they have been told their calls ended (their upgraded
         // connections are not the accept loop's to drain).

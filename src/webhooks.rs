@@ -41,8 +41,8 @@ pub const BACKOFF_FIRST: Duration = Duration::from_secs(1);
 pub const BACKOFF_CAP: Duration = Duration::from_secs(300);
 /// The pause after the store failed a query, before asking again.
 const STORE_PAUSE: Duration = Duration::from_secs(5);
-/// How long [`Delivery::stop`] waits for the tasks to notice.
-const STOP_WITHIN: Duration = Duration::from_secs(2);
+/// How long [`Delivery::stop`] waits for the tasks to notice, once flushing is over.
+const STOP_WITHIN: Duration = Duration::from_secs(1);
 
 /// `X-Switchboard-Signature`'s value for `body` sent at `timestamp` (unix seconds):
 /// `v1=` and the lowercase hex HMAC-SHA256, keyed with `secret`, of `"<timestamp>.<body>"`.
@@ -94,6 +94,7 @@ pub async fn enable(config: &WebhooksConfig, store: &Store, hub: Arc<Hub>) -> an
 /// The running delivery tasks.
 pub struct Delivery {
     stop: CancellationToken,
+    flush: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -110,6 +111,7 @@ impl Delivery {
             .any(|u| u.starts_with("https://"))
             .then(client_tls);
         let stop = CancellationToken::new();
+        let flush = CancellationToken::new();
         let mut tasks = Vec::new();
         for url in &config.urls {
             let Some(target) = Target::parse(url) else {
@@ -125,21 +127,41 @@ impl Delivery {
                 timeout: config.timeout,
                 max_age: config.max_age,
                 stop: stop.clone(),
+                flush: flush.clone(),
             };
             tasks.push(tokio::spawn(worker.run(wake.clone())));
         }
         tracing::info!(urls = tasks.len(), "webhook delivery started");
-        Delivery { stop, tasks }
+        Delivery { stop, flush, tasks }
     }
 
-    /// Stops the tasks: a request in flight is abandoned (its row stays queued and is sent
-    /// again after the next start).
-    pub async fn stop(self) {
+    /// Stops the tasks, after letting them send for at most `flush_within` what is queued and
+    /// due (the shutdown's own `call.ended` events, say). A request in flight past that is
+    /// abandoned, and what is left (rows waiting for a retry included) stays queued and is
+    /// sent after the next start.
+    pub async fn stop(self, flush_within: Duration) {
+        self.flush.cancel();
+        let mut tasks = self.tasks;
+        let flushed = tokio::time::timeout(flush_within, async {
+            for t in &mut tasks {
+                let _ = t.await;
+            }
+        })
+        .await;
+        if flushed.is_ok() {
+            return;
+        }
         self.stop.cancel();
-        for t in self.tasks {
-            let abort = t.abort_handle();
-            if tokio::time::timeout(STOP_WITHIN, t).await.is_err() {
-                abort.abort();
+        let aborts: Vec<_> = tasks.iter().map(JoinHandle::abort_handle).collect();
+        let ended = tokio::time::timeout(STOP_WITHIN, async {
+            for t in &mut tasks {
+                let _ = t.await;
+            }
+        })
+        .await;
+        if ended.is_err() {
+            for a in aborts {
+                a.abort();
             }
         }
     }
@@ -183,6 +205,11 @@ struct Target {
     shown: String,
 }
 
+/// `url` as logs and `check-config` show it: without its query, which may hold a key.
+pub fn shown(url: &str) -> String {
+    Target::parse(url).map_or_else(|| "(not a URL)".to_owned(), |t| t.shown)
+}
+
 impl Target {
     fn parse(url: &str) -> Option<Target> {
         let uri: Uri = url.parse().ok()?;
@@ -221,6 +248,9 @@ struct Worker {
     timeout: Duration,
     max_age: Duration,
     stop: CancellationToken,
+    /// Cancelled when the daemon stops: send what is due, then end instead of waiting for
+    /// more rows or for a retry's time.
+    flush: CancellationToken,
 }
 
 impl Worker {
@@ -241,30 +271,43 @@ impl Worker {
                 Err(StoreError::Closed) => return,
                 Err(e) => {
                     tracing::error!(error = %e, "webhooks: cannot read the queue");
+                    if self.flush.is_cancelled() {
+                        return;
+                    }
                     self.pause(STORE_PAUSE).await;
                     continue;
                 }
             };
             if batch.is_empty() {
+                if self.flush.is_cancelled() {
+                    return;
+                }
                 tokio::select! {
                     changed = wake.changed() => if changed.is_err() { return },
                     () = self.stop.cancelled() => return,
+                    // Read the queue once more: what the stop itself committed goes out.
+                    () = self.flush.cancelled() => {}
                 }
                 continue;
             }
             for row in batch {
                 if !self.deliver(row).await || self.stop.is_cancelled() {
+                    if self.flush.is_cancelled() {
+                        // Failed, or not due yet: it waits for the next start.
+                        return;
+                    }
                     break;
                 }
             }
         }
     }
 
-    /// Sleeps for `d`, or until stopped.
+    /// Sleeps for `d`, or until stopped or flushing.
     async fn pause(&self, d: Duration) {
         tokio::select! {
             () = tokio::time::sleep(d) => {}
             () = self.stop.cancelled() => {}
+            () = self.flush.cancelled() => {}
         }
     }
 
@@ -275,7 +318,7 @@ impl Worker {
         if row.next_at > now {
             let wait = row.next_at.unix_millis() - now.unix_millis();
             self.pause(Duration::from_millis(wait)).await;
-            if self.stop.is_cancelled() {
+            if self.stop.is_cancelled() || self.flush.is_cancelled() {
                 return false;
             }
         }

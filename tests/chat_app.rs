@@ -157,6 +157,8 @@ impl ChatApp {
     /// The webhooks the app accepted, in order.
     fn webhooks(&self) -> Vec<Value> {
         let (s, body) = self.api().send("GET", "/api/webhooks", None, None);
+        assert_eq!(s, 401, "the webhook log is open to anyone: {body}");
+        let (s, body) = self.api().get("/api/webhooks", common::ADMIN_TOKEN);
         assert_eq!(s, 200, "{body}");
         body["webhooks"].as_array().cloned().unwrap_or_default()
     }

@@ -58,6 +58,8 @@ const TOKEN_TTL_S = 15 * 60;
 /** A webhook whose timestamp is further than this from now is refused (replays). */
 const WEBHOOK_TOLERANCE_S = 5 * 60;
 const MAX_BODY = 64 * 1024;
+/** How long accepted webhooks (their ids, for de-duplication) are kept. */
+const KEEP_WEBHOOKS_MS = 8 * 24 * 3600 * 1000;
 /** Where this app's user and conversation ids come from (any fixed UUID of the app's own). */
 const ID_NAMESPACE = 'switchboard-chat-app-example';
 const GENERAL = stableId('conversation:general');
@@ -215,6 +217,9 @@ function receiveWebhook(req, raw) {
     return [400, { error: { code: 'invalid_body', message: 'no id or type' } }];
   }
   // At-least-once delivery: an event seen before is acknowledged again and changes nothing.
+  // Ids are kept for longer than switchboard retries one (webhooks.max_age is at most 7 days).
+  const keepSince = Date.now() - KEEP_WEBHOOKS_MS;
+  state.webhooks = state.webhooks.filter((w) => Date.parse(w.receivedAt) >= keepSince);
   if (state.webhooks.some((w) => w.id === event.id)) return [200, { received: true, duplicate: true }];
   state.webhooks.push({
     id: event.id,
@@ -298,7 +303,12 @@ async function route(req, res) {
     return send(res, status, body);
   }
   if (method === 'GET' && path === '/api/webhooks') {
-    // For the tests and the curious: what was accepted, with the signatures as received.
+    // For the tests and the operator: what was accepted, with the signatures as received.
+    // The bodies name users and their calls: only with the admin token.
+    const given = Buffer.from(req.headers.authorization ?? '');
+    if (!safeEqual(given, Buffer.from(`Bearer ${config.adminToken}`))) {
+      return send(res, 401, { error: { code: 'unauthorized', message: 'the admin token is needed' } });
+    }
     return send(res, 200, { webhooks: state.webhooks });
   }
 

@@ -532,6 +532,8 @@ impl Hub {
         let sockets = r.users.get(&user)?;
         sockets
             .iter()
+            // Newest first: a client that reconnects under its name is its newest socket.
+            .rev()
             .find(|s| s.name.as_deref() == Some(name))
             .map(|s| s.id)
     }

@@ -73,7 +73,10 @@ function connect() {
   const seen = (event) => socket.on(event, (data) => app.events.push([event, data]));
   ['call:incoming', 'call:participant-joined', 'call:participant-left', 'call:ended'].forEach(seen);
   socket.on('call:incoming', onIncoming);
-  socket.on('call:answered-elsewhere', ({ callId }) => callId === app.incoming?.callId && ring(null));
+  // Answered or declined on another device of mine: stop ringing here.
+  for (const elsewhere of ['call:answered-elsewhere', 'call:rejected-elsewhere']) {
+    socket.on(elsewhere, ({ callId }) => callId === app.incoming?.callId && ring(null));
+  }
   socket.on('call:ended', onEnded);
   socket.on('call:participant-joined', ({ callId }) => {
     if (callId === app.call?.id) $('call-title').textContent = `Call with ${app.call.withName}`;
