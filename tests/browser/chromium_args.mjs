@@ -1,4 +1,4 @@
-// The flags every test launches Debian's Chromium with (relay_call.mjs, demo_call.mjs).
+// The flags every test launches Debian's Chromium with (relay_call.mjs, script_lib.mjs).
 
 export const CHROMIUM_ARGS = [
   // Root in a container: Chromium's sandbox needs user namespaces we may not have.

@@ -1,0 +1,168 @@
+// What the scripts that drive pages in headless Chromium share (demo_call.mjs, chat_app.mjs):
+// their options, the step being done (a failure names it), one JSON line and an exit code at the
+// end (0 success, 1 a failed check, 2 bad usage, 124 when --timeout-ms passes), bounded polls,
+// the browser, and the relay <-> relay checks of a call's peer connections.
+
+import { parseArgs } from 'node:util';
+import { CHROMIUM_ARGS } from './chromium_args.mjs';
+
+const started = Date.now();
+let step = 'start';
+let finished = false;
+let deadline = Infinity;
+let chromiumPath = '/usr/bin/chromium';
+let extra = () => ({});
+
+/** Names what the script does now, for a failure's message and the timeout's. */
+export function at(what) {
+  step = what;
+}
+
+/** Prints the one JSON line (`result` and the `extra` given to `start`) and exits with `code`. */
+export function finish(code, result) {
+  if (finished) return;
+  finished = true;
+  console.log(JSON.stringify({ ...result, ...extra() }));
+  process.exit(code);
+}
+
+/**
+ * Parses the script's `options` and the common `--timeout-ms` (default 90000) and `--chromium`;
+ * exits 2 printing `usage: ${usage}` unless they parse, the timeout is positive and `valid(opts)`
+ * holds. Then arms the overall time limit. `report()` adds to the JSON line. Returns the options.
+ */
+export function start({ options, usage, valid, report }) {
+  let opts;
+  try {
+    opts = parseArgs({
+      options: {
+        ...options,
+        'timeout-ms': { type: 'string', default: '90000' },
+        chromium: { type: 'string', default: '/usr/bin/chromium' },
+      },
+    }).values;
+  } catch {
+    opts = null;
+  }
+  if (report) extra = report;
+  const timeoutMs = Number(opts?.['timeout-ms']);
+  if (!opts || !(timeoutMs > 0) || !valid(opts)) {
+    console.error(`usage: ${usage}`);
+    finish(2, { ok: false, error: 'bad usage' });
+  }
+  deadline = started + timeoutMs;
+  chromiumPath = opts.chromium;
+  setTimeout(() => finish(124, { ok: false, error: `timed out during: ${step}` }), timeoutMs).unref();
+  return opts;
+}
+
+/** The time left before --timeout-ms, but at least a second: a bound for every wait. */
+export const left = () => Math.max(1000, deadline - Date.now());
+
+class CheckFailed extends Error {}
+/** Fails the script with `message` unless `cond` holds. */
+export function check(cond, message) {
+  if (!cond) throw new CheckFailed(message);
+}
+
+/** Polls `fn` (async, returning a truthy value when done) every 200 ms for at most `ms`. */
+export async function until(what, fn, ms = 20000) {
+  step = what;
+  const end = Date.now() + Math.min(ms, left());
+  let last;
+  while (Date.now() < end) {
+    last = await fn();
+    if (last) return last;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new CheckFailed(`${what}: not within ${ms} ms (last: ${JSON.stringify(last)})`);
+}
+
+/**
+ * Launches headless Chromium with CHROMIUM_ARGS and runs `main(browser)`, which ends the script
+ * with `finish(0, ...)`; a failed check or any error ends it with exit 1 and the step it was in.
+ */
+export function runInChromium(main) {
+  (async () => {
+    step = 'load playwright-core';
+    const { chromium } = await import('playwright-core');
+    step = 'launch chromium';
+    const browser = await chromium.launch({
+      executablePath: chromiumPath,
+      headless: true,
+      args: CHROMIUM_ARGS,
+      timeout: left(),
+    });
+    process.on('exit', () => browser.close().catch(() => {}));
+    try {
+      await main(browser);
+    } finally {
+      await browser.close().catch(() => {});
+    }
+  })().catch((e) => {
+    const error = e instanceof CheckFailed ? e.message : `${step}: ${e.stack || e}`;
+    finish(1, { ok: false, error, step });
+  });
+}
+
+// --- The call's peer connections --------------------------------------------------------------
+
+/**
+ * In the page (so self-contained): the selected candidate pair and the video bytes received from
+ * `peerId`, of the peer connection in the WebRTCManager at `window[app].call[manager]`.
+ */
+export async function pageStats({ app, manager, peerId }) {
+  const pc = window[app].call?.[manager]?.peers.get(peerId)?.pc;
+  if (!pc) return null;
+  const stats = await pc.getStats();
+  let pair = null;
+  let bytes = 0;
+  stats.forEach((s) => {
+    if (s.type === 'transport' && s.selectedCandidatePairId) pair = stats.get(s.selectedCandidatePairId);
+    if (s.type === 'inbound-rtp' && s.kind === 'video') bytes += s.bytesReceived || 0;
+  });
+  if (!pair) return { state: pc.connectionState, bytes };
+  const local = stats.get(pair.localCandidateId);
+  const remote = stats.get(pair.remoteCandidateId);
+  return {
+    state: pc.connectionState,
+    bytes,
+    local: { candidateType: local?.candidateType, relayProtocol: local?.relayProtocol },
+    remote: { candidateType: remote?.candidateType },
+  };
+}
+
+/** `Alice->Bob`: the key of a pair of people (`{name}`) in the results. */
+export const pairKey = (me, other) => `${me.name}->${other.name}`;
+
+/**
+ * Every `[me, other]` of `pairs`: `stats(me, other)` (pageStats of me's page for other) shows the
+ * peer connection connected relay <-> relay, its relay candidate allocated over one of
+ * `relayProtocols` when given, and then over 10 kB more video received. Returns `{selected,
+ * bytes}`: each pair's stats, and its bytes before and after, by pairKey.
+ */
+export async function expectRelayedVideo(pairs, stats, relayProtocols = null) {
+  const selected = {};
+  for (const [me, other] of pairs) {
+    const key = pairKey(me, other);
+    const s = await until(`${key}: connected relay <-> relay`, async () => {
+      const st = await stats(me, other);
+      return st?.state === 'connected' && st.local?.candidateType ? st : null;
+    }, 30000);
+    check(s.local.candidateType === 'relay' && s.remote.candidateType === 'relay',
+      `${key}: the selected pair is ${s.local.candidateType} <-> ${s.remote.candidateType}`);
+    check(!relayProtocols || relayProtocols.includes(s.local.relayProtocol),
+      `${key}: the relay candidate was allocated over ${s.local.relayProtocol}`);
+    selected[key] = s;
+  }
+  const bytes = {};
+  for (const [me, other] of pairs) {
+    const before = (await stats(me, other)).bytes;
+    const after = await until(`${pairKey(me, other)}: video bytes growing`, async () => {
+      const now = (await stats(me, other)).bytes;
+      return now > before + 10000 ? now : null;
+    }, 10000);
+    bytes[pairKey(me, other)] = [before, after];
+  }
+  return { selected, bytes };
+}
