@@ -22,13 +22,12 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::browser::{browser_dir, check_prerequisites, result_line, CHROMIUM};
-use common::{run_bounded, unix_now, wait_until, Api, Daemon, Options};
-use hmac::{Hmac, Mac};
+use common::webhook::signature;
+use common::{run_bounded, terminate, unix_now, wait_until, Api, Daemon, Options};
 use serde_json::{json, Value};
-use sha2::Sha256;
 
 const WEBHOOK_SECRET: &str = "integration-test-webhook-secret";
 const CALL_LIMIT: Duration = Duration::from_secs(90);
@@ -72,6 +71,16 @@ fn daemon(app_port: u16, calls: &str) -> Daemon {
         webhooks,
         ..Options::default()
     })
+}
+
+/// The daemon (`calls` inside its `[calls]`) and the example beside it on a free port, the
+/// example's data in the returned temp dir: (data, the example's port, daemon, example).
+fn start_both(calls: &str) -> (tempfile::TempDir, u16, Daemon, ChatApp) {
+    let data = tempfile::tempdir().unwrap();
+    let port = free_tcp_port();
+    let daemon = daemon(port, calls);
+    let app = ChatApp::start(port, daemon.http, data.path());
+    (data, port, daemon, app)
 }
 
 /// `node examples/chat-app/server.mjs`, killed on drop.
@@ -178,37 +187,18 @@ impl ChatApp {
 
     /// POSTs `body` to the webhook endpoint with these headers: the status.
     fn post_webhook(&self, body: &str, headers: &[(&str, String)]) -> u16 {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(10)))
-            .build()
-            .into();
-        let mut req = ureq::http::Request::builder()
-            .method("POST")
-            .uri(format!("http://{}/webhooks/switchboard", self.addr))
-            .header("content-type", "application/json");
-        for (k, v) in headers {
-            req = req.header(*k, v);
-        }
-        let resp = agent.run(req.body(body.as_bytes().to_vec()).unwrap());
-        resp.expect("POST /webhooks/switchboard").status().as_u16()
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let path = "/webhooks/switchboard";
+        let answer = self
+            .api()
+            .try_send_with("POST", path, None, &headers, Some(body.as_bytes()));
+        answer.expect("POST /webhooks/switchboard").0
     }
 
     /// SIGTERM and wait (bounded).
     fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while child.try_wait().expect("wait").is_none() {
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if let Some(mut child) = self.child.take() {
+            terminate(&mut child, Duration::from_secs(10));
         }
     }
 }
@@ -220,19 +210,6 @@ impl Drop for ChatApp {
             let _ = c.wait();
         }
     }
-}
-
-/// `v1=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>`, as the daemon signs a webhook.
-fn signature(secret: &str, timestamp: u64, body: &str) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(format!("{timestamp}.{body}").as_bytes());
-    let hex: String = mac
-        .finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("v1={hex}")
 }
 
 /// A webhook the app accepted carries a signature of its body valid with the shared secret,
@@ -266,13 +243,28 @@ fn wait_webhooks(app: &ChatApp, call: &str, kind: &str) -> Vec<Value> {
     found
 }
 
+/// The app accepted one webhook of `kind` for `call` (bounded wait), its signature checked.
+#[track_caller]
+fn expect_one_signed_webhook(app: &ChatApp, daemon: &Daemon, call: &str, kind: &str) {
+    let got = wait_webhooks(app, call, kind);
+    let log = daemon.log();
+    assert_eq!(got.len(), 1, "{kind}: {got:?}; daemon log: {log:#?}");
+    assert_signed(&got[0]);
+}
+
+/// Waits (bounded) until `user` reads a message of the conversation that `pred` accepts.
+#[track_caller]
+fn wait_message(app: &ChatApp, user: &User, pred: impl Fn(&str) -> bool) {
+    let found = wait_until(Duration::from_secs(5), || {
+        app.messages(user).iter().any(|m| pred(m))
+    });
+    assert!(found, "no such message: {:?}", app.messages(user));
+}
+
 #[test]
 fn two_users_of_the_example_call_through_switchboard_on_another_origin() {
     check_prerequisites();
-    let data = tempfile::tempdir().unwrap();
-    let port = free_tcp_port();
-    let daemon = daemon(port, "");
-    let app = ChatApp::start(port, daemon.http, data.path());
+    let (_data, _, daemon, app) = start_both("");
     let (code, out) = run_bounded(
         Command::new("node")
             .arg(browser_dir().join("chat_app.mjs"))
@@ -347,24 +339,14 @@ fn two_users_of_the_example_call_through_switchboard_on_another_origin() {
 
     // Every transition reached the example, signed; the end became a line.
     for kind in ["call.initiated", "call.answered", "call.ended"] {
-        let got = wait_webhooks(&app, call_id, kind);
-        assert_eq!(got.len(), 1, "{kind}: {got:?}");
-        assert_signed(&got[0]);
+        expect_one_signed_webhook(&app, &daemon, call_id, kind);
     }
-    let ended = wait_until(Duration::from_secs(5), || {
-        app.messages(&alice)
-            .iter()
-            .any(|m| m.starts_with("Call ended ("))
-    });
-    assert!(ended, "no call-ended line: {:?}", app.messages(&alice));
+    wait_message(&app, &alice, |m| m.starts_with("Call ended ("));
 }
 
 #[test]
 fn the_example_checks_webhook_signatures_and_keeps_what_it_accepted() {
-    let data = tempfile::tempdir().unwrap();
-    let port = free_tcp_port();
-    let daemon = daemon(port, "");
-    let mut app = ChatApp::start(port, daemon.http, data.path());
+    let (data, port, daemon, mut app) = start_both("");
     let alice = app.sign_in("Alice");
     let bob = app.sign_in("Bob");
 
@@ -476,10 +458,7 @@ fn the_example_checks_webhook_signatures_and_keeps_what_it_accepted() {
 /// example's "missed call" line.
 #[test]
 fn a_missed_call_becomes_a_line_in_the_conversation() {
-    let data = tempfile::tempdir().unwrap();
-    let port = free_tcp_port();
-    let daemon = daemon(port, "ring_timeout = \"3s\"");
-    let app = ChatApp::start(port, daemon.http, data.path());
+    let (_data, _, daemon, app) = start_both("ring_timeout = \"3s\"");
     let alice = app.sign_in("Alice");
     let bob = app.sign_in("Bob");
     let body =
@@ -488,15 +467,8 @@ fn a_missed_call_becomes_a_line_in_the_conversation() {
     assert_eq!(s, 201, "{answer}");
     let call = answer["callId"].as_str().unwrap();
 
-    let missed = wait_webhooks(&app, call, "call.missed");
-    assert_eq!(missed.len(), 1, "{missed:?}");
-    assert_signed(&missed[0]);
-    let line = wait_until(Duration::from_secs(5), || {
-        app.messages(&bob)
-            .iter()
-            .any(|m| m.starts_with("Missed call"))
-    });
-    assert!(line, "no missed-call line: {:?}", app.messages(&bob));
+    expect_one_signed_webhook(&app, &daemon, call, "call.missed");
+    wait_message(&app, &bob, |m| m.starts_with("Missed call"));
     let (_, got) = daemon.api().get(&format!("/api/calls/{call}"), &bob.token);
     assert_eq!(got["call"]["status"], "missed", "{got}");
 }
@@ -506,10 +478,7 @@ fn a_missed_call_becomes_a_line_in_the_conversation() {
 /// same store), the webhook arrives, and the example keeps it once.
 #[test]
 fn a_webhook_pending_across_a_sigkill_is_delivered_once_both_are_back() {
-    let data = tempfile::tempdir().unwrap();
-    let port = free_tcp_port();
-    let daemon = daemon(port, "");
-    let mut app = ChatApp::start(port, daemon.http, data.path());
+    let (data, port, daemon, mut app) = start_both("");
     let alice = app.sign_in("Alice");
     let bob = app.sign_in("Bob");
     app.stop();
@@ -530,20 +499,9 @@ fn a_webhook_pending_across_a_sigkill_is_delivered_once_both_are_back() {
     let daemon = Daemon::restart(dir);
     let app = ChatApp::start(port, daemon.http, data.path());
     for kind in ["call.initiated", "call.rejected"] {
-        let got = wait_webhooks(&app, &call, kind);
-        assert_eq!(
-            got.len(),
-            1,
-            "{kind}: {got:?}; daemon log: {:#?}",
-            daemon.log()
-        );
-        assert_signed(&got[0]);
+        expect_one_signed_webhook(&app, &daemon, &call, kind);
     }
-    let line = wait_until(Duration::from_secs(5), || {
-        app.messages(&alice)
-            .contains(&"Bob declined the call".to_owned())
-    });
-    assert!(line, "{:?}", app.messages(&alice));
+    wait_message(&app, &alice, |m| m == "Bob declined the call");
     // Later retries (if any) change nothing: still one of each.
     std::thread::sleep(Duration::from_secs(2));
     let rejected: Vec<Value> = app

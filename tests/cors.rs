@@ -32,11 +32,7 @@ impl Answer {
 }
 
 fn send(d: &Daemon, method: &str, path: &str, headers: &[(&str, &str)]) -> Answer {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(10)))
-        .build()
-        .into();
+    let agent = common::http_agent(Duration::from_secs(10));
     let mut req = ureq::http::Request::builder()
         .method(method)
         .uri(format!("http://{}{path}", d.http));

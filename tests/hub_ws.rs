@@ -98,6 +98,15 @@ impl World {
         blocking(|| self.api.start_call(by, self.conv, "video", to))
     }
 
+    /// Alice's and Bob's sockets, and a call from Alice to Bob that Bob's socket was rung for.
+    async fn alice_rings_bob(&self) -> (Ws, Ws, String) {
+        let alice = self.open(&self.alice).await;
+        let mut bob = self.open(&self.bob).await;
+        let call = self.call(&self.alice, &[&self.bob]);
+        bob.expect("call:incoming").await;
+        (alice, bob, call)
+    }
+
     /// A REST action (answer, reject, end) that must succeed.
     fn act(&self, who: &Person, call: &str, action: &str) -> Value {
         blocking(|| self.api.act_ok(who, call, action))
@@ -812,10 +821,7 @@ async fn refused_frames_deliver_nothing() {
 async fn data_that_is_an_array_is_refused() {
     let w = World::start();
     let b = w.bob.id.to_string();
-    let mut alice = w.open(&w.alice).await;
-    let mut bob = w.open(&w.bob).await;
-    let call = w.call(&w.alice, &[&w.bob]);
-    bob.expect("call:incoming").await;
+    let (mut alice, mut bob, call) = w.alice_rings_bob().await;
     w.act(&w.bob, &call, "answer");
     bob.expect("call:answered-elsewhere").await;
     alice.expect("call:participant-joined").await;
@@ -976,10 +982,7 @@ fn offer_of_size(call: &str, target: &str, size: usize) -> (String, usize) {
 async fn frames_over_64_kib_end_the_connection() {
     let w = World::start();
     let (a, b) = (w.alice.id.to_string(), w.bob.id.to_string());
-    let mut alice = w.open(&w.alice).await;
-    let mut bob = w.open(&w.bob).await;
-    let call = w.call(&w.alice, &[&w.bob]);
-    bob.expect("call:incoming").await;
+    let (mut alice, mut bob, call) = w.alice_rings_bob().await;
     w.act(&w.bob, &call, "answer");
     bob.expect("call:answered-elsewhere").await;
     alice.expect("call:participant-joined").await;
@@ -1270,10 +1273,7 @@ async fn a_user_has_at_most_16_sockets() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_closes_the_sockets_and_exits() {
     let mut w = World::start();
-    let mut alice = w.open(&w.alice).await;
-    let mut bob = w.open(&w.bob).await;
-    let call = w.call(&w.alice, &[&w.bob]);
-    bob.expect("call:incoming").await;
+    let (mut alice, mut bob, call) = w.alice_rings_bob().await;
     w.act(&w.bob, &call, "answer");
     bob.expect("call:answered-elsewhere").await;
     alice.expect("call:participant-joined").await;
@@ -1914,10 +1914,7 @@ async fn open_named(w: &World, who: &Person, name: &str) -> Ws {
 async fn null_candidates_are_relayed_and_relayed_frames_are_acked() {
     let w = World::start();
     let (a, b) = (w.alice.id.to_string(), w.bob.id.to_string());
-    let mut alice = w.open(&w.alice).await;
-    let mut bob = w.open(&w.bob).await;
-    let call = w.call(&w.alice, &[&w.bob]);
-    bob.expect("call:incoming").await;
+    let (mut alice, mut bob, call) = w.alice_rings_bob().await;
 
     let end = json!({"callId": call, "targetUserId": b, "candidate": null});
     let ack = alice.ack("call:ice-candidate", end.clone(), json!(7)).await;

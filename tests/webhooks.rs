@@ -15,12 +15,11 @@ use std::io::{BufRead as _, BufReader, Read as _};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use common::webhook::signature;
 use common::{Api, Daemon, Options, Person};
-use hmac::{Hmac, Mac as _};
 use serde_json::Value;
-use sha2::Sha256;
 
 const SECRET: &str = "webhook-test-secret-0123456789";
 
@@ -223,38 +222,16 @@ fn read_request(conn: &mut impl std::io::Read) -> Option<Hit> {
 fn verified(hit: &Hit) -> Value {
     let ts = hit.header("x-switchboard-timestamp").expect("a timestamp");
     let sig = hit.header("x-switchboard-signature").expect("a signature");
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let now = common::unix_now();
     let ts_n: u64 = ts.parse().expect("unix seconds");
     assert!(
         now.abs_diff(ts_n) <= 5,
         "a stale timestamp: {ts} (now {now})"
     );
-    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
-    mac.update(ts.as_bytes());
-    mac.update(b".");
-    mac.update(&hit.body);
-    let hex: String = mac
-        .finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    assert_eq!(sig, format!("v1={hex}"), "the signature of {}", hit.json());
-    // A signature over other bytes does not match.
-    let mut other = Hmac::<Sha256>::new_from_slice(b"another-secret").unwrap();
-    other.update(ts.as_bytes());
-    other.update(b".");
-    other.update(&hit.body);
-    let other: String = other
-        .finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    assert_ne!(sig, format!("v1={other}"));
+    let want = signature(SECRET, ts, &hit.body);
+    assert_eq!(sig, want, "the signature of {}", hit.json());
+    // A signature with another secret does not match.
+    assert_ne!(sig, signature("another-secret", ts, &hit.body));
     assert_eq!(hit.header("content-type"), Some("application/json"));
     assert_eq!(hit.path, "/hooks/switchboard");
     let body = hit.json();

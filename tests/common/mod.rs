@@ -248,21 +248,11 @@ impl Daemon {
     /// SIGTERM, and the exit status (bounded wait).
     pub fn stop(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("running");
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = child.try_wait().expect("wait") {
-                // Let the log reader catch up with the last lines.
-                std::thread::sleep(Duration::from_millis(100));
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("daemon did not stop within 10 s of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let status = terminate(&mut child, Duration::from_secs(10))
+            .expect("daemon did not stop within 10 s of SIGTERM");
+        // Let the log reader catch up with the last lines.
+        std::thread::sleep(Duration::from_millis(100));
+        status
     }
 }
 
@@ -272,6 +262,25 @@ impl Drop for Daemon {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+}
+
+/// SIGTERM to `child`, and its exit status once it exits within `limit`; else SIGKILL and
+/// `None`.
+pub fn terminate(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -526,6 +535,16 @@ pub fn token(user: uuid::Uuid, name: Option<&str>, email: Option<&str>) -> Strin
     )
 }
 
+/// A blocking HTTP agent that returns error statuses as answers, each request bounded by
+/// `timeout`.
+pub fn http_agent(timeout: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(timeout))
+        .build()
+        .into()
+}
+
 /// A blocking HTTP client for the API: every answer, error statuses included, as
 /// (status, JSON body or `null`).
 #[derive(Clone)]
@@ -536,14 +555,9 @@ pub struct Api {
 
 impl Api {
     pub fn new(addr: SocketAddr) -> Api {
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(20)))
-            .build()
-            .into();
         Api {
             base: format!("http://{addr}"),
-            agent,
+            agent: http_agent(Duration::from_secs(20)),
         }
     }
 
@@ -947,5 +961,31 @@ pub mod browser {
             .rev()
             .filter(|l| l.starts_with("{\"ok\":"))
             .find_map(|l| serde_json::from_str(l).ok())
+    }
+}
+
+/// Webhooks as the daemon signs them (webhooks, chat_app).
+pub mod webhook {
+    use hmac::{Hmac, Mac as _};
+    use sha2::Sha256;
+
+    /// The `X-Switchboard-Signature` of `body` sent at `timestamp` (unix seconds): `v1=` and
+    /// the hex HMAC-SHA256(secret, "<timestamp>.<body>"), computed here with the `hmac` crate
+    /// (the daemon uses `ring`).
+    pub fn signature(
+        secret: &str,
+        timestamp: impl std::fmt::Display,
+        body: impl AsRef<[u8]>,
+    ) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+        mac.update(format!("{timestamp}.").as_bytes());
+        mac.update(body.as_ref());
+        let hex: String = mac
+            .finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        format!("v1={hex}")
     }
 }
