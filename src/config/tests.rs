@@ -1,0 +1,671 @@
+use super::*;
+
+fn load(text: &str) -> Result<Config> {
+    load_str(text, Path::new("/etc/switchboard"), origin())
+}
+
+fn origin() -> Origin {
+    Origin::File("/etc/switchboard/switchboard.toml".into())
+}
+
+fn err(text: &str) -> ConfigError {
+    load(text).expect_err("config should be refused")
+}
+
+fn ips(v: &[&str]) -> Vec<IpAddr> {
+    v.iter().map(|s| s.parse().unwrap()).collect()
+}
+
+const MINIMAL: &str = "[turn]\nsecret = \"0123456789abcdef\"\nrelay_ip = \"198.51.100.7\"\n";
+
+#[test]
+fn allowed_origins_are_origins_as_browsers_send_them() {
+    let c = load(&format!(
+        "{MINIMAL}[http]\nallowed_origins = [\"https://Chat.example.com\", \"http://127.0.0.1:5173\", \"https://chat.example.com\"]\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        c.http.allowed_origins,
+        AllowedOrigins::List(vec![
+            "https://chat.example.com".into(),
+            "http://127.0.0.1:5173".into()
+        ])
+    );
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    assert!(load(MINIMAL)
+        .unwrap()
+        .http
+        .allowed_origins
+        .is_same_origin_only());
+    let any = load(&format!("{MINIMAL}[http]\nallowed_origins = [\"*\"]\n")).unwrap();
+    assert_eq!(any.http.allowed_origins, AllowedOrigins::Any);
+    assert!(any.warnings.iter().any(|w| w.key == "http.allowed_origins"));
+    for (list, key) in [
+        ("[\"https://chat.example.com/\"]", "http.allowed_origins[0]"),
+        (
+            "[\"https://a.example\", \"chat.example.com\"]",
+            "http.allowed_origins[1]",
+        ),
+        ("[\"*\", \"https://a.example\"]", "http.allowed_origins"),
+    ] {
+        let e = err(&format!("{MINIMAL}[http]\nallowed_origins = {list}\n"));
+        assert_eq!(e.key, key, "{list}: {e}");
+    }
+}
+
+const FULL: &str = r#"
+dev = false
+
+[http]
+listen = "0.0.0.0:8443"
+max_connections = 500
+public_url = "https://calls.example.com"
+tls_cert = "/etc/switchboard/cert.pem"
+tls_key = "key.pem"
+
+[turn]
+listen = ["0.0.0.0:3478", "[::]:3478"]
+tls_listen = ["0.0.0.0:5349"]
+tls_cert = "/etc/switchboard/cert.pem"
+tls_key = "/etc/switchboard/key.pem"
+realm = "calls.example.com"
+secret = "a-long-random-shared-secret"
+external_ip = "203.0.113.10"
+relay_ip = "10.0.0.5"
+relay_ports = "50000-59999"
+credential_ttl = "12h"
+allow_peers = ["10.1.0.0/16", "fd00::/8"]
+deny_peers = ["198.18.0.0/15"]
+user_quota = 5
+total_quota = 2000
+
+[auth]
+jwt_secret = "jwt"
+admin_token_file = "/dev/null/nope"
+open_conversations = true
+
+[store]
+path = "/var/lib/switchboard/calls.db"
+
+[calls]
+ring_timeout = "30s"
+reconnect_grace = "1m"
+max_participants = 8
+
+[log]
+level = "switchboard=debug,info"
+format = "json"
+"#;
+
+#[test]
+fn full_example_parses() {
+    // admin_token_file points nowhere: swap it for a readable file.
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("admin"), "  tok\n").unwrap();
+    let text = FULL.replace("/dev/null/nope", "admin");
+    let c = load_str(&text, dir.path(), origin()).unwrap();
+    assert!(!c.dev);
+    assert_eq!(c.http.listen, "0.0.0.0:8443".parse().unwrap());
+    assert_eq!(c.http.max_connections, 500);
+    assert_eq!(
+        c.http.public_url.as_deref(),
+        Some("https://calls.example.com")
+    );
+    let tls = c.http.tls.unwrap();
+    assert_eq!(tls.cert, PathBuf::from("/etc/switchboard/cert.pem"));
+    assert_eq!(tls.key, dir.path().join("key.pem"));
+    let t = &c.turn;
+    assert_eq!(
+        t.listen,
+        vec![
+            "0.0.0.0:3478".parse::<SocketAddr>().unwrap(),
+            "[::]:3478".parse().unwrap()
+        ]
+    );
+    assert_eq!(t.tls_listen, vec!["0.0.0.0:5349".parse().unwrap()]);
+    assert_eq!(t.realm, "calls.example.com");
+    assert_eq!(t.secret.expose(), "a-long-random-shared-secret");
+    assert_eq!(t.external_ips, ["203.0.113.10".parse::<IpAddr>().unwrap()]);
+    assert_eq!(t.relay_ips, ["10.0.0.5".parse::<IpAddr>().unwrap()]);
+    assert_eq!(t.relay_ports, 50000..=59999);
+    assert_eq!(t.credential_ttl, Duration::from_secs(12 * 3600));
+    assert_eq!(t.allow_peers.len(), 2);
+    assert_eq!(t.deny_peers, vec!["198.18.0.0/15".parse().unwrap()]);
+    assert_eq!((t.user_quota, t.total_quota), (5, 2000));
+    assert_eq!(c.auth.jwt_secret.unwrap().expose(), "jwt");
+    assert_eq!(c.auth.admin_token.unwrap().expose(), "tok");
+    assert!(c.auth.open_conversations);
+    assert_eq!(c.store.path, PathBuf::from("/var/lib/switchboard/calls.db"));
+    assert_eq!(c.calls.ring_timeout, Duration::from_secs(30));
+    assert_eq!(c.calls.reconnect_grace, Duration::from_secs(60));
+    assert_eq!(c.calls.max_participants, 8);
+    assert_eq!(c.log.level, "switchboard=debug,info");
+    assert_eq!(c.log.format, LogFormat::Json);
+    assert_eq!(c.warnings, vec![]);
+}
+
+#[test]
+fn missing_sections_take_defaults() {
+    let c = load(MINIMAL).unwrap();
+    assert!(!c.dev);
+    assert_eq!(c.http.listen, DEFAULT_HTTP_LISTEN.parse().unwrap());
+    assert_eq!(c.http.max_connections, 10_000);
+    assert_eq!(c.turn.listen, vec![DEFAULT_TURN_LISTEN.parse().unwrap()]);
+    assert_eq!(c.turn.realm, "switchboard");
+    assert_eq!(c.turn.relay_ports, 49152..=65535);
+    assert_eq!(c.turn.credential_ttl, Duration::from_secs(86400));
+    // 19 other participants x 2 URLs (UDP and TCP on 0.0.0.0:3478) x 2.
+    assert_eq!((c.turn.user_quota, c.turn.total_quota), (76, 10_000));
+    assert!(c.turn.user_quota_derived);
+    assert_eq!(c.turn.rest_api_separator, ':');
+    assert!(c.turn.allow_peers.is_empty() && c.turn.external_ips.is_empty());
+    assert!(c.auth.jwt_secret.is_none() && !c.auth.open_conversations);
+    assert_eq!(c.store.path, PathBuf::from(DEFAULT_STORE_PATH));
+    assert_eq!(c.calls.ring_timeout, Duration::from_secs(45));
+    assert_eq!(c.calls.reconnect_grace, Duration::from_secs(30));
+    assert_eq!(c.calls.max_participants, 20);
+    assert_eq!(c.log.level, "info");
+    assert_eq!(c.log.format, LogFormat::Text);
+}
+
+#[test]
+fn unknown_key_is_named() {
+    let e = err(&format!("{MINIMAL}relay_port = \"1-2\"\n"));
+    assert_eq!(e.origin, "/etc/switchboard/switchboard.toml");
+    assert_eq!(e.key, "turn.relay_port");
+    assert!(e.message.contains("unknown field `relay_port`"), "{e}");
+    assert!(e.message.contains("line 4"), "{e}");
+
+    let e = err(&format!("debug = true\n{MINIMAL}"));
+    assert_eq!(e.key, "debug");
+    let e = err(&format!("{MINIMAL}[tunr]\nlisten = []\n"));
+    assert!(e.message.contains("unknown field `tunr`"), "{e}");
+}
+
+#[test]
+fn wrong_type_is_named() {
+    let e = err(&format!("{MINIMAL}user_quota = \"ten\"\n"));
+    assert_eq!(e.key, "turn.user_quota");
+    let e = err(&format!("{MINIMAL}[log]\nformat = \"xml\"\n"));
+    assert_eq!(e.key, "log.format");
+    assert!(e.message.contains("xml"), "{e}");
+    // Inside a multi-line array the line has no key: say where instead.
+    let e = err(&format!(
+        "{MINIMAL}allow_peers = [\n  \"10.0.0.0/8\",\n  5,\n]\n"
+    ));
+    assert_eq!(e.key, "line 6, column 3");
+}
+
+#[test]
+fn unreadable_file_is_reported() {
+    let e = load_file(Path::new("/nonexistent/switchboard.toml")).unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("/nonexistent/switchboard.toml: cannot read: "),
+        "{e}"
+    );
+}
+
+#[test]
+fn bad_cidr_names_its_index() {
+    let e = err(&format!(
+        "{MINIMAL}allow_peers = [\"10.1.0.0/16\", \"10.0.0.1/8\"]\n"
+    ));
+    assert_eq!(
+        e.to_string(),
+        "/etc/switchboard/switchboard.toml: turn.allow_peers[1]: `10.0.0.1/8` has bits set \
+         after the prefix; did you mean `10.0.0.0/8`?"
+    );
+    let e = err(&format!("{MINIMAL}deny_peers = [\"nope\"]\n"));
+    assert_eq!(e.key, "turn.deny_peers[0]");
+}
+
+#[test]
+fn total_quota_must_fit_the_port_range() {
+    let e = err(&format!("{MINIMAL}total_quota = 20000\n"));
+    assert_eq!(e.key, "turn.total_quota");
+    assert_eq!(
+        e.message,
+        "20000 allocations need 20000 relay ports but turn.relay_ports has 16384"
+    );
+    // Without an explicit quota, a small range lowers the default instead.
+    let c = load(&format!("{MINIMAL}relay_ports = \"50000-50099\"\n")).unwrap();
+    assert_eq!(c.turn.total_quota, 100);
+}
+
+#[test]
+fn the_default_user_quota_fits_a_mesh_call_over_every_url() {
+    // (max_participants - 1) peer connections x URLs x 2 for ICE restarts.
+    assert_eq!(default_user_quota(20, 2), 76);
+    assert_eq!(default_user_quota(20, 5), 190);
+    assert_eq!(default_user_quota(6, 2), 20);
+    assert_eq!(default_user_quota(2, 1), 2);
+    // No URL would still be one; nothing overflows.
+    assert_eq!(default_user_quota(2, 0), 2);
+    assert_eq!(default_user_quota(u32::MAX, usize::MAX), u32::MAX);
+}
+
+#[test]
+fn the_derived_user_quota_follows_calls_and_urls() {
+    // The packaged conffile's shape: one listener, no TLS, 20 participants.
+    let c = load(&format!("{MINIMAL}listen = [\"0.0.0.0:3478\"]\n")).unwrap();
+    assert_eq!(crate::turn_credentials::turn_urls(&c.turn).len(), 2);
+    assert_eq!((c.turn.user_quota, c.turn.total_quota), (76, 10_000));
+    // IPv4 and IPv6 listeners and a TLS one: 5 URLs.
+    let dual = "[turn]\nsecret = \"0123456789abcdef\"\n\
+                relay_ip = [\"198.51.100.7\", \"2001:db8::7\"]\n\
+                listen = [\"0.0.0.0:3478\", \"[::]:3478\"]\ntls_listen = [\"0.0.0.0:5349\"]\n\
+                tls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n";
+    let c = load(dual).unwrap();
+    assert_eq!(crate::turn_credentials::turn_urls(&c.turn).len(), 5);
+    assert_eq!(c.turn.user_quota, 190);
+    let c = load(&format!("{dual}[calls]\nmax_participants = 6\n")).unwrap();
+    assert_eq!(c.turn.user_quota, 50);
+    // Set, it is taken as set.
+    let c = load(&format!("{MINIMAL}user_quota = 12\n")).unwrap();
+    assert_eq!((c.turn.user_quota, c.turn.total_quota), (12, 10_000));
+    assert!(!c.turn.user_quota_derived);
+}
+
+#[test]
+fn total_quota_makes_room_for_the_user_quota() {
+    // A derived user quota above the default total raises the default total.
+    let c = load(&format!("{MINIMAL}[calls]\nmax_participants = 3000\n")).unwrap();
+    assert_eq!((c.turn.user_quota, c.turn.total_quota), (11_996, 11_996));
+    // So does a user quota that is set.
+    let c = load(&format!("{MINIMAL}user_quota = 12000\n")).unwrap();
+    assert_eq!((c.turn.user_quota, c.turn.total_quota), (12_000, 12_000));
+    // As far as the relay ports go: a derived one is capped, with a warning ...
+    let c = load(&format!("{MINIMAL}relay_ports = \"50000-50049\"\n")).unwrap();
+    assert_eq!((c.turn.user_quota, c.turn.total_quota), (50, 50));
+    assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+    assert_eq!(c.warnings[0].key, "turn.user_quota");
+    assert!(
+        c.warnings[0].message.contains("may need 76 allocations"),
+        "{}",
+        c.warnings[0].message
+    );
+    // ... as it is by a total that is set.
+    let c = load(&format!("{MINIMAL}total_quota = 30\n")).unwrap();
+    assert_eq!((c.turn.user_quota, c.turn.total_quota), (30, 30));
+    // One that is set and cannot fit is an error naming the key.
+    let e = err(&format!(
+        "{MINIMAL}relay_ports = \"50000-50049\"\nuser_quota = 60\n"
+    ));
+    assert_eq!(e.key, "turn.user_quota");
+    assert_eq!(
+        e.message,
+        "60 allocations need 60 relay ports but turn.relay_ports has 50"
+    );
+    let e = err(&format!("{MINIMAL}user_quota = 40\ntotal_quota = 30\n"));
+    assert_eq!(e.key, "turn.total_quota");
+    assert_eq!(
+        e.message,
+        "30 is below turn.user_quota (40): raise total_quota to at least user_quota, or \
+         lower user_quota"
+    );
+    assert!(load(&format!("{MINIMAL}user_quota = 30\ntotal_quota = 30\n")).is_ok());
+}
+
+#[test]
+fn rest_api_separator_is_one_printable_ascii_character() {
+    for (text, want) in [(":", ':'), ("_", '_'), ("|", '|'), ("@", '@')] {
+        let c = load(&format!("{MINIMAL}rest_api_separator = \"{text}\"\n")).unwrap();
+        assert_eq!(c.turn.rest_api_separator, want);
+    }
+    for bad in ["", "::", "1", " ", "\\t", "é"] {
+        let e = err(&format!("{MINIMAL}rest_api_separator = \"{bad}\"\n"));
+        assert_eq!(e.key, "turn.rest_api_separator", "{bad:?}");
+        assert!(
+            e.message.contains("is not one printable ASCII character"),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn relay_ports_are_checked() {
+    for bad in ["49152", "a-b", "60000-50000", "0-10", "50000-70000"] {
+        let e = err(&format!("{MINIMAL}relay_ports = \"{bad}\"\n"));
+        assert_eq!(e.key, "turn.relay_ports", "{bad}");
+    }
+    let e = err(&format!("{MINIMAL}relay_ports = \"500-600\"\n"));
+    assert!(e.message.contains("1024"), "{e}");
+    let c = load(&format!("dev = true\n{MINIMAL}relay_ports = \"500-600\"\n")).unwrap();
+    assert_eq!(c.turn.relay_ports, 500..=600);
+}
+
+#[test]
+fn secret_is_required_exactly_once() {
+    let e = err("[turn]\nrelay_ip = \"198.51.100.7\"\n");
+    assert_eq!(e.key, "turn.secret");
+    assert!(e.message.contains("turn.secret_file"), "{e}");
+    let e = err(&format!("{MINIMAL}secret_file = \"s\"\n"));
+    assert_eq!(e.key, "turn.secret");
+    assert!(e.message.contains("not both"), "{e}");
+    let e = err("[turn]\nrelay_ip = \"198.51.100.7\"\nsecret_file = \"missing\"\n");
+    assert_eq!(e.key, "turn.secret_file");
+    assert!(e.message.contains("/etc/switchboard/missing"), "{e}");
+}
+
+#[test]
+fn secret_file_is_read_relative_and_trimmed() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("s"), "\n  the secret of turn \n").unwrap();
+    let text = "[turn]\nrelay_ip = \"198.51.100.7\"\nsecret_file = \"s\"\n";
+    let c = load_str(text, dir.path(), origin()).unwrap();
+    assert_eq!(c.turn.secret.expose(), "the secret of turn");
+    fs::write(dir.path().join("s"), " \n").unwrap();
+    let e = load_str(text, dir.path(), origin()).unwrap_err();
+    assert!(e.message.contains("is empty"), "{e}");
+}
+
+#[test]
+fn relay_ip_defaults_to_a_listen_address_or_the_route() {
+    let text = "[turn]\nsecret = \"0123456789abcdef\"\n";
+    let routed = |text: &str, route: RouteSource| {
+        load_routed(text, Path::new("/etc/switchboard"), origin(), route).unwrap()
+    };
+    let public: RouteSource = |any| match any {
+        IpAddr::V4(_) => Some("198.51.100.7".parse().unwrap()),
+        IpAddr::V6(_) => Some("2001:db8::7".parse().unwrap()),
+    };
+    let private: RouteSource = |_| Some("10.0.0.5".parse().unwrap());
+    let none: RouteSource = |_| None;
+
+    // A specific listen address stands for its version; the route is not asked.
+    let c = routed(&format!("{text}listen = [\"192.0.2.1:3478\"]\n"), none);
+    assert_eq!(c.turn.relay_ips, ips(&["192.0.2.1"]));
+    assert!(!c.turn.relay_ips_detected && c.warnings.is_empty());
+
+    // A wildcard one takes the route's source address, per version.
+    let c = routed(text, public);
+    assert_eq!(c.turn.relay_ips, ips(&["198.51.100.7"]));
+    assert!(c.turn.relay_ips_detected && c.warnings.is_empty());
+    let both = format!("{text}listen = [\"[::]:3478\", \"192.0.2.1:3478\"]\n");
+    let c = routed(&both, public);
+    assert_eq!(c.turn.relay_ips, ips(&["192.0.2.1", "2001:db8::7"]));
+
+    // A private source without external_ip, or no route at all: it runs, but check-config
+    // fails on it.
+    let c = routed(text, private);
+    assert_eq!(c.turn.relay_ips, ips(&["10.0.0.5"]));
+    assert_eq!(c.warnings.len(), 1);
+    assert!(c.warnings[0].unreachable && c.warnings[0].key == "turn.external_ip");
+    let c = routed(&format!("{text}external_ip = \"10.0.0.5\"\n"), private);
+    assert!(
+        c.warnings.is_empty(),
+        "a LAN-only relay says so: {:?}",
+        c.warnings
+    );
+    let c = routed(text, none);
+    assert_eq!(c.turn.relay_ips, ips(&["127.0.0.1"]));
+    assert_eq!(c.warnings.len(), 1);
+    let w = &c.warnings[0];
+    assert!(w.unreachable && w.key == "turn.relay_ip", "{w:?}");
+    assert!(w.message.contains("no IPv4 route"), "{w}");
+
+    // An explicit relay_ip is never second-guessed.
+    let c = routed(&format!("{text}relay_ip = \"198.51.100.9\"\n"), none);
+    assert_eq!(c.turn.relay_ips, ips(&["198.51.100.9"]));
+    assert!(!c.turn.relay_ips_detected && c.warnings.is_empty());
+}
+
+#[test]
+fn the_kernel_route_source_is_never_a_wildcard_or_loopback() {
+    for any in [
+        IpAddr::from(Ipv4Addr::UNSPECIFIED),
+        Ipv6Addr::UNSPECIFIED.into(),
+    ] {
+        if let Some(ip) = kernel_route_source(any) {
+            assert!(!ip.is_unspecified() && !ip.is_loopback(), "{ip}");
+            assert_eq!(ip.is_ipv4(), any.is_ipv4());
+        }
+    }
+}
+
+#[test]
+fn addresses_are_checked() {
+    let e = err(&format!("{MINIMAL}listen = [\"0.0.0.0:3478\", \"3478\"]\n"));
+    assert_eq!(e.key, "turn.listen[1]");
+    let e = err(&format!("{MINIMAL}listen = []\n"));
+    assert_eq!(e.key, "turn.listen");
+    let e = err(&format!("{MINIMAL}external_ip = \"0.0.0.0\"\n"));
+    assert_eq!(e.key, "turn.external_ip");
+    let e = err(&format!("{MINIMAL}external_ip = \"224.0.0.1\"\n"));
+    assert_eq!(e.key, "turn.external_ip");
+    let e = err(&format!("{MINIMAL}external_ip = \"2001:db8::1\"\n"));
+    assert!(
+        e.message.contains("no turn.relay_ip of its IP version"),
+        "{e}"
+    );
+    let e = err("[turn]\nsecret = \"x\"\nrelay_ip = \"0.0.0.0\"\n");
+    assert_eq!(e.key, "turn.relay_ip");
+    let e = err("[turn]\nsecret = \"x\"\nrelay_ip = [\"192.0.2.1\", \"192.0.2.2\"]\n");
+    assert!(e.message.contains("one IPv4 and one IPv6"), "{e}");
+    let e = err(&format!("{MINIMAL}max_connections = 0\n"));
+    assert_eq!(e.key, "turn.max_connections");
+    let e = err(&format!("{MINIMAL}[http]\nmax_connections = 0\n"));
+    assert_eq!(e.key, "http.max_connections");
+}
+
+#[test]
+fn dual_stack_relay_addresses() {
+    let c = load(
+        "[turn]\nsecret = \"0123456789abcdef\"\nrelay_ip = [\"198.51.100.7\", \"2001:db8::7\"]\n\
+         external_ip = [\"2001:db8::8\"]\n",
+    )
+    .unwrap();
+    assert_eq!(c.turn.relay_ips, ips(&["198.51.100.7", "2001:db8::7"]));
+    assert_eq!(c.turn.external_ips, ips(&["2001:db8::8"]));
+    // Without relay_ip, one specific listen address per IP version.
+    let c = load(
+        "[turn]\nsecret = \"0123456789abcdef\"\n\
+         listen = [\"127.0.0.1:3478\", \"127.0.0.2:3478\", \"[::1]:3478\"]\n",
+    )
+    .unwrap();
+    assert_eq!(c.turn.relay_ips, ips(&["127.0.0.1", "::1"]));
+    assert_eq!(c.turn.max_connections, 4096);
+}
+
+#[test]
+fn turn_tls_falls_back_to_the_http_certificate() {
+    let text = "[http]\ntls_cert = \"/etc/c.pem\"\ntls_key = \"/etc/k.pem\"\n\
+                [turn]\nsecret = \"0123456789abcdef\"\nrelay_ip = \"198.51.100.7\"\n\
+                tls_listen = [\"0.0.0.0:5349\"]\n";
+    let c = load(text).unwrap();
+    assert_eq!(c.turn.tls.unwrap().cert, PathBuf::from("/etc/c.pem"));
+    let e = err(&format!("{MINIMAL}tls_listen = [\"0.0.0.0:5349\"]\n"));
+    assert_eq!(e.key, "turn.tls_listen");
+}
+
+#[test]
+fn private_relay_without_external_ip_warns() {
+    let text = "[turn]\nsecret = \"0123456789abcdef\"\nrelay_ip = \"10.0.0.5\"\n";
+    let c = load(text).unwrap();
+    assert_eq!(c.warnings.len(), 1);
+    assert_eq!(c.warnings[0].key, "turn.external_ip");
+    let c = load(&format!("{text}external_ip = \"203.0.113.1\"\n")).unwrap();
+    assert!(c.warnings.is_empty());
+    for ip in ["100.64.0.1", "172.16.0.1", "192.168.1.1", "fd00::1"] {
+        assert!(is_private(ip.parse().unwrap()), "{ip}");
+    }
+    for ip in ["100.128.0.1", "8.8.8.8", "127.0.0.1", "2001:db8::1"] {
+        assert!(!is_private(ip.parse().unwrap()), "{ip}");
+    }
+}
+
+#[test]
+fn other_values_are_checked() {
+    // (section, line, the key the error must name); [turn] is MINIMAL's own section.
+    let cases = [
+        ("turn", "credential_ttl = \"soon\"", "turn.credential_ttl"),
+        ("turn", "credential_ttl = \"0s\"", "turn.credential_ttl"),
+        (
+            "turn",
+            "credential_ttl = \"400days\"",
+            "turn.credential_ttl",
+        ),
+        ("turn", "user_quota = 0", "turn.user_quota"),
+        ("turn", "realm = \"\"", "turn.realm"),
+        ("turn", "tls_listen = [\"0.0.0.0:5349\"]", "turn.tls_listen"),
+        ("http", "tls_cert = \"c.pem\"", "http.tls_key"),
+        ("http", "listen = \"localhost:80\"", "http.listen"),
+        (
+            "http",
+            "public_url = \"calls.example.com\"",
+            "http.public_url",
+        ),
+        (
+            "auth",
+            "jwt_secret = \"a\"\njwt_secret_file = \"b\"",
+            "auth.jwt_secret",
+        ),
+        ("calls", "max_participants = 1", "calls.max_participants"),
+        ("calls", "ring_timeout = \"forever\"", "calls.ring_timeout"),
+        ("log", "level = \"[[[\"", "log.level"),
+    ];
+    for (section, line, key) in cases {
+        let text = match section {
+            "turn" => format!("{MINIMAL}{line}\n"),
+            _ => format!("{MINIMAL}[{section}]\n{line}\n"),
+        };
+        let e = err(&text);
+        assert_eq!(e.key, key, "{line}: {e}");
+    }
+}
+
+#[test]
+fn webhooks_are_checked_and_need_a_secret() {
+    let c = load(MINIMAL).unwrap();
+    assert!(c.webhooks.urls.is_empty() && c.webhooks.secret.is_none());
+    let c = load(&format!(
+        "{MINIMAL}[webhooks]\nurl = \"https://chat.example.com/hooks\"\n\
+         secret = \"0123456789abcdef0123\"\ntimeout = \"3s\"\nmax_age = \"1h\"\n"
+    ))
+    .unwrap();
+    assert_eq!(c.webhooks.urls, ["https://chat.example.com/hooks"]);
+    assert_eq!(c.webhooks.secret.unwrap().expose(), "0123456789abcdef0123");
+    assert_eq!(c.webhooks.timeout, Duration::from_secs(3));
+    assert_eq!(c.webhooks.max_age, Duration::from_secs(3600));
+    let c = load(&format!(
+        "{MINIMAL}[webhooks]\nurl = [\"http://127.0.0.1:9/a\", \"https://b.example/\"]\n\
+         secret = \"0123456789abcdef\"\n"
+    ))
+    .unwrap();
+    assert_eq!(c.webhooks.urls.len(), 2);
+    assert_eq!(c.webhooks.timeout, Duration::from_secs(10));
+    assert_eq!(c.webhooks.max_age, Duration::from_secs(24 * 3600));
+    // A short secret, or one without a URL, works with a warning.
+    let c = load(&format!("{MINIMAL}[webhooks]\nsecret = \"short\"\n")).unwrap();
+    assert!(c.warnings.iter().any(|w| w.key == "webhooks.secret"));
+    let secret = "secret = \"0123456789abcdef\"";
+    for (lines, key, says) in [
+        (
+            "url = \"https://a.example/\"",
+            "webhooks.secret",
+            "required",
+        ),
+        (
+            &*format!("url = \"ftp://a.example/\"\n{secret}"),
+            "webhooks.url",
+            "http://",
+        ),
+        (
+            &*format!("url = [\"https://a.example/\", \"nope\"]\n{secret}"),
+            "webhooks.url[1]",
+            "nope",
+        ),
+        (
+            &*format!("url = [\"https://a.example/\", \"https://a.example/\"]\n{secret}"),
+            "webhooks.url[1]",
+            "twice",
+        ),
+        (
+            &*format!("url = \"https://u:p@a.example/\"\n{secret}"),
+            "webhooks.url",
+            "user info",
+        ),
+        (
+            &*format!("url = \"https://a.example/\"\n{secret}\nsecret_file = \"f\""),
+            "webhooks.secret",
+            "not both",
+        ),
+        (
+            "url = \"https://a.example/\"\nsecret_file = \"missing\"",
+            "webhooks.secret_file",
+            "cannot read",
+        ),
+        (
+            &*format!("url = \"https://a.example/\"\n{secret}\ntimeout = \"0s\""),
+            "webhooks.timeout",
+            "zero",
+        ),
+        (
+            &*format!("url = \"https://a.example/\"\n{secret}\ntimeout = \"1h\""),
+            "webhooks.timeout",
+            "at most",
+        ),
+        (
+            &*format!("url = \"https://a.example/\"\n{secret}\nmax_age = \"later\""),
+            "webhooks.max_age",
+            "duration",
+        ),
+        ("urls = \"https://a.example/\"", "webhooks.urls", "unknown"),
+    ] {
+        let e = err(&format!("{MINIMAL}[webhooks]\n{lines}\n"));
+        assert_eq!(e.key, key, "{lines}: {e}");
+        assert!(e.to_string().contains(says), "{lines}: {e}");
+    }
+    let nine: Vec<String> = (0..9)
+        .map(|i| format!("\"https://a.example/{i}\""))
+        .collect();
+    let e = err(&format!(
+        "{MINIMAL}[webhooks]\nurl = [{}]\n{secret}\n",
+        nine.join(", ")
+    ));
+    assert_eq!(e.key, "webhooks.url", "{e}");
+}
+
+#[test]
+fn dev_default_generates_secrets_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("switchboard-data");
+    let c = load_dev_default(&state).unwrap();
+    assert!(c.dev);
+    assert_eq!(c.origin, Origin::DevDefault(state.clone()));
+    assert_eq!(c.turn.listen, vec!["127.0.0.1:3478".parse().unwrap()]);
+    assert_eq!(c.turn.relay_ips, [IpAddr::from([127, 0, 0, 1])]);
+    assert_eq!(c.http.listen, "127.0.0.1:8080".parse().unwrap());
+    assert_eq!(c.store.path, state.join("switchboard.db"));
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&state), 0o700);
+    for (name, _) in DEV_SECRETS {
+        assert_eq!(mode(&state.join(name)), 0o600, "{name}");
+    }
+    let secret = fs::read_to_string(state.join("turn-secret")).unwrap();
+    assert_eq!(c.turn.secret.expose(), secret.trim());
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(secret.trim())
+        .unwrap();
+    assert_eq!(bytes.len(), 32);
+    assert!(c.auth.jwt_secret.is_some() && c.auth.admin_token.is_some());
+    assert_ne!(c.auth.jwt_secret, Some(c.turn.secret.clone()));
+    assert_eq!(
+        fs::read_dir(&state).unwrap().count(),
+        3,
+        "no temp files left"
+    );
+
+    let again = load_dev_default(&state).unwrap();
+    assert_eq!(again.turn.secret, c.turn.secret);
+    assert_eq!(again.auth.jwt_secret, c.auth.jwt_secret);
+}
+
+#[test]
+fn secrets_do_not_show_in_debug() {
+    let c = load(MINIMAL).unwrap();
+    assert!(!format!("{c:?}").contains("0123456789abcdef"));
+}

@@ -1,0 +1,692 @@
+//! The `Raw*` structs turned into [`Config`], each value parsed and checked, every failure a
+//! [`ConfigError`] naming its key.
+
+use super::*;
+
+pub(super) fn validate(
+    raw: Raw,
+    base: &Path,
+    origin: Origin,
+    route_source: RouteSource,
+) -> Result<Config> {
+    let mut warnings = Vec::new();
+    let dev = raw.dev;
+    let http = validate_http(raw.http, base, &mut warnings)?;
+    let calls = validate_calls(raw.calls)?;
+    let turn = validate_turn(
+        raw.turn,
+        base,
+        (dev, route_source),
+        (http.tls.as_ref(), &calls),
+        &mut warnings,
+    )?;
+    let auth = AuthConfig {
+        jwt_secret: secret_pair(
+            ("auth.jwt_secret", raw.auth.jwt_secret),
+            ("auth.jwt_secret_file", raw.auth.jwt_secret_file),
+            base,
+        )?,
+        admin_token: secret_pair(
+            ("auth.admin_token", raw.auth.admin_token),
+            ("auth.admin_token_file", raw.auth.admin_token_file),
+            base,
+        )?,
+        open_conversations: raw.auth.open_conversations,
+    };
+    let store = StoreConfig {
+        path: resolve(
+            base,
+            &raw.store
+                .path
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_STORE_PATH)),
+        ),
+    };
+    let log = validate_log(raw.log)?;
+    let webhooks = validate_webhooks(raw.webhooks, base, &mut warnings)?;
+    Ok(Config {
+        origin,
+        dev,
+        http,
+        turn,
+        auth,
+        store,
+        calls,
+        log,
+        webhooks,
+        warnings,
+    })
+}
+
+pub(super) fn validate_calls(raw: RawCalls) -> Result<CallsConfig> {
+    Ok(CallsConfig {
+        ring_timeout: duration("calls.ring_timeout", raw.ring_timeout)?
+            .unwrap_or(DEFAULT_RING_TIMEOUT),
+        reconnect_grace: duration("calls.reconnect_grace", raw.reconnect_grace)?
+            .unwrap_or(DEFAULT_RECONNECT_GRACE),
+        max_participants: match raw.max_participants {
+            None => DEFAULT_MAX_PARTICIPANTS,
+            Some(n) if n >= 2 => n,
+            Some(n) => {
+                return Err(ConfigError::new(
+                    "calls.max_participants",
+                    format!("{n} is too few: a call needs at least 2"),
+                ))
+            }
+        },
+    })
+}
+
+pub(super) fn validate_webhooks(
+    raw: RawWebhooks,
+    base: &Path,
+    warnings: &mut Vec<Warning>,
+) -> Result<WebhooksConfig> {
+    let one = raw
+        .url
+        .as_ref()
+        .is_some_and(|u| matches!(u, OneOrMany::One(_)));
+    let list = raw.url.map(OneOrMany::into_vec).unwrap_or_default();
+    if list.len() > MAX_WEBHOOK_URLS {
+        return Err(ConfigError::new(
+            "webhooks.url",
+            format!("lists {} URLs; at most {MAX_WEBHOOK_URLS}", list.len()),
+        ));
+    }
+    let mut urls: Vec<String> = Vec::with_capacity(list.len());
+    for (i, url) in list.into_iter().enumerate() {
+        let key = if one {
+            "webhooks.url".to_owned()
+        } else {
+            format!("webhooks.url[{i}]")
+        };
+        let url = url.trim().to_owned();
+        webhook_url(&url).map_err(|why| ConfigError::new(&key, format!("`{url}` {why}")))?;
+        if urls.contains(&url) {
+            return Err(ConfigError::new(key, format!("`{url}` is listed twice")));
+        }
+        urls.push(url);
+    }
+    let secret = secret_pair(
+        ("webhooks.secret", raw.secret),
+        ("webhooks.secret_file", raw.secret_file),
+        base,
+    )?;
+    match (&secret, urls.is_empty()) {
+        (None, false) => {
+            return Err(ConfigError::new(
+                "webhooks.secret",
+                "required with webhooks.url: set webhooks.secret or webhooks.secret_file (the key \
+                 the host app verifies each webhook's signature with)",
+            ))
+        }
+        (Some(_), true) => warnings.push(Warning::new(
+            "webhooks.secret",
+            "is set but webhooks.url is not: no webhooks are sent",
+        )),
+        (Some(s), false) if s.expose().len() < 16 => warnings.push(Warning::new(
+            "webhooks.secret",
+            "is shorter than 16 bytes; use a long random string",
+        )),
+        _ => {}
+    }
+    let timeout = duration("webhooks.timeout", raw.timeout)?.unwrap_or(DEFAULT_WEBHOOK_TIMEOUT);
+    if timeout > MAX_WEBHOOK_TIMEOUT {
+        return Err(ConfigError::new(
+            "webhooks.timeout",
+            format!(
+                "at most {}",
+                humantime::format_duration(MAX_WEBHOOK_TIMEOUT)
+            ),
+        ));
+    }
+    let max_age = duration("webhooks.max_age", raw.max_age)?.unwrap_or(DEFAULT_WEBHOOK_MAX_AGE);
+    if max_age > MAX_WEBHOOK_MAX_AGE {
+        // The outbox is bounded by it while a receiver is down.
+        return Err(ConfigError::new(
+            "webhooks.max_age",
+            format!(
+                "at most {} (events older than this are dropped; the queue grows until then)",
+                humantime::format_duration(MAX_WEBHOOK_MAX_AGE)
+            ),
+        ));
+    }
+    Ok(WebhooksConfig {
+        urls,
+        secret,
+        timeout,
+        max_age,
+    })
+}
+
+/// Why `url` is not a webhook URL: `http://` or `https://`, a host, no user info, no
+/// fragment, at most 2048 bytes.
+pub(super) fn webhook_url(url: &str) -> std::result::Result<(), &'static str> {
+    if url.len() > 2048 {
+        return Err("is longer than 2048 bytes");
+    }
+    let uri: hyper::Uri = url
+        .parse()
+        .map_err(|_| "is not a URL like \"https://chat.example.com/hooks/switchboard\"")?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        _ => return Err("is not an http:// or https:// URL"),
+    }
+    let authority = uri.authority().ok_or("has no host")?;
+    if authority.as_str().contains('@') {
+        return Err("has user info; put no credentials in the URL (the signature authenticates)");
+    }
+    if authority.host().is_empty() {
+        return Err("has no host");
+    }
+    if url.contains('#') {
+        return Err("has a fragment");
+    }
+    Ok(())
+}
+
+pub(super) fn validate_http(
+    raw: RawHttp,
+    base: &Path,
+    warnings: &mut Vec<Warning>,
+) -> Result<HttpConfig> {
+    let listen = socket_addr(
+        "http.listen",
+        raw.listen.as_deref().unwrap_or(DEFAULT_HTTP_LISTEN),
+    )?;
+    if let Some(url) = &raw.public_url {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(ConfigError::new(
+                "http.public_url",
+                format!("`{url}` is not an http:// or https:// URL"),
+            ));
+        }
+    }
+    let max_connections = raw.max_connections.unwrap_or(DEFAULT_HTTP_MAX_CONNECTIONS);
+    if max_connections == 0 {
+        return Err(ConfigError::new(
+            "http.max_connections",
+            "must be at least 1 (it caps the API's client connections)",
+        ));
+    }
+    Ok(HttpConfig {
+        listen,
+        max_connections,
+        public_url: raw.public_url,
+        tls: tls_files("http", raw.tls_cert, raw.tls_key, base)?,
+        allowed_origins: allowed_origins(raw.allowed_origins, warnings)?,
+    })
+}
+
+pub(super) fn allowed_origins(
+    raw: Vec<String>,
+    warnings: &mut Vec<Warning>,
+) -> Result<AllowedOrigins> {
+    const KEY: &str = "http.allowed_origins";
+    if raw.iter().any(|o| o == "*") {
+        if raw.len() > 1 {
+            return Err(ConfigError::new(
+                KEY,
+                "\"*\" allows every origin: list it alone, or list origins without it",
+            ));
+        }
+        warnings.push(Warning::new(
+            KEY,
+            "\"*\": pages of every origin may call the API and open sockets with a token \
+             they hold; list the host application's origins instead",
+        ));
+        return Ok(AllowedOrigins::Any);
+    }
+    let mut list = Vec::with_capacity(raw.len());
+    for (i, o) in raw.iter().enumerate() {
+        let o = cors::parse_origin(o).map_err(|m| ConfigError::new(format!("{KEY}[{i}]"), m))?;
+        if !list.contains(&o) {
+            list.push(o);
+        }
+    }
+    Ok(AllowedOrigins::List(list))
+}
+
+pub(super) fn validate_turn(
+    raw: RawTurn,
+    base: &Path,
+    (dev, route_source): (bool, RouteSource),
+    (http_tls, calls): (Option<&TlsFiles>, &CallsConfig),
+    warnings: &mut Vec<Warning>,
+) -> Result<TurnConfig> {
+    let listen = match &raw.listen {
+        None => vec![socket_addr("turn.listen", DEFAULT_TURN_LISTEN)?],
+        Some(list) if list.is_empty() => {
+            return Err(ConfigError::new(
+                "turn.listen",
+                "lists no address; the relay needs at least one, like \"0.0.0.0:3478\"",
+            ))
+        }
+        Some(list) => socket_addrs("turn.listen", list)?,
+    };
+    let tls_listen = socket_addrs("turn.tls_listen", &raw.tls_listen)?;
+    let tls = tls_files("turn", raw.tls_cert, raw.tls_key, base)?.or_else(|| http_tls.cloned());
+    if !tls_listen.is_empty() && tls.is_none() {
+        return Err(ConfigError::new(
+            "turn.tls_listen",
+            "needs a certificate: turn.tls_cert and turn.tls_key (or http.tls_cert and \
+             http.tls_key, which are used when turn's are not set)",
+        ));
+    }
+    let max_connections = raw.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+    if max_connections == 0 {
+        return Err(ConfigError::new(
+            "turn.max_connections",
+            "must be at least 1 (it caps TURN-over-TCP and TLS clients)",
+        ));
+    }
+
+    let realm = raw.realm.unwrap_or_else(|| DEFAULT_REALM.to_owned());
+    if realm.is_empty() || realm.len() > MAX_REALM_LEN || realm.chars().any(char::is_control) {
+        return Err(ConfigError::new(
+            "turn.realm",
+            format!("must be 1 to {MAX_REALM_LEN} printable characters"),
+        ));
+    }
+
+    let secret = secret_pair(
+        ("turn.secret", raw.secret),
+        ("turn.secret_file", raw.secret_file),
+        base,
+    )?
+    .ok_or_else(|| {
+        ConfigError::new(
+            "turn.secret",
+            "required: set turn.secret or turn.secret_file (the shared secret credentials are signed with)",
+        )
+    })?;
+    if secret.expose().len() < 16 {
+        warnings.push(Warning::new(
+            "turn.secret",
+            "is shorter than 16 bytes; use a long random string",
+        ));
+    }
+    let rest_api_separator = match raw.rest_api_separator.as_deref() {
+        None => switchboard_turn::credentials::DEFAULT_SEPARATOR,
+        Some(s) => rest_api_separator(s)?,
+    };
+
+    let external_ips = raw
+        .external_ip
+        .map(OneOrMany::into_vec)
+        .unwrap_or_default()
+        .iter()
+        .map(|s| ip("turn.external_ip", s))
+        .collect::<Result<Vec<_>>>()?;
+    let (relay_ips, relay_ips_detected) = match raw.relay_ip.map(OneOrMany::into_vec) {
+        Some(list) if !list.is_empty() => (
+            list.iter()
+                .map(|s| ip("turn.relay_ip", s))
+                .collect::<Result<Vec<_>>>()?,
+            false,
+        ),
+        _ => listen_relay_ips(&listen, route_source, warnings),
+    };
+    for (key, list) in [
+        ("turn.relay_ip", &relay_ips),
+        ("turn.external_ip", &external_ips),
+    ] {
+        for addr in list {
+            if addr.is_unspecified() || addr.is_multicast() {
+                return Err(ConfigError::new(
+                    key,
+                    format!("{addr} is not a unicast address; set it to this box's address"),
+                ));
+            }
+        }
+        if list.len() > 2 || (list.len() == 2 && list[0].is_ipv4() == list[1].is_ipv4()) {
+            return Err(ConfigError::new(
+                key,
+                "takes at most one IPv4 and one IPv6 address",
+            ));
+        }
+    }
+    for ext in &external_ips {
+        if !relay_ips.iter().any(|r| r.is_ipv4() == ext.is_ipv4()) {
+            return Err(ConfigError::new(
+                "turn.external_ip",
+                format!(
+                    "{ext} has no turn.relay_ip of its IP version to stand for (relay_ip is {})",
+                    list_ips(&relay_ips)
+                ),
+            ));
+        }
+    }
+    for relay in &relay_ips {
+        let has_external = external_ips.iter().any(|e| e.is_ipv4() == relay.is_ipv4());
+        if !has_external && is_private(*relay) {
+            warnings.push(Warning::unreachable(
+                "turn.external_ip",
+                format!(
+                    "not set, and turn.relay_ip {relay} is a private address: clients outside \
+                     this network cannot reach the relayed addresses; set turn.external_ip to \
+                     the public address this box is reached at behind NAT (or to {relay} \
+                     itself for a relay only this network uses)"
+                ),
+            ));
+        }
+    }
+
+    let relay_ports = match raw.relay_ports.as_deref() {
+        None => DEFAULT_RELAY_PORTS,
+        Some(s) => port_range("turn.relay_ports", s, dev)?,
+    };
+    let port_count = u32::from(*relay_ports.end()) - u32::from(*relay_ports.start()) + 1;
+
+    let credential_ttl =
+        duration("turn.credential_ttl", raw.credential_ttl)?.unwrap_or(DEFAULT_CREDENTIAL_TTL);
+    if credential_ttl > MAX_CREDENTIAL_TTL {
+        return Err(ConfigError::new(
+            "turn.credential_ttl",
+            "must be at most 365 days",
+        ));
+    }
+
+    let max_lifetime =
+        duration("turn.max_lifetime", raw.max_lifetime)?.unwrap_or(DEFAULT_MAX_LIFETIME);
+    if max_lifetime > MAX_MAX_LIFETIME || max_lifetime < Duration::from_secs(1) {
+        return Err(ConfigError::new(
+            "turn.max_lifetime",
+            "must be from 1s to 24h (allocations are refreshed well before it runs out)",
+        ));
+    }
+
+    let user_quota = quota("turn.user_quota", raw.user_quota)?;
+    let total_quota = quota("turn.total_quota", raw.total_quota)?;
+    if let Some(total) = total_quota.filter(|&t| t > port_count) {
+        return Err(ConfigError::new(
+            "turn.total_quota",
+            format!(
+                "{total} allocations need {total} relay ports but turn.relay_ports has {port_count}"
+            ),
+        ));
+    }
+
+    let mut turn = TurnConfig {
+        listen,
+        tls_listen,
+        tls,
+        max_connections,
+        realm,
+        secret,
+        external_ips,
+        relay_ips,
+        relay_ips_detected,
+        relay_ports,
+        credential_ttl,
+        max_lifetime,
+        allow_peers: cidrs("turn.allow_peers", &raw.allow_peers)?,
+        deny_peers: cidrs("turn.deny_peers", &raw.deny_peers)?,
+        user_quota: 0,
+        user_quota_derived: false,
+        total_quota: 0,
+        rest_api_separator,
+    };
+    let urls = crate::turn_credentials::turn_urls(&turn).len();
+    let derived = default_user_quota(calls.max_participants, urls);
+    (turn.user_quota, turn.total_quota) = match (user_quota, total_quota) {
+        (Some(user), Some(total)) if user > total => {
+            return Err(ConfigError::new(
+                "turn.total_quota",
+                format!(
+                    "{total} is below turn.user_quota ({user}): raise total_quota to at least \
+                     user_quota, or lower user_quota"
+                ),
+            ))
+        }
+        (Some(user), Some(total)) => (user, total),
+        // The default total makes room for the user quota, as far as the ports go.
+        (Some(user), None) => {
+            let total = DEFAULT_TOTAL_QUOTA.max(user).min(port_count);
+            if user > total {
+                return Err(ConfigError::new(
+                    "turn.user_quota",
+                    format!(
+                        "{user} allocations need {user} relay ports but turn.relay_ports has \
+                         {port_count}"
+                    ),
+                ));
+            }
+            (user, total)
+        }
+        (None, total) => {
+            let total = total.unwrap_or_else(|| DEFAULT_TOTAL_QUOTA.max(derived).min(port_count));
+            if derived > total {
+                warnings.push(Warning::new(
+                    "turn.user_quota",
+                    format!(
+                        "not set: a user in a {}-person call over {urls} TURN URLs may need \
+                         {derived} allocations, but turn.total_quota caps it at {total}",
+                        calls.max_participants
+                    ),
+                ));
+            }
+            turn.user_quota_derived = true;
+            (derived.min(total), total)
+        }
+    };
+    Ok(turn)
+}
+
+/// `turn.user_quota` when not set: enough allocations for one user in the largest call the
+/// daemon runs peer to peer, `calls.max_participants` (all calls are mesh calls today; once
+/// the server forwards group calls, only the calls below that size count here).
+///
+/// In a mesh each participant holds one peer connection per other participant, and each
+/// connection gathers a relay candidate, that is one allocation, from every TURN URL the
+/// credentials endpoint serves (`turn_urls`: UDP and TCP per listener, TLS per TLS
+/// listener). Times two for ICE restarts: a restart (a network change, a reconnect)
+/// allocates afresh on every URL while the old allocations live on until the client deletes
+/// them or, if it vanished, they expire, so a user mid-restart briefly holds two sets.
+pub fn default_user_quota(max_participants: u32, turn_urls: usize) -> u32 {
+    let others = u64::from(max_participants.saturating_sub(1));
+    let urls = u64::try_from(turn_urls.max(1)).unwrap_or(u64::MAX);
+    let need = others.saturating_mul(urls).saturating_mul(2);
+    u32::try_from(need).unwrap_or(u32::MAX).max(1)
+}
+
+/// `turn.rest_api_separator`: one printable ASCII character that cannot start an expiry.
+pub(super) fn rest_api_separator(s: &str) -> Result<char> {
+    let mut chars = s.chars();
+    match (chars.next(), chars.next()) {
+        (Some(c), None) if c.is_ascii_graphic() && !c.is_ascii_digit() => Ok(c),
+        _ => Err(ConfigError::new(
+            "turn.rest_api_separator",
+            format!(
+                "{s:?} is not one printable ASCII character other than a digit (coturn's \
+                 rest-api-separator; the default is \":\")"
+            ),
+        )),
+    }
+}
+
+pub(super) fn validate_log(raw: RawLog) -> Result<LogConfig> {
+    let level = raw.level.unwrap_or_else(|| "info".to_owned());
+    if level.trim().is_empty() {
+        return Err(ConfigError::new(
+            "log.level",
+            "must not be empty; use e.g. \"info\"",
+        ));
+    }
+    if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&level) {
+        return Err(ConfigError::new(
+            "log.level",
+            format!("`{level}` is not a filter like \"info\" or \"switchboard=debug,info\": {e}"),
+        ));
+    }
+    Ok(LogConfig {
+        level,
+        format: raw.format,
+    })
+}
+
+/// `secret` or `secret_file`: at most one of them; the file's contents are trimmed.
+pub(super) fn secret_pair(
+    (key, value): (&str, Option<String>),
+    (file_key, file): (&str, Option<PathBuf>),
+    base: &Path,
+) -> Result<Option<Secret>> {
+    let secret = match (value, file) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::new(
+                key,
+                format!("set either {key} or {file_key}, not both"),
+            ))
+        }
+        (None, None) => return Ok(None),
+        (Some(value), None) => value,
+        (None, Some(file)) => {
+            let path = resolve(base, &file);
+            let text = fs::read_to_string(&path).map_err(|e| {
+                ConfigError::new(file_key, format!("cannot read `{}`: {e}", path.display()))
+            })?;
+            let text = text.trim();
+            if text.is_empty() {
+                return Err(ConfigError::new(
+                    file_key,
+                    format!("`{}` is empty", path.display()),
+                ));
+            }
+            return Ok(Some(Secret(text.to_owned())));
+        }
+    };
+    if secret.is_empty() {
+        return Err(ConfigError::new(key, "must not be empty"));
+    }
+    Ok(Some(Secret(secret)))
+}
+
+pub(super) fn tls_files(
+    section: &'static str,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    base: &Path,
+) -> Result<Option<TlsFiles>> {
+    match (cert, key) {
+        (None, None) => Ok(None),
+        (Some(cert), Some(key)) => Ok(Some(TlsFiles {
+            cert: resolve(base, &cert),
+            key: resolve(base, &key),
+            section,
+        })),
+        (Some(_), None) => Err(ConfigError::new(
+            format!("{section}.tls_key"),
+            format!("required with {section}.tls_cert"),
+        )),
+        (None, Some(_)) => Err(ConfigError::new(
+            format!("{section}.tls_cert"),
+            format!("required with {section}.tls_key"),
+        )),
+    }
+}
+
+/// `a, b` for messages.
+pub fn list_ips(ips: &[IpAddr]) -> String {
+    ips.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+pub(super) fn resolve(base: &Path, path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        path.to_owned()
+    } else {
+        base.join(path)
+    }
+}
+
+pub(super) fn socket_addr(key: &str, s: &str) -> Result<SocketAddr> {
+    s.trim().parse().map_err(|_| {
+        ConfigError::new(
+            key,
+            format!("`{s}` is not an ip:port address like \"0.0.0.0:3478\" or \"[::]:3478\""),
+        )
+    })
+}
+
+pub(super) fn socket_addrs(key: &str, list: &[String]) -> Result<Vec<SocketAddr>> {
+    let mut addrs = Vec::with_capacity(list.len());
+    for (i, s) in list.iter().enumerate() {
+        let addr = socket_addr(&format!("{key}[{i}]"), s)?;
+        if addrs.contains(&addr) {
+            return Err(ConfigError::new(
+                format!("{key}[{i}]"),
+                format!("`{addr}` is listed twice"),
+            ));
+        }
+        addrs.push(addr);
+    }
+    Ok(addrs)
+}
+
+pub(super) fn ip(key: &str, s: &str) -> Result<IpAddr> {
+    s.trim()
+        .parse()
+        .map_err(|_| ConfigError::new(key, format!("`{s}` is not an IP address")))
+}
+
+pub(super) fn cidrs(key: &str, list: &[String]) -> Result<Vec<Cidr>> {
+    list.iter()
+        .enumerate()
+        .map(|(i, s)| {
+            s.parse::<Cidr>()
+                .map_err(|e| ConfigError::new(format!("{key}[{i}]"), e.to_string()))
+        })
+        .collect()
+}
+
+pub(super) fn duration(key: &str, s: Option<String>) -> Result<Option<Duration>> {
+    let Some(s) = s else { return Ok(None) };
+    let d = humantime::parse_duration(s.trim()).map_err(|e| {
+        ConfigError::new(
+            key,
+            format!("`{s}` is not a duration like \"24h\" or \"90s\": {e}"),
+        )
+    })?;
+    if d.is_zero() {
+        return Err(ConfigError::new(key, "must be longer than zero"));
+    }
+    Ok(Some(d))
+}
+
+/// A quota as set, if set: at least 1.
+pub(super) fn quota(key: &str, value: Option<u32>) -> Result<Option<u32>> {
+    match value {
+        Some(0) => Err(ConfigError::new(
+            key,
+            "must be at least 1 (0 would refuse every allocation)",
+        )),
+        value => Ok(value),
+    }
+}
+
+/// `"lo-hi"`, with `lo <= hi` and, outside dev mode, `lo >= 1024`.
+pub(super) fn port_range(key: &str, s: &str, dev: bool) -> Result<RangeInclusive<u16>> {
+    let bad = || {
+        ConfigError::new(
+            key,
+            format!("`{s}` is not a port range like \"49152-65535\""),
+        )
+    };
+    let (lo, hi) = s.split_once('-').ok_or_else(bad)?;
+    let lo: u16 = lo.trim().parse().map_err(|_| bad())?;
+    let hi: u16 = hi.trim().parse().map_err(|_| bad())?;
+    if lo == 0 || lo > hi {
+        return Err(ConfigError::new(
+            key,
+            format!("`{s}`: the first port must be at least 1 and not above the last"),
+        ));
+    }
+    if lo < 1024 && !dev {
+        return Err(ConfigError::new(
+            key,
+            format!("`{s}` starts below 1024, among the system ports; use e.g. \"49152-65535\""),
+        ));
+    }
+    Ok(lo..=hi)
+}
