@@ -742,5 +742,5 @@ impl Call {
 }
 
 #[cfg(test)]
-#[path = "call_tests.rs"]
+#[path = "call_tests/mod.rs"]
 mod tests;

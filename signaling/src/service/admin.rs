@@ -1,0 +1,91 @@
+//! The admin API's users and conversations, and the demo's sign-in to a conversation.
+
+use uuid::Uuid;
+
+use super::{CallError, CallService, ConversationView, Missing, UserView};
+use crate::call::{Refusal, User};
+use crate::store::Db;
+use crate::time::Timestamp;
+
+impl CallService {
+    pub async fn admin_upsert_user(&self, user: User) -> Result<UserView, CallError> {
+        self.inner
+            .store
+            .run(move |db| {
+                db.upsert_user(&user, Timestamp::now())?;
+                Ok(UserView::from(user))
+            })
+            .await
+    }
+
+    /// Creates or updates a conversation; its members become exactly `members` (users not
+    /// known yet are created, to be named by their first token).
+    pub async fn admin_put_conversation(
+        &self,
+        id: Uuid,
+        name: Option<String>,
+        members: Vec<Uuid>,
+    ) -> Result<ConversationView, CallError> {
+        self.inner
+            .store
+            .run(move |db| {
+                let now = Timestamp::now();
+                db.upsert_conversation(id, name.as_deref(), now)?;
+                for &m in &members {
+                    db.ensure_user(m, now)?;
+                    db.add_member(id, m, now)?;
+                }
+                db.retain_members(id, &members)?;
+                conversation_view(db, id)
+            })
+            .await
+    }
+
+    /// Adds `user` (created, or renamed to their name) to conversation `id` (created, named
+    /// `name`, if new), unless that would make it more than `max_members`: the demo's sign-in.
+    pub async fn join_conversation(
+        &self,
+        id: Uuid,
+        name: &'static str,
+        user: User,
+        max_members: usize,
+    ) -> Result<ConversationView, CallError> {
+        self.inner
+            .store
+            .run(move |db| {
+                let now = Timestamp::now();
+                db.upsert_conversation(id, None, now)?;
+                let before = conversation_view(db, id)?;
+                if before.name.is_none() {
+                    db.upsert_conversation(id, Some(name), now)?;
+                }
+                let member = before.members.iter().any(|m| m.id == user.id);
+                if !member && before.members.len() >= max_members {
+                    let full = format!("the conversation is full ({max_members} members)");
+                    return Err(Refusal::Conflict(full).into());
+                }
+                db.upsert_user(&user, now)?;
+                db.add_member(id, user.id, now)?;
+                conversation_view(db, id)
+            })
+            .await
+    }
+
+    pub async fn admin_conversation(&self, id: Uuid) -> Result<ConversationView, CallError> {
+        self.inner
+            .store
+            .run(move |db| conversation_view(db, id))
+            .await
+    }
+}
+
+fn conversation_view(db: &Db, id: Uuid) -> Result<ConversationView, CallError> {
+    let c = db
+        .conversation(id)?
+        .ok_or(CallError::NotFound(Missing::Conversation))?;
+    Ok(ConversationView {
+        id,
+        name: c.name,
+        members: c.members.into_iter().map(UserView::from).collect(),
+    })
+}
