@@ -2,7 +2,7 @@
 """Writes the hand-made seeds of turn/fuzz (no network, no daemon):
 
 - seeds/stun_message/rfc5769-*.bin: the four RFC 5769 test vectors (§2.1–2.4), byte for byte
-  (the same bytes as the stun-types crate's rfc5769 tests and our server_tests.rs);
+  (the same bytes as the stun-types crate's rfc5769 tests and our server/tests/auth.rs);
 - seeds/relay_core/*.bin: operation sequences in relay_core's input format (see the module
   docs of fuzz_targets/relay_core.rs) that take the relay deep at once: allocate, permission,
   Send, Data, ChannelBind, ChannelData both ways, over UDP and TCP, hairpin between two

@@ -1,0 +1,149 @@
+//! Long-term credentials (RFC 8489 §9.2): checking a request's USERNAME, REALM, NONCE and
+//! MESSAGE-INTEGRITY, and the 401/438 challenges with a fresh NONCE (§9.2.4, RFC 8656 §5).
+
+use stun_types::attribute::{
+    AttributeStaticType, Fingerprint, MessageIntegrity, MessageIntegritySha256, Nonce, Realm,
+    Username,
+};
+use stun_types::message::{IntegrityKey, Message, Method, TransactionId};
+
+use super::reply::{error_bytes, put, reply_opts, Reply};
+use super::Server;
+use crate::proto::credentials;
+use crate::proto::{AuthFailure, Event, FiveTuple, Time, Transmit, Transport};
+
+/// What an authenticated request proved.
+pub(super) struct Authed {
+    pub(super) key: IntegrityKey,
+    /// `<expiry><separator><user>`, or `<expiry>` alone.
+    pub(super) username: String,
+    /// Where the user starts in `username` ([`credentials::VerifiedUser::user`]).
+    pub(super) user_at: usize,
+}
+
+impl Authed {
+    pub(super) fn user(&self) -> &str {
+        self.username.get(self.user_at..).unwrap_or_default()
+    }
+}
+
+impl Server {
+    /// Long-term credential check (RFC 8489 §9.2.4). On failure the answer is queued.
+    pub(super) fn authenticate(
+        &mut self,
+        now: Time,
+        tuple: FiveTuple,
+        msg: &Message<'_>,
+    ) -> Option<Authed> {
+        let method = msg.method();
+        let txid = msg.transaction_id();
+        let fingerprint = msg.has_attribute(Fingerprint::TYPE);
+        if !has_integrity(msg) {
+            self.challenge(now, tuple, method, txid, 401, fingerprint);
+            return None;
+        }
+        let (Ok(username), Ok(realm), Ok(nonce)) = (
+            msg.attribute::<Username>(),
+            msg.attribute::<Realm>(),
+            msg.attribute::<Nonce>(),
+        ) else {
+            self.events
+                .push_back(Event::AuthFailed(AuthFailure::MissingAttributes));
+            let reply = reply_opts(msg, None);
+            let bytes = error_bytes(method, txid, 400, &reply, |_| {});
+            self.transmits.push_back(Transmit { tuple, data: bytes });
+            return None;
+        };
+        if !self.nonces.is_valid(nonce.nonce(), now, &tuple) {
+            self.events
+                .push_back(Event::AuthFailed(AuthFailure::StaleNonce));
+            self.challenge(now, tuple, method, txid, 438, fingerprint);
+            return None;
+        }
+        let verified = if realm.realm() != self.config.realm {
+            Err(AuthFailure::WrongRealm)
+        } else {
+            match credentials::verify(
+                username.username(),
+                self.config.rest_api_separator,
+                now.unix_secs(),
+            ) {
+                Ok(v) => Ok(username.username().len() - v.user.len()),
+                Err(credentials::CredentialError::Expired) => Err(AuthFailure::Expired),
+                Err(_) => Err(AuthFailure::MalformedUsername),
+            }
+        };
+        let user_at = match verified {
+            Ok(at) => at,
+            Err(failure) => {
+                self.events.push_back(Event::AuthFailed(failure));
+                self.challenge(now, tuple, method, txid, 401, fingerprint);
+                return None;
+            }
+        };
+        let cached = self
+            .by_tuple
+            .get(&tuple)
+            .and_then(|&id| self.get(id))
+            .filter(|a| &*a.username == username.username())
+            .map(|a| a.key.clone());
+        let key = cached.unwrap_or_else(|| {
+            let password = credentials::password_for(&self.config.secret, username.username());
+            credentials::long_term_key(username.username(), &self.config.realm, &password)
+        });
+        if msg.validate_integrity_with_key(&key).is_err() {
+            self.events
+                .push_back(Event::AuthFailed(AuthFailure::BadIntegrity));
+            self.challenge(now, tuple, method, txid, 401, fingerprint);
+            return None;
+        }
+        Some(Authed {
+            key,
+            username: username.username().to_owned(),
+            user_at,
+        })
+    }
+
+    /// 401 or 438 with REALM and a fresh NONCE. Kept small (no reason phrase): it is what an
+    /// unauthenticated source can make the relay send, so it must not amplify.
+    fn challenge(
+        &mut self,
+        now: Time,
+        tuple: FiveTuple,
+        method: Method,
+        txid: TransactionId,
+        code: u16,
+        fingerprint: bool,
+    ) {
+        // A spoofable source gets only so many: see [`limit`](crate::proto::limit). Loopback
+        // cannot be spoofed from outside the box (the kernel drops such packets as martians).
+        let source = tuple.client.ip().to_canonical();
+        if tuple.transport == Transport::Udp
+            && !source.is_loopback()
+            && !self.challenges.allow(source, now)
+        {
+            self.events.push_back(Event::ChallengeDropped);
+            return;
+        }
+        let nonce = self.nonces.issue(now, &tuple);
+        let reply = Reply {
+            key: None,
+            fingerprint,
+        };
+        let realm = Realm::new(&self.config.realm);
+        let nonce = Nonce::new(&nonce);
+        let bytes = error_bytes(method, txid, code, &reply, |w| {
+            if let Ok(realm) = &realm {
+                put(w, realm);
+            }
+            if let Ok(nonce) = &nonce {
+                put(w, nonce);
+            }
+        });
+        self.transmits.push_back(Transmit { tuple, data: bytes });
+    }
+}
+
+pub(super) fn has_integrity(msg: &Message<'_>) -> bool {
+    msg.has_attribute(MessageIntegrity::TYPE) || msg.has_attribute(MessageIntegritySha256::TYPE)
+}

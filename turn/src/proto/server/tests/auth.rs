@@ -1,0 +1,319 @@
+//! Long-term credentials (RFC 8489 §9.2): the RFC 5769 vectors, challenges and their limit,
+//! nonces (438), wrong, expired and malformed credentials (401).
+
+use super::*;
+
+// ---- RFC 5769 test vectors ----------------------------------------------------------------
+
+fn hex(s: &str) -> Vec<u8> {
+    let s: String = s.split_whitespace().collect();
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// RFC 5769 §2.1: a Binding request with short-term credentials and FINGERPRINT.
+const RFC5769_2_1: &str = "000100582112a442b7e7a701bc34d686fa87dfae
+    802200105354554e207465737420636c69656e74 002400046e0001ff 80290008932ff9b151263b36
+    000600096576746a3a6836765920202000080014 9aeaa70cbfd8cb56781ef2b5b2d3f249c1b571a2
+    80280004e57a3bcf";
+
+/// RFC 5769 §2.4: a request with long-term credentials.
+const RFC5769_2_4: &str = "000100602112a44278ad3433c6ad72c029da412e
+    00060012e3839ee38388e383aae38383e382afe382b90000
+    0015001c662f2f3439396b3935346436 4f4c33346f4c394653547679363473 41
+    0014000b6578616d706c652e6f726700
+    00080014f67024656dd64a3e02b8e0712e85c9a28ca89666";
+
+#[test]
+fn rfc5769_sample_request_integrity_and_fingerprint() {
+    let data = hex(RFC5769_2_1);
+    let msg = Message::from_bytes(&data).expect("FINGERPRINT verifies");
+    let key = MessageIntegrityCredentials::from(ShortTermCredentials::new(
+        "VOkJxbRl1RmTxUk/WvJxBt".to_owned(),
+    ))
+    .make_key(IntegrityAlgorithm::Sha1);
+    assert!(msg.validate_integrity_with_key(&key).is_ok());
+    // Our server: PRIORITY (0x0024) is an ICE attribute a TURN server does not understand.
+    let mut h = H::new(config());
+    let bytes = h.one(client(1000), &data);
+    assert_eq!(code(&bytes), 420);
+    let resp = Message::from_bytes(&bytes).unwrap();
+    assert_eq!(resp.transaction_id(), msg.transaction_id());
+    assert!(resp
+        .attribute::<UnknownAttributes>()
+        .unwrap()
+        .has_attribute(0x0024.into()));
+    assert!(resp.has_attribute(Fingerprint::TYPE), "FINGERPRINT echoed");
+}
+
+#[test]
+fn rfc5769_long_term_vector_verifies_with_our_key_derivation() {
+    let data = hex(RFC5769_2_4);
+    let msg = Message::from_bytes(&data).unwrap();
+    let user = msg.attribute::<Username>().unwrap();
+    assert_eq!(
+        user.username(),
+        "\u{30DE}\u{30C8}\u{30EA}\u{30C3}\u{30AF}\u{30B9}"
+    );
+    // The password after SASLprep is "TheMatrIX".
+    let key = long_term_key(user.username(), "example.org", "TheMatrIX");
+    assert!(msg.validate_integrity_with_key(&key).is_ok());
+    let wrong = long_term_key(user.username(), "example.org", "TheMatrix");
+    assert!(msg.validate_integrity_with_key(&wrong).is_err());
+}
+
+// ---- Authentication ----------------------------------------------------------------------
+
+#[test]
+fn unauthenticated_allocate_is_challenged_small_and_identically() {
+    let mut h = H::new(config());
+    let mut w = request(ALLOCATE);
+    w.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
+        .unwrap();
+    w.add_attribute(&Lifetime::new(600)).unwrap();
+    let req = w.finish();
+    assert_eq!(req.len(), 36, "the minimal Allocate");
+    let first = h.one(client(1000), &req);
+    assert_eq!(code(&first), 401);
+    let msg = Message::from_bytes(&first).unwrap();
+    assert_eq!(msg.attribute::<Realm>().unwrap().realm(), REALM);
+    assert_eq!(msg.attribute::<ErrorCode>().unwrap().reason(), "");
+    assert!(!msg.has_attribute(stun_types::attribute::MessageIntegrity::TYPE));
+    assert!(first.len() <= 2 * req.len(), "401 is {} bytes", first.len());
+    // A retransmission within the minute: byte-identical, and no state was kept.
+    h.now = h.now + Duration::from_secs(10);
+    assert_eq!(h.one(client(1000), &req), first);
+    assert_eq!(h.server.allocation_count(), 0);
+    assert!(h.server.by_tuple.is_empty() && h.server.per_user.is_empty());
+}
+
+#[test]
+fn challenges_over_udp_are_limited_per_source_address() {
+    use crate::proto::limit::{CHALLENGES_PER_SECOND, CHALLENGE_BURST};
+    let mut h = H::new(config());
+    let mut w = request(ALLOCATE);
+    w.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
+        .unwrap();
+    let req = w.finish();
+    // One address, any ports (a spoofer picks them): the burst, then silence.
+    let answered = (0..2 * CHALLENGE_BURST as u16)
+        .filter(|i| !h.feed(client(1000 + i), &req).is_empty())
+        .count();
+    assert_eq!(answered as u64, CHALLENGE_BURST);
+    let dropped = h
+        .events()
+        .into_iter()
+        .filter(|e| *e == Event::ChallengeDropped)
+        .count();
+    assert_eq!(dropped as u64, CHALLENGE_BURST);
+    // Nothing was kept for the silenced requests either.
+    assert!(h.server.by_tuple.is_empty() && h.server.tombstones.is_empty());
+    // Another address is not affected; nor is the same one over TCP (its address is real).
+    let other = FiveTuple::udp(addr("192.0.2.99:1000"), addr("198.51.100.10:3478"));
+    assert_eq!(code(&h.one(other, &req)), 401);
+    assert_eq!(code(&h.one(tcp_client(5000), &req)), 401);
+    // Nor loopback, which no outside packet can claim.
+    let local = FiveTuple::udp(addr("127.0.0.1:1000"), addr("127.0.0.1:3478"));
+    for _ in 0..2 * CHALLENGE_BURST {
+        assert_eq!(code(&h.one(local, &req)), 401);
+    }
+    // A second later, a second's worth again.
+    h.advance(1);
+    let answered = (0..2 * CHALLENGE_BURST as u16)
+        .filter(|i| !h.feed(client(3000 + i), &req).is_empty())
+        .count();
+    assert_eq!(answered as u64, CHALLENGES_PER_SECOND);
+}
+
+#[test]
+fn unauthenticated_requests_that_cannot_succeed_are_not_challenged() {
+    let mut h = H::new(config());
+    // A bare Allocate: 400, no bigger than twice the request.
+    let req = request(ALLOCATE).finish();
+    let bytes = h.one(client(1000), &req);
+    assert_eq!(code(&bytes), 400);
+    assert!(bytes.len() <= 2 * req.len());
+    assert!(!Message::from_bytes(&bytes)
+        .unwrap()
+        .has_attribute(Nonce::TYPE));
+    // Refresh, CreatePermission, ChannelBind without integrity from a 5-tuple with no
+    // allocation: nothing at all.
+    for method in [REFRESH, CREATE_PERMISSION, CHANNEL_BIND] {
+        assert!(h.feed(client(1000), &request(method).finish()).is_empty());
+    }
+    // With an allocation they are challenged as usual.
+    h.allocate(client(1000), "alice");
+    assert_eq!(code(&h.one(client(1000), &request(REFRESH).finish())), 401);
+}
+
+#[test]
+fn refresh_never_grants_less_than_the_default_and_moves_the_deadline() {
+    let mut h = H::new(config());
+    h.allocate(client(1), "alice");
+    let alice = Cred::new("alice", T0 + 86_400);
+    let mut w = request(REFRESH);
+    w.add_attribute(&Lifetime::new(5)).unwrap();
+    let bytes = h.authed(client(1), &alice, w);
+    let msg = Message::from_bytes(&bytes).unwrap();
+    assert_eq!(msg.attribute::<Lifetime>().unwrap().seconds(), 600);
+    // Many refreshes leave one deadline per allocation, not one per refresh.
+    for _ in 0..50 {
+        assert_eq!(code(&h.authed(client(1), &alice, request(REFRESH))), 200);
+    }
+    assert_eq!(h.server.expiries.len(), 1);
+    h.advance(599);
+    assert_eq!(h.server.allocation_count(), 1);
+    h.advance(1);
+    assert_eq!(h.server.allocation_count(), 0);
+    assert!(h.server.expiries.is_empty());
+}
+
+#[test]
+fn stuffed_requests_cost_linear_work_and_are_bounded() {
+    let mut h = H::new(config());
+    // Thousands of distinct unknown comprehension-required types: 420 listing a few.
+    let mut w = request(BINDING);
+    for t in 0x0100u16..0x1100 {
+        w.push_attribute_unchecked(&stun_types::attribute::RawAttribute::new(t.into(), &[]));
+    }
+    let bytes = h.one(client(1000), &w.finish());
+    assert_eq!(code(&bytes), 420);
+    assert!(bytes.len() < 200, "{} bytes", bytes.len());
+    // The first MAX_UNKNOWN types are listed, and the scan stops there.
+    let msg = Message::from_bytes(&bytes).unwrap();
+    let listed = msg.attribute::<UnknownAttributes>().unwrap();
+    assert!((0x0100u16..0x0110).all(|t| listed.has_attribute(t.into())));
+    assert!(!listed.has_attribute(0x0110.into()));
+    // More XOR-PEER-ADDRESSes than an allocation may hold: 508 before any is looked at.
+    h.allocate(client(1), "alice");
+    let alice = Cred::new("alice", T0 + 86_400);
+    let mut w = request(CREATE_PERMISSION);
+    let txid = w.transaction_id();
+    for i in 0..200u32 {
+        let peer = SocketAddr::new(std::net::Ipv4Addr::from(0x0808_0000 + i).into(), 1);
+        w.add_attribute(&XorPeerAddress::new(peer, txid)).unwrap();
+    }
+    assert_eq!(code(&h.authed(client(1), &alice, w)), 508);
+}
+
+#[test]
+fn integrity_without_username_realm_or_nonce_is_400() {
+    let mut h = H::new(config());
+    let cred = Cred::new("alice", T0 + 60);
+    let mut w = request(ALLOCATE);
+    w.add_attribute(&Username::new(&cred.username).unwrap())
+        .unwrap();
+    w.add_attribute(&Realm::new(REALM).unwrap()).unwrap();
+    let key = long_term_key(&cred.username, REALM, &cred.password);
+    w.add_message_integrity_with_key(&key, IntegrityAlgorithm::Sha1)
+        .unwrap();
+    assert_eq!(code(&h.one(client(1000), &w.finish())), 400);
+    assert!(h
+        .events()
+        .contains(&Event::AuthFailed(AuthFailure::MissingAttributes)));
+}
+
+#[test]
+fn stale_forged_and_foreign_nonces_get_438_with_a_fresh_one() {
+    let mut h = H::new(config());
+    let cred = Cred::new("alice", T0 + 86_400);
+    let alloc_req = || {
+        let mut w = request(ALLOCATE);
+        w.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
+            .unwrap();
+        w
+    };
+    let nonce = h.nonce(client(1000));
+    // Another 5-tuple's nonce.
+    let bytes = h.one(client(1001), &cred.seal(alloc_req(), &nonce));
+    assert_eq!(code(&bytes), 438);
+    let fresh = Message::from_bytes(&bytes)
+        .unwrap()
+        .attribute::<Nonce>()
+        .unwrap()
+        .nonce()
+        .to_owned();
+    assert_ne!(fresh, nonce);
+    // A forged one.
+    let bytes = h.one(client(1000), &cred.seal(alloc_req(), "AAAAAAAAAAAAAAAA"));
+    assert_eq!(code(&bytes), 438);
+    // An expired one (nonces live 10 minutes, rounded up to the minute).
+    h.advance(11 * 60 + 1);
+    let bytes = h.one(client(1000), &cred.seal(alloc_req(), &nonce));
+    assert_eq!(code(&bytes), 438);
+    assert!(Message::from_bytes(&bytes)
+        .unwrap()
+        .has_attribute(Realm::TYPE));
+    assert!(h
+        .events()
+        .contains(&Event::AuthFailed(AuthFailure::StaleNonce)));
+    assert_eq!(h.server.allocation_count(), 0);
+}
+
+#[test]
+fn expired_forged_and_foreign_credentials_get_401() {
+    let mut h = H::new(config());
+    let alloc_req = || {
+        let mut w = request(ALLOCATE);
+        w.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
+            .unwrap();
+        w
+    };
+    let cases: Vec<(Cred, AuthFailure)> = vec![
+        (Cred::new("alice", T0 - 1), AuthFailure::Expired),
+        (
+            Cred {
+                username: format!("{}:alice", T0 + 60),
+                password: "not-the-password".into(),
+            },
+            AuthFailure::BadIntegrity,
+        ),
+        (
+            Cred {
+                username: "alice".into(),
+                password: "x".into(),
+            },
+            AuthFailure::MalformedUsername,
+        ),
+        (
+            // Minted with another secret.
+            {
+                let c = mint(b"other secret", "alice", T0 + 60);
+                Cred {
+                    username: c.username,
+                    password: c.password,
+                }
+            },
+            AuthFailure::BadIntegrity,
+        ),
+    ];
+    for (cred, failure) in cases {
+        let bytes = h.authed(client(1000), &cred, alloc_req());
+        assert_eq!(code(&bytes), 401, "{failure:?}");
+        let msg = Message::from_bytes(&bytes).unwrap();
+        assert!(msg.has_attribute(Nonce::TYPE) && msg.has_attribute(Realm::TYPE));
+        assert!(
+            h.events().contains(&Event::AuthFailed(failure)),
+            "{failure:?}"
+        );
+    }
+    // The wrong realm.
+    let cred = Cred::new("alice", T0 + 60);
+    let nonce = h.nonce(client(1000));
+    let mut w = alloc_req();
+    w.add_attribute(&Username::new(&cred.username).unwrap())
+        .unwrap();
+    w.add_attribute(&Realm::new("evil.example").unwrap())
+        .unwrap();
+    w.add_attribute(&Nonce::new(&nonce).unwrap()).unwrap();
+    let key = long_term_key(&cred.username, "evil.example", &cred.password);
+    w.add_message_integrity_with_key(&key, IntegrityAlgorithm::Sha1)
+        .unwrap();
+    assert_eq!(code(&h.one(client(1000), &w.finish())), 401);
+    assert!(h
+        .events()
+        .contains(&Event::AuthFailed(AuthFailure::WrongRealm)));
+    assert_eq!(h.server.allocation_count(), 0);
+}
