@@ -8,7 +8,7 @@
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::call::{CallType, MediaState, ParticipantView};
+use crate::model::{CallType, MediaState, ParticipantView};
 use crate::quality::{Figures, Quality};
 
 /// One event for a set of users.

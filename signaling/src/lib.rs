@@ -23,6 +23,8 @@ pub mod auth;
 pub mod call;
 pub mod event;
 pub mod hub;
+pub mod limits;
+pub mod model;
 pub mod quality;
 pub mod service;
 pub mod sio;

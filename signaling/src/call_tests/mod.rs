@@ -8,6 +8,7 @@
 
 use super::*;
 
+use std::fmt;
 use std::time::Duration;
 
 use serde_json::json;

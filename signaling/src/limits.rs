@@ -1,0 +1,27 @@
+//! The hub's limits: what one socket may send and have queued, and how often it is pinged.
+//! They bound both transports alike (the JSON `/ws` in [`crate::ws`] and Socket.IO in
+//! [`crate::sio`]) and the framing under them ([`crate::wire`]).
+
+use std::time::Duration;
+
+/// The largest client frame.
+pub const MAX_FRAME: usize = 64 * 1024;
+/// What a socket reads at once (a longer frame is read in several). Signaling messages are a
+/// few hundred bytes (an SDP a few KiB), and every socket has this buffer for its whole life.
+pub const READ_BUFFER: usize = 1024;
+/// Client frames per second, sustained.
+pub const RATE: f64 = 50.0;
+/// Client frames at once above the rate.
+pub const BURST: f64 = 100.0;
+/// Messages queued towards one socket before it counts as a slow consumer.
+pub const QUEUE: usize = 256;
+/// Sockets (devices, tabs) one user may hold.
+pub const MAX_SOCKETS_PER_USER: usize = 16;
+/// The server pings a socket this often (Engine.IO's default `pingInterval`, which the
+/// Socket.IO side keeps too). On `/ws` a socket from which nothing at all, not even the pong,
+/// has come by the next ping is closed. A peer that vanished without closing (a NAT that
+/// dropped the mapping, a laptop lid) is then detached, and the reconnect grace starts.
+pub const PING_EVERY: Duration = Duration::from_secs(25);
+/// Socket.IO's `pingTimeout` (Engine.IO's default), and on `/ws` the longest a write to the
+/// socket may take.
+pub const PING_TIMEOUT: Duration = Duration::from_secs(20);
