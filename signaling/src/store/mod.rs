@@ -14,8 +14,8 @@
 //! # Layout
 //! This file holds the handle, the thread, jobs, migrations and errors; the queries are
 //! `impl Db` blocks by concern: `users.rs` (users, conversations, members), `calls.rs` (calls,
-//! live calls, history, media stats), `credentials.rs` (TURN credentials). The webhook outbox
-//! rows are queried in [`crate::webhook`].
+//! live calls, history, media stats), `credentials.rs` (TURN credentials), `outbox.rs` (the
+//! webhook outbox, whose rows [`crate::webhook`] derives from each transition).
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
@@ -32,10 +32,12 @@ use crate::webhook::Webhooks;
 
 mod calls;
 mod credentials;
+mod outbox;
 #[cfg(test)]
 mod tests;
 mod users;
 
+pub use outbox::Pending;
 pub use users::Conversation;
 
 /// The schema, version 1.
@@ -43,7 +45,7 @@ pub const SCHEMA: &str = include_str!("../../../schema.sql");
 
 /// The migrations, in order; the database's `user_version` is how many have been applied.
 /// New versions append here; applied ones never change.
-const MIGRATIONS: &[&str] = &[SCHEMA, crate::webhook::MIGRATION];
+const MIGRATIONS: &[&str] = &[SCHEMA, outbox::MIGRATION];
 
 /// The most jobs committed together.
 const MAX_BATCH: usize = 128;
