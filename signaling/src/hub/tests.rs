@@ -1,0 +1,348 @@
+//! The hub's unit tests: delivery, relaying, presence and departures, with in-memory sockets.
+
+use super::*;
+use crate::call::{Call, CallType, User};
+use crate::event::EventSink;
+use crate::time::Timestamp;
+
+/// A socket that keeps what it is sent, up to `room` messages.
+#[derive(Default)]
+struct Inbox {
+    room: usize,
+    got: Mutex<Vec<(String, serde_json::Value)>>,
+    closed: Mutex<Option<&'static str>>,
+}
+
+impl Inbox {
+    fn with_room(room: usize) -> Arc<Inbox> {
+        Arc::new(Inbox {
+            room,
+            ..Inbox::default()
+        })
+    }
+
+    fn take(&self) -> Vec<(String, serde_json::Value)> {
+        std::mem::take(&mut self.got.lock().unwrap())
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.take().into_iter().map(|(n, _)| n).collect()
+    }
+}
+
+impl Outbox for Inbox {
+    fn push(&self, m: &Message) -> bool {
+        let mut got = self.got.lock().unwrap();
+        if got.len() >= self.room {
+            return false;
+        }
+        got.push((
+            m.event.to_owned(),
+            serde_json::from_str(m.data.get()).unwrap(),
+        ));
+        true
+    }
+
+    fn disconnect(&self, reason: &'static str) {
+        *self.closed.lock().unwrap() = Some(reason);
+    }
+
+    fn pulse(&self) {}
+}
+
+const T0: Timestamp = Timestamp::from_unix_millis(1_700_000_000_000);
+
+fn user(n: u128) -> User {
+    User {
+        id: Uuid::from_u128(n),
+        name: Some(format!("user{n}")),
+        email: None,
+    }
+}
+
+/// A group call by user 1 inviting 2 and 3, whose `call:incoming` the hub has delivered.
+fn group(hub: &Hub) -> Call {
+    let mut next = 100;
+    let (call, events) = Call::initiate(
+        Uuid::from_u128(50),
+        Uuid::from_u128(60),
+        CallType::Video,
+        user(1),
+        vec![user(2), user(3)],
+        20,
+        move || {
+            next += 1;
+            Uuid::from_u128(next)
+        },
+        T0,
+    )
+    .unwrap();
+    hub.deliver(events);
+    call
+}
+
+fn sdp() -> Box<RawValue> {
+    RawValue::from_string(r#"{"type":"offer","sdp":"v=0"}"#.into()).unwrap()
+}
+
+#[test]
+fn events_reach_every_socket_of_the_addressed_users() {
+    let hub = Hub::new(4);
+    let (a, b1, b2, c) = (
+        Inbox::with_room(9),
+        Inbox::with_room(9),
+        Inbox::with_room(9),
+        Inbox::with_room(9),
+    );
+    hub.attach(user(1).id, a.clone()).unwrap();
+    hub.attach(user(2).id, b1.clone()).unwrap();
+    hub.attach(user(2).id, b2.clone()).unwrap();
+    hub.attach(user(3).id, c.clone()).unwrap();
+    let call = group(&hub);
+    assert!(a.names().is_empty(), "the caller is not rung");
+    for inbox in [&b1, &b2, &c] {
+        let got = inbox.take();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].0, "call:incoming");
+        // The data alone, not the enum's wrapping.
+        assert_eq!(got[0].1["callId"], call.id.to_string());
+        assert_eq!(got[0].1["participants"].as_array().unwrap().len(), 3);
+    }
+}
+
+#[test]
+fn only_members_of_a_live_call_signal_each_other() {
+    let hub = Hub::new(4);
+    let inboxes: Vec<Arc<Inbox>> = (1..=4).map(|_| Inbox::with_room(9)).collect();
+    for (i, inbox) in inboxes.iter().enumerate() {
+        hub.attach(user(i as u128 + 1).id, inbox.clone()).unwrap();
+    }
+    let mut call = group(&hub);
+    for i in &inboxes {
+        i.take();
+    }
+    let (u1, u2, u3, u4) = (user(1).id, user(2).id, user(3).id, user(4).id);
+    // Invitees being rung may already signal (an offer can precede the answer).
+    hub.relay(u1, call.id, u2, Signal::Offer, &sdp()).unwrap();
+    let got = inboxes[1].take();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].0, "call:offer");
+    assert_eq!(got[0].1["fromUserId"], u1.to_string());
+    assert_eq!(got[0].1["offer"]["sdp"], "v=0");
+    // Strangers, self-targets and unknown calls are refused, and nothing is delivered.
+    assert_eq!(
+        hub.relay(u4, call.id, u1, Signal::Offer, &sdp()),
+        Err(HubError::NotInCall(call.id))
+    );
+    assert_eq!(
+        hub.relay(u1, call.id, u4, Signal::Offer, &sdp()),
+        Err(HubError::NotAParticipant(u4))
+    );
+    assert_eq!(
+        hub.relay(u1, call.id, u1, Signal::Offer, &sdp()),
+        Err(HubError::NotAParticipant(u1))
+    );
+    let nowhere = Uuid::from_u128(999);
+    assert_eq!(
+        hub.relay(u1, nowhere, u2, Signal::Offer, &sdp()),
+        Err(HubError::NotInCall(nowhere))
+    );
+    assert!(inboxes.iter().all(|i| i.take().is_empty()));
+    // A reject takes user 3 out of the roster; the call goes on between 1 and 2.
+    let events = call
+        .reject(u3, T0 + std::time::Duration::from_secs(1))
+        .unwrap();
+    hub.deliver(events);
+    assert!(!hub.in_call(u3, call.id));
+    assert_eq!(
+        hub.relay(u3, call.id, u1, Signal::IceCandidate, &sdp()),
+        Err(HubError::NotInCall(call.id))
+    );
+    hub.deliver(
+        call.answer(u2, T0 + std::time::Duration::from_secs(2))
+            .unwrap(),
+    );
+    assert!(hub.in_call(u2, call.id));
+    // The end removes the call.
+    hub.deliver(
+        call.end(u1, T0 + std::time::Duration::from_secs(3))
+            .unwrap(),
+    );
+    hub.deliver(
+        call.end(u2, T0 + std::time::Duration::from_secs(3))
+            .unwrap_or_default(),
+    );
+    assert!(!hub.in_call(u1, call.id) && !hub.in_call(u2, call.id));
+    assert_eq!(
+        hub.relay(u1, call.id, u2, Signal::Answer, &sdp()),
+        Err(HubError::NotInCall(call.id))
+    );
+}
+
+/// What one device did with an invitation reaches the user's other devices, not the one
+/// named as its origin (a REST request names it by its client's id); with no origin,
+/// every device.
+#[test]
+fn other_devices_hear_what_one_did() {
+    let hub = Hub::new(4);
+    let u2 = user(2).id;
+    let (phone, laptop, other) = (
+        Inbox::with_room(9),
+        Inbox::with_room(9),
+        Inbox::with_room(9),
+    );
+    hub.attach_named(u2, Some(Arc::from("phone")), phone.clone())
+        .unwrap();
+    hub.attach(u2, laptop.clone()).unwrap();
+    hub.attach_named(user(3).id, Some(Arc::from("phone")), other.clone())
+        .unwrap();
+    let call = Uuid::from_u128(50);
+    assert_eq!(hub.socket_named(u2, "laptop"), None);
+    assert_eq!(hub.socket_named(user(1).id, "phone"), None);
+    let origin = hub.socket_named(u2, "phone");
+    assert!(origin.is_some());
+    hub.elsewhere(Elsewhere::Answered, u2, call, origin);
+    assert!(phone.take().is_empty());
+    let got = laptop.take();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].0, "call:answered-elsewhere");
+    assert_eq!(got[0].1, serde_json::json!({"callId": call, "userId": u2}));
+    hub.elsewhere(Elsewhere::Rejected, u2, call, None);
+    assert_eq!(phone.names(), ["call:rejected-elsewhere"]);
+    assert_eq!(laptop.names(), ["call:rejected-elsewhere"]);
+    assert!(
+        other.take().is_empty(),
+        "another user's devices hear nothing"
+    );
+}
+
+#[test]
+fn a_slow_socket_is_disconnected_not_waited_for() {
+    let hub = Hub::new(4);
+    let slow = Inbox::with_room(1);
+    let fine = Inbox::with_room(9);
+    let u2 = user(2).id;
+    let slow_id = hub.attach(u2, slow.clone()).unwrap();
+    hub.attach(u2, fine.clone()).unwrap();
+    hub.attach(user(1).id, Inbox::with_room(9)).unwrap();
+    let call = group(&hub);
+    hub.relay(user(1).id, call.id, u2, Signal::Offer, &sdp())
+        .unwrap();
+    assert_eq!(*slow.closed.lock().unwrap(), Some("slow consumer"));
+    assert_eq!(fine.names(), ["call:incoming", "call:offer"]);
+    assert_eq!(hub.sockets_of(u2), 1, "the slow socket is forgotten");
+    // Its transport detaches it later: harmless.
+    assert_eq!(hub.detach(u2, slow_id), 1);
+}
+
+#[test]
+fn sockets_per_user_are_bounded_and_all_can_be_closed() {
+    let hub = Hub::new(2);
+    let u = user(1).id;
+    let (a, b) = (Inbox::with_room(1), Inbox::with_room(1));
+    let first = hub.attach(u, a.clone()).unwrap();
+    hub.attach(u, b.clone()).unwrap();
+    assert_eq!(
+        hub.attach(u, Inbox::with_room(1)).unwrap_err(),
+        HubError::TooManySockets(2)
+    );
+    assert_eq!(hub.detach(u, first), 1);
+    hub.attach(u, Inbox::with_room(1)).unwrap();
+    hub.disconnect_all("server shutdown");
+    assert_eq!(*b.closed.lock().unwrap(), Some("server shutdown"));
+    assert_eq!(*a.closed.lock().unwrap(), None, "detached before");
+}
+
+#[test]
+fn the_last_socket_of_a_joined_user_going_is_a_departure_a_reconnect_voids() {
+    let hub = Hub::new(4);
+    let mut departures = hub.watch_departures();
+    let (u1, u2) = (user(1).id, user(2).id);
+    let a1 = hub.attach(u1, Inbox::with_room(9)).unwrap();
+    let a2 = hub.attach(u1, Inbox::with_room(9)).unwrap();
+    let b = hub.attach(u2, Inbox::with_room(9)).unwrap();
+    let call = group(&hub);
+    // User 2 is only being rung: no departure (the ring timeout is their limit).
+    hub.detach(u2, b);
+    // User 1 (the caller, joined) still has a socket after the first goes.
+    assert_eq!(hub.detach(u1, a1), 1);
+    assert!(departures.try_recv().is_err());
+    assert_eq!(hub.detach(u1, a2), 0);
+    let first = departures.try_recv().unwrap();
+    assert_eq!(first.user, u1);
+    // A reconnect voids it; a later departure has its own.
+    let again = hub.attach(u1, Inbox::with_room(9)).unwrap();
+    assert!(hub.gone_for_good(&first).is_empty());
+    hub.detach(u1, again);
+    let second = departures.try_recv().unwrap();
+    assert!(hub.gone_for_good(&first).is_empty());
+    assert_eq!(hub.gone_for_good(&second), [call.id]);
+    // Settled once.
+    assert!(hub.gone_for_good(&second).is_empty());
+    assert!(departures.try_recv().is_err());
+}
+
+/// A user with no socket who starts a second call over REST gets a fresh grace for both:
+/// the first call's departure, due sooner, must not end the second just after it began.
+#[test]
+fn joining_another_call_without_a_socket_restarts_the_grace() {
+    let hub = Hub::new(4);
+    let mut departures = hub.watch_departures();
+    let first = group(&hub);
+    let early = departures.try_recv().unwrap();
+    let (second, events) = Call::initiate(
+        Uuid::from_u128(51),
+        Uuid::from_u128(61),
+        CallType::Audio,
+        user(1),
+        vec![user(4)],
+        20,
+        || Uuid::from_u128(200),
+        T0,
+    )
+    .unwrap();
+    hub.deliver(events);
+    let renewed = departures.try_recv().unwrap();
+    assert_eq!(renewed.user, early.user);
+    assert!(
+        hub.gone_for_good(&early).is_empty(),
+        "the earlier grace is void"
+    );
+    let mut gone = hub.gone_for_good(&renewed);
+    gone.sort();
+    assert_eq!(gone, [first.id, second.id]);
+}
+
+#[test]
+fn a_device_connecting_mid_ring_rings_and_an_ended_call_is_forgotten() {
+    let hub = Hub::new(4);
+    let mut departures = hub.watch_departures();
+    let (u1, u2) = (user(1).id, user(2).id);
+    let mut call = group(&hub);
+    // The caller started the call with no socket (over REST): joined, and away already,
+    // so that a client that never connects does not stay in the call for ever.
+    let away = departures.try_recv().unwrap();
+    assert_eq!(away.user, u1);
+    assert!(departures.try_recv().is_err());
+    // User 2 had no socket when the call started: a device of theirs gets it on connect.
+    let phone = Inbox::with_room(9);
+    hub.attach(u2, phone.clone()).unwrap();
+    assert_eq!(phone.names(), ["call:incoming"]);
+    // The caller is joined, not rung: nothing on connect.
+    let caller = Inbox::with_room(9);
+    let a = hub.attach(u1, caller.clone()).unwrap();
+    assert!(caller.names().is_empty());
+    // Which voids the caller's departure.
+    assert!(hub.gone_for_good(&away).is_empty());
+    // Once the call is over, nobody is in it: no replay, no departure.
+    let t = T0 + std::time::Duration::from_secs(1);
+    hub.deliver(call.end(u1, t).unwrap());
+    assert_eq!(phone.names(), ["call:ended"]);
+    let laptop = Inbox::with_room(9);
+    hub.attach(u2, laptop.clone()).unwrap();
+    assert!(laptop.names().is_empty());
+    hub.detach(u1, a);
+    assert!(departures.try_recv().is_err());
+    let r = hub.registry();
+    assert!(r.calls.is_empty() && r.calls_of.is_empty() && r.incoming.is_empty());
+}
