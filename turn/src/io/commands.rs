@@ -1,0 +1,223 @@
+//! What the core asks of the driver: its commands (open and close relay sockets, which this
+//! file binds on the relay port range and registers with epoll), its answers to clients, and
+//! its events, recorded in [`Stats`](super::Stats), logs and metrics; and closing everything
+//! at shutdown.
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::Ordering;
+
+use rand::Rng;
+
+use crate::proto::{AllocId, CloseReason, Command, Event, Family, OpenError, Time, Usage};
+
+use super::{relay_slot, token, Driver, RelaySocket, KIND_RELAY};
+
+impl Driver {
+    /// Carries out what the core asked for, sends its answers and records its events.
+    pub(super) fn drain(&mut self, now: Time) {
+        loop {
+            let mut progressed = false;
+            while let Some(cmd) = self.server.poll_command() {
+                progressed = true;
+                match cmd {
+                    Command::OpenRelay {
+                        id,
+                        family,
+                        even_port,
+                    } => {
+                        let result = self.open_relay(id, family, even_port);
+                        self.server.handle_relay_opened(now, id, family, result);
+                    }
+                    Command::CloseRelay { id } => self.close_relay(id),
+                }
+            }
+            while let Some(t) = self.server.poll_transmit() {
+                progressed = true;
+                self.send_to_client(now, &t.tuple, &t.data, true);
+            }
+            while let Some(ev) = self.server.poll_event() {
+                progressed = true;
+                self.record(now, ev);
+            }
+            if !progressed {
+                break;
+            }
+        }
+    }
+
+    fn record(&mut self, now: Time, ev: Event) {
+        let s = &self.stats;
+        match ev {
+            Event::AllocationCreated {
+                id,
+                tuple,
+                user,
+                relayed,
+            } => {
+                s.allocations.fetch_add(1, Ordering::Relaxed);
+                s.allocations_total.fetch_add(1, Ordering::Relaxed);
+                // `?user`: a user name is any text the HMAC covers (another deployment's
+                // minting); Debug quotes and escapes it, so it cannot forge a log line.
+                tracing::debug!(alloc = id.to_u64(), client = %tuple.client, transport = ?tuple.transport, ?user, %relayed, "allocation created");
+                if tuple.is_stream() {
+                    self.authenticated(&tuple);
+                }
+            }
+            Event::AllocationClosed {
+                id,
+                tuple,
+                user,
+                reason,
+                usage,
+                lifetime,
+            } => {
+                s.allocations.fetch_sub(1, Ordering::Relaxed);
+                s.closed_packets_to_peer
+                    .fetch_add(usage.packets_to_peer, Ordering::Relaxed);
+                s.closed_bytes_to_peer
+                    .fetch_add(usage.bytes_to_peer, Ordering::Relaxed);
+                s.closed_packets_from_peer
+                    .fetch_add(usage.packets_from_peer, Ordering::Relaxed);
+                s.closed_bytes_from_peer
+                    .fetch_add(usage.bytes_from_peer, Ordering::Relaxed);
+                let reason = match reason {
+                    CloseReason::Expired => "expired",
+                    CloseReason::Deleted => "deleted",
+                    CloseReason::Closed => "closed",
+                };
+                tracing::info!(
+                    alloc = id.to_u64(),
+                    reason,
+                    transport = ?tuple.transport,
+                    secs = lifetime.as_secs(),
+                    packets_to_peer = usage.packets_to_peer,
+                    bytes_to_peer = usage.bytes_to_peer,
+                    packets_from_peer = usage.packets_from_peer,
+                    bytes_from_peer = usage.bytes_from_peer,
+                    "allocation closed"
+                );
+                tracing::debug!(alloc = id.to_u64(), ?user, "allocation owner");
+                let closed = self
+                    .closed_usage
+                    .entry(user)
+                    .or_insert((Usage::default(), now));
+                closed.0 += usage;
+                closed.1 = now;
+                self.usage_changed = true;
+                if tuple.is_stream() {
+                    // The connection served that allocation; it closes once its last answer
+                    // (a Refresh's, say) is out.
+                    self.finish_conn(&tuple, now);
+                }
+            }
+            Event::AuthFailed(f) => {
+                s.auth_failures.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("switchboard_turn_auth_failures_total", "reason" => f.label())
+                    .increment(1);
+                tracing::debug!(reason = f.label(), "authentication failed");
+            }
+            Event::PeerRefused(r) => {
+                s.peer_refusals.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("switchboard_turn_peer_refusals_total", "range" => r.label())
+                    .increment(1);
+                tracing::debug!(range = r.label(), "peer refused by policy");
+            }
+            Event::QuotaReached { total } => {
+                s.quota_refusals.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(total, "allocation quota reached");
+            }
+            Event::ChallengeDropped => {
+                metrics::counter!("switchboard_turn_challenges_dropped_total").increment(1);
+            }
+        }
+    }
+
+    fn port_used(&self, family: Family, port: u16) -> bool {
+        self.ports_used[family.index()][usize::from(port) / 64] & (1 << (port % 64)) != 0
+    }
+
+    fn set_port(&mut self, family: Family, port: u16, used: bool) {
+        let word = &mut self.ports_used[family.index()][usize::from(port) / 64];
+        if used {
+            *word |= 1 << (port % 64);
+        } else {
+            *word &= !(1 << (port % 64));
+        }
+    }
+
+    /// Binds a relay socket of `family` on a random free port of the range (an even one if
+    /// asked).
+    fn open_relay(
+        &mut self,
+        id: AllocId,
+        family: Family,
+        even: bool,
+    ) -> Result<SocketAddr, OpenError> {
+        let Some(ip) = self.server.config().relay_ip(family) else {
+            return Err(OpenError::Io);
+        };
+        let (lo, hi) = (*self.relay_ports.start(), *self.relay_ports.end());
+        if lo > hi {
+            return Err(OpenError::NoPorts);
+        }
+        let span = u32::from(hi - lo) + 1;
+        let first = rand::rng().random_range(0..span);
+        let slot = relay_slot(id, family);
+        for i in 0..span {
+            let port = lo + ((first + i) % span) as u16;
+            if self.port_used(family, port) || (even && port % 2 == 1) {
+                continue;
+            }
+            let sock = match UdpSocket::bind(SocketAddr::new(ip, port)) {
+                Ok(s) => s,
+                Err(e) if e.kind() == io::ErrorKind::AddrInUse => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot open a relay socket");
+                    return Err(OpenError::Io);
+                }
+            };
+            let registered = sock
+                .set_nonblocking(true)
+                .and_then(|()| self.epoll.add(sock.as_raw_fd(), token(KIND_RELAY, slot)));
+            if let Err(e) = registered {
+                tracing::warn!(error = %e, "cannot register a relay socket");
+                return Err(OpenError::Io);
+            }
+            if self.relays.len() <= slot {
+                self.relays.resize_with(slot + 1, || None);
+            }
+            self.relays[slot] = Some(RelaySocket { id, sock, port });
+            self.set_port(family, port, true);
+            return Ok(SocketAddr::new(ip, port));
+        }
+        Err(OpenError::NoPorts)
+    }
+
+    fn close_relay(&mut self, id: AllocId) {
+        for family in [Family::V4, Family::V6] {
+            let Some(slot) = self.relays.get_mut(relay_slot(id, family)) else {
+                continue;
+            };
+            if slot.as_ref().is_some_and(|r| r.id == id) {
+                if let Some(r) = slot.take() {
+                    let _ = self.epoll.delete(r.sock.as_raw_fd());
+                    self.set_port(family, r.port, false);
+                }
+            }
+        }
+    }
+
+    pub(super) fn close_all(&mut self, now: Time) {
+        let ids: Vec<AllocId> = self.relays.iter().flatten().map(|r| r.id).collect();
+        for id in ids {
+            self.server.close_allocation(now, id);
+        }
+        self.drain(now);
+        for index in 0..self.conns.len() {
+            self.close_conn(index, now, None);
+        }
+        self.drain(now);
+    }
+}
