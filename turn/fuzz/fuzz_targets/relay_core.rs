@@ -558,14 +558,20 @@ impl Harness {
                 let channel = msg.attribute::<ChannelNumber>().ok().map(|c| c.channel());
                 let mut t = [0u8; 12];
                 t.copy_from_slice(&frame[8..20]);
-                self.asked.insert(
-                    (tuple, t),
-                    Asked {
-                        method: msg.method(),
-                        peers,
-                        channel,
-                    },
-                );
+                if self.server.is_retransmission(&tuple, txid) {
+                    // Answered from the allocation's response cache, whatever it says now:
+                    // an earlier request with this id was carried out, this one will not be.
+                    self.asked.remove(&(tuple, t));
+                } else {
+                    self.asked.insert(
+                        (tuple, t),
+                        Asked {
+                            method: msg.method(),
+                            peers,
+                            channel,
+                        },
+                    );
+                }
             }
         }
         let action = self.server.handle_client(self.now, tuple, frame);

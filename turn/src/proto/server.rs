@@ -478,6 +478,22 @@ impl Server {
         self.transmits.push_back(Transmit { tuple, data: bytes });
     }
 
+    /// Whether a request on an allocation from `tuple` with `txid` would be answered from the
+    /// response cache ([`Server::replay`]: a retransmission, whatever it now says) instead of
+    /// being carried out. For models that check the server (the `relay_core` fuzz target).
+    #[doc(hidden)]
+    pub fn is_retransmission(&self, tuple: &FiveTuple, txid: TransactionId) -> bool {
+        match self.by_tuple.get(tuple) {
+            Some(&id) => self
+                .get(id)
+                .is_some_and(|a| a.responses.get(txid).is_some()),
+            None => self
+                .tombstones
+                .get(tuple)
+                .is_some_and(|(t, _, _)| *t == txid),
+        }
+    }
+
     /// Answers a retransmission from the allocation's (or tombstone's) cache.
     fn replay(&mut self, tuple: FiveTuple, txid: TransactionId) -> bool {
         let cached = match self.by_tuple.get(&tuple) {

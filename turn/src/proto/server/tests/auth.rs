@@ -317,3 +317,33 @@ fn expired_forged_and_foreign_credentials_get_401() {
         .contains(&Event::AuthFailed(AuthFailure::WrongRealm)));
     assert_eq!(h.server.allocation_count(), 0);
 }
+
+#[test]
+fn an_oversized_signed_message_is_refused_not_verified() {
+    // Over TCP a STUN message may be 65,555 bytes. One whose MESSAGE-INTEGRITY sits past
+    // 65,511 bytes made stun-types' length arithmetic overflow (a panic with overflow checks,
+    // a wrapped length without): it is refused as unverifiable, 401, like a bad signature.
+    let mut h = H::new(config());
+    let tuple = tcp_client(4000);
+    let bob = Cred::new("bob", T0 + 86_400);
+    let mut w = request(ALLOCATE);
+    w.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
+        .unwrap();
+    // A comprehension-optional attribute nobody knows, ignored but counted in the length.
+    let padding = vec![0u8; 65_436];
+    w.push_attribute_unchecked(&stun_types::attribute::RawAttribute::new(
+        0x8f00.into(),
+        &padding,
+    ));
+    let nonce = h.nonce(tuple);
+    let bytes = bob.seal(w, &nonce);
+    assert!(bytes.len() > usize::from(u16::MAX), "{} bytes", bytes.len());
+    assert_eq!(code(&h.one(tuple, &bytes)), 401);
+    // The same request at a normal size is accepted.
+    let mut w = request(ALLOCATE);
+    w.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
+        .unwrap();
+    let nonce = h.nonce(tuple);
+    let answer = h.one(tuple, &bob.seal(w, &nonce));
+    assert_ne!(code(&answer), 401, "{}", describe(&answer));
+}
