@@ -33,6 +33,7 @@ use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse as _, Response};
 use switchboard_signaling::api::ApiError;
+use switchboard_signaling::wire;
 
 /// The methods the API takes, as a preflight is told.
 const METHODS: &str = "GET, POST, PUT, PATCH, OPTIONS";
@@ -127,17 +128,6 @@ fn in_scope(path: &str) -> bool {
         || path == "/signaling.js"
 }
 
-/// Is this request a WebSocket upgrade (`/ws`, or Socket.IO's websocket transport)? Any
-/// `Upgrade` header naming `websocket` among its tokens, as the upgrade handlers take it.
-fn is_upgrade(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::UPGRADE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("websocket"))
-}
-
 /// Is `origin` this daemon's own origin: `public` (`http.public_url`'s), or the `Host` the
 /// request reached? The demo page is served from there and must keep working when a list is
 /// set.
@@ -168,7 +158,7 @@ pub async fn layer(State(cors): State<Arc<Cors>>, req: Request, next: Next) -> R
     };
     let ok = allowed.allows(&origin);
     let path = req.uri().path();
-    if is_upgrade(req.headers()) {
+    if wire::wants_websocket(req.headers()) {
         if ok || is_own_origin(&origin, cors.public.as_deref(), req.headers()) {
             return next.run(req).await;
         }
@@ -298,18 +288,6 @@ mod tests {
         assert_eq!(public, Some("https://calls.example.com"));
         assert!(is_own_origin("https://calls.example.com", public, &h));
         assert!(!is_own_origin("http://calls.example.com", public, &h));
-    }
-
-    #[test]
-    fn an_upgrade_is_any_upgrade_header_naming_websocket() {
-        let mut h = HeaderMap::new();
-        assert!(!is_upgrade(&h));
-        h.append(header::UPGRADE, HeaderValue::from_static("h2c, WebSocket"));
-        assert!(is_upgrade(&h));
-        let mut h = HeaderMap::new();
-        h.append(header::UPGRADE, HeaderValue::from_static("h2c"));
-        h.append(header::UPGRADE, HeaderValue::from_static("websocket"));
-        assert!(is_upgrade(&h));
     }
 
     #[test]

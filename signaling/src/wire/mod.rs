@@ -95,6 +95,12 @@ impl IntoResponse for NotWebSocket {
     }
 }
 
+/// Whether a request asks to become a WebSocket (`Upgrade` names `websocket` among its
+/// tokens), as the upgrade takes it; what else it needs to succeed is checked there.
+pub fn wants_websocket(headers: &HeaderMap) -> bool {
+    has_token(headers, header::UPGRADE, "websocket")
+}
+
 fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
     headers.get_all(name).iter().any(|v| {
         v.to_str()
@@ -119,7 +125,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Upgrade {
                 "Connection header did not include 'upgrade'",
             ));
         }
-        if !has_token(h, header::UPGRADE, "websocket") {
+        if !wants_websocket(h) {
             return Err(NotWebSocket(
                 StatusCode::BAD_REQUEST,
                 "`Upgrade` header did not include 'websocket'",
@@ -213,6 +219,20 @@ fn split(io: Io) -> (Arc<Conn>, Reader) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_upgrade_is_any_upgrade_header_naming_websocket() {
+        use axum::http::HeaderValue;
+        let mut h = HeaderMap::new();
+        assert!(!wants_websocket(&h));
+        h.append(header::UPGRADE, HeaderValue::from_static("h2c, WebSocket"));
+        assert!(wants_websocket(&h));
+        let mut h = HeaderMap::new();
+        h.append(header::UPGRADE, HeaderValue::from_static("h2c"));
+        assert!(!wants_websocket(&h));
+        h.append(header::UPGRADE, HeaderValue::from_static("websocket"));
+        assert!(wants_websocket(&h));
+    }
 
     #[test]
     fn accept_key_is_rfc_6455s_example() {

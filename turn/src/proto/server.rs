@@ -483,31 +483,24 @@ impl Server {
     /// being carried out. For models that check the server (the `relay_core` fuzz target).
     #[doc(hidden)]
     pub fn is_retransmission(&self, tuple: &FiveTuple, txid: TransactionId) -> bool {
+        self.cached_response(tuple, txid).is_some()
+    }
+
+    /// The answer the allocation of `tuple` (or its tombstone) last gave to `txid`.
+    fn cached_response(&self, tuple: &FiveTuple, txid: TransactionId) -> Option<&[u8]> {
         match self.by_tuple.get(tuple) {
-            Some(&id) => self
-                .get(id)
-                .is_some_and(|a| a.responses.get(txid).is_some()),
+            Some(&id) => self.get(id).and_then(|a| a.responses.get(txid)),
             None => self
                 .tombstones
                 .get(tuple)
-                .is_some_and(|(t, _, _)| *t == txid),
+                .filter(|(t, _, _)| *t == txid)
+                .map(|(_, b, _)| &b[..]),
         }
     }
 
     /// Answers a retransmission from the allocation's (or tombstone's) cache.
     fn replay(&mut self, tuple: FiveTuple, txid: TransactionId) -> bool {
-        let cached = match self.by_tuple.get(&tuple) {
-            Some(&id) => self
-                .get(id)
-                .and_then(|a| a.responses.get(txid))
-                .map(<[u8]>::to_vec),
-            None => self
-                .tombstones
-                .get(&tuple)
-                .filter(|(t, _, _)| *t == txid)
-                .map(|(_, b, _)| b.to_vec()),
-        };
-        match cached {
+        match self.cached_response(&tuple, txid).map(<[u8]>::to_vec) {
             Some(data) => {
                 self.transmits.push_back(Transmit { tuple, data });
                 true
