@@ -13,7 +13,7 @@ use stun_types::message::{IntegrityKey, TransactionId};
 
 use super::channel::Channels;
 use super::permission::Permissions;
-use super::{Family, FiveTuple, Time};
+use super::{Family, FiveTuple, RequestError, Time};
 
 /// Identifies an allocation for the driver: a slot index and a generation, so that an id held
 /// after its allocation closed never reaches the allocation that reuses the slot.
@@ -115,9 +115,9 @@ pub(crate) enum Phase {
         fingerprint: bool,
         /// The families whose relay socket the driver has yet to report (IPv4, IPv6).
         waiting: [bool; 2],
-        /// The ADDRESS-ERROR-CODE for an IPv6 address asked for and not given (440: no IPv6
-        /// relay address configured; 508: its socket could not be opened).
-        v6_error: Option<u16>,
+        /// The ADDRESS-ERROR-CODE for an IPv6 address asked for and not given (no IPv6 relay
+        /// address configured, or its socket could not be opened).
+        v6_error: Option<RequestError>,
     },
     /// Relaying.
     Active,
@@ -160,5 +160,10 @@ impl Allocation {
 
     pub(crate) fn is_active(&self) -> bool {
         matches!(self.phase, Phase::Active)
+    }
+
+    /// Whether its relay socket of `family` is open.
+    pub(crate) fn has_relay(&self, family: Family) -> bool {
+        self.relayed[family.index()].is_some()
     }
 }
