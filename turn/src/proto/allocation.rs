@@ -104,6 +104,35 @@ impl ResponseCache {
     }
 }
 
+/// A username as authenticated, `<expiry><separator><user>` or `<expiry>` alone, and where its
+/// user starts: what quotas and usage count by ([`credentials::VerifiedUser::user`]).
+///
+/// [`credentials::VerifiedUser::user`]: super::credentials::VerifiedUser::user
+#[derive(Clone, Debug)]
+pub(crate) struct UserName {
+    full: Box<str>,
+    user_at: usize,
+}
+
+impl UserName {
+    pub(crate) fn new(full: &str, user_at: usize) -> Self {
+        UserName {
+            full: full.into(),
+            user_at,
+        }
+    }
+
+    /// The whole username.
+    pub(crate) fn as_str(&self) -> &str {
+        &self.full
+    }
+
+    /// The user part (all of it when there is no separator).
+    pub(crate) fn user(&self) -> &str {
+        self.full.get(self.user_at..).unwrap_or_default()
+    }
+}
+
 /// Where an allocation is in its life.
 #[derive(Debug)]
 pub(crate) enum Phase {
@@ -126,10 +155,8 @@ pub(crate) enum Phase {
 #[derive(Debug)]
 pub(crate) struct Allocation {
     pub(crate) tuple: FiveTuple,
-    /// `<expiry><separator><user>`, as authenticated.
-    pub(crate) username: Box<str>,
-    /// Where the user (what quotas and usage count by) starts in `username`.
-    pub(crate) user_at: usize,
+    /// The username that authenticated it.
+    pub(crate) username: UserName,
     /// The long-term key for `username`, cached so later requests skip the HMAC and MD5.
     pub(crate) key: IntegrityKey,
     /// The Allocate request that created it, to recognise its retransmissions.
@@ -155,7 +182,7 @@ impl Allocation {
     ///
     /// [`credentials::VerifiedUser::user`]: super::credentials::VerifiedUser::user
     pub(crate) fn user(&self) -> &str {
-        self.username.get(self.user_at..).unwrap_or_default()
+        self.username.user()
     }
 
     pub(crate) fn is_active(&self) -> bool {

@@ -537,7 +537,11 @@ impl Server {
             .filter(|&id| self.get(id).is_some_and(Allocation::is_active));
         let outcome = match (id, unknown_required(msg)) {
             (None, _) => Err(RequestError::AllocationMismatch),
-            (Some(id), _) if self.get(id).is_some_and(|a| *a.username != *auth.username) => {
+            (Some(id), _)
+                if self
+                    .get(id)
+                    .is_some_and(|a| a.username.as_str() != auth.username.as_str()) =>
+            {
                 Err(RequestError::AuthFailed(AuthFailure::WrongCredentials))
             }
             (Some(_), Some(unknown)) => Err(RequestError::UnknownAttributes(unknown)),

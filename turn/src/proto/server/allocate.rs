@@ -68,13 +68,12 @@ impl Server {
             Err(e) => return self.refuse(tuple, ALLOCATE, txid, &e, &reply),
         };
         let lifetime = allocate_lifetime(&self.config, msg);
-        let user: Box<str> = auth.user().into();
+        let user: Box<str> = auth.username.user().into();
         *self.per_user.entry(user).or_insert(0) += 1;
         let fingerprint = reply.fingerprint;
         let id = self.insert(|_| Allocation {
             tuple,
-            username: auth.username.into(),
-            user_at: auth.user_at,
+            username: auth.username,
             key: auth.key.clone(),
             created_by: txid,
             phase: Phase::Opening {
@@ -170,7 +169,11 @@ impl Server {
         let dual = additional.is_some() && self.config.relay_ip(Family::V6).is_some();
         let v6_error =
             (additional.is_some() && !dual).then_some(RequestError::AddressFamilyNotSupported);
-        let held = self.per_user.get(auth.user()).copied().unwrap_or(0);
+        let held = self
+            .per_user
+            .get(auth.username.user())
+            .copied()
+            .unwrap_or(0);
         if held >= self.config.user_quota {
             return Err(RequestError::AllocationQuotaReached { total: false });
         }

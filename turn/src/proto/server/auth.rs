@@ -8,22 +8,14 @@ use stun_types::message::{IntegrityKey, Message};
 
 use super::reply::{error_bytes, put, reply_opts};
 use super::Server;
+use crate::proto::allocation::UserName;
 use crate::proto::credentials;
 use crate::proto::{AuthFailure, Event, FiveTuple, RequestError, Time, Transmit, Transport};
 
 /// What an authenticated request proved.
 pub(super) struct Authed {
     pub(super) key: IntegrityKey,
-    /// `<expiry><separator><user>`, or `<expiry>` alone.
-    pub(super) username: String,
-    /// Where the user starts in `username` ([`credentials::VerifiedUser::user`]).
-    pub(super) user_at: usize,
-}
-
-impl Authed {
-    pub(super) fn user(&self) -> &str {
-        self.username.get(self.user_at..).unwrap_or_default()
-    }
+    pub(super) username: UserName,
 }
 
 /// The longest message whose MESSAGE-INTEGRITY is checked (see [`Server::authenticate`]).
@@ -69,7 +61,7 @@ impl Server {
             .by_tuple
             .get(&tuple)
             .and_then(|&id| self.get(id))
-            .filter(|a| &*a.username == username.username())
+            .filter(|a| a.username.as_str() == username.username())
             .map(|a| a.key.clone());
         let key = cached.unwrap_or_else(|| {
             let password = credentials::password_for(&self.config.secret, username.username());
@@ -84,8 +76,7 @@ impl Server {
         }
         Ok(Authed {
             key,
-            username: username.username().to_owned(),
-            user_at,
+            username: UserName::new(username.username(), user_at),
         })
     }
 

@@ -220,13 +220,7 @@ fn stale_forged_and_foreign_nonces_get_438_with_a_fresh_one() {
     // Another 5-tuple's nonce.
     let bytes = h.one(client(1001), &cred.seal(allocate_request(), &nonce));
     assert_eq!(code(&bytes), ErrorCode::STALE_NONCE);
-    let fresh = Message::from_bytes(&bytes)
-        .unwrap()
-        .attribute::<Nonce>()
-        .unwrap()
-        .nonce()
-        .to_owned();
-    assert_ne!(fresh, nonce);
+    assert_ne!(nonce_of(&bytes), nonce, "a fresh one");
     // A forged one.
     let bytes = h.one(
         client(1000),

@@ -121,9 +121,7 @@ impl H {
 
     /// A nonce for `tuple`, obtained the way a client does: an unauthenticated request.
     fn nonce(&mut self, tuple: FiveTuple) -> String {
-        let bytes = self.one(tuple, &allocate_request().finish());
-        let msg = Message::from_bytes(&bytes).unwrap();
-        msg.attribute::<Nonce>().unwrap().nonce().to_owned()
+        nonce_of(&self.one(tuple, &allocate_request().finish()))
     }
 
     /// A successful allocation for `user` from `tuple`; returns the relayed address.
@@ -232,6 +230,12 @@ fn code(bytes: &[u8]) -> u16 {
         MessageClass::Error => msg.attribute::<ErrorCode>().unwrap().code(),
         c => panic!("not a response: {c:?}"),
     }
+}
+
+/// The NONCE of an answer (a challenge).
+fn nonce_of(bytes: &[u8]) -> String {
+    let msg = Message::from_bytes(bytes).unwrap();
+    msg.attribute::<Nonce>().unwrap().nonce().to_owned()
 }
 
 fn describe(bytes: &[u8]) -> String {
