@@ -100,3 +100,80 @@ impl RequestError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What each refusal puts on the wire, in numbers and words (RFC 8489 §14.8, RFC 8656
+    /// §19; none for a challenge), and the event it counts as.
+    #[test]
+    fn each_refusal_has_its_code_phrase_and_event() {
+        use AuthFailure::*;
+        let auth = RequestError::AuthFailed;
+        let forbidden = |reason| RequestError::Forbidden { reason };
+        let quota = |total| RequestError::AllocationQuotaReached { total };
+        let unknown = UnknownAttributes::new(&[0x0030.into()]);
+        let wire = [
+            (RequestError::BadRequest, "400 Bad Request"),
+            (
+                RequestError::UnknownAttributes(unknown),
+                "420 Unknown Attribute",
+            ),
+            (RequestError::Unauthenticated, "401 "),
+            (auth(MissingAttributes), "400 Bad Request"),
+            (auth(StaleNonce), "438 "),
+            (auth(WrongRealm), "401 "),
+            (auth(MalformedUsername), "401 "),
+            (auth(Expired), "401 "),
+            (auth(BadIntegrity), "401 "),
+            (auth(WrongCredentials), "441 Wrong Credentials"),
+            (forbidden(Refusal::Reserved("loopback")), "403 Forbidden"),
+            (RequestError::AllocationMismatch, "437 Allocation Mismatch"),
+            (
+                RequestError::AddressFamilyNotSupported,
+                "440 Address Family Not Supported",
+            ),
+            (
+                RequestError::UnsupportedTransport,
+                "442 Unsupported Transport Protocol",
+            ),
+            (
+                RequestError::PeerAddressFamilyMismatch,
+                "443 Peer Address Family Mismatch",
+            ),
+            (quota(false), "486 Allocation Quota Reached"),
+            (
+                RequestError::InsufficientCapacity,
+                "508 Insufficient Capacity",
+            ),
+        ];
+        for (error, want) in wire {
+            let attribute = error.error_code().expect("a valid ERROR-CODE");
+            let got = format!("{} {}", attribute.code(), attribute.reason());
+            assert_eq!(got, want, "{error:?}");
+            assert_eq!(error.code(), attribute.code());
+            assert_eq!(error.is_challenge(), want.ends_with(' '), "{error:?}");
+            let counted = matches!(
+                error,
+                RequestError::AuthFailed(_)
+                    | RequestError::Forbidden { .. }
+                    | RequestError::AllocationQuotaReached { .. }
+            );
+            assert_eq!(error.event().is_some(), counted, "{error:?}");
+        }
+        // Counted as what they are.
+        for failure in [
+            MissingAttributes,
+            StaleNonce,
+            BadIntegrity,
+            WrongCredentials,
+        ] {
+            assert_eq!(auth(failure).event(), Some(Event::AuthFailed(failure)));
+        }
+        let denied = Some(Event::PeerRefused(Refusal::Denied));
+        assert_eq!(forbidden(Refusal::Denied).event(), denied);
+        let total = Some(Event::QuotaReached { total: true });
+        assert_eq!(quota(true).event(), total);
+    }
+}
