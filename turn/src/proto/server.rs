@@ -451,13 +451,8 @@ impl Server {
             (MessageClass::Indication, SEND) => return self.send(now, &tuple, &msg, data),
             (MessageClass::Request, m) => {
                 let reply = reply_opts(&msg, None);
-                self.refuse(
-                    tuple,
-                    m,
-                    msg.transaction_id(),
-                    &RequestError::BadRequest,
-                    &reply,
-                );
+                let txid = msg.transaction_id();
+                self.refuse(tuple, m, txid, &RequestError::BadRequest, &reply);
             }
             // Binding indications (keepalives), responses and other indications: nothing.
             _ => {}
@@ -535,13 +530,12 @@ impl Server {
             .get(&tuple)
             .copied()
             .filter(|&id| self.get(id).is_some_and(Allocation::is_active));
+        let other_user = id
+            .and_then(|id| self.get(id))
+            .is_some_and(|a| a.username.as_str() != auth.username.as_str());
         let outcome = match (id, unknown_required(msg)) {
             (None, _) => Err(RequestError::AllocationMismatch),
-            (Some(id), _)
-                if self
-                    .get(id)
-                    .is_some_and(|a| a.username.as_str() != auth.username.as_str()) =>
-            {
+            (Some(_), _) if other_user => {
                 Err(RequestError::AuthFailed(AuthFailure::WrongCredentials))
             }
             (Some(_), Some(unknown)) => Err(RequestError::UnknownAttributes(unknown)),
