@@ -1,13 +1,15 @@
 //! `GET /metrics`: Prometheus text, through the `metrics` facade and its Prometheus exporter
 //! (rendering only; the daemon's own HTTP server serves it).
 //!
-//! Recorded where they happen: HTTP requests by route, method and status, and their duration
-//! ([`track`], a middleware); store jobs' latency (`switchboard_store_job_seconds`, in the
-//! signaling crate); TURN authentication failures by reason and peer-policy refusals by range
-//! (in the relay thread: rare events). Read at each scrape from the relay's and the hub's
-//! counters ([`Sources`]): allocations, relayed packets and bytes each way, connections,
-//! quota refusals, sockets, calls by state and queued webhooks (one store job). Webhook
-//! deliveries, failures and drops are counted by the delivery tasks (src/webhooks.rs).
+//! Each metric is counted once, in one place. Recorded where they happen: HTTP requests by
+//! route, method and status, and their duration ([`track`], a middleware); store jobs' latency
+//! (`switchboard_store_job_seconds`, in the signaling crate); TURN authentication failures by
+//! reason, peer-policy refusals by range and dropped challenges (in the relay thread: rare
+//! events, counted by label). Read at each scrape from the relay's and the hub's counters
+//! ([`Sources`]; the relay's are [`Stats`] atomics): allocations, relayed packets and bytes
+//! each way, hairpinned packets, connections, quota refusals, sockets, calls by state and
+//! queued webhooks (one store job). Webhook deliveries, failures and drops are counted by the
+//! delivery tasks (src/webhooks.rs).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

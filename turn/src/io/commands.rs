@@ -74,14 +74,7 @@ impl Driver {
                 lifetime,
             } => {
                 s.allocations.fetch_sub(1, Ordering::Relaxed);
-                s.closed_packets_to_peer
-                    .fetch_add(usage.packets_to_peer, Ordering::Relaxed);
-                s.closed_bytes_to_peer
-                    .fetch_add(usage.bytes_to_peer, Ordering::Relaxed);
-                s.closed_packets_from_peer
-                    .fetch_add(usage.packets_from_peer, Ordering::Relaxed);
-                s.closed_bytes_from_peer
-                    .fetch_add(usage.bytes_from_peer, Ordering::Relaxed);
+                self.closed_total += usage;
                 let reason = match reason {
                     CloseReason::Expired => "expired",
                     CloseReason::Deleted => "deleted",
@@ -113,13 +106,11 @@ impl Driver {
                 }
             }
             Event::AuthFailed(f) => {
-                s.auth_failures.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!("switchboard_turn_auth_failures_total", "reason" => f.label())
                     .increment(1);
                 tracing::debug!(reason = f.label(), "authentication failed");
             }
             Event::PeerRefused(r) => {
-                s.peer_refusals.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!("switchboard_turn_peer_refusals_total", "range" => r.label())
                     .increment(1);
                 tracing::debug!(range = r.label(), "peer refused by policy");

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::proto::{
     ClientAction, Family, FiveTuple, Time, Transport, Usage, PEER_HEADROOM, PEER_TAILROOM,
@@ -103,31 +103,14 @@ impl Driver {
         }
         *self.stats.users.lock().unwrap_or_else(|e| e.into_inner()) = users;
         // Closed and open at the same instant (see the loop): the sum only grows.
+        let mut relayed = self.closed_total;
+        relayed += open;
         let s = &self.stats;
-        for (total, closed, open) in [
-            (
-                &s.relayed_packets_to_peer,
-                &s.closed_packets_to_peer,
-                open.packets_to_peer,
-            ),
-            (
-                &s.relayed_bytes_to_peer,
-                &s.closed_bytes_to_peer,
-                open.bytes_to_peer,
-            ),
-            (
-                &s.relayed_packets_from_peer,
-                &s.closed_packets_from_peer,
-                open.packets_from_peer,
-            ),
-            (
-                &s.relayed_bytes_from_peer,
-                &s.closed_bytes_from_peer,
-                open.bytes_from_peer,
-            ),
-        ] {
-            total.store(closed.load(Ordering::Relaxed) + open, Ordering::Relaxed);
-        }
+        let store = |counter: &AtomicU64, value| counter.store(value, Ordering::Relaxed);
+        store(&s.relayed_packets_to_peer, relayed.packets_to_peer);
+        store(&s.relayed_bytes_to_peer, relayed.bytes_to_peer);
+        store(&s.relayed_packets_from_peer, relayed.packets_from_peer);
+        store(&s.relayed_bytes_from_peer, relayed.bytes_from_peer);
     }
 
     /// Whether usage is to be published: while allocations are open, and once after one closed.

@@ -1,9 +1,12 @@
-//! The few Linux system calls the driver needs that std does not wrap: epoll, eventfd,
-//! socket options and the host's interface addresses.
+//! The few Linux system calls the driver needs that std does not wrap: epoll, eventfd and the
+//! host's interface addresses through libc; socket creation and options through socket2.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+use socket2::{Domain, SockRef, Socket, TcpKeepalive, Type};
 
 pub(super) const EMPTY_EVENT: libc::epoll_event = libc::epoll_event { events: 0, u64: 0 };
 
@@ -133,135 +136,49 @@ impl AsRawFd for EventFd {
 
 /// Asks for larger kernel buffers on a busy socket (best effort: capped by net.core.*mem_max).
 pub(super) fn set_buffers(sock: &UdpSocket, bytes: usize) {
-    let v = bytes.min(i32::MAX as usize) as libc::c_int;
-    for opt in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
-        // SAFETY: passes a pointer to a c_int and its size, as setsockopt expects.
-        unsafe {
-            libc::setsockopt(
-                sock.as_raw_fd(),
-                libc::SOL_SOCKET,
-                opt,
-                (&v as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-    }
+    let sock = SockRef::from(sock);
+    let bytes = bytes.min(i32::MAX as usize);
+    let _ = sock.set_recv_buffer_size(bytes);
+    let _ = sock.set_send_buffer_size(bytes);
 }
 
 /// A UDP socket bound to `addr`; an IPv6 one only for IPv6 (`IPV6_V6ONLY`), so that `[::]:3478`
 /// and `0.0.0.0:3478` can both be listened on, and IPv4 clients are always seen as IPv4.
 pub(super) fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
-    let fd = socket_for(addr, libc::SOCK_DGRAM)?;
-    // SAFETY: `fd` is fresh and owned by nobody else.
-    let sock = unsafe { UdpSocket::from_raw_fd(fd) };
-    bind(fd, addr)?;
-    Ok(sock)
+    let sock = socket_for(addr, Type::DGRAM)?;
+    sock.bind(&addr.into())?;
+    Ok(sock.into())
 }
 
 /// A listening TCP socket on `addr`, IPv6-only like [`bind_udp`], with `SO_REUSEADDR` so a
 /// restart binds again while old connections sit in TIME_WAIT.
 pub(super) fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
-    let fd = socket_for(addr, libc::SOCK_STREAM)?;
-    // SAFETY: `fd` is fresh and owned by nobody else.
-    let sock = unsafe { TcpListener::from_raw_fd(fd) };
-    set_int(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
-    bind(fd, addr)?;
-    // SAFETY: no pointers.
-    check(unsafe { libc::listen(fd, 1024) })?;
-    Ok(sock)
+    let sock = socket_for(addr, Type::STREAM)?;
+    sock.set_reuse_address(true)?;
+    sock.bind(&addr.into())?;
+    sock.listen(1024)?;
+    Ok(sock.into())
 }
 
 /// Options for an accepted client connection: no Nagle delay (media is latency-bound), and
 /// keepalives so a peer that vanished is noticed in about two minutes, not hours.
 pub(super) fn tune_stream(sock: &TcpStream) {
     let _ = sock.set_nodelay(true);
-    let fd = sock.as_raw_fd();
-    let _ = set_int(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1);
-    let _ = set_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, 60);
-    let _ = set_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, 10);
-    let _ = set_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 6);
+    let keepalive = TcpKeepalive::new()
+        .with_time(Duration::from_secs(60))
+        .with_interval(Duration::from_secs(10))
+        .with_retries(6);
+    let _ = SockRef::from(sock).set_tcp_keepalive(&keepalive);
 }
 
-fn set_int(fd: RawFd, level: libc::c_int, opt: libc::c_int, value: libc::c_int) -> io::Result<()> {
-    // SAFETY: a pointer to a c_int and its size, as setsockopt expects.
-    check(unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            opt,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    })?;
-    Ok(())
-}
-
-/// A new socket of `kind` for `addr`'s family (IPv6-only for IPv6). The caller owns the fd.
-fn socket_for(addr: SocketAddr, kind: libc::c_int) -> io::Result<RawFd> {
-    let domain = match addr {
-        SocketAddr::V4(_) => libc::AF_INET,
-        SocketAddr::V6(_) => libc::AF_INET6,
-    };
-    // SAFETY: no pointers; a non-negative result is a new fd we own.
-    let fd = check(unsafe { libc::socket(domain, kind | libc::SOCK_CLOEXEC, 0) })?;
+/// A new socket of `kind` for `addr`'s family (IPv6-only for IPv6), close-on-exec (socket2
+/// creates it so).
+fn socket_for(addr: SocketAddr, kind: Type) -> io::Result<Socket> {
+    let sock = Socket::new(Domain::for_address(addr), kind, None)?;
     if addr.is_ipv6() {
-        if let Err(e) = set_int(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 1) {
-            // SAFETY: `fd` is ours and closed once.
-            unsafe { libc::close(fd) };
-            return Err(e);
-        }
+        sock.set_only_v6(true)?;
     }
-    Ok(fd)
-}
-
-fn bind(fd: RawFd, addr: SocketAddr) -> io::Result<()> {
-    let len = match addr {
-        SocketAddr::V4(_) => std::mem::size_of::<libc::sockaddr_in>(),
-        SocketAddr::V6(_) => std::mem::size_of::<libc::sockaddr_in6>(),
-    };
-    let raw = sockaddr(addr);
-    // SAFETY: `raw` holds a sockaddr_in or sockaddr_in6 of `len` bytes, matching the socket's family.
-    check(unsafe {
-        libc::bind(
-            fd,
-            (&raw as *const libc::sockaddr_storage).cast(),
-            len as libc::socklen_t,
-        )
-    })?;
-    Ok(())
-}
-
-fn sockaddr(addr: SocketAddr) -> libc::sockaddr_storage {
-    // SAFETY: sockaddr_storage is plain data; all zeroes is a valid value.
-    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    match addr {
-        SocketAddr::V4(a) => {
-            let sin = libc::sockaddr_in {
-                sin_family: libc::AF_INET as libc::sa_family_t,
-                sin_port: a.port().to_be(),
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from_ne_bytes(a.ip().octets()),
-                },
-                sin_zero: [0; 8],
-            };
-            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
-            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin) };
-        }
-        SocketAddr::V6(a) => {
-            let sin6 = libc::sockaddr_in6 {
-                sin6_family: libc::AF_INET6 as libc::sa_family_t,
-                sin6_port: a.port().to_be(),
-                sin6_flowinfo: a.flowinfo(),
-                sin6_addr: libc::in6_addr {
-                    s6_addr: a.ip().octets(),
-                },
-                sin6_scope_id: a.scope_id(),
-            };
-            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
-            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin6) };
-        }
-    }
-    storage
+    Ok(sock)
 }
 
 /// The IP addresses of this host's interfaces (empty if they cannot be listed).

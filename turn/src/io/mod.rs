@@ -115,33 +115,24 @@ impl RelayConfig {
 }
 
 /// Counters the relay thread publishes, for logs and metrics. Written by one thread only.
+///
+/// Each relay metric is counted once, in one of two ways: here, as an atomic the daemon reads
+/// at each scrape, for what changes often (per allocation, per packet) or must show before it
+/// first happens; or, for rare events by reason (authentication failures, peer refusals,
+/// dropped challenges), as a `metrics` counter incremented where the relay thread records the
+/// event (`commands.rs`), because a label per reason is what they are read by.
 #[derive(Debug, Default)]
 pub struct Stats {
     /// Allocations open now.
     pub allocations: AtomicU64,
     /// Allocations ever created.
     pub allocations_total: AtomicU64,
-    /// Requests that failed authentication (challenges excluded).
-    pub auth_failures: AtomicU64,
-    /// Permissions, channels and Sends refused by the peer policy.
-    pub peer_refusals: AtomicU64,
     /// Allocate requests refused for a quota.
     pub quota_refusals: AtomicU64,
-    /// Payload packets and bytes relayed by allocations that have closed, each way.
-    pub closed_packets_to_peer: AtomicU64,
-    pub closed_bytes_to_peer: AtomicU64,
-    pub closed_packets_from_peer: AtomicU64,
-    pub closed_bytes_from_peer: AtomicU64,
     /// TCP and TLS client connections open now.
     pub connections: AtomicU64,
     /// TCP and TLS client connections ever accepted.
     pub connections_total: AtomicU64,
-    /// Connections closed on accept because `max_connections` were open.
-    pub connections_refused: AtomicU64,
-    /// Connections closed for a framing error, a TLS error, a timeout or a stalled reader.
-    pub connections_dropped: AtomicU64,
-    /// Messages not queued to a connection whose outgoing queue was full (a slow reader).
-    pub stream_drops: AtomicU64,
     /// Payload packets passed from one of this relay's allocations to another inside the
     /// process (both ends of a call relayed by this box; their permissions decide delivery).
     pub hairpin_packets: AtomicU64,
@@ -261,6 +252,7 @@ impl Relay {
             stall_timeout: config.stall_timeout,
             next_conn_check: None,
             closed_usage: HashMap::new(),
+            closed_total: Usage::default(),
             next_usage: Time::from_unix_millis(0),
             usage_changed: false,
             relays: Vec::new(),
@@ -428,6 +420,8 @@ struct Driver {
     stats: Arc<Stats>,
     /// What closed allocations relayed, per user, and when the user's last one closed.
     closed_usage: HashMap<Box<str>, (Usage, Time)>,
+    /// What closed allocations relayed, all users together.
+    closed_total: Usage,
     /// When [`Stats::user_usage`] is next published, if allocations are open or one closed.
     next_usage: Time,
     usage_changed: bool,

@@ -83,9 +83,6 @@ impl Driver {
                 }
             };
             if self.by_tuple.len() >= self.max_connections {
-                self.stats
-                    .connections_refused
-                    .fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(%client, "connection refused: max_connections reached");
                 continue; // Dropping `sock` closes it.
             }
@@ -293,8 +290,7 @@ impl Driver {
         };
         let limit = if control { 2 * OUT_LIMIT } else { OUT_LIMIT };
         if conn.queued() >= limit {
-            self.stats.stream_drops.fetch_add(1, Ordering::Relaxed);
-            return;
+            return; // A reader this slow loses messages, as it would over UDP.
         }
         match &mut conn.tls {
             None => {
@@ -466,7 +462,7 @@ impl Driver {
         self.next_conn_check = (!self.by_tuple.is_empty()).then(|| now + CHECK_INTERVAL);
     }
 
-    /// Closes a connection and ends its allocation. `why`: an error, for the log and stats.
+    /// Closes a connection and ends its allocation. `why`: an error, for the log.
     pub(super) fn close_conn(&mut self, index: usize, now: Time, why: Why) {
         let Some(conn) = self.conns.get_mut(index).and_then(Option::take) else {
             return;
@@ -478,9 +474,6 @@ impl Driver {
         self.free_conns.push(index);
         self.stats.connections.fetch_sub(1, Ordering::Relaxed);
         if let Some(why) = why {
-            self.stats
-                .connections_dropped
-                .fetch_add(1, Ordering::Relaxed);
             tracing::debug!(client = %conn.tuple.client, transport = ?conn.tuple.transport, why, "connection closed");
         }
         self.server.close_client(now, &conn.tuple);

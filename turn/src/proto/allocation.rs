@@ -13,7 +13,7 @@ use stun_types::message::{IntegrityKey, TransactionId};
 
 use super::channel::Channels;
 use super::permission::Permissions;
-use super::{Family, FiveTuple, Time};
+use super::{Family, FiveTuple, RequestError, Time};
 
 /// Identifies an allocation for the driver: a slot index and a generation, so that an id held
 /// after its allocation closed never reaches the allocation that reuses the slot.
@@ -104,6 +104,35 @@ impl ResponseCache {
     }
 }
 
+/// A username as authenticated, `<expiry><separator><user>` or `<expiry>` alone, and where its
+/// user starts: what quotas and usage count by ([`credentials::VerifiedUser::user`]).
+///
+/// [`credentials::VerifiedUser::user`]: super::credentials::VerifiedUser::user
+#[derive(Clone, Debug)]
+pub(crate) struct UserName {
+    full: Box<str>,
+    user_at: usize,
+}
+
+impl UserName {
+    pub(crate) fn new(full: &str, user_at: usize) -> Self {
+        UserName {
+            full: full.into(),
+            user_at,
+        }
+    }
+
+    /// The whole username.
+    pub(crate) fn as_str(&self) -> &str {
+        &self.full
+    }
+
+    /// The user part (all of it when there is no separator).
+    pub(crate) fn user(&self) -> &str {
+        self.full.get(self.user_at..).unwrap_or_default()
+    }
+}
+
 /// Where an allocation is in its life.
 #[derive(Debug)]
 pub(crate) enum Phase {
@@ -115,9 +144,9 @@ pub(crate) enum Phase {
         fingerprint: bool,
         /// The families whose relay socket the driver has yet to report (IPv4, IPv6).
         waiting: [bool; 2],
-        /// The ADDRESS-ERROR-CODE for an IPv6 address asked for and not given (440: no IPv6
-        /// relay address configured; 508: its socket could not be opened).
-        v6_error: Option<u16>,
+        /// The ADDRESS-ERROR-CODE for an IPv6 address asked for and not given (no IPv6 relay
+        /// address configured, or its socket could not be opened).
+        v6_error: Option<RequestError>,
     },
     /// Relaying.
     Active,
@@ -126,10 +155,8 @@ pub(crate) enum Phase {
 #[derive(Debug)]
 pub(crate) struct Allocation {
     pub(crate) tuple: FiveTuple,
-    /// `<expiry><separator><user>`, as authenticated.
-    pub(crate) username: Box<str>,
-    /// Where the user (what quotas and usage count by) starts in `username`.
-    pub(crate) user_at: usize,
+    /// The username that authenticated it.
+    pub(crate) username: UserName,
     /// The long-term key for `username`, cached so later requests skip the HMAC and MD5.
     pub(crate) key: IntegrityKey,
     /// The Allocate request that created it, to recognise its retransmissions.
@@ -155,10 +182,15 @@ impl Allocation {
     ///
     /// [`credentials::VerifiedUser::user`]: super::credentials::VerifiedUser::user
     pub(crate) fn user(&self) -> &str {
-        self.username.get(self.user_at..).unwrap_or_default()
+        self.username.user()
     }
 
     pub(crate) fn is_active(&self) -> bool {
         matches!(self.phase, Phase::Active)
+    }
+
+    /// Whether its relay socket of `family` is open.
+    pub(crate) fn has_relay(&self, family: Family) -> bool {
+        self.relayed[family.index()].is_some()
     }
 }

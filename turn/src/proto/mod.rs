@@ -23,6 +23,7 @@ pub mod allocation;
 pub mod channel;
 pub mod config;
 pub mod credentials;
+mod error;
 pub mod limit;
 pub mod nonce;
 pub mod permission;
@@ -36,6 +37,7 @@ use std::time::Duration;
 
 pub use allocation::{AllocId, Usage};
 pub use config::ServerConfig;
+pub use error::RequestError;
 pub use policy::Refusal;
 pub use server::{ClientAction, PeerAction, Server, PEER_HEADROOM, PEER_TAILROOM};
 pub use time::Time;

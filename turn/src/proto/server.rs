@@ -7,6 +7,9 @@
 //! - [`allocate`]: Allocate and Refresh (RFC 8656 §7);
 //! - [`data`]: permissions, channels, Send/Data indications and ChannelData (RFC 8656 §9–12);
 //! - [`reply`]: building the answers (RFC 8489 §6.3).
+//!
+//! Every refusal is a [`RequestError`], which alone knows its error code and the event it is
+//! counted as; [`Server::refusal`] answers with it.
 
 mod allocate;
 mod auth;
@@ -20,9 +23,7 @@ use std::net::SocketAddr;
 use std::ops::Range;
 use std::time::Duration;
 
-use stun_types::attribute::{
-    Attribute as _, AttributeType, ErrorCode, UnknownAttributes, XorMappedAddress,
-};
+use stun_types::attribute::{Attribute as _, AttributeType, UnknownAttributes, XorMappedAddress};
 use stun_types::message::{
     Message, MessageClass, MessageHeader, Method, StunParseError, TransactionId, BINDING,
 };
@@ -32,13 +33,13 @@ use turn_types::AddressFamily;
 
 use self::auth::has_integrity;
 use self::data::{canonical, data_indication_body, frame_data_indication};
-use self::reply::{error_bytes, put, reply_opts, success_bytes, Reply};
+use self::reply::{put, reply_opts, success_bytes, Reply};
 use super::allocation::{AllocId, Allocation, Phase, Usage};
 use super::limit::ChallengeLimiter;
 use super::nonce::Nonces;
 use super::{
-    AuthFailure, CloseReason, Command, Event, Family, FiveTuple, OpenError, ServerConfig, Time,
-    Transmit,
+    AuthFailure, CloseReason, Command, Event, Family, FiveTuple, OpenError, RequestError,
+    ServerConfig, Time, Transmit,
 };
 
 /// Bytes [`Server::handle_peer_data`] needs in front of a peer's payload to frame it in place:
@@ -355,13 +356,15 @@ impl Server {
             Ok(addr) => alloc.relayed[family.index()] = Some(addr),
             // The IPv6 half of a dual allocation failed: the IPv4 half still stands, and the
             // answer says why there is no IPv6 address (RFC 8656 §7.2).
-            Err(_) if family != alloc.primary => *v6_error = Some(508),
+            Err(_) if family != alloc.primary => {
+                *v6_error = Some(RequestError::InsufficientCapacity)
+            }
             Err(_) => {}
         }
         if !done {
             return;
         }
-        let v6_error = *v6_error;
+        let v6_error = v6_error.take();
         let key = alloc.key.clone();
         let tuple = alloc.tuple;
         let txid = alloc.created_by;
@@ -371,7 +374,7 @@ impl Server {
         };
         let relayed = alloc.relayed;
         let Some(primary) = relayed[alloc.primary.index()] else {
-            let bytes = error_bytes(ALLOCATE, txid, 508, &reply, |_| {});
+            let bytes = self.refusal(ALLOCATE, txid, &RequestError::InsufficientCapacity, &reply);
             if relayed.iter().any(Option::is_some) {
                 self.commands.push_back(Command::CloseRelay { id });
             }
@@ -397,10 +400,8 @@ impl Server {
             }
             put(w, &Lifetime::new(lifetime.as_secs() as u32));
             put(w, &XorMappedAddress::new(tuple.client, txid));
-            if let Some(code) = v6_error {
-                if let Ok(code) = ErrorCode::builder(code).build() {
-                    put(w, &AddressErrorCode::new(AddressFamily::IPV6, code));
-                }
+            if let Some(code) = v6_error.as_ref().and_then(RequestError::error_code) {
+                put(w, &AddressErrorCode::new(AddressFamily::IPV6, code));
             }
         });
         alloc.responses.put(txid, &bytes);
@@ -434,14 +435,8 @@ impl Server {
                             key: None,
                             fingerprint: false,
                         };
-                        let bytes = error_bytes(
-                            h.get_type().method(),
-                            h.transaction_id(),
-                            400,
-                            &reply,
-                            |_| {},
-                        );
-                        self.transmits.push_back(Transmit { tuple, data: bytes });
+                        let (method, txid) = (h.get_type().method(), h.transaction_id());
+                        self.refuse(tuple, method, txid, &RequestError::BadRequest, &reply);
                     }
                 }
                 return ClientAction::Done;
@@ -456,8 +451,8 @@ impl Server {
             (MessageClass::Indication, SEND) => return self.send(now, &tuple, &msg, data),
             (MessageClass::Request, m) => {
                 let reply = reply_opts(&msg, None);
-                let bytes = error_bytes(m, msg.transaction_id(), 400, &reply, |_| {});
-                self.transmits.push_back(Transmit { tuple, data: bytes });
+                let txid = msg.transaction_id();
+                self.refuse(tuple, m, txid, &RequestError::BadRequest, &reply);
             }
             // Binding indications (keepalives), responses and other indications: nothing.
             _ => {}
@@ -469,13 +464,18 @@ impl Server {
     fn binding(&mut self, tuple: FiveTuple, msg: &Message<'_>) {
         let reply = reply_opts(msg, None);
         let txid = msg.transaction_id();
-        let bytes = match unknown_required(msg) {
-            Some(unknown) => error_bytes(BINDING, txid, 420, &reply, |w| put(w, &unknown)),
-            None => success_bytes(BINDING, txid, &reply, |w| {
-                put(w, &XorMappedAddress::new(tuple.client, txid));
-            }),
-        };
-        self.transmits.push_back(Transmit { tuple, data: bytes });
+        match unknown_required(msg) {
+            Some(unknown) => {
+                let error = RequestError::UnknownAttributes(unknown);
+                self.refuse(tuple, BINDING, txid, &error, &reply);
+            }
+            None => {
+                let bytes = success_bytes(BINDING, txid, &reply, |w| {
+                    put(w, &XorMappedAddress::new(tuple.client, txid));
+                });
+                self.transmits.push_back(Transmit { tuple, data: bytes });
+            }
+        }
     }
 
     /// Whether a request on an allocation from `tuple` with `txid` would be answered from the
@@ -520,8 +520,9 @@ impl Server {
             // request with 64 bytes: not worth a reflection. Dropped.
             return;
         }
-        let Some(auth) = self.authenticate(now, tuple, msg) else {
-            return;
+        let auth = match self.authenticate(now, tuple, msg) {
+            Ok(auth) => auth,
+            Err(e) => return self.refuse_unauthenticated(now, tuple, msg, &e),
         };
         let reply = reply_opts(msg, Some(&auth.key));
         let id = self
@@ -529,33 +530,28 @@ impl Server {
             .get(&tuple)
             .copied()
             .filter(|&id| self.get(id).is_some_and(Allocation::is_active));
-        let unknown = unknown_required(msg);
-        let outcome = match id {
-            None => Err(437),
-            Some(id) if self.get(id).is_some_and(|a| *a.username != *auth.username) => {
-                self.events
-                    .push_back(Event::AuthFailed(AuthFailure::WrongCredentials));
-                Err(441)
+        let other_user = id
+            .and_then(|id| self.get(id))
+            .is_some_and(|a| a.username.as_str() != auth.username.as_str());
+        let outcome = match (id, unknown_required(msg)) {
+            (None, _) => Err(RequestError::AllocationMismatch),
+            (Some(_), _) if other_user => {
+                Err(RequestError::AuthFailed(AuthFailure::WrongCredentials))
             }
-            Some(_) if unknown.is_some() => Err(420),
-            Some(id) => match method {
+            (Some(_), Some(unknown)) => Err(RequestError::UnknownAttributes(unknown)),
+            (Some(id), None) => match method {
                 REFRESH => self.refresh(now, id, msg),
                 CREATE_PERMISSION => self.create_permission(now, id, msg),
                 _ => self.channel_bind(now, id, msg),
             },
         };
-        let bytes = match outcome {
+        let bytes = match &outcome {
             Ok(lifetime) => success_bytes(method, txid, &reply, |w| {
                 if let Some(secs) = lifetime {
-                    put(w, &Lifetime::new(secs));
+                    put(w, &Lifetime::new(*secs));
                 }
             }),
-            Err(420) => error_bytes(method, txid, 420, &reply, |w| {
-                if let Some(u) = &unknown {
-                    put(w, u);
-                }
-            }),
-            Err(code) => error_bytes(method, txid, code, &reply, |_| {}),
+            Err(e) => self.refusal(method, txid, e, &reply),
         };
         let tombstone_room = self.tombstones.len() < MAX_TOMBSTONES;
         match id.and_then(|id| self.get_mut(id)) {

@@ -41,19 +41,18 @@ impl Time {
 impl std::ops::Add<Duration> for Time {
     type Output = Time;
     fn add(self, d: Duration) -> Time {
-        Time(
-            self.0
-                .saturating_add(d.as_millis().min(u64::MAX as u128) as u64),
-        )
+        Time(self.0.saturating_add(millis(d)))
     }
 }
 
 impl std::ops::Sub<Duration> for Time {
     type Output = Time;
     fn sub(self, d: Duration) -> Time {
-        Time(
-            self.0
-                .saturating_sub(d.as_millis().min(u64::MAX as u128) as u64),
-        )
+        Time(self.0.saturating_sub(millis(d)))
     }
+}
+
+/// `d` in whole milliseconds, at most `u64::MAX`.
+fn millis(d: Duration) -> u64 {
+    d.as_millis().min(u64::MAX as u128) as u64
 }

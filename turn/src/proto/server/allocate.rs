@@ -14,11 +14,26 @@ use turn_types::attribute::{
 use turn_types::message::ALLOCATE;
 use turn_types::AddressFamily;
 
-use super::auth::has_integrity;
-use super::reply::{error_bytes, put, reply_opts};
+use super::auth::{has_integrity, Authed};
+use super::reply::reply_opts;
 use super::{unknown_required, Server};
 use crate::proto::allocation::{AllocId, Allocation, Phase, Usage};
-use crate::proto::{CloseReason, Command, Event, Family, FiveTuple, ServerConfig, Time, Transmit};
+use crate::proto::{CloseReason, Command, Family, FiveTuple, RequestError, ServerConfig, Time};
+
+/// What a request on an allocation answers (Refresh, CreatePermission, ChannelBind):
+/// `Ok(Some(seconds))` with a LIFETIME, `Ok(None)` without.
+pub(super) type Answer = Result<Option<u32>, RequestError>;
+
+/// What an admitted Allocate asks the driver for.
+struct Admitted {
+    /// The family of its (first) relayed address.
+    primary: Family,
+    /// An IPv6 address besides the IPv4 one.
+    dual: bool,
+    even_port: bool,
+    /// Why an IPv6 address asked for is not given, for the ADDRESS-ERROR-CODE.
+    v6_error: Option<RequestError>,
+}
 
 impl Server {
     /// Allocate (RFC 8656 §7.2).
@@ -35,92 +50,30 @@ impl Server {
         if !has_integrity(msg) && !msg.has_attribute(RequestedTransport::TYPE) {
             // Malformed whoever sends it: a 28-byte 400 rather than a 64-byte challenge to a
             // possibly spoofed 20-byte request.
-            let bytes = error_bytes(ALLOCATE, txid, 400, &reply_opts(msg, None), |_| {});
-            self.transmits.push_back(Transmit { tuple, data: bytes });
-            return;
+            let reply = reply_opts(msg, None);
+            return self.refuse(tuple, ALLOCATE, txid, &RequestError::BadRequest, &reply);
         }
-        let Some(auth) = self.authenticate(now, tuple, msg) else {
-            return;
+        let auth = match self.authenticate(now, tuple, msg) {
+            Ok(auth) => auth,
+            Err(e) => return self.refuse_unauthenticated(now, tuple, msg, &e),
         };
         let reply = reply_opts(msg, Some(&auth.key));
-        let fail = |code: u16| error_bytes(ALLOCATE, txid, code, &reply, |_| {});
-        let refuse = |server: &mut Server, bytes: Vec<u8>| {
-            server.transmits.push_back(Transmit { tuple, data: bytes });
+        let Admitted {
+            primary,
+            dual,
+            even_port,
+            v6_error,
+        } = match self.admit(tuple, msg, &auth) {
+            Ok(admitted) => admitted,
+            Err(e) => return self.refuse(tuple, ALLOCATE, txid, &e, &reply),
         };
-        if self.by_tuple.contains_key(&tuple) {
-            return refuse(self, fail(437));
-        }
-        if let Some(unknown) = unknown_required(msg) {
-            let bytes = error_bytes(ALLOCATE, txid, 420, &reply, |w| put(w, &unknown));
-            return refuse(self, bytes);
-        }
-        match msg.attribute::<RequestedTransport>() {
-            Ok(t) if t.protocol() == RequestedTransport::UDP => {}
-            Ok(_) => return refuse(self, fail(442)),
-            Err(_) => return refuse(self, fail(400)),
-        }
-        let _ = msg.has_attribute(DontFragment::TYPE); // Accepted: the kernel's PMTU default.
-        let token = msg.has_attribute(ReservationToken::TYPE);
-        let even = msg.has_attribute(EvenPort::TYPE);
-        // Present but unparseable (an unknown family): 440 for REQUESTED-ADDRESS-FAMILY, 400 for
-        // ADDITIONAL-ADDRESS-FAMILY, which may only ask for IPv6 (RFC 8656 §7.2, §18.11-12).
-        let requested = match msg.attribute::<RequestedAddressFamily>() {
-            Ok(r) => Some(r),
-            Err(StunParseError::MissingAttribute(_)) => None,
-            Err(_) => return refuse(self, fail(440)),
-        };
-        let additional = match msg.attribute::<AdditionalAddressFamily>() {
-            Ok(a) if a.family() == AddressFamily::IPV6 => Some(a),
-            Err(StunParseError::MissingAttribute(_)) => None,
-            _ => return refuse(self, fail(400)),
-        };
-        if token && (even || requested.is_some() || additional.is_some()) {
-            return refuse(self, fail(400));
-        }
-        if requested.is_some() && additional.is_some() {
-            return refuse(self, fail(400));
-        }
-        // EVEN-PORT without its R bit only asks for an even port, which is easy to give. With
-        // R, or a RESERVATION-TOKEN, it asks for a reserved pair: not offered here, and RFC 8656
-        // §7.2 says 508 for a reservation the server cannot make.
-        let even_port = match msg.attribute::<EvenPort>() {
-            Ok(e) if e.requested() => return refuse(self, fail(508)),
-            Ok(_) => true,
-            Err(_) if even => return refuse(self, fail(400)),
-            Err(_) => false,
-        };
-        if token {
-            return refuse(self, fail(508));
-        }
-        // RFC 8656 §7.2: IPv4 unless REQUESTED-ADDRESS-FAMILY says IPv6, 440 when this relay
-        // has no address of that family; ADDITIONAL-ADDRESS-FAMILY (IPv6) adds an IPv6 address
-        // when there is one, and an ADDRESS-ERROR-CODE 440 in the success answer when not.
-        let primary = match requested.map(|r| r.family()) {
-            Some(AddressFamily::IPV6) => Family::V6,
-            _ => Family::V4,
-        };
-        if self.config.relay_ip(primary).is_none() {
-            return refuse(self, fail(440));
-        }
-        let dual = additional.is_some() && self.config.relay_ip(Family::V6).is_some();
-        let v6_error = (additional.is_some() && !dual).then_some(440);
-        let held = self.per_user.get(auth.user()).copied().unwrap_or(0);
-        if held >= self.config.user_quota {
-            self.events.push_back(Event::QuotaReached { total: false });
-            return refuse(self, fail(486));
-        }
-        if self.count >= self.config.total_quota as usize {
-            self.events.push_back(Event::QuotaReached { total: true });
-            return refuse(self, fail(486));
-        }
         let lifetime = allocate_lifetime(&self.config, msg);
-        let user: Box<str> = auth.user().into();
+        let user: Box<str> = auth.username.user().into();
         *self.per_user.entry(user).or_insert(0) += 1;
         let fingerprint = reply.fingerprint;
         let id = self.insert(|_| Allocation {
             tuple,
-            username: auth.username.into(),
-            user_at: auth.user_at,
+            username: auth.username,
             key: auth.key.clone(),
             created_by: txid,
             phase: Phase::Opening {
@@ -152,13 +105,91 @@ impl Server {
         }
     }
 
-    /// Refresh (RFC 8656 §7.3). `Ok(Some(lifetime))` to answer.
-    pub(super) fn refresh(
-        &mut self,
-        now: Time,
-        id: AllocId,
+    /// The Allocate request's attribute rules (RFC 8656 §7.2), then the quotas.
+    fn admit(
+        &self,
+        tuple: FiveTuple,
         msg: &Message<'_>,
-    ) -> Result<Option<u32>, u16> {
+        auth: &Authed,
+    ) -> Result<Admitted, RequestError> {
+        if self.by_tuple.contains_key(&tuple) {
+            return Err(RequestError::AllocationMismatch);
+        }
+        if let Some(unknown) = unknown_required(msg) {
+            return Err(RequestError::UnknownAttributes(unknown));
+        }
+        match msg.attribute::<RequestedTransport>() {
+            Ok(t) if t.protocol() == RequestedTransport::UDP => {}
+            Ok(_) => return Err(RequestError::UnsupportedTransport),
+            Err(_) => return Err(RequestError::BadRequest),
+        }
+        let _ = msg.has_attribute(DontFragment::TYPE); // Accepted: the kernel's PMTU default.
+        let token = msg.has_attribute(ReservationToken::TYPE);
+        let even = msg.has_attribute(EvenPort::TYPE);
+        // Present but unparseable (an unknown family): 440 for REQUESTED-ADDRESS-FAMILY, 400 for
+        // ADDITIONAL-ADDRESS-FAMILY, which may only ask for IPv6 (RFC 8656 §7.2, §18.11-12).
+        let requested = match msg.attribute::<RequestedAddressFamily>() {
+            Ok(r) => Some(r),
+            Err(StunParseError::MissingAttribute(_)) => None,
+            Err(_) => return Err(RequestError::AddressFamilyNotSupported),
+        };
+        let additional = match msg.attribute::<AdditionalAddressFamily>() {
+            Ok(a) if a.family() == AddressFamily::IPV6 => Some(a),
+            Err(StunParseError::MissingAttribute(_)) => None,
+            _ => return Err(RequestError::BadRequest),
+        };
+        if token && (even || requested.is_some() || additional.is_some()) {
+            return Err(RequestError::BadRequest);
+        }
+        if requested.is_some() && additional.is_some() {
+            return Err(RequestError::BadRequest);
+        }
+        // EVEN-PORT without its R bit only asks for an even port, which is easy to give. With
+        // R, or a RESERVATION-TOKEN, it asks for a reserved pair: not offered here, and RFC 8656
+        // §7.2 says 508 for a reservation the server cannot make.
+        let even_port = match msg.attribute::<EvenPort>() {
+            Ok(e) if e.requested() => return Err(RequestError::InsufficientCapacity),
+            Ok(_) => true,
+            Err(_) if even => return Err(RequestError::BadRequest),
+            Err(_) => false,
+        };
+        if token {
+            return Err(RequestError::InsufficientCapacity);
+        }
+        // RFC 8656 §7.2: IPv4 unless REQUESTED-ADDRESS-FAMILY says IPv6, 440 when this relay
+        // has no address of that family; ADDITIONAL-ADDRESS-FAMILY (IPv6) adds an IPv6 address
+        // when there is one, and an ADDRESS-ERROR-CODE 440 in the success answer when not.
+        let primary = match requested.map(|r| r.family()) {
+            Some(AddressFamily::IPV6) => Family::V6,
+            _ => Family::V4,
+        };
+        if self.config.relay_ip(primary).is_none() {
+            return Err(RequestError::AddressFamilyNotSupported);
+        }
+        let dual = additional.is_some() && self.config.relay_ip(Family::V6).is_some();
+        let v6_error =
+            (additional.is_some() && !dual).then_some(RequestError::AddressFamilyNotSupported);
+        let held = self
+            .per_user
+            .get(auth.username.user())
+            .copied()
+            .unwrap_or(0);
+        if held >= self.config.user_quota {
+            return Err(RequestError::AllocationQuotaReached { total: false });
+        }
+        if self.count >= self.config.total_quota as usize {
+            return Err(RequestError::AllocationQuotaReached { total: true });
+        }
+        Ok(Admitted {
+            primary,
+            dual,
+            even_port,
+            v6_error,
+        })
+    }
+
+    /// Refresh (RFC 8656 §7.3).
+    pub(super) fn refresh(&mut self, now: Time, id: AllocId, msg: &Message<'_>) -> Answer {
         if let Ok(r) = msg.attribute::<RequestedAddressFamily>() {
             // RFC 8656 §7.3: a family the allocation does not have is a mismatch.
             let family = if r.family() == AddressFamily::IPV6 {
@@ -166,11 +197,8 @@ impl Server {
             } else {
                 Family::V4
             };
-            if self
-                .get(id)
-                .is_none_or(|a| a.relayed[family.index()].is_none())
-            {
-                return Err(443);
+            if !self.get(id).is_some_and(|a| a.has_relay(family)) {
+                return Err(RequestError::PeerAddressFamilyMismatch);
             }
         }
         let requested = msg.attribute::<Lifetime>().ok().map(|l| l.seconds());

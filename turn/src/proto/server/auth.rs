@@ -2,93 +2,66 @@
 //! MESSAGE-INTEGRITY, and the 401/438 challenges with a fresh NONCE (§9.2.4, RFC 8656 §5).
 
 use stun_types::attribute::{
-    AttributeStaticType, Fingerprint, MessageIntegrity, MessageIntegritySha256, Nonce, Realm,
-    Username,
+    AttributeStaticType, MessageIntegrity, MessageIntegritySha256, Nonce, Realm, Username,
 };
-use stun_types::message::{IntegrityKey, Message, Method, TransactionId};
+use stun_types::message::{IntegrityKey, Message};
 
-use super::reply::{error_bytes, put, reply_opts, Reply};
+use super::reply::{error_bytes, put, reply_opts};
 use super::Server;
+use crate::proto::allocation::UserName;
 use crate::proto::credentials;
-use crate::proto::{AuthFailure, Event, FiveTuple, Time, Transmit, Transport};
+use crate::proto::{AuthFailure, Event, FiveTuple, RequestError, Time, Transmit, Transport};
 
 /// What an authenticated request proved.
 pub(super) struct Authed {
     pub(super) key: IntegrityKey,
-    /// `<expiry><separator><user>`, or `<expiry>` alone.
-    pub(super) username: String,
-    /// Where the user starts in `username` ([`credentials::VerifiedUser::user`]).
-    pub(super) user_at: usize,
-}
-
-impl Authed {
-    pub(super) fn user(&self) -> &str {
-        self.username.get(self.user_at..).unwrap_or_default()
-    }
+    pub(super) username: UserName,
 }
 
 /// The longest message whose MESSAGE-INTEGRITY is checked (see [`Server::authenticate`]).
 const MAX_VERIFIABLE: usize = u16::MAX as usize;
 
 impl Server {
-    /// Long-term credential check (RFC 8489 §9.2.4). On failure the answer is queued.
+    /// Long-term credential check (RFC 8489 §9.2.4). On failure, answer with
+    /// [`Server::refuse_unauthenticated`].
     pub(super) fn authenticate(
         &mut self,
         now: Time,
         tuple: FiveTuple,
         msg: &Message<'_>,
-    ) -> Option<Authed> {
-        let method = msg.method();
-        let txid = msg.transaction_id();
-        let fingerprint = msg.has_attribute(Fingerprint::TYPE);
+    ) -> Result<Authed, RequestError> {
         if !has_integrity(msg) {
-            self.challenge(now, tuple, method, txid, 401, fingerprint);
-            return None;
+            return Err(RequestError::Unauthenticated);
         }
         let (Ok(username), Ok(realm), Ok(nonce)) = (
             msg.attribute::<Username>(),
             msg.attribute::<Realm>(),
             msg.attribute::<Nonce>(),
         ) else {
-            self.events
-                .push_back(Event::AuthFailed(AuthFailure::MissingAttributes));
-            let reply = reply_opts(msg, None);
-            let bytes = error_bytes(method, txid, 400, &reply, |_| {});
-            self.transmits.push_back(Transmit { tuple, data: bytes });
-            return None;
+            return Err(RequestError::AuthFailed(AuthFailure::MissingAttributes));
         };
         if !self.nonces.is_valid(nonce.nonce(), now, &tuple) {
-            self.events
-                .push_back(Event::AuthFailed(AuthFailure::StaleNonce));
-            self.challenge(now, tuple, method, txid, 438, fingerprint);
-            return None;
+            return Err(RequestError::AuthFailed(AuthFailure::StaleNonce));
         }
-        let verified = if realm.realm() != self.config.realm {
-            Err(AuthFailure::WrongRealm)
-        } else {
-            match credentials::verify(
-                username.username(),
-                self.config.rest_api_separator,
-                now.unix_secs(),
-            ) {
-                Ok(v) => Ok(username.username().len() - v.user.len()),
-                Err(credentials::CredentialError::Expired) => Err(AuthFailure::Expired),
-                Err(_) => Err(AuthFailure::MalformedUsername),
+        if realm.realm() != self.config.realm {
+            return Err(RequestError::AuthFailed(AuthFailure::WrongRealm));
+        }
+        let user_at = match credentials::verify(
+            username.username(),
+            self.config.rest_api_separator,
+            now.unix_secs(),
+        ) {
+            Ok(v) => username.username().len() - v.user.len(),
+            Err(credentials::CredentialError::Expired) => {
+                return Err(RequestError::AuthFailed(AuthFailure::Expired))
             }
-        };
-        let user_at = match verified {
-            Ok(at) => at,
-            Err(failure) => {
-                self.events.push_back(Event::AuthFailed(failure));
-                self.challenge(now, tuple, method, txid, 401, fingerprint);
-                return None;
-            }
+            Err(_) => return Err(RequestError::AuthFailed(AuthFailure::MalformedUsername)),
         };
         let cached = self
             .by_tuple
             .get(&tuple)
             .and_then(|&id| self.get(id))
-            .filter(|a| &*a.username == username.username())
+            .filter(|a| a.username.as_str() == username.username())
             .map(|a| a.key.clone());
         let key = cached.unwrap_or_else(|| {
             let password = credentials::password_for(&self.config.secret, username.username());
@@ -99,29 +72,29 @@ impl Server {
         // reach 65,555 bytes); no real request comes near that, so such a message is refused as
         // unverifiable instead of being handed to it.
         if msg.as_bytes().len() > MAX_VERIFIABLE || msg.validate_integrity_with_key(&key).is_err() {
-            self.events
-                .push_back(Event::AuthFailed(AuthFailure::BadIntegrity));
-            self.challenge(now, tuple, method, txid, 401, fingerprint);
-            return None;
+            return Err(RequestError::AuthFailed(AuthFailure::BadIntegrity));
         }
-        Some(Authed {
+        Ok(Authed {
             key,
-            username: username.username().to_owned(),
-            user_at,
+            username: UserName::new(username.username(), user_at),
         })
     }
 
-    /// 401 or 438 with REALM and a fresh NONCE. Kept small (no reason phrase): it is what an
-    /// unauthenticated source can make the relay send, so it must not amplify.
-    fn challenge(
+    /// Answers a request that did not authenticate: a challenge, or (credentials missing
+    /// beside MESSAGE-INTEGRITY) a plain error, unsigned either way.
+    pub(super) fn refuse_unauthenticated(
         &mut self,
         now: Time,
         tuple: FiveTuple,
-        method: Method,
-        txid: TransactionId,
-        code: u16,
-        fingerprint: bool,
+        msg: &Message<'_>,
+        error: &RequestError,
     ) {
+        let reply = reply_opts(msg, None);
+        let (method, txid) = (msg.method(), msg.transaction_id());
+        if !error.is_challenge() {
+            return self.refuse(tuple, method, txid, error, &reply);
+        }
+        self.record(error);
         // A spoofable source gets only so many: see [`limit`](crate::proto::limit). Loopback
         // cannot be spoofed from outside the box (the kernel drops such packets as martians).
         let source = tuple.client.ip().to_canonical();
@@ -133,13 +106,9 @@ impl Server {
             return;
         }
         let nonce = self.nonces.issue(now, &tuple);
-        let reply = Reply {
-            key: None,
-            fingerprint,
-        };
         let realm = Realm::new(&self.config.realm);
         let nonce = Nonce::new(&nonce);
-        let bytes = error_bytes(method, txid, code, &reply, |w| {
+        let bytes = error_bytes(method, txid, error, &reply, |w| {
             if let Ok(realm) = &realm {
                 put(w, realm);
             }

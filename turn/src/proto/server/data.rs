@@ -11,11 +11,18 @@ use stun_types::message::{Message, MessageClass, MessageType};
 use turn_types::attribute::{ChannelNumber, Data, XorPeerAddress};
 use turn_types::message::DATA;
 
+use super::allocate::Answer;
 use super::{unknown_required, ClientAction, Server};
 use crate::proto::allocation::AllocId;
 use crate::proto::channel::{BindError, CHANNEL_MAX, CHANNEL_MIN};
 use crate::proto::policy::{self, Refusal};
-use crate::proto::{Event, Family, FiveTuple, Time};
+use crate::proto::{Family, FiveTuple, RequestError, Time};
+
+/// A peer on one of the box's own addresses, at a port that is not a relay port
+/// ([`Server::own_port_allowed`]).
+const OWN_ADDRESS: RequestError = RequestError::Forbidden {
+    reason: Refusal::Reserved("own-address"),
+};
 
 impl Server {
     /// ChannelData from a client (RFC 8656 §12.6): the hot path, no allocation, no parsing
@@ -99,7 +106,7 @@ impl Server {
         now: Time,
         id: AllocId,
         msg: &Message<'_>,
-    ) -> Result<Option<u32>, u16> {
+    ) -> Answer {
         let txid = msg.transaction_id();
         let max = self.config.max_permissions;
         let mut ips = Vec::new();
@@ -107,14 +114,14 @@ impl Server {
             if raw.get_type() == XorPeerAddress::TYPE {
                 if ips.len() == max {
                     // More peers than an allocation may hold: refused before any more work.
-                    return Err(508);
+                    return Err(RequestError::InsufficientCapacity);
                 }
-                let peer = XorPeerAddress::try_from(&raw).map_err(|_| 400u16)?;
+                let peer = XorPeerAddress::try_from(&raw).map_err(|_| RequestError::BadRequest)?;
                 ips.push(canonical(peer.addr(txid)).ip());
             }
         }
         if ips.is_empty() {
-            return Err(400);
+            return Err(RequestError::BadRequest);
         }
         ips.sort_unstable();
         ips.dedup();
@@ -122,9 +129,9 @@ impl Server {
             self.check_peer_ip(id, ip)?;
         }
         let expires = now + self.config.permission_lifetime;
-        let alloc = self.get_mut(id).ok_or(437u16)?;
+        let alloc = self.get_mut(id).ok_or(RequestError::AllocationMismatch)?;
         if !alloc.permissions.fits(&ips, now, max) {
-            return Err(508);
+            return Err(RequestError::InsufficientCapacity);
         }
         for ip in ips {
             alloc.permissions.install(ip, expires);
@@ -133,38 +140,32 @@ impl Server {
     }
 
     /// ChannelBind (RFC 8656 §11.2).
-    pub(super) fn channel_bind(
-        &mut self,
-        now: Time,
-        id: AllocId,
-        msg: &Message<'_>,
-    ) -> Result<Option<u32>, u16> {
+    pub(super) fn channel_bind(&mut self, now: Time, id: AllocId, msg: &Message<'_>) -> Answer {
         let txid = msg.transaction_id();
-        let number = msg
-            .attribute::<ChannelNumber>()
-            .map_err(|_| 400u16)?
-            .channel();
-        let peer = msg.attribute::<XorPeerAddress>().map_err(|_| 400u16)?;
-        let peer = canonical(peer.addr(txid));
+        let (Ok(number), Ok(peer)) = (
+            msg.attribute::<ChannelNumber>(),
+            msg.attribute::<XorPeerAddress>(),
+        ) else {
+            return Err(RequestError::BadRequest);
+        };
+        let (number, peer) = (number.channel(), canonical(peer.addr(txid)));
         if !(CHANNEL_MIN..=CHANNEL_MAX).contains(&number) {
-            return Err(400);
+            return Err(RequestError::BadRequest);
         }
         self.check_peer_ip(id, peer.ip())?;
         if !self.own_port_allowed(peer) {
-            self.events
-                .push_back(Event::PeerRefused(Refusal::Reserved("own-address")));
-            return Err(403);
+            return Err(OWN_ADDRESS);
         }
         let (max, perm_expires) = (
             self.config.max_channels,
             now + self.config.permission_lifetime,
         );
         let expires = now + self.config.channel_lifetime;
-        let alloc = self.get_mut(id).ok_or(437u16)?;
+        let alloc = self.get_mut(id).ok_or(RequestError::AllocationMismatch)?;
         match alloc.channels.bind(number, peer, now, expires, max) {
             Ok(()) => {}
-            Err(BindError::Conflict) => return Err(400),
-            Err(BindError::Full) => return Err(508),
+            Err(BindError::Conflict) => return Err(RequestError::BadRequest),
+            Err(BindError::Full) => return Err(RequestError::InsufficientCapacity),
         }
         alloc.permissions.install(peer.ip(), perm_expires);
         Ok(None)
@@ -199,23 +200,23 @@ impl Server {
         };
         let permitted = self.get(id).is_some_and(|a| {
             a.is_active()
-                && a.relayed[Family::of(peer.ip()).index()].is_some()
+                && a.has_relay(Family::of(peer.ip()))
                 && a.permissions.allows(peer.ip(), now)
         });
         if !permitted {
             return ClientAction::Done;
         }
         if !self.own_port_allowed(peer) {
-            self.events
-                .push_back(Event::PeerRefused(Refusal::Reserved("own-address")));
+            // Refused as a request would be, but an indication gets no answer.
+            self.record(&OWN_ADDRESS);
             return ClientAction::Done;
         }
         self.forward(id, peer, payload)
     }
 
     /// The policy for a permission's IP: deny wins, then the relay's own addresses are fine,
-    /// then allow and the default. 403 when refused.
-    fn check_peer_ip(&mut self, id: AllocId, ip: IpAddr) -> Result<(), u16> {
+    /// then allow and the default.
+    fn check_peer_ip(&self, id: AllocId, ip: IpAddr) -> Result<(), RequestError> {
         let verdict = if self.config.policy.is_denied(ip) {
             Err(Refusal::Denied)
         } else if self.is_own_ip(ip) {
@@ -223,16 +224,10 @@ impl Server {
         } else {
             self.config.policy.check(ip)
         };
-        verdict.map_err(|r| {
-            self.events.push_back(Event::PeerRefused(r));
-            403u16
-        })?;
+        verdict.map_err(|reason| RequestError::Forbidden { reason })?;
         // RFC 8656 §9.2, §11.2: a peer of a family the allocation has no relayed address of.
-        if self
-            .get(id)
-            .is_none_or(|a| a.relayed[Family::of(ip).index()].is_none())
-        {
-            return Err(443);
+        if !self.get(id).is_some_and(|a| a.has_relay(Family::of(ip))) {
+            return Err(RequestError::PeerAddressFamilyMismatch);
         }
         Ok(())
     }

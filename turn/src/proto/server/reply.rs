@@ -1,12 +1,15 @@
-//! Building answers (RFC 8489 §6.3.1–6.3.4): success and error responses, ERROR-CODE with its
-//! standard reason phrase, and MESSAGE-INTEGRITY and FINGERPRINT when the request had them
+//! Building answers (RFC 8489 §6.3.1–6.3.4): success and error responses (ERROR-CODE as
+//! [`RequestError`] maps it), and MESSAGE-INTEGRITY and FINGERPRINT when the request had them
 //! (§14.5, §14.7).
 
-use stun_types::attribute::{AttributeStaticType, ErrorCode, Fingerprint};
+use stun_types::attribute::{AttributeStaticType, Fingerprint};
 use stun_types::message::{
     IntegrityAlgorithm, IntegrityKey, Message, MessageClass, MessageType, MessageWrite,
     MessageWriteExt, MessageWriteVec, Method, TransactionId,
 };
+
+use super::Server;
+use crate::proto::{FiveTuple, RequestError, Transmit};
 
 /// Per-request output options.
 pub(super) struct Reply<'k> {
@@ -27,7 +30,45 @@ pub(super) fn put(w: &mut MessageWriteVec, attr: &dyn stun_types::attribute::Att
     debug_assert!(res.is_ok(), "{res:?}");
 }
 
-fn seal(mut w: MessageWriteVec, reply: &Reply<'_>) -> Vec<u8> {
+pub(super) fn success_bytes(
+    method: Method,
+    txid: TransactionId,
+    reply: &Reply<'_>,
+    attrs: impl FnOnce(&mut MessageWriteVec),
+) -> Vec<u8> {
+    answer(MessageClass::Success, method, txid, reply, attrs)
+}
+
+/// An error response: ERROR-CODE, then UNKNOWN-ATTRIBUTES for a 420, then `attrs`.
+pub(super) fn error_bytes(
+    method: Method,
+    txid: TransactionId,
+    error: &RequestError,
+    reply: &Reply<'_>,
+    attrs: impl FnOnce(&mut MessageWriteVec),
+) -> Vec<u8> {
+    answer(MessageClass::Error, method, txid, reply, |w| {
+        if let Some(ec) = error.error_code() {
+            put(w, &ec);
+        }
+        if let RequestError::UnknownAttributes(unknown) = error {
+            put(w, unknown);
+        }
+        attrs(w);
+    })
+}
+
+/// A response of `class` with `attrs`, then MESSAGE-INTEGRITY and FINGERPRINT as `reply` says.
+fn answer(
+    class: MessageClass,
+    method: Method,
+    txid: TransactionId,
+    reply: &Reply<'_>,
+    attrs: impl FnOnce(&mut MessageWriteVec),
+) -> Vec<u8> {
+    let mtype = MessageType::from_class_method(class, method);
+    let mut w = Message::builder(mtype, txid, MessageWriteVec::with_capacity(96));
+    attrs(&mut w);
     if let Some(key) = reply.key {
         let res = w.add_message_integrity_with_key(key, IntegrityAlgorithm::Sha1);
         debug_assert!(res.is_ok(), "{res:?}");
@@ -39,38 +80,35 @@ fn seal(mut w: MessageWriteVec, reply: &Reply<'_>) -> Vec<u8> {
     w.finish()
 }
 
-pub(super) fn success_bytes(
-    method: Method,
-    txid: TransactionId,
-    reply: &Reply<'_>,
-    attrs: impl FnOnce(&mut MessageWriteVec),
-) -> Vec<u8> {
-    let mtype = MessageType::from_class_method(MessageClass::Success, method);
-    let mut w = Message::builder(mtype, txid, MessageWriteVec::with_capacity(96));
-    attrs(&mut w);
-    seal(w, reply)
-}
-
-/// An error response. 401 and 438 carry no reason phrase (they answer unauthenticated
-/// requests, and must stay small); others carry the RFC's standard phrase, never a detail.
-pub(super) fn error_bytes(
-    method: Method,
-    txid: TransactionId,
-    code: u16,
-    reply: &Reply<'_>,
-    attrs: impl FnOnce(&mut MessageWriteVec),
-) -> Vec<u8> {
-    let mtype = MessageType::from_class_method(MessageClass::Error, method);
-    let mut w = Message::builder(mtype, txid, MessageWriteVec::with_capacity(96));
-    let builder = ErrorCode::builder(code);
-    let builder = if matches!(code, 401 | 438) {
-        builder.reason("")
-    } else {
-        builder
-    };
-    if let Ok(ec) = builder.build() {
-        put(&mut w, &ec);
+impl Server {
+    /// The answer refusing a request with `error`, whose event (if it has one) is recorded.
+    pub(super) fn refusal(
+        &mut self,
+        method: Method,
+        txid: TransactionId,
+        error: &RequestError,
+        reply: &Reply<'_>,
+    ) -> Vec<u8> {
+        self.record(error);
+        error_bytes(method, txid, error, reply, |_| {})
     }
-    attrs(&mut w);
-    seal(w, reply)
+
+    /// Refuses a request from `tuple` with `error` (not a challenge: see
+    /// [`Server::refuse_unauthenticated`]).
+    pub(super) fn refuse(
+        &mut self,
+        tuple: FiveTuple,
+        method: Method,
+        txid: TransactionId,
+        error: &RequestError,
+        reply: &Reply<'_>,
+    ) {
+        let data = self.refusal(method, txid, error, reply);
+        self.transmits.push_back(Transmit { tuple, data });
+    }
+
+    /// Records the event `error` is counted as, if any.
+    pub(super) fn record(&mut self, error: &RequestError) {
+        self.events.extend(error.event());
+    }
 }

@@ -11,11 +11,11 @@ fn allocate_succeeds_with_integrity_and_the_advertised_address() {
     c.external_ips = vec!["192.0.2.200".parse().unwrap()];
     let mut h = H::new(c);
     let cred = Cred::new("alice", T0 + 3600);
-    let mut w = request(ALLOCATE);
-    w.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
-        .unwrap();
+    let w = allocate_request();
     let nonce = h.nonce(client(1000));
-    let bytes = cred.seal_with(w, &nonce, true);
+    let mut w = cred.sign(w, REALM, Some(&nonce));
+    w.add_fingerprint().unwrap();
+    let bytes = w.finish();
     let resp = h.one(client(1000), &bytes);
     let msg = Message::from_bytes(&resp).unwrap();
     assert_eq!(msg.class(), MessageClass::Success, "{}", describe(&resp));
@@ -44,10 +44,8 @@ fn allocate_lifetime_is_clamped_between_default_and_maximum() {
         .into_iter()
         .enumerate()
     {
-        let cred = Cred::new("alice", T0 + 86_400);
-        let mut w = request(ALLOCATE);
-        w.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
-            .unwrap();
+        let cred = Cred::day("alice");
+        let mut w = allocate_request();
         w.add_attribute(&Lifetime::new(asked)).unwrap();
         let bytes = h.authed(client(2000 + i as u16), &cred, w);
         let msg = Message::from_bytes(&bytes).unwrap();
@@ -60,24 +58,22 @@ fn retransmitted_allocate_gets_the_same_answer_and_another_gets_437() {
     let mut h = H::new(config());
     let cred = Cred::new("alice", T0 + 3600);
     let nonce = h.nonce(client(1000));
-    let mut w = request(ALLOCATE);
-    w.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
-        .unwrap();
-    let req = cred.seal(w, &nonce);
+    let req = cred.seal(allocate_request(), &nonce);
     let first = h.one(client(1000), &req);
-    assert_eq!(code(&first), 200);
+    assert_eq!(code(&first), OK);
     h.now = h.now + Duration::from_secs(2);
     assert_eq!(h.one(client(1000), &req), first, "identical bytes");
     assert_eq!(h.server.allocation_count(), 1);
-    let mut w = request(ALLOCATE);
-    w.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
-        .unwrap();
-    assert_eq!(code(&h.authed(client(1000), &cred, w)), 437);
+    assert_eq!(
+        h.ask(client(1000), &cred, allocate_request()),
+        ErrorCode::ALLOCATION_MISMATCH
+    );
     // Authentication comes first (RFC 8656 §7.2): an unauthenticated one is challenged.
-    let mut w = request(ALLOCATE);
-    w.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
-        .unwrap();
-    assert_eq!(code(&h.one(client(1000), &w.finish())), 401);
+    let w = allocate_request();
+    assert_eq!(
+        code(&h.one(client(1000), &w.finish())),
+        ErrorCode::UNAUTHORIZED
+    );
 }
 
 #[test]
@@ -86,30 +82,30 @@ fn allocate_attribute_rules() {
     let cred = Cred::new("alice", T0 + 3600);
     type Build = Box<dyn Fn(&mut MessageWriteVec)>;
     let cases: Vec<(u16, Build)> = vec![
-        (400, Box::new(|_| {})), // no REQUESTED-TRANSPORT
+        (ErrorCode::BAD_REQUEST, Box::new(|_| {})), // no REQUESTED-TRANSPORT
         (
-            442,
+            ErrorCode::UNSUPPORTED_TRANSPORT_PROTOCOL,
             Box::new(|w| {
                 w.add_attribute(&RequestedTransport::new(RequestedTransport::TCP))
                     .unwrap()
             }),
         ),
         (
-            508, // EVEN-PORT with R: a reservation
+            ErrorCode::INSUFFICIENT_CAPACITY, // EVEN-PORT with R: a reservation
             Box::new(|w| {
                 w.add_attribute(&RequestedTransport::new(17)).unwrap();
                 w.add_attribute(&EvenPort::new(true)).unwrap();
             }),
         ),
         (
-            508,
+            ErrorCode::INSUFFICIENT_CAPACITY,
             Box::new(|w| {
                 w.add_attribute(&RequestedTransport::new(17)).unwrap();
                 w.add_attribute(&ReservationToken::new(42)).unwrap();
             }),
         ),
         (
-            400,
+            ErrorCode::BAD_REQUEST,
             Box::new(|w| {
                 w.add_attribute(&RequestedTransport::new(17)).unwrap();
                 w.add_attribute(&EvenPort::new(false)).unwrap();
@@ -117,7 +113,7 @@ fn allocate_attribute_rules() {
             }),
         ),
         (
-            440,
+            ErrorCode::ADDRESS_FAMILY_NOT_SUPPORTED,
             Box::new(|w| {
                 w.add_attribute(&RequestedTransport::new(17)).unwrap();
                 w.add_attribute(&RequestedAddressFamily::new(AddressFamily::IPV6))
@@ -143,8 +139,7 @@ fn allocate_attribute_rules() {
         "failed requests change nothing"
     );
     // EVEN-PORT without R: an even port.
-    let mut w = request(ALLOCATE);
-    w.add_attribute(&RequestedTransport::new(17)).unwrap();
+    let mut w = allocate_request();
     w.add_attribute(&EvenPort::new(false)).unwrap();
     h.next_port = 50001;
     let bytes = h.authed(client(3001), &cred, w);
@@ -152,11 +147,10 @@ fn allocate_attribute_rules() {
     let relayed = msg.attribute::<XorRelayedAddress>().unwrap();
     assert_eq!(relayed.addr(msg.transaction_id()).port(), 50002);
     // DONT-FRAGMENT is accepted.
-    let mut w = request(ALLOCATE);
-    w.add_attribute(&RequestedTransport::new(17)).unwrap();
+    let mut w = allocate_request();
     w.add_attribute(&turn_types::attribute::DontFragment::new())
         .unwrap();
-    assert_eq!(code(&h.authed(client(3000), &cred, w)), 200);
+    assert_eq!(h.ask(client(3000), &cred, w), OK);
 }
 
 #[test]
@@ -168,22 +162,22 @@ fn user_and_total_quotas_give_486() {
     h.allocate(client(1), "alice");
     h.allocate(client(2), "alice");
     let cred = Cred::new("alice", T0 + 3600);
-    let mut w = request(ALLOCATE);
-    w.add_attribute(&RequestedTransport::new(17)).unwrap();
-    assert_eq!(code(&h.authed(client(3), &cred, w)), 486);
-    assert!(h.events().contains(&Event::QuotaReached { total: false }));
+    assert_eq!(
+        h.ask(client(3), &cred, allocate_request()),
+        ErrorCode::ALLOCATION_QUOTA_REACHED
+    );
+    assert!(h.saw(Event::QuotaReached { total: false }));
     h.allocate(client(4), "bob");
     let cred = Cred::new("carol", T0 + 3600);
-    let mut w = request(ALLOCATE);
-    w.add_attribute(&RequestedTransport::new(17)).unwrap();
-    assert_eq!(code(&h.authed(client(5), &cred, w)), 486);
-    assert!(h.events().contains(&Event::QuotaReached { total: true }));
+    assert_eq!(
+        h.ask(client(5), &cred, allocate_request()),
+        ErrorCode::ALLOCATION_QUOTA_REACHED
+    );
+    assert!(h.saw(Event::QuotaReached { total: true }));
     assert_eq!(h.server.allocation_count(), 3);
     // Freeing one makes room again.
-    let alice = Cred::new("alice", T0 + 86_400);
-    let mut w = request(REFRESH);
-    w.add_attribute(&Lifetime::new(0)).unwrap();
-    assert_eq!(code(&h.authed(client(1), &alice, w)), 200);
+    let alice = Cred::day("alice");
+    assert_eq!(h.ask(client(1), &alice, refresh(0)), OK);
     h.allocate(client(6), "alice");
 }
 
@@ -195,13 +189,6 @@ impl Cred {
             password: crate::proto::credentials::password_for(SECRET, username),
         }
     }
-}
-
-fn udp_allocate() -> MessageWriteVec {
-    let mut w = request(ALLOCATE);
-    w.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
-        .unwrap();
-    w
 }
 
 /// Other deployments' usernames (see `credentials`): quotas and usage count the user after
@@ -217,15 +204,18 @@ fn quotas_and_usage_count_opaque_user_names() {
     h.allocate(client(3), "@bob:example.org");
     // Alice again, with a credential of another expiry: the same user, over her quota.
     let again = Cred::raw(&format!("{}:@alice:example.org", T0 + 7200));
-    assert_eq!(code(&h.authed(client(4), &again, udp_allocate())), 486);
-    assert!(h.events().contains(&Event::QuotaReached { total: false }));
+    assert_eq!(
+        h.ask(client(4), &again, allocate_request()),
+        ErrorCode::ALLOCATION_QUOTA_REACHED
+    );
+    assert!(h.saw(Event::QuotaReached { total: false }));
     // Jitsi's `<expiry>` alone and an empty user: each username is its own user.
     for (port, username) in [
         (5, format!("{}", T0 + 3600)),
         (6, format!("{}:", T0 + 3600)),
     ] {
         let cred = Cred::raw(&username);
-        assert_eq!(code(&h.authed(client(port), &cred, udp_allocate())), 200);
+        assert_eq!(h.ask(client(port), &cred, allocate_request()), OK);
     }
     let mut users: Vec<&str> = h.server.usage_by_user().map(|(u, _)| u).collect();
     users.sort_unstable();
@@ -241,7 +231,7 @@ fn quotas_and_usage_count_opaque_user_names() {
     );
     // Non-ASCII, spaces and separators inside the user: opaque too.
     let cred = Cred::raw(&format!("{}:Zoë Ünal:東京", T0 + 3600));
-    assert_eq!(code(&h.authed(client(7), &cred, udp_allocate())), 200);
+    assert_eq!(h.ask(client(7), &cred, allocate_request()), OK);
     assert!(h.server.usage_by_user().any(|(u, _)| u == "Zoë Ünal:東京"));
 }
 
@@ -251,7 +241,7 @@ fn the_configured_separator_splits_the_username() {
     c.rest_api_separator = '_';
     let mut h = H::new(c);
     let cred = Cred::raw(&format!("{}_@alice:example.org", T0 + 3600));
-    assert_eq!(code(&h.authed(client(1), &cred, udp_allocate())), 200);
+    assert_eq!(h.ask(client(1), &cred, allocate_request()), OK);
     assert!(h
         .server
         .usage_by_user()
@@ -259,10 +249,11 @@ fn the_configured_separator_splits_the_username() {
     // The colon is no separator now: `<expiry>:...` has no digits-only expiry. A 401, with
     // the HMAC right.
     let colon = Cred::raw(&format!("{}:alice", T0 + 3600));
-    assert_eq!(code(&h.authed(client(2), &colon, udp_allocate())), 401);
-    assert!(h
-        .events()
-        .contains(&Event::AuthFailed(AuthFailure::MalformedUsername)));
+    assert_eq!(
+        h.ask(client(2), &colon, allocate_request()),
+        ErrorCode::UNAUTHORIZED
+    );
+    assert!(h.saw(Event::AuthFailed(AuthFailure::MalformedUsername)));
 }
 
 #[test]
@@ -271,31 +262,28 @@ fn overlong_and_malformed_usernames_get_401_with_the_hmac_right() {
     let at_limit = format!("{}:{}", T0 + 3600, "x".repeat(512 - 11));
     assert_eq!(at_limit.len(), 512);
     assert_eq!(
-        code(&h.authed(client(1), &Cred::raw(&at_limit), udp_allocate())),
-        200
+        h.ask(client(1), &Cred::raw(&at_limit), allocate_request()),
+        OK
     );
     // 513 bytes: still a STUN USERNAME, but over our bound.
     let over = format!("{at_limit}y");
     assert_eq!(
-        code(&h.authed(client(2), &Cred::raw(&over), udp_allocate())),
-        401
+        h.ask(client(2), &Cred::raw(&over), allocate_request()),
+        ErrorCode::UNAUTHORIZED
     );
-    assert!(h
-        .events()
-        .contains(&Event::AuthFailed(AuthFailure::MalformedUsername)));
+    assert!(h.saw(Event::AuthFailed(AuthFailure::MalformedUsername)));
     for username in ["", "alice", ":alice", "12a:alice", "alice:1700003600"] {
-        let bytes = h.authed(client(3), &Cred::raw(username), udp_allocate());
-        assert_eq!(code(&bytes), 401, "{username:?}");
-        assert!(h
-            .events()
-            .contains(&Event::AuthFailed(AuthFailure::MalformedUsername)));
+        let bytes = h.authed(client(3), &Cred::raw(username), allocate_request());
+        assert_eq!(code(&bytes), ErrorCode::UNAUTHORIZED, "{username:?}");
+        assert!(h.saw(Event::AuthFailed(AuthFailure::MalformedUsername)));
     }
     // Expired, with any user part.
     let expired = Cred::raw(&format!("{}:@alice:example.org", T0 - 1));
-    assert_eq!(code(&h.authed(client(4), &expired, udp_allocate())), 401);
-    assert!(h
-        .events()
-        .contains(&Event::AuthFailed(AuthFailure::Expired)));
+    assert_eq!(
+        h.ask(client(4), &expired, allocate_request()),
+        ErrorCode::UNAUTHORIZED
+    );
+    assert!(h.saw(Event::AuthFailed(AuthFailure::Expired)));
     assert_eq!(h.server.allocation_count(), 1);
 }
 
@@ -304,10 +292,8 @@ fn no_relay_port_gives_508_and_leaves_nothing() {
     let mut h = H::new(config());
     let cred = Cred::new("alice", T0 + 3600);
     let nonce = h.nonce(client(1000));
-    let mut w = request(ALLOCATE);
-    w.add_attribute(&RequestedTransport::new(17)).unwrap();
-    let req = cred.seal(w, &nonce);
-    let action = h.server.handle_client(h.now, client(1000), &req);
+    let req = cred.seal(allocate_request(), &nonce);
+    let action = h.handle(client(1000), &req);
     assert_eq!(action, ClientAction::Done);
     let Some(Command::OpenRelay { id, .. }) = h.server.poll_command() else {
         panic!("expected OpenRelay");
@@ -315,7 +301,7 @@ fn no_relay_port_gives_508_and_leaves_nothing() {
     h.server
         .handle_relay_opened(h.now, id, Family::V4, Err(OpenError::NoPorts));
     let answers = h.answers(client(1000));
-    assert_eq!(code(&answers[0]), 508);
+    assert_eq!(code(&answers[0]), ErrorCode::INSUFFICIENT_CAPACITY);
     assert_eq!(h.server.allocation_count(), 0);
     assert!(h.server.per_user.is_empty());
     assert_eq!(h.server.poll_command(), None, "no socket to close");
@@ -326,19 +312,22 @@ fn no_relay_port_gives_508_and_leaves_nothing() {
 #[test]
 fn refresh_rules() {
     let mut h = H::new(config());
-    let alice = Cred::new("alice", T0 + 86_400);
+    let alice = Cred::day("alice");
     // No allocation: 437.
-    assert_eq!(code(&h.authed(client(1), &alice, request(REFRESH))), 437);
+    assert_eq!(
+        h.ask(client(1), &alice, request(REFRESH)),
+        ErrorCode::ALLOCATION_MISMATCH
+    );
     h.allocate(client(1), "alice");
     // Another user on the same 5-tuple: 441.
-    let mallory = Cred::new("mallory", T0 + 86_400);
-    assert_eq!(code(&h.authed(client(1), &mallory, request(REFRESH))), 441);
-    assert!(h
-        .events()
-        .contains(&Event::AuthFailed(AuthFailure::WrongCredentials)));
+    let mallory = Cred::day("mallory");
+    assert_eq!(
+        h.ask(client(1), &mallory, request(REFRESH)),
+        ErrorCode::WRONG_CREDENTIALS
+    );
+    assert!(h.saw(Event::AuthFailed(AuthFailure::WrongCredentials)));
     // Refresh extends; capped at the maximum.
-    let mut w = request(REFRESH);
-    w.add_attribute(&Lifetime::new(99_999)).unwrap();
+    let w = refresh(99_999);
     let bytes = h.authed(client(1), &alice, w);
     assert_eq!(
         Message::from_bytes(&bytes)
@@ -356,11 +345,9 @@ fn refresh_rules() {
     );
     // Lifetime 0 deletes; its retransmission gets the same bytes.
     let nonce = h.nonce(client(1));
-    let mut w = request(REFRESH);
-    w.add_attribute(&Lifetime::new(0)).unwrap();
-    let req = alice.seal(w, &nonce);
+    let req = alice.seal(refresh(0), &nonce);
     let first = h.one(client(1), &req);
-    assert_eq!(code(&first), 200);
+    assert_eq!(code(&first), OK);
     assert_eq!(h.server.allocation_count(), 0);
     assert!(h.events().iter().any(|e| matches!(
         e,
@@ -374,7 +361,7 @@ fn refresh_rules() {
     h.advance(60);
     assert_eq!(
         code(&h.one(client(1), &req)),
-        437,
+        ErrorCode::ALLOCATION_MISMATCH,
         "tombstone gone after 40 s"
     );
 }
@@ -385,13 +372,10 @@ fn allocation_expires_with_its_usage_reported() {
     let relayed = h.allocate(client(1), "alice");
     h.events();
     let id = alloc_id(&h, client(1));
-    let alice = Cred::new("alice", T0 + 86_400);
-    assert_eq!(
-        code(&h.authed(client(1), &alice, with_peer(CREATE_PERMISSION, PUBLIC_PEER))),
-        200
-    );
+    let alice = Cred::day("alice");
+    assert_eq!(h.ask(client(1), &alice, permission(PUBLIC_PEER)), OK);
     let send = send_indication(PUBLIC_PEER, b"hello");
-    let action = h.server.handle_client(h.now, client(1), &send);
+    let action = h.handle(client(1), &send);
     assert!(matches!(
         action,
         ClientAction::Relay {

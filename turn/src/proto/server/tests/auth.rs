@@ -38,7 +38,7 @@ fn rfc5769_sample_request_integrity_and_fingerprint() {
     // Our server: PRIORITY (0x0024) is an ICE attribute a TURN server does not understand.
     let mut h = H::new(config());
     let bytes = h.one(client(1000), &data);
-    assert_eq!(code(&bytes), 420);
+    assert_eq!(code(&bytes), ErrorCode::UNKNOWN_ATTRIBUTE);
     let resp = Message::from_bytes(&bytes).unwrap();
     assert_eq!(resp.transaction_id(), msg.transaction_id());
     assert!(resp
@@ -69,14 +69,12 @@ fn rfc5769_long_term_vector_verifies_with_our_key_derivation() {
 #[test]
 fn unauthenticated_allocate_is_challenged_small_and_identically() {
     let mut h = H::new(config());
-    let mut w = request(ALLOCATE);
-    w.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
-        .unwrap();
+    let mut w = allocate_request();
     w.add_attribute(&Lifetime::new(600)).unwrap();
     let req = w.finish();
     assert_eq!(req.len(), 36, "the minimal Allocate");
     let first = h.one(client(1000), &req);
-    assert_eq!(code(&first), 401);
+    assert_eq!(code(&first), ErrorCode::UNAUTHORIZED);
     let msg = Message::from_bytes(&first).unwrap();
     assert_eq!(msg.attribute::<Realm>().unwrap().realm(), REALM);
     assert_eq!(msg.attribute::<ErrorCode>().unwrap().reason(), "");
@@ -93,9 +91,7 @@ fn unauthenticated_allocate_is_challenged_small_and_identically() {
 fn challenges_over_udp_are_limited_per_source_address() {
     use crate::proto::limit::{CHALLENGES_PER_SECOND, CHALLENGE_BURST};
     let mut h = H::new(config());
-    let mut w = request(ALLOCATE);
-    w.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
-        .unwrap();
+    let w = allocate_request();
     let req = w.finish();
     // One address, any ports (a spoofer picks them): the burst, then silence.
     let answered = (0..2 * CHALLENGE_BURST as u16)
@@ -112,12 +108,15 @@ fn challenges_over_udp_are_limited_per_source_address() {
     assert!(h.server.by_tuple.is_empty() && h.server.tombstones.is_empty());
     // Another address is not affected; nor is the same one over TCP (its address is real).
     let other = FiveTuple::udp(addr("192.0.2.99:1000"), addr("198.51.100.10:3478"));
-    assert_eq!(code(&h.one(other, &req)), 401);
-    assert_eq!(code(&h.one(tcp_client(5000), &req)), 401);
+    assert_eq!(code(&h.one(other, &req)), ErrorCode::UNAUTHORIZED);
+    assert_eq!(
+        code(&h.one(tcp_client(5000), &req)),
+        ErrorCode::UNAUTHORIZED
+    );
     // Nor loopback, which no outside packet can claim.
     let local = FiveTuple::udp(addr("127.0.0.1:1000"), addr("127.0.0.1:3478"));
     for _ in 0..2 * CHALLENGE_BURST {
-        assert_eq!(code(&h.one(local, &req)), 401);
+        assert_eq!(code(&h.one(local, &req)), ErrorCode::UNAUTHORIZED);
     }
     // A second later, a second's worth again.
     h.advance(1);
@@ -133,7 +132,7 @@ fn unauthenticated_requests_that_cannot_succeed_are_not_challenged() {
     // A bare Allocate: 400, no bigger than twice the request.
     let req = request(ALLOCATE).finish();
     let bytes = h.one(client(1000), &req);
-    assert_eq!(code(&bytes), 400);
+    assert_eq!(code(&bytes), ErrorCode::BAD_REQUEST);
     assert!(bytes.len() <= 2 * req.len());
     assert!(!Message::from_bytes(&bytes)
         .unwrap()
@@ -145,22 +144,22 @@ fn unauthenticated_requests_that_cannot_succeed_are_not_challenged() {
     }
     // With an allocation they are challenged as usual.
     h.allocate(client(1000), "alice");
-    assert_eq!(code(&h.one(client(1000), &request(REFRESH).finish())), 401);
+    assert_eq!(
+        code(&h.one(client(1000), &request(REFRESH).finish())),
+        ErrorCode::UNAUTHORIZED
+    );
 }
 
 #[test]
 fn refresh_never_grants_less_than_the_default_and_moves_the_deadline() {
-    let mut h = H::new(config());
-    h.allocate(client(1), "alice");
-    let alice = Cred::new("alice", T0 + 86_400);
-    let mut w = request(REFRESH);
-    w.add_attribute(&Lifetime::new(5)).unwrap();
+    let (mut h, _, alice) = with_alice(config());
+    let w = refresh(5);
     let bytes = h.authed(client(1), &alice, w);
     let msg = Message::from_bytes(&bytes).unwrap();
     assert_eq!(msg.attribute::<Lifetime>().unwrap().seconds(), 600);
     // Many refreshes leave one deadline per allocation, not one per refresh.
     for _ in 0..50 {
-        assert_eq!(code(&h.authed(client(1), &alice, request(REFRESH))), 200);
+        assert_eq!(h.ask(client(1), &alice, request(REFRESH)), OK);
     }
     assert_eq!(h.server.expiries.len(), 1);
     h.advance(599);
@@ -179,7 +178,7 @@ fn stuffed_requests_cost_linear_work_and_are_bounded() {
         w.push_attribute_unchecked(&stun_types::attribute::RawAttribute::new(t.into(), &[]));
     }
     let bytes = h.one(client(1000), &w.finish());
-    assert_eq!(code(&bytes), 420);
+    assert_eq!(code(&bytes), ErrorCode::UNKNOWN_ATTRIBUTE);
     assert!(bytes.len() < 200, "{} bytes", bytes.len());
     // The first MAX_UNKNOWN types are listed, and the scan stops there.
     let msg = Message::from_bytes(&bytes).unwrap();
@@ -188,79 +187,60 @@ fn stuffed_requests_cost_linear_work_and_are_bounded() {
     assert!(!listed.has_attribute(0x0110.into()));
     // More XOR-PEER-ADDRESSes than an allocation may hold: 508 before any is looked at.
     h.allocate(client(1), "alice");
-    let alice = Cred::new("alice", T0 + 86_400);
+    let alice = Cred::day("alice");
     let mut w = request(CREATE_PERMISSION);
     let txid = w.transaction_id();
     for i in 0..200u32 {
         let peer = SocketAddr::new(std::net::Ipv4Addr::from(0x0808_0000 + i).into(), 1);
         w.add_attribute(&XorPeerAddress::new(peer, txid)).unwrap();
     }
-    assert_eq!(code(&h.authed(client(1), &alice, w)), 508);
+    assert_eq!(
+        h.ask(client(1), &alice, w),
+        ErrorCode::INSUFFICIENT_CAPACITY
+    );
 }
 
 #[test]
 fn integrity_without_username_realm_or_nonce_is_400() {
     let mut h = H::new(config());
     let cred = Cred::new("alice", T0 + 60);
-    let mut w = request(ALLOCATE);
-    w.add_attribute(&Username::new(&cred.username).unwrap())
-        .unwrap();
-    w.add_attribute(&Realm::new(REALM).unwrap()).unwrap();
-    let key = long_term_key(&cred.username, REALM, &cred.password);
-    w.add_message_integrity_with_key(&key, IntegrityAlgorithm::Sha1)
-        .unwrap();
-    assert_eq!(code(&h.one(client(1000), &w.finish())), 400);
-    assert!(h
-        .events()
-        .contains(&Event::AuthFailed(AuthFailure::MissingAttributes)));
+    let w = cred.sign(request(ALLOCATE), REALM, None);
+    assert_eq!(
+        code(&h.one(client(1000), &w.finish())),
+        ErrorCode::BAD_REQUEST
+    );
+    assert!(h.saw(Event::AuthFailed(AuthFailure::MissingAttributes)));
 }
 
 #[test]
 fn stale_forged_and_foreign_nonces_get_438_with_a_fresh_one() {
     let mut h = H::new(config());
-    let cred = Cred::new("alice", T0 + 86_400);
-    let alloc_req = || {
-        let mut w = request(ALLOCATE);
-        w.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
-            .unwrap();
-        w
-    };
+    let cred = Cred::day("alice");
     let nonce = h.nonce(client(1000));
     // Another 5-tuple's nonce.
-    let bytes = h.one(client(1001), &cred.seal(alloc_req(), &nonce));
-    assert_eq!(code(&bytes), 438);
-    let fresh = Message::from_bytes(&bytes)
-        .unwrap()
-        .attribute::<Nonce>()
-        .unwrap()
-        .nonce()
-        .to_owned();
-    assert_ne!(fresh, nonce);
+    let bytes = h.one(client(1001), &cred.seal(allocate_request(), &nonce));
+    assert_eq!(code(&bytes), ErrorCode::STALE_NONCE);
+    assert_ne!(nonce_of(&bytes), nonce, "a fresh one");
     // A forged one.
-    let bytes = h.one(client(1000), &cred.seal(alloc_req(), "AAAAAAAAAAAAAAAA"));
-    assert_eq!(code(&bytes), 438);
+    let bytes = h.one(
+        client(1000),
+        &cred.seal(allocate_request(), "AAAAAAAAAAAAAAAA"),
+    );
+    assert_eq!(code(&bytes), ErrorCode::STALE_NONCE);
     // An expired one (nonces live 10 minutes, rounded up to the minute).
     h.advance(11 * 60 + 1);
-    let bytes = h.one(client(1000), &cred.seal(alloc_req(), &nonce));
-    assert_eq!(code(&bytes), 438);
+    let bytes = h.one(client(1000), &cred.seal(allocate_request(), &nonce));
+    assert_eq!(code(&bytes), ErrorCode::STALE_NONCE);
     assert!(Message::from_bytes(&bytes)
         .unwrap()
         .has_attribute(Realm::TYPE));
-    assert!(h
-        .events()
-        .contains(&Event::AuthFailed(AuthFailure::StaleNonce)));
+    assert!(h.saw(Event::AuthFailed(AuthFailure::StaleNonce)));
     assert_eq!(h.server.allocation_count(), 0);
 }
 
 #[test]
 fn expired_forged_and_foreign_credentials_get_401() {
     let mut h = H::new(config());
-    let alloc_req = || {
-        let mut w = request(ALLOCATE);
-        w.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
-            .unwrap();
-        w
-    };
     let cases: Vec<(Cred, AuthFailure)> = vec![
         (Cred::new("alice", T0 - 1), AuthFailure::Expired),
         (
@@ -290,8 +270,8 @@ fn expired_forged_and_foreign_credentials_get_401() {
         ),
     ];
     for (cred, failure) in cases {
-        let bytes = h.authed(client(1000), &cred, alloc_req());
-        assert_eq!(code(&bytes), 401, "{failure:?}");
+        let bytes = h.authed(client(1000), &cred, allocate_request());
+        assert_eq!(code(&bytes), ErrorCode::UNAUTHORIZED, "{failure:?}");
         let msg = Message::from_bytes(&bytes).unwrap();
         assert!(msg.has_attribute(Nonce::TYPE) && msg.has_attribute(Realm::TYPE));
         assert!(
@@ -302,19 +282,12 @@ fn expired_forged_and_foreign_credentials_get_401() {
     // The wrong realm.
     let cred = Cred::new("alice", T0 + 60);
     let nonce = h.nonce(client(1000));
-    let mut w = alloc_req();
-    w.add_attribute(&Username::new(&cred.username).unwrap())
-        .unwrap();
-    w.add_attribute(&Realm::new("evil.example").unwrap())
-        .unwrap();
-    w.add_attribute(&Nonce::new(&nonce).unwrap()).unwrap();
-    let key = long_term_key(&cred.username, "evil.example", &cred.password);
-    w.add_message_integrity_with_key(&key, IntegrityAlgorithm::Sha1)
-        .unwrap();
-    assert_eq!(code(&h.one(client(1000), &w.finish())), 401);
-    assert!(h
-        .events()
-        .contains(&Event::AuthFailed(AuthFailure::WrongRealm)));
+    let w = cred.sign(allocate_request(), "evil.example", Some(&nonce));
+    assert_eq!(
+        code(&h.one(client(1000), &w.finish())),
+        ErrorCode::UNAUTHORIZED
+    );
+    assert!(h.saw(Event::AuthFailed(AuthFailure::WrongRealm)));
     assert_eq!(h.server.allocation_count(), 0);
 }
 
@@ -325,10 +298,8 @@ fn an_oversized_signed_message_is_refused_not_verified() {
     // a wrapped length without): it is refused as unverifiable, 401, like a bad signature.
     let mut h = H::new(config());
     let tuple = tcp_client(4000);
-    let bob = Cred::new("bob", T0 + 86_400);
-    let mut w = request(ALLOCATE);
-    w.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
-        .unwrap();
+    let bob = Cred::day("bob");
+    let mut w = allocate_request();
     // A comprehension-optional attribute nobody knows, ignored but counted in the length.
     let padding = vec![0u8; 65_436];
     w.push_attribute_unchecked(&stun_types::attribute::RawAttribute::new(
@@ -338,12 +309,15 @@ fn an_oversized_signed_message_is_refused_not_verified() {
     let nonce = h.nonce(tuple);
     let bytes = bob.seal(w, &nonce);
     assert!(bytes.len() > usize::from(u16::MAX), "{} bytes", bytes.len());
-    assert_eq!(code(&h.one(tuple, &bytes)), 401);
+    assert_eq!(code(&h.one(tuple, &bytes)), ErrorCode::UNAUTHORIZED);
     // The same request at a normal size is accepted.
-    let mut w = request(ALLOCATE);
-    w.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
-        .unwrap();
+    let w = allocate_request();
     let nonce = h.nonce(tuple);
     let answer = h.one(tuple, &bob.seal(w, &nonce));
-    assert_ne!(code(&answer), 401, "{}", describe(&answer));
+    assert_ne!(
+        code(&answer),
+        ErrorCode::UNAUTHORIZED,
+        "{}",
+        describe(&answer)
+    );
 }

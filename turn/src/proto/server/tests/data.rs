@@ -7,10 +7,7 @@ use super::*;
 
 #[test]
 fn peer_policy_matrix_is_403_on_permission_channel_and_send() {
-    let mut h = H::new(config());
-    h.allocate(client(1), "alice");
-    let id = alloc_id(&h, client(1));
-    let alice = Cred::new("alice", T0 + 86_400);
+    let (mut h, id, alice) = with_alice(config());
     let refused = [
         "127.0.0.1:9",
         "0.0.0.0:9",
@@ -28,12 +25,16 @@ fn peer_policy_matrix_is_403_on_permission_channel_and_send() {
         "[fd00::1]:9",
     ];
     for peer in refused {
-        let bytes = h.authed(client(1), &alice, with_peer(CREATE_PERMISSION, peer));
-        assert_eq!(code(&bytes), 403, "CreatePermission {peer}");
+        let bytes = h.authed(client(1), &alice, permission(peer));
+        assert_eq!(
+            code(&bytes),
+            ErrorCode::FORBIDDEN,
+            "CreatePermission {peer}"
+        );
         let bytes = h.authed(client(1), &alice, channel_bind(0x4000, peer));
-        assert_eq!(code(&bytes), 403, "ChannelBind {peer}");
+        assert_eq!(code(&bytes), ErrorCode::FORBIDDEN, "ChannelBind {peer}");
         let send = send_indication(peer, b"x");
-        let action = h.server.handle_client(h.now, client(1), &send);
+        let action = h.handle(client(1), &send);
         assert_eq!(action, ClientAction::Done, "Send {peer}");
     }
     assert!(h
@@ -47,36 +48,25 @@ fn peer_policy_matrix_is_403_on_permission_channel_and_send() {
 
 #[test]
 fn create_permission_is_all_or_nothing_and_checks_family() {
-    let mut h = H::new(config());
-    h.allocate(client(1), "alice");
-    let id = alloc_id(&h, client(1));
-    let alice = Cred::new("alice", T0 + 86_400);
+    let (mut h, id, alice) = with_alice(config());
     // One good and one refused peer: 403 and neither installed.
-    let mut w = with_peer(CREATE_PERMISSION, PUBLIC_PEER);
+    let mut w = permission(PUBLIC_PEER);
     let txid = w.transaction_id();
     w.add_attribute(&XorPeerAddress::new(addr("10.1.1.1:1"), txid))
         .unwrap();
-    assert_eq!(code(&h.authed(client(1), &alice, w)), 403);
+    assert_eq!(h.ask(client(1), &alice, w), ErrorCode::FORBIDDEN);
     assert!(from_peer(&mut h, id, PUBLIC_PEER, b"x").is_none());
     // A public IPv6 peer on an IPv4 allocation: 443.
-    let bytes = h.authed(
-        client(1),
-        &alice,
-        with_peer(CREATE_PERMISSION, "[2606:4700::1111]:1"),
-    );
-    assert_eq!(code(&bytes), 443);
+    let bytes = h.authed(client(1), &alice, permission("[2606:4700::1111]:1"));
+    assert_eq!(code(&bytes), ErrorCode::PEER_ADDRESS_FAMILY_MISMATCH);
     // No peer at all: 400.
     assert_eq!(
-        code(&h.authed(client(1), &alice, request(CREATE_PERMISSION))),
-        400
+        h.ask(client(1), &alice, request(CREATE_PERMISSION)),
+        ErrorCode::BAD_REQUEST
     );
     // IPv4-mapped form of a public address counts as that address.
-    let bytes = h.authed(
-        client(1),
-        &alice,
-        with_peer(CREATE_PERMISSION, "[::ffff:8.8.4.4]:1"),
-    );
-    assert_eq!(code(&bytes), 200);
+    let bytes = h.authed(client(1), &alice, permission("[::ffff:8.8.4.4]:1"));
+    assert_eq!(code(&bytes), OK);
     assert!(from_peer(&mut h, id, PUBLIC_PEER, b"x").is_some());
 }
 
@@ -87,48 +77,30 @@ fn allow_peers_opens_a_range_and_deny_peers_wins() {
         vec!["127.0.0.0/8".parse().unwrap()],
         vec!["8.8.4.0/24".parse().unwrap()],
     );
-    let mut h = H::new(c);
-    h.allocate(client(1), "alice");
-    let alice = Cred::new("alice", T0 + 86_400);
-    let ok = h.authed(
-        client(1),
-        &alice,
-        with_peer(CREATE_PERMISSION, "127.0.0.1:3480"),
-    );
-    assert_eq!(code(&ok), 200);
-    let denied = h.authed(client(1), &alice, with_peer(CREATE_PERMISSION, PUBLIC_PEER));
-    assert_eq!(code(&denied), 403);
-    assert!(h.events().contains(&Event::PeerRefused(Refusal::Denied)));
+    let (mut h, _, alice) = with_alice(c);
+    let ok = h.authed(client(1), &alice, permission("127.0.0.1:3480"));
+    assert_eq!(code(&ok), OK);
+    let denied = h.authed(client(1), &alice, permission(PUBLIC_PEER));
+    assert_eq!(code(&denied), ErrorCode::FORBIDDEN);
+    assert!(h.saw(Event::PeerRefused(Refusal::Denied)));
 }
 
 #[test]
 fn permissions_expire_after_300_seconds() {
-    let mut h = H::new(config());
-    h.allocate(client(1), "alice");
-    let id = alloc_id(&h, client(1));
-    let alice = Cred::new("alice", T0 + 86_400);
-    assert_eq!(
-        code(&h.authed(client(1), &alice, with_peer(CREATE_PERMISSION, PUBLIC_PEER))),
-        200
-    );
+    let (mut h, id, alice) = with_alice(config());
+    assert_eq!(h.ask(client(1), &alice, permission(PUBLIC_PEER)), OK);
     h.advance(299);
     assert!(from_peer(&mut h, id, PUBLIC_PEER, b"x").is_some());
     let send = send_indication(PUBLIC_PEER, b"y");
     assert!(matches!(
-        h.server.handle_client(h.now, client(1), &send),
+        h.handle(client(1), &send),
         ClientAction::Relay { .. }
     ));
     h.advance(1);
     assert!(from_peer(&mut h, id, PUBLIC_PEER, b"x").is_none());
-    assert_eq!(
-        h.server.handle_client(h.now, client(1), &send),
-        ClientAction::Done
-    );
+    assert_eq!(h.handle(client(1), &send), ClientAction::Done);
     // Any port of the permitted IP is fine; other IPs are not.
-    assert_eq!(
-        code(&h.authed(client(1), &alice, with_peer(CREATE_PERMISSION, PUBLIC_PEER))),
-        200
-    );
+    assert_eq!(h.ask(client(1), &alice, permission(PUBLIC_PEER)), OK);
     assert!(from_peer(&mut h, id, "8.8.4.4:9999", b"x").is_some());
     assert!(from_peer(&mut h, id, "8.8.4.5:4000", b"x").is_none());
 }
@@ -137,18 +109,17 @@ fn permissions_expire_after_300_seconds() {
 fn too_many_permissions_is_508() {
     let mut c = config();
     c.max_permissions = 2;
-    let mut h = H::new(c);
-    h.allocate(client(1), "alice");
-    let alice = Cred::new("alice", T0 + 86_400);
+    let (mut h, _, alice) = with_alice(c);
     for (i, peer) in ["8.8.4.1:1", "8.8.4.2:1", "8.8.4.3:1"]
         .into_iter()
         .enumerate()
     {
-        let want = if i < 2 { 200 } else { 508 };
-        assert_eq!(
-            code(&h.authed(client(1), &alice, with_peer(CREATE_PERMISSION, peer))),
-            want
-        );
+        let want = if i < 2 {
+            OK
+        } else {
+            ErrorCode::INSUFFICIENT_CAPACITY
+        };
+        assert_eq!(h.ask(client(1), &alice, permission(peer)), want);
     }
 }
 
@@ -156,22 +127,13 @@ fn too_many_permissions_is_508() {
 
 #[test]
 fn send_and_data_indications_round_trip() {
-    let mut h = H::new(config());
-    h.allocate(client(1), "alice");
-    let id = alloc_id(&h, client(1));
-    let alice = Cred::new("alice", T0 + 86_400);
+    let (mut h, id, alice) = with_alice(config());
     // Without a permission, Send is dropped silently.
     let send = send_indication(PUBLIC_PEER, b"hello peer");
-    assert_eq!(
-        h.server.handle_client(h.now, client(1), &send),
-        ClientAction::Done
-    );
+    assert_eq!(h.handle(client(1), &send), ClientAction::Done);
     assert!(h.answers(client(1)).is_empty());
-    assert_eq!(
-        code(&h.authed(client(1), &alice, with_peer(CREATE_PERMISSION, PUBLIC_PEER))),
-        200
-    );
-    match h.server.handle_client(h.now, client(1), &send) {
+    assert_eq!(h.ask(client(1), &alice, permission(PUBLIC_PEER)), OK);
+    match h.handle(client(1), &send) {
         ClientAction::Relay {
             alloc,
             peer,
@@ -184,18 +146,12 @@ fn send_and_data_indications_round_trip() {
         other => panic!("{other:?}"),
     }
     // A Send from a 5-tuple without allocation, or without DATA: dropped.
-    assert_eq!(
-        h.server.handle_client(h.now, client(2), &send),
-        ClientAction::Done
-    );
+    assert_eq!(h.handle(client(2), &send), ClientAction::Done);
     let mut w = Message::builder_indication(SEND, MessageWriteVec::new());
     let txid = w.transaction_id();
     w.add_attribute(&XorPeerAddress::new(addr(PUBLIC_PEER), txid))
         .unwrap();
-    assert_eq!(
-        h.server.handle_client(h.now, client(1), &w.finish()),
-        ClientAction::Done
-    );
+    assert_eq!(h.handle(client(1), &w.finish()), ClientAction::Done);
     // Peer data comes back as a Data indication (no channel bound), odd length padded.
     let (tuple, frame) = from_peer(&mut h, id, PUBLIC_PEER, b"hi back").unwrap();
     assert_eq!(tuple, client(1));
@@ -216,81 +172,69 @@ fn send_and_data_indications_round_trip() {
 
 #[test]
 fn channel_bind_rules() {
-    let mut h = H::new(config());
-    h.allocate(client(1), "alice");
-    let alice = Cred::new("alice", T0 + 86_400);
+    let (mut h, _, alice) = with_alice(config());
     for bad in [0x3FFF, 0x8000, 0xFFFF, 0x0001] {
         assert_eq!(
-            code(&h.authed(client(1), &alice, channel_bind(bad, PUBLIC_PEER))),
-            400,
+            h.ask(client(1), &alice, channel_bind(bad, PUBLIC_PEER)),
+            ErrorCode::BAD_REQUEST,
             "{bad:#x}"
         );
     }
     assert_eq!(
-        code(&h.authed(client(1), &alice, channel_bind(0x4000, PUBLIC_PEER))),
-        200
+        h.ask(client(1), &alice, channel_bind(0x4000, PUBLIC_PEER)),
+        OK
     );
     assert_eq!(
-        code(&h.authed(client(1), &alice, channel_bind(0x4000, PUBLIC_PEER))),
-        200,
+        h.ask(client(1), &alice, channel_bind(0x4000, PUBLIC_PEER)),
+        OK,
         "refresh"
     );
     assert_eq!(
-        code(&h.authed(client(1), &alice, channel_bind(0x4000, "8.8.4.4:4001"))),
-        400
+        h.ask(client(1), &alice, channel_bind(0x4000, "8.8.4.4:4001")),
+        ErrorCode::BAD_REQUEST
     );
     assert_eq!(
-        code(&h.authed(client(1), &alice, channel_bind(0x4001, PUBLIC_PEER))),
-        400
+        h.ask(client(1), &alice, channel_bind(0x4001, PUBLIC_PEER)),
+        ErrorCode::BAD_REQUEST
     );
     assert_eq!(
-        code(&h.authed(client(1), &alice, channel_bind(0x4FFF, "8.8.4.4:4001"))),
-        200
+        h.ask(client(1), &alice, channel_bind(0x4FFF, "8.8.4.4:4001")),
+        OK
     );
     // Missing attributes.
     assert_eq!(
-        code(&h.authed(client(1), &alice, with_peer(CHANNEL_BIND, PUBLIC_PEER))),
-        400
+        h.ask(client(1), &alice, with_peer(CHANNEL_BIND, PUBLIC_PEER)),
+        ErrorCode::BAD_REQUEST
     );
     let mut w = request(CHANNEL_BIND);
     w.add_attribute(&ChannelNumber::new(0x4002)).unwrap();
-    assert_eq!(code(&h.authed(client(1), &alice, w)), 400);
+    assert_eq!(h.ask(client(1), &alice, w), ErrorCode::BAD_REQUEST);
     // The box's own address on a port that is not a relay port (its HTTP port, say): 403;
     // its IP may be permitted (relay-to-relay needs that), but nothing from such a port passes.
-    assert_eq!(
-        code(&h.authed(
-            client(1),
-            &alice,
-            with_peer(CREATE_PERMISSION, "198.51.100.10:1")
-        )),
-        200
-    );
+    assert_eq!(h.ask(client(1), &alice, permission("198.51.100.10:1")), OK);
     let id = alloc_id(&h, client(1));
     assert!(from_peer(&mut h, id, "198.51.100.10:8080", b"x").is_none());
     assert!(from_peer(&mut h, id, "198.51.100.10:50999", b"x").is_some());
     assert_eq!(
-        code(&h.authed(
+        h.ask(
             client(1),
             &alice,
             channel_bind(0x4003, "198.51.100.10:8080")
-        )),
-        403
+        ),
+        ErrorCode::FORBIDDEN
     );
 }
 
 #[test]
 fn channel_data_both_ways() {
-    let mut h = H::new(config());
-    h.allocate(client(1), "alice");
-    let id = alloc_id(&h, client(1));
-    let alice = Cred::new("alice", T0 + 86_400);
+    let (mut h, id, alice) = with_alice(config());
     assert_eq!(
-        code(&h.authed(client(1), &alice, channel_bind(0x4000, PUBLIC_PEER))),
-        200
+        h.ask(client(1), &alice, channel_bind(0x4000, PUBLIC_PEER)),
+        OK
     );
     // ChannelBind installs the permission too.
     let data = channel_data(0x4000, b"media");
-    match h.server.handle_client(h.now, client(1), &data) {
+    match h.handle(client(1), &data) {
         ClientAction::Relay { peer, payload, .. } => {
             assert_eq!(peer, addr(PUBLIC_PEER));
             assert_eq!(payload, b"media");
@@ -301,7 +245,7 @@ fn channel_data_both_ways() {
     let mut padded = channel_data(0x4000, b"abc");
     padded.push(0);
     assert!(matches!(
-        h.server.handle_client(h.now, client(1), &padded),
+        h.handle(client(1), &padded),
         ClientAction::Relay {
             payload: b"abc",
             ..
@@ -309,46 +253,25 @@ fn channel_data_both_ways() {
     ));
     let mut short = channel_data(0x4000, b"abcdef");
     short.truncate(7);
-    assert_eq!(
-        h.server.handle_client(h.now, client(1), &short),
-        ClientAction::Done
-    );
+    assert_eq!(h.handle(client(1), &short), ClientAction::Done);
     // An unbound channel, or another client: dropped.
     assert_eq!(
-        h.server
-            .handle_client(h.now, client(1), &channel_data(0x4001, b"x")),
+        h.handle(client(1), &channel_data(0x4001, b"x")),
         ClientAction::Done
     );
-    assert_eq!(
-        h.server.handle_client(h.now, client(2), &data),
-        ClientAction::Done
-    );
+    assert_eq!(h.handle(client(2), &data), ClientAction::Done);
     // From the peer: ChannelData with the bound number.
     let (tuple, frame) = from_peer(&mut h, id, PUBLIC_PEER, b"reply").unwrap();
     assert_eq!(tuple, client(1));
     assert_eq!(frame, channel_data(0x4000, b"reply"));
     // After 600 s without refresh the channel is gone (permission refreshed meanwhile).
     h.advance(290);
-    assert_eq!(
-        code(&h.authed(client(1), &alice, with_peer(CREATE_PERMISSION, PUBLIC_PEER))),
-        200
-    );
+    assert_eq!(h.ask(client(1), &alice, permission(PUBLIC_PEER)), OK);
     h.advance(290);
-    assert_eq!(
-        code(&h.authed(client(1), &alice, with_peer(CREATE_PERMISSION, PUBLIC_PEER))),
-        200
-    );
-    let refresh = {
-        let mut w = request(REFRESH);
-        w.add_attribute(&Lifetime::new(3600)).unwrap();
-        w
-    };
-    assert_eq!(code(&h.authed(client(1), &alice, refresh)), 200);
+    assert_eq!(h.ask(client(1), &alice, permission(PUBLIC_PEER)), OK);
+    assert_eq!(h.ask(client(1), &alice, refresh(3600)), OK);
     h.advance(20);
-    assert_eq!(
-        h.server.handle_client(h.now, client(1), &data),
-        ClientAction::Done
-    );
+    assert_eq!(h.handle(client(1), &data), ClientAction::Done);
     let (_, frame) = from_peer(&mut h, id, PUBLIC_PEER, b"late").unwrap();
     assert!(
         Message::from_bytes(&frame).is_ok(),
@@ -356,8 +279,8 @@ fn channel_data_both_ways() {
     );
     // Within the cooldown the number cannot go to another peer.
     assert_eq!(
-        code(&h.authed(client(1), &alice, channel_bind(0x4000, "8.8.4.4:4001"))),
-        400
+        h.ask(client(1), &alice, channel_bind(0x4000, "8.8.4.4:4001")),
+        ErrorCode::BAD_REQUEST
     );
 }
 
@@ -372,22 +295,16 @@ fn relay_to_relay_is_delivered_inside_the_process_even_behind_nat() {
     let b_relay = h.allocate(client(2), "bob");
     assert_eq!(a_relay.ip().to_string(), "192.0.2.200");
     let (a, b) = (alloc_id(&h, client(1)), alloc_id(&h, client(2)));
-    let alice = Cred::new("alice", T0 + 86_400);
-    let bob = Cred::new("bob", T0 + 86_400);
+    let alice = Cred::day("alice");
+    let bob = Cred::day("bob");
     // Each permits the other's advertised (public) relayed address: not refused as the
     // documentation range it is, because it is ours.
     let a_peer = a_relay.to_string();
     let b_peer = b_relay.to_string();
-    assert_eq!(
-        code(&h.authed(client(1), &alice, channel_bind(0x4000, &b_peer))),
-        200
-    );
-    assert_eq!(
-        code(&h.authed(client(2), &bob, with_peer(CREATE_PERMISSION, &a_peer))),
-        200
-    );
+    assert_eq!(h.ask(client(1), &alice, channel_bind(0x4000, &b_peer)), OK);
+    assert_eq!(h.ask(client(2), &bob, permission(&a_peer)), OK);
     let data = channel_data(0x4000, b"through the hairpin");
-    let (to, from, payload) = match h.server.handle_client(h.now, client(1), &data) {
+    let (to, from, payload) = match h.handle(client(1), &data) {
         ClientAction::Hairpin { to, from, payload } => (to, from, payload.to_vec()),
         other => panic!("{other:?}"),
     };
@@ -410,15 +327,9 @@ fn relay_to_relay_is_delivered_inside_the_process_even_behind_nat() {
     assert_eq!(h.server.allocation_usage(b).unwrap().packets_from_peer, 1);
     // A relay port with no allocation behind it: dropped.
     let ghost = SocketAddr::new(a_relay.ip(), 50999).to_string();
-    assert_eq!(
-        code(&h.authed(client(1), &alice, channel_bind(0x4001, &ghost))),
-        200
-    );
+    assert_eq!(h.ask(client(1), &alice, channel_bind(0x4001, &ghost)), OK);
     let data = channel_data(0x4001, b"nobody");
-    assert_eq!(
-        h.server.handle_client(h.now, client(1), &data),
-        ClientAction::Done
-    );
+    assert_eq!(h.handle(client(1), &data), ClientAction::Done);
 }
 
 #[test]
@@ -442,31 +353,21 @@ fn other_addresses_of_the_host_are_never_peers_unless_allowed() {
     // nothing against it), but no port of it is reachable, either way.
     let mut c = config();
     c.host_ips = vec!["8.8.8.8".parse().unwrap()];
-    let mut h = H::new(c.clone());
-    h.allocate(client(1), "alice");
-    let id = alloc_id(&h, client(1));
-    let alice = Cred::new("alice", T0 + 86_400);
+    let (mut h, id, alice) = with_alice(c.clone());
+    assert_eq!(h.ask(client(1), &alice, permission("8.8.8.8:1")), OK);
     assert_eq!(
-        code(&h.authed(client(1), &alice, with_peer(CREATE_PERMISSION, "8.8.8.8:1"))),
-        200
-    );
-    assert_eq!(
-        code(&h.authed(client(1), &alice, channel_bind(0x4000, "8.8.8.8:3478"))),
-        403
+        h.ask(client(1), &alice, channel_bind(0x4000, "8.8.8.8:3478")),
+        ErrorCode::FORBIDDEN
     );
     let send = send_indication("8.8.8.8:3478", b"x");
-    assert_eq!(
-        h.server.handle_client(h.now, client(1), &send),
-        ClientAction::Done
-    );
+    assert_eq!(h.handle(client(1), &send), ClientAction::Done);
     assert!(from_peer(&mut h, id, "8.8.8.8:3478", b"x").is_none());
     // Named in allow_peers, it is an ordinary peer.
     c.policy = policy::PeerPolicy::new(vec!["8.8.8.8/32".parse().unwrap()], vec![]);
-    let mut h = H::new(c);
-    h.allocate(client(1), "alice");
+    let (mut h, _, _) = with_alice(c);
     assert_eq!(
-        code(&h.authed(client(1), &alice, channel_bind(0x4000, "8.8.8.8:3478"))),
-        200
+        h.ask(client(1), &alice, channel_bind(0x4000, "8.8.8.8:3478")),
+        OK
     );
 }
 
@@ -477,9 +378,11 @@ fn stream_channel_data_is_padded_and_the_connection_owns_the_allocation() {
     let mut h = H::new(config());
     h.allocate(tcp_client(1), "alice");
     let id = alloc_id(&h, tcp_client(1));
-    let alice = Cred::new("alice", T0 + 86_400);
-    let w = channel_bind(0x4000, PUBLIC_PEER);
-    assert_eq!(code(&h.authed(tcp_client(1), &alice, w)), 200);
+    let alice = Cred::day("alice");
+    assert_eq!(
+        h.ask(tcp_client(1), &alice, channel_bind(0x4000, PUBLIC_PEER)),
+        OK
+    );
     // Five payload bytes: padded with three zeros to eight after the header.
     let (_, frame) = from_peer(&mut h, id, PUBLIC_PEER, b"hello").unwrap();
     let mut want = channel_data(0x4000, b"hello");
@@ -489,7 +392,7 @@ fn stream_channel_data_is_padded_and_the_connection_owns_the_allocation() {
     let mut padded = channel_data(0x4000, b"abcde");
     padded.extend_from_slice(&[0, 0, 0]);
     assert!(matches!(
-        h.server.handle_client(h.now, tcp_client(1), &padded),
+        h.handle(tcp_client(1), &padded),
         ClientAction::Relay {
             payload: b"abcde",
             ..
@@ -498,8 +401,10 @@ fn stream_channel_data_is_padded_and_the_connection_owns_the_allocation() {
     // Over UDP the same reply is not padded.
     h.allocate(client(1), "alice");
     let udp_id = alloc_id(&h, client(1));
-    let w = channel_bind(0x4000, PUBLIC_PEER);
-    assert_eq!(code(&h.authed(client(1), &alice, w)), 200);
+    assert_eq!(
+        h.ask(client(1), &alice, channel_bind(0x4000, PUBLIC_PEER)),
+        OK
+    );
     let (_, frame) = from_peer(&mut h, udp_id, PUBLIC_PEER, b"hello").unwrap();
     assert_eq!(frame, channel_data(0x4000, b"hello"));
     // The connection closes: its allocation ends, and only its.
@@ -517,15 +422,11 @@ fn stream_channel_data_is_padded_and_the_connection_owns_the_allocation() {
 #[test]
 fn data_indications_that_would_overflow_their_length_are_dropped() {
     let mut h = H::new(dual_stack_config());
-    let bytes = allocate_with(&mut h, tcp_client(1), "alice", |w| {
-        w.add_attribute(&RequestedAddressFamily::new(AddressFamily::IPV6))
-            .unwrap();
-    });
-    assert_eq!(code(&bytes), 200);
+    let bytes = allocate_with(&mut h, tcp_client(1), "alice", ipv6);
+    assert_eq!(code(&bytes), OK);
     let id = alloc_id(&h, tcp_client(1));
-    let alice = Cred::new("alice", T0 + 86_400);
-    let w = with_peer(CREATE_PERMISSION, PUBLIC_PEER6);
-    assert_eq!(code(&h.authed(tcp_client(1), &alice, w)), 200);
+    let alice = Cred::day("alice");
+    assert_eq!(h.ask(tcp_client(1), &alice, permission(PUBLIC_PEER6)), OK);
     // 28 bytes of XOR-PEER-ADDRESS (IPv6) and DATA header, and DATA padded to four: 65,504
     // payload bytes fit; 65,505 would wrap the 16-bit length and desynchronise the stream.
     let (_, frame) = from_peer(&mut h, id, PUBLIC_PEER6, &vec![7; 65_504]).unwrap();

@@ -53,11 +53,11 @@ fn malformed_request_keeps_its_transaction_id_for_a_400() {
     let bytes = h.one(client(1000), &bad);
     let msg = Message::from_bytes(&bytes).unwrap();
     assert_eq!(msg.transaction_id(), txid);
-    assert_eq!(code(&bytes), 400);
+    assert_eq!(code(&bytes), ErrorCode::BAD_REQUEST);
     // A length field that disagrees with the datagram.
     let mut bad = good;
     bad.extend_from_slice(&[0, 0, 0, 0]);
-    assert_eq!(code(&h.one(client(1000), &bad)), 400);
+    assert_eq!(code(&h.one(client(1000), &bad)), ErrorCode::BAD_REQUEST);
 }
 
 #[test]
@@ -89,7 +89,7 @@ fn garbage_and_responses_get_no_answer() {
 fn unknown_method_is_400() {
     let mut h = H::new(config());
     let bytes = h.one(client(1000), &request(Method::new(0x0099)).finish());
-    assert_eq!(code(&bytes), 400);
+    assert_eq!(code(&bytes), ErrorCode::BAD_REQUEST);
 }
 
 #[test]
@@ -106,7 +106,7 @@ fn unknown_comprehension_required_attribute_is_420() {
         &[1, 2, 3, 4],
     ));
     let bytes = h.one(client(1000), &w.finish());
-    assert_eq!(code(&bytes), 420);
+    assert_eq!(code(&bytes), ErrorCode::UNKNOWN_ATTRIBUTE);
     let msg = Message::from_bytes(&bytes).unwrap();
     let unknown = msg.attribute::<UnknownAttributes>().unwrap();
     assert!(unknown.has_attribute(0x0030.into()));

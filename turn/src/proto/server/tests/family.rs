@@ -7,24 +7,29 @@ use super::*;
 #[test]
 fn ipv6_allocation_relays_to_ipv6_peers_only() {
     let mut h = H::new(dual_stack_config());
-    let bytes = allocate_with(&mut h, client(1), "alice", |w| {
-        w.add_attribute(&RequestedAddressFamily::new(AddressFamily::IPV6))
-            .unwrap();
-    });
-    assert_eq!(code(&bytes), 200, "{}", describe(&bytes));
+    let bytes = allocate_with(&mut h, client(1), "alice", ipv6);
+    assert_eq!(code(&bytes), OK, "{}", describe(&bytes));
     assert_eq!(relayed_addresses(&bytes), [addr("[2001:db8::10]:50000")]);
     let id = alloc_id(&h, client(1));
-    let alice = Cred::new("alice", T0 + 86_400);
+    let alice = Cred::day("alice");
     // An IPv4 peer on an IPv6-only allocation: 443, for permissions and channels alike.
-    let w = with_peer(CREATE_PERMISSION, PUBLIC_PEER);
-    assert_eq!(code(&h.authed(client(1), &alice, w)), 443);
-    let w = channel_bind(0x4000, PUBLIC_PEER);
-    assert_eq!(code(&h.authed(client(1), &alice, w)), 443);
+    assert_eq!(
+        h.ask(client(1), &alice, permission(PUBLIC_PEER)),
+        ErrorCode::PEER_ADDRESS_FAMILY_MISMATCH
+    );
+    assert_eq!(
+        h.ask(client(1), &alice, channel_bind(0x4000, PUBLIC_PEER)),
+        ErrorCode::PEER_ADDRESS_FAMILY_MISMATCH
+    );
     // IPv6 peers go through the same policy: a private (ULA) one is refused, a public one not.
-    let w = with_peer(CREATE_PERMISSION, "[fd00::1]:1");
-    assert_eq!(code(&h.authed(client(1), &alice, w)), 403);
-    let w = channel_bind(0x4000, PUBLIC_PEER6);
-    assert_eq!(code(&h.authed(client(1), &alice, w)), 200);
+    assert_eq!(
+        h.ask(client(1), &alice, permission("[fd00::1]:1")),
+        ErrorCode::FORBIDDEN
+    );
+    assert_eq!(
+        h.ask(client(1), &alice, channel_bind(0x4000, PUBLIC_PEER6)),
+        OK
+    );
     match h
         .server
         .handle_client(h.now, client(1), &channel_data(0x4000, b"six"))
@@ -38,41 +43,40 @@ fn ipv6_allocation_relays_to_ipv6_peers_only() {
     assert_eq!(frame, channel_data(0x4000, b"back"));
     // A Send to an IPv4 peer is dropped, whatever permissions exist.
     assert_eq!(
-        h.server
-            .handle_client(h.now, client(1), &send_indication(PUBLIC_PEER, b"x")),
+        h.handle(client(1), &send_indication(PUBLIC_PEER, b"x")),
         ClientAction::Done
     );
     // Refresh naming the other family: 443; naming its own: fine.
     let mut w = request(REFRESH);
     w.add_attribute(&RequestedAddressFamily::new(AddressFamily::IPV4))
         .unwrap();
-    assert_eq!(code(&h.authed(client(1), &alice, w)), 443);
+    assert_eq!(
+        h.ask(client(1), &alice, w),
+        ErrorCode::PEER_ADDRESS_FAMILY_MISMATCH
+    );
     let mut w = request(REFRESH);
     w.add_attribute(&RequestedAddressFamily::new(AddressFamily::IPV6))
         .unwrap();
-    assert_eq!(code(&h.authed(client(1), &alice, w)), 200);
+    assert_eq!(h.ask(client(1), &alice, w), OK);
 }
 
 #[test]
 fn dual_allocation_relays_both_families() {
     let mut h = H::new(dual_stack_config());
-    let bytes = allocate_with(&mut h, client(1), "alice", |w| {
-        w.add_attribute(&AdditionalAddressFamily::new(AddressFamily::IPV6))
-            .unwrap();
-    });
-    assert_eq!(code(&bytes), 200, "{}", describe(&bytes));
+    let bytes = allocate_with(&mut h, client(1), "alice", and_ipv6);
+    assert_eq!(code(&bytes), OK, "{}", describe(&bytes));
     // IPv4 first, then IPv6, and no ADDRESS-ERROR-CODE.
     assert_eq!(
         relayed_addresses(&bytes),
         [addr("198.51.100.10:50000"), addr("[2001:db8::10]:50001")]
     );
     assert_eq!(address_error(&bytes), None);
-    let alice = Cred::new("alice", T0 + 86_400);
-    let mut w = with_peer(CREATE_PERMISSION, PUBLIC_PEER);
+    let alice = Cred::day("alice");
+    let mut w = permission(PUBLIC_PEER);
     let txid = w.transaction_id();
     w.add_attribute(&XorPeerAddress::new(addr(PUBLIC_PEER6), txid))
         .unwrap();
-    assert_eq!(code(&h.authed(client(1), &alice, w)), 200);
+    assert_eq!(h.ask(client(1), &alice, w), OK);
     for peer in [PUBLIC_PEER, PUBLIC_PEER6] {
         match h
             .server
@@ -85,9 +89,7 @@ fn dual_allocation_relays_both_families() {
     // Both relay addresses are the relay's own; deleting the allocation closes both sockets
     // with one command.
     assert_eq!(h.server.by_relay.len(), 2);
-    let mut w = request(REFRESH);
-    w.add_attribute(&Lifetime::new(0)).unwrap();
-    assert_eq!(code(&h.authed(client(1), &alice, w)), 200);
+    assert_eq!(h.ask(client(1), &alice, refresh(0)), OK);
     assert_eq!(h.closed.len(), 1);
     assert!(h.server.by_relay.is_empty());
 }
@@ -95,16 +97,13 @@ fn dual_allocation_relays_both_families() {
 #[test]
 fn dual_allocation_without_an_ipv6_socket_keeps_the_ipv4_half() {
     let mut h = H::new(dual_stack_config());
-    let cred = Cred::new("alice", T0 + 86_400);
-    let mut w = request(ALLOCATE);
-    w.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
-        .unwrap();
+    let cred = Cred::day("alice");
+    let mut w = allocate_request();
     w.add_attribute(&AdditionalAddressFamily::new(AddressFamily::IPV6))
         .unwrap();
     let nonce = h.nonce(client(1));
     assert_eq!(
-        h.server
-            .handle_client(h.now, client(1), &cred.seal(w, &nonce)),
+        h.handle(client(1), &cred.seal(w, &nonce)),
         ClientAction::Done
     );
     let Some(Command::OpenRelay {
@@ -130,19 +129,19 @@ fn dual_allocation_without_an_ipv6_socket_keeps_the_ipv4_half() {
     h.server
         .handle_relay_opened(h.now, id, Family::V6, Err(OpenError::NoPorts));
     let bytes = h.answers(client(1)).pop().unwrap();
-    assert_eq!(code(&bytes), 200);
+    assert_eq!(code(&bytes), OK);
     assert_eq!(relayed_addresses(&bytes), [addr("198.51.100.10:50000")]);
-    assert_eq!(address_error(&bytes), Some(508));
+    assert_eq!(
+        address_error(&bytes),
+        Some(ErrorCode::INSUFFICIENT_CAPACITY)
+    );
 
     // The IPv4 half failing fails the whole request, and the IPv6 socket is closed again.
-    let mut w = request(ALLOCATE);
-    w.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
-        .unwrap();
+    let mut w = allocate_request();
     w.add_attribute(&AdditionalAddressFamily::new(AddressFamily::IPV6))
         .unwrap();
     let nonce = h.nonce(client(2));
-    h.server
-        .handle_client(h.now, client(2), &cred.seal(w, &nonce));
+    h.handle(client(2), &cred.seal(w, &nonce));
     let Some(Command::OpenRelay { id, .. }) = h.server.poll_command() else {
         panic!("expected OpenRelay");
     };
@@ -151,7 +150,10 @@ fn dual_allocation_without_an_ipv6_socket_keeps_the_ipv4_half() {
         .handle_relay_opened(h.now, id, Family::V4, Err(OpenError::NoPorts));
     h.server
         .handle_relay_opened(h.now, id, Family::V6, Ok(addr("[2001:db8::10]:50001")));
-    assert_eq!(code(&h.answers(client(2)).pop().unwrap()), 508);
+    assert_eq!(
+        code(&h.answers(client(2)).pop().unwrap()),
+        ErrorCode::INSUFFICIENT_CAPACITY
+    );
     assert_eq!(h.server.poll_command(), Some(Command::CloseRelay { id }));
     assert_eq!(h.server.allocation_count(), 1);
 }
@@ -160,27 +162,21 @@ fn dual_allocation_without_an_ipv6_socket_keeps_the_ipv4_half() {
 fn address_families_the_relay_lacks_get_440() {
     // IPv4 only: an IPv6 request is refused; a dual request gets IPv4 and ADDRESS-ERROR-CODE.
     let mut h = H::new(config());
-    let bytes = allocate_with(&mut h, client(1), "alice", |w| {
-        w.add_attribute(&RequestedAddressFamily::new(AddressFamily::IPV6))
-            .unwrap();
-    });
-    assert_eq!(code(&bytes), 440);
-    let bytes = allocate_with(&mut h, client(2), "alice", |w| {
-        w.add_attribute(&AdditionalAddressFamily::new(AddressFamily::IPV6))
-            .unwrap();
-    });
+    let bytes = allocate_with(&mut h, client(1), "alice", ipv6);
+    assert_eq!(code(&bytes), ErrorCode::ADDRESS_FAMILY_NOT_SUPPORTED);
+    let bytes = allocate_with(&mut h, client(2), "alice", and_ipv6);
     assert_eq!(relayed_addresses(&bytes), [addr("198.51.100.10:50000")]);
-    assert_eq!(address_error(&bytes), Some(440));
+    assert_eq!(
+        address_error(&bytes),
+        Some(ErrorCode::ADDRESS_FAMILY_NOT_SUPPORTED)
+    );
     // IPv6 only: the default (IPv4) request is refused, an IPv6 one served.
     let mut c = config();
     c.relay_ips = vec!["2001:db8::10".parse().unwrap()];
     let mut h = H::new(c);
     let bytes = allocate_with(&mut h, client(1), "alice", |_| {});
-    assert_eq!(code(&bytes), 440);
-    let bytes = allocate_with(&mut h, client(2), "alice", |w| {
-        w.add_attribute(&RequestedAddressFamily::new(AddressFamily::IPV6))
-            .unwrap();
-    });
+    assert_eq!(code(&bytes), ErrorCode::ADDRESS_FAMILY_NOT_SUPPORTED);
+    let bytes = allocate_with(&mut h, client(2), "alice", ipv6);
     assert_eq!(relayed_addresses(&bytes), [addr("[2001:db8::10]:50000")]);
 }
 
@@ -193,12 +189,10 @@ fn ipv6_relay_addresses_hairpin_in_process() {
     };
     let a = relayed_addresses(&allocate_with(&mut h, client(1), "alice", six))[0];
     let b = relayed_addresses(&allocate_with(&mut h, client(2), "bob", six))[0];
-    let alice = Cred::new("alice", T0 + 86_400);
-    let w = with_peer(CREATE_PERMISSION, &b.to_string());
-    assert_eq!(code(&h.authed(client(1), &alice, w)), 200);
-    let bob = Cred::new("bob", T0 + 86_400);
-    let w = with_peer(CREATE_PERMISSION, &a.to_string());
-    assert_eq!(code(&h.authed(client(2), &bob, w)), 200);
+    let alice = Cred::day("alice");
+    assert_eq!(h.ask(client(1), &alice, permission(&b.to_string())), OK);
+    let bob = Cred::day("bob");
+    assert_eq!(h.ask(client(2), &bob, permission(&a.to_string())), OK);
     match h
         .server
         .handle_client(h.now, client(1), &send_indication(&b.to_string(), b"hi"))

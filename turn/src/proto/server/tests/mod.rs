@@ -121,22 +121,12 @@ impl H {
 
     /// A nonce for `tuple`, obtained the way a client does: an unauthenticated request.
     fn nonce(&mut self, tuple: FiveTuple) -> String {
-        let mut w = request(ALLOCATE);
-        w.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
-            .unwrap();
-        let bytes = self.one(tuple, &w.finish());
-        let msg = Message::from_bytes(&bytes).unwrap();
-        msg.attribute::<Nonce>().unwrap().nonce().to_owned()
+        nonce_of(&self.one(tuple, &allocate_request().finish()))
     }
 
     /// A successful allocation for `user` from `tuple`; returns the relayed address.
     fn allocate(&mut self, tuple: FiveTuple, user: &str) -> SocketAddr {
-        let cred = Cred::new(user, T0 + 86_400);
-        let nonce = self.nonce(tuple);
-        let mut w = request(ALLOCATE);
-        w.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
-            .unwrap();
-        let bytes = self.one(tuple, &cred.seal(w, &nonce));
+        let bytes = self.authed(tuple, &Cred::day(user), allocate_request());
         let msg = Message::from_bytes(&bytes).unwrap();
         assert_eq!(msg.class(), MessageClass::Success, "{}", describe(&bytes));
         msg.attribute::<XorRelayedAddress>()
@@ -148,6 +138,21 @@ impl H {
     fn authed(&mut self, tuple: FiveTuple, cred: &Cred, w: MessageWriteVec) -> Vec<u8> {
         let nonce = self.nonce(tuple);
         self.one(tuple, &cred.seal(w, &nonce))
+    }
+
+    /// The code [`H::authed`] is answered with ([`OK`] for a success).
+    fn ask(&mut self, tuple: FiveTuple, cred: &Cred, w: MessageWriteVec) -> u16 {
+        code(&self.authed(tuple, cred, w))
+    }
+
+    /// Whether `event` happened since the events were last taken (which this does).
+    fn saw(&mut self, event: Event) -> bool {
+        self.events().contains(&event)
+    }
+
+    /// Hands the server a datagram from a client, as the driver does.
+    fn handle<'a>(&mut self, tuple: FiveTuple, data: &'a [u8]) -> ClientAction<'a> {
+        self.server.handle_client(self.now, tuple, data)
     }
 }
 
@@ -165,28 +170,51 @@ impl Cred {
         }
     }
 
-    fn seal(&self, w: MessageWriteVec, nonce: &str) -> Vec<u8> {
-        self.seal_with(w, nonce, false)
+    /// A credential for `user` valid for a day.
+    fn day(user: &str) -> Self {
+        Cred::new(user, T0 + 86_400)
     }
 
-    fn seal_with(&self, mut w: MessageWriteVec, nonce: &str, fingerprint: bool) -> Vec<u8> {
+    fn seal(&self, w: MessageWriteVec, nonce: &str) -> Vec<u8> {
+        self.sign(w, REALM, Some(nonce)).finish()
+    }
+
+    /// USERNAME, REALM, NONCE (if given) and MESSAGE-INTEGRITY with the key for `realm`.
+    fn sign(&self, mut w: MessageWriteVec, realm: &str, nonce: Option<&str>) -> MessageWriteVec {
         w.add_attribute(&Username::new(&self.username).unwrap())
             .unwrap();
-        w.add_attribute(&Realm::new(REALM).unwrap()).unwrap();
-        w.add_attribute(&Nonce::new(nonce).unwrap()).unwrap();
-        let key = long_term_key(&self.username, REALM, &self.password);
+        w.add_attribute(&Realm::new(realm).unwrap()).unwrap();
+        if let Some(nonce) = nonce {
+            w.add_attribute(&Nonce::new(nonce).unwrap()).unwrap();
+        }
+        let key = long_term_key(&self.username, realm, &self.password);
         w.add_message_integrity_with_key(&key, IntegrityAlgorithm::Sha1)
             .unwrap();
-        if fingerprint {
-            w.add_fingerprint().unwrap();
-        }
-        w.finish()
+        w
     }
 }
 
 fn request(method: Method) -> MessageWriteVec {
     Message::builder_request(method, MessageWriteVec::new())
 }
+
+/// An Allocate for a UDP relay, nothing else.
+fn allocate_request() -> MessageWriteVec {
+    let mut w = request(ALLOCATE);
+    w.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
+        .unwrap();
+    w
+}
+
+/// A Refresh asking for `secs` (0: delete).
+fn refresh(secs: u32) -> MessageWriteVec {
+    let mut w = request(REFRESH);
+    w.add_attribute(&Lifetime::new(secs)).unwrap();
+    w
+}
+
+/// What [`code`] says of a success.
+const OK: u16 = 200;
 
 fn client(port: u16) -> FiveTuple {
     FiveTuple::udp(
@@ -204,11 +232,22 @@ fn code(bytes: &[u8]) -> u16 {
     }
 }
 
+/// The NONCE of an answer (a challenge).
+fn nonce_of(bytes: &[u8]) -> String {
+    let msg = Message::from_bytes(bytes).unwrap();
+    msg.attribute::<Nonce>().unwrap().nonce().to_owned()
+}
+
 fn describe(bytes: &[u8]) -> String {
     match Message::from_bytes(bytes) {
         Ok(m) => m.to_string(),
         Err(e) => format!("unparseable: {e}"),
     }
+}
+
+/// A CreatePermission for `peer`.
+fn permission(peer: &str) -> MessageWriteVec {
+    with_peer(CREATE_PERMISSION, peer)
 }
 
 fn with_peer(method: Method, peer: &str) -> MessageWriteVec {
@@ -251,6 +290,15 @@ fn from_peer(h: &mut H, id: AllocId, peer: &str, payload: &[u8]) -> Option<(Five
         .map(|a| (a.tuple, buf[a.frame].to_vec()))
 }
 
+/// A server with one allocation, alice's from `client(1)`: the harness, the allocation and
+/// her credential.
+fn with_alice(config: ServerConfig) -> (H, AllocId, Cred) {
+    let mut h = H::new(config);
+    h.allocate(client(1), "alice");
+    let id = alloc_id(&h, client(1));
+    (h, id, Cred::day("alice"))
+}
+
 fn alloc_id(h: &H, tuple: FiveTuple) -> AllocId {
     *h.server.by_tuple.get(&tuple).unwrap()
 }
@@ -274,12 +322,21 @@ fn allocate_with(
     user: &str,
     extra: impl FnOnce(&mut MessageWriteVec),
 ) -> Vec<u8> {
-    let cred = Cred::new(user, T0 + 86_400);
-    let mut w = request(ALLOCATE);
-    w.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
-        .unwrap();
+    let mut w = allocate_request();
     extra(&mut w);
-    h.authed(tuple, &cred, w)
+    h.authed(tuple, &Cred::day(user), w)
+}
+
+/// REQUESTED-ADDRESS-FAMILY: IPv6 (for [`allocate_with`]).
+fn ipv6(w: &mut MessageWriteVec) {
+    w.add_attribute(&RequestedAddressFamily::new(AddressFamily::IPV6))
+        .unwrap();
+}
+
+/// ADDITIONAL-ADDRESS-FAMILY: IPv6 (for [`allocate_with`]).
+fn and_ipv6(w: &mut MessageWriteVec) {
+    w.add_attribute(&AdditionalAddressFamily::new(AddressFamily::IPV6))
+        .unwrap();
 }
 
 fn relayed_addresses(bytes: &[u8]) -> Vec<SocketAddr> {
