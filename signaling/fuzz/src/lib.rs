@@ -59,7 +59,7 @@ use switchboard_signaling::quality::Figures;
 use switchboard_signaling::service::{CallService, InitiateRequest, Settings};
 use switchboard_signaling::sio;
 use switchboard_signaling::store::Store;
-use switchboard_signaling::time::Timestamp;
+use switchboard_signaling::time::{Clock, Timestamp};
 use switchboard_signaling::turn::TurnIssuer;
 use switchboard_signaling::ws;
 use tokio::io::DuplexStream;
@@ -151,9 +151,9 @@ impl World {
             .build()
             .expect("a tokio runtime");
         let dir = store_dir();
-        let hub = Arc::new(Hub::new(ws::MAX_SOCKETS_PER_USER));
+        let hub = Arc::new(Hub::new(ws::MAX_SOCKETS_PER_USER).0);
         let sink: Arc<dyn EventSink> = hub.clone();
-        let store = Store::open(&dir.join("calls.db"), sink).expect("the call store");
+        let store = Store::open(&dir.join("calls.db"), sink, None).expect("the call store");
         let settings = Settings {
             // Nobody's invitation lapses during a run: the fixture call's Carol stays invited.
             ring_timeout: Duration::from_secs(7 * 86_400),
@@ -167,7 +167,7 @@ impl World {
             vec!["turn:127.0.0.1:3478?transport=udp".into()],
         );
         let state = Arc::new(ApiState {
-            calls: CallService::new(store, settings, turn),
+            calls: CallService::new(store, settings, turn, None, Clock::system()),
             auth: Auth::new(Some(JWT_SECRET), Some(ADMIN_TOKEN)),
             hub,
         });

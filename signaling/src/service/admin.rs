@@ -5,14 +5,14 @@ use uuid::Uuid;
 use super::{CallError, CallService, ConversationView, Missing, UserView};
 use crate::call::{Refusal, User};
 use crate::store::Db;
-use crate::time::Timestamp;
 
 impl CallService {
     pub async fn admin_upsert_user(&self, user: User) -> Result<UserView, CallError> {
+        let clock = self.inner.clock.clone();
         self.inner
             .store
             .run(move |db| {
-                db.upsert_user(&user, Timestamp::now())?;
+                db.upsert_user(&user, clock.now())?;
                 Ok(UserView::from(user))
             })
             .await
@@ -26,10 +26,11 @@ impl CallService {
         name: Option<String>,
         members: Vec<Uuid>,
     ) -> Result<ConversationView, CallError> {
+        let clock = self.inner.clock.clone();
         self.inner
             .store
             .run(move |db| {
-                let now = Timestamp::now();
+                let now = clock.now();
                 db.upsert_conversation(id, name.as_deref(), now)?;
                 for &m in &members {
                     db.ensure_user(m, now)?;
@@ -50,10 +51,11 @@ impl CallService {
         user: User,
         max_members: usize,
     ) -> Result<ConversationView, CallError> {
+        let clock = self.inner.clock.clone();
         self.inner
             .store
             .run(move |db| {
-                let now = Timestamp::now();
+                let now = clock.now();
                 db.upsert_conversation(id, None, now)?;
                 let before = conversation_view(db, id)?;
                 if before.name.is_none() {

@@ -106,7 +106,7 @@ impl CallService {
                 }
                 db.insert_call(&call)?;
                 // The relay's counters as the call starts, before anything can end it.
-                if inner.relay.get().is_some() {
+                if inner.relay.is_some() {
                     let marks = call
                         .participants
                         .iter()
@@ -167,7 +167,7 @@ impl CallService {
             status: if over { "ended" } else { "left" },
             call_status: call.status,
             duration: call.duration_seconds,
-            end_reason: call.end_reason.clone(),
+            end_reason: call.end_reason,
         })
     }
 

@@ -126,7 +126,7 @@ fn constraints_refuse_bad_rows() {
 #[tokio::test]
 async fn a_failed_nested_step_keeps_what_came_before_it() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("t.db"), Arc::new(LogSink)).unwrap();
+    let store = Store::open(&dir.path().join("t.db"), Arc::new(LogSink), None).unwrap();
     let now = Timestamp::from_unix_millis(1_736_519_400_000);
     let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
     let user = |id| User {
@@ -162,7 +162,7 @@ async fn a_failed_nested_step_keeps_what_came_before_it() {
 #[tokio::test]
 async fn a_bare_token_keeps_the_provisioned_name() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("t.db"), Arc::new(LogSink)).unwrap();
+    let store = Store::open(&dir.path().join("t.db"), Arc::new(LogSink), None).unwrap();
     let now = Timestamp::from_unix_millis(1_736_519_400_000);
     let id = Uuid::from_u128(7);
     let named = User {
@@ -227,7 +227,7 @@ async fn created_at_keeps_its_order_across_restarts_but_not_a_wrong_clock() {
         ))
         .unwrap();
         drop(conn);
-        let store = Store::open(&path, Arc::new(LogSink)).unwrap();
+        let store = Store::open(&path, Arc::new(LogSink), None).unwrap();
         let next = store
             .run(move |db| Ok::<_, StoreError>(db.next_created_at(now)))
             .await
@@ -240,7 +240,7 @@ async fn created_at_keeps_its_order_across_restarts_but_not_a_wrong_clock() {
 #[tokio::test]
 async fn a_failed_job_changes_nothing_and_the_others_commit() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("t.db"), Arc::new(LogSink)).unwrap();
+    let store = Store::open(&dir.path().join("t.db"), Arc::new(LogSink), None).unwrap();
     let now = Timestamp::from_unix_millis(1_736_519_400_000);
     let a = Uuid::from_u128(1);
     let b = Uuid::from_u128(2);
