@@ -66,7 +66,6 @@ pub async fn open_domain(
             open_conversations: config.auth.open_conversations,
         },
         turn: issuer,
-        max_sockets_per_user: ws::MAX_SOCKETS_PER_USER,
         webhook_urls: config.webhooks.urls.clone(),
         relay_usage,
         clock: Clock::system(),

@@ -21,6 +21,7 @@ use tokio::task::JoinSet;
 use crate::call::EndReason;
 use crate::event::EventSink;
 use crate::hub::{Hub, Reports};
+use crate::limits::MAX_SOCKETS_PER_USER;
 use crate::service::{CallError, CallService, RelayUsageFn, Settings};
 use crate::store::{Store, StoreError};
 use crate::time::Clock;
@@ -34,8 +35,7 @@ pub struct Setup {
     pub settings: Settings,
     /// Mints the TURN credentials the API hands out.
     pub turn: TurnIssuer,
-    pub max_sockets_per_user: usize,
-    /// Where each webhook goes (one row per URL); none: no webhooks.
+    /// Where each webhook goes (a row per event and URL); none: no webhooks.
     pub webhook_urls: Vec<String>,
     /// What the relay carried for a user, when the daemon runs one (for `quality_stats`).
     pub relay_usage: Option<RelayUsageFn>,
@@ -55,7 +55,7 @@ pub enum OpenError {
     Start(CallError),
 }
 
-/// The wired domain. `hub` and `calls` are shared with the transports and the API (clone
+/// The wired domain, with [`MAX_SOCKETS_PER_USER`] sockets per user. `hub` and `calls` are shared with the transports and the API (clone
 /// them); the domain keeps the background tasks.
 pub struct Domain {
     pub hub: Arc<Hub>,
@@ -70,7 +70,7 @@ impl Domain {
     /// `webhook_urls`, ends the calls a crash left live (`server-restart`), and starts the
     /// background tasks. Inside a tokio runtime.
     pub async fn open(setup: Setup) -> Result<Domain, OpenError> {
-        let (hub, reports) = Hub::new(setup.max_sockets_per_user);
+        let (hub, reports) = Hub::new(MAX_SOCKETS_PER_USER);
         let hub = Arc::new(hub);
         let urls = setup.webhook_urls;
         let webhooks = (!urls.is_empty()).then(|| {
@@ -185,7 +185,6 @@ mod tests {
                 open_conversations: true,
             },
             turn: TurnIssuer::new(b"s", Duration::from_secs(60), Vec::new()),
-            max_sockets_per_user: 4,
             webhook_urls: if webhooks {
                 vec!["http://hooks.test/".into()]
             } else {

@@ -111,19 +111,25 @@ fn group_some_rejected_then_the_ring_timeout_is_missed() {
     assert_eq!(part(&call, BOB).updated_at, at(2));
 }
 
-#[test]
-fn group_leaves_end_the_call_when_fewer_than_two_are_joined() {
+/// A group call Bob and Carol answered (at 5 and 6 s), which Bob leaves at `t` by `leave`:
+/// the others hear `why`, and the call goes on.
+fn group_bob_leaves(leave: Act, why: &'static str, t: Timestamp) -> Call {
     let mut call = rung(group());
     call.answer(BOB, at(5)).unwrap();
     call.answer(CAROL, at(6)).unwrap();
-
-    // One of three joined leaves: the call goes on.
-    let events = call.end(BOB, at(60)).unwrap();
-    assert_events(&events, &[left(BOB, "left", &[ALICE, CAROL, DAVE])]);
+    let events = leave(&mut call, BOB, t).unwrap();
+    assert_events(&events, &[left(BOB, why, &[ALICE, CAROL, DAVE])]);
     assert_live(&call, CallStatus::Active);
-    assert_eq!(call.updated_at, at(60));
+    assert_eq!(call.updated_at, t);
     assert_statuses(&call, [Joined, Left, Joined, Ringing]);
-    assert_times(&call, BOB, Some(at(5)), Some(at(60)));
+    assert_times(&call, BOB, Some(at(5)), Some(t));
+    call
+}
+
+#[test]
+fn group_leaves_end_the_call_when_fewer_than_two_are_joined() {
+    // One of three joined leaves: the call goes on.
+    let mut call = group_bob_leaves(Call::end, "left", at(60));
 
     // Leaving twice is a conflict.
     assert_conflict_unchanged(&mut call, |c| c.end(BOB, at(61)));
@@ -143,17 +149,9 @@ fn group_leaves_end_the_call_when_fewer_than_two_are_joined() {
 }
 
 #[test]
-fn a_lost_connection_ends_a_one_to_one_call_whoever_lost_it() {
-    for lost in [ALICE, BOB] {
-        let mut call = rung(one_to_one());
-        call.answer(BOB, at(5)).unwrap();
-        let events = call.connection_lost(lost, at(65)).unwrap();
-        let reason = EndReason::ConnectionLost;
-        assert_ended_event(&events, reason, Some(lost), &[ALICE, BOB]);
-        assert_over(&call, CallStatus::Ended, reason, at(65), 60);
-        assert_statuses(&call, [Left, Left]);
-    }
-    // Before the answer too: the caller's devices are all gone.
+fn a_lost_connection_ends_a_one_to_one_call_even_before_the_answer() {
+    // Answered: see one_to_one_end_or_lost_connection_by_either_side_ends_the_call. Before the
+    // answer too: the caller's devices are all gone.
     let mut call = rung(one_to_one());
     let events = call.connection_lost(ALICE, at(8)).unwrap();
     assert_ended_event(
@@ -167,13 +165,7 @@ fn a_lost_connection_ends_a_one_to_one_call_whoever_lost_it() {
 
 #[test]
 fn a_lost_connection_takes_one_participant_out_of_a_group_call() {
-    let mut call = rung(group());
-    call.answer(BOB, at(5)).unwrap();
-    call.answer(CAROL, at(6)).unwrap();
-    let events = call.connection_lost(BOB, at(40)).unwrap();
-    assert_events(&events, &[left(BOB, "disconnected", &[ALICE, CAROL, DAVE])]);
-    assert_live(&call, CallStatus::Active);
-    assert_statuses(&call, [Joined, Left, Joined, Ringing]);
+    let mut call = group_bob_leaves(Call::connection_lost, "disconnected", at(40));
     // Only joined participants can lose a call; a pending invitee is rung until the timeout.
     assert_conflict_unchanged(&mut call, |c| c.connection_lost(DAVE, at(41)));
     assert_conflict_unchanged(&mut call, |c| c.connection_lost(BOB, at(41)));

@@ -245,18 +245,23 @@ fn only_invitees_can_answer_or_reject() {
 }
 
 #[test]
-fn one_to_one_end_by_either_side_ends_the_call() {
-    for ender in [ALICE, BOB] {
-        let mut call = rung(one_to_one());
-        call.answer(BOB, at(5)).unwrap();
-        let events = call.end(ender, at(125)).unwrap();
-        let reason = EndReason::EndedByUser;
-        assert_ended_event(&events, reason, Some(ender), &[ALICE, BOB]);
-        assert_over(&call, CallStatus::Ended, reason, at(125), 120);
-        assert_eq!(call.started_at, Some(at(5)));
-        assert_statuses(&call, [Left, Left]);
-        assert_times(&call, ALICE, Some(T0), Some(at(125)));
-        assert_times(&call, BOB, Some(at(5)), Some(at(125)));
+fn one_to_one_end_or_lost_connection_by_either_side_ends_the_call() {
+    let ways: [(Act, EndReason); 2] = [
+        (Call::end, EndReason::EndedByUser),
+        (Call::connection_lost, EndReason::ConnectionLost),
+    ];
+    for (leave, reason) in ways {
+        for ender in [ALICE, BOB] {
+            let mut call = rung(one_to_one());
+            call.answer(BOB, at(5)).unwrap();
+            let events = leave(&mut call, ender, at(125)).unwrap();
+            assert_ended_event(&events, reason, Some(ender), &[ALICE, BOB]);
+            assert_over(&call, CallStatus::Ended, reason, at(125), 120);
+            assert_eq!(call.started_at, Some(at(5)));
+            assert_statuses(&call, [Left, Left]);
+            assert_times(&call, ALICE, Some(T0), Some(at(125)));
+            assert_times(&call, BOB, Some(at(5)), Some(at(125)));
+        }
     }
 }
 
@@ -271,16 +276,36 @@ fn duration_counts_whole_seconds_from_the_first_answer() {
 }
 
 #[test]
-fn one_to_one_initiator_hanging_up_before_an_answer_cancels() {
-    let mut call = rung(one_to_one());
-    let events = call.end(ALICE, at(10)).unwrap();
-    assert_ended_event(&events, EndReason::Cancelled, Some(ALICE), &[ALICE, BOB]);
-    assert_over(&call, CallStatus::Ended, EndReason::Cancelled, at(10), 0);
-    assert_eq!(call.started_at, None);
-    assert_statuses(&call, [Left, Missed]);
-    assert_times(&call, ALICE, Some(T0), Some(at(10)));
-    assert_times(&call, BOB, None, None);
-    assert_eq!(part(&call, BOB).updated_at, at(10));
+fn one_to_one_ended_before_an_answer_is_cancelled_or_rejected() {
+    // The initiator hangs up (Bob missed the call), or Bob rejects it.
+    let ways: [(Act, Uuid, CallStatus, EndReason, ParticipantStatus); 2] = [
+        (
+            Call::end,
+            ALICE,
+            CallStatus::Ended,
+            EndReason::Cancelled,
+            Missed,
+        ),
+        (
+            Call::reject,
+            BOB,
+            CallStatus::Rejected,
+            EndReason::Rejected,
+            Rejected,
+        ),
+    ];
+    for (how, by, status, reason, bob) in ways {
+        let mut call = rung(one_to_one());
+        let events = how(&mut call, by, at(10)).unwrap();
+        // Both hear it; nobody was in it but Alice.
+        assert_ended_event(&events, reason, Some(by), &[ALICE, BOB]);
+        assert_over(&call, status, reason, at(10), 0);
+        assert_eq!(call.started_at, None);
+        assert_statuses(&call, [Left, bob]);
+        assert_times(&call, ALICE, Some(T0), Some(at(10)));
+        assert_times(&call, BOB, None, None);
+        assert_eq!(part(&call, BOB).updated_at, at(10));
+    }
 }
 
 #[test]
@@ -291,19 +316,6 @@ fn one_to_one_invitee_cannot_end_before_answering() {
 
     call.ring(BOB, at(2));
     assert_conflict_unchanged(&mut call, |c| c.end(BOB, at(3)));
-}
-
-#[test]
-fn one_to_one_reject_rejects_the_call() {
-    let mut call = rung(one_to_one());
-    let events = call.reject(BOB, at(3)).unwrap();
-    assert_ended_event(&events, EndReason::Rejected, Some(BOB), &[ALICE, BOB]);
-    assert_over(&call, CallStatus::Rejected, EndReason::Rejected, at(3), 0);
-    assert_eq!(call.started_at, None);
-    assert_statuses(&call, [Left, Rejected]);
-    assert_times(&call, ALICE, Some(T0), Some(at(3)));
-    assert_times(&call, BOB, None, None);
-    assert_eq!(part(&call, BOB).updated_at, at(3));
 }
 
 #[test]

@@ -47,6 +47,9 @@ const NO_MEDIA_CHANGE: MediaChange = MediaChange {
     screen_sharing: None,
 };
 
+/// A transition a user makes that returns only its events (end, connection lost...).
+type Act = fn(&mut Call, Uuid, Timestamp) -> Result<Vec<Event>, Refusal>;
+
 /// `T0` plus whole seconds.
 fn at(secs: u64) -> Timestamp {
     T0 + Duration::from_secs(secs)

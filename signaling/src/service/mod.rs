@@ -225,15 +225,21 @@ impl CallService {
         T: Send + 'static,
     {
         let caller = caller.clone();
+        self.at_now(move |db, now| {
+            db.record_user(&caller, now)?;
+            f(db, now)
+        })
+        .await
+    }
+
+    /// Runs one store job at the clock's time, read on the store thread as the job starts.
+    async fn at_now<T, F>(&self, f: F) -> Result<T, CallError>
+    where
+        F: FnOnce(&mut Db, Timestamp) -> Result<T, CallError> + Send + 'static,
+        T: Send + 'static,
+    {
         let clock = self.inner.clock.clone();
-        self.inner
-            .store
-            .run(move |db| {
-                let now = clock.now();
-                db.record_user(&caller, now)?;
-                f(db, now)
-            })
-            .await
+        self.inner.store.run(move |db| f(db, clock.now())).await
     }
 
     /// One transition of a call visible to `caller`.
@@ -282,6 +288,23 @@ impl CallService {
                 }
             })
             .await?
+    }
+}
+
+/// A transition of the state machine made by a user, which returns only its events.
+type Act = fn(&mut Call, Uuid, Timestamp) -> Result<Vec<Event>, Refusal>;
+
+impl CallService {
+    /// `caller` does `act` to the call `call_id` (see [`CallService::transition`]); returns
+    /// the call after it.
+    async fn act(&self, caller: &User, call_id: Uuid, act: Act) -> Result<Call, CallError> {
+        let user = caller.id;
+        let ((), call) = self
+            .transition(caller, call_id, move |call, now| {
+                Ok(((), act(call, user, now)?))
+            })
+            .await?;
+        Ok(call)
     }
 }
 

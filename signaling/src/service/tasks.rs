@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::{CallError, CallService};
-use crate::call::{EndReason, User};
+use crate::call::{Call, EndReason, User};
 use crate::hub::{Departure, Hub};
 use crate::store::StoreError;
 use crate::time::Timestamp;
@@ -26,15 +26,10 @@ async fn sleep_until_some(at: Option<tokio::time::Instant>) {
 impl CallService {
     /// Every socket of `user` has been gone longer than the reconnect grace: they leave
     /// `call_id` (see [`Call::connection_lost`]).
-    ///
-    /// [`Call::connection_lost`]: crate::call::Call::connection_lost
     pub async fn connection_lost(&self, user: &User, call_id: Uuid) -> Result<(), CallError> {
-        let id = user.id;
-        self.transition(user, call_id, move |call, now| {
-            Ok(((), call.connection_lost(id, now)?))
-        })
-        .await
-        .map(|_| ())
+        self.act(user, call_id, Call::connection_lost)
+            .await
+            .map(|_| ())
     }
 
     /// The reconnect grace: a user joined in a live call whose last socket went (a
@@ -91,30 +86,27 @@ impl CallService {
     /// start); returns how many were ended.
     pub async fn end_live_calls(&self, why: EndReason) -> Result<usize, CallError> {
         let inner = self.inner.clone();
-        self.inner
-            .store
-            .run(move |db| {
-                let now = inner.clock.now();
-                let mut ended = 0;
-                for id in db.live_calls()? {
-                    let done = db.nested(|db| {
-                        let Some(mut call) = db.load_call(id)? else {
-                            return Ok::<_, StoreError>(false);
-                        };
-                        let before = call.clone();
-                        let events = call.end_by_server(why, now);
-                        inner.save(db, &before, &mut call)?;
-                        db.emit(events);
-                        Ok(before.status.is_live())
-                    });
-                    match done {
-                        Ok(done) => ended += usize::from(done),
-                        Err(e) => tracing::error!(call = %id, error = %e, "cannot end a live call"),
-                    }
+        self.at_now(move |db, now| {
+            let mut ended = 0;
+            for id in db.live_calls()? {
+                let done = db.nested(|db| {
+                    let Some(mut call) = db.load_call(id)? else {
+                        return Ok::<_, StoreError>(false);
+                    };
+                    let before = call.clone();
+                    let events = call.end_by_server(why, now);
+                    inner.save(db, &before, &mut call)?;
+                    db.emit(events);
+                    Ok(before.status.is_live())
+                });
+                match done {
+                    Ok(done) => ended += usize::from(done),
+                    Err(e) => tracing::error!(call = %id, error = %e, "cannot end a live call"),
                 }
-                Ok(ended)
-            })
-            .await
+            }
+            Ok(ended)
+        })
+        .await
     }
 
     /// The ring timeout for every call past it; returns when the next one is due.
