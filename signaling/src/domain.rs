@@ -55,8 +55,8 @@ pub enum OpenError {
     Start(CallError),
 }
 
-/// The wired domain, with [`MAX_SOCKETS_PER_USER`] sockets per user. `hub` and `calls` are shared with the transports and the API (clone
-/// them); the domain keeps the background tasks.
+/// The wired domain, with [`MAX_SOCKETS_PER_USER`] sockets per user. `hub` and `calls` are
+/// shared with the transports and the API (clone them); the domain keeps the background tasks.
 pub struct Domain {
     pub hub: Arc<Hub>,
     pub calls: CallService,
@@ -148,7 +148,7 @@ async fn start(calls: &CallService, urls: Vec<String>) -> Result<(), CallError> 
 }
 
 fn spawn_tasks(calls: &CallService, hub: &Arc<Hub>, reports: Reports) -> JoinSet<()> {
-    // Often enough that an expired credential does not linger past half its lifetime.
+    // Every half credential lifetime, between a second and ten minutes.
     let cleanup_every =
         (calls.turn_ttl() / 2).clamp(Duration::from_secs(1), Duration::from_secs(600));
     let mut tasks = JoinSet::new();

@@ -313,6 +313,23 @@ fn joining_another_call_without_a_socket_restarts_the_grace() {
     assert_eq!(gone, [first.id, second.id]);
 }
 
+/// What the call service hears through [`Reports::ringing`]: once per user reached, however
+/// many of their devices were, and again for a device that connects while the call rings.
+#[test]
+fn users_whose_devices_get_call_incoming_are_reported_ringing() {
+    let (hub, mut reports) = Hub::new(4);
+    let (u2, u3) = (user(2).id, user(3).id);
+    hub.attach(u2, Inbox::with_room(9)).unwrap();
+    hub.attach(u2, Inbox::with_room(9)).unwrap();
+    let call = group(&hub);
+    // User 3 has no socket: not ringing yet.
+    assert_eq!(reports.ringing.try_recv().unwrap(), (u2, call.id));
+    assert!(reports.ringing.try_recv().is_err());
+    hub.attach(u3, Inbox::with_room(9)).unwrap();
+    assert_eq!(reports.ringing.try_recv().unwrap(), (u3, call.id));
+    assert!(reports.ringing.try_recv().is_err());
+}
+
 #[test]
 fn a_device_connecting_mid_ring_rings_and_an_ended_call_is_forgotten() {
     let (hub, mut reports) = Hub::new(4);
