@@ -52,7 +52,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use switchboard_signaling::api::{self, ApiState};
 use switchboard_signaling::auth::{self, Auth};
-use switchboard_signaling::call::{CallType, User};
+use switchboard_signaling::call::{CallType, EndReason, User};
 use switchboard_signaling::event::EventSink;
 use switchboard_signaling::hub::{Hub, Signal};
 use switchboard_signaling::quality::Figures;
@@ -238,7 +238,8 @@ impl World {
         }
         let calls = &self.state.calls;
         calls
-            .end_live_calls("fuzz fixture reset")
+            // As the server ends calls at a stop: no user's doing.
+            .end_live_calls(EndReason::ServerShutdown)
             .await
             .expect("end the live calls");
         let req = InitiateRequest {
@@ -260,7 +261,11 @@ impl World {
 
     /// Ends every live call (those an input made).
     pub async fn end_other_calls(&self) {
-        let _ = self.state.calls.end_live_calls("fuzz cleanup").await;
+        let _ = self
+            .state
+            .calls
+            .end_live_calls(EndReason::ServerShutdown)
+            .await;
         *self.call.lock().unwrap() = None;
     }
 
