@@ -124,6 +124,9 @@ struct Inner {
 /// minted them). Calls read them when they start and end, for `quality_stats`.
 pub type RelayUsageFn = Arc<dyn Fn(Uuid) -> RelayUsage + Send + Sync>;
 
+/// A transition of the state machine made by a user, which returns only its events.
+type Act = fn(&mut Call, Uuid, Timestamp) -> Result<Vec<Event>, Refusal>;
+
 /// A participant reports their connection at most this often (`call:stats`).
 pub const STATS_EVERY: Duration = Duration::from_secs(1);
 
@@ -212,11 +215,6 @@ impl CallService {
         &self.inner.settings
     }
 
-    /// The clock the service reads.
-    pub fn clock(&self) -> &Clock {
-        &self.inner.clock
-    }
-
     /// Runs one job: the caller is recorded (name and email from their token, see
     /// [`Db::record_user`]) in the same savepoint, so a refused request leaves no trace either.
     async fn job<T, F>(&self, caller: &User, f: F) -> Result<T, CallError>
@@ -240,6 +238,18 @@ impl CallService {
     {
         let clock = self.inner.clock.clone();
         self.inner.store.run(move |db| f(db, clock.now())).await
+    }
+
+    /// `caller` does `act` to the call `call_id` (see [`CallService::transition`]); returns
+    /// the call after it.
+    async fn act(&self, caller: &User, call_id: Uuid, act: Act) -> Result<Call, CallError> {
+        let user = caller.id;
+        let ((), call) = self
+            .transition(caller, call_id, move |call, now| {
+                Ok(((), act(call, user, now)?))
+            })
+            .await?;
+        Ok(call)
     }
 
     /// One transition of a call visible to `caller`.
@@ -288,23 +298,6 @@ impl CallService {
                 }
             })
             .await?
-    }
-}
-
-/// A transition of the state machine made by a user, which returns only its events.
-type Act = fn(&mut Call, Uuid, Timestamp) -> Result<Vec<Event>, Refusal>;
-
-impl CallService {
-    /// `caller` does `act` to the call `call_id` (see [`CallService::transition`]); returns
-    /// the call after it.
-    async fn act(&self, caller: &User, call_id: Uuid, act: Act) -> Result<Call, CallError> {
-        let user = caller.id;
-        let ((), call) = self
-            .transition(caller, call_id, move |call, now| {
-                Ok(((), act(call, user, now)?))
-            })
-            .await?;
-        Ok(call)
     }
 }
 
