@@ -53,14 +53,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/calls/initiate", post(initiate))
         .route("/api/calls/turn-credentials", get(turn_credentials))
         .route("/api/calls/{callId}", get(call))
-        .route(
-            "/api/calls/{callId}/answer",
-            post(|s, c, p, d| answer_or_reject(Elsewhere::Answered, s, c, p, d)),
-        )
-        .route(
-            "/api/calls/{callId}/reject",
-            post(|s, c, p, d| answer_or_reject(Elsewhere::Rejected, s, c, p, d)),
-        )
+        .route("/api/calls/{callId}/answer", post(answer))
+        .route("/api/calls/{callId}/reject", post(reject))
         .route("/api/calls/{callId}/end", post(end))
         .route("/api/calls/{callId}/media", patch(media))
         .route("/api/admin/users/{userId}", put(admin_put_user))
@@ -356,21 +350,26 @@ fn tell_other_devices(s: &ApiState, what: Elsewhere, user: &User, call: Uuid, de
     s.hub.elsewhere(what, user.id, call, origin);
 }
 
-/// `answer` and `reject`: the user's invitation, answered or rejected on one device, which
-/// the others hear.
-async fn answer_or_reject(
-    what: Elsewhere,
+async fn answer(
     State(s): State<Arc<ApiState>>,
     Caller(user): Caller,
     PathId(id): PathId,
     device: Device,
 ) -> Result<Response, ApiError> {
-    let body = match what {
-        Elsewhere::Answered => Json(s.calls.answer(&user, id).await?).into_response(),
-        Elsewhere::Rejected => Json(s.calls.reject(&user, id).await?).into_response(),
-    };
-    tell_other_devices(&s, what, &user, id, device);
-    Ok(body)
+    let body = s.calls.answer(&user, id).await?;
+    tell_other_devices(&s, Elsewhere::Answered, &user, id, device);
+    Ok(Json(body).into_response())
+}
+
+async fn reject(
+    State(s): State<Arc<ApiState>>,
+    Caller(user): Caller,
+    PathId(id): PathId,
+    device: Device,
+) -> Result<Response, ApiError> {
+    let body = s.calls.reject(&user, id).await?;
+    tell_other_devices(&s, Elsewhere::Rejected, &user, id, device);
+    Ok(Json(body).into_response())
 }
 
 async fn end(
