@@ -1,5 +1,5 @@
-//! The HTTP side of `serve`: the call store and its service, the background tasks (ring
-//! timeout, TURN credential cleanup), and the REST API on `http.listen`.
+//! The accept loop of `serve`'s HTTP API on `http.listen`, in front of the application
+//! (`app.rs`: the domain, the router, the tasks).
 //!
 //! The API is served by our own accept loop rather than `axum::serve`, which bounds nothing:
 //! every connection gets HTTP/1 with a header-read timer (slow or silent clients are closed),
@@ -9,7 +9,6 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -19,37 +18,20 @@ use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use switchboard_signaling::api::{self, ApiState};
-use switchboard_signaling::auth::Auth;
-use switchboard_signaling::call::{reason, User};
-use switchboard_signaling::event::EventSink;
-use switchboard_signaling::hub::Hub;
-use switchboard_signaling::service::{CallService, Settings};
-use switchboard_signaling::store::Store;
-use switchboard_signaling::turn::TurnIssuer;
-use switchboard_signaling::{sio, ws};
+use metrics_exporter_prometheus::PrometheusHandle;
+use switchboard_signaling::Domain;
+use switchboard_turn::io::Stats;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
-use tower_http::catch_panic::CatchPanicLayer;
 
+use crate::app::App;
 use crate::config::Config;
-use crate::webhooks::{self, Delivery};
-use crate::{cors, metrics};
-use crate::{demo, web};
-use metrics_exporter_prometheus::PrometheusHandle;
-use switchboard_turn::io::Stats;
-use uuid::Uuid;
 
 /// How long a stop waits for requests in flight.
 const DRAIN: Duration = Duration::from_secs(5);
-/// How long a stop lets webhooks that are due go out (within systemd's TimeoutStopSec=20s
-/// with [`DRAIN`] and [`STORE_CLOSE`]).
-const WEBHOOK_FLUSH: Duration = Duration::from_secs(3);
-/// How long a stop waits for the store to finish its queue, checkpoint and close.
-const STORE_CLOSE: Duration = Duration::from_secs(5);
 /// How long a client has to send a request's head, counted from when the server starts waiting
 /// for it: from the accept for the first request, and from the end of the previous response
 /// on a keep-alive connection (see [`connection_builder`]).
@@ -62,96 +44,13 @@ const LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// The running API.
 pub struct Http {
-    calls: CallService,
-    hub: Arc<Hub>,
+    app: App,
     /// Cancelled by [`Http::stop`]: the accept loop stops and every connection shuts down.
     stop: CancellationToken,
     /// The accept loop, which owns the connection tasks and drains them when stopped.
     server: JoinHandle<()>,
-    tasks: Vec<JoinHandle<()>>,
-    /// Webhook delivery, when `webhooks.url` is set.
-    webhooks: Option<Delivery>,
-    /// `/socket.io/`'s sessions, which a stop closes in two steps.
-    sio: Arc<sio::Engine>,
     addr: SocketAddr,
 }
-
-/// Opens the store (migrating it) and ends the calls a crash left live, before the API
-/// listens, so nothing can see a half-reconciled store. `turn_urls` are the relay's, as bound.
-/// Committed call events go to `hub`.
-pub async fn open_calls(
-    config: &Config,
-    turn_urls: Vec<String>,
-    hub: Arc<Hub>,
-) -> anyhow::Result<CallService> {
-    let path = &config.store.path;
-    create_parent(path)?;
-    let sink: Arc<dyn EventSink> = hub.clone();
-    let store = Store::open(path, sink)
-        .map_err(|e| anyhow::anyhow!("store.path: {}: {e}", path.display()))?;
-    // Webhooks on before anything is saved: the restart reconciliation below queues its own.
-    webhooks::enable(&config.webhooks, &store, hub).await?;
-    let turn = &config.turn;
-    let issuer = TurnIssuer::new(
-        turn.secret.expose().as_bytes(),
-        turn.credential_ttl,
-        turn_urls,
-    )
-    .with_separator(turn.rest_api_separator);
-    let settings = Settings {
-        ring_timeout: config.calls.ring_timeout,
-        reconnect_grace: config.calls.reconnect_grace,
-        max_participants: config.calls.max_participants as usize,
-        open_conversations: config.auth.open_conversations,
-    };
-    let calls = CallService::new(store, settings, issuer);
-    let ended = calls.reconcile().await?;
-    if ended > 0 {
-        tracing::warn!(
-            calls = ended,
-            "live calls from before a restart ended (server-restart)"
-        );
-    }
-    tracing::info!(path = %path.display(), "call store open");
-    Ok(calls)
-}
-
-fn create_parent(path: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::DirBuilderExt as _;
-    match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() && !dir.exists() => std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| anyhow::anyhow!("store.path: cannot create {}: {e}", dir.display())),
-        _ => Ok(()),
-    }
-}
-
-/// `GET /healthz`: liveness. The process answers HTTP.
-async fn healthz() -> axum::Json<serde_json::Value> {
-    axum::Json(serde_json::json!({"status": "ok"}))
-}
-
-/// `GET /readyz`: readiness. 200 while the store answers within [`READY_WITHIN`], else 503.
-async fn readyz(
-    axum::extract::State(s): axum::extract::State<Arc<ApiState>>,
-) -> (axum::http::StatusCode, axum::Json<serde_json::Value>) {
-    use axum::http::StatusCode;
-    match s.calls.store().ping(READY_WITHIN).await {
-        Ok(()) => (
-            StatusCode::OK,
-            axum::Json(serde_json::json!({"status": "ready"})),
-        ),
-        Err(reason) => {
-            let body = serde_json::json!({"status": "unavailable", "reason": reason});
-            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body))
-        }
-    }
-}
-
-/// How long `/readyz` waits for the store.
-const READY_WITHIN: Duration = Duration::from_secs(1);
 
 impl Http {
     /// The bound HTTP address.
@@ -159,12 +58,11 @@ impl Http {
         self.addr
     }
 
-    /// Binds `http.listen` and serves the API; starts the background tasks.
+    /// Binds `http.listen` and serves the application over `domain`.
     /// `telemetry`: the metrics recorder's handle and the relay's counters, for `/metrics`.
     pub async fn start(
         config: &Config,
-        calls: CallService,
-        hub: Arc<Hub>,
+        domain: Domain,
         telemetry: Option<(PrometheusHandle, Arc<Stats>)>,
     ) -> anyhow::Result<Http> {
         let listen = config.http.listen;
@@ -172,72 +70,12 @@ impl Http {
             .await
             .map_err(|e| anyhow::anyhow!("http.listen: cannot listen on {listen}: {e}"))?;
         let addr = listener.local_addr()?;
-        let auth = Auth::new(
-            config.auth.jwt_secret.as_ref().map(|s| s.expose()),
-            config.auth.admin_token.as_ref().map(|s| s.expose()),
-        );
-        let state = Arc::new(ApiState {
-            calls: calls.clone(),
-            auth,
-            hub: hub.clone(),
-        });
-        let sio = sio::Engine::new(state.clone());
-        let app = api::router(state.clone())
-            .merge(
-                Router::new()
-                    .route("/ws", axum::routing::get(ws::handler))
-                    .route("/healthz", axum::routing::get(healthz))
-                    .route("/readyz", axum::routing::get(readyz))
-                    .with_state(state.clone()),
-            )
-            .merge(sio.router())
-            .merge(demo::router(
-                state.clone(),
-                config
-                    .dev
-                    .then(|| {
-                        config
-                            .auth
-                            .jwt_secret
-                            .as_ref()
-                            .map(|s| s.expose().to_owned())
-                    })
-                    .flatten(),
-            ))
-            .merge(web::router());
-        let app = match telemetry {
-            Some((handle, relay)) => {
-                tokio::spawn(metrics::upkeep(handle.clone()));
-                let sources = metrics::Sources {
-                    handle,
-                    relay,
-                    hub: hub.clone(),
-                    calls: calls.clone(),
-                };
-                app.merge(
-                    Router::new()
-                        .route("/metrics", axum::routing::get(metrics::scrape))
-                        .with_state(sources),
-                )
-            }
-            None => app,
-        };
-        let app = app
-            .fallback(api::not_found)
-            .layer(CatchPanicLayer::custom(|_| api::panic_response()))
-            // Outside the panic catcher: its 500 is readable cross-origin too.
-            .layer(axum::middleware::from_fn_with_state(
-                Arc::new(cors::Cors::new(
-                    config.http.allowed_origins.clone(),
-                    config.http.public_url.as_deref(),
-                )),
-                cors::layer,
-            ))
-            .layer(axum::middleware::from_fn(metrics::track));
+        let mut app = App::start(config, domain);
+        let router = app.router(config, telemetry);
         let stop = CancellationToken::new();
         let server = Server {
             listener,
-            service: TowerToHyperService::new(app),
+            service: TowerToHyperService::new(router),
             builder: connection_builder(),
             max_connections: config.http.max_connections,
             slots: Arc::new(Semaphore::new(config.http.max_connections as usize)),
@@ -245,53 +83,18 @@ impl Http {
         };
         let server = tokio::spawn(server.run());
         tracing::info!(addr = %addr, "http listening");
-        let cleanup_every = (config.turn.credential_ttl / 2)
-            .clamp(Duration::from_secs(1), Duration::from_secs(600));
-        // A device that got `call:incoming` is ringing: the invitee (and the call) move there.
-        let (rung, mut ringing) = tokio::sync::mpsc::channel::<(Uuid, Uuid)>(4096);
-        hub.report_ringing(rung);
-        let ringer = calls.clone();
-        let tasks = vec![
-            tokio::spawn(calls.clone().run_ring_timer()),
-            tokio::spawn(calls.clone().run_credential_cleanup(cleanup_every)),
-            tokio::spawn(calls.clone().run_reconnect_grace(hub.clone())),
-            tokio::spawn(ws::run_heartbeat(hub.clone())),
-            tokio::spawn(async move {
-                while let Some((user, call)) = ringing.recv().await {
-                    // The token's name and email are not at hand: a bare user keeps the stored.
-                    let who = User {
-                        id: user,
-                        name: None,
-                        email: None,
-                    };
-                    if let Err(e) = ringer.ring(&who, call).await {
-                        tracing::debug!(error = %e, "ringing not recorded");
-                    }
-                }
-            }),
-        ];
-        let webhooks = calls
-            .store()
-            .webhook_wakeups()
-            .map(|wake| Delivery::start(&config.webhooks, calls.store().clone(), wake));
         Ok(Http {
-            calls,
-            hub,
+            app,
             stop,
             server,
-            tasks,
-            webhooks,
-            sio,
             addr,
         })
     }
 
     /// Stops accepting, lets requests in flight finish (bounded by [`DRAIN`], after which the
-    /// connections left are ended), stops the tasks, ends the calls still live
-    /// (`server-shutdown`) and closes the store (bounded by [`STORE_CLOSE`]).
+    /// connections left are ended), then stops the application (see [`App::stop`]).
     pub async fn stop(mut self) {
-        // Long polls would hold the drain: their sessions are closed first, which answers them.
-        self.sio.stop_polling();
+        self.app.stop_polling();
         self.stop.cancel();
         // The accept loop drains for DRAIN, then aborts the connection tasks left and waits
         // for them to end, which is immediate unless a handler blocks its thread: the margin
@@ -304,30 +107,7 @@ impl Http {
                 self.server.abort();
             }
         }
-        for t in &self.tasks {
-            t.abort();
-        }
-        // The relay stops with the process: calls still live cannot go on.
-        match self.calls.end_live_calls(reason::SERVER_SHUTDOWN).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(calls = n, "live calls ended (server-shutdown)"),
-            Err(e) => tracing::error!(error = %e, "cannot end the live calls"),
-        }
-        // The webhooks due (the shutdown's own `call.ended` included) get a moment to go out;
-        // what is left is delivered after the next start.
-        if let Some(webhooks) = self.webhooks.take() {
-            webhooks.stop(WEBHOOK_FLUSH).await;
-        }
-        // WebSockets last, once they have been told their calls ended (their upgraded
-        // connections are not the accept loop's to drain).
-        self.hub.disconnect_all(ws::SHUTDOWN);
-        self.sio.close_all();
-        match tokio::time::timeout(STORE_CLOSE, self.calls.store().close()).await {
-            Ok(()) => tracing::info!("call store closed"),
-            // Every commit is already durable (WAL, synchronous=FULL): what is lost is the
-            // final checkpoint, which the next open does.
-            Err(_) => tracing::warn!("the call store did not close within {STORE_CLOSE:?}"),
-        }
+        self.app.stop().await;
     }
 }
 

@@ -14,16 +14,18 @@ use switchboard_turn::policy::PeerPolicy;
 use switchboard_turn::ServerConfig;
 use tokio::signal::unix::{signal, SignalKind};
 
+use crate::app;
 use crate::check_config;
 use crate::config::{self, Config, Origin, TurnConfig};
-use crate::http::{self, Http};
+use crate::http::Http;
 use crate::logging;
 use crate::metrics;
 use crate::notify;
 use crate::turn_credentials::turn_urls_for;
 use std::sync::Arc;
-use switchboard_signaling::hub::Hub;
-use switchboard_signaling::ws;
+use switchboard_signaling::quality::RelayUsage;
+use switchboard_signaling::service::RelayUsageFn;
+use switchboard_turn::io::Stats;
 
 pub fn run(config_path: Option<&std::path::Path>) -> ExitCode {
     let config = match config::load(config_path) {
@@ -103,27 +105,23 @@ pub fn run(config_path: Option<&std::path::Path>) -> ExitCode {
     // The store: migrated and reconciled before the API listens; the TURN URLs it hands out
     // are those the relay bound.
     let urls = turn_urls_for(&config.turn, &relay.local_addrs(), &relay.tls_addrs());
-    let hub = Arc::new(Hub::new(ws::MAX_SOCKETS_PER_USER));
-    let calls = match runtime.block_on(http::open_calls(&config, urls, hub.clone())) {
-        Ok(calls) => calls,
+    let usage = relay_usage(relay.stats());
+    let domain = match runtime.block_on(app::open_domain(&config, urls, Some(usage))) {
+        Ok(domain) => domain,
         Err(e) => {
             tracing::error!("cannot open the call store: {e:#}");
             relay.shutdown();
             return ExitCode::FAILURE;
         }
     };
-    // A call's quality_stats say what the relay carried for each participant: the relay's
-    // counters for the user of the credentials the API minted them (`<expiry>:<uuid>`).
-    let relay_stats = relay.stats();
-    calls.set_relay_usage(move |user| relay_stats.user_usage(&user.to_string()));
     let mut health = notify::Health {
         relay: relay.stats(),
-        calls: calls.clone(),
-        hub: hub.clone(),
+        calls: domain.calls.clone(),
+        hub: domain.hub.clone(),
         serving: String::new(),
     };
     let telemetry = metrics.map(|handle| (handle, relay.stats()));
-    let http = match runtime.block_on(Http::start(&config, calls, hub, telemetry)) {
+    let http = match runtime.block_on(Http::start(&config, domain, telemetry)) {
         Ok(http) => http,
         Err(e) => {
             tracing::error!("cannot start the http api: {e:#}");
@@ -200,6 +198,21 @@ fn announce(config: &Config) {
     for w in &config.warnings {
         tracing::warn!("{}: {}", w.key, w.message);
     }
+}
+
+/// A call's quality_stats say what the relay carried for each participant: the relay's
+/// counters for the user of the credentials the API minted them (`<expiry>:<uuid>`), in the
+/// call domain's own terms.
+fn relay_usage(relay: Arc<Stats>) -> RelayUsageFn {
+    Arc::new(move |user| {
+        let u = relay.user_usage(&user.to_string());
+        RelayUsage {
+            packets_to_peer: u.packets_to_peer,
+            bytes_to_peer: u.bytes_to_peer,
+            packets_from_peer: u.packets_from_peer,
+            bytes_from_peer: u.bytes_from_peer,
+        }
+    })
 }
 
 /// The relay core's settings from `[turn]`.

@@ -23,11 +23,9 @@ use hyper::header::{HeaderValue, CONTENT_TYPE, HOST, USER_AGENT};
 use hyper::{Request, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 use metrics::counter;
-use switchboard_signaling::hub::Hub;
 use switchboard_signaling::store::Pending;
 use switchboard_signaling::store::{Store, StoreError};
 use switchboard_signaling::time::Timestamp;
-use switchboard_signaling::webhook::Webhooks;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -71,25 +69,6 @@ pub fn backoff(failures: u32, jitter: f64) -> Duration {
         .saturating_mul(1 << doublings)
         .min(BACKOFF_CAP);
     base.mul_f64(0.75 + jitter.clamp(0.0, 1.0) / 2.0)
-}
-
-/// Turns webhooks on in `store` when `config` has URLs: from then on each saved transition
-/// queues its webhooks. Rows queued for URLs since removed from the config are deleted.
-pub async fn enable(config: &WebhooksConfig, store: &Store, hub: Arc<Hub>) -> anyhow::Result<()> {
-    if config.urls.is_empty() {
-        return Ok(());
-    }
-    let online = Arc::new(move |user| hub.sockets_of(user) > 0);
-    let gone = store
-        .set_webhooks(Webhooks::new(config.urls.clone(), online))
-        .await?;
-    if gone > 0 {
-        tracing::warn!(
-            deliveries = gone,
-            "webhooks queued for URLs no longer in webhooks.url were dropped"
-        );
-    }
-    Ok(())
 }
 
 /// The running delivery tasks.

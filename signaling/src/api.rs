@@ -453,18 +453,21 @@ async fn openapi() -> Response {
 // ---------------------------------------------------------------------------------------------
 // Admin.
 
+/// `PUT /api/admin/users/{userId}` (public for the `rest_bodies` fuzz target, which parses
+/// bodies as the handler does).
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct PutUser {
-    name: Option<String>,
-    email: Option<String>,
+pub struct PutUser {
+    pub name: Option<String>,
+    pub email: Option<String>,
 }
 
+/// `PUT /api/admin/conversations/{conversationId}` (public as [`PutUser`] is).
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct PutConversation {
-    name: Option<String>,
-    member_ids: Vec<Uuid>,
+pub struct PutConversation {
+    pub name: Option<String>,
+    pub member_ids: Vec<Uuid>,
 }
 
 fn check_len(field: &str, value: &Option<String>, max: usize) -> Result<(), ApiError> {

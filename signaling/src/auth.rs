@@ -262,26 +262,8 @@ mod tests {
                 .code(),
             "invalid_token"
         );
-        // HS512 with the right secret: only HS256 is accepted.
-        let claims = Claims {
-            sub: id.to_string(),
-            exp: now.unix_seconds() + 60,
-            iat: None,
-            name: None,
-            email: None,
-        };
-        let hs512 = jsonwebtoken::encode(
-            &Header::new(Algorithm::HS512),
-            &claims,
-            &EncodingKey::from_secret(SECRET.as_bytes()),
-        )
-        .unwrap();
-        assert_eq!(
-            a.user(Some(&header(&hs512))).unwrap_err().code(),
-            "invalid_token"
-        );
-        // Not a UUID subject; the nil UUID.
-        for sub in ["alice", "00000000-0000-0000-0000-000000000000"] {
+        // A token for `sub`, valid for a minute, signed with the right secret by `alg`.
+        let signed = |alg, sub: &str| {
             let claims = Claims {
                 sub: sub.into(),
                 exp: now.unix_seconds() + 60,
@@ -289,12 +271,18 @@ mod tests {
                 name: None,
                 email: None,
             };
-            let t = jsonwebtoken::encode(
-                &Header::new(Algorithm::HS256),
-                &claims,
-                &EncodingKey::from_secret(SECRET.as_bytes()),
-            )
-            .unwrap();
+            let key = EncodingKey::from_secret(SECRET.as_bytes());
+            jsonwebtoken::encode(&Header::new(alg), &claims, &key).unwrap()
+        };
+        // HS512 with the right secret: only HS256 is accepted.
+        let hs512 = signed(Algorithm::HS512, &id.to_string());
+        assert_eq!(
+            a.user(Some(&header(&hs512))).unwrap_err().code(),
+            "invalid_token"
+        );
+        // Not a UUID subject; the nil UUID.
+        for sub in ["alice", "00000000-0000-0000-0000-000000000000"] {
+            let t = signed(Algorithm::HS256, sub);
             assert_eq!(
                 a.user(Some(&header(&t))).unwrap_err().code(),
                 "invalid_token",

@@ -35,27 +35,9 @@ use uuid::Uuid;
 use crate::event::{self, Event, Payload};
 use crate::time::Timestamp;
 
-/// `calls.end_reason` values.
-pub mod reason {
-    /// A participant hung up (or the last but one left a group call).
-    pub const ENDED_BY_USER: &str = "ended-by-user";
-    /// The initiator hung up before anyone answered.
-    pub const CANCELLED: &str = "cancelled";
-    /// The invitee of a 1:1 call (or every invitee of a group call) rejected it.
-    pub const REJECTED: &str = "rejected";
-    /// Nobody answered within the ring timeout.
-    pub const NO_ANSWER: &str = "no-answer";
-    /// The daemon restarted (after a crash) while the call was live.
-    pub const SERVER_RESTART: &str = "server-restart";
-    /// The daemon was stopped while the call was live.
-    pub const SERVER_SHUTDOWN: &str = "server-shutdown";
-    /// A participant of a 1:1 call lost every connection for longer than the reconnect grace.
-    pub const CONNECTION_LOST: &str = "connection-lost";
-}
-
 pub use crate::model::{
-    CallStatus, CallType, MediaChange, MediaState, Participant, ParticipantStatus, ParticipantView,
-    User,
+    CallStatus, CallType, EndReason, LeftReason, MediaChange, MediaState, Participant,
+    ParticipantStatus, ParticipantView, User,
 };
 
 /// One row of `calls` with its participants, the initiator first.
@@ -69,7 +51,7 @@ pub struct Call {
     pub started_at: Option<Timestamp>,
     pub ended_at: Option<Timestamp>,
     pub duration_seconds: Option<u64>,
-    pub end_reason: Option<String>,
+    pub end_reason: Option<EndReason>,
     /// `quality_stats`, JSON text as stored.
     pub quality_stats: Option<String>,
     pub created_at: Timestamp,
@@ -305,13 +287,13 @@ impl Call {
         if self.is_one_to_one() {
             return Ok(self.finish(
                 CallStatus::Rejected,
-                reason::REJECTED,
+                EndReason::Rejected,
                 Some(user),
                 before,
                 now,
             ));
         }
-        Ok(self.out_of_group(user, "rejected", now))
+        Ok(self.out_of_group(user, LeftReason::Rejected, now))
     }
 
     /// `user` hangs up.
@@ -346,25 +328,30 @@ impl Call {
         if self.is_one_to_one() {
             let before = self.live_users();
             let why = if lost {
-                reason::CONNECTION_LOST
+                EndReason::ConnectionLost
             } else if self.started_at.is_some() {
-                reason::ENDED_BY_USER
+                EndReason::EndedByUser
             } else {
-                reason::CANCELLED
+                EndReason::Cancelled
             };
             return Ok(self.finish(CallStatus::Ended, why, Some(user), before, now));
         }
         self.participants[i].set(ParticipantStatus::Left, now);
         self.updated_at = now;
-        Ok(self.out_of_group(user, if lost { "disconnected" } else { "left" }, now))
+        let why = if lost {
+            LeftReason::Disconnected
+        } else {
+            LeftReason::Left
+        };
+        Ok(self.out_of_group(user, why, now))
     }
 
     /// `user` is out of a group call (`why`: `left`, `disconnected`, `rejected`): the others
     /// hear it, unless that settles the call, when `call:ended` says it all (to `user`'s
     /// devices too). A rejection reaches `user`'s own devices as well: those still ringing stop.
-    fn out_of_group(&mut self, user: Uuid, why: &'static str, now: Timestamp) -> Vec<Event> {
+    fn out_of_group(&mut self, user: Uuid, why: LeftReason, now: Timestamp) -> Vec<Event> {
         let mut to = self.others_live(user);
-        if why == "rejected" {
+        if why == LeftReason::Rejected {
             to.push(user);
         }
         let left = self.left_event(user, why, to);
@@ -377,13 +364,13 @@ impl Call {
     }
 
     /// `call:participant-left` for `user`, to `to`.
-    fn left_event(&self, user: Uuid, why: &'static str, to: Vec<Uuid>) -> Event {
+    fn left_event(&self, user: Uuid, why: LeftReason, to: Vec<Uuid>) -> Event {
         Event {
             to,
             payload: Payload::ParticipantLeft(event::ParticipantLeft {
                 call_id: self.id,
                 user_id: user,
-                reason: why,
+                reason: why.as_str(),
             }),
         }
     }
@@ -448,7 +435,7 @@ impl Call {
             let mut to = self.live_users();
             to.extend(&missed);
             for &user in &missed {
-                events.push(self.left_event(user, "missed", to.clone()));
+                events.push(self.left_event(user, LeftReason::Missed, to.clone()));
             }
         } else if let Some(Payload::Ended(_)) = events.first().map(|e| &e.payload) {
             // Those who missed it were rung until now: they hear it ended too.
@@ -458,7 +445,7 @@ impl Call {
     }
 
     /// The server ends a live call (restart after a crash, shutdown).
-    pub fn end_by_server(&mut self, why: &'static str, now: Timestamp) -> Vec<Event> {
+    pub fn end_by_server(&mut self, why: EndReason, now: Timestamp) -> Vec<Event> {
         if !self.status.is_live() {
             return Vec::new();
         }
@@ -491,19 +478,19 @@ impl Call {
         }
         if self.status == CallStatus::Active {
             if joined < 2 {
-                return self.finish(CallStatus::Ended, reason::ENDED_BY_USER, actor, to, now);
+                return self.finish(CallStatus::Ended, EndReason::EndedByUser, actor, to, now);
             }
         } else if joined == 0 {
             // The initiator left before anyone answered.
-            return self.finish(CallStatus::Ended, reason::CANCELLED, actor, to, now);
+            return self.finish(CallStatus::Ended, EndReason::Cancelled, actor, to, now);
         } else if pending == 0 {
             let all_rejected = self
                 .invitees()
                 .all(|p| p.status == ParticipantStatus::Rejected);
             let (status, why) = if all_rejected {
-                (CallStatus::Rejected, reason::REJECTED)
+                (CallStatus::Rejected, EndReason::Rejected)
             } else {
-                (CallStatus::Missed, reason::NO_ANSWER)
+                (CallStatus::Missed, EndReason::NoAnswer)
             };
             return self.finish(status, why, actor, to, now);
         }
@@ -514,7 +501,7 @@ impl Call {
     fn finish(
         &mut self,
         status: CallStatus,
-        why: &'static str,
+        why: EndReason,
         ended_by: Option<Uuid>,
         to: Vec<Uuid>,
         now: Timestamp,
@@ -529,13 +516,13 @@ impl Call {
         self.status = status;
         self.ended_at = Some(now);
         self.duration_seconds = Some(self.started_at.map_or(0, |s| now.seconds_since(s)));
-        self.end_reason = Some(why.to_owned());
+        self.end_reason = Some(why);
         self.updated_at = now;
         vec![Event {
             to,
             payload: Payload::Ended(event::Ended {
                 call_id: self.id,
-                reason: why,
+                reason: why.as_str(),
                 ended_by,
             }),
         }]
@@ -544,4 +531,4 @@ impl Call {
 
 #[cfg(test)]
 #[path = "call_tests/mod.rs"]
-mod tests;
+pub(crate) mod tests;

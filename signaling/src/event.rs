@@ -100,7 +100,7 @@ pub struct ParticipantLeft {
 #[serde(rename_all = "camelCase")]
 pub struct Ended {
     pub call_id: Uuid,
-    /// The call's end reason (see [`crate::call::reason`]).
+    /// The call's end reason (see [`crate::call::EndReason`]).
     pub reason: &'static str,
     /// Who ended it; `null` when a timer or the server did.
     pub ended_by: Option<Uuid>,

@@ -7,6 +7,8 @@
 //! - [`auth`]: the bearer JWTs of users and the admin token.
 //! - [`api`]: the REST API on axum (`/api/calls`, `/api/admin`, `/openapi.json`).
 //! - [`hub`]: the signaling hub: sockets, live-call rosters, every delivery.
+//! - [`domain`]: the hub and the call service wired together at construction, with the
+//!   background tasks between them ([`Domain::open`]).
 //! - [`ws`]: the JSON WebSocket transport of the hub (`/ws`); [`sio`]: the Socket.IO one
 //!   (`/socket.io/`); [`wire`]: the WebSocket connections under both, which whoever has a
 //!   message for a socket writes to directly.
@@ -21,6 +23,7 @@
 pub mod api;
 pub mod auth;
 pub mod call;
+pub mod domain;
 pub mod event;
 pub mod hub;
 pub mod limits;
@@ -35,4 +38,5 @@ pub mod webhook;
 pub mod wire;
 pub mod ws;
 
+pub use domain::{Domain, Setup};
 pub use switchboard_turn::credentials;

@@ -1,7 +1,7 @@
 //! The calls' vocabulary, shared by the state machine ([`crate::call`]) and the events it
-//! raises ([`crate::event`]): the stored text enums (call type and status, participant
-//! status), media state, users and participants, and how the API and the events show a
-//! participant.
+//! raises ([`crate::event`]): the stored text enums (call type, status and end reason,
+//! participant status, why a participant is out), media state, users and participants, and
+//! how the API and the events show a participant.
 
 use std::fmt;
 use std::str::FromStr;
@@ -12,11 +12,11 @@ use uuid::Uuid;
 use crate::time::Timestamp;
 
 macro_rules! text_enum {
-    ($(#[$m:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
+    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
         $(#[$m])*
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
         pub enum $name {
-            $(#[serde(rename = $text)] $variant),+
+            $($(#[$vm])* #[serde(rename = $text)] $variant),+
         }
 
         /// From its text only (not serde's `{"video": null}` map form).
@@ -82,6 +82,42 @@ text_enum!(
         Joined = "joined",
         Left = "left",
         Rejected = "rejected",
+        Missed = "missed",
+    }
+);
+
+text_enum!(
+    /// `calls.end_reason`, and the `reason` of `call:ended`.
+    EndReason {
+        /// A participant hung up (or the last but one left a group call).
+        EndedByUser = "ended-by-user",
+        /// The initiator hung up before anyone answered.
+        Cancelled = "cancelled",
+        /// The invitee of a 1:1 call (or every invitee of a group call) rejected it.
+        Rejected = "rejected",
+        /// Nobody answered within the ring timeout.
+        NoAnswer = "no-answer",
+        /// The daemon restarted (after a crash) while the call was live.
+        ServerRestart = "server-restart",
+        /// The daemon was stopped while the call was live.
+        ServerShutdown = "server-shutdown",
+        /// A participant of a 1:1 call lost every connection for longer than the reconnect
+        /// grace.
+        ConnectionLost = "connection-lost",
+    }
+);
+
+text_enum!(
+    /// Why a participant is out of a call that goes on: the `reason` of
+    /// `call:participant-left`.
+    LeftReason {
+        /// They hung up.
+        Left = "left",
+        /// They lost every connection for longer than the reconnect grace.
+        Disconnected = "disconnected",
+        /// They rejected the invitation.
+        Rejected = "rejected",
+        /// They did not answer within the ring timeout.
         Missed = "missed",
     }
 );

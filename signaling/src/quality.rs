@@ -24,8 +24,6 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use switchboard_turn::proto::allocation::Usage;
-
 use crate::time::Timestamp;
 
 /// The grades, best first.
@@ -195,8 +193,10 @@ impl MediaStats {
     }
 }
 
-/// What the relay carried for a participant during the call (their allocations' counters
-/// from the call's start to its end), in payload bytes and packets each way.
+/// What the relay carried for a participant, in payload bytes and packets each way: their
+/// allocations' counters as the daemon reads them from the relay (see
+/// [`crate::service::RelayUsageFn`]), and in `quality_stats` the difference from the call's
+/// start to its end. The relay's own type stays with the relay: the daemon converts.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RelayUsage {
@@ -206,13 +206,17 @@ pub struct RelayUsage {
     pub bytes_from_peer: u64,
 }
 
-impl From<Usage> for RelayUsage {
-    fn from(u: Usage) -> RelayUsage {
+impl RelayUsage {
+    /// What was relayed since `earlier` (a reading of the same counters), each counter at
+    /// least 0.
+    pub fn since(self, earlier: RelayUsage) -> RelayUsage {
         RelayUsage {
-            packets_to_peer: u.packets_to_peer,
-            bytes_to_peer: u.bytes_to_peer,
-            packets_from_peer: u.packets_from_peer,
-            bytes_from_peer: u.bytes_from_peer,
+            packets_to_peer: self.packets_to_peer.saturating_sub(earlier.packets_to_peer),
+            bytes_to_peer: self.bytes_to_peer.saturating_sub(earlier.bytes_to_peer),
+            packets_from_peer: self
+                .packets_from_peer
+                .saturating_sub(earlier.packets_from_peer),
+            bytes_from_peer: self.bytes_from_peer.saturating_sub(earlier.bytes_from_peer),
         }
     }
 }

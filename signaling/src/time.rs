@@ -2,6 +2,7 @@
 //! (`2025-01-10T14:30:00.000Z`), which sort as text.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A point in time, in milliseconds since the Unix epoch (never before it).
@@ -39,6 +40,39 @@ impl Timestamp {
     /// Reads the stored form, or any RFC 3339 UTC time (`Z`, with or without a fraction).
     pub fn parse(s: &str) -> Option<Timestamp> {
         humantime::parse_rfc3339(s).ok().map(Timestamp::from_system)
+    }
+}
+
+/// The wall clock the call service reads: the system's, or one a test sets. Cheap to clone.
+#[derive(Clone)]
+pub struct Clock(Option<Arc<dyn Fn() -> Timestamp + Send + Sync>>);
+
+impl Clock {
+    /// The system's wall clock ([`Timestamp::now`]).
+    pub fn system() -> Clock {
+        Clock(None)
+    }
+
+    /// A clock that reads `now()`: a fixed or a stepped time in tests.
+    pub fn new(now: impl Fn() -> Timestamp + Send + Sync + 'static) -> Clock {
+        Clock(Some(Arc::new(now)))
+    }
+
+    pub fn now(&self) -> Timestamp {
+        match &self.0 {
+            None => Timestamp::now(),
+            Some(now) => now(),
+        }
+    }
+}
+
+impl fmt::Debug for Clock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_none() {
+            "Clock::system"
+        } else {
+            "Clock::new"
+        })
     }
 }
 

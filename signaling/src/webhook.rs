@@ -24,7 +24,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::call::{Call, CallStatus, CallType, ParticipantStatus};
+use crate::call::{Call, CallStatus, CallType, EndReason, ParticipantStatus};
 use crate::time::Timestamp;
 
 /// At most this many participants are listed in a body (`participantCount` has them all):
@@ -112,7 +112,7 @@ pub struct Body {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub duration: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub end_reason: Option<String>,
+    pub end_reason: Option<EndReason>,
     pub participant_count: usize,
     /// The first [`MAX_LISTED`] participants, the initiator first.
     pub participants: Vec<Listed>,
@@ -147,11 +147,7 @@ fn body(kind: &'static str, call: &Call, user: Option<Uuid>, at: Timestamp) -> B
         } else {
             None
         },
-        end_reason: if kind == ENDED {
-            call.end_reason.clone()
-        } else {
-            None
-        },
+        end_reason: if kind == ENDED { call.end_reason } else { None },
         participant_count: call.participants.len(),
         participants: call
             .participants
@@ -352,7 +348,10 @@ mod tests {
         .unwrap();
         let events = for_save(&c0, &c1);
         assert_eq!(kinds(&events), [(MISSED, Some(2)), (ENDED, None)]);
-        assert_eq!(events[1].end_reason.as_deref(), Some("cancelled"));
+        assert_eq!(
+            events[1].end_reason.map(EndReason::as_str),
+            Some("cancelled")
+        );
         assert_eq!(events[1].duration, Some(0));
     }
 
@@ -361,8 +360,8 @@ mod tests {
         use crate::event::LogSink;
         use crate::store::{Store, StoreError};
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("t.db"), Arc::new(LogSink)).unwrap();
-        let depth = || store.run(|db| db.webhook_depth());
+        let path = dir.path().join("t.db");
+        let store = Store::open(&path, Arc::new(LogSink), None).unwrap();
         let c0 = call(&[user(2, "Bob")]);
         let mut c1 = c0.clone();
         c1.answer(Uuid::from_u128(2), c0.created_at + Duration::from_secs(2))
@@ -379,15 +378,14 @@ mod tests {
             .await
             .unwrap();
         // Off: nothing queued.
-        assert_eq!(depth().await.unwrap(), 0);
-        assert!(store.webhook_wakeups().is_none());
+        assert_eq!(store.run(|db| db.webhook_depth()).await.unwrap(), 0);
+        store.close().await;
 
         let urls = vec!["http://a.test/".to_owned(), "http://b.test/".to_owned()];
-        store
-            .set_webhooks(Webhooks::new(urls, Arc::new(|_| true)))
-            .await
-            .unwrap();
-        let mut wake = store.webhook_wakeups().unwrap();
+        let webhooks = Webhooks::new(urls, Arc::new(|_| true));
+        let mut wake = webhooks.subscribe();
+        let store = Store::open(&path, Arc::new(LogSink), Some(webhooks)).unwrap();
+        let depth = || store.run(|db| db.webhook_depth());
         wake.borrow_and_update();
         // A transition whose job fails: its rows go with it, and nobody is woken.
         let (a, b) = (c0.clone(), c1.clone());

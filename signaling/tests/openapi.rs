@@ -21,7 +21,7 @@ use switchboard_signaling::auth::{self, Auth};
 use switchboard_signaling::event::LogSink;
 use switchboard_signaling::service::{CallService, Settings};
 use switchboard_signaling::store::Store;
-use switchboard_signaling::time::Timestamp;
+use switchboard_signaling::time::{Clock, Timestamp};
 use switchboard_signaling::turn::TurnIssuer;
 use tempfile::TempDir;
 use tower::ServiceExt;
@@ -46,7 +46,8 @@ fn doc() -> Value {
 /// The API over a store in a temporary directory, with the fallback the daemon adds.
 fn app() -> (Router, TempDir) {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let store = Store::open(&dir.path().join("calls.db"), Arc::new(LogSink)).expect("the store");
+    let store =
+        Store::open(&dir.path().join("calls.db"), Arc::new(LogSink), None).expect("the store");
     let settings = Settings {
         ring_timeout: Duration::from_secs(30),
         reconnect_grace: Duration::from_secs(30),
@@ -59,9 +60,9 @@ fn app() -> (Router, TempDir) {
         vec!["turn:127.0.0.1:3478?transport=udp".into()],
     );
     let state = Arc::new(ApiState {
-        calls: CallService::new(store, settings, turn),
+        calls: CallService::new(store, settings, turn, None, Clock::system()),
         auth: Auth::new(Some(JWT_SECRET), Some(ADMIN_TOKEN)),
-        hub: Arc::new(switchboard_signaling::hub::Hub::new(16)),
+        hub: Arc::new(switchboard_signaling::hub::Hub::new(16).0),
     });
     (api::router(state).fallback(api::not_found), dir)
 }

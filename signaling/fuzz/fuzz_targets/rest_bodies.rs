@@ -17,9 +17,6 @@
 //! `MAX_MEMBERS` members, none nil). Every error body is `{"error": {"code", "message"}}`.
 //! Nothing else, and no 5xx.
 //!
-//! For the two admin bodies, whose types are private to `api.rs`, the parser runs on a copy
-//! of the type (same fields, same serde attributes).
-//!
 //! An input starting with a space is first grown with spaces to either side of `MAX_BODY`
 //! (see `pad`), sent with `Content-Length` to two endpoints and without it to the other two.
 
@@ -29,9 +26,8 @@ use std::collections::BTreeSet;
 
 use axum::http::{Method, StatusCode};
 use libfuzzer_sys::fuzz_target;
-use serde::Deserialize;
 use serde_json::json;
-use switchboard_signaling::api::{self, ApiError};
+use switchboard_signaling::api::{self, ApiError, PutConversation, PutUser};
 use switchboard_signaling::auth::{MAX_EMAIL_LEN, MAX_NAME_LEN};
 use switchboard_signaling::service::{InitiateRequest, MediaRequest};
 use switchboard_signaling_fuzz::{
@@ -156,23 +152,6 @@ async fn media(w: &World, call: Uuid, body: &[u8], content_length: bool) {
             assert_eq!(v["mediaState"][key], *f, "{v}");
         }
     }
-}
-
-/// `api.rs`'s `PutUser`.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[allow(dead_code)]
-struct PutUser {
-    name: Option<String>,
-    email: Option<String>,
-}
-
-/// `api.rs`'s `PutConversation`.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct PutConversation {
-    name: Option<String>,
-    member_ids: Vec<Uuid>,
 }
 
 fn too_long(field: &str, value: &Option<String>, max: usize) -> Option<String> {

@@ -52,14 +52,14 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use switchboard_signaling::api::{self, ApiState};
 use switchboard_signaling::auth::{self, Auth};
-use switchboard_signaling::call::{CallType, User};
+use switchboard_signaling::call::{CallType, EndReason, User};
 use switchboard_signaling::event::EventSink;
 use switchboard_signaling::hub::{Hub, Signal};
 use switchboard_signaling::quality::Figures;
 use switchboard_signaling::service::{CallService, InitiateRequest, Settings};
 use switchboard_signaling::sio;
 use switchboard_signaling::store::Store;
-use switchboard_signaling::time::Timestamp;
+use switchboard_signaling::time::{Clock, Timestamp};
 use switchboard_signaling::turn::TurnIssuer;
 use switchboard_signaling::ws;
 use tokio::io::DuplexStream;
@@ -151,9 +151,9 @@ impl World {
             .build()
             .expect("a tokio runtime");
         let dir = store_dir();
-        let hub = Arc::new(Hub::new(ws::MAX_SOCKETS_PER_USER));
+        let hub = Arc::new(Hub::new(ws::MAX_SOCKETS_PER_USER).0);
         let sink: Arc<dyn EventSink> = hub.clone();
-        let store = Store::open(&dir.join("calls.db"), sink).expect("the call store");
+        let store = Store::open(&dir.join("calls.db"), sink, None).expect("the call store");
         let settings = Settings {
             // Nobody's invitation lapses during a run: the fixture call's Carol stays invited.
             ring_timeout: Duration::from_secs(7 * 86_400),
@@ -167,7 +167,7 @@ impl World {
             vec!["turn:127.0.0.1:3478?transport=udp".into()],
         );
         let state = Arc::new(ApiState {
-            calls: CallService::new(store, settings, turn),
+            calls: CallService::new(store, settings, turn, None, Clock::system()),
             auth: Auth::new(Some(JWT_SECRET), Some(ADMIN_TOKEN)),
             hub,
         });
@@ -238,7 +238,8 @@ impl World {
         }
         let calls = &self.state.calls;
         calls
-            .end_live_calls("fuzz fixture reset")
+            // As the server ends calls at a stop: no user's doing.
+            .end_live_calls(EndReason::ServerShutdown)
             .await
             .expect("end the live calls");
         let req = InitiateRequest {
@@ -260,7 +261,11 @@ impl World {
 
     /// Ends every live call (those an input made).
     pub async fn end_other_calls(&self) {
-        let _ = self.state.calls.end_live_calls("fuzz cleanup").await;
+        let _ = self
+            .state
+            .calls
+            .end_live_calls(EndReason::ServerShutdown)
+            .await;
         *self.call.lock().unwrap() = None;
     }
 

@@ -73,14 +73,14 @@ fn group_all_invitees_rejecting_rejects_the_call() {
     assert_live(&call, CallStatus::Ringing);
 
     let events = call.reject(DAVE, at(4)).unwrap();
-    assert_over(&call, CallStatus::Rejected, reason::REJECTED, at(4), 0);
+    assert_over(&call, CallStatus::Rejected, EndReason::Rejected, at(4), 0);
     assert_eq!(call.started_at, None);
     assert_statuses(&call, [Left, Rejected, Rejected, Rejected]);
     assert_times(&call, ALICE, Some(T0), Some(at(4)));
     // Whatever else is sent, the call ends for Alice and for Dave's other devices.
     let last = events.last().expect("events");
     let last = std::slice::from_ref(last);
-    assert_ended_event(last, reason::REJECTED, Some(DAVE), &[ALICE, DAVE]);
+    assert_ended_event(last, EndReason::Rejected, Some(DAVE), &[ALICE, DAVE]);
 }
 
 /// The last rejection ends the call: `call:ended` says it all, as when the last but one leaves
@@ -92,7 +92,7 @@ fn group_last_reject_sends_only_call_ended() {
     call.reject(BOB, at(2)).unwrap();
     call.reject(CAROL, at(3)).unwrap();
     let events = call.reject(DAVE, at(4)).unwrap();
-    assert_ended_event(&events, reason::REJECTED, Some(DAVE), &[ALICE, DAVE]);
+    assert_ended_event(&events, EndReason::Rejected, Some(DAVE), &[ALICE, DAVE]);
 }
 
 #[test]
@@ -102,8 +102,8 @@ fn group_some_rejected_then_the_ring_timeout_is_missed() {
     let deadline = call.ring_deadline(RING_TIMEOUT).unwrap();
     assert_eq!(deadline, at(30));
     let events = call.expire_ringing(RING_TIMEOUT, deadline);
-    assert_ended_event(&events, reason::NO_ANSWER, None, &[ALICE, CAROL, DAVE]);
-    assert_over(&call, CallStatus::Missed, reason::NO_ANSWER, at(30), 0);
+    assert_ended_event(&events, EndReason::NoAnswer, None, &[ALICE, CAROL, DAVE]);
+    assert_over(&call, CallStatus::Missed, EndReason::NoAnswer, at(30), 0);
     assert_statuses(&call, [Left, Rejected, Missed, Missed]);
     assert_times(&call, ALICE, Some(T0), Some(at(30)));
     assert_times(&call, CAROL, None, None);
@@ -111,26 +111,32 @@ fn group_some_rejected_then_the_ring_timeout_is_missed() {
     assert_eq!(part(&call, BOB).updated_at, at(2));
 }
 
-#[test]
-fn group_leaves_end_the_call_when_fewer_than_two_are_joined() {
+/// A group call Bob and Carol answered (at 5 and 6 s), which Bob leaves at `t` by `leave`:
+/// the others hear `why`, and the call goes on.
+fn group_bob_leaves(leave: Act, why: &'static str, t: Timestamp) -> Call {
     let mut call = rung(group());
     call.answer(BOB, at(5)).unwrap();
     call.answer(CAROL, at(6)).unwrap();
-
-    // One of three joined leaves: the call goes on.
-    let events = call.end(BOB, at(60)).unwrap();
-    assert_events(&events, &[left(BOB, "left", &[ALICE, CAROL, DAVE])]);
+    let events = leave(&mut call, BOB, t).unwrap();
+    assert_events(&events, &[left(BOB, why, &[ALICE, CAROL, DAVE])]);
     assert_live(&call, CallStatus::Active);
-    assert_eq!(call.updated_at, at(60));
+    assert_eq!(call.updated_at, t);
     assert_statuses(&call, [Joined, Left, Joined, Ringing]);
-    assert_times(&call, BOB, Some(at(5)), Some(at(60)));
+    assert_times(&call, BOB, Some(at(5)), Some(t));
+    call
+}
+
+#[test]
+fn group_leaves_end_the_call_when_fewer_than_two_are_joined() {
+    // One of three joined leaves: the call goes on.
+    let mut call = group_bob_leaves(Call::end, "left", at(60));
 
     // Leaving twice is a conflict.
     assert_conflict_unchanged(&mut call, |c| c.end(BOB, at(61)));
 
     // The last but one leaves: the call ends for everyone still in it, and the leaver.
     let events = call.end(CAROL, at(65)).unwrap();
-    let reason = reason::ENDED_BY_USER;
+    let reason = EndReason::EndedByUser;
     assert_ended_event(&events, reason, Some(CAROL), &[ALICE, CAROL, DAVE]);
     assert_over(&call, CallStatus::Ended, reason, at(65), 60);
     assert_eq!(call.started_at, Some(at(5)));
@@ -143,32 +149,23 @@ fn group_leaves_end_the_call_when_fewer_than_two_are_joined() {
 }
 
 #[test]
-fn a_lost_connection_ends_a_one_to_one_call_whoever_lost_it() {
-    for lost in [ALICE, BOB] {
-        let mut call = rung(one_to_one());
-        call.answer(BOB, at(5)).unwrap();
-        let events = call.connection_lost(lost, at(65)).unwrap();
-        let reason = reason::CONNECTION_LOST;
-        assert_ended_event(&events, reason, Some(lost), &[ALICE, BOB]);
-        assert_over(&call, CallStatus::Ended, reason, at(65), 60);
-        assert_statuses(&call, [Left, Left]);
-    }
-    // Before the answer too: the caller's devices are all gone.
+fn a_lost_connection_ends_a_one_to_one_call_even_before_the_answer() {
+    // Answered: see one_to_one_end_or_lost_connection_by_either_side_ends_the_call. Before the
+    // answer too: the caller's devices are all gone.
     let mut call = rung(one_to_one());
     let events = call.connection_lost(ALICE, at(8)).unwrap();
-    assert_ended_event(&events, reason::CONNECTION_LOST, Some(ALICE), &[ALICE, BOB]);
+    assert_ended_event(
+        &events,
+        EndReason::ConnectionLost,
+        Some(ALICE),
+        &[ALICE, BOB],
+    );
     assert_statuses(&call, [Left, Missed]);
 }
 
 #[test]
 fn a_lost_connection_takes_one_participant_out_of_a_group_call() {
-    let mut call = rung(group());
-    call.answer(BOB, at(5)).unwrap();
-    call.answer(CAROL, at(6)).unwrap();
-    let events = call.connection_lost(BOB, at(40)).unwrap();
-    assert_events(&events, &[left(BOB, "disconnected", &[ALICE, CAROL, DAVE])]);
-    assert_live(&call, CallStatus::Active);
-    assert_statuses(&call, [Joined, Left, Joined, Ringing]);
+    let mut call = group_bob_leaves(Call::connection_lost, "disconnected", at(40));
     // Only joined participants can lose a call; a pending invitee is rung until the timeout.
     assert_conflict_unchanged(&mut call, |c| c.connection_lost(DAVE, at(41)));
     assert_conflict_unchanged(&mut call, |c| c.connection_lost(BOB, at(41)));
@@ -179,7 +176,7 @@ fn a_lost_connection_takes_one_participant_out_of_a_group_call() {
     let events = call.connection_lost(CAROL, at(50)).unwrap();
     assert_ended_event(
         &events,
-        reason::ENDED_BY_USER,
+        EndReason::EndedByUser,
         Some(CAROL),
         &[ALICE, CAROL, DAVE],
     );
@@ -202,8 +199,8 @@ fn group_initiator_leaving_before_an_answer_cancels() {
     call.ring(BOB, at(1));
     call.ring(CAROL, at(1));
     let events = call.end(ALICE, at(10)).unwrap();
-    assert_ended_event(&events, reason::CANCELLED, Some(ALICE), &CAST);
-    assert_over(&call, CallStatus::Ended, reason::CANCELLED, at(10), 0);
+    assert_ended_event(&events, EndReason::Cancelled, Some(ALICE), &CAST);
+    assert_over(&call, CallStatus::Ended, EndReason::Cancelled, at(10), 0);
     assert_eq!(call.started_at, None);
     assert_statuses(&call, [Left, Missed, Missed, Missed]);
     assert_times(&call, ALICE, Some(T0), Some(at(10)));
@@ -215,8 +212,8 @@ fn group_initiator_leaving_before_an_answer_after_a_reject_cancels() {
     call.reject(BOB, at(2)).unwrap();
     let events = call.end(ALICE, at(10)).unwrap();
     let to = [ALICE, CAROL, DAVE];
-    assert_ended_event(&events, reason::CANCELLED, Some(ALICE), &to);
-    assert_over(&call, CallStatus::Ended, reason::CANCELLED, at(10), 0);
+    assert_ended_event(&events, EndReason::Cancelled, Some(ALICE), &to);
+    assert_over(&call, CallStatus::Ended, EndReason::Cancelled, at(10), 0);
     assert_statuses(&call, [Left, Rejected, Missed, Missed]);
 }
 
@@ -249,7 +246,7 @@ fn group_active_call_ends_when_only_the_initiator_is_left_joined() {
     let mut call = rung(group());
     call.answer(BOB, at(5)).unwrap();
     let events = call.end(BOB, at(15)).unwrap();
-    let reason = reason::ENDED_BY_USER;
+    let reason = EndReason::EndedByUser;
     assert_ended_event(&events, reason, Some(BOB), &CAST);
     assert_over(&call, CallStatus::Ended, reason, at(15), 10);
     assert_statuses(&call, [Left, Left, Missed, Missed]);

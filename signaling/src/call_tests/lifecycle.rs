@@ -178,7 +178,7 @@ fn ring_ignores_the_initiator_strangers_and_joined_participants() {
 #[test]
 fn ring_does_nothing_on_an_ended_call() {
     let mut call = group();
-    call.end_by_server(reason::SERVER_SHUTDOWN, at(1));
+    call.end_by_server(EndReason::ServerShutdown, at(1));
     for who in [ALICE, BOB, CAROL, DAVE, EVE] {
         assert_ring_ignored(&mut call, who, at(2));
     }
@@ -245,18 +245,23 @@ fn only_invitees_can_answer_or_reject() {
 }
 
 #[test]
-fn one_to_one_end_by_either_side_ends_the_call() {
-    for ender in [ALICE, BOB] {
-        let mut call = rung(one_to_one());
-        call.answer(BOB, at(5)).unwrap();
-        let events = call.end(ender, at(125)).unwrap();
-        let reason = reason::ENDED_BY_USER;
-        assert_ended_event(&events, reason, Some(ender), &[ALICE, BOB]);
-        assert_over(&call, CallStatus::Ended, reason, at(125), 120);
-        assert_eq!(call.started_at, Some(at(5)));
-        assert_statuses(&call, [Left, Left]);
-        assert_times(&call, ALICE, Some(T0), Some(at(125)));
-        assert_times(&call, BOB, Some(at(5)), Some(at(125)));
+fn one_to_one_end_or_lost_connection_by_either_side_ends_the_call() {
+    let ways: [(Act, EndReason); 2] = [
+        (Call::end, EndReason::EndedByUser),
+        (Call::connection_lost, EndReason::ConnectionLost),
+    ];
+    for (leave, reason) in ways {
+        for ender in [ALICE, BOB] {
+            let mut call = rung(one_to_one());
+            call.answer(BOB, at(5)).unwrap();
+            let events = leave(&mut call, ender, at(125)).unwrap();
+            assert_ended_event(&events, reason, Some(ender), &[ALICE, BOB]);
+            assert_over(&call, CallStatus::Ended, reason, at(125), 120);
+            assert_eq!(call.started_at, Some(at(5)));
+            assert_statuses(&call, [Left, Left]);
+            assert_times(&call, ALICE, Some(T0), Some(at(125)));
+            assert_times(&call, BOB, Some(at(5)), Some(at(125)));
+        }
     }
 }
 
@@ -267,20 +272,40 @@ fn duration_counts_whole_seconds_from_the_first_answer() {
     // 120.999 s after the answer, 130.999 s after the call was created.
     let end = at_ms(130_999);
     call.end(ALICE, end).unwrap();
-    assert_over(&call, CallStatus::Ended, reason::ENDED_BY_USER, end, 120);
+    assert_over(&call, CallStatus::Ended, EndReason::EndedByUser, end, 120);
 }
 
 #[test]
-fn one_to_one_initiator_hanging_up_before_an_answer_cancels() {
-    let mut call = rung(one_to_one());
-    let events = call.end(ALICE, at(10)).unwrap();
-    assert_ended_event(&events, reason::CANCELLED, Some(ALICE), &[ALICE, BOB]);
-    assert_over(&call, CallStatus::Ended, reason::CANCELLED, at(10), 0);
-    assert_eq!(call.started_at, None);
-    assert_statuses(&call, [Left, Missed]);
-    assert_times(&call, ALICE, Some(T0), Some(at(10)));
-    assert_times(&call, BOB, None, None);
-    assert_eq!(part(&call, BOB).updated_at, at(10));
+fn one_to_one_ended_before_an_answer_is_cancelled_or_rejected() {
+    // The initiator hangs up (Bob missed the call), or Bob rejects it.
+    let ways: [(Act, Uuid, CallStatus, EndReason, ParticipantStatus); 2] = [
+        (
+            Call::end,
+            ALICE,
+            CallStatus::Ended,
+            EndReason::Cancelled,
+            Missed,
+        ),
+        (
+            Call::reject,
+            BOB,
+            CallStatus::Rejected,
+            EndReason::Rejected,
+            Rejected,
+        ),
+    ];
+    for (how, by, status, reason, bob) in ways {
+        let mut call = rung(one_to_one());
+        let events = how(&mut call, by, at(10)).unwrap();
+        // Both hear it; nobody was in it but Alice.
+        assert_ended_event(&events, reason, Some(by), &[ALICE, BOB]);
+        assert_over(&call, status, reason, at(10), 0);
+        assert_eq!(call.started_at, None);
+        assert_statuses(&call, [Left, bob]);
+        assert_times(&call, ALICE, Some(T0), Some(at(10)));
+        assert_times(&call, BOB, None, None);
+        assert_eq!(part(&call, BOB).updated_at, at(10));
+    }
 }
 
 #[test]
@@ -294,24 +319,11 @@ fn one_to_one_invitee_cannot_end_before_answering() {
 }
 
 #[test]
-fn one_to_one_reject_rejects_the_call() {
-    let mut call = rung(one_to_one());
-    let events = call.reject(BOB, at(3)).unwrap();
-    assert_ended_event(&events, reason::REJECTED, Some(BOB), &[ALICE, BOB]);
-    assert_over(&call, CallStatus::Rejected, reason::REJECTED, at(3), 0);
-    assert_eq!(call.started_at, None);
-    assert_statuses(&call, [Left, Rejected]);
-    assert_times(&call, ALICE, Some(T0), Some(at(3)));
-    assert_times(&call, BOB, None, None);
-    assert_eq!(part(&call, BOB).updated_at, at(3));
-}
-
-#[test]
 fn one_to_one_reject_straight_from_invited() {
     let mut call = one_to_one();
     let events = call.reject(BOB, at(2)).unwrap();
-    assert_ended_event(&events, reason::REJECTED, Some(BOB), &[ALICE, BOB]);
-    assert_over(&call, CallStatus::Rejected, reason::REJECTED, at(2), 0);
+    assert_ended_event(&events, EndReason::Rejected, Some(BOB), &[ALICE, BOB]);
+    assert_over(&call, CallStatus::Rejected, EndReason::Rejected, at(2), 0);
 }
 
 #[test]
@@ -338,7 +350,7 @@ fn ended_one_to_one_calls() -> Vec<(&'static str, Call)> {
 
     let mut by_server = one_to_one();
     by_server.answer(BOB, at(5)).unwrap();
-    by_server.end_by_server(reason::SERVER_RESTART, at(9));
+    by_server.end_by_server(EndReason::ServerRestart, at(9));
 
     vec![
         ("ended-by-user", by_user),
@@ -367,7 +379,7 @@ fn an_ended_call_refuses_every_transition() {
         assert_eq!(call.end(EVE, later), Err(Refusal::NotParticipant));
         assert!(!call.ring(BOB, later));
         assert!(call.expire_ringing(RING_TIMEOUT, later).is_empty());
-        let shutdown = call.end_by_server(reason::SERVER_SHUTDOWN, later);
+        let shutdown = call.end_by_server(EndReason::ServerShutdown, later);
         assert!(shutdown.is_empty());
         assert_eq!(call.ring_deadline(RING_TIMEOUT), None, "{how}");
         assert_eq!(call, before, "{how}");
@@ -407,8 +419,8 @@ fn expire_ringing_before_the_deadline_does_nothing() {
 #[track_caller]
 fn assert_one_to_one_missed(call: &mut Call, now: Timestamp) {
     let events = call.expire_ringing(RING_TIMEOUT, now);
-    assert_ended_event(&events, reason::NO_ANSWER, None, &[ALICE, BOB]);
-    assert_over(call, CallStatus::Missed, reason::NO_ANSWER, now, 0);
+    assert_ended_event(&events, EndReason::NoAnswer, None, &[ALICE, BOB]);
+    assert_over(call, CallStatus::Missed, EndReason::NoAnswer, now, 0);
     assert_statuses(call, [Left, Missed]);
     assert_times(call, ALICE, Some(T0), Some(now));
 }
@@ -491,7 +503,7 @@ fn end_by_server_ends_a_live_call() {
     let mut call = rung(group());
     call.answer(BOB, at(5)).unwrap();
     call.reject(CAROL, at(6)).unwrap();
-    let shutdown = reason::SERVER_SHUTDOWN;
+    let shutdown = EndReason::ServerShutdown;
     let events = call.end_by_server(shutdown, at(65));
     assert_ended_event(&events, shutdown, None, &[ALICE, BOB, DAVE]);
     assert_over(&call, CallStatus::Ended, shutdown, at(65), 60);
@@ -505,7 +517,7 @@ fn end_by_server_ends_a_live_call() {
 #[test]
 fn end_by_server_ends_an_unanswered_call() {
     let mut call = rung(one_to_one());
-    let restart = reason::SERVER_RESTART;
+    let restart = EndReason::ServerRestart;
     let events = call.end_by_server(restart, at(8));
     assert_ended_event(&events, restart, None, &[ALICE, BOB]);
     assert_over(&call, CallStatus::Ended, restart, at(8), 0);
@@ -519,8 +531,8 @@ fn end_by_server_leaves_an_ended_call_alone() {
     call.answer(BOB, at(5)).unwrap();
     call.end(ALICE, at(65)).unwrap();
     let before = call.clone();
-    let events = call.end_by_server(reason::SERVER_RESTART, at(100));
+    let events = call.end_by_server(EndReason::ServerRestart, at(100));
     assert!(events.is_empty());
     assert_eq!(call, before);
-    assert_eq!(call.end_reason.as_deref(), Some(reason::ENDED_BY_USER));
+    assert_eq!(call.end_reason, Some(EndReason::EndedByUser));
 }

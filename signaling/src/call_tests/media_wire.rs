@@ -236,6 +236,25 @@ fn status_texts_round_trip() {
     for k in CallType::ALL {
         assert_eq!(k.as_str().parse::<CallType>(), Ok(*k));
     }
+    // The reasons' texts, as the rows, the events and the webhooks have always carried them.
+    let ends: Vec<&str> = EndReason::ALL.iter().map(|r| r.as_str()).collect();
+    let end_texts = [
+        "ended-by-user",
+        "cancelled",
+        "rejected",
+        "no-answer",
+        "server-restart",
+        "server-shutdown",
+        "connection-lost",
+    ];
+    assert_eq!(ends, end_texts);
+    let lefts: Vec<&str> = LeftReason::ALL.iter().map(|r| r.as_str()).collect();
+    assert_eq!(lefts, ["left", "disconnected", "rejected", "missed"]);
+    for r in EndReason::ALL {
+        assert_eq!(r.as_str().parse::<EndReason>(), Ok(*r));
+        assert_eq!(serde_json::to_value(r).unwrap(), json!(r.as_str()));
+    }
+    assert!("completed".parse::<EndReason>().is_err());
     assert!("Active".parse::<CallStatus>().is_err());
     assert!("hung-up".parse::<ParticipantStatus>().is_err());
 

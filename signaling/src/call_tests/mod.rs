@@ -23,15 +23,16 @@ mod group;
 mod lifecycle;
 mod media_wire;
 
-/// The clock every test starts at (2023-11-14T22:13:20.000Z).
-const T0: Timestamp = Timestamp::from_unix_millis(1_700_000_000_000);
-const RING_TIMEOUT: Duration = Duration::from_secs(30);
+/// The clock every test starts at (2023-11-14T22:13:20.000Z); the service's tests start there
+/// too, with the same ring timeout, conversation and cast.
+pub(crate) const T0: Timestamp = Timestamp::from_unix_millis(1_700_000_000_000);
+pub(crate) const RING_TIMEOUT: Duration = Duration::from_secs(30);
 
 const CALL_ID: Uuid = Uuid::from_u128(0xca11);
-const CONVERSATION_ID: Uuid = Uuid::from_u128(0xc0);
+pub(crate) const CONVERSATION_ID: Uuid = Uuid::from_u128(0xc0);
 
-const ALICE: Uuid = Uuid::from_u128(1);
-const BOB: Uuid = Uuid::from_u128(2);
+pub(crate) const ALICE: Uuid = Uuid::from_u128(1);
+pub(crate) const BOB: Uuid = Uuid::from_u128(2);
 const CAROL: Uuid = Uuid::from_u128(3);
 const DAVE: Uuid = Uuid::from_u128(4);
 /// Never part of any call.
@@ -45,6 +46,9 @@ const NO_MEDIA_CHANGE: MediaChange = MediaChange {
     video_enabled: None,
     screen_sharing: None,
 };
+
+/// A transition a user makes that returns only its events (end, connection lost...).
+type Act = fn(&mut Call, Uuid, Timestamp) -> Result<Vec<Event>, Refusal>;
 
 /// `T0` plus whole seconds.
 fn at(secs: u64) -> Timestamp {
@@ -164,8 +168,8 @@ fn assert_events(actual: &[Event], expected: &[Event]) {
 /// Asserts the only event is `call:ended` for `reason`, ended by `by` (`None`: by the server),
 /// sent to `to`.
 #[track_caller]
-fn assert_ended_event(events: &[Event], reason: &'static str, by: Option<Uuid>, to: &[Uuid]) {
-    assert_events(events, &[ended(reason, by, to)]);
+fn assert_ended_event(events: &[Event], reason: EndReason, by: Option<Uuid>, to: &[Uuid]) {
+    assert_events(events, &[ended(reason.as_str(), by, to)]);
 }
 
 fn ended(reason: &'static str, ended_by: Option<Uuid>, to: &[Uuid]) -> Event {
@@ -291,13 +295,13 @@ fn assert_ring_ignored(call: &mut Call, who: Uuid, now: Timestamp) {
 fn assert_over(
     call: &Call,
     status: CallStatus,
-    reason: &str,
+    reason: EndReason,
     ended_at: Timestamp,
     duration_seconds: u64,
 ) {
     assert_eq!(call.status, status);
     assert!(!call.status.is_live());
-    assert_eq!(call.end_reason.as_deref(), Some(reason));
+    assert_eq!(call.end_reason, Some(reason));
     assert_eq!(call.ended_at, Some(ended_at));
     assert_eq!(call.duration_seconds, Some(duration_seconds));
     assert_eq!(call.updated_at, ended_at);

@@ -235,7 +235,7 @@ impl Registry {
 }
 
 /// A user joined in a live call lost their last socket at `at`: unless they reconnect within
-/// the reconnect grace, they leave (see [`Hub::watch_departures`]).
+/// the reconnect grace, they leave (see [`Reports::departures`]).
 #[derive(Clone, Copy, Debug)]
 pub struct Departure {
     pub user: Uuid,
@@ -249,31 +249,45 @@ pub struct Departure {
 pub struct Hub {
     registry: Mutex<Registry>,
     max_sockets_per_user: usize,
-    /// Where to report that a user's device is ringing: `(user, call)` once `call:incoming`
-    /// reached at least one of their sockets (see [`Hub::report_ringing`]).
-    ringing: Mutex<Option<mpsc::Sender<(Uuid, Uuid)>>>,
-    /// Where departures go (see [`Hub::watch_departures`]).
-    departures: Mutex<Option<mpsc::UnboundedSender<Departure>>>,
+    /// Where to report that a user's device is ringing (see [`Reports::ringing`]).
+    ringing: mpsc::Sender<(Uuid, Uuid)>,
+    /// Where departures go (see [`Reports::departures`]).
+    departures: mpsc::UnboundedSender<Departure>,
 }
 
+/// What the hub reports to the call service, whose tasks receive it ([`crate::Domain`] wires
+/// them). A report nobody receives is dropped.
+pub struct Reports {
+    /// `(user, call)` each time `call:incoming` reaches at least one socket of `user`: the
+    /// call service then moves the invitee (and the call) to ringing. Reports that do not fit
+    /// are dropped: ringing is a courtesy, the call goes on without it.
+    pub ringing: mpsc::Receiver<(Uuid, Uuid)>,
+    /// A [`Departure`] each time a user joined in a live call loses their last socket;
+    /// [`Hub::gone_for_good`] then says, once the grace has passed, which calls they are still
+    /// away from. Unbounded, but there is at most one departure per user joined in a call
+    /// between two of their reconnects.
+    pub departures: mpsc::UnboundedReceiver<Departure>,
+}
+
+/// Ringing reports waiting for the call service, beyond which they are dropped.
+const RINGING_REPORTS: usize = 4096;
+
 impl Hub {
-    pub fn new(max_sockets_per_user: usize) -> Hub {
-        Hub {
+    /// A hub allowing each user `max_sockets_per_user` sockets, and what it reports.
+    pub fn new(max_sockets_per_user: usize) -> (Hub, Reports) {
+        let (ringing, rung) = mpsc::channel(RINGING_REPORTS);
+        let (departures, departed) = mpsc::unbounded_channel();
+        let hub = Hub {
             registry: Mutex::new(Registry::default()),
             max_sockets_per_user,
-            ringing: Mutex::new(None),
-            departures: Mutex::new(None),
-        }
-    }
-
-    /// From now on, each time a user joined in a live call loses their last socket, a
-    /// [`Departure`] goes to the returned receiver; [`Hub::gone_for_good`] then says, once the
-    /// grace has passed, which calls they are still away from. Unbounded, but there is at most
-    /// one departure per user joined in a call between two of their reconnects.
-    pub fn watch_departures(&self) -> mpsc::UnboundedReceiver<Departure> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        *self.departures.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
-        rx
+            ringing,
+            departures,
+        };
+        let reports = Reports {
+            ringing: rung,
+            departures: departed,
+        };
+        (hub, reports)
     }
 
     /// The calls `d.user` is still joined in, if they have not reconnected since `d` (nor left
@@ -287,22 +301,10 @@ impl Hub {
         r.joined_calls(d.user)
     }
 
-    /// From now on, `(user, call)` goes to `tx` each time `call:incoming` reaches a socket of
-    /// `user`: the call service then moves the invitee (and the call) to ringing. Reports that
-    /// do not fit in `tx` are dropped: ringing is a courtesy, the call goes on without it.
-    pub fn report_ringing(&self, tx: mpsc::Sender<(Uuid, Uuid)>) {
-        *self.ringing.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
-    }
-
     /// Reports `(user, call)` pairs whose `call:incoming` reached a device.
     fn report_rung(&self, rung: Vec<(Uuid, Uuid)>) {
-        if rung.is_empty() {
-            return;
-        }
-        if let Some(tx) = &*self.ringing.lock().unwrap_or_else(|e| e.into_inner()) {
-            for report in rung {
-                let _ = tx.try_send(report);
-            }
+        for report in rung {
+            let _ = self.ringing.try_send(report);
         }
     }
 
@@ -352,7 +354,7 @@ impl Hub {
     }
 
     /// Removes a socket; returns how many `user` still has. The last one of a user joined in
-    /// a live call is a departure (see [`Hub::watch_departures`]).
+    /// a live call is a departure (see [`Reports::departures`]).
     pub fn detach(&self, user: Uuid, id: SocketId) -> usize {
         let mut r = self.registry();
         // The hub may have dropped the socket already (a slow consumer): still a departure.
@@ -398,10 +400,8 @@ impl Hub {
         let mark = r.next;
         r.away.insert(user, mark);
         drop(r);
-        if let Some(tx) = &*self.departures.lock().unwrap_or_else(|e| e.into_inner()) {
-            let at = tokio::time::Instant::now();
-            let _ = tx.send(Departure { user, at, mark });
-        }
+        let at = tokio::time::Instant::now();
+        let _ = self.departures.send(Departure { user, at, mark });
     }
 
     /// How many sockets are attached, all users.
@@ -468,4 +468,4 @@ impl Hub {
 mod deliver;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

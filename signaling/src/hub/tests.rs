@@ -7,14 +7,14 @@ use crate::time::Timestamp;
 
 /// A socket that keeps what it is sent, up to `room` messages.
 #[derive(Default)]
-struct Inbox {
+pub(crate) struct Inbox {
     room: usize,
     got: Mutex<Vec<(String, serde_json::Value)>>,
     closed: Mutex<Option<&'static str>>,
 }
 
 impl Inbox {
-    fn with_room(room: usize) -> Arc<Inbox> {
+    pub(crate) fn with_room(room: usize) -> Arc<Inbox> {
         Arc::new(Inbox {
             room,
             ..Inbox::default()
@@ -25,7 +25,7 @@ impl Inbox {
         std::mem::take(&mut self.got.lock().unwrap())
     }
 
-    fn names(&self) -> Vec<String> {
+    pub(crate) fn names(&self) -> Vec<String> {
         self.take().into_iter().map(|(n, _)| n).collect()
     }
 }
@@ -87,7 +87,7 @@ fn sdp() -> Box<RawValue> {
 
 #[test]
 fn events_reach_every_socket_of_the_addressed_users() {
-    let hub = Hub::new(4);
+    let (hub, _) = Hub::new(4);
     let (a, b1, b2, c) = (
         Inbox::with_room(9),
         Inbox::with_room(9),
@@ -112,7 +112,7 @@ fn events_reach_every_socket_of_the_addressed_users() {
 
 #[test]
 fn only_members_of_a_live_call_signal_each_other() {
-    let hub = Hub::new(4);
+    let (hub, _) = Hub::new(4);
     let inboxes: Vec<Arc<Inbox>> = (1..=4).map(|_| Inbox::with_room(9)).collect();
     for (i, inbox) in inboxes.iter().enumerate() {
         hub.attach(user(i as u128 + 1).id, inbox.clone()).unwrap();
@@ -184,7 +184,7 @@ fn only_members_of_a_live_call_signal_each_other() {
 /// every device.
 #[test]
 fn other_devices_hear_what_one_did() {
-    let hub = Hub::new(4);
+    let (hub, _) = Hub::new(4);
     let u2 = user(2).id;
     let (phone, laptop, other) = (
         Inbox::with_room(9),
@@ -218,7 +218,7 @@ fn other_devices_hear_what_one_did() {
 
 #[test]
 fn a_slow_socket_is_disconnected_not_waited_for() {
-    let hub = Hub::new(4);
+    let (hub, _) = Hub::new(4);
     let slow = Inbox::with_room(1);
     let fine = Inbox::with_room(9);
     let u2 = user(2).id;
@@ -237,7 +237,7 @@ fn a_slow_socket_is_disconnected_not_waited_for() {
 
 #[test]
 fn sockets_per_user_are_bounded_and_all_can_be_closed() {
-    let hub = Hub::new(2);
+    let (hub, _) = Hub::new(2);
     let u = user(1).id;
     let (a, b) = (Inbox::with_room(1), Inbox::with_room(1));
     let first = hub.attach(u, a.clone()).unwrap();
@@ -255,8 +255,8 @@ fn sockets_per_user_are_bounded_and_all_can_be_closed() {
 
 #[test]
 fn the_last_socket_of_a_joined_user_going_is_a_departure_a_reconnect_voids() {
-    let hub = Hub::new(4);
-    let mut departures = hub.watch_departures();
+    let (hub, mut reports) = Hub::new(4);
+    let departures = &mut reports.departures;
     let (u1, u2) = (user(1).id, user(2).id);
     let a1 = hub.attach(u1, Inbox::with_room(9)).unwrap();
     let a2 = hub.attach(u1, Inbox::with_room(9)).unwrap();
@@ -286,8 +286,8 @@ fn the_last_socket_of_a_joined_user_going_is_a_departure_a_reconnect_voids() {
 /// the first call's departure, due sooner, must not end the second just after it began.
 #[test]
 fn joining_another_call_without_a_socket_restarts_the_grace() {
-    let hub = Hub::new(4);
-    let mut departures = hub.watch_departures();
+    let (hub, mut reports) = Hub::new(4);
+    let departures = &mut reports.departures;
     let first = group(&hub);
     let early = departures.try_recv().unwrap();
     let (second, events) = Call::initiate(
@@ -313,10 +313,27 @@ fn joining_another_call_without_a_socket_restarts_the_grace() {
     assert_eq!(gone, [first.id, second.id]);
 }
 
+/// What the call service hears through [`Reports::ringing`]: once per user reached, however
+/// many of their devices were, and again for a device that connects while the call rings.
+#[test]
+fn users_whose_devices_get_call_incoming_are_reported_ringing() {
+    let (hub, mut reports) = Hub::new(4);
+    let (u2, u3) = (user(2).id, user(3).id);
+    hub.attach(u2, Inbox::with_room(9)).unwrap();
+    hub.attach(u2, Inbox::with_room(9)).unwrap();
+    let call = group(&hub);
+    // User 3 has no socket: not ringing yet.
+    assert_eq!(reports.ringing.try_recv().unwrap(), (u2, call.id));
+    assert!(reports.ringing.try_recv().is_err());
+    hub.attach(u3, Inbox::with_room(9)).unwrap();
+    assert_eq!(reports.ringing.try_recv().unwrap(), (u3, call.id));
+    assert!(reports.ringing.try_recv().is_err());
+}
+
 #[test]
 fn a_device_connecting_mid_ring_rings_and_an_ended_call_is_forgotten() {
-    let hub = Hub::new(4);
-    let mut departures = hub.watch_departures();
+    let (hub, mut reports) = Hub::new(4);
+    let departures = &mut reports.departures;
     let (u1, u2) = (user(1).id, user(2).id);
     let mut call = group(&hub);
     // The caller started the call with no socket (over REST): joined, and away already,

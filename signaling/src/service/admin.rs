@@ -5,17 +5,14 @@ use uuid::Uuid;
 use super::{CallError, CallService, ConversationView, Missing, UserView};
 use crate::call::{Refusal, User};
 use crate::store::Db;
-use crate::time::Timestamp;
 
 impl CallService {
     pub async fn admin_upsert_user(&self, user: User) -> Result<UserView, CallError> {
-        self.inner
-            .store
-            .run(move |db| {
-                db.upsert_user(&user, Timestamp::now())?;
-                Ok(UserView::from(user))
-            })
-            .await
+        self.at_now(move |db, now| {
+            db.upsert_user(&user, now)?;
+            Ok(UserView::from(user))
+        })
+        .await
     }
 
     /// Creates or updates a conversation; its members become exactly `members` (users not
@@ -26,19 +23,16 @@ impl CallService {
         name: Option<String>,
         members: Vec<Uuid>,
     ) -> Result<ConversationView, CallError> {
-        self.inner
-            .store
-            .run(move |db| {
-                let now = Timestamp::now();
-                db.upsert_conversation(id, name.as_deref(), now)?;
-                for &m in &members {
-                    db.ensure_user(m, now)?;
-                    db.add_member(id, m, now)?;
-                }
-                db.retain_members(id, &members)?;
-                conversation_view(db, id)
-            })
-            .await
+        self.at_now(move |db, now| {
+            db.upsert_conversation(id, name.as_deref(), now)?;
+            for &m in &members {
+                db.ensure_user(m, now)?;
+                db.add_member(id, m, now)?;
+            }
+            db.retain_members(id, &members)?;
+            conversation_view(db, id)
+        })
+        .await
     }
 
     /// Adds `user` (created, or renamed to their name) to conversation `id` (created, named
@@ -50,25 +44,22 @@ impl CallService {
         user: User,
         max_members: usize,
     ) -> Result<ConversationView, CallError> {
-        self.inner
-            .store
-            .run(move |db| {
-                let now = Timestamp::now();
-                db.upsert_conversation(id, None, now)?;
-                let before = conversation_view(db, id)?;
-                if before.name.is_none() {
-                    db.upsert_conversation(id, Some(name), now)?;
-                }
-                let member = before.members.iter().any(|m| m.id == user.id);
-                if !member && before.members.len() >= max_members {
-                    let full = format!("the conversation is full ({max_members} members)");
-                    return Err(Refusal::Conflict(full).into());
-                }
-                db.upsert_user(&user, now)?;
-                db.add_member(id, user.id, now)?;
-                conversation_view(db, id)
-            })
-            .await
+        self.at_now(move |db, now| {
+            db.upsert_conversation(id, None, now)?;
+            let before = conversation_view(db, id)?;
+            if before.name.is_none() {
+                db.upsert_conversation(id, Some(name), now)?;
+            }
+            let member = before.members.iter().any(|m| m.id == user.id);
+            if !member && before.members.len() >= max_members {
+                let full = format!("the conversation is full ({max_members} members)");
+                return Err(Refusal::Conflict(full).into());
+            }
+            db.upsert_user(&user, now)?;
+            db.add_member(id, user.id, now)?;
+            conversation_view(db, id)
+        })
+        .await
     }
 
     pub async fn admin_conversation(&self, id: Uuid) -> Result<ConversationView, CallError> {

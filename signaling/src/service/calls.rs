@@ -106,7 +106,7 @@ impl CallService {
                 }
                 db.insert_call(&call)?;
                 // The relay's counters as the call starts, before anything can end it.
-                if inner.relay.get().is_some() {
+                if inner.relay.is_some() {
                     let marks = call
                         .participants
                         .iter()
@@ -127,12 +127,7 @@ impl CallService {
     }
 
     pub async fn answer(&self, caller: &User, call_id: Uuid) -> Result<AnswerResponse, CallError> {
-        let user = caller.id;
-        let ((), call) = self
-            .transition(caller, call_id, move |call, now| {
-                Ok(((), call.answer(user, now)?))
-            })
-            .await?;
+        let call = self.act(caller, call_id, Call::answer).await?;
         Ok(AnswerResponse {
             call_id,
             status: call.status,
@@ -141,12 +136,7 @@ impl CallService {
     }
 
     pub async fn reject(&self, caller: &User, call_id: Uuid) -> Result<RejectResponse, CallError> {
-        let user = caller.id;
-        let ((), call) = self
-            .transition(caller, call_id, move |call, now| {
-                Ok(((), call.reject(user, now)?))
-            })
-            .await?;
+        let call = self.act(caller, call_id, Call::reject).await?;
         Ok(RejectResponse {
             call_id,
             status: ParticipantStatus::Rejected,
@@ -155,19 +145,14 @@ impl CallService {
     }
 
     pub async fn end(&self, caller: &User, call_id: Uuid) -> Result<EndResponse, CallError> {
-        let user = caller.id;
-        let ((), call) = self
-            .transition(caller, call_id, move |call, now| {
-                Ok(((), call.end(user, now)?))
-            })
-            .await?;
+        let call = self.act(caller, call_id, Call::end).await?;
         let over = !call.status.is_live();
         Ok(EndResponse {
             call_id,
             status: if over { "ended" } else { "left" },
             call_status: call.status,
             duration: call.duration_seconds,
-            end_reason: call.end_reason.clone(),
+            end_reason: call.end_reason,
         })
     }
 
@@ -278,13 +263,11 @@ impl CallService {
 
     /// The hub delivered `call:incoming` to one of `user`'s sockets.
     pub async fn ring(&self, user: &User, call_id: Uuid) -> Result<(), CallError> {
-        let id = user.id;
-        self.transition(user, call_id, move |call, now| {
-            call.ring(id, now);
-            Ok(((), Vec::new()))
-        })
-        .await
-        .map(|_| ())
+        let ring = |call: &mut Call, user, now| {
+            call.ring(user, now);
+            Ok(Vec::new())
+        };
+        self.act(user, call_id, ring).await.map(|_| ())
     }
 
     pub async fn get(&self, caller: &User, call_id: Uuid) -> Result<CallResponse, CallError> {

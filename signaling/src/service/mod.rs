@@ -13,6 +13,8 @@
 mod admin;
 mod calls;
 mod tasks;
+#[cfg(test)]
+mod tests;
 mod views;
 
 pub use views::{
@@ -22,7 +24,7 @@ pub use views::{
 };
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -30,11 +32,10 @@ use uuid::Uuid;
 
 use crate::call::{Call, InitiateError, Refusal, User};
 use crate::event::Event;
-use crate::quality::{CallQuality, MediaStats, ParticipantQuality};
+use crate::quality::{CallQuality, MediaStats, ParticipantQuality, RelayUsage};
 use crate::store::{Db, Store, StoreError};
-use crate::time::Timestamp;
+use crate::time::{Clock, Timestamp};
 use crate::turn::TurnIssuer;
-use switchboard_turn::proto::Usage;
 
 /// The `[calls]` and `[auth]` settings the service follows.
 #[derive(Clone, Debug)]
@@ -108,25 +109,33 @@ struct Inner {
     store: Store,
     settings: Settings,
     turn: TurnIssuer,
+    /// Every `now` the operations and the background tasks use.
+    clock: Clock,
     /// Wakes the ring timer when a call starts.
     ringing: Notify,
-    /// What the relay has carried for a user so far (see [`CallService::set_relay_usage`]).
-    relay: OnceLock<RelayUsageFn>,
+    /// What the relay has carried for a user so far, when the daemon runs one.
+    relay: Option<RelayUsageFn>,
     /// Each live call's reading of its participants' relay counters when it started.
-    relay_marks: Mutex<HashMap<Uuid, Vec<(Uuid, Usage)>>>,
+    relay_marks: Mutex<HashMap<Uuid, Vec<(Uuid, RelayUsage)>>>,
 }
 
-type RelayUsageFn = Box<dyn Fn(Uuid) -> Usage + Send + Sync>;
+/// Reads what the relay has carried for a user so far: their allocations' counters, which
+/// only grow (the daemon reads them from the relay, for the user of the credentials the API
+/// minted them). Calls read them when they start and end, for `quality_stats`.
+pub type RelayUsageFn = Arc<dyn Fn(Uuid) -> RelayUsage + Send + Sync>;
+
+/// A transition of the state machine made by a user, which returns only its events.
+type Act = fn(&mut Call, Uuid, Timestamp) -> Result<Vec<Event>, Refusal>;
 
 /// A participant reports their connection at most this often (`call:stats`).
 pub const STATS_EVERY: Duration = Duration::from_secs(1);
 
 impl Inner {
-    fn relay_usage(&self, user: Uuid) -> Option<Usage> {
-        self.relay.get().map(|f| f(user))
+    fn relay_usage(&self, user: Uuid) -> Option<RelayUsage> {
+        self.relay.as_ref().map(|f| f(user))
     }
 
-    fn marks(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Vec<(Uuid, Usage)>>> {
+    fn marks(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Vec<(Uuid, RelayUsage)>>> {
         self.relay_marks.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -160,7 +169,7 @@ impl Inner {
                 let relay = marks
                     .iter()
                     .find(|(u, _)| *u == id)
-                    .and_then(|(_, mark)| Some(self.relay_usage(id)?.since(*mark).into()));
+                    .and_then(|(_, mark)| Some(self.relay_usage(id)?.since(*mark)));
                 ParticipantQuality::new(id, stats.get(&id), relay)
             })
             .collect();
@@ -170,24 +179,32 @@ impl Inner {
 }
 
 impl CallService {
-    pub fn new(store: Store, settings: Settings, turn: TurnIssuer) -> CallService {
+    /// The service over `store`, minting TURN credentials with `turn`. `relay`: what the
+    /// relay carried for a user (without it, `quality_stats` has no relay figures). Every
+    /// operation reads the time from `clock`.
+    pub fn new(
+        store: Store,
+        settings: Settings,
+        turn: TurnIssuer,
+        relay: Option<RelayUsageFn>,
+        clock: Clock,
+    ) -> CallService {
         CallService {
             inner: Arc::new(Inner {
                 store,
                 settings,
                 turn,
+                clock,
                 ringing: Notify::new(),
-                relay: OnceLock::new(),
+                relay,
                 relay_marks: Mutex::new(HashMap::new()),
             }),
         }
     }
 
-    /// Where to read what the relay carried for a user (their allocations' counters, see
-    /// [`switchboard_turn`]'s `Stats::user_usage`): calls read them when they start and end, for
-    /// `quality_stats`. Without it, `quality_stats` has no relay figures. Set once.
-    pub fn set_relay_usage(&self, f: impl Fn(Uuid) -> Usage + Send + Sync + 'static) {
-        let _ = self.inner.relay.set(Box::new(f));
+    /// How long the TURN credentials it mints are valid.
+    pub(crate) fn turn_ttl(&self) -> Duration {
+        self.inner.turn.ttl
     }
 
     pub fn store(&self) -> &Store {
@@ -206,14 +223,33 @@ impl CallService {
         T: Send + 'static,
     {
         let caller = caller.clone();
-        self.inner
-            .store
-            .run(move |db| {
-                let now = Timestamp::now();
-                db.record_user(&caller, now)?;
-                f(db, now)
+        self.at_now(move |db, now| {
+            db.record_user(&caller, now)?;
+            f(db, now)
+        })
+        .await
+    }
+
+    /// Runs one store job at the clock's time, read on the store thread as the job starts.
+    async fn at_now<T, F>(&self, f: F) -> Result<T, CallError>
+    where
+        F: FnOnce(&mut Db, Timestamp) -> Result<T, CallError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let clock = self.inner.clock.clone();
+        self.inner.store.run(move |db| f(db, clock.now())).await
+    }
+
+    /// `caller` does `act` to the call `call_id` (see [`CallService::transition`]); returns
+    /// the call after it.
+    async fn act(&self, caller: &User, call_id: Uuid, act: Act) -> Result<Call, CallError> {
+        let user = caller.id;
+        let ((), call) = self
+            .transition(caller, call_id, move |call, now| {
+                Ok(((), act(call, user, now)?))
             })
-            .await
+            .await?;
+        Ok(call)
     }
 
     /// One transition of a call visible to `caller`.
@@ -233,7 +269,7 @@ impl CallService {
         self.inner
             .store
             .run(move |db| {
-                let now = Timestamp::now();
+                let now = inner.clock.now();
                 let mut call = visible_call(db, caller.id, call_id)?;
                 // The ring timeout holds to the millisecond, whether or not its timer has run
                 // yet: an answer past it finds the invitation missed. That is the timer's

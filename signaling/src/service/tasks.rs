@@ -1,14 +1,16 @@
-//! The background tasks: the ring timer, the reconnect grace and the TURN credential cleanup,
-//! with the sweeps they run; and the end of every live call at restart and shutdown.
+//! The background tasks: the ring timer, the hub's ringing reports, the reconnect grace and the
+//! TURN credential cleanup, with the sweeps they run; and the end of every live call at restart
+//! and shutdown. [`crate::Domain`] starts the tasks and owns them.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::{CallError, CallService};
-use crate::call::{reason, User};
+use crate::call::{Call, EndReason, User};
 use crate::hub::{Departure, Hub};
 use crate::store::StoreError;
 use crate::time::Timestamp;
@@ -24,23 +26,22 @@ async fn sleep_until_some(at: Option<tokio::time::Instant>) {
 impl CallService {
     /// Every socket of `user` has been gone longer than the reconnect grace: they leave
     /// `call_id` (see [`Call::connection_lost`]).
-    ///
-    /// [`Call::connection_lost`]: crate::call::Call::connection_lost
     pub async fn connection_lost(&self, user: &User, call_id: Uuid) -> Result<(), CallError> {
-        let id = user.id;
-        self.transition(user, call_id, move |call, now| {
-            Ok(((), call.connection_lost(id, now)?))
-        })
-        .await
-        .map(|_| ())
+        self.act(user, call_id, Call::connection_lost)
+            .await
+            .map(|_| ())
     }
 
     /// The reconnect grace: a user joined in a live call whose last socket went (a
-    /// [`Departure`] from `hub`) and who has not reconnected `reconnect_grace` later leaves
-    /// every call they are still joined in. Runs until the task is dropped.
-    pub async fn run_reconnect_grace(self, hub: Arc<Hub>) {
+    /// [`Departure`] from `hub`, through `departures`) and who has not reconnected
+    /// `reconnect_grace` later leaves every call they are still joined in. Runs until the task
+    /// is dropped or the hub is.
+    pub async fn run_reconnect_grace(
+        self,
+        hub: Arc<Hub>,
+        mut departures: mpsc::UnboundedReceiver<Departure>,
+    ) {
         let grace = self.inner.settings.reconnect_grace;
-        let mut departures = hub.watch_departures();
         // Departures arrive in time order and share one grace: their deadlines are in order.
         let mut due: VecDeque<Departure> = VecDeque::new();
         loop {
@@ -77,38 +78,35 @@ impl CallService {
 
     /// Ends the calls a crash left live (reason `server-restart`); returns how many.
     pub async fn reconcile(&self) -> Result<usize, CallError> {
-        self.end_live_calls(reason::SERVER_RESTART).await
+        self.end_live_calls(EndReason::ServerRestart).await
     }
 
     /// Ends every live call with `why` (restart reconciliation, shutdown), in one job, each
     /// call in its own savepoint (one that cannot be ended is logged and left for the next
     /// start); returns how many were ended.
-    pub async fn end_live_calls(&self, why: &'static str) -> Result<usize, CallError> {
+    pub async fn end_live_calls(&self, why: EndReason) -> Result<usize, CallError> {
         let inner = self.inner.clone();
-        self.inner
-            .store
-            .run(move |db| {
-                let now = Timestamp::now();
-                let mut ended = 0;
-                for id in db.live_calls()? {
-                    let done = db.nested(|db| {
-                        let Some(mut call) = db.load_call(id)? else {
-                            return Ok::<_, StoreError>(false);
-                        };
-                        let before = call.clone();
-                        let events = call.end_by_server(why, now);
-                        inner.save(db, &before, &mut call)?;
-                        db.emit(events);
-                        Ok(before.status.is_live())
-                    });
-                    match done {
-                        Ok(done) => ended += usize::from(done),
-                        Err(e) => tracing::error!(call = %id, error = %e, "cannot end a live call"),
-                    }
+        self.at_now(move |db, now| {
+            let mut ended = 0;
+            for id in db.live_calls()? {
+                let done = db.nested(|db| {
+                    let Some(mut call) = db.load_call(id)? else {
+                        return Ok::<_, StoreError>(false);
+                    };
+                    let before = call.clone();
+                    let events = call.end_by_server(why, now);
+                    inner.save(db, &before, &mut call)?;
+                    db.emit(events);
+                    Ok(before.status.is_live())
+                });
+                match done {
+                    Ok(done) => ended += usize::from(done),
+                    Err(e) => tracing::error!(call = %id, error = %e, "cannot end a live call"),
                 }
-                Ok(ended)
-            })
-            .await
+            }
+            Ok(ended)
+        })
+        .await
     }
 
     /// The ring timeout for every call past it; returns when the next one is due.
@@ -153,7 +151,7 @@ impl CallService {
     /// is due. Runs until the task is dropped.
     pub async fn run_ring_timer(self) {
         loop {
-            let now = Timestamp::now();
+            let now = self.inner.clock.now();
             let wait = match self.expire_ringing(now).await {
                 Ok(Some(next)) => {
                     Duration::from_millis(next.unix_millis().saturating_sub(now.unix_millis()))
@@ -190,10 +188,27 @@ impl CallService {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            match self.delete_expired_turn_credentials(Timestamp::now()).await {
+            let now = self.inner.clock.now();
+            match self.delete_expired_turn_credentials(now).await {
                 Ok(0) => {}
                 Ok(n) => tracing::debug!(deleted = n, "expired turn credentials deleted"),
                 Err(e) => tracing::error!(error = %e, "turn credential cleanup failed"),
+            }
+        }
+    }
+
+    /// The hub's ringing reports: a device of `user` got `call:incoming`, so the invitee (and
+    /// the call) move to ringing. Runs until the task is dropped or the hub is.
+    pub async fn run_ring_reports(self, mut rung: mpsc::Receiver<(Uuid, Uuid)>) {
+        while let Some((user, call)) = rung.recv().await {
+            // The token's name and email are not at hand: a bare user keeps the stored.
+            let who = User {
+                id: user,
+                name: None,
+                email: None,
+            };
+            if let Err(e) = self.ring(&who, call).await {
+                tracing::debug!(error = %e, "ringing not recorded");
             }
         }
     }

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::call::{
-    Call, CallStatus, CallType, MediaState, ParticipantStatus, ParticipantView, User,
+    Call, CallStatus, CallType, EndReason, MediaState, ParticipantStatus, ParticipantView, User,
 };
 use crate::quality::Quality;
 use crate::time::Timestamp;
@@ -68,7 +68,7 @@ pub struct EndResponse {
     pub call_status: CallStatus,
     /// Seconds from the first answer to the end (0 if nobody answered); null while it goes on.
     pub duration: Option<u64>,
-    pub end_reason: Option<String>,
+    pub end_reason: Option<EndReason>,
 }
 
 /// The answer to `call:stats`.
@@ -100,7 +100,7 @@ pub struct CallView {
     pub started_at: Option<Timestamp>,
     pub ended_at: Option<Timestamp>,
     pub duration: Option<u64>,
-    pub end_reason: Option<String>,
+    pub end_reason: Option<EndReason>,
     pub sfu_room_id: Option<String>,
     pub quality_stats: Option<serde_json::Value>,
     pub created_at: Timestamp,
@@ -120,7 +120,7 @@ impl From<&Call> for CallView {
             started_at: c.started_at,
             ended_at: c.ended_at,
             duration: c.duration_seconds,
-            end_reason: c.end_reason.clone(),
+            end_reason: c.end_reason,
             sfu_room_id: None,
             quality_stats: c
                 .quality_stats

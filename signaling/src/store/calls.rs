@@ -5,7 +5,7 @@ use rusqlite::{params, OptionalExtension as _, Row};
 use uuid::Uuid;
 
 use super::{parsed, stamp, time, uuid, Db, StoreError};
-use crate::call::{Call, MediaState, Participant, User};
+use crate::call::{Call, EndReason, MediaState, Participant, User};
 use crate::time::Timestamp;
 
 impl Db {
@@ -25,7 +25,7 @@ impl Db {
                 call.started_at.map(|t| t.to_string()),
                 call.ended_at.map(|t| t.to_string()),
                 call.duration_seconds.map(secs),
-                call.end_reason,
+                call.end_reason.map(EndReason::as_str),
                 call.quality_stats,
                 call.created_at.to_string(),
                 call.updated_at.to_string(),
@@ -75,7 +75,7 @@ impl Db {
                     after.started_at.map(|t| t.to_string()),
                     after.ended_at.map(|t| t.to_string()),
                     after.duration_seconds.map(secs),
-                    after.end_reason,
+                    after.end_reason.map(EndReason::as_str),
                     after.quality_stats,
                     after.updated_at.to_string(),
                 ])?;
@@ -214,7 +214,7 @@ impl Db {
                 .duration_seconds
                 .map(|d| u64::try_from(d).map_err(|_| StoreError::Corrupt(format!("duration {d}"))))
                 .transpose()?,
-            end_reason: r.end_reason,
+            end_reason: r.end_reason.as_deref().map(parsed).transpose()?,
             quality_stats: r.quality_stats,
             created_at: stamp(&r.created_at)?,
             updated_at: stamp(&r.updated_at)?,

@@ -87,8 +87,8 @@ pub struct Db {
     last_created: Timestamp,
     /// Events raised by the current job, delivered after the commit.
     events: Vec<Event>,
-    /// Webhooks, when configured ([`Store::set_webhooks`]): each saved transition queues its
-    /// rows in the outbox (see [`crate::webhook`]).
+    /// Webhooks, when configured (at [`Store::open`]): each saved transition queues its rows
+    /// in the outbox (see [`crate::webhook`]).
     webhooks: Option<Webhooks>,
 }
 
@@ -97,8 +97,6 @@ pub struct Db {
 pub struct Store {
     tx: mpsc::Sender<Msg>,
     thread: Arc<Mutex<Option<JoinHandle<()>>>>,
-    /// Changes after each commit that queued webhooks, once they are on.
-    webhook_wake: Arc<std::sync::OnceLock<tokio::sync::watch::Receiver<u64>>>,
 }
 
 enum Msg {
@@ -156,13 +154,23 @@ where
 
 impl Store {
     /// Opens (creating if need be) the database at `path`, migrates it, and starts the store
-    /// thread. Events that committed jobs raise go to `sink`.
-    pub fn open(path: &Path, sink: Arc<dyn EventSink>) -> Result<Store, StoreError> {
+    /// thread. Events that committed jobs raise go to `sink`. With `webhooks`, every saved
+    /// transition queues its webhooks (in its own transaction), and committing them wakes
+    /// [`Webhooks::subscribe`]'s receivers.
+    pub fn open(
+        path: &Path,
+        sink: Arc<dyn EventSink>,
+        webhooks: Option<Webhooks>,
+    ) -> Result<Store, StoreError> {
         let conn = open_connection(path)?;
-        Store::start(conn, sink)
+        Store::start(conn, sink, webhooks)
     }
 
-    fn start(conn: Connection, sink: Arc<dyn EventSink>) -> Result<Store, StoreError> {
+    fn start(
+        conn: Connection,
+        sink: Arc<dyn EventSink>,
+        webhooks: Option<Webhooks>,
+    ) -> Result<Store, StoreError> {
         let (tx, rx) = mpsc::channel(QUEUE);
         // Calls stay in `created_at` order across restarts, whatever the clock did meanwhile.
         let last: Option<String> =
@@ -171,7 +179,7 @@ impl Store {
             conn,
             last_created: time(last)?.unwrap_or(Timestamp::from_unix_millis(0)),
             events: Vec::new(),
-            webhooks: None,
+            webhooks,
         };
         let thread = std::thread::Builder::new()
             .name("store".into())
@@ -180,7 +188,6 @@ impl Store {
         Ok(Store {
             tx,
             thread: Arc::new(Mutex::new(Some(thread))),
-            webhook_wake: Arc::default(),
         })
     }
 
@@ -206,25 +213,6 @@ impl Store {
         // Queue, transaction and commit: what a request waits for the store.
         metrics::histogram!("switchboard_store_job_seconds").record(queued.elapsed().as_secs_f64());
         out
-    }
-
-    /// Turns webhooks on: from the next job on, every saved transition queues its webhooks
-    /// (in its own transaction), and committing them wakes `webhooks`' receiver. Also deletes
-    /// the rows queued for URLs no longer configured; returns how many.
-    pub async fn set_webhooks(&self, webhooks: Webhooks) -> Result<usize, StoreError> {
-        let _ = self.webhook_wake.set(webhooks.subscribe());
-        self.run(move |db| {
-            let gone = db.webhook_forget_others(webhooks.urls())?;
-            db.webhooks = Some(webhooks);
-            Ok(gone)
-        })
-        .await
-    }
-
-    /// What changes after each commit that queued webhooks: `None` until
-    /// [`Store::set_webhooks`].
-    pub fn webhook_wakeups(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
-        self.webhook_wake.get().cloned()
     }
 
     /// Whether the store answers an empty job within `limit`: why not, if it does not (for the

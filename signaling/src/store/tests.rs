@@ -5,8 +5,24 @@ use super::*;
 use crate::call::User;
 use crate::event::LogSink;
 
+/// 2025-01-10T14:30:00.000Z.
+const NOW: Timestamp = Timestamp::from_unix_millis(1_736_519_400_000);
+
 fn open(dir: &tempfile::TempDir) -> Connection {
     open_connection(&dir.path().join("t.db")).unwrap()
+}
+
+/// A store in `dir`, its events logged.
+fn store(dir: &tempfile::TempDir) -> Store {
+    Store::open(&dir.path().join("t.db"), Arc::new(LogSink), None).unwrap()
+}
+
+fn user(n: u128, name: Option<&str>, email: Option<&str>) -> User {
+    User {
+        id: Uuid::from_u128(n),
+        name: name.map(str::to_owned),
+        email: email.map(str::to_owned),
+    }
 }
 
 #[test]
@@ -126,19 +142,14 @@ fn constraints_refuse_bad_rows() {
 #[tokio::test]
 async fn a_failed_nested_step_keeps_what_came_before_it() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("t.db"), Arc::new(LogSink)).unwrap();
-    let now = Timestamp::from_unix_millis(1_736_519_400_000);
+    let store = store(&dir);
+    let now = NOW;
     let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
-    let user = |id| User {
-        id,
-        name: None,
-        email: None,
-    };
     let (inner, events) = store
         .run(move |db| {
-            db.upsert_user(&user(a), now)?;
+            db.upsert_user(&user(1, None, None), now)?;
             let inner = db.nested(|db| {
-                db.upsert_user(&user(b), now)?;
+                db.upsert_user(&user(2, None, None), now)?;
                 db.next_created_at(now);
                 Err::<(), _>(StoreError::Corrupt("refused".into()))
             });
@@ -162,24 +173,12 @@ async fn a_failed_nested_step_keeps_what_came_before_it() {
 #[tokio::test]
 async fn a_bare_token_keeps_the_provisioned_name() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("t.db"), Arc::new(LogSink)).unwrap();
-    let now = Timestamp::from_unix_millis(1_736_519_400_000);
+    let store = store(&dir);
+    let now = NOW;
     let id = Uuid::from_u128(7);
-    let named = User {
-        id,
-        name: Some("Ada".into()),
-        email: Some("ada@example.com".into()),
-    };
-    let bare = User {
-        id,
-        name: None,
-        email: None,
-    };
-    let renamed = User {
-        id,
-        name: Some("Ada L.".into()),
-        email: None,
-    };
+    let named = user(7, Some("Ada"), Some("ada@example.com"));
+    let bare = user(7, None, None);
+    let renamed = user(7, Some("Ada L."), None);
     let seen = store
         .run(move |db| {
             db.upsert_user(&named, now)?;
@@ -206,7 +205,7 @@ async fn a_bare_token_keeps_the_provisioned_name() {
 
 #[tokio::test]
 async fn created_at_keeps_its_order_across_restarts_but_not_a_wrong_clock() {
-    let now = Timestamp::from_unix_millis(1_736_519_400_000);
+    let now = NOW;
     // (the stored call's created_at, the next call's)
     let cases = [
         // Just ahead (calls in the same millisecond before a restart): just after it.
@@ -227,7 +226,7 @@ async fn created_at_keeps_its_order_across_restarts_but_not_a_wrong_clock() {
         ))
         .unwrap();
         drop(conn);
-        let store = Store::open(&path, Arc::new(LogSink)).unwrap();
+        let store = Store::open(&path, Arc::new(LogSink), None).unwrap();
         let next = store
             .run(move |db| Ok::<_, StoreError>(db.next_created_at(now)))
             .await
@@ -240,28 +239,12 @@ async fn created_at_keeps_its_order_across_restarts_but_not_a_wrong_clock() {
 #[tokio::test]
 async fn a_failed_job_changes_nothing_and_the_others_commit() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("t.db"), Arc::new(LogSink)).unwrap();
-    let now = Timestamp::from_unix_millis(1_736_519_400_000);
-    let a = Uuid::from_u128(1);
-    let b = Uuid::from_u128(2);
+    let store = store(&dir);
+    let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
     let (ra, rb, rc) = tokio::join!(
-        store.run(move |db| db.upsert_user(
-            &User {
-                id: a,
-                name: Some("A".into()),
-                email: None
-            },
-            now
-        )),
+        store.run(move |db| db.upsert_user(&user(1, Some("A"), None), NOW)),
         store.run(move |db| {
-            db.upsert_user(
-                &User {
-                    id: b,
-                    name: None,
-                    email: None,
-                },
-                now,
-            )?;
+            db.upsert_user(&user(2, None, None), NOW)?;
             Err::<(), _>(StoreError::Corrupt("refused".into()))
         }),
         store.run(move |_db| -> Result<(), StoreError> { panic!("a bug in a job") }),

@@ -65,21 +65,6 @@ impl std::ops::AddAssign for Usage {
     }
 }
 
-impl Usage {
-    /// What was relayed since `earlier` (a reading of the same counters), each counter at
-    /// least 0.
-    pub fn since(self, earlier: Usage) -> Usage {
-        Usage {
-            packets_to_peer: self.packets_to_peer.saturating_sub(earlier.packets_to_peer),
-            bytes_to_peer: self.bytes_to_peer.saturating_sub(earlier.bytes_to_peer),
-            packets_from_peer: self
-                .packets_from_peer
-                .saturating_sub(earlier.packets_from_peer),
-            bytes_from_peer: self.bytes_from_peer.saturating_sub(earlier.bytes_from_peer),
-        }
-    }
-}
-
 const CACHED_RESPONSES: usize = 4;
 
 /// The last few responses an allocation sent, by transaction id.
