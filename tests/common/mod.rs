@@ -910,6 +910,7 @@ pub fn peer_on(hosts: &[&str]) -> (Background, u16) {
 pub mod browser {
     use std::path::{Path, PathBuf};
     use std::process::Command;
+    use std::sync::{Condvar, Mutex};
     use std::time::Duration;
 
     use serde_json::Value;
@@ -924,8 +925,29 @@ pub mod browser {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
     }
 
-    /// Fails (never skips) when something the call needs is missing, naming the fix.
-    pub fn check_prerequisites() {
+    /// How many tests may drive Chromium at once. libtest runs as many tests at once as there
+    /// are cores; when each browser test binary was its own, the largest (demo_chromium) had
+    /// four, so no machine ran more than four browsers. Now that they share the e2e binary,
+    /// this keeps that bound on machines with more cores (a 2-core box never reaches it).
+    const AT_ONCE: usize = 4;
+
+    static RUNNING: Mutex<usize> = Mutex::new(0);
+    static FREED: Condvar = Condvar::new();
+
+    /// One of the [`AT_ONCE`] places for a test driving Chromium, held until dropped.
+    #[must_use = "the place is given back when this is dropped"]
+    pub struct Slot(());
+
+    impl Drop for Slot {
+        fn drop(&mut self) {
+            *RUNNING.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+            FREED.notify_one();
+        }
+    }
+
+    /// Fails (never skips) when something the call needs is missing, naming the fix; then
+    /// waits for a [`Slot`], which the test holds while its browser runs.
+    pub fn check_prerequisites() -> Slot {
         assert!(
             Path::new(CHROMIUM).exists(),
             "{CHROMIUM} is missing: {SETUP_HINT}"
@@ -953,6 +975,12 @@ pub mod browser {
             "{} is missing: {SETUP_HINT}",
             playwright.display()
         );
+        let mut running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
+        while *running >= AT_ONCE {
+            running = FREED.wait(running).unwrap_or_else(|e| e.into_inner());
+        }
+        *running += 1;
+        Slot(())
     }
 
     /// The script's JSON result line (it prints exactly one, success or failure).

@@ -11,7 +11,7 @@
 //! A SIGKILL loses the process, not the page cache: these tests prove that replies wait for
 //! the commit, not that the disk honours fsync.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Barrier};

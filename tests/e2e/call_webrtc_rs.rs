@@ -13,7 +13,7 @@
 //!
 //! Every wait is bounded ([`STEP`], [`CONNECT`]); the whole test by [`LIMIT`].
 
-mod common;
+use crate::common;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -10,7 +10,7 @@
 //! Every wait is bounded: [`FRAME_WAIT`] for a frame that must come, [`QUIET`] for "nothing is
 //! delivered".
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

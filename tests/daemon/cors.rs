@@ -2,9 +2,9 @@
 //! Socket.IO polling and the JS client carry CORS headers for an allowed origin and none for
 //! another; WebSocket upgrades (`/ws`, Socket.IO's websocket) from another origin are refused
 //! 403 with a JSON error, while the daemon's own origin and clients without `Origin` go on.
-//! The browser's side of it (a page on another origin calling through) is tests/chat_app.rs.
+//! The browser's side of it (a page on another origin calling through) is tests/e2e/chat_app.rs.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

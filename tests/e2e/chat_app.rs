@@ -15,7 +15,7 @@
 //! Prerequisites (Chromium, node, `npm ci` in tests/browser and examples/chat-app) are
 //! installed by tests/run.sh; a missing one fails the test.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
@@ -263,7 +263,7 @@ fn wait_message(app: &ChatApp, user: &User, pred: impl Fn(&str) -> bool) {
 
 #[test]
 fn two_users_of_the_example_call_through_switchboard_on_another_origin() {
-    check_prerequisites();
+    let _browser = check_prerequisites();
     let (_data, _, daemon, app) = start_both("");
     let (code, out) = run_bounded(
         Command::new("node")

@@ -1,7 +1,7 @@
 //! `/socket.io/` (signaling/src/sio.rs) spoken by hand through the real daemon: raw HTTP/1.1
 //! requests for the long-polling transport and a raw WebSocket (tokio-tungstenite) for the
 //! other, every Engine.IO and Socket.IO packet written and checked byte for byte. Where
-//! tests/hub_sio.rs shows that the stock socket.io-client works, this shows the edges a stock
+//! tests/hub/hub_sio.rs shows that the stock socket.io-client works, this shows the edges a stock
 //! client never reaches:
 //! - the query refusals, with Engine.IO's error codes;
 //! - the polling handshake and the Socket.IO CONNECT (a bad token, a good one, another
@@ -21,7 +21,7 @@
 //! bounded by [`WAIT`]; "still waiting" is [`QUIET`]. Nothing here waits for the 25 s
 //! heartbeat.
 
-mod common;
+use crate::common;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;

@@ -4,7 +4,7 @@
 //! DESIGN.md's rules. Every refused request is checked to leave the store byte-for-byte as it
 //! was.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};

@@ -8,7 +8,7 @@
 //!   is SIGKILLed, and once the receiver and the daemon are back the same event arrives;
 //! - a graceful stop sends the webhooks of the calls it ends before it exits.
 
-mod common;
+use crate::common;
 
 use std::collections::VecDeque;
 use std::io::{BufRead as _, BufReader, Read as _};

@@ -12,7 +12,7 @@
 //! wait in it is bounded, and the script itself is killed after [`SCRIPT_LIMIT`]. The test then
 //! checks the steps and what the store says.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;
@@ -314,7 +314,7 @@ fn oversized_messages_are_refused_over_socket_io() {
 }
 
 /// Data that is an array instead of an object is refused (`invalid_field`), performing
-/// nothing: as over `/ws` (tests/hub_ws.rs `data_that_is_an_array_is_refused`).
+/// nothing: as over `/ws` (tests/hub/hub_ws.rs `data_that_is_an_array_is_refused`).
 #[test]
 fn data_that_is_an_array_is_refused_over_socket_io() {
     let w = World::start();

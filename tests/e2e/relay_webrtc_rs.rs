@@ -5,7 +5,7 @@
 //!
 //! Each test starts its own daemon (port 0) and bounds every wait.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
