@@ -10,6 +10,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+pub mod ws;
+
 pub const SECRET: &str = "integration-test-secret";
 pub const REALM: &str = "switchboard.test";
 /// `auth.jwt_secret` of test daemons.

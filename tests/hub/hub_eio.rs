@@ -27,18 +27,18 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use common::ws::{Next, Socket};
 use common::{Api, Daemon, Person, ADMIN_TOKEN};
-use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use switchboard_signaling::sio::CONNECT_TIMEOUT;
 use switchboard_signaling::ws::{MAX_FRAME, MAX_SOCKETS_PER_USER, QUEUE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::handshake::client::Request;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::tungstenite::Message;
 use uuid::Uuid;
 
 /// How long an answer, a packet or a frame that must come may take.
@@ -305,90 +305,49 @@ fn ack_of(packet: &str, id: u64) -> Option<Value> {
 // ---------------------------------------------------------------------------------------------
 // A WebSocket client.
 
-type Stream = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-/// What a WebSocket produced next.
-#[derive(Debug)]
-enum Next {
-    Text(String),
-    Close(Option<CloseFrame>),
-    /// The stream ended.
-    End,
-    /// The connection failed.
-    Error(#[allow(dead_code)] String), // (read through Debug, in failure messages)
-    Nothing,
+/// The request of a WebSocket to `/socket.io/?query`.
+fn ws_request(addr: SocketAddr, query: &str) -> Request {
+    common::ws::request(&format!("ws://{addr}/socket.io/?{query}"), None)
 }
 
-async fn ws_handshake(addr: SocketAddr, query: &str) -> Result<Stream, tungstenite::Error> {
-    let url = format!("ws://{addr}/socket.io/?{query}");
-    tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
-        .await
-        .expect("the handshake did not finish in time")
-        .map(|(s, _)| s)
+/// A WebSocket to `?query`, which must be accepted.
+async fn ws_open(addr: SocketAddr, query: &str) -> Socket {
+    Socket::open(ws_request(addr, query), &format!("?{query}")).await
 }
 
-struct Ws {
-    stream: Stream,
+/// A WebSocket session without polling: its sid, its open packet checked.
+async fn ws_session(addr: SocketAddr) -> (Socket, String) {
+    let mut ws = ws_open(addr, "EIO=4&transport=websocket").await;
+    let open = ws.recv().await;
+    let sid = sid_of(&open);
+    assert_eq!(open, open_packet(&sid, ""));
+    (ws, sid)
 }
 
-impl Ws {
-    /// A WebSocket to `?query`, which must be accepted.
-    async fn open(addr: SocketAddr, query: &str) -> Ws {
-        let stream = ws_handshake(addr, query)
-            .await
-            .unwrap_or_else(|e| panic!("?{query}: handshake: {e}"));
-        Ws { stream }
-    }
+/// A handshake that must be refused with an HTTP answer: its status and body.
+async fn ws_refused(addr: SocketAddr, query: &str) -> (u16, String) {
+    let resp = common::ws::refusal(ws_request(addr, query)).await;
+    let body = resp.body().as_deref().unwrap_or_default();
+    (
+        resp.status().as_u16(),
+        String::from_utf8_lossy(body).into_owned(),
+    )
+}
 
-    /// A WebSocket session without polling: its sid, its open packet checked.
-    async fn session(addr: SocketAddr) -> (Ws, String) {
-        let mut ws = Ws::open(addr, "EIO=4&transport=websocket").await;
-        let open = ws.recv().await;
-        let sid = sid_of(&open);
-        assert_eq!(open, open_packet(&sid, ""));
-        (ws, sid)
-    }
-
-    async fn next_within(&mut self, limit: Duration) -> Next {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            let next = match tokio::time::timeout_at(deadline, self.stream.next()).await {
-                Err(_) => return Next::Nothing,
-                Ok(next) => next,
-            };
-            return match next {
-                None => Next::End,
-                Some(Err(e)) => Next::Error(e.to_string()),
-                Some(Ok(Message::Text(t))) => Next::Text(t.as_str().to_owned()),
-                Some(Ok(Message::Close(f))) => Next::Close(f),
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                Some(Ok(m)) => panic!("the server sent {m:?}"),
-            };
-        }
-    }
-
-    /// The next text frame, which must come within [`WAIT`].
-    async fn recv(&mut self) -> String {
-        match self.next_within(WAIT).await {
-            Next::Text(t) => t,
-            other => panic!("expected a text frame, got {other:?}"),
-        }
-    }
-
-    async fn send_msg(&mut self, m: Message) {
-        tokio::time::timeout(WAIT, self.stream.send(m))
-            .await
-            .expect("send timed out")
-            .expect("send");
-    }
-
-    async fn send(&mut self, text: &str) {
-        self.send_msg(Message::text(text)).await;
-    }
-
+/// Engine.IO's steps on a WebSocket.
+trait EngineIo {
     /// Sends a ping `2<tag>`: the frames before its pong `3<tag>`.
+    async fn fence(&mut self, tag: &str) -> Vec<String>;
+    /// Socket.IO CONNECT with `token` on session `sid`, which must be accepted.
+    async fn connect(&mut self, token: &str, sid: &str);
+    /// Reads until the connection is over, within [`WAIT`] and without a text frame: the
+    /// close frame, which must come.
+    async fn close_frame(&mut self) -> Option<CloseFrame>;
+}
+
+impl EngineIo for Socket {
     async fn fence(&mut self, tag: &str) -> Vec<String> {
-        self.send(&format!("2{tag}")).await;
+        self.send(format!("2{tag}")).await;
         let pong = format!("3{tag}");
         let mut before = Vec::new();
         loop {
@@ -400,38 +359,14 @@ impl Ws {
         }
     }
 
-    /// Socket.IO CONNECT with `token` on session `sid`, which must be accepted.
     async fn connect(&mut self, token: &str, sid: &str) {
-        self.send(&connect_packet(token)).await;
+        self.send(connect_packet(token)).await;
         assert_connected(&self.recv().await, sid);
     }
 
-    /// Reads until the connection is over, within [`WAIT`] and without a text frame: the
-    /// close frame.
-    async fn closed(&mut self) -> Option<CloseFrame> {
-        let mut close = None;
-        loop {
-            match self.next_within(WAIT).await {
-                Next::Close(f) if close.is_none() => close = Some(f),
-                Next::End | Next::Error(_) => return close.expect("a close frame first"),
-                other => panic!("expected the connection to end, got {other:?}"),
-            }
-        }
-    }
-}
-
-/// A handshake that must be refused with an HTTP answer: its status and body.
-async fn ws_refused(addr: SocketAddr, query: &str) -> (u16, String) {
-    match ws_handshake(addr, query).await {
-        Ok(_) => panic!("?{query}: the upgrade was accepted"),
-        Err(tungstenite::Error::Http(resp)) => {
-            let body = resp.body().as_deref().unwrap_or_default();
-            (
-                resp.status().as_u16(),
-                String::from_utf8_lossy(body).into_owned(),
-            )
-        }
-        Err(e) => panic!("?{query}: expected an HTTP refusal, got {e}"),
+    async fn close_frame(&mut self) -> Option<CloseFrame> {
+        let (close, _) = self.closed().await;
+        close.unwrap_or_else(|| panic!("{}: a close frame first", self.who()))
     }
 }
 
@@ -702,7 +637,7 @@ async fn polling_upgrades_to_websocket() {
     s.connect(&alice.token).await;
 
     let waiting = s.get_waiting().await;
-    let mut ws = Ws::open(d.http, &format!("EIO=4&transport=websocket&sid={}", s.sid)).await;
+    let mut ws = ws_open(d.http, &format!("EIO=4&transport=websocket&sid={}", s.sid)).await;
     ws.send("2probe").await;
     assert_eq!(ws.recv().await, "3probe");
     // The waiting poll is let go with a noop.
@@ -748,7 +683,7 @@ async fn polling_upgrades_to_websocket() {
 async fn websocket_session_ends_with_the_client_close_packet() {
     let d = start();
     let alice = Person::new("Alice");
-    let (mut ws, sid) = Ws::session(d.http).await;
+    let (mut ws, sid) = ws_session(d.http).await;
     ws.connect(&alice.token, &sid).await;
 
     // The session is the WebSocket's: polling it, or upgrading it again, is a bad request.
@@ -764,7 +699,7 @@ async fn websocket_session_ends_with_the_client_close_packet() {
 
     // The client's close packet: the server closes the WebSocket (1000) and forgets the sid.
     ws.send("1").await;
-    let close = ws.closed().await.expect("a close code");
+    let close = ws.close_frame().await.expect("a close code");
     assert_eq!(close.code, CloseCode::Normal);
     assert_eq!(close.reason.as_str(), "client close");
     http(d.http, "GET", &poll, b"")
@@ -782,7 +717,7 @@ async fn a_user_has_at_most_sixteen_sockets() {
     let alice = Person::new("Alice");
     let mut kept = Vec::new();
     for _ in 0..MAX_SOCKETS_PER_USER {
-        let (mut ws, sid) = Ws::session(d.http).await;
+        let (mut ws, sid) = ws_session(d.http).await;
         ws.connect(&alice.token, &sid).await;
         kept.push(ws);
     }
@@ -798,7 +733,7 @@ async fn a_user_has_at_most_sixteen_sockets() {
     // A socket closed (Socket.IO disconnect) frees its place.
     let mut first = kept.remove(0);
     first.send("41").await;
-    first.closed().await;
+    first.close_frame().await;
     s.connect(&alice.token).await;
 }
 
@@ -824,7 +759,7 @@ async fn candidates_relayed_between_polling_and_websocket() {
     // Alice over polling, Bob over a WebSocket.
     let mut alice_s = Polling::open(d.http, "").await;
     alice_s.connect(&alice.token).await;
-    let (mut bob_ws, bob_sid) = Ws::session(d.http).await;
+    let (mut bob_ws, bob_sid) = ws_session(d.http).await;
     bob_ws.connect(&bob.token, &bob_sid).await;
 
     // Alice calls Bob through REST: Bob's WebSocket rings.
@@ -951,7 +886,7 @@ async fn a_message_of_any_first_character_is_taken_in_stride() {
     s.send(&["4é", "4", "4\u{1F600}x", "é", "4\u{7f}"]).await;
     assert_eq!(s.fence("after").await, Vec::<String>::new());
 
-    let (mut ws, sid) = Ws::session(d.http).await;
+    let (mut ws, sid) = ws_session(d.http).await;
     ws.connect(&alice.token, &sid).await;
     for odd in ["4é", "4", "é", "4\u{1F600}"] {
         ws.send(odd).await;
@@ -968,13 +903,13 @@ async fn a_session_that_never_connects_is_ended() {
     let idle = Polling::open(d.http, "").await;
     let mut connected = Polling::open(d.http, "").await;
     connected.connect(&alice.token).await;
-    let (mut ws, _) = Ws::session(d.http).await;
+    let (mut ws, _) = ws_session(d.http).await;
     let started = tokio::time::Instant::now();
 
     // Nothing comes before the deadline; the close within [`WAIT`] of it.
     let before = CONNECT_TIMEOUT - Duration::from_secs(2);
     assert!(matches!(ws.next_within(before).await, Next::Nothing));
-    let close = ws.closed().await;
+    let close = ws.close_frame().await;
     let waited = started.elapsed();
     let close = close.expect("a close frame");
     assert_eq!(
