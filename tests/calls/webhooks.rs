@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::webhook::signature;
+use common::ws::Hub;
 use common::{Api, Daemon, Options, Person};
 use serde_json::Value;
 
@@ -574,8 +575,6 @@ fn a_graceful_stop_sends_the_shutdowns_own_webhooks() {
 
 #[test]
 fn an_invitee_with_a_socket_is_not_rung_offline() {
-    use futures_util::{SinkExt as _, StreamExt as _};
-    use tokio_tungstenite::tungstenite::Message;
     let receiver = Receiver::start(&[]);
     let daemon = Daemon::start_with(Options {
         webhooks: webhooks_config(&receiver.url(), ""),
@@ -587,23 +586,11 @@ fn an_invitee_with_a_socket_is_not_rung_offline() {
         .enable_all()
         .build()
         .unwrap();
-    // Bob's socket, attached to the hub once it has answered a frame.
-    let url = format!("ws://{}/ws?token={}", daemon.http, bob.token);
-    let mut ws = rt.block_on(async {
-        let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("ws");
-        let probe = r#"{"event": "probe", "data": {}, "id": 1}"#;
-        ws.send(Message::text(probe)).await.unwrap();
-        let reply = tokio::time::timeout(Duration::from_secs(5), ws.next()).await;
-        assert!(matches!(reply, Ok(Some(Ok(Message::Text(_))))), "{reply:?}");
-        ws
-    });
+    let mut ws = rt.block_on(Hub::open(&daemon, &bob));
     let online = api.start_call(&alice, uuid::Uuid::new_v4(), "audio", &[&bob]);
     api.act_ok(&alice, &online, "end");
-    rt.block_on(async {
-        ws.close(None).await.unwrap();
-        // Until the server has seen the close: the socket is gone from the hub.
-        while let Ok(Some(Ok(_))) = tokio::time::timeout(Duration::from_secs(5), ws.next()).await {}
-    });
+    // Until the server has seen the close: the socket is gone from the hub.
+    rt.block_on(ws.socket().close());
     std::thread::sleep(Duration::from_millis(200));
     let offline = api.start_call(&alice, uuid::Uuid::new_v4(), "audio", &[&bob]);
     let hits = receiver.wait(Duration::from_secs(10), "both calls", |h| {

@@ -18,7 +18,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use super::{Daemon, Person};
 
 /// How long a handshake, a send or a frame that must come may take, unless the socket was
-/// given another wait ([`Socket::waiting`]).
+/// opened with another wait ([`Socket::open`]).
 pub const WAIT: Duration = Duration::from_secs(5);
 /// How long a socket must stay silent for "nothing was delivered".
 pub const QUIET: Duration = Duration::from_millis(300);
@@ -77,26 +77,26 @@ pub struct Socket {
 }
 
 impl Socket {
-    /// The socket of a handshake that must succeed within [`WAIT`].
-    pub async fn open(req: Request, who: &str) -> Socket {
-        let stream = handshake(req, WAIT)
+    /// The socket of a handshake that must succeed within `wait`, which it then waits for
+    /// what must come ([`WAIT`] unless a test needs longer).
+    pub async fn open(req: Request, who: &str, wait: Duration) -> Socket {
+        let stream = handshake(req, wait)
             .await
             .unwrap_or_else(|e| panic!("{who}: handshake: {e}"));
-        Socket::new(stream, who)
+        Socket {
+            who: who.to_owned(),
+            stream,
+            wait,
+        }
     }
 
+    /// The socket of a handshake that succeeded; it waits [`WAIT`] for what must come.
     pub fn new(stream: Stream, who: &str) -> Socket {
         Socket {
             who: who.to_owned(),
             stream,
             wait: WAIT,
         }
-    }
-
-    /// This socket, waiting `wait` instead of [`WAIT`] for what must come.
-    pub fn waiting(mut self, wait: Duration) -> Socket {
-        self.wait = wait;
-        self
     }
 
     pub fn who(&self) -> &str {
@@ -160,6 +160,23 @@ impl Socket {
         self.send_msg(Message::text(text.into())).await;
     }
 
+    /// Closes the connection (the client's close frame) and reads, dropping what was on its
+    /// way, until it is over, which must be within the socket's wait: the server has seen the
+    /// close.
+    pub async fn close(&mut self) {
+        tokio::time::timeout(self.wait, self.stream.close(None))
+            .await
+            .unwrap_or_else(|_| panic!("{}: close timed out", self.who))
+            .unwrap_or_else(|e| panic!("{}: close: {e}", self.who));
+        loop {
+            match self.next_within(self.wait).await {
+                Next::End | Next::Error(_) => return,
+                Next::Nothing => panic!("{}: not closed within {:?}", self.who, self.wait),
+                Next::Frame(_) | Next::Close(_) => {}
+            }
+        }
+    }
+
     /// Reads until the connection is over, which must be within the socket's wait and without
     /// a text frame: the close frame if one came, and how it ended after it.
     pub async fn closed(&mut self) -> (Option<Option<CloseFrame>>, Next) {
@@ -186,8 +203,13 @@ pub struct Hub {
 impl Hub {
     /// A socket of `who` (header auth), attached to the hub when this returns.
     pub async fn open(d: &Daemon, who: &Person) -> Hub {
+        Hub::open_waiting(d, who, WAIT).await
+    }
+
+    /// [`Hub::open`], waiting `wait` for the handshake and for what must come.
+    pub async fn open_waiting(d: &Daemon, who: &Person, wait: Duration) -> Hub {
         let req = request(&format!("ws://{}/ws", d.http), Some(&who.token));
-        Hub::attach(Socket::open(req, &who.name).await).await
+        Hub::attach(Socket::open(req, &who.name, wait).await).await
     }
 
     /// [`Hub::open`] on a socket of its own: attached to the hub when this returns.

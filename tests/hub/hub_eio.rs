@@ -312,7 +312,7 @@ fn ws_request(addr: SocketAddr, query: &str) -> Request {
 
 /// A WebSocket to `?query`, which must be accepted.
 async fn ws_open(addr: SocketAddr, query: &str) -> Socket {
-    Socket::open(ws_request(addr, query), &format!("?{query}")).await
+    Socket::open(ws_request(addr, query), &format!("?{query}"), WAIT).await
 }
 
 /// A WebSocket session without polling: its sid, its open packet checked.

@@ -171,7 +171,7 @@ async fn refused(d: &Daemon, auth: Auth<'_>) -> (u16, Value, Option<String>) {
 
 /// A socket authenticated by `auth`, attached to the hub when this returns.
 async fn attach(d: &Daemon, auth: Auth<'_>, who: &str) -> Hub {
-    Hub::attach(Socket::open(ws_request(d, auth), who).await).await
+    Hub::attach(Socket::open(ws_request(d, auth), who, WAIT).await).await
 }
 
 /// A socket of a handshake that succeeded, as it is.
