@@ -171,6 +171,13 @@ impl T {
         serde_json::from_str(text.as_str().unwrap()).unwrap()
     }
 
+    /// The stored call has the fields of `row`, and `people` have `statuses` in it.
+    #[track_caller]
+    fn assert_stored(&self, call: &str, row: &Value, people: &[&Person], statuses: &[&str]) {
+        assert_fields(&self.call_row(call), row);
+        self.assert_statuses(call, people, statuses);
+    }
+
     /// Asserts the participants of `call` in the store are exactly `people`, with `statuses`
     /// (in the same order).
     #[track_caller]
@@ -523,8 +530,7 @@ fn one_to_one_call_in_the_spec_shapes() {
     assert!(ms(&started) >= before - 1 && ms(&started) <= now_ms() + 1);
     // startedAt is what the store holds.
     let row = json!({"status": "active", "started_at": started, "ended_at": null});
-    assert_fields(&t.call_row(&call), &row);
-    t.assert_statuses(&call, &[&alice, &bob], &["joined", "joined"]);
+    t.assert_stored(&call, &row, &[&alice, &bob], &["joined", "joined"]);
     assert_eq!(t.participant(&call, &bob)["joined_at"], started);
 
     // Media: the spec's response, stored as JSON; a partial change keeps the other flags.
@@ -655,9 +661,8 @@ fn group_call_reject_answer_leave_and_end_when_fewer_than_two_joined() {
         &json!({"status": "rejected", "callStatus": "initiated"}),
     );
     let row = json!({"status": "initiated", "ended_at": null});
-    assert_fields(&t.call_row(&call), &row);
     let statuses = ["joined", "invited", "rejected", "invited"];
-    t.assert_statuses(&call, &everyone, &statuses);
+    t.assert_stored(&call, &row, &everyone, &statuses);
     // A rejection is final while nobody has answered.
     t.refuses(&carol, &call, ["answer", "reject"], INVALID_TRANSITION);
 
@@ -671,9 +676,8 @@ fn group_call_reject_answer_leave_and_end_when_fewer_than_two_joined() {
     // The first answer sets startedAt.
     assert_fields(&second, &json!({"status": "active", "startedAt": started}));
     let row = json!({"status": "active", "started_at": started});
-    assert_fields(&t.call_row(&call), &row);
     let statuses = ["joined", "joined", "rejected", "joined"];
-    t.assert_statuses(&call, &everyone, &statuses);
+    t.assert_stored(&call, &row, &everyone, &statuses);
     t.refuses(&dave, &call, ["answer", "reject"], INVALID_TRANSITION);
 
     // The initiator leaves: the call goes on with Bob and Dave.
@@ -687,9 +691,8 @@ fn group_call_reject_answer_leave_and_end_when_fewer_than_two_joined() {
     });
     assert_fields(&body, &left);
     let row = json!({"status": "active", "ended_at": null});
-    assert_fields(&t.call_row(&call), &row);
     let statuses = ["left", "joined", "rejected", "joined"];
-    t.assert_statuses(&call, &everyone, &statuses);
+    t.assert_stored(&call, &row, &everyone, &statuses);
     assert!(t.participant(&call, &alice)["left_at"].is_string());
     // Who left cannot leave again, nor change their media.
     t.refuses(&alice, &call, ["end"], INVALID_TRANSITION);
@@ -764,9 +767,8 @@ fn group_calls_settle_rejoin_and_cancel() {
         &json!({"status": "rejected", "callStatus": "rejected"}),
     );
     let row = json!({"status": "rejected", "end_reason": "rejected"});
-    assert_fields(&t.call_row(&call), &row);
     let statuses = ["left", "rejected", "rejected"];
-    t.assert_statuses(&call, &everyone[..3], &statuses);
+    t.assert_stored(&call, &row, &everyone[..3], &statuses);
     // Not active, so nobody rejoins it.
     t.refuses(&bob, &call, ["answer"], INVALID_TRANSITION);
 
@@ -777,9 +779,8 @@ fn group_calls_settle_rejoin_and_cancel() {
     let cancelled = json!({"status": "ended", "endReason": "cancelled", "duration": 0});
     assert_fields(&body, &cancelled);
     let row = json!({"status": "ended", "end_reason": "cancelled"});
-    assert_fields(&t.call_row(&call), &row);
     let statuses = ["left", "rejected", "missed"];
-    t.assert_statuses(&call, &everyone[..3], &statuses);
+    t.assert_stored(&call, &row, &everyone[..3], &statuses);
     t.refuses(&carol, &call, ["answer"], INVALID_TRANSITION);
 
     // A 1:1 call is over once someone hangs up: nothing to rejoin.
@@ -847,9 +848,8 @@ fn ring_timeout_in_an_answered_group_call_misses_only_the_silent() {
     );
     // Two joined: the call goes on.
     let row = json!({"status": "active", "started_at": started, "ended_at": null});
-    assert_fields(&t.call_row(&call), &row);
     let statuses = ["joined", "joined", "missed", "missed"];
-    t.assert_statuses(&call, &everyone, &statuses);
+    t.assert_stored(&call, &row, &everyone, &statuses);
     let view = t.get_call(&carol, &call);
     assert_eq!(view["status"], "active");
     assert_eq!(view["participants"][2]["status"], "missed");
@@ -1225,12 +1225,7 @@ fn initiate_refuses_impossible_calls_with_422() {
     let (s, body) = t.try_initiate(&alice, conv, "video", &[&alice, &bob, &carol, &alice]);
     assert_eq!(s, 201, "{body}");
     let call = call_id_of(&body).to_owned();
-    let invitees: Vec<&Value> = body["participants"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| &p["userId"])
-        .collect();
+    let invitees = common::each(&body["participants"], "userId");
     assert_eq!(invitees, [&json!(bob.uid()), &json!(carol.uid())], "{body}");
     assert_eq!(t.participants(&call).len(), 3);
     t.assert_statuses(

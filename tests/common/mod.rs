@@ -760,6 +760,19 @@ impl Api {
         body["call"].clone()
     }
 
+    /// `PUT /api/admin/conversations/{id}` of a new conversation of `members`, which must
+    /// succeed: its id.
+    #[track_caller]
+    pub fn conversation_of(&self, members: &[&Person]) -> uuid::Uuid {
+        let id = uuid::Uuid::new_v4();
+        let ids: Vec<uuid::Uuid> = members.iter().map(|p| p.id).collect();
+        let path = format!("/api/admin/conversations/{id}");
+        let body = serde_json::json!({ "memberIds": ids });
+        let (s, answer) = self.json("PUT", &path, Some(ADMIN_TOKEN), &body);
+        assert_eq!(s, 200, "PUT conversation: {answer}");
+        id
+    }
+
     /// `PUT /api/admin/users/{id}` with `p`'s name and email, which must succeed; the body.
     #[track_caller]
     pub fn provision(&self, p: &Person) -> serde_json::Value {
@@ -804,6 +817,15 @@ pub fn error_code(body: &serde_json::Value) -> &str {
     body["error"]["code"]
         .as_str()
         .unwrap_or_else(|| panic!("not an error body: {body}"))
+}
+
+/// The `field` of every element of the JSON array `array`.
+#[track_caller]
+pub fn each<'a>(array: &'a serde_json::Value, field: &str) -> Vec<&'a serde_json::Value> {
+    let elements = array
+        .as_array()
+        .unwrap_or_else(|| panic!("not an array: {array}"));
+    elements.iter().map(|e| &e[field]).collect()
 }
 
 /// Asserts every field of `expected` has that value in `actual` (a missing one reads `null`);

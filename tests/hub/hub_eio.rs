@@ -28,7 +28,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::ws::{Next, Socket};
-use common::{Api, Daemon, Person, ADMIN_TOKEN};
+use common::{Api, Daemon, Person};
 use serde_json::{json, Value};
 use switchboard_signaling::sio::CONNECT_TIMEOUT;
 use switchboard_signaling::ws::{MAX_FRAME, MAX_SOCKETS_PER_USER, QUEUE};
@@ -745,14 +745,10 @@ async fn candidates_relayed_between_polling_and_websocket() {
     let d = start();
     let (alice, bob) = (Person::new("Alice"), Person::new("Bob"));
     let api: Api = d.api();
-    let conversation = Uuid::new_v4();
-    blocking(|| {
+    let conversation = blocking(|| {
         api.provision(&alice);
         api.provision(&bob);
-        let members = json!({"memberIds": [alice.id, bob.id]});
-        let path = format!("/api/admin/conversations/{conversation}");
-        let (s, body) = api.json("PUT", &path, Some(ADMIN_TOKEN), &members);
-        assert_eq!(s, 200, "PUT conversation: {body}");
+        api.conversation_of(&[&alice, &bob])
     });
     let (a, b) = (alice.uid(), bob.uid());
 

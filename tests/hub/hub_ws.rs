@@ -15,7 +15,7 @@ use crate::common;
 use std::time::{Duration, Instant};
 
 use common::ws::{assert_error, keys, Hub, Next, Socket, Stream, QUIET, WAIT};
-use common::{Api, Daemon, Options, Person, ADMIN_TOKEN, JWT_SECRET};
+use common::{Api, Daemon, Options, Person, JWT_SECRET};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use switchboard_signaling::time::Timestamp;
@@ -64,11 +64,7 @@ impl World {
             for p in [&alice, &bob, &eve, &carol, &dave] {
                 api.provision(p);
             }
-            let conv = Uuid::new_v4();
-            let members = json!({"memberIds": [alice.id, bob.id, eve.id, carol.id, dave.id]});
-            let path = format!("/api/admin/conversations/{conv}");
-            let (s, body) = api.json("PUT", &path, Some(ADMIN_TOKEN), &members);
-            assert_eq!(s, 200, "PUT conversation: {body}");
+            let conv = api.conversation_of(&[&alice, &bob, &eve, &carol, &dave]);
             World {
                 d,
                 api,
@@ -400,13 +396,8 @@ async fn one_to_one_call_over_ws() {
         &json!({"id": call, "status": "ended", "endReason": "ended-by-user"}),
     );
     assert!(stored["endedAt"].is_string(), "{stored}");
-    let statuses: Vec<&Value> = stored["participants"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| &p["status"])
-        .collect();
-    assert_eq!(statuses, [&json!("left"), &json!("left")], "{stored}");
+    let statuses = common::each(&stored["participants"], "status");
+    assert_eq!(statuses, ["left", "left"], "{stored}");
     assert_eq!(stored["participants"][1]["mediaState"], muted, "{stored}");
 
     alice.quiet().await;
@@ -663,13 +654,8 @@ async fn delivery_of_call_incoming_rings_the_invitee() {
     let call = w.call(&w.alice, &[&w.bob, &w.eve]);
     bob.expect("call:incoming").await;
     let rang = w.rings_within(&call, |c| c["status"] == "ringing");
-    let statuses: Vec<&str> = rang["participants"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["status"].as_str().unwrap())
-        .collect();
-    assert_eq!(statuses, ["joined", "ringing", "invited"]);
+    let statuses = common::each(&rang["participants"], "status");
+    assert_eq!(statuses, ["joined", "ringing", "invited"], "{rang}");
     // Answering from ringing works as from invited.
     assert_eq!(w.act(&w.bob, &call, "answer")["status"], "active");
     // Over REST without `X-Socket-Id`: every device of Bob's hears it (this one too).
