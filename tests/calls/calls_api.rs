@@ -165,6 +165,14 @@ impl T {
             .unwrap_or_else(|| panic!("{} is not in {call}", who.name))
     }
 
+    /// `GET /api/calls/turn-credentials` as `who`, which must succeed: its [`credentials_of`].
+    #[track_caller]
+    fn turn_credentials(&self, who: &Person) -> (Vec<String>, String, String) {
+        let (s, body) = self.api.get("/api/calls/turn-credentials", &who.token);
+        assert_eq!(s, 200, "{body}");
+        credentials_of(&body)
+    }
+
     /// `who`'s media state in `call`, as stored.
     fn stored_media(&self, call: &str, who: &Person) -> Value {
         let text = self.participant(call, who)["media_state"].clone();
@@ -440,7 +448,7 @@ fn call_beside_a_member() -> (T, [Person; 4], Uuid, String) {
 // The relay, driven with minted credentials (the long-term credential flow of relay_errors.rs).
 
 /// The `credentials` of a `GET /api/calls/turn-credentials` answer: (urls, username, credential).
-fn turn_credentials(body: &Value) -> (Vec<String>, String, String) {
+fn credentials_of(body: &Value) -> (Vec<String>, String, String) {
     let c = &body["credentials"];
     let text = |v: &Value| {
         v.as_str()
@@ -1908,7 +1916,7 @@ fn turn_credentials_are_recorded_and_accepted_by_the_relay() {
     // The spec's shape.
     assert_keys(&body, &["credentials", "expiresAt"]);
     assert_keys(&body["credentials"], &["credential", "urls", "username"]);
-    let (urls, username, credential) = turn_credentials(&body);
+    let (urls, username, credential) = credentials_of(&body);
     let (expiry, user) = username.split_once(':').expect("expiry:user");
     assert_eq!(user, alice.uid());
     let expiry: u64 = expiry.parse().unwrap();
@@ -1982,9 +1990,7 @@ fn turn_credentials_are_recorded_and_accepted_by_the_relay() {
 fn turn_credentials_use_the_configured_separator() {
     let t = T::turn("rest_api_separator = \"_\"");
     let alice = Person::new("Alice");
-    let (s, body) = t.api.get("/api/calls/turn-credentials", &alice.token);
-    assert_eq!(s, 200, "{body}");
-    let (_, username, credential) = turn_credentials(&body);
+    let (_, username, credential) = t.turn_credentials(&alice);
     let (expiry, user) = username.split_once('_').expect("expiry_user");
     assert!(expiry.parse::<u64>().is_ok(), "{username}");
     assert_eq!(user, alice.uid());
@@ -1999,10 +2005,8 @@ fn turn_credentials_use_the_configured_separator() {
 fn turn_credentials_advertise_the_external_ip() {
     let t = T::turn("external_ip = \"203.0.113.7\"");
     let alice = Person::new("Alice");
-    let (s, body) = t.api.get("/api/calls/turn-credentials", &alice.token);
-    assert_eq!(s, 200, "{body}");
-    let (urls, username, credential) = turn_credentials(&body);
-    assert_eq!(urls.len(), 2, "{body}");
+    let (urls, username, credential) = t.turn_credentials(&alice);
+    assert_eq!(urls.len(), 2, "{urls:?}");
     assert!(urls[0].starts_with("turn:203.0.113.7:") && urls[0].ends_with("?transport=udp"));
     assert!(urls[1].starts_with("turn:203.0.113.7:") && urls[1].ends_with("?transport=tcp"));
     let ok = allocate(t.d.turn, &username, &credential);
@@ -2035,9 +2039,7 @@ fn expired_turn_credentials_are_deleted() {
         .unwrap()
         .subsec_millis();
     std::thread::sleep(Duration::from_millis(u64::from(1000 - into_second) + 10));
-    let (s, body) = t.api.get("/api/calls/turn-credentials", &alice.token);
-    assert_eq!(s, 200, "{body}");
-    let (_, username, credential) = turn_credentials(&body);
+    let (_, username, credential) = t.turn_credentials(&alice);
     let expiry: u64 = username.split_once(':').unwrap().0.parse().unwrap();
     let rows = t.rows(
         "SELECT username, expires_at FROM turn_credentials WHERE username = ?1",

@@ -129,20 +129,9 @@ impl Daemon {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn switchboard");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
         let stderr = child.stderr.take().expect("stderr");
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                // The HTTP API is the last thing `serve` starts.
-                let last = line.contains("http listening");
-                sink.lock().unwrap().push(line);
-                if last {
-                    let _ = tx.send(());
-                }
-            }
-        });
+        // The HTTP API is the last thing `serve` starts.
+        let (log, rx) = collect_lines(vec![Box::new(stderr)], "http listening");
         let started = rx.recv_timeout(Duration::from_secs(20)).is_ok();
         let lines = log.lock().unwrap().clone();
         let addr = |pat: &str| -> Option<SocketAddr> {
@@ -265,6 +254,29 @@ impl Drop for Daemon {
             let _ = c.wait();
         }
     }
+}
+
+/// The lines of `streams` (a child's stdout and stderr, say), collected by a thread a stream
+/// until it ends; the receiver gets a message once each line containing `mark` is collected.
+pub fn collect_lines(
+    streams: Vec<Box<dyn std::io::Read + Send>>,
+    mark: &'static str,
+) -> (Arc<Mutex<Vec<String>>>, std::sync::mpsc::Receiver<()>) {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    for stream in streams {
+        let (sink, tx) = (log.clone(), tx.clone());
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                let marked = line.contains(mark);
+                sink.lock().unwrap().push(line);
+                if marked {
+                    let _ = tx.send(());
+                }
+            }
+        });
+    }
+    (log, rx)
 }
 
 /// SIGTERM to `child`, and its exit status once it exits within `limit`; else SIGKILL and
@@ -758,6 +770,14 @@ impl Api {
         let (s, body) = self.get_call(who, call);
         assert_eq!(s, 200, "GET call {call} by {}: {body}", who.name);
         body["call"].clone()
+    }
+
+    /// A new user called `name`, provisioned (invitees must be known users).
+    #[track_caller]
+    pub fn person(&self, name: &str) -> Person {
+        let p = Person::new(name);
+        self.provision(&p);
+        p
     }
 
     /// `PUT /api/admin/conversations/{id}` of a new conversation of `members`, which must

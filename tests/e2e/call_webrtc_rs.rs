@@ -410,6 +410,24 @@ impl App {
         });
     }
 
+    /// Sets `description` (an `offer` or an `answer`: `kind`) as the local one, and sends it
+    /// as the peer connection then has it to `to` in `call` (`call:offer`, `call:answer`).
+    async fn send_local(
+        &mut self,
+        kind: &str,
+        description: RTCSessionDescription,
+        call: &str,
+        to: &Person,
+    ) {
+        self.pc
+            .set_local_description(description)
+            .await
+            .unwrap_or_else(|e| panic!("set_local_description({kind}): {e:?}"));
+        let description = self.pc.local_description().await.expect("the description");
+        let data = json!({"callId": call, "targetUserId": to.id, kind: description});
+        self.signal.emit(&format!("call:{kind}"), data).await;
+    }
+
     /// The caller's side: a data channel, the offer to `callee`, then ICE until the channel
     /// is open.
     async fn offer(&mut self, call: &str, callee: &Person) -> Arc<dyn DataChannel> {
@@ -420,13 +438,7 @@ impl App {
             .expect("create_data_channel");
         self.watch(channel.clone());
         let offer = self.pc.create_offer(None).await.expect("create_offer");
-        self.pc
-            .set_local_description(offer)
-            .await
-            .expect("set_local_description(offer)");
-        let offer = self.pc.local_description().await.expect("the offer");
-        let data = json!({"callId": call, "targetUserId": callee.id, "offer": offer});
-        self.signal.emit("call:offer", data).await;
+        self.send_local("offer", offer, call, callee).await;
         self.connect(call, callee, Some(channel)).await
     }
 
@@ -443,13 +455,7 @@ impl App {
             .await
             .expect("set_remote_description(offer)");
         let answer = self.pc.create_answer(None).await.expect("create_answer");
-        self.pc
-            .set_local_description(answer)
-            .await
-            .expect("set_local_description(answer)");
-        let answer = self.pc.local_description().await.expect("the answer");
-        let data = json!({"callId": call, "targetUserId": caller.id, "answer": answer});
-        self.signal.emit("call:answer", data).await;
+        self.send_local("answer", answer, call, caller).await;
         self.connect(call, caller, None).await
     }
 
