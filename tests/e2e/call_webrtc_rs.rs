@@ -428,6 +428,17 @@ impl App {
         self.signal.emit(&format!("call:{kind}"), data).await;
     }
 
+    /// Sets the `kind` (`offer` or `answer`) of a signaled event's `data` as the remote
+    /// description.
+    async fn take_remote(&mut self, kind: &str, data: &Value) {
+        let description: RTCSessionDescription = serde_json::from_value(data[kind].clone())
+            .unwrap_or_else(|e| panic!("an {kind} ({e}): {data}"));
+        self.pc
+            .set_remote_description(description)
+            .await
+            .unwrap_or_else(|e| panic!("set_remote_description({kind}): {e:?}"));
+    }
+
     /// The caller's side: a data channel, the offer to `callee`, then ICE until the channel
     /// is open.
     async fn offer(&mut self, call: &str, callee: &Person) -> Arc<dyn DataChannel> {
@@ -448,12 +459,7 @@ impl App {
         let got = self.signal.expect_past_candidates("call:offer").await;
         assert_eq!(got["callId"], call, "{got}");
         assert_eq!(got["fromUserId"], caller.uid(), "{got}");
-        let offer: RTCSessionDescription =
-            serde_json::from_value(got["offer"].clone()).expect("an offer");
-        self.pc
-            .set_remote_description(offer)
-            .await
-            .expect("set_remote_description(offer)");
+        self.take_remote("offer", &got).await;
         let answer = self.pc.create_answer(None).await.expect("create_answer");
         self.send_local("answer", answer, call, caller).await;
         self.connect(call, caller, None).await
@@ -508,12 +514,7 @@ impl App {
                     assert_eq!(data["fromUserId"], other.uid(), "{who}: {frame}");
                     match frame["event"].as_str() {
                         Some("call:answer") => {
-                            let answer: RTCSessionDescription =
-                                serde_json::from_value(data["answer"].clone()).expect("an answer");
-                            self.pc
-                                .set_remote_description(answer)
-                                .await
-                                .expect("set_remote_description(answer)");
+                            self.take_remote("answer", data).await;
                         }
                         Some("call:ice-candidate") => {
                             let c: RTCIceCandidateInit =

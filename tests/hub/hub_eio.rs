@@ -202,6 +202,13 @@ impl Polling {
         }
     }
 
+    /// A session whose Socket.IO CONNECT with `token` was accepted.
+    async fn connected(addr: SocketAddr, token: &str) -> Polling {
+        let mut s = Polling::open(addr, "").await;
+        s.connect(token).await;
+        s
+    }
+
     fn query(&self) -> String {
         format!("EIO=4&transport=polling&sid={}", self.sid)
     }
@@ -556,8 +563,7 @@ async fn overlapping_polls_end_the_session() {
 async fn a_polling_client_close_ends_the_session() {
     let d = start();
     let alice = Person::new("Alice");
-    let mut s = Polling::open(d.http, "").await;
-    s.connect(&alice.token).await;
+    let s = Polling::connected(d.http, &alice.token).await;
 
     // The close packet ends the session: the waiting poll gets the close packet, and the sid
     // is unknown from then on.
@@ -580,8 +586,7 @@ async fn nothing_after_a_disconnect_in_the_same_post_is_taken() {
         api.act_ok(&bob, &call, "answer");
         call
     });
-    let mut s = Polling::open(d.http, "").await;
-    s.connect(&alice.token).await;
+    let s = Polling::connected(d.http, &alice.token).await;
     let waiting = s.get_waiting().await;
     let end = format!(r#"42["call:end",{{"callId":"{call}"}}]"#);
     s.send(&["41", &end]).await;
@@ -595,8 +600,7 @@ async fn nothing_after_a_disconnect_in_the_same_post_is_taken() {
 async fn a_post_over_max_payload_ends_the_session() {
     let d = start();
     let alice = Person::new("Alice");
-    let mut s = Polling::open(d.http, "").await;
-    s.connect(&alice.token).await;
+    let mut s = Polling::connected(d.http, &alice.token).await;
 
     // Exactly maxPayload: taken (an event for no one, refused as unknown).
     let head = r#"42["nope",{"pad":""#;
@@ -633,8 +637,7 @@ async fn a_post_over_max_payload_ends_the_session() {
 async fn polling_upgrades_to_websocket() {
     let d = start();
     let alice = Person::new("Alice");
-    let mut s = Polling::open(d.http, "").await;
-    s.connect(&alice.token).await;
+    let mut s = Polling::connected(d.http, &alice.token).await;
 
     let waiting = s.get_waiting().await;
     let mut ws = ws_open(d.http, &format!("EIO=4&transport=websocket&sid={}", s.sid)).await;
@@ -753,8 +756,7 @@ async fn candidates_relayed_between_polling_and_websocket() {
     let (a, b) = (alice.uid(), bob.uid());
 
     // Alice over polling, Bob over a WebSocket.
-    let mut alice_s = Polling::open(d.http, "").await;
-    alice_s.connect(&alice.token).await;
+    let mut alice_s = Polling::connected(d.http, &alice.token).await;
     let (mut bob_ws, bob_sid) = ws_session(d.http).await;
     bob_ws.connect(&bob.token, &bob_sid).await;
 
@@ -824,8 +826,7 @@ async fn candidates_relayed_between_polling_and_websocket() {
 async fn binary_event_refusals_follow_the_binary_packet_format() {
     let d = start();
     let alice = Person::new("Alice");
-    let mut s = Polling::open(d.http, "").await;
-    s.connect(&alice.token).await;
+    let mut s = Polling::connected(d.http, &alice.token).await;
 
     // Two attachments, ack id 7: the refusal goes to ack 7 (the first sio.rs: `432[...]`).
     s.send(&[r#"452-7["call:end",{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]"#])
@@ -877,8 +878,7 @@ async fn a_client_that_never_polls_is_bounded_by_the_queue() {
 async fn a_message_of_any_first_character_is_taken_in_stride() {
     let d = start();
     let alice = Person::new("Alice");
-    let mut s = Polling::open(d.http, "").await;
-    s.connect(&alice.token).await;
+    let mut s = Polling::connected(d.http, &alice.token).await;
     s.send(&["4é", "4", "4\u{1F600}x", "é", "4\u{7f}"]).await;
     assert_eq!(s.fence("after").await, Vec::<String>::new());
 
@@ -897,8 +897,7 @@ async fn a_session_that_never_connects_is_ended() {
     let d = start();
     let alice = Person::new("Alice");
     let idle = Polling::open(d.http, "").await;
-    let mut connected = Polling::open(d.http, "").await;
-    connected.connect(&alice.token).await;
+    let mut connected = Polling::connected(d.http, &alice.token).await;
     let (mut ws, _) = ws_session(d.http).await;
     let started = tokio::time::Instant::now();
 
@@ -927,8 +926,7 @@ async fn a_session_that_never_connects_is_ended() {
 async fn a_stop_answers_waiting_polls_at_once() {
     let mut d = start();
     let alice = Person::new("Alice");
-    let mut s = Polling::open(d.http, "").await;
-    s.connect(&alice.token).await;
+    let s = Polling::connected(d.http, &alice.token).await;
     let waiting = s.get_waiting().await;
 
     let started = std::time::Instant::now();
