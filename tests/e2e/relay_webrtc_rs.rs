@@ -502,11 +502,7 @@ async fn default_policy_keeps_loopback_peers_unreachable() {
     // Still serving: a new client allocates.
     let (user, pass) = daemon.credentials("carol");
     let carol = client(daemon.turn, user, pass).await;
-    let relay2 = timeout(STEP, carol.allocate())
-        .await
-        .expect("allocate in time")
-        .expect("allocate after the refusals");
-    drop(relay2);
+    drop(allocated(&carol, "carol, after the refusals").await);
     assert!(daemon.stop().success(), "{:#?}", daemon.log());
 }
 
@@ -529,11 +525,7 @@ async fn wrong_or_expired_credentials_get_401() {
     }
     let (user, pass) = daemon.credentials("alice");
     let alice = client(daemon.turn, user, pass).await;
-    let relay = timeout(STEP, alice.allocate())
-        .await
-        .expect("in time")
-        .expect("right credentials allocate");
-    drop(relay);
+    drop(allocated(&alice, "alice, with the right credentials").await);
     assert!(daemon.stop().success());
     // Shutdown closes what is open: alice's allocation, and nothing for the refused ones.
     let closed = closed_lines(&daemon);
