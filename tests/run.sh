@@ -36,21 +36,21 @@ if ! command -v turnutils_uclient >/dev/null 2>&1; then
     [ "$had_policy" = 0 ] && as_root rm -f "$policy"
 fi
 
-# tests/relay_chromium.rs runs exactly this path (playwright-core's executablePath).
+# tests/e2e/relay_chromium.rs runs exactly this path (playwright-core's executablePath).
 if [ ! -x /usr/bin/chromium ]; then
     echo "== installing chromium (Debian's; the browser tests run it headless)"
     apt_update_once
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
 fi
 
-# tests/relay_abuse.rs makes a network namespace of its own with `ip`.
+# tests/relay/relay_abuse.rs makes a network namespace of its own with `ip`.
 if ! command -v ip >/dev/null 2>&1; then
     echo "== installing iproute2"
     apt_update_once
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iproute2 >/dev/null
 fi
 
-# tests/openapi_fuzz.rs runs schemathesis (PyPI), pinned, in a venv outside the clone.
+# tests/daemon/openapi_fuzz.rs runs schemathesis (PyPI), pinned, in a venv outside the clone.
 schemathesis_venv=/var/tmp/switchboard-schemathesis
 schemathesis_version=4.32.5
 if [ "$("$schemathesis_venv/bin/schemathesis" --version 2>/dev/null || true)" != "schemathesis, version $schemathesis_version" ]; then
@@ -69,7 +69,7 @@ fi
 # copied in after each install says which). --ignore-scripts: no package may run install
 # scripts, so nothing can fetch a browser.
 # The same for the worked host-app example (examples/chat-app: socket.io-client, served to its
-# page), which tests/chat_app.rs runs.
+# page), which tests/e2e/chat_app.rs runs.
 for dir in tests/browser examples/chat-app; do
     lock=$dir/package-lock.json
     stamp=$dir/node_modules/.installed-package-lock.json

@@ -13,10 +13,10 @@
 //   captured inside engine.io-client (each transport's doWrite and onData): every WebSocket
 //   message and every polling payload (0x1e-separated packets), both directions; distinct
 //   ones, client to server first, at most 40.
-// - ws_frame: the frames tests/hub_ws.rs sends (JSON with sorted keys, as serde_json writes
+// - ws_frame: the frames tests/hub/hub_ws.rs sends (JSON with sorted keys, as serde_json writes
 //   them), sent to the daemon's /ws here too.
 // - rest_bodies: the spec's example bodies (shared/spec/phase4-calls.md) and the bodies of
-//   tests/calls_api.rs, sent to their endpoints here too.
+//   tests/calls/calls_api.rs, sent to their endpoints here too.
 //
 // The fuzz harness's fixed ids are used for the users and the conversation (fuzz/src/lib.rs);
 // every call id the daemon makes is written as the placeholder the harness replaces with its
@@ -342,7 +342,7 @@ function restBodies() {
     // the spec's examples (phase4-calls.md), with the fixtures' ids
     ["initiate-spec", "POST", "/api/calls/initiate", "alice", { conversationId: conv, type: "video", participantIds: [BOB, CAROL] }],
     ["media-spec", "PATCH", "/api/calls/CALL/media", "alice", { audioEnabled: true, videoEnabled: false, screenSharing: false }],
-    // tests/calls_api.rs
+    // tests/calls/calls_api.rs
     ["initiate-audio", "POST", "/api/calls/initiate", "alice", { conversationId: conv, type: "audio", participantIds: [BOB] }],
     ["initiate-untyped", "POST", "/api/calls/initiate", "alice", { conversationId: conv, participantIds: [BOB] }],
     ["initiate-screen", "POST", "/api/calls/initiate", "alice", { conversationId: conv, type: "screen", participantIds: [] }],

@@ -1,5 +1,5 @@
 // A 1:1 call signaled through switchboard's /socket.io/ by the stock npm socket.io-client,
-// as the spec's clients do it. Run by tests/hub_sio.rs:
+// as the spec's clients do it. Run by tests/hub/hub_sio.rs:
 //   node sio_call.mjs '{"base": "http://127.0.0.1:PORT", "conversation": UUID,
 //                       "alice": {"id", "token"}, "bob": {...}, "eve": {...}}'
 // Prints one line per step; exits 1 at the first failed expectation (every wait is bounded).

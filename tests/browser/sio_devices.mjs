@@ -1,6 +1,6 @@
 // Several devices of one user through /socket.io/, with the stock npm socket.io-client: both
 // of Bob's ring, the first to answer wins, the other hears `call:answered-elsewhere`, and
-// from then on both get what is relayed to Bob. Run by tests/hub_sio.rs:
+// from then on both get what is relayed to Bob. Run by tests/hub/hub_sio.rs:
 //   node sio_devices.mjs '{"base": "http://127.0.0.1:PORT", "conversation": UUID,
 //                          "alice": {"id", "name", "token"}, "bob": {...}}'
 import {

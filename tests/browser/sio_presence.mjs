@@ -1,5 +1,5 @@
 // The reconnect grace through /socket.io/, with the stock npm socket.io-client. The daemon runs
-// with `calls.reconnect_grace` = cfg.graceMs. Run by tests/hub_sio.rs:
+// with `calls.reconnect_grace` = cfg.graceMs. Run by tests/hub/hub_sio.rs:
 //   node sio_presence.mjs '{"base", "conversation", "graceMs", "alice", "bob", "eve"}'
 // - 1:1: Bob drops and reconnects within the grace: nobody hears anything and signaling goes
 //   on; then he drops for good: Alice gets call:ended (connection-lost, endedBy Bob) once the

@@ -1,7 +1,7 @@
 // `call:stats` through /socket.io/, with the stock npm socket.io-client, in a call Alice made
 // and Bob answered (cfg.callId, set up by the test over REST): reports graded and pushed to
 // the other participant as `call:quality`, at most one per second, bad figures and strangers
-// refused; then Alice hangs up. Run by tests/hub_sio.rs, which then checks the store:
+// refused; then Alice hangs up. Run by tests/hub/hub_sio.rs, which then checks the store:
 //   node sio_quality.mjs '{"base", "conversation", "callId", "alice", "bob", "eve"}'
 import {
   ack, cfg, connect, connected, expect, expectSame, next, run, since, sleep, step,

@@ -1,7 +1,7 @@
 // Forbidden messages through /socket.io/, with the stock npm socket.io-client. Each one is
 // sent twice: with an acknowledgement callback (the ack must be exactly
 // `{error: {code, message}}`) and without (an `error` event `{code, message, event}` must
-// come); none may deliver anything to any other socket. Run by tests/hub_sio.rs:
+// come); none may deliver anything to any other socket. Run by tests/hub/hub_sio.rs:
 //   node sio_refused.mjs '{"base": "http://127.0.0.1:PORT", "conversation": UUID,
 //                          "alice": {"id", "name", "token"}, "bob", "eve", "mallory": {...},
 //                          "part": "refusals" | "oversized" | "arrays"}'

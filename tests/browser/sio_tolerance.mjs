@@ -4,7 +4,7 @@
 // not that one; a rejection on one device (socket or REST) stops the others
 // (call:rejected-elsewhere); `candidate: null` relayed and acked; an invitee switchboard has
 // never seen rung once a socket of theirs connects, and named from its token. Run by
-// tests/hub_sio.rs:
+// tests/hub/hub_sio.rs:
 //   node sio_tolerance.mjs '{"base": "http://127.0.0.1:PORT", "conversation": UUID,
 //                            "open": UUID, "alice": {...}, "bob": {...}, "zed": {...}}'
 import {

@@ -2,7 +2,7 @@
 // SignalingSocket over /ws (acks of relayed events, as socket.io's; its `id` named in a REST
 // answer's X-Socket-Id) and web/webrtc.js's setTurnCredentials (a clear error for what the
 // spec's snippet passes, the response body or its credentials accepted). Run by
-// tests/hub_ws.rs with `node --experimental-websocket --experimental-detect-module`:
+// tests/hub/hub_ws.rs with `node --experimental-websocket --experimental-detect-module`:
 //   node ws_client.mjs '{"base": "http://127.0.0.1:PORT", "conversation": UUID,
 //                        "alice": {"id", "name", "token"}, "bob": {...}}'
 import { cfg, expect, expectSame, fail, rest, run, sleep, step, QUIET, WAIT } from "./sio_lib.mjs";

@@ -10,6 +10,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+pub mod ws;
+
 pub const SECRET: &str = "integration-test-secret";
 pub const REALM: &str = "switchboard.test";
 /// `auth.jwt_secret` of test daemons.
@@ -127,20 +129,9 @@ impl Daemon {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn switchboard");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
         let stderr = child.stderr.take().expect("stderr");
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                // The HTTP API is the last thing `serve` starts.
-                let last = line.contains("http listening");
-                sink.lock().unwrap().push(line);
-                if last {
-                    let _ = tx.send(());
-                }
-            }
-        });
+        // The HTTP API is the last thing `serve` starts.
+        let (log, rx) = collect_lines(vec![Box::new(stderr)], "http listening");
         let started = rx.recv_timeout(Duration::from_secs(20)).is_ok();
         let lines = log.lock().unwrap().clone();
         let addr = |pat: &str| -> Option<SocketAddr> {
@@ -263,6 +254,29 @@ impl Drop for Daemon {
             let _ = c.wait();
         }
     }
+}
+
+/// The lines of `streams` (a child's stdout and stderr, say), collected by a thread a stream
+/// until it ends; the receiver gets a message once each line containing `mark` is collected.
+pub fn collect_lines(
+    streams: Vec<Box<dyn std::io::Read + Send>>,
+    mark: &'static str,
+) -> (Arc<Mutex<Vec<String>>>, std::sync::mpsc::Receiver<()>) {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    for stream in streams {
+        let (sink, tx) = (log.clone(), tx.clone());
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                let marked = line.contains(mark);
+                sink.lock().unwrap().push(line);
+                if marked {
+                    let _ = tx.send(());
+                }
+            }
+        });
+    }
+    (log, rx)
 }
 
 /// SIGTERM to `child`, and its exit status once it exits within `limit`; else SIGKILL and
@@ -758,6 +772,27 @@ impl Api {
         body["call"].clone()
     }
 
+    /// A new user called `name`, provisioned (invitees must be known users).
+    #[track_caller]
+    pub fn person(&self, name: &str) -> Person {
+        let p = Person::new(name);
+        self.provision(&p);
+        p
+    }
+
+    /// `PUT /api/admin/conversations/{id}` of a new conversation of `members`, which must
+    /// succeed: its id.
+    #[track_caller]
+    pub fn conversation_of(&self, members: &[&Person]) -> uuid::Uuid {
+        let id = uuid::Uuid::new_v4();
+        let ids: Vec<uuid::Uuid> = members.iter().map(|p| p.id).collect();
+        let path = format!("/api/admin/conversations/{id}");
+        let body = serde_json::json!({ "memberIds": ids });
+        let (s, answer) = self.json("PUT", &path, Some(ADMIN_TOKEN), &body);
+        assert_eq!(s, 200, "PUT conversation: {answer}");
+        id
+    }
+
     /// `PUT /api/admin/users/{id}` with `p`'s name and email, which must succeed; the body.
     #[track_caller]
     pub fn provision(&self, p: &Person) -> serde_json::Value {
@@ -802,6 +837,15 @@ pub fn error_code(body: &serde_json::Value) -> &str {
     body["error"]["code"]
         .as_str()
         .unwrap_or_else(|| panic!("not an error body: {body}"))
+}
+
+/// The `field` of every element of the JSON array `array`.
+#[track_caller]
+pub fn each<'a>(array: &'a serde_json::Value, field: &str) -> Vec<&'a serde_json::Value> {
+    let elements = array
+        .as_array()
+        .unwrap_or_else(|| panic!("not an array: {array}"));
+    elements.iter().map(|e| &e[field]).collect()
 }
 
 /// Asserts every field of `expected` has that value in `actual` (a missing one reads `null`);
@@ -910,6 +954,7 @@ pub fn peer_on(hosts: &[&str]) -> (Background, u16) {
 pub mod browser {
     use std::path::{Path, PathBuf};
     use std::process::Command;
+    use std::sync::{Condvar, Mutex};
     use std::time::Duration;
 
     use serde_json::Value;
@@ -924,8 +969,29 @@ pub mod browser {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
     }
 
-    /// Fails (never skips) when something the call needs is missing, naming the fix.
-    pub fn check_prerequisites() {
+    /// How many tests may drive Chromium at once. libtest runs as many tests at once as there
+    /// are cores; when each browser test binary was its own, the largest (demo_chromium) had
+    /// four, so no machine ran more than four browsers. Now that they share the e2e binary,
+    /// this keeps that bound on machines with more cores (a 2-core box never reaches it).
+    const AT_ONCE: usize = 4;
+
+    static RUNNING: Mutex<usize> = Mutex::new(0);
+    static FREED: Condvar = Condvar::new();
+
+    /// One of the [`AT_ONCE`] places for a test driving Chromium, held until dropped.
+    #[must_use = "the place is given back when this is dropped"]
+    pub struct Slot(());
+
+    impl Drop for Slot {
+        fn drop(&mut self) {
+            *RUNNING.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+            FREED.notify_one();
+        }
+    }
+
+    /// Fails (never skips) when something the call needs is missing, naming the fix; then
+    /// waits for a [`Slot`], which the test holds while its browser runs.
+    pub fn check_prerequisites() -> Slot {
         assert!(
             Path::new(CHROMIUM).exists(),
             "{CHROMIUM} is missing: {SETUP_HINT}"
@@ -953,6 +1019,12 @@ pub mod browser {
             "{} is missing: {SETUP_HINT}",
             playwright.display()
         );
+        let mut running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
+        while *running >= AT_ONCE {
+            running = FREED.wait(running).unwrap_or_else(|e| e.into_inner());
+        }
+        *running += 1;
+        Slot(())
     }
 
     /// The script's JSON result line (it prints exactly one, success or failure).

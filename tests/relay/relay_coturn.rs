@@ -2,7 +2,7 @@
 //! `turnutils_uclient` and `turnutils_peer` (Debian package `coturn`, installed by .ci/run;
 //! only its tools are run, never its server).
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::Duration;

@@ -7,7 +7,7 @@
 //!
 //! Needs root (namespaces) and `ip` (iproute2), as CI has; a missing one fails the test.
 
-mod common;
+use crate::common;
 
 use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};

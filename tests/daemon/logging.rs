@@ -1,7 +1,7 @@
 //! `[log] format = "json"`: every line the daemon writes to stderr (the journal, under systemd)
 //! is one JSON object, from the first to the graceful stop.
 
-mod common;
+use crate::common;
 
 use common::{Daemon, Options};
 use serde_json::Value;

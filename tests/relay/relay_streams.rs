@@ -3,7 +3,7 @@
 //! connections (malformed frames, the connection cap, the authentication deadline, a reader
 //! that stops reading).
 
-mod common;
+use crate::common;
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};

@@ -11,7 +11,7 @@
 //! The page and its JS are the ones embedded in the binary. Prerequisites (Chromium, node,
 //! `npm ci` in tests/browser) are installed by tests/run.sh; a missing one fails the test.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -49,7 +49,7 @@ const NAMES: [&str; 5] = ["Alice", "Bob", "Carol", "Dave", "Erin"];
 /// `transport` (`udp`, `tcp`, or `any`: every TURN URL the daemon serves). `turn` adds lines
 /// to the daemon's `[turn]`; nothing else departs from the defaults (quotas included).
 fn demo_call(transport: &str, people: usize, turn: &str) {
-    check_prerequisites();
+    let _browser = check_prerequisites();
     let mut daemon = Daemon::start_with(Options {
         dev: true,
         turn: turn.to_owned(),

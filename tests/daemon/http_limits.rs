@@ -4,7 +4,7 @@
 //!
 //! The 10 s wait runs beside the other tests (they run in parallel), which take a few seconds.
 
-mod common;
+use crate::common;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};

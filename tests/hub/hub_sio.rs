@@ -12,13 +12,13 @@
 //! wait in it is bounded, and the script itself is killed after [`SCRIPT_LIMIT`]. The test then
 //! checks the steps and what the store says.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{peer_on, query_rows, run_bounded, Daemon, Options, Person, ADMIN_TOKEN, SECRET};
+use common::{peer_on, query_rows, run_bounded, Daemon, Options, Person, SECRET};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -52,11 +52,7 @@ impl World {
         for p in [&alice, &bob, &eve, &mallory] {
             api.provision(p);
         }
-        let conversation = Uuid::new_v4();
-        let members = json!({"memberIds": [alice.id, bob.id, eve.id]});
-        let path = format!("/api/admin/conversations/{conversation}");
-        let (s, body) = api.json("PUT", &path, Some(ADMIN_TOKEN), &members);
-        assert_eq!(s, 200, "PUT conversation: {body}");
+        let conversation = api.conversation_of(&[&alice, &bob, &eve]);
         World {
             d,
             alice,
@@ -84,10 +80,11 @@ impl World {
         cfg
     }
 
-    /// Runs `tests/browser/<script>` with `cfg`, which must succeed, and finds every one of
-    /// `steps` among its `ok` lines: its output.
+    /// Runs `tests/browser/<script>` with the [`World::config`] with `extra`, which must
+    /// succeed, and finds every one of `steps` among its `ok` lines: its output.
     #[track_caller]
-    fn run(&self, script: &str, cfg: &Value, steps: &[&str]) -> String {
+    fn run(&self, script: &str, extra: Value, steps: &[&str]) -> String {
+        let cfg = self.config(extra);
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/browser")
             .join(script);
@@ -226,10 +223,9 @@ fn a_call_signaled_by_the_npm_socket_io_client() {
 #[test]
 fn multi_device_answered_elsewhere_over_socket_io() {
     let w = World::start();
-    let cfg = w.config(json!({}));
     let out = w.run(
         "sio_devices.mjs",
-        &cfg,
+        json!({}),
         &[
             "bob's laptop stays on polling",
             "bob's phone got call:incoming",
@@ -257,10 +253,9 @@ const REFUSALS: usize = 44;
 #[test]
 fn every_forbidden_message_is_refused_over_socket_io() {
     let w = World::start();
-    let cfg = w.config(json!({"part": "refusals"}));
     let out = w.run(
         "sio_refused.mjs",
-        &cfg,
+        json!({"part": "refusals"}),
         &[
             "a live call between alice and bob",
             "Eve: a member not in the call signals into it",
@@ -293,10 +288,9 @@ fn every_forbidden_message_is_refused_over_socket_io() {
 #[test]
 fn oversized_messages_are_refused_over_socket_io() {
     let w = World::start();
-    let cfg = w.config(json!({"part": "oversized"}));
     let out = w.run(
         "sio_refused.mjs",
-        &cfg,
+        json!({"part": "oversized"}),
         &[
             "polling: a 60000-byte offer acked as relayed",
             "polling: bob got the 60000-byte offer whole",
@@ -314,14 +308,13 @@ fn oversized_messages_are_refused_over_socket_io() {
 }
 
 /// Data that is an array instead of an object is refused (`invalid_field`), performing
-/// nothing: as over `/ws` (tests/hub_ws.rs `data_that_is_an_array_is_refused`).
+/// nothing: as over `/ws` (tests/hub/hub_ws.rs `data_that_is_an_array_is_refused`).
 #[test]
 fn data_that_is_an_array_is_refused_over_socket_io() {
     let w = World::start();
-    let cfg = w.config(json!({"part": "arrays"}));
     let out = w.run(
         "sio_refused.mjs",
-        &cfg,
+        json!({"part": "arrays"}),
         &[
             "Alice: an offer's fields as an array",
             "Alice: media flags as an array",
@@ -361,10 +354,9 @@ fn reconnect_grace_over_socket_io() {
         calls: format!("reconnect_grace = \"{grace_ms}ms\""),
         ..Options::default()
     });
-    let cfg = w.config(json!({"graceMs": grace_ms}));
     let out = w.run(
         "sio_presence.mjs",
-        &cfg,
+        json!({"graceMs": grace_ms}),
         &[
             "emits made before the connection are all acked",
             "a reconnect within the grace: alice heard nothing",
@@ -435,10 +427,9 @@ fn call_stats_are_graded_stored_and_summarised_with_the_relay_bytes() {
     );
     assert_eq!(code, Some(0), "turnutils_uclient:\n{uclient}");
 
-    let cfg = w.config(json!({"callId": call}));
     w.run(
         "sio_quality.mjs",
-        &cfg,
+        json!({"callId": call}),
         &[
             "alice's report acked excellent",
             "bob got call:quality for alice",
@@ -524,10 +515,9 @@ fn the_spec_client_patterns_work_over_socket_io() {
     let w = World::start();
     let zed = Person::new("Zed");
     let who = |p: &Person| json!({"id": p.id, "name": p.name, "token": p.token});
-    let cfg = w.config(json!({"zed": who(&zed), "open": Uuid::new_v4()}));
     let out = w.run(
         "sio_tolerance.mjs",
-        &cfg,
+        json!({"zed": who(&zed), "open": Uuid::new_v4()}),
         &[
             "the caller and a duplicate among participantIds ignored",
             "bob's laptop got call:answered-elsewhere",

@@ -5,7 +5,7 @@
 //!
 //! Each test starts its own daemon (port 0) and bounds every wait.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -22,11 +22,23 @@ const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 /// The bound on any single step (an allocation, a datagram, a log line).
 const STEP: Duration = Duration::from_secs(5);
 
-/// A relay `Conn` from `Client::allocate` (an opaque `impl Conn`) as a shareable trait object.
-fn dyn_conn(
-    conn: impl webrtc_util::Conn + Send + Sync + 'static,
-) -> Arc<dyn webrtc_util::Conn + Send + Sync> {
-    Arc::new(conn)
+/// The relayed connection of an allocation of `client` (`who`), which must succeed within
+/// [`STEP`], as a shareable trait object (`Client::allocate` gives an opaque `impl Conn`).
+async fn allocated(client: &Client, who: &str) -> Arc<dyn webrtc_util::Conn + Send + Sync> {
+    let relay = timeout(STEP, client.allocate())
+        .await
+        .unwrap_or_else(|_| panic!("{who}: no allocation in time"))
+        .unwrap_or_else(|e| panic!("{who}: allocate: {e}"));
+    Arc::new(relay)
+}
+
+/// The error of an allocation of `client` (`who`) that must be refused within [`STEP`].
+async fn refused(client: &Client, who: &str) -> String {
+    match timeout(STEP, client.allocate()).await {
+        Err(_) => panic!("{who}: no answer in time"),
+        Ok(Ok(_)) => panic!("{who}: allocated"),
+        Ok(Err(e)) => e.to_string(),
+    }
 }
 
 /// A webrtc-rs client over its own UDP socket on 127.0.0.1, reading (`listen`) already.
@@ -247,12 +259,7 @@ async fn relays_to_a_udp_peer_both_ways_without_loss() {
     let proxy = Proxy::start(daemon.turn).await;
     let (user, pass) = daemon.credentials("alice");
     let client = client(proxy.addr, user, pass).await;
-    let relay = dyn_conn(
-        timeout(STEP, client.allocate())
-            .await
-            .expect("allocate in time")
-            .expect("allocate"),
-    );
+    let relay = allocated(&client, "client").await;
     let relayed = relay.local_addr().unwrap();
     assert_eq!(relayed.ip(), LOOPBACK, "{relayed}");
     let ports = relay_ports(&daemon);
@@ -354,18 +361,8 @@ async fn hairpins_between_two_allocations_under_the_default_policy() {
     let alice = client(pa.addr, user, pass).await;
     let (user, pass) = daemon.credentials("bob");
     let bob = client(pb.addr, user, pass).await;
-    let a = dyn_conn(
-        timeout(STEP, alice.allocate())
-            .await
-            .expect("alice allocates in time")
-            .expect("alice allocates"),
-    );
-    let b = dyn_conn(
-        timeout(STEP, bob.allocate())
-            .await
-            .expect("bob allocates in time")
-            .expect("bob allocates"),
-    );
+    let a = allocated(&alice, "alice").await;
+    let b = allocated(&bob, "bob").await;
     let (a_addr, b_addr) = (a.local_addr().unwrap(), b.local_addr().unwrap());
     assert_ne!(a_addr, b_addr);
 
@@ -477,12 +474,7 @@ async fn default_policy_keeps_loopback_peers_unreachable() {
     let proxy = Proxy::start(daemon.turn).await;
     let (user, pass) = daemon.credentials("mallory");
     let mallory = client(proxy.addr, user, pass).await;
-    let relay = dyn_conn(
-        timeout(STEP, mallory.allocate())
-            .await
-            .expect("allocate in time")
-            .expect("allocate"),
-    );
+    let relay = allocated(&mallory, "mallory").await;
     let ports = relay_ports(&daemon);
     let own = peer_socket(LOOPBACK, &ports).await;
     let other = peer_socket(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)), &ports).await;
@@ -510,11 +502,7 @@ async fn default_policy_keeps_loopback_peers_unreachable() {
     // Still serving: a new client allocates.
     let (user, pass) = daemon.credentials("carol");
     let carol = client(daemon.turn, user, pass).await;
-    let relay2 = timeout(STEP, carol.allocate())
-        .await
-        .expect("allocate in time")
-        .expect("allocate after the refusals");
-    drop(relay2);
+    drop(allocated(&carol, "carol, after the refusals").await);
     assert!(daemon.stop().success(), "{:#?}", daemon.log());
 }
 
@@ -531,23 +519,13 @@ async fn wrong_or_expired_credentials_get_401() {
         ("expired username", expired.0, expired.1),
     ] {
         let c = client(daemon.turn, user, pass).await;
-        let err = match timeout(STEP, c.allocate())
-            .await
-            .expect("an answer in time")
-        {
-            Ok(_) => panic!("{what}: allocated"),
-            Err(e) => e.to_string(),
-        };
+        let err = refused(&c, what).await;
         assert!(err.contains("401"), "{what}: {err}");
         c.close().await.unwrap();
     }
     let (user, pass) = daemon.credentials("alice");
     let alice = client(daemon.turn, user, pass).await;
-    let relay = timeout(STEP, alice.allocate())
-        .await
-        .expect("in time")
-        .expect("right credentials allocate");
-    drop(relay);
+    drop(allocated(&alice, "alice, with the right credentials").await);
     assert!(daemon.stop().success());
     // Shutdown closes what is open: alice's allocation, and nothing for the refused ones.
     let closed = closed_lines(&daemon);
@@ -567,12 +545,7 @@ async fn other_deployments_credentials_relay_and_a_wrong_hmac_is_401() {
     for (who, username) in &shapes {
         let password = common::password_for(username);
         let c = client(daemon.turn, username.clone(), password).await;
-        let relay = dyn_conn(
-            timeout(STEP, c.allocate())
-                .await
-                .expect("allocate in time")
-                .unwrap_or_else(|e| panic!("{who} {username}: {e}")),
-        );
+        let relay = allocated(&c, &format!("{who} {username}")).await;
         let relayed = relay.local_addr().unwrap();
         let peer = peer_socket(LOOPBACK, &ports).await;
         let peer_addr = peer.local_addr().unwrap();
@@ -607,13 +580,7 @@ async fn other_deployments_credentials_relay_and_a_wrong_hmac_is_401() {
     for (who, username) in &shapes {
         let wrong = switchboard_turn::credentials::password_for(b"not-the-secret", username);
         let c = client(daemon.turn, username.clone(), wrong).await;
-        let err = match timeout(STEP, c.allocate())
-            .await
-            .expect("an answer in time")
-        {
-            Ok(_) => panic!("{who}: allocated with a wrong password"),
-            Err(e) => e.to_string(),
-        };
+        let err = refused(&c, who).await;
         assert!(err.contains("401"), "{who}: {err}");
         c.close().await.unwrap();
     }
@@ -636,12 +603,7 @@ async fn allowed_peer_on_an_unheld_relay_port_is_reachable() {
     let mut daemon = Daemon::start(r#"allow_peers = ["127.0.0.1/32"]"#);
     let (user, pass) = daemon.credentials("alice");
     let client = client(daemon.turn, user, pass).await;
-    let relay = dyn_conn(
-        timeout(STEP, client.allocate())
-            .await
-            .expect("allocate in time")
-            .expect("allocate"),
-    );
+    let relay = allocated(&client, "client").await;
     let ports = relay_ports(&daemon);
     let mut peer = None;
     for port in ports.clone().rev() {

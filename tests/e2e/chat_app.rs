@@ -15,9 +15,8 @@
 //! Prerequisites (Chromium, node, `npm ci` in tests/browser and examples/chat-app) are
 //! installed by tests/run.sh; a missing one fails the test.
 
-mod common;
+use crate::common;
 
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -26,7 +25,7 @@ use std::time::Duration;
 
 use common::browser::{browser_dir, check_prerequisites, result_line, CHROMIUM};
 use common::webhook::signature;
-use common::{run_bounded, terminate, unix_now, wait_until, Api, Daemon, Options};
+use common::{collect_lines, run_bounded, terminate, unix_now, wait_until, Api, Daemon, Options};
 use serde_json::{json, Value};
 
 const WEBHOOK_SECRET: &str = "integration-test-webhook-secret";
@@ -113,22 +112,11 @@ impl ChatApp {
             .stderr(Stdio::piped())
             .spawn()
             .expect("node (>= 20; tests/run.sh checks)");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        for stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        let streams: Vec<Box<dyn std::io::Read + Send>> = vec![
+            Box::new(child.stdout.take().unwrap()),
             Box::new(child.stderr.take().unwrap()),
-        ] {
-            let (sink, tx) = (log.clone(), tx.clone());
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    if line.contains("chat-app listening") {
-                        let _ = tx.send(());
-                    }
-                    sink.lock().unwrap().push(line);
-                }
-            });
-        }
+        ];
+        let (log, rx) = collect_lines(streams, "chat-app listening");
         let mut app = ChatApp {
             child: Some(child),
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
@@ -263,7 +251,7 @@ fn wait_message(app: &ChatApp, user: &User, pred: impl Fn(&str) -> bool) {
 
 #[test]
 fn two_users_of_the_example_call_through_switchboard_on_another_origin() {
-    check_prerequisites();
+    let _browser = check_prerequisites();
     let (_data, _, daemon, app) = start_both("");
     let (code, out) = run_bounded(
         Command::new("node")

@@ -4,7 +4,7 @@
 //! DESIGN.md's rules. Every refused request is checked to leave the store byte-for-byte as it
 //! was.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
@@ -165,10 +165,25 @@ impl T {
             .unwrap_or_else(|| panic!("{} is not in {call}", who.name))
     }
 
+    /// `GET /api/calls/turn-credentials` as `who`, which must succeed: its [`credentials_of`].
+    #[track_caller]
+    fn turn_credentials(&self, who: &Person) -> (Vec<String>, String, String) {
+        let (s, body) = self.api.get("/api/calls/turn-credentials", &who.token);
+        assert_eq!(s, 200, "{body}");
+        credentials_of(&body)
+    }
+
     /// `who`'s media state in `call`, as stored.
     fn stored_media(&self, call: &str, who: &Person) -> Value {
         let text = self.participant(call, who)["media_state"].clone();
         serde_json::from_str(text.as_str().unwrap()).unwrap()
+    }
+
+    /// The stored call has the fields of `row`, and `people` have `statuses` in it.
+    #[track_caller]
+    fn assert_stored(&self, call: &str, row: &Value, people: &[&Person], statuses: &[&str]) {
+        assert_fields(&self.call_row(call), row);
+        self.assert_statuses(call, people, statuses);
     }
 
     /// Asserts the participants of `call` in the store are exactly `people`, with `statuses`
@@ -433,7 +448,7 @@ fn call_beside_a_member() -> (T, [Person; 4], Uuid, String) {
 // The relay, driven with minted credentials (the long-term credential flow of relay_errors.rs).
 
 /// The `credentials` of a `GET /api/calls/turn-credentials` answer: (urls, username, credential).
-fn turn_credentials(body: &Value) -> (Vec<String>, String, String) {
+fn credentials_of(body: &Value) -> (Vec<String>, String, String) {
     let c = &body["credentials"];
     let text = |v: &Value| {
         v.as_str()
@@ -523,8 +538,7 @@ fn one_to_one_call_in_the_spec_shapes() {
     assert!(ms(&started) >= before - 1 && ms(&started) <= now_ms() + 1);
     // startedAt is what the store holds.
     let row = json!({"status": "active", "started_at": started, "ended_at": null});
-    assert_fields(&t.call_row(&call), &row);
-    t.assert_statuses(&call, &[&alice, &bob], &["joined", "joined"]);
+    t.assert_stored(&call, &row, &[&alice, &bob], &["joined", "joined"]);
     assert_eq!(t.participant(&call, &bob)["joined_at"], started);
 
     // Media: the spec's response, stored as JSON; a partial change keeps the other flags.
@@ -655,9 +669,8 @@ fn group_call_reject_answer_leave_and_end_when_fewer_than_two_joined() {
         &json!({"status": "rejected", "callStatus": "initiated"}),
     );
     let row = json!({"status": "initiated", "ended_at": null});
-    assert_fields(&t.call_row(&call), &row);
     let statuses = ["joined", "invited", "rejected", "invited"];
-    t.assert_statuses(&call, &everyone, &statuses);
+    t.assert_stored(&call, &row, &everyone, &statuses);
     // A rejection is final while nobody has answered.
     t.refuses(&carol, &call, ["answer", "reject"], INVALID_TRANSITION);
 
@@ -671,9 +684,8 @@ fn group_call_reject_answer_leave_and_end_when_fewer_than_two_joined() {
     // The first answer sets startedAt.
     assert_fields(&second, &json!({"status": "active", "startedAt": started}));
     let row = json!({"status": "active", "started_at": started});
-    assert_fields(&t.call_row(&call), &row);
     let statuses = ["joined", "joined", "rejected", "joined"];
-    t.assert_statuses(&call, &everyone, &statuses);
+    t.assert_stored(&call, &row, &everyone, &statuses);
     t.refuses(&dave, &call, ["answer", "reject"], INVALID_TRANSITION);
 
     // The initiator leaves: the call goes on with Bob and Dave.
@@ -687,9 +699,8 @@ fn group_call_reject_answer_leave_and_end_when_fewer_than_two_joined() {
     });
     assert_fields(&body, &left);
     let row = json!({"status": "active", "ended_at": null});
-    assert_fields(&t.call_row(&call), &row);
     let statuses = ["left", "joined", "rejected", "joined"];
-    t.assert_statuses(&call, &everyone, &statuses);
+    t.assert_stored(&call, &row, &everyone, &statuses);
     assert!(t.participant(&call, &alice)["left_at"].is_string());
     // Who left cannot leave again, nor change their media.
     t.refuses(&alice, &call, ["end"], INVALID_TRANSITION);
@@ -764,9 +775,8 @@ fn group_calls_settle_rejoin_and_cancel() {
         &json!({"status": "rejected", "callStatus": "rejected"}),
     );
     let row = json!({"status": "rejected", "end_reason": "rejected"});
-    assert_fields(&t.call_row(&call), &row);
     let statuses = ["left", "rejected", "rejected"];
-    t.assert_statuses(&call, &everyone[..3], &statuses);
+    t.assert_stored(&call, &row, &everyone[..3], &statuses);
     // Not active, so nobody rejoins it.
     t.refuses(&bob, &call, ["answer"], INVALID_TRANSITION);
 
@@ -777,9 +787,8 @@ fn group_calls_settle_rejoin_and_cancel() {
     let cancelled = json!({"status": "ended", "endReason": "cancelled", "duration": 0});
     assert_fields(&body, &cancelled);
     let row = json!({"status": "ended", "end_reason": "cancelled"});
-    assert_fields(&t.call_row(&call), &row);
     let statuses = ["left", "rejected", "missed"];
-    t.assert_statuses(&call, &everyone[..3], &statuses);
+    t.assert_stored(&call, &row, &everyone[..3], &statuses);
     t.refuses(&carol, &call, ["answer"], INVALID_TRANSITION);
 
     // A 1:1 call is over once someone hangs up: nothing to rejoin.
@@ -847,9 +856,8 @@ fn ring_timeout_in_an_answered_group_call_misses_only_the_silent() {
     );
     // Two joined: the call goes on.
     let row = json!({"status": "active", "started_at": started, "ended_at": null});
-    assert_fields(&t.call_row(&call), &row);
     let statuses = ["joined", "joined", "missed", "missed"];
-    t.assert_statuses(&call, &everyone, &statuses);
+    t.assert_stored(&call, &row, &everyone, &statuses);
     let view = t.get_call(&carol, &call);
     assert_eq!(view["status"], "active");
     assert_eq!(view["participants"][2]["status"], "missed");
@@ -1225,12 +1233,7 @@ fn initiate_refuses_impossible_calls_with_422() {
     let (s, body) = t.try_initiate(&alice, conv, "video", &[&alice, &bob, &carol, &alice]);
     assert_eq!(s, 201, "{body}");
     let call = call_id_of(&body).to_owned();
-    let invitees: Vec<&Value> = body["participants"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| &p["userId"])
-        .collect();
+    let invitees = common::each(&body["participants"], "userId");
     assert_eq!(invitees, [&json!(bob.uid()), &json!(carol.uid())], "{body}");
     assert_eq!(t.participants(&call).len(), 3);
     t.assert_statuses(
@@ -1913,7 +1916,7 @@ fn turn_credentials_are_recorded_and_accepted_by_the_relay() {
     // The spec's shape.
     assert_keys(&body, &["credentials", "expiresAt"]);
     assert_keys(&body["credentials"], &["credential", "urls", "username"]);
-    let (urls, username, credential) = turn_credentials(&body);
+    let (urls, username, credential) = credentials_of(&body);
     let (expiry, user) = username.split_once(':').expect("expiry:user");
     assert_eq!(user, alice.uid());
     let expiry: u64 = expiry.parse().unwrap();
@@ -1987,9 +1990,7 @@ fn turn_credentials_are_recorded_and_accepted_by_the_relay() {
 fn turn_credentials_use_the_configured_separator() {
     let t = T::turn("rest_api_separator = \"_\"");
     let alice = Person::new("Alice");
-    let (s, body) = t.api.get("/api/calls/turn-credentials", &alice.token);
-    assert_eq!(s, 200, "{body}");
-    let (_, username, credential) = turn_credentials(&body);
+    let (_, username, credential) = t.turn_credentials(&alice);
     let (expiry, user) = username.split_once('_').expect("expiry_user");
     assert!(expiry.parse::<u64>().is_ok(), "{username}");
     assert_eq!(user, alice.uid());
@@ -2004,10 +2005,8 @@ fn turn_credentials_use_the_configured_separator() {
 fn turn_credentials_advertise_the_external_ip() {
     let t = T::turn("external_ip = \"203.0.113.7\"");
     let alice = Person::new("Alice");
-    let (s, body) = t.api.get("/api/calls/turn-credentials", &alice.token);
-    assert_eq!(s, 200, "{body}");
-    let (urls, username, credential) = turn_credentials(&body);
-    assert_eq!(urls.len(), 2, "{body}");
+    let (urls, username, credential) = t.turn_credentials(&alice);
+    assert_eq!(urls.len(), 2, "{urls:?}");
     assert!(urls[0].starts_with("turn:203.0.113.7:") && urls[0].ends_with("?transport=udp"));
     assert!(urls[1].starts_with("turn:203.0.113.7:") && urls[1].ends_with("?transport=tcp"));
     let ok = allocate(t.d.turn, &username, &credential);
@@ -2040,9 +2039,7 @@ fn expired_turn_credentials_are_deleted() {
         .unwrap()
         .subsec_millis();
     std::thread::sleep(Duration::from_millis(u64::from(1000 - into_second) + 10));
-    let (s, body) = t.api.get("/api/calls/turn-credentials", &alice.token);
-    assert_eq!(s, 200, "{body}");
-    let (_, username, credential) = turn_credentials(&body);
+    let (_, username, credential) = t.turn_credentials(&alice);
     let expiry: u64 = username.split_once(':').unwrap().0.parse().unwrap();
     let rows = t.rows(
         "SELECT username, expires_at FROM turn_credentials WHERE username = ?1",

@@ -10,8 +10,11 @@
 //! The file is read with rusqlite directly (read-only), beside the daemon or after its death.
 //! A SIGKILL loses the process, not the page cache: these tests prove that replies wait for
 //! the commit, not that the disk honours fsync.
+//!
+//! HTTP goes through the tests' `Api`, whose `try_send` reports transport errors instead of
+//! panicking: requests in flight when the daemon is killed fail, and that is expected.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Barrier};
@@ -25,17 +28,6 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use switchboard_signaling::time::Timestamp;
 use uuid::Uuid;
-
-// ---------------------------------------------------------------------------------------------
-// HTTP, through the tests' `Api` (whose `try_send` reports transport errors instead of
-// panicking: requests in flight when the daemon is killed fail, and that is expected).
-
-/// A user provisioned through the admin API (invitees must be known users).
-fn person(api: &Api, name: &str) -> Person {
-    let p = Person::new(name);
-    api.provision(&p);
-    p
-}
 
 // ---------------------------------------------------------------------------------------------
 // The SQLite file, read directly.
@@ -447,7 +439,7 @@ fn sigkill_mid_call_ends_it_server_restart_with_no_lost_rows() {
     let t0 = Instant::now();
     let daemon = Daemon::start_with(Options::default());
     let api = daemon.api();
-    let [ada, bob, cy, dee] = ["Ada", "Bob", "Cy", "Dee"].map(|n| person(&api, n));
+    let [ada, bob, cy, dee] = ["Ada", "Bob", "Cy", "Dee"].map(|n| api.person(n));
     let [conv_ab, conv_abc, conv_all, conv_ac] = [(); 4].map(|()| Uuid::new_v4());
     let mut live = Vec::new();
     let mut finished = Vec::new();
@@ -997,8 +989,8 @@ fn sigkill_during_load_loses_no_acknowledged_transition() {
     let pairs: Arc<Vec<Pair>> = Arc::new(
         (0..CLIENTS)
             .map(|i| Pair {
-                a: person(&api, &format!("Caller{i}")),
-                b: person(&api, &format!("Callee{i}")),
+                a: api.person(&format!("Caller{i}")),
+                b: api.person(&format!("Callee{i}")),
                 conv: Uuid::new_v4(),
             })
             .collect(),
@@ -1131,7 +1123,7 @@ fn stored_call(conn: &Connection, id: &str) -> DbCall {
 fn two_invitees_answering_at_once() {
     let t0 = Instant::now();
     let (_daemon, api, conn) = daemon_and_store(Options::default());
-    let [a, b, cy] = ["Ada", "Bob", "Cy"].map(|n| person(&api, n));
+    let [a, b, cy] = ["Ada", "Bob", "Cy"].map(|n| api.person(n));
     let conv = Uuid::new_v4();
     let mut first = [0; 2];
     let mut same_ms = 0;
@@ -1179,7 +1171,7 @@ fn two_invitees_answering_at_once() {
 #[test]
 fn the_same_invitee_answering_twice_at_once() {
     let (_daemon, api, conn) = daemon_and_store(Options::default());
-    let [a, b] = ["Ada", "Bob"].map(|n| person(&api, n));
+    let [a, b] = ["Ada", "Bob"].map(|n| api.person(n));
     let conv = Uuid::new_v4();
     for _ in 0..20 {
         let id = api.start_call(&a, conv, "audio", &[&b]);
@@ -1209,7 +1201,7 @@ fn the_same_invitee_answering_twice_at_once() {
 fn answer_racing_end() {
     let t0 = Instant::now();
     let (_daemon, api, conn) = daemon_and_store(Options::default());
-    let [a, b] = ["Ada", "Bob"].map(|n| person(&api, n));
+    let [a, b] = ["Ada", "Bob"].map(|n| api.person(n));
     let conv = Uuid::new_v4();
     let (mut answered_first, mut ended_first) = (0, 0);
     for _ in 0..30 {
@@ -1262,8 +1254,8 @@ fn reject_racing_ring_timeout() {
     let pairs: Vec<(Person, Person)> = (0..CALLS)
         .map(|i| {
             (
-                person(&api, &format!("Caller{i}")),
-                person(&api, &format!("Callee{i}")),
+                api.person(&format!("Caller{i}")),
+                api.person(&format!("Callee{i}")),
             )
         })
         .collect();
@@ -1346,7 +1338,7 @@ fn reject_racing_ring_timeout() {
 fn sigterm_ends_live_calls_server_shutdown() {
     let mut daemon = Daemon::start_with(Options::default());
     let api = daemon.api();
-    let (ada, bo, cy) = (person(&api, "Ada"), person(&api, "Bo"), person(&api, "Cy"));
+    let (ada, bo, cy) = (api.person("Ada"), api.person("Bo"), api.person("Cy"));
     // Three conversations (open mode makes each with its first call's participants).
     let active = api.start_call(&ada, Uuid::new_v4(), "video", &[&bo]);
     api.act_ok(&bo, &active, "answer");

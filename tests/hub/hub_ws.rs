@@ -7,30 +7,24 @@
 //! relayed, relayed frames acked, unseen invitees rung when they connect, REST answers and
 //! rejections heard by the user's other devices (`X-Socket-Id`).
 //!
-//! Every wait is bounded: [`FRAME_WAIT`] for a frame that must come, [`QUIET`] for "nothing is
+//! Every wait is bounded: [`WAIT`] for a frame that must come, [`QUIET`] for "nothing is
 //! delivered".
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 
-use common::{Api, Daemon, Options, Person, ADMIN_TOKEN, JWT_SECRET};
+use common::ws::{assert_error, keys, Hub, Next, Socket, Stream, QUIET, WAIT};
+use common::{Api, Daemon, Options, Person, JWT_SECRET};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use switchboard_signaling::time::Timestamp;
 use switchboard_signaling::ws::{self, MAX_FRAME, MAX_SOCKETS_PER_USER};
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::client::Request;
 use tokio_tungstenite::tungstenite::http::header;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use uuid::Uuid;
 
-/// How long a frame that must come may take.
-const FRAME_WAIT: Duration = Duration::from_secs(5);
-/// How long a socket must stay silent for "nothing was delivered".
-const QUIET: Duration = Duration::from_millis(300);
 /// Frames a client may send at once before `rate_limited` (100).
 const BURST: usize = ws::BURST as usize;
 
@@ -70,11 +64,7 @@ impl World {
             for p in [&alice, &bob, &eve, &carol, &dave] {
                 api.provision(p);
             }
-            let conv = Uuid::new_v4();
-            let members = json!({"memberIds": [alice.id, bob.id, eve.id, carol.id, dave.id]});
-            let path = format!("/api/admin/conversations/{conv}");
-            let (s, body) = api.json("PUT", &path, Some(ADMIN_TOKEN), &members);
-            assert_eq!(s, 200, "PUT conversation: {body}");
+            let conv = api.conversation_of(&[&alice, &bob, &eve, &carol, &dave]);
             World {
                 d,
                 api,
@@ -89,8 +79,8 @@ impl World {
     }
 
     /// A socket of `who`, authenticated by the header, attached to the hub.
-    async fn open(&self, who: &Person) -> Ws {
-        Ws::open(&self.d, who).await
+    async fn open(&self, who: &Person) -> Hub {
+        Hub::open(&self.d, who).await
     }
 
     /// `by` calls `to` (REST): the call id.
@@ -99,7 +89,7 @@ impl World {
     }
 
     /// Alice's and Bob's sockets, and a call from Alice to Bob that Bob's socket was rung for.
-    async fn alice_rings_bob(&self) -> (Ws, Ws, String) {
+    async fn alice_rings_bob(&self) -> (Hub, Hub, String) {
         let alice = self.open(&self.alice).await;
         let mut bob = self.open(&self.bob).await;
         let call = self.call(&self.alice, &[&self.bob]);
@@ -112,13 +102,13 @@ impl World {
         blocking(|| self.api.act_ok(who, call, action))
     }
 
-    /// Waits (at most [`FRAME_WAIT`]) until Alice's `GET /api/calls/{call}` satisfies
+    /// Waits (at most [`WAIT`]) until Alice's `GET /api/calls/{call}` satisfies
     /// `rung` (the hub reports ringing in the background): that call.
     #[track_caller]
     fn rings_within(&self, call: &str, rung: impl Fn(&Value) -> bool) -> Value {
         let mut last = Value::Null;
         let seen = blocking(|| {
-            common::wait_until(FRAME_WAIT, || {
+            common::wait_until(WAIT, || {
                 last = self.api.call(&self.alice, call);
                 rung(&last)
             })
@@ -136,23 +126,6 @@ impl World {
 // ---------------------------------------------------------------------------------------------
 // A client socket.
 
-type Stream = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-/// What a socket produced next.
-#[derive(Debug)]
-enum Next {
-    /// A text frame, as JSON.
-    Frame(Value),
-    /// A close frame.
-    Close(Option<CloseFrame>),
-    /// The stream ended (after a close handshake, or at EOF).
-    End,
-    /// The connection failed (a reset, an EOF without a close frame): what the client said.
-    Error(#[allow(dead_code)] String), // (read through Debug, in failure messages)
-    /// Nothing within the time given.
-    Nothing,
-}
-
 /// How a handshake authenticates.
 #[derive(Clone, Copy)]
 enum Auth<'a> {
@@ -161,229 +134,45 @@ enum Auth<'a> {
     Query(&'a str),
 }
 
+/// The request of `/ws`'s opening handshake.
+fn ws_request(d: &Daemon, auth: Auth<'_>) -> Request {
+    match auth {
+        Auth::Nothing => common::ws::request(&format!("ws://{}/ws", d.http), None),
+        Auth::Header(t) => common::ws::request(&format!("ws://{}/ws", d.http), Some(t)),
+        Auth::Query(t) => common::ws::request(&format!("ws://{}/ws?token={t}", d.http), None),
+    }
+}
+
 /// The opening handshake of `/ws`.
 async fn handshake(d: &Daemon, auth: Auth<'_>) -> Result<Stream, tungstenite::Error> {
-    let url = match auth {
-        Auth::Query(t) => format!("ws://{}/ws?token={t}", d.http),
-        _ => format!("ws://{}/ws", d.http),
-    };
-    let mut req = url.into_client_request().expect("a ws:// request");
-    if let Auth::Header(t) = auth {
-        let value = format!("Bearer {t}").parse().expect("a header value");
-        req.headers_mut().insert(header::AUTHORIZATION, value);
-    }
-    tokio::time::timeout(FRAME_WAIT, tokio_tungstenite::connect_async(req))
-        .await
-        .expect("the handshake did not finish in time")
-        .map(|(s, _)| s)
+    common::ws::handshake(ws_request(d, auth), WAIT).await
 }
 
 /// A handshake the daemon must refuse: its status, JSON body and `WWW-Authenticate`.
 async fn refused(d: &Daemon, auth: Auth<'_>) -> (u16, Value, Option<String>) {
-    match handshake(d, auth).await {
-        Ok(_) => panic!("the upgrade was accepted"),
-        Err(tungstenite::Error::Http(resp)) => {
-            assert!(
-                resp.headers().get(header::UPGRADE).is_none(),
-                "a refusal is no upgrade: {resp:?}"
-            );
-            let body = resp.body().as_deref().unwrap_or_default();
-            let json = serde_json::from_slice(body)
-                .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(body)));
-            let challenge = resp
-                .headers()
-                .get(header::WWW_AUTHENTICATE)
-                .map(|v| v.to_str().unwrap().to_owned());
-            (resp.status().as_u16(), json, challenge)
-        }
-        Err(e) => panic!("expected an HTTP refusal, got {e}"),
-    }
-}
-
-struct Ws {
-    who: String,
-    stream: Stream,
-    probes: u32,
-}
-
-impl Ws {
-    /// A socket of `who` (header auth), attached to the hub when this returns.
-    async fn open(d: &Daemon, who: &Person) -> Ws {
-        Ws::attach(d, Auth::Header(&who.token), &who.name).await
-    }
-
-    async fn attach(d: &Daemon, auth: Auth<'_>, who: &str) -> Ws {
-        let stream = handshake(d, auth)
-            .await
-            .unwrap_or_else(|e| panic!("{who}: handshake: {e}"));
-        let mut ws = Ws::from(stream, who);
-        ws.probe().await;
-        ws
-    }
-
-    fn from(stream: Stream, who: &str) -> Ws {
-        Ws {
-            who: who.to_owned(),
-            stream,
-            probes: 0,
-        }
-    }
-
-    /// A round trip: the 101 comes before the server attaches the socket to the hub, so an
-    /// event committed right after the handshake could miss it; an answer to a frame proves
-    /// the socket is served (and so attached).
-    async fn probe(&mut self) {
-        self.probes += 1;
-        let id = format!("probe-{}", self.probes);
-        let reply = self
-            .request(json!({"event": "probe", "data": {}, "id": id}))
-            .await;
-        assert_error(&reply, "unknown_event", "probe", Some(&json!(id)));
-    }
-
-    async fn next_within(&mut self, limit: Duration) -> Next {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            let next = match tokio::time::timeout_at(deadline, self.stream.next()).await {
-                Err(_) => return Next::Nothing,
-                Ok(next) => next,
-            };
-            return match next {
-                None => Next::End,
-                Some(Err(e)) => Next::Error(e.to_string()),
-                Some(Ok(Message::Text(t))) => Next::Frame(
-                    serde_json::from_str(t.as_str())
-                        .unwrap_or_else(|e| panic!("{}: a frame not JSON ({e}): {t}", self.who)),
-                ),
-                Some(Ok(Message::Close(f))) => Next::Close(f),
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                Some(Ok(m)) => panic!("{}: the server sent {m:?}", self.who),
-            };
-        }
-    }
-
-    /// The next frame, which must come within [`FRAME_WAIT`].
-    async fn recv(&mut self) -> Value {
-        match self.next_within(FRAME_WAIT).await {
-            Next::Frame(f) => f,
-            other => panic!("{}: expected a frame, got {other:?}", self.who),
-        }
-    }
-
-    /// The next frame, which must be `event` (and carry no `id`: events answer nothing): its
-    /// data.
-    async fn expect(&mut self, event: &str) -> Value {
-        let f = self.recv().await;
-        assert_eq!(f["event"], event, "{}: {f}", self.who);
-        assert_eq!(keys(&f), ["data", "event"], "{}: {f}", self.who);
-        f["data"].clone()
-    }
-
-    /// Nothing arrives within [`QUIET`].
-    async fn quiet(&mut self) {
-        match self.next_within(QUIET).await {
-            Next::Nothing => {}
-            other => panic!("{}: expected nothing, got {other:?}", self.who),
-        }
-    }
-
-    async fn send_msg(&mut self, m: Message) {
-        tokio::time::timeout(FRAME_WAIT, self.stream.send(m))
-            .await
-            .unwrap_or_else(|_| panic!("{}: send timed out", self.who))
-            .unwrap_or_else(|e| panic!("{}: send: {e}", self.who));
-    }
-
-    async fn send_text(&mut self, text: impl Into<String>) {
-        self.send_msg(Message::text(text.into())).await;
-    }
-
-    async fn send(&mut self, frame: Value) {
-        self.send_text(frame.to_string()).await;
-    }
-
-    /// Sends `frame`; the next frame, its answer.
-    async fn request(&mut self, frame: Value) -> Value {
-        self.send(frame).await;
-        self.recv().await
-    }
-
-    /// Sends `event` with `data` and `id`; the answer must be an `ack` with that id: its data.
-    async fn ack(&mut self, event: &str, data: Value, id: Value) -> Value {
-        let reply = self
-            .request(json!({"event": event, "data": data, "id": id}))
-            .await;
-        assert_eq!(reply["event"], "ack", "{}: {event}: {reply}", self.who);
-        assert_eq!(reply["id"], id, "{}: {reply}", self.who);
-        reply["data"].clone()
-    }
-
-    /// Sends `event` with `data` and `id` for a transition that also sends an event to the
-    /// sender's user: the ack's data and the event frame, in whichever order they come (the
-    /// ack is not ordered with the events the transition commits).
-    async fn ack_and_event(&mut self, event: &str, data: Value, id: Value) -> (Value, Value) {
-        self.send(json!({"event": event, "data": data, "id": id}))
-            .await;
-        let mut frames = [self.recv().await, self.recv().await];
-        if frames[1]["event"] == "ack" {
-            frames.swap(0, 1);
-        }
-        let [ack, other] = frames;
-        assert_eq!(ack["event"], "ack", "{}: {event}: {ack}", self.who);
-        assert_eq!(ack["id"], id, "{}: {ack}", self.who);
-        assert_eq!(keys(&other), ["data", "event"], "{}: {other}", self.who);
-        (ack["data"].clone(), other)
-    }
-
-    /// Sends `frame`; the answer must be an `error` with `code` for `event`, echoing `frame`'s
-    /// id: its message.
-    async fn refused(&mut self, frame: Value, code: &str, event: &str) -> String {
-        let reply = self.request(frame.clone()).await;
-        assert_error(&reply, code, event, frame.get("id"));
-        reply["data"]["message"].as_str().unwrap().to_owned()
-    }
-
-    /// Reads until the connection is over, which must be within [`FRAME_WAIT`] and without a
-    /// text frame: the close frame if one came, and how it ended after it.
-    async fn closed(&mut self) -> (Option<Option<CloseFrame>>, Next) {
-        let mut close = None;
-        loop {
-            match self.next_within(FRAME_WAIT).await {
-                Next::Close(f) if close.is_none() => close = Some(f),
-                end @ (Next::End | Next::Error(_)) => return (close, end),
-                other => panic!(
-                    "{}: expected the connection to end, got {other:?}",
-                    self.who
-                ),
-            }
-        }
-    }
-}
-
-/// The object keys of `v`, sorted.
-fn keys(v: &Value) -> Vec<String> {
-    let mut k: Vec<String> = v.as_object().expect("an object").keys().cloned().collect();
-    k.sort();
-    k
-}
-
-/// `reply` is `{"event": "error", "data": {code, message, event}}`, with `id` echoed (or no
-/// `id` at all).
-#[track_caller]
-fn assert_error(reply: &Value, code: &str, event: &str, id: Option<&Value>) {
-    assert_eq!(reply["event"], "error", "{reply}");
-    let data = &reply["data"];
-    assert_eq!(keys(data), ["code", "event", "message"], "{reply}");
-    assert_eq!(data["code"], code, "{reply}");
-    assert_eq!(data["event"], event, "{reply}");
+    let resp = common::ws::refusal(ws_request(d, auth)).await;
     assert!(
-        data["message"].as_str().is_some_and(|m| !m.is_empty()),
-        "{reply}"
+        resp.headers().get(header::UPGRADE).is_none(),
+        "a refusal is no upgrade: {resp:?}"
     );
-    match id {
-        Some(id) => assert_eq!(&reply["id"], id, "{reply}"),
-        None => assert_eq!(keys(reply), ["data", "event"], "no id: {reply}"),
-    }
+    let body = resp.body().as_deref().unwrap_or_default();
+    let json = serde_json::from_slice(body)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(body)));
+    let challenge = resp
+        .headers()
+        .get(header::WWW_AUTHENTICATE)
+        .map(|v| v.to_str().unwrap().to_owned());
+    (resp.status().as_u16(), json, challenge)
+}
+
+/// A socket authenticated by `auth`, attached to the hub when this returns.
+async fn attach(d: &Daemon, auth: Auth<'_>, who: &str) -> Hub {
+    Hub::attach(Socket::open(ws_request(d, auth), who, WAIT).await).await
+}
+
+/// A socket of a handshake that succeeded, as it is.
+fn from(stream: Stream, who: &str) -> Hub {
+    Hub::new(Socket::new(stream, who))
 }
 
 /// A candidate as browsers send it.
@@ -455,8 +244,8 @@ async fn upgrade_needs_a_valid_token() {
 
     // `?token=` and the header both work, each as its own user: Bob (query) is rung, Alice
     // (header) hears him join.
-    let mut bob = Ws::attach(&w.d, Auth::Query(&w.bob.token), "Bob (query)").await;
-    let mut alice = Ws::attach(&w.d, Auth::Header(&w.alice.token), "Alice (header)").await;
+    let mut bob = attach(&w.d, Auth::Query(&w.bob.token), "Bob (query)").await;
+    let mut alice = attach(&w.d, Auth::Header(&w.alice.token), "Alice (header)").await;
     let call = w.call(&w.alice, &[&w.bob]);
     assert_eq!(bob.expect("call:incoming").await["callId"], call);
     w.act(&w.bob, &call, "answer");
@@ -607,13 +396,8 @@ async fn one_to_one_call_over_ws() {
         &json!({"id": call, "status": "ended", "endReason": "ended-by-user"}),
     );
     assert!(stored["endedAt"].is_string(), "{stored}");
-    let statuses: Vec<&Value> = stored["participants"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| &p["status"])
-        .collect();
-    assert_eq!(statuses, [&json!("left"), &json!("left")], "{stored}");
+    let statuses = common::each(&stored["participants"], "status");
+    assert_eq!(statuses, ["left", "left"], "{stored}");
     assert_eq!(stored["participants"][1]["mediaState"], muted, "{stored}");
 
     alice.quiet().await;
@@ -839,7 +623,7 @@ async fn data_that_is_an_array_is_refused() {
     {
         let event = frame["event"].as_str().unwrap().to_owned();
         alice.send(frame.clone()).await;
-        let reply = match alice.next_within(FRAME_WAIT).await {
+        let reply = match alice.next_within(WAIT).await {
             Next::Frame(f) => f,
             other => panic!(
                 "{frame}: no answer ({other:?}); performed instead? Bob got {:?}",
@@ -870,13 +654,8 @@ async fn delivery_of_call_incoming_rings_the_invitee() {
     let call = w.call(&w.alice, &[&w.bob, &w.eve]);
     bob.expect("call:incoming").await;
     let rang = w.rings_within(&call, |c| c["status"] == "ringing");
-    let statuses: Vec<&str> = rang["participants"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["status"].as_str().unwrap())
-        .collect();
-    assert_eq!(statuses, ["joined", "ringing", "invited"]);
+    let statuses = common::each(&rang["participants"], "status");
+    assert_eq!(statuses, ["joined", "ringing", "invited"], "{rang}");
     // Answering from ringing works as from invited.
     assert_eq!(w.act(&w.bob, &call, "answer")["status"], "active");
     // Over REST without `X-Socket-Id`: every device of Bob's hears it (this one too).
@@ -888,7 +667,7 @@ async fn delivery_of_call_incoming_rings_the_invitee() {
     let stream = handshake(&w.d, Auth::Header(&w.eve.token))
         .await
         .expect("handshake");
-    let mut eve = Ws::from(stream, "Eve");
+    let mut eve = from(stream, "Eve");
     let incoming = eve.expect("call:incoming").await;
     assert_eq!(incoming["callId"], call);
     assert_eq!(incoming["initiatedBy"], json!(w.alice.uid()));
@@ -1060,7 +839,7 @@ async fn a_socket_that_stops_reading_is_closed_as_a_slow_consumer() {
     // Bob now reads: some of the offers, whole and in order of each sender, then the end.
     let mut got = 0;
     let close = loop {
-        match bob.next_within(FRAME_WAIT).await {
+        match bob.next_within(WAIT).await {
             Next::Frame(f) => {
                 assert_eq!(f["event"], "call:offer", "{f}");
                 assert_eq!(f["data"]["fromUserId"], a);
@@ -1111,12 +890,12 @@ async fn bursts_over_the_limit_are_rate_limited() {
     for i in 0..total {
         let frame = json!({"event": "nope", "data": {}, "id": i}).to_string();
         alice
-            .stream
+            .stream()
             .feed(Message::text(frame))
             .await
             .expect("queue a frame");
     }
-    tokio::time::timeout(FRAME_WAIT, alice.stream.flush())
+    tokio::time::timeout(WAIT, alice.stream().flush())
         .await
         .expect("flush timed out")
         .expect("flush");
@@ -1167,12 +946,12 @@ async fn binary_frames_count_against_the_rate_limit() {
     let total = 150;
     for _ in 0..total {
         alice
-            .stream
+            .stream()
             .feed(Message::binary(b"{}".to_vec()))
             .await
             .expect("queue a frame");
     }
-    tokio::time::timeout(FRAME_WAIT, alice.stream.flush())
+    tokio::time::timeout(WAIT, alice.stream().flush())
         .await
         .expect("flush timed out")
         .expect("flush");
@@ -1207,7 +986,7 @@ async fn a_user_has_at_most_16_sockets() {
     let extra = handshake(&w.d, Auth::Header(&w.alice.token))
         .await
         .expect("the 17th handshake");
-    let mut extra = Ws::from(extra, "Alice #17");
+    let mut extra = from(extra, "Alice #17");
     let (close, _) = extra.closed().await;
     let close = close
         .flatten()
@@ -1230,14 +1009,14 @@ async fn a_user_has_at_most_16_sockets() {
     let mut gone = sockets.pop().unwrap();
     gone.send_msg(Message::Close(None)).await;
     gone.closed().await;
-    let deadline = Instant::now() + FRAME_WAIT;
+    let deadline = Instant::now() + WAIT;
     let mut replaced = loop {
         let s = handshake(&w.d, Auth::Header(&w.alice.token))
             .await
             .expect("handshake");
-        let mut s = Ws::from(s, "Alice, replacing one");
+        let mut s = from(s, "Alice, replacing one");
         s.send(json!({"event": "probe", "id": 1})).await;
-        match s.next_within(FRAME_WAIT).await {
+        match s.next_within(WAIT).await {
             Next::Frame(f) => {
                 // Alice is still being rung: a device of hers that connects rings too.
                 assert_eq!(f["event"], "call:incoming", "{f}");
@@ -1256,7 +1035,7 @@ async fn a_user_has_at_most_16_sockets() {
     let extra = handshake(&w.d, Auth::Header(&w.alice.token))
         .await
         .expect("handshake");
-    let (close, _) = Ws::from(extra, "Alice #17 again").closed().await;
+    let (close, _) = from(extra, "Alice #17 again").closed().await;
     assert_eq!(close.flatten().map(|c| u16::from(c.code)), Some(1008));
     w.act(&w.alice, &call, "answer");
     assert_eq!(
@@ -1290,34 +1069,35 @@ async fn stop_closes_the_sockets_and_exits() {
     for s in [&mut alice, &mut bob] {
         let mut seen = Vec::new();
         let (close, end) = loop {
-            match s.next_within(FRAME_WAIT).await {
+            match s.next_within(WAIT).await {
                 Next::Frame(f) => seen.push(f),
-                Next::Close(f) => break (Some(f), s.next_within(FRAME_WAIT).await),
+                Next::Close(f) => break (Some(f), s.next_within(WAIT).await),
                 other @ (Next::End | Next::Error(_)) => break (None, other),
-                Next::Nothing => panic!("{}: the socket is still open after the stop", s.who),
+                Next::Nothing => panic!("{}: the socket is still open after the stop", s.who()),
             }
         };
         eprintln!(
             "{} after the stop: frames {seen:?}, close {close:?}, then {end:?}",
-            s.who
+            s.who()
         );
-        let close = close.unwrap_or_else(|| panic!("{}: no close frame (then {end:?})", s.who));
+        let close = close.unwrap_or_else(|| panic!("{}: no close frame (then {end:?})", s.who()));
         // 1001 going away.
         let code = close.as_ref().map(|c| u16::from(c.code));
-        assert_eq!(code, Some(1001), "{}: {close:?}", s.who);
+        assert_eq!(code, Some(1001), "{}: {close:?}", s.who());
         assert!(
             matches!(end, Next::End | Next::Error(_)),
             "{}: {end:?}",
-            s.who
+            s.who()
         );
         // The call's end comes first (the calls are ended before the sockets close), and
         // nothing else.
-        assert_eq!(seen.len(), 1, "{}: {seen:?}", s.who);
-        assert_eq!(seen[0]["event"], "call:ended", "{}: {seen:?}", s.who);
+        assert_eq!(seen.len(), 1, "{}: {seen:?}", s.who());
+        assert_eq!(seen[0]["event"], "call:ended", "{}: {seen:?}", s.who());
         assert_eq!(
-            seen[0]["data"]["reason"], "server-shutdown",
+            seen[0]["data"]["reason"],
+            "server-shutdown",
             "{}: {seen:?}",
-            s.who
+            s.who()
         );
     }
 
@@ -1345,7 +1125,7 @@ async fn stop_closes_the_sockets_and_exits() {
 /// `who` (user `id`) ends `call` over their socket, with frame id `frame`, when that ends it:
 /// the ack (the REST body) and their own `call:ended` (in either order) are checked. The
 /// `call:ended` data the others must get.
-async fn hang_up(who: &mut Ws, call: &str, id: &str, frame: Value) -> Value {
+async fn hang_up(who: &mut Hub, call: &str, id: &str, frame: Value) -> Value {
     let ended = json!({"callId": call, "reason": "ended-by-user", "endedBy": id});
     let (ack, own) = who
         .ack_and_event("call:end", json!({"callId": call}), frame)
@@ -1378,7 +1158,7 @@ fn roster(v: &Value) -> Vec<(String, String, String, String)> {
 
 /// A relayed message: `from` sends `signal` (`offer`, `answer` or `candidate` in
 /// `call:offer`, ...) to `target`, who must get it from `from`'s user, as the server says.
-async fn relay(from: &mut Ws, from_id: &str, to: &mut Ws, to_id: &str, call: &str, n: u32) {
+async fn relay(from: &mut Hub, from_id: &str, to: &mut Hub, to_id: &str, call: &str, n: u32) {
     for (event, field, payload) in [
         ("call:offer", "offer", offer_sdp()),
         ("call:answer", "answer", answer_sdp()),
@@ -1392,29 +1172,29 @@ async fn relay(from: &mut Ws, from_id: &str, to: &mut Ws, to_id: &str, call: &st
             got,
             json!({"callId": call, "fromUserId": from_id, field: payload}),
             "{} -> {}: {event}",
-            from.who,
-            to.who
+            from.who(),
+            to.who()
         );
     }
 }
 
 /// `joiner` (user `id`) accepts `call` over its socket: the ack is the REST answer; each of
 /// `hearers` gets `call:participant-joined` with the joiner's name and email.
-async fn accept(joiner: &mut Ws, call: &str, id: &str, hearers: &mut [&mut Ws]) {
+async fn accept(joiner: &mut Hub, call: &str, id: &str, hearers: &mut [&mut Hub]) {
     let ack = joiner
-        .ack("call:accept", json!({"callId": call}), json!(joiner.who))
+        .ack("call:accept", json!({"callId": call}), json!(joiner.who()))
         .await;
     assert_eq!(ack["callId"], call, "{ack}");
     assert_eq!(ack["status"], "active", "{ack}");
     assert!(ack["startedAt"].is_string(), "{ack}");
-    let joined = json!({"callId": call, "userId": id, "userName": joiner.who,
-                        "userIdentifier": format!("{}@example.com", joiner.who.to_lowercase())});
+    let joined = json!({"callId": call, "userId": id, "userName": joiner.who(),
+                        "userIdentifier": format!("{}@example.com", joiner.who().to_lowercase())});
     for h in hearers {
         assert_eq!(
             h.expect("call:participant-joined").await,
             joined,
             "{}",
-            h.who
+            h.who()
         );
     }
 }
@@ -1454,7 +1234,7 @@ async fn group_call_of_four_with_joins_and_leaves() {
             &json!({"callId": call, "conversationId": w.conv.to_string(), "type": "video",
                     "initiatedBy": a}),
         );
-        assert_eq!(roster(&incoming), expected, "{}: {incoming}", s.who);
+        assert_eq!(roster(&incoming), expected, "{}: {incoming}", s.who());
         // The same event to every invitee.
         assert_eq!(first.get_or_insert_with(|| incoming.clone()), &incoming);
     }
@@ -1522,7 +1302,7 @@ async fn group_call_of_four_with_joins_and_leaves() {
             s.expect("call:participant-left").await,
             dave_left,
             "{}",
-            s.who
+            s.who()
         );
     }
     // Out of the call, Dave can no longer signal in it, nor be signaled.
@@ -1554,7 +1334,7 @@ async fn group_call_of_four_with_joins_and_leaves() {
             s.expect("call:participant-left").await,
             carol_left,
             "{}",
-            s.who
+            s.who()
         );
     }
     carol
@@ -1648,22 +1428,30 @@ async fn ring_timeout_misses_the_call() {
     let before = Instant::now();
     let call = w.call(&w.alice, &[&w.bob]);
     for s in [&mut phone, &mut laptop] {
-        assert_eq!(s.expect("call:incoming").await["callId"], call, "{}", s.who);
+        assert_eq!(
+            s.expect("call:incoming").await["callId"],
+            call,
+            "{}",
+            s.who()
+        );
     }
     // Delivered, the invitation rings (so the timeout misses a ringing invitee).
     w.rings_within(&call, |c| c["participants"][1]["status"] == "ringing");
     let ended = json!({"callId": call, "reason": "no-answer", "endedBy": null});
     for s in [&mut phone, &mut laptop, &mut alice] {
-        match s.next_within(RING_TIMEOUT + FRAME_WAIT).await {
+        match s.next_within(RING_TIMEOUT + WAIT).await {
             Next::Frame(f) => {
                 assert_eq!(
                     f,
                     json!({"event": "call:ended", "data": ended}),
                     "{}",
-                    s.who
+                    s.who()
                 )
             }
-            other => panic!("{}: no call:ended after the ring timeout: {other:?}", s.who),
+            other => panic!(
+                "{}: no call:ended after the ring timeout: {other:?}",
+                s.who()
+            ),
         }
     }
     let took = before.elapsed();
@@ -1750,14 +1538,14 @@ async fn ring_timeout_misses_the_call() {
     }
     let missed = json!({"callId": group, "userId": c, "reason": "missed"});
     for s in [&mut carol, &mut alice, &mut phone, &mut laptop] {
-        match s.next_within(RING_TIMEOUT + FRAME_WAIT).await {
+        match s.next_within(RING_TIMEOUT + WAIT).await {
             Next::Frame(f) => assert_eq!(
                 f,
                 json!({"event": "call:participant-left", "data": missed}),
                 "{}",
-                s.who
+                s.who()
             ),
-            other => panic!("{}: nothing after the ring timeout: {other:?}", s.who),
+            other => panic!("{}: nothing after the ring timeout: {other:?}", s.who()),
         }
     }
     assert_eq!(participants(&group), ["joined", "joined", "missed"]);
@@ -1780,7 +1568,7 @@ async fn ring_timeout_misses_the_call() {
                      "data": {"callId": group, "targetUserId": b, "offer": offer_sdp()}}))
         .await;
     for s in [&mut phone, &mut laptop] {
-        assert_eq!(s.expect("call:offer").await["fromUserId"], a, "{}", s.who);
+        assert_eq!(s.expect("call:offer").await["fromUserId"], a, "{}", s.who());
     }
     // A group call that is still going may be joined after missing it.
     let ack = carol
@@ -1789,7 +1577,7 @@ async fn ring_timeout_misses_the_call() {
     assert_eq!(ack["status"], "active", "{ack}");
     for s in [&mut alice, &mut phone, &mut laptop] {
         let joined = s.expect("call:participant-joined").await;
-        assert_eq!(joined["userId"], c, "{}: {joined}", s.who);
+        assert_eq!(joined["userId"], c, "{}: {joined}", s.who());
     }
     assert_eq!(participants(&group), ["joined", "joined", "joined"]);
     for s in [&mut alice, &mut phone, &mut laptop, &mut carol] {
@@ -1821,7 +1609,7 @@ async fn an_unanswered_ping_closes_the_socket() {
     // Bob's socket got its ping, and then the close.
     let mut pings = 0;
     let close = loop {
-        let next = tokio::time::timeout(FRAME_WAIT, silent.next())
+        let next = tokio::time::timeout(WAIT, silent.next())
             .await
             .expect("bob's socket: something within the wait");
         match next {
@@ -1851,7 +1639,7 @@ async fn a_rest_answer_without_a_socket_leaves_after_the_grace() {
     w.act(&w.bob, &call, "answer");
     let joined = alice.expect("call:participant-joined").await;
     assert_eq!(joined["userId"], w.bob.id.to_string());
-    match alice.next_within(GRACE + FRAME_WAIT).await {
+    match alice.next_within(GRACE + WAIT).await {
         Next::Frame(f) => assert_eq!(
             f,
             json!({"event": "call:ended", "data": {
@@ -1882,12 +1670,8 @@ async fn handshake_named(d: &Daemon, who: &Person, name: Option<&str>) -> (Strea
         Some(n) => format!("ws://{}/ws?socketId={n}", d.http),
         None => format!("ws://{}/ws", d.http),
     };
-    let mut req = url.into_client_request().expect("a ws:// request");
-    let value = format!("Bearer {}", who.token)
-        .parse()
-        .expect("a header value");
-    req.headers_mut().insert(header::AUTHORIZATION, value);
-    let (stream, resp) = tokio::time::timeout(FRAME_WAIT, tokio_tungstenite::connect_async(req))
+    let req = common::ws::request(&url, Some(&who.token));
+    let (stream, resp) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(req))
         .await
         .expect("the handshake did not finish in time")
         .expect("the upgrade");
@@ -1899,10 +1683,10 @@ async fn handshake_named(d: &Daemon, who: &Person, name: Option<&str>) -> (Strea
 }
 
 /// A socket of `who` that its client names `name`, attached when this returns.
-async fn open_named(w: &World, who: &Person, name: &str) -> Ws {
+async fn open_named(w: &World, who: &Person, name: &str) -> Hub {
     let (stream, id) = handshake_named(&w.d, who, Some(name)).await;
     assert_eq!(id.as_deref(), Some(name), "the 101 names the socket");
-    let mut ws = Ws::from(stream, &format!("{}'s {name}", who.name));
+    let mut ws = from(stream, &format!("{}'s {name}", who.name));
     ws.probe().await;
     ws
 }
@@ -1984,7 +1768,7 @@ async fn an_unseen_invitee_is_rung_when_a_socket_of_theirs_connects() {
 
     // Zed opens the app: his first socket gets the call:incoming waiting for him, and rings.
     let (stream, _) = handshake_named(&w.d, &zed, None).await;
-    let mut phone = Ws::from(stream, "Zed");
+    let mut phone = from(stream, "Zed");
     let incoming = phone.expect("call:incoming").await;
     assert_eq!(incoming["callId"], call);
     assert_eq!(incoming["conversationId"], conv.to_string());
@@ -2013,7 +1797,7 @@ async fn rest_answers_and_rejections_stop_the_other_devices_ringing() {
     let (stream, given) = handshake_named(&w.d, &w.bob, None).await;
     let given = given.expect("an X-Socket-Id");
     assert!(ws::is_socket_name(&given) && given.len() >= 16, "{given}");
-    let mut tablet = Ws::from(stream, "Bob's tablet");
+    let mut tablet = from(stream, "Bob's tablet");
     tablet.probe().await;
     let devices = [&mut phone, &mut laptop, &mut tablet];
 
@@ -2044,7 +1828,7 @@ async fn rest_answers_and_rejections_stop_the_other_devices_ringing() {
         // The call's end (1:1) and the rejection, in whichever order.
         let mut got = [d.recv().await, d.recv().await];
         got.sort_by_key(|f| f["event"].as_str().unwrap().to_owned());
-        assert_eq!(got[0]["event"], "call:ended", "{}", d.who);
+        assert_eq!(got[0]["event"], "call:ended", "{}", d.who());
         assert_eq!(
             got[1],
             json!({"event": "call:rejected-elsewhere", "data": rejected})
@@ -2083,7 +1867,7 @@ async fn rest_answers_and_rejections_stop_the_other_devices_ringing() {
     for d in [&mut phone, &mut tablet] {
         let mut got = [d.recv().await, d.recv().await];
         got.sort_by_key(|f| f["event"].as_str().unwrap().to_owned());
-        assert_eq!(got[0]["event"], "call:participant-left", "{}", d.who);
+        assert_eq!(got[0]["event"], "call:participant-left", "{}", d.who());
         assert_eq!(
             got[1],
             json!({"event": "call:rejected-elsewhere", "data": {"callId": call, "userId": b}})
@@ -2101,22 +1885,17 @@ async fn a_bad_socket_id_is_refused() {
             "ws://{}/ws?socketId={bad}&token={}",
             w.d.http, w.alice.token
         );
-        let req = url.into_client_request().expect("a ws:// request");
-        match tokio_tungstenite::connect_async(req).await {
-            Err(tungstenite::Error::Http(resp)) => {
-                assert_eq!(resp.status(), 400, "{bad:?}");
-                let body: Value = serde_json::from_slice(resp.body().as_deref().unwrap()).unwrap();
-                assert_eq!(body["error"]["code"], "invalid_field", "{body}");
-                assert!(
-                    body["error"]["message"]
-                        .as_str()
-                        .unwrap()
-                        .starts_with("socketId: "),
-                    "{body}"
-                );
-            }
-            other => panic!("{bad:?}: {:?}", other.map(|_| ())),
-        }
+        let resp = common::ws::refusal(common::ws::request(&url, None)).await;
+        assert_eq!(resp.status(), 400, "{bad:?}");
+        let body: Value = serde_json::from_slice(resp.body().as_deref().unwrap()).unwrap();
+        assert_eq!(body["error"]["code"], "invalid_field", "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("socketId: "),
+            "{body}"
+        );
     }
 }
 

@@ -1,7 +1,7 @@
 //! Every refusal of the relay, over its real UDP socket: error codes per RFC 8489/8656, and
 //! nothing allocated by a failed request.
 
-mod common;
+use crate::common;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;

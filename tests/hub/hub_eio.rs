@@ -1,7 +1,7 @@
 //! `/socket.io/` (signaling/src/sio.rs) spoken by hand through the real daemon: raw HTTP/1.1
 //! requests for the long-polling transport and a raw WebSocket (tokio-tungstenite) for the
 //! other, every Engine.IO and Socket.IO packet written and checked byte for byte. Where
-//! tests/hub_sio.rs shows that the stock socket.io-client works, this shows the edges a stock
+//! tests/hub/hub_sio.rs shows that the stock socket.io-client works, this shows the edges a stock
 //! client never reaches:
 //! - the query refusals, with Engine.IO's error codes;
 //! - the polling handshake and the Socket.IO CONNECT (a bad token, a good one, another
@@ -21,24 +21,24 @@
 //! bounded by [`WAIT`]; "still waiting" is [`QUIET`]. Nothing here waits for the 25 s
 //! heartbeat.
 
-mod common;
+use crate::common;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{Api, Daemon, Person, ADMIN_TOKEN};
-use futures_util::{SinkExt, StreamExt};
+use common::ws::{Next, Socket};
+use common::{Api, Daemon, Person};
 use serde_json::{json, Value};
 use switchboard_signaling::sio::CONNECT_TIMEOUT;
 use switchboard_signaling::ws::{MAX_FRAME, MAX_SOCKETS_PER_USER, QUEUE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::handshake::client::Request;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::tungstenite::Message;
 use uuid::Uuid;
 
 /// How long an answer, a packet or a frame that must come may take.
@@ -202,6 +202,13 @@ impl Polling {
         }
     }
 
+    /// A session whose Socket.IO CONNECT with `token` was accepted.
+    async fn connected(addr: SocketAddr, token: &str) -> Polling {
+        let mut s = Polling::open(addr, "").await;
+        s.connect(token).await;
+        s
+    }
+
     fn query(&self) -> String {
         format!("EIO=4&transport=polling&sid={}", self.sid)
     }
@@ -305,90 +312,49 @@ fn ack_of(packet: &str, id: u64) -> Option<Value> {
 // ---------------------------------------------------------------------------------------------
 // A WebSocket client.
 
-type Stream = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-/// What a WebSocket produced next.
-#[derive(Debug)]
-enum Next {
-    Text(String),
-    Close(Option<CloseFrame>),
-    /// The stream ended.
-    End,
-    /// The connection failed.
-    Error(#[allow(dead_code)] String), // (read through Debug, in failure messages)
-    Nothing,
+/// The request of a WebSocket to `/socket.io/?query`.
+fn ws_request(addr: SocketAddr, query: &str) -> Request {
+    common::ws::request(&format!("ws://{addr}/socket.io/?{query}"), None)
 }
 
-async fn ws_handshake(addr: SocketAddr, query: &str) -> Result<Stream, tungstenite::Error> {
-    let url = format!("ws://{addr}/socket.io/?{query}");
-    tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
-        .await
-        .expect("the handshake did not finish in time")
-        .map(|(s, _)| s)
+/// A WebSocket to `?query`, which must be accepted.
+async fn ws_open(addr: SocketAddr, query: &str) -> Socket {
+    Socket::open(ws_request(addr, query), &format!("?{query}"), WAIT).await
 }
 
-struct Ws {
-    stream: Stream,
+/// A WebSocket session without polling: its sid, its open packet checked.
+async fn ws_session(addr: SocketAddr) -> (Socket, String) {
+    let mut ws = ws_open(addr, "EIO=4&transport=websocket").await;
+    let open = ws.recv().await;
+    let sid = sid_of(&open);
+    assert_eq!(open, open_packet(&sid, ""));
+    (ws, sid)
 }
 
-impl Ws {
-    /// A WebSocket to `?query`, which must be accepted.
-    async fn open(addr: SocketAddr, query: &str) -> Ws {
-        let stream = ws_handshake(addr, query)
-            .await
-            .unwrap_or_else(|e| panic!("?{query}: handshake: {e}"));
-        Ws { stream }
-    }
+/// A handshake that must be refused with an HTTP answer: its status and body.
+async fn ws_refused(addr: SocketAddr, query: &str) -> (u16, String) {
+    let resp = common::ws::refusal(ws_request(addr, query)).await;
+    let body = resp.body().as_deref().unwrap_or_default();
+    (
+        resp.status().as_u16(),
+        String::from_utf8_lossy(body).into_owned(),
+    )
+}
 
-    /// A WebSocket session without polling: its sid, its open packet checked.
-    async fn session(addr: SocketAddr) -> (Ws, String) {
-        let mut ws = Ws::open(addr, "EIO=4&transport=websocket").await;
-        let open = ws.recv().await;
-        let sid = sid_of(&open);
-        assert_eq!(open, open_packet(&sid, ""));
-        (ws, sid)
-    }
-
-    async fn next_within(&mut self, limit: Duration) -> Next {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            let next = match tokio::time::timeout_at(deadline, self.stream.next()).await {
-                Err(_) => return Next::Nothing,
-                Ok(next) => next,
-            };
-            return match next {
-                None => Next::End,
-                Some(Err(e)) => Next::Error(e.to_string()),
-                Some(Ok(Message::Text(t))) => Next::Text(t.as_str().to_owned()),
-                Some(Ok(Message::Close(f))) => Next::Close(f),
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                Some(Ok(m)) => panic!("the server sent {m:?}"),
-            };
-        }
-    }
-
-    /// The next text frame, which must come within [`WAIT`].
-    async fn recv(&mut self) -> String {
-        match self.next_within(WAIT).await {
-            Next::Text(t) => t,
-            other => panic!("expected a text frame, got {other:?}"),
-        }
-    }
-
-    async fn send_msg(&mut self, m: Message) {
-        tokio::time::timeout(WAIT, self.stream.send(m))
-            .await
-            .expect("send timed out")
-            .expect("send");
-    }
-
-    async fn send(&mut self, text: &str) {
-        self.send_msg(Message::text(text)).await;
-    }
-
+/// Engine.IO's steps on a WebSocket.
+trait EngineIo {
     /// Sends a ping `2<tag>`: the frames before its pong `3<tag>`.
+    async fn fence(&mut self, tag: &str) -> Vec<String>;
+    /// Socket.IO CONNECT with `token` on session `sid`, which must be accepted.
+    async fn connect(&mut self, token: &str, sid: &str);
+    /// Reads until the connection is over, within [`WAIT`] and without a text frame: the
+    /// close frame, which must come.
+    async fn close_frame(&mut self) -> Option<CloseFrame>;
+}
+
+impl EngineIo for Socket {
     async fn fence(&mut self, tag: &str) -> Vec<String> {
-        self.send(&format!("2{tag}")).await;
+        self.send(format!("2{tag}")).await;
         let pong = format!("3{tag}");
         let mut before = Vec::new();
         loop {
@@ -400,38 +366,14 @@ impl Ws {
         }
     }
 
-    /// Socket.IO CONNECT with `token` on session `sid`, which must be accepted.
     async fn connect(&mut self, token: &str, sid: &str) {
-        self.send(&connect_packet(token)).await;
+        self.send(connect_packet(token)).await;
         assert_connected(&self.recv().await, sid);
     }
 
-    /// Reads until the connection is over, within [`WAIT`] and without a text frame: the
-    /// close frame.
-    async fn closed(&mut self) -> Option<CloseFrame> {
-        let mut close = None;
-        loop {
-            match self.next_within(WAIT).await {
-                Next::Close(f) if close.is_none() => close = Some(f),
-                Next::End | Next::Error(_) => return close.expect("a close frame first"),
-                other => panic!("expected the connection to end, got {other:?}"),
-            }
-        }
-    }
-}
-
-/// A handshake that must be refused with an HTTP answer: its status and body.
-async fn ws_refused(addr: SocketAddr, query: &str) -> (u16, String) {
-    match ws_handshake(addr, query).await {
-        Ok(_) => panic!("?{query}: the upgrade was accepted"),
-        Err(tungstenite::Error::Http(resp)) => {
-            let body = resp.body().as_deref().unwrap_or_default();
-            (
-                resp.status().as_u16(),
-                String::from_utf8_lossy(body).into_owned(),
-            )
-        }
-        Err(e) => panic!("?{query}: expected an HTTP refusal, got {e}"),
+    async fn close_frame(&mut self) -> Option<CloseFrame> {
+        let (close, _) = self.closed().await;
+        close.unwrap_or_else(|| panic!("{}: a close frame first", self.who()))
     }
 }
 
@@ -621,8 +563,7 @@ async fn overlapping_polls_end_the_session() {
 async fn a_polling_client_close_ends_the_session() {
     let d = start();
     let alice = Person::new("Alice");
-    let mut s = Polling::open(d.http, "").await;
-    s.connect(&alice.token).await;
+    let s = Polling::connected(d.http, &alice.token).await;
 
     // The close packet ends the session: the waiting poll gets the close packet, and the sid
     // is unknown from then on.
@@ -645,8 +586,7 @@ async fn nothing_after_a_disconnect_in_the_same_post_is_taken() {
         api.act_ok(&bob, &call, "answer");
         call
     });
-    let mut s = Polling::open(d.http, "").await;
-    s.connect(&alice.token).await;
+    let s = Polling::connected(d.http, &alice.token).await;
     let waiting = s.get_waiting().await;
     let end = format!(r#"42["call:end",{{"callId":"{call}"}}]"#);
     s.send(&["41", &end]).await;
@@ -660,8 +600,7 @@ async fn nothing_after_a_disconnect_in_the_same_post_is_taken() {
 async fn a_post_over_max_payload_ends_the_session() {
     let d = start();
     let alice = Person::new("Alice");
-    let mut s = Polling::open(d.http, "").await;
-    s.connect(&alice.token).await;
+    let mut s = Polling::connected(d.http, &alice.token).await;
 
     // Exactly maxPayload: taken (an event for no one, refused as unknown).
     let head = r#"42["nope",{"pad":""#;
@@ -698,11 +637,10 @@ async fn a_post_over_max_payload_ends_the_session() {
 async fn polling_upgrades_to_websocket() {
     let d = start();
     let alice = Person::new("Alice");
-    let mut s = Polling::open(d.http, "").await;
-    s.connect(&alice.token).await;
+    let mut s = Polling::connected(d.http, &alice.token).await;
 
     let waiting = s.get_waiting().await;
-    let mut ws = Ws::open(d.http, &format!("EIO=4&transport=websocket&sid={}", s.sid)).await;
+    let mut ws = ws_open(d.http, &format!("EIO=4&transport=websocket&sid={}", s.sid)).await;
     ws.send("2probe").await;
     assert_eq!(ws.recv().await, "3probe");
     // The waiting poll is let go with a noop.
@@ -748,7 +686,7 @@ async fn polling_upgrades_to_websocket() {
 async fn websocket_session_ends_with_the_client_close_packet() {
     let d = start();
     let alice = Person::new("Alice");
-    let (mut ws, sid) = Ws::session(d.http).await;
+    let (mut ws, sid) = ws_session(d.http).await;
     ws.connect(&alice.token, &sid).await;
 
     // The session is the WebSocket's: polling it, or upgrading it again, is a bad request.
@@ -764,7 +702,7 @@ async fn websocket_session_ends_with_the_client_close_packet() {
 
     // The client's close packet: the server closes the WebSocket (1000) and forgets the sid.
     ws.send("1").await;
-    let close = ws.closed().await.expect("a close code");
+    let close = ws.close_frame().await.expect("a close code");
     assert_eq!(close.code, CloseCode::Normal);
     assert_eq!(close.reason.as_str(), "client close");
     http(d.http, "GET", &poll, b"")
@@ -782,7 +720,7 @@ async fn a_user_has_at_most_sixteen_sockets() {
     let alice = Person::new("Alice");
     let mut kept = Vec::new();
     for _ in 0..MAX_SOCKETS_PER_USER {
-        let (mut ws, sid) = Ws::session(d.http).await;
+        let (mut ws, sid) = ws_session(d.http).await;
         ws.connect(&alice.token, &sid).await;
         kept.push(ws);
     }
@@ -798,7 +736,7 @@ async fn a_user_has_at_most_sixteen_sockets() {
     // A socket closed (Socket.IO disconnect) frees its place.
     let mut first = kept.remove(0);
     first.send("41").await;
-    first.closed().await;
+    first.close_frame().await;
     s.connect(&alice.token).await;
 }
 
@@ -810,21 +748,16 @@ async fn candidates_relayed_between_polling_and_websocket() {
     let d = start();
     let (alice, bob) = (Person::new("Alice"), Person::new("Bob"));
     let api: Api = d.api();
-    let conversation = Uuid::new_v4();
-    blocking(|| {
+    let conversation = blocking(|| {
         api.provision(&alice);
         api.provision(&bob);
-        let members = json!({"memberIds": [alice.id, bob.id]});
-        let path = format!("/api/admin/conversations/{conversation}");
-        let (s, body) = api.json("PUT", &path, Some(ADMIN_TOKEN), &members);
-        assert_eq!(s, 200, "PUT conversation: {body}");
+        api.conversation_of(&[&alice, &bob])
     });
     let (a, b) = (alice.uid(), bob.uid());
 
     // Alice over polling, Bob over a WebSocket.
-    let mut alice_s = Polling::open(d.http, "").await;
-    alice_s.connect(&alice.token).await;
-    let (mut bob_ws, bob_sid) = Ws::session(d.http).await;
+    let mut alice_s = Polling::connected(d.http, &alice.token).await;
+    let (mut bob_ws, bob_sid) = ws_session(d.http).await;
     bob_ws.connect(&bob.token, &bob_sid).await;
 
     // Alice calls Bob through REST: Bob's WebSocket rings.
@@ -893,8 +826,7 @@ async fn candidates_relayed_between_polling_and_websocket() {
 async fn binary_event_refusals_follow_the_binary_packet_format() {
     let d = start();
     let alice = Person::new("Alice");
-    let mut s = Polling::open(d.http, "").await;
-    s.connect(&alice.token).await;
+    let mut s = Polling::connected(d.http, &alice.token).await;
 
     // Two attachments, ack id 7: the refusal goes to ack 7 (the first sio.rs: `432[...]`).
     s.send(&[r#"452-7["call:end",{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]"#])
@@ -946,12 +878,11 @@ async fn a_client_that_never_polls_is_bounded_by_the_queue() {
 async fn a_message_of_any_first_character_is_taken_in_stride() {
     let d = start();
     let alice = Person::new("Alice");
-    let mut s = Polling::open(d.http, "").await;
-    s.connect(&alice.token).await;
+    let mut s = Polling::connected(d.http, &alice.token).await;
     s.send(&["4é", "4", "4\u{1F600}x", "é", "4\u{7f}"]).await;
     assert_eq!(s.fence("after").await, Vec::<String>::new());
 
-    let (mut ws, sid) = Ws::session(d.http).await;
+    let (mut ws, sid) = ws_session(d.http).await;
     ws.connect(&alice.token, &sid).await;
     for odd in ["4é", "4", "é", "4\u{1F600}"] {
         ws.send(odd).await;
@@ -966,15 +897,14 @@ async fn a_session_that_never_connects_is_ended() {
     let d = start();
     let alice = Person::new("Alice");
     let idle = Polling::open(d.http, "").await;
-    let mut connected = Polling::open(d.http, "").await;
-    connected.connect(&alice.token).await;
-    let (mut ws, _) = Ws::session(d.http).await;
+    let mut connected = Polling::connected(d.http, &alice.token).await;
+    let (mut ws, _) = ws_session(d.http).await;
     let started = tokio::time::Instant::now();
 
     // Nothing comes before the deadline; the close within [`WAIT`] of it.
     let before = CONNECT_TIMEOUT - Duration::from_secs(2);
     assert!(matches!(ws.next_within(before).await, Next::Nothing));
-    let close = ws.closed().await;
+    let close = ws.close_frame().await;
     let waited = started.elapsed();
     let close = close.expect("a close frame");
     assert_eq!(
@@ -996,8 +926,7 @@ async fn a_session_that_never_connects_is_ended() {
 async fn a_stop_answers_waiting_polls_at_once() {
     let mut d = start();
     let alice = Person::new("Alice");
-    let mut s = Polling::open(d.http, "").await;
-    s.connect(&alice.token).await;
+    let s = Polling::connected(d.http, &alice.token).await;
     let waiting = s.get_waiting().await;
 
     let started = std::time::Instant::now();

@@ -6,7 +6,7 @@
 //! - a SIGHUP is `RELOADING=1` (with `MONOTONIC_USEC`), then `READY=1` again;
 //! - a SIGTERM is `STOPPING=1`, and the daemon exits 0.
 
-mod common;
+use crate::common;
 
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};

@@ -4,7 +4,7 @@
 //! once as a user and once as the admin. Not one may get a 5xx, and the daemon must log no
 //! panic.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::process::Command;

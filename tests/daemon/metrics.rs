@@ -4,7 +4,7 @@
 //! built-in relay (allocations, packets and bytes each way), a signaling socket, and a live
 //! call (calls by state).
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::Duration;

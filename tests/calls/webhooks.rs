@@ -8,7 +8,7 @@
 //!   is SIGKILLed, and once the receiver and the daemon are back the same event arrives;
 //! - a graceful stop sends the webhooks of the calls it ends before it exits.
 
-mod common;
+use crate::common;
 
 use std::collections::VecDeque;
 use std::io::{BufRead as _, BufReader, Read as _};
@@ -18,7 +18,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::webhook::signature;
-use common::{Api, Daemon, Options, Person};
+use common::ws::Hub;
+use common::{Daemon, Options, Person};
 use serde_json::Value;
 
 const SECRET: &str = "webhook-test-secret-0123456789";
@@ -257,14 +258,12 @@ fn settles(daemon: &Daemon, name: &str, value: u64) {
     }
 }
 
-fn webhooks_config(url: &str, extra: &str) -> String {
-    format!("url = \"{url}\"\nsecret = \"{SECRET}\"\n{extra}")
-}
-
-fn person(api: &Api, name: &str) -> Person {
-    let p = Person::new(name);
-    api.provision(&p);
-    p
+/// A daemon's options sending webhooks to `url`, with `extra` lines in `[webhooks]`.
+fn webhooks_to(url: &str, extra: &str) -> Options {
+    Options {
+        webhooks: format!("url = \"{url}\"\nsecret = \"{SECRET}\"\n{extra}"),
+        ..Options::default()
+    }
 }
 
 /// The bodies of a call's events, in the order they arrived.
@@ -296,16 +295,11 @@ fn short(p: &Person) -> String {
 fn every_event_type_arrives_signed_in_order() {
     let receiver = Receiver::start(&[]);
     let daemon = Daemon::start_with(Options {
-        webhooks: webhooks_config(&receiver.url(), ""),
         calls: "ring_timeout = \"2s\"".into(),
-        ..Options::default()
+        ..webhooks_to(&receiver.url(), "")
     });
     let api = daemon.api();
-    let (alice, bob, carol) = (
-        person(&api, "Alice"),
-        person(&api, "Bob"),
-        person(&api, "Carol"),
-    );
+    let (alice, bob, carol) = (api.person("Alice"), api.person("Bob"), api.person("Carol"));
     let conv = || uuid::Uuid::new_v4();
 
     // Answered, then hung up; Bob has no socket: he is rung offline.
@@ -411,12 +405,9 @@ fn every_event_type_arrives_signed_in_order() {
 fn a_failed_delivery_is_retried_until_it_is_accepted() {
     // 500, then a 302 (not followed: not delivered), then 200.
     let receiver = Receiver::start(&[500, 302]);
-    let daemon = Daemon::start_with(Options {
-        webhooks: webhooks_config(&receiver.url(), "timeout = \"2s\""),
-        ..Options::default()
-    });
+    let daemon = Daemon::start_with(webhooks_to(&receiver.url(), "timeout = \"2s\""));
     let api = daemon.api();
-    let (alice, bob) = (person(&api, "Alice"), person(&api, "Bob"));
+    let (alice, bob) = (api.person("Alice"), api.person("Bob"));
     let call = api.start_call(&alice, uuid::Uuid::new_v4(), "audio", &[&bob]);
     api.act_ok(&bob, &call, "reject");
     // call.initiated three times (500, 302, 200), then the later events in order: the queue
@@ -483,12 +474,9 @@ fn a_pending_webhook_survives_a_sigkill() {
         .local_addr()
         .unwrap();
     let url = format!("http://{addr}/hooks/switchboard");
-    let daemon = Daemon::start_with(Options {
-        webhooks: webhooks_config(&url, ""),
-        ..Options::default()
-    });
+    let daemon = Daemon::start_with(webhooks_to(&url, ""));
     let api = daemon.api();
-    let (alice, bob) = (person(&api, "Alice"), person(&api, "Bob"));
+    let (alice, bob) = (api.person("Alice"), api.person("Bob"));
     let call = api.start_call(&alice, uuid::Uuid::new_v4(), "audio", &[&bob]);
     // Tried and failed (the failure recorded on the row): the rows are committed and waiting.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -549,12 +537,9 @@ fn a_pending_webhook_survives_a_sigkill() {
 #[test]
 fn a_graceful_stop_sends_the_shutdowns_own_webhooks() {
     let receiver = Receiver::start(&[]);
-    let mut daemon = Daemon::start_with(Options {
-        webhooks: webhooks_config(&receiver.url(), ""),
-        ..Options::default()
-    });
+    let mut daemon = Daemon::start_with(webhooks_to(&receiver.url(), ""));
     let api = daemon.api();
-    let (alice, bob) = (person(&api, "Alice"), person(&api, "Bob"));
+    let (alice, bob) = (api.person("Alice"), api.person("Bob"));
     let call = api.start_call(&alice, uuid::Uuid::new_v4(), "audio", &[&bob]);
     api.act_ok(&bob, &call, "answer");
     receiver.wait(Duration::from_secs(10), "call.answered", |h| {
@@ -574,36 +559,19 @@ fn a_graceful_stop_sends_the_shutdowns_own_webhooks() {
 
 #[test]
 fn an_invitee_with_a_socket_is_not_rung_offline() {
-    use futures_util::{SinkExt as _, StreamExt as _};
-    use tokio_tungstenite::tungstenite::Message;
     let receiver = Receiver::start(&[]);
-    let daemon = Daemon::start_with(Options {
-        webhooks: webhooks_config(&receiver.url(), ""),
-        ..Options::default()
-    });
+    let daemon = Daemon::start_with(webhooks_to(&receiver.url(), ""));
     let api = daemon.api();
-    let (alice, bob) = (person(&api, "Alice"), person(&api, "Bob"));
+    let (alice, bob) = (api.person("Alice"), api.person("Bob"));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    // Bob's socket, attached to the hub once it has answered a frame.
-    let url = format!("ws://{}/ws?token={}", daemon.http, bob.token);
-    let mut ws = rt.block_on(async {
-        let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("ws");
-        let probe = r#"{"event": "probe", "data": {}, "id": 1}"#;
-        ws.send(Message::text(probe)).await.unwrap();
-        let reply = tokio::time::timeout(Duration::from_secs(5), ws.next()).await;
-        assert!(matches!(reply, Ok(Some(Ok(Message::Text(_))))), "{reply:?}");
-        ws
-    });
+    let mut ws = rt.block_on(Hub::open(&daemon, &bob));
     let online = api.start_call(&alice, uuid::Uuid::new_v4(), "audio", &[&bob]);
     api.act_ok(&alice, &online, "end");
-    rt.block_on(async {
-        ws.close(None).await.unwrap();
-        // Until the server has seen the close: the socket is gone from the hub.
-        while let Ok(Some(Ok(_))) = tokio::time::timeout(Duration::from_secs(5), ws.next()).await {}
-    });
+    // Until the server has seen the close: the socket is gone from the hub.
+    rt.block_on(ws.socket().close());
     std::thread::sleep(Duration::from_millis(200));
     let offline = api.start_call(&alice, uuid::Uuid::new_v4(), "audio", &[&bob]);
     let hits = receiver.wait(Duration::from_secs(10), "both calls", |h| {
@@ -638,12 +606,11 @@ fn https_receivers_are_verified_against_the_ca_store() {
     );
     // The daemon trusts the receiver's certificate (as its CA store) through SSL_CERT_FILE.
     let daemon = Daemon::start_with(Options {
-        webhooks: webhooks_config(&url, ""),
         env: vec![("SSL_CERT_FILE".into(), cert.cert.display().to_string())],
-        ..Options::default()
+        ..webhooks_to(&url, "")
     });
     let api = daemon.api();
-    let (alice, bob) = (person(&api, "Alice"), person(&api, "Bob"));
+    let (alice, bob) = (api.person("Alice"), api.person("Bob"));
     let call = api.start_call(&alice, uuid::Uuid::new_v4(), "audio", &[&bob]);
     let hits = receiver.wait(Duration::from_secs(10), "over https", |h| h.len() >= 2);
     assert_eq!(verified(&hits[0])["callId"], call);
@@ -654,15 +621,14 @@ fn https_receivers_are_verified_against_the_ca_store() {
 
     // A daemon that does not trust it fails the handshake, and retries.
     let untrusting = Daemon::start_with(Options {
-        webhooks: webhooks_config(&url, ""),
         env: vec![(
             "SSL_CERT_FILE".into(),
             dir.path().join("none.pem").display().to_string(),
         )],
-        ..Options::default()
+        ..webhooks_to(&url, "")
     });
     let api = untrusting.api();
-    let (alice, bob) = (person(&api, "Alice"), person(&api, "Bob"));
+    let (alice, bob) = (api.person("Alice"), api.person("Bob"));
     api.start_call(&alice, uuid::Uuid::new_v4(), "audio", &[&bob]);
     let line = untrusting
         .wait_log(Duration::from_secs(10), |l| {

@@ -13,22 +13,17 @@
 //!
 //! Every wait is bounded ([`STEP`], [`CONNECT`]); the whole test by [`LIMIT`].
 
-mod common;
+use crate::common;
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::ws::Hub;
 use common::{field, open_store, query_rows, Api, Daemon, Person};
-use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::header;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use uuid::Uuid;
 use webrtc::data_channel::{DataChannel, DataChannelEvent};
 use webrtc::peer_connection::{
@@ -66,15 +61,21 @@ async fn two_webrtc_rs_peers_call_through_the_relay() {
 
         // Alice calls Bob (a new conversation: the daemon runs with `open_conversations`).
         let call = blocking(|| api.start_call(&alice_user, Uuid::new_v4(), "audio", &[&bob_user]));
-        let incoming = bob.signal.next("call:incoming").await;
+        let incoming = bob.signal.expect_past_candidates("call:incoming").await;
         assert_eq!(incoming["callId"], call, "{incoming}");
         assert_eq!(incoming["initiatedBy"], alice_user.uid(), "{incoming}");
         let answered = blocking(|| api.act_ok(&bob_user, &call, "answer"));
         assert_eq!(answered["status"], "active", "{answered}");
         // Answered over REST without naming his socket (`X-Socket-Id`): it is told too.
-        let elsewhere = bob.signal.next("call:answered-elsewhere").await;
+        let elsewhere = bob
+            .signal
+            .expect_past_candidates("call:answered-elsewhere")
+            .await;
         assert_eq!(elsewhere["callId"], call, "{elsewhere}");
-        let joined = alice.signal.next("call:participant-joined").await;
+        let joined = alice
+            .signal
+            .expect_past_candidates("call:participant-joined")
+            .await;
         assert_eq!(joined["callId"], call, "{joined}");
         assert_eq!(joined["userId"], bob_user.uid(), "{joined}");
 
@@ -129,8 +130,14 @@ async fn two_webrtc_rs_peers_call_through_the_relay() {
         assert_eq!(ended["status"], "ended", "{ended}");
         let expected = json!({"callId": call, "reason": "ended-by-user",
                               "endedBy": alice_user.uid()});
-        assert_eq!(bob.signal.next("call:ended").await, expected);
-        assert_eq!(alice.signal.next("call:ended").await, expected);
+        assert_eq!(
+            bob.signal.expect_past_candidates("call:ended").await,
+            expected
+        );
+        assert_eq!(
+            alice.signal.expect_past_candidates("call:ended").await,
+            expected
+        );
         let figures = Figures {
             candidates_sent: [alice.candidates_sent.len(), bob.candidates_sent.len()],
             connect,
@@ -235,96 +242,6 @@ fn message(kind: &str, i: usize) -> Vec<u8> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The signaling socket.
-
-type Stream = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-/// A `/ws` connection: JSON frames `{"event", "data"}` (signaling/src/ws.rs).
-struct Signal {
-    who: String,
-    stream: Stream,
-}
-
-impl Signal {
-    /// `who`'s socket, attached to the hub when this returns.
-    async fn open(daemon: &Daemon, who: &Person) -> Signal {
-        let mut req = format!("ws://{}/ws", daemon.http)
-            .into_client_request()
-            .expect("a ws:// request");
-        let bearer = format!("Bearer {}", who.token)
-            .parse()
-            .expect("a header value");
-        req.headers_mut().insert(header::AUTHORIZATION, bearer);
-        let (stream, _) = tokio::time::timeout(STEP, tokio_tungstenite::connect_async(req))
-            .await
-            .unwrap_or_else(|_| panic!("{}: no handshake within {STEP:?}", who.name))
-            .unwrap_or_else(|e| panic!("{}: handshake: {e}", who.name));
-        let mut signal = Signal {
-            who: who.name.clone(),
-            stream,
-        };
-        // The 101 comes before the server attaches the socket to the hub, so a `call:incoming`
-        // committed right after the handshake could miss it. An answer to a frame proves the
-        // socket is served, and so attached: an unknown event is answered with an error.
-        signal.send("hello", json!({})).await;
-        let reply = signal.recv().await;
-        assert_eq!(reply["event"], "error", "{}: {reply}", signal.who);
-        assert_eq!(
-            reply["data"]["code"], "unknown_event",
-            "{}: {reply}",
-            signal.who
-        );
-        signal
-    }
-
-    async fn send(&mut self, event: &str, data: Value) {
-        let frame = json!({"event": event, "data": data}).to_string();
-        tokio::time::timeout(STEP, self.stream.send(Message::text(frame)))
-            .await
-            .unwrap_or_else(|_| panic!("{}: send of {event} timed out", self.who))
-            .unwrap_or_else(|e| panic!("{}: send of {event}: {e}", self.who));
-    }
-
-    /// The next frame, which must come within [`STEP`].
-    async fn recv(&mut self) -> Value {
-        self.recv_by(tokio::time::Instant::now() + STEP).await
-    }
-
-    /// The next frame, which must come by `deadline`. Cancel-safe (a `select!` branch).
-    async fn recv_by(&mut self, deadline: tokio::time::Instant) -> Value {
-        loop {
-            let next = tokio::time::timeout_at(deadline, self.stream.next())
-                .await
-                .unwrap_or_else(|_| panic!("{}: no frame in time", self.who));
-            match next {
-                Some(Ok(Message::Text(t))) => {
-                    return serde_json::from_str(t.as_str())
-                        .unwrap_or_else(|e| panic!("{}: not JSON ({e}): {t}", self.who))
-                }
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                other => panic!("{}: expected a frame, got {other:?}", self.who),
-            }
-        }
-    }
-
-    /// The data of the next `event` frame. Only trickled candidates may come before it: the
-    /// other side may still send some after its connection is up.
-    async fn next(&mut self, event: &str) -> Value {
-        loop {
-            let frame = self.recv().await;
-            if frame["event"] == event {
-                return frame["data"].clone();
-            }
-            assert_eq!(
-                frame["event"], "call:ice-candidate",
-                "{}: expected {event}, got {frame}",
-                self.who
-            );
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
 // A client app: a signaling socket and a peer connection.
 
 /// What the peer connection's handler reports, and its data channel's events.
@@ -405,7 +322,7 @@ impl PeerConnectionEventHandler for Handler {
 
 struct App {
     user: Person,
-    signal: Signal,
+    signal: Hub,
     pc: Arc<dyn PeerConnection>,
     events: UnboundedReceiver<PeerEvent>,
     sender: UnboundedSender<PeerEvent>,
@@ -419,7 +336,7 @@ impl App {
     /// Connects `user`'s socket, fetches their TURN credentials and builds a peer connection
     /// that may only use the relay.
     async fn start(daemon: &Daemon, api: &Api, user: &Person) -> App {
-        let signal = Signal::open(daemon, user).await;
+        let signal = Hub::open_waiting(daemon, user, STEP).await;
         let (status, body) = blocking(|| api.get("/api/calls/turn-credentials", &user.token));
         assert_eq!(status, 200, "{}: turn-credentials: {body}", user.name);
         let credentials = &body["credentials"];
@@ -493,6 +410,35 @@ impl App {
         });
     }
 
+    /// Sets `description` (an `offer` or an `answer`: `kind`) as the local one, and sends it
+    /// as the peer connection then has it to `to` in `call` (`call:offer`, `call:answer`).
+    async fn send_local(
+        &mut self,
+        kind: &str,
+        description: RTCSessionDescription,
+        call: &str,
+        to: &Person,
+    ) {
+        self.pc
+            .set_local_description(description)
+            .await
+            .unwrap_or_else(|e| panic!("set_local_description({kind}): {e:?}"));
+        let description = self.pc.local_description().await.expect("the description");
+        let data = json!({"callId": call, "targetUserId": to.id, kind: description});
+        self.signal.emit(&format!("call:{kind}"), data).await;
+    }
+
+    /// Sets the `kind` (`offer` or `answer`) of a signaled event's `data` as the remote
+    /// description.
+    async fn take_remote(&mut self, kind: &str, data: &Value) {
+        let description: RTCSessionDescription = serde_json::from_value(data[kind].clone())
+            .unwrap_or_else(|e| panic!("an {kind} ({e}): {data}"));
+        self.pc
+            .set_remote_description(description)
+            .await
+            .unwrap_or_else(|e| panic!("set_remote_description({kind}): {e:?}"));
+    }
+
     /// The caller's side: a data channel, the offer to `callee`, then ICE until the channel
     /// is open.
     async fn offer(&mut self, call: &str, callee: &Person) -> Arc<dyn DataChannel> {
@@ -503,36 +449,19 @@ impl App {
             .expect("create_data_channel");
         self.watch(channel.clone());
         let offer = self.pc.create_offer(None).await.expect("create_offer");
-        self.pc
-            .set_local_description(offer)
-            .await
-            .expect("set_local_description(offer)");
-        let offer = self.pc.local_description().await.expect("the offer");
-        let data = json!({"callId": call, "targetUserId": callee.id, "offer": offer});
-        self.signal.send("call:offer", data).await;
+        self.send_local("offer", offer, call, callee).await;
         self.connect(call, callee, Some(channel)).await
     }
 
     /// The callee's side: the offer from `caller`, the answer, then ICE until the channel the
     /// caller opened is open.
     async fn answer(&mut self, call: &str, caller: &Person) -> Arc<dyn DataChannel> {
-        let got = self.signal.next("call:offer").await;
+        let got = self.signal.expect_past_candidates("call:offer").await;
         assert_eq!(got["callId"], call, "{got}");
         assert_eq!(got["fromUserId"], caller.uid(), "{got}");
-        let offer: RTCSessionDescription =
-            serde_json::from_value(got["offer"].clone()).expect("an offer");
-        self.pc
-            .set_remote_description(offer)
-            .await
-            .expect("set_remote_description(offer)");
+        self.take_remote("offer", &got).await;
         let answer = self.pc.create_answer(None).await.expect("create_answer");
-        self.pc
-            .set_local_description(answer)
-            .await
-            .expect("set_local_description(answer)");
-        let answer = self.pc.local_description().await.expect("the answer");
-        let data = json!({"callId": call, "targetUserId": caller.id, "answer": answer});
-        self.signal.send("call:answer", data).await;
+        self.send_local("answer", answer, call, caller).await;
         self.connect(call, caller, None).await
     }
 
@@ -561,7 +490,7 @@ impl App {
                         self.candidates_sent.push(c.candidate.clone());
                         let data = json!({"callId": call, "targetUserId": other.id,
                                           "candidate": c});
-                        self.signal.send("call:ice-candidate", data).await;
+                        self.signal.emit("call:ice-candidate", data).await;
                     }
                     PeerEvent::CandidateError(e) => self.candidate_errors.push(e),
                     PeerEvent::State(RTCPeerConnectionState::Failed) => panic!(
@@ -585,12 +514,7 @@ impl App {
                     assert_eq!(data["fromUserId"], other.uid(), "{who}: {frame}");
                     match frame["event"].as_str() {
                         Some("call:answer") => {
-                            let answer: RTCSessionDescription =
-                                serde_json::from_value(data["answer"].clone()).expect("an answer");
-                            self.pc
-                                .set_remote_description(answer)
-                                .await
-                                .expect("set_remote_description(answer)");
+                            self.take_remote("answer", data).await;
                         }
                         Some("call:ice-candidate") => {
                             let c: RTCIceCandidateInit =

@@ -13,7 +13,7 @@
 //! `allow_peers`. Prerequisites (Chromium, node, `npm ci` in tests/browser) are installed by
 //! tests/run.sh; when one is missing the test fails and says so, it never skips.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::Duration;
@@ -49,7 +49,7 @@ fn closed_allocations(d: &Daemon) -> Vec<(u64, u64)> {
 
 /// One relay-only call with the client-to-relay leg over `transport` ("udp" or "tcp").
 fn relay_only_call(transport: &str) {
-    check_prerequisites();
+    let _browser = check_prerequisites();
     let mut daemon = Daemon::start("");
     let (username, credential) = daemon.credentials("user-a");
     // TURN over TCP shares the UDP listener's port.

@@ -1,7 +1,7 @@
 //! The demo's HTTP side without a browser: the embedded page and scripts as served, the demo
-//! sign-in (development mode only) and who is online. tests/demo_chromium.rs drives the page.
+//! sign-in (development mode only) and who is online. tests/e2e/demo_chromium.rs drives the page.
 
-mod common;
+use crate::common;
 
 use common::{Api, Daemon, Options};
 use serde_json::{json, Value};

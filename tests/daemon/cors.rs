@@ -2,9 +2,9 @@
 //! Socket.IO polling and the JS client carry CORS headers for an allowed origin and none for
 //! another; WebSocket upgrades (`/ws`, Socket.IO's websocket) from another origin are refused
 //! 403 with a JSON error, while the daemon's own origin and clients without `Origin` go on.
-//! The browser's side of it (a page on another origin calling through) is tests/chat_app.rs.
+//! The browser's side of it (a page on another origin calling through) is tests/e2e/chat_app.rs.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
@@ -219,26 +219,17 @@ fn without_a_list_nothing_is_added_or_refused() {
 
 /// Opens a WebSocket on `path` with `origin`: the handshake's status.
 fn ws_status(d: &Daemon, path: &str, origin: Option<&str>) -> u16 {
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let mut req = format!("ws://{}{path}", d.http)
-        .into_client_request()
-        .unwrap();
+    let mut req = common::ws::request(&format!("ws://{}{path}", d.http), None);
     if let Some(o) = origin {
         req.headers_mut().insert("origin", o.parse().unwrap());
     }
     rt.block_on(async {
-        match tokio::time::timeout(
-            Duration::from_secs(10),
-            tokio_tungstenite::connect_async(req),
-        )
-        .await
-        .expect("handshake timed out")
-        {
-            Ok((_, resp)) => resp.status().as_u16(),
+        match common::ws::handshake(req, Duration::from_secs(10)).await {
+            Ok(_) => 101,
             Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
                 let body = String::from_utf8_lossy(resp.body().as_deref().unwrap_or_default())
                     .into_owned();

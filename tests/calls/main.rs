@@ -1,0 +1,11 @@
+//! The calls REST API and what it keeps: the spec's shapes and refusals, the store across
+//! SIGKILLs and races, webhooks, and the demo sign-in. One test binary; each module was a binary
+//! of its own.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod calls_api;
+mod calls_durability;
+mod demo_api;
+mod webhooks;
