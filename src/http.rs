@@ -128,7 +128,7 @@ fn connection_builder() -> http1::Builder {
     // HEADER_READ_TIMEOUT without a complete request head, whether it is silent, trickling
     // a header, or idle between requests; no separate idle timer is needed. Keep-alive
     // clients (a reverse proxy's upstream pool) should use a shorter idle timeout than this.
-    // tests/http_limits.rs checks the three cases.
+    // tests/daemon/http_limits.rs checks the three cases.
     //
     // This is also why the connections are hyper's http1 ones rather than hyper-util's
     // `auto::Builder`: its `serve_connection_with_upgrades` first reads up to 24 bytes to
