@@ -12,7 +12,7 @@
 #     `npm ci --ignore-scripts`) doing the same relay: the handshake's JWT checked (HS256, exp),
 #     a room per user, rosters per call, sender and target checked, fromUserId set by the
 #     server. It keeps no store and enforces no rate, queue or per-user bound (switchboard does).
-# The load (examples/hub_load.rs, one tokio thread by default, the same binary and settings for
+# The load (`loadgen hub`, bench/loadgen/src/hub, one tokio thread by default, the same binary and settings for
 # every server):
 #   1. $SOCKETS sockets connect (one user each); the server's VmRSS before and after gives
 #      MiB per 1,000 sockets.
@@ -68,7 +68,6 @@ IP=127.0.0.1
 TARGET_RATIO=5
 TARGET_MIB=200
 
-LOAD=$TARGET_DIR/release/examples/hub_load
 SB_BIN=${SWITCHBOARD_BIN:-$TARGET_DIR/release/switchboard}
 NODE_DIR=$ROOT/bench/node
 
@@ -119,12 +118,13 @@ pkv() { grep "^phase .* name=$1 " "$3" | tail -1 | tr ' ' '\n' | awk -F= -v k="$
 mkdir -p "$OUT"
 log "output: $OUT"
 if [[ $BENCH_SKIP_BUILD != 1 ]]; then
-    log "building switchboard and examples/hub_load (release)"
-    (cd "$ROOT" && cargo build --release --locked --bin switchboard --example hub_load) \
+    log "building switchboard (release)"
+    (cd "$ROOT" && cargo build --release --locked --bin switchboard) \
         >"$OUT/build.log" 2>&1 || { show_tail "$OUT/build.log" 30; die "the build failed (see $OUT/build.log)"; }
+    build_loadgen "$OUT/build-loadgen.log"
 fi
 [[ -x $SB_BIN ]] || die "missing $SB_BIN"
-[[ -x $LOAD ]] || die "missing $LOAD"
+[[ -x $LOADGEN ]] || die "missing $LOADGEN"
 
 if [[ " $SERVERS " == *" node "* ]]; then
     command -v node >/dev/null && command -v npm >/dev/null || die "the node anchor needs node and npm"
@@ -221,7 +221,7 @@ run_one() {
     log "$server: pid $pid, $addr; $SOCKETS sockets over $transport"
 
     local rc=0 budget=$((180 + 60 + 2 * (WARMUP + DURATION + 2) + 60))
-    timeout -k 5 "$budget" "${GEN_PIN[@]}" "$LOAD" --addr "$addr" --transport "$transport" \
+    timeout -k 5 "$budget" "${GEN_PIN[@]}" "$LOADGEN" hub --addr "$addr" --transport "$transport" \
         --jwt-secret "$JWT_SECRET" --sockets "$SOCKETS" --window "$WINDOW" \
         --phases "max:$MAX_RATE,fixed:$FIXED_RATE" --warmup "$WARMUP" --duration "$DURATION" \
         --server-pid "$pid" --threads "$THREADS" --label "$server" >"$llog" 2>&1 || rc=$?

@@ -68,3 +68,13 @@ stop_for_status() {
     STOP_RC=137
     STOP_KILLED=1
 }
+
+# The load generators: one binary, bench/loadgen, a subcommand each (udp, udp-forwarder,
+# idle-allocs, calls, hub). Built by its own cargo command: built with the daemon in one, its
+# dependencies' features would be unified into the daemon's build.
+LOADGEN=$TARGET_DIR/release/loadgen
+build_loadgen() {
+    log "building bench/loadgen (release)"
+    (cd "$ROOT" && cargo build --release --locked -p switchboard-loadgen) >"$1" 2>&1 \
+        || { show_tail "$1"; die "building bench/loadgen failed (see $1)"; }
+}

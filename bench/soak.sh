@@ -2,13 +2,13 @@
 # bench/soak.sh — the daemon under a long mixed load, on loopback (a script, not a CI test).
 #
 # For $DURATION seconds (default 600), all at once against one release daemon:
-#   - signaling: examples/hub_load.rs, $SOCKETS sockets (default 2,000) over /socket.io/ in
+#   - signaling: `loadgen hub` (bench/loadgen), $SOCKETS sockets (default 2,000) over /socket.io/ in
 #     $SOCKETS/2 live calls, every pair passing call:ice-candidate back and forth at $RATE per
 #     socket per second (a closed loop of one message per pair: a lost message would stop its
 #     pair for good);
 #   - relay: turnutils_uclient -y -c -m $ALLOCS (default 500) allocations relaying to each other
 #     through the relay's in-process hairpin, ChannelData of 120 bytes every $RELAY_MS ms each;
-#   - churn: examples/calls_load.rs, one client looping over whole call lifecycles over HTTP
+#   - churn: `loadgen calls`, one client looping over whole call lifecycles over HTTP
 #     (initiate, answer, media, end: four durable transitions each).
 # Every $SAMPLE s it records the daemon's RSS, file descriptors and threads, and prints the curve.
 # It passes when: hub_load reports no error and received all but at most the messages in flight
@@ -40,9 +40,10 @@ JWT_SECRET=soak-jwt-secret-0123456789abcdef
 TURN_SECRET=soak-turn-secret-0123456789
 mkdir -p "$OUT"
 log "output: $OUT"
-log "building switchboard, hub_load and calls_load (release)"
-(cd "$ROOT" && cargo build --release --locked --bin switchboard --example hub_load --example calls_load) \
+log "building switchboard (release)"
+(cd "$ROOT" && cargo build --release --locked --bin switchboard) \
     >"$OUT/build.log" 2>&1 || { show_tail "$OUT/build.log"; die "build failed"; }
+build_loadgen "$OUT/build-loadgen.log"
 BIN=$TARGET_DIR/release
 
 PIDS=()
@@ -92,7 +93,7 @@ fds_before=$(sample 0 | awk '{ print $3 }')
 
 t0=$SECONDS
 # The signaling load: connect and set up the calls, then one phase of $DURATION s.
-"$BIN/examples/hub_load" --addr "$http" --transport sio --jwt-secret "$JWT_SECRET" \
+"$LOADGEN" hub --addr "$http" --transport sio --jwt-secret "$JWT_SECRET" \
     --sockets "$SOCKETS" --window 1 --phases "soak:$RATE" --warmup 0 --duration "$DURATION" \
     --server-pid "$pid" --label soak >"$OUT/hub_load.log" 2>&1 &
 hub=$!
@@ -106,7 +107,7 @@ turnutils_uclient -y -c -m "$ALLOCS" -n "$messages" -l 120 -z "$RELAY_MS" \
 uclient=$!
 PIDS+=("$uclient")
 # The churn.
-"$BIN/examples/calls_load" --http "$http" --jwt-secret "$JWT_SECRET" --clients 1 \
+"$LOADGEN" calls --http "$http" --jwt-secret "$JWT_SECRET" --clients 1 \
     --warmup 0 --duration "$DURATION" >"$OUT/churn.log" 2>&1 &
 churn=$!
 PIDS+=("$churn")
