@@ -147,7 +147,8 @@ ulimit -Sn "$(ulimit -Hn)"
 mkdir -p "$STORE_DIR" || die "cannot create STORE_DIR $STORE_DIR"
 WORK=$(mktemp -d "$STORE_DIR/switchboard-hub.XXXXXX")
 NPROC=$(nproc)
-SIO_VERSION=$(sed -n 's/.*"version": *"\([^"]*\)".*/\1/p' "$NODE_DIR/node_modules/socket.io/package.json" 2>/dev/null | head -1)
+# (empty when the node anchor is not installed: SERVERS without node need none)
+SIO_VERSION=$(sed -n 's/.*"version": *"\([^"]*\)".*/\1/p' "$NODE_DIR/node_modules/socket.io/package.json" 2>/dev/null | head -1 || true)
 {
     echo "date: $(date -Is)"
     echo "host: $(uname -srm), $NPROC CPUs, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo); load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
