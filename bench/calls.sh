@@ -73,26 +73,6 @@ for c in $CLIENTS; do
     [[ $c =~ ^[0-9]+$ ]] && ((c >= 1 && c <= 1024)) || die "CLIENTS: $c is not 1..1024"
 done
 
-# ---------------------------------------------------------------------------------------------
-# Process bookkeeping: everything we start is recorded in PIDS (stop_pid and forget_pid, in
-# bench/lib.sh) and stopped on exit.
-PIDS=()
-WORK=
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
-    PIDS=()
-    if [[ -n $WORK && -d $WORK ]]; then
-        if [[ $KEEP_STORE == 1 ]]; then
-            log "stores kept in $WORK"
-        else
-            rm -rf -- "$WORK"
-        fi
-    fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
 # The daemon's CPU per thread (cpu_ticks and cpu_ns, for the whole process, are in
 # bench/lib.sh): one "tid name ns minflt runqueue-ns" line per thread (schedstat's second
 # field: time spent runnable but waiting for a CPU). Minor page faults show
@@ -110,18 +90,13 @@ thread_ns() {
     done
 }
 wakeups() { cat "/proc/$1"/task/*/status 2>/dev/null | awk '/^voluntary_ctxt_switches/ { s += $2 } END { print s + 0 }'; }
-# A field of calls_load's machine-readable line "$1 key=value ...", from file $2.
-kv() { grep "^$1 " "$3" | tail -1 | tr ' ' '\n' | awk -F= -v k="$2" '$1 == k { print $2 }'; }
 
 # ---------------------------------------------------------------------------------------------
 # 1. Build.
 mkdir -p "$OUT"
 log "output: $OUT"
 if [[ $BENCH_SKIP_BUILD != 1 ]]; then
-    log "building switchboard (release)"
-    (cd "$ROOT" && cargo build --release --bin switchboard) \
-        >"$OUT/build.log" 2>&1 || { show_tail "$OUT/build.log" 30; die "the build failed (see $OUT/build.log)"; }
-    build_loadgen "$OUT/build-loadgen.log"
+    build_all
 fi
 [[ -x $SB_BIN ]] || die "missing $SB_BIN"
 [[ -x $LOADGEN ]] || die "missing $LOADGEN"
@@ -140,10 +115,9 @@ fi
 
 NPROC=$(nproc)
 {
-    echo "date: $(date -Is)"
-    echo "host: $(uname -srm), $NPROC CPUs, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)"
+    describe_host
     echo "store dir: $WORK ($(findmnt -no SOURCE,FSTYPE,OPTIONS -T "$WORK" 2>/dev/null || echo '?'))"
-    echo "switchboard: $($SB_BIN --version 2>/dev/null || echo '?'); git $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$ROOT" && git diff --quiet HEAD -- 2>/dev/null || echo ' (with local changes)')"
+    describe_switchboard "$SB_BIN"
     echo "load: clients $CLIENTS; warm-up ${WARMUP} s, measured ${DURATION} s; anchor ${ANCHOR_SECS} s; daemon log level $LOG_LEVEL"
     echo "fsync counts: $([[ $PERF_OK == 1 ]] && echo "perf stat ($(perf --version 2>/dev/null))" || echo no)"
 } | tee "$OUT/env.txt" >&2
@@ -183,32 +157,12 @@ run_one() {
     anchor_p99=$(kv anchor p99_us "$alog")
     log "clients $c: anchor $anchor_rate tx/s (latency p50 $anchor_p50 us, p99 $anchor_p99 us; CPU $anchor_cpu us/tx)"
 
-    {
-        echo "[turn]"
-        echo "listen = [\"$IP:0\"]"
-        echo "relay_ip = \"$IP\""
-        echo "secret = \"$TURN_SECRET\""
-        echo "[http]"
-        echo "listen = \"$IP:0\""
-        echo "[auth]"
-        echo "jwt_secret = \"$JWT_SECRET\""
-        echo "open_conversations = true"
-        echo "[store]"
-        echo "path = \"$dir/switchboard.db\""
-        echo "[log]"
-        echo "level = \"$LOG_LEVEL\""
-        echo "format = \"text\""
-    } >"$conf"
+    daemon_config "$conf" "$dir/switchboard.db" "$LOG_LEVEL"
     : >"$slog"
     (cd "$dir" && exec env -u RUST_LOG "$SB_BIN" serve --config "$conf") >"$slog" 2>&1 &
-    local pid=$! addr= i
+    local pid=$! addr
     PIDS+=("$pid")
-    for ((i = 0; i < 200; i++)); do
-        addr=$(sed -n 's/.*http listening addr=\([0-9.]*:[0-9]*\).*/\1/p' "$slog" | head -1)
-        [[ -n $addr ]] && break
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
+    addr=$(logged_addr "$slog" "$pid" "http listening ")
     if [[ -z $addr ]]; then
         show_tail "$slog"
         stop_pid "$pid"

@@ -81,16 +81,6 @@ RUN_TIMEOUT=$((MESSAGES * INTERVAL_MS / 1000 + 60))   # seconds, per load run
 
 
 # ---------------------------------------------------------------------------------------------
-# Process bookkeeping: everything we start is recorded in PIDS (stop_pid and forget_pid, in
-# bench/lib.sh) and stopped on exit.
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
-    PIDS=()
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 
 # True once something listens on port $2 of $1 (udp or tcp, IPv4), from /proc/net/$1; for TCP,
 # in state 0A (LISTEN).
@@ -146,7 +136,7 @@ fi
 
 SB_OK=1
 if [[ $BENCH_SKIP_BUILD != 1 ]]; then
-    build_loadgen "$OUT/build-loadgen.log"
+    build_loadgen
     if [[ " $SERVERS " == *" switchboard "* ]]; then
         log "building switchboard (release)"
         if ! (cd "$ROOT" && cargo build --release --bin switchboard) >"$OUT/build-switchboard.log" 2>&1; then
@@ -197,8 +187,7 @@ fi
 NPROC=$(nproc)
 COTURN_VERSION=$(turnserver --version 2>/dev/null | head -1 || true)
 {
-    echo "date: $(date -Is)"
-    echo "host: $(uname -srm), $NPROC CPUs, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)"
+    describe_host
     echo "coturn: $COTURN_VERSION; relay threads: $COTURN_RELAY_THREADS (coturn's default: one per CPU = $NPROC)"
     echo "load: turnutils_uclient -c -m $CLIENTS -n $MESSAGES -l $SIZE -z $INTERVAL_MS (UDP, ChannelData, no RTCP)"
     echo "forwarder mode: $FORWARDER_MODE; rounds: $ROUNDS; servers: $SERVERS"

@@ -40,34 +40,13 @@ JWT_SECRET=soak-jwt-secret-0123456789abcdef
 TURN_SECRET=soak-turn-secret-0123456789
 mkdir -p "$OUT"
 log "output: $OUT"
-log "building switchboard (release)"
-(cd "$ROOT" && cargo build --release --locked --bin switchboard) \
-    >"$OUT/build.log" 2>&1 || { show_tail "$OUT/build.log"; die "build failed"; }
-build_loadgen "$OUT/build-loadgen.log"
+build_all
 BIN=$TARGET_DIR/release
 
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do stop_pid "$p"; done; }
-trap cleanup EXIT
-
 conf=$OUT/switchboard.toml
-cat >"$conf" <<EOF
-[turn]
-listen = ["127.0.0.1:0"]
-relay_ip = "127.0.0.1"
-secret = "$TURN_SECRET"
-user_quota = $((ALLOCS * 2 + 16))
-[http]
-listen = "127.0.0.1:0"
-max_connections = $((SOCKETS + 1024))
-[auth]
-jwt_secret = "$JWT_SECRET"
-open_conversations = true
-[store]
-path = "$OUT/switchboard.db"
-[log]
-level = "warn"
-EOF
+IP=127.0.0.1
+daemon_config "$conf" "$OUT/switchboard.db" warn "user_quota = $((ALLOCS * 2 + 16))" \
+    "max_connections = $((SOCKETS + 1024))"
 "$BIN/switchboard" serve --config "$conf" >"$OUT/daemon.log" 2>&1 &
 pid=$!
 PIDS+=("$pid")
@@ -137,10 +116,9 @@ forget_pid "$pid"
 # --- The report.
 fail=0
 check() { if eval "$2"; then echo "  ok    $1"; else echo "  FAIL  $1"; fail=1; fi; }
-kv() { tr ' ' '\n' <<<"$1" | awk -F= -v k="$2" '$1 == k { print $2 }'; }
-phase=$(grep '^phase ' "$OUT/hub_load.log" | tail -n1 || true)
-end=$(grep '^end ' "$OUT/hub_load.log" | tail -n1 || true)
-sent=$(kv "$phase" sent); received=$(kv "$phase" received); errors=$(kv "$end" errors)
+sent=$(kv phase sent "$OUT/hub_load.log" || true)
+received=$(kv phase received "$OUT/hub_load.log" || true)
+errors=$(kv end errors "$OUT/hub_load.log" || true)
 u_sent=$(sed -n 's/.*tot_send_msgs=\([0-9]*\), tot_recv_msgs=.*/\1/p' "$OUT/uclient.log" | tail -n1)
 u_recv=$(sed -n 's/.*tot_send_msgs=[0-9]*, tot_recv_msgs=\([0-9]*\).*/\1/p' "$OUT/uclient.log" | tail -n1)
 lifecycles=$(sed -n 's/.* lifecycles=\([0-9]*\).*/\1/p' "$OUT/churn.log" | tail -n1)
