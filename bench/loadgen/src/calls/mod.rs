@@ -509,19 +509,21 @@ impl Report {
         } else {
             0.0
         };
+        let Report {
+            clients,
+            secs,
+            lifecycles,
+            lifecycles_per_s,
+            requests,
+            requests_per_s,
+            ..
+        } = *self;
+        let (p50_ms, p99_ms, max_ms) = (ms(self.p50_us), ms(self.p99_us), ms(self.max_us));
         println!(
-            "calls load: {} clients, {:.2} s measured: {} lifecycles = {:.0} lifecycles/s, \
-             {} requests = {:.0} requests/s, lifecycle latency p50 {:.2} ms, p99 {:.2} ms, \
-             max {:.2} ms; {} errors",
-            self.clients,
-            self.secs,
-            self.lifecycles,
-            self.lifecycles_per_s,
-            self.requests,
-            self.requests_per_s,
-            ms(self.p50_us),
-            ms(self.p99_us),
-            ms(self.max_us),
+            "calls load: {clients} clients, {secs:.2} s measured: {lifecycles} lifecycles = \
+             {lifecycles_per_s:.0} lifecycles/s, {requests} requests = {requests_per_s:.0} \
+             requests/s, lifecycle latency p50 {p50_ms:.2} ms, p99 {p99_ms:.2} ms, max {max_ms:.2} ms; \
+             {} errors",
             self.errors.count
         );
         let ops: Vec<String> = OPS
@@ -547,17 +549,9 @@ impl Report {
         let min = self.per_second.iter().min().copied().unwrap_or(0);
         let max = self.per_second.iter().max().copied().unwrap_or(0);
         let mut line = format!(
-            "summary clients={} secs={:.3} lifecycles={} lifecycles_per_s={:.1} requests={} \
-             requests_per_s={:.1} p50_ms={:.3} p99_ms={:.3} max_ms={:.3}",
-            self.clients,
-            self.secs,
-            self.lifecycles,
-            self.lifecycles_per_s,
-            self.requests,
-            self.requests_per_s,
-            ms(self.p50_us),
-            ms(self.p99_us),
-            ms(self.max_us)
+            "summary clients={clients} secs={secs:.3} lifecycles={lifecycles} \
+             lifecycles_per_s={lifecycles_per_s:.1} requests={requests} \
+             requests_per_s={requests_per_s:.1} p50_ms={p50_ms:.3} p99_ms={p99_ms:.3} max_ms={max_ms:.3}"
         );
         for (i, op) in OPS.iter().enumerate() {
             let _ = write!(
