@@ -69,40 +69,43 @@ pub(super) fn make_call(
     pair: usize,
 ) -> Result<Uuid, String> {
     let (a, b) = (2 * pair, 2 * pair + 1);
-    let bearer = |i: usize| format!("Bearer {}", tokens[i]);
-    let check =
-        |what: &str, r: Result<ureq::http::Response<ureq::Body>, ureq::Error>, want: u16| {
-            let mut r = r.map_err(|e| format!("{what}: {e}"))?;
-            let status = r.status().as_u16();
-            let body = r
-                .body_mut()
-                .read_to_string()
-                .map_err(|e| format!("{what}: reading the body: {e}"))?;
-            if status != want {
-                return Err(format!("{what}: status {status}, expected {want}: {body}"));
-            }
-            Ok(body)
+    // One request as user `user`: the response's body if its status is `want`. With a body,
+    // a POST of JSON; without, a GET or an empty POST.
+    let request = |method: &str, path: &str, user: usize, body: Option<String>, want: u16| {
+        let what = format!("{method} {path}");
+        let url = format!("http://{addr}{path}");
+        let bearer = format!("Bearer {}", tokens[user]);
+        let response = match (method, body) {
+            ("GET", _) => agent.get(url).header("authorization", bearer).call(),
+            (_, Some(body)) => agent
+                .post(url)
+                .header("authorization", bearer)
+                .header("content-type", "application/json")
+                .send(body),
+            (_, None) => agent.post(url).header("authorization", bearer).send_empty(),
         };
-    check(
-        "GET /api/calls",
-        agent
-            .get(format!("http://{addr}/api/calls"))
-            .header("authorization", bearer(b))
-            .call(),
-        200,
-    )?;
+        let mut response = response.map_err(|e| format!("{what}: {e}"))?;
+        let status = response.status().as_u16();
+        let body = response
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| format!("{what}: reading the body: {e}"))?;
+        if status != want {
+            return Err(format!("{what}: status {status}, expected {want}: {body}"));
+        }
+        Ok(body)
+    };
+    request("GET", "/api/calls", b, None, 200)?;
     let body = serde_json::json!({
         "conversationId": Uuid::from_bytes(rand::random()).to_string(),
         "type": "audio",
         "participantIds": [users[b]],
     });
-    let created = check(
-        "POST /api/calls/initiate",
-        agent
-            .post(format!("http://{addr}/api/calls/initiate"))
-            .header("authorization", bearer(a))
-            .header("content-type", "application/json")
-            .send(body.to_string()),
+    let created = request(
+        "POST",
+        "/api/calls/initiate",
+        a,
+        Some(body.to_string()),
         201,
     )?;
     let created: serde_json::Value =
@@ -112,13 +115,6 @@ pub(super) fn make_call(
         .and_then(|v| v.as_str())
         .and_then(|s| Uuid::parse_str(s).ok())
         .ok_or("initiate: no callId in the response")?;
-    check(
-        "POST /api/calls/{id}/answer",
-        agent
-            .post(format!("http://{addr}/api/calls/{call}/answer"))
-            .header("authorization", bearer(b))
-            .send_empty(),
-        200,
-    )?;
+    request("POST", &format!("/api/calls/{call}/answer"), b, None, 200)?;
     Ok(call)
 }
