@@ -4,12 +4,12 @@
 #
 # What it measures, all on 127.0.0.1, for each value in $CLIENTS (a fresh daemon and a fresh
 # store for each):
-#   1. The anchor: examples/calls_load.rs --sqlite-anchor, a fresh SQLite file in $STORE_DIR
+#   1. The anchor: `loadgen calls --sqlite-anchor` (bench/loadgen), a fresh SQLite file in $STORE_DIR
 #      (WAL, synchronous=FULL, as the call store), one small INSERT per BEGIN IMMEDIATE…COMMIT,
 #      single-threaded, for $ANCHOR_SECS: durable transactions per second, one fsync each. It
 #      runs right before the load, on the disk the daemon's store is on.
 #   2. The load: `switchboard serve` (HTTP and TURN on 127.0.0.1 port 0, open conversations,
-#      its store in $STORE_DIR) driven by examples/calls_load.rs --http: N clients, each its
+#      its store in $STORE_DIR) driven by `loadgen calls --http`: N clients, each its
 #      own keep-alive HTTP/1.1 connection and pair of users, looping over full lifecycles
 #      (initiate 201 → answer 200 → media 200 → end 200: four durable transitions). After
 #      $WARMUP s, it counts what completes in $DURATION s: lifecycles/s, requests/s, lifecycle
@@ -22,7 +22,7 @@
 #      daemon made during the load: commits, hence transitions per commit (the group commit's
 #      batch size; a WAL checkpoint adds two fsyncs).
 #   4. The durability cross-check: after SIGTERM (the daemon must exit 0), its store is read
-#      (calls_load --count-calls, rusqlite): ended calls must equal the lifecycles the client
+#      (`loadgen calls --count-calls`, rusqlite): ended calls must equal the lifecycles the client
 #      completed, calls the calls it initiated, and none may be live.
 # The ratio printed: the daemon's durable transitions/s (4 per lifecycle) / the anchor's tx/s.
 # Above 1 means the group commit makes transitions share fsyncs. Target: 1,000 lifecycles/s.
@@ -61,7 +61,6 @@ TURN_SECRET=bench-turn-secret-0123456789abcdef
 IP=127.0.0.1
 TARGET_RATE=1000
 
-LOAD=$TARGET_DIR/release/examples/calls_load
 SB_BIN=$TARGET_DIR/release/switchboard
 CLK_TCK=$(getconf CLK_TCK)
 
@@ -73,26 +72,6 @@ done
 for c in $CLIENTS; do
     [[ $c =~ ^[0-9]+$ ]] && ((c >= 1 && c <= 1024)) || die "CLIENTS: $c is not 1..1024"
 done
-
-# ---------------------------------------------------------------------------------------------
-# Process bookkeeping: everything we start is recorded in PIDS (stop_pid and forget_pid, in
-# bench/lib.sh) and stopped on exit.
-PIDS=()
-WORK=
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
-    PIDS=()
-    if [[ -n $WORK && -d $WORK ]]; then
-        if [[ $KEEP_STORE == 1 ]]; then
-            log "stores kept in $WORK"
-        else
-            rm -rf -- "$WORK"
-        fi
-    fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 
 # The daemon's CPU per thread (cpu_ticks and cpu_ns, for the whole process, are in
 # bench/lib.sh): one "tid name ns minflt runqueue-ns" line per thread (schedstat's second
@@ -111,20 +90,16 @@ thread_ns() {
     done
 }
 wakeups() { cat "/proc/$1"/task/*/status 2>/dev/null | awk '/^voluntary_ctxt_switches/ { s += $2 } END { print s + 0 }'; }
-# A field of calls_load's machine-readable line "$1 key=value ...", from file $2.
-kv() { grep "^$1 " "$3" | tail -1 | tr ' ' '\n' | awk -F= -v k="$2" '$1 == k { print $2 }'; }
 
 # ---------------------------------------------------------------------------------------------
 # 1. Build.
 mkdir -p "$OUT"
 log "output: $OUT"
 if [[ $BENCH_SKIP_BUILD != 1 ]]; then
-    log "building switchboard and examples/calls_load (release)"
-    (cd "$ROOT" && cargo build --release --bin switchboard --example calls_load) \
-        >"$OUT/build.log" 2>&1 || { show_tail "$OUT/build.log" 30; die "the build failed (see $OUT/build.log)"; }
+    build_all
 fi
 [[ -x $SB_BIN ]] || die "missing $SB_BIN"
-[[ -x $LOAD ]] || die "missing $LOAD"
+[[ -x $LOADGEN ]] || die "missing $LOADGEN"
 
 mkdir -p "$STORE_DIR" || die "cannot create STORE_DIR $STORE_DIR"
 WORK=$(mktemp -d "$STORE_DIR/switchboard-calls.XXXXXX")
@@ -140,10 +115,9 @@ fi
 
 NPROC=$(nproc)
 {
-    echo "date: $(date -Is)"
-    echo "host: $(uname -srm), $NPROC CPUs, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)"
+    describe_host
     echo "store dir: $WORK ($(findmnt -no SOURCE,FSTYPE,OPTIONS -T "$WORK" 2>/dev/null || echo '?'))"
-    echo "switchboard: $($SB_BIN --version 2>/dev/null || echo '?'); git $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$ROOT" && git diff --quiet HEAD -- 2>/dev/null || echo ' (with local changes)')"
+    describe_switchboard "$SB_BIN"
     echo "load: clients $CLIENTS; warm-up ${WARMUP} s, measured ${DURATION} s; anchor ${ANCHOR_SECS} s; daemon log level $LOG_LEVEL"
     echo "fsync counts: $([[ $PERF_OK == 1 ]] && echo "perf stat ($(perf --version 2>/dev/null))" || echo no)"
 } | tee "$OUT/env.txt" >&2
@@ -169,7 +143,7 @@ run_one() {
 
     # The anchor, on the store's disk, right before the load.
     log "clients $c: sqlite anchor (${ANCHOR_SECS} s)"
-    if ! timeout -k 5 $((ANCHOR_SECS + 60)) "$LOAD" --sqlite-anchor "$dir/anchor.db" \
+    if ! timeout -k 5 $((ANCHOR_SECS + 60)) "$LOADGEN" calls --sqlite-anchor "$dir/anchor.db" \
         --anchor-secs "$ANCHOR_SECS" >"$alog" 2>&1; then
         show_tail "$alog"
         log "FAILED: clients $c: the sqlite anchor failed"
@@ -183,32 +157,12 @@ run_one() {
     anchor_p99=$(kv anchor p99_us "$alog")
     log "clients $c: anchor $anchor_rate tx/s (latency p50 $anchor_p50 us, p99 $anchor_p99 us; CPU $anchor_cpu us/tx)"
 
-    {
-        echo "[turn]"
-        echo "listen = [\"$IP:0\"]"
-        echo "relay_ip = \"$IP\""
-        echo "secret = \"$TURN_SECRET\""
-        echo "[http]"
-        echo "listen = \"$IP:0\""
-        echo "[auth]"
-        echo "jwt_secret = \"$JWT_SECRET\""
-        echo "open_conversations = true"
-        echo "[store]"
-        echo "path = \"$dir/switchboard.db\""
-        echo "[log]"
-        echo "level = \"$LOG_LEVEL\""
-        echo "format = \"text\""
-    } >"$conf"
+    daemon_config "$conf" "$dir/switchboard.db" "$LOG_LEVEL"
     : >"$slog"
     (cd "$dir" && exec env -u RUST_LOG "$SB_BIN" serve --config "$conf") >"$slog" 2>&1 &
-    local pid=$! addr= i
+    local pid=$! addr
     PIDS+=("$pid")
-    for ((i = 0; i < 200; i++)); do
-        addr=$(sed -n 's/.*http listening addr=\([0-9.]*:[0-9]*\).*/\1/p' "$slog" | head -1)
-        [[ -n $addr ]] && break
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
+    addr=$(logged_addr "$slog" "$pid" "http listening ")
     if [[ -z $addr ]]; then
         show_tail "$slog"
         stop_pid "$pid"
@@ -240,7 +194,7 @@ run_one() {
     thread_ns "$pid" >"$dir/threads0"
     local wall0 wall1
     wall0=$(date +%s%N)
-    timeout -k 5 $((WARMUP + DURATION + 90)) "$LOAD" --http "$addr" --jwt-secret "$JWT_SECRET" \
+    timeout -k 5 $((WARMUP + DURATION + 90)) "$LOADGEN" calls --http "$addr" --jwt-secret "$JWT_SECRET" \
         --clients "$c" --duration "$DURATION" --warmup "$WARMUP" >"$clog" 2>&1 || rc=$?
     wall1=$(date +%s%N)
     read -r user1 sys1 < <(cpu_ticks "$pid")
@@ -286,7 +240,7 @@ run_one() {
 
     # The durability cross-check.
     local count_log=$OUT/store-$tag.log store_calls= store_ended= store_live= check=ok
-    if "$LOAD" --count-calls "$dir/switchboard.db" >"$count_log" 2>&1; then
+    if "$LOADGEN" calls --count-calls "$dir/switchboard.db" >"$count_log" 2>&1; then
         store_calls=$(kv store calls "$count_log")
         store_ended=$(kv store ended "$count_log")
         store_live=$(kv store live "$count_log")

@@ -12,7 +12,7 @@
 #     `npm ci --ignore-scripts`) doing the same relay: the handshake's JWT checked (HS256, exp),
 #     a room per user, rosters per call, sender and target checked, fromUserId set by the
 #     server. It keeps no store and enforces no rate, queue or per-user bound (switchboard does).
-# The load (examples/hub_load.rs, one tokio thread by default, the same binary and settings for
+# The load (`loadgen hub`, bench/loadgen/src/hub, one tokio thread by default, the same binary and settings for
 # every server):
 #   1. $SOCKETS sockets connect (one user each); the server's VmRSS before and after gives
 #      MiB per 1,000 sockets.
@@ -68,7 +68,6 @@ IP=127.0.0.1
 TARGET_RATIO=5
 TARGET_MIB=200
 
-LOAD=$TARGET_DIR/release/examples/hub_load
 SB_BIN=${SWITCHBOARD_BIN:-$TARGET_DIR/release/switchboard}
 NODE_DIR=$ROOT/bench/node
 
@@ -95,36 +94,14 @@ if [[ $PIN == 1 ]]; then
 fi
 
 # ---------------------------------------------------------------------------------------------
-# Process bookkeeping: everything we start is recorded in PIDS (stop_pid and forget_pid, in
-# bench/lib.sh) and stopped on exit.
-PIDS=()
-WORK=
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
-    PIDS=()
-    [[ -n $WORK && -d $WORK ]] && rm -rf -- "$WORK"
-    return 0
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# A field of hub_load's machine-readable line "$1 label=$2 key=value ...", from file $4.
-kv() { grep "^$1 label=$2 " "$4" | tail -1 | tr ' ' '\n' | awk -F= -v k="$3" '$1 == k { print $2 }'; }
-# The same for the line of the phase named $1 ("phase label=L name=$1 ..."): key $2, file $3.
-pkv() { grep "^phase .* name=$1 " "$3" | tail -1 | tr ' ' '\n' | awk -F= -v k="$2" '$1 == k { print $2 }'; }
-
-# ---------------------------------------------------------------------------------------------
 # 1. Build, and install the Node anchor.
 mkdir -p "$OUT"
 log "output: $OUT"
 if [[ $BENCH_SKIP_BUILD != 1 ]]; then
-    log "building switchboard and examples/hub_load (release)"
-    (cd "$ROOT" && cargo build --release --locked --bin switchboard --example hub_load) \
-        >"$OUT/build.log" 2>&1 || { show_tail "$OUT/build.log" 30; die "the build failed (see $OUT/build.log)"; }
+    build_all
 fi
 [[ -x $SB_BIN ]] || die "missing $SB_BIN"
-[[ -x $LOAD ]] || die "missing $LOAD"
+[[ -x $LOADGEN ]] || die "missing $LOADGEN"
 
 if [[ " $SERVERS " == *" node "* ]]; then
     command -v node >/dev/null && command -v npm >/dev/null || die "the node anchor needs node and npm"
@@ -147,11 +124,11 @@ ulimit -Sn "$(ulimit -Hn)"
 mkdir -p "$STORE_DIR" || die "cannot create STORE_DIR $STORE_DIR"
 WORK=$(mktemp -d "$STORE_DIR/switchboard-hub.XXXXXX")
 NPROC=$(nproc)
-SIO_VERSION=$(sed -n 's/.*"version": *"\([^"]*\)".*/\1/p' "$NODE_DIR/node_modules/socket.io/package.json" 2>/dev/null | head -1)
+# (empty when the node anchor is not installed: SERVERS without node need none)
+SIO_VERSION=$(sed -n 's/.*"version": *"\([^"]*\)".*/\1/p' "$NODE_DIR/node_modules/socket.io/package.json" 2>/dev/null | head -1 || true)
 {
-    echo "date: $(date -Is)"
-    echo "host: $(uname -srm), $NPROC CPUs, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo); load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
-    echo "switchboard: $($SB_BIN --version 2>/dev/null || echo '?'); git $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$ROOT" && git diff --quiet HEAD -- 2>/dev/null || echo ' (with local changes)')"
+    describe_host "; load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+    describe_switchboard "$SB_BIN"
     echo "node: $(node --version 2>/dev/null || echo '-'), socket.io ${SIO_VERSION:--}"
     echo "load: $SOCKETS sockets ($((SOCKETS / 2)) pairs, one user each), window $WINDOW per pair; max: ≤ $MAX_RATE msgs/s per socket; fixed: $FIXED_LOAD msgs/s ($FIXED_RATE per socket); warm-up $WARMUP s, measured $DURATION s; generator threads $THREADS; pinned: $([[ $PIN == 1 ]] && echo 'server CPU 1, generator CPU 0' || echo no)"
 } | tee "$OUT/env.txt" >&2
@@ -178,23 +155,8 @@ run_one() {
         transport=${server#switchboard-}
         local dir=$WORK/$server conf=$OUT/switchboard-$server.toml
         mkdir -p "$dir"
-        {
-            echo "[turn]"
-            echo "listen = [\"$IP:0\"]"
-            echo "relay_ip = \"$IP\""
-            echo "secret = \"$TURN_SECRET\""
-            echo "[http]"
-            echo "listen = \"$IP:0\""
-            echo "max_connections = $((SOCKETS + 1024))"
-            echo "[auth]"
-            echo "jwt_secret = \"$JWT_SECRET\""
-            echo "open_conversations = true"
-            echo "[store]"
-            echo "path = \"$dir/switchboard.db\""
-            echo "[log]"
-            echo "level = \"$LOG_LEVEL\""
-            echo "format = \"text\""
-        } >"$conf"
+        daemon_config "$conf" "$dir/switchboard.db" "$LOG_LEVEL" "" \
+            "max_connections = $((SOCKETS + 1024))"
         (cd "$dir" && exec env -u RUST_LOG "${SRV_PIN[@]}" "$SB_BIN" serve --config "$conf") >"$slog" 2>&1 &
         pid=$!
         ;;
@@ -204,13 +166,8 @@ run_one() {
         ;;
     esac
     PIDS+=("$pid")
-    local addr= i
-    for ((i = 0; i < 200; i++)); do
-        addr=$(sed -n 's/.*listening addr=\([0-9.]*:[0-9]*\).*/\1/p' "$slog" | head -1)
-        [[ -n $addr ]] && break
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
+    local addr
+    addr=$(logged_addr "$slog" "$pid" "listening ")
     if [[ -z $addr ]]; then
         show_tail "$slog"
         stop_pid "$pid"
@@ -221,7 +178,7 @@ run_one() {
     log "$server: pid $pid, $addr; $SOCKETS sockets over $transport"
 
     local rc=0 budget=$((180 + 60 + 2 * (WARMUP + DURATION + 2) + 60))
-    timeout -k 5 "$budget" "${GEN_PIN[@]}" "$LOAD" --addr "$addr" --transport "$transport" \
+    timeout -k 5 "$budget" "${GEN_PIN[@]}" "$LOADGEN" hub --addr "$addr" --transport "$transport" \
         --jwt-secret "$JWT_SECRET" --sockets "$SOCKETS" --window "$WINDOW" \
         --phases "max:$MAX_RATE,fixed:$FIXED_RATE" --warmup "$WARMUP" --duration "$DURATION" \
         --server-pid "$pid" --threads "$THREADS" --label "$server" >"$llog" 2>&1 || rc=$?
@@ -256,18 +213,18 @@ run_one() {
 
     local f=() k
     for k in connected secs rss_idle_kib rss_connected_kib mib_per_1000 rss_calls_kib setup_secs; do
-        f+=("$(kv connect "$server" "$k" "$llog")")
+        f+=("$(kv "connect label=$server" "$k" "$llog")")
     done
     local e=()
     for k in rss_loaded_kib hwm_kib errors error_events wrong_sender malformed closed_early; do
-        e+=("$(kv end "$server" "$k" "$llog")")
+        e+=("$(kv "end label=$server" "$k" "$llog")")
     done
     local m=() x=()
     for k in msgs_per_s p50_ms p99_ms server_us_per_msg server_cores client_cores other_cores; do
-        m+=("$(pkv max "$k" "$llog")")
+        m+=("$(kv "phase .* name=max" "$k" "$llog")")
     done
     for k in msgs_per_s p50_ms p99_ms server_us_per_msg other_cores; do
-        x+=("$(pkv fixed "$k" "$llog")")
+        x+=("$(kv "phase .* name=fixed" "$k" "$llog")")
     done
     awk -v s="$server" -v ok="$ok" -v c="${f[0]}" -v cs="${f[1]}" -v ri="${f[2]}" -v rc="${f[3]}" \
         -v per="${f[4]}" -v rk="${f[5]}" -v su="${f[6]}" -v rl="${e[0]}" -v hw="${e[1]}" \

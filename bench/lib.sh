@@ -41,6 +41,68 @@ stop_pid() {
     wait "$pid" 2>/dev/null || true
 }
 
+# Process bookkeeping: everything a script starts is recorded in PIDS (stop_pid and forget_pid)
+# and stopped on exit; WORK, its scratch directory if it makes one, is removed then (kept with
+# KEEP_STORE=1).
+PIDS=()
+WORK=
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
+    PIDS=()
+    if [[ -n $WORK && -d $WORK ]]; then
+        if [[ ${KEEP_STORE:-0} == 1 ]]; then
+            log "stores kept in $WORK"
+        else
+            rm -rf -- "$WORK"
+        fi
+    fi
+    return 0
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# A field of a load generator's machine-readable line: the last line starting with "$1 "
+# (a word, or a pattern like "phase .* name=max"), its key $2, from file $3.
+kv() { grep "^$1 " "$3" | tail -1 | tr ' ' '\n' | awk -F= -v k="$2" '$1 == k { print $2 }'; }
+
+# The daemon's config for a benchmark, to file $1: TURN and HTTP on $IP port 0, the scripts'
+# TURN_SECRET and JWT_SECRET, open conversations (the generators make a conversation per
+# call), the store at $2, log level $3. Lines for [turn] and [http] beyond these: $4 and $5.
+daemon_config() {
+    {
+        echo "[turn]"
+        echo "listen = [\"$IP:0\"]"
+        echo "relay_ip = \"$IP\""
+        echo "secret = \"$TURN_SECRET\""
+        [[ -z ${4:-} ]] || echo "$4"
+        echo "[http]"
+        echo "listen = \"$IP:0\""
+        [[ -z ${5:-} ]] || echo "$5"
+        echo "[auth]"
+        echo "jwt_secret = \"$JWT_SECRET\""
+        echo "open_conversations = true"
+        echo "[store]"
+        echo "path = \"$2\""
+        echo "[log]"
+        echo "level = \"$3\""
+        echo "format = \"text\""
+    } >"$1"
+}
+
+# The address a server started as pid $2 logs in $1 (a line with "$3addr=IP:PORT"), waiting
+# up to 20 s for it; nothing if the server died first or never said.
+logged_addr() {
+    local addr= i
+    for ((i = 0; i < 200; i++)); do
+        addr=$(sed -n "s/.*${3}addr=\([0-9.]*:[0-9]*\).*/\1/p" "$1" | head -1)
+        [[ -n $addr ]] && break
+        kill -0 "$2" 2>/dev/null || break
+        sleep 0.1
+    done
+    echo "$addr"
+}
+
 # Drops a pid from the caller's PIDS (what its exit trap stops).
 forget_pid() {
     local kept=() p
@@ -67,4 +129,33 @@ stop_for_status() {
     stop_pid "$pid"
     STOP_RC=137
     STOP_KILLED=1
+}
+
+# The load generators: one binary, bench/loadgen, a subcommand each (udp, udp-forwarder,
+# idle-allocs, calls, hub). Built by its own cargo command: built with the daemon in one, its
+# dependencies' features would be unified into the daemon's build.
+LOADGEN=$TARGET_DIR/release/loadgen
+build_loadgen() {
+    local out=$OUT/build-loadgen.log
+    log "building bench/loadgen (release)"
+    (cd "$ROOT" && cargo build --release --locked -p switchboard-loadgen) >"$out" 2>&1 \
+        || { show_tail "$out" 30; die "building bench/loadgen failed (see $out)"; }
+}
+
+# The daemon (release) and the load generators.
+build_all() {
+    log "building switchboard (release)"
+    (cd "$ROOT" && cargo build --release --locked --bin switchboard) >"$OUT/build.log" 2>&1 \
+        || { show_tail "$OUT/build.log" 30; die "the build failed (see $OUT/build.log)"; }
+    build_loadgen
+}
+
+# The first lines of a run's env.txt: when, and on what machine ($1 appended to that line).
+describe_host() {
+    echo "date: $(date -Is)"
+    echo "host: $(uname -srm), $(nproc) CPUs, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)${1:-}"
+}
+# Which daemon binary ($1) and which commit it was built from.
+describe_switchboard() {
+    echo "switchboard: $("$1" --version 2>/dev/null || echo '?'); git $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$ROOT" && git diff --quiet HEAD -- 2>/dev/null || echo ' (with local changes)')"
 }

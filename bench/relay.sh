@@ -3,14 +3,14 @@
 #
 # What it measures, all on 127.0.0.1:
 #   1. Relay cost. The same paced turnutils_uclient load (UDP, ChannelData, REST credentials)
-#      against coturn and switchboard, and the same load shape (examples/udp_load.rs) through
-#      a minimal forwarder (examples/udp_forwarder.rs) as the floor, all echoed by one
+#      against coturn and switchboard, and the same load shape (`loadgen udp`, bench/loadgen) through
+#      a minimal forwarder (`loadgen udp-forwarder`) as the floor, all echoed by one
 #      turnutils_peer. Servers run one at a time, restarted for every run, in alternating order
 #      over $ROUNDS rounds. The figure of merit is server CPU per round trip received back by
 #      the client: the process's on-CPU time, all threads (schedstat; utime+stime from
 #      /proc/PID/stat alongside). Wake-ups per round trip are reported too: they show whether
 #      two loads reached the servers in the same bursts.
-#   2. Idle allocation memory. examples/idle_allocs.rs makes $IDLE_ALLOCS allocations through
+#   2. Idle allocation memory. `loadgen idle-allocs` makes $IDLE_ALLOCS allocations through
 #      the server's UDP port; VmRSS/VmHWM before and after give bytes per allocation.
 #
 # The load: turnutils_uclient -c -m 20 -n 2000 -l 120 -z 5, i.e. 20 sessions (allocations with
@@ -75,54 +75,28 @@ IDLE_CLIENT_PORTS=14000-31999
 LOAD_RELAY_PORTS=50000-59999
 IDLE_RELAY_PORTS=40000-59999
 
-EXAMPLES=$TARGET_DIR/release/examples
 SB_BIN=$TARGET_DIR/release/switchboard
 CLK_TCK=$(getconf CLK_TCK)
 RUN_TIMEOUT=$((MESSAGES * INTERVAL_MS / 1000 + 60))   # seconds, per load run
 
 
 # ---------------------------------------------------------------------------------------------
-# Process bookkeeping: everything we start is recorded in PIDS (stop_pid and forget_pid, in
-# bench/lib.sh) and stopped on exit.
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
-    PIDS=()
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 
-# True once something listens on UDP port $1 (IPv4), from /proc/net/udp.
-udp_bound() {
+# True once something listens on port $2 of $1 (udp or tcp, IPv4), from /proc/net/$1; for TCP,
+# in state 0A (LISTEN).
+listening() {
     local hex
-    hex=$(printf ':%04X' "$1")
-    awk -v p="$hex" 'NR > 1 && substr($2, length($2) - 4) == p { found = 1 } END { exit !found }' \
-        /proc/net/udp
+    hex=$(printf ':%04X' "$2")
+    awk -v p="$hex" -v tcp="$([[ $1 == tcp ]] && echo 1)" \
+        'NR > 1 && (!tcp || $4 == "0A") && substr($2, length($2) - 4) == p { found = 1 }
+        END { exit !found }' "/proc/net/$1"
 }
-# Waits up to $2 seconds for a UDP listener on port $1, giving up early if pid $3 died.
-wait_udp() {
-    local port=$1 secs=$2 pid=$3 i
+# Waits up to $3 seconds for a listener on port $2 of $1 (udp or tcp), giving up early if pid
+# $4 died.
+wait_listening() {
+    local proto=$1 port=$2 secs=$3 pid=$4 i
     for ((i = 0; i < secs * 10; i++)); do
-        udp_bound "$port" && return 0
-        kill -0 "$pid" 2>/dev/null || return 1
-        sleep 0.1
-    done
-    return 1
-}
-port_free() { ! udp_bound "$1"; }
-# True once something listens on TCP port $1 (IPv4), from /proc/net/tcp (state 0A: LISTEN).
-tcp_listening() {
-    local hex
-    hex=$(printf ':%04X' "$1")
-    awk -v p="$hex" 'NR > 1 && $4 == "0A" && substr($2, length($2) - 4) == p { found = 1 }
-        END { exit !found }' /proc/net/tcp
-}
-# Waits up to $2 seconds for a TCP listener on port $1, giving up early if pid $3 died.
-wait_tcp() {
-    local port=$1 secs=$2 pid=$3 i
-    for ((i = 0; i < secs * 10; i++)); do
-        tcp_listening "$port" && return 0
+        listening "$proto" "$port" && return 0
         kill -0 "$pid" 2>/dev/null || return 1
         sleep 0.1
     done
@@ -162,10 +136,7 @@ fi
 
 SB_OK=1
 if [[ $BENCH_SKIP_BUILD != 1 ]]; then
-    log "building examples (release)"
-    (cd "$ROOT" && cargo build --release --example udp_forwarder --example udp_load \
-        --example idle_allocs) >"$OUT/build-examples.log" 2>&1 \
-        || die "building examples failed (see $OUT/build-examples.log)"
+    build_loadgen
     if [[ " $SERVERS " == *" switchboard "* ]]; then
         log "building switchboard (release)"
         if ! (cd "$ROOT" && cargo build --release --bin switchboard) >"$OUT/build-switchboard.log" 2>&1; then
@@ -174,9 +145,7 @@ if [[ $BENCH_SKIP_BUILD != 1 ]]; then
         fi
     fi
 fi
-for ex in udp_forwarder udp_load idle_allocs; do
-    [[ -x $EXAMPLES/$ex ]] || die "missing $EXAMPLES/$ex"
-done
+[[ -x $LOADGEN ]] || die "missing $LOADGEN"
 if [[ " $SERVERS " == *" switchboard "* && ! -x $SB_BIN ]]; then
     log "warning: no $SB_BIN; skipping switchboard"
     SB_OK=0
@@ -190,16 +159,16 @@ done
 has_transport() { [[ " $TRANSPORTS " == *" $1 "* ]]; }
 
 for port in $PEER_PORT $COTURN_PORT $SB_PORT $FWD_PORT; do
-    port_free "$port" || die "UDP port $port is already in use"
+    ! listening udp "$port" || die "UDP port $port is already in use"
 done
 if has_transport tcp; then
     for port in $COTURN_PORT $SB_PORT; do
-        tcp_listening "$port" && die "TCP port $port is already in use"
+        listening tcp "$port" && die "TCP port $port is already in use"
     done
 fi
 if has_transport tls; then
     for port in $COTURN_TLS_PORT $SB_TLS_PORT; do
-        tcp_listening "$port" && die "TCP port $port is already in use"
+        listening tcp "$port" && die "TCP port $port is already in use"
     done
 fi
 
@@ -218,8 +187,7 @@ fi
 NPROC=$(nproc)
 COTURN_VERSION=$(turnserver --version 2>/dev/null | head -1 || true)
 {
-    echo "date: $(date -Is)"
-    echo "host: $(uname -srm), $NPROC CPUs, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)"
+    describe_host
     echo "coturn: $COTURN_VERSION; relay threads: $COTURN_RELAY_THREADS (coturn's default: one per CPU = $NPROC)"
     echo "load: turnutils_uclient -c -m $CLIENTS -n $MESSAGES -l $SIZE -z $INTERVAL_MS (UDP, ChannelData, no RTCP)"
     echo "forwarder mode: $FORWARDER_MODE; rounds: $ROUNDS; servers: $SERVERS"
@@ -234,7 +202,7 @@ COTURN_VERSION=$(turnserver --version 2>/dev/null | head -1 || true)
 turnutils_peer -L "$IP" -p "$PEER_PORT" >"$OUT/peer.log" 2>&1 &
 PEER_PID=$!
 PIDS+=("$PEER_PID")
-wait_udp "$PEER_PORT" 10 "$PEER_PID" || die "turnutils_peer did not start (see $OUT/peer.log)"
+wait_listening udp "$PEER_PORT" 10 "$PEER_PID" || die "turnutils_peer did not start (see $OUT/peer.log)"
 
 # ---------------------------------------------------------------------------------------------
 # Servers. start_server NAME PHASE LOGFILE [TRANSPORT] sets SERVER_PID, SERVER_PORT (its UDP
@@ -317,21 +285,21 @@ start_server() {
         local mode=$FORWARDER_MODE extra=()
         [[ $name == forwarder-threads ]] && mode=threads
         [[ $name == forwarder-unconnected ]] && extra=(--unconnected)
-        "$EXAMPLES/udp_forwarder" --listen "$IP:$FWD_PORT" --peer "$IP:$PEER_PORT" \
+        "$LOADGEN" udp-forwarder --listen "$IP:$FWD_PORT" --peer "$IP:$PEER_PORT" \
             --mode "$mode" "${extra[@]}" >"$logfile" 2>&1 &
         ;;
     *) die "unknown server $name" ;;
     esac
     SERVER_PID=$!
     PIDS+=("$SERVER_PID")
-    if ! wait_udp "$SERVER_PORT" 15 "$SERVER_PID"; then
+    if ! wait_listening udp "$SERVER_PORT" 15 "$SERVER_PID"; then
         log "warning: $name did not bind $IP:$SERVER_PORT (see $logfile)"
         [[ $transport != udp ]] && show_tail "$logfile"
         stop_server
         return 1
     fi
     # TCP and TLS listeners come up with the UDP one; 10 s is plenty.
-    if [[ $transport != udp ]] && ! wait_tcp "$LOAD_PORT" 10 "$SERVER_PID"; then
+    if [[ $transport != udp ]] && ! wait_listening tcp "$LOAD_PORT" 10 "$SERVER_PID"; then
         if kill -0 "$SERVER_PID" 2>/dev/null; then
             log "FAILED: $name over $transport: nothing listens on TCP $IP:$LOAD_PORT 10 s after it bound UDP $IP:$SERVER_PORT (no $transport support in this build?)"
         else
@@ -396,9 +364,9 @@ run_load() {
     ns0=$(cpu_ns "$SERVER_PID")
     wake0=$(wakeups "$SERVER_PID")
     if [[ $name == forwarder* ]]; then
-        # udp_load's timer defaults to the interval: that reproduces uclient's bursts (one
-        # datagram per session per interval, see examples/udp_load.rs).
-        timeout -k 5 "$RUN_TIMEOUT" "$EXAMPLES/udp_load" --target "$IP:$FWD_PORT" \
+        # The udp load's timer defaults to the interval: that reproduces uclient's bursts (one
+        # datagram per session per interval, see bench/loadgen/src/udp.rs).
+        timeout -k 5 "$RUN_TIMEOUT" "$LOADGEN" udp --target "$IP:$FWD_PORT" \
             --flows "$CLIENTS" --messages "$MESSAGES" --size "$SIZE" \
             --interval-ms "$INTERVAL_MS" >"$clog" 2>&1 || rc=$?
     else
@@ -535,7 +503,7 @@ run_idle() {
     sleep 1
     local rss0 rss1 hwm1 fds1 rc=0
     rss0=$(status_kb "$SERVER_PID" VmRSS)
-    timeout -k 5 300 "$EXAMPLES/idle_allocs" --server "$IP:$SERVER_PORT" --realm "$REALM" \
+    timeout -k 5 300 "$LOADGEN" idle-allocs --server "$IP:$SERVER_PORT" --realm "$REALM" \
         --secret "$SECRET" --count "$IDLE_ALLOCS" --client-ports "$IDLE_CLIENT_PORTS" \
         >"$clog" 2>&1 || rc=$?
     sleep 2 # let deferred work settle

@@ -2,13 +2,13 @@
 # bench/soak.sh — the daemon under a long mixed load, on loopback (a script, not a CI test).
 #
 # For $DURATION seconds (default 600), all at once against one release daemon:
-#   - signaling: examples/hub_load.rs, $SOCKETS sockets (default 2,000) over /socket.io/ in
+#   - signaling: `loadgen hub` (bench/loadgen), $SOCKETS sockets (default 2,000) over /socket.io/ in
 #     $SOCKETS/2 live calls, every pair passing call:ice-candidate back and forth at $RATE per
 #     socket per second (a closed loop of one message per pair: a lost message would stop its
 #     pair for good);
 #   - relay: turnutils_uclient -y -c -m $ALLOCS (default 500) allocations relaying to each other
 #     through the relay's in-process hairpin, ChannelData of 120 bytes every $RELAY_MS ms each;
-#   - churn: examples/calls_load.rs, one client looping over whole call lifecycles over HTTP
+#   - churn: `loadgen calls`, one client looping over whole call lifecycles over HTTP
 #     (initiate, answer, media, end: four durable transitions each).
 # Every $SAMPLE s it records the daemon's RSS, file descriptors and threads, and prints the curve.
 # It passes when: hub_load reports no error and received all but at most the messages in flight
@@ -40,33 +40,13 @@ JWT_SECRET=soak-jwt-secret-0123456789abcdef
 TURN_SECRET=soak-turn-secret-0123456789
 mkdir -p "$OUT"
 log "output: $OUT"
-log "building switchboard, hub_load and calls_load (release)"
-(cd "$ROOT" && cargo build --release --locked --bin switchboard --example hub_load --example calls_load) \
-    >"$OUT/build.log" 2>&1 || { show_tail "$OUT/build.log"; die "build failed"; }
+build_all
 BIN=$TARGET_DIR/release
 
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do stop_pid "$p"; done; }
-trap cleanup EXIT
-
 conf=$OUT/switchboard.toml
-cat >"$conf" <<EOF
-[turn]
-listen = ["127.0.0.1:0"]
-relay_ip = "127.0.0.1"
-secret = "$TURN_SECRET"
-user_quota = $((ALLOCS * 2 + 16))
-[http]
-listen = "127.0.0.1:0"
-max_connections = $((SOCKETS + 1024))
-[auth]
-jwt_secret = "$JWT_SECRET"
-open_conversations = true
-[store]
-path = "$OUT/switchboard.db"
-[log]
-level = "warn"
-EOF
+IP=127.0.0.1
+daemon_config "$conf" "$OUT/switchboard.db" warn "user_quota = $((ALLOCS * 2 + 16))" \
+    "max_connections = $((SOCKETS + 1024))"
 "$BIN/switchboard" serve --config "$conf" >"$OUT/daemon.log" 2>&1 &
 pid=$!
 PIDS+=("$pid")
@@ -92,7 +72,7 @@ fds_before=$(sample 0 | awk '{ print $3 }')
 
 t0=$SECONDS
 # The signaling load: connect and set up the calls, then one phase of $DURATION s.
-"$BIN/examples/hub_load" --addr "$http" --transport sio --jwt-secret "$JWT_SECRET" \
+"$LOADGEN" hub --addr "$http" --transport sio --jwt-secret "$JWT_SECRET" \
     --sockets "$SOCKETS" --window 1 --phases "soak:$RATE" --warmup 0 --duration "$DURATION" \
     --server-pid "$pid" --label soak >"$OUT/hub_load.log" 2>&1 &
 hub=$!
@@ -106,7 +86,7 @@ turnutils_uclient -y -c -m "$ALLOCS" -n "$messages" -l 120 -z "$RELAY_MS" \
 uclient=$!
 PIDS+=("$uclient")
 # The churn.
-"$BIN/examples/calls_load" --http "$http" --jwt-secret "$JWT_SECRET" --clients 1 \
+"$LOADGEN" calls --http "$http" --jwt-secret "$JWT_SECRET" --clients 1 \
     --warmup 0 --duration "$DURATION" >"$OUT/churn.log" 2>&1 &
 churn=$!
 PIDS+=("$churn")
@@ -136,10 +116,9 @@ forget_pid "$pid"
 # --- The report.
 fail=0
 check() { if eval "$2"; then echo "  ok    $1"; else echo "  FAIL  $1"; fail=1; fi; }
-kv() { tr ' ' '\n' <<<"$1" | awk -F= -v k="$2" '$1 == k { print $2 }'; }
-phase=$(grep '^phase ' "$OUT/hub_load.log" | tail -n1 || true)
-end=$(grep '^end ' "$OUT/hub_load.log" | tail -n1 || true)
-sent=$(kv "$phase" sent); received=$(kv "$phase" received); errors=$(kv "$end" errors)
+sent=$(kv phase sent "$OUT/hub_load.log" || true)
+received=$(kv phase received "$OUT/hub_load.log" || true)
+errors=$(kv end errors "$OUT/hub_load.log" || true)
 u_sent=$(sed -n 's/.*tot_send_msgs=\([0-9]*\), tot_recv_msgs=.*/\1/p' "$OUT/uclient.log" | tail -n1)
 u_recv=$(sed -n 's/.*tot_send_msgs=[0-9]*, tot_recv_msgs=\([0-9]*\).*/\1/p' "$OUT/uclient.log" | tail -n1)
 lifecycles=$(sed -n 's/.* lifecycles=\([0-9]*\).*/\1/p' "$OUT/churn.log" | tail -n1)

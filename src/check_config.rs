@@ -183,24 +183,16 @@ mod tests {
     use super::*;
     use crate::config::Origin;
 
+    /// The TURN lines, through the binary: tests/check_config.rs.
     #[test]
     fn summary_names_the_essentials() {
         let text = "[turn]\nsecret = \"0123456789abcdef\"\nrelay_ip = \"198.51.100.7\"\n";
         let c = config::load_str(text, Path::new("."), Origin::File("x.toml".into())).unwrap();
         let s = summary(&c);
-        assert!(s.contains("0.0.0.0:3478 (udp, tcp;"), "{s}");
         assert!(
             s.contains("http listen: 127.0.0.1:8080 (at most 10000 connections)"),
             "{s}"
         );
-        assert!(s.contains("198.51.100.7 ports 49152-65535 (16384)"), "{s}");
-        assert!(
-            s.contains(
-                "76 allocations per user (for 20-person calls over 2 TURN URLs), 10000 in total"
-            ),
-            "{s}"
-        );
-        assert!(s.contains("usernames <expiry>:<user>"), "{s}");
         assert!(!s.contains("0123456789abcdef"), "{s}");
         assert!(s.contains("webhooks:    off"), "{s}");
         let text = format!(

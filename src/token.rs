@@ -18,21 +18,14 @@ pub fn run(args: &TokenArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if args
-        .name
-        .as_ref()
-        .is_some_and(|n| n.chars().count() > MAX_NAME_LEN)
-    {
-        eprintln!("error: --name: longer than {MAX_NAME_LEN} characters");
-        return ExitCode::from(2);
-    }
-    if args
-        .email
-        .as_ref()
-        .is_some_and(|e| e.chars().count() > MAX_EMAIL_LEN)
-    {
-        eprintln!("error: --email: longer than {MAX_EMAIL_LEN} characters");
-        return ExitCode::from(2);
+    for (flag, value, max) in [
+        ("--name", &args.name, MAX_NAME_LEN),
+        ("--email", &args.email, MAX_EMAIL_LEN),
+    ] {
+        if value.as_ref().is_some_and(|v| v.chars().count() > max) {
+            eprintln!("error: {flag}: longer than {max} characters");
+            return ExitCode::from(2);
+        }
     }
     if args.ttl.is_zero() || args.ttl > MAX_CREDENTIAL_TTL {
         eprintln!("error: --ttl: must be longer than zero and at most 365 days");

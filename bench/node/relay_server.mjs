@@ -1,6 +1,6 @@
 // The anchor of bench/hub.sh: a Node socket.io server doing the hub's relay of call:offer,
 // call:answer and call:ice-candidate, driven by the same load generator as switchboard
-// (examples/hub_load.rs) over the same wire protocol.
+// (`loadgen hub`, bench/loadgen) over the same wire protocol.
 //
 // What it does, as switchboard does:
 // - the handshake's auth {token} is a JWT checked here: HS256 over JWT_SECRET (node:crypto,

@@ -363,7 +363,7 @@ fn load_routed(
     origin: Origin,
     route_source: RouteSource,
 ) -> Result<Config, ConfigError> {
-    let raw: Raw = toml::from_str(text).map_err(|e| toml_error(text, &e).at(&origin))?;
+    let raw = parse(text).map_err(|e| e.at(&origin))?;
     validate(raw, base, origin.clone(), route_source).map_err(|e| e.at(&origin))
 }
 

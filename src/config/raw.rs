@@ -1,55 +1,31 @@
 //! The file as serde reads it: every field optional, unknown keys refused; and toml's errors
-//! turned into [`ConfigError`]s naming the key.
+//! turned into [`ConfigError`]s naming the key, by the path serde was at (serde_path_to_error).
 
 use super::*;
 
-/// Turns a toml error into a [`ConfigError`], naming the key where the text shows it.
-///
-/// toml's message already names an unknown key ("unknown field `relay_port`, expected one
-/// of ...") or the expected type; the key path comes from the line the error points at and the
-/// table header above it.
-pub(super) fn toml_error(text: &str, err: &toml::de::Error) -> ConfigError {
-    let message = err.message().trim();
-    let Some(span) = err.span() else {
-        return ConfigError::new("", message);
-    };
-    let before = text.get(..span.start).unwrap_or(text);
-    let line = before.matches('\n').count() + 1;
-    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-    match key_at_line(text, line) {
-        Some(key) => ConfigError::new(key, format!("{message} (line {line}, column {column})")),
-        None => ConfigError::new(format!("line {line}, column {column}"), message),
-    }
+/// Reads the file's TOML into [`Raw`]; an error names the key it is about, as a path
+/// (`turn.allow_peers[2]`, `log.format`), with where it is in the text.
+pub(super) fn parse(text: &str) -> Result<Raw> {
+    serde_path_to_error::deserialize(toml::Deserializer::new(text))
+        .map_err(|e| toml_error(text, e.path(), e.inner()))
 }
 
-/// The dotted key on 1-based `line`: `[section]` headers above it give the prefix.
-pub(super) fn key_at_line(text: &str, line: usize) -> Option<String> {
-    let mut section: Option<String> = None;
-    for (i, l) in text.lines().enumerate() {
-        let l = l.split('#').next().unwrap_or("").trim();
-        let header = l
-            .strip_prefix('[')
-            .and_then(|h| h.strip_suffix(']'))
-            .map(|h| h.trim_matches(|c| c == '[' || c == ']').trim().to_owned());
-        if i + 1 == line {
-            if header.is_some() {
-                return header;
-            }
-            let (key, _) = l.split_once('=')?;
-            let key = key.trim().trim_matches('"');
-            if key.is_empty() || key.contains(char::is_whitespace) {
-                return None;
-            }
-            return Some(match section {
-                Some(s) => format!("{s}.{key}"),
-                None => key.to_owned(),
-            });
-        }
-        if header.is_some() {
-            section = header;
-        }
+/// A toml error as a [`ConfigError`]: the key is the path serde was at; an error outside any
+/// key (TOML syntax) is named by its line and column instead.
+fn toml_error(text: &str, path: &serde_path_to_error::Path, err: &toml::de::Error) -> ConfigError {
+    let message = err.message().trim();
+    let at = err.span().map(|span| {
+        let before = text.get(..span.start).unwrap_or(text);
+        let line = before.matches('\n').count() + 1;
+        let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+        format!("line {line}, column {column}")
+    });
+    match (path.iter().next(), at) {
+        (Some(_), Some(at)) => ConfigError::new(path.to_string(), format!("{message} ({at})")),
+        (Some(_), None) => ConfigError::new(path.to_string(), message),
+        (None, Some(at)) => ConfigError::new(at, message),
+        (None, None) => ConfigError::new("", message),
     }
-    None
 }
 
 #[derive(Debug, Default, Deserialize)]

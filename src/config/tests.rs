@@ -189,11 +189,83 @@ fn wrong_type_is_named() {
     let e = err(&format!("{MINIMAL}[log]\nformat = \"xml\"\n"));
     assert_eq!(e.key, "log.format");
     assert!(e.message.contains("xml"), "{e}");
-    // Inside a multi-line array the line has no key: say where instead.
+    // Inside a multi-line array: the element, by its index (the line alone has no key).
     let e = err(&format!(
         "{MINIMAL}allow_peers = [\n  \"10.0.0.0/8\",\n  5,\n]\n"
     ));
-    assert_eq!(e.key, "line 6, column 3");
+    assert_eq!(e.key, "turn.allow_peers[1]");
+    assert!(e.message.contains("line 6, column 3"), "{e}");
+}
+
+#[test]
+fn error_keys_are_the_path_serde_was_at() {
+    // Each before MINIMAL, whose [turn] runs to the end.
+    for (text, key, says) in [
+        // Wrong types, at the top level, in a section, in an array.
+        ("dev = \"yes\"\n", "dev", "invalid type"),
+        (
+            "[auth]\nopen_conversations = 1\n",
+            "auth.open_conversations",
+            "invalid type",
+        ),
+        (
+            "[http]\nallowed_origins = \"*\"\n",
+            "http.allowed_origins",
+            "invalid type",
+        ),
+        (
+            "[http]\nallowed_origins = [\"*\", [1]]\n",
+            "http.allowed_origins[1]",
+            "invalid type",
+        ),
+        // A key given as a dotted key or an inline table is the same key.
+        (
+            "calls.max_participants = -1\n",
+            "calls.max_participants",
+            "invalid value",
+        ),
+        (
+            "calls = { ring_timeout = 9 }\n",
+            "calls.ring_timeout",
+            "invalid type",
+        ),
+        ("[store]\npath.x = 1\n", "store.path", "invalid type"),
+        // A section that is not a table.
+        ("log = 3\n", "log", "invalid type"),
+        // Unknown keys, nested ones included.
+        (
+            "[webhooks]\nurls = []\n",
+            "webhooks.urls",
+            "unknown field `urls`",
+        ),
+        (
+            "calls = { ring = \"1s\" }\n",
+            "calls.ring",
+            "unknown field `ring`",
+        ),
+        // One address or a list of them: neither.
+        (
+            "[webhooks]\nurl = 5\n",
+            "webhooks.url",
+            "did not match any variant",
+        ),
+    ] {
+        let e = err(&format!("{text}{MINIMAL}"));
+        assert_eq!(e.key, key, "{text}: {e}");
+        assert!(e.message.contains(says), "{text}: {e}");
+    }
+    let e = err(&format!("{MINIMAL}tls_listen = [\"a\", \"b\", 3]\n"));
+    assert_eq!(e.key, "turn.tls_listen[2]", "{e}");
+    // TOML that does not parse has no key: where it is instead.
+    let e = err(&format!("{MINIMAL}realm = \n"));
+    assert_eq!(e.key, "line 4, column 9", "{e}");
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "/etc/switchboard/switchboard.toml: line 4, column 9: {}",
+            e.message
+        )
+    );
 }
 
 #[test]

@@ -130,26 +130,15 @@ pub(super) fn validate_webhooks(
         _ => {}
     }
     let timeout = duration("webhooks.timeout", raw.timeout)?.unwrap_or(DEFAULT_WEBHOOK_TIMEOUT);
-    if timeout > MAX_WEBHOOK_TIMEOUT {
-        return Err(ConfigError::new(
-            "webhooks.timeout",
-            format!(
-                "at most {}",
-                humantime::format_duration(MAX_WEBHOOK_TIMEOUT)
-            ),
-        ));
-    }
+    at_most("webhooks.timeout", timeout, MAX_WEBHOOK_TIMEOUT, "")?;
     let max_age = duration("webhooks.max_age", raw.max_age)?.unwrap_or(DEFAULT_WEBHOOK_MAX_AGE);
-    if max_age > MAX_WEBHOOK_MAX_AGE {
-        // The outbox is bounded by it while a receiver is down.
-        return Err(ConfigError::new(
-            "webhooks.max_age",
-            format!(
-                "at most {} (events older than this are dropped; the queue grows until then)",
-                humantime::format_duration(MAX_WEBHOOK_MAX_AGE)
-            ),
-        ));
-    }
+    // The outbox is bounded by it while a receiver is down.
+    at_most(
+        "webhooks.max_age",
+        max_age,
+        MAX_WEBHOOK_MAX_AGE,
+        " (events older than this are dropped; the queue grows until then)",
+    )?;
     Ok(WebhooksConfig {
         urls,
         secret,
@@ -652,6 +641,17 @@ pub(super) fn duration(key: &str, s: Option<String>) -> Result<Option<Duration>>
         return Err(ConfigError::new(key, "must be longer than zero"));
     }
     Ok(Some(d))
+}
+
+/// An error unless `d` is at most `max`: "at most <max>", then `why`.
+fn at_most(key: &str, d: Duration, max: Duration, why: &str) -> Result<()> {
+    if d <= max {
+        return Ok(());
+    }
+    Err(ConfigError::new(
+        key,
+        format!("at most {}{why}", humantime::format_duration(max)),
+    ))
 }
 
 /// A quota as set, if set: at least 1.

@@ -13,7 +13,8 @@
 //!   socket.
 //!
 //! ```text
-//! udp_forwarder --listen 127.0.0.1:13678 --peer 127.0.0.1:13480 [--mode epoll|threads]
+//! loadgen udp-forwarder --listen 127.0.0.1:13678 --peer 127.0.0.1:13480 [--mode epoll|threads]
+//!                       [--unconnected] [--max-flows 10000]
 //! ```
 //! It runs until killed.
 
@@ -23,81 +24,45 @@ use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 
-const USAGE: &str =
-    "usage: udp_forwarder --listen IP:PORT --peer IP:PORT [--mode epoll|threads] [--unconnected] [--max-flows N]";
-
-struct Args {
+#[derive(clap::Args)]
+pub struct Args {
+    /// The listening socket, where the clients send.
+    #[arg(long)]
     listen: SocketAddr,
+    /// The fixed peer every relay socket sends to.
+    #[arg(long)]
     peer: SocketAddr,
-    threads: bool,
-    /// Relay sockets connected to the peer (send/recv) rather than sendto/recvfrom.
-    connected: bool,
+    #[arg(long, value_enum, default_value_t = Mode::Epoll)]
+    mode: Mode,
+    /// Relay sockets use sendto/recvfrom rather than being connected to the peer (epoll mode).
+    #[arg(long)]
+    unconnected: bool,
+    /// Clients beyond this many are ignored.
+    #[arg(long, default_value_t = 10_000)]
     max_flows: usize,
 }
 
-fn parse_args() -> Result<Args, String> {
-    let mut listen = None;
-    let mut peer = None;
-    let mut threads = false;
-    let mut connected = true;
-    let mut max_flows = 10_000;
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--listen" => listen = Some(value()?.parse().map_err(|e| format!("--listen: {e}"))?),
-            "--peer" => peer = Some(value()?.parse().map_err(|e| format!("--peer: {e}"))?),
-            "--mode" => {
-                threads = match value()?.as_str() {
-                    "epoll" => false,
-                    "threads" => true,
-                    other => return Err(format!("unknown mode {other:?}")),
-                }
-            }
-            "--unconnected" => connected = false,
-            "--max-flows" => {
-                max_flows = value()?.parse().map_err(|e| format!("--max-flows: {e}"))?
-            }
-            "-h" | "--help" => return Err(String::new()),
-            other => return Err(format!("unknown argument {other:?}")),
-        }
-    }
-    Ok(Args {
-        listen: listen.ok_or("--listen is required")?,
-        peer: peer.ok_or("--peer is required")?,
-        threads,
-        connected,
-        max_flows,
-    })
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Mode {
+    /// One thread, a level-triggered epoll loop.
+    Epoll,
+    /// Blocking sockets, a thread per relay socket.
+    Threads,
 }
 
-fn main() {
-    let args = match parse_args() {
-        Ok(args) => args,
-        Err(e) => {
-            if !e.is_empty() {
-                eprintln!("udp_forwarder: {e}");
-            }
-            eprintln!("{USAGE}");
-            std::process::exit(2);
-        }
-    };
-    let result = UdpSocket::bind(args.listen).and_then(|listener| {
-        eprintln!(
-            "udp_forwarder listening addr={} peer={} mode={}",
-            listener.local_addr()?,
-            args.peer,
-            if args.threads { "threads" } else { "epoll" }
-        );
-        if args.threads {
-            run_threads(listener, args.peer, args.max_flows)
-        } else {
-            run_epoll(listener, args.peer, args.max_flows, args.connected)
-        }
-    });
-    if let Err(e) = result {
-        eprintln!("udp_forwarder: {e}");
-        std::process::exit(1);
+pub fn run(args: &Args) -> io::Result<()> {
+    let threads = matches!(args.mode, Mode::Threads);
+    let listener = UdpSocket::bind(args.listen)?;
+    eprintln!(
+        "udp_forwarder listening addr={} peer={} mode={}",
+        listener.local_addr()?,
+        args.peer,
+        if threads { "threads" } else { "epoll" }
+    );
+    if threads {
+        run_threads(listener, args.peer, args.max_flows)
+    } else {
+        run_epoll(listener, args.peer, args.max_flows, !args.unconnected)
     }
 }
 

@@ -19,9 +19,9 @@
 //! costs a server about twice the wake-ups per packet.
 //!
 //! ```text
-//! udp_load --target 127.0.0.1:13678 [--flows 20] [--messages 2000] [--size 120]
-//!          [--interval-ms 5] [--tick-ms INTERVAL] [--start-delay-ms 1000] [--start-spread-ms 5000]
-//!          [--drain-ms 2000]
+//! loadgen udp --target 127.0.0.1:13678 [--flows 20] [--messages 2000] [--size 120]
+//!             [--interval-ms 5] [--tick-ms INTERVAL] [--start-delay-ms 1000] [--start-spread-ms 5000]
+//!             [--drain-ms 2000]
 //! ```
 //! The last line of output is the machine-readable summary:
 //! `summary flows=.. sent=.. received=.. lost=.. loss_pct=.. transmit_s=.. rt_per_s=..
@@ -29,70 +29,46 @@
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-const USAGE: &str = "usage: udp_load --target IP:PORT [--flows N] [--messages N] [--size BYTES] \
-                     [--interval-ms MS] [--tick-ms MS] [--start-delay-ms MS] [--start-spread-ms MS] \
-                     [--drain-ms MS]";
+use clap::builder::RangedU64ValueParser;
+use clap::value_parser;
+
+use crate::sock;
 
 /// Sends at most this many overdue datagrams per flow per wake-up (uclient: 50).
 const MAX_BURST: u64 = 50;
 /// Flow id, sequence number, send time in nanoseconds since start.
 const HEADER: usize = 16;
 
-struct Args {
+#[derive(clap::Args)]
+pub struct Args {
+    /// Where the flows send (a relay or the forwarder, echoing back).
+    #[arg(long)]
     target: SocketAddr,
+    /// Client sockets, one per uclient session.
+    #[arg(long, default_value_t = 20, value_parser = RangedU64ValueParser::<usize>::new().range(1..=10_000))]
     flows: usize,
+    /// Datagrams each flow sends.
+    #[arg(long, default_value_t = 2000)]
     messages: u64,
-    size: usize,
+    /// Datagram size in bytes.
+    #[arg(long, default_value_t = 120, value_parser = value_parser!(u64).range(HEADER as u64..=65_000))]
+    size: u64,
+    /// Each flow's interval between datagrams.
+    #[arg(long = "interval-ms", value_name = "MS", default_value = "5", value_parser = crate::millis)]
     interval: Duration,
-    /// The timer period; `None`: the interval.
+    /// The timer period [default: the interval].
+    #[arg(long = "tick-ms", value_name = "MS", value_parser = crate::millis)]
     tick: Option<Duration>,
+    /// When the first datagrams go, plus a random part of --start-spread-ms.
+    #[arg(long = "start-delay-ms", value_name = "MS", default_value = "1000", value_parser = crate::millis)]
     start_delay: Duration,
+    #[arg(long = "start-spread-ms", value_name = "MS", default_value_t = 5000)]
     start_spread_ms: u64,
+    /// How long to wait for echoes after the last send.
+    #[arg(long = "drain-ms", value_name = "MS", default_value = "2000", value_parser = crate::millis)]
     drain: Duration,
-}
-
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        target: SocketAddr::from(([127, 0, 0, 1], 0)),
-        flows: 20,
-        messages: 2000,
-        size: 120,
-        interval: Duration::from_millis(5),
-        tick: None,
-        start_delay: Duration::from_millis(1000),
-        start_spread_ms: 5000,
-        drain: Duration::from_millis(2000),
-    };
-    let mut target = None;
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let value = it.next().ok_or(format!("{flag} needs a value"))?;
-        let number =
-            || -> Result<u64, String> { value.parse().map_err(|e| format!("{flag}: {e}")) };
-        match flag.as_str() {
-            "--target" => target = Some(value.parse().map_err(|e| format!("--target: {e}"))?),
-            "--flows" => args.flows = number()? as usize,
-            "--messages" => args.messages = number()?,
-            "--size" => args.size = number()? as usize,
-            "--interval-ms" => args.interval = Duration::from_millis(number()?),
-            "--tick-ms" => args.tick = Some(Duration::from_millis(number()?)),
-            "--start-delay-ms" => args.start_delay = Duration::from_millis(number()?),
-            "--start-spread-ms" => args.start_spread_ms = number()?,
-            "--drain-ms" => args.drain = Duration::from_millis(number()?),
-            other => return Err(format!("unknown argument {other:?}")),
-        }
-    }
-    args.target = target.ok_or("--target is required")?;
-    if args.flows == 0 || args.flows > 10_000 {
-        return Err("--flows must be 1..=10000".into());
-    }
-    if !(HEADER..=65_000).contains(&args.size) {
-        return Err(format!("--size must be {HEADER}..=65000"));
-    }
-    Ok(args)
 }
 
 struct Flow {
@@ -124,21 +100,7 @@ impl Rtt {
     }
 }
 
-fn main() {
-    let args = match parse_args() {
-        Ok(args) => args,
-        Err(e) => {
-            eprintln!("udp_load: {e}\n{USAGE}");
-            std::process::exit(2);
-        }
-    };
-    if let Err(e) = run(&args) {
-        eprintln!("udp_load: {e}");
-        std::process::exit(1);
-    }
-}
-
-fn run(args: &Args) -> io::Result<()> {
+pub fn run(args: &Args) -> io::Result<()> {
     let start = Instant::now();
     let mut flows = Vec::with_capacity(args.flows);
     for _ in 0..args.flows {
@@ -157,17 +119,10 @@ fn run(args: &Args) -> io::Result<()> {
             received: 0,
         });
     }
-    let mut pollfds: Vec<libc::pollfd> = flows
-        .iter()
-        .map(|f| libc::pollfd {
-            fd: f.socket.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        })
-        .collect();
+    let mut pollfds = sock::pollfds(flows.iter().map(|f| &f.socket));
 
     let total = args.messages * args.flows as u64;
-    let mut payload = vec![7u8; args.size];
+    let mut payload = vec![7u8; args.size as usize];
     let mut buf = vec![0u8; 65_536];
     let mut rtt = Rtt::default();
     let mut send_errors = 0u64;
@@ -212,21 +167,7 @@ fn run(args: &Args) -> io::Result<()> {
         };
         let wait = deadline.saturating_duration_since(now);
         let timeout_ms = wait.as_micros().div_ceil(1000).min(100) as i32;
-        // SAFETY: `pollfds` is a valid, writable array of `pollfds.len()` entries.
-        let ready = unsafe {
-            libc::poll(
-                pollfds.as_mut_ptr(),
-                pollfds.len() as libc::nfds_t,
-                timeout_ms,
-            )
-        };
-        if ready < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
+        sock::poll(&mut pollfds, timeout_ms)?;
         for (pollfd, flow) in pollfds.iter_mut().zip(flows.iter_mut()) {
             if pollfd.revents == 0 {
                 continue;

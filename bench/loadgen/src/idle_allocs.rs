@@ -14,8 +14,8 @@
 //! freed and chosen again, would land on an existing allocation (437).
 //!
 //! ```text
-//! idle_allocs --server 127.0.0.1:3478 --realm R --secret S [--count 10000] [--window 64]
-//!             [--timeout-ms 1000] [--retries 4] [--user-prefix bench-] [--client-ports LO-HI]
+//! loadgen idle-allocs --server 127.0.0.1:3478 --realm R --secret S [--count 10000] [--window 64]
+//!                     [--timeout-ms 1000] [--retries 4] [--user-prefix bench-] [--client-ports LO-HI]
 //! ```
 //! The last line of output is the machine-readable summary:
 //! `summary requested=.. allocated=.. failed=.. elapsed_s=.. allocs_per_s=..`.
@@ -23,7 +23,6 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use stun_types::attribute::{ErrorCode, Nonce, Realm, Username};
@@ -34,75 +33,65 @@ use stun_types::message::{
 use turn_types::attribute::RequestedTransport;
 use turn_types::message::ALLOCATE;
 
-const USAGE: &str = "usage: idle_allocs --server IP:PORT --realm R --secret S [--count N] \
-                     [--window N] [--timeout-ms MS] [--retries N] [--user-prefix P] \
-                     [--client-ports LO-HI] [--ttl-s S]";
+use crate::sock;
 
 /// How many 438 Stale Nonce answers one allocation may get before it counts as failed.
 const MAX_STALE_NONCES: u32 = 3;
 
-struct Args {
+#[derive(clap::Args)]
+pub struct Args {
+    /// The TURN server's UDP address.
+    #[arg(long)]
     server: SocketAddr,
+    #[arg(long)]
     realm: String,
+    /// The TURN REST API shared secret.
+    #[arg(long)]
     secret: String,
+    /// Allocations to make.
+    #[arg(long, default_value_t = 10_000)]
     count: u64,
-    window: usize,
-    timeout: Duration,
+    /// Allocations in flight at once (1..=1024; beyond, clamped).
+    #[arg(long, default_value_t = 64)]
+    window: u64,
+    /// How long a request waits for its answer before it is sent again.
+    #[arg(long = "timeout-ms", value_name = "MS", default_value_t = 1000)]
+    timeout_ms: u64,
+    /// Resends before an allocation counts as failed (at most 20).
+    #[arg(long, default_value_t = 4)]
     retries: u32,
+    #[arg(long, default_value = "bench-")]
     user_prefix: String,
+    /// The client ports, LO-HI: one per allocation.
+    #[arg(long, value_name = "LO-HI", default_value = "20000-32000", value_parser = port_range)]
     client_ports: (u16, u16),
+    /// The credentials' lifetime.
+    #[arg(long = "ttl-s", value_name = "S", default_value_t = 86_400)]
     ttl_s: u64,
 }
 
-fn parse_args() -> Result<Args, String> {
-    let mut server = None;
-    let mut realm = None;
-    let mut secret = None;
-    let mut args = Args {
-        server: SocketAddr::from(([127, 0, 0, 1], 3478)),
-        realm: String::new(),
-        secret: String::new(),
-        count: 10_000,
-        window: 64,
-        timeout: Duration::from_millis(1000),
-        retries: 4,
-        user_prefix: "bench-".into(),
-        client_ports: (20_000, 32_000),
-        ttl_s: 86_400,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let value = it.next().ok_or(format!("{flag} needs a value"))?;
-        let number =
-            || -> Result<u64, String> { value.parse().map_err(|e| format!("{flag}: {e}")) };
-        match flag.as_str() {
-            "--server" => server = Some(value.parse().map_err(|e| format!("--server: {e}"))?),
-            "--realm" => realm = Some(value),
-            "--secret" => secret = Some(value),
-            "--count" => args.count = number()?,
-            "--window" => args.window = number()?.clamp(1, 1024) as usize,
-            "--timeout-ms" => args.timeout = Duration::from_millis(number()?.max(1)),
-            "--retries" => args.retries = number()?.min(20) as u32,
-            "--user-prefix" => args.user_prefix = value,
-            "--ttl-s" => args.ttl_s = number()?,
-            "--client-ports" => {
-                let (lo, hi) = value
-                    .split_once('-')
-                    .ok_or("--client-ports must be LO-HI")?;
-                let lo = lo.parse().map_err(|e| format!("--client-ports: {e}"))?;
-                let hi = hi.parse().map_err(|e| format!("--client-ports: {e}"))?;
-                if lo == 0 || lo > hi {
-                    return Err("--client-ports must be LO-HI with 0 < LO <= HI".into());
-                }
-                args.client_ports = (lo, hi);
-            }
-            other => return Err(format!("unknown argument {other:?}")),
-        }
+impl Args {
+    fn window(&self) -> usize {
+        self.window.clamp(1, 1024) as usize
     }
-    args.server = server.ok_or("--server is required")?;
-    args.realm = realm.ok_or("--realm is required")?;
-    args.secret = secret.ok_or("--secret is required")?;
-    Ok(args)
+
+    fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms.max(1))
+    }
+
+    fn retries(&self) -> u32 {
+        self.retries.min(20)
+    }
+}
+
+fn port_range(s: &str) -> Result<(u16, u16), String> {
+    let (lo, hi) = s.split_once('-').ok_or("must be LO-HI")?;
+    let lo: u16 = lo.parse().map_err(|e| format!("{e}"))?;
+    let hi: u16 = hi.parse().map_err(|e| format!("{e}"))?;
+    if lo == 0 || lo > hi {
+        return Err("must be LO-HI with 0 < LO <= HI".into());
+    }
+    Ok((lo, hi))
 }
 
 /// One allocation in flight.
@@ -214,7 +203,7 @@ impl Client<'_> {
                 attempt.transaction = transaction;
                 attempt.authenticated = true;
                 attempt.sends = 0;
-                send(attempt, now, self.args.timeout)
+                send(attempt, now, self.args.timeout())
             }
             Err(e) => Outcome::Failed(e),
         }
@@ -259,21 +248,7 @@ fn next_socket(
     ))
 }
 
-fn main() {
-    let args = match parse_args() {
-        Ok(args) => args,
-        Err(e) => {
-            eprintln!("idle_allocs: {e}\n{USAGE}");
-            std::process::exit(2);
-        }
-    };
-    if let Err(e) = run(&args) {
-        eprintln!("idle_allocs: {e}");
-        std::process::exit(1);
-    }
-}
-
-fn run(args: &Args) -> io::Result<()> {
+pub fn run(args: &Args) -> io::Result<()> {
     let now_unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_err(io::Error::other)?
@@ -291,7 +266,7 @@ fn run(args: &Args) -> io::Result<()> {
     let start = Instant::now();
     let mut next_user = 0u64;
     let mut next_port = u32::from(args.client_ports.0);
-    let mut in_flight: Vec<Attempt> = Vec::with_capacity(args.window);
+    let mut in_flight: Vec<Attempt> = Vec::with_capacity(args.window());
     let mut allocated = 0u64;
     let mut failures: BTreeMap<String, u64> = BTreeMap::new();
     let mut buf = [0u8; 2048];
@@ -300,7 +275,7 @@ fn run(args: &Args) -> io::Result<()> {
     while next_user < args.count || !in_flight.is_empty() {
         let now = Instant::now();
         // Fill the window.
-        while in_flight.len() < args.window && next_user < args.count {
+        while in_flight.len() < args.window() && next_user < args.count {
             let socket =
                 match next_socket(local_ip, args.server, &mut next_port, args.client_ports.1) {
                     Ok(socket) => socket,
@@ -332,7 +307,7 @@ fn run(args: &Args) -> io::Result<()> {
                 deadline: now,
             };
             next_user += 1;
-            match send(&mut attempt, now, args.timeout) {
+            match send(&mut attempt, now, args.timeout()) {
                 Outcome::Failed(why) => *failures.entry(why).or_default() += 1,
                 _ => in_flight.push(attempt),
             }
@@ -341,32 +316,11 @@ fn run(args: &Args) -> io::Result<()> {
             continue;
         }
 
-        let mut pollfds: Vec<libc::pollfd> = in_flight
-            .iter()
-            .map(|a| libc::pollfd {
-                fd: a.socket.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            })
-            .collect();
+        let mut pollfds = sock::pollfds(in_flight.iter().map(|a| &a.socket));
         let first_deadline = in_flight.iter().map(|a| a.deadline).min().unwrap_or(now);
         let wait = first_deadline.saturating_duration_since(Instant::now());
         let timeout_ms = wait.as_micros().div_ceil(1000).min(50) as i32;
-        // SAFETY: `pollfds` is a valid, writable array of `pollfds.len()` entries.
-        let ready = unsafe {
-            libc::poll(
-                pollfds.as_mut_ptr(),
-                pollfds.len() as libc::nfds_t,
-                timeout_ms,
-            )
-        };
-        if ready < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
+        sock::poll(&mut pollfds, timeout_ms)?;
 
         let now = Instant::now();
         let mut outcomes = Vec::with_capacity(in_flight.len());
@@ -390,14 +344,14 @@ fn run(args: &Args) -> io::Result<()> {
                 }
             }
             if matches!(outcome, Outcome::Pending) && now >= attempt.deadline {
-                outcome = if attempt.sends > args.retries {
+                outcome = if attempt.sends > args.retries() {
                     Outcome::Failed(if attempt.authenticated {
                         "timeout-authenticated".into()
                     } else {
                         "timeout".into()
                     })
                 } else {
-                    send(attempt, now, args.timeout)
+                    send(attempt, now, args.timeout())
                 };
             }
             outcomes.push(outcome);

@@ -26,9 +26,9 @@
 //!   ended call on disk).
 //!
 //! ```text
-//! calls_load [--sqlite-anchor PATH] [--anchor-secs 3]
-//!            [--http IP:PORT --jwt-secret S] [--clients 32] [--duration 10] [--warmup 2]
-//!            [--count-calls DB]
+//! loadgen calls [--sqlite-anchor PATH] [--anchor-secs 3]
+//!               [--http IP:PORT --jwt-secret S] [--clients 32] [--duration 10] [--warmup 2]
+//!               [--count-calls DB]
 //! ```
 //! Each mode ends with one machine-readable line: `anchor tx=.. secs=.. tx_per_s=..
 //! p50_us=.. p99_us=.. cpu_us_per_tx=..`, `summary clients=.. secs=.. lifecycles=.. lifecycles_per_s=..
@@ -37,112 +37,68 @@
 //! and the load, a `ratio` line: durable transitions per second of the daemon (4 per
 //! lifecycle) over the anchor's transactions per second.
 
-mod common;
+mod http;
 
 use std::fmt::Write as _;
-use std::io::{self, Read as _, Write as _};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier, OnceLock};
 use std::time::{Duration, Instant};
 
+use clap::builder::RangedU64ValueParser;
 use rusqlite::{Connection, OpenFlags};
 use switchboard_signaling::auth;
 use switchboard_signaling::time::Timestamp;
 use uuid::Uuid;
 
-use common::{own_cpu_us, percentile};
-
-const USAGE: &str = "usage: calls_load [--sqlite-anchor PATH] [--anchor-secs SECS] \
-                     [--http IP:PORT --jwt-secret S] [--clients N] [--duration SECS] \
-                     [--warmup SECS] [--count-calls DB]";
+use crate::seconds;
+use crate::stats::{ms, own_cpu_us, percentile, Errors};
+use http::{find, Http};
 
 /// The transitions a lifecycle makes (initiate, answer, media, end).
 const TRANSITIONS: u64 = 4;
 /// The issue's target, in lifecycles per second.
 const TARGET: f64 = 1000.0;
-/// Connect, read and write timeout: no request waits longer.
-const IO_TIMEOUT: Duration = Duration::from_secs(10);
-/// How many errors are printed (all are counted).
-const SHOWN_ERRORS: usize = 10;
-/// The longest response accepted.
-const MAX_RESPONSE: usize = 1 << 20;
 
 const OPS: [&str; 4] = ["initiate", "answer", "media", "end"];
 
-struct Args {
+#[derive(clap::Args)]
+#[command(group = clap::ArgGroup::new("mode").required(true).multiple(true)
+    .args(["anchor", "http", "count_calls"]))]
+pub struct Args {
+    /// The anchor: durable SQLite transactions in a fresh file at PATH.
+    #[arg(long = "sqlite-anchor", value_name = "PATH")]
     anchor: Option<PathBuf>,
-    anchor_secs: f64,
+    /// How long the anchor runs.
+    #[arg(long, value_name = "SECS", default_value = "3", value_parser = seconds(0.001, 3600.0))]
+    anchor_secs: Duration,
+    /// The load: the daemon's HTTP address.
+    #[arg(long, value_name = "IP:PORT", requires = "jwt_secret")]
     http: Option<SocketAddr>,
+    /// The daemon's JWT secret, to mint the clients' tokens.
+    #[arg(long)]
     jwt_secret: Option<String>,
+    /// Client threads, each with its own connection and users.
+    #[arg(long, default_value_t = 32, value_parser = RangedU64ValueParser::<usize>::new().range(1..=4096))]
     clients: usize,
-    duration: f64,
-    warmup: f64,
+    /// The measured window.
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = seconds(0.001, 3600.0))]
+    duration: Duration,
+    /// Before the measured window.
+    #[arg(long, value_name = "SECS", default_value = "2", value_parser = seconds(0.0, 3600.0))]
+    warmup: Duration,
+    /// The cross-check: count the calls in a (stopped) daemon's store.
+    #[arg(long, value_name = "DB")]
     count_calls: Option<PathBuf>,
 }
 
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        anchor: None,
-        anchor_secs: 3.0,
-        http: None,
-        jwt_secret: None,
-        clients: 32,
-        duration: 10.0,
-        warmup: 2.0,
-        count_calls: None,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let value = it.next().ok_or(format!("{flag} needs a value"))?;
-        let secs = || -> Result<f64, String> {
-            let s: f64 = value.parse().map_err(|e| format!("{flag}: {e}"))?;
-            if (0.0..=3600.0).contains(&s) {
-                Ok(s)
-            } else {
-                Err(format!("{flag}: must be 0..=3600 seconds"))
-            }
-        };
-        match flag.as_str() {
-            "--sqlite-anchor" => args.anchor = Some(PathBuf::from(&value)),
-            "--anchor-secs" => args.anchor_secs = secs()?,
-            "--http" => args.http = Some(value.parse().map_err(|e| format!("--http: {e}"))?),
-            "--jwt-secret" => args.jwt_secret = Some(value),
-            "--clients" => args.clients = value.parse().map_err(|e| format!("{flag}: {e}"))?,
-            "--duration" => args.duration = secs()?,
-            "--warmup" => args.warmup = secs()?,
-            "--count-calls" => args.count_calls = Some(PathBuf::from(&value)),
-            other => return Err(format!("unknown argument {other:?}")),
-        }
-    }
-    if args.anchor.is_none() && args.http.is_none() && args.count_calls.is_none() {
-        return Err("give --sqlite-anchor, --http or --count-calls".into());
-    }
-    if args.http.is_some() && args.jwt_secret.is_none() {
-        return Err("--http needs --jwt-secret".into());
-    }
-    if args.clients == 0 || args.clients > 4096 {
-        return Err("--clients must be 1..=4096".into());
-    }
-    if args.duration <= 0.0 || args.anchor_secs <= 0.0 {
-        return Err("--duration and --anchor-secs must be positive".into());
-    }
-    Ok(args)
-}
-
-fn main() {
-    let args = match parse_args() {
-        Ok(args) => args,
-        Err(e) => {
-            eprintln!("calls_load: {e}\n{USAGE}");
-            std::process::exit(2);
-        }
-    };
+pub fn main(args: &Args) -> ExitCode {
     let mut failed = false;
     let mut anchor_rate = None;
     if let Some(path) = &args.anchor {
-        match anchor(path, Duration::from_secs_f64(args.anchor_secs)) {
+        match anchor(path, args.anchor_secs) {
             Ok(a) => {
                 println!(
                     "sqlite anchor: {} durable transactions in {:.2} s = {:.0} tx/s \
@@ -163,9 +119,9 @@ fn main() {
         }
     }
     if let (Some(addr), Some(secret)) = (args.http, &args.jwt_secret) {
-        let report = load(&args, addr, secret);
+        let report = load(args, addr, secret);
         report.print();
-        failed |= report.errors > 0 || report.lifecycles == 0;
+        failed |= report.errors.count > 0 || report.lifecycles == 0;
         if let Some(rate) = anchor_rate {
             let transitions = report.lifecycles_per_s * TRANSITIONS as f64;
             println!(
@@ -210,7 +166,9 @@ fn main() {
         }
     }
     if failed {
-        std::process::exit(1);
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
 }
 
@@ -322,242 +280,6 @@ fn count_calls(db: &std::path::Path) -> rusqlite::Result<Counts> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// A minimal HTTP/1.1 client: one keep-alive connection, requests with a Content-Length,
-// responses with a Content-Length (or chunked).
-
-struct Http {
-    addr: SocketAddr,
-    host: String,
-    stream: Option<TcpStream>,
-    request: Vec<u8>,
-    /// Bytes read and not yet consumed: `buf[start..end]`.
-    buf: Vec<u8>,
-    start: usize,
-    end: usize,
-    /// The last response's body.
-    body: Vec<u8>,
-}
-
-impl Http {
-    fn new(addr: SocketAddr) -> Http {
-        Http {
-            addr,
-            host: addr.to_string(),
-            stream: None,
-            request: Vec::with_capacity(1024),
-            buf: vec![0; 16 * 1024],
-            start: 0,
-            end: 0,
-            body: Vec::with_capacity(1024),
-        }
-    }
-
-    fn connect(&mut self) -> io::Result<()> {
-        let stream = TcpStream::connect_timeout(&self.addr, IO_TIMEOUT)?;
-        stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(IO_TIMEOUT))?;
-        stream.set_write_timeout(Some(IO_TIMEOUT))?;
-        self.stream = Some(stream);
-        self.start = 0;
-        self.end = 0;
-        Ok(())
-    }
-
-    /// Sends one request and reads its response: the status, the body in `self.body`. On any
-    /// error the connection is dropped (the next request opens a new one).
-    fn send(
-        &mut self,
-        method: &str,
-        path: &str,
-        token: &str,
-        body: Option<&[u8]>,
-    ) -> io::Result<u16> {
-        let result = self.exchange(method, path, token, body);
-        if !matches!(result, Ok((_, true))) {
-            self.stream = None;
-        }
-        result.map(|(status, _)| status)
-    }
-
-    /// The status, and whether the connection may be reused.
-    fn exchange(
-        &mut self,
-        method: &str,
-        path: &str,
-        token: &str,
-        body: Option<&[u8]>,
-    ) -> io::Result<(u16, bool)> {
-        if self.stream.is_none() {
-            self.connect()?;
-        }
-        self.request.clear();
-        let body = body.unwrap_or_default();
-        write!(
-            self.request,
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\n",
-            self.host
-        )?;
-        if !body.is_empty() {
-            self.request
-                .extend_from_slice(b"Content-Type: application/json\r\n");
-        }
-        if !body.is_empty() || method != "GET" {
-            write!(self.request, "Content-Length: {}\r\n", body.len())?;
-        }
-        self.request.extend_from_slice(b"\r\n");
-        self.request.extend_from_slice(body);
-        let stream = self.stream.as_mut().expect("connected");
-        stream.write_all(&self.request)?;
-        self.read_response()
-    }
-
-    /// Reads more bytes into the buffer; an error at end of stream.
-    fn fill(&mut self) -> io::Result<()> {
-        if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
-        } else if self.end == self.buf.len() {
-            self.buf.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
-            if self.end == self.buf.len() {
-                if self.buf.len() >= MAX_RESPONSE {
-                    return Err(bad("response too large"));
-                }
-                self.buf.resize(self.buf.len() * 2, 0);
-            }
-        }
-        let stream = self.stream.as_mut().expect("connected");
-        let n = stream.read(&mut self.buf[self.end..])?;
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the server closed the connection",
-            ));
-        }
-        self.end += n;
-        Ok(())
-    }
-
-    /// Waits for `n` unread bytes.
-    fn need(&mut self, n: usize) -> io::Result<()> {
-        if n > MAX_RESPONSE {
-            return Err(bad("response too large"));
-        }
-        while self.end - self.start < n {
-            self.fill()?;
-        }
-        Ok(())
-    }
-
-    /// Consumes a line ending in CRLF and returns its length without it; the line is at
-    /// `buf[start - len - 2..start - 2]`.
-    fn line(&mut self) -> io::Result<(usize, usize)> {
-        let mut scanned = 0;
-        loop {
-            let unread = &self.buf[self.start..self.end];
-            if let Some(i) = find(&unread[scanned..], b"\r\n") {
-                let at = self.start;
-                self.start += scanned + i + 2;
-                return Ok((at, scanned + i));
-            }
-            scanned = unread.len().saturating_sub(1);
-            self.fill()?;
-        }
-    }
-
-    fn read_response(&mut self) -> io::Result<(u16, bool)> {
-        // The head.
-        let mut scanned = 0;
-        let head_len = loop {
-            let unread = &self.buf[self.start..self.end];
-            if let Some(i) = find(&unread[scanned..], b"\r\n\r\n") {
-                break scanned + i + 4;
-            }
-            scanned = unread.len().saturating_sub(3);
-            if unread.len() > 64 * 1024 {
-                return Err(bad("response head too large"));
-            }
-            self.fill()?;
-        };
-        let head = std::str::from_utf8(&self.buf[self.start..self.start + head_len])
-            .map_err(|_| bad("response head is not UTF-8"))?;
-        let mut lines = head.split("\r\n");
-        let status_line = lines.next().unwrap_or_default();
-        let mut parts = status_line.splitn(3, ' ');
-        let version = parts.next().unwrap_or_default();
-        let status: u16 = parts
-            .next()
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| bad(&format!("bad status line {status_line:?}")))?;
-        let mut keep_alive = version == "HTTP/1.1";
-        let mut length = None;
-        let mut chunked = false;
-        for line in lines {
-            let Some((name, value)) = line.split_once(':') else {
-                continue;
-            };
-            let value = value.trim();
-            if name.eq_ignore_ascii_case("content-length") {
-                length = Some(
-                    value
-                        .parse::<usize>()
-                        .map_err(|_| bad("bad Content-Length"))?,
-                );
-            } else if name.eq_ignore_ascii_case("transfer-encoding") {
-                chunked = value.eq_ignore_ascii_case("chunked");
-            } else if name.eq_ignore_ascii_case("connection") {
-                if value.eq_ignore_ascii_case("close") {
-                    keep_alive = false;
-                } else if value.eq_ignore_ascii_case("keep-alive") {
-                    keep_alive = true;
-                }
-            }
-        }
-        self.start += head_len;
-        self.body.clear();
-        if chunked {
-            loop {
-                let (at, len) = self.line()?;
-                let size = std::str::from_utf8(&self.buf[at..at + len])
-                    .ok()
-                    .and_then(|l| usize::from_str_radix(l.split(';').next()?.trim(), 16).ok())
-                    .ok_or_else(|| bad("bad chunk size"))?;
-                if size == 0 {
-                    // Trailers, up to the empty line.
-                    while self.line()?.1 != 0 {}
-                    break;
-                }
-                self.need(size + 2)?;
-                self.body
-                    .extend_from_slice(&self.buf[self.start..self.start + size]);
-                self.start += size + 2;
-                if self.body.len() > MAX_RESPONSE {
-                    return Err(bad("response too large"));
-                }
-            }
-        } else if let Some(n) = length {
-            self.need(n)?;
-            self.body
-                .extend_from_slice(&self.buf[self.start..self.start + n]);
-            self.start += n;
-        } else if !(status == 204 || status == 304 || (100..200).contains(&status)) {
-            // The body runs to the end of the connection: not what the daemon sends.
-            return Err(bad("a response without Content-Length"));
-        }
-        Ok((status, keep_alive))
-    }
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-fn bad(message: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, message.to_owned())
-}
-
-// ---------------------------------------------------------------------------------------------
 // The load.
 
 /// What one client measured.
@@ -572,17 +294,7 @@ struct ClientStats {
     /// Every lifecycle completed, warm-up and overrun included; every call initiated.
     completed_total: u64,
     initiated_total: u64,
-    errors: u64,
-    shown: Vec<String>,
-}
-
-impl ClientStats {
-    fn error(&mut self, message: String) {
-        self.errors += 1;
-        if self.shown.len() < SHOWN_ERRORS {
-            self.shown.push(message);
-        }
-    }
+    errors: Errors,
 }
 
 /// The measured window: lifecycles and requests completing in it count.
@@ -776,20 +488,19 @@ struct Report {
     per_second: Vec<u64>,
     completed_total: u64,
     initiated_total: u64,
-    errors: u64,
-    shown: Vec<String>,
+    errors: Errors,
     client_cpu_us: f64,
 }
 
 impl Report {
     fn print(&self) {
-        for e in &self.shown {
+        for e in &self.errors.shown {
             eprintln!("calls_load: error: {e}");
         }
-        if self.errors as usize > self.shown.len() {
+        if self.errors.count as usize > self.errors.shown.len() {
             eprintln!(
                 "calls_load: ... {} more errors",
-                self.errors as usize - self.shown.len()
+                self.errors.count as usize - self.errors.shown.len()
             );
         }
         let per_second: Vec<String> = self.per_second.iter().map(u64::to_string).collect();
@@ -798,20 +509,22 @@ impl Report {
         } else {
             0.0
         };
+        let Report {
+            clients,
+            secs,
+            lifecycles,
+            lifecycles_per_s,
+            requests,
+            requests_per_s,
+            ..
+        } = *self;
+        let (p50_ms, p99_ms, max_ms) = (ms(self.p50_us), ms(self.p99_us), ms(self.max_us));
         println!(
-            "calls load: {} clients, {:.2} s measured: {} lifecycles = {:.0} lifecycles/s, \
-             {} requests = {:.0} requests/s, lifecycle latency p50 {:.2} ms, p99 {:.2} ms, \
-             max {:.2} ms; {} errors",
-            self.clients,
-            self.secs,
-            self.lifecycles,
-            self.lifecycles_per_s,
-            self.requests,
-            self.requests_per_s,
-            ms(self.p50_us),
-            ms(self.p99_us),
-            ms(self.max_us),
-            self.errors
+            "calls load: {clients} clients, {secs:.2} s measured: {lifecycles} lifecycles = \
+             {lifecycles_per_s:.0} lifecycles/s, {requests} requests = {requests_per_s:.0} \
+             requests/s, lifecycle latency p50 {p50_ms:.2} ms, p99 {p99_ms:.2} ms, max {max_ms:.2} ms; \
+             {} errors",
+            self.errors.count
         );
         let ops: Vec<String> = OPS
             .iter()
@@ -836,17 +549,9 @@ impl Report {
         let min = self.per_second.iter().min().copied().unwrap_or(0);
         let max = self.per_second.iter().max().copied().unwrap_or(0);
         let mut line = format!(
-            "summary clients={} secs={:.3} lifecycles={} lifecycles_per_s={:.1} requests={} \
-             requests_per_s={:.1} p50_ms={:.3} p99_ms={:.3} max_ms={:.3}",
-            self.clients,
-            self.secs,
-            self.lifecycles,
-            self.lifecycles_per_s,
-            self.requests,
-            self.requests_per_s,
-            ms(self.p50_us),
-            ms(self.p99_us),
-            ms(self.max_us)
+            "summary clients={clients} secs={secs:.3} lifecycles={lifecycles} \
+             lifecycles_per_s={lifecycles_per_s:.1} requests={requests} \
+             requests_per_s={requests_per_s:.1} p50_ms={p50_ms:.3} p99_ms={p99_ms:.3} max_ms={max_ms:.3}"
         );
         for (i, op) in OPS.iter().enumerate() {
             let _ = write!(
@@ -860,20 +565,15 @@ impl Report {
             line,
             " min_per_s={min} max_per_s={max} client_cpu_us_per_lifecycle={cpu:.1} errors={} \
              completed_total={} initiated_total={}",
-            self.errors, self.completed_total, self.initiated_total
+            self.errors.count, self.completed_total, self.initiated_total
         );
         println!("{line}");
     }
 }
 
-fn ms(us: u64) -> f64 {
-    us as f64 / 1000.0
-}
-
 fn load(args: &Args, addr: SocketAddr, secret: &str) -> Report {
     let n = args.clients;
-    let warmup = Duration::from_secs_f64(args.warmup);
-    let duration = Duration::from_secs_f64(args.duration);
+    let (warmup, duration) = (args.warmup, args.duration);
     // Every client registers its B, then all start together.
     let ready = Arc::new(Barrier::new(n + 1));
     let window: Arc<OnceLock<Window>> = Arc::new(OnceLock::new());
@@ -895,7 +595,7 @@ fn load(args: &Args, addr: SocketAddr, secret: &str) -> Report {
                 ready.wait();
                 go.wait();
                 if let Err(e) = registered {
-                    stats.error(e);
+                    stats.errors.add(e);
                     return stats;
                 }
                 let window = window.get().expect("set before go");
@@ -906,7 +606,7 @@ fn load(args: &Args, addr: SocketAddr, secret: &str) -> Report {
                         Ok(()) => {
                             completed.fetch_add(1, Ordering::Relaxed);
                         }
-                        Err(e) => stats.error(e),
+                        Err(e) => stats.errors.add(e),
                     }
                 }
                 stats
@@ -946,14 +646,9 @@ fn load(args: &Args, addr: SocketAddr, secret: &str) -> Report {
                 }
                 all.completed_total += s.completed_total;
                 all.initiated_total += s.initiated_total;
-                all.errors += s.errors;
-                for e in s.shown {
-                    if all.shown.len() < SHOWN_ERRORS {
-                        all.shown.push(e);
-                    }
-                }
+                all.errors.merge(s.errors);
             }
-            Err(_) => all.error("a client thread panicked".into()),
+            Err(_) => all.errors.add("a client thread panicked".into()),
         }
     }
     let client_cpu_us = own_cpu_us() - cpu0;
@@ -982,7 +677,6 @@ fn load(args: &Args, addr: SocketAddr, secret: &str) -> Report {
         completed_total: all.completed_total,
         initiated_total: all.initiated_total,
         errors: all.errors,
-        shown: all.shown,
         client_cpu_us,
     }
 }
