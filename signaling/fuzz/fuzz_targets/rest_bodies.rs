@@ -113,31 +113,43 @@ fn assert_error(what: &str, r: &Reply, status: StatusCode, code: &str, message: 
     }
 }
 
+/// Sends `body` and settles what the parser alone decides ([`parsed`]): the answer and the
+/// request it was parsed as, or `None` when that settled it.
+async fn ask<T: serde::de::DeserializeOwned>(
+    w: &World,
+    what: &str,
+    (method, uri, token): (Method, &str, Option<&str>),
+    body: &[u8],
+    content_length: bool,
+) -> Option<(Reply, T)> {
+    let r = w
+        .request(method, uri, token, Some(body.to_vec()), content_length)
+        .await;
+    let req = parsed::<T>(what, body, &r)?;
+    Some((r, req))
+}
+
+/// A 400 `invalid_field` with exactly `message`.
+fn assert_invalid(what: &str, r: &Reply, message: &str) {
+    assert_error(
+        what,
+        r,
+        StatusCode::BAD_REQUEST,
+        "invalid_field",
+        Some(message),
+    );
+}
+
 async fn media(w: &World, call: Uuid, body: &[u8], content_length: bool) {
     let uri = format!("/api/calls/{call}/media");
-    let token = Some(w.alice_token.as_str());
-    let r = w
-        .request(
-            Method::PATCH,
-            &uri,
-            token,
-            Some(body.to_vec()),
-            content_length,
-        )
-        .await;
-    let Some(req) = parsed::<MediaRequest>("media", body, &r) else {
+    let to = (Method::PATCH, uri.as_str(), Some(w.alice_token.as_str()));
+    let Some((r, req)) = ask::<MediaRequest>(w, "media", to, body, content_length).await else {
         return;
     };
     let flags = [req.audio_enabled, req.video_enabled, req.screen_sharing];
     if flags.iter().all(Option::is_none) {
         let message = "body: give at least one of audioEnabled, videoEnabled, screenSharing";
-        return assert_error(
-            "media",
-            &r,
-            StatusCode::BAD_REQUEST,
-            "invalid_field",
-            Some(message),
-        );
+        return assert_invalid("media", &r, message);
     }
     // Alice is joined in the live call: done, and the state says what was asked.
     assert_eq!(r.status, StatusCode::OK, "media: {}", r.text());
@@ -163,28 +175,14 @@ fn too_long(field: &str, value: &Option<String>, max: usize) -> Option<String> {
 
 async fn admin_user(w: &World, body: &[u8], content_length: bool) {
     let uri = format!("/api/admin/users/{DAVE}");
-    let r = w
-        .request(
-            Method::PUT,
-            &uri,
-            Some(ADMIN_TOKEN),
-            Some(body.to_vec()),
-            content_length,
-        )
-        .await;
-    let Some(req) = parsed::<PutUser>("admin user", body, &r) else {
+    let to = (Method::PUT, uri.as_str(), Some(ADMIN_TOKEN));
+    let Some((r, req)) = ask::<PutUser>(w, "admin user", to, body, content_length).await else {
         return;
     };
     let refusal = too_long("name", &req.name, MAX_NAME_LEN)
         .or_else(|| too_long("email", &req.email, MAX_EMAIL_LEN));
     if let Some(message) = refusal {
-        return assert_error(
-            "admin user",
-            &r,
-            StatusCode::BAD_REQUEST,
-            "invalid_field",
-            Some(&message),
-        );
+        return assert_invalid("admin user", &r, &message);
     }
     assert_eq!(r.status, StatusCode::OK, "admin user: {}", r.text());
     let v = r.json();
@@ -196,17 +194,10 @@ async fn admin_user(w: &World, body: &[u8], content_length: bool) {
 }
 
 async fn admin_conversation(w: &World, body: &[u8], content_length: bool) {
+    let what = "admin conversation";
     let uri = format!("/api/admin/conversations/{ADMIN_CONVERSATION}");
-    let r = w
-        .request(
-            Method::PUT,
-            &uri,
-            Some(ADMIN_TOKEN),
-            Some(body.to_vec()),
-            content_length,
-        )
-        .await;
-    let Some(req) = parsed::<PutConversation>("admin conversation", body, &r) else {
+    let to = (Method::PUT, uri.as_str(), Some(ADMIN_TOKEN));
+    let Some((r, req)) = ask::<PutConversation>(w, what, to, body, content_length).await else {
         return;
     };
     let refusal = too_long("name", &req.name, MAX_NAME_LEN)
@@ -219,14 +210,7 @@ async fn admin_conversation(w: &World, body: &[u8], content_length: bool) {
             Some(format!("memberIds[{i}]: the nil UUID is not a user"))
         });
     if let Some(message) = refusal {
-        let what = "admin conversation";
-        return assert_error(
-            what,
-            &r,
-            StatusCode::BAD_REQUEST,
-            "invalid_field",
-            Some(&message),
-        );
+        return assert_invalid(what, &r, &message);
     }
     assert_eq!(r.status, StatusCode::OK, "admin conversation: {}", r.text());
     let v = r.json();
@@ -294,17 +278,13 @@ fn outcome(req: &InitiateRequest) -> Outcome {
 }
 
 async fn initiate(w: &World, body: &[u8], content_length: bool) {
-    let token = Some(w.alice_token.as_str());
-    let r = w
-        .request(
-            Method::POST,
-            "/api/calls/initiate",
-            token,
-            Some(body.to_vec()),
-            content_length,
-        )
-        .await;
-    let Some(req) = parsed::<InitiateRequest>("initiate", body, &r) else {
+    let to = (
+        Method::POST,
+        "/api/calls/initiate",
+        Some(w.alice_token.as_str()),
+    );
+    let Some((r, req)) = ask::<InitiateRequest>(w, "initiate", to, body, content_length).await
+    else {
         return;
     };
     let check_made = |ids: &[Uuid]| {
