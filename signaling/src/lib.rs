@@ -7,9 +7,10 @@
 //! - [`auth`]: the bearer JWTs of users and the admin token.
 //! - [`api`]: the REST API on axum (`/api/calls`, `/api/admin`, `/openapi.json`).
 //! - [`hub`]: the signaling hub: sockets, live-call rosters, every delivery.
-//! - [`ws`]: the JSON WebSocket transport of the hub (`/ws`); [`sio`]: the Socket.IO one
-//!   (`/socket.io/`); [`wire`]: the WebSocket connections under both, which whoever has a
-//!   message for a socket writes to directly.
+//! - [`socket`]: the hub's sockets, one layer: the limits, the client events parsed once, the
+//!   dispatcher, and the transports: [`ws`] (JSON, `/ws`), [`sio`] (Socket.IO, `/socket.io/`)
+//!   and [`wire`] (the WebSocket connections under both, which whoever has a message for a
+//!   socket writes to directly).
 //! - [`webhook`]: the webhooks each saved transition queues in the store's outbox, for the
 //!   daemon to deliver to the host application.
 //! - [`turn`]: TURN credentials for the REST API, minted with the relay's own scheme,
@@ -23,16 +24,17 @@ pub mod auth;
 pub mod call;
 pub mod event;
 pub mod hub;
-pub mod limits;
 pub mod model;
 pub mod quality;
 pub mod service;
-pub mod sio;
+pub mod socket;
 pub mod store;
 pub mod time;
 pub mod turn;
 pub mod webhook;
-pub mod wire;
-pub mod ws;
 
 pub use switchboard_turn::credentials;
+
+// The transports' paths from before `socket` gathered them, which the daemon, the tests and
+// signaling/fuzz name.
+pub use socket::{limits, sio, wire, ws};

@@ -15,7 +15,7 @@
 //! # What is taken
 //! No extension is negotiated, so reserved bits must be clear; client frames must be masked;
 //! control frames are whole and at most 125 bytes; a message (fragmented or not) is at most
-//! [`crate::limits::MAX_FRAME`] bytes; text must be UTF-8. A breach closes the connection with the
+//! [`super::limits::MAX_FRAME`] bytes; text must be UTF-8. A breach closes the connection with the
 //! protocol's code (1002, 1007 or 1009). A ping is answered with its pong; a close is
 //! answered with a close with the same code, after which nothing more is read.
 //!
@@ -49,7 +49,7 @@ use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 use sha1::{Digest as _, Sha1};
 
-use crate::limits::{MAX_FRAME, QUEUE, READ_BUFFER};
+use super::limits::{MAX_FRAME, QUEUE, READ_BUFFER};
 
 type Io = TokioIo<Upgraded>;
 
