@@ -1,4 +1,4 @@
-//! Why a socket is closed: given to [`super::Outbox::disconnect`] by the hub, and by the
+//! Why a socket is closed: given to `Outbox::disconnect` by the hub, and by the
 //! transports to their own sessions.
 
 /// Why a socket is closed. [`DisconnectReason::as_str`] is what the client is told: the

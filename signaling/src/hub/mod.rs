@@ -50,7 +50,7 @@ pub trait Outbox: Send + Sync + 'static {
     fn push(&self, m: &Message) -> bool;
     /// Closes the socket (the transport then detaches it).
     fn disconnect(&self, reason: DisconnectReason);
-    /// The heartbeat, every [`crate::socket::limits::PING_EVERY`]: pings the client, or closes the socket
+    /// The heartbeat, every [`crate::limits::PING_EVERY`]: pings the client, or closes the socket
     /// if the last ping went unanswered. Without waiting, as [`Outbox::push`].
     fn pulse(&self);
 }

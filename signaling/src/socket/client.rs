@@ -4,7 +4,7 @@
 //! A transport takes an event's name and its data (JSON text) out of its own framing (`/ws`'s
 //! `{"event", "data", "id"}`, Socket.IO's `["event", data]`); [`ClientEvent::parse`] makes a
 //! [`ClientEvent`] of them, or the [`Refusal`] the client is answered with, before anything is
-//! looked up. [`super::dispatch`] then performs it.
+//! looked up. `dispatch.rs` then performs it.
 
 use serde::Deserialize;
 use serde_json::value::RawValue;

@@ -1,7 +1,6 @@
 //! The hub's limits: what one socket may send and have queued, and how often it is pinged.
-//! They bound both transports alike (the JSON `/ws` in [`super::ws`] and Socket.IO in
-//! [`super::sio`]) and the framing under them ([`super::wire`]); [`Bucket`] keeps a socket to
-//! its rate.
+//! They bound both transports alike (the JSON `/ws` in `ws.rs` and Socket.IO in `sio/`) and
+//! the framing under them (`wire/`); [`Bucket`] keeps a socket to its rate.
 
 use std::time::{Duration, Instant};
 

@@ -5,7 +5,7 @@
 //!   rate's [`Bucket`](limits::Bucket); every transport and the framing take them from there.
 //! - [`client`]: the client → server events, parsed once into a [`ClientEvent`] (or a
 //!   [`Refusal`]) whatever the transport.
-//! - [`dispatch`]: a client event relayed through the hub or performed by the call service,
+//! - [`dispatch`](mod@dispatch): a client event relayed through the hub or performed by the call service,
 //!   and what it comes to ([`Reply`]).
 //! - The transports: [`ws`], the JSON `/ws`; [`sio`], Socket.IO on Engine.IO
 //!   (`/socket.io/`); both over [`wire`], the RFC 6455 WebSocket (handshake, framing, the
@@ -30,6 +30,11 @@ pub use dispatch::{dispatch, perform, Reply};
 
 use crate::hub::{DisconnectReason, Hub};
 use limits::PING_EVERY;
+
+/// The request header naming the socket of the device a REST request comes from (so that an
+/// answer or a rejection over REST is not announced to that device as done elsewhere); the
+/// `/ws` upgrade answers with it too.
+pub const SOCKET_ID: &str = "x-socket-id";
 
 /// The heartbeat of every socket of the hub, both transports: [`Hub::pulse`] every
 /// [`PING_EVERY`].

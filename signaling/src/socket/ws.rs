@@ -7,7 +7,7 @@
 //! `X-Socket-Id` ([`SOCKET_ID`]), is the client's `?socketId=` (see [`is_socket_name`]; another
 //! is refused 400) or one the daemon picks; the 101 carries it in `X-Socket-Id`.
 //!
-//! Client → server (the events are [`super::client`]'s, performed by [`super::dispatch`]):
+//! Client → server (the events are [`super::client`]'s, performed by [`dispatch`](mod@super::dispatch)):
 //! - `call:offer`, `call:answer`, `call:ice-candidate` with `{callId, targetUserId, offer |
 //!   answer | candidate}`: relayed to every socket of the target as `{callId, fromUserId,
 //!   ...}` (the sender is the socket's user, never what the client says), if both are in the
@@ -41,7 +41,7 @@ use uuid::Uuid;
 use super::dispatch::{dispatch, Reply};
 use super::limits::Bucket;
 use super::wire::{self, Conn, Incoming, Reader, Upgrade};
-use super::{bounded, close_code};
+use super::{bounded, close_code, SOCKET_ID};
 use crate::api::{ApiError, ApiState};
 use crate::call::User;
 use crate::hub::{DisconnectReason, Message, Outbox, SocketId};
@@ -85,11 +85,6 @@ pub async fn handler(
     }
     response
 }
-
-/// The request header naming the socket of the device a REST request comes from (so that an
-/// answer or a rejection over REST is not announced to that device as done elsewhere); the
-/// `/ws` upgrade answers with it too.
-pub const SOCKET_ID: &str = "x-socket-id";
 
 /// The longest socket id a client may choose (`/ws?socketId=`).
 pub const MAX_SOCKET_NAME: usize = 64;
