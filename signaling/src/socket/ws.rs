@@ -7,7 +7,8 @@
 //! `X-Socket-Id` ([`SOCKET_ID`]), is the client's `?socketId=` (see [`is_socket_name`]; another
 //! is refused 400) or one the daemon picks; the 101 carries it in `X-Socket-Id`.
 //!
-//! Client → server (the events are [`super::client`]'s, performed by [`dispatch`](mod@super::dispatch)):
+//! Client → server (the events of [`super::client`], performed by
+//! [`dispatch`](mod@super::dispatch)):
 //! - `call:offer`, `call:answer`, `call:ice-candidate` with `{callId, targetUserId, offer |
 //!   answer | candidate}`: relayed to every socket of the target as `{callId, fromUserId,
 //!   ...}` (the sender is the socket's user, never what the client says), if both are in the
