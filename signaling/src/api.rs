@@ -336,7 +336,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Device {
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Device, ApiError> {
         let name = parts
             .headers
-            .get(crate::ws::SOCKET_ID)
+            .get(crate::socket::SOCKET_ID)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         Ok(Device(name))

@@ -9,9 +9,10 @@
 //! - [`hub`]: the signaling hub: sockets, live-call rosters, every delivery.
 //! - [`domain`]: the hub and the call service wired together at construction, with the
 //!   background tasks between them ([`Domain::open`]).
-//! - [`ws`]: the JSON WebSocket transport of the hub (`/ws`); [`sio`]: the Socket.IO one
-//!   (`/socket.io/`); [`wire`]: the WebSocket connections under both, which whoever has a
-//!   message for a socket writes to directly.
+//! - [`socket`]: the hub's sockets, one layer: the limits, the client events parsed once, the
+//!   dispatcher, and the transports: [`ws`] (JSON, `/ws`), [`sio`] (Socket.IO, `/socket.io/`)
+//!   and [`wire`] (the WebSocket connections under both, which whoever has a message for a
+//!   socket writes to directly).
 //! - [`webhook`]: the webhooks each saved transition queues in the store's outbox, for the
 //!   daemon to deliver to the host application.
 //! - [`turn`]: TURN credentials for the REST API, minted with the relay's own scheme,
@@ -26,17 +27,18 @@ pub mod call;
 pub mod domain;
 pub mod event;
 pub mod hub;
-pub mod limits;
 pub mod model;
 pub mod quality;
 pub mod service;
-pub mod sio;
+pub mod socket;
 pub mod store;
 pub mod time;
 pub mod turn;
 pub mod webhook;
-pub mod wire;
-pub mod ws;
 
 pub use domain::{Domain, Setup};
 pub use switchboard_turn::credentials;
+
+// The transports' paths from before `socket` gathered them, which the daemon, the tests and
+// signaling/fuzz name.
+pub use socket::{limits, sio, wire, ws};

@@ -190,7 +190,7 @@ async function oversized() {
   const alice = connect(cfg.alice, { transports: ["websocket"] });
   await Promise.all([connected(bob), connected(alice)]);
   const callId = await liveCall(alice, bob);
-  // The bound is 64 KiB a message (signaling/src/ws.rs MAX_FRAME, sio.rs max_payload).
+  // The bound is 64 KiB a message (signaling/src/socket/limits.rs MAX_FRAME, sio's maxPayload).
   const UNDER = 60_000;
   const OVER = 100_000;
 

@@ -2,7 +2,7 @@
 //!
 //! 1. Decoded by `ws::parse_frame`, the decoder `/ws` uses: a frame it takes is a JSON
 //!    object, and the server's own encoder (`ws::frame`) round-trips it (event, data, id);
-//!    then typed by the contract `ws.rs` documents (see `typed`).
+//!    then typed by the parser both transports use (see `typed`).
 //! 2. Through the in-process daemon: a WebSocket to `/ws?token=` as Alice (in a live call,
 //!    named by the placeholder id), the bytes as one text frame, then a sentinel frame whose
 //!    answer marks the end; bytes that are not UTF-8 as a binary frame, then as a (raw) text
@@ -23,9 +23,10 @@
 use libfuzzer_sys::fuzz_target;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
+use switchboard_signaling::socket::ClientEvent;
 use switchboard_signaling::ws;
 use switchboard_signaling_fuzz::{
-    check_verdict, pad, substitute, typed, world, Read, Typed, Verdict, World,
+    check_verdict, pad, substitute, typed, world, Read, Verdict, World,
 };
 
 const SENTINEL: &str = r#"{"event":"fuzz:sentinel","id":"fuzz-sentinel"}"#;
@@ -164,7 +165,7 @@ fn check_taken(f: &ws::ClientFrame<'_>, got: &[Value], context: &str) {
     let Some(answer) = got.first() else {
         // Nothing: a relayed signal without an id.
         assert!(
-            matches!(verdict, Verdict::Valid(Typed::Signal(..))) && f.id.is_none(),
+            matches!(verdict, Verdict::Valid(ClientEvent::Signal { .. })) && f.id.is_none(),
             "no answer to {:?} ({verdict:?}): {context}",
             f.event
         );
@@ -180,16 +181,13 @@ fn check_taken(f: &ws::ClientFrame<'_>, got: &[Value], context: &str) {
         }
         // A relayed signal with an id: acked as Socket.IO acks it (or refused by the hub,
         // above: its target or its call).
-        Some("ack") if matches!(verdict, Verdict::Valid(Typed::Signal(..))) => {
+        Some("ack") if matches!(verdict, Verdict::Valid(ClientEvent::Signal { .. })) => {
             assert!(f.id.is_some(), "an ack without an id: {context}");
             assert_eq!(answer["data"], json!({"success": true}), "{context}");
         }
         Some("ack") => {
             assert!(
-                matches!(
-                    verdict,
-                    Verdict::Valid(Typed::Transition(..) | Typed::Media(..) | Typed::Stats(..))
-                ),
+                matches!(&verdict, Verdict::Valid(e) if !matches!(e, ClientEvent::Signal { .. })),
                 "an ack to {:?} ({verdict:?}): {context}",
                 f.event
             );

@@ -20,8 +20,9 @@
 //! # Mirrors
 //! [`decode_eio`] classifies an Engine.IO packet as `Engine::on_packet` and `on_message` do
 //! (those are not functions one can call without a session), with the crate's own splitters;
-//! [`typed`] says what the hub makes of an event's data, from the contract `ws.rs` documents.
-//! The targets check the real server's answers against both.
+//! [`typed`] says what the hub makes of an event's data: the parser both transports use
+//! ([`ClientEvent::parse`]), and the refusals the call service makes before it looks at a call.
+//! The targets check the real server's answers, through each transport, against both.
 //!
 //! # Running
 //! From `signaling/`, with cargo-fuzz (the toolchain is stable: `RUSTC_BOOTSTRAP=1` lets it
@@ -48,16 +49,14 @@ use axum::routing::get;
 use axum::Router;
 use futures_util::{SinkExt as _, StreamExt as _};
 use http_body_util::BodyExt as _;
-use serde::Deserialize;
-use serde_json::value::RawValue;
 use switchboard_signaling::api::{self, ApiState};
 use switchboard_signaling::auth::{self, Auth};
 use switchboard_signaling::call::{CallType, EndReason, User};
 use switchboard_signaling::event::EventSink;
-use switchboard_signaling::hub::{Hub, Signal};
-use switchboard_signaling::quality::Figures;
+use switchboard_signaling::hub::Hub;
 use switchboard_signaling::service::{CallService, InitiateRequest, Settings};
 use switchboard_signaling::sio;
+use switchboard_signaling::socket::{ClientEvent, Refusal};
 use switchboard_signaling::store::Store;
 use switchboard_signaling::time::{Clock, Timestamp};
 use switchboard_signaling::turn::TurnIssuer;
@@ -540,138 +539,42 @@ pub fn decode_sio(packet: &str) -> Option<Sio<'_>> {
 }
 
 // -------------------------------------------------------------------------------------------
-// The typed client events, as `ws.rs` documents them.
+// The client events, as the hub's own parser types them.
 
 /// What the hub makes of `event` with `data` (JSON text), before it looks at any call.
-#[derive(Debug, PartialEq)]
-pub enum Verdict {
+#[derive(Debug)]
+pub enum Verdict<'a> {
     /// Not one of the client events: `unknown_event`.
     UnknownEvent,
     /// A wrong or missing field: `invalid_field`.
     InvalidField(String),
     /// Well formed: relayed or performed (or refused for what the call says).
-    Valid(Typed),
+    Valid(ClientEvent<'a>),
 }
 
-/// A well-formed client event.
-#[derive(Debug, PartialEq)]
-pub enum Typed {
-    Signal(Signal, Uuid, Uuid),
-    Transition(&'static str, Uuid),
-    Media(Uuid, [Option<bool>; 3]),
-    Stats(Uuid, Figures),
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct SignalIn<'a> {
-    call_id: Uuid,
-    target_user_id: Uuid,
-    #[serde(borrow)]
-    offer: Option<&'a RawValue>,
-    #[serde(borrow)]
-    answer: Option<&'a RawValue>,
-    /// Present, `null` included (the end of candidates, relayed).
-    #[serde(borrow, default, deserialize_with = "present")]
-    candidate: Option<&'a RawValue>,
-}
-
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
-    <&RawValue>::deserialize(d).map(Some)
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct CallIn {
-    call_id: Uuid,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct MediaIn {
-    call_id: Uuid,
-    audio_enabled: Option<bool>,
-    video_enabled: Option<bool>,
-    screen_sharing: Option<bool>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct StatsIn {
-    call_id: Uuid,
-    rtt: Option<f64>,
-    jitter: Option<f64>,
-    packet_loss: Option<f64>,
-    bitrate: Option<f64>,
-    relayed: Option<bool>,
-}
-
-/// The contract of `ws.rs`: `call:offer`, `call:answer`, `call:ice-candidate` with `{callId,
-/// targetUserId, offer | answer | candidate}` (other fields ignored); `call:accept`,
-/// `call:reject`, `call:end` with `{callId}`; `call:media` with `{callId, audioEnabled?,
-/// videoEnabled?, screenSharing?}`, at least one; `call:stats` with `{callId, rtt?, jitter?,
-/// packetLoss?, bitrate?, relayed?}`, figures within `quality.rs`'s bounds. Data is an object.
-pub fn typed(event: &str, data: &str) -> Verdict {
-    const TRANSITIONS: [&str; 3] = ["call:accept", "call:reject", "call:end"];
-    let signal = Signal::from_event(event);
-    let known = signal.is_some()
-        || TRANSITIONS.contains(&event)
-        || event == "call:media"
-        || event == "call:stats";
-    if !known {
-        return Verdict::UnknownEvent;
-    }
-    if !data.trim_start().starts_with('{') {
-        return Verdict::InvalidField("data: must be a JSON object".into());
-    }
-    let invalid = |e: serde_json::Error| Verdict::InvalidField(e.to_string());
-    if let Some(signal) = signal {
-        let m: SignalIn<'_> = match serde_json::from_str(data) {
-            Ok(m) => m,
-            Err(e) => return invalid(e),
-        };
-        let payload = match signal {
-            Signal::Offer => m.offer,
-            Signal::Answer => m.answer,
-            Signal::IceCandidate => m.candidate,
-        };
-        if payload.is_none() {
-            return Verdict::InvalidField(format!("`{}` is required", signal.field()));
-        }
-        return Verdict::Valid(Typed::Signal(signal, m.call_id, m.target_user_id));
-    }
-    if let Some(&t) = TRANSITIONS.iter().find(|t| **t == event) {
-        return match serde_json::from_str::<CallIn>(data) {
-            Ok(m) => Verdict::Valid(Typed::Transition(t, m.call_id)),
-            Err(e) => invalid(e),
-        };
-    }
-    if event == "call:media" {
-        let m: MediaIn = match serde_json::from_str(data) {
-            Ok(m) => m,
-            Err(e) => return invalid(e),
-        };
-        let flags = [m.audio_enabled, m.video_enabled, m.screen_sharing];
-        if flags.iter().all(Option::is_none) {
-            return Verdict::InvalidField("body: give at least one flag".into());
-        }
-        return Verdict::Valid(Typed::Media(m.call_id, flags));
-    }
-    let m: StatsIn = match serde_json::from_str(data) {
-        Ok(m) => m,
-        Err(e) => return invalid(e),
+/// [`ClientEvent::parse`], the parser both transports use, and then what the call service
+/// refuses of a well-formed event before it looks at the call: a `call:media` without any
+/// flag, `call:stats` figures out of `quality.rs`'s bounds.
+pub fn typed<'a>(event: &str, data: &'a str) -> Verdict<'a> {
+    let e = match ClientEvent::parse(event, data) {
+        Ok(e) => e,
+        Err(Refusal::UnknownEvent(_)) => return Verdict::UnknownEvent,
+        Err(Refusal::InvalidField(message)) => return Verdict::InvalidField(message),
     };
-    let figures = Figures {
-        rtt: m.rtt,
-        jitter: m.jitter,
-        packet_loss: m.packet_loss,
-        bitrate: m.bitrate,
-        relayed: m.relayed,
-    };
-    if let Err((field, message)) = figures.validate() {
-        return Verdict::InvalidField(format!("{field}: {message}"));
+    match &e {
+        ClientEvent::Media(_, m)
+            if [m.audio_enabled, m.video_enabled, m.screen_sharing]
+                .iter()
+                .all(Option::is_none) =>
+        {
+            Verdict::InvalidField("body: give at least one flag".into())
+        }
+        ClientEvent::Stats(_, figures) => match figures.validate() {
+            Err((field, message)) => Verdict::InvalidField(format!("{field}: {message}")),
+            Ok(()) => Verdict::Valid(e),
+        },
+        _ => Verdict::Valid(e),
     }
-    Verdict::Valid(Typed::Stats(m.call_id, figures))
 }
 
 /// Checks that an error `code` from the hub for `event` with `data` is what [`typed`] says

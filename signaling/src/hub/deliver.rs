@@ -8,7 +8,9 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
-use super::{Elsewhere, Hub, HubError, Message, Outbox, Registry, Signal, SocketId};
+use super::{
+    DisconnectReason, Elsewhere, Hub, HubError, Message, Outbox, Registry, Signal, SocketId,
+};
 use crate::call::ParticipantStatus;
 use crate::event::{Event, EventSink, Payload};
 
@@ -70,7 +72,7 @@ impl Hub {
         let mut slow = Vec::new();
         for (id, outbox) in outboxes {
             if !outbox.push(&m) {
-                outbox.disconnect("slow consumer");
+                outbox.disconnect(DisconnectReason::SlowConsumer);
                 slow.push(id);
             }
         }
@@ -105,7 +107,7 @@ impl Hub {
             }
             let ok = s.outbox.push(&m);
             if !ok {
-                s.outbox.disconnect("slow consumer");
+                s.outbox.disconnect(DisconnectReason::SlowConsumer);
             }
             ok
         });
@@ -132,7 +134,7 @@ fn deliver(r: &mut Registry, users: &[Uuid], m: &Message) -> Vec<Uuid> {
         sockets.retain(|s| {
             let ok = s.outbox.push(m);
             if !ok {
-                s.outbox.disconnect("slow consumer");
+                s.outbox.disconnect(DisconnectReason::SlowConsumer);
             }
             ok
         });

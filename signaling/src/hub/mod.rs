@@ -22,6 +22,8 @@ use uuid::Uuid;
 use crate::call::ParticipantStatus;
 use crate::event::Payload;
 
+pub use disconnect::DisconnectReason;
+
 /// One message to a socket: an event name and its data, serialized once for every recipient.
 #[derive(Clone, Debug)]
 pub struct Message {
@@ -47,8 +49,8 @@ pub trait Outbox: Send + Sync + 'static {
     /// full or the socket is gone: the hub then disconnects it.
     fn push(&self, m: &Message) -> bool;
     /// Closes the socket (the transport then detaches it).
-    fn disconnect(&self, reason: &'static str);
-    /// The heartbeat, every [`crate::ws::PING_EVERY`]: pings the client, or closes the socket
+    fn disconnect(&self, reason: DisconnectReason);
+    /// The heartbeat, every [`crate::limits::PING_EVERY`]: pings the client, or closes the socket
     /// if the last ping went unanswered. Without waiting, as [`Outbox::push`].
     fn pulse(&self);
 }
@@ -445,7 +447,7 @@ impl Hub {
     }
 
     /// Disconnects every socket (a stop): each transport then detaches its own.
-    pub fn disconnect_all(&self, reason: &'static str) {
+    pub fn disconnect_all(&self, reason: DisconnectReason) {
         let r = self.registry();
         for s in r.users.values().flatten() {
             s.outbox.disconnect(reason);
@@ -466,6 +468,7 @@ impl Hub {
 }
 
 mod deliver;
+mod disconnect;
 
 #[cfg(test)]
 pub(crate) mod tests;

@@ -10,7 +10,7 @@ use crate::time::Timestamp;
 pub(crate) struct Inbox {
     room: usize,
     got: Mutex<Vec<(String, serde_json::Value)>>,
-    closed: Mutex<Option<&'static str>>,
+    closed: Mutex<Option<DisconnectReason>>,
 }
 
 impl Inbox {
@@ -43,7 +43,7 @@ impl Outbox for Inbox {
         true
     }
 
-    fn disconnect(&self, reason: &'static str) {
+    fn disconnect(&self, reason: DisconnectReason) {
         *self.closed.lock().unwrap() = Some(reason);
     }
 
@@ -228,7 +228,10 @@ fn a_slow_socket_is_disconnected_not_waited_for() {
     let call = group(&hub);
     hub.relay(user(1).id, call.id, u2, Signal::Offer, &sdp())
         .unwrap();
-    assert_eq!(*slow.closed.lock().unwrap(), Some("slow consumer"));
+    assert_eq!(
+        *slow.closed.lock().unwrap(),
+        Some(DisconnectReason::SlowConsumer)
+    );
     assert_eq!(fine.names(), ["call:incoming", "call:offer"]);
     assert_eq!(hub.sockets_of(u2), 1, "the slow socket is forgotten");
     // Its transport detaches it later: harmless.
@@ -248,8 +251,9 @@ fn sockets_per_user_are_bounded_and_all_can_be_closed() {
     );
     assert_eq!(hub.detach(u, first), 1);
     hub.attach(u, Inbox::with_room(1)).unwrap();
-    hub.disconnect_all("server shutdown");
-    assert_eq!(*b.closed.lock().unwrap(), Some("server shutdown"));
+    hub.disconnect_all(DisconnectReason::ServerShutdown);
+    let closed = *b.closed.lock().unwrap();
+    assert_eq!(closed, Some(DisconnectReason::ServerShutdown));
     assert_eq!(*a.closed.lock().unwrap(), None, "detached before");
 }
 

@@ -3,7 +3,7 @@
 
 use serde_json::value::RawValue;
 
-use crate::ws;
+use crate::socket::limits::{MAX_FRAME, PING_EVERY, PING_TIMEOUT};
 
 /// `42["event",data]`: an event for the client. Our event names are plain ASCII.
 #[doc(hidden)] // pub for signaling/fuzz
@@ -22,9 +22,9 @@ pub(super) fn open_packet(sid: &str, upgrades: bool) -> String {
     format!(
         r#"0{{"sid":"{sid}","upgrades":[{}],"pingInterval":{},"pingTimeout":{},"maxPayload":{}}}"#,
         if upgrades { r#""websocket""# } else { "" },
-        ws::PING_EVERY.as_millis(),
-        ws::PING_TIMEOUT.as_millis(),
-        ws::MAX_FRAME,
+        PING_EVERY.as_millis(),
+        PING_TIMEOUT.as_millis(),
+        MAX_FRAME,
     )
 }
 
@@ -96,7 +96,7 @@ mod tests {
         assert_eq!(open["upgrades"], serde_json::json!(["websocket"]));
         assert_eq!(open["pingInterval"], 25_000);
         assert_eq!(open["pingTimeout"], 20_000);
-        assert_eq!(open["maxPayload"], ws::MAX_FRAME);
+        assert_eq!(open["maxPayload"], MAX_FRAME);
         let open: serde_json::Value =
             serde_json::from_str(&open_packet("abc", false)[1..]).unwrap();
         assert_eq!(open["upgrades"], serde_json::json!([]));

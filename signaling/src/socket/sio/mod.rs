@@ -6,7 +6,7 @@
 //! {token}})`, or `?token=` in the URL. A missing or bad token is refused with a
 //! `connect_error` whose message says why, before the socket joins the hub.
 //!
-//! The events are those of `/ws` ([`crate::ws`]): the server pushes the call events; clients
+//! The events are those of `/ws` ([`super::ws`], typed in [`super::client`]): the server pushes the call events; clients
 //! emit `call:offer`, `call:answer`, `call:ice-candidate` (relayed), and `call:accept`,
 //! `call:reject`, `call:end`, `call:media`, `call:stats` (performed). A socket's messages are
 //! performed in the order it sent them. With an acknowledgement callback the answer is the
@@ -23,7 +23,7 @@
 //! two of once the channel has wrapped, and three tasks (6 KiB more). The same sockets on
 //! `/ws` took 90 MiB. What the hub needs of the protocol is small, and here a socket costs
 //! what a `/ws` socket does: a session, one task and the WebSocket's buffers. Over a
-//! WebSocket, packets are written by whoever has them ([`crate::wire`]), as on `/ws`.
+//! WebSocket, packets are written by whoever has them ([`super::wire`]), as on `/ws`.
 //!
 //! # The protocol, as spoken here
 //! Engine.IO v4 (`EIO=4`; anything else is refused with HTTP 400 and the protocol's error
@@ -37,7 +37,7 @@
 //! - upgrade: a WebSocket with the session's `sid` sends `2probe`, is answered `3probe` while
 //!   the waiting GET is answered with a noop (`6`), then sends `5`, after which everything
 //!   goes over it;
-//! - heartbeat: the server sends `2` every [`ws::PING_EVERY`] and ends a session that has not
+//! - heartbeat: the server sends `2` every [`limits::PING_EVERY`] and ends a session that has not
 //!   answered `3` by the next one; a session that is not connected to the hub within
 //!   [`CONNECT_TIMEOUT`] is ended too;
 //! - messages: `4` + a Socket.IO packet.
@@ -46,9 +46,9 @@
 //! `0{auth}` connects (answered `0{"sid"}` or `4{"message"}`), `2[<ack id>]["event", data]`
 //! is an event, `3<id>[...]` an acknowledgement, `1` a disconnect.
 //!
-//! Bounds are those of `/ws`: [`ws::MAX_FRAME`] per WebSocket message and per polling POST
-//! (advertised as `maxPayload`), [`ws::RATE`] events per second, [`ws::QUEUE`] queued
-//! messages per socket (a socket further behind is closed), [`ws::MAX_SOCKETS_PER_USER`]; and
+//! Bounds are those of `/ws`: [`limits::MAX_FRAME`] per WebSocket message and per polling POST
+//! (advertised as `maxPayload`), [`limits::RATE`] events per second, [`limits::QUEUE`] queued
+//! messages per socket (a socket further behind is closed), [`limits::MAX_SOCKETS_PER_USER`]; and
 //! at most [`MAX_PENDING`] sessions not connected yet.
 //!
 //! # Layout
@@ -67,11 +67,12 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use uuid::Uuid;
 
+use super::close_code;
+use super::limits::{self, Bucket};
+use super::wire::Conn;
 use crate::api::ApiState;
 use crate::call::User;
-use crate::hub::{Message, Outbox, SocketId};
-use crate::wire::{self, Conn};
-use crate::ws::{self, Bucket};
+use crate::hub::{DisconnectReason, Message, Outbox, SocketId};
 
 mod packet;
 mod polling;
@@ -139,7 +140,7 @@ struct Out {
     conn: Option<Arc<Conn>>,
     transport: Transport,
     /// Why the session ended, once it has.
-    closed: Option<&'static str>,
+    closed: Option<DisconnectReason>,
     /// A GET is waiting.
     polling: bool,
     /// The hub's socket, once connected.
@@ -166,7 +167,7 @@ impl Session {
 
     /// Sends the packet made of `parts` to the client: over its WebSocket, written as it is;
     /// while polling, queued. False when the session is closed, or when `bounded` and
-    /// [`ws::QUEUE`] packets are waiting already.
+    /// [`limits::QUEUE`] packets are waiting already.
     fn send(&self, parts: &[&str], bounded: bool) -> bool {
         {
             let mut o = self.out();
@@ -176,7 +177,7 @@ impl Session {
             if let Some(conn) = &o.conn {
                 return conn.send_text(parts, bounded);
             }
-            if bounded && o.queue.len() >= ws::QUEUE {
+            if bounded && o.queue.len() >= limits::QUEUE {
                 return false;
             }
             o.queue.push_back(parts.concat());
@@ -189,7 +190,7 @@ impl Session {
     /// faster than it reads them is closed as a slow consumer.
     fn reply(&self, packet: String) {
         if !self.send(&[&packet], true) {
-            self.close(SLOW);
+            self.close(DisconnectReason::SlowConsumer);
         }
     }
 
@@ -197,19 +198,15 @@ impl Session {
     /// WebSocket, its close: 1001 (going away) when the server stops or the client stopped
     /// answering, 1008 (policy) when it fell too far behind (nothing more goes to it), 1000
     /// otherwise; what is queued goes first.
-    fn close(&self, reason: &'static str) {
+    fn close(&self, reason: DisconnectReason) {
         let conn = {
             let mut o = self.out();
             let reason = *o.closed.get_or_insert(reason);
             o.conn.clone().map(|c| (c, reason))
         };
         if let Some((conn, reason)) = conn {
-            let code = match reason {
-                ws::SHUTDOWN | ws::PING_TIMEOUT_REASON => wire::GOING_AWAY,
-                SLOW => wire::POLICY,
-                _ => wire::NORMAL,
-            };
-            conn.close(code, reason, reason != SLOW);
+            let flush = reason != DisconnectReason::SlowConsumer;
+            conn.close(close_code(reason), reason.as_str(), flush);
         }
         self.wake.notify_one();
         self.closing.notify_waiters();
@@ -247,7 +244,7 @@ impl Outbox for Session {
         self.send(&["42[\"", m.event, "\",", m.data.get(), "]"], true)
     }
 
-    fn disconnect(&self, reason: &'static str) {
+    fn disconnect(&self, reason: DisconnectReason) {
         self.close(reason);
     }
 
@@ -259,7 +256,7 @@ impl Outbox for Session {
             return;
         }
         if self.unanswered(Instant::now()) {
-            self.close(ws::PING_TIMEOUT_REASON);
+            self.close(DisconnectReason::PingTimeout);
         } else {
             self.send(&["2"], false);
         }
@@ -290,7 +287,7 @@ impl Engine {
         self.stopping.store(true, Ordering::Release);
         for s in self.all() {
             if s.out().transport != Transport::Websocket {
-                s.close(ws::SHUTDOWN);
+                s.close(DisconnectReason::ServerShutdown);
             }
         }
     }
@@ -299,7 +296,7 @@ impl Engine {
     /// are not the hub's to close).
     pub fn close_all(&self) {
         for s in self.all() {
-            s.close(ws::SHUTDOWN);
+            s.close(DisconnectReason::ServerShutdown);
         }
     }
 
@@ -350,7 +347,7 @@ impl Engine {
     }
 
     /// Ends `s`: closed, out of the table, and its socket out of the hub. Idempotent.
-    fn end(&self, s: &Session, reason: &'static str) {
+    fn end(&self, s: &Session, reason: DisconnectReason) {
         s.close(reason);
         self.sessions().remove(&s.sid);
         let socket = {
@@ -369,7 +366,7 @@ impl Engine {
     /// taken the session over.
     async fn heartbeat(self: Arc<Self>, s: Arc<Session>) {
         let connect_by = s.opened + CONNECT_TIMEOUT;
-        let mut next_ping = s.opened + ws::PING_EVERY;
+        let mut next_ping = s.opened + limits::PING_EVERY;
         loop {
             let until = if s.connected() {
                 next_ping
@@ -392,14 +389,14 @@ impl Engine {
                 return self.end(&s, reason);
             }
             if now >= connect_by && !s.connected() {
-                return self.end(&s, "connect timeout");
+                return self.end(&s, DisconnectReason::ConnectTimeout);
             }
             if now >= next_ping {
                 if s.unanswered(now) {
-                    return self.end(&s, "ping timeout");
+                    return self.end(&s, DisconnectReason::PingTimeout);
                 }
                 s.send(&["2"], false);
-                next_ping = now + ws::PING_EVERY;
+                next_ping = now + limits::PING_EVERY;
             }
         }
     }
@@ -410,9 +407,6 @@ struct Ending<'a>(&'a Engine, &'a Session);
 
 impl Drop for Ending<'_> {
     fn drop(&mut self) {
-        self.0.end(self.1, "transport error");
+        self.0.end(self.1, DisconnectReason::TransportError);
     }
 }
-
-/// Why a socket that fell too far behind is closed.
-const SLOW: &str = "slow consumer";

@@ -1,5 +1,5 @@
 //! Socket.IO over a session: the Engine.IO packets a client sends (messages, pings, close),
-//! the Socket.IO CONNECT with its token, and events performed through [`ws::dispatch`] and
+//! the Socket.IO CONNECT with its token, and events performed through [`dispatch`] and
 //! answered through their acknowledgement or an `error` event.
 
 use std::sync::atomic::Ordering;
@@ -10,7 +10,9 @@ use uuid::Uuid;
 
 use super::packet::{event_packet, split_ack, split_event, split_namespace};
 use super::{Engine, Inbound, Session, MAX_PING};
-use crate::ws::{self, Reply};
+use crate::hub::DisconnectReason;
+use crate::socket::dispatch::{dispatch, Reply};
+use crate::socket::limits::MAX_SOCKETS_PER_USER;
 
 impl Engine {
     /// One Engine.IO packet from the client. False when the client closes the session.
@@ -63,7 +65,7 @@ impl Engine {
             // Not connected there: nothing to do, as a Socket.IO server does.
             _ if namespace != "/" || me.connected.is_none() => {}
             b'1' => {
-                self.end(s, "client disconnect");
+                self.end(s, DisconnectReason::ClientDisconnect);
                 me.connected = None;
                 return false;
             }
@@ -115,8 +117,8 @@ impl Engine {
             Ok(user) => user,
             Err(e) => return refuse(format!("{}: {e}", e.code())),
         };
-        if hub.sockets_of(user.id) >= ws::MAX_SOCKETS_PER_USER {
-            let max = ws::MAX_SOCKETS_PER_USER;
+        if hub.sockets_of(user.id) >= MAX_SOCKETS_PER_USER {
+            let max = MAX_SOCKETS_PER_USER;
             return refuse(format!("too_many_sockets: at most {max} per user"));
         }
         // Named from this token in the calls, as a REST request would (before the socket can
@@ -148,7 +150,7 @@ impl Engine {
                 let data = serde_json::json!({"code": e.code(), "message": e.to_string()});
                 s.send(&[&event_packet("error", &data.to_string())], false);
                 s.send(&["41"], false);
-                s.close("refused");
+                s.close(DisconnectReason::Refused);
             }
         }
     }
@@ -166,10 +168,9 @@ impl Engine {
         if !allowed {
             return answer(s, ack, &event, rate_limited());
         }
-        let state = &self.state;
         // (A socket that goes while this is performed, an answer say, is detached when the
         // session ends, which starts the reconnect grace if that left the user joined.)
-        let reply = ws::dispatch(state, &state.hub, user, *origin, &event, data).await;
+        let reply = dispatch(&self.state, user, *origin, &event, data).await;
         answer(s, ack, &event, reply);
     }
 }

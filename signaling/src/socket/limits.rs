@@ -1,8 +1,8 @@
 //! The hub's limits: what one socket may send and have queued, and how often it is pinged.
-//! They bound both transports alike (the JSON `/ws` in [`crate::ws`] and Socket.IO in
-//! [`crate::sio`]) and the framing under them ([`crate::wire`]).
+//! They bound both transports alike (the JSON `/ws` in `ws.rs` and Socket.IO in `sio/`) and
+//! the framing under them (`wire/`); [`Bucket`] keeps a socket to its rate.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The largest client frame.
 pub const MAX_FRAME: usize = 64 * 1024;
@@ -25,3 +25,37 @@ pub const PING_EVERY: Duration = Duration::from_secs(25);
 /// Socket.IO's `pingTimeout` (Engine.IO's default), and on `/ws` the longest a write to the
 /// socket may take.
 pub const PING_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A token bucket: [`RATE`] per second, [`BURST`] at once.
+pub struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Default for Bucket {
+    fn default() -> Bucket {
+        Bucket::new()
+    }
+}
+
+impl Bucket {
+    pub fn new() -> Bucket {
+        Bucket {
+            tokens: BURST,
+            at: Instant::now(),
+        }
+    }
+
+    pub fn take(&mut self) -> bool {
+        let now = Instant::now();
+        let elapsed = now.duration_since(self.at).min(Duration::from_secs(10));
+        self.at = now;
+        self.tokens = (self.tokens + elapsed.as_secs_f64() * RATE).min(BURST);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}

@@ -10,8 +10,9 @@ use axum::response::{IntoResponse, Response};
 
 use super::packet::open_packet;
 use super::{Engine, Session, Transport};
-use crate::wire::{NotWebSocket, Upgrade};
-use crate::ws;
+use crate::hub::DisconnectReason;
+use crate::socket::limits::{MAX_FRAME, PING_EVERY, PING_TIMEOUT};
+use crate::socket::wire::{NotWebSocket, Upgrade};
 
 /// An Engine.IO error: HTTP 400 with the protocol's `{code, message}`.
 struct Refused(u8, &'static str);
@@ -124,8 +125,8 @@ pub(super) async fn on_post(
     if q.websocket || s.out().transport == Transport::Websocket {
         return bad_request();
     }
-    let Ok(bytes) = axum::body::to_bytes(body, ws::MAX_FRAME).await else {
-        e.end(&s, "payload too large");
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_FRAME).await else {
+        e.end(&s, DisconnectReason::PayloadTooLarge);
         return (StatusCode::PAYLOAD_TOO_LARGE, "payload too large").into_response();
     };
     let Ok(payload) = std::str::from_utf8(&bytes) else {
@@ -136,7 +137,7 @@ pub(super) async fn on_post(
     for packet in payload.split('\x1e') {
         if !e.on_packet(&s, &mut inbound, packet).await {
             drop(inbound);
-            e.end(&s, "client close");
+            e.end(&s, DisconnectReason::ClientClose);
             break;
         }
     }
@@ -163,7 +164,7 @@ impl Engine {
             }
             if o.polling {
                 drop(o);
-                self.end(&s, "overlapping polls");
+                self.end(&s, DisconnectReason::OverlappingPolls);
                 return bad_request();
             }
             o.polling = true;
@@ -193,7 +194,7 @@ impl Engine {
                 return text(payload);
             }
             // The heartbeat queues a ping every PING_EVERY: this bound only matters if it died.
-            let wait = ws::PING_EVERY + ws::PING_TIMEOUT;
+            let wait = PING_EVERY + PING_TIMEOUT;
             if tokio::time::timeout(wait, s.wake.notified()).await.is_err() {
                 return text("6".into());
             }

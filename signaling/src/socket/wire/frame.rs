@@ -108,7 +108,7 @@ pub(super) fn unmask(data: &mut [u8], mask: [u8; 4]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::{BINARY, TEXT};
+    use crate::socket::wire::{BINARY, TEXT};
 
     #[test]
     fn headers_take_the_shortest_length() {

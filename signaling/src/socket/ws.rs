@@ -7,7 +7,8 @@
 //! `X-Socket-Id` ([`SOCKET_ID`]), is the client's `?socketId=` (see [`is_socket_name`]; another
 //! is refused 400) or one the daemon picks; the 101 carries it in `X-Socket-Id`.
 //!
-//! Client → server:
+//! Client → server (the events of [`super::client`], performed by
+//! [`dispatch`](mod@super::dispatch)):
 //! - `call:offer`, `call:answer`, `call:ice-candidate` with `{callId, targetUserId, offer |
 //!   answer | candidate}`: relayed to every socket of the target as `{callId, fromUserId,
 //!   ...}` (the sender is the socket's user, never what the client says), if both are in the
@@ -29,7 +30,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue};
@@ -38,18 +39,20 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
+use super::dispatch::{dispatch, Reply};
+use super::limits::Bucket;
+use super::wire::{self, Conn, Incoming, Reader, Upgrade};
+use super::{bounded, close_code, SOCKET_ID};
 use crate::api::{ApiError, ApiState};
 use crate::call::User;
-use crate::hub::{Elsewhere, Hub, Message, Outbox, Signal, SocketId};
-use crate::quality::Figures;
-use crate::service::{CallError, MediaRequest};
-use crate::wire::{self, Conn, Incoming, Reader, Upgrade};
+use crate::hub::{DisconnectReason, Message, Outbox, SocketId};
 
-// The hub's limits, shared by both transports, live in `crate::limits`; re-exported here,
-// where they have always been named from.
-pub use crate::limits::{
+// The hub's limits and heartbeat, shared by both transports, live in `super::limits` and
+// `super`; re-exported here, where the daemon and the tests have always named them from.
+pub use super::limits::{
     BURST, MAX_FRAME, MAX_SOCKETS_PER_USER, PING_EVERY, PING_TIMEOUT, QUEUE, RATE, READ_BUFFER,
 };
+pub use super::run_heartbeat;
 
 /// `GET /ws`.
 pub async fn handler(
@@ -84,11 +87,6 @@ pub async fn handler(
     response
 }
 
-/// The request header naming the socket of the device a REST request comes from (so that an
-/// answer or a rejection over REST is not announced to that device as done elsewhere); the
-/// `/ws` upgrade answers with it too.
-pub const SOCKET_ID: &str = "x-socket-id";
-
 /// The longest socket id a client may choose (`/ws?socketId=`).
 pub const MAX_SOCKET_NAME: usize = 64;
 
@@ -106,9 +104,6 @@ pub(crate) fn query_param(query: Option<&str>, key: &str) -> Option<String> {
     pairs.into_iter().find(|(k, _)| k == key).map(|(_, v)| v)
 }
 
-/// Why a socket that answered no ping is closed.
-pub(crate) const PING_TIMEOUT_REASON: &str = "ping timeout";
-
 /// Milliseconds on a monotonic clock, for the heartbeat's marks (atomics, written per frame).
 fn millis() -> u64 {
     static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
@@ -117,10 +112,10 @@ fn millis() -> u64 {
 }
 
 /// The reason [`crate::hub::Hub::disconnect_all`] is given at a stop.
-pub const SHUTDOWN: &str = "server shutdown";
+pub const SHUTDOWN: DisconnectReason = DisconnectReason::ServerShutdown;
 
 /// The socket's side of the hub: its connection (written by whoever has a message for it,
-/// see [`crate::wire`]) and the heartbeat's marks.
+/// see [`super::wire`]) and the heartbeat's marks.
 struct WsOutbox {
     conn: Arc<Conn>,
     /// When anything at all last came from the client ([`millis`]).
@@ -139,46 +134,21 @@ impl Outbox for WsOutbox {
     /// Closed with 1001 (going away) at a stop, after what was queued (the calls'
     /// `call:ended`), or when the client stopped answering; 1008 (policy) when it fell too
     /// far behind.
-    fn disconnect(&self, reason: &'static str) {
-        let code = if reason == SHUTDOWN || reason == PING_TIMEOUT_REASON {
-            wire::GOING_AWAY
-        } else {
-            wire::POLICY
-        };
-        self.conn.close(code, reason, reason == SHUTDOWN);
+    fn disconnect(&self, reason: DisconnectReason) {
+        let flush = reason == DisconnectReason::ServerShutdown;
+        self.conn.close(close_code(reason), reason.as_str(), flush);
     }
 
     /// Closed when nothing at all came from the client since the last ping.
     fn pulse(&self) {
         let pinged = self.pinged.load(Ordering::Acquire);
         if pinged != 0 && self.heard.load(Ordering::Acquire) < pinged {
-            return self.disconnect(PING_TIMEOUT_REASON);
+            return self.disconnect(DisconnectReason::PingTimeout);
         }
         self.pinged.store(millis(), Ordering::Release);
         // A full queue: the socket is being closed as a slow consumer already.
         let _ = self.conn.ping();
     }
-}
-
-/// The heartbeat of every socket of the hub, both transports: [`Hub::pulse`] every
-/// [`PING_EVERY`].
-pub async fn run_heartbeat(hub: Arc<Hub>) {
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        hub.pulse();
-    }
-}
-
-/// `f`, bounded by `limit` if it does not finish at its first poll: most writes do, and a
-/// timer armed for each would cost more than the write.
-pub(crate) async fn bounded<F: std::future::Future>(limit: Duration, f: F) -> Option<F::Output> {
-    let mut f = std::pin::pin!(f);
-    if let Some(out) = futures_util::FutureExt::now_or_never(f.as_mut()) {
-        return Some(out);
-    }
-    tokio::time::timeout(limit, f).await.ok()
 }
 
 #[derive(Deserialize)]
@@ -189,51 +159,6 @@ pub struct ClientFrame<'a> {
     #[serde(borrow)]
     pub data: Option<&'a RawValue>,
     pub id: Option<serde_json::Value>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct SignalIn<'a> {
-    call_id: Uuid,
-    target_user_id: Uuid,
-    #[serde(borrow)]
-    offer: Option<&'a RawValue>,
-    #[serde(borrow)]
-    answer: Option<&'a RawValue>,
-    /// Present, `null` included: a null candidate is the end of the candidates, relayed.
-    #[serde(borrow, default, deserialize_with = "present")]
-    candidate: Option<&'a RawValue>,
-}
-
-/// A field that is there, whatever its value (`null` included): `Some`.
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
-    <&RawValue>::deserialize(d).map(Some)
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct CallIn {
-    call_id: Uuid,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct MediaIn {
-    call_id: Uuid,
-    audio_enabled: Option<bool>,
-    video_enabled: Option<bool>,
-    screen_sharing: Option<bool>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct StatsIn {
-    call_id: Uuid,
-    rtt: Option<f64>,
-    jitter: Option<f64>,
-    packet_loss: Option<f64>,
-    bitrate: Option<f64>,
-    relayed: Option<bool>,
 }
 
 async fn serve(s: Arc<ApiState>, user: User, name: Arc<str>, conn: Arc<Conn>, mut reader: Reader) {
@@ -281,7 +206,7 @@ async fn serve(s: Arc<ApiState>, user: User, name: Arc<str>, conn: Arc<Conn>, mu
                     continue;
                 }
                 match text {
-                    Some(t) => handle(&s, &hub, &user, id, &outbox, t).await,
+                    Some(t) => handle(&s, &user, id, &outbox, t).await,
                     None => reply_error(&outbox, None, "", "invalid_frame", "frames are JSON text"),
                 }
             }
@@ -311,7 +236,7 @@ fn reply(
 ) {
     let m = Message::new(event, data);
     if !outbox.conn.send_text(&[&frame(event, &m.data, id)], true) {
-        outbox.disconnect("slow consumer");
+        outbox.disconnect(DisconnectReason::SlowConsumer);
     }
 }
 
@@ -326,14 +251,7 @@ fn reply_error(
     reply(outbox, "error", &data, id);
 }
 
-async fn handle(
-    s: &ApiState,
-    hub: &Hub,
-    user: &User,
-    origin: SocketId,
-    outbox: &WsOutbox,
-    text: &str,
-) {
+async fn handle(s: &ApiState, user: &User, origin: SocketId, outbox: &WsOutbox, text: &str) {
     let f: ClientFrame<'_> = match parse_frame(text) {
         Ok(f) => f,
         Err(e) => {
@@ -344,7 +262,7 @@ async fn handle(
     let id = f.id.as_ref();
     let data = f.data.map_or("null", RawValue::get);
     let event = f.event.as_str();
-    match dispatch(s, hub, user, origin, event, data).await {
+    match dispatch(s, user, origin, event, data).await {
         // Acked, as Socket.IO does, when the client asked (an `id`): `{"success": true}`.
         Reply::Relayed => {
             if id.is_some() {
@@ -367,215 +285,9 @@ pub fn parse_frame(text: &str) -> serde_json::Result<ClientFrame<'_>> {
     }
 }
 
-/// The client events performed by the call service (the others are [`Signal`]s).
-const TRANSITIONS: [&str; 5] = [
-    "call:accept",
-    "call:reject",
-    "call:end",
-    "call:media",
-    "call:stats",
-];
-
-/// What a client message comes to.
-pub enum Reply {
-    /// Relayed to the target (nothing to answer).
-    Relayed,
-    /// Done: the REST response body.
-    Ack(serde_json::Value),
-    /// Refused.
-    Error { code: &'static str, message: String },
-}
-
-impl Reply {
-    pub(crate) fn error(code: &'static str, message: impl Into<String>) -> Reply {
-        Reply::Error {
-            code,
-            message: message.into(),
-        }
-    }
-}
-
-/// Performs one client message, `event` with `data` (JSON text), as `user`: the transport
-/// independent part of every socket (here and Socket.IO).
-/// `origin` is the socket it came from (its other devices hear of an answer).
-pub async fn dispatch(
-    s: &ApiState,
-    hub: &Hub,
-    user: &User,
-    origin: SocketId,
-    event: &str,
-    data: &str,
-) -> Reply {
-    if let Some(signal) = Signal::from_event(event) {
-        return relay(hub, user, signal, data);
-    }
-    if !TRANSITIONS.contains(&event) {
-        return Reply::error("unknown_event", format!("unknown event `{event}`"));
-    }
-    if let Err(refused) = an_object(data) {
-        return refused;
-    }
-    let invalid = |e: serde_json::Error| Reply::error("invalid_field", e.to_string());
-    let result = match event {
-        "call:accept" | "call:reject" | "call:end" => {
-            let m: CallIn = match serde_json::from_str(data) {
-                Ok(m) => m,
-                Err(e) => return invalid(e),
-            };
-            match event {
-                "call:accept" => {
-                    let answered = s.calls.answer(user, m.call_id).await;
-                    if answered.is_ok() {
-                        hub.elsewhere(Elsewhere::Answered, user.id, m.call_id, Some(origin));
-                    }
-                    to_value(answered)
-                }
-                "call:reject" => {
-                    let rejected = s.calls.reject(user, m.call_id).await;
-                    if rejected.is_ok() {
-                        hub.elsewhere(Elsewhere::Rejected, user.id, m.call_id, Some(origin));
-                    }
-                    to_value(rejected)
-                }
-                _ => to_value(s.calls.end(user, m.call_id).await),
-            }
-        }
-        "call:media" => {
-            let m: MediaIn = match serde_json::from_str(data) {
-                Ok(m) => m,
-                Err(e) => return invalid(e),
-            };
-            let req = MediaRequest {
-                audio_enabled: m.audio_enabled,
-                video_enabled: m.video_enabled,
-                screen_sharing: m.screen_sharing,
-            };
-            to_value(s.calls.media(user, m.call_id, req).await)
-        }
-        "call:stats" => {
-            let m: StatsIn = match serde_json::from_str(data) {
-                Ok(m) => m,
-                Err(e) => return invalid(e),
-            };
-            let figures = Figures {
-                rtt: m.rtt,
-                jitter: m.jitter,
-                packet_loss: m.packet_loss,
-                bitrate: m.bitrate,
-                relayed: m.relayed,
-            };
-            to_value(s.calls.record_stats(user, m.call_id, figures).await)
-        }
-        _ => return Reply::error("unknown_event", format!("unknown event `{event}`")),
-    };
-    match result {
-        Ok(body) => Reply::Ack(body),
-        Err(e) => {
-            let e = ApiError::from(e);
-            Reply::Error {
-                code: e.code,
-                message: e.message,
-            }
-        }
-    }
-}
-
-/// A peer-to-peer message from `user` (`data` as JSON text): relayed at once, without waiting
-/// on anything, so that a transport may do it where the message arrives.
-pub fn relay(hub: &Hub, user: &User, signal: Signal, data: &str) -> Reply {
-    if let Err(refused) = an_object(data) {
-        return refused;
-    }
-    let m: SignalIn<'_> = match serde_json::from_str(data) {
-        Ok(m) => m,
-        Err(e) => return Reply::error("invalid_field", e.to_string()),
-    };
-    let payload = match signal {
-        Signal::Offer => m.offer,
-        Signal::Answer => m.answer,
-        Signal::IceCandidate => m.candidate,
-    };
-    let Some(payload) = payload else {
-        return Reply::error("invalid_field", format!("`{}` is required", signal.field()));
-    };
-    match hub.relay(user.id, m.call_id, m.target_user_id, signal, payload) {
-        Ok(()) => Reply::Relayed,
-        Err(e) => Reply::error(e.code(), e.to_string()),
-    }
-}
-
-/// Every payload is an object; serde would also read a struct from an array, field by field.
-fn an_object(data: &str) -> Result<(), Reply> {
-    if data.trim_start().starts_with('{') {
-        Ok(())
-    } else {
-        Err(Reply::error("invalid_field", "data: must be a JSON object"))
-    }
-}
-
-fn to_value<T: serde::Serialize>(r: Result<T, CallError>) -> Result<serde_json::Value, CallError> {
-    r.map(|v| serde_json::to_value(v).unwrap_or(serde_json::Value::Null))
-}
-
-/// A token bucket: [`RATE`] per second, [`BURST`] at once.
-pub struct Bucket {
-    tokens: f64,
-    at: Instant,
-}
-
-impl Default for Bucket {
-    fn default() -> Bucket {
-        Bucket::new()
-    }
-}
-
-impl Bucket {
-    pub fn new() -> Bucket {
-        Bucket {
-            tokens: BURST,
-            at: Instant::now(),
-        }
-    }
-
-    pub fn take(&mut self) -> bool {
-        let now = Instant::now();
-        let elapsed = now.duration_since(self.at).min(Duration::from_secs(10));
-        self.at = now;
-        self.tokens = (self.tokens + elapsed.as_secs_f64() * RATE).min(BURST);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// `candidate: null` (the end of the candidates) is a candidate, relayed as it is; a
-    /// missing one is not. An offer or an answer must be there and not null.
-    #[test]
-    fn a_null_candidate_is_present_a_null_offer_is_not() {
-        let call = Uuid::from_u128(1);
-        let with = |field: &str, value: &str| {
-            format!(r#"{{"callId":"{call}","targetUserId":"{call}","{field}":{value}}}"#)
-        };
-        let text = with("candidate", "null");
-        let m: SignalIn<'_> = serde_json::from_str(&text).unwrap();
-        assert_eq!(m.candidate.map(RawValue::get), Some("null"));
-        let text = with("candidate", r#"{"candidate":"","sdpMid":"0"}"#);
-        let m: SignalIn<'_> = serde_json::from_str(&text).unwrap();
-        assert_eq!(
-            m.candidate.map(RawValue::get),
-            Some(r#"{"candidate":"","sdpMid":"0"}"#)
-        );
-        let text = with("offer", "null");
-        let m: SignalIn<'_> = serde_json::from_str(&text).unwrap();
-        assert!(m.offer.is_none() && m.candidate.is_none());
-    }
 
     #[test]
     fn socket_names_are_short_and_plain() {

@@ -5,8 +5,10 @@ use std::sync::Arc;
 
 use super::packet::open_packet;
 use super::{Ending, Engine, Session, Transport, CONNECT_TIMEOUT, UPGRADE_TIMEOUT};
-use crate::wire::{self, Conn, Incoming, Reader};
-use crate::ws;
+use crate::hub::DisconnectReason;
+use crate::socket::bounded;
+use crate::socket::limits::PING_TIMEOUT;
+use crate::socket::wire::{self, Conn, Incoming, Reader};
 
 impl Engine {
     /// A WebSocket without a session: the session opens on it.
@@ -20,7 +22,7 @@ impl Engine {
             return conn.close(wire::TRY_AGAIN_LATER, "too many sessions", false);
         };
         if !conn.send_text(&[&open_packet(&s.sid, false)], false) {
-            return self.end(&s, "transport error");
+            return self.end(&s, DisconnectReason::TransportError);
         }
         s.out().conn = Some(conn.clone());
         self.serve(s, conn, reader).await;
@@ -89,17 +91,17 @@ impl Engine {
                 biased;
                 () = conn.woken() => {
                     if conn.is_closing() {
-                        break s.out().closed.unwrap_or("transport error");
+                        break s.out().closed.unwrap_or(DisconnectReason::TransportError);
                     }
                     // What the socket could not take at once. A peer that stopped reading
                     // blocks the write: bounded, then closed.
-                    if !matches!(ws::bounded(ws::PING_TIMEOUT, conn.flush()).await, Some(Ok(()))) {
-                        break "transport error";
+                    if !matches!(bounded(PING_TIMEOUT, conn.flush()).await, Some(Ok(()))) {
+                        break DisconnectReason::TransportError;
                     }
                 }
                 () = &mut connect_by, if awaiting_connect => {
                     if !s.connected() {
-                        break "connect timeout";
+                        break DisconnectReason::ConnectTimeout;
                     }
                     awaiting_connect = false;
                 }
@@ -108,12 +110,12 @@ impl Engine {
                         Incoming::Text(t) => t,
                         // A binary attachment: its event was refused already.
                         Incoming::Binary | Incoming::Control => continue,
-                        Incoming::Closed => break "transport close",
+                        Incoming::Closed => break DisconnectReason::TransportClose,
                     };
                     s.heard();
                     let mut inbound = s.inbound.lock().await;
                     if !self.on_packet(&s, &mut inbound, packet).await {
-                        break "client close";
+                        break DisconnectReason::ClientClose;
                     }
                 }
             }

@@ -1,0 +1,101 @@
+//! The transport independent part of every socket: a client's event, parsed once
+//! ([`ClientEvent`]), relayed through the hub or performed by the call service as the REST
+//! API performs it, and what it comes to ([`Reply`]), which each transport writes its way.
+
+use super::client::{ClientEvent, Refusal};
+use crate::api::{ApiError, ApiState};
+use crate::call::User;
+use crate::hub::{Elsewhere, SocketId};
+use crate::service::CallError;
+
+/// What a client message comes to.
+pub enum Reply {
+    /// Relayed to the target (nothing to answer).
+    Relayed,
+    /// Done: the REST response body.
+    Ack(serde_json::Value),
+    /// Refused.
+    Error { code: &'static str, message: String },
+}
+
+impl Reply {
+    pub(crate) fn error(code: &'static str, message: impl Into<String>) -> Reply {
+        Reply::Error {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<Refusal> for Reply {
+    fn from(r: Refusal) -> Reply {
+        Reply::error(r.code(), r.message())
+    }
+}
+
+/// Performs one client message, `event` with `data` (JSON text), as `user`. `origin` is the
+/// socket it came from (its other devices hear of an answer).
+pub async fn dispatch(
+    s: &ApiState,
+    user: &User,
+    origin: SocketId,
+    event: &str,
+    data: &str,
+) -> Reply {
+    match ClientEvent::parse(event, data) {
+        Ok(e) => perform(s, user, origin, e).await,
+        Err(refused) => refused.into(),
+    }
+}
+
+/// Performs `e`, as `user`, from socket `origin`. A signal is relayed at once, without waiting
+/// on anything.
+pub async fn perform(s: &ApiState, user: &User, origin: SocketId, e: ClientEvent<'_>) -> Reply {
+    let hub = &s.hub;
+    let result = match e {
+        ClientEvent::Signal {
+            signal,
+            call_id,
+            target_user_id,
+            payload,
+        } => {
+            return match hub.relay(user.id, call_id, target_user_id, signal, payload) {
+                Ok(()) => Reply::Relayed,
+                Err(e) => Reply::error(e.code(), e.to_string()),
+            };
+        }
+        ClientEvent::Accept(call_id) => {
+            let answered = s.calls.answer(user, call_id).await;
+            if answered.is_ok() {
+                hub.elsewhere(Elsewhere::Answered, user.id, call_id, Some(origin));
+            }
+            to_value(answered)
+        }
+        ClientEvent::Reject(call_id) => {
+            let rejected = s.calls.reject(user, call_id).await;
+            if rejected.is_ok() {
+                hub.elsewhere(Elsewhere::Rejected, user.id, call_id, Some(origin));
+            }
+            to_value(rejected)
+        }
+        ClientEvent::End(call_id) => to_value(s.calls.end(user, call_id).await),
+        ClientEvent::Media(call_id, req) => to_value(s.calls.media(user, call_id, req).await),
+        ClientEvent::Stats(call_id, figures) => {
+            to_value(s.calls.record_stats(user, call_id, figures).await)
+        }
+    };
+    match result {
+        Ok(body) => Reply::Ack(body),
+        Err(e) => {
+            let e = ApiError::from(e);
+            Reply::Error {
+                code: e.code,
+                message: e.message,
+            }
+        }
+    }
+}
+
+fn to_value<T: serde::Serialize>(r: Result<T, CallError>) -> Result<serde_json::Value, CallError> {
+    r.map(|v| serde_json::to_value(v).unwrap_or(serde_json::Value::Null))
+}
