@@ -49,21 +49,14 @@ CLIENTS=${CLIENTS:-32}
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
 ANCHOR_SECS=${ANCHOR_SECS:-3}
-STORE_DIR=${STORE_DIR:-/var/tmp}
-LOG_LEVEL=${LOG_LEVEL:-info}
 FSYNCS=${FSYNCS:-auto}
 PROFILE=${PROFILE:-0}
 KEEP_STORE=${KEEP_STORE:-0}
-BENCH_SKIP_BUILD=${BENCH_SKIP_BUILD:-0}
 
-JWT_SECRET=bench-jwt-secret-0123456789abcdef
-TURN_SECRET=bench-turn-secret-0123456789abcdef
-IP=127.0.0.1
 TARGET_RATE=1000
 
 SB_BIN=$TARGET_DIR/release/switchboard
 CLK_TCK=$(getconf CLK_TCK)
-
 
 for value in DURATION WARMUP ANCHOR_SECS; do
     [[ ${!value} =~ ^[0-9]+$ ]] && ((${!value} <= 600)) || die "$value must be whole seconds, 0..600"

@@ -58,19 +58,12 @@ DURATION=${DURATION:-10}
 SERVERS=${SERVERS:-"switchboard-sio switchboard-ws node"}
 THREADS=${THREADS:-1}
 PIN=${PIN:-$( (($(nproc) >= 2)) && echo 1 || echo 0)}
-STORE_DIR=${STORE_DIR:-/var/tmp}
-LOG_LEVEL=${LOG_LEVEL:-info}
-BENCH_SKIP_BUILD=${BENCH_SKIP_BUILD:-0}
 
-JWT_SECRET=bench-jwt-secret-0123456789abcdef
-TURN_SECRET=bench-turn-secret-0123456789abcdef
-IP=127.0.0.1
 TARGET_RATIO=5
 TARGET_MIB=200
 
 SB_BIN=${SWITCHBOARD_BIN:-$TARGET_DIR/release/switchboard}
 NODE_DIR=$ROOT/bench/node
-
 
 [[ $SOCKETS =~ ^[0-9]+$ ]] && ((SOCKETS >= 2 && SOCKETS <= 20000 && SOCKETS % 2 == 0)) ||
     die "SOCKETS must be even, 2..20000"

@@ -7,6 +7,15 @@ TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 case $TARGET_DIR in /*) ;; *) TARGET_DIR=$ROOT/$TARGET_DIR ;; esac
 OUT=${BENCH_OUT:-$ROOT/bench/out}/$(date +%Y%m%d-%H%M%S)
 
+# The knobs every script shares (environment, with these defaults), and the fixed secrets and
+# address of the daemons they start (soak.sh names its own secrets).
+STORE_DIR=${STORE_DIR:-/var/tmp}
+LOG_LEVEL=${LOG_LEVEL:-info}
+BENCH_SKIP_BUILD=${BENCH_SKIP_BUILD:-0}
+JWT_SECRET=bench-jwt-secret-0123456789abcdef
+TURN_SECRET=bench-turn-secret-0123456789abcdef
+IP=127.0.0.1
+
 log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 

@@ -58,11 +58,9 @@ TRANSPORTS=${TRANSPORTS:-udp}
 COTURN_RELAY_THREADS=${COTURN_RELAY_THREADS:-1}   # "default" = coturn's own choice (one per CPU)
 FORWARDER_MODE=${FORWARDER_MODE:-epoll}
 SKIP_IDLE=${SKIP_IDLE:-0}
-BENCH_SKIP_BUILD=${BENCH_SKIP_BUILD:-0}
 
 SECRET=bench-secret-0123456789abcdef
 REALM=bench.example
-IP=127.0.0.1
 # Fixed ports below Linux's ephemeral range (32768-60999), so no client socket takes them.
 PEER_PORT=13480
 COTURN_PORT=13478        # UDP, and TCP for TRANSPORTS tcp

@@ -44,7 +44,6 @@ build_all
 BIN=$TARGET_DIR/release
 
 conf=$OUT/switchboard.toml
-IP=127.0.0.1
 daemon_config "$conf" "$OUT/switchboard.db" warn "user_quota = $((ALLOCS * 2 + 16))" \
     "max_connections = $((SOCKETS + 1024))"
 "$BIN/switchboard" serve --config "$conf" >"$OUT/daemon.log" 2>&1 &
