@@ -330,13 +330,18 @@ async fn initiate(
 /// name that matches none of the user's sockets leaves none out either).
 pub struct Device(Option<String>);
 
+/// The request header naming the socket of the device a REST request comes from (so that an
+/// answer or a rejection over REST is not announced to that device as done elsewhere); the
+/// `/ws` upgrade answers with it too.
+pub const SOCKET_ID: &str = "x-socket-id";
+
 impl<S: Send + Sync> FromRequestParts<S> for Device {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Device, ApiError> {
         let name = parts
             .headers
-            .get(crate::socket::SOCKET_ID)
+            .get(SOCKET_ID)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         Ok(Device(name))

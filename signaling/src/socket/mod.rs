@@ -31,10 +31,9 @@ pub use dispatch::{dispatch, perform, Reply};
 use crate::hub::{DisconnectReason, Hub};
 use limits::PING_EVERY;
 
-/// The request header naming the socket of the device a REST request comes from (so that an
-/// answer or a rejection over REST is not announced to that device as done elsewhere); the
-/// `/ws` upgrade answers with it too.
-pub const SOCKET_ID: &str = "x-socket-id";
+// The header naming a device's socket belongs to the REST API, which reads it; `/ws`'s upgrade
+// answers with it.
+pub use crate::api::SOCKET_ID;
 
 /// The heartbeat of every socket of the hub, both transports: [`Hub::pulse`] every
 /// [`PING_EVERY`].
