@@ -533,11 +533,28 @@ fn unrefreshed_allocation_expires() {
     );
 }
 
+/// A port free right now for UDP and TCP on both wildcard addresses, as the daemon binds it
+/// (a port only checked for UDP on loopback may be a busy machine's ephemeral TCP port).
+fn wildcard_port() -> u16 {
+    // std's sockets on `[::]` are dual-stack here (the daemon's are IPv6-only): holding UDP and
+    // TCP on `[::]:port` shows the port free in both families.
+    for _ in 0..100 {
+        let Ok(udp) = UdpSocket::bind("[::]:0") else {
+            continue;
+        };
+        let port = udp.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("::", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no port free for UDP and TCP on both wildcard addresses in 100 tries");
+}
+
 #[test]
 fn wildcard_listeners_for_both_families_share_a_port() {
     // `[::]` is IPv6-only, so it and `0.0.0.0` bind the same port, and an IPv4 client is
     // answered with an IPv4 XOR-MAPPED-ADDRESS.
-    let port = common::free_udp_port();
+    let port = wildcard_port();
     let d = Daemon::start(&format!("listen = [\"0.0.0.0:{port}\", \"[::]:{port}\"]"));
     for (client, server) in [("127.0.0.1:0", "127.0.0.1"), ("[::1]:0", "::1")] {
         let sock = UdpSocket::bind(client).unwrap();
