@@ -53,7 +53,14 @@ fn closed_within(s: &mut TcpStream, since: Instant, limit: Duration) -> Option<D
 /// Sends a complete `GET path` on `s` and reads its response (a JSON body with a
 /// Content-Length, as every answer of the API has): the status.
 fn get_on(s: &mut TcpStream, path: &str) -> u16 {
-    write!(s, "GET {path} HTTP/1.1\r\nHost: switchboard.test\r\n\r\n").unwrap();
+    request_on(s, "GET", path)
+}
+
+/// Sends a complete `method path` without a body on `s` and reads its response (a body with
+/// a Content-Length, as every answer of the API has): the status.
+pub fn request_on(s: &mut TcpStream, method: &str, path: &str) -> u16 {
+    let head = format!("{method} {path} HTTP/1.1\r\nHost: switchboard.test\r\n\r\n");
+    s.write_all(head.as_bytes()).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
