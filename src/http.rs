@@ -2,10 +2,15 @@
 //! (`app.rs`: the domain, the router, the tasks).
 //!
 //! The API is served by our own accept loop rather than `axum::serve`, which bounds nothing:
-//! every connection gets HTTP/1 with a header-read timer (slow or silent clients are closed),
-//! at most `http.max_connections` are open at once (more are closed as they come), and a stop
-//! drains the connections for at most [`DRAIN`] and then ends them, so that no handler of ours
-//! runs once [`Http::stop`] has returned.
+//! every connection gets HTTP/1 with a header-read timer (slow or silent clients are closed)
+//! and a deadline for each request's body (`conn.rs`), at most `http.max_connections` are open
+//! at once and at most `http.max_connections_per_source` from one address (or IPv6 /64; the
+//! client a trusted proxy names, for its connections: `source.rs`), more are closed as they
+//! come, and a stop drains the connections for at most [`DRAIN`] and then ends them, so that
+//! no handler of ours runs once [`Http::stop`] has returned.
+
+mod conn;
+mod source;
 
 use std::io;
 use std::net::SocketAddr;
@@ -14,10 +19,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use metrics_exporter_prometheus::PrometheusHandle;
 use switchboard_signaling::Domain;
 use switchboard_turn::io::Stats;
@@ -27,6 +30,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
+use self::conn::{Conn, ConnService, Shared};
+use self::source::{Proxies, Sources};
 use crate::app::App;
 use crate::config::Config;
 
@@ -73,9 +78,15 @@ impl Http {
         let mut app = App::start(config, domain);
         let router = app.router(config, telemetry);
         let stop = CancellationToken::new();
+        let shared = Shared {
+            router,
+            sources: Sources::new(config.http.max_connections_per_source),
+            proxies: Proxies::new(config.http.trusted_proxies.clone()),
+            body_timeout: config.http.body_timeout,
+        };
         let server = Server {
             listener,
-            service: TowerToHyperService::new(router),
+            shared: Arc::new(shared),
             builder: connection_builder(),
             max_connections: config.http.max_connections,
             slots: Arc::new(Semaphore::new(config.http.max_connections as usize)),
@@ -111,9 +122,6 @@ impl Http {
     }
 }
 
-/// The API's service, as hyper calls it.
-type Service = TowerToHyperService<Router>;
-
 /// The HTTP/1 settings of every API connection.
 fn connection_builder() -> http1::Builder {
     let mut builder = http1::Builder::new();
@@ -144,7 +152,7 @@ fn connection_builder() -> http1::Builder {
 /// The accept loop and what it needs.
 struct Server {
     listener: TcpListener,
-    service: Service,
+    shared: Arc<Shared>,
     builder: http1::Builder,
     max_connections: u32,
     /// One permit per open connection, `http.max_connections` in all.
@@ -157,6 +165,7 @@ impl Server {
     async fn run(self) {
         let mut conns = JoinSet::new();
         let mut refused = Tally::new(LOG_EVERY);
+        let mut refused_source = Tally::new(LOG_EVERY);
         let mut failed = Tally::new(LOG_EVERY);
         loop {
             let accepted = tokio::select! {
@@ -195,18 +204,32 @@ impl Server {
                 drop(stream);
                 continue;
             };
+            let Some(conn) = Conn::accept(&self.shared, peer) else {
+                if let Some(connections) = refused_source.note() {
+                    tracing::debug!(
+                        connections,
+                        peer = %peer.ip(),
+                        max = self.shared.sources.cap(),
+                        "http.max_connections_per_source reached: closing new connections"
+                    );
+                }
+                drop(stream);
+                continue;
+            };
             if let Err(e) = stream.set_nodelay(true) {
                 tracing::debug!(peer = %peer, error = %e, "cannot set TCP_NODELAY");
             }
             let io = TokioIo::new(Slotted {
                 stream,
                 _slot: slot,
+                _conn: conn.clone(),
             });
-            let conn = self
-                .builder
-                .serve_connection(io, self.service.clone())
-                .with_upgrades();
-            conns.spawn(serve_connection(conn, self.stop.clone(), peer));
+            let service = ConnService {
+                shared: self.shared.clone(),
+                conn: conn.clone(),
+            };
+            let served = self.builder.serve_connection(io, service).with_upgrades();
+            conns.spawn(serve_connection(served, self.stop.clone(), conn));
         }
         // Stop accepting: the listening socket closes, so new clients are refused by the
         // kernel rather than left in the backlog.
@@ -218,9 +241,9 @@ impl Server {
 /// One connection, until it ends or, once stopped, until hyper has shut it down gracefully:
 /// at once when it is idle, after the response when a request is in flight.
 async fn serve_connection(
-    conn: http1::UpgradeableConnection<TokioIo<Slotted>, Service>,
+    conn: http1::UpgradeableConnection<TokioIo<Slotted>, ConnService>,
     stop: CancellationToken,
-    peer: SocketAddr,
+    from: Arc<Conn>,
 ) {
     tokio::pin!(conn);
     let ended = tokio::select! {
@@ -233,7 +256,8 @@ async fn serve_connection(
     if let Err(e) = ended {
         // Header timeouts, resets, malformed requests: the client's doing, and per
         // connection, so not above debug.
-        tracing::debug!(peer = %peer, error = %e, "http connection ended");
+        let (peer, client) = (from.peer, from.client());
+        tracing::debug!(peer = %peer, client = %client, error = %e, "http connection ended");
     }
 }
 
@@ -257,12 +281,14 @@ async fn drain(mut conns: JoinSet<()>) {
     }
 }
 
-/// An accepted socket with its slot of `http.max_connections`. The slot goes with the socket,
-/// so it is given back when the socket closes, also when an upgraded connection (a WebSocket)
-/// outlives the HTTP connection task it came from.
+/// An accepted socket with its slot of `http.max_connections` and its connection state (with
+/// its slot of `http.max_connections_per_source`). The slots go with the socket, so they are
+/// given back when the socket closes, also when an upgraded connection (a WebSocket) outlives
+/// the HTTP connection task it came from.
 struct Slotted {
     stream: TcpStream,
     _slot: OwnedSemaphorePermit,
+    _conn: Arc<Conn>,
 }
 
 impl AsyncRead for Slotted {

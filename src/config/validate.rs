@@ -197,9 +197,22 @@ pub(super) fn validate_http(
             "must be at least 1 (it caps the API's client connections)",
         ));
     }
+    let max_connections_per_source = raw
+        .max_connections_per_source
+        .unwrap_or(DEFAULT_HTTP_MAX_CONNECTIONS_PER_SOURCE);
+    if max_connections_per_source == 0 {
+        return Err(ConfigError::new(
+            "http.max_connections_per_source",
+            "must be at least 1 (it caps the API's connections from one address)",
+        ));
+    }
     Ok(HttpConfig {
         listen,
         max_connections,
+        max_connections_per_source,
+        trusted_proxies: cidrs("http.trusted_proxies", &raw.trusted_proxies)?,
+        body_timeout: duration("http.body_timeout", raw.body_timeout)?
+            .unwrap_or(DEFAULT_HTTP_BODY_TIMEOUT),
         public_url: raw.public_url,
         tls: tls_files("http", raw.tls_cert, raw.tls_key, base)?,
         allowed_origins: allowed_origins(raw.allowed_origins, warnings)?,

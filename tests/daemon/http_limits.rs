@@ -1,6 +1,10 @@
 //! The HTTP API's connection limits through the real daemon: slow, silent and idle clients are
-//! closed by the header-read timeout (10 s), connections over `http.max_connections` are closed
-//! as they come, and a SIGTERM with a stuck client open exits within the drain bound (5 s).
+//! closed by the header-read timeout (10 s), a body trickled past `http.body_timeout` gets 408
+//! and a closed connection (while long polls and WebSockets, which owe no body, outlive it),
+//! connections over `http.max_connections` are closed as they come, and so are those over
+//! `http.max_connections_per_source` from one address (counted by the client a trusted proxy
+//! names, and only a trusted one), and a SIGTERM with a stuck client open exits within the
+//! drain bound (5 s).
 //!
 //! The 10 s wait runs beside the other tests (they run in parallel), which take a few seconds.
 
@@ -11,7 +15,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{wait_until, Daemon, Options};
+use common::{wait_until, Daemon, Options, Person};
 
 /// The header-read timeout src/http.rs sets (`HEADER_READ_TIMEOUT`).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -61,6 +65,12 @@ fn get_on(s: &mut TcpStream, path: &str) -> u16 {
 pub fn request_on(s: &mut TcpStream, method: &str, path: &str) -> u16 {
     let head = format!("{method} {path} HTTP/1.1\r\nHost: switchboard.test\r\n\r\n");
     s.write_all(head.as_bytes()).unwrap();
+    response_on(s)
+}
+
+/// Reads a response (a body with a Content-Length, as every answer of the API has) on `s`: the
+/// status.
+fn response_on(s: &mut TcpStream) -> u16 {
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
@@ -263,4 +273,234 @@ fn sigterm_with_a_stuck_client_exits_within_the_drain() {
         log.last().is_some_and(|l| l.contains("stopped")),
         "{log:#?}"
     );
+}
+
+/// A connection to `addr` from the loopback address `from` (127.0.0.2 is another source than
+/// the usual 127.0.0.1).
+fn connect_from(from: &str, addr: SocketAddr) -> TcpStream {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .unwrap();
+    let s = rt.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+        socket.connect(addr).await.unwrap()
+    });
+    let s = s.into_std().unwrap();
+    s.set_nonblocking(false).unwrap();
+    s.set_nodelay(true).unwrap();
+    s
+}
+
+/// `GET /no-such-route` on `s` with `X-Forwarded-For: forwarded`: the status.
+fn get_forwarded(s: &mut TcpStream, forwarded: &str) -> u16 {
+    let head = format!(
+        "GET /no-such-route HTTP/1.1\r\nHost: switchboard.test\r\nX-Forwarded-For: {forwarded}\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    response_on(s)
+}
+
+/// The body timeout the tests below set.
+const BODY_TIMEOUT: Duration = Duration::from_secs(2);
+
+fn with_body_timeout() -> Options {
+    Options {
+        http: format!("body_timeout = \"{}s\"", BODY_TIMEOUT.as_secs()),
+        ..Options::default()
+    }
+}
+
+#[test]
+fn a_trickled_body_gets_408_and_a_closed_connection_at_the_body_timeout() {
+    let d = Daemon::start_with(with_body_timeout());
+    let alice = Person::new("Alice");
+    let mut s = connect(d.http);
+    let head = format!(
+        "POST /api/calls/initiate HTTP/1.1\r\nHost: switchboard.test\r\n\
+         Authorization: Bearer {}\r\nContent-Type: application/json\r\n\
+         Content-Length: 1000\r\n\r\n{{\"conversationId\": ",
+        alice.token
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    let since = Instant::now();
+    // A byte every 200 ms, until the daemon answers (or for 3 × the timeout).
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while since.elapsed() < 3 * BODY_TIMEOUT && !got.ends_with(b"}") {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                if got.is_empty() && s.write_all(b" ").is_err() {
+                    break;
+                }
+            }
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+    let answered = since.elapsed();
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        text.starts_with("HTTP/1.1 408"),
+        "after {answered:?}: {text:?}"
+    );
+    assert!(text.contains("request_timeout"), "{text}");
+    assert!(
+        answered >= BODY_TIMEOUT - Duration::from_millis(300)
+            && answered < BODY_TIMEOUT + Duration::from_secs(2),
+        "answered after {answered:?}"
+    );
+    let closed = closed_within(&mut s, Instant::now(), Duration::from_secs(2));
+    assert!(closed.is_some(), "the connection stayed open after the 408");
+}
+
+#[test]
+fn the_demo_sign_in_answers_without_waiting_for_a_body_when_dev_is_off() {
+    let d = Daemon::start_with(with_body_timeout());
+    let mut s = connect(d.http);
+    // A head announcing a body that never comes.
+    s.write_all(
+        b"POST /api/demo/sign-in HTTP/1.1\r\nHost: switchboard.test\r\n\
+          Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n",
+    )
+    .unwrap();
+    let since = Instant::now();
+    let status = response_on(&mut s);
+    assert_eq!(status, 404);
+    assert!(
+        since.elapsed() < BODY_TIMEOUT / 2,
+        "answered after {:?}",
+        since.elapsed()
+    );
+}
+
+#[test]
+fn long_polls_and_websockets_outlive_the_body_timeout() {
+    let d = Daemon::start_with(with_body_timeout());
+    // An Engine.IO session, then a long poll the server holds (nothing to send until the
+    // next ping, 25 s away).
+    let mut s = connect(d.http);
+    let head = "GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: switchboard.test\r\n\r\n";
+    s.write_all(head.as_bytes()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let sid = loop {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got);
+        if let Some(at) = text.find("\"sid\":\"") {
+            if let Some(len) = text[at + 7..].find('"') {
+                break text[at + 7..at + 7 + len].to_owned();
+            }
+        }
+    };
+    let mut poll = connect(d.http);
+    let head = format!(
+        "GET /socket.io/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\nHost: switchboard.test\r\n\r\n"
+    );
+    poll.write_all(head.as_bytes()).unwrap();
+
+    // A WebSocket on /ws.
+    let alice = Person::new("Alice");
+    let url = format!("ws://{}/ws?token={}", d.http, alice.token);
+    let (mut ws, _) = tokio_tungstenite::tungstenite::connect(url.as_str()).expect("ws upgrade");
+
+    let held = BODY_TIMEOUT * 2;
+    let since = Instant::now();
+    assert_eq!(
+        closed_within(&mut poll, since, held),
+        None,
+        "the long poll was ended (or answered)"
+    );
+    // The socket still answers a ping.
+    use tokio_tungstenite::tungstenite::Message;
+    ws.send(Message::Ping(b"still there".to_vec().into()))
+        .expect("ws still open");
+    let ponged = loop {
+        match ws.read().expect("ws still open") {
+            Message::Pong(p) => break p,
+            _ => continue,
+        }
+    };
+    assert_eq!(&ponged[..], b"still there");
+}
+
+#[test]
+fn connections_over_the_per_source_cap_are_closed_and_other_sources_get_through() {
+    let d = Daemon::start_with(Options {
+        http: "max_connections_per_source = 3".to_owned(),
+        ..Options::default()
+    });
+    let mut held: Vec<TcpStream> = (0..3).map(|_| connect_from("127.0.0.1", d.http)).collect();
+    for s in &mut held {
+        assert_eq!(get_on(s, "/no-such-route"), 404);
+    }
+    let t0 = Instant::now();
+    let mut over = connect_from("127.0.0.1", d.http);
+    let closed = closed_within(&mut over, t0, Duration::from_secs(3));
+    assert!(
+        closed.is_some_and(|t| t < Duration::from_secs(1)),
+        "the 4th connection from 127.0.0.1 was not closed at once: {closed:?}"
+    );
+    // Another address is another source.
+    let mut other = connect_from("127.0.0.2", d.http);
+    assert_eq!(get_on(&mut other, "/no-such-route"), 404);
+    // The first three still serve; closing one lets one more in.
+    assert_eq!(get_on(&mut held[0], "/no-such-route"), 404);
+    drop(held.pop());
+    let served = wait_until(Duration::from_secs(3), || {
+        let mut s = connect_from("127.0.0.1", d.http);
+        s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+        s.write_all(b"GET /no-such-route HTTP/1.1\r\nHost: switchboard.test\r\n\r\n")
+            .is_ok()
+            && matches!(s.read(&mut [0u8; 12]), Ok(12))
+    });
+    assert!(served, "no connection from 127.0.0.1 after one closed");
+}
+
+#[test]
+fn only_a_trusted_proxy_names_the_client_the_cap_counts() {
+    let d = Daemon::start_with(Options {
+        http: "max_connections_per_source = 2\ntrusted_proxies = [\"127.0.0.2/32\"]".to_owned(),
+        ..Options::default()
+    });
+    // From 127.0.0.1, not trusted: the header is ignored, and all count as 127.0.0.1.
+    let mut untrusted = Vec::new();
+    for i in 0..2 {
+        let mut s = connect_from("127.0.0.1", d.http);
+        assert_eq!(get_forwarded(&mut s, &format!("203.0.113.{i}")), 404);
+        untrusted.push(s);
+    }
+    let t0 = Instant::now();
+    let mut third = connect_from("127.0.0.1", d.http);
+    assert!(
+        closed_within(&mut third, t0, Duration::from_secs(3))
+            .is_some_and(|t| t < Duration::from_secs(1)),
+        "a forwarded header from an untrusted peer was believed"
+    );
+
+    // From 127.0.0.2, trusted: each connection counts for the client it names.
+    let mut proxied = Vec::new();
+    for i in 0..4 {
+        let mut s = connect_from("127.0.0.2", d.http);
+        let forwarded = format!("198.51.100.77, 203.0.113.{i}");
+        assert_eq!(get_forwarded(&mut s, &forwarded), 404, "client {i}");
+        proxied.push(s);
+    }
+    // Two for one client, and the third is refused (429) and closed.
+    let mut same: Vec<TcpStream> = (0..3).map(|_| connect_from("127.0.0.2", d.http)).collect();
+    assert_eq!(get_forwarded(&mut same[0], "192.0.2.50"), 404);
+    assert_eq!(get_forwarded(&mut same[1], "192.0.2.50"), 404);
+    assert_eq!(get_forwarded(&mut same[2], "192.0.2.50"), 429);
+    let closed = closed_within(&mut same[2], Instant::now(), Duration::from_secs(2));
+    assert!(closed.is_some(), "the refused connection stayed open");
+    // The rightmost untrusted hop is the client: a made-up one to its left changes nothing.
+    let mut spoof = connect_from("127.0.0.2", d.http);
+    assert_eq!(get_forwarded(&mut spoof, "10.9.9.9, 192.0.2.50"), 429);
 }
