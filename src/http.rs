@@ -12,6 +12,7 @@
 mod conn;
 mod source;
 
+use std::future::Future as _;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -41,6 +42,10 @@ const DRAIN: Duration = Duration::from_secs(5);
 /// for it: from the accept for the first request, and from the end of the previous response
 /// on a keep-alive connection (see [`connection_builder`]).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// At most how long, and how many bytes, a connection closed with a request body unread
+/// reads and discards what the client still sends before it closes (see [`Slotted`]).
+const LINGER_TIME: Duration = Duration::from_secs(5);
+const LINGER_BYTES: usize = 32 << 20;
 /// The pause after a failed accept (EMFILE, ENFILE, ENOBUFS...): the error usually persists
 /// for a while, and retrying at once would spin a core.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
@@ -222,7 +227,8 @@ impl Server {
             let io = TokioIo::new(Slotted {
                 stream,
                 _slot: slot,
-                _conn: conn.clone(),
+                conn: conn.clone(),
+                lingering: None,
             });
             let service = ConnService {
                 shared: self.shared.clone(),
@@ -285,10 +291,19 @@ async fn drain(mut conns: JoinSet<()>) {
 /// its slot of `http.max_connections_per_source`). The slots go with the socket, so they are
 /// given back when the socket closes, also when an upgraded connection (a WebSocket) outlives
 /// the HTTP connection task it came from.
+///
+/// Closing a connection whose client may still be sending a request body (answered early, as
+/// a 413 is) lingers, as nginx does: after the answer, the write side is shut (FIN), then what
+/// the client sends is read and thrown away until it closes, for at most [`LINGER_TIME`] and
+/// [`LINGER_BYTES`]. Closed at once instead, with unread bytes in its buffer, the socket would
+/// be reset, and a client that writes its whole body before it reads (Python's urllib) would
+/// get a broken pipe or a reset instead of the answer.
 struct Slotted {
     stream: TcpStream,
     _slot: OwnedSemaphorePermit,
-    _conn: Arc<Conn>,
+    conn: Arc<Conn>,
+    /// Until when, and how many bytes more, closing reads and discards.
+    lingering: Option<(Pin<Box<tokio::time::Sleep>>, usize)>,
 }
 
 impl AsyncRead for Slotted {
@@ -327,7 +342,37 @@ impl AsyncWrite for Slotted {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+        let this = self.get_mut();
+        if this.lingering.is_none() {
+            std::task::ready!(Pin::new(&mut this.stream).poll_shutdown(cx))?;
+            if !this.conn.must_linger() {
+                return Poll::Ready(Ok(()));
+            }
+            let until = Box::pin(tokio::time::sleep(LINGER_TIME));
+            this.lingering = Some((until, LINGER_BYTES));
+        }
+        let Some((until, left)) = this.lingering.as_mut() else {
+            return Poll::Ready(Ok(()));
+        };
+        let mut scratch = [0u8; 16 * 1024];
+        loop {
+            if until.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Ok(()));
+            }
+            let mut buf = ReadBuf::new(&mut scratch);
+            match Pin::new(&mut this.stream).poll_read(cx, &mut buf) {
+                Poll::Pending => return Poll::Pending,
+                // The client closed (or reset): nothing is left to spoil the answer.
+                Poll::Ready(Err(_)) => return Poll::Ready(Ok(())),
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => return Poll::Ready(Ok(())),
+                Poll::Ready(Ok(())) => {
+                    *left = left.saturating_sub(buf.filled().len());
+                    if *left == 0 {
+                        return Poll::Ready(Ok(()));
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -22,7 +22,7 @@ use axum::http::{header, HeaderValue, Request, StatusCode};
 use axum::response::{IntoResponse as _, Response};
 use axum::Router;
 use bytes::Bytes;
-use hyper::body::{Frame, Incoming, SizeHint};
+use hyper::body::{Body as _, Frame, Incoming, SizeHint};
 use switchboard_signaling::api::ApiError;
 use tokio::time::{Instant, Sleep};
 use tower_service::Service as _;
@@ -52,6 +52,9 @@ pub struct Conn {
     client: Mutex<(IpAddr, Option<SourceSlot>)>,
     /// The body of the request being served missed its deadline.
     expired: AtomicBool,
+    /// The request being served was answered before its body was read whole: the client may
+    /// still be sending it, so closing must linger (see `Slotted` in http.rs).
+    linger: AtomicBool,
 }
 
 impl Conn {
@@ -68,7 +71,13 @@ impl Conn {
             proxied,
             client: Mutex::new((peer.ip(), slot)),
             expired: AtomicBool::new(false),
+            linger: AtomicBool::new(false),
         }))
+    }
+
+    /// Whether closing must linger: the latest request's body was left unread.
+    pub fn must_linger(&self) -> bool {
+        self.linger.load(Ordering::Relaxed)
     }
 
     /// The client of the latest request.
@@ -116,6 +125,8 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
 
     fn call(&self, mut req: Request<Incoming>) -> Self::Future {
         let conn = &self.conn;
+        conn.expired.store(false, Ordering::Relaxed);
+        conn.linger.store(false, Ordering::Relaxed);
         let client = if conn.proxied {
             let client = self.shared.proxies.client(conn.peer.ip(), req.headers());
             if !conn.admit(&self.shared, client) {
@@ -129,6 +140,8 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
                     "too_many_connections",
                     "too many connections from this address",
                 );
+                let unread = !req.body().is_end_stream();
+                conn.linger.store(unread, Ordering::Relaxed);
                 return Box::pin(std::future::ready(Ok(closing(refused.into_response()))));
             }
             client
@@ -136,7 +149,6 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
             conn.peer.ip()
         };
         req.extensions_mut().insert(ClientAddr(client));
-        conn.expired.store(false, Ordering::Relaxed);
         let deadline = Instant::now() + self.shared.body_timeout;
         let conn = conn.clone();
         let req = req.map(|body| {
@@ -144,6 +156,7 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
                 body,
                 deadline,
                 timer: None,
+                finished: false,
                 conn: conn.clone(),
             })
         });
@@ -172,13 +185,25 @@ fn closing(mut response: Response) -> Response {
 }
 
 /// A request body that fails once its deadline has passed without the next bytes. What has
-/// arrived by then is still read.
+/// arrived by then is still read. Dropped unfinished (the answer did not need it all, or it
+/// was refused, as a 413 is), it has the connection linger when it closes.
 struct Deadlined {
     body: Incoming,
     deadline: Instant,
     /// Armed the first time the body has to wait.
     timer: Option<Pin<Box<Sleep>>>,
+    /// The body's end was read.
+    finished: bool,
     conn: Arc<Conn>,
+}
+
+impl Drop for Deadlined {
+    fn drop(&mut self) {
+        let unread = !(self.finished || self.body.is_end_stream());
+        if unread && !self.conn.expired.load(Ordering::Relaxed) {
+            self.conn.linger.store(true, Ordering::Relaxed);
+        }
+    }
 }
 
 /// The error a late body fails with.
@@ -203,7 +228,11 @@ impl hyper::body::Body for Deadlined {
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
         match Pin::new(&mut this.body).poll_frame(cx) {
-            Poll::Ready(frame) => Poll::Ready(frame.map(|f| f.map_err(Into::into))),
+            Poll::Ready(None) => {
+                this.finished = true;
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(frame)) => Poll::Ready(Some(frame.map_err(Into::into))),
             Poll::Pending => {
                 let deadline = this.deadline;
                 let timer = this
