@@ -538,6 +538,17 @@ fn addresses_are_checked() {
     assert_eq!(e.key, "http.trusted_proxies[1]");
     let e = err(&format!("{MINIMAL}[http]\nbody_timeout = \"0s\"\n"));
     assert_eq!(e.key, "http.body_timeout");
+    let c = load(&format!(
+        "{MINIMAL}[http]\ntrusted_proxies = [\"10.0.0.1\", \"::/0\"]\n"
+    ))
+    .unwrap();
+    assert!(
+        c.warnings.iter().any(|w| w
+            .to_string()
+            .starts_with("http.trusted_proxies[1]: `::/0` trusts every peer")),
+        "{:?}",
+        c.warnings
+    );
 }
 
 #[test]

@@ -206,11 +206,23 @@ pub(super) fn validate_http(
             "must be at least 1 (it caps the API's connections from one address)",
         ));
     }
+    let trusted_proxies = cidrs("http.trusted_proxies", &raw.trusted_proxies)?;
+    for (i, c) in trusted_proxies.iter().enumerate() {
+        if c.prefix() == 0 {
+            warnings.push(Warning::new(
+                format!("http.trusted_proxies[{i}]"),
+                format!(
+                    "`{c}` trusts every peer: any client can name the address it is counted as; \
+                     list the reverse proxies' addresses"
+                ),
+            ));
+        }
+    }
     Ok(HttpConfig {
         listen,
         max_connections,
         max_connections_per_source,
-        trusted_proxies: cidrs("http.trusted_proxies", &raw.trusted_proxies)?,
+        trusted_proxies,
         body_timeout: duration("http.body_timeout", raw.body_timeout)?
             .unwrap_or(DEFAULT_HTTP_BODY_TIMEOUT),
         public_url: raw.public_url,
