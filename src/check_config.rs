@@ -133,9 +133,9 @@ fn summary(c: &Config) -> String {
     ));
     let proxies = &c.http.trusted_proxies;
     s.push_str(&format!(
-        "  http limits: {} connections per address, bodies within {}; {}\n",
+        "  http limits: {} connections per address, requests within {}; {}\n",
         c.http.max_connections_per_source,
-        humantime::format_duration(c.http.body_timeout),
+        humantime::format_duration(c.http.request_timeout),
         if proxies.is_empty() {
             "no trusted proxies".to_owned()
         } else {
@@ -206,7 +206,7 @@ mod tests {
         );
         assert!(
             s.contains(
-                "http limits: 256 connections per address, bodies within 30s; no trusted proxies"
+                "http limits: 256 connections per address, requests within 30s; no trusted proxies"
             ),
             "{s}"
         );

@@ -3,7 +3,7 @@
 //!
 //! The API is served by our own accept loop rather than `axum::serve`, which bounds nothing:
 //! every connection gets HTTP/1 with a header-read timer (slow or silent clients are closed)
-//! and a deadline for each request's body (`conn.rs`), at most `http.max_connections` are open
+//! and a deadline for each whole request, its body included (`conn.rs`), at most `http.max_connections` are open
 //! at once and at most `http.max_connections_per_source` from one address (or IPv6 /64; the
 //! client a trusted proxy names, for its connections: `source.rs`), more are closed as they
 //! come, and a stop drains the connections for at most [`DRAIN`] and then ends them, so that
@@ -87,7 +87,7 @@ impl Http {
             router,
             sources: Sources::new(config.http.max_connections_per_source),
             proxies: Proxies::new(config.http.trusted_proxies.clone()),
-            body_timeout: config.http.body_timeout,
+            request_timeout: config.http.request_timeout,
         };
         let server = Server {
             listener,
@@ -312,7 +312,13 @@ impl AsyncRead for Slotted {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let read = Pin::new(&mut this.stream).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.conn.note_bytes();
+        }
+        read
     }
 }
 

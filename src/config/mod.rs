@@ -60,8 +60,8 @@ const DEFAULT_HTTP_MAX_CONNECTIONS: u32 = 10_000;
 /// NAT, each browser with a socket and a few requests; 40 addresses to fill
 /// [`DEFAULT_HTTP_MAX_CONNECTIONS`].
 const DEFAULT_HTTP_MAX_CONNECTIONS_PER_SOURCE: u32 = 256;
-/// How long a request's body may take to arrive, from its head.
-const DEFAULT_HTTP_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a request (head and body) may take to arrive, from its first byte.
+const DEFAULT_HTTP_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_RING_TIMEOUT: Duration = Duration::from_secs(45);
 const DEFAULT_RECONNECT_GRACE: Duration = Duration::from_secs(30);
 const DEFAULT_MAX_PARTICIPANTS: u32 = 20;
@@ -100,8 +100,9 @@ pub struct HttpConfig {
     pub max_connections_per_source: u32,
     /// Peers whose `X-Forwarded-For` / `Forwarded` name the client (reverse proxies).
     pub trusted_proxies: Vec<Cidr>,
-    /// How long a request's body may take to arrive, counted from its head (408 after).
-    pub body_timeout: Duration,
+    /// How long a whole request (head and body) may take to arrive, counted from its first
+    /// byte (408 after; the head alone also has the 10 s header-read timeout).
+    pub request_timeout: Duration,
     pub public_url: Option<String>,
     pub tls: Option<TlsFiles>,
     /// Origins whose pages may use the API, Socket.IO and the JS client (see `src/cors.rs`).

@@ -48,7 +48,7 @@ pub(super) struct RawHttp {
     pub(super) max_connections: Option<u32>,
     pub(super) max_connections_per_source: Option<u32>,
     pub(super) trusted_proxies: Vec<String>,
-    pub(super) body_timeout: Option<String>,
+    pub(super) request_timeout: Option<String>,
     pub(super) public_url: Option<String>,
     pub(super) tls_cert: Option<PathBuf>,
     pub(super) tls_key: Option<PathBuf>,

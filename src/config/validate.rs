@@ -223,8 +223,8 @@ pub(super) fn validate_http(
         max_connections,
         max_connections_per_source,
         trusted_proxies,
-        body_timeout: duration("http.body_timeout", raw.body_timeout)?
-            .unwrap_or(DEFAULT_HTTP_BODY_TIMEOUT),
+        request_timeout: duration("http.request_timeout", raw.request_timeout)?
+            .unwrap_or(DEFAULT_HTTP_REQUEST_TIMEOUT),
         public_url: raw.public_url,
         tls: tls_files("http", raw.tls_cert, raw.tls_key, base)?,
         allowed_origins: allowed_origins(raw.allowed_origins, warnings)?,

@@ -3,16 +3,22 @@
 //! [`ClientAddr`] extension, for rate limits and logs), and the deadline on request bodies.
 //!
 //! A request's head must arrive within the header-read timeout (hyper's, see
-//! `connection_builder`), its body within `http.body_timeout` of the head: a body that has
-//! not arrived by then fails the read, the answer is 408 and the connection closes. Only a
-//! body the client still owes is timed: a long poll the server holds open (Engine.IO) or an
-//! upgraded WebSocket has none.
+//! `connection_builder`), and the whole request, body included, within `http.request_timeout`
+//! of its first byte: a body that has not arrived by then fails the read, the answer is 408
+//! and the connection closes. Only what the client still owes is timed: a long poll the server
+//! holds open (Engine.IO) or an upgraded WebSocket owes nothing once its head is in.
+//!
+//! The first byte is when a read first brought bytes after the previous request's body was
+//! done (`Slotted` in http.rs notes it): hyper gives the service a request once its head is
+//! whole, so the time the head took is counted here from that note. When a read brought the
+//! end of one body and the start of the next head together, the next request is timed from
+//! its head instead, which only gives it longer.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -39,7 +45,7 @@ pub struct Shared {
     pub router: Router,
     pub sources: Arc<Sources>,
     pub proxies: Proxies,
-    pub body_timeout: Duration,
+    pub request_timeout: Duration,
 }
 
 /// One accepted connection.
@@ -52,6 +58,11 @@ pub struct Conn {
     client: Mutex<(IpAddr, Option<SourceSlot>)>,
     /// The body of the request being served missed its deadline.
     expired: AtomicBool,
+    /// When the connection was accepted: the base of `first_byte`.
+    accepted: Instant,
+    /// When a read first brought bytes since the last request's body was done, in
+    /// microseconds after `accepted`, plus one; 0 for none.
+    first_byte: AtomicU64,
     /// The request being served was answered before its body was read whole: the client may
     /// still be sending it, so closing must linger (see `Slotted` in http.rs).
     linger: AtomicBool,
@@ -71,8 +82,28 @@ impl Conn {
             proxied,
             client: Mutex::new((peer.ip(), slot)),
             expired: AtomicBool::new(false),
+            accepted: Instant::now(),
+            first_byte: AtomicU64::new(0),
             linger: AtomicBool::new(false),
         }))
+    }
+
+    /// Notes that a read brought bytes: the first since the last request's body was done is
+    /// the start of the next request.
+    pub fn note_bytes(&self) {
+        if self.first_byte.load(Ordering::Relaxed) == 0 {
+            let micros = self.accepted.elapsed().as_micros() as u64;
+            self.first_byte.store(micros + 1, Ordering::Relaxed);
+        }
+    }
+
+    /// When the request whose head has just arrived began arriving (now if unknown), and from
+    /// here on no request has begun.
+    fn take_first_byte(&self) -> Instant {
+        match self.first_byte.swap(0, Ordering::Relaxed) {
+            0 => Instant::now(),
+            micros => self.accepted + Duration::from_micros(micros - 1),
+        }
     }
 
     /// Whether closing must linger: the latest request's body was left unread.
@@ -149,7 +180,7 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
             conn.peer.ip()
         };
         req.extensions_mut().insert(ClientAddr(client));
-        let deadline = Instant::now() + self.shared.body_timeout;
+        let deadline = conn.take_first_byte() + self.shared.request_timeout;
         let conn = conn.clone();
         let req = req.map(|body| {
             Body::new(Deadlined {
@@ -199,6 +230,8 @@ struct Deadlined {
 
 impl Drop for Deadlined {
     fn drop(&mut self) {
+        // The bytes read for this body did not start a request.
+        self.conn.first_byte.store(0, Ordering::Relaxed);
         let unread = !(self.finished || self.body.is_end_stream());
         if unread && !self.conn.expired.load(Ordering::Relaxed) {
             self.conn.linger.store(true, Ordering::Relaxed);
@@ -230,6 +263,7 @@ impl hyper::body::Body for Deadlined {
         match Pin::new(&mut this.body).poll_frame(cx) {
             Poll::Ready(None) => {
                 this.finished = true;
+                this.conn.first_byte.store(0, Ordering::Relaxed);
                 Poll::Ready(None)
             }
             Poll::Ready(Some(frame)) => Poll::Ready(Some(frame.map_err(Into::into))),

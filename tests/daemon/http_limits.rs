@@ -1,6 +1,6 @@
 //! The HTTP API's connection limits through the real daemon: slow, silent and idle clients are
-//! closed by the header-read timeout (10 s), a body trickled past `http.body_timeout` gets 408
-//! and a closed connection (while long polls and WebSockets, which owe no body, outlive it),
+//! closed by the header-read timeout (10 s), a request trickled past `http.request_timeout` gets
+//! 408 and a closed connection (while long polls and WebSockets, which owe no body, outlive it),
 //! connections over `http.max_connections` are closed as they come, and so are those over
 //! `http.max_connections_per_source` from one address (counted by the client a trusted proxy
 //! names, and only a trusted one), and a SIGTERM with a stuck client open exits within the
@@ -304,35 +304,35 @@ fn get_forwarded(s: &mut TcpStream, forwarded: &str) -> u16 {
     response_on(s)
 }
 
-/// The body timeout the tests below set.
-const BODY_TIMEOUT: Duration = Duration::from_secs(2);
+/// The request timeout the tests below set.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 
-fn with_body_timeout() -> Options {
+fn with_request_timeout() -> Options {
     Options {
-        http: format!("body_timeout = \"{}s\"", BODY_TIMEOUT.as_secs()),
+        http: format!("request_timeout = \"{}s\"", REQUEST_TIMEOUT.as_secs()),
         ..Options::default()
     }
 }
 
-#[test]
-fn a_trickled_body_gets_408_and_a_closed_connection_at_the_body_timeout() {
-    let d = Daemon::start_with(with_body_timeout());
-    let alice = Person::new("Alice");
-    let mut s = connect(d.http);
+/// Sends `POST /api/calls/initiate` (a body of 1000 bytes announced) on `s`: the head in two
+/// halves `pause` apart, then the body's first bytes, then a byte every 200 ms until the
+/// daemon answers (or for 3 × the timeout). The answer, and when it came from the first byte.
+fn trickle_a_request(s: &mut TcpStream, token: &str, pause: Duration) -> (String, Duration) {
     let head = format!(
         "POST /api/calls/initiate HTTP/1.1\r\nHost: switchboard.test\r\n\
-         Authorization: Bearer {}\r\nContent-Type: application/json\r\n\
-         Content-Length: 1000\r\n\r\n{{\"conversationId\": ",
-        alice.token
+         Authorization: Bearer {token}\r\nContent-Type: application/json\r\n\
+         Content-Length: 1000\r\n\r\n{{\"conversationId\": "
     );
-    s.write_all(head.as_bytes()).unwrap();
     let since = Instant::now();
-    // A byte every 200 ms, until the daemon answers (or for 3 × the timeout).
+    let (first, rest) = head.as_bytes().split_at(40);
+    s.write_all(first).unwrap();
+    thread::sleep(pause);
+    s.write_all(rest).unwrap();
     s.set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
-    while since.elapsed() < 3 * BODY_TIMEOUT && !got.ends_with(b"}") {
+    while since.elapsed() < 3 * REQUEST_TIMEOUT && !got.ends_with(b"}") {
         match s.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => got.extend_from_slice(&buf[..n]),
@@ -344,25 +344,53 @@ fn a_trickled_body_gets_408_and_a_closed_connection_at_the_body_timeout() {
             Err(e) => panic!("read: {e}"),
         }
     }
-    let answered = since.elapsed();
-    let text = String::from_utf8_lossy(&got);
+    (String::from_utf8_lossy(&got).into_owned(), since.elapsed())
+}
+
+#[test]
+fn a_request_trickled_past_the_request_timeout_gets_408_and_a_closed_connection() {
+    let d = Daemon::start_with(with_request_timeout());
+    let alice = Person::new("Alice");
+    let on_time = |answered: Duration| {
+        answered >= REQUEST_TIMEOUT - Duration::from_millis(300)
+            && answered < REQUEST_TIMEOUT + Duration::from_millis(900)
+    };
+
+    // The deadline counts from the request's first byte: the head's 1.5 s are in it.
+    let mut s = connect(d.http);
+    let (text, answered) = trickle_a_request(&mut s, &alice.token, Duration::from_millis(1500));
     assert!(
         text.starts_with("HTTP/1.1 408"),
         "after {answered:?}: {text:?}"
     );
     assert!(text.contains("request_timeout"), "{text}");
-    assert!(
-        answered >= BODY_TIMEOUT - Duration::from_millis(300)
-            && answered < BODY_TIMEOUT + Duration::from_secs(2),
-        "answered after {answered:?}"
-    );
+    assert!(on_time(answered), "answered after {answered:?}");
     let closed = closed_within(&mut s, Instant::now(), Duration::from_secs(2));
     assert!(closed.is_some(), "the connection stayed open after the 408");
+
+    // On a keep-alive connection, from the next request's first byte, not from the last one
+    // or the idle time between.
+    let mut s = connect(d.http);
+    let quick = format!(
+        "POST /api/calls/initiate HTTP/1.1\r\nHost: switchboard.test\r\n\
+         Authorization: Bearer {}\r\nContent-Type: application/json\r\n\
+         Content-Length: 2\r\n\r\n{{}}",
+        alice.token
+    );
+    s.write_all(quick.as_bytes()).unwrap();
+    assert_eq!(response_on(&mut s), 400);
+    thread::sleep(REQUEST_TIMEOUT + Duration::from_millis(500));
+    let (text, answered) = trickle_a_request(&mut s, &alice.token, Duration::ZERO);
+    assert!(
+        text.starts_with("HTTP/1.1 408"),
+        "after {answered:?}: {text:?}"
+    );
+    assert!(on_time(answered), "answered after {answered:?}");
 }
 
 #[test]
 fn the_demo_sign_in_answers_without_waiting_for_a_body_when_dev_is_off() {
-    let d = Daemon::start_with(with_body_timeout());
+    let d = Daemon::start_with(with_request_timeout());
     let mut s = connect(d.http);
     // A head announcing a body that never comes.
     s.write_all(
@@ -374,15 +402,15 @@ fn the_demo_sign_in_answers_without_waiting_for_a_body_when_dev_is_off() {
     let status = response_on(&mut s);
     assert_eq!(status, 404);
     assert!(
-        since.elapsed() < BODY_TIMEOUT / 2,
+        since.elapsed() < REQUEST_TIMEOUT / 2,
         "answered after {:?}",
         since.elapsed()
     );
 }
 
 #[test]
-fn long_polls_and_websockets_outlive_the_body_timeout() {
-    let d = Daemon::start_with(with_body_timeout());
+fn long_polls_and_websockets_outlive_the_request_timeout() {
+    let d = Daemon::start_with(with_request_timeout());
     // An Engine.IO session, then a long poll the server holds (nothing to send until the
     // next ping, 25 s away).
     let mut s = connect(d.http);
@@ -413,7 +441,7 @@ fn long_polls_and_websockets_outlive_the_body_timeout() {
     let url = format!("ws://{}/ws?token={}", d.http, alice.token);
     let (mut ws, _) = tokio_tungstenite::tungstenite::connect(url.as_str()).expect("ws upgrade");
 
-    let held = BODY_TIMEOUT * 2;
+    let held = REQUEST_TIMEOUT * 2;
     let since = Instant::now();
     assert_eq!(
         closed_within(&mut poll, since, held),
