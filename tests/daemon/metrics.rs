@@ -177,6 +177,7 @@ fn made_up_methods_are_counted_as_other_in_one_series() {
         assert_eq!(status, 404, "request {i}");
     }
     let grown = d.rss_kib().saturating_sub(before);
+    eprintln!("{REQUESTS} made-up methods: the daemon grew by {grown} KiB");
 
     let text = scrape(&d);
     let requests = series(&text, "switchboard_http_requests_total");
