@@ -3,11 +3,12 @@
 //!
 //! The API is served by our own accept loop rather than `axum::serve`, which bounds nothing:
 //! every connection gets HTTP/1 with a header-read timer (slow or silent clients are closed)
-//! and a deadline for each whole request, its body included (`conn.rs`), at most `http.max_connections` are open
-//! at once and at most `http.max_connections_per_source` from one address (or IPv6 /64; the
-//! client a trusted proxy names, for its connections: `source.rs`), more are closed as they
-//! come, and a stop drains the connections for at most [`DRAIN`] and then ends them, so that
-//! no handler of ours runs once [`Http::stop`] has returned.
+//! and a deadline for each whole request, its body included (`conn.rs`); at most
+//! `http.max_connections` are open at once, and at most `http.max_connections_per_source` from
+//! one address or IPv6 /64 (for a trusted proxy's connections, the client it names:
+//! `source.rs`), more being closed as they come; closing with a request body unread lingers
+//! ([`Slotted`]); and a stop drains the connections for at most [`DRAIN`] and then ends them,
+//! so that no handler of ours runs once [`Http::stop`] has returned.
 
 mod conn;
 mod source;
