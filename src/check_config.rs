@@ -131,6 +131,17 @@ fn summary(c: &Config) -> String {
             .map(|u| format!(", public at {u}"))
             .unwrap_or_default()
     ));
+    let proxies = &c.http.trusted_proxies;
+    s.push_str(&format!(
+        "  http limits: {} connections per address, requests within {}; {}\n",
+        c.http.max_connections_per_source,
+        humantime::format_duration(c.http.request_timeout),
+        if proxies.is_empty() {
+            "no trusted proxies".to_owned()
+        } else {
+            format!("{} trusted proxy ranges", proxies.len())
+        }
+    ));
     if let Some(tls) = &c.http.tls {
         s.push_str(&format!("  http cert:   {}\n", tls_line(tls)));
     }
@@ -191,6 +202,12 @@ mod tests {
         let s = summary(&c);
         assert!(
             s.contains("http listen: 127.0.0.1:8080 (at most 10000 connections)"),
+            "{s}"
+        );
+        assert!(
+            s.contains(
+                "http limits: 256 connections per address, requests within 30s; no trusted proxies"
+            ),
             "{s}"
         );
         assert!(!s.contains("0123456789abcdef"), "{s}");

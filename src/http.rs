@@ -2,11 +2,18 @@
 //! (`app.rs`: the domain, the router, the tasks).
 //!
 //! The API is served by our own accept loop rather than `axum::serve`, which bounds nothing:
-//! every connection gets HTTP/1 with a header-read timer (slow or silent clients are closed),
-//! at most `http.max_connections` are open at once (more are closed as they come), and a stop
-//! drains the connections for at most [`DRAIN`] and then ends them, so that no handler of ours
-//! runs once [`Http::stop`] has returned.
+//! every connection gets HTTP/1 with a header-read timer (slow or silent clients are closed)
+//! and a deadline for each whole request, its body included (`conn.rs`); at most
+//! `http.max_connections` are open at once, and at most `http.max_connections_per_source` from
+//! one address or IPv6 /64 (for a trusted proxy's connections, the client it names:
+//! `source.rs`), more being closed as they come; closing with a request body unread lingers
+//! ([`Slotted`]); and a stop drains the connections for at most [`DRAIN`] and then ends them,
+//! so that no handler of ours runs once [`Http::stop`] has returned.
 
+mod conn;
+mod source;
+
+use std::future::Future as _;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -14,10 +21,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use metrics_exporter_prometheus::PrometheusHandle;
 use switchboard_signaling::Domain;
 use switchboard_turn::io::Stats;
@@ -27,6 +32,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
+use self::conn::{Conn, ConnService, Shared};
+use self::source::{Proxies, Sources};
 use crate::app::App;
 use crate::config::Config;
 
@@ -36,6 +43,10 @@ const DRAIN: Duration = Duration::from_secs(5);
 /// for it: from the accept for the first request, and from the end of the previous response
 /// on a keep-alive connection (see [`connection_builder`]).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// At most how long, and how many bytes, a connection closed with a request body unread
+/// reads and discards what the client still sends before it closes (see [`Slotted`]).
+const LINGER_TIME: Duration = Duration::from_secs(5);
+const LINGER_BYTES: usize = 32 << 20;
 /// The pause after a failed accept (EMFILE, ENFILE, ENOBUFS...): the error usually persists
 /// for a while, and retrying at once would spin a core.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
@@ -73,9 +84,15 @@ impl Http {
         let mut app = App::start(config, domain);
         let router = app.router(config, telemetry);
         let stop = CancellationToken::new();
+        let shared = Shared {
+            router,
+            sources: Sources::new(config.http.max_connections_per_source),
+            proxies: Proxies::new(config.http.trusted_proxies.clone()),
+            request_timeout: config.http.request_timeout,
+        };
         let server = Server {
             listener,
-            service: TowerToHyperService::new(router),
+            shared: Arc::new(shared),
             builder: connection_builder(),
             max_connections: config.http.max_connections,
             slots: Arc::new(Semaphore::new(config.http.max_connections as usize)),
@@ -111,9 +128,6 @@ impl Http {
     }
 }
 
-/// The API's service, as hyper calls it.
-type Service = TowerToHyperService<Router>;
-
 /// The HTTP/1 settings of every API connection.
 fn connection_builder() -> http1::Builder {
     let mut builder = http1::Builder::new();
@@ -144,7 +158,7 @@ fn connection_builder() -> http1::Builder {
 /// The accept loop and what it needs.
 struct Server {
     listener: TcpListener,
-    service: Service,
+    shared: Arc<Shared>,
     builder: http1::Builder,
     max_connections: u32,
     /// One permit per open connection, `http.max_connections` in all.
@@ -157,6 +171,7 @@ impl Server {
     async fn run(self) {
         let mut conns = JoinSet::new();
         let mut refused = Tally::new(LOG_EVERY);
+        let mut refused_source = Tally::new(LOG_EVERY);
         let mut failed = Tally::new(LOG_EVERY);
         loop {
             let accepted = tokio::select! {
@@ -195,18 +210,33 @@ impl Server {
                 drop(stream);
                 continue;
             };
+            let Some(conn) = Conn::accept(&self.shared, peer) else {
+                if let Some(connections) = refused_source.note() {
+                    tracing::debug!(
+                        connections,
+                        peer = %peer.ip(),
+                        max = self.shared.sources.cap(),
+                        "http.max_connections_per_source reached: closing new connections"
+                    );
+                }
+                drop(stream);
+                continue;
+            };
             if let Err(e) = stream.set_nodelay(true) {
                 tracing::debug!(peer = %peer, error = %e, "cannot set TCP_NODELAY");
             }
             let io = TokioIo::new(Slotted {
                 stream,
                 _slot: slot,
+                conn: conn.clone(),
+                lingering: None,
             });
-            let conn = self
-                .builder
-                .serve_connection(io, self.service.clone())
-                .with_upgrades();
-            conns.spawn(serve_connection(conn, self.stop.clone(), peer));
+            let service = ConnService {
+                shared: self.shared.clone(),
+                conn: conn.clone(),
+            };
+            let served = self.builder.serve_connection(io, service).with_upgrades();
+            conns.spawn(serve_connection(served, self.stop.clone(), conn));
         }
         // Stop accepting: the listening socket closes, so new clients are refused by the
         // kernel rather than left in the backlog.
@@ -218,9 +248,9 @@ impl Server {
 /// One connection, until it ends or, once stopped, until hyper has shut it down gracefully:
 /// at once when it is idle, after the response when a request is in flight.
 async fn serve_connection(
-    conn: http1::UpgradeableConnection<TokioIo<Slotted>, Service>,
+    conn: http1::UpgradeableConnection<TokioIo<Slotted>, ConnService>,
     stop: CancellationToken,
-    peer: SocketAddr,
+    from: Arc<Conn>,
 ) {
     tokio::pin!(conn);
     let ended = tokio::select! {
@@ -233,7 +263,8 @@ async fn serve_connection(
     if let Err(e) = ended {
         // Header timeouts, resets, malformed requests: the client's doing, and per
         // connection, so not above debug.
-        tracing::debug!(peer = %peer, error = %e, "http connection ended");
+        let (peer, client) = (from.peer, from.client());
+        tracing::debug!(peer = %peer, client = %client, error = %e, "http connection ended");
     }
 }
 
@@ -257,12 +288,23 @@ async fn drain(mut conns: JoinSet<()>) {
     }
 }
 
-/// An accepted socket with its slot of `http.max_connections`. The slot goes with the socket,
-/// so it is given back when the socket closes, also when an upgraded connection (a WebSocket)
-/// outlives the HTTP connection task it came from.
+/// An accepted socket with its slot of `http.max_connections` and its connection state (with
+/// its slot of `http.max_connections_per_source`). The slots go with the socket, so they are
+/// given back when the socket closes, also when an upgraded connection (a WebSocket) outlives
+/// the HTTP connection task it came from.
+///
+/// Closing a connection whose client may still be sending a request body (answered early, as
+/// a 413 is) lingers, as nginx does: after the answer, the write side is shut (FIN), then what
+/// the client sends is read and thrown away until it closes, for at most [`LINGER_TIME`] and
+/// [`LINGER_BYTES`]. Closed at once instead, with unread bytes in its buffer, the socket would
+/// be reset, and a client that writes its whole body before it reads (Python's urllib) would
+/// get a broken pipe or a reset instead of the answer.
 struct Slotted {
     stream: TcpStream,
     _slot: OwnedSemaphorePermit,
+    conn: Arc<Conn>,
+    /// Until when, and how many bytes more, closing reads and discards.
+    lingering: Option<(Pin<Box<tokio::time::Sleep>>, usize)>,
 }
 
 impl AsyncRead for Slotted {
@@ -271,7 +313,13 @@ impl AsyncRead for Slotted {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let read = Pin::new(&mut this.stream).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.conn.note_bytes();
+        }
+        read
     }
 }
 
@@ -301,7 +349,37 @@ impl AsyncWrite for Slotted {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+        let this = self.get_mut();
+        if this.lingering.is_none() {
+            std::task::ready!(Pin::new(&mut this.stream).poll_shutdown(cx))?;
+            if !this.conn.must_linger() {
+                return Poll::Ready(Ok(()));
+            }
+            let until = Box::pin(tokio::time::sleep(LINGER_TIME));
+            this.lingering = Some((until, LINGER_BYTES));
+        }
+        let Some((until, left)) = this.lingering.as_mut() else {
+            return Poll::Ready(Ok(()));
+        };
+        let mut scratch = [0u8; 16 * 1024];
+        loop {
+            if until.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Ok(()));
+            }
+            let mut buf = ReadBuf::new(&mut scratch);
+            match Pin::new(&mut this.stream).poll_read(cx, &mut buf) {
+                Poll::Pending => return Poll::Pending,
+                // The client closed (or reset): nothing is left to spoil the answer.
+                Poll::Ready(Err(_)) => return Poll::Ready(Ok(())),
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => return Poll::Ready(Ok(())),
+                Poll::Ready(Ok(())) => {
+                    *left = left.saturating_sub(buf.filled().len());
+                    if *left == 0 {
+                        return Poll::Ready(Ok(()));
+                    }
+                }
+            }
+        }
     }
 }
 

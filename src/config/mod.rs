@@ -56,6 +56,12 @@ const DEFAULT_TOTAL_QUOTA: u32 = 10_000;
 const DEFAULT_MAX_CONNECTIONS: u32 = 4096;
 /// HTTP API connections at once (idle keep-alive ones included).
 const DEFAULT_HTTP_MAX_CONNECTIONS: u32 = 10_000;
+/// HTTP API connections from one address (or IPv6 /64) at once: room for an office behind one
+/// NAT, each browser with a socket and a few requests; 40 addresses to fill
+/// [`DEFAULT_HTTP_MAX_CONNECTIONS`].
+const DEFAULT_HTTP_MAX_CONNECTIONS_PER_SOURCE: u32 = 256;
+/// How long a request (head and body) may take to arrive, from its first byte.
+const DEFAULT_HTTP_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_RING_TIMEOUT: Duration = Duration::from_secs(45);
 const DEFAULT_RECONNECT_GRACE: Duration = Duration::from_secs(30);
 const DEFAULT_MAX_PARTICIPANTS: u32 = 20;
@@ -89,6 +95,14 @@ pub struct HttpConfig {
     pub listen: SocketAddr,
     /// The most API connections open at once; those over it are closed as they come.
     pub max_connections: u32,
+    /// The most open at once from one source (an IPv4 address, an IPv6 /64; behind a trusted
+    /// proxy, the client it names).
+    pub max_connections_per_source: u32,
+    /// Peers whose `X-Forwarded-For` / `Forwarded` name the client (reverse proxies).
+    pub trusted_proxies: Vec<Cidr>,
+    /// How long a whole request (head and body) may take to arrive, counted from its first
+    /// byte (408 after; the head alone also has the 10 s header-read timeout).
+    pub request_timeout: Duration,
     pub public_url: Option<String>,
     pub tls: Option<TlsFiles>,
     /// Origins whose pages may use the API, Socket.IO and the JS client (see `src/cors.rs`).

@@ -46,6 +46,9 @@ pub(super) struct Raw {
 pub(super) struct RawHttp {
     pub(super) listen: Option<String>,
     pub(super) max_connections: Option<u32>,
+    pub(super) max_connections_per_source: Option<u32>,
+    pub(super) trusted_proxies: Vec<String>,
+    pub(super) request_timeout: Option<String>,
     pub(super) public_url: Option<String>,
     pub(super) tls_cert: Option<PathBuf>,
     pub(super) tls_key: Option<PathBuf>,

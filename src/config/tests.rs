@@ -59,6 +59,9 @@ dev = false
 [http]
 listen = "0.0.0.0:8443"
 max_connections = 500
+max_connections_per_source = 50
+trusted_proxies = ["10.0.0.1/32", "fd00::/8"]
+request_timeout = "5s"
 public_url = "https://calls.example.com"
 tls_cert = "/etc/switchboard/cert.pem"
 tls_key = "key.pem"
@@ -107,6 +110,9 @@ fn full_example_parses() {
     assert!(!c.dev);
     assert_eq!(c.http.listen, "0.0.0.0:8443".parse().unwrap());
     assert_eq!(c.http.max_connections, 500);
+    assert_eq!(c.http.max_connections_per_source, 50);
+    assert_eq!(c.http.trusted_proxies.len(), 2);
+    assert_eq!(c.http.request_timeout, Duration::from_secs(5));
     assert_eq!(
         c.http.public_url.as_deref(),
         Some("https://calls.example.com")
@@ -150,6 +156,9 @@ fn missing_sections_take_defaults() {
     assert!(!c.dev);
     assert_eq!(c.http.listen, DEFAULT_HTTP_LISTEN.parse().unwrap());
     assert_eq!(c.http.max_connections, 10_000);
+    assert_eq!(c.http.max_connections_per_source, 256);
+    assert!(c.http.trusted_proxies.is_empty());
+    assert_eq!(c.http.request_timeout, Duration::from_secs(30));
     assert_eq!(c.turn.listen, vec![DEFAULT_TURN_LISTEN.parse().unwrap()]);
     assert_eq!(c.turn.realm, "switchboard");
     assert_eq!(c.turn.relay_ports, 49152..=65535);
@@ -519,6 +528,27 @@ fn addresses_are_checked() {
     assert_eq!(e.key, "turn.max_connections");
     let e = err(&format!("{MINIMAL}[http]\nmax_connections = 0\n"));
     assert_eq!(e.key, "http.max_connections");
+    let e = err(&format!(
+        "{MINIMAL}[http]\nmax_connections_per_source = 0\n"
+    ));
+    assert_eq!(e.key, "http.max_connections_per_source");
+    let e = err(&format!(
+        "{MINIMAL}[http]\ntrusted_proxies = [\"10.0.0.1/32\", \"proxy\"]\n"
+    ));
+    assert_eq!(e.key, "http.trusted_proxies[1]");
+    let e = err(&format!("{MINIMAL}[http]\nrequest_timeout = \"0s\"\n"));
+    assert_eq!(e.key, "http.request_timeout");
+    let c = load(&format!(
+        "{MINIMAL}[http]\ntrusted_proxies = [\"10.0.0.1\", \"::/0\"]\n"
+    ))
+    .unwrap();
+    assert!(
+        c.warnings.iter().any(|w| w
+            .to_string()
+            .starts_with("http.trusted_proxies[1]: `::/0` trusts every peer")),
+        "{:?}",
+        c.warnings
+    );
 }
 
 #[test]

@@ -197,9 +197,34 @@ pub(super) fn validate_http(
             "must be at least 1 (it caps the API's client connections)",
         ));
     }
+    let max_connections_per_source = raw
+        .max_connections_per_source
+        .unwrap_or(DEFAULT_HTTP_MAX_CONNECTIONS_PER_SOURCE);
+    if max_connections_per_source == 0 {
+        return Err(ConfigError::new(
+            "http.max_connections_per_source",
+            "must be at least 1 (it caps the API's connections from one address)",
+        ));
+    }
+    let trusted_proxies = cidrs("http.trusted_proxies", &raw.trusted_proxies)?;
+    for (i, c) in trusted_proxies.iter().enumerate() {
+        if c.prefix() == 0 {
+            warnings.push(Warning::new(
+                format!("http.trusted_proxies[{i}]"),
+                format!(
+                    "`{c}` trusts every peer: any client can name the address it is counted as; \
+                     list the reverse proxies' addresses"
+                ),
+            ));
+        }
+    }
     Ok(HttpConfig {
         listen,
         max_connections,
+        max_connections_per_source,
+        trusted_proxies,
+        request_timeout: duration("http.request_timeout", raw.request_timeout)?
+            .unwrap_or(DEFAULT_HTTP_REQUEST_TIMEOUT),
         public_url: raw.public_url,
         tls: tls_files("http", raw.tls_cert, raw.tls_key, base)?,
         allowed_origins: allowed_origins(raw.allowed_origins, warnings)?,

@@ -6,6 +6,7 @@
 
 use crate::common;
 
+use std::net::TcpStream;
 use std::process::Command;
 use std::time::Duration;
 
@@ -30,6 +31,14 @@ fn scrape(d: &Daemon) -> String {
         "{content_type}"
     );
     r.body_mut().read_to_string().unwrap()
+}
+
+/// The series of `family` in `text` (their names with labels).
+fn series<'a>(text: &'a str, family: &str) -> Vec<&'a str> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix(family)?.strip_prefix('{')?.rsplit_once(' '))
+        .map(|(labels, _)| labels)
+        .collect()
 }
 
 /// The value of the sample `series` (`name` or `name{labels}` as the exporter writes it).
@@ -144,4 +153,58 @@ fn metrics_count_what_happens() {
         value(&scrape(&d), "switchboard_hub_sockets") == Some(1.0)
     });
     assert!(attached, "the sockets gauge did not count the socket");
+}
+
+/// Labels come from sets the daemon fixes: 1,000 requests with made-up 10 kB methods are one
+/// `other` series, and the daemon does not grow by them (it grew by their size, and more,
+/// when the method was the label).
+#[test]
+fn made_up_methods_are_counted_as_other_in_one_series() {
+    const REQUESTS: usize = 1000;
+    const METHOD_LEN: usize = 10_000;
+    let d = Daemon::start_with(Options::default());
+    let mut s = TcpStream::connect(d.http).unwrap();
+    s.set_nodelay(true).unwrap();
+    // A first one, so that what a first request allocates is not counted below.
+    assert_eq!(
+        crate::http_limits::request_on(&mut s, "GET", "/no-such-route"),
+        404
+    );
+    let before = d.rss_kib();
+    for i in 0..REQUESTS {
+        let method = format!("X{i:0>width$}", width = METHOD_LEN - 1);
+        let status = crate::http_limits::request_on(&mut s, &method, "/no-such-route");
+        assert_eq!(status, 404, "request {i}");
+    }
+    let grown = d.rss_kib().saturating_sub(before);
+    eprintln!("{REQUESTS} made-up methods: the daemon grew by {grown} KiB");
+
+    let text = scrape(&d);
+    let requests = series(&text, "switchboard_http_requests_total");
+    let other: Vec<_> = requests
+        .iter()
+        .filter(|l| l.contains("method=\"other\""))
+        .collect();
+    assert_eq!(
+        other,
+        [&"route=\"unmatched\",method=\"other\",status=\"404\"}"],
+        "{text}"
+    );
+    assert!(
+        requests.iter().all(|l| !l.contains("method=\"X")),
+        "a made-up method is a label: {} series",
+        requests.len()
+    );
+    assert_eq!(
+        expect(
+            &text,
+            "switchboard_http_requests_total{route=\"unmatched\",method=\"other\",status=\"404\"}"
+        ),
+        REQUESTS as f64
+    );
+    // 1,000 × 10 kB of methods would be 10 MB as labels.
+    assert!(
+        grown < 4 * 1024,
+        "the daemon grew by {grown} KiB over {REQUESTS} requests"
+    );
 }
