@@ -286,7 +286,7 @@ impl Server {
             return None;
         }
         let from = canonical(from);
-        if !self.own_port_allowed(from) {
+        if self.check_peer_port(from).is_err() {
             return None;
         }
         let alloc = self.get_mut(id)?;
