@@ -227,8 +227,7 @@ fn server_config(turn: &TurnConfig) -> ServerConfig {
     sc.relay_ips = turn.relay_ips.clone();
     sc.external_ips = turn.external_ips.clone();
     sc.relay_ports = turn.relay_ports.clone();
-    let allow = turn.allow_peers.iter().map(|&c| c.into()).collect();
-    sc.policy = PeerPolicy::new(allow, turn.deny_peers.clone());
+    sc.policy = PeerPolicy::new(turn.allow_peers.clone(), turn.deny_peers.clone());
     sc.max_lifetime = turn.max_lifetime;
     sc.user_quota = turn.user_quota;
     sc.total_quota = turn.total_quota;

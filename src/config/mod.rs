@@ -32,7 +32,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use rand::RngCore as _;
 use serde::Deserialize;
-use switchboard_turn::policy::Cidr;
+use switchboard_turn::policy::{Cidr, CidrError, PeerRange};
 
 use crate::cors::{self, AllowedOrigins};
 
@@ -120,7 +120,8 @@ pub struct TurnConfig {
     pub credential_ttl: Duration,
     /// The longest allocation lifetime granted (RFC 8656 §7.2; coturn's max-allocate-lifetime).
     pub max_lifetime: Duration,
-    pub allow_peers: Vec<Cidr>,
+    /// Networks, or single addresses with ports, opened over the default (`policy`).
+    pub allow_peers: Vec<PeerRange>,
     pub deny_peers: Vec<Cidr>,
     /// Allocations one user holds at once: as set, or [`default_user_quota`].
     pub user_quota: u32,

@@ -630,11 +630,16 @@ pub(super) fn ip(key: &str, s: &str) -> Result<IpAddr> {
         .map_err(|_| ConfigError::new(key, format!("`{s}` is not an IP address")))
 }
 
-pub(super) fn cidrs(key: &str, list: &[String]) -> Result<Vec<Cidr>> {
+/// A list of networks (`Cidr`) or `allow_peers` entries (`PeerRange`), each error naming
+/// its index.
+pub(super) fn cidrs<T: std::str::FromStr<Err = CidrError>>(
+    key: &str,
+    list: &[String],
+) -> Result<Vec<T>> {
     list.iter()
         .enumerate()
         .map(|(i, s)| {
-            s.parse::<Cidr>()
+            s.parse::<T>()
                 .map_err(|e| ConfigError::new(format!("{key}[{i}]"), e.to_string()))
         })
         .collect()
