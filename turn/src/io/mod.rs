@@ -225,7 +225,7 @@ impl Relay {
         server_config.host_ips.extend(host_ips(&all)?);
         tracing::info!(
             addresses = %list(&server_config.host_ips),
-            "relay: own addresses, never peers unless allow_peers names them"
+            "relay: the box's own addresses, never peers unless allow_peers names them alone"
         );
         let stop = Arc::new(EventFd::new()?);
         let stats = Arc::new(Stats::default());
