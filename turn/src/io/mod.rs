@@ -394,7 +394,8 @@ pub fn host_addresses() -> io::Result<Vec<IpAddr>> {
     host_ips(&[])
 }
 
-/// Monotonic time anchored to the wall clock at start (see [`Time`]).
+/// Monotonic time anchored to the wall clock at start (see [`Time`]), and the wall clock
+/// itself, read as it is now, for credential expiries.
 struct Clock {
     start: Instant,
     start_unix_ms: u64,
@@ -402,18 +403,27 @@ struct Clock {
 
 impl Clock {
     fn new() -> Self {
-        let unix = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
         Clock {
             start: Instant::now(),
-            start_unix_ms: unix.as_millis() as u64,
+            start_unix_ms: wall().as_millis() as u64,
         }
     }
 
     fn now(&self) -> Time {
         Time::from_unix_millis(self.start_unix_ms + self.start.elapsed().as_millis() as u64)
     }
+
+    /// The wall clock now, in Unix seconds (`CLOCK_REALTIME`, a vDSO read).
+    fn wall_secs(&self) -> u64 {
+        wall().as_secs()
+    }
+}
+
+/// Since the Unix epoch by the wall clock (zero before it).
+fn wall() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
 }
 
 struct RelaySocket {

@@ -110,6 +110,9 @@ pub struct Server {
     events: VecDeque<Event>,
     /// Challenges per source over UDP.
     challenges: ChallengeLimiter,
+    /// The wall clock, in Unix seconds, as the driver last passed it in
+    /// ([`Server::handle_wall_clock`]).
+    wall_unix: Option<u64>,
     rng: u64,
 }
 
@@ -160,6 +163,7 @@ impl Server {
             commands: VecDeque::new(),
             events: VecDeque::new(),
             challenges,
+            wall_unix: None,
             rng,
         }
     }
@@ -215,6 +219,19 @@ impl Server {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
+    }
+
+    /// The wall clock's reading, in Unix seconds: what a credential's expiry is checked
+    /// against when it is presented for a new allocation. The driver passes it in whenever it
+    /// reads its clocks; lifetimes and timers stay on the monotonic [`Time`]. Until it is
+    /// first called, `Time` stands for the wall clock too (tests that start both at one zero).
+    pub fn handle_wall_clock(&mut self, unix_secs: u64) {
+        self.wall_unix = Some(unix_secs);
+    }
+
+    /// The wall clock at `now`, in Unix seconds.
+    fn wall_secs(&self, now: Time) -> u64 {
+        self.wall_unix.unwrap_or_else(|| now.unix_secs())
     }
 
     /// Expires allocations whose lifetime ran out, and sweeps stale permissions and channels.
@@ -540,7 +557,7 @@ impl Server {
             }
             (Some(_), Some(unknown)) => Err(RequestError::UnknownAttributes(unknown)),
             (Some(id), None) => match method {
-                REFRESH => self.refresh(now, id, msg),
+                REFRESH => self.refresh(now, id, msg, auth.expired),
                 CREATE_PERMISSION => self.create_permission(now, id, msg),
                 _ => self.channel_bind(now, id, msg),
             },

@@ -188,8 +188,15 @@ impl Server {
         })
     }
 
-    /// Refresh (RFC 8656 §7.3).
-    pub(super) fn refresh(&mut self, now: Time, id: AllocId, msg: &Message<'_>) -> Answer {
+    /// Refresh (RFC 8656 §7.3). With an `expired` credential, the lifetime granted ends
+    /// `max_allocation_life` after the allocation's creation at the latest.
+    pub(super) fn refresh(
+        &mut self,
+        now: Time,
+        id: AllocId,
+        msg: &Message<'_>,
+        expired: bool,
+    ) -> Answer {
         if let Ok(r) = msg.attribute::<RequestedAddressFamily>() {
             // RFC 8656 §7.3: a family the allocation does not have is a mismatch.
             let family = if r.family() == AddressFamily::IPV6 {
@@ -206,7 +213,10 @@ impl Server {
             self.close(now, id, CloseReason::Deleted);
             return Ok(Some(0));
         }
-        let lifetime = granted_lifetime(&self.config, requested);
+        let mut lifetime = granted_lifetime(&self.config, requested);
+        if let Some(a) = self.get(id).filter(|_| expired) {
+            lifetime = lifetime.min(self.grace_left(a, now));
+        }
         let expires = now + lifetime;
         if let Some(a) = self.get_mut(id) {
             let old = std::mem::replace(&mut a.expires, expires);
