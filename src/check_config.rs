@@ -100,10 +100,12 @@ fn summary(c: &Config) -> String {
         },
     ));
     s.push_str(&format!(
-        "  turn auth:   realm \"{}\", credentials valid {}, usernames <expiry>{}<user>\n",
+        "  turn auth:   realm \"{}\", credentials valid {}, usernames <expiry>{}<user>; \
+         an allocation outlives its credential by refreshes up to {} from its creation\n",
         t.realm,
         humantime::format_duration(t.credential_ttl),
-        t.rest_api_separator
+        t.rest_api_separator,
+        humantime::format_duration(t.max_allocation_life),
     ));
     let derived = if t.user_quota_derived {
         format!(
@@ -238,6 +240,10 @@ mod tests {
             "{s}"
         );
         assert!(s.contains("usernames <expiry>:<user>"), "{s}");
+        assert!(
+            s.contains("outlives its credential by refreshes up to 12h from its creation"),
+            "{s}"
+        );
         assert!(!s.contains("0123456789abcdef"), "{s}");
         assert!(s.contains("webhooks:    off"), "{s}");
         let text = format!(

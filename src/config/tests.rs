@@ -221,6 +221,20 @@ fn bad_cidr_names_its_index() {
 }
 
 #[test]
+fn max_allocation_life_defaults_to_12h_and_is_bounded() {
+    assert_eq!(
+        load(MINIMAL).unwrap().turn.max_allocation_life,
+        Duration::from_secs(12 * 3600)
+    );
+    let c = load(&format!("{MINIMAL}max_allocation_life = \"2h\"\n")).unwrap();
+    assert_eq!(c.turn.max_allocation_life, Duration::from_secs(2 * 3600));
+    let e = err(&format!("{MINIMAL}max_allocation_life = \"8d\"\n"));
+    assert_eq!(e.key, "turn.max_allocation_life");
+    let e = err(&format!("{MINIMAL}max_allocation_life = \"0s\"\n"));
+    assert_eq!(e.key, "turn.max_allocation_life");
+}
+
+#[test]
 fn allow_peers_takes_ports_on_a_single_address_only() {
     let c = load(&format!(
         "{MINIMAL}allow_peers = [\"10.0.0.5:5000-5100\", \"[::1]:5432\"]\n"

@@ -395,6 +395,15 @@ pub(super) fn validate_turn(
         ));
     }
 
+    let max_allocation_life = duration("turn.max_allocation_life", raw.max_allocation_life)?
+        .unwrap_or(DEFAULT_MAX_ALLOCATION_LIFE);
+    if max_allocation_life > MAX_MAX_ALLOCATION_LIFE {
+        return Err(ConfigError::new(
+            "turn.max_allocation_life",
+            "must be at most 7 days",
+        ));
+    }
+
     let user_quota = quota("turn.user_quota", raw.user_quota)?;
     let total_quota = quota("turn.total_quota", raw.total_quota)?;
     if let Some(total) = total_quota.filter(|&t| t > port_count) {
@@ -419,6 +428,7 @@ pub(super) fn validate_turn(
         relay_ports,
         credential_ttl,
         max_lifetime,
+        max_allocation_life,
         allow_peers: cidrs("turn.allow_peers", &raw.allow_peers)?,
         deny_peers: cidrs("turn.deny_peers", &raw.deny_peers)?,
         user_quota: 0,
