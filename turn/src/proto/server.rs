@@ -445,9 +445,12 @@ impl Server {
             // A wrong FINGERPRINT means it is not STUN at all (RFC 8489 §7.3): no answer.
             Err(StunParseError::FingerprintMismatch) => return ClientAction::Done,
             _ => {
-                // Keep the transaction id of a malformed request so it still gets its 400.
+                // Keep the transaction id of a malformed request so it still gets its 400
+                // (within the source's budget: it proves nothing).
                 if let Ok(h) = MessageHeader::from_bytes(data) {
-                    if h.get_type().class() == MessageClass::Request {
+                    if h.get_type().class() == MessageClass::Request
+                        && self.unauthenticated_budget(now, &tuple)
+                    {
                         let reply = Reply {
                             key: None,
                             fingerprint: false,
@@ -460,13 +463,13 @@ impl Server {
             }
         };
         match (msg.class(), msg.method()) {
-            (MessageClass::Request, BINDING) => self.binding(tuple, &msg),
+            (MessageClass::Request, BINDING) => self.binding(now, tuple, &msg),
             (MessageClass::Request, ALLOCATE) => self.allocate(now, tuple, &msg),
             (MessageClass::Request, m @ (REFRESH | CREATE_PERMISSION | CHANNEL_BIND)) => {
                 self.on_allocation(now, tuple, &msg, m)
             }
             (MessageClass::Indication, SEND) => return self.send(now, &tuple, &msg, data),
-            (MessageClass::Request, m) => {
+            (MessageClass::Request, m) if self.unauthenticated_budget(now, &tuple) => {
                 let reply = reply_opts(&msg, None);
                 let txid = msg.transaction_id();
                 self.refuse(tuple, m, txid, &RequestError::BadRequest, &reply);
@@ -477,8 +480,12 @@ impl Server {
         ClientAction::Done
     }
 
-    /// Binding (RFC 8489 §3): the client's reflexive address, no authentication.
-    fn binding(&mut self, tuple: FiveTuple, msg: &Message<'_>) {
+    /// Binding (RFC 8489 §3): the client's reflexive address, no authentication, so within
+    /// the source's budget of unauthenticated answers.
+    fn binding(&mut self, now: Time, tuple: FiveTuple, msg: &Message<'_>) {
+        if !self.unauthenticated_budget(now, &tuple) {
+            return;
+        }
         let reply = reply_opts(msg, None);
         let txid = msg.transaction_id();
         match unknown_required(msg) {

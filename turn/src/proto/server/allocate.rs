@@ -48,10 +48,14 @@ impl Server {
             }
         }
         if !has_integrity(msg) && !msg.has_attribute(RequestedTransport::TYPE) {
-            // Malformed whoever sends it: a 28-byte 400 rather than a 64-byte challenge to a
-            // possibly spoofed 20-byte request.
-            let reply = reply_opts(msg, None);
-            return self.refuse(tuple, ALLOCATE, txid, &RequestError::BadRequest, &reply);
+            // Malformed whoever sends it: a 40-byte 400 (ERROR-CODE with its reason phrase)
+            // rather than a challenge (72 bytes with a short realm) to a possibly spoofed
+            // 20-byte request, and within the source's budget like any unauthenticated answer.
+            if self.unauthenticated_budget(now, &tuple) {
+                let reply = reply_opts(msg, None);
+                self.refuse(tuple, ALLOCATE, txid, &RequestError::BadRequest, &reply);
+            }
+            return;
         }
         let auth = match self.authenticate(now, tuple, msg) {
             Ok(auth) => auth,

@@ -110,20 +110,14 @@ impl Server {
     ) {
         let reply = reply_opts(msg, None);
         let (method, txid) = (msg.method(), msg.transaction_id());
+        if !self.unauthenticated_budget(now, &tuple) {
+            self.record(error);
+            return;
+        }
         if !error.is_challenge() {
             return self.refuse(tuple, method, txid, error, &reply);
         }
         self.record(error);
-        // A spoofable source gets only so many: see [`limit`](crate::proto::limit). Loopback
-        // cannot be spoofed from outside the box (the kernel drops such packets as martians).
-        let source = tuple.client.ip().to_canonical();
-        if tuple.transport == Transport::Udp
-            && !source.is_loopback()
-            && !self.challenges.allow(source, now)
-        {
-            self.events.push_back(Event::ChallengeDropped);
-            return;
-        }
         let nonce = self.nonces.issue(now, &tuple);
         let realm = Realm::new(&self.config.realm);
         let nonce = Nonce::new(&nonce);
@@ -136,6 +130,26 @@ impl Server {
             }
         });
         self.transmits.push_back(Transmit { tuple, data: bytes });
+    }
+}
+
+impl Server {
+    /// Whether an answer to a request that proved nothing (a challenge, a Binding answer, a
+    /// 400 or 420 before authentication) may go to `tuple`'s source. Over UDP a source can be
+    /// spoofed to aim those answers at someone else, so each gets only so many (see
+    /// [`limit`](crate::proto::limit)); one over its budget is counted and gets nothing.
+    /// Loopback cannot be spoofed from outside the box (the kernel drops such packets as
+    /// martians), and a stream's source completed a handshake.
+    pub(super) fn unauthenticated_budget(&mut self, now: Time, tuple: &FiveTuple) -> bool {
+        let source = tuple.client.ip().to_canonical();
+        if tuple.transport != Transport::Udp
+            || source.is_loopback()
+            || self.challenges.allow(source, now)
+        {
+            return true;
+        }
+        self.events.push_back(Event::ChallengeDropped);
+        false
     }
 }
 

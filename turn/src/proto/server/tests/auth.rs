@@ -127,13 +127,66 @@ fn challenges_over_udp_are_limited_per_source_address() {
 }
 
 #[test]
+fn every_unauthenticated_answer_over_udp_draws_on_the_source_budget() {
+    use crate::proto::limit::CHALLENGE_BURST;
+    // Each request that proves nothing, and what it would draw: a Binding answer, its 420, a
+    // 400 for a malformed request, an unknown method, a bare Allocate, integrity without
+    // credentials, and a challenge.
+    let binding = request(BINDING).finish();
+    let mut unknown_attr = request(BINDING);
+    unknown_attr.push_attribute_unchecked(&stun_types::attribute::RawAttribute::new(
+        0x0030.into(),
+        &[1, 2, 3, 4],
+    ));
+    let mut malformed = binding.clone();
+    malformed[3] = 8;
+    malformed.extend_from_slice(&[0x00, 0x06, 0x00, 0x40, b'a', b'b', b'c', b'd']);
+    let no_credentials = Cred::new("alice", T0 + 60).sign(request(ALLOCATE), REALM, None);
+    let requests = [
+        binding,
+        unknown_attr.finish(),
+        malformed,
+        request(Method::new(0x0099)).finish(),
+        request(ALLOCATE).finish(),
+        no_credentials.finish(),
+        allocate_request().finish(),
+    ];
+    for req in &requests {
+        let mut h = H::new(config());
+        // One address, any ports: the burst, then silence, whatever the request.
+        let answered = (0..2 * CHALLENGE_BURST as u16)
+            .filter(|i| !h.feed(client(1000 + i), req).is_empty())
+            .count();
+        assert_eq!(answered as u64, CHALLENGE_BURST, "{}", describe(req));
+        let dropped = h
+            .events()
+            .iter()
+            .filter(|e| **e == Event::ChallengeDropped)
+            .count();
+        assert_eq!(dropped as u64, CHALLENGE_BURST, "{}", describe(req));
+        // They share one budget: a source that spent it on Bindings gets no 400 either.
+        for other in &requests {
+            assert!(
+                h.feed(client(5000), other).is_empty(),
+                "{}",
+                describe(other)
+            );
+        }
+        // Over TCP, and from loopback, nothing is limited.
+        assert_eq!(h.feed(tcp_client(5000), req).len(), 1);
+        let local = FiveTuple::udp(addr("127.0.0.1:1000"), addr("127.0.0.1:3478"));
+        assert_eq!(h.feed(local, req).len(), 1);
+    }
+}
+
+#[test]
 fn unauthenticated_requests_that_cannot_succeed_are_not_challenged() {
     let mut h = H::new(config());
-    // A bare Allocate: 400, no bigger than twice the request.
+    // A bare Allocate: a 40-byte 400 (ERROR-CODE and its reason phrase), twice the request.
     let req = request(ALLOCATE).finish();
     let bytes = h.one(client(1000), &req);
     assert_eq!(code(&bytes), ErrorCode::BAD_REQUEST);
-    assert!(bytes.len() <= 2 * req.len());
+    assert_eq!((req.len(), bytes.len()), (20, 40));
     assert!(!Message::from_bytes(&bytes)
         .unwrap()
         .has_attribute(Nonce::TYPE));
