@@ -9,9 +9,12 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use switchboard_turn::io::{TlsCertificate, TlsError};
+use std::net::IpAddr;
 
-use crate::config::{self, Config, ConfigError, Secret, TlsFiles};
+use switchboard_turn::io::{TlsCertificate, TlsError};
+use switchboard_turn::policy::{PeerPolicy, PeerRange};
+
+use crate::config::{self, Config, ConfigError, Secret, TlsFiles, TurnConfig};
 
 /// The TURN TLS certificate, loaded when TLS listeners are configured: a file that cannot be
 /// read, holds no certificate, or whose key does not match is an error naming the key of the
@@ -47,6 +50,7 @@ pub fn run(config_path: Option<&Path>) -> ExitCode {
             }
             println!("config OK: {}", config.origin);
             print!("{}", summary(&config));
+            print!("{}", own_addresses(&config.turn));
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -96,10 +100,12 @@ fn summary(c: &Config) -> String {
         },
     ));
     s.push_str(&format!(
-        "  turn auth:   realm \"{}\", credentials valid {}, usernames <expiry>{}<user>\n",
+        "  turn auth:   realm \"{}\", credentials valid {}, usernames <expiry>{}<user>; \
+         an allocation outlives its credential by refreshes up to {} from its creation\n",
         t.realm,
         humantime::format_duration(t.credential_ttl),
-        t.rest_api_separator
+        t.rest_api_separator,
+        humantime::format_duration(t.max_allocation_life),
     ));
     let derived = if t.user_quota_derived {
         format!(
@@ -185,6 +191,46 @@ fn summary(c: &Config) -> String {
     s
 }
 
+/// What `turn.allow_peers` leaves out: the box's own addresses that an entry contains without
+/// naming them alone (`switchboard_turn::policy`), one line per entry that skips some.
+fn own_addresses(t: &TurnConfig) -> String {
+    let mut own: Vec<IpAddr> = t.relay_ips.iter().chain(&t.external_ips).copied().collect();
+    own.extend(t.listen.iter().chain(&t.tls_listen).map(|a| a.ip()));
+    let mut s = String::new();
+    match switchboard_turn::io::host_addresses() {
+        Ok(ips) => own.extend(ips),
+        Err(e) => s.push_str(&format!("  turn peers:  {e}\n")),
+    }
+    own.retain(|ip| !ip.is_unspecified());
+    own.sort_unstable();
+    own.dedup();
+    s + &skipped_lines(&t.allow_peers, &own)
+}
+
+fn skipped_lines(allow: &[PeerRange], own: &[IpAddr]) -> String {
+    // An address another entry opens is not worth a line.
+    let policy = PeerPolicy::new(allow.to_vec(), Vec::new());
+    let closed: Vec<IpAddr> = own
+        .iter()
+        .copied()
+        .filter(|&ip| !policy.opens_own(ip, None))
+        .collect();
+    let mut s = String::new();
+    for (i, entry) in allow.iter().enumerate() {
+        let skipped = PeerPolicy::skipped_own(entry, &closed);
+        if !skipped.is_empty() {
+            s.push_str(&format!(
+                "  turn peers:  allow_peers[{i}] {entry} skips this box's own {} (relay ports \
+                 only; an entry naming one alone, like {}/{}, opens it)\n",
+                config::list_ips(&skipped),
+                skipped[0],
+                if skipped[0].is_ipv4() { 32 } else { 128 },
+            ));
+        }
+    }
+    s
+}
+
 fn tls_line(tls: &TlsFiles) -> String {
     format!("{} (key {})", tls.cert.display(), tls.key.display())
 }
@@ -210,6 +256,10 @@ mod tests {
             ),
             "{s}"
         );
+        assert!(
+            s.contains("outlives its credential by refreshes up to 12h from its creation"),
+            "{s}"
+        );
         assert!(!s.contains("0123456789abcdef"), "{s}");
         assert!(s.contains("webhooks:    off"), "{s}");
         let text = format!(
@@ -223,5 +273,36 @@ mod tests {
             "{s}"
         );
         assert!(!s.contains("webhook-secret-0123"), "{s}");
+    }
+
+    #[test]
+    fn check_config_names_the_own_addresses_an_allow_peers_entry_skips() {
+        let own: Vec<IpAddr> = ["10.0.0.5", "127.0.0.1", "192.168.1.9", "::1"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        let allow: Vec<PeerRange> = ["10.0.0.0/8", "127.0.0.0/8", "0.0.0.0/0", "10.0.0.5:5000"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        let s = skipped_lines(&allow[..1], &own);
+        assert!(
+            s.contains("allow_peers[0] 10.0.0.0/8 skips this box's own 10.0.0.5 (relay ports"),
+            "{s}"
+        );
+        assert!(s.contains("like 10.0.0.5/32, opens it"), "{s}");
+        // A loopback range opens loopback, an entry naming the address opens it (on some
+        // ports): the lines name only what no entry opens.
+        let s = skipped_lines(&allow, &own);
+        assert!(
+            !s.contains("allow_peers[0]")
+                && !s.contains("allow_peers[1]")
+                && !s.contains("allow_peers[3]"),
+            "{s}"
+        );
+        assert!(
+            s.contains("allow_peers[2] 0.0.0.0/0 skips this box's own 192.168.1.9 (relay"),
+            "{s}"
+        );
     }
 }

@@ -229,6 +229,7 @@ fn server_config(turn: &TurnConfig) -> ServerConfig {
     sc.relay_ports = turn.relay_ports.clone();
     sc.policy = PeerPolicy::new(turn.allow_peers.clone(), turn.deny_peers.clone());
     sc.max_lifetime = turn.max_lifetime;
+    sc.max_allocation_life = turn.max_allocation_life;
     sc.user_quota = turn.user_quota;
     sc.total_quota = turn.total_quota;
     sc.rest_api_separator = turn.rest_api_separator;

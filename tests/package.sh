@@ -227,7 +227,12 @@ perms=$(IN stat -c '%U:%G %a' /var/lib/switchboard/switchboard.db)
 [ "$perms" = "switchboard:switchboard 600" ] || fail "the store is $perms"
 expect_stun "after install"
 expect_healthz "after install"
-echo "active, STUN answered on 3478, /healthz 200, secrets root:switchboard 640"
+# The relay listed this box's addresses under the hardened unit (getifaddrs needs AF_NETLINK):
+# without them a wide allow_peers range would reach the box's own services. Loopback at least.
+own=$(journal | grep -m1 "the box's own addresses" || true)
+grep -q 'addresses=.*127\.0\.0\.1' <<<"$own" ||
+    fail "the relay did not log its own addresses with 127.0.0.1: '$own'"
+echo "active, STUN answered on 3478, /healthz 200, secrets root:switchboard 640, ${own##*addresses=}"
 
 # The shipped config on a box with no route: the service runs (relaying on loopback, with a
 # warning in the journal) and check-config fails, naming the key.

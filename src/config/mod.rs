@@ -32,7 +32,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use rand::RngCore as _;
 use serde::Deserialize;
-use switchboard_turn::policy::Cidr;
+use switchboard_turn::policy::{Cidr, CidrError, PeerRange};
 
 use crate::cors::{self, AllowedOrigins};
 
@@ -47,6 +47,8 @@ const DEFAULT_RELAY_PORTS: RangeInclusive<u16> = 49152..=65535;
 const DEFAULT_CREDENTIAL_TTL: Duration = Duration::from_secs(24 * 3600);
 const DEFAULT_MAX_LIFETIME: Duration = Duration::from_secs(3600);
 const MAX_MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+const DEFAULT_MAX_ALLOCATION_LIFE: Duration = Duration::from_secs(12 * 3600);
+const MAX_MAX_ALLOCATION_LIFE: Duration = Duration::from_secs(7 * 24 * 3600);
 /// The longest credential lifetime accepted: a leaked credential must expire eventually.
 pub const MAX_CREDENTIAL_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 /// `turn.total_quota` when not set (and the relay port range allows it), unless the derived
@@ -134,7 +136,11 @@ pub struct TurnConfig {
     pub credential_ttl: Duration,
     /// The longest allocation lifetime granted (RFC 8656 §7.2; coturn's max-allocate-lifetime).
     pub max_lifetime: Duration,
-    pub allow_peers: Vec<Cidr>,
+    /// How long after its creation an allocation may still be refreshed once its credential
+    /// has expired (relayed calls outlive short-lived credentials; coturn drops them).
+    pub max_allocation_life: Duration,
+    /// Networks, or single addresses with ports, opened over the default (`policy`).
+    pub allow_peers: Vec<PeerRange>,
     pub deny_peers: Vec<Cidr>,
     /// Allocations one user holds at once: as set, or [`default_user_quota`].
     pub user_quota: u32,

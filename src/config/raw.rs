@@ -71,6 +71,7 @@ pub(super) struct RawTurn {
     pub(super) relay_ports: Option<String>,
     pub(super) credential_ttl: Option<String>,
     pub(super) max_lifetime: Option<String>,
+    pub(super) max_allocation_life: Option<String>,
     pub(super) allow_peers: Vec<String>,
     pub(super) deny_peers: Vec<String>,
     pub(super) user_quota: Option<u32>,

@@ -302,6 +302,47 @@ fn bad_cidr_names_its_index() {
 }
 
 #[test]
+fn max_allocation_life_defaults_to_12h_and_is_bounded() {
+    assert_eq!(
+        load(MINIMAL).unwrap().turn.max_allocation_life,
+        Duration::from_secs(12 * 3600)
+    );
+    let c = load(&format!("{MINIMAL}max_allocation_life = \"2h\"\n")).unwrap();
+    assert_eq!(c.turn.max_allocation_life, Duration::from_secs(2 * 3600));
+    for bad in ["8d", "0s"] {
+        let e = err(&format!("{MINIMAL}max_allocation_life = \"{bad}\"\n"));
+        assert_eq!(e.key, "turn.max_allocation_life", "{bad}");
+    }
+}
+
+#[test]
+fn allow_peers_takes_ports_on_a_single_address_only() {
+    let c = load(&format!(
+        "{MINIMAL}allow_peers = [\"10.0.0.5:5000-5100\", \"[::1]:5432\"]\n"
+    ))
+    .unwrap();
+    assert_eq!(c.turn.allow_peers[0].ports(), Some(&(5000..=5100)));
+    let e = err(&format!("{MINIMAL}allow_peers = [\"10.0.0.0/8:5000\"]\n"));
+    assert_eq!(
+        e.to_string(),
+        "/etc/switchboard/switchboard.toml: turn.allow_peers[0]: `10.0.0.0/8:5000`: a port \
+         range goes only with a single address, like `10.0.0.5:5000-5100` or \
+         `[2001:db8::5]:5000-5100`"
+    );
+    let e = err(&format!(
+        "{MINIMAL}allow_peers = [\"10.0.0.5:6000-5000\"]\n"
+    ));
+    assert!(
+        e.message
+            .contains("`6000-5000` is not a port or port range"),
+        "{e}"
+    );
+    // deny_peers has no ports: a deny is for the whole address.
+    let e = err(&format!("{MINIMAL}deny_peers = [\"10.0.0.5:22\"]\n"));
+    assert_eq!(e.key, "turn.deny_peers[0]");
+}
+
+#[test]
 fn total_quota_must_fit_the_port_range() {
     let e = err(&format!("{MINIMAL}total_quota = 20000\n"));
     assert_eq!(e.key, "turn.total_quota");

@@ -206,7 +206,7 @@ pub(super) fn validate_http(
             "must be at least 1 (it caps the API's connections from one address)",
         ));
     }
-    let trusted_proxies = cidrs("http.trusted_proxies", &raw.trusted_proxies)?;
+    let trusted_proxies: Vec<Cidr> = cidrs("http.trusted_proxies", &raw.trusted_proxies)?;
     for (i, c) in trusted_proxies.iter().enumerate() {
         if c.prefix() == 0 {
             warnings.push(Warning::new(
@@ -409,6 +409,15 @@ pub(super) fn validate_turn(
         ));
     }
 
+    let max_allocation_life = duration("turn.max_allocation_life", raw.max_allocation_life)?
+        .unwrap_or(DEFAULT_MAX_ALLOCATION_LIFE);
+    if max_allocation_life > MAX_MAX_ALLOCATION_LIFE {
+        return Err(ConfigError::new(
+            "turn.max_allocation_life",
+            "must be at most 7 days",
+        ));
+    }
+
     let user_quota = quota("turn.user_quota", raw.user_quota)?;
     let total_quota = quota("turn.total_quota", raw.total_quota)?;
     if let Some(total) = total_quota.filter(|&t| t > port_count) {
@@ -433,6 +442,7 @@ pub(super) fn validate_turn(
         relay_ports,
         credential_ttl,
         max_lifetime,
+        max_allocation_life,
         allow_peers: cidrs("turn.allow_peers", &raw.allow_peers)?,
         deny_peers: cidrs("turn.deny_peers", &raw.deny_peers)?,
         user_quota: 0,
@@ -644,11 +654,16 @@ pub(super) fn ip(key: &str, s: &str) -> Result<IpAddr> {
         .map_err(|_| ConfigError::new(key, format!("`{s}` is not an IP address")))
 }
 
-pub(super) fn cidrs(key: &str, list: &[String]) -> Result<Vec<Cidr>> {
+/// A list of networks (`Cidr`) or `allow_peers` entries (`PeerRange`), each error naming
+/// its index.
+pub(super) fn cidrs<T: std::str::FromStr<Err = CidrError>>(
+    key: &str,
+    list: &[String],
+) -> Result<Vec<T>> {
     list.iter()
         .enumerate()
         .map(|(i, s)| {
-            s.parse::<Cidr>()
+            s.parse::<T>()
                 .map_err(|e| ConfigError::new(format!("{key}[{i}]"), e.to_string()))
         })
         .collect()

@@ -58,7 +58,7 @@ use turn_types::attribute::{
 use turn_types::message::{ALLOCATE, CHANNEL_BIND, CREATE_PERMISSION, REFRESH, SEND};
 use turn_types::AddressFamily;
 
-use switchboard_turn::policy::{Cidr, PeerPolicy};
+use switchboard_turn::policy::{PeerPolicy, PeerRange};
 use switchboard_turn::proto::stream::frame_len;
 use switchboard_turn::proto::{
     AllocId, ClientAction, Command, Event, Family, FiveTuple, OpenError, Server, ServerConfig,
@@ -99,7 +99,7 @@ fn config(flags: u8) -> ServerConfig {
         }
     }
     if flags & 4 != 0 {
-        let allow: Vec<Cidr> = ["198.51.100.10/32", "127.0.0.1/32"]
+        let allow: Vec<PeerRange> = ["198.51.100.10/32", "127.0.0.1/32"]
             .iter()
             .map(|s| s.parse().unwrap())
             .collect();

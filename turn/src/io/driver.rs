@@ -34,6 +34,7 @@ impl Driver {
                 }
             };
             let now = self.clock.now();
+            self.server.handle_wall_clock(self.clock.wall_secs());
             for ev in &events[..n] {
                 let t = epoll::token(ev);
                 let index = (t & INDEX_MASK) as usize;

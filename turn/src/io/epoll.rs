@@ -181,12 +181,14 @@ fn socket_for(addr: SocketAddr, kind: Type) -> io::Result<Socket> {
     Ok(sock)
 }
 
-/// The IP addresses of this host's interfaces (empty if they cannot be listed).
-pub(super) fn interface_addresses() -> Vec<IpAddr> {
+/// The IP addresses of this host's interfaces. glibc asks the kernel over netlink: where
+/// `AF_NETLINK` sockets are forbidden (systemd's `RestrictAddressFamilies`, a seccomp
+/// profile) this fails, and the caller must not carry on as if the host had no addresses.
+pub(super) fn interface_addresses() -> io::Result<Vec<IpAddr>> {
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs writes a list head we free with freeifaddrs below.
     if unsafe { libc::getifaddrs(&mut head) } != 0 {
-        return Vec::new();
+        return Err(io::Error::last_os_error());
     }
     let mut out = Vec::new();
     let mut cur = head;
@@ -212,5 +214,5 @@ pub(super) fn interface_addresses() -> Vec<IpAddr> {
     unsafe { libc::freeifaddrs(head) };
     out.sort_unstable();
     out.dedup();
-    out
+    Ok(out)
 }

@@ -30,7 +30,7 @@ pub use tls::{fingerprint, TlsCertificate, TlsError};
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
 use std::ops::RangeInclusive;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -222,7 +222,11 @@ impl Relay {
             .chain(&config.tls_listen)
             .copied()
             .collect();
-        server_config.host_ips.extend(host_ips(&all));
+        server_config.host_ips.extend(host_ips(&all)?);
+        tracing::info!(
+            addresses = %list(&server_config.host_ips),
+            "relay: the box's own addresses, never peers unless allow_peers names them alone"
+        );
         let stop = Arc::new(EventFd::new()?);
         let stats = Arc::new(Stats::default());
         let epoll = Epoll::new()?;
@@ -351,23 +355,47 @@ fn bind_pair(addr: SocketAddr) -> io::Result<((SocketAddr, UdpSocket), (SocketAd
     }
 }
 
-/// This host's addresses as far as the relay can tell: its listeners', and every interface's
-/// when a listener is a wildcard. None of them is a peer unless `allow_peers` names it.
-fn host_ips(listen: &[SocketAddr]) -> Vec<std::net::IpAddr> {
+/// This host's addresses: its listeners' and every interface's. None of them is a peer
+/// unless `allow_peers` names it alone (`policy`). Failing to list the interfaces is an
+/// error, not an empty list: the relay would then reach every service of the box that a wide
+/// `allow_peers` range contains (the hardened unit once lacked `AF_NETLINK` and did just that).
+fn host_ips(listen: &[SocketAddr]) -> io::Result<Vec<IpAddr>> {
+    let interfaces = epoll::interface_addresses().map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!(
+                "listing this host's addresses failed ({e}); the relay needs them to keep its \
+                 own services out of reach (under systemd, RestrictAddressFamilies must \
+                 include AF_NETLINK)"
+            ),
+        )
+    })?;
     let mut ips: Vec<_> = listen
         .iter()
         .map(|a| a.ip())
         .filter(|ip| !ip.is_unspecified())
+        .chain(interfaces)
         .collect();
-    if listen.iter().any(|a| a.ip().is_unspecified()) {
-        ips.extend(epoll::interface_addresses());
-    }
     ips.sort_unstable();
     ips.dedup();
-    ips
+    Ok(ips)
 }
 
-/// Monotonic time anchored to the wall clock at start (see [`Time`]).
+/// Addresses for a log line: `10.0.0.5, ::1`.
+fn list(ips: &[IpAddr]) -> String {
+    ips.iter()
+        .map(IpAddr::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// This host's addresses, as the relay finds them at start (for `check-config`).
+pub fn host_addresses() -> io::Result<Vec<IpAddr>> {
+    host_ips(&[])
+}
+
+/// Monotonic time anchored to the wall clock at start (see [`Time`]), and the wall clock
+/// itself, read as it is now, for credential expiries.
 struct Clock {
     start: Instant,
     start_unix_ms: u64,
@@ -375,18 +403,27 @@ struct Clock {
 
 impl Clock {
     fn new() -> Self {
-        let unix = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
         Clock {
             start: Instant::now(),
-            start_unix_ms: unix.as_millis() as u64,
+            start_unix_ms: wall().as_millis() as u64,
         }
     }
 
     fn now(&self) -> Time {
         Time::from_unix_millis(self.start_unix_ms + self.start.elapsed().as_millis() as u64)
     }
+
+    /// The wall clock now, in Unix seconds (`CLOCK_REALTIME`, a vDSO read).
+    fn wall_secs(&self) -> u64 {
+        wall().as_secs()
+    }
+}
+
+/// Since the Unix epoch by the wall clock (zero before it).
+fn wall() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
 }
 
 struct RelaySocket {

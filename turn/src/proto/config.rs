@@ -46,6 +46,10 @@ pub struct ServerConfig {
     pub default_lifetime: Duration,
     /// The longest allocation lifetime granted (RFC 8656 recommends 1 hour).
     pub max_lifetime: Duration,
+    /// How long after its creation an allocation may still be refreshed once the credential
+    /// that made it has expired (`turn.max_allocation_life`): a call outlives a short-lived
+    /// credential by up to this, not indefinitely. Counted on the monotonic clock.
+    pub max_allocation_life: Duration,
     /// Permission lifetime (RFC 8656 §9: 300 s, not negotiable).
     pub permission_lifetime: Duration,
     /// Channel binding lifetime (RFC 8656 §12: 600 s, not negotiable).
@@ -76,6 +80,7 @@ impl ServerConfig {
             total_quota: 10_000,
             default_lifetime: Duration::from_secs(600),
             max_lifetime: Duration::from_secs(3600),
+            max_allocation_life: Duration::from_secs(12 * 3600),
             permission_lifetime: Duration::from_secs(300),
             channel_lifetime: Duration::from_secs(600),
             max_permissions: 128,

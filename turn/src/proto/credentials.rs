@@ -120,6 +120,16 @@ pub fn verify(
     separator: char,
     now_unix: u64,
 ) -> Result<VerifiedUser<'_>, CredentialError> {
+    let v = parse(username, separator)?;
+    if v.expires_unix < now_unix {
+        return Err(CredentialError::Expired);
+    }
+    Ok(v)
+}
+
+/// [`verify`] without the expiry: the form alone, for a caller that decides about the
+/// expiry itself (the relay lets an allocation outlive its credential, up to a point).
+pub fn parse(username: &str, separator: char) -> Result<VerifiedUser<'_>, CredentialError> {
     if username.len() > MAX_USERNAME_LEN {
         return Err(CredentialError::Malformed);
     }
@@ -131,9 +141,6 @@ pub fn verify(
         return Err(CredentialError::Malformed);
     }
     let expires_unix: u64 = expiry.parse().map_err(|_| CredentialError::Malformed)?;
-    if expires_unix < now_unix {
-        return Err(CredentialError::Expired);
-    }
     let user = if rest.is_empty() { username } else { rest };
     Ok(VerifiedUser { user, expires_unix })
 }

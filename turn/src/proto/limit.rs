@@ -1,6 +1,8 @@
-//! A per-source limit on challenges (401 and 438 over UDP): the answers any source, spoofed or
-//! not, can draw without credentials, and so what a reflection attack would use the relay for.
-//! (Loopback sources, which no packet from outside can claim, are not limited.)
+//! A per-source limit on the answers any source, spoofed or not, can draw over UDP without
+//! credentials: challenges (401, 438), Binding answers, and the 400s and 420s of requests
+//! that never authenticated. They are what a reflection attack would use the relay for, so
+//! they share one budget per source. (Loopback sources, which no packet from outside can
+//! claim, are not limited; nor are TCP and TLS, whose sources completed a handshake.)
 //!
 //! It keeps no state per source: a fixed table of [`BUCKETS`] token buckets, each source
 //! address (an IPv6 one by its /64) mapped to one by a hash keyed with the server's random
@@ -13,8 +15,9 @@ use std::net::IpAddr;
 
 use super::time::Time;
 
-/// Challenges a source may draw per second, sustained: far more than clients behind one
-/// address allocate (one challenge per allocation, one more per expired nonce).
+/// Unauthenticated answers a source may draw per second, sustained: far more than clients
+/// behind one address need (a Binding or two per ICE gathering, one challenge per
+/// allocation, one more per expired nonce).
 pub const CHALLENGES_PER_SECOND: u64 = 50;
 /// ... and at once.
 pub const CHALLENGE_BURST: u64 = 100;

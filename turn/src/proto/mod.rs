@@ -223,7 +223,7 @@ pub enum Event {
     PeerRefused(Refusal),
     /// An Allocate was refused for a quota (486): the user's or the relay's.
     QuotaReached { total: bool },
-    /// A challenge (401 or 438) over UDP was not sent: its source is over its budget
-    /// ([`limit`]).
+    /// An answer to an unauthenticated request over UDP (a challenge, a Binding answer, a 400
+    /// or 420) was not sent: its source is over its budget ([`limit`]).
     ChallengeDropped,
 }

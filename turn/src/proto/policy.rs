@@ -10,9 +10,16 @@
 //! The operator can open ranges with `turn.allow_peers` and close more with `turn.deny_peers`;
 //! a deny always wins. The relay's own relayed addresses are handled before this policy (they
 //! are delivered inside the process), see `server`.
+//!
+//! The box's own addresses (its relay, external, listener and interface addresses, loopback and
+//! the unspecified address) are not opened by a range that merely contains them: `10.0.0.0/8`
+//! opens the LAN, not the database listening on the relay's own `10.0.0.5`. Only an entry that
+//! names one alone (`10.0.0.5`, `10.0.0.5/32`, or with ports, `10.0.0.5:5000-5100`) or a
+//! loopback range (`127.0.0.0/8`, `::1/128`) opens it ([`PeerPolicy::opens_own`]).
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::ops::RangeInclusive;
 use std::str::FromStr;
 
 /// An IP network in CIDR notation, like `10.0.0.0/8` or `2001:db8::/32`. A bare address is a
@@ -33,6 +40,13 @@ pub enum CidrError {
     Prefix(String),
     #[error("`{0}` has bits set after the prefix; did you mean `{1}`?")]
     HostBits(String, Cidr),
+    #[error("`{0}` is not a port or port range like `5000-5100` (from 1 to 65535, low to high)")]
+    Ports(String),
+    #[error(
+        "`{0}`: a port range goes only with a single address, like `10.0.0.5:5000-5100` or \
+         `[2001:db8::5]:5000-5100`"
+    )]
+    PortsOnNetwork(String),
 }
 
 impl Cidr {
@@ -78,6 +92,20 @@ impl Cidr {
     /// The prefix length.
     pub fn prefix(&self) -> u8 {
         self.prefix
+    }
+
+    /// Whether this network is one address (/32, /128).
+    pub fn is_single(&self) -> bool {
+        self.prefix == if self.addr.is_ipv4() { 32 } else { 128 }
+    }
+
+    /// Whether every address of this network is a loopback one (within `127.0.0.0/8`, or
+    /// `::1/128`).
+    pub fn is_loopback(&self) -> bool {
+        match self.addr {
+            IpAddr::V4(v4) => self.prefix >= 8 && v4.is_loopback(),
+            IpAddr::V6(v6) => self.prefix == 128 && v6.is_loopback(),
+        }
     }
 }
 
@@ -133,6 +161,88 @@ impl FromStr for Cidr {
 impl fmt::Display for Cidr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// An entry of `turn.allow_peers`: a network (`10.0.0.0/8`), or a single address with a port
+/// range (`10.0.0.5:5000-5100`, `[2001:db8::5]:5000-5100`; one port: `10.0.0.5:5432`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PeerRange {
+    net: Cidr,
+    ports: Option<RangeInclusive<u16>>,
+}
+
+impl PeerRange {
+    /// The network.
+    pub fn net(&self) -> Cidr {
+        self.net
+    }
+
+    /// The ports it is limited to, if any.
+    pub fn ports(&self) -> Option<&RangeInclusive<u16>> {
+        self.ports.as_ref()
+    }
+
+    /// Whether it covers `ip` (already [`normalize`]d), at `port` if given (ports aside if not).
+    fn covers(&self, ip: IpAddr, port: Option<u16>) -> bool {
+        self.net.contains(ip)
+            && match (&self.ports, port) {
+                (Some(ports), Some(p)) => ports.contains(&p),
+                _ => true,
+            }
+    }
+
+    /// Whether it opens `ip`, one of the box's own addresses: only by naming it alone, or as a
+    /// loopback range.
+    fn names(&self, ip: IpAddr, port: Option<u16>) -> bool {
+        (self.net.is_single() || self.net.is_loopback()) && self.covers(ip, port)
+    }
+}
+
+impl From<Cidr> for PeerRange {
+    fn from(net: Cidr) -> Self {
+        PeerRange { net, ports: None }
+    }
+}
+
+impl FromStr for PeerRange {
+    type Err = CidrError;
+
+    fn from_str(s: &str) -> Result<PeerRange, CidrError> {
+        let s = s.trim();
+        // `[v6]:ports`, or `v4:ports` (a bare IPv6 address has colons of its own).
+        let split = match s.strip_prefix('[') {
+            Some(rest) => rest.split_once("]:").map(|(a, p)| (&s[..a.len() + 2], p)),
+            None if s.matches(':').count() == 1 => s.split_once(':'),
+            None => None,
+        };
+        let Some((net, ports)) = split else {
+            return Ok(s.parse::<Cidr>()?.into());
+        };
+        if net.contains('/') {
+            return Err(CidrError::PortsOnNetwork(s.to_owned()));
+        }
+        let net: Cidr = net.parse()?;
+        let port = |p: &str| p.parse::<u16>().ok().filter(|&p| p > 0);
+        let range = match ports.split_once('-') {
+            Some((lo, hi)) => port(lo).zip(port(hi)).filter(|(lo, hi)| lo <= hi),
+            None => port(ports).map(|p| (p, p)),
+        };
+        let (lo, hi) = range.ok_or_else(|| CidrError::Ports(ports.to_owned()))?;
+        Ok(PeerRange {
+            net,
+            ports: Some(lo..=hi),
+        })
+    }
+}
+
+impl fmt::Display for PeerRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.ports, self.net.addr) {
+            (None, _) => self.net.fmt(f),
+            (Some(p), IpAddr::V4(a)) => write!(f, "{a}:{}-{}", p.start(), p.end()),
+            (Some(p), IpAddr::V6(a)) => write!(f, "[{a}]:{}-{}", p.start(), p.end()),
+        }
     }
 }
 
@@ -217,14 +327,22 @@ pub fn normalize(ip: IpAddr) -> IpAddr {
 /// The operator's peer policy: `turn.allow_peers` and `turn.deny_peers` over the default.
 #[derive(Clone, Debug, Default)]
 pub struct PeerPolicy {
-    allow: Vec<Cidr>,
+    allow: Vec<PeerRange>,
     deny: Vec<Cidr>,
+    /// Whether an `allow_peers` entry has a port range: then ports matter for other peers
+    /// than the box's own addresses too ([`PeerPolicy::check_port`]).
+    port_ranges: bool,
 }
 
 impl PeerPolicy {
     /// A policy with these exceptions to the default.
-    pub fn new(allow: Vec<Cidr>, deny: Vec<Cidr>) -> Self {
-        PeerPolicy { allow, deny }
+    pub fn new(allow: Vec<PeerRange>, deny: Vec<Cidr>) -> Self {
+        let port_ranges = allow.iter().any(|r| r.ports.is_some());
+        PeerPolicy {
+            allow,
+            deny,
+            port_ranges,
+        }
     }
 
     /// Whether `turn.deny_peers` covers `ip` or the IPv4 address it embeds.
@@ -233,24 +351,56 @@ impl PeerPolicy {
         self.deny.iter().any(|c| c.contains(ip) || c.contains(norm))
     }
 
-    /// Whether `turn.allow_peers` names `ip` (and `deny_peers` does not): the only way to
-    /// reach the box's own addresses on ports other than relay ports.
-    pub fn is_explicitly_allowed(&self, ip: IpAddr) -> bool {
+    /// Whether `turn.allow_peers` opens `ip`, one of the box's own addresses, at `port` (at
+    /// some port, for `None`), and `deny_peers` does not close it: an entry naming it alone
+    /// (with its port in the entry's range, if it has one), or a loopback range containing it.
+    /// A wider range that merely contains it does not: that is the only way to reach the box's
+    /// own addresses on ports other than relay ports.
+    pub fn opens_own(&self, ip: IpAddr, port: Option<u16>) -> bool {
         let norm = normalize(ip);
-        !self.is_denied(ip) && self.allow.iter().any(|c| c.contains(norm))
+        !self.is_denied(ip) && self.allow.iter().any(|r| r.names(norm, port))
     }
 
-    /// Judges a peer IP address.
+    /// Of `own` (the box's own addresses), those `entry` contains but does not open: what
+    /// `check-config` reports, so that an operator who wrote `10.0.0.0/8` knows the box's
+    /// `10.0.0.5` is not in it.
+    pub fn skipped_own(entry: &PeerRange, own: &[IpAddr]) -> Vec<IpAddr> {
+        own.iter()
+            .copied()
+            .filter(|&ip| {
+                let norm = normalize(ip);
+                entry.net.contains(norm) && !entry.names(norm, None)
+            })
+            .collect()
+    }
+
+    /// Judges a peer IP address, ports aside (a permission is for every port of an address).
     ///
     /// `deny_peers` wins over everything, and is matched against both the address as given and
     /// the IPv4 address it embeds; then `allow_peers` and the default list are matched against
     /// the embedded address.
     pub fn check(&self, ip: IpAddr) -> Result<(), Refusal> {
+        self.judge(ip, None)
+    }
+
+    /// Whether an `allow_peers` entry has a port range (else [`PeerPolicy::check_port`] is
+    /// [`PeerPolicy::check`]).
+    pub fn has_port_ranges(&self) -> bool {
+        self.port_ranges
+    }
+
+    /// Judges a peer address and port: as [`PeerPolicy::check`], with an `allow_peers` entry
+    /// limited to ports opening only those.
+    pub fn check_port(&self, ip: IpAddr, port: u16) -> Result<(), Refusal> {
+        self.judge(ip, Some(port))
+    }
+
+    fn judge(&self, ip: IpAddr, port: Option<u16>) -> Result<(), Refusal> {
         if self.is_denied(ip) {
             return Err(Refusal::Denied);
         }
         let norm = normalize(ip);
-        if self.allow.iter().any(|c| c.contains(norm)) {
+        if self.allow.iter().any(|r| r.covers(norm, port)) {
             return Ok(());
         }
         match RESERVED.iter().find(|(c, _)| c.contains(norm)) {
@@ -369,5 +519,96 @@ mod tests {
             "10.0.0/8".parse::<Cidr>(),
             Err(CidrError::Address(_))
         ));
+    }
+
+    #[test]
+    fn allow_entries_take_a_port_range_on_a_single_address() {
+        let r: PeerRange = "10.0.0.5:5000-5100".parse().unwrap();
+        assert_eq!(r.net(), "10.0.0.5/32".parse().unwrap());
+        assert_eq!(r.ports(), Some(&(5000..=5100)));
+        assert_eq!(r.to_string(), "10.0.0.5:5000-5100");
+        let r: PeerRange = "[2001:db8::5]:5432".parse().unwrap();
+        assert_eq!(r.ports(), Some(&(5432..=5432)));
+        assert_eq!(r.to_string(), "[2001:db8::5]:5432-5432");
+        for plain in ["10.0.0.0/8", "::1", "[::1]/128", "fd00::/8"] {
+            let r: PeerRange = plain.parse().unwrap();
+            assert_eq!(r.ports(), None, "{plain}");
+        }
+        assert!(matches!(
+            "10.0.0.0/8:5000".parse::<PeerRange>(),
+            Err(CidrError::PortsOnNetwork(_))
+        ));
+        for bad in [
+            "10.0.0.5:0",
+            "10.0.0.5:5100-5000",
+            "10.0.0.5:x",
+            "10.0.0.5:70000",
+            "[::1]:",
+        ] {
+            assert!(
+                matches!(bad.parse::<PeerRange>(), Err(CidrError::Ports(_))),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            "10.0.0:5000".parse::<PeerRange>(),
+            Err(CidrError::Address(_))
+        ));
+    }
+
+    #[test]
+    fn own_addresses_open_only_through_an_entry_naming_them_or_loopback() {
+        let p = |allow: &[&str]| {
+            PeerPolicy::new(allow.iter().map(|s| s.parse().unwrap()).collect(), vec![])
+        };
+        let own = ip("10.0.0.5");
+        // The README's example: a range that merely contains the address.
+        assert!(!p(&["10.0.0.0/8"]).opens_own(own, Some(5432)));
+        assert!(!p(&["0.0.0.0/0"]).opens_own(ip("127.0.0.1"), Some(5432)));
+        assert!(!p(&["::/0"]).opens_own(ip("::1"), None));
+        // Named alone, on every port or on its range.
+        assert!(p(&["10.0.0.5/32"]).opens_own(own, Some(5432)));
+        assert!(p(&["10.0.0.5"]).opens_own(own, None));
+        let ranged = p(&["10.0.0.5:5000-5100"]);
+        assert!(ranged.opens_own(own, Some(5000)) && ranged.opens_own(own, Some(5100)));
+        assert!(!ranged.opens_own(own, Some(5432)));
+        assert!(
+            ranged.opens_own(own, None),
+            "some port: a permission is possible"
+        );
+        // Loopback ranges, as tests on loopback use.
+        assert!(p(&["127.0.0.0/8"]).opens_own(ip("127.0.0.1"), Some(5432)));
+        assert!(p(&["::1/128"]).opens_own(ip("::1"), Some(5432)));
+        assert!(p(&["127.0.0.0/8"]).opens_own(ip("::ffff:127.0.0.1"), Some(1)));
+        // Deny still wins.
+        let denied = PeerPolicy::new(
+            vec!["10.0.0.5/32".parse().unwrap()],
+            vec!["10.0.0.0/24".parse().unwrap()],
+        );
+        assert!(!denied.opens_own(own, Some(5432)));
+        // What check-config reports.
+        let own_ips = [own, ip("127.0.0.1"), ip("192.168.1.9")];
+        let wide: PeerRange = "10.0.0.0/8".parse().unwrap();
+        assert_eq!(PeerPolicy::skipped_own(&wide, &own_ips), [own]);
+        let lo: PeerRange = "127.0.0.0/8".parse().unwrap();
+        assert!(PeerPolicy::skipped_own(&lo, &own_ips).is_empty());
+    }
+
+    #[test]
+    fn a_port_range_opens_a_reserved_address_on_those_ports_only() {
+        let p = PeerPolicy::new(vec!["10.1.2.3:5000-5001".parse().unwrap()], vec![]);
+        assert!(p.has_port_ranges());
+        assert_eq!(
+            p.check(ip("10.1.2.3")),
+            Ok(()),
+            "permissions are per address"
+        );
+        assert_eq!(p.check_port(ip("10.1.2.3"), 5001), Ok(()));
+        assert_eq!(
+            p.check_port(ip("10.1.2.3"), 22),
+            Err(Refusal::Reserved("private"))
+        );
+        assert_eq!(p.check_port(ip("8.8.8.8"), 22), Ok(()));
+        assert!(!PeerPolicy::default().has_port_ranges());
     }
 }

@@ -110,6 +110,9 @@ pub struct Server {
     events: VecDeque<Event>,
     /// Challenges per source over UDP.
     challenges: ChallengeLimiter,
+    /// The wall clock, in Unix seconds, as the driver last passed it in
+    /// ([`Server::handle_wall_clock`]).
+    wall_unix: Option<u64>,
     rng: u64,
 }
 
@@ -160,6 +163,7 @@ impl Server {
             commands: VecDeque::new(),
             events: VecDeque::new(),
             challenges,
+            wall_unix: None,
             rng,
         }
     }
@@ -215,6 +219,19 @@ impl Server {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
+    }
+
+    /// The wall clock's reading, in Unix seconds: what a credential's expiry is checked
+    /// against when it is presented for a new allocation. The driver passes it in whenever it
+    /// reads its clocks; lifetimes and timers stay on the monotonic [`Time`]. Until it is
+    /// first called, `Time` stands for the wall clock too (tests that start both at one zero).
+    pub fn handle_wall_clock(&mut self, unix_secs: u64) {
+        self.wall_unix = Some(unix_secs);
+    }
+
+    /// The wall clock at `now`, in Unix seconds.
+    fn wall_secs(&self, now: Time) -> u64 {
+        self.wall_unix.unwrap_or_else(|| now.unix_secs())
     }
 
     /// Expires allocations whose lifetime ran out, and sweeps stale permissions and channels.
@@ -286,7 +303,7 @@ impl Server {
             return None;
         }
         let from = canonical(from);
-        if !self.own_port_allowed(from) {
+        if self.check_peer_port(from).is_err() {
             return None;
         }
         let alloc = self.get_mut(id)?;
@@ -428,9 +445,12 @@ impl Server {
             // A wrong FINGERPRINT means it is not STUN at all (RFC 8489 §7.3): no answer.
             Err(StunParseError::FingerprintMismatch) => return ClientAction::Done,
             _ => {
-                // Keep the transaction id of a malformed request so it still gets its 400.
+                // Keep the transaction id of a malformed request so it still gets its 400
+                // (within the source's budget: it proves nothing).
                 if let Ok(h) = MessageHeader::from_bytes(data) {
-                    if h.get_type().class() == MessageClass::Request {
+                    if h.get_type().class() == MessageClass::Request
+                        && self.unauthenticated_budget(now, &tuple)
+                    {
                         let reply = Reply {
                             key: None,
                             fingerprint: false,
@@ -443,13 +463,13 @@ impl Server {
             }
         };
         match (msg.class(), msg.method()) {
-            (MessageClass::Request, BINDING) => self.binding(tuple, &msg),
+            (MessageClass::Request, BINDING) => self.binding(now, tuple, &msg),
             (MessageClass::Request, ALLOCATE) => self.allocate(now, tuple, &msg),
             (MessageClass::Request, m @ (REFRESH | CREATE_PERMISSION | CHANNEL_BIND)) => {
                 self.on_allocation(now, tuple, &msg, m)
             }
             (MessageClass::Indication, SEND) => return self.send(now, &tuple, &msg, data),
-            (MessageClass::Request, m) => {
+            (MessageClass::Request, m) if self.unauthenticated_budget(now, &tuple) => {
                 let reply = reply_opts(&msg, None);
                 let txid = msg.transaction_id();
                 self.refuse(tuple, m, txid, &RequestError::BadRequest, &reply);
@@ -460,8 +480,12 @@ impl Server {
         ClientAction::Done
     }
 
-    /// Binding (RFC 8489 §3): the client's reflexive address, no authentication.
-    fn binding(&mut self, tuple: FiveTuple, msg: &Message<'_>) {
+    /// Binding (RFC 8489 §3): the client's reflexive address, no authentication, so within
+    /// the source's budget of unauthenticated answers.
+    fn binding(&mut self, now: Time, tuple: FiveTuple, msg: &Message<'_>) {
+        if !self.unauthenticated_budget(now, &tuple) {
+            return;
+        }
         let reply = reply_opts(msg, None);
         let txid = msg.transaction_id();
         match unknown_required(msg) {
@@ -540,7 +564,7 @@ impl Server {
             }
             (Some(_), Some(unknown)) => Err(RequestError::UnknownAttributes(unknown)),
             (Some(id), None) => match method {
-                REFRESH => self.refresh(now, id, msg),
+                REFRESH => self.refresh(now, id, msg, auth.expired),
                 CREATE_PERMISSION => self.create_permission(now, id, msg),
                 _ => self.channel_bind(now, id, msg),
             },

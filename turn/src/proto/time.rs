@@ -6,8 +6,10 @@ use std::time::Duration;
 ///
 /// The core never reads a clock. The driver passes `Time` into every `handle_*` call, computed
 /// from a monotonic clock anchored to the wall clock once at start, so that it never goes
-/// backwards yet still compares with the Unix expiry in a credential's username. Tests start it
-/// at a fixed value and move it by hand.
+/// backwards: lifetimes, nonces and timers run on it. A credential's expiry is wall-clock
+/// time, which may have been stepped since the start (NTP); it is compared with the wall
+/// clock the driver passes in as well ([`Server::handle_wall_clock`](super::Server::handle_wall_clock)).
+/// Tests start it at a fixed value and move it by hand.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Time(u64);
 

@@ -48,10 +48,14 @@ impl Server {
             }
         }
         if !has_integrity(msg) && !msg.has_attribute(RequestedTransport::TYPE) {
-            // Malformed whoever sends it: a 28-byte 400 rather than a 64-byte challenge to a
-            // possibly spoofed 20-byte request.
-            let reply = reply_opts(msg, None);
-            return self.refuse(tuple, ALLOCATE, txid, &RequestError::BadRequest, &reply);
+            // Malformed whoever sends it: a 40-byte 400 (ERROR-CODE with its reason phrase)
+            // rather than a challenge (72 bytes with a short realm) to a possibly spoofed
+            // 20-byte request, and within the source's budget like any unauthenticated answer.
+            if self.unauthenticated_budget(now, &tuple) {
+                let reply = reply_opts(msg, None);
+                self.refuse(tuple, ALLOCATE, txid, &RequestError::BadRequest, &reply);
+            }
+            return;
         }
         let auth = match self.authenticate(now, tuple, msg) {
             Ok(auth) => auth,
@@ -188,8 +192,15 @@ impl Server {
         })
     }
 
-    /// Refresh (RFC 8656 §7.3).
-    pub(super) fn refresh(&mut self, now: Time, id: AllocId, msg: &Message<'_>) -> Answer {
+    /// Refresh (RFC 8656 §7.3). With an `expired` credential, the lifetime granted ends
+    /// `max_allocation_life` after the allocation's creation at the latest.
+    pub(super) fn refresh(
+        &mut self,
+        now: Time,
+        id: AllocId,
+        msg: &Message<'_>,
+        expired: bool,
+    ) -> Answer {
         if let Ok(r) = msg.attribute::<RequestedAddressFamily>() {
             // RFC 8656 §7.3: a family the allocation does not have is a mismatch.
             let family = if r.family() == AddressFamily::IPV6 {
@@ -206,7 +217,10 @@ impl Server {
             self.close(now, id, CloseReason::Deleted);
             return Ok(Some(0));
         }
-        let lifetime = granted_lifetime(&self.config, requested);
+        let mut lifetime = granted_lifetime(&self.config, requested);
+        if let Some(a) = self.get(id).filter(|_| expired) {
+            lifetime = lifetime.min(self.grace_left(a, now));
+        }
         let expires = now + lifetime;
         if let Some(a) = self.get_mut(id) {
             let old = std::mem::replace(&mut a.expires, expires);

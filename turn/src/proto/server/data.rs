@@ -18,11 +18,9 @@ use crate::proto::channel::{BindError, CHANNEL_MAX, CHANNEL_MIN};
 use crate::proto::policy::{self, Refusal};
 use crate::proto::{Family, FiveTuple, RequestError, Time};
 
-/// A peer on one of the box's own addresses, at a port that is not a relay port
-/// ([`Server::own_port_allowed`]).
-const OWN_ADDRESS: RequestError = RequestError::Forbidden {
-    reason: Refusal::Reserved("own-address"),
-};
+/// A peer on one of the box's own addresses, at a port that is not a relay port and that no
+/// `allow_peers` entry naming the address opens ([`Server::check_peer_port`]).
+const OWN_ADDRESS: Refusal = Refusal::Reserved("own-address");
 
 impl Server {
     /// ChannelData from a client (RFC 8656 §12.6): the hot path, no allocation, no parsing
@@ -81,7 +79,7 @@ impl Server {
                 }
                 // A relay port no allocation holds: some other program's socket, reachable
                 // only where the operator allowed the address explicitly.
-                _ if self.config.policy.is_explicitly_allowed(peer.ip()) => {}
+                _ if self.config.policy.opens_own(peer.ip(), Some(peer.port())) => {}
                 _ => return ClientAction::Done,
             }
         }
@@ -153,9 +151,8 @@ impl Server {
             return Err(RequestError::BadRequest);
         }
         self.check_peer_ip(id, peer.ip())?;
-        if !self.own_port_allowed(peer) {
-            return Err(OWN_ADDRESS);
-        }
+        self.check_peer_port(peer)
+            .map_err(|reason| RequestError::Forbidden { reason })?;
         let (max, perm_expires) = (
             self.config.max_channels,
             now + self.config.permission_lifetime,
@@ -206,9 +203,9 @@ impl Server {
         if !permitted {
             return ClientAction::Done;
         }
-        if !self.own_port_allowed(peer) {
+        if let Err(reason) = self.check_peer_port(peer) {
             // Refused as a request would be, but an indication gets no answer.
-            self.record(&OWN_ADDRESS);
+            self.record(&RequestError::Forbidden { reason });
             return ClientAction::Done;
         }
         self.forward(id, peer, payload)
@@ -232,19 +229,37 @@ impl Server {
         Ok(())
     }
 
-    /// The box's own addresses are peers only on relay ports (delivered in-process), unless
-    /// `allow_peers` names them: its HTTP port, SSH and the like are never reachable by default,
-    /// whatever the address (public or private) they are asked through.
-    ///
-    /// The box's other addresses (`ServerConfig::host_ips`: its listeners, its interfaces) are
-    /// never peers, on any port, unless `allow_peers` names them.
-    pub(super) fn own_port_allowed(&self, peer: SocketAddr) -> bool {
-        let ip = policy::normalize(peer.ip());
-        let relayable = self.is_own_ip(ip) && self.config.relay_ports.contains(&peer.port());
-        let ours = self.is_own_ip(ip) || self.config.host_ips.contains(&ip);
-        !ours || relayable || self.config.policy.is_explicitly_allowed(ip)
+    /// The policy for a peer's port, beyond its IP's permission. The box's own addresses
+    /// ([`Server::is_host_ip`]) are peers only on relay ports, delivered in-process, unless an
+    /// `allow_peers` entry naming the address alone, or a loopback range, opens it
+    /// ([`PeerPolicy::opens_own`](policy::PeerPolicy::opens_own)): its HTTP port, SSH, a
+    /// database and the like are never reachable through a range that merely contains the
+    /// address. Other peers are limited only by `allow_peers` entries with ports.
+    pub(super) fn check_peer_port(&self, peer: SocketAddr) -> Result<(), Refusal> {
+        let (ip, port) = (policy::normalize(peer.ip()), peer.port());
+        if self.is_host_ip(ip) {
+            let relayable = self.is_own_ip(ip) && self.config.relay_ports.contains(&port);
+            let opened = relayable || self.config.policy.opens_own(ip, Some(port));
+            return if opened { Ok(()) } else { Err(OWN_ADDRESS) };
+        }
+        if self.config.policy.has_port_ranges() {
+            self.config.policy.check_port(ip, port)
+        } else {
+            Ok(())
+        }
     }
 
+    /// Whether `ip` (normalised) is one of the box's own addresses: a relay or external
+    /// address, another address of the host (`ServerConfig::host_ips`: its listeners, its
+    /// interfaces), loopback, or the unspecified address (which reaches the host too).
+    fn is_host_ip(&self, ip: IpAddr) -> bool {
+        ip.is_loopback()
+            || ip.is_unspecified()
+            || self.is_own_ip(ip)
+            || self.config.host_ips.contains(&ip)
+    }
+
+    /// Whether `ip` is one of the relay's own relay (or external) addresses.
     fn is_own_ip(&self, ip: IpAddr) -> bool {
         let ip = policy::normalize(ip);
         self.config.relay_ips.contains(&ip) || self.config.external_ips.contains(&ip)

@@ -127,13 +127,66 @@ fn challenges_over_udp_are_limited_per_source_address() {
 }
 
 #[test]
+fn every_unauthenticated_answer_over_udp_draws_on_the_source_budget() {
+    use crate::proto::limit::CHALLENGE_BURST;
+    // Each request that proves nothing, and what it would draw: a Binding answer, its 420, a
+    // 400 for a malformed request, an unknown method, a bare Allocate, integrity without
+    // credentials, and a challenge.
+    let binding = request(BINDING).finish();
+    let mut unknown_attr = request(BINDING);
+    unknown_attr.push_attribute_unchecked(&stun_types::attribute::RawAttribute::new(
+        0x0030.into(),
+        &[1, 2, 3, 4],
+    ));
+    let mut malformed = binding.clone();
+    malformed[3] = 8;
+    malformed.extend_from_slice(&[0x00, 0x06, 0x00, 0x40, b'a', b'b', b'c', b'd']);
+    let no_credentials = Cred::new("alice", T0 + 60).sign(request(ALLOCATE), REALM, None);
+    let requests = [
+        binding,
+        unknown_attr.finish(),
+        malformed,
+        request(Method::new(0x0099)).finish(),
+        request(ALLOCATE).finish(),
+        no_credentials.finish(),
+        allocate_request().finish(),
+    ];
+    for req in &requests {
+        let mut h = H::new(config());
+        // One address, any ports: the burst, then silence, whatever the request.
+        let answered = (0..2 * CHALLENGE_BURST as u16)
+            .filter(|i| !h.feed(client(1000 + i), req).is_empty())
+            .count();
+        assert_eq!(answered as u64, CHALLENGE_BURST, "{}", describe(req));
+        let dropped = h
+            .events()
+            .iter()
+            .filter(|e| **e == Event::ChallengeDropped)
+            .count();
+        assert_eq!(dropped as u64, CHALLENGE_BURST, "{}", describe(req));
+        // They share one budget: a source that spent it on Bindings gets no 400 either.
+        for other in &requests {
+            assert!(
+                h.feed(client(5000), other).is_empty(),
+                "{}",
+                describe(other)
+            );
+        }
+        // Over TCP, and from loopback, nothing is limited.
+        assert_eq!(h.feed(tcp_client(5000), req).len(), 1);
+        let local = FiveTuple::udp(addr("127.0.0.1:1000"), addr("127.0.0.1:3478"));
+        assert_eq!(h.feed(local, req).len(), 1);
+    }
+}
+
+#[test]
 fn unauthenticated_requests_that_cannot_succeed_are_not_challenged() {
     let mut h = H::new(config());
-    // A bare Allocate: 400, no bigger than twice the request.
+    // A bare Allocate: a 40-byte 400 (ERROR-CODE and its reason phrase), twice the request.
     let req = request(ALLOCATE).finish();
     let bytes = h.one(client(1000), &req);
     assert_eq!(code(&bytes), ErrorCode::BAD_REQUEST);
-    assert!(bytes.len() <= 2 * req.len());
+    assert_eq!((req.len(), bytes.len()), (20, 40));
     assert!(!Message::from_bytes(&bytes)
         .unwrap()
         .has_attribute(Nonce::TYPE));
@@ -289,6 +342,96 @@ fn expired_forged_and_foreign_credentials_get_401() {
     );
     assert!(h.saw(Event::AuthFailed(AuthFailure::WrongRealm)));
     assert_eq!(h.server.allocation_count(), 0);
+}
+
+// ---- Credential expiry: the wall clock, and allocations that outlive their credential ----
+
+#[test]
+fn a_credential_expired_by_the_wall_clock_is_refused_for_allocate() {
+    // The monotonic clock (anchored at start) says T0; the wall clock was stepped two days on
+    // since (NTP after a boot with a stale clock). A credential of a day has expired.
+    let mut h = H::new(config());
+    h.server.handle_wall_clock(T0 + 2 * 86_400);
+    let bytes = h.authed(client(1), &Cred::day("alice"), allocate_request());
+    assert_eq!(code(&bytes), ErrorCode::UNAUTHORIZED);
+    assert!(h.saw(Event::AuthFailed(AuthFailure::Expired)));
+    assert_eq!(h.server.allocation_count(), 0);
+    // The other way round: stepped back, the monotonic clock two days ahead of the wall
+    // clock; the credential is valid.
+    let mut h = H::new(config());
+    h.advance(2 * 86_400);
+    h.server.handle_wall_clock(T0 + 60);
+    h.allocate(client(1), "alice");
+    assert_eq!(h.server.allocation_count(), 1);
+}
+
+#[test]
+fn a_call_outlives_its_credential_up_to_max_allocation_life_and_not_beyond() {
+    let mut c = config();
+    c.max_allocation_life = Duration::from_secs(12 * 3600);
+    let mut h = H::new(c);
+    // An hour's credential (Synapse's default), refreshed every 500 s as a client does.
+    let hour = Cred::new("alice", T0 + 3600);
+    let bytes = h.authed(client(1), &hour, allocate_request());
+    assert_eq!(code(&bytes), OK);
+    let id = alloc_id(&h, client(1));
+    let lifetime = |bytes: &[u8]| {
+        let msg = Message::from_bytes(bytes).unwrap();
+        msg.attribute::<Lifetime>().map(|l| l.seconds()).ok()
+    };
+    let mut elapsed = 0;
+    while elapsed + 500 < 12 * 3600 {
+        h.advance(500);
+        h.server.handle_wall_clock(h.now.unix_secs());
+        elapsed += 500;
+        let bytes = h.authed(client(1), &hour, refresh(600));
+        assert_eq!(code(&bytes), OK, "refresh at +{elapsed} s");
+        // Past the credential's hour too, and never beyond the cap.
+        let left = 12 * 3600 - elapsed;
+        assert_eq!(lifetime(&bytes), Some(600.min(left) as u32), "+{elapsed} s");
+        // Permissions and channels are kept up as well.
+        assert_eq!(h.ask(client(1), &hour, permission(PUBLIC_PEER)), OK);
+    }
+    assert!(elapsed > 3600);
+    // A new allocation with the expired credential: refused, whoever asks.
+    let bytes = h.authed(client(2), &hour, allocate_request());
+    assert_eq!(code(&bytes), ErrorCode::UNAUTHORIZED);
+    // At the cap the allocation ends, and a refresh cannot bring it back.
+    assert_eq!(elapsed, 43_000);
+    h.advance(199);
+    assert!(h.server.allocation_tuple(id).is_some());
+    h.advance(1);
+    assert!(h.server.allocation_tuple(id).is_none(), "closed at the cap");
+    assert!(h.events().iter().any(|e| matches!(
+        e,
+        Event::AllocationClosed { reason: CloseReason::Expired, lifetime, .. }
+            if *lifetime == Duration::from_secs(12 * 3600)
+    )));
+    let bytes = h.authed(client(1), &hour, refresh(600));
+    assert_eq!(code(&bytes), ErrorCode::UNAUTHORIZED);
+}
+
+#[test]
+fn past_the_cap_an_expired_credential_no_longer_refreshes() {
+    let mut c = config();
+    c.max_allocation_life = Duration::from_secs(1800);
+    let mut h = H::new(c);
+    let hour = Cred::new("alice", T0 + 3600);
+    assert_eq!(code(&h.authed(client(1), &hour, allocate_request())), OK);
+    // Within its credential's hour the cap does not apply: a valid credential refreshes as
+    // always, past the 30 minutes.
+    for _ in 0..6 {
+        h.advance(500);
+        h.server.handle_wall_clock(h.now.unix_secs());
+        assert_eq!(h.ask(client(1), &hour, refresh(1200)), OK);
+    }
+    // After the hour, the allocation (live until 70 minutes, and 62 old) is past its 30: 401.
+    h.advance(700);
+    h.server.handle_wall_clock(h.now.unix_secs());
+    assert_eq!(h.server.allocation_count(), 1);
+    let bytes = h.authed(client(1), &hour, refresh(600));
+    assert_eq!(code(&bytes), ErrorCode::UNAUTHORIZED);
+    assert!(h.saw(Event::AuthFailed(AuthFailure::Expired)));
 }
 
 #[test]

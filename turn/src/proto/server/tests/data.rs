@@ -371,6 +371,79 @@ fn other_addresses_of_the_host_are_never_peers_unless_allowed() {
     );
 }
 
+/// The README's example: `relay_ip 10.0.0.5`, `allow_peers 10.0.0.0/8`, and a database on the
+/// relay's own 10.0.0.5:5432 (and on another address of the box, 10.0.0.6).
+fn lan_relay(allow: &[&str]) -> (H, AllocId, Cred) {
+    let mut c = ServerConfig::new(REALM, SECRET, "10.0.0.5".parse().unwrap());
+    c.nonce_key = [9; 32];
+    c.relay_ports = 50000..=50999;
+    c.host_ips = vec!["10.0.0.6".parse().unwrap(), "127.0.0.1".parse().unwrap()];
+    c.policy = policy::PeerPolicy::new(allow.iter().map(|s| s.parse().unwrap()).collect(), vec![]);
+    with_alice(c)
+}
+
+#[test]
+fn a_range_containing_the_box_own_addresses_does_not_open_their_services() {
+    let (mut h, id, alice) = lan_relay(&["10.0.0.0/8", "0.0.0.0/0"]);
+    // The LAN is open...
+    assert_eq!(
+        h.ask(client(1), &alice, channel_bind(0x4000, "10.9.9.9:5432")),
+        OK
+    );
+    // ...but not the box itself, by any of its addresses, loopback or unspecified included.
+    for own in [
+        "10.0.0.5:5432",
+        "10.0.0.6:5432",
+        "127.0.0.1:5432",
+        "0.0.0.0:5432",
+    ] {
+        assert_eq!(h.ask(client(1), &alice, permission(own)), OK, "{own}");
+        assert_eq!(
+            h.ask(client(1), &alice, channel_bind(0x4001, own)),
+            ErrorCode::FORBIDDEN,
+            "{own}"
+        );
+        let send = send_indication(own, b"x");
+        assert_eq!(h.handle(client(1), &send), ClientAction::Done, "{own}");
+        assert!(from_peer(&mut h, id, own, b"x").is_none(), "{own}");
+    }
+    assert!(h.saw(Event::PeerRefused(Refusal::Reserved("own-address"))));
+    // Its relay ports stay reachable (relay to relay; nobody holds this one).
+    assert_eq!(
+        h.ask(client(1), &alice, channel_bind(0x4002, "10.0.0.5:50900")),
+        OK
+    );
+}
+
+#[test]
+fn an_entry_naming_the_own_address_alone_opens_it_on_its_ports() {
+    let (mut h, id, alice) = lan_relay(&["10.0.0.5:5000-5100", "10.0.0.6/32", "127.0.0.0/8"]);
+    assert_eq!(
+        h.ask(client(1), &alice, channel_bind(0x4000, "10.0.0.5:5000")),
+        OK
+    );
+    assert!(matches!(
+        h.handle(client(1), &send_indication("10.0.0.5:5100", b"x")),
+        ClientAction::Relay { .. }
+    ));
+    assert!(from_peer(&mut h, id, "10.0.0.5:5000", b"x").is_some());
+    // Outside the range: refused.
+    assert_eq!(
+        h.ask(client(1), &alice, channel_bind(0x4001, "10.0.0.5:5432")),
+        ErrorCode::FORBIDDEN
+    );
+    assert!(from_peer(&mut h, id, "10.0.0.5:5432", b"x").is_none());
+    // Named without ports, and the loopback range: every port.
+    for (number, open) in [(0x4002, "10.0.0.6:5432"), (0x4003, "127.0.0.1:5432")] {
+        assert_eq!(
+            h.ask(client(1), &alice, channel_bind(number, open)),
+            OK,
+            "{open}"
+        );
+        assert!(from_peer(&mut h, id, open, b"x").is_some(), "{open}");
+    }
+}
+
 // ---- Streams (TCP, TLS) ---------------------------------------------------------------------
 
 #[test]
