@@ -88,7 +88,7 @@ fn describe() {
     );
     describe_counter!(
         "switchboard_turn_challenges_dropped_total",
-        "401/438 challenges not sent over UDP: their source was over its budget (50/s)."
+        "Unauthenticated answers (challenges, Binding answers, 400s) not sent over UDP: their source was over its budget (50/s)."
     );
     describe_counter!(
         "switchboard_turn_hairpin_packets_total",
