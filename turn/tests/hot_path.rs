@@ -11,8 +11,8 @@ use stun_types::message::{
 };
 use switchboard_turn::credentials::{long_term_key, mint};
 use switchboard_turn::proto::{
-    ClientAction, Command, Family, FiveTuple, Server, ServerConfig, Time, PEER_HEADROOM,
-    PEER_TAILROOM,
+    ClientAction, Command, Family, FiveTuple, RelayRequest, Server, ServerConfig, Time,
+    PEER_HEADROOM, PEER_TAILROOM,
 };
 use turn_types::attribute::{ChannelNumber, RequestedTransport, XorPeerAddress};
 use turn_types::message::{ALLOCATE, CHANNEL_BIND};
@@ -75,7 +75,7 @@ fn channel_data_both_ways_allocates_nothing() {
     let mut w = Message::builder_request(ALLOCATE, MessageWriteVec::new());
     w.add_attribute(&RequestedTransport::new(17)).unwrap();
     authed(&mut server, w);
-    let Some(Command::OpenRelay { id, .. }) = server.poll_command() else {
+    let Some(Command::OpenRelay(RelayRequest { id, .. })) = server.poll_command() else {
         panic!("no OpenRelay");
     };
     server.handle_relay_opened(

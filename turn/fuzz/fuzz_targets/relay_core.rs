@@ -639,20 +639,16 @@ impl Harness {
         while let Some(cmd) = self.server.poll_command() {
             trace!("   command {cmd:?}");
             match cmd {
-                Command::OpenRelay {
-                    id,
-                    family,
-                    even_port,
-                } => {
+                Command::OpenRelay(r) => {
                     assert!(
-                        self.server.allocation_tuple(id).is_some(),
+                        self.server.allocation_tuple(r.id).is_some(),
                         "OpenRelay for a missing allocation"
                     );
-                    assert!(self.server.config().relay_ip(family).is_some());
-                    if !self.issued.contains(&id) {
-                        self.issued.push(id);
+                    assert!(self.server.config().relay_ip(r.family).is_some());
+                    if !self.issued.contains(&r.id) {
+                        self.issued.push(r.id);
                     }
-                    self.pending.push((id, family, even_port));
+                    self.pending.push((r.id, r.family, r.even_port));
                 }
                 Command::CloseRelay { id } => {
                     assert!(

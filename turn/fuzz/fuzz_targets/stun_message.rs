@@ -41,7 +41,8 @@ use turn_types::AddressFamily;
 use switchboard_turn::credentials;
 use switchboard_turn::proto::nonce::Nonces;
 use switchboard_turn::proto::{
-    ClientAction, Command, FiveTuple, Server, ServerConfig, Transmit, PEER_HEADROOM, PEER_TAILROOM,
+    ClientAction, Command, FiveTuple, RelayRequest, Server, ServerConfig, Transmit, PEER_HEADROOM,
+    PEER_TAILROOM,
 };
 use switchboard_turn::Time;
 use switchboard_turn_fuzz::{
@@ -134,7 +135,7 @@ fn setup() -> &'static Setup {
 /// Answers every OpenRelay as the driver would (a fixed port per family).
 fn open_all(s: &mut Server) {
     while let Some(cmd) = s.poll_command() {
-        if let Command::OpenRelay { id, family, .. } = cmd {
+        if let Command::OpenRelay(RelayRequest { id, family, .. }) = cmd {
             let ip = s.config().relay_ip(family).expect("configured family");
             let port = if ip.is_ipv4() { 50000 } else { 50001 };
             s.handle_relay_opened(now(), id, family, Ok(SocketAddr::new(ip, port)));

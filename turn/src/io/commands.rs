@@ -10,7 +10,9 @@ use std::sync::atomic::Ordering;
 
 use rand::Rng;
 
-use crate::proto::{AllocId, CloseReason, Command, Event, Family, OpenError, Time, Usage};
+use crate::proto::{
+    AllocId, CloseReason, Command, Event, Family, OpenError, RelayRequest, Time, Usage,
+};
 
 use super::{relay_slot, token, Driver, RelaySocket, KIND_RELAY};
 
@@ -22,13 +24,9 @@ impl Driver {
             while let Some(cmd) = self.server.poll_command() {
                 progressed = true;
                 match cmd {
-                    Command::OpenRelay {
-                        id,
-                        family,
-                        even_port,
-                    } => {
-                        let result = self.open_relay(id, family, even_port);
-                        self.server.handle_relay_opened(now, id, family, result);
+                    Command::OpenRelay(r) => {
+                        let result = self.open_relay(r);
+                        self.server.handle_relay_opened(now, r.id, r.family, result);
                     }
                     Command::CloseRelay { id } => self.close_relay(id),
                 }
@@ -140,12 +138,12 @@ impl Driver {
 
     /// Binds a relay socket of `family` on a random free port of the range (an even one if
     /// asked).
-    fn open_relay(
-        &mut self,
-        id: AllocId,
-        family: Family,
-        even: bool,
-    ) -> Result<SocketAddr, OpenError> {
+    fn open_relay(&mut self, r: RelayRequest) -> Result<SocketAddr, OpenError> {
+        let RelayRequest {
+            id,
+            family,
+            even_port: even,
+        } = r;
         let Some(ip) = self.server.config().relay_ip(family) else {
             return Err(OpenError::Io);
         };

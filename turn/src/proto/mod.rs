@@ -128,17 +128,21 @@ pub struct Transmit {
     pub data: Vec<u8>,
 }
 
+/// The relay socket an allocation needs: on the relay address of `family`, a port from the
+/// range (an even one if `even_port`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RelayRequest {
+    pub id: AllocId,
+    pub family: Family,
+    pub even_port: bool,
+}
+
 /// A side effect the core asks of the driver.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Command {
-    /// Open a relay socket on the relay address of `family` (a port from the range, an even
-    /// one if `even_port`) for this allocation and report the result with
-    /// [`Server::handle_relay_opened`]. A dual allocation asks for IPv4, then IPv6.
-    OpenRelay {
-        id: AllocId,
-        family: Family,
-        even_port: bool,
-    },
+    /// Open a relay socket and report the result with [`Server::handle_relay_opened`]. A dual
+    /// allocation asks for IPv4, then IPv6.
+    OpenRelay(RelayRequest),
     /// Close this allocation's relay sockets (one or two).
     CloseRelay { id: AllocId },
 }

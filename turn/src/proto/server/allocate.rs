@@ -18,7 +18,9 @@ use super::auth::{has_integrity, Authed};
 use super::reply::reply_opts;
 use super::{unknown_required, Server};
 use crate::proto::allocation::{AllocId, Allocation, Phase, Usage};
-use crate::proto::{CloseReason, Command, Family, FiveTuple, RequestError, ServerConfig, Time};
+use crate::proto::{
+    CloseReason, Command, Family, FiveTuple, RelayRequest, RequestError, ServerConfig, Time,
+};
 
 /// What a request on an allocation answers (Refresh, CreatePermission, ChannelBind):
 /// `Ok(Some(seconds))` with a LIFETIME, `Ok(None)` without.
@@ -100,11 +102,12 @@ impl Server {
         self.by_tuple.insert(tuple, id);
         for family in [Family::V4, Family::V6] {
             if family == primary || dual {
-                self.commands.push_back(Command::OpenRelay {
+                let request = RelayRequest {
                     id,
                     family,
                     even_port,
-                });
+                };
+                self.commands.push_back(Command::OpenRelay(request));
             }
         }
     }

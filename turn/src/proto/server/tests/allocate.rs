@@ -295,7 +295,7 @@ fn no_relay_port_gives_508_and_leaves_nothing() {
     let req = cred.seal(allocate_request(), &nonce);
     let action = h.handle(client(1000), &req);
     assert_eq!(action, ClientAction::Done);
-    let Some(Command::OpenRelay { id, .. }) = h.server.poll_command() else {
+    let Some(Command::OpenRelay(RelayRequest { id, .. })) = h.server.poll_command() else {
         panic!("expected OpenRelay");
     };
     h.server

@@ -106,11 +106,11 @@ fn dual_allocation_without_an_ipv6_socket_keeps_the_ipv4_half() {
         h.handle(client(1), &cred.seal(w, &nonce)),
         ClientAction::Done
     );
-    let Some(Command::OpenRelay {
+    let Some(Command::OpenRelay(RelayRequest {
         id,
         family: Family::V4,
         ..
-    }) = h.server.poll_command()
+    })) = h.server.poll_command()
     else {
         panic!("expected the IPv4 socket first");
     };
@@ -120,9 +120,9 @@ fn dual_allocation_without_an_ipv6_socket_keeps_the_ipv4_half() {
         h.server.poll_transmit().is_none(),
         "waits for the IPv6 socket"
     );
-    let Some(Command::OpenRelay {
+    let Some(Command::OpenRelay(RelayRequest {
         family: Family::V6, ..
-    }) = h.server.poll_command()
+    })) = h.server.poll_command()
     else {
         panic!("expected the IPv6 socket");
     };
@@ -142,7 +142,7 @@ fn dual_allocation_without_an_ipv6_socket_keeps_the_ipv4_half() {
         .unwrap();
     let nonce = h.nonce(client(2));
     h.handle(client(2), &cred.seal(w, &nonce));
-    let Some(Command::OpenRelay { id, .. }) = h.server.poll_command() else {
+    let Some(Command::OpenRelay(RelayRequest { id, .. })) = h.server.poll_command() else {
         panic!("expected OpenRelay");
     };
     h.server.poll_command();

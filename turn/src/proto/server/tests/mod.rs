@@ -30,6 +30,7 @@ use turn_types::AddressFamily;
 use super::*;
 use crate::proto::credentials::{long_term_key, mint};
 use crate::proto::policy::{self, Refusal};
+use crate::proto::RelayRequest;
 
 const REALM: &str = "example.org";
 const SECRET: &[u8] = b"s3cret";
@@ -81,19 +82,16 @@ impl H {
     fn open_relays(&mut self) {
         while let Some(cmd) = self.server.poll_command() {
             match cmd {
-                Command::OpenRelay {
-                    id,
-                    family,
-                    even_port,
-                } => {
-                    if even_port && self.next_port % 2 == 1 {
+                Command::OpenRelay(r) => {
+                    if r.even_port && self.next_port % 2 == 1 {
                         self.next_port += 1;
                     }
                     let port = self.next_port;
                     self.next_port += 1;
-                    let ip = self.server.config().relay_ip(family).unwrap();
+                    let ip = self.server.config().relay_ip(r.family).unwrap();
                     let a = SocketAddr::new(ip, port);
-                    self.server.handle_relay_opened(self.now, id, family, Ok(a));
+                    self.server
+                        .handle_relay_opened(self.now, r.id, r.family, Ok(a));
                 }
                 Command::CloseRelay { id } => self.closed.push(id),
             }
