@@ -112,10 +112,7 @@ impl Channels {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn addr(s: &str) -> SocketAddr {
-        s.parse().unwrap()
-    }
+    use crate::proto::testing::addr;
 
     #[test]
     fn bind_refresh_and_conflicts() {

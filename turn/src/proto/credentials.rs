@@ -213,32 +213,30 @@ mod tests {
     #[test]
     fn a_username_without_a_user_counts_as_its_own_user() {
         // Jitsi (Prosody's mod_turncredentials): the expiry alone; or an empty user.
-        assert_eq!(
-            verify("1700000000", ':', 5),
-            ok("1700000000", 1_700_000_000)
-        );
-        assert_eq!(
-            verify("1700000000:", ':', 5),
-            ok("1700000000:", 1_700_000_000)
-        );
-        assert_eq!(
-            verify("1700000000", ':', 1_700_000_001),
-            Err(CredentialError::Expired)
-        );
+        let expiry = 1_700_000_000;
+        for (username, now, want) in [
+            ("1700000000", 5, ok("1700000000", expiry)),
+            ("1700000000:", 5, ok("1700000000:", expiry)),
+            ("1700000000", expiry + 1, Err(CredentialError::Expired)),
+        ] {
+            assert_eq!(verify(username, ':', now), want, "{username:?}");
+        }
     }
 
     #[test]
     fn a_configured_separator_splits_instead_of_the_colon() {
-        assert_eq!(
-            verify("1700000000_@alice:example.org", '_', 5),
-            ok("@alice:example.org", 1_700_000_000)
-        );
-        // With `_` configured, a colon is part of the expiry, which is then not digits.
-        assert_eq!(
-            verify("1700000000:alice", '_', 5),
-            Err(CredentialError::Malformed)
-        );
-        assert_eq!(verify("1700000000_a_b", '_', 5), ok("a_b", 1_700_000_000));
+        let expiry = 1_700_000_000;
+        for (username, want) in [
+            (
+                "1700000000_@alice:example.org",
+                ok("@alice:example.org", expiry),
+            ),
+            // With `_` configured, a colon is part of the expiry, which is then not digits.
+            ("1700000000:alice", Err(CredentialError::Malformed)),
+            ("1700000000_a_b", ok("a_b", expiry)),
+        ] {
+            assert_eq!(verify(username, '_', 5), want, "{username:?}");
+        }
     }
 
     #[test]

@@ -88,10 +88,7 @@ fn mix(mut x: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn ip(s: &str) -> IpAddr {
-        s.parse().unwrap()
-    }
+    use crate::proto::testing::ip;
 
     #[test]
     fn a_burst_then_the_sustained_rate() {

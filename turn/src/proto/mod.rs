@@ -32,6 +32,21 @@ mod server;
 pub mod stream;
 pub mod time;
 
+/// What the unit tests of several mechanisms write the same way.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::net::{IpAddr, SocketAddr};
+
+    /// An address written out, as the tests do; a typo is the test's own bug.
+    pub fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    pub fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+}
+
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 

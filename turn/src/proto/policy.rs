@@ -413,10 +413,7 @@ impl PeerPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn ip(s: &str) -> IpAddr {
-        s.parse().unwrap()
-    }
+    use crate::proto::testing::ip;
 
     #[test]
     fn default_refuses_the_issue_matrix() {

@@ -30,15 +30,12 @@ use turn_types::AddressFamily;
 use super::*;
 use crate::proto::credentials::{long_term_key, mint};
 use crate::proto::policy::{self, Refusal};
+use crate::proto::testing::addr;
 use crate::proto::RelayRequest;
 
 const REALM: &str = "example.org";
 const SECRET: &[u8] = b"s3cret";
 const T0: u64 = 1_700_000_000;
-
-fn addr(s: &str) -> SocketAddr {
-    s.parse().unwrap()
-}
 
 fn config() -> ServerConfig {
     let mut c = ServerConfig::new(REALM, SECRET, "198.51.100.10".parse().unwrap());
