@@ -145,12 +145,7 @@ fn bad_credentials_are_401_and_a_bad_nonce_is_438() {
         .has_attribute(Nonce::TYPE));
     // Another client's nonce.
     let other = Client::new(&d, "alice");
-    let theirs = Message::from_bytes(&other.exchange(&allocate_req(17).finish()))
-        .unwrap()
-        .attribute::<Nonce>()
-        .unwrap()
-        .nonce()
-        .to_owned();
+    let theirs = common::nonce_of(&other.exchange(&allocate_req(17).finish()));
     assert_eq!(code(&c.exchange(&c.seal(allocate_req(17), &theirs))), 438);
 }
 

@@ -10,11 +10,10 @@ use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{code, request, Daemon, TestCert};
+use common::{code, nonce_of, request, Daemon, TestCert};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, SignatureScheme, StreamOwned};
-use stun_types::attribute::Nonce;
 use stun_types::message::{Message, MessageWrite, MessageWriteExt, MessageWriteVec, BINDING};
 use switchboard_turn::proto::stream::frame_len;
 use turn_types::attribute::{ChannelNumber, Data, RequestedTransport, XorPeerAddress};
@@ -77,12 +76,7 @@ impl<S: Read + Write> Client<S> {
     fn allocate_and_bind(&mut self, peer: SocketAddr) -> String {
         let challenge = self.request(&allocate().finish());
         assert_eq!(code(&challenge), 401);
-        let nonce = Message::from_bytes(&challenge)
-            .unwrap()
-            .attribute::<Nonce>()
-            .unwrap()
-            .nonce()
-            .to_owned();
+        let nonce = nonce_of(&challenge);
         let answer = self.request(&self.seal(allocate(), &nonce));
         assert_eq!(code(&answer), 200, "Allocate");
         let mut w = request(CHANNEL_BIND);
