@@ -102,11 +102,6 @@ impl Channels {
     pub(crate) fn prune(&mut self, now: Time) {
         self.list.retain(|b| b.expires + COOLDOWN > now);
     }
-
-    #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
-        self.list.len()
-    }
 }
 
 #[cfg(test)]
@@ -125,7 +120,7 @@ mod tests {
         assert_eq!(c.number(p1, t0), Some(0x4000));
         // Same pair: refresh.
         assert_eq!(c.bind(0x4000, p1, t0, t0 + ttl * 2, 8), Ok(()));
-        assert_eq!(c.len(), 1);
+        assert_eq!(c.list.len(), 1);
         // Number to another peer, or peer to another number: conflict.
         assert_eq!(
             c.bind(0x4000, p2, t0, t0 + ttl, 8),
