@@ -79,7 +79,7 @@ kv() { grep "^$1 " "$3" | tail -1 | tr ' ' '\n' | awk -F= -v k="$2" '$1 == k { p
 # TURN_SECRET and JWT_SECRET, open conversations (the generators make a conversation per
 # call), the store at $2, log level $3. Lines for [turn] and [http] beyond these: $4 and $5.
 # Every client of a benchmark comes from $IP, so the per-source cap is lifted (http's global
-# max_connections still holds).
+# max_connections still holds), and so is the per-user request budget.
 daemon_config() {
     {
         echo "[turn]"
@@ -90,6 +90,9 @@ daemon_config() {
         echo "[http]"
         echo "listen = \"$IP:0\""
         echo "max_connections_per_source = 1000000"
+        # Each load client's two users make requests as fast as the daemon answers.
+        echo "user_rate = 1000000"
+        echo "user_burst = 1000000"
         [[ -z ${5:-} ]] || echo "$5"
         echo "[auth]"
         echo "jwt_secret = \"$JWT_SECRET\""

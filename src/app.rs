@@ -16,7 +16,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::{json, Value};
-use switchboard_signaling::api::{self, ApiState};
+use switchboard_signaling::api::{self, ApiState, UserLimits};
 use switchboard_signaling::auth::Auth;
 use switchboard_signaling::domain::{OpenError, Setup};
 use switchboard_signaling::service::{RelayUsageFn, Settings};
@@ -64,6 +64,7 @@ pub async fn open_domain(
             reconnect_grace: config.calls.reconnect_grace,
             max_participants: config.calls.max_participants as usize,
             open_conversations: config.auth.open_conversations,
+            max_live_per_user: config.calls.max_live_per_user as usize,
         },
         turn: issuer,
         webhook_urls: config.webhooks.urls.clone(),
@@ -107,11 +108,13 @@ impl App {
         let auth = Auth::new(
             config.auth.jwt_secret.as_ref().map(|s| s.expose()),
             config.auth.admin_token.as_ref().map(|s| s.expose()),
-        );
+        )
+        .with_scope(config.auth.scope.clone());
         let state = Arc::new(ApiState {
             calls: domain.calls.clone(),
             auth,
             hub: domain.hub.clone(),
+            limits: UserLimits::new(config.http.user_rate, config.http.user_burst),
         });
         let sio = sio::Engine::new(state.clone());
         let tasks = vec![tokio::spawn(ws::run_heartbeat(domain.hub.clone()))];

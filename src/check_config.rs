@@ -139,34 +139,46 @@ fn summary(c: &Config) -> String {
     ));
     let proxies = &c.http.trusted_proxies;
     s.push_str(&format!(
-        "  http limits: {} connections per address, requests within {}; {}\n",
+        "  http limits: {} connections per address, requests within {}; {}; {} requests/s per \
+         user (bursts of {})\n",
         c.http.max_connections_per_source,
         humantime::format_duration(c.http.request_timeout),
         if proxies.is_empty() {
             "no trusted proxies".to_owned()
         } else {
             format!("{} trusted proxy ranges", proxies.len())
-        }
+        },
+        c.http.user_rate,
+        c.http.user_burst,
     ));
     if let Some(tls) = &c.http.tls {
         s.push_str(&format!("  http cert:   {}\n", tls_line(tls)));
     }
     let set = |secret: &Option<Secret>| if secret.is_some() { "set" } else { "not set" };
+    let scope = &c.auth.scope;
+    let claim = |name: &str, value: &Option<String>| match value {
+        Some(v) => format!(", tokens need {name} \"{v}\""),
+        None => String::new(),
+    };
     s.push_str(&format!(
-        "  auth:        jwt secret {}, admin token {}, open conversations {}\n",
+        "  auth:        jwt secret {}, admin token {}, open conversations {}{}{}\n",
         set(&c.auth.jwt_secret),
         set(&c.auth.admin_token),
         if c.auth.open_conversations {
             "yes"
         } else {
             "no"
-        }
+        },
+        claim("aud", &scope.audience),
+        claim("iss", &scope.issuer),
     ));
     s.push_str(&format!(
-        "  calls:       ring {}, reconnect grace {}, at most {} participants\n",
+        "  calls:       ring {}, reconnect grace {}, at most {} participants, {} live calls \
+         per user\n",
         humantime::format_duration(c.calls.ring_timeout),
         humantime::format_duration(c.calls.reconnect_grace),
-        c.calls.max_participants
+        c.calls.max_participants,
+        c.calls.max_live_per_user,
     ));
     let w = &c.webhooks;
     if w.urls.is_empty() {
@@ -252,7 +264,8 @@ mod tests {
         );
         assert!(
             s.contains(
-                "http limits: 256 connections per address, requests within 30s; no trusted proxies"
+                "http limits: 256 connections per address, requests within 30s; no trusted \
+                 proxies; 20 requests/s per user (bursts of 40)"
             ),
             "{s}"
         );

@@ -114,7 +114,14 @@ async fn sign_in(
         .await?;
     let now = Timestamp::now();
     Ok(Json(SignedIn {
-        token: auth::mint(secret, id, Some(&name), None, now, TOKEN_TTL),
+        token: auth::mint_scoped(
+            secret,
+            demo.api.auth.scope(),
+            id,
+            (Some(&name), None),
+            now,
+            TOKEN_TTL,
+        ),
         user: Member {
             id,
             name: Some(name),

@@ -42,11 +42,11 @@ pub fn run(args: &TokenArgs) -> ExitCode {
         );
         return ExitCode::from(2);
     };
-    let token = auth::mint(
+    let token = auth::mint_scoped(
         secret.expose(),
+        &config.auth.scope,
         user,
-        args.name.as_deref(),
-        args.email.as_deref(),
+        (args.name.as_deref(), args.email.as_deref()),
         Timestamp::now(),
         args.ttl,
     );

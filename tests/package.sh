@@ -214,7 +214,7 @@ expect_active "after install"
 status=$(unit_show StatusText)
 echo "STATUS: $status"
 case $status in
-*"turn 0.0.0.0:3478 (udp, tcp), http 0.0.0.0:8080"*) ;;
+*"turn 0.0.0.0:3478 (udp, tcp), http 127.0.0.1:8080"*) ;;
 *) fail "unexpected STATUS= text: $status" ;;
 esac
 [ "$(IN stat -c %U "/proc/$(unit_show MainPID)")" = switchboard ] ||
@@ -241,6 +241,8 @@ if out=$(IN switchboard check-config --config /etc/switchboard/switchboard.toml 
 fi
 grep -q 'error: /etc/switchboard/switchboard.toml: turn.relay_ip: not set, and this box has no IPv4 route' <<<"$out" ||
     fail "check-config did not name turn.relay_ip: $out"
+# The packaged HTTP listener is loopback (a proxy terminates TLS): no plain-HTTP warning.
+! grep -q 'http.listen' <<<"$out" || fail "check-config warned of the packaged http.listen: $out"
 journal_has 'turn.relay_ip: not set' || fail "serve did not warn of the missing route"
 
 step "systemctl reload (inside)"
@@ -253,7 +255,7 @@ echo "reloaded, MainPID $pid kept"
 
 step "the operator's edit: HTTP on port 80 (inside)"
 # A privileged port as the service user: AmbientCapabilities=CAP_NET_BIND_SERVICE.
-IN sed -i 's/^listen = "0.0.0.0:8080"$/listen = "0.0.0.0:80"/' /etc/switchboard/switchboard.toml
+IN sed -i 's/^listen = "127.0.0.1:8080"$/listen = "127.0.0.1:80"/' /etc/switchboard/switchboard.toml
 IN systemctl restart switchboard
 expect_active "on port 80"
 expect_healthz "on port 80" 80

@@ -5,11 +5,14 @@
 //! from [`CallError`] and [`AuthError`]): 400 for malformed JSON or a wrong field (named), 401
 //! for a missing, expired or forged token, 403 for a role the call does not give, 404 for what
 //! does not exist or is not visible, 405 for a wrong method, 409 for a transition the call's
-//! state does not allow, 413 for a body over [`MAX_BODY`], 422 for a call that cannot be made as
-//! asked, 503 when the store fails. Bad input never reaches a 500, and a failed request changes
+//! state does not allow (or, `too_many_calls`, a caller already in `calls.max_live_per_user` live
+//! calls), 413 for a body over [`MAX_BODY`], 422 for a call that cannot be made as asked, 429
+//! with `Retry-After` for a user over their request budget ([`UserLimits`]), 503 when the store
+//! fails. Bad input never reaches a 500, and a failed request changes
 //! nothing (each operation is one store job).
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::extract::{FromRequest, FromRequestParts, RawPathParams, RawQuery, Request, State};
 use axum::http::{header, request::Parts, HeaderValue, StatusCode};
@@ -29,6 +32,10 @@ use crate::service::{
 use crate::store::StoreError;
 use crate::time::Timestamp;
 
+mod limit;
+
+pub use limit::{UserLimits, DEFAULT_BURST, DEFAULT_RATE};
+
 /// The largest request body accepted.
 pub const MAX_BODY: usize = 64 * 1024;
 
@@ -44,6 +51,8 @@ pub struct ApiState {
     pub auth: Auth,
     /// The signaling hub, for the WebSocket transports.
     pub hub: Arc<Hub>,
+    /// Each user's request budget.
+    pub limits: UserLimits,
 }
 
 /// The API's routes; the daemon nests them beside its own.
@@ -99,6 +108,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// A 429's `Retry-After`, in whole seconds.
+    pub retry_after: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -118,6 +129,20 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// 429 `rate_limited`: over the user's request budget, with a request left after `wait`.
+    pub fn over_budget(wait: Duration) -> ApiError {
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        ApiError {
+            retry_after: Some(secs.max(1)),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many requests from this user; retry after the Retry-After seconds",
+            )
         }
     }
 
@@ -144,6 +169,11 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
     }
@@ -174,6 +204,7 @@ impl From<CallError> for ApiError {
             }
             CallError::NotMembers(_) => (S::UNPROCESSABLE_ENTITY, "not_a_member"),
             CallError::TooFrequent { .. } => (S::TOO_MANY_REQUESTS, "rate_limited"),
+            CallError::TooManyCalls { .. } => (S::CONFLICT, "too_many_calls"),
             CallError::Store(StoreError::Panicked) => {
                 tracing::error!("a store job panicked");
                 return ApiError::new(S::INTERNAL_SERVER_ERROR, "internal_error", "internal error");
@@ -194,7 +225,7 @@ impl From<CallError> for ApiError {
 // ---------------------------------------------------------------------------------------------
 // Extractors.
 
-/// The user a request's bearer JWT stands for.
+/// The user a request's bearer JWT stands for, within their request budget.
 pub struct Caller(pub User);
 
 impl FromRequestParts<Arc<ApiState>> for Caller {
@@ -204,7 +235,12 @@ impl FromRequestParts<Arc<ApiState>> for Caller {
         parts: &mut Parts,
         state: &Arc<ApiState>,
     ) -> Result<Caller, ApiError> {
-        Ok(Caller(state.auth.user(authorization(parts))?))
+        let user = state.auth.user(authorization(parts))?;
+        state
+            .limits
+            .take(user.id, Instant::now())
+            .map_err(ApiError::over_budget)?;
+        Ok(Caller(user))
     }
 }
 

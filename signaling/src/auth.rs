@@ -2,6 +2,8 @@
 //! - users present `Authorization: Bearer <JWT>`, HS256 with `auth.jwt_secret`, minted by the
 //!   host application (or `switchboard token`): `sub` is the user's UUID, `exp` is required,
 //!   `name` and `email` are optional and become the spec's userName and userIdentifier;
+//!   when `auth.audience` or `auth.issuer` are set, the token's `aud` and `iss` must carry them
+//!   ([`Scope`]), so a token the host application minted for another service is refused;
 //! - the host application's provisioning presents `Authorization: Bearer <auth.admin_token>`
 //!   on `/api/admin/`, and can do nothing else.
 
@@ -35,6 +37,14 @@ pub struct Claims {
     pub email: Option<String>,
 }
 
+/// The `aud` and `iss` user tokens must carry (`auth.audience`, `auth.issuer`); `None`: the
+/// claim is not checked (and not required).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scope {
+    pub audience: Option<String>,
+    pub issuer: Option<String>,
+}
+
 /// Why a request is not authenticated (all 401).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
@@ -61,6 +71,7 @@ impl AuthError {
 pub struct Auth {
     jwt: Option<(DecodingKey, Validation)>,
     admin_token: Option<String>,
+    scope: Scope,
 }
 
 impl std::fmt::Debug for Auth {
@@ -68,6 +79,7 @@ impl std::fmt::Debug for Auth {
         f.debug_struct("Auth")
             .field("jwt", &self.jwt.is_some())
             .field("admin_token", &self.admin_token.is_some())
+            .field("scope", &self.scope)
             .finish()
     }
 }
@@ -86,7 +98,32 @@ impl Auth {
         Auth {
             jwt,
             admin_token: admin_token.map(str::to_owned),
+            scope: Scope::default(),
         }
+    }
+
+    /// User tokens must also carry `scope`'s audience and issuer, where set.
+    pub fn with_scope(mut self, scope: Scope) -> Auth {
+        if let Some((_, v)) = &mut self.jwt {
+            let mut required = vec!["exp", "sub"];
+            if let Some(aud) = &scope.audience {
+                v.set_audience(&[aud]);
+                v.validate_aud = true;
+                required.push("aud");
+            }
+            if let Some(iss) = &scope.issuer {
+                v.set_issuer(&[iss]);
+                required.push("iss");
+            }
+            v.set_required_spec_claims(&required);
+        }
+        self.scope = scope;
+        self
+    }
+
+    /// The audience and issuer user tokens must carry (for tokens minted here).
+    pub fn scope(&self) -> &Scope {
+        &self.scope
     }
 
     /// The user a bearer token stands for.
@@ -104,6 +141,12 @@ impl Auth {
                 ErrorKind::InvalidSignature => AuthError::Invalid("bad signature".into()),
                 ErrorKind::InvalidAlgorithm => AuthError::Invalid("only HS256 is accepted".into()),
                 ErrorKind::MissingRequiredClaim(c) => AuthError::Invalid(format!("no `{c}` claim")),
+                ErrorKind::InvalidAudience => {
+                    AuthError::Invalid("`aud` is not this service's (auth.audience)".into())
+                }
+                ErrorKind::InvalidIssuer => {
+                    AuthError::Invalid("`iss` is not the expected issuer (auth.issuer)".into())
+                }
                 ErrorKind::Json(e) => AuthError::Invalid(format!("claims: {e}")),
                 _ => AuthError::Invalid("malformed".into()),
             })?;
@@ -164,7 +207,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Mints a user token (`switchboard token`, and tests).
+/// Mints a user token without `aud` or `iss` (tests).
 pub fn mint(
     jwt_secret: &str,
     user: Uuid,
@@ -173,12 +216,40 @@ pub fn mint(
     now: Timestamp,
     ttl: Duration,
 ) -> String {
+    mint_scoped(jwt_secret, &Scope::default(), user, (name, email), now, ttl)
+}
+
+/// Mints a user token carrying `scope`'s audience and issuer (`switchboard token`, the demo
+/// sign-in).
+pub fn mint_scoped(
+    jwt_secret: &str,
+    scope: &Scope,
+    user: Uuid,
+    (name, email): (Option<&str>, Option<&str>),
+    now: Timestamp,
+    ttl: Duration,
+) -> String {
+    /// The claims with the scope's, which [`Claims`] (what is read) leaves out.
+    #[derive(Serialize)]
+    struct Scoped<'a> {
+        #[serde(flatten)]
+        claims: Claims,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        aud: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        iss: Option<&'a str>,
+    }
     let claims = Claims {
         sub: user.to_string(),
         exp: now.unix_seconds().saturating_add(ttl.as_secs()),
         iat: Some(now.unix_seconds()),
         name: name.map(str::to_owned),
         email: email.map(str::to_owned),
+    };
+    let claims = Scoped {
+        claims,
+        aud: scope.audience.as_deref(),
+        iss: scope.issuer.as_deref(),
     };
     jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
@@ -308,6 +379,57 @@ mod tests {
                 .unwrap_err()
                 .code(),
             "invalid_token"
+        );
+    }
+
+    #[test]
+    fn a_scoped_auth_wants_its_audience_and_issuer() {
+        let id = Uuid::from_u128(0x1234);
+        let now = Timestamp::now();
+        let ttl = Duration::from_secs(60);
+        let scope = |aud: Option<&str>, iss: Option<&str>| Scope {
+            audience: aud.map(str::to_owned),
+            issuer: iss.map(str::to_owned),
+        };
+        let ours = scope(Some("switchboard"), Some("https://chat.example.com"));
+        let a = auth().with_scope(ours.clone());
+        let t = |scope: &Scope| header(&mint_scoped(SECRET, scope, id, (None, None), now, ttl));
+        assert_eq!(a.user(Some(&t(&ours))).unwrap().id, id);
+        for (other, why) in [
+            (
+                scope(None, Some("https://chat.example.com")),
+                "no `aud` claim",
+            ),
+            (scope(Some("switchboard"), None), "no `iss` claim"),
+            (
+                scope(Some("another-service"), Some("https://chat.example.com")),
+                "`aud` is not",
+            ),
+            (
+                scope(Some("switchboard"), Some("https://evil.example")),
+                "`iss` is not",
+            ),
+        ] {
+            match a.user(Some(&t(&other))) {
+                Err(AuthError::Invalid(m)) => assert!(m.contains(why), "{other:?}: {m}"),
+                r => panic!("{other:?}: {r:?}"),
+            }
+        }
+        // An audience among several (`aud` as an array) is accepted.
+        let claims = serde_json::json!({
+            "sub": id.to_string(), "exp": now.unix_seconds() + 60,
+            "aud": ["another-service", "switchboard"], "iss": "https://chat.example.com",
+        });
+        let key = EncodingKey::from_secret(SECRET.as_bytes());
+        let many = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap();
+        assert_eq!(a.user(Some(&header(&many))).unwrap().id, id);
+        // Unscoped, a token's aud and iss are not looked at.
+        assert_eq!(
+            auth()
+                .user(Some(&t(&scope(Some("x"), Some("y")))))
+                .unwrap()
+                .id,
+            id
         );
     }
 

@@ -183,6 +183,7 @@ mod tests {
                 reconnect_grace: grace,
                 max_participants: 8,
                 open_conversations: true,
+                max_live_per_user: 4,
             },
             turn: TurnIssuer::new(b"s", Duration::from_secs(60), Vec::new()),
             webhook_urls: if webhooks {

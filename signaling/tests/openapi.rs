@@ -16,7 +16,7 @@ use axum::http::{header, HeaderMap, Method, Request, StatusCode};
 use axum::Router;
 use http_body_util::BodyExt;
 use serde_json::{json, Map, Value};
-use switchboard_signaling::api::{self, ApiState};
+use switchboard_signaling::api::{self, ApiState, UserLimits};
 use switchboard_signaling::auth::{self, Auth};
 use switchboard_signaling::event::LogSink;
 use switchboard_signaling::service::{CallService, Settings};
@@ -53,6 +53,7 @@ fn app() -> (Router, TempDir) {
         reconnect_grace: Duration::from_secs(30),
         max_participants: MAX_PARTICIPANTS,
         open_conversations: false,
+        max_live_per_user: 4,
     };
     let turn = TurnIssuer::new(
         b"s",
@@ -63,6 +64,8 @@ fn app() -> (Router, TempDir) {
         calls: CallService::new(store, settings, turn, None, Clock::system()),
         auth: Auth::new(Some(JWT_SECRET), Some(ADMIN_TOKEN)),
         hub: Arc::new(switchboard_signaling::hub::Hub::new(16).0),
+        // Every request is one user's, as fast as it runs: no budget.
+        limits: UserLimits::new(u32::MAX, u32::MAX),
     });
     (api::router(state).fallback(api::not_found), dir)
 }

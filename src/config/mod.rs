@@ -32,6 +32,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use rand::RngCore as _;
 use serde::Deserialize;
+use switchboard_signaling::auth::Scope;
 use switchboard_turn::policy::{Cidr, CidrError, PeerRange};
 
 use crate::cors::{self, AllowedOrigins};
@@ -67,6 +68,8 @@ const DEFAULT_HTTP_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_RING_TIMEOUT: Duration = Duration::from_secs(45);
 const DEFAULT_RECONNECT_GRACE: Duration = Duration::from_secs(30);
 const DEFAULT_MAX_PARTICIPANTS: u32 = 20;
+/// A user in a call who starts another (a consultation, a transfer by hand) and a few more.
+const DEFAULT_MAX_LIVE_PER_USER: u32 = 4;
 /// RFC 8489 §14.9: REALM is fewer than 128 characters.
 const MAX_REALM_LEN: usize = 127;
 
@@ -105,6 +108,10 @@ pub struct HttpConfig {
     /// How long a whole request (head and body) may take to arrive, counted from its first
     /// byte (408 after; the head alone also has the 10 s header-read timeout).
     pub request_timeout: Duration,
+    /// Requests a second one user may make to the REST API, in the long run.
+    pub user_rate: u32,
+    /// Requests one user may make at once, over `user_rate`.
+    pub user_burst: u32,
     pub public_url: Option<String>,
     pub tls: Option<TlsFiles>,
     /// Origins whose pages may use the API, Socket.IO and the JS client (see `src/cors.rs`).
@@ -152,13 +159,23 @@ pub struct TurnConfig {
     pub rest_api_separator: char,
 }
 
-/// `[auth]` (parsed only for now).
+/// `[auth]`.
 #[derive(Debug)]
 pub struct AuthConfig {
+    /// At least [`MIN_AUTH_SECRET_LEN`] bytes.
     pub jwt_secret: Option<Secret>,
+    /// At least [`MIN_AUTH_SECRET_LEN`] bytes.
     pub admin_token: Option<Secret>,
     pub open_conversations: bool,
+    /// `auth.audience` and `auth.issuer`: the `aud` and `iss` user tokens must carry.
+    pub scope: Scope,
 }
+
+/// The shortest `auth.jwt_secret` and `auth.admin_token`, in bytes. An HS256 key shorter than
+/// the hash (32 bytes) weakens it (RFC 7518 §3.2 requires at least that), and a token signed
+/// with a short secret can be brute-forced offline from any one token the attacker holds; the
+/// admin token gets the same floor. The generated ones are 32 random bytes in base64 (44).
+pub const MIN_AUTH_SECRET_LEN: usize = 32;
 
 /// `[store]`.
 #[derive(Debug)]
@@ -173,6 +190,8 @@ pub struct CallsConfig {
     pub ring_timeout: Duration,
     pub reconnect_grace: Duration,
     pub max_participants: u32,
+    /// The most live calls a user may be joined in when they start another.
+    pub max_live_per_user: u32,
 }
 
 /// `[webhooks]`: off while `urls` is empty.

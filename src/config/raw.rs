@@ -32,6 +32,7 @@ fn toml_error(text: &str, path: &serde_path_to_error::Path, err: &toml::de::Erro
 #[serde(default, deny_unknown_fields)]
 pub(super) struct Raw {
     pub(super) dev: bool,
+    pub(super) dev_allow_public: bool,
     pub(super) http: RawHttp,
     pub(super) turn: RawTurn,
     pub(super) auth: RawAuth,
@@ -49,6 +50,8 @@ pub(super) struct RawHttp {
     pub(super) max_connections_per_source: Option<u32>,
     pub(super) trusted_proxies: Vec<String>,
     pub(super) request_timeout: Option<String>,
+    pub(super) user_rate: Option<u32>,
+    pub(super) user_burst: Option<u32>,
     pub(super) public_url: Option<String>,
     pub(super) tls_cert: Option<PathBuf>,
     pub(super) tls_key: Option<PathBuf>,
@@ -104,6 +107,8 @@ pub(super) struct RawAuth {
     pub(super) admin_token: Option<String>,
     pub(super) admin_token_file: Option<PathBuf>,
     pub(super) open_conversations: bool,
+    pub(super) audience: Option<String>,
+    pub(super) issuer: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -118,6 +123,7 @@ pub(super) struct RawCalls {
     pub(super) ring_timeout: Option<String>,
     pub(super) reconnect_grace: Option<String>,
     pub(super) max_participants: Option<u32>,
+    pub(super) max_live_per_user: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -57,7 +57,7 @@ const FULL: &str = r#"
 dev = false
 
 [http]
-listen = "0.0.0.0:8443"
+listen = "127.0.0.1:8443"
 max_connections = 500
 max_connections_per_source = 50
 trusted_proxies = ["10.0.0.1/32", "fd00::/8"]
@@ -83,9 +83,11 @@ user_quota = 5
 total_quota = 2000
 
 [auth]
-jwt_secret = "jwt"
+jwt_secret = "jwt-secret-of-at-least-32-bytes-000"
 admin_token_file = "/dev/null/nope"
 open_conversations = true
+audience = "switchboard"
+issuer = "https://chat.example.com"
 
 [store]
 path = "/var/lib/switchboard/calls.db"
@@ -104,11 +106,15 @@ format = "json"
 fn full_example_parses() {
     // admin_token_file points nowhere: swap it for a readable file.
     let dir = tempfile::tempdir().unwrap();
-    fs::write(dir.path().join("admin"), "  tok\n").unwrap();
+    fs::write(
+        dir.path().join("admin"),
+        "  admin-token-of-at-least-32-bytes-0\n",
+    )
+    .unwrap();
     let text = FULL.replace("/dev/null/nope", "admin");
     let c = load_str(&text, dir.path(), origin()).unwrap();
     assert!(!c.dev);
-    assert_eq!(c.http.listen, "0.0.0.0:8443".parse().unwrap());
+    assert_eq!(c.http.listen, "127.0.0.1:8443".parse().unwrap());
     assert_eq!(c.http.max_connections, 500);
     assert_eq!(c.http.max_connections_per_source, 50);
     assert_eq!(c.http.trusted_proxies.len(), 2);
@@ -138,8 +144,19 @@ fn full_example_parses() {
     assert_eq!(t.allow_peers.len(), 2);
     assert_eq!(t.deny_peers, vec!["198.18.0.0/15".parse().unwrap()]);
     assert_eq!((t.user_quota, t.total_quota), (5, 2000));
-    assert_eq!(c.auth.jwt_secret.unwrap().expose(), "jwt");
-    assert_eq!(c.auth.admin_token.unwrap().expose(), "tok");
+    assert_eq!(
+        c.auth.jwt_secret.unwrap().expose(),
+        "jwt-secret-of-at-least-32-bytes-000"
+    );
+    assert_eq!(
+        c.auth.admin_token.unwrap().expose(),
+        "admin-token-of-at-least-32-bytes-0"
+    );
+    assert_eq!(c.auth.scope.audience.as_deref(), Some("switchboard"));
+    assert_eq!(
+        c.auth.scope.issuer.as_deref(),
+        Some("https://chat.example.com")
+    );
     assert!(c.auth.open_conversations);
     assert_eq!(c.store.path, PathBuf::from("/var/lib/switchboard/calls.db"));
     assert_eq!(c.calls.ring_timeout, Duration::from_secs(30));
@@ -811,4 +828,84 @@ fn dev_default_generates_secrets_once() {
 fn secrets_do_not_show_in_debug() {
     let c = load(MINIMAL).unwrap();
     assert!(!format!("{c:?}").contains("0123456789abcdef"));
+}
+
+#[test]
+fn auth_secrets_shorter_than_32_bytes_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let short = "x".repeat(MIN_AUTH_SECRET_LEN - 1);
+    let long = "x".repeat(MIN_AUTH_SECRET_LEN);
+    fs::write(dir.path().join("short"), format!("{short}\n")).unwrap();
+    fs::write(dir.path().join("long"), format!("{long}\n")).unwrap();
+    let at = |auth: &str| load_str(&format!("{MINIMAL}[auth]\n{auth}\n"), dir.path(), origin());
+    for (auth, key) in [
+        (format!("jwt_secret = \"{short}\""), "auth.jwt_secret"),
+        (
+            "jwt_secret_file = \"short\"".to_owned(),
+            "auth.jwt_secret_file",
+        ),
+        (format!("admin_token = \"{short}\""), "auth.admin_token"),
+        (
+            "admin_token_file = \"short\"".to_owned(),
+            "auth.admin_token_file",
+        ),
+    ] {
+        let e = at(&auth).expect_err(&auth);
+        assert_eq!(e.key, key, "{e}");
+        assert!(e.message.contains("is 31 bytes; at least 32"), "{e}");
+    }
+    let c = at(&format!(
+        "jwt_secret_file = \"long\"\nadmin_token = \"{long}\""
+    ))
+    .unwrap();
+    assert!(c.auth.jwt_secret.is_some() && c.auth.admin_token.is_some());
+    assert_eq!(c.auth.scope, switchboard_signaling::auth::Scope::default());
+    let e = at("audience = \" \"").unwrap_err();
+    assert_eq!(e.key, "auth.audience");
+}
+
+#[test]
+fn development_mode_is_refused_outside_loopback_unless_forced() {
+    let dev = |lines: &str| {
+        load(&format!(
+            "dev = true\n{lines}{MINIMAL}[http]\nlisten = \"0.0.0.0:8080\"\n"
+        ))
+    };
+    let e = dev("").unwrap_err();
+    assert_eq!(e.key, "dev");
+    assert!(e.message.contains("dev_allow_public = true"), "{e}");
+    let c = dev("dev_allow_public = true\n").unwrap();
+    let keys: Vec<&str> = c.warnings.iter().map(|w| w.key.as_str()).collect();
+    assert_eq!(keys, ["dev_allow_public", "http.listen"]);
+    // Not in development mode: a warning of plain HTTP only; on loopback, nothing.
+    let c = load(&format!("{MINIMAL}[http]\nlisten = \"[::]:8080\"\n")).unwrap();
+    assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+    assert!(c.warnings[0].message.contains("plain HTTP"));
+    let c = load(&format!(
+        "dev = true\n{MINIMAL}[http]\nlisten = \"[::1]:8080\"\n"
+    ))
+    .unwrap();
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+}
+
+/// The packaged conffile, its secret files made here: HTTP on loopback, no warning of it.
+#[test]
+fn the_packaged_config_serves_http_on_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["turn-secret", "jwt-secret", "admin-token"] {
+        // As postinst makes them: 32 random bytes in base64.
+        fs::write(
+            dir.path().join(name),
+            "q83vASNFZ4mrze8BI0VniavN7wEjRWeJq83vASNFZ4k=\n",
+        )
+        .unwrap();
+    }
+    let text = include_str!("../../packaging/switchboard.toml")
+        .replace("/etc/switchboard/", &format!("{}/", dir.path().display()))
+        .replace("#relay_ip = \"192.0.2.10\"", "relay_ip = \"192.0.2.10\"")
+        .replace("#external_ip = ", "external_ip = ");
+    let c = load_str(&text, dir.path(), origin()).unwrap();
+    assert_eq!(c.http.listen, "127.0.0.1:8080".parse().unwrap());
+    assert!(!c.dev);
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
 }

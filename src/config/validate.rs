@@ -12,6 +12,7 @@ pub(super) fn validate(
     let mut warnings = Vec::new();
     let dev = raw.dev;
     let http = validate_http(raw.http, base, &mut warnings)?;
+    exposure(&http, (dev, raw.dev_allow_public), &mut warnings)?;
     let calls = validate_calls(raw.calls)?;
     let turn = validate_turn(
         raw.turn,
@@ -20,19 +21,7 @@ pub(super) fn validate(
         (http.tls.as_ref(), &calls),
         &mut warnings,
     )?;
-    let auth = AuthConfig {
-        jwt_secret: secret_pair(
-            ("auth.jwt_secret", raw.auth.jwt_secret),
-            ("auth.jwt_secret_file", raw.auth.jwt_secret_file),
-            base,
-        )?,
-        admin_token: secret_pair(
-            ("auth.admin_token", raw.auth.admin_token),
-            ("auth.admin_token_file", raw.auth.admin_token_file),
-            base,
-        )?,
-        open_conversations: raw.auth.open_conversations,
-    };
+    let auth = validate_auth(raw.auth, base)?;
     let store = StoreConfig {
         path: resolve(
             base,
@@ -57,8 +46,100 @@ pub(super) fn validate(
     })
 }
 
+/// What a listener outside loopback exposes: the API in plain HTTP (a warning: a reverse proxy
+/// should terminate TLS in front of a loopback listener), and in development mode the demo
+/// sign-in that mints a token for anyone who asks (refused unless `dev_allow_public` forces it).
+pub(super) fn exposure(
+    http: &HttpConfig,
+    (dev, dev_allow_public): (bool, bool),
+    warnings: &mut Vec<Warning>,
+) -> Result<()> {
+    let listen = http.listen;
+    if listen.ip().is_loopback() {
+        return Ok(());
+    }
+    if dev && !dev_allow_public {
+        return Err(ConfigError::new(
+            "dev",
+            format!(
+                "development mode on http.listen {listen}, not a loopback address: anyone who \
+                 reaches it can mint user tokens (the demo sign-in); listen on 127.0.0.1, or \
+                 set dev_allow_public = true to force it"
+            ),
+        ));
+    }
+    if dev {
+        warnings.push(Warning::new(
+            "dev_allow_public",
+            format!("development mode on {listen}: anyone who reaches it can mint user tokens"),
+        ));
+    }
+    warnings.push(Warning::new(
+        "http.listen",
+        format!(
+            "{listen} is not a loopback address: the API, its bearer tokens and the admin \
+             token travel in plain HTTP over the network; listen on 127.0.0.1 behind a \
+             TLS-terminating reverse proxy"
+        ),
+    ));
+    Ok(())
+}
+
+pub(super) fn validate_auth(raw: RawAuth, base: &Path) -> Result<AuthConfig> {
+    let long = |pair: (&str, Option<String>), file: (&str, Option<PathBuf>)| {
+        let key = if file.1.is_some() { file.0 } else { pair.0 };
+        let secret = secret_pair(pair, file, base)?;
+        match &secret {
+            Some(s) if s.expose().len() < MIN_AUTH_SECRET_LEN => Err(ConfigError::new(
+                key,
+                format!(
+                    "is {} bytes; at least {MIN_AUTH_SECRET_LEN} are required (make one with \
+                     `head -c 32 /dev/urandom | base64`)",
+                    s.expose().len()
+                ),
+            )),
+            _ => Ok(secret),
+        }
+    };
+    let claim = |key: &str, value: Option<String>| match value {
+        Some(v) if v.trim().is_empty() => Err(ConfigError::new(
+            key,
+            "must not be empty (leave it out to accept tokens without the claim)",
+        )),
+        v => Ok(v),
+    };
+    Ok(AuthConfig {
+        jwt_secret: long(
+            ("auth.jwt_secret", raw.jwt_secret),
+            ("auth.jwt_secret_file", raw.jwt_secret_file),
+        )?,
+        admin_token: long(
+            ("auth.admin_token", raw.admin_token),
+            ("auth.admin_token_file", raw.admin_token_file),
+        )?,
+        open_conversations: raw.open_conversations,
+        scope: Scope {
+            audience: claim("auth.audience", raw.audience)?,
+            issuer: claim("auth.issuer", raw.issuer)?,
+        },
+    })
+}
+
+/// `value`, or `default` when not set; 0 is refused.
+fn at_least_one(key: &str, value: Option<u32>, default: u32) -> Result<u32> {
+    match value {
+        Some(0) => Err(ConfigError::new(key, "must be at least 1")),
+        v => Ok(v.unwrap_or(default)),
+    }
+}
+
 pub(super) fn validate_calls(raw: RawCalls) -> Result<CallsConfig> {
     Ok(CallsConfig {
+        max_live_per_user: at_least_one(
+            "calls.max_live_per_user",
+            raw.max_live_per_user,
+            DEFAULT_MAX_LIVE_PER_USER,
+        )?,
         ring_timeout: duration("calls.ring_timeout", raw.ring_timeout)?
             .unwrap_or(DEFAULT_RING_TIMEOUT),
         reconnect_grace: duration("calls.reconnect_grace", raw.reconnect_grace)?
@@ -225,6 +306,16 @@ pub(super) fn validate_http(
         trusted_proxies,
         request_timeout: duration("http.request_timeout", raw.request_timeout)?
             .unwrap_or(DEFAULT_HTTP_REQUEST_TIMEOUT),
+        user_rate: at_least_one(
+            "http.user_rate",
+            raw.user_rate,
+            switchboard_signaling::api::DEFAULT_RATE,
+        )?,
+        user_burst: at_least_one(
+            "http.user_burst",
+            raw.user_burst,
+            switchboard_signaling::api::DEFAULT_BURST,
+        )?,
         public_url: raw.public_url,
         tls: tls_files("http", raw.tls_cert, raw.tls_key, base)?,
         allowed_origins: allowed_origins(raw.allowed_origins, warnings)?,

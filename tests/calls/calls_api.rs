@@ -1445,7 +1445,7 @@ fn admin_endpoints_provision_users_and_conversations() {
         for (bearer, refusal) in [
             (Some(alice.token.as_str()), INVALID_TOKEN),
             (None, MISSING_TOKEN),
-            (Some("integration-test-admin-tokeN"), INVALID_TOKEN),
+            (Some("integration-test-admin-token-01234S"), INVALID_TOKEN),
         ] {
             t.refused(refusal, |api| api.send(method, &path, bearer, body));
         }
@@ -2120,7 +2120,7 @@ fn token_cli_mints_tokens_the_daemon_accepts() {
     let other_config = other.path().join("switchboard.toml");
     std::fs::write(
         &other_config,
-        text.replace(JWT_SECRET, "another-deployment-secret"),
+        text.replace(JWT_SECRET, "another-deployment-jwt-secret-0123456"),
     )
     .unwrap();
     let (status, out) = run(&["--user", &ada_id], &other_config);

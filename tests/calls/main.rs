@@ -7,5 +7,6 @@ mod common;
 
 mod calls_api;
 mod calls_durability;
+mod calls_limits;
 mod demo_api;
 mod webhooks;

@@ -15,9 +15,9 @@ pub mod ws;
 pub const SECRET: &str = "integration-test-secret";
 pub const REALM: &str = "switchboard.test";
 /// `auth.jwt_secret` of test daemons.
-pub const JWT_SECRET: &str = "integration-test-jwt-secret";
+pub const JWT_SECRET: &str = "integration-test-jwt-secret-0123456";
 /// `auth.admin_token` of test daemons.
-pub const ADMIN_TOKEN: &str = "integration-test-admin-token";
+pub const ADMIN_TOKEN: &str = "integration-test-admin-token-012345";
 
 /// What a test daemon's config adds to the defaults of [`Daemon::start_with`].
 #[derive(Clone, Debug, Default)]
@@ -90,10 +90,22 @@ impl Daemon {
         } else {
             "open_conversations = true\n"
         };
+        // Tests make requests as fast as they run and leave calls live: no per-user budget or
+        // cap on live calls unless a test sets them.
+        let budget = if options.http.contains("user_rate") {
+            ""
+        } else {
+            "user_rate = 1000000\nuser_burst = 1000000\n"
+        };
+        let live = if options.calls.contains("max_live_per_user") {
+            ""
+        } else {
+            "max_live_per_user = 1000\n"
+        };
         let config = format!(
-            "dev = {}\n\n[turn]\n{turn}{extra}\n\n[http]\nlisten = \"127.0.0.1:0\"\n{}\n\n\
+            "dev = {}\n\n[turn]\n{turn}{extra}\n\n[http]\nlisten = \"127.0.0.1:0\"\n{budget}{}\n\n\
              [auth]\njwt_secret = \"{JWT_SECRET}\"\nadmin_token = \"{ADMIN_TOKEN}\"\n{open}{}\n\n\
-             [store]\npath = \"switchboard.db\"\n\n[calls]\n{}\n\n\
+             [store]\npath = \"switchboard.db\"\n\n[calls]\n{live}{}\n\n\
              [log]\nlevel = \"info\"\nformat = \"{}\"\n{}",
             options.dev,
             options.http,

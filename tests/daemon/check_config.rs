@@ -17,7 +17,7 @@ const BASE: &str = r#"
 dev = false
 
 [http]
-listen = "0.0.0.0:8080"
+listen = "127.0.0.1:8080"
 
 [turn]
 listen = ["0.0.0.0:3478"]
@@ -97,7 +97,7 @@ fn good_production_config_is_ok_with_a_summary() {
         stdout.contains("turn listen: 0.0.0.0:3478 (udp, tcp;"),
         "{stdout}"
     );
-    assert!(stdout.contains("http listen: 0.0.0.0:8080"), "{stdout}");
+    assert!(stdout.contains("http listen: 127.0.0.1:8080"), "{stdout}");
     // user_quota not set: derived from calls.max_participants (20) and the 2 URLs served.
     assert!(
         stdout.contains(
@@ -124,6 +124,75 @@ fn a_plain_warning_still_passes() {
     );
     assert!(stderr.contains("shorter than 16 bytes"), "{stderr}");
     assert!(!stderr.contains("error:"), "{stderr}");
+}
+
+#[test]
+fn a_public_listener_warns_of_plain_http_and_refuses_dev_mode_unless_forced() {
+    let public = config("").replace("127.0.0.1:8080", "0.0.0.0:8080");
+    let (code, stdout, stderr) = check(&public);
+    assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(
+        stderr.contains("switchboard.toml: http.listen: 0.0.0.0:8080 is not a loopback address")
+            && stderr.contains("plain HTTP"),
+        "{stderr}"
+    );
+    let dev = public.replace("dev = false", "dev = true");
+    assert_error(
+        &check(&dev),
+        "dev",
+        "set dev_allow_public = true to force it",
+    );
+    // `serve` refuses it the same way, before binding anything.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("switchboard.toml");
+    std::fs::write(&path, dev.replace("0.0.0.0:8080", "0.0.0.0:0")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["serve", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("dev_allow_public"), "{stderr}");
+    // Forced: it runs, warning of it.
+    let forced = dev.replace("dev = true", "dev = true\ndev_allow_public = true");
+    let (code, stdout, stderr) = check(&forced);
+    assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(
+        stderr.contains("dev_allow_public: development mode on 0.0.0.0:8080"),
+        "{stderr}"
+    );
+    // On loopback, development mode needs no forcing and nothing is said of the listener.
+    let (code, _, stderr) = check(&config("").replace("dev = false", "dev = true"));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!stderr.contains("http.listen"), "{stderr}");
+}
+
+#[test]
+fn short_auth_secrets_are_refused_and_the_token_scope_is_shown() {
+    let auth = |lines: &str| format!("{}\n[auth]\n{lines}\n", config(""));
+    assert_error(
+        &check(&auth("jwt_secret = \"only-twenty-bytes-xx\"")),
+        "auth.jwt_secret",
+        "is 20 bytes; at least 32 are required",
+    );
+    assert_error(
+        &check(&auth("admin_token = \"admin\"")),
+        "auth.admin_token",
+        "is 5 bytes; at least 32",
+    );
+    let long = "0123456789abcdef0123456789abcdef";
+    let (code, stdout, stderr) = check(&auth(&format!(
+        "jwt_secret = \"{long}\"\nadmin_token = \"{long}\"\naudience = \"switchboard\"\n\
+         issuer = \"https://chat.example.com\""
+    )));
+    assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(
+        stdout.contains(
+            "tokens need aud \"switchboard\", tokens need iss \"https://chat.example.com\""
+        ),
+        "{stdout}"
+    );
 }
 
 #[test]

@@ -47,6 +47,13 @@ impl CallService {
         }
         let call = self
             .job(caller, move |db, now| {
+                // Each live call holds a row the ring timer and the sockets keep working on: a
+                // user starting calls in a loop must not make that work grow without bound.
+                if db.joined_live_calls(initiator.id)? >= settings.max_live_per_user {
+                    return Err(CallError::TooManyCalls {
+                        max: settings.max_live_per_user,
+                    });
+                }
                 let conv = req.conversation_id;
                 let open = settings.open_conversations;
                 let exists = db.conversation_exists(conv)?;

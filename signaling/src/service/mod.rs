@@ -48,6 +48,8 @@ pub struct Settings {
     pub max_participants: usize,
     /// Create a conversation on first use, and add invitees to it.
     pub open_conversations: bool,
+    /// The most live calls a user may be joined in when they start another.
+    pub max_live_per_user: usize,
 }
 
 /// Why an operation failed. The API maps each to a status and a JSON error once.
@@ -68,6 +70,11 @@ pub enum CallError {
     /// 422: invitees that are not members of the conversation.
     #[error("participantIds: not members of the conversation: {}", list(.0))]
     NotMembers(Vec<Uuid>),
+    /// 409: the caller is already joined in this many live calls.
+    #[error(
+        "you are already in {max} live calls, the most (calls.max_live_per_user); end one first"
+    )]
+    TooManyCalls { max: usize },
     /// 429: the same report again too soon.
     #[error("{what} at most once every {} ms", .every.as_millis())]
     TooFrequent { what: &'static str, every: Duration },

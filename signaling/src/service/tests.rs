@@ -32,6 +32,7 @@ impl World {
             reconnect_grace: Duration::from_secs(30),
             max_participants: 8,
             open_conversations: true,
+            max_live_per_user: 4,
         };
         let turn = TurnIssuer::new(b"secret", TTL, vec!["turn:127.0.0.1:3478".into()]);
         let now = Arc::new(AtomicU64::new(T0.unix_millis()));

@@ -232,6 +232,17 @@ impl Db {
         ids.map(|id| uuid(&id?)).collect()
     }
 
+    /// How many live calls `user` is joined in.
+    pub fn joined_live_calls(&self, user: Uuid) -> Result<usize, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT COUNT(*) FROM call_participants p JOIN calls c ON c.id = p.call_id
+             WHERE p.user_id = ?1 AND p.status = 'joined'
+               AND (c.status = 'initiated' OR c.status = 'ringing' OR c.status = 'active')",
+        )?;
+        let n: i64 = stmt.query_row([user.to_string()], |r| r.get(0))?;
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+
     /// How many calls are live in each live state (zeros included), for metrics.
     pub fn live_call_counts(&self) -> Result<Vec<(&'static str, u64)>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
