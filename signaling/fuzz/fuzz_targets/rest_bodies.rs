@@ -91,7 +91,9 @@ fn parsed<T: serde::de::DeserializeOwned>(what: &str, body: &[u8], r: &Reply) ->
             status,
             code,
             message,
+            retry_after,
         }) => {
+            assert_eq!(retry_after, None, "{what}: a parse error is not a 429");
             assert_eq!(r.status, status, "{what}: {}", r.text());
             assert!(
                 matches!(code, "invalid_json" | "invalid_field"),
