@@ -68,6 +68,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::close_code;
+use super::lease::Lease;
 use super::limits::{self, Bucket};
 use super::wire::Conn;
 use crate::api::ApiState;
@@ -155,8 +156,8 @@ struct Out {
 
 #[derive(Default)]
 struct Inbound {
-    /// The user and the hub's socket, once connected.
-    connected: Option<(User, SocketId)>,
+    /// The user, the hub's socket and its lease, once connected.
+    connected: Option<(User, SocketId, Arc<Lease>)>,
     bucket: Bucket,
 }
 
