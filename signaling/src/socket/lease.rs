@@ -149,4 +149,16 @@ mod tests {
         let past = Term::new(s - 20, now, MIN_TERM);
         assert_eq!(past.until, now.unix_millis() + 10_000);
     }
+
+    /// A token that never expires (its `exp` as large as a u64 goes) is a long sleep, not a
+    /// panic.
+    #[tokio::test]
+    async fn an_exp_at_the_end_of_time_is_only_far() {
+        let term = Term::new(u64::MAX, Timestamp::now(), MIN_TERM);
+        assert_eq!(term.until - term.warn, 60_000);
+        let short = Duration::from_millis(20);
+        assert!(tokio::time::timeout(short, sleep_until(term.warn))
+            .await
+            .is_err());
+    }
 }

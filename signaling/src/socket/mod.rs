@@ -7,6 +7,8 @@
 //!   [`Refusal`]) whatever the transport.
 //! - [`dispatch`](mod@dispatch): a client event relayed through the hub or performed by the call service,
 //!   and what it comes to ([`Reply`]).
+//! - [`lease`]: how long a socket may live, its token's `exp` (`auth:expiring`, `auth:refresh`,
+//!   the close at its end).
 //! - The transports: [`ws`], the JSON `/ws`; [`sio`], Socket.IO on Engine.IO
 //!   (`/socket.io/`); both over [`wire`], the RFC 6455 WebSocket (handshake, framing, the
 //!   shared write path), which knows nothing of either.
