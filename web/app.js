@@ -74,6 +74,18 @@ async function signIn(name) {
   start();
 }
 
+/**
+ * The session's token, or a fresh one when it expires within a minute: the demo signs in
+ * again (the same name is the same user).
+ */
+async function freshToken() {
+  const left = Date.parse(state.session.expiresAt) - Date.now();
+  if (!(left < 60_000)) return state.session.token;
+  state.session = await api('POST', '/api/demo/sign-in', { name: state.session.user.name });
+  sessionStorage.setItem(SESSION_KEY, JSON.stringify(state.session));
+  return state.session.token;
+}
+
 function signOut() {
   endCallLocally();
   clearInterval(state.pollTimer);
@@ -91,7 +103,10 @@ function start() {
   $('me-name').textContent = state.session.user.name;
   $('me').hidden = false;
   show('lobby');
-  const socket = new SignalingSocket(undefined, state.session.token);
+  // A provider, not the token: the socket refreshes it before it expires (a call outlives it).
+  const socket = new SignalingSocket(undefined, freshToken, {
+    onTokenError: (e) => notice(`Cannot refresh the session: ${e.message}`),
+  });
   state.socket = socket;
   socket.on('connect', () => { $('link').classList.add('on'); refreshPeople(); });
   socket.on('disconnect', () => $('link').classList.remove('on'));

@@ -9,6 +9,13 @@
 // The socket's `id` (chosen here, kept across reconnections, sent as `?socketId=`) is what a REST
 // answer or rejection names in its `X-Socket-Id` header, so that this device is not told it
 // answered elsewhere.
+//
+// Tokens: a socket lives until its token's `exp`. Shortly before, the server sends
+// `auth:expiring` `{expiresAt}`; a socket given a token provider (a function returning a fresh
+// token, or a promise of one) answers it with `auth:refresh` `{token}` by itself, and, if it was
+// closed for expiry all the same (1008 `token expired`), reconnects at once with a fresh token:
+// calls survive that within the daemon's `calls.reconnect_grace`. `keepTokenFresh` does the same
+// for a socket.io `Socket`. A static token is used as it is, until it expires.
 
 const MIN_DELAY_MS = 500;
 const MAX_DELAY_MS = 10_000;
@@ -26,6 +33,63 @@ function defaultUrl() {
 function newSocketId() {
   const bytes = crypto.getRandomValues(new Uint8Array(16));
   return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+/** The close reason of a socket closed because its token expired. */
+const TOKEN_EXPIRED = 'token expired';
+
+/** A fresh token of `provider` (a string, or a function returning one or a promise of one). */
+async function tokenOf(provider) {
+  return typeof provider === 'function' ? provider() : provider;
+}
+
+/**
+ * Keeps `socket` (a socket.io `Socket`, or a `SignalingSocket`) authenticated past its token's
+ * `exp`: answers `auth:expiring` with `auth:refresh` and a token of `provider`. A socket.io
+ * socket also reconnects with a fresh one when the server disconnects it for expiry (give it
+ * `auth: authOf(provider)` so that every connection asks `provider`). `onError(error)` hears of a
+ * refresh that failed (the socket is then closed at `exp`, and reconnects).
+ * @returns {() => void} a function that stops it.
+ */
+export function keepTokenFresh(socket, provider, onError = () => {}) {
+  let expired = false;
+  const refresh = async () => {
+    try {
+      const token = await tokenOf(provider);
+      // socket.io's acks wait for ever unless given a timeout; SignalingSocket's have one.
+      const acking = typeof socket.timeout === 'function' ? socket.timeout(10_000) : socket;
+      const answer = await acking.emitWithAck('auth:refresh', { token });
+      if (answer?.error) throw Object.assign(new Error(answer.error.message), { code: answer.error.code });
+    } catch (err) {
+      onError(err);
+    }
+  };
+  const error = (data) => {
+    if (data?.code === 'token_expired') expired = true;
+  };
+  const disconnect = (reason) => {
+    // socket.io does not reconnect after a server's disconnect by itself.
+    if (expired && reason === 'io server disconnect') socket.connect();
+    expired = false;
+  };
+  socket.on('auth:expiring', refresh);
+  socket.on('error', error);
+  socket.on('disconnect', disconnect);
+  return () => {
+    socket.off('auth:expiring', refresh);
+    socket.off('error', error);
+    socket.off('disconnect', disconnect);
+  };
+}
+
+/** socket.io's `auth` option asking `provider` for a fresh token at every connection. */
+export function authOf(provider) {
+  return (cb) => {
+    tokenOf(provider).then(
+      (token) => cb({ token }),
+      () => cb({}),
+    );
+  };
 }
 
 /** The error an ack callback receives, socket.io style: `{error: {code, message}}`. */
@@ -52,16 +116,23 @@ export class SignalingSocket {
   #timer = null;
   #closed = false;
   #openedAt = 0;
+  #opening = false;
+  #onTokenError;
 
   /**
    * Connects at once, and again after every loss until {@link close}.
    * @param {string} [url] `ws://host/ws`; by default this page's host.
-   * @param {string | (() => string)} [token] The API's JWT (or a function returning the
-   *   current one, asked at every connection), sent as `?token=`.
+   * @param {string | (() => string | Promise<string>)} [token] The API's JWT, sent as
+   *   `?token=`; or a provider of fresh ones, asked at every connection and whenever the
+   *   server warns that the current one expires (`auth:expiring`, answered `auth:refresh`).
+   * @param {{onTokenError?: (error: Error) => void}} [options] `onTokenError` hears of a
+   *   provider or a refresh that failed.
    */
-  constructor(url, token) {
+  constructor(url, token, options = {}) {
     this.#url = url || defaultUrl();
     this.#token = token;
+    this.#onTokenError = options.onTokenError ?? (() => {});
+    if (typeof token === 'function') keepTokenFresh(this, token, this.#onTokenError);
     this.#open();
   }
 
@@ -134,7 +205,7 @@ export class SignalingSocket {
   /** Connects again after {@link close} (no-op while connected or connecting). */
   connect() {
     this.#closed = false;
-    if (!this.#ws && !this.#timer) this.#open();
+    if (!this.#ws && !this.#timer && !this.#opening) this.#open();
     return this;
   }
 
@@ -153,14 +224,20 @@ export class SignalingSocket {
     return this.close();
   }
 
-  #open() {
+  async #open() {
     this.#timer = null;
+    // While a provider is asked, `connect()` must not open a second WebSocket.
+    this.#opening = true;
     let ws;
     try {
-      ws = new WebSocket(this.#urlWithToken());
+      const url = await this.#urlWithToken();
+      if (this.#closed) return;
+      ws = new WebSocket(url);
     } catch (err) {
       this.#dispatch('connect_error', err);
       return this.#scheduleReconnect(false);
+    } finally {
+      this.#opening = false;
     }
     this.#ws = ws;
     let opened = false;
@@ -187,12 +264,17 @@ export class SignalingSocket {
     } else if (!this.#closed) {
       this.#dispatch('connect_error', new Error(`cannot connect to ${this.#url} (close code ${code})`));
     }
+    // Closed for an expired token: a provider has a fresh one now.
+    if (reason === TOKEN_EXPIRED && typeof this.#token === 'function' && !this.#closed) {
+      this.#attempt = 0;
+      return void this.#open();
+    }
     this.#scheduleReconnect(opened);
   }
 
-  #urlWithToken() {
+  async #urlWithToken() {
     const url = new URL(this.#url, globalThis.location?.href);
-    const token = typeof this.#token === 'function' ? this.#token() : this.#token;
+    const token = await tokenOf(this.#token);
     if (token) url.searchParams.set('token', token);
     url.searchParams.set('socketId', this.id);
     return url.href;

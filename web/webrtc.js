@@ -3,6 +3,9 @@
 //
 // It works with anything that has socket.io's `emit(event, data, ack?)`, `on` and `off`: a
 // socket.io `Socket` on `/socket.io/` or a `SignalingSocket` (./signaling.js) on `/ws`.
+// Tokens are the socket's business: give a `SignalingSocket` a token provider, or a socket.io
+// `Socket` `authOf(provider)` and `keepTokenFresh(socket, provider)` (./signaling.js), and the
+// socket refreshes its token before it expires; the calls outlast the tokens.
 //
 // Who offers: the daemon sends `call:participant-joined` to everyone already in the call when
 // someone answers; they offer to the newcomer, who only answers. Later offers (ICE restarts,

@@ -128,6 +128,12 @@ impl Auth {
 
     /// The user a bearer token stands for.
     pub fn user(&self, authorization: Option<&str>) -> Result<User, AuthError> {
+        self.session(authorization).map(|(user, _)| user)
+    }
+
+    /// The user a bearer token stands for, and its `exp` (Unix seconds): how long a socket
+    /// opened or refreshed with it may live (`socket::lease`).
+    pub fn session(&self, authorization: Option<&str>) -> Result<(User, u64), AuthError> {
         let token = bearer(authorization).ok_or(AuthError::Missing)?;
         let Some((key, validation)) = &self.jwt else {
             return Err(AuthError::Invalid(
@@ -171,11 +177,12 @@ impl Auth {
                 "`email` is longer than {MAX_EMAIL_LEN} characters"
             )));
         }
-        Ok(User {
+        let user = User {
             id,
             name: c.name.filter(|n| !n.is_empty()),
             email: c.email.filter(|e| !e.is_empty()),
-        })
+        };
+        Ok((user, c.exp))
     }
 
     /// Whether the request carries the admin token.

@@ -1,6 +1,7 @@
 // Helpers the sio_*.mjs scripts share: a bounded wait for everything, one line per step
 // ("ok ..."), exit 1 at the first failed expectation ("FAIL ..."), and a record of every event
 // each socket receives, so that a script can show nothing reached a socket.
+import { createHmac } from "node:crypto";
 import { io } from "socket.io-client";
 
 // The configuration the Rust test passes as the first argument (JSON).
@@ -108,4 +109,15 @@ export async function run(main) {
   } catch (e) {
     fail(`${e && e.stack ? e.stack : e}`);
   }
+}
+
+const b64 = (v) => Buffer.from(JSON.stringify(v)).toString("base64url");
+
+/// A token of `who` expiring `cfg.ttl` seconds from now, as the host application mints them
+/// (HS256 with `cfg.jwtSecret`).
+export function mint(who) {
+  const now = Math.floor(Date.now() / 1000);
+  const claims = { sub: who.id, name: who.name, iat: now, exp: now + cfg.ttl };
+  const signed = `${b64({ alg: "HS256", typ: "JWT" })}.${b64(claims)}`;
+  return `${signed}.${createHmac("sha256", cfg.jwtSecret).update(signed).digest("base64url")}`;
 }

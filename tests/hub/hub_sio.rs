@@ -396,6 +396,32 @@ fn reconnect_grace_over_socket_io() {
     assert_eq!(eve, [json!({"status": "left", "gone": 1})]);
 }
 
+/// A socket.io socket with a 10 s token that it does not refresh (`sio_expiry.mjs`): warned,
+/// its refreshes with a bad token and with another user's refused, told `token_expired` and
+/// disconnected by the server at `exp`; back with a fresh token within the grace, still in
+/// its call, which it then ends.
+#[test]
+fn a_socket_io_socket_is_disconnected_at_its_tokens_exp_and_keeps_its_call() {
+    let w = World::start();
+    let out = w.run(
+        "sio_expiry.mjs",
+        json!({"jwtSecret": common::JWT_SECRET, "ttl": 10}),
+        &[
+            "Bob answered",
+            "warned",
+            "a bad token is refused",
+            "another user's token is refused",
+            "disconnected by the server",
+            "at exp",
+            "told token_expired",
+            "Alice signals Bob after he is back",
+            "Bob is still in the call",
+            "Bob ends the call",
+        ],
+    );
+    assert!(!out.contains("FAIL"), "{out}");
+}
+
 #[test]
 fn call_stats_are_graded_stored_and_summarised_with_the_relay_bytes() {
     let w = World::start_with(Options {

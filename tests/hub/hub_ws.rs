@@ -1899,6 +1899,43 @@ async fn a_bad_socket_id_is_refused() {
     }
 }
 
+/// Runs `tests/browser/<script>` under node with the world (base URL, conversation, Alice,
+/// Bob and Carol) and `extra` as its configuration; it must succeed (within 60 s) and print
+/// `ok <step>` for each of `steps`.
+fn node(w: &World, script: &str, extra: Value, steps: &[&str]) {
+    let who = |p: &Person| json!({"id": p.id, "name": p.name, "token": p.token});
+    let mut cfg = json!({
+        "base": format!("http://{}", w.d.http),
+        "conversation": w.conv,
+        "alice": who(&w.alice),
+        "bob": who(&w.bob),
+        "carol": who(&w.carol),
+    });
+    if let (Some(cfg), Value::Object(extra)) = (cfg.as_object_mut(), extra) {
+        cfg.extend(extra);
+    }
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/browser")
+        .join(script);
+    let (code, out) = blocking(|| {
+        common::run_bounded(
+            std::process::Command::new("node")
+                .arg("--experimental-websocket")
+                .arg("--experimental-detect-module")
+                .arg(path)
+                .arg(cfg.to_string()),
+            Duration::from_secs(60),
+        )
+    });
+    assert_eq!(code, Some(0), "{script}:\n{out}");
+    for step in steps {
+        assert!(
+            out.lines().any(|l| l.starts_with(&format!("ok {step}"))),
+            "no `ok {step}` in:\n{out}"
+        );
+    }
+}
+
 /// The page's JS clients under node (`tests/browser/ws_client.mjs`): web/signaling.js's
 /// SignalingSocket gets acks of relayed events and names itself in a REST answer's
 /// `X-Socket-Id`; web/webrtc.js's `setTurnCredentials` refuses, saying what to pass, what the
@@ -1906,44 +1943,187 @@ async fn a_bad_socket_id_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_js_clients_ack_relays_and_explain_bad_credentials() {
     let w = World::start();
-    let who = |p: &Person| json!({"id": p.id, "name": p.name, "token": p.token});
-    let cfg = json!({
-        "base": format!("http://{}", w.d.http),
-        "conversation": w.conv,
-        "alice": who(&w.alice),
-        "bob": who(&w.bob),
-    });
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/ws_client.mjs");
-    let (code, out) = blocking(|| {
-        common::run_bounded(
-            std::process::Command::new("node")
-                .arg("--experimental-websocket")
-                .arg("--experimental-detect-module")
-                .arg(script)
-                .arg(cfg.to_string()),
-            Duration::from_secs(60),
-        )
-    });
-    assert_eq!(code, Some(0), "ws_client.mjs:\n{out}");
-    for step in [
-        "the spec's snippet (undefined) throws a clear error",
-        "a fetch Response throws a clear error",
-        "credentials without urls throw",
-        "null throws",
-        "the whole response body is accepted",
-        "its credentials are accepted",
-        "each SignalingSocket has its own id",
-        "emit with a callback: a relayed null candidate acked",
-        "the null candidate relayed",
-        "emitWithAck of a relayed offer resolves",
-        "emitWithAck of a refused relay rejects with its code",
-        "the laptop got call:answered-elsewhere",
-        "the phone, named by X-Socket-Id, was not told",
-    ] {
-        assert!(
-            out.lines().any(|l| l.starts_with(&format!("ok {step}"))),
-            "no `ok {step}` in:\n{out}"
-        );
+    node(
+        &w,
+        "ws_client.mjs",
+        Value::Null,
+        &[
+            "the spec's snippet (undefined) throws a clear error",
+            "a fetch Response throws a clear error",
+            "credentials without urls throw",
+            "null throws",
+            "the whole response body is accepted",
+            "its credentials are accepted",
+            "each SignalingSocket has its own id",
+            "emit with a callback: a relayed null candidate acked",
+            "the null candidate relayed",
+            "emitWithAck of a relayed offer resolves",
+            "emitWithAck of a refused relay rejects with its code",
+            "the laptop got call:answered-elsewhere",
+            "the phone, named by X-Socket-Id, was not told",
+        ],
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sockets and their tokens' `exp` (signaling/src/socket/lease.rs).
+
+/// A token of `who` expiring `ttl` from now (the seconds' fraction cut, as `exp` is).
+pub(crate) fn token_for(who: &Person, ttl: Duration) -> String {
+    let now = Timestamp::now();
+    switchboard_signaling::auth::mint(JWT_SECRET, who.id, Some(&who.name), None, now, ttl)
+}
+
+/// The token's `exp`, on the test's clock: when it is past.
+fn expiry(ttl: Duration) -> Instant {
+    let exp = Timestamp::now().unix_seconds() + ttl.as_secs();
+    let left = exp * 1000 - Timestamp::now().unix_millis();
+    Instant::now() + Duration::from_millis(left)
+}
+
+/// `who` with a token of `ttl`.
+fn with_token(who: &Person, ttl: Duration) -> Person {
+    Person {
+        token: token_for(who, ttl),
+        ..who.clone()
     }
+}
+
+/// The next frame, which must be `auth:expiring` and come within `limit`: its `expiresAt`.
+async fn expiring(hub: &mut Hub, limit: Duration) -> Timestamp {
+    let frame = match hub.next_within(limit).await {
+        Next::Frame(f) => f,
+        other => panic!("{}: no auth:expiring: {other:?}", hub.who()),
+    };
+    assert_eq!(frame["event"], "auth:expiring", "{}: {frame}", hub.who());
+    let at = frame["data"]["expiresAt"].as_str().expect("expiresAt");
+    Timestamp::parse(at).expect("expiresAt is RFC 3339")
+}
+
+/// The scenario with a 10 s token where the host apps' are 5-15 min. Bob's socket
+/// refreshes its token on each `auth:expiring` and answers and ends a call past the first
+/// token's `exp` and past the second's; a refresh with a bad token or another user's is
+/// refused and changes nothing. Carol's socket does not refresh: warned, then closed at its
+/// token's `exp` (1008 `token expired`); she comes back with a fresh token within the
+/// reconnect grace and is still in her call, relayed to at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_outlives_its_token_only_by_refreshing_it() {
+    const TTL: Duration = Duration::from_secs(10);
+    let w = World::start();
+    let (a, c) = (w.alice.id.to_string(), w.carol.id.to_string());
+    let mut alice = w.open(&w.alice).await;
+    let mut bob = w.open(&with_token(&w.bob, TTL)).await;
+    let bob_exp = expiry(TTL);
+    let mut carol = w.open(&with_token(&w.carol, TTL)).await;
+    let carol_exp = expiry(TTL);
+    let to_bob = w.call(&w.alice, &[&w.bob]);
+    let to_carol = w.call(&w.alice, &[&w.carol]);
+    bob.expect("call:incoming").await;
+    carol.expect("call:incoming").await;
+    w.act(&w.carol, &to_carol, "answer");
+    carol.expect("call:answered-elsewhere").await;
+    alice.expect("call:participant-joined").await;
+
+    let bob_side = async {
+        // Warned a third of the token's life before its `exp`.
+        let at = expiring(&mut bob, TTL).await;
+        let left = bob_exp.saturating_duration_since(Instant::now());
+        assert!(
+            left >= Duration::from_secs(2),
+            "warned too late: {left:?} left"
+        );
+        // Refused: not a token, another user's. The term stays.
+        let r = bob.request(json!({"event": "auth:refresh", "data": {"token": "x.y.z"}, "id": 1}));
+        assert_error(&r.await, "invalid_token", "auth:refresh", Some(&json!(1)));
+        let eves = token_for(&w.eve, Duration::from_secs(3600));
+        let r = bob.request(json!({"event": "auth:refresh", "data": {"token": eves}, "id": 2}));
+        assert_error(&r.await, "wrong_user", "auth:refresh", Some(&json!(2)));
+        let fresh = json!({"token": token_for(&w.bob, TTL)});
+        let ack = bob.ack("auth:refresh", fresh, json!(3)).await;
+        assert_eq!(ack["success"], true, "{ack}");
+        let new_exp = Timestamp::parse(ack["expiresAt"].as_str().expect("expiresAt")).unwrap();
+        assert!(new_exp.unix_millis() > at.unix_millis(), "{ack}");
+        let second_exp = expiry(TTL);
+
+        // Past the first token's `exp`: Bob answers, as the socket's user.
+        tokio::time::sleep_until((bob_exp + Duration::from_millis(500)).into()).await;
+        let answered = bob
+            .ack("call:accept", json!({"callId": to_bob}), json!(4))
+            .await;
+        assert_eq!(answered["status"], "active", "{answered}");
+
+        // Warned again, refreshed again; past the second token's `exp`, Bob ends the call.
+        expiring(&mut bob, TTL).await;
+        let fresh = json!({"token": token_for(&w.bob, TTL)});
+        assert_eq!(
+            bob.ack("auth:refresh", fresh, json!(5)).await["success"],
+            true
+        );
+        tokio::time::sleep_until((second_exp + Duration::from_millis(500)).into()).await;
+        bob.send(json!({"event": "call:end", "data": {"callId": to_bob}, "id": 6}))
+            .await;
+        let ended = loop {
+            let f = bob.recv().await;
+            if f["event"] == "ack" {
+                break f["data"].clone();
+            }
+            assert_eq!(f["event"], "call:ended", "{f}");
+        };
+        assert_eq!(ended["callStatus"], "ended", "{ended}");
+    };
+    let carol_side = async {
+        expiring(&mut carol, TTL).await;
+        let (close, _) = match carol.next_within(TTL).await {
+            Next::Close(c) => (c, ()),
+            other => panic!("Carol was not closed: {other:?}"),
+        };
+        let late = Instant::now().saturating_duration_since(carol_exp);
+        let early = carol_exp.saturating_duration_since(Instant::now());
+        assert!(
+            early < Duration::from_millis(300),
+            "closed {early:?} before exp"
+        );
+        assert!(late < Duration::from_secs(2), "closed {late:?} after exp");
+        let close = close.expect("a close frame");
+        assert_eq!(u16::from(close.code), 1008, "{close:?}");
+        assert_eq!(close.reason.as_str(), "token expired");
+    };
+    tokio::join!(bob_side, carol_side);
+
+    // Carol comes back with a fresh token within the grace: still in the call.
+    let mut carol = w.open(&with_token(&w.carol, TTL)).await;
+    let ice = json!({"callId": to_carol, "targetUserId": c, "candidate": candidate(1)});
+    alice
+        .send(json!({"event": "call:ice-candidate", "data": ice}))
+        .await;
+    let got = carol.expect("call:ice-candidate").await;
+    assert_eq!(got["fromUserId"], a);
+    let call = w.get_call(&w.alice, &to_carol);
+    assert_eq!(call["status"], "active", "{call}");
+}
+
+/// The page's JS clients with a provider of 10 s tokens (`tests/browser/token_refresh.mjs`):
+/// a group call held 25 s, through two expiries of every token, by a SignalingSocket on `/ws`
+/// and a socket.io-client on `/socket.io/`, each refreshing by itself, never disconnected;
+/// a third whose provider fails once is closed at `exp`, reconnects at once with a fresh
+/// token and is still in the call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_js_clients_hold_a_call_through_their_tokens_expiries() {
+    let w = World::start();
+    let extra = json!({"jwtSecret": JWT_SECRET, "ttl": 10, "hold": 25});
+    node(
+        &w,
+        "token_refresh.mjs",
+        extra,
+        &[
+            "Carol closed for expiry",
+            "Carol reconnected with a fresh token",
+            "Carol is still in the call, relayed to",
+            "Alice signals Bob past the expiries",
+            "Alice leaves the call, which goes on",
+            "Alice refreshed on each warning",
+            "Bob refreshed on each warning",
+            "Alice and Bob were never disconnected",
+        ],
+    );
 }

@@ -56,6 +56,8 @@ async function signIn(name) {
   setTimeout(() => signIn(name).catch((e) => notice(`Signed out: ${e.message}`)), renewIn);
   if (app.socket) {
     app.socket.auth.token = app.session.token;
+    // The live socket too: switchboard closes a socket at its token's `exp` (auth:refresh).
+    app.socket.emit('auth:refresh', { token: app.session.token });
     return;
   }
   $('sign-in').hidden = true;

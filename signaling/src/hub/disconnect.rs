@@ -27,6 +27,8 @@ pub enum DisconnectReason {
     PayloadTooLarge,
     /// A second polling GET while one waits.
     OverlappingPolls,
+    /// The socket's token expired and no fresh one came (`auth:refresh`).
+    TokenExpired,
 }
 
 impl DisconnectReason {
@@ -43,6 +45,7 @@ impl DisconnectReason {
             DisconnectReason::Refused => "refused",
             DisconnectReason::PayloadTooLarge => "payload too large",
             DisconnectReason::OverlappingPolls => "overlapping polls",
+            DisconnectReason::TokenExpired => "token expired",
         }
     }
 }

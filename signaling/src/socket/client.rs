@@ -37,6 +37,8 @@ pub enum ClientEvent<'a> {
     Media(Uuid, MediaRequest),
     /// `call:stats` with `{callId, rtt?, jitter?, packetLoss?, bitrate?, relayed?}`.
     Stats(Uuid, Figures),
+    /// `auth:refresh` with `{token}`: the socket's fresh token (see [`super::lease`]).
+    Refresh(String),
 }
 
 /// Why a client event is refused before it is performed.
@@ -65,20 +67,22 @@ impl Refusal {
     }
 }
 
-/// The client events the call service performs (the others are [`Signal`]s).
-const TRANSITIONS: [&str; 5] = [
+/// The client events the call service performs, and the socket's own `auth:refresh` (the
+/// others are [`Signal`]s).
+const PERFORMED: [&str; 6] = [
     "call:accept",
     "call:reject",
     "call:end",
     "call:media",
     "call:stats",
+    "auth:refresh",
 ];
 
 impl<'a> ClientEvent<'a> {
     /// `event` with `data` (JSON text; `null` when the client sent none).
     pub fn parse(event: &str, data: &'a str) -> Result<ClientEvent<'a>, Refusal> {
         let signal = Signal::from_event(event);
-        if signal.is_none() && !TRANSITIONS.contains(&event) {
+        if signal.is_none() && !PERFORMED.contains(&event) {
             return Err(Refusal::UnknownEvent(event.to_owned()));
         }
         // serde would also read a struct from an array, field by field.
@@ -117,6 +121,7 @@ impl<'a> ClientEvent<'a> {
                 };
                 ClientEvent::Media(m.call_id, req)
             }
+            ("auth:refresh", None) => ClientEvent::Refresh(fields::<RefreshIn>(data)?.token),
             _ => {
                 let m: StatsIn = fields(data)?;
                 let figures = Figures {
@@ -160,6 +165,12 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValu
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct CallIn {
     call_id: Uuid,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RefreshIn {
+    token: String,
 }
 
 #[derive(Deserialize)]
@@ -229,5 +240,16 @@ mod tests {
         let data = format!(r#"{{"callId":"{call}"}}"#);
         let end = ClientEvent::parse("call:end", &data);
         assert!(matches!(end, Ok(ClientEvent::End(c)) if c == call));
+    }
+
+    /// `auth:refresh` takes a token, and nothing else.
+    #[test]
+    fn a_refresh_is_a_token() {
+        let refresh = ClientEvent::parse("auth:refresh", r#"{"token":"a.b.c"}"#);
+        assert!(matches!(refresh, Ok(ClientEvent::Refresh(t)) if t == "a.b.c"));
+        for bad in ["{}", r#"{"token":1}"#, r#"{"token":"t","x":1}"#] {
+            let refused = ClientEvent::parse("auth:refresh", bad).unwrap_err();
+            assert_eq!(refused.code(), "invalid_field", "{bad}");
+        }
     }
 }

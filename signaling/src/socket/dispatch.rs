@@ -3,6 +3,7 @@
 //! API performs it, and what it comes to ([`Reply`]), which each transport writes its way.
 
 use super::client::{ClientEvent, Refusal};
+use super::lease::Lease;
 use crate::api::{ApiError, ApiState};
 use crate::call::User;
 use crate::hub::{Elsewhere, SocketId};
@@ -33,25 +34,26 @@ impl From<Refusal> for Reply {
     }
 }
 
-/// Performs one client message, `event` with `data` (JSON text), as `user`. `origin` is the
-/// socket it came from (its other devices hear of an answer).
-pub async fn dispatch(
-    s: &ApiState,
-    user: &User,
-    origin: SocketId,
-    event: &str,
-    data: &str,
-) -> Reply {
+/// A client message's socket: its user, its id in the hub, its [`Lease`].
+#[derive(Clone, Copy)]
+pub struct Origin<'a> {
+    pub user: &'a User,
+    pub socket: SocketId,
+    pub lease: &'a Lease,
+}
+
+/// Performs one client message, `event` with `data` (JSON text), from `origin` (its user's
+/// other devices hear of an answer).
+pub async fn dispatch(s: &ApiState, origin: Origin<'_>, event: &str, data: &str) -> Reply {
     match ClientEvent::parse(event, data) {
-        Ok(e) => perform(s, user, origin, e).await,
+        Ok(e) => perform(s, origin, e).await,
         Err(refused) => refused.into(),
     }
 }
 
-/// Performs `e`, as `user`, from socket `origin`. A signal is relayed at once, without waiting
-/// on anything.
-pub async fn perform(s: &ApiState, user: &User, origin: SocketId, e: ClientEvent<'_>) -> Reply {
-    let hub = &s.hub;
+/// Performs `e` from `origin`. A signal is relayed at once, without waiting on anything.
+pub async fn perform(s: &ApiState, o: Origin<'_>, e: ClientEvent<'_>) -> Reply {
+    let (hub, user, origin) = (&s.hub, o.user, o.socket);
     let result = match e {
         ClientEvent::Signal {
             signal,
@@ -83,6 +85,7 @@ pub async fn perform(s: &ApiState, user: &User, origin: SocketId, e: ClientEvent
         ClientEvent::Stats(call_id, figures) => {
             to_value(s.calls.record_stats(user, call_id, figures).await)
         }
+        ClientEvent::Refresh(token) => return o.lease.refresh(&s.auth, &token),
     };
     match result {
         Ok(body) => Reply::Ack(body),

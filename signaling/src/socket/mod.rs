@@ -7,6 +7,8 @@
 //!   [`Refusal`]) whatever the transport.
 //! - [`dispatch`](mod@dispatch): a client event relayed through the hub or performed by the call service,
 //!   and what it comes to ([`Reply`]).
+//! - [`lease`]: how long a socket may live, its token's `exp` (`auth:expiring`, `auth:refresh`,
+//!   the close at its end).
 //! - The transports: [`ws`], the JSON `/ws`; [`sio`], Socket.IO on Engine.IO
 //!   (`/socket.io/`); both over [`wire`], the RFC 6455 WebSocket (handshake, framing, the
 //!   shared write path), which knows nothing of either.
@@ -17,6 +19,7 @@
 
 pub mod client;
 pub mod dispatch;
+pub mod lease;
 pub mod limits;
 pub mod sio;
 pub mod wire;
@@ -27,6 +30,7 @@ use std::time::Duration;
 
 pub use client::{ClientEvent, Refusal};
 pub use dispatch::{dispatch, perform, Reply};
+pub use lease::Lease;
 
 use crate::hub::{DisconnectReason, Hub};
 use limits::PING_EVERY;
@@ -57,11 +61,12 @@ pub(crate) async fn bounded<F: std::future::Future>(limit: Duration, f: F) -> Op
 }
 
 /// The close code of a WebSocket closed for `reason`: 1001 (going away) when the server stops
-/// or the client stopped answering, 1008 (policy) when it fell too far behind, 1000 otherwise.
+/// or the client stopped answering, 1008 (policy) when it fell too far behind or its token
+/// expired (the reason says which), 1000 otherwise.
 pub(crate) fn close_code(reason: DisconnectReason) -> u16 {
     match reason {
         DisconnectReason::ServerShutdown | DisconnectReason::PingTimeout => wire::GOING_AWAY,
-        DisconnectReason::SlowConsumer => wire::POLICY,
+        DisconnectReason::SlowConsumer | DisconnectReason::TokenExpired => wire::POLICY,
         DisconnectReason::ConnectTimeout
         | DisconnectReason::TransportError
         | DisconnectReason::TransportClose

@@ -19,7 +19,10 @@
 //!   `ack` frame holding the REST response body (`call:accept` and `call:reject` also tell the
 //!   user's other sockets: `call:answered-elsewhere`, `call:rejected-elsewhere`);
 //! - `call:stats` with `{callId, rtt?, jitter?, packetLoss?, bitrate?, relayed?}`: a joined
-//!   participant's connection report (see [`crate::quality`]), acked `{success, quality}`.
+//!   participant's connection report (see [`crate::quality`]), acked `{success, quality}`;
+//! - `auth:refresh` with `{token}`: a fresh token for the socket, acked `{success, expiresAt}`
+//!   (see [`super::lease`]: the server sends `auth:expiring` `{expiresAt}` shortly before the
+//!   token's `exp`, and closes a socket not refreshed by then with 1008 `token expired`).
 //!
 //! A refused frame is answered `{"event": "error", "data": {"code", "message", "event"}}`.
 //! Bounds: frames of at most [`MAX_FRAME`] bytes, [`RATE`] frames per second (a burst of
@@ -39,13 +42,14 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
-use super::dispatch::{dispatch, Reply};
+use super::dispatch::{dispatch, Origin, Reply};
+use super::lease::Lease;
 use super::limits::Bucket;
 use super::wire::{self, Conn, Incoming, Reader, Upgrade};
 use super::{bounded, close_code, SOCKET_ID};
 use crate::api::{ApiError, ApiState};
 use crate::call::User;
-use crate::hub::{DisconnectReason, Message, Outbox, SocketId};
+use crate::hub::{DisconnectReason, Message, Outbox};
 
 // The hub's limits and heartbeat, shared by both transports, live in `super::limits` and
 // `super`; re-exported here, where the daemon and the tests have always named them from.
@@ -67,8 +71,8 @@ pub async fn handler(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .or(bearer.as_deref());
-    let user = match s.auth.user(authorization) {
-        Ok(user) => user,
+    let (user, exp) = match s.auth.session(authorization) {
+        Ok(session) => session,
         Err(e) => return ApiError::from(e).into_response(),
     };
     let name: Arc<str> = match query_param(query.as_deref(), "socketId") {
@@ -80,7 +84,10 @@ pub async fn handler(
         None => Arc::from(Uuid::new_v4().simple().to_string()),
     };
     let header_value = HeaderValue::from_str(&name).ok();
-    let mut response = upgrade.on_upgrade(move |conn, reader| serve(s, user, name, conn, reader));
+    let mut response = upgrade.on_upgrade(move |conn, reader| {
+        let lease = Lease::new(user.id, exp);
+        serve(s, user, lease, name, conn, reader)
+    });
     if let Some(v) = header_value {
         response.headers_mut().insert(SOCKET_ID, v);
     }
@@ -161,7 +168,14 @@ pub struct ClientFrame<'a> {
     pub id: Option<serde_json::Value>,
 }
 
-async fn serve(s: Arc<ApiState>, user: User, name: Arc<str>, conn: Arc<Conn>, mut reader: Reader) {
+async fn serve(
+    s: Arc<ApiState>,
+    user: User,
+    lease: Lease,
+    name: Arc<str>,
+    conn: Arc<Conn>,
+    mut reader: Reader,
+) {
     let hub = s.hub.clone();
     let outbox = Arc::new(WsOutbox {
         conn: conn.clone(),
@@ -179,9 +193,23 @@ async fn serve(s: Arc<ApiState>, user: User, name: Arc<str>, conn: Arc<Conn>, mu
     };
     tracing::debug!(user = %user.id, "ws connected");
     let mut bucket = Bucket::new();
+    let origin = Origin {
+        user: &user,
+        socket: id,
+        lease: &lease,
+    };
+    // Warns, then ends when the token expires unrefreshed; the close then ends the loop.
+    let expiry = lease.run(&*outbox);
+    tokio::pin!(expiry);
+    let mut expired = false;
     loop {
         tokio::select! {
             biased;
+            () = &mut expiry, if !expired => {
+                expired = true;
+                tracing::debug!(user = %user.id, "ws token expired");
+                outbox.disconnect(DisconnectReason::TokenExpired);
+            }
             () = conn.woken() => {
                 if conn.is_closing() {
                     break;
@@ -206,7 +234,7 @@ async fn serve(s: Arc<ApiState>, user: User, name: Arc<str>, conn: Arc<Conn>, mu
                     continue;
                 }
                 match text {
-                    Some(t) => handle(&s, &user, id, &outbox, t).await,
+                    Some(t) => handle(&s, origin, &outbox, t).await,
                     None => reply_error(&outbox, None, "", "invalid_frame", "frames are JSON text"),
                 }
             }
@@ -251,7 +279,7 @@ fn reply_error(
     reply(outbox, "error", &data, id);
 }
 
-async fn handle(s: &ApiState, user: &User, origin: SocketId, outbox: &WsOutbox, text: &str) {
+async fn handle(s: &ApiState, origin: Origin<'_>, outbox: &WsOutbox, text: &str) {
     let f: ClientFrame<'_> = match parse_frame(text) {
         Ok(f) => f,
         Err(e) => {
@@ -262,7 +290,7 @@ async fn handle(s: &ApiState, user: &User, origin: SocketId, outbox: &WsOutbox, 
     let id = f.id.as_ref();
     let data = f.data.map_or("null", RawValue::get);
     let event = f.event.as_str();
-    match dispatch(s, user, origin, event, data).await {
+    match dispatch(s, origin, event, data).await {
         // Acked, as Socket.IO does, when the client asked (an `id`): `{"success": true}`.
         Reply::Relayed => {
             if id.is_some() {

@@ -8,7 +8,9 @@
 //!
 //! The events are those of `/ws` ([`super::ws`], typed in [`super::client`]): the server pushes the call events; clients
 //! emit `call:offer`, `call:answer`, `call:ice-candidate` (relayed), and `call:accept`,
-//! `call:reject`, `call:end`, `call:media`, `call:stats` (performed). A socket's messages are
+//! `call:reject`, `call:end`, `call:media`, `call:stats` (performed), and `auth:refresh` (a
+//! fresh token, see [`super::lease`]: the server warns with `auth:expiring` and disconnects a
+//! socket not refreshed by its token's `exp`). A socket's messages are
 //! performed in the order it sent them. With an acknowledgement callback the answer is the
 //! REST body, `{success: true}` for a relayed message, or `{error: {code, message}}`; without
 //! one a refusal is an `error` event `{code, message, event}`. Binary attachments are refused.
@@ -68,6 +70,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::close_code;
+use super::lease::Lease;
 use super::limits::{self, Bucket};
 use super::wire::Conn;
 use crate::api::ApiState;
@@ -155,8 +158,8 @@ struct Out {
 
 #[derive(Default)]
 struct Inbound {
-    /// The user and the hub's socket, once connected.
-    connected: Option<(User, SocketId)>,
+    /// The user, the hub's socket and its lease, once connected.
+    connected: Option<(User, SocketId, Arc<Lease>)>,
     bucket: Bucket,
 }
 

@@ -11,7 +11,8 @@ use uuid::Uuid;
 use super::packet::{event_packet, split_ack, split_event, split_namespace};
 use super::{Engine, Inbound, Session, MAX_PING};
 use crate::hub::DisconnectReason;
-use crate::socket::dispatch::{dispatch, Reply};
+use crate::socket::dispatch::{dispatch, Origin, Reply};
+use crate::socket::lease::Lease;
 use crate::socket::limits::MAX_SOCKETS_PER_USER;
 
 impl Engine {
@@ -113,8 +114,8 @@ impl Engine {
             .or_else(|| s.token.clone());
         let header = token.map(|t| format!("Bearer {t}"));
         let hub = &self.state.hub;
-        let user = match self.state.auth.user(header.as_deref()) {
-            Ok(user) => user,
+        let (user, exp) = match self.state.auth.session(header.as_deref()) {
+            Ok(session) => session,
             Err(e) => return refuse(format!("{}: {e}", e.code())),
         };
         if hub.sockets_of(user.id) >= MAX_SOCKETS_PER_USER {
@@ -144,7 +145,9 @@ impl Engine {
                     self.pending.fetch_sub(1, Ordering::AcqRel);
                 }
                 drop(o);
-                me.connected = Some((user, id));
+                let lease = Arc::new(Lease::new(user.id, exp));
+                tokio::spawn(expire(s.clone(), lease.clone()));
+                me.connected = Some((user, id, lease));
             }
             Err(e) => {
                 let data = serde_json::json!({"code": e.code(), "message": e.to_string()});
@@ -158,7 +161,7 @@ impl Engine {
     /// A Socket.IO EVENT: `[<ack id>]["event", data]`.
     async fn on_event(&self, s: &Arc<Session>, me: &mut Inbound, packet: &str, allowed: bool) {
         let (ack, body) = split_ack(packet);
-        let Some((user, origin)) = &me.connected else {
+        let Some((user, socket, lease)) = &me.connected else {
             return;
         };
         let Some((event, data)) = split_event(body) else {
@@ -170,8 +173,40 @@ impl Engine {
         }
         // (A socket that goes while this is performed, an answer say, is detached when the
         // session ends, which starts the reconnect grace if that left the user joined.)
-        let reply = dispatch(&self.state, user, *origin, &event, data).await;
+        let origin = Origin {
+            user,
+            socket: *socket,
+            lease,
+        };
+        let reply = dispatch(&self.state, origin, &event, data).await;
         answer(s, ack, &event, reply);
+    }
+}
+
+/// A connected socket's term (see [`Lease`]): warned, then, unless refreshed, told why (an
+/// `error` event `{code: "token_expired"}`), disconnected from the namespace and closed. Over
+/// with the session, however it ends.
+async fn expire(s: Arc<Session>, lease: Arc<Lease>) {
+    tokio::select! {
+        () = lease.run(&*s) => {
+            let data = serde_json::json!({"code": "token_expired", "message": "the token has expired"});
+            s.send(&[&event_packet("error", &data.to_string())], false);
+            s.send(&["41"], false);
+            s.close(DisconnectReason::TokenExpired);
+        }
+        () = s.ended() => {}
+    }
+}
+
+impl Session {
+    /// Returns once the session is closed.
+    async fn ended(&self) {
+        let notified = self.closing.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if self.out().closed.is_none() {
+            notified.await;
+        }
     }
 }
 
