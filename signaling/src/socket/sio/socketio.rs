@@ -2,7 +2,6 @@
 //! the Socket.IO CONNECT with its token, and events performed through [`dispatch`] and
 //! answered through their acknowledgement or an `error` event.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use serde::Deserialize;
@@ -140,9 +139,7 @@ impl Engine {
                     return;
                 }
                 o.socket = Some((user.id, id));
-                if std::mem::take(&mut o.pending) {
-                    self.pending.fetch_sub(1, Ordering::AcqRel);
-                }
+                self.unpend(s, &mut o);
                 drop(o);
                 me.connected = Some((user, id));
             }
