@@ -45,7 +45,7 @@ use super::wire::{self, Conn, Incoming, Reader, Upgrade};
 use super::{bounded, close_code, SOCKET_ID};
 use crate::api::{ApiError, ApiState};
 use crate::call::User;
-use crate::hub::{DisconnectReason, Message, Outbox, SocketId};
+use crate::hub::{Backlog, DisconnectReason, Message, Outbox, SocketId};
 
 // The hub's limits and heartbeat, shared by both transports, live in `super::limits` and
 // `super`; re-exported here, where the daemon and the tests have always named them from.
@@ -148,6 +148,10 @@ impl Outbox for WsOutbox {
         self.pinged.store(millis(), Ordering::Release);
         // A full queue: the socket is being closed as a slow consumer already.
         let _ = self.conn.ping();
+    }
+
+    fn backlog(&self) -> Backlog {
+        self.conn.backlog()
     }
 }
 

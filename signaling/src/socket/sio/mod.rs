@@ -48,7 +48,8 @@
 //!
 //! Bounds are those of `/ws`: [`limits::MAX_FRAME`] per WebSocket message and per polling POST
 //! (advertised as `maxPayload`), [`limits::RATE`] events per second, [`limits::QUEUE`] queued
-//! messages per socket (a socket further behind is closed), [`limits::MAX_SOCKETS_PER_USER`]; and
+//! messages per socket (a socket further behind is closed; relays to a user are refused to their
+//! sender past [`limits::RELAY_QUEUE`] and [`limits::RELAY_BYTES_PER_USER`]), [`limits::MAX_SOCKETS_PER_USER`]; and
 //! at most [`MAX_PENDING`] sessions not connected yet, [`MAX_PENDING_PER_SOURCE`] of them from one
 //! source (an IPv4 address, an IPv6 /64).
 //!
@@ -73,7 +74,7 @@ use super::limits::{self, Bucket};
 use super::wire::Conn;
 use crate::api::ApiState;
 use crate::call::User;
-use crate::hub::{DisconnectReason, Message, Outbox, SocketId};
+use crate::hub::{Backlog, DisconnectReason, Message, Outbox, SocketId};
 use crate::source::{ClientAddr, Source};
 
 mod packet;
@@ -258,6 +259,17 @@ impl Outbox for Session {
 
     fn disconnect(&self, reason: DisconnectReason) {
         self.close(reason);
+    }
+
+    fn backlog(&self) -> Backlog {
+        let o = self.out();
+        match &o.conn {
+            Some(conn) => conn.backlog(),
+            None => Backlog {
+                messages: o.queue.len(),
+                bytes: o.queue.iter().map(String::len).sum(),
+            },
+        }
     }
 
     /// Over a WebSocket: `2`, or closed if the last went unanswered. (A polling session has
