@@ -13,6 +13,7 @@
 //!   dispatcher, and the transports: [`ws`] (JSON, `/ws`), [`sio`] (Socket.IO, `/socket.io/`)
 //!   and [`wire`] (the WebSocket connections under both, which whoever has a message for a
 //!   socket writes to directly).
+//! - [`source`]: the client address of a request, and the source per-address limits count.
 //! - [`webhook`]: the webhooks each saved transition queues in the store's outbox, for the
 //!   daemon to deliver to the host application.
 //! - [`turn`]: TURN credentials for the REST API, minted with the relay's own scheme,
@@ -31,6 +32,7 @@ pub mod model;
 pub mod quality;
 pub mod service;
 pub mod socket;
+pub mod source;
 pub mod store;
 pub mod time;
 pub mod turn;

@@ -35,10 +35,7 @@ use tower_service::Service as _;
 
 use super::source::{Proxies, Source, SourceSlot, Sources};
 
-/// The address a request is from: the peer's, or the client a trusted proxy names. Every
-/// request the accept loop serves carries it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ClientAddr(pub IpAddr);
+pub use switchboard_signaling::source::ClientAddr;
 
 /// What every connection shares.
 pub struct Shared {

@@ -13,27 +13,15 @@
 //! are ignored.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::http::header::{HeaderMap, FORWARDED};
 use switchboard_turn::policy::Cidr;
 
-/// What connections are counted by: an IPv4 address, or an IPv6 address's /64.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Source {
-    V4(Ipv4Addr),
-    V6Net(u64),
-}
-
-impl Source {
-    pub fn of(ip: IpAddr) -> Source {
-        match ip.to_canonical() {
-            IpAddr::V4(v4) => Source::V4(v4),
-            IpAddr::V6(v6) => Source::V6Net((v6.to_bits() >> 64) as u64),
-        }
-    }
-}
+/// What connections are counted by: an IPv4 address, or an IPv6 address's /64 (the same
+/// source `/socket.io/` counts its pending sessions by).
+pub use switchboard_signaling::source::Source;
 
 /// The open connections of each source, each at most `cap`.
 #[derive(Debug)]

@@ -24,16 +24,16 @@
 use crate::common;
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use common::ws::{Next, Socket};
 use common::{Api, Daemon, Person};
 use serde_json::{json, Value};
-use switchboard_signaling::sio::CONNECT_TIMEOUT;
+use switchboard_signaling::sio::{CONNECT_TIMEOUT, MAX_PENDING_PER_SOURCE};
 use switchboard_signaling::ws::{MAX_FRAME, MAX_SOCKETS_PER_USER, QUEUE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::handshake::client::Request;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -125,8 +125,26 @@ impl Answer {
 /// `method /socket.io/?query` with `body` on a connection of its own (`Connection: close`),
 /// answered within [`WAIT`].
 async fn http(addr: SocketAddr, method: &str, query: &str, body: &[u8]) -> Answer {
+    http_from(None, addr, method, query, body).await
+}
+
+/// [`http`] from the local address `from` (another loopback address: another source).
+async fn http_from(
+    from: Option<IpAddr>,
+    addr: SocketAddr,
+    method: &str,
+    query: &str,
+    body: &[u8],
+) -> Answer {
     let exchange = async {
-        let mut tcp = TcpStream::connect(addr).await.expect("connect");
+        let mut tcp = match from {
+            None => TcpStream::connect(addr).await.expect("connect"),
+            Some(ip) => {
+                let socket = TcpSocket::new_v4().expect("a socket");
+                socket.bind(SocketAddr::new(ip, 0)).expect("bind");
+                socket.connect(addr).await.expect("connect")
+            }
+        };
         let mut head = format!(
             "{method} /socket.io/?{query} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n"
         );
@@ -918,6 +936,46 @@ async fn a_session_that_never_connects_is_ended() {
     tokio::time::sleep_until(started + CONNECT_TIMEOUT + Duration::from_millis(500)).await;
     idle.get().await.assert_refused(1, "Session ID unknown");
     assert_eq!(connected.fence("still").await, Vec::<String>::new());
+}
+
+/// One source (here 127.0.0.1) holds at most MAX_PENDING_PER_SOURCE sessions that have not
+/// connected: its next handshake is answered 429 (a WebSocket one closed with 1013, try again
+/// later), while another source (127.0.0.2) still opens sessions; a session that connects
+/// gives its place back. (Before, one client filled the whole pool of 16,384.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_source_holds_at_most_its_share_of_pending_sessions() {
+    let d = start();
+    let alice = Person::new("Alice");
+    let mut held = Vec::new();
+    for _ in 0..MAX_PENDING_PER_SOURCE {
+        held.push(Polling::open(d.http, "").await);
+    }
+    let handshake = "EIO=4&transport=polling";
+    let refused = http(d.http, "GET", handshake, b"").await;
+    assert_eq!(
+        (refused.status, refused.body.as_str()),
+        (429, "too many sessions from this address"),
+        "{refused:?}"
+    );
+    let mut ws = ws_open(d.http, "EIO=4&transport=websocket").await;
+    let close = ws.close_frame().await.expect("a close frame");
+    assert_eq!(
+        (u16::from(close.code), close.reason.as_str()),
+        (1013, "too many sessions")
+    );
+
+    let elsewhere = Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)));
+    let other = http_from(elsewhere, d.http, "GET", handshake, b"").await;
+    let packets = other.packets();
+    assert_eq!(
+        packets,
+        [open_packet(&sid_of(&packets[0]), r#""websocket""#)]
+    );
+
+    held[0].connect(&alice.token).await;
+    Polling::open(d.http, "").await;
+    let again = http(d.http, "GET", handshake, b"").await;
+    assert_eq!(again.status, 429, "{again:?}");
 }
 
 /// A stop answers waiting polls at once with the close packet (they used to hold the HTTP

@@ -13,6 +13,7 @@ use super::{
 };
 use crate::call::ParticipantStatus;
 use crate::event::{Event, EventSink, Payload};
+use crate::limits::{RELAY_BYTES_PER_USER, RELAY_QUEUE};
 
 /// The data of a relayed message: the spec's `{callId, fromUserId, offer|answer|candidate}`.
 struct Relayed<'a> {
@@ -36,6 +37,13 @@ impl Serialize for Relayed<'_> {
 impl Hub {
     /// Relays a peer-to-peer message from `from` to every socket of `target`, if both are in
     /// the live call: joined, or still being rung.
+    ///
+    /// A sender cannot flood the target off the call: the message is refused to the sender
+    /// (`target_busy`) instead of being queued when one of the target's sockets has
+    /// [`RELAY_QUEUE`] messages waiting (half its queue: the rest is kept for the call's own
+    /// events), or the target's sockets have [`RELAY_BYTES_PER_USER`] waiting in all. What the
+    /// target's sockets hold for them is bounded per user, whoever sends, and only a target
+    /// that falls behind on the call's events is closed as a slow consumer.
     pub fn relay(
         &self,
         from: Uuid,
@@ -69,6 +77,14 @@ impl Hub {
                 sockets.iter().map(|s| (s.id, s.outbox.clone())).collect()
             })
         };
+        let backlog = outboxes.iter().map(|(_, o)| o.backlog());
+        let (messages, bytes) = backlog.fold((0, 0), |(most, sum), b| {
+            (most.max(b.messages), sum + b.bytes)
+        });
+        let adding = outboxes.len() * m.data.get().len();
+        if messages >= RELAY_QUEUE || bytes + adding > RELAY_BYTES_PER_USER {
+            return Err(HubError::TargetBusy(target));
+        }
         let mut slow = Vec::new();
         for (id, outbox) in outboxes {
             if !outbox.push(&m) {

@@ -4,7 +4,8 @@
 //! Transports (the JSON WebSocket at `/ws`, Socket.IO) attach each socket with an [`Outbox`]:
 //! a non-blocking write to that socket, with a bounded queue for what it cannot take at once.
 //! The hub never waits on a socket: a socket whose queue is full is disconnected (a slow
-//! consumer never grows memory).
+//! consumer never grows memory). Peer-to-peer messages take only part of a user's queues, and
+//! past it are refused to their sender ([`Hub::relay`]): a user cannot flood another off a call.
 //!
 //! The hub is the call state machine's [`EventSink`](crate::event::EventSink): committed events reach every socket of
 //! every addressed user, in commit order. From the same events it keeps the roster of every
@@ -53,6 +54,15 @@ pub trait Outbox: Send + Sync + 'static {
     /// The heartbeat, every [`crate::limits::PING_EVERY`]: pings the client, or closes the socket
     /// if the last ping went unanswered. Without waiting, as [`Outbox::push`].
     fn pulse(&self);
+    /// What is queued for the socket and not written yet.
+    fn backlog(&self) -> Backlog;
+}
+
+/// What is queued for a socket and not written yet (see [`Outbox::backlog`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Backlog {
+    pub messages: usize,
+    pub bytes: usize,
 }
 
 /// The peer-to-peer messages the hub relays.
@@ -101,6 +111,10 @@ pub enum HubError {
     /// The user has as many sockets as allowed.
     #[error("too many connections for this user (at most {0})")]
     TooManySockets(usize),
+    /// The target's sockets have as much relayed to them waiting as they may
+    /// ([`crate::limits::RELAY_QUEUE`], [`crate::limits::RELAY_BYTES_PER_USER`]).
+    #[error("{0} is not keeping up with what is sent to them; try again later")]
+    TargetBusy(Uuid),
 }
 
 impl HubError {
@@ -109,6 +123,7 @@ impl HubError {
             HubError::NotInCall(_) => "not_in_call",
             HubError::NotAParticipant(_) => "not_a_participant",
             HubError::TooManySockets(_) => "too_many_sockets",
+            HubError::TargetBusy(_) => "target_busy",
         }
     }
 }

@@ -48,6 +48,15 @@ impl Outbox for Inbox {
     }
 
     fn pulse(&self) {}
+
+    fn backlog(&self) -> Backlog {
+        let got = self.got.lock().unwrap();
+        let bytes = got.iter().map(|(_, v)| v.to_string().len()).sum();
+        Backlog {
+            messages: got.len(),
+            bytes,
+        }
+    }
 }
 
 const T0: Timestamp = Timestamp::from_unix_millis(1_700_000_000_000);
@@ -236,6 +245,44 @@ fn a_slow_socket_is_disconnected_not_waited_for() {
     assert_eq!(hub.sockets_of(u2), 1, "the slow socket is forgotten");
     // Its transport detaches it later: harmless.
     assert_eq!(hub.detach(u2, slow_id), 1);
+}
+
+/// Issue 20 item 13: a sender cannot fill the target's queue with relays (which closed the
+/// target as a slow consumer) nor hold more than RELAY_BYTES_PER_USER queued for them: past
+/// either bound the relay is refused to the sender, and the target still takes the call's
+/// events.
+#[test]
+fn relays_past_the_targets_share_are_refused_to_the_sender() {
+    use crate::limits::{QUEUE, RELAY_BYTES_PER_USER, RELAY_QUEUE};
+    let (hub, _) = Hub::new(4);
+    let (u1, u2) = (user(1).id, user(2).id);
+    let target = Inbox::with_room(QUEUE);
+    hub.attach(u2, target.clone()).unwrap();
+    hub.attach(u1, Inbox::with_room(9)).unwrap();
+    let call = group(&hub);
+    let busy = Err(HubError::TargetBusy(u2));
+    // (The target has `call:incoming` queued already.)
+    for _ in 1..RELAY_QUEUE {
+        hub.relay(u1, call.id, u2, Signal::IceCandidate, &sdp())
+            .unwrap();
+    }
+    assert_eq!(
+        hub.relay(u1, call.id, u2, Signal::IceCandidate, &sdp()),
+        busy
+    );
+    hub.send(&[u2], &Message::new("call:ended", &call.id));
+    assert_eq!(target.take().len(), RELAY_QUEUE + 1);
+    assert_eq!(*target.closed.lock().unwrap(), None);
+
+    // Few messages, but large ones: refused once their bytes would pass the budget.
+    let large = format!(r#"{{"sdp":"{}"}}"#, "a".repeat(60_000));
+    let large = RawValue::from_string(large).unwrap();
+    let taken = (0..RELAY_QUEUE)
+        .take_while(|_| hub.relay(u1, call.id, u2, Signal::Offer, &large).is_ok())
+        .count();
+    assert_eq!(taken, RELAY_BYTES_PER_USER / 60_000, "taken before refused");
+    assert_eq!(hub.relay(u1, call.id, u2, Signal::Offer, &large), busy);
+    assert_eq!(*target.closed.lock().unwrap(), None);
 }
 
 #[test]

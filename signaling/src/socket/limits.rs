@@ -15,6 +15,14 @@ pub const RATE: f64 = 50.0;
 pub const BURST: f64 = 100.0;
 /// Messages queued towards one socket before it counts as a slow consumer.
 pub const QUEUE: usize = 256;
+/// A peer-to-peer message relayed to a user is refused to its sender while one of the user's
+/// sockets has this many messages queued: a sender cannot fill the queue, and so cannot get
+/// the target closed as a slow consumer (see `Hub::relay`).
+pub const RELAY_QUEUE: usize = QUEUE / 2;
+/// The same while the user's sockets have this many bytes queued in all (a relayed message
+/// may be [`MAX_FRAME`]: without it a user's [`MAX_SOCKETS_PER_USER`] sockets could hold
+/// 16 × 256 × 64 KiB for a sender).
+pub const RELAY_BYTES_PER_USER: usize = 2 * 1024 * 1024;
 /// Sockets (devices, tabs) one user may hold.
 pub const MAX_SOCKETS_PER_USER: usize = 16;
 /// The server pings a socket this often (Engine.IO's default `pingInterval`, which the

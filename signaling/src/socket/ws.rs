@@ -49,7 +49,7 @@ use super::wire::{self, Conn, Incoming, Reader, Upgrade};
 use super::{bounded, close_code, SOCKET_ID};
 use crate::api::{ApiError, ApiState};
 use crate::call::User;
-use crate::hub::{DisconnectReason, Message, Outbox};
+use crate::hub::{Backlog, DisconnectReason, Message, Outbox};
 
 // The hub's limits and heartbeat, shared by both transports, live in `super::limits` and
 // `super`; re-exported here, where the daemon and the tests have always named them from.
@@ -155,6 +155,10 @@ impl Outbox for WsOutbox {
         self.pinged.store(millis(), Ordering::Release);
         // A full queue: the socket is being closed as a slow consumer already.
         let _ = self.conn.ping();
+    }
+
+    fn backlog(&self) -> Backlog {
+        self.conn.backlog()
     }
 }
 

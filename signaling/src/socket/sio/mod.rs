@@ -50,8 +50,10 @@
 //!
 //! Bounds are those of `/ws`: [`limits::MAX_FRAME`] per WebSocket message and per polling POST
 //! (advertised as `maxPayload`), [`limits::RATE`] events per second, [`limits::QUEUE`] queued
-//! messages per socket (a socket further behind is closed), [`limits::MAX_SOCKETS_PER_USER`]; and
-//! at most [`MAX_PENDING`] sessions not connected yet.
+//! messages per socket (a socket further behind is closed; relays to a user are refused to their
+//! sender past [`limits::RELAY_QUEUE`] and [`limits::RELAY_BYTES_PER_USER`]), [`limits::MAX_SOCKETS_PER_USER`]; and
+//! at most [`MAX_PENDING`] sessions not connected yet, [`MAX_PENDING_PER_SOURCE`] of them from one
+//! source (an IPv4 address, an IPv6 /64).
 //!
 //! # Layout
 //! This file holds the engine and its sessions (open, heartbeat, end); `packet.rs` the packet
@@ -75,7 +77,8 @@ use super::limits::{self, Bucket};
 use super::wire::Conn;
 use crate::api::ApiState;
 use crate::call::User;
-use crate::hub::{DisconnectReason, Message, Outbox, SocketId};
+use crate::hub::{Backlog, DisconnectReason, Message, Outbox, SocketId};
+use crate::source::{ClientAddr, Source};
 
 mod packet;
 mod polling;
@@ -92,6 +95,12 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Sessions not connected to the hub yet, at most: a handshake needs no credentials, so this
 /// bounds what anyone can take without them; a handshake beyond is answered 503.
 pub const MAX_PENDING: usize = 16_384;
+/// Sessions not connected to the hub yet of one source (an IPv4 address or an IPv6 /64, see
+/// [`Source`]), at most; a handshake beyond is answered 429. A client connects as soon as its
+/// session opens, so a source has more pending only if it opens sessions it does not use: one
+/// source takes at most this share of [`MAX_PENDING`], and filling the pool takes
+/// `MAX_PENDING / MAX_PENDING_PER_SOURCE` sources.
+pub const MAX_PENDING_PER_SOURCE: usize = 128;
 /// How long an upgrading WebSocket may take to send its probe and then its upgrade packet.
 const UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest ping a client may send (the server pings in v4; clients send none but the
@@ -106,6 +115,8 @@ pub struct Engine {
     sessions: Mutex<HashMap<Arc<str>, Arc<Session>>>,
     /// Sessions not connected to the hub.
     pending: AtomicUsize,
+    /// The same, by source (none counted for a request without a [`ClientAddr`]).
+    pending_by_source: Mutex<HashMap<Source, usize>>,
     /// Set by [`Engine::stop_polling`]: no new session opens.
     stopping: AtomicBool,
 }
@@ -125,6 +136,8 @@ struct Session {
     sid: Arc<str>,
     /// The `?token=` of the request that opened the session.
     token: Option<String>,
+    /// Where the request that opened it came from, if known.
+    source: Option<Source>,
     opened: Instant,
     out: Mutex<Out>,
     /// Wakes the writer (the waiting GET, or the WebSocket task): a packet was queued, the
@@ -251,6 +264,17 @@ impl Outbox for Session {
         self.close(reason);
     }
 
+    fn backlog(&self) -> Backlog {
+        let o = self.out();
+        match &o.conn {
+            Some(conn) => conn.backlog(),
+            None => Backlog {
+                messages: o.queue.len(),
+                bytes: o.queue.iter().map(String::len).sum(),
+            },
+        }
+    }
+
     /// Over a WebSocket: `2`, or closed if the last went unanswered. (A polling session has
     /// its own heartbeat task; one not connected yet is not the hub's, and is ended at
     /// [`CONNECT_TIMEOUT`].)
@@ -272,6 +296,7 @@ impl Engine {
             state,
             sessions: Mutex::new(HashMap::new()),
             pending: AtomicUsize::new(0),
+            pending_by_source: Mutex::new(HashMap::new()),
             stopping: AtomicBool::new(false),
         })
     }
@@ -315,20 +340,37 @@ impl Engine {
         self.sessions().get(sid).cloned()
     }
 
-    /// A new session; none past [`MAX_PENDING`], or once stopping.
-    fn open(&self, token: Option<String>, transport: Transport) -> Option<Arc<Session>> {
+    /// A new session for a request from `client`; none past [`MAX_PENDING`] or
+    /// [`MAX_PENDING_PER_SOURCE`], or once stopping.
+    fn open(
+        &self,
+        token: Option<String>,
+        client: Option<ClientAddr>,
+        transport: Transport,
+    ) -> Result<Arc<Session>, NoSession> {
         if self.stopping.load(Ordering::Acquire) {
-            return None;
+            return Err(NoSession::Full);
+        }
+        let source = client.map(ClientAddr::source);
+        if let Some(source) = source {
+            let mut by_source = self.by_source();
+            let n = by_source.entry(source).or_insert(0);
+            if *n >= MAX_PENDING_PER_SOURCE {
+                return Err(NoSession::SourceFull);
+            }
+            *n += 1;
         }
         if self.pending.fetch_add(1, Ordering::AcqRel) >= MAX_PENDING {
             self.pending.fetch_sub(1, Ordering::AcqRel);
-            return None;
+            self.unpend_source(source);
+            return Err(NoSession::Full);
         }
         let now = Instant::now();
         let sid: Arc<str> = Arc::from(Uuid::new_v4().simple().to_string());
         let s = Arc::new(Session {
             sid: sid.clone(),
             token,
+            source,
             opened: now,
             out: Mutex::new(Out {
                 queue: VecDeque::new(),
@@ -346,7 +388,32 @@ impl Engine {
             inbound: tokio::sync::Mutex::new(Inbound::default()),
         });
         self.sessions().insert(sid, s.clone());
-        Some(s)
+        Ok(s)
+    }
+
+    fn by_source(&self) -> MutexGuard<'_, HashMap<Source, usize>> {
+        self.pending_by_source
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn unpend_source(&self, source: Option<Source>) {
+        let Some(source) = source else { return };
+        let mut by_source = self.by_source();
+        if let Some(n) = by_source.get_mut(&source) {
+            *n -= 1;
+            if *n == 0 {
+                by_source.remove(&source);
+            }
+        }
+    }
+
+    /// `s` is no longer pending (connected, or ended): uncounted, once.
+    fn unpend(&self, s: &Session, o: &mut Out) {
+        if std::mem::take(&mut o.pending) {
+            self.pending.fetch_sub(1, Ordering::AcqRel);
+            self.unpend_source(s.source);
+        }
     }
 
     /// Ends `s`: closed, out of the table, and its socket out of the hub. Idempotent.
@@ -355,9 +422,7 @@ impl Engine {
         self.sessions().remove(&s.sid);
         let socket = {
             let mut o = s.out();
-            if std::mem::take(&mut o.pending) {
-                self.pending.fetch_sub(1, Ordering::AcqRel);
-            }
+            self.unpend(s, &mut o);
             o.socket.take()
         };
         if let Some((user, id)) = socket {
@@ -403,6 +468,15 @@ impl Engine {
             }
         }
     }
+}
+
+/// Why no session opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum NoSession {
+    /// [`MAX_PENDING`] are pending, or the server is stopping.
+    Full,
+    /// The request's source has [`MAX_PENDING_PER_SOURCE`] pending.
+    SourceFull,
 }
 
 /// Ends a session when dropped: [`Engine::serve`]'s cleanup, which a panic must not skip.

@@ -7,12 +7,14 @@ use axum::body::Body;
 use axum::extract::{RawQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 
 use super::packet::open_packet;
-use super::{Engine, Session, Transport};
+use super::{Engine, NoSession, Session, Transport};
 use crate::hub::DisconnectReason;
 use crate::socket::limits::{MAX_FRAME, PING_EVERY, PING_TIMEOUT};
 use crate::socket::wire::{NotWebSocket, Upgrade};
+use crate::source::ClientAddr;
 
 /// An Engine.IO error: HTTP 400 with the protocol's `{code, message}`.
 struct Refused(u8, &'static str);
@@ -69,8 +71,10 @@ impl Query {
 pub(super) async fn on_get(
     State(e): State<Arc<Engine>>,
     RawQuery(query): RawQuery,
+    client: Option<Extension<ClientAddr>>,
     upgrade: Result<Upgrade, NotWebSocket>,
 ) -> Response {
+    let client = client.map(|Extension(c)| c);
     let q = match Query::parse(query.as_deref()) {
         Ok(q) => q,
         Err(r) => return r.into_response(),
@@ -90,17 +94,23 @@ pub(super) async fn on_get(
         return upgrade.on_upgrade(move |conn, reader| async move {
             match upgrading {
                 Some(s) => e.upgrade(s, conn, reader).await,
-                None => e.websocket(q.token, conn, reader).await,
+                None => e.websocket(q.token, client, conn, reader).await,
             }
         });
     }
     match q.sid {
-        None => match e.open(q.token, Transport::Polling) {
-            Some(s) => {
+        None => match e.open(q.token, client, Transport::Polling) {
+            Ok(s) => {
                 tokio::spawn(e.clone().heartbeat(s.clone()));
                 text(open_packet(&s.sid, true))
             }
-            None => (StatusCode::SERVICE_UNAVAILABLE, "no session available").into_response(),
+            Err(NoSession::Full) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "no session available").into_response()
+            }
+            Err(NoSession::SourceFull) => {
+                let busy = "too many sessions from this address";
+                (StatusCode::TOO_MANY_REQUESTS, busy).into_response()
+            }
         },
         Some(sid) => match e.session(&sid) {
             Some(s) => e.poll(s).await,

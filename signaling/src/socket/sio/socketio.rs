@@ -2,7 +2,6 @@
 //! the Socket.IO CONNECT with its token, and events performed through [`dispatch`] and
 //! answered through their acknowledgement or an `error` event.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use serde::Deserialize;
@@ -141,9 +140,7 @@ impl Engine {
                     return;
                 }
                 o.socket = Some((user.id, id));
-                if std::mem::take(&mut o.pending) {
-                    self.pending.fetch_sub(1, Ordering::AcqRel);
-                }
+                self.unpend(s, &mut o);
                 drop(o);
                 let lease = Arc::new(Lease::new(user.id, exp));
                 tokio::spawn(expire(s.clone(), lease.clone()));

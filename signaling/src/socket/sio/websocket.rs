@@ -9,16 +9,18 @@ use crate::hub::DisconnectReason;
 use crate::socket::bounded;
 use crate::socket::limits::PING_TIMEOUT;
 use crate::socket::wire::{self, Conn, Incoming, Reader};
+use crate::source::ClientAddr;
 
 impl Engine {
     /// A WebSocket without a session: the session opens on it.
     pub(super) async fn websocket(
         self: Arc<Self>,
         token: Option<String>,
+        client: Option<ClientAddr>,
         conn: Arc<Conn>,
         reader: Reader,
     ) {
-        let Some(s) = self.open(token, Transport::Websocket) else {
+        let Ok(s) = self.open(token, client, Transport::Websocket) else {
             return conn.close(wire::TRY_AGAIN_LATER, "too many sessions", false);
         };
         if !conn.send_text(&[&open_packet(&s.sid, false)], false) {

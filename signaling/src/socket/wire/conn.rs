@@ -15,6 +15,7 @@ use tokio::io::{AsyncWrite, WriteHalf};
 
 use super::frame::{frame_bytes, header};
 use super::{Io, CLOSE, CLOSE_TIMEOUT, NORMAL, PING, QUEUE, SMALL, TEXT, WRITE_BATCH};
+use crate::hub::Backlog;
 
 /// The writing side of a WebSocket, shared by everyone who sends to it.
 pub struct Conn {
@@ -133,6 +134,16 @@ impl Conn {
         }
         drop(o);
         self.wake();
+    }
+
+    /// The frames queued and their bytes not written yet.
+    pub fn backlog(&self) -> Backlog {
+        let o = self.out();
+        let bytes: usize = o.queue.iter().map(Vec::len).sum();
+        Backlog {
+            messages: o.queue.len(),
+            bytes: bytes - o.written,
+        }
     }
 
     /// Whether a close was asked for, or a write failed.
