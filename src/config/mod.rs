@@ -419,10 +419,12 @@ mod raw;
 #[cfg(test)]
 mod tests;
 mod validate;
+mod values;
 
 use dev::*;
 pub use dev::{DEV_DEFAULT, DEV_STATE_DIR};
 use network::*;
 use raw::*;
-pub use validate::list_ips;
 use validate::*;
+pub use values::list_ips;
+use values::*;
