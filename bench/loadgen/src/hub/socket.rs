@@ -2,11 +2,12 @@
 //! the handshake of each transport, and the candidates' closed loop.
 
 use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
 use uuid::Uuid;
 
@@ -79,6 +80,25 @@ impl SocketStats {
     }
 }
 
+/// A TCP connection to `addr`. To an IPv4 loopback address, socket `id` comes from one of
+/// [`SOURCES`] loopback addresses (127.0.0.1 to 127.0.0.200, every one of them local on Linux),
+/// as clients come from many addresses: the daemon bounds what one source may hold (pending
+/// Socket.IO sessions), which 10,000 sockets from one address would meet.
+async fn dial(addr: SocketAddr, id: usize) -> std::io::Result<TcpStream> {
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_loopback() => {
+            let socket = TcpSocket::new_v4()?;
+            let host = 1 + (id % SOURCES) as u8;
+            socket.bind(SocketAddr::from(([127, 0, 0, host], 0)))?;
+            socket.connect(addr).await
+        }
+        _ => TcpStream::connect(addr).await,
+    }
+}
+
+/// How many loopback source addresses [`dial`] spreads the sockets over.
+const SOURCES: usize = 200;
+
 /// Connects socket `id` and performs the handshake.
 pub(super) async fn connect(shared: &Shared, id: usize) -> Result<Ws, String> {
     let args = &shared.args;
@@ -88,7 +108,7 @@ pub(super) async fn connect(shared: &Shared, id: usize) -> Result<Ws, String> {
         Transport::Ws => "/ws",
     };
     let bearer = (args.transport == Transport::Ws).then_some(token.as_str());
-    let tcp = TcpStream::connect(args.addr)
+    let tcp = dial(args.addr, id)
         .await
         .map_err(|e| format!("connect: {e}"))?;
     tcp.set_nodelay(true).map_err(|e| e.to_string())?;
