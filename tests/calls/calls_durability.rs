@@ -11,7 +11,7 @@
 //! A SIGKILL loses the process, not the page cache: these tests prove that replies wait for
 //! the commit, not that the disk honours fsync.
 //!
-//! HTTP goes through the tests' `Api`, whose `try_send` reports transport errors instead of
+//! HTTP goes through the tests' `Api`, whose `try_send_with` reports transport errors instead of
 //! panicking: requests in flight when the daemon is killed fail, and that is expected.
 
 use crate::common;
@@ -728,7 +728,7 @@ fn lifecycles(api: &Api, pairs: &[Pair], i: usize, deadline: Instant) -> Load {
         out.in_flight = Some((op, call.map(str::to_owned)));
         let body = body.map(|b| b.to_string());
         let body = body.as_deref().map(str::as_bytes);
-        match api.try_send(method, &path, Some(&who.token), body) {
+        match api.try_send_with(method, &path, Some(&who.token), &[], body) {
             Err(e) => {
                 out.error = Some(e);
                 None

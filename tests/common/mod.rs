@@ -587,19 +587,8 @@ impl Api {
         }
     }
 
-    /// `method path` with an optional bearer token and raw body: the answer, or what kept it
-    /// from coming (a daemon killed mid-request, say) as an error.
-    pub fn try_send(
-        &self,
-        method: &str,
-        path: &str,
-        bearer: Option<&str>,
-        body: Option<&[u8]>,
-    ) -> Result<(u16, serde_json::Value), String> {
-        self.try_send_with(method, path, bearer, &[], body)
-    }
-
-    /// [`Api::try_send`] with `headers` added.
+    /// `method path` with an optional bearer token, `headers` and raw body: the answer, or
+    /// what kept it from coming (a daemon killed mid-request, say) as an error.
     pub fn try_send_with(
         &self,
         method: &str,
@@ -641,7 +630,7 @@ impl Api {
         Ok((status, json))
     }
 
-    /// [`Api::try_send`], which must get an answer.
+    /// [`Api::try_send_with`] without headers, which must get an answer.
     pub fn send(
         &self,
         method: &str,
@@ -649,7 +638,7 @@ impl Api {
         bearer: Option<&str>,
         body: Option<&[u8]>,
     ) -> (u16, serde_json::Value) {
-        self.try_send(method, path, bearer, body)
+        self.try_send_with(method, path, bearer, &[], body)
             .unwrap_or_else(|e| panic!("{e}"))
     }
 

@@ -207,7 +207,7 @@ fn connections_over_max_connections_are_closed_at_once() {
     let api = d.api();
     let served = wait_until(Duration::from_secs(3), || {
         matches!(
-            api.try_send("GET", "/no-such-route", None, None),
+            api.try_send_with("GET", "/no-such-route", None, &[], None),
             Ok((404, _))
         )
     });

@@ -57,8 +57,7 @@ fn allocate_lifetime_is_clamped_between_default_and_maximum() {
 fn retransmitted_allocate_gets_the_same_answer_and_another_gets_437() {
     let mut h = H::new(config());
     let cred = Cred::new("alice", T0 + 3600);
-    let nonce = h.nonce(client(1000));
-    let req = cred.seal(allocate_request(), &nonce);
+    let req = h.sealed(client(1000), &cred, allocate_request());
     let first = h.one(client(1000), &req);
     assert_eq!(code(&first), OK);
     h.now = h.now + Duration::from_secs(2);
@@ -159,21 +158,18 @@ fn user_and_total_quotas_give_486() {
     c.user_quota = 2;
     c.total_quota = 3;
     let mut h = H::new(c);
+    // `user` from `tuple` is refused, for the user's quota or (`total`) the relay's.
+    let refused = |h: &mut H, tuple, user, total| {
+        let cred = Cred::new(user, T0 + 3600);
+        let code = h.ask(tuple, &cred, allocate_request());
+        assert_eq!(code, ErrorCode::ALLOCATION_QUOTA_REACHED, "{user}");
+        assert!(h.saw(Event::QuotaReached { total }), "{user}");
+    };
     h.allocate(client(1), "alice");
     h.allocate(client(2), "alice");
-    let cred = Cred::new("alice", T0 + 3600);
-    assert_eq!(
-        h.ask(client(3), &cred, allocate_request()),
-        ErrorCode::ALLOCATION_QUOTA_REACHED
-    );
-    assert!(h.saw(Event::QuotaReached { total: false }));
+    refused(&mut h, client(3), "alice", false);
     h.allocate(client(4), "bob");
-    let cred = Cred::new("carol", T0 + 3600);
-    assert_eq!(
-        h.ask(client(5), &cred, allocate_request()),
-        ErrorCode::ALLOCATION_QUOTA_REACHED
-    );
-    assert!(h.saw(Event::QuotaReached { total: true }));
+    refused(&mut h, client(5), "carol", true);
     assert_eq!(h.server.allocation_count(), 3);
     // Freeing one makes room again.
     let alice = Cred::day("alice");
@@ -291,8 +287,7 @@ fn overlong_and_malformed_usernames_get_401_with_the_hmac_right() {
 fn no_relay_port_gives_508_and_leaves_nothing() {
     let mut h = H::new(config());
     let cred = Cred::new("alice", T0 + 3600);
-    let nonce = h.nonce(client(1000));
-    let req = cred.seal(allocate_request(), &nonce);
+    let req = h.sealed(client(1000), &cred, allocate_request());
     let action = h.handle(client(1000), &req);
     assert_eq!(action, ClientAction::Done);
     let Some(Command::OpenRelay(RelayRequest { id, .. })) = h.server.poll_command() else {
@@ -344,8 +339,7 @@ fn refresh_rules() {
         "refreshed beyond the first 600 s"
     );
     // Lifetime 0 deletes; its retransmission gets the same bytes.
-    let nonce = h.nonce(client(1));
-    let req = alice.seal(refresh(0), &nonce);
+    let req = h.sealed(client(1), &alice, refresh(0));
     let first = h.one(client(1), &req);
     assert_eq!(code(&first), OK);
     assert_eq!(h.server.allocation_count(), 0);

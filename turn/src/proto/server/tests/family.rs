@@ -101,11 +101,8 @@ fn dual_allocation_without_an_ipv6_socket_keeps_the_ipv4_half() {
     let mut w = allocate_request();
     w.add_attribute(&AdditionalAddressFamily::new(AddressFamily::IPV6))
         .unwrap();
-    let nonce = h.nonce(client(1));
-    assert_eq!(
-        h.handle(client(1), &cred.seal(w, &nonce)),
-        ClientAction::Done
-    );
+    let req = h.sealed(client(1), &cred, w);
+    assert_eq!(h.handle(client(1), &req), ClientAction::Done);
     let Some(Command::OpenRelay(RelayRequest {
         id,
         family: Family::V4,
@@ -140,8 +137,8 @@ fn dual_allocation_without_an_ipv6_socket_keeps_the_ipv4_half() {
     let mut w = allocate_request();
     w.add_attribute(&AdditionalAddressFamily::new(AddressFamily::IPV6))
         .unwrap();
-    let nonce = h.nonce(client(2));
-    h.handle(client(2), &cred.seal(w, &nonce));
+    let req = h.sealed(client(2), &cred, w);
+    h.handle(client(2), &req);
     let Some(Command::OpenRelay(RelayRequest { id, .. })) = h.server.poll_command() else {
         panic!("expected OpenRelay");
     };

@@ -131,8 +131,14 @@ impl H {
 
     /// An authenticated request from `tuple` (fresh nonce each time).
     fn authed(&mut self, tuple: FiveTuple, cred: &Cred, w: MessageWriteVec) -> Vec<u8> {
+        let req = self.sealed(tuple, cred, w);
+        self.one(tuple, &req)
+    }
+
+    /// `w` signed by `cred` with a nonce fresh from a challenge to `tuple`: not sent yet.
+    fn sealed(&mut self, tuple: FiveTuple, cred: &Cred, w: MessageWriteVec) -> Vec<u8> {
         let nonce = self.nonce(tuple);
-        self.one(tuple, &cred.seal(w, &nonce))
+        cred.seal(w, &nonce)
     }
 
     /// The code [`H::authed`] is answered with ([`OK`] for a success).
