@@ -86,13 +86,7 @@ wakeups() { cat "/proc/$1"/task/*/status 2>/dev/null | awk '/^voluntary_ctxt_swi
 
 # ---------------------------------------------------------------------------------------------
 # 1. Build.
-mkdir -p "$OUT"
-log "output: $OUT"
-if [[ $BENCH_SKIP_BUILD != 1 ]]; then
-    build_all
-fi
-[[ -x $SB_BIN ]] || die "missing $SB_BIN"
-[[ -x $LOADGEN ]] || die "missing $LOADGEN"
+start_bench "$SB_BIN" "$LOADGEN"
 
 mkdir -p "$STORE_DIR" || die "cannot create STORE_DIR $STORE_DIR"
 WORK=$(mktemp -d "$STORE_DIR/switchboard-calls.XXXXXX")
@@ -358,11 +352,4 @@ done
     echo "   CPU; per thread of that name, the share of the load's wall time on a CPU and runnable"
     echo "   but waiting for one (the rest: blocked, e.g. in fsync or waiting for work) =="
     awk -F'\t' 'NR > 1 && ($6 >= 0.005) { printf "  clients %-4s %-18s x%-3s %9.1f ms %8.1f us %6.1f%%   on CPU %5.1f%%, runnable %5.1f%%\n", $1, $2, $3, $4, $5, 100 * $6, 100 * $7, 100 * $8 }' "$THREADS_TSV"
-    echo
-    echo "raw outputs: $OUT"
-} | tee "$OUT/report.txt"
-
-if ((FAILED)); then
-    log "FAILED: at least one run failed (see above)"
-    exit 1
-fi
+} | end_bench

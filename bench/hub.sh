@@ -88,13 +88,7 @@ fi
 
 # ---------------------------------------------------------------------------------------------
 # 1. Build, and install the Node anchor.
-mkdir -p "$OUT"
-log "output: $OUT"
-if [[ $BENCH_SKIP_BUILD != 1 ]]; then
-    build_all
-fi
-[[ -x $SB_BIN ]] || die "missing $SB_BIN"
-[[ -x $LOADGEN ]] || die "missing $LOADGEN"
+start_bench "$SB_BIN" "$LOADGEN"
 
 if [[ " $SERVERS " == *" node "* ]]; then
     command -v node >/dev/null && command -v npm >/dev/null || die "the node anchor needs node and npm"
@@ -285,11 +279,4 @@ done
                     (us[node] > 0 ? us[i] / us[node] : 0)
             }
         }' "$RESULTS"
-    echo
-    echo "raw outputs: $OUT"
-} | tee "$OUT/report.txt"
-
-if ((FAILED)); then
-    log "FAILED: at least one run failed (see above)"
-    exit 1
-fi
+} | end_bench

@@ -165,6 +165,32 @@ build_all() {
     build_loadgen
 }
 
+# A benchmark's start: its output folder, then what it runs built (BENCH_SKIP_BUILD=1: as it
+# is); each binary named must then be there.
+start_bench() {
+    mkdir -p "$OUT"
+    log "output: $OUT"
+    [[ $BENCH_SKIP_BUILD == 1 ]] || build_all
+    local bin
+    for bin in "$@"; do
+        [[ -x $bin ]] || die "missing $bin"
+    done
+}
+
+# A benchmark's end: the report on stdin goes to the terminal and to report.txt, after it the
+# raw outputs' folder; the exit status is 1 when FAILED is set (a run failed).
+end_bench() {
+    {
+        cat
+        echo
+        echo "raw outputs: $OUT"
+    } | tee "$OUT/report.txt"
+    if ((FAILED)); then
+        log "FAILED: at least one run failed (see above)"
+        exit 1
+    fi
+}
+
 # The first lines of a run's env.txt: when, and on what machine ($1 appended to that line).
 describe_host() {
     echo "date: $(date -Is)"

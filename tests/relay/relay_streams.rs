@@ -7,13 +7,12 @@ use crate::common;
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{code, nonce_of, request, Daemon, TestCert};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, SignatureScheme, StreamOwned};
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 use stun_types::message::{Message, MessageWrite, MessageWriteExt, MessageWriteVec, BINDING};
 use switchboard_turn::proto::stream::frame_len;
 use turn_types::attribute::{ChannelNumber, Data, RequestedTransport, XorPeerAddress};
@@ -154,76 +153,45 @@ fn closed_by_relay(s: &mut TcpStream, within: Duration) -> bool {
     }
 }
 
-/// Accepts whatever certificate the relay presents, and records it: the test asks which
-/// certificate a handshake saw, not whether a CA vouches for it.
-#[derive(Debug, Default)]
-struct Recorder {
-    seen: Mutex<Vec<Vec<u8>>>,
-}
-
-impl ServerCertVerifier for Recorder {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        self.seen.lock().unwrap().push(end_entity.to_vec());
-        Ok(ServerCertVerified::assertion())
-    }
-
-    // The handshake signatures are still checked: the certificate seen is the one used.
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &signature_algorithms())
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &signature_algorithms())
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        signature_algorithms().supported_schemes()
-    }
-}
-
-fn signature_algorithms() -> rustls::crypto::WebPkiSupportedAlgorithms {
-    rustls::crypto::ring::default_provider().signature_verification_algorithms
-}
-
 type Tls = StreamOwned<ClientConnection, TcpStream>;
 
-/// A TLS connection to the relay (TLS 1.3, or 1.2 when `v12`), its handshake completed.
-fn tls(addr: SocketAddr, recorder: &Arc<Recorder>, v12: bool) -> Tls {
+/// A TLS connection to the relay (TLS 1.3, or 1.2 when `v12`), its handshake completed, or
+/// the handshake's error. `trusted` is the only root: the relay must present that certificate
+/// (for `localhost`), verified as any client would.
+fn tls_trusting(addr: SocketAddr, trusted: &TestCert, v12: bool) -> Result<Tls, io::Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let versions: &[&rustls::SupportedProtocolVersion] = if v12 {
         &[&rustls::version::TLS12]
     } else {
         &[&rustls::version::TLS13]
     };
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(CertificateDer::from(trusted.der.clone()))
+        .unwrap();
     let config = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(versions)
         .unwrap()
-        .dangerous()
-        .with_custom_certificate_verifier(recorder.clone())
+        .with_root_certificates(roots)
         .with_no_client_auth();
     let name = ServerName::try_from("localhost").unwrap();
     let conn = ClientConnection::new(Arc::new(config), name).unwrap();
     let mut s = StreamOwned::new(conn, tcp(addr));
     while s.conn.is_handshaking() {
-        s.conn.complete_io(&mut s.sock).expect("TLS handshake");
+        s.conn.complete_io(&mut s.sock)?;
     }
+    Ok(s)
+}
+
+/// [`tls_trusting`] that must succeed, and whose relay presented `trusted` itself.
+fn tls(addr: SocketAddr, trusted: &TestCert, v12: bool) -> Tls {
+    let s = tls_trusting(addr, trusted, v12).expect("TLS handshake with the trusted certificate");
+    let presented = s.conn.peer_certificates().expect("a certificate");
+    assert_eq!(
+        presented[0].as_ref(),
+        trusted.der,
+        "the certificate presented"
+    );
     s
 }
 
@@ -233,15 +201,13 @@ fn tls_certificate_reloads_on_sighup_and_live_allocations_keep_relaying() {
     let first = TestCert::generate(certs.path(), "turn");
     let d = Daemon::start(&format!("{PEERS}{}", first.turn_config()));
     let addr = d.tls.expect("a TLS listener");
-    let recorder = Arc::new(Recorder::default());
     let peer = peer();
     let peer_addr = peer.local_addr().unwrap();
 
     // An allocation over TLS 1.3, relaying both ways.
-    let mut live = Client::new(tls(addr, &recorder, false), &d, "alice");
+    let mut live = Client::new(tls(addr, &first, false), &d, "alice");
     live.allocate_and_bind(peer_addr);
     live.round_trip(&peer, b"before the reload");
-    assert_eq!(*recorder.seen.lock().unwrap(), vec![first.der.clone()]);
 
     // Replace the files (the same paths), then SIGHUP.
     let second = TestCert::generate(certs.path(), "turn");
@@ -255,10 +221,11 @@ fn tls_certificate_reloads_on_sighup_and_live_allocations_keep_relaying() {
         .expect("the daemon logs the reload");
     assert!(line.contains(&want), "{line} (want {want})");
 
-    // New handshakes, TLS 1.3 and 1.2, present the new certificate...
+    // New handshakes, TLS 1.3 and 1.2, present the new certificate (a client that trusts
+    // only the old one now fails)...
     for v12 in [false, true] {
-        let mut fresh = Client::new(tls(addr, &recorder, v12), &d, "bob");
-        assert_eq!(recorder.seen.lock().unwrap().last(), Some(&second.der));
+        assert!(tls_trusting(addr, &first, v12).is_err());
+        let mut fresh = Client::new(tls(addr, &second, v12), &d, "bob");
         let answer = fresh.request(&request(BINDING).finish());
         assert_eq!(code(&answer), 200);
     }
@@ -274,8 +241,7 @@ fn tls_certificate_reloads_on_sighup_and_live_allocations_keep_relaying() {
         l.contains("turn certificate not reloaded")
     })
     .expect("the daemon logs the failed reload");
-    let _ = Client::new(tls(addr, &recorder, false), &d, "carol");
-    assert_eq!(recorder.seen.lock().unwrap().last(), Some(&second.der));
+    let _ = Client::new(tls(addr, &second, false), &d, "carol");
     live.round_trip(&peer, b"still relaying");
 }
 
@@ -388,9 +354,8 @@ fn a_near_64k_data_indication_crosses_tls_whole() {
     let certs = tempfile::tempdir().unwrap();
     let cert = TestCert::generate(certs.path(), "turn");
     let d = Daemon::start(&format!("{PEERS}{}", cert.turn_config()));
-    let recorder = Arc::new(Recorder::default());
     let p1 = peer();
-    let mut client = Client::new(tls(d.tls.unwrap(), &recorder, false), &d, "alice");
+    let mut client = Client::new(tls(d.tls.unwrap(), &cert, false), &d, "alice");
     client.allocate_and_bind(p1.local_addr().unwrap());
     client.send(&channel_data(b"hello", true));
     let mut buf = [0u8; 64];
