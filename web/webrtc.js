@@ -8,7 +8,9 @@
 // socket refreshes its token before it expires; the calls outlast the tokens.
 //
 // Who offers: the daemon sends `call:participant-joined` to everyone already in the call when
-// someone answers; they offer to the newcomer, who only answers. Later offers (ICE restarts,
+// someone answers; they offer to the newcomer, who only answers. Nobody offers to an invitee
+// who has not answered: an offer carries this side's camera and microphone, and ringing is not
+// consent (`initiateCallToUser` on someone still being rung waits for them to join). Later offers (ICE restarts,
 // screen share renegotiation) may come from either side: the side that made the first offer
 // wins a collision ("impolite"), the other rolls its own back ("polite").
 
@@ -21,7 +23,7 @@ const DISCONNECTED_GRACE_MS = 5_000;
 const EARLY_SIGNAL_LIMIT = 64;
 const EARLY_SIGNAL_MS = 60_000;
 /** The events kept while no call is current. */
-const EARLY_EVENTS = new Set(['call:offer', 'call:ice-candidate']);
+const EARLY_EVENTS = new Set(['call:offer', 'call:ice-candidate', 'call:participant-joined']);
 /** Candidates kept per peer before its remote description is known. */
 const PENDING_CANDIDATE_LIMIT = 200;
 /** The daemon takes one `call:stats` per second from a participant; timers are not exact. */
@@ -187,8 +189,8 @@ function aggregate(samples) {
  * through `socket`, connection reports (`call:stats`) to the daemon.
  *
  * Set `currentCallId` before joining a call (answering or initiating); call `cleanup()` when
- * it is over. Signals of other calls are ignored; offers and candidates that come while no
- * call is current are kept (a few) and handled if their call becomes current.
+ * it is over. Signals of other calls are ignored; offers, candidates and joins that come while
+ * no call is current are kept (a few) and handled if their call becomes current.
  */
 export class WebRTCManager {
   /** Whether this side started the call (informational). */
@@ -227,6 +229,10 @@ export class WebRTCManager {
   #handlers;
   #listening = false;
   #early = [];
+  /** Who joined the current call since it became current (`call:participant-joined`). */
+  #joined = new Set();
+  /** Invitees `initiateCallToUser` was asked to offer to before they joined. */
+  #offerOnJoin = new Set();
   #strayCandidates = new Map();
   #statsTimer = null;
   #statsBusy = false;
@@ -258,7 +264,7 @@ export class WebRTCManager {
       'call:answer': (data) => this.#handleAnswer(data),
       'call:ice-candidate': (data) => this.#handleCandidate(data),
       'call:participant-joined': (data) => this.#handleJoined(data),
-      'call:participant-left': (data) => this.#closePeer(data.userId),
+      'call:participant-left': (data) => this.#handleLeft(data),
       'call:ended': (data) => this.#handleEnded(data),
       'call:media-state-changed': (data) => this.#notify('onMediaStateChanged', data.userId, data.mediaState),
       'call:quality': (data) =>
@@ -325,10 +331,19 @@ export class WebRTCManager {
 
   /**
    * Offers to `targetUserId` in the current call, with a new connection or the existing one.
-   * @returns {Promise<RTCPeerConnection>}
+   * To an invitee not known to have answered (no `call:participant-joined` for them, no
+   * connection with them yet), the offer waits until they join: resolves to null then.
+   * @returns {Promise<RTCPeerConnection | null>}
    */
   async initiateCallToUser(targetUserId) {
     if (!this.#callId) throw new Error('initiateCallToUser: set currentCallId first');
+    const existing = this.peers.get(targetUserId)?.pc;
+    const negotiated = existing && existing.signalingState !== 'closed' && (existing.localDescription || existing.remoteDescription);
+    if (!this.#joined.has(targetUserId) && !negotiated) {
+      this.#offerOnJoin.add(targetUserId);
+      this.#log('the offer to', targetUserId, 'waits until they answer');
+      return null;
+    }
     const peer = this.#peerFor(targetUserId);
     const { pc } = peer;
     if (peer.isOfferer && !pc.remoteDescription) return pc; // offered already, no answer yet
@@ -425,6 +440,8 @@ export class WebRTCManager {
     this.screenStream = null;
     this.#unlisten();
     this.#early = [];
+    this.#joined.clear();
+    this.#offerOnJoin.clear();
     this.#strayCandidates.clear();
     this.#callId = null;
     this.isInitiator = false;
@@ -474,6 +491,7 @@ export class WebRTCManager {
   }
 
   #handleOffer({ fromUserId, offer }) {
+    this.#offerOnJoin.delete(fromUserId); // they offered first: the connection is theirs
     const known = this.peers.get(fromUserId)?.pc.remoteDescription;
     if (known && fingerprint(known.sdp) !== fingerprint(offer?.sdp)) {
       this.#log('a new connection from', fromUserId, '(the old one is dropped)');
@@ -533,14 +551,22 @@ export class WebRTCManager {
   }
 
   #handleJoined({ userId }) {
+    this.#joined.add(userId);
+    const asked = this.#offerOnJoin.delete(userId);
     const peer = this.peers.get(userId);
     if (peer?.pc.signalingState === 'have-local-offer') {
-      // Offered while they were being rung: sent again, in case that device did not get it.
+      // Offered already (they rejoined meanwhile): sent again, for the device they joined on.
       return this.#sendDescription('call:offer', peer);
     }
     if (peer && !['failed', 'closed', 'disconnected'].includes(peer.pc.connectionState)) return;
     if (peer) this.#closePeer(userId); // a connection from before they left
-    if (this.#options.autoOfferOnJoin) return this.initiateCallToUser(userId);
+    if (asked || this.#options.autoOfferOnJoin) return this.initiateCallToUser(userId);
+  }
+
+  #handleLeft({ userId }) {
+    this.#joined.delete(userId);
+    this.#offerOnJoin.delete(userId);
+    this.#closePeer(userId);
   }
 
   #handleEnded(data) {

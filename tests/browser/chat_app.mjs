@@ -4,6 +4,9 @@
 // in as Alice and Bob, and Alice video-calls Bob, who answers, relay-only (`?relay`). The page
 // calls switchboard directly: REST with the token the app minted, socket.io-client from the
 // app's own node_modules, WebRTCManager imported from switchboard's /webrtc.js. Then:
+//   - while Bob is being rung, no offer reaches him (the example offers at once, as the spec's
+//     clients do; the client holds it until he answers): his camera-less page gets none of
+//     Alice's media before he consents, and Alice's side holds no connection to him;
 //   - both sides: the selected candidate pair is relay <-> relay and inbound video bytes grow;
 //   - both sockets ended up on the websocket transport (the upgrade was let through);
 //   - Alice hangs up: Bob's page receives `call:ended` and leaves the call;
@@ -35,6 +38,11 @@ async function person(browser, name) {
   const context = await browser.newContext({ permissions: ['camera', 'microphone'] });
   const page = await context.newPage();
   const note = (what) => problems.push(`[${name}] ${what}`);
+  // The call:offer frames its sockets received, with when.
+  const offers = [];
+  page.on('websocket', (ws) => ws.on('framereceived', ({ payload }) => {
+    if (String(payload).includes('"call:offer"')) offers.push(Date.now());
+  }));
   page.on('console', (m) => {
     if (m.type() === 'error' || m.type() === 'warning') note(`console ${m.type()}: ${m.text()}`);
   });
@@ -50,7 +58,7 @@ async function person(browser, name) {
   await page.waitForSelector('#chat:not([hidden])', { timeout: Math.min(15000, left()) });
   await until(`${name}: socket connected`, () => page.evaluate(() => window.chatApp.socket?.connected));
   const id = await page.evaluate(() => window.chatApp.session.user.id);
-  return { name, page, id };
+  return { name, page, id, offers };
 }
 
 /** Where the page's socket.io client ended up: `websocket` once the upgrade went through. */
@@ -68,6 +76,12 @@ runInChromium(async (browser) => {
   await bob.page.waitForSelector('#incoming:not([hidden])', { timeout: Math.min(20000, left()) });
   const from = await bob.page.textContent('#incoming-from');
   check(from === 'Alice', `Bob's page says the call is from ${from}`);
+  // Alice's page asked for an offer to Bob right after the call was made: time for it to come.
+  await new Promise((resolve) => setTimeout(resolve, 1500));
+  const aliceConnections = await alice.page.evaluate(() => window.chatApp.call.webrtcManager.peers.size);
+  check(bob.offers.length === 0, `Bob received ${bob.offers.length} offer(s) while being rung`);
+  check(aliceConnections === 0, `Alice holds ${aliceConnections} connection(s) before Bob answered`);
+  const answeredAt = Date.now();
   await bob.page.click('#answer');
   const callId = await until('Alice has the call id', () => alice.page.evaluate(() => window.chatApp.call?.id));
 
@@ -75,6 +89,7 @@ runInChromium(async (browser) => {
   const stats = (me, other) =>
     me.page.evaluate(pageStats, { app: 'chatApp', manager: 'webrtcManager', peerId: other.id });
   const { selected, bytes } = await expectRelayedVideo([[alice, bob], [bob, alice]], stats);
+  check(bob.offers.length > 0 && bob.offers[0] >= answeredAt, 'the offer reached Bob after he answered');
   const transports = { Alice: await transportOf(alice), Bob: await transportOf(bob) };
   check(transports.Alice === 'websocket' && transports.Bob === 'websocket',
     `the sockets are not on websocket: ${JSON.stringify(transports)}`);

@@ -27,6 +27,11 @@ import {
 } from './script_lib.mjs';
 
 const NAMES = ['Alice', 'Bob', 'Carol', 'Dave', 'Erin'];
+/** The last lines each person's page saw, for a failure's report. */
+const seen = new Map();
+const SEEN_LINES = 40;
+const t0 = Date.now();
+
 const opts = start({
   options: {
     base: { type: 'string' },
@@ -37,19 +42,39 @@ const opts = start({
   usage: 'demo_call.mjs --base URL --transport udp|tcp|any --out DIR [--people 2-5] [--timeout-ms N]',
   valid: (o) => o.base && o.out && ['udp', 'tcp', 'any'].includes(o.transport)
     && Number(o.people) >= 2 && Number(o.people) <= NAMES.length,
+  // A failure says what each page saw last: its console (the client's debug lines too: a
+  // refused `call:media` is one), its sockets opening and closing, and the call events.
+  report: (result) => (result.ok ? {} : { seen: Object.fromEntries(seen) }),
 });
 opts.people = Number(opts.people);
 
 // --- The script -------------------------------------------------------------------------------
 
+
 async function person(browser, name) {
   at(`${name}: open the page`);
   const context = await browser.newContext({ permissions: ['camera', 'microphone'] });
   const page = await context.newPage();
+  const note = (line) => {
+    const lines = seen.get(name) ?? [];
+    lines.push(`${((Date.now() - t0) / 1000).toFixed(2)} ${line}`);
+    seen.set(name, lines.slice(-SEEN_LINES));
+  };
   page.on('console', (m) => {
     if (m.type() === 'error' || m.type() === 'warning') console.error(`[${name}] ${m.text()}`);
+    note(`${m.type()}: ${m.text()}`);
   });
   page.on('pageerror', (e) => console.error(`[${name}] page error: ${e.message}`));
+  page.on('websocket', (ws) => {
+    note(`socket open ${ws.url()}`);
+    ws.on('close', () => note(`socket closed ${ws.url()}`));
+    for (const [dir, event] of [['in', 'framereceived'], ['out', 'framesent']]) {
+      ws.on(event, ({ payload }) => {
+        const text = String(payload);
+        if (/"call:(?!ice-candidate|quality|stats)/.test(text)) note(`${dir} ${text.slice(0, 200)}`);
+      });
+    }
+  });
   await page.goto(opts.base, { timeout: left() });
   at(`${name}: sign in`);
   await page.fill('#name', name);

@@ -22,14 +22,14 @@ export function at(what) {
 export function finish(code, result) {
   if (finished) return;
   finished = true;
-  console.log(JSON.stringify({ ...result, ...extra() }));
+  console.log(JSON.stringify({ ...result, ...extra(result) }));
   process.exit(code);
 }
 
 /**
  * Parses the script's `options` and the common `--timeout-ms` (default 90000) and `--chromium`;
  * exits 2 printing `usage: ${usage}` unless they parse, the timeout is positive and `valid(opts)`
- * holds. Then arms the overall time limit. `report()` adds to the JSON line. Returns the options.
+ * holds. Then arms the overall time limit. `report(result)` adds to the JSON line. Returns the options.
  */
 export function start({ options, usage, valid, report }) {
   let opts;

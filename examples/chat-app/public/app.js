@@ -166,6 +166,8 @@ async function startCall(member, type) {
   app.call.id = callId;
   webrtcManager.currentCallId = callId;
   webrtcManager.isInitiator = true;
+  // The offer itself waits until they answer (call:participant-joined): ringing someone does
+  // not send them this side's camera and microphone.
   await webrtcManager.initiateCallToUser(member.id);
 }
 
