@@ -26,6 +26,9 @@ const EARLY_SIGNAL_MS = 60_000;
 const EARLY_EVENTS = new Set(['call:offer', 'call:ice-candidate', 'call:participant-joined']);
 /** Candidates kept per peer before its remote description is known. */
 const PENDING_CANDIDATE_LIMIT = 200;
+/** A media change refused for the socket's rate is sent again this much later, this often. */
+const MEDIA_STATE_RETRY_MS = 1_000;
+const MEDIA_STATE_RETRIES = 3;
 /** The daemon takes one `call:stats` per second from a participant; timers are not exact. */
 const MIN_STATS_INTERVAL_MS = 1_100;
 /** The largest figures `call:stats` accepts (signaling/src/quality.rs). */
@@ -236,6 +239,10 @@ export class WebRTCManager {
   #strayCandidates = new Map();
   #statsTimer = null;
   #statsBusy = false;
+  /** Media changes sent so far, and the last that set each field: a refused change is sent
+   * again only for the fields no later change set. */
+  #mediaSeq = 0;
+  #mediaLatest = {};
 
   /**
    * @param {{emit: Function, on: Function, off: Function}} socket socket.io `Socket` or
@@ -840,9 +847,24 @@ export class WebRTCManager {
 
   // --- Plumbing -----------------------------------------------------------------------------
 
-  #sendMediaState(fields) {
-    if (!this.#callId) return;
-    this.#emit('call:media', { callId: this.#callId, ...fields }, (res) => this.#logRefusal('call:media', res));
+  /**
+   * Tells the call a media change. Refused for the socket's rate (`rate_limited`), it is sent
+   * again a second later, up to {@link MEDIA_STATE_RETRIES} times, for the fields no newer
+   * change set meanwhile: the others must not be left seeing a mute that is over.
+   */
+  #sendMediaState(fields, retries = MEDIA_STATE_RETRIES) {
+    const callId = this.#callId;
+    if (!callId) return;
+    const seq = ++this.#mediaSeq;
+    for (const field of Object.keys(fields)) this.#mediaLatest[field] = seq;
+    this.#emit('call:media', { callId, ...fields }, (res) => {
+      this.#logRefusal('call:media', res);
+      if (res?.error?.code !== 'rate_limited' || retries === 0) return;
+      setTimeout(() => {
+        const still = Object.entries(fields).filter(([field]) => this.#mediaLatest[field] === seq);
+        if (this.#callId === callId && still.length) this.#sendMediaState(Object.fromEntries(still), retries - 1);
+      }, MEDIA_STATE_RETRY_MS);
+    });
   }
 
   /** An ack holding `{error: {code, message}}` (socket.io and SignalingSocket alike). */

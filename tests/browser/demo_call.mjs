@@ -10,7 +10,7 @@
 //   - the page shows the path as relayed, and every call title names the others ("Call with
 //     Bob, Carol" on the caller's page too, once they joined);
 //   - Alice mutes: the others' pages show her muted (call:media-state-changed), and unmuting
-//     clears it;
+//     clears it; a mute refused for her socket's rate (a flood just before) is sent again;
 //   - a screenshot of each side is saved in --out;
 //   - they hang up one by one: while two remain the call goes on (the others see the leaver's
 //     tile go); the second to last hang-up ends it on the last page.
@@ -150,6 +150,22 @@ runInChromium(async (browser) => {
   await alice.page.click('#mute');
   for (const p of callees) {
     await until(`${p.name} sees Alice unmuted`, async () => !(await p.page.$(mutedBadge)), 10000);
+  }
+  // Refused for the socket's rate (150 frames right before it, over the hub's burst of 100),
+  // a mute is sent again: everyone sees it all the same.
+  await alice.page.evaluate(() => {
+    for (let i = 0; i < 150; i++) window.switchboardDemo.socket.emit('call:nope', {}, () => {});
+    document.getElementById('mute').click();
+  });
+  for (const p of callees) {
+    await until(`${p.name} sees Alice muted after her socket went over its rate`, async () =>
+      (await p.page.textContent(mutedBadge).catch(() => null)) === 'muted', 10000);
+  }
+  check((seen.get('Alice') ?? []).some((line) => line.includes('call:media refused: rate_limited')),
+    'the mute was not refused for the rate: the resend went untried');
+  await alice.page.click('#mute');
+  for (const p of callees) {
+    await until(`${p.name} sees Alice unmuted again`, async () => !(await p.page.$(mutedBadge)), 10000);
   }
 
   // Pictures of every side, mid-call.

@@ -910,6 +910,41 @@ async fn binary_frames_count_against_the_rate_limit() {
     alice.quiet().await;
 }
 
+/// A text frame refused for the rate is answered under its `id` and event, as any refusal
+/// is: the ack the client waits for learns that this request was refused (the JS client sends
+/// a refused `call:media` again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limited_frame_is_refused_under_its_id() {
+    let w = World::start();
+    let mut alice = w.open(&w.alice).await;
+    let total = BURST + 50;
+    for i in 0..total {
+        let frame = json!({"event": "call:nope", "data": {}, "id": i});
+        alice
+            .stream()
+            .feed(Message::text(frame.to_string()))
+            .await
+            .expect("queue a frame");
+    }
+    tokio::time::timeout(WAIT, alice.stream().flush())
+        .await
+        .expect("flush timed out")
+        .expect("flush");
+    let mut limited = 0;
+    for i in 0..total {
+        let reply = alice.recv().await;
+        let code = reply["data"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(code == "unknown_event" || code == "rate_limited", "{reply}");
+        assert_error(&reply, &code, "call:nope", Some(&json!(i)));
+        limited += usize::from(code == "rate_limited");
+    }
+    assert!(limited > 0, "{total} frames at once, none rate limited");
+    alice.quiet().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_has_at_most_16_sockets() {
     let w = World::start();

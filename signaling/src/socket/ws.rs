@@ -232,9 +232,12 @@ async fn serve(
                     Incoming::Text(t) => Some(t),
                     Incoming::Binary => None,
                 };
-                // Every data frame counts, whatever it holds.
+                // Every data frame counts, whatever it holds. The refusal names the frame's
+                // `id` and event when it has them: the client's ack learns it was refused.
                 if !bucket.take() {
-                    reply_error(&outbox, None, "", "rate_limited", "too many messages; slow down");
+                    let f = text.and_then(|t| parse_frame(t).ok());
+                    let (id, event) = f.as_ref().map_or((None, ""), |f| (f.id.as_ref(), f.event.as_str()));
+                    reply_error(&outbox, id, event, "rate_limited", "too many messages; slow down");
                     continue;
                 }
                 match text {
