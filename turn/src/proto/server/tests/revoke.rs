@@ -27,9 +27,11 @@ fn a_revoked_users_allocations_close_and_their_old_credentials_are_refused() {
         ErrorCode::UNAUTHORIZED
     );
     assert!(h.saw(Event::AuthFailed(AuthFailure::Revoked)));
-    // So is a request on the allocation that closed (which is gone as well).
-    let refused = h.ask(client(1), &old, refresh(600));
-    assert_ne!(refused, OK);
+    // So are a Refresh and a CreatePermission on the allocation that closed.
+    for request in [refresh(600), permission(PUBLIC_PEER)] {
+        assert_eq!(h.ask(client(1), &old, request), ErrorCode::UNAUTHORIZED);
+        assert!(h.saw(Event::AuthFailed(AuthFailure::Revoked)));
+    }
     // Bob goes on, and a credential minted after the revocation (later expiry) is hers again.
     assert_eq!(h.ask(client(2), &Cred::day("bob"), refresh(600)), OK);
     let fresh = Cred::new("alice", UNTIL + 1);
