@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 use switchboard_signaling::api::{self, ApiState, UserLimits};
 use switchboard_signaling::auth::Auth;
 use switchboard_signaling::domain::{OpenError, Setup};
+use switchboard_signaling::revoke::RelayRevokeFn;
 use switchboard_signaling::service::{RelayUsageFn, Settings};
 use switchboard_signaling::time::Clock;
 use switchboard_signaling::turn::TurnIssuer;
@@ -41,12 +42,12 @@ const READY_WITHIN: Duration = Duration::from_secs(1);
 
 /// Opens the call domain: the store (migrated, and the calls a crash left live ended, before
 /// the API listens, so nothing can see a half-reconciled store), the hub and the call service,
-/// wired, with their background tasks. `turn_urls` are the relay's, as bound; `relay_usage`
-/// reads the relay's counters for `quality_stats`.
+/// wired, with their background tasks. `turn_urls` are the relay's, as bound; `relay`, when
+/// the daemon runs one, reads its counters for `quality_stats` and tells it of revocations.
 pub async fn open_domain(
     config: &Config,
     turn_urls: Vec<String>,
-    relay_usage: Option<RelayUsageFn>,
+    relay: Option<(RelayUsageFn, RelayRevokeFn)>,
 ) -> anyhow::Result<Domain> {
     let path = &config.store.path;
     create_parent(path)?;
@@ -68,7 +69,8 @@ pub async fn open_domain(
         },
         turn: issuer,
         webhook_urls: config.webhooks.urls.clone(),
-        relay_usage,
+        relay_usage: relay.as_ref().map(|(usage, _)| usage.clone()),
+        relay_revoke: relay.map(|(_, revoke)| revoke),
         clock: Clock::system(),
     };
     let domain = Domain::open(setup).await.map_err(|e| match e {
@@ -109,7 +111,8 @@ impl App {
             config.auth.jwt_secret.as_ref().map(|s| s.expose()),
             config.auth.admin_token.as_ref().map(|s| s.expose()),
         )
-        .with_scope(config.auth.scope.clone());
+        .with_scope(config.auth.scope.clone())
+        .with_revocations(domain.revocations.clone());
         let state = Arc::new(ApiState {
             calls: domain.calls.clone(),
             auth,

@@ -9,7 +9,7 @@
 use std::process::ExitCode;
 
 use rand::RngCore as _;
-use switchboard_turn::io::{Relay, RelayConfig, TlsCertificate};
+use switchboard_turn::io::{Relay, RelayConfig, RelayControl, TlsCertificate};
 use switchboard_turn::policy::PeerPolicy;
 use switchboard_turn::ServerConfig;
 use tokio::signal::unix::{signal, SignalKind};
@@ -24,6 +24,7 @@ use crate::notify;
 use crate::turn_credentials::turn_urls_for;
 use std::sync::Arc;
 use switchboard_signaling::quality::RelayUsage;
+use switchboard_signaling::revoke::RelayRevokeFn;
 use switchboard_signaling::service::RelayUsageFn;
 use switchboard_turn::io::Stats;
 
@@ -106,7 +107,8 @@ pub fn run(config_path: Option<&std::path::Path>) -> ExitCode {
     // are those the relay bound.
     let urls = turn_urls_for(&config.turn, &relay.local_addrs(), &relay.tls_addrs());
     let usage = relay_usage(relay.stats());
-    let domain = match runtime.block_on(app::open_domain(&config, urls, Some(usage))) {
+    let revoke = relay_revoke(relay.control());
+    let domain = match runtime.block_on(app::open_domain(&config, urls, Some((usage, revoke)))) {
         Ok(domain) => domain,
         Err(e) => {
             tracing::error!("cannot open the call store: {e:#}");
@@ -213,6 +215,11 @@ fn relay_usage(relay: Arc<Stats>) -> RelayUsageFn {
             bytes_from_peer: u.bytes_from_peer,
         }
     })
+}
+
+/// A revocation reaches the relay as the user of the credentials the API minted them.
+fn relay_revoke(relay: RelayControl) -> RelayRevokeFn {
+    Arc::new(move |user, until| relay.revoke_user(&user.to_string(), until))
 }
 
 /// The relay core's settings from `[turn]`.

@@ -1,5 +1,5 @@
 //! The REST API on axum: the spec's seven call endpoints, the call history, the admin
-//! provisioning endpoints and `/openapi.json` describing them all.
+//! provisioning and revocation endpoints and `/openapi.json` describing them all.
 //!
 //! Every error is `{"error": {"code": "...", "message": "..."}}` ([`ApiError`], mapped once
 //! from [`CallError`] and [`AuthError`]): 400 for malformed JSON or a wrong field (named), 401
@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use axum::extract::{FromRequest, FromRequestParts, RawPathParams, RawQuery, Request, State};
 use axum::http::{header, request::Parts, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, patch, post, put};
+use axum::routing::{delete, get, patch, post, put};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -25,9 +25,10 @@ use uuid::Uuid;
 
 use crate::auth::{Auth, AuthError};
 use crate::call::{InitiateError, Refusal, User};
-use crate::hub::{Elsewhere, Hub};
+use crate::hub::{DisconnectReason, Elsewhere, Hub};
 use crate::service::{
-    CallError, CallService, InitiateRequest, MediaRequest, Missing, HISTORY_DEFAULT_LIMIT,
+    CallError, CallService, InitiateRequest, MediaRequest, Missing, RevokeResponse,
+    HISTORY_DEFAULT_LIMIT,
 };
 use crate::store::StoreError;
 use crate::time::Timestamp;
@@ -67,6 +68,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/calls/{callId}/end", post(end))
         .route("/api/calls/{callId}/media", patch(media))
         .route("/api/admin/users/{userId}", put(admin_put_user))
+        .route(
+            "/api/admin/users/{userId}/sessions",
+            delete(admin_revoke_user),
+        )
         .route(
             "/api/admin/conversations/{conversationId}",
             put(admin_put_conversation).get(admin_get_conversation),
@@ -511,6 +516,13 @@ pub struct PutConversation {
     pub member_ids: Vec<Uuid>,
 }
 
+fn not_nil(user: Uuid) -> Result<(), ApiError> {
+    match user.is_nil() {
+        true => Err(ApiError::invalid("userId", "the nil UUID is not a user")),
+        false => Ok(()),
+    }
+}
+
 fn check_len(field: &str, value: &Option<String>, max: usize) -> Result<(), ApiError> {
     match value {
         Some(v) if v.chars().count() > max => Err(ApiError::invalid(
@@ -527,9 +539,7 @@ async fn admin_put_user(
     PathId(id): PathId,
     JsonBody(req): JsonBody<PutUser>,
 ) -> Result<Response, ApiError> {
-    if id.is_nil() {
-        return Err(ApiError::invalid("userId", "the nil UUID is not a user"));
-    }
+    not_nil(id)?;
     check_len("name", &req.name, crate::auth::MAX_NAME_LEN)?;
     check_len("email", &req.email, crate::auth::MAX_EMAIL_LEN)?;
     let user = User {
@@ -539,6 +549,31 @@ async fn admin_put_user(
     };
     let view = s.calls.admin_upsert_user(user).await?;
     Ok(Json(serde_json::json!({ "user": view })).into_response())
+}
+
+/// Cuts a user off now: their tokens issued so far are refused, they leave their live calls
+/// (one store job), their sockets close, and the relay refuses their TURN credentials minted
+/// so far until those expire. In that order: once the revocation is in force no new socket of
+/// theirs opens, so none escapes the close. Any UUID but the nil one is a user (a token of
+/// a user never seen is valid all the same): there is no 404.
+async fn admin_revoke_user(
+    State(s): State<Arc<ApiState>>,
+    _: Admin,
+    PathId(id): PathId,
+) -> Result<Response, ApiError> {
+    not_nil(id)?;
+    let (revocation, calls_left) = s.calls.revoke_user(id).await?;
+    s.auth.revocations().apply(&revocation, s.calls.now());
+    let sockets_closed = s.hub.disconnect_user(id, DisconnectReason::Revoked);
+    tracing::info!(user = %id, sockets = sockets_closed, calls = calls_left.len(), "user revoked");
+    Ok(Json(RevokeResponse {
+        user_id: id,
+        revoked_at: revocation.at,
+        relay_revoked_until: revocation.relay_until,
+        sockets_closed,
+        calls_left,
+    })
+    .into_response())
 }
 
 async fn admin_put_conversation(

@@ -5,8 +5,11 @@
 //!   when `auth.audience` or `auth.issuer` are set, the token's `aud` and `iss` must carry them
 //!   ([`Scope`]), so a token the host application minted for another service is refused;
 //! - the host application's provisioning presents `Authorization: Bearer <auth.admin_token>`
-//!   on `/api/admin/`, and can do nothing else.
+//!   on `/api/admin/`, and can do nothing else;
+//! - a user the admin API revoked is refused with every token issued (`iat`) by the second of
+//!   the revocation, or without `iat` ([`crate::revoke`]): `token_revoked`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use jsonwebtoken::errors::ErrorKind;
@@ -15,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::call::User;
+use crate::revoke::Revocations;
 use crate::time::Timestamp;
 
 /// The longest `name` claim kept (the users table's limit).
@@ -37,6 +41,14 @@ pub struct Claims {
     pub email: Option<String>,
 }
 
+/// A valid user token: its user, and its `exp` and `iat` (Unix seconds).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Session {
+    pub user: User,
+    pub exp: u64,
+    pub iat: Option<u64>,
+}
+
 /// The `aud` and `iss` user tokens must carry (`auth.audience`, `auth.issuer`); `None`: the
 /// claim is not checked (and not required).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -54,6 +66,8 @@ pub enum AuthError {
     Expired,
     #[error("the token is not valid: {0}")]
     Invalid(String),
+    #[error("the token was revoked: the user's tokens issued before the revocation are refused")]
+    Revoked,
 }
 
 impl AuthError {
@@ -63,6 +77,7 @@ impl AuthError {
             AuthError::Missing => "missing_token",
             AuthError::Expired => "token_expired",
             AuthError::Invalid(_) => "invalid_token",
+            AuthError::Revoked => "token_revoked",
         }
     }
 }
@@ -72,6 +87,7 @@ pub struct Auth {
     jwt: Option<(DecodingKey, Validation)>,
     admin_token: Option<String>,
     scope: Scope,
+    revoked: Arc<Revocations>,
 }
 
 impl std::fmt::Debug for Auth {
@@ -80,6 +96,7 @@ impl std::fmt::Debug for Auth {
             .field("jwt", &self.jwt.is_some())
             .field("admin_token", &self.admin_token.is_some())
             .field("scope", &self.scope)
+            .field("revoked", &self.revoked)
             .finish()
     }
 }
@@ -99,7 +116,19 @@ impl Auth {
             jwt,
             admin_token: admin_token.map(str::to_owned),
             scope: Scope::default(),
+            revoked: Arc::default(),
         }
+    }
+
+    /// User tokens are checked against `revoked` (the domain's, which the admin API adds to).
+    pub fn with_revocations(mut self, revoked: Arc<Revocations>) -> Auth {
+        self.revoked = revoked;
+        self
+    }
+
+    /// The revocations tokens are checked against.
+    pub fn revocations(&self) -> &Arc<Revocations> {
+        &self.revoked
     }
 
     /// User tokens must also carry `scope`'s audience and issuer, where set.
@@ -128,12 +157,12 @@ impl Auth {
 
     /// The user a bearer token stands for.
     pub fn user(&self, authorization: Option<&str>) -> Result<User, AuthError> {
-        self.session(authorization).map(|(user, _)| user)
+        self.session(authorization).map(|s| s.user)
     }
 
-    /// The user a bearer token stands for, and its `exp` (Unix seconds): how long a socket
-    /// opened or refreshed with it may live (`socket::lease`).
-    pub fn session(&self, authorization: Option<&str>) -> Result<(User, u64), AuthError> {
+    /// What a bearer token says: its user, its `exp` (how long a socket opened or refreshed
+    /// with it may live, `socket::lease`) and its `iat`.
+    pub fn session(&self, authorization: Option<&str>) -> Result<Session, AuthError> {
         let token = bearer(authorization).ok_or(AuthError::Missing)?;
         let Some((key, validation)) = &self.jwt else {
             return Err(AuthError::Invalid(
@@ -161,6 +190,9 @@ impl Auth {
             .ok()
             .filter(|u| !u.is_nil())
             .ok_or_else(|| AuthError::Invalid("`sub` must be the user's UUID".into()))?;
+        if self.revoked.refuses(id, c.iat) {
+            return Err(AuthError::Revoked);
+        }
         if c.name
             .as_ref()
             .is_some_and(|n| n.chars().count() > MAX_NAME_LEN)
@@ -182,7 +214,17 @@ impl Auth {
             name: c.name.filter(|n| !n.is_empty()),
             email: c.email.filter(|e| !e.is_empty()),
         };
-        Ok((user, c.exp))
+        Ok(Session {
+            user,
+            exp: c.exp,
+            iat: c.iat,
+        })
+    }
+
+    /// Whether a token `session` stood for has been revoked since it was checked (a socket
+    /// that was opening meanwhile).
+    pub fn revoked(&self, session: &Session) -> bool {
+        self.revoked.refuses(session.user.id, session.iat)
     }
 
     /// Whether the request carries the admin token.

@@ -346,6 +346,35 @@ impl Call {
         Ok(self.out_of_group(user, why, now))
     }
 
+    /// The admin API cut `user` off (a revocation): they are out of the call whether they
+    /// joined it or are still being rung. A 1:1 call ends (`revoked`); in a group call they
+    /// leave (or miss it, if not joined), the others hear `call:participant-left` with the
+    /// reason `revoked`, and the call is settled as after any departure. Refused as
+    /// [`Call::end`] is for a call that is over or that they are no longer in.
+    pub fn revoke(&mut self, user: Uuid, now: Timestamp) -> Result<Vec<Event>, Refusal> {
+        let i = self.index_of(user).ok_or(Refusal::NotParticipant)?;
+        self.require_live()?;
+        let status = self.participants[i].status;
+        if !status.is_live() {
+            return Err(Refusal::Conflict(format!(
+                "you are no longer in this call ({status})"
+            )));
+        }
+        if self.is_one_to_one() {
+            let before = self.live_users();
+            let why = EndReason::Revoked;
+            return Ok(self.finish(CallStatus::Ended, why, Some(user), before, now));
+        }
+        let out = if status == ParticipantStatus::Joined {
+            ParticipantStatus::Left
+        } else {
+            ParticipantStatus::Missed
+        };
+        self.participants[i].set(out, now);
+        self.updated_at = now;
+        Ok(self.out_of_group(user, LeftReason::Revoked, now))
+    }
+
     /// `user` is out of a group call (`why`: `left`, `disconnected`, `rejected`): the others
     /// hear it, unless that settles the call, when `call:ended` says it all (to `user`'s
     /// devices too). A rejection reaches `user`'s own devices as well: those still ringing stop.

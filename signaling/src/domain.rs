@@ -21,6 +21,7 @@ use tokio::task::JoinSet;
 use crate::call::EndReason;
 use crate::event::EventSink;
 use crate::hub::{Hub, Reports};
+use crate::revoke::{RelayRevokeFn, Revocations};
 use crate::service::{CallError, CallService, RelayUsageFn, Settings};
 use crate::socket::limits::MAX_SOCKETS_PER_USER;
 use crate::store::{Store, StoreError};
@@ -39,6 +40,8 @@ pub struct Setup {
     pub webhook_urls: Vec<String>,
     /// What the relay carried for a user, when the daemon runs one (for `quality_stats`).
     pub relay_usage: Option<RelayUsageFn>,
+    /// Tells the relay, when the daemon runs one, whose credentials to refuse (revocations).
+    pub relay_revoke: Option<RelayRevokeFn>,
     /// The time every operation and task reads.
     pub clock: Clock,
 }
@@ -60,6 +63,8 @@ pub enum OpenError {
 pub struct Domain {
     pub hub: Arc<Hub>,
     pub calls: CallService,
+    /// The revocations in force, which user tokens are checked against (`Auth`).
+    pub revocations: Arc<Revocations>,
     /// Changes after each commit that queued webhooks (with webhooks only).
     webhook_wake: Option<watch::Receiver<u64>>,
     tasks: JoinSet<()>,
@@ -67,8 +72,9 @@ pub struct Domain {
 
 impl Domain {
     /// Opens the store (migrating it), drops the webhooks queued for URLs no longer in
-    /// `webhook_urls`, ends the calls a crash left live (`server-restart`), and starts the
-    /// background tasks. Inside a tokio runtime.
+    /// `webhook_urls`, ends the calls a crash left live (`server-restart`), puts the stored
+    /// revocations in force again (the relay's too), and starts the background tasks. Inside
+    /// a tokio runtime.
     pub async fn open(setup: Setup) -> Result<Domain, OpenError> {
         let (hub, reports) = Hub::new(MAX_SOCKETS_PER_USER);
         let hub = Arc::new(hub);
@@ -88,7 +94,8 @@ impl Domain {
             setup.relay_usage,
             setup.clock,
         );
-        if let Err(e) = start(&calls, urls).await {
+        let revocations = Arc::new(Revocations::new(setup.relay_revoke));
+        if let Err(e) = start(&calls, urls, &revocations).await {
             calls.store().close().await;
             return Err(OpenError::Start(e));
         }
@@ -96,6 +103,7 @@ impl Domain {
         Ok(Domain {
             hub,
             calls,
+            revocations,
             webhook_wake,
             tasks,
         })
@@ -124,7 +132,11 @@ impl Domain {
 }
 
 /// The store's first jobs, before anything else can use it.
-async fn start(calls: &CallService, urls: Vec<String>) -> Result<(), CallError> {
+async fn start(
+    calls: &CallService,
+    urls: Vec<String>,
+    revocations: &Revocations,
+) -> Result<(), CallError> {
     if !urls.is_empty() {
         let gone = calls
             .store()
@@ -136,6 +148,10 @@ async fn start(calls: &CallService, urls: Vec<String>) -> Result<(), CallError> 
                 "webhooks queued for URLs no longer in webhooks.url were dropped"
             );
         }
+    }
+    let now = calls.now();
+    for r in calls.revocations().await? {
+        revocations.apply(&r, now);
     }
     let ended = calls.reconcile().await?;
     if ended > 0 {
@@ -192,6 +208,7 @@ mod tests {
                 Vec::new()
             },
             relay_usage: None,
+            relay_revoke: None,
             clock: Clock::system(),
         };
         Domain::open(setup).await.unwrap()

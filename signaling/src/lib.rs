@@ -4,7 +4,8 @@
 //! - [`store`]: the SQLite call store (`schema.sql`), on its own thread.
 //! - [`service`]: the call operations the REST API (and the hub) perform: load, transition,
 //!   commit, deliver.
-//! - [`auth`]: the bearer JWTs of users and the admin token.
+//! - [`auth`]: the bearer JWTs of users and the admin token; [`revoke`]: the revocations in
+//!   force, which it checks tokens against.
 //! - [`api`]: the REST API on axum (`/api/calls`, `/api/admin`, `/openapi.json`).
 //! - [`hub`]: the signaling hub: sockets, live-call rosters, every delivery.
 //! - [`domain`]: the hub and the call service wired together at construction, with the
@@ -30,6 +31,7 @@ pub mod event;
 pub mod hub;
 pub mod model;
 pub mod quality;
+pub mod revoke;
 pub mod service;
 pub mod socket;
 pub mod source;

@@ -104,6 +104,8 @@ text_enum!(
         /// A participant of a 1:1 call lost every connection for longer than the reconnect
         /// grace.
         ConnectionLost = "connection-lost",
+        /// The admin API cut a participant of a 1:1 call off (a revocation).
+        Revoked = "revoked",
     }
 );
 
@@ -119,6 +121,8 @@ text_enum!(
         Rejected = "rejected",
         /// They did not answer within the ring timeout.
         Missed = "missed",
+        /// The admin API cut them off (a revocation).
+        Revoked = "revoked",
     }
 );
 

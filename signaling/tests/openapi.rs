@@ -824,6 +824,7 @@ fn call_id(body: &Value) -> Uuid {
 }
 
 const USER: &str = "/api/admin/users/{userId}";
+const SESSIONS: &str = "/api/admin/users/{userId}/sessions";
 const CONV: &str = "/api/admin/conversations/{conversationId}";
 const INITIATE: &str = "/api/calls/initiate";
 const HISTORY: &str = "/api/calls";
@@ -1129,4 +1130,38 @@ async fn a_call_flow_gets_what_the_document_says() {
         expires.ends_with('Z') && !expires.contains('.'),
         "whole seconds: {expires}"
     );
+
+    // Revocation: Alice's tokens so far are refused; one issued in a later second is not.
+    let body = admin
+        .expect(S::OK, "delete", SESSIONS, &[alice.id], None)
+        .await;
+    assert_eq!(
+        (&body["userId"], &body["socketsClosed"]),
+        (&json!(alice.id), &json!(0))
+    );
+    admin
+        .refused(
+            S::BAD_REQUEST,
+            "invalid_field",
+            "delete",
+            SESSIONS,
+            &[nil],
+            None,
+        )
+        .await;
+    alice
+        .history("", S::UNAUTHORIZED, Some("token_revoked"))
+        .await;
+    let later = Timestamp::from_unix_millis(Timestamp::now().unix_millis() + 2000);
+    let later = auth::mint(
+        JWT_SECRET,
+        alice.id,
+        None,
+        None,
+        later,
+        Duration::from_secs(60),
+    );
+    c.caller(alice.id, Some(&later))
+        .history("", S::OK, None)
+        .await;
 }

@@ -312,3 +312,37 @@ fn group_left_participant_cannot_reject() {
     call.end(BOB, at(7)).unwrap();
     assert_conflict_unchanged(&mut call, |c| c.reject(BOB, at(8)));
 }
+
+#[test]
+fn a_revoked_participant_is_out_of_a_group_call_joined_or_rung() {
+    // Joined: out as if they left, the others told why.
+    let mut call = group_bob_leaves(Call::revoke, "revoked", at(40));
+    assert_refused_unchanged(&mut call, Refusal::NotParticipant, |c| {
+        c.revoke(EVE, at(41))
+    });
+    // Still being rung: they miss the call, and the others hear it; Carol and Alice go on.
+    let events = call.revoke(DAVE, at(41)).unwrap();
+    assert_events(&events, &[left(DAVE, "revoked", &[ALICE, CAROL])]);
+    assert_live(&call, CallStatus::Active);
+    assert_statuses(&call, [Joined, Left, Joined, Missed]);
+    assert_conflict_unchanged(&mut call, |c| c.revoke(DAVE, at(42)));
+    // The last but one: settled as after any departure.
+    let events = call.revoke(CAROL, at(50)).unwrap();
+    let why = EndReason::EndedByUser;
+    assert_ended_event(&events, why, Some(CAROL), &[ALICE, CAROL]);
+}
+
+#[test]
+fn a_revocation_ends_a_one_to_one_call_whichever_side_and_state() {
+    for (who, answered) in [(ALICE, true), (BOB, true), (ALICE, false), (BOB, false)] {
+        let mut call = rung(one_to_one());
+        if answered {
+            call.answer(BOB, at(5)).unwrap();
+        }
+        let events = call.revoke(who, at(8)).unwrap();
+        assert_ended_event(&events, EndReason::Revoked, Some(who), &[ALICE, BOB]);
+        let status = if answered { Left } else { Missed };
+        assert_statuses(&call, [Left, status]);
+        assert_conflict_unchanged(&mut call, |c| c.revoke(who, at(9)));
+    }
+}

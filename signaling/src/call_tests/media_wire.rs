@@ -246,10 +246,14 @@ fn status_texts_round_trip() {
         "server-restart",
         "server-shutdown",
         "connection-lost",
+        "revoked",
     ];
     assert_eq!(ends, end_texts);
     let lefts: Vec<&str> = LeftReason::ALL.iter().map(|r| r.as_str()).collect();
-    assert_eq!(lefts, ["left", "disconnected", "rejected", "missed"]);
+    assert_eq!(
+        lefts,
+        ["left", "disconnected", "rejected", "missed", "revoked"]
+    );
     for r in EndReason::ALL {
         assert_eq!(r.as_str().parse::<EndReason>(), Ok(*r));
         assert_eq!(serde_json::to_value(r).unwrap(), json!(r.as_str()));

@@ -29,6 +29,8 @@ pub enum DisconnectReason {
     OverlappingPolls,
     /// The socket's token expired and no fresh one came (`auth:refresh`).
     TokenExpired,
+    /// The admin API revoked the socket's user.
+    Revoked,
 }
 
 impl DisconnectReason {
@@ -46,6 +48,7 @@ impl DisconnectReason {
             DisconnectReason::PayloadTooLarge => "payload too large",
             DisconnectReason::OverlappingPolls => "overlapping polls",
             DisconnectReason::TokenExpired => "token expired",
+            DisconnectReason::Revoked => "token revoked",
         }
     }
 }

@@ -469,6 +469,17 @@ impl Hub {
         }
     }
 
+    /// Disconnects every socket of `user` (a revocation): each transport then detaches its
+    /// own. Returns how many.
+    pub fn disconnect_user(&self, user: Uuid, reason: DisconnectReason) -> usize {
+        let r = self.registry();
+        let sockets = r.users.get(&user).map_or(&[][..], Vec::as_slice);
+        for s in sockets {
+            s.outbox.disconnect(reason);
+        }
+        sockets.len()
+    }
+
     /// The socket of `user` whose client knows it as `name`, if it is attached.
     pub fn socket_named(&self, user: Uuid, name: &str) -> Option<SocketId> {
         let r = self.registry();

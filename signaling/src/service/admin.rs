@@ -1,10 +1,11 @@
-//! The admin API's users and conversations, and the demo's sign-in to a conversation.
+//! The admin API's users, conversations and revocations, and the demo's sign-in to a
+//! conversation.
 
 use uuid::Uuid;
 
 use super::{CallError, CallService, ConversationView, Missing, UserView};
 use crate::call::{Refusal, User};
-use crate::store::Db;
+use crate::store::{Db, Revocation};
 
 impl CallService {
     pub async fn admin_upsert_user(&self, user: User) -> Result<UserView, CallError> {
@@ -60,6 +61,43 @@ impl CallService {
             conversation_view(db, id)
         })
         .await
+    }
+
+    /// Revokes `user` (`DELETE /api/admin/users/{userId}/sessions`), in one job: the
+    /// revocation is stored (the user created if unknown: a token of theirs may be valid all
+    /// the same), their TURN credentials are deleted (none is handed out again), and they are
+    /// taken out of every live call they are in ([`crate::call::Call::revoke`]). The relay's
+    /// part lasts until the last credential they may hold expires: the credential lifetime
+    /// from now, or the latest stored one if later. Returns the revocation and the calls; the
+    /// caller puts it in force ([`crate::revoke::Revocations::apply`]) and closes the sockets.
+    pub async fn revoke_user(&self, user: Uuid) -> Result<(Revocation, Vec<Uuid>), CallError> {
+        let inner = self.inner.clone();
+        self.at_now(move |db, now| {
+            let minted = db.delete_turn_credentials_of(user)?;
+            let relay_until = (now + inner.turn.ttl).max(minted.unwrap_or(now));
+            let revocation = db.revoke(Revocation {
+                user,
+                at: now,
+                relay_until,
+            })?;
+            let calls = db.live_calls_of(user)?;
+            for &id in &calls {
+                let Some(mut call) = db.load_call(id)? else {
+                    continue;
+                };
+                let before = call.clone();
+                let events = call.revoke(user, now)?;
+                inner.save(db, &before, &mut call)?;
+                db.emit(events);
+            }
+            Ok((revocation, calls))
+        })
+        .await
+    }
+
+    /// Every stored revocation (to put in force again at start).
+    pub async fn revocations(&self) -> Result<Vec<Revocation>, CallError> {
+        self.inner.store.run(|db| Ok(db.revocations()?)).await
     }
 
     pub async fn admin_conversation(&self, id: Uuid) -> Result<ConversationView, CallError> {

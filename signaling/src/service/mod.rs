@@ -8,7 +8,7 @@
 //! Layout: this file holds the service, its errors and the job plumbing every operation runs
 //! through; `views` the request and response bodies; `calls` the call operations; `tasks` the
 //! background tasks (ring timer, reconnect grace, credential cleanup) and the end of live calls at
-//! restart and shutdown; `admin` the admin API's users and conversations.
+//! restart and shutdown; `admin` the admin API's users, conversations and revocations.
 
 mod admin;
 mod calls;
@@ -19,8 +19,8 @@ mod views;
 
 pub use views::{
     AnswerResponse, CallResponse, CallView, ConversationView, EndResponse, HistoryResponse,
-    InitiateRequest, InitiateResponse, MediaRequest, MediaResponse, RejectResponse, StatsResponse,
-    UserView, HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT,
+    InitiateRequest, InitiateResponse, MediaRequest, MediaResponse, RejectResponse, RevokeResponse,
+    StatsResponse, UserView, HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT,
 };
 
 use std::collections::HashMap;
@@ -212,6 +212,11 @@ impl CallService {
     /// How long the TURN credentials it mints are valid.
     pub(crate) fn turn_ttl(&self) -> Duration {
         self.inner.turn.ttl
+    }
+
+    /// The time by the service's clock.
+    pub fn now(&self) -> Timestamp {
+        self.inner.clock.now()
     }
 
     pub fn store(&self) -> &Store {

@@ -176,3 +176,18 @@ impl From<User> for UserView {
         }
     }
 }
+
+/// `DELETE /api/admin/users/{userId}/sessions`: what the revocation cut.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RevokeResponse {
+    pub user_id: Uuid,
+    /// Tokens of the user issued (`iat`) in this second or before are refused.
+    pub revoked_at: Timestamp,
+    /// Until when the relay refuses the user's TURN credentials minted before the revocation.
+    pub relay_revoked_until: Timestamp,
+    /// The user's sockets closed.
+    pub sockets_closed: usize,
+    /// The live calls the user was taken out of.
+    pub calls_left: Vec<Uuid>,
+}

@@ -82,7 +82,7 @@ impl Lease {
     /// the socket's user not past its `exp`; else refused, and the term stays.
     pub fn refresh(&self, auth: &Auth, token: &str) -> Reply {
         let (user, exp) = match auth.session(Some(&format!("Bearer {token}"))) {
-            Ok(session) => session,
+            Ok(session) => (session.user, session.exp),
             Err(e) => return Reply::error(e.code(), e.to_string()),
         };
         if user.id != self.user {

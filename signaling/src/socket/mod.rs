@@ -66,7 +66,9 @@ pub(crate) async fn bounded<F: std::future::Future>(limit: Duration, f: F) -> Op
 pub(crate) fn close_code(reason: DisconnectReason) -> u16 {
     match reason {
         DisconnectReason::ServerShutdown | DisconnectReason::PingTimeout => wire::GOING_AWAY,
-        DisconnectReason::SlowConsumer | DisconnectReason::TokenExpired => wire::POLICY,
+        DisconnectReason::SlowConsumer
+        | DisconnectReason::TokenExpired
+        | DisconnectReason::Revoked => wire::POLICY,
         DisconnectReason::ConnectTimeout
         | DisconnectReason::TransportError
         | DisconnectReason::TransportClose

@@ -48,7 +48,7 @@ use super::limits::Bucket;
 use super::wire::{self, Conn, Incoming, Reader, Upgrade};
 use super::{bounded, close_code, SOCKET_ID};
 use crate::api::{ApiError, ApiState};
-use crate::call::User;
+use crate::auth::Session;
 use crate::hub::{Backlog, DisconnectReason, Message, Outbox};
 
 // The hub's limits and heartbeat, shared by both transports, live in `super::limits` and
@@ -71,7 +71,7 @@ pub async fn handler(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .or(bearer.as_deref());
-    let (user, exp) = match s.auth.session(authorization) {
+    let session = match s.auth.session(authorization) {
         Ok(session) => session,
         Err(e) => return ApiError::from(e).into_response(),
     };
@@ -85,8 +85,8 @@ pub async fn handler(
     };
     let header_value = HeaderValue::from_str(&name).ok();
     let mut response = upgrade.on_upgrade(move |conn, reader| {
-        let lease = Lease::new(user.id, exp);
-        serve(s, user, lease, name, conn, reader)
+        let lease = Lease::new(session.user.id, session.exp);
+        serve(s, session, lease, name, conn, reader)
     });
     if let Some(v) = header_value {
         response.headers_mut().insert(SOCKET_ID, v);
@@ -174,12 +174,13 @@ pub struct ClientFrame<'a> {
 
 async fn serve(
     s: Arc<ApiState>,
-    user: User,
+    session: Session,
     lease: Lease,
     name: Arc<str>,
     conn: Arc<Conn>,
     mut reader: Reader,
 ) {
+    let user = session.user.clone();
     let hub = s.hub.clone();
     let outbox = Arc::new(WsOutbox {
         conn: conn.clone(),
@@ -195,6 +196,10 @@ async fn serve(
         Ok(id) => id,
         Err(e) => return conn.close(wire::POLICY, &e.to_string(), false),
     };
+    // A revocation made while the socket was opening did not find it: it goes now.
+    if s.auth.revoked(&session) {
+        outbox.disconnect(DisconnectReason::Revoked);
+    }
     tracing::debug!(user = %user.id, "ws connected");
     let mut bucket = Bucket::new();
     let origin = Origin {

@@ -232,6 +232,19 @@ impl Db {
         ids.map(|id| uuid(&id?)).collect()
     }
 
+    /// The live calls `user` is in (joined, or still being rung), oldest first.
+    pub fn live_calls_of(&self, user: Uuid) -> Result<Vec<Uuid>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT c.id FROM call_participants p JOIN calls c ON c.id = p.call_id
+             WHERE p.user_id = ?1
+               AND (p.status = 'invited' OR p.status = 'ringing' OR p.status = 'joined')
+               AND (c.status = 'initiated' OR c.status = 'ringing' OR c.status = 'active')
+             ORDER BY c.created_at",
+        )?;
+        let ids = stmt.query_map([user.to_string()], |r| r.get::<_, String>(0))?;
+        ids.map(|id| uuid(&id?)).collect()
+    }
+
     /// How many live calls `user` is joined in.
     pub fn joined_live_calls(&self, user: Uuid) -> Result<usize, StoreError> {
         let mut stmt = self.conn.prepare_cached(

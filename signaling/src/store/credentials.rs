@@ -52,6 +52,19 @@ impl Db {
         Ok(())
     }
 
+    /// Deletes every TURN credential of `user` (a revocation: none is handed out again);
+    /// returns when the last of them expires, if any is stored.
+    pub fn delete_turn_credentials_of(&self, user: Uuid) -> Result<Option<Timestamp>, StoreError> {
+        let last: Option<String> = self
+            .conn
+            .prepare_cached("SELECT max(expires_at) FROM turn_credentials WHERE user_id = ?1")?
+            .query_row([user.to_string()], |r| r.get(0))?;
+        self.conn
+            .prepare_cached("DELETE FROM turn_credentials WHERE user_id = ?1")?
+            .execute([user.to_string()])?;
+        last.as_deref().map(stamp).transpose()
+    }
+
     /// The spec's `cleanup_expired_turn_credentials()`: deletes what expired before `now`.
     pub fn delete_expired_turn_credentials(&self, now: Timestamp) -> Result<usize, StoreError> {
         Ok(self

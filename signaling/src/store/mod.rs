@@ -38,14 +38,14 @@ mod tests;
 mod users;
 
 pub use outbox::Pending;
-pub use users::Conversation;
+pub use users::{Conversation, Revocation};
 
 /// The schema, version 1.
 pub const SCHEMA: &str = include_str!("../../../schema.sql");
 
 /// The migrations, in order; the database's `user_version` is how many have been applied.
 /// New versions append here; applied ones never change.
-const MIGRATIONS: &[&str] = &[SCHEMA, outbox::MIGRATION];
+const MIGRATIONS: &[&str] = &[SCHEMA, outbox::MIGRATION, users::REVOCATION];
 
 /// The most jobs committed together.
 const MAX_BATCH: usize = 128;

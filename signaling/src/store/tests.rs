@@ -262,3 +262,35 @@ async fn a_failed_job_changes_nothing_and_the_others_commit() {
     let r = store.run(|_| Ok::<_, StoreError>(())).await;
     assert!(matches!(r, Err(StoreError::Closed)));
 }
+
+/// A revocation creates an unknown user, moves `revoked_at` when repeated but never shortens
+/// the relay's part, and is read back after a reopen.
+#[tokio::test]
+async fn revocations_are_kept_and_the_relay_part_only_grows() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = Uuid::from_u128(7);
+    let later = NOW + std::time::Duration::from_secs(60);
+    let revoke = |at, relay_until| Revocation {
+        user: id,
+        at,
+        relay_until,
+    };
+    let store = store(&dir);
+    let first = revoke(NOW, NOW + std::time::Duration::from_secs(3600));
+    let again = revoke(later, later + std::time::Duration::from_secs(600));
+    let (a, b) = store
+        .run(move |db| Ok::<_, StoreError>((db.revoke(first)?, db.revoke(again)?)))
+        .await
+        .unwrap();
+    assert_eq!(a, first);
+    assert_eq!(
+        b,
+        revoke(later, first.relay_until),
+        "the later relay end stays"
+    );
+    store.close().await;
+    let store = self::store(&dir);
+    let all = store.run(|db| db.revocations()).await.unwrap();
+    assert_eq!(all, [b]);
+    store.close().await;
+}

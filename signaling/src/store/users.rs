@@ -1,12 +1,32 @@
 //! Users, conversations and their members: the rows the admin API provisions and the call
-//! rules check membership against.
+//! rules check membership against; and users' revocations (version 3).
 
 use rusqlite::{params, OptionalExtension as _};
 use uuid::Uuid;
 
-use super::{uuid, Db, StoreError};
+use super::{stamp, time, uuid, Db, StoreError};
 use crate::call::User;
 use crate::time::Timestamp;
+
+/// Version 3: revocations (`DELETE /api/admin/users/{userId}/sessions`). `revoked_at`: the
+/// user's tokens issued (`iat`) in that second or before are refused; `relay_revoked_until`:
+/// until then the relay refuses their TURN credentials that expire by then (the ones minted
+/// before the revocation).
+pub(super) const REVOCATION: &str = "
+ALTER TABLE users ADD COLUMN revoked_at TEXT
+  CHECK (revoked_at GLOB '????-??-??T??:??:??.???Z');
+ALTER TABLE users ADD COLUMN relay_revoked_until TEXT
+  CHECK (relay_revoked_until GLOB '????-??-??T??:??:??.???Z');
+";
+
+/// A user's revocation: their tokens issued at or before `at` (in whole seconds, as `iat` is)
+/// are refused, and the relay refuses their TURN credentials expiring by `relay_until`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Revocation {
+    pub user: Uuid,
+    pub at: Timestamp,
+    pub relay_until: Timestamp,
+}
 
 /// A conversation with its members.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,6 +78,47 @@ impl Db {
             )?
             .execute(params![id.to_string(), now])?;
         Ok(())
+    }
+
+    /// Records `r` (creating the user if need be); a revocation of the user's relay access
+    /// until later than `r.relay_until` stays. Returns the stored revocation.
+    pub fn revoke(&self, r: Revocation) -> Result<Revocation, StoreError> {
+        let (user, at) = (r.user.to_string(), r.at.to_string());
+        self.ensure_user(r.user, r.at)?;
+        let until: String = self
+            .conn
+            .prepare_cached(
+                "UPDATE users SET revoked_at = ?2, updated_at = ?2,
+                   relay_revoked_until = max(coalesce(relay_revoked_until, ''), ?3)
+                 WHERE id = ?1 RETURNING relay_revoked_until",
+            )?
+            .query_row(params![user, at, r.relay_until.to_string()], |row| {
+                row.get(0)
+            })?;
+        Ok(Revocation {
+            relay_until: stamp(&until)?,
+            ..r
+        })
+    }
+
+    /// Every revocation: their tokens' (kept for good, as a token's life is the host
+    /// application's) and, until they are over, their relay's.
+    pub fn revocations(&self) -> Result<Vec<Revocation>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, revoked_at, relay_revoked_until FROM users WHERE revoked_at IS NOT NULL",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, at, until): (String, String, Option<String>) = row?;
+            let at = stamp(&at)?;
+            out.push(Revocation {
+                user: uuid(&id)?,
+                at,
+                relay_until: time(until)?.unwrap_or(at),
+            });
+        }
+        Ok(out)
     }
 
     pub fn user(&self, id: Uuid) -> Result<Option<User>, StoreError> {

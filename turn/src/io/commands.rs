@@ -1,12 +1,13 @@
 //! What the core asks of the driver: its commands (open and close relay sockets, which this
 //! file binds on the relay port range and registers with epoll), its answers to clients, and
-//! its events, recorded in [`Stats`](super::Stats), logs and metrics; and closing everything
-//! at shutdown.
+//! its events, recorded in [`Stats`](super::Stats), logs and metrics; closing everything at
+//! shutdown; and the other way, what the daemon asks of the relay thread ([`RelayControl`]).
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 
 use rand::Rng;
 
@@ -14,7 +15,77 @@ use crate::proto::{
     AllocId, CloseReason, Command, Event, Family, OpenError, RelayRequest, Time, Usage,
 };
 
+use super::epoll::EventFd;
 use super::{relay_slot, token, Driver, RelaySocket, KIND_RELAY};
+
+/// What the daemon asks of the running relay (the admin API's revocations), queued for its
+/// thread, which an eventfd wakes. Cheap to clone; every clone reaches the same relay, and
+/// asks made after it stopped are dropped.
+#[derive(Clone)]
+pub struct RelayControl {
+    inner: Arc<Controls>,
+}
+
+pub(super) struct Controls {
+    queue: Mutex<Vec<Control>>,
+    pub(super) wake: EventFd,
+}
+
+enum Control {
+    RevokeUser { user: String, until_unix: u64 },
+}
+
+impl RelayControl {
+    pub(super) fn new() -> io::Result<RelayControl> {
+        let inner = Controls {
+            queue: Mutex::new(Vec::new()),
+            wake: EventFd::new()?,
+        };
+        Ok(RelayControl {
+            inner: Arc::new(inner),
+        })
+    }
+
+    pub(super) fn controls(&self) -> Arc<Controls> {
+        self.inner.clone()
+    }
+
+    /// Cuts `user` off (see [`Server::revoke_user`](crate::proto::Server::revoke_user)): their
+    /// allocations close, and their credentials expiring at or before `until_unix` are refused
+    /// until they expire. Returns at once; the relay thread does it at its next wake-up.
+    pub fn revoke_user(&self, user: &str, until_unix: u64) {
+        let control = Control::RevokeUser {
+            user: user.to_owned(),
+            until_unix,
+        };
+        self.inner.lock().push(control);
+        self.inner.wake.notify();
+    }
+}
+
+impl Controls {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Control>> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Driver {
+    /// The daemon asked something of the relay ([`RelayControl`]).
+    pub(super) fn on_control(&mut self, now: Time) {
+        self.controls.wake.drain();
+        let asked = std::mem::take(&mut *self.controls.lock());
+        for control in asked {
+            match control {
+                Control::RevokeUser { user, until_unix } => {
+                    let closed = self.server.revoke_user(now, &user, until_unix);
+                    tracing::info!(allocations = closed, until_unix, "relay: a user revoked");
+                    // `?user`: quoted and escaped, as in `record`.
+                    tracing::debug!(?user, "revoked user");
+                }
+            }
+        }
+    }
+}
 
 impl Driver {
     /// Carries out what the core asked for, sends its answers and records its events.
@@ -77,6 +148,7 @@ impl Driver {
                     CloseReason::Expired => "expired",
                     CloseReason::Deleted => "deleted",
                     CloseReason::Closed => "closed",
+                    CloseReason::Revoked => "revoked",
                 };
                 tracing::info!(
                     alloc = id.to_u64(),

@@ -15,8 +15,8 @@ use crate::proto::{
 
 use super::epoll::{self, EventFd};
 use super::{
-    relay_slot, Driver, BATCH, EVENTS, INDEX_MASK, KIND_CONN, KIND_SHIFT, KIND_STOP, KIND_TCP,
-    KIND_TLS, KIND_UDP, MAX_DATAGRAM, USAGE_EVERY, USAGE_KEPT,
+    relay_slot, Driver, BATCH, EVENTS, INDEX_MASK, KIND_CONN, KIND_CONTROL, KIND_SHIFT, KIND_STOP,
+    KIND_TCP, KIND_TLS, KIND_UDP, MAX_DATAGRAM, USAGE_EVERY, USAGE_KEPT,
 };
 
 impl Driver {
@@ -54,6 +54,7 @@ impl Driver {
                     KIND_TCP => self.accept(index, Transport::Tcp, now),
                     KIND_TLS => self.accept(index, Transport::Tls, now),
                     KIND_CONN => self.on_conn(index, epoll::writable(ev), now, &mut buf),
+                    KIND_CONTROL => self.on_control(now),
                     _ => {
                         for _ in 0..BATCH {
                             if !self.on_relay(index, now, &mut buf) {

@@ -17,8 +17,8 @@
 //!
 //! This file holds the handle ([`Relay`], [`RelayConfig`], [`Stats`]), the binding of the
 //! listeners and the driver's state; `driver` its loop and read paths; `commands` what the core
-//! asks of it (relay sockets, answers, events); `stream` the TCP and TLS connections; `epoll`
-//! the system calls.
+//! asks of it (relay sockets, answers, events) and what the daemon asks of the relay
+//! ([`RelayControl`]); `stream` the TCP and TLS connections; `epoll` the system calls.
 
 mod commands;
 mod driver;
@@ -26,6 +26,7 @@ mod epoll;
 mod stream;
 mod tls;
 
+pub use commands::RelayControl;
 pub use tls::{fingerprint, TlsCertificate, TlsError};
 
 use std::collections::HashMap;
@@ -72,6 +73,7 @@ const KIND_TCP: u64 = 2;
 const KIND_TLS: u64 = 3;
 const KIND_CONN: u64 = 4;
 const KIND_RELAY: u64 = 5;
+const KIND_CONTROL: u64 = 6;
 
 fn token(kind: u64, index: usize) -> u64 {
     (kind << KIND_SHIFT) | index as u64
@@ -168,6 +170,7 @@ pub struct Relay {
     tls_addrs: Vec<SocketAddr>,
     stop: Arc<EventFd>,
     stats: Arc<Stats>,
+    control: RelayControl,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -231,6 +234,9 @@ impl Relay {
         let stats = Arc::new(Stats::default());
         let epoll = Epoll::new()?;
         epoll.add(stop.as_raw_fd(), token(KIND_STOP, 0))?;
+        let control = RelayControl::new()?;
+        let controls = control.controls();
+        epoll.add(controls.wake.as_raw_fd(), token(KIND_CONTROL, 0))?;
         for (i, (_, sock)) in udp.iter().enumerate() {
             epoll.add(sock.as_raw_fd(), token(KIND_UDP, i))?;
         }
@@ -262,6 +268,7 @@ impl Relay {
             relays: Vec::new(),
             ports_used: [vec![0u64; 1024], vec![0u64; 1024]],
             stats: stats.clone(),
+            controls,
             clock: Clock::new(),
             scratch: vec![0u8; PEER_HEADROOM + MAX_DATAGRAM + PEER_TAILROOM],
         };
@@ -279,6 +286,7 @@ impl Relay {
             tls_addrs,
             stop,
             stats,
+            control,
             thread: Some(thread),
         })
     }
@@ -296,6 +304,11 @@ impl Relay {
     /// The relay's counters.
     pub fn stats(&self) -> Arc<Stats> {
         self.stats.clone()
+    }
+
+    /// A handle by which the daemon asks things of the running relay (revocations).
+    pub fn control(&self) -> RelayControl {
+        self.control.clone()
     }
 
     /// Stops the relay thread and closes every socket. Allocations end with it.
@@ -455,6 +468,8 @@ struct Driver {
     /// Bitmaps of the relay ports this process holds, per family.
     ports_used: [Vec<u64>; 2],
     stats: Arc<Stats>,
+    /// What the daemon asked of the relay ([`RelayControl`]).
+    controls: Arc<commands::Controls>,
     /// What closed allocations relayed, per user, and when the user's last one closed.
     closed_usage: HashMap<Box<str>, (Usage, Time)>,
     /// What closed allocations relayed, all users together.

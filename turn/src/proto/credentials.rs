@@ -160,6 +160,48 @@ pub fn long_term_key(username: &str, realm: &str, password: &str) -> IntegrityKe
         .make_key(IntegrityAlgorithm::Sha1)
 }
 
+/// Users cut off before their credentials expire. The relay cannot recall a credential (it
+/// keeps none, see the module), so a revoked user is refused by the user name their
+/// credentials carry: every credential of `user` expiring at or before `until` (Unix seconds)
+/// is refused. The daemon revokes until the moment of the revocation plus the credential
+/// lifetime, so every credential minted before it is refused, and one minted after it (a user
+/// let back in) expires later and is accepted. An entry is forgotten once `until` has passed:
+/// every credential it refused has expired by then.
+#[derive(Debug, Default)]
+pub struct Revocations {
+    until: std::collections::HashMap<Box<str>, u64>,
+}
+
+impl Revocations {
+    /// Refuses `user`'s credentials expiring at or before `until`; a later revocation of the
+    /// same user keeps the later `until`.
+    pub fn revoke(&mut self, user: &str, until: u64) {
+        let at = self.until.entry(user.into()).or_default();
+        *at = (*at).max(until);
+    }
+
+    /// Whether a credential of `user` expiring at `expires_unix` is refused.
+    pub fn refuses(&self, user: &str, expires_unix: u64) -> bool {
+        self.until
+            .get(user)
+            .is_some_and(|&until| expires_unix <= until)
+    }
+
+    /// Forgets the revocations over at `now_unix`.
+    pub fn prune(&mut self, now_unix: u64) {
+        self.until.retain(|_, until| *until >= now_unix);
+    }
+
+    /// How many users are revoked.
+    pub fn len(&self) -> usize {
+        self.until.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.until.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,5 +331,23 @@ mod tests {
         assert_ne!(password_for(b"a", "1:u"), password_for(b"b", "1:u"));
         assert_ne!(password_for(b"a", "1:u"), password_for(b"a", "2:u"));
         assert_ne!(password_for(b"a", "1:u"), password_for(b"a", "1_u"));
+    }
+
+    #[test]
+    fn a_revocation_refuses_the_credentials_minted_before_it_until_they_expire() {
+        let mut r = Revocations::default();
+        r.revoke("u-1", 2000);
+        assert!(r.refuses("u-1", 1500) && r.refuses("u-1", 2000));
+        assert!(!r.refuses("u-1", 2001), "minted after the revocation");
+        assert!(!r.refuses("u-2", 1500), "another user");
+        r.revoke("u-1", 1000);
+        assert!(
+            r.refuses("u-1", 2000),
+            "an earlier revocation does not shorten one"
+        );
+        r.prune(2000);
+        assert_eq!(r.len(), 1);
+        r.prune(2001);
+        assert!(r.is_empty() && !r.refuses("u-1", 1500));
     }
 }

@@ -180,6 +180,8 @@ pub enum CloseReason {
     Deleted,
     /// The driver closed it (connection gone, shutdown).
     Closed,
+    /// Its user was revoked ([`Server::revoke_user`]).
+    Revoked,
 }
 
 /// Why a request failed authentication (for metrics; challenges are not failures).
@@ -199,6 +201,9 @@ pub enum AuthFailure {
     BadIntegrity,
     /// Another username than the allocation's (441).
     WrongCredentials,
+    /// A credential of a revoked user, minted before the revocation (401, as an expired one:
+    /// see [`credentials::Revocations`]).
+    Revoked,
 }
 
 impl AuthFailure {
@@ -212,6 +217,7 @@ impl AuthFailure {
             AuthFailure::Expired => "expired",
             AuthFailure::BadIntegrity => "bad_integrity",
             AuthFailure::WrongCredentials => "wrong_credentials",
+            AuthFailure::Revoked => "revoked",
         }
     }
 }

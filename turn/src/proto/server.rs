@@ -35,6 +35,7 @@ use self::auth::has_integrity;
 use self::data::{canonical, data_indication_body, frame_data_indication};
 use self::reply::{put, reply_opts, success_bytes, Reply};
 use super::allocation::{AllocId, Allocation, Phase, Usage};
+use super::credentials::{self, Revocations};
 use super::limit::ChallengeLimiter;
 use super::nonce::Nonces;
 use super::{
@@ -110,6 +111,8 @@ pub struct Server {
     events: VecDeque<Event>,
     /// Challenges per source over UDP.
     challenges: ChallengeLimiter,
+    /// Users whose credentials are refused until they expire ([`Server::revoke_user`]).
+    revoked: Revocations,
     /// The wall clock, in Unix seconds, as the driver last passed it in
     /// ([`Server::handle_wall_clock`]).
     wall_unix: Option<u64>,
@@ -163,6 +166,7 @@ impl Server {
             commands: VecDeque::new(),
             events: VecDeque::new(),
             challenges,
+            revoked: Revocations::default(),
             wall_unix: None,
             rng,
         }
@@ -252,6 +256,8 @@ impl Server {
                 }
             }
             self.tombstones.retain(|_, (_, _, exp)| *exp > now);
+            let wall = self.wall_secs(now);
+            self.revoked.prune(wall);
             self.next_sweep =
                 (self.count > 0 || !self.tombstones.is_empty()).then(|| now + SWEEP_INTERVAL);
         }
@@ -262,6 +268,43 @@ impl Server {
         if self.get(id).is_some() {
             self.close(now, id, CloseReason::Closed);
         }
+    }
+
+    /// Cuts `user` (the user name of the TURN REST scheme, see [`credentials`]) off: their
+    /// credentials expiring at or before `until_unix` (wall-clock Unix seconds) are refused
+    /// from now on (401, as an expired credential is), for new allocations and for requests on
+    /// existing ones, until they expire; and the allocations made with them close now
+    /// ([`CloseReason::Revoked`]). Returns how many closed. A credential expiring later was
+    /// minted after the revocation, and is accepted (see [`Revocations`]).
+    pub fn revoke_user(&mut self, now: Time, user: &str, until_unix: u64) -> usize {
+        let wall = self.wall_secs(now);
+        self.revoked.prune(wall);
+        if until_unix >= wall {
+            self.revoked.revoke(user, until_unix);
+        }
+        let separator = self.config.rest_api_separator;
+        let revoked: Vec<AllocId> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(index, slot)| {
+                let a = slot.allocation.as_ref()?;
+                let expires = credentials::parse(a.username.as_str(), separator).ok()?;
+                (a.user() == user && expires.expires_unix <= until_unix).then_some(AllocId {
+                    index: index as u32,
+                    generation: slot.generation,
+                })
+            })
+            .collect();
+        for &id in &revoked {
+            self.close(now, id, CloseReason::Revoked);
+        }
+        revoked.len()
+    }
+
+    /// How many users are revoked now (see [`Server::revoke_user`]).
+    pub fn revoked_users(&self) -> usize {
+        self.revoked.len()
     }
 
     /// The client's connection closed (TCP, TLS): its allocation goes with it (RFC 8656 §7:

@@ -210,6 +210,15 @@ impl Session {
         }
     }
 
+    /// Tells the client why its socket goes (an `error` event `{code, message}`), disconnects
+    /// it from the namespace and closes the session: a token that expired or was revoked.
+    fn kick(&self, code: &str, message: &str, reason: DisconnectReason) {
+        let data = serde_json::json!({"code": code, "message": message});
+        self.send(&[&event_packet("error", &data.to_string())], false);
+        self.send(&["41"], false);
+        self.close(reason);
+    }
+
     /// Marks the session closed (the first reason stays) and wakes whoever ends it. Over a
     /// WebSocket, its close: 1001 (going away) when the server stops or the client stopped
     /// answering, 1008 (policy) when it fell too far behind (nothing more goes to it), 1000
@@ -260,7 +269,12 @@ impl Outbox for Session {
         self.send(&["42[\"", m.event, "\",", m.data.get(), "]"], true)
     }
 
+    /// A revoked user's socket is told why first, as one whose token expired is.
     fn disconnect(&self, reason: DisconnectReason) {
+        if reason == DisconnectReason::Revoked {
+            let revoked = crate::auth::AuthError::Revoked;
+            return self.kick(revoked.code(), &revoked.to_string(), reason);
+        }
         self.close(reason);
     }
 

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::packet::{event_packet, split_ack, split_event, split_namespace};
 use super::{Engine, Inbound, Session, MAX_PING};
-use crate::hub::DisconnectReason;
+use crate::hub::{DisconnectReason, Outbox as _};
 use crate::socket::dispatch::{dispatch, Origin, Reply};
 use crate::socket::lease::Lease;
 use crate::socket::limits::MAX_SOCKETS_PER_USER;
@@ -113,10 +113,11 @@ impl Engine {
             .or_else(|| s.token.clone());
         let header = token.map(|t| format!("Bearer {t}"));
         let hub = &self.state.hub;
-        let (user, exp) = match self.state.auth.session(header.as_deref()) {
+        let session = match self.state.auth.session(header.as_deref()) {
             Ok(session) => session,
             Err(e) => return refuse(format!("{}: {e}", e.code())),
         };
+        let (user, exp) = (session.user.clone(), session.exp);
         if hub.sockets_of(user.id) >= MAX_SOCKETS_PER_USER {
             let max = MAX_SOCKETS_PER_USER;
             return refuse(format!("too_many_sockets: at most {max} per user"));
@@ -145,6 +146,10 @@ impl Engine {
                 let lease = Arc::new(Lease::new(user.id, exp));
                 tokio::spawn(expire(s.clone(), lease.clone()));
                 me.connected = Some((user, id, lease));
+                // A revocation made while the socket was connecting did not find it.
+                if self.state.auth.revoked(&session) {
+                    s.disconnect(DisconnectReason::Revoked);
+                }
             }
             Err(e) => {
                 let data = serde_json::json!({"code": e.code(), "message": e.to_string()});
@@ -186,10 +191,7 @@ impl Engine {
 async fn expire(s: Arc<Session>, lease: Arc<Lease>) {
     tokio::select! {
         () = lease.run(&*s) => {
-            let data = serde_json::json!({"code": "token_expired", "message": "the token has expired"});
-            s.send(&[&event_packet("error", &data.to_string())], false);
-            s.send(&["41"], false);
-            s.close(DisconnectReason::TokenExpired);
+            s.kick("token_expired", "the token has expired", DisconnectReason::TokenExpired);
         }
         () = s.ended() => {}
     }

@@ -85,6 +85,11 @@ impl Server {
         if msg.as_bytes().len() > MAX_VERIFIABLE || msg.validate_integrity_with_key(&key).is_err() {
             return Err(RequestError::AuthFailed(AuthFailure::BadIntegrity));
         }
+        // After the integrity: only who holds the credential learns it is revoked (and the
+        // answer is the 401 of an expired one).
+        if self.revoked.refuses(verified.user, verified.expires_unix) {
+            return Err(RequestError::AuthFailed(AuthFailure::Revoked));
+        }
         Ok(Authed {
             key,
             username: UserName::new(username.username(), user_at),

@@ -7,6 +7,7 @@ mod auth;
 mod data;
 mod dispatch;
 mod family;
+mod revoke;
 
 use std::net::SocketAddr;
 use std::time::Duration;
