@@ -298,7 +298,7 @@ impl Server {
     /// A datagram from `from` arrived on allocation `id`'s relay socket (or through the
     /// hairpin). `buf[payload]` holds it, with at least [`PEER_HEADROOM`] bytes before and
     /// [`PEER_TAILROOM`] after; the core frames it in place for the client. `None`: drop it
-    /// (no permission, or no such allocation).
+    /// (no permission, no such allocation, or over a bandwidth cap: [`bandwidth`]).
     pub fn handle_peer_data(
         &mut self,
         now: Time,
