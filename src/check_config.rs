@@ -124,6 +124,15 @@ fn summary(c: &Config) -> String {
         t.allow_peers.len(),
         t.deny_peers.len()
     ));
+    let b = &t.bandwidth;
+    s.push_str(&format!(
+        "  turn bandwidth: {} per allocation, {} per user, {} in total (payload, both ways), \
+         bursts of {}\n",
+        bandwidth(b.allocation),
+        bandwidth(b.user),
+        bandwidth(b.total),
+        humantime::format_duration(b.burst),
+    ));
     if let (Some(tls), false) = (&t.tls, t.tls_listen.is_empty()) {
         s.push_str(&format!("  turn cert:   {}\n", tls_line(tls)));
     }
@@ -203,6 +212,14 @@ fn summary(c: &Config) -> String {
     s
 }
 
+/// A bandwidth cap as `check-config` prints it: bytes and bits per second.
+fn bandwidth(bytes_per_sec: u64) -> String {
+    match bytes_per_sec {
+        0 => "no cap".to_owned(),
+        b => format!("{b} B/s ({} Mbit/s)", b as f64 * 8.0 / 1e6),
+    }
+}
+
 /// What `turn.allow_peers` leaves out: the box's own addresses that an entry contains without
 /// naming them alone (`switchboard_turn::policy`), one line per entry that skips some.
 fn own_addresses(t: &TurnConfig) -> String {
@@ -271,6 +288,13 @@ mod tests {
         );
         assert!(
             s.contains("outlives its credential by refreshes up to 12h from its creation"),
+            "{s}"
+        );
+        assert!(
+            s.contains(
+                "turn bandwidth: 5000000 B/s (40 Mbit/s) per allocation, 25000000 B/s \
+                 (200 Mbit/s) per user, no cap in total (payload, both ways), bursts of 1s"
+            ),
             "{s}"
         );
         assert!(!s.contains("0123456789abcdef"), "{s}");

@@ -75,6 +75,15 @@ fn describe() {
         "Payload bytes relayed, by direction."
     );
     describe_counter!(
+        "switchboard_turn_dropped_packets_total",
+        "Payload packets not relayed, by reason (bandwidth: over turn.allocation_bandwidth, user_bandwidth or total_bandwidth)."
+    );
+    describe_counter!(
+        "switchboard_turn_dropped_bytes_total",
+        Unit::Bytes,
+        "Payload bytes not relayed, by reason."
+    );
+    describe_counter!(
         "switchboard_turn_auth_failures_total",
         "TURN requests that failed authentication, by reason (challenges excluded)."
     );
@@ -171,6 +180,10 @@ pub async fn scrape(State(s): State<Sources>) -> Response {
         counter!("switchboard_turn_relayed_bytes_total", "direction" => direction)
             .absolute(load(bytes));
     }
+    counter!("switchboard_turn_dropped_packets_total", "reason" => "bandwidth")
+        .absolute(load(&r.dropped_packets));
+    counter!("switchboard_turn_dropped_bytes_total", "reason" => "bandwidth")
+        .absolute(load(&r.dropped_bytes));
     counter!("switchboard_turn_quota_refusals_total").absolute(load(&r.quota_refusals));
     counter!("switchboard_turn_hairpin_packets_total").absolute(load(&r.hairpin_packets));
     gauge!("switchboard_turn_connections").set(load(&r.connections) as f64);

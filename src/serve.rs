@@ -240,6 +240,7 @@ fn server_config(turn: &TurnConfig) -> ServerConfig {
     sc.user_quota = turn.user_quota;
     sc.total_quota = turn.total_quota;
     sc.rest_api_separator = turn.rest_api_separator;
+    sc.bandwidth = turn.bandwidth;
     rand::rng().fill_bytes(&mut sc.nonce_key);
     sc.seed = rand::random();
     sc
@@ -358,6 +359,7 @@ mod tests {
         assert_eq!(sc.external_ips, [std::net::IpAddr::from([203, 0, 113, 9])]);
         assert_eq!(sc.relay_ports, 50000..=50999);
         assert_eq!((sc.user_quota, sc.total_quota), (3, 900));
+        assert_eq!(sc.bandwidth, c.turn.bandwidth);
         assert_ne!(sc.nonce_key, [0; 32]);
     }
 }

@@ -34,6 +34,7 @@ use rand::RngCore as _;
 use serde::Deserialize;
 use switchboard_signaling::auth::Scope;
 use switchboard_turn::policy::{Cidr, CidrError, PeerRange};
+use switchboard_turn::BandwidthCaps;
 
 use crate::cors::{self, AllowedOrigins};
 
@@ -70,6 +71,24 @@ const DEFAULT_RECONNECT_GRACE: Duration = Duration::from_secs(30);
 const DEFAULT_MAX_PARTICIPANTS: u32 = 20;
 /// A user in a call who starts another (a consultation, a transfer by hand) and a few more.
 const DEFAULT_MAX_LIVE_PER_USER: u32 = 4;
+/// `turn.allocation_bandwidth` when not set, in bytes per second of payload, both ways
+/// together: 5 MB/s (40 Mbit/s). One allocation carries one peer connection: 1080p video
+/// (up to about 4 Mbit/s in browsers) and a screen share (as much again) each way is
+/// 16 Mbit/s, so a call never meets it, while one allocation alone cannot take a
+/// gigabit link.
+const DEFAULT_ALLOCATION_BANDWIDTH: u64 = 5_000_000;
+/// `turn.user_bandwidth` when not set: 25 MB/s (200 Mbit/s), over all of one user's
+/// allocations. A user in a 20-person mesh call relaying every other participant's video
+/// both ways (19 × 2 × 4 Mbit/s, 152 Mbit/s) fits; a user with many allocations cannot
+/// have each take its full cap.
+const DEFAULT_USER_BANDWIDTH: u64 = 25_000_000;
+/// `turn.bandwidth_burst` when not set: each cap may be exceeded for this long from a full
+/// bucket (a video keyframe, a burst after a stall), at least 64 KiB.
+const DEFAULT_BANDWIDTH_BURST: Duration = Duration::from_secs(1);
+/// The longest burst: beyond it a cap would stop meaning anything per second.
+const MAX_BANDWIDTH_BURST: Duration = Duration::from_secs(60);
+/// A cap below this (1 Mbit/s) gets a warning: a video call needs more.
+const LOW_BANDWIDTH: u64 = 125_000;
 /// RFC 8489 §14.9: REALM is fewer than 128 characters.
 const MAX_REALM_LEN: usize = 127;
 
@@ -157,6 +176,9 @@ pub struct TurnConfig {
     /// Between the expiry and the user name in credential usernames (coturn's
     /// `rest-api-separator`); `:` unless set.
     pub rest_api_separator: char,
+    /// Relayed payload per second per allocation, per user and in total, with the burst
+    /// ([`validate_bandwidth`]).
+    pub bandwidth: BandwidthCaps,
 }
 
 /// `[auth]`.

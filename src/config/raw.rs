@@ -80,6 +80,11 @@ pub(super) struct RawTurn {
     pub(super) user_quota: Option<u32>,
     pub(super) total_quota: Option<u32>,
     pub(super) rest_api_separator: Option<String>,
+    // Bandwidth caps, bytes per second (0: none), and their burst.
+    pub(super) allocation_bandwidth: Option<u64>,
+    pub(super) user_bandwidth: Option<u64>,
+    pub(super) total_bandwidth: Option<u64>,
+    pub(super) bandwidth_burst: Option<String>,
 }
 
 /// An address, or a list of them (one per IP version).

@@ -520,6 +520,16 @@ pub(super) fn validate_turn(
         ));
     }
 
+    let bandwidth = validate_bandwidth(
+        [
+            ("turn.allocation_bandwidth", raw.allocation_bandwidth),
+            ("turn.user_bandwidth", raw.user_bandwidth),
+            ("turn.total_bandwidth", raw.total_bandwidth),
+        ],
+        raw.bandwidth_burst,
+        warnings,
+    )?;
+
     let mut turn = TurnConfig {
         listen,
         tls_listen,
@@ -540,6 +550,7 @@ pub(super) fn validate_turn(
         user_quota_derived: false,
         total_quota: 0,
         rest_api_separator,
+        bandwidth,
     };
     let urls = crate::turn_credentials::turn_urls(&turn).len();
     let derived = default_user_quota(calls.max_participants, urls);
@@ -585,6 +596,45 @@ pub(super) fn validate_turn(
         }
     };
     Ok(turn)
+}
+
+/// The bandwidth caps (`turn.allocation_bandwidth`, `user_bandwidth`, `total_bandwidth`, in
+/// that order), in bytes per second, 0 for none, each its default when not set; and
+/// `turn.bandwidth_burst`, a duration up to a minute. A cap below what a video call needs is
+/// a warning, not an error: an operator may mean it.
+pub(super) fn validate_bandwidth(
+    caps: [(&str, Option<u64>); 3],
+    burst: Option<String>,
+    warnings: &mut Vec<Warning>,
+) -> Result<BandwidthCaps> {
+    let burst = duration("turn.bandwidth_burst", burst)?.unwrap_or(DEFAULT_BANDWIDTH_BURST);
+    at_most(
+        "turn.bandwidth_burst",
+        burst,
+        MAX_BANDWIDTH_BURST,
+        " (how long a cap may be exceeded from a full bucket)",
+    )?;
+    let defaults = [DEFAULT_ALLOCATION_BANDWIDTH, DEFAULT_USER_BANDWIDTH, 0];
+    let [allocation, user, total] = std::array::from_fn(|i| {
+        let (key, value) = caps[i];
+        let value = value.unwrap_or(defaults[i]);
+        if value > 0 && value < LOW_BANDWIDTH {
+            warnings.push(Warning::new(
+                key,
+                format!(
+                    "{value} bytes per second is below 1 Mbit/s ({LOW_BANDWIDTH}): relayed \
+                     video calls will lose packets (0 sets no cap)"
+                ),
+            ));
+        }
+        value
+    });
+    Ok(BandwidthCaps {
+        allocation,
+        user,
+        total,
+        burst,
+    })
 }
 
 /// `turn.user_quota` when not set: enough allocations for one user in the largest call the

@@ -6,6 +6,7 @@
 mod common;
 
 mod relay_abuse;
+mod relay_bandwidth;
 mod relay_coturn;
 mod relay_errors;
 mod relay_streams;

@@ -17,16 +17,16 @@ use turn_types::attribute::{
 use turn_types::message::{ALLOCATE, CHANNEL_BIND, CREATE_PERMISSION, REFRESH, SEND};
 use turn_types::AddressFamily;
 
-/// A raw STUN client on its own UDP socket (its own 5-tuple).
-struct Client {
-    sock: UdpSocket,
+/// A raw STUN client on its own UDP socket (its own 5-tuple); `relay_bandwidth` uses it too.
+pub(crate) struct Client {
+    pub(crate) sock: UdpSocket,
     server: SocketAddr,
     username: String,
     password: String,
 }
 
 impl Client {
-    fn new(d: &Daemon, user: &str) -> Client {
+    pub(crate) fn new(d: &Daemon, user: &str) -> Client {
         let (username, password) = d.credentials(user);
         Client::with(d, username, password)
     }
@@ -63,7 +63,7 @@ impl Client {
     }
 
     /// An authenticated request: unauthenticated first for the nonce, as clients do.
-    fn authed(&self, w: impl Fn() -> MessageWriteVec) -> Vec<u8> {
+    pub(crate) fn authed(&self, w: impl Fn() -> MessageWriteVec) -> Vec<u8> {
         // The nonce comes from an Allocate's challenge, as for real clients (the relay does
         // not challenge other requests from a 5-tuple without an allocation).
         let challenge = self.exchange(&allocate_req(17).finish());
@@ -74,7 +74,7 @@ impl Client {
         common::seal(w, &self.username, &self.password, nonce)
     }
 
-    fn allocate(&self) -> Vec<u8> {
+    pub(crate) fn allocate(&self) -> Vec<u8> {
         self.authed(|| allocate_req(17))
     }
 }
@@ -86,7 +86,7 @@ fn allocate_req(transport: u8) -> MessageWriteVec {
     w
 }
 
-fn with_peer(method: Method, peer: &str) -> MessageWriteVec {
+pub(crate) fn with_peer(method: Method, peer: &str) -> MessageWriteVec {
     let mut w = request(method);
     let txid = w.transaction_id();
     w.add_attribute(&XorPeerAddress::new(peer.parse().unwrap(), txid))

@@ -21,7 +21,7 @@ pub mod proto;
 
 pub use proto::credentials;
 pub use proto::policy;
-pub use proto::{Event, ServerConfig, Time};
+pub use proto::{BandwidthCaps, Event, ServerConfig, Time};
 
 #[cfg(feature = "io")]
 pub mod io;

@@ -11,8 +11,8 @@ use stun_types::message::{
 };
 use switchboard_turn::credentials::{long_term_key, mint};
 use switchboard_turn::proto::{
-    ClientAction, Command, Family, FiveTuple, RelayRequest, Server, ServerConfig, Time,
-    PEER_HEADROOM, PEER_TAILROOM,
+    BandwidthCaps, ClientAction, Command, Family, FiveTuple, RelayRequest, Server, ServerConfig,
+    Time, PEER_HEADROOM, PEER_TAILROOM,
 };
 use turn_types::attribute::{ChannelNumber, RequestedTransport, XorPeerAddress};
 use turn_types::message::{ALLOCATE, CHANNEL_BIND};
@@ -48,6 +48,13 @@ fn channel_data_both_ways_allocates_nothing() {
     let now = Time::from_unix_secs(1_700_000_000);
     let mut config = ServerConfig::new("r", b"s".to_vec(), "198.51.100.10".parse().unwrap());
     config.nonce_key = [1; 32];
+    // Every bandwidth cap metered, as the daemon's defaults meter two.
+    config.bandwidth = BandwidthCaps {
+        allocation: 5_000_000,
+        user: 25_000_000,
+        total: 100_000_000,
+        burst: std::time::Duration::from_secs(1),
+    };
     let mut server = Server::new(config);
     let tuple = FiveTuple::udp(
         "192.0.2.1:1000".parse().unwrap(),

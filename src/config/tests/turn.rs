@@ -338,3 +338,43 @@ fn private_relay_without_external_ip_warns() {
         assert!(!is_private(ip.parse().unwrap()), "{ip}");
     }
 }
+
+#[test]
+fn bandwidth_caps_default_to_what_a_call_never_meets() {
+    let b = load(MINIMAL).unwrap().turn.bandwidth;
+    assert_eq!(
+        (b.allocation, b.user, b.total, b.burst),
+        (5_000_000, 25_000_000, 0, Duration::from_secs(1))
+    );
+    let c = load(&format!(
+        "{MINIMAL}allocation_bandwidth = 0\nuser_bandwidth = 300000\n\
+         total_bandwidth = 125000000\nbandwidth_burst = \"250ms\"\n"
+    ))
+    .unwrap();
+    let b = c.turn.bandwidth;
+    assert_eq!(
+        (b.allocation, b.user, b.total, b.burst),
+        (0, 300_000, 125_000_000, Duration::from_millis(250))
+    );
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+}
+
+#[test]
+fn bandwidth_values_are_checked_by_key() {
+    for (line, key) in [
+        ("allocation_bandwidth = -1", "turn.allocation_bandwidth"),
+        ("user_bandwidth = \"5MB\"", "turn.user_bandwidth"),
+        ("total_bandwidth = 1.5", "turn.total_bandwidth"),
+        ("bandwidth_burst = \"0s\"", "turn.bandwidth_burst"),
+        ("bandwidth_burst = \"2m\"", "turn.bandwidth_burst"),
+        ("bandwidth_burst = \"soon\"", "turn.bandwidth_burst"),
+        ("bandwidth_burst = 1", "turn.bandwidth_burst"),
+    ] {
+        assert_eq!(err(&format!("{MINIMAL}{line}\n")).key, key, "{line}");
+    }
+    // A cap below 1 Mbit/s works, with a warning.
+    let c = load(&format!("{MINIMAL}allocation_bandwidth = 20000\n")).unwrap();
+    assert_eq!(c.turn.bandwidth.allocation, 20_000);
+    assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+    assert_eq!(c.warnings[0].key, "turn.allocation_bandwidth");
+}

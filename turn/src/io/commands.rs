@@ -159,6 +159,8 @@ impl Driver {
                     bytes_to_peer = usage.bytes_to_peer,
                     packets_from_peer = usage.packets_from_peer,
                     bytes_from_peer = usage.bytes_from_peer,
+                    packets_dropped = usage.packets_dropped,
+                    bytes_dropped = usage.bytes_dropped,
                     "allocation closed"
                 );
                 tracing::debug!(alloc = id.to_u64(), ?user, "allocation owner");

@@ -113,6 +113,8 @@ impl Driver {
         store(&s.relayed_bytes_to_peer, relayed.bytes_to_peer);
         store(&s.relayed_packets_from_peer, relayed.packets_from_peer);
         store(&s.relayed_bytes_from_peer, relayed.bytes_from_peer);
+        store(&s.dropped_packets, relayed.packets_dropped);
+        store(&s.dropped_bytes, relayed.bytes_dropped);
     }
 
     /// Whether usage is to be published: while allocations are open, and once after one closed.

@@ -145,6 +145,9 @@ pub struct Stats {
     pub relayed_bytes_to_peer: AtomicU64,
     pub relayed_packets_from_peer: AtomicU64,
     pub relayed_bytes_from_peer: AtomicU64,
+    /// Payload dropped over a bandwidth cap, both ways, published as the relayed counters.
+    pub dropped_packets: AtomicU64,
+    pub dropped_bytes: AtomicU64,
     /// Whether the relay thread runs (false once it has ended, a panic included): the
     /// service watchdog's view of it.
     pub running: AtomicBool,

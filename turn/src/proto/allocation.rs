@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 
 use stun_types::message::{IntegrityKey, TransactionId};
 
+use super::bandwidth::Bucket;
 use super::channel::Channels;
 use super::permission::Permissions;
 use super::{Family, FiveTuple, RequestError, Time};
@@ -43,7 +44,8 @@ impl AllocId {
     }
 }
 
-/// Packets and bytes an allocation relayed, each way (payload bytes, without TURN framing).
+/// Packets and bytes an allocation relayed, each way, and dropped over a bandwidth cap
+/// (payload bytes, without TURN framing).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Usage {
     /// Client → peer.
@@ -54,6 +56,11 @@ pub struct Usage {
     pub packets_from_peer: u64,
     /// Peer → client.
     pub bytes_from_peer: u64,
+    /// Either way, not relayed: over the allocation's, its user's or the relay's bandwidth
+    /// cap ([`bandwidth`](super::bandwidth)).
+    pub packets_dropped: u64,
+    /// Either way, not relayed.
+    pub bytes_dropped: u64,
 }
 
 impl std::ops::AddAssign for Usage {
@@ -62,6 +69,8 @@ impl std::ops::AddAssign for Usage {
         self.bytes_to_peer += o.bytes_to_peer;
         self.packets_from_peer += o.packets_from_peer;
         self.bytes_from_peer += o.bytes_from_peer;
+        self.packets_dropped += o.packets_dropped;
+        self.bytes_dropped += o.bytes_dropped;
     }
 }
 
@@ -159,6 +168,10 @@ pub(crate) struct Allocation {
     pub(crate) permissions: Permissions,
     pub(crate) channels: Channels,
     pub(crate) usage: Usage,
+    /// Its bandwidth bucket (`turn.allocation_bandwidth`).
+    pub(crate) bucket: Bucket,
+    /// Its user's entry in the server's [`Users`](super::users::Users).
+    pub(crate) user_slot: u32,
     pub(crate) responses: ResponseCache,
 }
 

@@ -4,6 +4,7 @@ use std::net::IpAddr;
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
+use super::bandwidth::BandwidthCaps;
 use super::policy::PeerPolicy;
 use super::Family;
 
@@ -58,6 +59,8 @@ pub struct ServerConfig {
     pub max_permissions: usize,
     /// Channels one allocation may bind.
     pub max_channels: usize,
+    /// Relayed bytes per second per allocation, per user and in total (none unless set).
+    pub bandwidth: BandwidthCaps,
 }
 
 impl ServerConfig {
@@ -85,6 +88,7 @@ impl ServerConfig {
             channel_lifetime: Duration::from_secs(600),
             max_permissions: 128,
             max_channels: 128,
+            bandwidth: BandwidthCaps::UNLIMITED,
         }
     }
 }

@@ -20,6 +20,7 @@
 //! response or a silent drop, as the RFCs say.
 
 pub mod allocation;
+pub mod bandwidth;
 pub mod channel;
 pub mod config;
 pub mod credentials;
@@ -31,6 +32,7 @@ pub mod policy;
 mod server;
 pub mod stream;
 pub mod time;
+mod users;
 
 /// What the unit tests of several mechanisms write the same way.
 #[cfg(test)]
@@ -51,6 +53,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 pub use allocation::{AllocId, Usage};
+pub use bandwidth::BandwidthCaps;
 pub use config::ServerConfig;
 pub use error::RequestError;
 pub use policy::Refusal;

@@ -35,9 +35,11 @@ use self::auth::has_integrity;
 use self::data::{canonical, data_indication_body, frame_data_indication};
 use self::reply::{put, reply_opts, success_bytes, Reply};
 use super::allocation::{AllocId, Allocation, Phase, Usage};
+use super::bandwidth::{self, Bucket, Rates};
 use super::credentials::{self, Revocations};
 use super::limit::ChallengeLimiter;
 use super::nonce::Nonces;
+use super::users::Users;
 use super::{
     AuthFailure, CloseReason, Command, Event, Family, FiveTuple, OpenError, RequestError,
     ServerConfig, Time, Transmit,
@@ -100,8 +102,11 @@ pub struct Server {
     free: Vec<u32>,
     by_tuple: HashMap<FiveTuple, AllocId>,
     by_relay: HashMap<SocketAddr, AllocId>,
-    per_user: HashMap<Box<str>, u32>,
+    users: Users,
     count: usize,
+    /// The bandwidth caps, and the relay's own bucket.
+    rates: Rates,
+    total_bucket: Bucket,
     /// Every active allocation's deadline, one entry each (moved on refresh).
     expiries: BTreeSet<(Time, AllocId)>,
     tombstones: HashMap<FiveTuple, (TransactionId, Box<[u8]>, Time)>,
@@ -150,6 +155,7 @@ impl Server {
         let nonces = Nonces::new(&config.nonce_key, config.nonce_lifetime.as_secs());
         let rng = config.seed | 1;
         let challenges = ChallengeLimiter::new(config.seed);
+        let rates = Rates::new(&config.bandwidth);
         Server {
             config,
             nonces,
@@ -157,8 +163,10 @@ impl Server {
             free: Vec::new(),
             by_tuple: HashMap::new(),
             by_relay: HashMap::new(),
-            per_user: HashMap::new(),
+            users: Users::default(),
             count: 0,
+            rates,
+            total_bucket: Bucket::default(),
             expiries: BTreeSet::new(),
             tombstones: HashMap::new(),
             next_sweep: None,
@@ -333,7 +341,7 @@ impl Server {
     /// A datagram from `from` arrived on allocation `id`'s relay socket (or through the
     /// hairpin). `buf[payload]` holds it, with at least [`PEER_HEADROOM`] bytes before and
     /// [`PEER_TAILROOM`] after; the core frames it in place for the client. `None`: drop it
-    /// (no permission, or no such allocation).
+    /// (no permission, no such allocation, or over a bandwidth cap: [`bandwidth`]).
     pub fn handle_peer_data(
         &mut self,
         now: Time,
@@ -360,6 +368,10 @@ impl Server {
             // IPv6 peer or through the hairpin): dropped, as an oversized datagram would be.
             return None;
         }
+        if !self.within_bandwidth(now, id, len) {
+            return None;
+        }
+        let alloc = self.get_mut(id)?;
         alloc.usage.packets_from_peer += 1;
         alloc.usage.bytes_from_peer += len as u64;
         let tuple = alloc.tuple;
@@ -687,13 +699,7 @@ impl Server {
         for r in alloc.relayed.iter().flatten() {
             self.by_relay.remove(r);
         }
-        let user = alloc.user();
-        if let Some(n) = self.per_user.get_mut(user) {
-            *n -= 1;
-            if *n == 0 {
-                self.per_user.remove(user);
-            }
-        }
+        self.users.remove(alloc.user(), alloc.user_slot);
         Some(alloc)
     }
 
@@ -712,6 +718,38 @@ impl Server {
             usage: alloc.usage,
             lifetime: now.saturating_since(alloc.created),
         });
+    }
+
+    /// Whether `len` payload bytes of allocation `id` fit its bandwidth caps (the
+    /// allocation's, its user's, the relay's) at `now`; if not they are counted as dropped.
+    fn within_bandwidth(&mut self, now: Time, id: AllocId, len: usize) -> bool {
+        if self.rates.unlimited() {
+            return true;
+        }
+        let Some(slot) = self.slots.get_mut(id.index as usize) else {
+            return false;
+        };
+        let Some(alloc) = slot.allocation.as_mut() else {
+            return false;
+        };
+        let Some(user) = self.users.get_mut(alloc.user_slot) else {
+            return false;
+        };
+        let rates = &self.rates;
+        let fits = bandwidth::admit(
+            now,
+            len,
+            [
+                (rates.allocation.as_ref(), &mut alloc.bucket),
+                (rates.user.as_ref(), &mut user.bucket),
+                (rates.total.as_ref(), &mut self.total_bucket),
+            ],
+        );
+        if !fits {
+            alloc.usage.packets_dropped += 1;
+            alloc.usage.bytes_dropped += len as u64;
+        }
+        fits
     }
 
     fn arm_sweep(&mut self, now: Time) {

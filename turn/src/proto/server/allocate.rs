@@ -74,8 +74,7 @@ impl Server {
             Err(e) => return self.refuse(tuple, ALLOCATE, txid, &e, &reply),
         };
         let lifetime = allocate_lifetime(&self.config, msg);
-        let user: Box<str> = auth.username.user().into();
-        *self.per_user.entry(user).or_insert(0) += 1;
+        let user_slot = self.users.add(auth.username.user());
         let fingerprint = reply.fingerprint;
         let id = self.insert(|_| Allocation {
             tuple,
@@ -96,6 +95,8 @@ impl Server {
             permissions: Default::default(),
             channels: Default::default(),
             usage: Usage::default(),
+            bucket: Default::default(),
+            user_slot,
             responses: Default::default(),
         });
         self.tombstones.remove(&tuple);
@@ -176,11 +177,7 @@ impl Server {
         let dual = additional.is_some() && self.config.relay_ip(Family::V6).is_some();
         let v6_error =
             (additional.is_some() && !dual).then_some(RequestError::AddressFamilyNotSupported);
-        let held = self
-            .per_user
-            .get(auth.username.user())
-            .copied()
-            .unwrap_or(0);
+        let held = self.users.held(auth.username.user());
         if held >= self.config.user_quota {
             return Err(RequestError::AllocationQuotaReached { total: false });
         }

@@ -52,13 +52,15 @@ impl Server {
         if !alloc.permissions.allows(peer.ip(), now) {
             return ClientAction::Done;
         }
-        self.forward(id, peer, payload)
+        self.forward(now, id, peer, payload)
     }
 
     /// Sends `payload` from allocation `id` toward `peer` (already authorised), through the
-    /// network or, for the relay's own addresses, inside the process.
+    /// network or, for the relay's own addresses, inside the process; unless it is over a
+    /// bandwidth cap.
     fn forward<'a>(
         &mut self,
+        now: Time,
         id: AllocId,
         peer: SocketAddr,
         payload: &'a [u8],
@@ -74,7 +76,9 @@ impl Server {
                 self.get(id).and_then(|a| a.advertised[family.index()]),
             ) {
                 (Some(&to), Some(from)) => {
-                    self.count_to_peer(id, payload.len());
+                    if !self.count_to_peer(now, id, payload.len()) {
+                        return ClientAction::Done;
+                    }
                     return ClientAction::Hairpin { to, from, payload };
                 }
                 // A relay port no allocation holds: some other program's socket, reachable
@@ -83,7 +87,9 @@ impl Server {
                 _ => return ClientAction::Done,
             }
         }
-        self.count_to_peer(id, payload.len());
+        if !self.count_to_peer(now, id, payload.len()) {
+            return ClientAction::Done;
+        }
         ClientAction::Relay {
             alloc: id,
             peer,
@@ -91,11 +97,17 @@ impl Server {
         }
     }
 
-    fn count_to_peer(&mut self, id: AllocId, len: usize) {
+    /// Counts `len` bytes toward the peer, if they fit the bandwidth caps (else counts the
+    /// drop): whether to send them.
+    fn count_to_peer(&mut self, now: Time, id: AllocId, len: usize) -> bool {
+        if !self.within_bandwidth(now, id, len) {
+            return false;
+        }
         if let Some(a) = self.get_mut(id) {
             a.usage.packets_to_peer += 1;
             a.usage.bytes_to_peer += len as u64;
         }
+        true
     }
 
     /// CreatePermission (RFC 8656 §9.2): all the peers, or none.
@@ -208,7 +220,7 @@ impl Server {
             self.record(&RequestError::Forbidden { reason });
             return ClientAction::Done;
         }
-        self.forward(id, peer, payload)
+        self.forward(now, id, peer, payload)
     }
 
     /// The policy for a permission's IP: deny wins, then the relay's own addresses are fine,

@@ -298,7 +298,7 @@ fn no_relay_port_gives_508_and_leaves_nothing() {
     let answers = h.answers(client(1000));
     assert_eq!(code(&answers[0]), ErrorCode::INSUFFICIENT_CAPACITY);
     assert_eq!(h.server.allocation_count(), 0);
-    assert!(h.server.per_user.is_empty());
+    assert!(h.server.users.is_empty());
     assert_eq!(h.server.poll_command(), None, "no socket to close");
 }
 
@@ -405,7 +405,8 @@ fn allocation_expires_with_its_usage_reported() {
             packets_to_peer: 1,
             bytes_to_peer: 5,
             packets_from_peer: 1,
-            bytes_from_peer: 6
+            bytes_from_peer: 6,
+            ..Usage::default()
         }
     );
     assert_eq!(h.closed, vec![id]);

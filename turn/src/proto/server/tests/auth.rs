@@ -84,7 +84,7 @@ fn unauthenticated_allocate_is_challenged_small_and_identically() {
     h.now = h.now + Duration::from_secs(10);
     assert_eq!(h.one(client(1000), &req), first);
     assert_eq!(h.server.allocation_count(), 0);
-    assert!(h.server.by_tuple.is_empty() && h.server.per_user.is_empty());
+    assert!(h.server.by_tuple.is_empty() && h.server.users.is_empty());
 }
 
 #[test]

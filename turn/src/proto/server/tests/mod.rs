@@ -4,6 +4,7 @@
 
 mod allocate;
 mod auth;
+mod bandwidth;
 mod data;
 mod dispatch;
 mod family;
