@@ -31,9 +31,14 @@ const FLOODERS: usize = 48;
 const PER_SOURCE: u32 = 16;
 /// The UDP stream: a 100-byte ChannelData every 2 ms (a voice call's packet rate, twice over).
 const PACE: Duration = Duration::from_millis(2);
-/// The round trip (client, relay, peer and back) 99 % of the stream's packets must make
-/// during the flood: generous, for a loaded two-core CI box.
-const P99_BOUND: Duration = Duration::from_millis(20);
+/// The round trips (client, relay, peer and back) the stream's packets must make during the
+/// flood: half of them within `P50_BOUND`, 99 % within `P99_BOUND`. Generous, for a loaded
+/// two-core box whose scheduler alone makes tails of 100 ms at times (the quiet stream's,
+/// too). With the handshakes on the relay thread (before the acceptor thread), on a box where
+/// this passed at a median of 43 to 54 µs and a p99 of 0.4 to 1 ms, the median was 14 ms
+/// and the p99 23 to 36 ms; with that box busier, 17 to 50 ms and 0.36 to 0.68 s.
+const P50_BOUND: Duration = Duration::from_millis(5);
+const P99_BOUND: Duration = Duration::from_millis(250);
 
 /// A daemon on the namespace's host end, TLS included, relaying to loopback peers.
 fn daemon(ns: &Netns, cert: &TestCert, per_source: u32) -> Daemon {
@@ -146,12 +151,15 @@ fn a_tls_handshake_flood_leaves_udp_relaying_alone() {
         shakes > 100,
         "the flood was too weak to test anything: {shakes}"
     );
+    assert_eq!(during.lost, 0, "the UDP stream lost packets: {during}");
+    assert!(
+        during.p50 < P50_BOUND && during.p99 < P99_BOUND,
+        "the UDP stream slowed: {during}"
+    );
     assert!(
         refusals > 0,
         "{FLOODERS} at once from one address met no cap"
     );
-    assert_eq!(during.lost, 0, "the UDP stream lost packets: {during}");
-    assert!(during.p99 < P99_BOUND, "the UDP stream slowed: {during}");
     // After the flood, TLS still serves, and the allocation still relays.
     let mut fresh = connect(tls);
     fresh.write_all(&client_hello()).unwrap();
