@@ -326,8 +326,9 @@ impl Worker {
             .map(|c| ServerConnection::new(c.clone()));
         let tls = match session {
             Some(Ok(mut c)) => {
-                // No limit inside rustls: once established, the relay thread's `out` is the
-                // bound (stream.rs).
+                // No limit inside rustls: once established, the relay thread's flush_tls
+                // empties its buffer after every write, and `out` is the bound (stream.rs).
+                // Its default 64 KiB limit would refuse one near-64 KiB relayed message.
                 c.set_buffer_limit(None);
                 Box::new(c)
             }

@@ -3,14 +3,15 @@
 //! One thread owns the core, the UDP listener sockets (`turn.listen`), the client connections,
 //! and one relay socket per allocation and family, and runs a level-triggered epoll loop over
 //! them. One thread, because a relayed packet is two system calls of work: handing it between
-//! threads would cost more than the work itself, and the core then needs no lock at all. The ChannelData path in both
-//! directions reads into a buffer with headroom, frames in place and sends: no heap
-//! allocation, no STUN parsing, no lock.
+//! threads would cost more than the work itself, and the core then needs no lock at all. The
+//! ChannelData path in both directions reads into a buffer with headroom, frames in place and
+//! sends: no heap allocation, no STUN parsing, no lock.
 //!
 //! Streams (TCP and TLS, [`stream`]) carry the same messages, framed by their headers; an
-//! allocation made over one lives as long as its connection. They are accepted, capped and
-//! (TLS) handshaken on a thread of their own ([`accept`]), which hands them over ready, so
-//! that a flood of connections or handshakes does not delay relayed datagrams.
+//! allocation made over one lives as long as its connection. A thread of their own
+//! ([`accept`]) accepts them, caps them and takes TLS ones through their handshake, and hands
+//! them over ready, so that a flood of connections or handshakes does not delay relayed
+//! datagrams.
 //!
 //! [`Relay::start`] binds every listener before it returns (so the caller can report a bad
 //! address and knows the ports bound for port 0), then runs the loop until

@@ -34,6 +34,7 @@ const OUT_LIMIT: usize = 256 << 10;
 const CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// A completed frame buffer larger than this is given back rather than kept for the next.
 const PENDING_KEEP: usize = 16 << 10;
+
 pub(super) struct Conn {
     sock: TcpStream,
     tuple: FiveTuple,
