@@ -76,9 +76,10 @@ fn summary(c: &Config) -> String {
         s.push_str("  mode:        development\n");
     }
     s.push_str(&format!(
-        "  turn listen: {} (udp, tcp; at most {} tcp/tls connections)\n",
+        "  turn listen: {} (udp, tcp; at most {} tcp/tls connections, {} per source)\n",
         list(&t.listen),
-        t.max_connections
+        t.max_connections,
+        t.max_connections_per_source
     ));
     if !t.tls_listen.is_empty() {
         s.push_str(&format!("  turn tls:    {}\n", list(&t.tls_listen)));

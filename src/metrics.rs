@@ -111,6 +111,10 @@ fn describe() {
         "switchboard_turn_connections_total",
         "TURN TCP and TLS connections accepted."
     );
+    describe_counter!(
+        "switchboard_turn_connections_refused_total",
+        "TURN TCP and TLS connections closed at accept, by reason (max_connections, max_connections_per_source, handshakes)."
+    );
     describe_gauge!(
         "switchboard_hub_sockets",
         "Signaling sockets attached, both transports."

@@ -85,6 +85,7 @@ pub fn run(config_path: Option<&std::path::Path>) -> ExitCode {
     relay_config.tls_listen = config.turn.tls_listen.clone();
     relay_config.tls = tls.clone();
     relay_config.max_connections = config.turn.max_connections as usize;
+    relay_config.max_connections_per_source = config.turn.max_connections_per_source;
     let relay = match Relay::start(relay_config) {
         Ok(relay) => relay,
         Err(e) => {

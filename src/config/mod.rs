@@ -58,6 +58,12 @@ pub const MAX_CREDENTIAL_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 const DEFAULT_TOTAL_QUOTA: u32 = 10_000;
 /// TURN-over-TCP/TLS clients at once: each holds a socket, as each allocation does.
 const DEFAULT_MAX_CONNECTIONS: u32 = 4096;
+/// TURN-over-TCP/TLS clients at once from one address (or IPv6 /64). TCP and TLS are what
+/// clients fall back to where UDP is blocked, which is mostly on company networks, where every
+/// caller sits behind the same NAT address: room for some 60 callers of one office (one or two
+/// connections each), while one address holds at most a thirty-second of
+/// [`DEFAULT_MAX_CONNECTIONS`].
+const DEFAULT_MAX_CONNECTIONS_PER_SOURCE: u32 = 128;
 /// HTTP API connections at once (idle keep-alive ones included).
 const DEFAULT_HTTP_MAX_CONNECTIONS: u32 = 10_000;
 /// HTTP API connections from one address (or IPv6 /64) at once: room for an office behind one
@@ -148,6 +154,9 @@ pub struct TurnConfig {
     pub tls: Option<TlsFiles>,
     /// The most TCP and TLS client connections open at once.
     pub max_connections: u32,
+    /// The most of them open at once from one source (an IPv4 address, an IPv6 /64), TLS
+    /// handshakes under way included.
+    pub max_connections_per_source: u32,
     pub realm: String,
     /// The shared secret of the TURN REST credential scheme.
     pub secret: Secret,

@@ -71,6 +71,7 @@ pub(super) struct RawTurn {
     pub(super) external_ip: Option<OneOrMany>,
     pub(super) relay_ip: Option<OneOrMany>,
     pub(super) max_connections: Option<u32>,
+    pub(super) max_connections_per_source: Option<u32>,
     pub(super) relay_ports: Option<String>,
     pub(super) credential_ttl: Option<String>,
     pub(super) max_lifetime: Option<String>,

@@ -384,6 +384,15 @@ pub(super) fn validate_turn(
             "must be at least 1 (it caps TURN-over-TCP and TLS clients)",
         ));
     }
+    let max_connections_per_source = match raw.max_connections_per_source {
+        Some(0) => {
+            return Err(ConfigError::new(
+                "turn.max_connections_per_source",
+                "must be at least 1 (it caps the TURN TCP and TLS clients of one address)",
+            ))
+        }
+        n => n.unwrap_or(DEFAULT_MAX_CONNECTIONS_PER_SOURCE),
+    };
 
     let realm = raw.realm.unwrap_or_else(|| DEFAULT_REALM.to_owned());
     if realm.is_empty() || realm.len() > MAX_REALM_LEN || realm.chars().any(char::is_control) {
@@ -535,6 +544,7 @@ pub(super) fn validate_turn(
         tls_listen,
         tls,
         max_connections,
+        max_connections_per_source,
         realm,
         secret,
         external_ips,

@@ -25,11 +25,12 @@ const BURST: u64 = 100;
 const PER_SECOND: u64 = 50;
 
 /// A network namespace with a veth pair to the host: `host` is the host's end, `inside` the
-/// addresses of the namespace's end. Removed on drop.
-struct Netns {
+/// addresses of the namespace's end (the first is the one connections leave from). Removed on
+/// drop. Also used by `relay_flood`.
+pub(crate) struct Netns {
     name: String,
-    host: Ipv4Addr,
-    inside: [Ipv4Addr; 2],
+    pub(crate) host: Ipv4Addr,
+    pub(crate) inside: [Ipv4Addr; 2],
 }
 
 fn ip(args: &[&str]) {
@@ -46,11 +47,13 @@ fn ip(args: &[&str]) {
 }
 
 impl Netns {
-    fn new() -> Netns {
+    /// `tag` (0 to 40) tells apart the namespaces of tests that run at once: it is in their
+    /// names and their network, 10.(200 + tag).x.0/24.
+    pub(crate) fn new(tag: u8) -> Netns {
         let id = std::process::id() % 50_000;
-        let name = format!("sbabuse{id}");
-        let (veth_host, veth_ns) = (format!("sbh{id}"), format!("sbn{id}"));
-        let net = [10, 213, (id % 250) as u8];
+        let name = format!("sbns{tag}x{id}");
+        let (veth_host, veth_ns) = (format!("sb{tag}h{id}"), format!("sb{tag}n{id}"));
+        let net = [10, 200 + tag, (id % 250) as u8];
         let at = |last: u8| Ipv4Addr::new(net[0], net[1], net[2], last);
         let n = Netns {
             name: name.clone(),
@@ -87,7 +90,7 @@ impl Netns {
 
     /// Runs `f` on a thread that has entered the namespace (setns affects the calling thread
     /// only; sockets it opens belong to the namespace).
-    fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+    pub(crate) fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
         let ns = File::open(format!("/var/run/netns/{}", self.name)).expect("the namespace");
         std::thread::spawn(move || {
             // SAFETY: setns(2) on an open namespace fd, for this thread only.
@@ -148,7 +151,7 @@ fn one_challenge(from: Ipv4Addr, server: SocketAddr) -> Option<u16> {
 
 #[test]
 fn challenges_to_one_outside_address_are_limited_and_others_still_served() {
-    let ns = Netns::new();
+    let ns = Netns::new(13);
     let d = Daemon::start_with(Options {
         turn: format!(
             "listen = [\"{0}:0\"]\nrelay_ip = \"{0}\"\nexternal_ip = \"{0}\"\n",

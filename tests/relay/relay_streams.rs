@@ -1,7 +1,7 @@
 //! TURN over TCP and TLS against the real daemon, with a client written here over real
 //! sockets: the certificate reload on SIGHUP under a live allocation, and the bounds on
-//! connections (malformed frames, the connection cap, the authentication deadline, a reader
-//! that stops reading).
+//! connections (malformed frames, the connection cap, the authentication and handshake
+//! deadlines, a reader that stops reading). The cap per source is in `relay_flood`.
 
 use crate::common;
 
@@ -297,6 +297,32 @@ fn connections_are_capped_and_must_authenticate_in_time() {
     let mut again = Client::new(tcp(d.turn), &d, "bob");
     assert_eq!(code(&again.request(&request(BINDING).finish())), 200);
     a.round_trip(&peer, b"still here");
+}
+
+/// A TLS client that never finishes its handshake is closed at the handshake deadline (5 s),
+/// before the 10 s a connection has to authenticate, and meanwhile delays no other client's
+/// handshake (they run off the relay thread, side by side).
+#[test]
+fn a_tls_handshake_must_end_in_time_and_a_stalled_one_delays_no_other() {
+    let certs = tempfile::tempdir().unwrap();
+    let cert = TestCert::generate(certs.path(), "turn");
+    let d = Daemon::start(&format!("{PEERS}{}", cert.turn_config()));
+    let addr = d.tls.unwrap();
+    let started = Instant::now();
+    let mut stalled = tcp(addr);
+    stalled.write_all(&[0x16, 0x03, 0x01]).unwrap(); // A record header, cut short.
+    let mut other = Client::new(tls(addr, &cert, true), &d, "bob");
+    assert_eq!(code(&other.request(&request(BINDING).finish())), 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the other handshake waited"
+    );
+    assert!(closed_by_relay(&mut stalled, Duration::from_secs(8)));
+    let waited = started.elapsed();
+    assert!(
+        (Duration::from_secs(4)..Duration::from_secs(8)).contains(&waited),
+        "closed after {waited:?}"
+    );
 }
 
 #[test]

@@ -268,6 +268,10 @@ fn addresses_are_checked() {
     assert!(e.message.contains("one IPv4 and one IPv6"), "{e}");
     let e = err(&format!("{MINIMAL}max_connections = 0\n"));
     assert_eq!(e.key, "turn.max_connections");
+    let e = err(&format!("{MINIMAL}max_connections_per_source = 0\n"));
+    assert_eq!(e.key, "turn.max_connections_per_source");
+    let c = load(MINIMAL).unwrap();
+    assert_eq!(c.turn.max_connections_per_source, 128);
     let e = err(&format!("{MINIMAL}[http]\nmax_connections = 0\n"));
     assert_eq!(e.key, "http.max_connections");
     let e = err(&format!(

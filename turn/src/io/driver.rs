@@ -15,8 +15,8 @@ use crate::proto::{
 
 use super::epoll::{self, EventFd};
 use super::{
-    relay_slot, Driver, BATCH, EVENTS, INDEX_MASK, KIND_CONN, KIND_CONTROL, KIND_SHIFT, KIND_STOP,
-    KIND_TCP, KIND_TLS, KIND_UDP, MAX_DATAGRAM, USAGE_EVERY, USAGE_KEPT,
+    relay_slot, Driver, BATCH, EVENTS, INDEX_MASK, KIND_ARRIVAL, KIND_CONN, KIND_CONTROL,
+    KIND_SHIFT, KIND_STOP, KIND_UDP, MAX_DATAGRAM, USAGE_EVERY, USAGE_KEPT,
 };
 
 impl Driver {
@@ -51,10 +51,9 @@ impl Driver {
                             }
                         }
                     }
-                    KIND_TCP => self.accept(index, Transport::Tcp, now),
-                    KIND_TLS => self.accept(index, Transport::Tls, now),
                     KIND_CONN => self.on_conn(index, epoll::writable(ev), now, &mut buf),
                     KIND_CONTROL => self.on_control(now),
+                    KIND_ARRIVAL => self.on_arrivals(now, &mut buf),
                     _ => {
                         for _ in 0..BATCH {
                             if !self.on_relay(index, now, &mut buf) {

@@ -88,6 +88,19 @@ impl Epoll {
     }
 }
 
+/// Lowers the calling thread's scheduling priority to `nice` (Linux: a thread's own nice
+/// value). Best effort: a failure is logged and changes nothing else.
+pub(super) fn lower_priority(nice: i32) {
+    // SAFETY: gettid takes nothing; setpriority takes plain integers.
+    let rc = unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice)
+    };
+    if rc != 0 {
+        tracing::debug!(error = %io::Error::last_os_error(), "cannot lower the thread's priority");
+    }
+}
+
 /// An eventfd, to wake the relay thread from another thread.
 pub(super) struct EventFd {
     fd: OwnedFd,

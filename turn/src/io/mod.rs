@@ -1,15 +1,17 @@
 //! The driver: sockets and a clock around [`proto::Server`](crate::proto::Server).
 //!
-//! One thread owns the core, the listener sockets (`turn.listen` for UDP and TCP,
-//! `turn.tls_listen` for TLS), the client connections, and one relay socket per allocation
-//! and family, and runs a level-triggered epoll loop over them. One thread, because a relayed
-//! packet is two system calls of work: handing it between threads would cost more than the
-//! work itself, and the core then needs no lock at all. The ChannelData path in both
-//! directions reads into a buffer with headroom, frames in place and sends: no heap
-//! allocation, no STUN parsing, no lock.
+//! One thread owns the core, the UDP listener sockets (`turn.listen`), the client connections,
+//! and one relay socket per allocation and family, and runs a level-triggered epoll loop over
+//! them. One thread, because a relayed packet is two system calls of work: handing it between
+//! threads would cost more than the work itself, and the core then needs no lock at all. The
+//! ChannelData path in both directions reads into a buffer with headroom, frames in place and
+//! sends: no heap allocation, no STUN parsing, no lock.
 //!
 //! Streams (TCP and TLS, [`stream`]) carry the same messages, framed by their headers; an
-//! allocation made over one lives as long as its connection.
+//! allocation made over one lives as long as its connection. A thread of their own
+//! ([`accept`]) accepts them, caps them and takes TLS ones through their handshake, and hands
+//! them over ready, so that a flood of connections or handshakes does not delay relayed
+//! datagrams.
 //!
 //! [`Relay::start`] binds every listener before it returns (so the caller can report a bad
 //! address and knows the ports bound for port 0), then runs the loop until
@@ -18,8 +20,10 @@
 //! This file holds the handle ([`Relay`], [`RelayConfig`], [`Stats`]), the binding of the
 //! listeners and the driver's state; `driver` its loop and read paths; `commands` what the core
 //! asks of it (relay sockets, answers, events) and what the daemon asks of the relay
-//! ([`RelayControl`]); `stream` the TCP and TLS connections; `epoll` the system calls.
+//! ([`RelayControl`]); `stream` the TCP and TLS connections; `accept` the acceptor thread;
+//! `epoll` the system calls.
 
+mod accept;
 mod commands;
 mod driver;
 mod epoll;
@@ -42,6 +46,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::proto::{
     AllocId, Family, FiveTuple, Server, ServerConfig, Time, Usage, PEER_HEADROOM, PEER_TAILROOM,
 };
+use accept::Acceptor;
 use epoll::{Epoll, EventFd};
 use stream::Conn;
 
@@ -74,6 +79,7 @@ const KIND_TLS: u64 = 3;
 const KIND_CONN: u64 = 4;
 const KIND_RELAY: u64 = 5;
 const KIND_CONTROL: u64 = 6;
+const KIND_ARRIVAL: u64 = 7;
 
 fn token(kind: u64, index: usize) -> u64 {
     (kind << KIND_SHIFT) | index as u64
@@ -91,6 +97,9 @@ pub struct RelayConfig {
     pub tls: Option<TlsCertificate>,
     /// The most TCP and TLS client connections open at once; more are closed on accept.
     pub max_connections: usize,
+    /// The most of those from one source (an IPv4 address, an IPv6 /64); more are closed on
+    /// accept, before any TLS work.
+    pub max_connections_per_source: u32,
     /// How long a TCP or TLS connection may stay open without an allocation (the TLS
     /// handshake and authentication included).
     pub unauthenticated_timeout: Duration,
@@ -109,6 +118,7 @@ impl RelayConfig {
             tls_listen: Vec::new(),
             tls: None,
             max_connections: 4096,
+            max_connections_per_source: 128,
             unauthenticated_timeout: Duration::from_secs(10),
             stall_timeout: Duration::from_secs(30),
             server,
@@ -116,7 +126,9 @@ impl RelayConfig {
     }
 }
 
-/// Counters the relay thread publishes, for logs and metrics. Written by one thread only.
+/// Counters the relay thread publishes, for logs and metrics. Written by one thread only,
+/// except the connection counts, which the acceptor thread adds to at accept (and takes a
+/// failed handshake from).
 ///
 /// Each relay metric is counted once, in one of two ways: here, as an atomic the daemon reads
 /// at each scrape, for what changes often (per allocation, per packet) or must show before it
@@ -243,24 +255,28 @@ impl Relay {
         for (i, (_, sock)) in udp.iter().enumerate() {
             epoll.add(sock.as_raw_fd(), token(KIND_UDP, i))?;
         }
-        for (i, (_, sock)) in tcp.iter().enumerate() {
-            epoll.add(sock.as_raw_fd(), token(KIND_TCP, i))?;
-        }
-        for (i, (_, sock)) in tls.iter().enumerate() {
-            epoll.add(sock.as_raw_fd(), token(KIND_TLS, i))?;
-        }
+        let acceptor = if tcp.is_empty() && tls.is_empty() {
+            None
+        } else {
+            let limits = accept::Limits {
+                max_connections: config.max_connections,
+                per_source: config.max_connections_per_source,
+                unauthenticated: config.unauthenticated_timeout,
+            };
+            let tls_config = config.tls.as_ref().map(TlsCertificate::server_config);
+            let a = Acceptor::start(tcp, tls, tls_config, limits, stats.clone())?;
+            epoll.add(a.ready.as_raw_fd(), token(KIND_ARRIVAL, 0))?;
+            Some(a)
+        };
         let mut driver = Driver {
             relay_ports: server_config.relay_ports.clone(),
             server: Server::new(server_config),
             epoll,
             udp,
-            tcp,
-            tls,
-            tls_config: config.tls.map(|c| c.server_config()),
+            acceptor,
             conns: Vec::new(),
             free_conns: Vec::new(),
             by_tuple: HashMap::new(),
-            max_connections: config.max_connections,
             unauthenticated_timeout: config.unauthenticated_timeout,
             stall_timeout: config.stall_timeout,
             next_conn_check: None,
@@ -453,15 +469,14 @@ struct Driver {
     relay_ports: RangeInclusive<u16>,
     epoll: Epoll,
     udp: Vec<(SocketAddr, UdpSocket)>,
-    tcp: Vec<(SocketAddr, TcpListener)>,
-    tls: Vec<(SocketAddr, TcpListener)>,
-    tls_config: Option<Arc<rustls::ServerConfig>>,
+    /// The acceptor thread, which hands over TCP and TLS connections; none without stream
+    /// listeners.
+    acceptor: Option<Acceptor>,
     /// Client connections (TCP, TLS) by slot.
     conns: Vec<Option<Conn>>,
     free_conns: Vec<usize>,
     /// The connection of each stream 5-tuple.
     by_tuple: HashMap<FiveTuple, usize>,
-    max_connections: usize,
     unauthenticated_timeout: Duration,
     stall_timeout: Duration,
     /// When connections are next checked for their deadlines.

@@ -12,17 +12,21 @@
 //! A connection must authenticate (make an allocation) within `unauthenticated_timeout` of
 //! being accepted; it is closed when its allocation ends, and its allocation ends when it
 //! closes. A framing error, a TLS error or a reset closes that connection only.
+//!
+//! Connections come from the acceptor thread (`accept.rs`), which owns the listeners, applies
+//! the caps and does the TLS handshakes: a TLS connection arrives here established.
 
 use std::io::{self, Read, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::proto::stream::{frame_len, FrameError};
-use crate::proto::{FiveTuple, Time, Transport};
+use crate::proto::{FiveTuple, Time};
 
-use super::{epoll, token, Driver, BATCH, KIND_CONN};
+use super::accept::Acceptor;
+use super::{token, Driver, BATCH, KIND_CONN};
 
 /// Relayed data queued for one connection beyond which more is dropped.
 const OUT_LIMIT: usize = 256 << 10;
@@ -60,94 +64,81 @@ impl Conn {
 type Why = Option<&'static str>;
 
 impl Driver {
-    /// Accepts what is waiting on a TCP or TLS listener.
-    pub(super) fn accept(&mut self, index: usize, transport: Transport, now: Time) {
-        for _ in 0..BATCH {
-            let listeners = if transport == Transport::Tls {
-                &self.tls
-            } else {
-                &self.tcp
-            };
-            let Some((local, listener)) = listeners.get(index) else {
-                return;
-            };
-            let local = *local;
-            let (sock, client) = match listener.accept() {
-                Ok(x) => x,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    // EMFILE and the like: the backlog keeps it; try again on the next wake-up.
-                    tracing::warn!(error = %e, "cannot accept a TURN connection");
-                    return;
-                }
-            };
-            if self.by_tuple.len() >= self.max_connections {
-                tracing::debug!(%client, "connection refused: max_connections reached");
-                continue; // Dropping `sock` closes it.
-            }
-            let tls = match (transport, &self.tls_config) {
-                (Transport::Tls, Some(config)) => {
-                    match rustls::ServerConnection::new(config.clone()) {
-                        Ok(mut c) => {
-                            // No limit inside rustls: flush_tls empties its buffer after every
-                            // write, and `out` is the bound. (Its default 64 KiB limit would
-                            // refuse one near-64 KiB relayed message.)
-                            c.set_buffer_limit(None);
-                            Some(Box::new(c))
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "cannot start a TLS session");
-                            continue;
-                        }
-                    }
-                }
-                _ => None,
-            };
-            if sock.set_nonblocking(true).is_err() {
+    /// Takes the connections the acceptor thread has made ready. What the client of a TLS one
+    /// sent along with its handshake's end is handled at once.
+    pub(super) fn on_arrivals(&mut self, now: Time, buf: &mut [u8]) {
+        let Some(acceptor) = &self.acceptor else {
+            return;
+        };
+        acceptor.ready.drain();
+        while let Some(a) = self.acceptor.as_ref().and_then(Acceptor::next) {
+            let tls = a.tls.is_some();
+            // The authentication deadline counts from the accept, the handshake included.
+            let left = self
+                .unauthenticated_timeout
+                .saturating_sub(a.accepted.elapsed());
+            let Some(index) = self.register(a.sock, a.tuple, a.tls, now + left, now) else {
                 continue;
-            }
-            epoll::tune_stream(&sock);
-            let slot = match self.free_conns.pop() {
-                Some(i) => i,
-                None => {
-                    self.conns.push(None);
-                    self.conns.len() - 1
+            };
+            if tls {
+                if let Err(why) = self.on_tls_records(index, now, buf) {
+                    self.close_conn(index, now, why);
                 }
-            };
-            if let Err(e) = self.epoll.add(sock.as_raw_fd(), token(KIND_CONN, slot)) {
-                tracing::warn!(error = %e, "cannot register a TURN connection");
-                self.free_conns.push(slot);
-                continue;
             }
-            let tuple = FiveTuple {
-                transport,
-                client,
-                server: local,
-            };
-            if let Some(&old) = self.by_tuple.get(&tuple) {
-                // The client reconnected from the same port before its old connection's
-                // close reached us: that one is over.
-                self.close_conn(old, now, None);
+        }
+    }
+
+    /// Makes a connection one of the loop's.
+    fn register(
+        &mut self,
+        sock: TcpStream,
+        tuple: FiveTuple,
+        tls: Option<Box<rustls::ServerConnection>>,
+        auth_deadline: Time,
+        now: Time,
+    ) -> Option<usize> {
+        let slot = match self.free_conns.pop() {
+            Some(i) => i,
+            None => {
+                self.conns.push(None);
+                self.conns.len() - 1
             }
-            self.by_tuple.insert(tuple, slot);
-            self.conns[slot] = Some(Conn {
-                sock,
-                tuple,
-                tls,
-                pending: Vec::new(),
-                out: Vec::new(),
-                out_head: 0,
-                watching_out: false,
-                auth_deadline: Some(now + self.unauthenticated_timeout),
-                stalled_since: None,
-                closing: false,
-            });
-            self.stats.connections.fetch_add(1, Ordering::Relaxed);
-            self.stats.connections_total.fetch_add(1, Ordering::Relaxed);
-            if self.next_conn_check.is_none() {
-                self.next_conn_check = Some(now + CHECK_INTERVAL);
-            }
+        };
+        if let Err(e) = self.epoll.add(sock.as_raw_fd(), token(KIND_CONN, slot)) {
+            tracing::warn!(error = %e, "cannot register a TURN connection");
+            self.free_conns.push(slot);
+            self.release(tuple.client);
+            return None;
+        }
+        if let Some(&old) = self.by_tuple.get(&tuple) {
+            // The client reconnected from the same port before its old connection's
+            // close reached us: that one is over.
+            self.close_conn(old, now, None);
+        }
+        self.by_tuple.insert(tuple, slot);
+        self.conns[slot] = Some(Conn {
+            sock,
+            tuple,
+            tls,
+            pending: Vec::new(),
+            out: Vec::new(),
+            out_head: 0,
+            watching_out: false,
+            auth_deadline: Some(auth_deadline),
+            stalled_since: None,
+            closing: false,
+        });
+        if self.next_conn_check.is_none() {
+            self.next_conn_check = Some(now + CHECK_INTERVAL);
+        }
+        Some(slot)
+    }
+
+    /// A connection is gone: out of the count, and its place free at the acceptor.
+    fn release(&mut self, client: SocketAddr) {
+        self.stats.connections.fetch_sub(1, Ordering::Relaxed);
+        if let Some(a) = &self.acceptor {
+            a.closed(client);
         }
     }
 
@@ -472,7 +463,7 @@ impl Driver {
             self.by_tuple.remove(&conn.tuple);
         }
         self.free_conns.push(index);
-        self.stats.connections.fetch_sub(1, Ordering::Relaxed);
+        self.release(conn.tuple.client);
         if let Some(why) = why {
             tracing::debug!(client = %conn.tuple.client, transport = ?conn.tuple.transport, why, "connection closed");
         }
