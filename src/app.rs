@@ -18,9 +18,8 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::{json, Value};
 use switchboard_signaling::api::{self, ApiState, UserLimits};
 use switchboard_signaling::auth::Auth;
-use switchboard_signaling::domain::{OpenError, Setup};
-use switchboard_signaling::revoke::RelayRevokeFn;
-use switchboard_signaling::service::{RelayUsageFn, Settings};
+use switchboard_signaling::domain::{OpenError, RelayHooks, Setup};
+use switchboard_signaling::service::Settings;
 use switchboard_signaling::time::Clock;
 use switchboard_signaling::turn::TurnIssuer;
 use switchboard_signaling::{sio, ws, Domain};
@@ -47,7 +46,7 @@ const READY_WITHIN: Duration = Duration::from_secs(1);
 pub async fn open_domain(
     config: &Config,
     turn_urls: Vec<String>,
-    relay: Option<(RelayUsageFn, RelayRevokeFn)>,
+    relay: Option<RelayHooks>,
 ) -> anyhow::Result<Domain> {
     let path = &config.store.path;
     create_parent(path)?;
@@ -69,8 +68,7 @@ pub async fn open_domain(
         },
         turn: issuer,
         webhook_urls: config.webhooks.urls.clone(),
-        relay_usage: relay.as_ref().map(|(usage, _)| usage.clone()),
-        relay_revoke: relay.map(|(_, revoke)| revoke),
+        relay,
         clock: Clock::system(),
     };
     let domain = Domain::open(setup).await.map_err(|e| match e {

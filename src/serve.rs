@@ -23,6 +23,7 @@ use crate::metrics;
 use crate::notify;
 use crate::turn_credentials::turn_urls_for;
 use std::sync::Arc;
+use switchboard_signaling::domain::RelayHooks;
 use switchboard_signaling::quality::RelayUsage;
 use switchboard_signaling::revoke::RelayRevokeFn;
 use switchboard_signaling::service::RelayUsageFn;
@@ -107,9 +108,11 @@ pub fn run(config_path: Option<&std::path::Path>) -> ExitCode {
     // The store: migrated and reconciled before the API listens; the TURN URLs it hands out
     // are those the relay bound.
     let urls = turn_urls_for(&config.turn, &relay.local_addrs(), &relay.tls_addrs());
-    let usage = relay_usage(relay.stats());
-    let revoke = relay_revoke(relay.control());
-    let domain = match runtime.block_on(app::open_domain(&config, urls, Some((usage, revoke)))) {
+    let hooks = RelayHooks {
+        usage: relay_usage(relay.stats()),
+        revoke: relay_revoke(relay.control()),
+    };
+    let domain = match runtime.block_on(app::open_domain(&config, urls, Some(hooks))) {
         Ok(domain) => domain,
         Err(e) => {
             tracing::error!("cannot open the call store: {e:#}");

@@ -38,12 +38,19 @@ pub struct Setup {
     pub turn: TurnIssuer,
     /// Where each webhook goes (a row per event and URL); none: no webhooks.
     pub webhook_urls: Vec<String>,
-    /// What the relay carried for a user, when the daemon runs one (for `quality_stats`).
-    pub relay_usage: Option<RelayUsageFn>,
-    /// Tells the relay, when the daemon runs one, whose credentials to refuse (revocations).
-    pub relay_revoke: Option<RelayRevokeFn>,
+    /// The relay the daemon runs, if it runs one.
+    pub relay: Option<RelayHooks>,
     /// The time every operation and task reads.
     pub clock: Clock,
+}
+
+/// What the domain asks of the relay running beside it.
+#[derive(Clone)]
+pub struct RelayHooks {
+    /// What it carried for a user (for `quality_stats`).
+    pub usage: RelayUsageFn,
+    /// Whose credentials to refuse, and until when (revocations).
+    pub revoke: RelayRevokeFn,
 }
 
 /// Why the domain did not open.
@@ -91,10 +98,10 @@ impl Domain {
             store,
             setup.settings,
             setup.turn,
-            setup.relay_usage,
+            setup.relay.as_ref().map(|r| r.usage.clone()),
             setup.clock,
         );
-        let revocations = Arc::new(Revocations::new(setup.relay_revoke));
+        let revocations = Arc::new(Revocations::new(setup.relay.map(|r| r.revoke)));
         if let Err(e) = start(&calls, urls, &revocations).await {
             calls.store().close().await;
             return Err(OpenError::Start(e));
@@ -207,8 +214,7 @@ mod tests {
             } else {
                 Vec::new()
             },
-            relay_usage: None,
-            relay_revoke: None,
+            relay: None,
             clock: Clock::system(),
         };
         Domain::open(setup).await.unwrap()

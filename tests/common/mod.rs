@@ -423,9 +423,22 @@ pub struct TestCert {
     pub key: PathBuf,
     /// The certificate, DER.
     pub der: Vec<u8>,
+    /// The directory of the files when it is the certificate's own (see [`TestCert::new`]).
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl TestCert {
+    /// A new key and certificate for 127.0.0.1, ::1 and localhost, in a temporary directory
+    /// that lives as long as they do.
+    pub fn new() -> TestCert {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let cert = TestCert::generate(dir.path(), "turn");
+        TestCert {
+            _dir: Some(dir),
+            ..cert
+        }
+    }
+
     /// Generates a new key and certificate into `dir/<name>.crt` and `dir/<name>.key`.
     pub fn generate(dir: &std::path::Path, name: &str) -> TestCert {
         let names = vec!["127.0.0.1".into(), "::1".into(), "localhost".into()];
@@ -438,6 +451,7 @@ impl TestCert {
             cert,
             key,
             der: ck.cert.der().to_vec(),
+            _dir: None,
         }
     }
 

@@ -317,6 +317,18 @@ impl Hub {
         self.socket.send_msg(m).await;
     }
 
+    /// Sends `frames` back to back, in one flush (within [`WAIT`]): they reach the daemon at
+    /// once, as a flood would.
+    pub async fn burst(&mut self, frames: impl IntoIterator<Item = Message>) {
+        for m in frames {
+            self.stream().feed(m).await.expect("queue a frame");
+        }
+        tokio::time::timeout(WAIT, self.stream().flush())
+            .await
+            .expect("flush timed out")
+            .expect("flush");
+    }
+
     pub async fn send_text(&mut self, text: impl Into<String>) {
         self.socket.send(text).await;
     }

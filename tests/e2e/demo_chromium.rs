@@ -195,7 +195,6 @@ fn demo_page_group_call_of_three_relayed() {
 /// `turn.user_quota` (ten before it was derived from the largest mesh, which refused this).
 #[test]
 fn demo_page_group_call_of_five_relayed_with_the_default_quota() {
-    let certs = tempfile::tempdir().unwrap();
-    let cert = common::TestCert::generate(certs.path(), "turn");
+    let cert = common::TestCert::new();
     demo_call("any", 5, &cert.turn_config());
 }

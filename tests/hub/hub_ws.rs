@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use common::ws::{assert_error, keys, Hub, Next, Socket, Stream, QUIET, WAIT};
 use common::{Api, Daemon, Options, Person, JWT_SECRET};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use serde_json::{json, Value};
 use switchboard_signaling::time::Timestamp;
 use switchboard_signaling::ws::{self, MAX_FRAME, MAX_SOCKETS_PER_USER};
@@ -880,17 +880,9 @@ async fn binary_frames_count_against_the_rate_limit() {
     let w = World::start();
     let mut alice = w.open(&w.alice).await;
     let total = 150;
-    for _ in 0..total {
-        alice
-            .stream()
-            .feed(Message::binary(b"{}".to_vec()))
-            .await
-            .expect("queue a frame");
-    }
-    tokio::time::timeout(WAIT, alice.stream().flush())
-        .await
-        .expect("flush timed out")
-        .expect("flush");
+    alice
+        .burst((0..total).map(|_| Message::binary(b"{}".to_vec())))
+        .await;
     let mut limited = 0;
     for _ in 0..total {
         let reply = alice.recv().await;
@@ -918,18 +910,10 @@ async fn a_rate_limited_frame_is_refused_under_its_id() {
     let w = World::start();
     let mut alice = w.open(&w.alice).await;
     let total = BURST + 50;
-    for i in 0..total {
-        let frame = json!({"event": "call:nope", "data": {}, "id": i});
-        alice
-            .stream()
-            .feed(Message::text(frame.to_string()))
-            .await
-            .expect("queue a frame");
-    }
-    tokio::time::timeout(WAIT, alice.stream().flush())
-        .await
-        .expect("flush timed out")
-        .expect("flush");
+    let frame = |i| json!({"event": "call:nope", "data": {}, "id": i}).to_string();
+    alice
+        .burst((0..total).map(|i| Message::text(frame(i))))
+        .await;
     let mut limited = 0;
     for i in 0..total {
         let reply = alice.recv().await;

@@ -140,8 +140,7 @@ fn closed_sum_on(d: &Daemon, transport: &str, key: &str) -> u64 {
 /// stream, every packet back at a paced load, and the allocations counted per transport.
 #[test]
 fn uclient_over_tcp_and_tls_zero_loss() {
-    let certs = tempfile::tempdir().unwrap();
-    let cert = TestCert::generate(certs.path(), "turn");
+    let cert = TestCert::new();
     let d = Daemon::start(&format!(
         "allow_peers = [\"127.0.0.1/32\"]\nuser_quota = 100\n{}",
         cert.turn_config()
@@ -172,8 +171,7 @@ fn uclient_over_tcp_and_tls_zero_loss() {
 /// and TLS on [::1].
 #[test]
 fn uclient_over_ipv6_loopback_zero_loss() {
-    let certs = tempfile::tempdir().unwrap();
-    let cert = TestCert::generate(certs.path(), "turn");
+    let cert = TestCert::new();
     let d = Daemon::start(&format!(
         "listen = [\"[::1]:0\"]\nrelay_ip = [\"::1\"]\nallow_peers = [\"::1/128\"]\n\
          user_quota = 100\n{}",

@@ -79,8 +79,7 @@ fn refused(s: &mut TcpStream) -> bool {
 #[test]
 fn connections_from_one_source_are_capped_and_others_still_get_in() {
     let ns = Netns::new(15);
-    let certs = tempfile::tempdir().unwrap();
-    let cert = TestCert::generate(certs.path(), "turn");
+    let cert = TestCert::new();
     let d = daemon(&ns, &cert, 4);
     let (tcp, tls) = (d.turn, d.tls.unwrap());
 
@@ -113,8 +112,7 @@ fn connections_from_one_source_are_capped_and_others_still_get_in() {
 #[test]
 fn a_tls_handshake_flood_leaves_udp_relaying_alone() {
     let ns = Netns::new(14);
-    let certs = tempfile::tempdir().unwrap();
-    let cert = TestCert::generate(certs.path(), "turn");
+    let cert = TestCert::new();
     let d = daemon(&ns, &cert, PER_SOURCE);
     let tls = d.tls.unwrap();
     let peer = echo_peer();

@@ -304,8 +304,7 @@ fn connections_are_capped_and_must_authenticate_in_time() {
 /// handshake (they run off the relay thread, side by side).
 #[test]
 fn a_tls_handshake_must_end_in_time_and_a_stalled_one_delays_no_other() {
-    let certs = tempfile::tempdir().unwrap();
-    let cert = TestCert::generate(certs.path(), "turn");
+    let cert = TestCert::new();
     let d = Daemon::start(&format!("{PEERS}{}", cert.turn_config()));
     let addr = d.tls.unwrap();
     let started = Instant::now();
@@ -377,8 +376,7 @@ fn a_client_that_stops_reading_cannot_pin_memory() {
 /// of about 64 KiB: it crosses TLS whole, and the connection goes on.
 #[test]
 fn a_near_64k_data_indication_crosses_tls_whole() {
-    let certs = tempfile::tempdir().unwrap();
-    let cert = TestCert::generate(certs.path(), "turn");
+    let cert = TestCert::new();
     let d = Daemon::start(&format!("{PEERS}{}", cert.turn_config()));
     let p1 = peer();
     let mut client = Client::new(tls(d.tls.unwrap(), &cert, false), &d, "alice");
