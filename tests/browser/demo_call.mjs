@@ -60,8 +60,11 @@ async function person(browser, name) {
     lines.push(`${((Date.now() - t0) / 1000).toFixed(2)} ${line}`);
     seen.set(name, lines.slice(-SEEN_LINES));
   };
+  // The client's debug line for a media change refused for the socket's rate.
+  const mediaRefusals = { count: 0 };
   page.on('console', (m) => {
     if (m.type() === 'error' || m.type() === 'warning') console.error(`[${name}] ${m.text()}`);
+    if (m.text().includes('call:media refused: rate_limited')) mediaRefusals.count += 1;
     note(`${m.type()}: ${m.text()}`);
   });
   page.on('pageerror', (e) => console.error(`[${name}] page error: ${e.message}`));
@@ -71,7 +74,7 @@ async function person(browser, name) {
     for (const [dir, event] of [['in', 'framereceived'], ['out', 'framesent']]) {
       ws.on(event, ({ payload }) => {
         const text = String(payload);
-        if (/"call:(?!ice-candidate|quality|stats)/.test(text)) note(`${dir} ${text.slice(0, 200)}`);
+        if (/"call:(?!ice-candidate|quality|stats|nope)/.test(text)) note(`${dir} ${text.slice(0, 200)}`);
       });
     }
   });
@@ -86,7 +89,7 @@ async function person(browser, name) {
   // `any`: every TURN URL the daemon serves, one allocation per URL and peer connection.
   await page.selectOption('#transport', opts.transport === 'any' ? '' : opts.transport);
   const id = await page.evaluate(() => window.switchboardDemo.session.user.id);
-  return { name, page, id };
+  return { name, page, id, mediaRefusals };
 }
 
 runInChromium(async (browser) => {
@@ -152,21 +155,27 @@ runInChromium(async (browser) => {
     await until(`${p.name} sees Alice unmuted`, async () => !(await p.page.$(mutedBadge)), 10000);
   }
   // Refused for the socket's rate (150 frames right before it, over the hub's burst of 100),
-  // a mute is sent again: everyone sees it all the same.
-  await alice.page.evaluate(() => {
-    for (let i = 0; i < 150; i++) window.switchboardDemo.socket.emit('call:nope', {}, () => {});
-    document.getElementById('mute').click();
-  });
-  for (const p of callees) {
-    await until(`${p.name} sees Alice muted after her socket went over its rate`, async () =>
-      (await p.page.textContent(mutedBadge).catch(() => null)) === 'muted', 10000);
+  // a mute is sent again: everyone sees it all the same. The bucket refills as the flood is
+  // read, so a mute finds it empty only most of the time: up to five tries for one refused.
+  let refused = false;
+  for (let attempt = 1; attempt <= 5 && !refused; attempt++) {
+    const before = alice.mediaRefusals.count;
+    await alice.page.evaluate(() => {
+      for (let i = 0; i < 150; i++) window.switchboardDemo.socket.emit('call:nope', {}, () => {});
+      document.getElementById('mute').click();
+    });
+    for (const p of callees) {
+      await until(`${p.name} sees Alice muted after her socket went over its rate (try ${attempt})`,
+        async () => (await p.page.textContent(mutedBadge).catch(() => null)) === 'muted', 10000);
+    }
+    refused = alice.mediaRefusals.count > before;
+    await alice.page.click('#mute');
+    for (const p of callees) {
+      await until(`${p.name} sees Alice unmuted again (try ${attempt})`,
+        async () => !(await p.page.$(mutedBadge)), 10000);
+    }
   }
-  check((seen.get('Alice') ?? []).some((line) => line.includes('call:media refused: rate_limited')),
-    'the mute was not refused for the rate: the resend went untried');
-  await alice.page.click('#mute');
-  for (const p of callees) {
-    await until(`${p.name} sees Alice unmuted again`, async () => !(await p.page.$(mutedBadge)), 10000);
-  }
+  check(refused, 'no mute was refused for the rate in five floods: the resend went untried');
 
   // Pictures of every side, mid-call.
   at('screenshots');
