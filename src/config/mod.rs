@@ -221,7 +221,7 @@ pub struct CallsConfig {
     pub ring_timeout: Duration,
     pub reconnect_grace: Duration,
     pub max_participants: u32,
-    /// The most live calls a user may be joined in when they start another.
+    /// The most live calls a user may be joined in when they start or answer another.
     pub max_live_per_user: u32,
 }
 

@@ -115,8 +115,21 @@ fn a_user_in_max_live_per_user_calls_cannot_start_another() {
     // Bob, only invited to both, is in none: he may call.
     let (s, body) = api.initiate(&bob, conversation, "audio", &[&ada]);
     assert_eq!(s, 201, "{body}");
+    let bobs = body["callId"].as_str().unwrap().to_owned();
     // One of Ada's ends: she may start one again.
     api.act_ok(&ada, &calls[0], "end");
     let (s, body) = api.initiate(&ada, conversation, "audio", &[&bob]);
     assert_eq!(s, 201, "{body}");
+    let third = body["callId"].as_str().unwrap().to_owned();
+
+    // Answering joins a call too: Bob, in his own and in Ada's second, cannot answer her third,
+    // which still waits for him; once his own ends, he can.
+    api.act_ok(&bob, &calls[1], "answer");
+    let (s, body) = api.act(&bob, &third, "answer");
+    assert_eq!((s, error_code(&body)), (409, "too_many_calls"), "{body}");
+    let (_, call) = api.get_call(&bob, &third);
+    let status = call["call"]["participants"][1]["status"].as_str();
+    assert!(matches!(status, Some("invited" | "ringing")), "{call}");
+    api.act_ok(&bob, &bobs, "end");
+    api.act_ok(&bob, &third, "answer");
 }

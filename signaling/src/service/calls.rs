@@ -11,6 +11,7 @@ use super::{
 use crate::call::{Call, InitiateError, MediaChange, ParticipantStatus, Refusal, User};
 use crate::event::{Event, Payload, QualityReport};
 use crate::quality::{Figures, MediaStats};
+use crate::store::Db;
 use crate::time::Timestamp;
 use crate::turn::TurnCredentials;
 
@@ -134,7 +135,18 @@ impl CallService {
     }
 
     pub async fn answer(&self, caller: &User, call_id: Uuid) -> Result<AnswerResponse, CallError> {
-        let call = self.act(caller, call_id, Call::answer).await?;
+        let user = caller.id;
+        let max = self.inner.settings.max_live_per_user;
+        let answer = move |call: &mut Call, now| Ok(((), call.answer(user, now)?));
+        // Joining counts against `calls.max_live_per_user` as starting a call does (the other
+        // calls: this answer is not in the store yet).
+        let room = move |db: &Db| match db.joined_live_calls(user)? {
+            n if n >= max => Err(CallError::TooManyCalls { max }),
+            _ => Ok(()),
+        };
+        let ((), call) = self
+            .transition_checked(caller, call_id, answer, room)
+            .await?;
         Ok(AnswerResponse {
             call_id,
             status: call.status,

@@ -48,7 +48,7 @@ pub struct Settings {
     pub max_participants: usize,
     /// Create a conversation on first use, and add invitees to it.
     pub open_conversations: bool,
-    /// The most live calls a user may be joined in when they start another.
+    /// The most live calls a user may be joined in when they start or answer another.
     pub max_live_per_user: usize,
 }
 
@@ -275,6 +275,24 @@ impl CallService {
         F: FnOnce(&mut Call, Timestamp) -> Result<(T, Vec<Event>), Refusal> + Send + 'static,
         T: Send + 'static,
     {
+        self.transition_checked(caller, call_id, f, |_| Ok(()))
+            .await
+    }
+
+    /// [`CallService::transition`], refused by `check` (given the store, where the transition
+    /// is not yet) when the call took it but something else forbids it.
+    async fn transition_checked<T, F, C>(
+        &self,
+        caller: &User,
+        call_id: Uuid,
+        f: F,
+        check: C,
+    ) -> Result<(T, Call), CallError>
+    where
+        F: FnOnce(&mut Call, Timestamp) -> Result<(T, Vec<Event>), Refusal> + Send + 'static,
+        C: FnOnce(&Db) -> Result<(), CallError> + Send + 'static,
+        T: Send + 'static,
+    {
         let caller = caller.clone();
         let ring_timeout = self.inner.settings.ring_timeout;
         let inner = self.inner.clone();
@@ -299,6 +317,7 @@ impl CallService {
                     db.record_user(&caller, now)?;
                     let before = call.clone();
                     let (out, events) = f(&mut call, now)?;
+                    check(db)?;
                     inner.save(db, &before, &mut call)?;
                     db.emit(events);
                     Ok::<_, CallError>((out, call))
