@@ -1,53 +1,46 @@
 //! Calls and their participants: insert, save and load, the live and ringing calls, history
 //! pages and per-participant media stats.
 
-use rusqlite::{params, OptionalExtension as _, Row};
+use rusqlite::types::Value;
+use rusqlite::{params, params_from_iter, OptionalExtension as _, Row};
 use uuid::Uuid;
 
 use super::{parsed, stamp, time, uuid, Db, StoreError};
-use crate::call::{Call, EndReason, MediaState, Participant, User};
+use crate::call::{Call, MediaState, Participant, User};
 use crate::time::Timestamp;
 
 impl Db {
     pub fn insert_call(&self, call: &Call) -> Result<(), StoreError> {
+        let fixed: [Value; 5] = [
+            call.id.to_string().into(),
+            call.conversation_id.to_string().into(),
+            call.kind.as_str().to_owned().into(),
+            call.initiated_by.to_string().into(),
+            call.created_at.to_string().into(),
+        ];
         self.conn
             .prepare_cached(
-                "INSERT INTO calls (id, conversation_id, type, status, initiated_by, started_at,
-                   ended_at, duration_seconds, end_reason, quality_stats, created_at, updated_at)
+                "INSERT INTO calls (id, conversation_id, type, initiated_by, created_at,
+                   status, started_at, ended_at, duration_seconds, end_reason, quality_stats,
+                   updated_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             )?
-            .execute(params![
-                call.id.to_string(),
-                call.conversation_id.to_string(),
-                call.kind.as_str(),
-                call.status.as_str(),
-                call.initiated_by.to_string(),
-                call.started_at.map(|t| t.to_string()),
-                call.ended_at.map(|t| t.to_string()),
-                call.duration_seconds.map(secs),
-                call.end_reason.map(EndReason::as_str),
-                call.quality_stats,
-                call.created_at.to_string(),
-                call.updated_at.to_string(),
-            ])?;
+            .execute(params_from_iter(fixed.into_iter().chain(call_state(call))))?;
         let mut stmt = self.conn.prepare_cached(
-            "INSERT INTO call_participants (id, call_id, user_id, status, joined_at, left_at,
-               media_state, connection_quality, created_at, updated_at)
+            "INSERT INTO call_participants (id, call_id, user_id, created_at, status, joined_at,
+               left_at, media_state, connection_quality, updated_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         )?;
         for p in &call.participants {
-            stmt.execute(params![
-                p.id.to_string(),
-                call.id.to_string(),
-                p.user.id.to_string(),
-                p.status.as_str(),
-                p.joined_at.map(|t| t.to_string()),
-                p.left_at.map(|t| t.to_string()),
-                media_json(&p.media_state),
-                p.connection_quality,
-                p.created_at.to_string(),
-                p.updated_at.to_string(),
-            ])?;
+            let fixed: [Value; 4] = [
+                p.id.to_string().into(),
+                call.id.to_string().into(),
+                p.user.id.to_string().into(),
+                p.created_at.to_string().into(),
+            ];
+            stmt.execute(params_from_iter(
+                fixed.into_iter().chain(participant_state(p)),
+            ))?;
         }
         self.webhooks_for_insert(call)
     }
@@ -55,30 +48,17 @@ impl Db {
     /// Writes what changed from `before` to `after` (the same call), with the webhooks the
     /// change causes.
     pub fn save_call(&self, before: &Call, after: &Call) -> Result<(), StoreError> {
-        if before.status != after.status
-            || before.started_at != after.started_at
-            || before.ended_at != after.ended_at
-            || before.duration_seconds != after.duration_seconds
-            || before.end_reason != after.end_reason
-            || before.quality_stats != after.quality_stats
-            || before.updated_at != after.updated_at
-        {
+        let state = call_state(after);
+        if call_state(before) != state {
             self.conn
                 .prepare_cached(
                     "UPDATE calls SET status = ?2, started_at = ?3, ended_at = ?4,
                        duration_seconds = ?5, end_reason = ?6, quality_stats = ?7, updated_at = ?8
                      WHERE id = ?1",
                 )?
-                .execute(params![
-                    after.id.to_string(),
-                    after.status.as_str(),
-                    after.started_at.map(|t| t.to_string()),
-                    after.ended_at.map(|t| t.to_string()),
-                    after.duration_seconds.map(secs),
-                    after.end_reason.map(EndReason::as_str),
-                    after.quality_stats,
-                    after.updated_at.to_string(),
-                ])?;
+                .execute(params_from_iter(
+                    std::iter::once(Value::from(after.id.to_string())).chain(state),
+                ))?;
         }
         let mut stmt = self.conn.prepare_cached(
             "UPDATE call_participants SET status = ?2, joined_at = ?3, left_at = ?4,
@@ -89,15 +69,10 @@ impl Db {
             if before.participants.iter().any(|b| b == p) {
                 continue;
             }
-            stmt.execute(params![
-                p.id.to_string(),
-                p.status.as_str(),
-                p.joined_at.map(|t| t.to_string()),
-                p.left_at.map(|t| t.to_string()),
-                media_json(&p.media_state),
-                p.connection_quality,
-                p.updated_at.to_string(),
-            ])?;
+            let id = Value::from(p.id.to_string());
+            stmt.execute(params_from_iter(
+                std::iter::once(id).chain(participant_state(p)),
+            ))?;
         }
         self.webhooks_for_save(before, after)
     }
@@ -345,6 +320,34 @@ impl Db {
 }
 
 /// Seconds as SQLite stores integers.
+/// The columns of a call's row that its transitions change, in the order the statements bind
+/// them after the fixed ones: status, started_at, ended_at, duration_seconds, end_reason,
+/// quality_stats, updated_at.
+fn call_state(c: &Call) -> [Value; 7] {
+    [
+        c.status.as_str().to_owned().into(),
+        c.started_at.map(|t| t.to_string()).into(),
+        c.ended_at.map(|t| t.to_string()).into(),
+        c.duration_seconds.map(secs).into(),
+        c.end_reason.map(|r| r.as_str().to_owned()).into(),
+        c.quality_stats.clone().into(),
+        c.updated_at.to_string().into(),
+    ]
+}
+
+/// The same for a participant's row: status, joined_at, left_at, media_state,
+/// connection_quality, updated_at.
+fn participant_state(p: &Participant) -> [Value; 6] {
+    [
+        p.status.as_str().to_owned().into(),
+        p.joined_at.map(|t| t.to_string()).into(),
+        p.left_at.map(|t| t.to_string()).into(),
+        media_json(&p.media_state).into(),
+        p.connection_quality.clone().into(),
+        p.updated_at.to_string().into(),
+    ]
+}
+
 fn secs(s: u64) -> i64 {
     i64::try_from(s).unwrap_or(i64::MAX)
 }
