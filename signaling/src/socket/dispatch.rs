@@ -52,6 +52,10 @@ pub async fn dispatch(s: &ApiState, origin: Origin<'_>, event: &str, data: &str)
 }
 
 /// Performs `e` from `origin`. A signal is relayed at once, without waiting on anything.
+///
+/// The call operations wait on the store, and their futures are large (about 1.4 KiB): each
+/// is boxed while it runs, so that a socket's task, which holds this future, does not carry
+/// that much for its whole life, idle or relaying.
 pub async fn perform(s: &ApiState, o: Origin<'_>, e: ClientEvent<'_>) -> Reply {
     let (hub, user, origin) = (&s.hub, o.user, o.socket);
     let result = match e {
@@ -67,23 +71,25 @@ pub async fn perform(s: &ApiState, o: Origin<'_>, e: ClientEvent<'_>) -> Reply {
             };
         }
         ClientEvent::Accept(call_id) => {
-            let answered = s.calls.answer(user, call_id).await;
+            let answered = Box::pin(s.calls.answer(user, call_id)).await;
             if answered.is_ok() {
                 hub.elsewhere(Elsewhere::Answered, user.id, call_id, Some(origin));
             }
             to_value(answered)
         }
         ClientEvent::Reject(call_id) => {
-            let rejected = s.calls.reject(user, call_id).await;
+            let rejected = Box::pin(s.calls.reject(user, call_id)).await;
             if rejected.is_ok() {
                 hub.elsewhere(Elsewhere::Rejected, user.id, call_id, Some(origin));
             }
             to_value(rejected)
         }
-        ClientEvent::End(call_id) => to_value(s.calls.end(user, call_id).await),
-        ClientEvent::Media(call_id, req) => to_value(s.calls.media(user, call_id, req).await),
+        ClientEvent::End(call_id) => to_value(Box::pin(s.calls.end(user, call_id)).await),
+        ClientEvent::Media(call_id, req) => {
+            to_value(Box::pin(s.calls.media(user, call_id, req)).await)
+        }
         ClientEvent::Stats(call_id, figures) => {
-            to_value(s.calls.record_stats(user, call_id, figures).await)
+            to_value(Box::pin(s.calls.record_stats(user, call_id, figures)).await)
         }
         ClientEvent::Refresh(token) => return o.lease.refresh(&s.auth, &token),
     };
