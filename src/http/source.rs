@@ -185,22 +185,6 @@ mod tests {
     }
 
     #[test]
-    fn ipv6_sources_are_their_64_and_mapped_ipv4_is_ipv4() {
-        assert_eq!(
-            Source::of(ip("2001:db8:1:2:aaaa::1")),
-            Source::of(ip("2001:db8:1:2:bbbb::2"))
-        );
-        assert_ne!(
-            Source::of(ip("2001:db8:1:2::1")),
-            Source::of(ip("2001:db8:1:3::1"))
-        );
-        assert_eq!(
-            Source::of(ip("::ffff:192.0.2.7")),
-            Source::V4("192.0.2.7".parse().unwrap())
-        );
-    }
-
-    #[test]
     fn a_source_gets_cap_slots_and_they_come_back_when_dropped() {
         let sources = Sources::new(2);
         let a = Source::of(ip("192.0.2.1"));

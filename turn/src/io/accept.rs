@@ -22,7 +22,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use rustls::{ServerConfig, ServerConnection};
 
+use crate::proto::source::Source;
 use crate::proto::{FiveTuple, Transport};
 
 use super::epoll::{self, Epoll, EventFd};
@@ -151,16 +152,6 @@ impl Drop for Acceptor {
     }
 }
 
-/// What `max_connections_per_source` counts by: an IPv4 address, or the /64 of an IPv6 one
-/// (a host is usually given a whole /64, so counting its addresses one by one would cap
-/// nobody), as `http.max_connections_per_source` does. An IPv4-mapped address is its IPv4.
-fn source_of(ip: IpAddr) -> IpAddr {
-    match ip.to_canonical() {
-        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() >> 64 << 64)),
-        v4 => v4,
-    }
-}
-
 /// Why a connection was closed at accept.
 #[derive(Clone, Copy, Debug)]
 enum Refusal {
@@ -212,8 +203,8 @@ struct Worker {
     closed: Receiver<IpAddr>,
     /// Connections handshaking or handed over and not closed yet.
     open: usize,
-    /// Of those, per source (see [`source_of`]).
-    sources: HashMap<IpAddr, u32>,
+    /// Of those, per source.
+    sources: HashMap<Source, u32>,
     shakes: Vec<Option<Shake>>,
     free: Vec<usize>,
     handshaking: usize,
@@ -282,7 +273,7 @@ impl Worker {
                     return;
                 }
             };
-            let source = source_of(client.ip());
+            let source = Source::of(client.ip());
             let refusal = if self.open >= self.limits.max_connections {
                 Some(Refusal::Total)
             } else if self.sources.get(&source).copied().unwrap_or(0) >= self.limits.per_source {
@@ -442,7 +433,7 @@ impl Worker {
     /// itself when it closes one).
     fn release(&mut self, ip: IpAddr) {
         self.open = self.open.saturating_sub(1);
-        let source = source_of(ip);
+        let source = Source::of(ip);
         if let Some(n) = self.sources.get_mut(&source) {
             *n -= 1;
             if *n == 0 {
@@ -453,7 +444,7 @@ impl Worker {
 
     /// Counts a refusal, and logs it at most every [`REFUSALS_LOGGED`] per reason, with how
     /// many went since the last line: a flood costs a line, not a line each.
-    fn refuse(&mut self, why: Refusal, source: IpAddr) {
+    fn refuse(&mut self, why: Refusal, source: Source) {
         metrics::counter!("switchboard_turn_connections_refused_total", "reason" => why.label())
             .increment(1);
         let now = Instant::now();
@@ -513,20 +504,5 @@ impl Shake {
             // What is left to write (session tickets) goes over with the session.
             Step::Established
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sources_are_ipv4_addresses_and_ipv6_64s() {
-        let of = |s: &str| source_of(s.parse().unwrap());
-        assert_eq!(of("192.0.2.7"), of("192.0.2.7"));
-        assert_ne!(of("192.0.2.7"), of("192.0.2.8"));
-        assert_eq!(of("2001:db8:1:2::1"), of("2001:db8:1:2:ffff::9"), "one /64");
-        assert_ne!(of("2001:db8:1:2::1"), of("2001:db8:1:3::1"));
-        assert_eq!(of("::ffff:192.0.2.7"), of("192.0.2.7"), "IPv4-mapped");
     }
 }

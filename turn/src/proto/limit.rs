@@ -13,6 +13,7 @@
 
 use std::net::IpAddr;
 
+use super::source::Source;
 use super::time::Time;
 
 /// Unauthenticated answers a source may draw per second, sustained: far more than clients
@@ -69,9 +70,9 @@ impl ChallengeLimiter {
 /// The bucket of `source`: an IPv4 address (mapped ones included) whole, an IPv6 one by its
 /// /64, the block one subscriber usually holds.
 fn index(key: u64, source: IpAddr) -> usize {
-    let bits: u128 = match source.to_canonical() {
-        IpAddr::V4(v4) => u128::from(u32::from(v4)) | 1 << 64,
-        IpAddr::V6(v6) => u128::from(v6) >> 64 << 64,
+    let bits: u128 = match Source::of(source) {
+        Source::V4(v4) => u128::from(u32::from(v4)) | 1 << 64,
+        Source::V6Net(net) => u128::from(net) << 64,
     };
     let mixed = mix(key ^ mix(bits as u64) ^ mix((bits >> 64) as u64).rotate_left(17));
     (mixed % BUCKETS as u64) as usize

@@ -30,6 +30,7 @@ pub mod nonce;
 pub mod permission;
 pub mod policy;
 mod server;
+pub mod source;
 pub mod stream;
 pub mod time;
 mod users;
