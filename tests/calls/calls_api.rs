@@ -1097,21 +1097,30 @@ fn initiate_refuses_bad_bodies_with_400_naming_the_field() {
         )
     };
 
-    for bad in [
-        &b"{\"conversationId\":"[..],
-        b"",
-        b"   ",
-        b"{conversationId: 1}",
-        b"nul",
-        b"{\"a\": 1} trailing",
-        b"\xff\xfe{}",
-    ] {
-        let body = t.refused(INVALID_JSON, |api| post(api, bad));
-        assert!(!message(&body).is_empty());
-    }
-
     let audio_to =
         |ids: Value| json!({"conversationId": conv, "type": "audio", "participantIds": ids});
+
+    // Not JSON: every cut of a good body (the empty one too), and a good body made bad by
+    // what is around it or by how it is written.
+    let good = audio_to(json!([bob_id])).to_string();
+    let mut not_json: Vec<Vec<u8>> = (0..good.len())
+        .map(|n| good.as_bytes()[..n].to_vec())
+        .collect();
+    not_json.push(format!("{good} trailing").into_bytes());
+    not_json.push(
+        good.replace("\"conversationId\"", "conversationId")
+            .into_bytes(),
+    );
+    not_json.push([b"\xff\xfe".as_slice(), good.as_bytes()].concat());
+    not_json.push(b"   ".to_vec());
+    for bad in &not_json {
+        let body = t.refused(INVALID_JSON, |api| post(api, bad));
+        assert!(
+            !message(&body).is_empty(),
+            "{}",
+            String::from_utf8_lossy(bad)
+        );
+    }
     let cases: Vec<(Value, &str)> = vec![
         (audio_to(json!(["not-a-uuid"])), "participantIds[0]"),
         (audio_to(json!([bob_id, 7])), "participantIds[1]"),

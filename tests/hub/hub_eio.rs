@@ -272,20 +272,6 @@ impl Polling {
         self.pending.pop_front().expect("a poll brings a packet")
     }
 
-    /// Sends a ping `2<tag>`: what the session queued before it, up to its pong `3<tag>`.
-    async fn fence(&mut self, tag: &str) -> Vec<String> {
-        self.send(&[&format!("2{tag}")]).await;
-        let pong = format!("3{tag}");
-        let mut before = Vec::new();
-        loop {
-            let p = self.next().await;
-            if p == pong {
-                return before;
-            }
-            before.push(p);
-        }
-    }
-
     /// The session is over: `waiting` (a poll) is answered with the close packet, and the sid
     /// is unknown from then on.
     async fn ended(&self, waiting: JoinHandle<Answer>) {
@@ -360,9 +346,47 @@ async fn ws_refused(addr: SocketAddr, query: &str) -> (u16, String) {
 }
 
 /// Engine.IO's steps on a WebSocket.
-trait EngineIo {
-    /// Sends a ping `2<tag>`: the frames before its pong `3<tag>`.
-    async fn fence(&mut self, tag: &str) -> Vec<String>;
+/// A session's packets, whichever the transport.
+trait Packets {
+    async fn send_packet(&mut self, packet: String);
+    async fn next_packet(&mut self) -> String;
+
+    /// Sends a ping `2<tag>`: what the session queued before it, up to its pong `3<tag>`.
+    async fn fence(&mut self, tag: &str) -> Vec<String> {
+        self.send_packet(format!("2{tag}")).await;
+        let pong = format!("3{tag}");
+        let mut before = Vec::new();
+        loop {
+            let p = self.next_packet().await;
+            if p == pong {
+                return before;
+            }
+            before.push(p);
+        }
+    }
+}
+
+impl Packets for Polling {
+    async fn send_packet(&mut self, packet: String) {
+        self.send(&[&packet]).await;
+    }
+
+    async fn next_packet(&mut self) -> String {
+        self.next().await
+    }
+}
+
+impl Packets for Socket {
+    async fn send_packet(&mut self, packet: String) {
+        self.send(packet).await;
+    }
+
+    async fn next_packet(&mut self) -> String {
+        self.recv().await
+    }
+}
+
+trait EngineIo: Packets {
     /// Socket.IO CONNECT with `token` on session `sid`, which must be accepted.
     async fn connect(&mut self, token: &str, sid: &str);
     /// Reads until the connection is over, within [`WAIT`] and without a text frame: the
@@ -371,19 +395,6 @@ trait EngineIo {
 }
 
 impl EngineIo for Socket {
-    async fn fence(&mut self, tag: &str) -> Vec<String> {
-        self.send(format!("2{tag}")).await;
-        let pong = format!("3{tag}");
-        let mut before = Vec::new();
-        loop {
-            let t = self.recv().await;
-            if t == pong {
-                return before;
-            }
-            before.push(t);
-        }
-    }
-
     async fn connect(&mut self, token: &str, sid: &str) {
         self.send(connect_packet(token)).await;
         assert_connected(&self.recv().await, sid);

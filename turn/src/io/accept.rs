@@ -36,9 +36,7 @@ use crate::proto::source::Source;
 use crate::proto::{FiveTuple, Transport};
 
 use super::epoll::{self, Epoll, EventFd};
-use super::{
-    token, Stats, BATCH, INDEX_MASK, KIND_CONN, KIND_SHIFT, KIND_STOP, KIND_TCP, KIND_TLS,
-};
+use super::{Stats, Token, BATCH};
 
 /// TLS handshakes under way at once; more connections are closed at accept.
 const MAX_HANDSHAKES: usize = 1024;
@@ -92,12 +90,12 @@ impl Acceptor {
         let ready = Arc::new(EventFd::new()?);
         let stop = Arc::new(EventFd::new()?);
         let epoll = Epoll::new()?;
-        epoll.add(stop.as_raw_fd(), token(KIND_STOP, 0))?;
+        epoll.add(stop.as_raw_fd(), Token::Stop)?;
         for (i, (_, sock)) in tcp.iter().enumerate() {
-            epoll.add(sock.as_raw_fd(), token(KIND_TCP, i))?;
+            epoll.add(sock.as_raw_fd(), Token::Tcp(i))?;
         }
         for (i, (_, sock)) in tls.iter().enumerate() {
-            epoll.add(sock.as_raw_fd(), token(KIND_TLS, i))?;
+            epoll.add(sock.as_raw_fd(), Token::Tls(i))?;
         }
         let mut worker = Worker {
             epoll,
@@ -232,13 +230,12 @@ impl Worker {
                 }
             };
             for ev in &events[..n] {
-                let t = epoll::token(ev);
-                let index = (t & INDEX_MASK) as usize;
-                match t >> KIND_SHIFT {
-                    KIND_STOP => return,
-                    KIND_TCP => self.accept(index, Transport::Tcp),
-                    KIND_TLS => self.accept(index, Transport::Tls),
-                    _ => self.advance(index),
+                match epoll::token(ev) {
+                    Some(Token::Stop) => return,
+                    Some(Token::Tcp(index)) => self.accept(index, Transport::Tcp),
+                    Some(Token::Tls(index)) => self.accept(index, Transport::Tls),
+                    Some(Token::Conn(index)) => self.advance(index),
+                    _ => debug_assert!(false, "a token the acceptor never registered"),
                 }
             }
             if self.next_expiry.is_some_and(|t| t <= Instant::now()) {
@@ -335,7 +332,7 @@ impl Worker {
         });
         if self
             .epoll
-            .add(sock.as_raw_fd(), token(KIND_CONN, index))
+            .add(sock.as_raw_fd(), Token::Conn(index))
             .is_err()
         {
             self.free.push(index);
@@ -364,7 +361,7 @@ impl Worker {
             let out = s.tls.wants_write();
             if out != s.watching_out {
                 let fd = s.sock.as_raw_fd();
-                if self.epoll.modify(fd, token(KIND_CONN, index), out).is_ok() {
+                if self.epoll.modify(fd, Token::Conn(index), out).is_ok() {
                     s.watching_out = out;
                 }
             }

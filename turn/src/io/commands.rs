@@ -16,7 +16,7 @@ use crate::proto::{
 };
 
 use super::epoll::EventFd;
-use super::{relay_slot, token, Driver, RelaySocket, KIND_RELAY};
+use super::{relay_slot, Driver, RelaySocket, Token};
 
 /// What the daemon asks of the running relay (the admin API's revocations), queued for its
 /// thread, which an eventfd wakes. Cheap to clone; every clone reaches the same relay, and
@@ -243,7 +243,7 @@ impl Driver {
             };
             let registered = sock
                 .set_nonblocking(true)
-                .and_then(|()| self.epoll.add(sock.as_raw_fd(), token(KIND_RELAY, slot)));
+                .and_then(|()| self.epoll.add(sock.as_raw_fd(), Token::Relay(slot)));
             if let Err(e) = registered {
                 tracing::warn!(error = %e, "cannot register a relay socket");
                 return Err(OpenError::Io);

@@ -14,10 +14,7 @@ use crate::proto::{
 };
 
 use super::epoll::{self, EventFd};
-use super::{
-    relay_slot, Driver, BATCH, EVENTS, INDEX_MASK, KIND_ARRIVAL, KIND_CONN, KIND_CONTROL,
-    KIND_SHIFT, KIND_STOP, KIND_UDP, MAX_DATAGRAM, USAGE_EVERY, USAGE_KEPT,
-};
+use super::{relay_slot, Driver, Token, BATCH, EVENTS, MAX_DATAGRAM, USAGE_EVERY, USAGE_KEPT};
 
 impl Driver {
     pub(super) fn run(&mut self, stop: &EventFd) {
@@ -36,31 +33,32 @@ impl Driver {
             let now = self.clock.now();
             self.server.handle_wall_clock(self.clock.wall_secs());
             for ev in &events[..n] {
-                let t = epoll::token(ev);
-                let index = (t & INDEX_MASK) as usize;
-                match t >> KIND_SHIFT {
-                    KIND_STOP => {
+                match epoll::token(ev) {
+                    Some(Token::Stop) => {
                         stop.drain();
                         self.close_all(now);
                         return;
                     }
-                    KIND_UDP => {
+                    Some(Token::Udp(index)) => {
                         for _ in 0..BATCH {
                             if !self.on_listener(index, now, &mut buf) {
                                 break;
                             }
                         }
                     }
-                    KIND_CONN => self.on_conn(index, epoll::writable(ev), now, &mut buf),
-                    KIND_CONTROL => self.on_control(now),
-                    KIND_ARRIVAL => self.on_arrivals(now, &mut buf),
-                    _ => {
+                    Some(Token::Conn(index)) => {
+                        self.on_conn(index, epoll::writable(ev), now, &mut buf)
+                    }
+                    Some(Token::Control) => self.on_control(now),
+                    Some(Token::Arrival) => self.on_arrivals(now, &mut buf),
+                    Some(Token::Relay(index)) => {
                         for _ in 0..BATCH {
                             if !self.on_relay(index, now, &mut buf) {
                                 break;
                             }
                         }
                     }
+                    _ => debug_assert!(false, "a token the relay thread never registered"),
                 }
                 // What the event made the core ask for (answers, sockets, connection closes)
                 // is done before the next event, so a stream's answers keep their order.

@@ -8,10 +8,14 @@ use std::time::Duration;
 
 use socket2::{Domain, SockRef, Socket, TcpKeepalive, Type};
 
+use super::Token;
+
 pub(super) const EMPTY_EVENT: libc::epoll_event = libc::epoll_event { events: 0, u64: 0 };
 
-pub(super) fn token(ev: &libc::epoll_event) -> u64 {
-    ev.u64
+/// What the event is about: the token its registration was made with (none for a token
+/// never written, which cannot happen).
+pub(super) fn token(ev: &libc::epoll_event) -> Option<Token> {
+    Token::decode(ev.u64)
 }
 
 /// Whether the event says the socket can be written.
@@ -43,10 +47,10 @@ impl Epoll {
     }
 
     /// Watches `fd` for readability, reporting `token`.
-    pub(super) fn add(&self, fd: RawFd, token: u64) -> io::Result<()> {
+    pub(super) fn add(&self, fd: RawFd, token: Token) -> io::Result<()> {
         let mut ev = libc::epoll_event {
             events: libc::EPOLLIN as u32,
-            u64: token,
+            u64: token.into(),
         };
         // SAFETY: `ev` is a valid epoll_event for the duration of the call.
         check(unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) })?;
@@ -54,12 +58,15 @@ impl Epoll {
     }
 
     /// Watches `fd` for readability, and for writability too when `write`.
-    pub(super) fn modify(&self, fd: RawFd, token: u64, write: bool) -> io::Result<()> {
+    pub(super) fn modify(&self, fd: RawFd, token: Token, write: bool) -> io::Result<()> {
         let mut events = libc::EPOLLIN as u32;
         if write {
             events |= libc::EPOLLOUT as u32;
         }
-        let mut ev = libc::epoll_event { events, u64: token };
+        let mut ev = libc::epoll_event {
+            events,
+            u64: token.into(),
+        };
         // SAFETY: `ev` is a valid epoll_event for the duration of the call.
         check(unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), libc::EPOLL_CTL_MOD, fd, &mut ev) })?;
         Ok(())

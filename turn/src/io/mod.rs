@@ -69,20 +69,56 @@ const USAGE_KEPT: Duration = Duration::from_secs(3600);
 /// Tries at binding UDP and TCP on one free port when a listener asks for port 0.
 const PORT_PAIR_TRIES: usize = 16;
 
-/// Epoll tokens: a kind in the top byte, an index below.
-const KIND_SHIFT: u32 = 56;
-const INDEX_MASK: u64 = (1 << KIND_SHIFT) - 1;
-const KIND_STOP: u64 = 0;
-const KIND_UDP: u64 = 1;
-const KIND_TCP: u64 = 2;
-const KIND_TLS: u64 = 3;
-const KIND_CONN: u64 = 4;
-const KIND_RELAY: u64 = 5;
-const KIND_CONTROL: u64 = 6;
-const KIND_ARRIVAL: u64 = 7;
+/// What an epoll registration is for, stored as its token: the kind in the top byte, the
+/// index (of a listener, connection or relay socket) below.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Token {
+    Stop,
+    Udp(usize),
+    Tcp(usize),
+    Tls(usize),
+    Conn(usize),
+    Relay(usize),
+    Control,
+    Arrival,
+}
 
-fn token(kind: u64, index: usize) -> u64 {
-    (kind << KIND_SHIFT) | index as u64
+impl Token {
+    const SHIFT: u32 = 56;
+    /// The largest index a token carries.
+    const MAX_INDEX: usize = (1 << Self::SHIFT) - 1;
+
+    fn decode(bits: u64) -> Option<Token> {
+        let index = (bits & Self::MAX_INDEX as u64) as usize;
+        Some(match bits >> Self::SHIFT {
+            0 => Token::Stop,
+            1 => Token::Udp(index),
+            2 => Token::Tcp(index),
+            3 => Token::Tls(index),
+            4 => Token::Conn(index),
+            5 => Token::Relay(index),
+            6 => Token::Control,
+            7 => Token::Arrival,
+            _ => return None,
+        })
+    }
+}
+
+impl From<Token> for u64 {
+    fn from(t: Token) -> u64 {
+        let (kind, index) = match t {
+            Token::Stop => (0, 0),
+            Token::Udp(i) => (1, i),
+            Token::Tcp(i) => (2, i),
+            Token::Tls(i) => (3, i),
+            Token::Conn(i) => (4, i),
+            Token::Relay(i) => (5, i),
+            Token::Control => (6, 0),
+            Token::Arrival => (7, 0),
+        };
+        debug_assert!(index <= Token::MAX_INDEX);
+        (kind << Token::SHIFT) | index as u64
+    }
 }
 
 /// What the relay is started with.
@@ -196,7 +232,7 @@ impl Relay {
         if config.listen.is_empty() && config.tls_listen.is_empty() {
             return Err(invalid("no TURN listen address"));
         }
-        if config.listen.len() + config.tls_listen.len() > INDEX_MASK as usize {
+        if config.listen.len() + config.tls_listen.len() > Token::MAX_INDEX {
             return Err(invalid("too many TURN listen addresses"));
         }
         if !config.tls_listen.is_empty() && config.tls.is_none() {
@@ -248,12 +284,12 @@ impl Relay {
         let stop = Arc::new(EventFd::new()?);
         let stats = Arc::new(Stats::default());
         let epoll = Epoll::new()?;
-        epoll.add(stop.as_raw_fd(), token(KIND_STOP, 0))?;
+        epoll.add(stop.as_raw_fd(), Token::Stop)?;
         let control = RelayControl::new()?;
         let controls = control.controls();
-        epoll.add(controls.wake.as_raw_fd(), token(KIND_CONTROL, 0))?;
+        epoll.add(controls.wake.as_raw_fd(), Token::Control)?;
         for (i, (_, sock)) in udp.iter().enumerate() {
-            epoll.add(sock.as_raw_fd(), token(KIND_UDP, i))?;
+            epoll.add(sock.as_raw_fd(), Token::Udp(i))?;
         }
         let acceptor = if tcp.is_empty() && tls.is_empty() {
             None
@@ -265,7 +301,7 @@ impl Relay {
             };
             let tls_config = config.tls.as_ref().map(TlsCertificate::server_config);
             let a = Acceptor::start(tcp, tls, tls_config, limits, stats.clone())?;
-            epoll.add(a.ready.as_raw_fd(), token(KIND_ARRIVAL, 0))?;
+            epoll.add(a.ready.as_raw_fd(), Token::Arrival)?;
             Some(a)
         };
         let mut driver = Driver {
@@ -502,4 +538,29 @@ struct Driver {
 
 fn relay_slot(id: AllocId, family: Family) -> usize {
     2 * id.index() + family.index()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Token;
+
+    #[test]
+    fn a_token_reads_back_as_the_registration_it_was_made_for() {
+        let max = Token::MAX_INDEX;
+        for t in [
+            Token::Stop,
+            Token::Udp(0),
+            Token::Tcp(3),
+            Token::Tls(max),
+            Token::Conn(12_345),
+            Token::Relay(max),
+            Token::Control,
+            Token::Arrival,
+        ] {
+            assert_eq!(Token::decode(u64::from(t)), Some(t));
+        }
+        // Kinds never written are refused, not read as some other socket's.
+        assert_eq!(Token::decode(8 << Token::SHIFT), None);
+        assert_eq!(Token::decode(u64::MAX), None);
+    }
 }

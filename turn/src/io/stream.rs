@@ -26,7 +26,7 @@ use crate::proto::stream::{frame_len, FrameError};
 use crate::proto::{FiveTuple, Time};
 
 use super::accept::Acceptor;
-use super::{token, Driver, BATCH, KIND_CONN};
+use super::{Driver, Token, BATCH};
 
 /// Relayed data queued for one connection beyond which more is dropped.
 const OUT_LIMIT: usize = 256 << 10;
@@ -104,7 +104,7 @@ impl Driver {
                 self.conns.len() - 1
             }
         };
-        if let Err(e) = self.epoll.add(sock.as_raw_fd(), token(KIND_CONN, slot)) {
+        if let Err(e) = self.epoll.add(sock.as_raw_fd(), Token::Conn(slot)) {
             tracing::warn!(error = %e, "cannot register a TURN connection");
             self.free_conns.push(slot);
             self.release(tuple.client);
@@ -354,7 +354,7 @@ impl Driver {
         conn.stalled_since.get_or_insert(now);
         if !conn.watching_out {
             let fd = conn.sock.as_raw_fd();
-            if self.epoll.modify(fd, token(KIND_CONN, index), true).is_ok() {
+            if self.epoll.modify(fd, Token::Conn(index), true).is_ok() {
                 conn.watching_out = true;
             }
         }
@@ -392,11 +392,7 @@ impl Driver {
         conn.stalled_since = None;
         if conn.watching_out {
             let fd = conn.sock.as_raw_fd();
-            if self
-                .epoll
-                .modify(fd, token(KIND_CONN, index), false)
-                .is_ok()
-            {
+            if self.epoll.modify(fd, Token::Conn(index), false).is_ok() {
                 conn.watching_out = false;
             }
         }
