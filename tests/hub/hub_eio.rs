@@ -30,7 +30,7 @@ use std::time::Duration;
 use common::ws::{Next, Socket};
 use common::{Api, Daemon, Person};
 use serde_json::{json, Value};
-use switchboard_signaling::sio::{CONNECT_TIMEOUT, MAX_PENDING_PER_SOURCE};
+use switchboard_signaling::sio::{CONNECT_TIMEOUT, MAX_PENDING, MAX_PENDING_PER_SOURCE};
 use switchboard_signaling::ws::{MAX_FRAME, MAX_SOCKETS_PER_USER, QUEUE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -987,6 +987,119 @@ async fn one_source_holds_at_most_its_share_of_pending_sessions() {
     Polling::open(d.http, "").await;
     let again = http(d.http, "GET", handshake, b"").await;
     assert_eq!(again.status, 429, "{again:?}");
+}
+
+/// The shared pool holds: 128 sources (127.0.1.1 to 127.0.1.128) open their 128 sessions each,
+/// 16,384 in all, the pool's size; the 16,385th handshake, from a source that has none, is
+/// answered 503. Filling the pool took 128 addresses, and what it cost the daemon is bounded:
+/// its resident memory grew by less than 2 KiB per session. A session that connects gives its
+/// place in the pool back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pool_of_pending_sessions_holds_against_many_sources() {
+    let d = start();
+    let alice = Person::new("Alice");
+    let handshake = "EIO=4&transport=polling";
+    let sources = MAX_PENDING / MAX_PENDING_PER_SOURCE;
+    let rss_before = d.rss_kib();
+    let started = std::time::Instant::now();
+    let mut opening = tokio::task::JoinSet::new();
+    for i in 0..sources {
+        let from = IpAddr::V4(Ipv4Addr::new(127, 0, 1, 1 + i as u8));
+        let addr = d.http;
+        opening
+            .spawn(async move { pipelined_handshakes(from, addr, MAX_PENDING_PER_SOURCE).await });
+    }
+    let mut sids = Vec::new();
+    while let Some(answers) = opening.join_next().await {
+        for a in answers.expect("a source's handshakes") {
+            let packets = a.packets();
+            let sid = sid_of(&packets[0]);
+            assert_eq!(packets, [open_packet(&sid, r#""websocket""#)]);
+            sids.push(sid);
+        }
+    }
+    let took = started.elapsed();
+    assert_eq!(sids.len(), MAX_PENDING);
+    let grown = d.rss_kib().saturating_sub(rss_before);
+    println!(
+        "{MAX_PENDING} pending sessions from {sources} sources in {took:?}: +{grown} KiB \
+         resident ({} bytes a session)",
+        grown * 1024 / MAX_PENDING as u64
+    );
+    assert!(grown < 2 * MAX_PENDING as u64, "+{grown} KiB");
+
+    let newcomer = Some(IpAddr::V4(Ipv4Addr::new(127, 0, 2, 1)));
+    let refused = http_from(newcomer, d.http, "GET", handshake, b"").await;
+    assert_eq!(
+        (refused.status, refused.body.as_str()),
+        (503, "no session available"),
+        "{refused:?}"
+    );
+    // Sessions end CONNECT_TIMEOUT after they opened: the first must still be pending.
+    assert!(
+        started.elapsed() < CONNECT_TIMEOUT - Duration::from_secs(1),
+        "the pool took {:?} to fill: too slow to show it full",
+        started.elapsed()
+    );
+
+    let mut first = Polling {
+        addr: d.http,
+        sid: sids[0].clone(),
+        pending: VecDeque::new(),
+    };
+    first.connect(&alice.token).await;
+    let let_in = http_from(newcomer, d.http, "GET", handshake, b"").await;
+    assert_eq!(let_in.status, 200, "{let_in:?}");
+    let again = http_from(newcomer, d.http, "GET", handshake, b"").await;
+    assert_eq!(again.status, 503, "{again:?}");
+}
+
+/// `n` polling handshakes from `from`, written at once on one keep-alive connection (HTTP/1.1
+/// pipelining): their answers, in order.
+async fn pipelined_handshakes(from: IpAddr, addr: SocketAddr, n: usize) -> Vec<Answer> {
+    let exchange = async {
+        let socket = TcpSocket::new_v4().expect("a socket");
+        socket.bind(SocketAddr::new(from, 0)).expect("bind");
+        let mut tcp = socket.connect(addr).await.expect("connect");
+        let mut requests = String::new();
+        for i in 0..n {
+            let last = if i + 1 == n {
+                "Connection: close\r\n"
+            } else {
+                ""
+            };
+            requests.push_str(&format!(
+                "GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: {addr}\r\n{last}\r\n"
+            ));
+        }
+        tcp.write_all(requests.as_bytes()).await.expect("write");
+        let mut raw = Vec::new();
+        tcp.read_to_end(&mut raw).await.expect("read the answers");
+        raw
+    };
+    let raw = tokio::time::timeout(WAIT, exchange)
+        .await
+        .unwrap_or_else(|_| panic!("{n} handshakes from {from}: no answers within {WAIT:?}"));
+    let mut answers = Vec::new();
+    let mut rest = &raw[..];
+    while !rest.is_empty() {
+        let head_end = rest
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("a head")
+            + 4;
+        let head = String::from_utf8_lossy(&rest[..head_end]).to_ascii_lowercase();
+        let length: usize = head
+            .split("\r\n")
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("a length: {head}"));
+        let end = head_end + length;
+        answers.push(parse_answer(&rest[..end]).expect("an HTTP answer"));
+        rest = &rest[end..];
+    }
+    assert_eq!(answers.len(), n, "answers from {from}");
+    answers
 }
 
 /// A stop answers waiting polls at once with the close packet (they used to hold the HTTP
