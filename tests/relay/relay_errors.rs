@@ -2,9 +2,12 @@
 //! nothing allocated by a failed request.
 
 use crate::common;
+use crate::relay_abuse::Netns;
 
-use std::net::{SocketAddr, UdpSocket};
-use std::time::Duration;
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use common::{
     code, credentials, nonce_of, relayed_of, request, unix_now, wait_until, Daemon, REALM,
@@ -470,6 +473,143 @@ fn own_addresses_public_and_private_reach_only_relay_ports() {
         "{} refusals",
         d.metric("switchboard_turn_peer_refusals_total") - refusals_before
     );
+}
+
+/// The README's own example through the daemon: `relay_ip` a LAN address of the box (the host's
+/// end of a veth pair into a namespace of the test's, 10.216.x.1) and
+/// `allow_peers = ["10.0.0.0/8"]`. A UDP echo service of the box on that address, on a port that
+/// is not a relay port, cannot be reached through the relay (ChannelBind 403, a Send dropped and
+/// counted, the echo hears nothing), while a LAN host the range names (the namespace's
+/// address) is a peer both ways. An entry naming the address alone, with the service's port,
+/// opens the service: the same Send is echoed back to the client. (Before, the wide range
+/// opened every UDP port of the box.)
+#[test]
+fn a_range_containing_the_box_does_not_open_its_services() {
+    let ns = Netns::new(16);
+    let (box_ip, lan_ip) = (ns.host, ns.inside[0]);
+    let echo = Echo::on(box_ip);
+    let lan_host = ns.run(move || UdpSocket::bind((lan_ip, 0)).unwrap());
+    lan_host
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let service = echo.addr.to_string();
+
+    let wide = Daemon::start(&format!(
+        "relay_ip = \"{box_ip}\"\nallow_peers = [\"10.0.0.0/8\"]"
+    ));
+    let c = Client::new(&wide, "alice");
+    let ok = c.allocate();
+    assert_eq!(code(&ok), 200);
+    let relayed = relayed_of(&ok);
+    assert_eq!(relayed.ip(), box_ip);
+
+    // The LAN host is a peer: a Send reaches it, its answer reaches the client.
+    let lan = lan_host.local_addr().unwrap().to_string();
+    assert_eq!(code(&c.authed(|| with_peer(CREATE_PERMISSION, &lan))), 200);
+    c.sock
+        .send_to(&send_indication(&lan, b"hello LAN"), wide.turn)
+        .unwrap();
+    let mut buf = [0u8; 1500];
+    let (n, from) = lan_host
+        .recv_from(&mut buf)
+        .expect("the LAN host hears the Send");
+    assert_eq!((&buf[..n], from), (&b"hello LAN"[..], relayed));
+    lan_host.send_to(b"hello client", relayed).unwrap();
+    assert_eq!(data_of(&c).as_deref(), Some(&b"hello client"[..]));
+
+    // The box's own echo service is not.
+    let refusals = wide.metric("switchboard_turn_peer_refusals_total");
+    let bind = c.authed(|| {
+        let mut w = with_peer(CHANNEL_BIND, &service);
+        w.add_attribute(&ChannelNumber::new(0x4000)).unwrap();
+        w
+    });
+    assert_eq!(code(&bind), 403, "ChannelBind {service}");
+    assert_eq!(
+        code(&c.authed(|| with_peer(CREATE_PERMISSION, &service))),
+        200,
+        "a permission is per address: the box's relay ports stay peers"
+    );
+    c.sock
+        .send_to(&send_indication(&service, b"SELECT secrets"), wide.turn)
+        .unwrap();
+    assert_eq!(data_of(&c), None, "the service's echo came back");
+    assert_eq!(echo.heard(), 0, "the service heard the relay");
+    assert!(
+        wait_until(Duration::from_secs(3), || wide
+            .metric("switchboard_turn_peer_refusals_total")
+            == refusals + 2),
+        "the ChannelBind and the Send are counted as refusals"
+    );
+    drop(wide);
+
+    // Named alone, with its port, the address opens that service.
+    let port = echo.addr.port();
+    let named = Daemon::start(&format!(
+        "relay_ip = \"{box_ip}\"\nallow_peers = [\"10.0.0.0/8\", \"{box_ip}:{port}-{port}\"]"
+    ));
+    let c = Client::new(&named, "alice");
+    assert_eq!(code(&c.allocate()), 200);
+    assert_eq!(
+        code(&c.authed(|| with_peer(CREATE_PERMISSION, &service))),
+        200
+    );
+    c.sock
+        .send_to(&send_indication(&service, b"ping"), named.turn)
+        .unwrap();
+    assert_eq!(data_of(&c).as_deref(), Some(&b"ping"[..]), "the echo");
+    assert_eq!(echo.heard(), 1);
+}
+
+/// The payload of the next Data indication to `c`, if one comes within its read timeout.
+fn data_of(c: &Client) -> Option<Vec<u8>> {
+    let mut buf = [0u8; 1500];
+    let (n, _) = c.sock.recv_from(&mut buf).ok()?;
+    let msg = Message::from_bytes(&buf[..n]).expect("a Data indication");
+    Some(msg.attribute::<Data>().unwrap().data().to_vec())
+}
+
+/// A UDP echo service on a port of its own, answering until dropped (for 30 s at most).
+struct Echo {
+    addr: SocketAddr,
+    heard: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Echo {
+    fn on(ip: Ipv4Addr) -> Echo {
+        let sock = UdpSocket::bind((ip, 0)).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let (heard, stop) = (
+            Arc::new(AtomicU64::new(0)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let (h, s) = (heard.clone(), stop.clone());
+        let addr = sock.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let until = Instant::now() + Duration::from_secs(30);
+            let mut buf = [0u8; 1500];
+            while !s.load(Ordering::Relaxed) && Instant::now() < until {
+                if let Ok((n, from)) = sock.recv_from(&mut buf) {
+                    h.fetch_add(1, Ordering::Relaxed);
+                    let _ = sock.send_to(&buf[..n], from);
+                }
+            }
+        });
+        Echo { addr, heard, stop }
+    }
+
+    /// Datagrams heard so far.
+    fn heard(&self) -> u64 {
+        self.heard.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
 }
 
 /// Allocates, permits 127.0.0.1, has a plain local socket (not a relay port) send to the
