@@ -1,0 +1,205 @@
+//! Forwarding: a publisher's RTP packets to its room's subscribers, each on its own m-line with
+//! its own numbering, and the simulcast layer each subscriber gets.
+
+use std::time::Instant;
+
+use str0m::format::{Codec, PayloadParams};
+use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Rid};
+use str0m::rtp::{RtpPacket, RtpWrite};
+use uuid::Uuid;
+
+use super::keyframe::{starts_key_frame, VideoCodec};
+use super::peer::{Line, PeerId, Published, Quality, Subscription};
+use super::rewrite::{Rewriter, Verdict};
+use super::{Sfu, MAX_PUBLISHED};
+
+impl Sfu {
+    /// Aims each open subscription of `id` at the layer it wants, asking publishers for key
+    /// frames where that changes.
+    pub(super) fn start_subscriptions(&mut self, id: PeerId, now: Instant) {
+        let Some(peer) = self.peers.get(&id) else {
+            return;
+        };
+        let mut wants = Vec::new();
+        for (i, s) in peer.subscriptions.iter().enumerate() {
+            if !matches!(s.state, Line::Open(_)) {
+                continue;
+            }
+            let Some(rids) = self.peers.get(&s.publisher).and_then(|p| {
+                p.published
+                    .iter()
+                    .find(|t| t.mid == s.source_mid)
+                    .map(|t| t.rids.clone())
+            }) else {
+                continue;
+            };
+            wants.push((i, s.quality.pick(&rids)));
+        }
+        let mut keys = Vec::new();
+        if let Some(peer) = self.peers.get_mut(&id) {
+            for (i, layer) in wants {
+                let s = &mut peer.subscriptions[i];
+                if s.rewriter.want(layer) {
+                    if let Some(Some(rid)) = layer {
+                        keys.push((s.publisher, s.source_mid, Some(rid)));
+                    } else if s.kind == MediaKind::Video {
+                        keys.push((s.publisher, s.source_mid, None));
+                    }
+                }
+            }
+        }
+        for (publisher, mid, rid) in keys {
+            self.request_key_frame(publisher, mid, rid, now);
+        }
+    }
+
+    pub(super) fn request_key_frame(
+        &mut self,
+        publisher: PeerId,
+        mid: Mid,
+        rid: Option<Rid>,
+        now: Instant,
+    ) {
+        let Some(p) = self.peers.get_mut(&publisher) else {
+            return;
+        };
+        if !p.may_request_key(mid, now) {
+            return;
+        }
+        if let Some(rx) = p.rtc.direct_api().stream_rx_by_mid(mid, rid).as_mut() {
+            rx.request_keyframe(KeyframeRequestKind::Pli);
+            self.dirty.push(publisher);
+        }
+    }
+
+    /// `id` publishes a new track: every other peer in its room subscribes.
+    pub(super) fn published(&mut self, id: PeerId, mid: Mid, kind: MediaKind, rids: Vec<Rid>) {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        if peer.published.len() >= MAX_PUBLISHED || peer.published.iter().any(|p| p.mid == mid) {
+            return;
+        }
+        peer.published.push(Published {
+            mid,
+            kind,
+            rids,
+            key_requested: None,
+        });
+        let (room, user) = (peer.room, peer.user);
+        for other in self.room_members(room) {
+            if other == id {
+                continue;
+            }
+            if let Some(o) = self.peers.get_mut(&other) {
+                o.subscriptions.push(subscription(id, user, mid, kind));
+            }
+        }
+    }
+
+    /// An RTP packet from publisher `id`, to every subscriber of its track.
+    pub(super) fn forward(&mut self, id: PeerId, packet: RtpPacket, now: Instant) {
+        self.counters.received += 1;
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let Some((mid, rid)) = peer
+            .rtc
+            .direct_api()
+            .stream_rx(&packet.header.ssrc)
+            .map(|rx| (rx.mid(), rx.rid()))
+        else {
+            return;
+        };
+        let Some(kind) = peer.published.iter().find(|p| p.mid == mid).map(|p| p.kind) else {
+            return;
+        };
+        let Some(params) = peer
+            .rtc
+            .codec_config()
+            .find(|p| p.pt() == packet.header.payload_type)
+            .cloned()
+        else {
+            return;
+        };
+        let codec = video_codec(&params);
+        let key = kind == MediaKind::Audio || starts_key_frame(codec, &packet.payload);
+        let room = peer.room;
+        let mut waiting = false;
+        for sid in self.room_members(room) {
+            if sid == id {
+                continue;
+            }
+            let Some(s) = self.peers.get_mut(&sid) else {
+                continue;
+            };
+            for sub in s.subscriptions.iter_mut() {
+                if sub.publisher != id || sub.source_mid != mid {
+                    continue;
+                }
+                let Line::Open(out) = sub.state else {
+                    continue;
+                };
+                sub.codec = Some(codec);
+                let verdict =
+                    sub.rewriter
+                        .packet(rid, *packet.seq_no, packet.header.timestamp, key, now);
+                let Verdict::Forward { seq, time } = verdict else {
+                    waiting |=
+                        sub.rewriter.target() == Some(rid) && sub.rewriter.current() != Some(rid);
+                    continue;
+                };
+                let Some(pt) = s.rtc.codec_config().match_params(params).map(|p| p.pt()) else {
+                    continue;
+                };
+                let mut api = s.rtc.direct_api();
+                let Some(tx) = api.stream_tx_by_mid(out, None) else {
+                    continue;
+                };
+                let write = RtpWrite::new(pt, seq.into(), time, now, packet.payload.clone())
+                    .marker(packet.header.marker)
+                    .ext_vals(packet.header.ext_vals.clone())
+                    .nackable(kind == MediaKind::Video);
+                tx.write_rtp(write);
+                self.counters.forwarded += 1;
+                self.dirty.push(sid);
+            }
+        }
+        // A subscriber waits for this layer's key frame: ask again (the request is throttled).
+        if waiting {
+            self.request_key_frame(id, mid, rid, now);
+        }
+    }
+}
+
+pub(super) fn subscription(
+    publisher: PeerId,
+    user: Uuid,
+    mid: Mid,
+    kind: MediaKind,
+) -> Subscription {
+    let clock_rate = if kind == MediaKind::Audio {
+        48_000
+    } else {
+        90_000
+    };
+    Subscription {
+        publisher,
+        publisher_user: user,
+        source_mid: mid,
+        kind,
+        state: Line::ToOpen,
+        rewriter: Rewriter::new(clock_rate),
+        codec: None,
+        quality: Quality::default(),
+    }
+}
+
+fn video_codec(params: &PayloadParams) -> VideoCodec {
+    match params.spec().codec {
+        Codec::Vp8 => VideoCodec::Vp8,
+        Codec::Vp9 => VideoCodec::Vp9,
+        Codec::H264 => VideoCodec::H264,
+        _ => VideoCodec::Other,
+    }
+}

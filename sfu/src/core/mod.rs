@@ -1,0 +1,573 @@
+//! The SFU's sans-IO core: every participant's peer connection (a str0m [`Rtc`] in RTP mode,
+//! ICE-lite), the demultiplexing of the one media port between them, and the forwarding of
+//! each published track to the other participants of its room.
+//!
+//! # Driving it
+//! As str0m (and the relay's core): inputs are `handle_*` and the signaling calls
+//! ([`Sfu::offer`], [`Sfu::answer`], [`Sfu::leave`], [`Sfu::set_quality`]), all given `now`;
+//! after any of them, take [`Sfu::poll_transmit`] until `None` (datagrams to send),
+//! [`Sfu::poll_event`] until `None` (what signaling must tell the participants), and call
+//! [`Sfu::handle_timeout`] at [`Sfu::poll_timeout`]. Nothing here reads the clock, blocks or
+//! does I/O, and nothing a peer sends can panic it: bad input is dropped and counted.
+//!
+//! # Demultiplexing
+//! A datagram's 5-tuple finds its peer in a map. From a tuple not seen yet only a STUN binding
+//! request is taken: its USERNAME starts with our ICE ufrag, minted for that participant when
+//! it joined, which finds the peer in a second map (no scan over peers, unlike str0m's own
+//! chat example). str0m then checks the request's integrity with that participant's password;
+//! anything else is dropped and counted.
+//!
+//! # Forwarding
+//! Packets are forwarded as RTP (no decoding, no depacketizing): each subscriber's m-line for
+//! a track gets the publisher's payload as it came, with the subscriber's payload type, its
+//! own sequence numbers and timestamps ([`rewrite`]) and the header extensions str0m knows.
+//! A simulcast track sends each subscriber one layer, which it may change ([`Sfu::set_quality`]):
+//! the switch waits for a key frame of the new layer, asked of the publisher at once.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use str0m::change::{SdpAnswer, SdpOffer};
+use str0m::crypto::CryptoProvider;
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, RtcConfig};
+use uuid::Uuid;
+
+mod forward;
+pub mod keyframe;
+mod negotiate;
+mod peer;
+pub mod rewrite;
+mod stun;
+
+pub use peer::Quality;
+use peer::{Line, Peer, PeerId};
+
+/// A peer's 5-tuples kept for demultiplexing, at most (ICE tries a few candidate pairs).
+const MAX_TUPLES: usize = 8;
+/// Tracks one participant may publish, at most: camera, microphone, screen and its audio.
+pub const MAX_PUBLISHED: usize = 4;
+/// How often disconnected peers are looked at.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// What the SFU is started with.
+#[derive(Clone, Debug)]
+pub struct SfuConfig {
+    /// The addresses participants send media to, offered as host candidates (the public one
+    /// first).
+    pub candidates: Vec<SocketAddr>,
+    /// A participant whose connection stays down this long is removed ([`SfuEvent::Gone`]).
+    pub grace: Duration,
+}
+
+/// Something signaling must tell a participant, or act on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SfuEvent {
+    /// The SFU's answer to the participant's offer.
+    Answer { room: Uuid, user: Uuid, sdp: String },
+    /// An offer of the SFU's (tracks of others added or removed), to be answered with
+    /// [`Sfu::answer`]; `tracks` says whose each m-line carries.
+    Offer {
+        room: Uuid,
+        user: Uuid,
+        sdp: String,
+        tracks: Vec<TrackInfo>,
+    },
+    /// The participant's media connection is up.
+    Connected { room: Uuid, user: Uuid },
+    /// The participant's connection failed or stayed down past the grace: it is no longer in
+    /// the room.
+    Gone { room: Uuid, user: Uuid },
+}
+
+/// An m-line of a subscriber's: the track of `user` it carries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrackInfo {
+    pub mid: String,
+    pub user: Uuid,
+    pub kind: &'static str,
+}
+
+/// A datagram to send.
+#[derive(Debug)]
+pub struct Transmit {
+    pub source: SocketAddr,
+    pub destination: SocketAddr,
+    pub contents: Vec<u8>,
+}
+
+/// Why a signaling call was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SfuError {
+    #[error("not SDP: {0}")]
+    BadSdp(String),
+    #[error("the offer cannot be accepted: {0}")]
+    Refused(String),
+    #[error("not in this room")]
+    NotJoined,
+    #[error("no offer of ours awaits an answer")]
+    NoOffer,
+}
+
+/// Counters, read by the driver for `/metrics`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Datagrams from a tuple no peer has used that were not a binding request of a peer's.
+    pub unknown: u64,
+    /// Datagrams a peer's connection refused (bad integrity, bad DTLS, bad SRTP...).
+    pub refused: u64,
+    /// RTP packets received from publishers.
+    pub received: u64,
+    /// RTP packets written to subscribers.
+    pub forwarded: u64,
+}
+
+pub struct Sfu {
+    config: SfuConfig,
+    crypto: Arc<CryptoProvider>,
+    peers: HashMap<PeerId, Peer>,
+    next_id: PeerId,
+    rooms: HashMap<Uuid, Vec<PeerId>>,
+    by_user: HashMap<(Uuid, Uuid), PeerId>,
+    by_ufrag: HashMap<String, PeerId>,
+    by_tuple: HashMap<(SocketAddr, SocketAddr), PeerId>,
+    /// Peers' deadlines, earliest first; an entry whose deadline is no longer the peer's is
+    /// stale and skipped.
+    timers: BinaryHeap<Reverse<(Instant, PeerId)>>,
+    next_sweep: Option<Instant>,
+    /// Peers written to since they were last polled.
+    dirty: Vec<PeerId>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<SfuEvent>,
+    counters: Counters,
+}
+
+impl Sfu {
+    pub fn new(config: SfuConfig, crypto: Arc<CryptoProvider>) -> Sfu {
+        Sfu {
+            config,
+            crypto,
+            peers: HashMap::new(),
+            next_id: 0,
+            rooms: HashMap::new(),
+            by_user: HashMap::new(),
+            by_ufrag: HashMap::new(),
+            by_tuple: HashMap::new(),
+            timers: BinaryHeap::new(),
+            next_sweep: None,
+            dirty: Vec::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            counters: Counters::default(),
+        }
+    }
+
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// Participants in `room`.
+    pub fn room_size(&self, room: Uuid) -> usize {
+        self.rooms.get(&room).map_or(0, Vec::len)
+    }
+
+    /// `user`'s offer in `room`: the first one joins the room (signaling has checked that the
+    /// user is a joined participant of the call), a later one renegotiates (a track added or
+    /// removed). The answer comes as [`SfuEvent::Answer`], before any offer of ours.
+    pub fn offer(
+        &mut self,
+        now: Instant,
+        room: Uuid,
+        user: Uuid,
+        sdp: &str,
+    ) -> Result<(), SfuError> {
+        let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| SfuError::BadSdp(e.to_string()))?;
+        let (id, joined) = match self.by_user.get(&(room, user)) {
+            Some(&id) => (id, false),
+            None => (self.add_peer(now, room, user)?, true),
+        };
+        let peer = self.peers.get_mut(&id).expect("indexed peers exist");
+        let answer = match peer.rtc.sdp_api().accept_offer(offer) {
+            Ok(a) => a,
+            Err(e) => {
+                if joined {
+                    self.remove_peer(id);
+                }
+                return Err(SfuError::Refused(e.to_string()));
+            }
+        };
+        // An offer of ours that crossed this one is void; what it carried goes in the next.
+        if peer.pending.is_some() {
+            peer.offer_dropped();
+        }
+        self.events.push_back(SfuEvent::Answer {
+            room,
+            user,
+            sdp: answer.to_sdp_string(),
+        });
+        if joined {
+            self.subscribe_to_room(id);
+        }
+        self.poll_peer(id, now);
+        self.settle(now);
+        Ok(())
+    }
+
+    /// `user`'s answer to our last offer.
+    pub fn answer(
+        &mut self,
+        now: Instant,
+        room: Uuid,
+        user: Uuid,
+        sdp: &str,
+    ) -> Result<(), SfuError> {
+        let answer =
+            SdpAnswer::from_sdp_string(sdp).map_err(|e| SfuError::BadSdp(e.to_string()))?;
+        let id = *self.by_user.get(&(room, user)).ok_or(SfuError::NotJoined)?;
+        let peer = self.peers.get_mut(&id).expect("indexed peers exist");
+        let pending = peer.pending.take().ok_or(SfuError::NoOffer)?;
+        peer.rtc
+            .sdp_api()
+            .accept_answer(pending, answer)
+            .map_err(|e| SfuError::Refused(e.to_string()))?;
+        peer.offer_answered();
+        self.start_subscriptions(id, now);
+        self.poll_peer(id, now);
+        self.settle(now);
+        Ok(())
+    }
+
+    /// `user` left `room` (or its call ended): its peer connection closes and the others
+    /// stop receiving its tracks.
+    pub fn leave(&mut self, now: Instant, room: Uuid, user: Uuid) {
+        if let Some(&id) = self.by_user.get(&(room, user)) {
+            if let Some(peer) = self.peers.get_mut(&id) {
+                peer.rtc.disconnect();
+            }
+            self.poll_peer(id, now);
+            self.remove_peer(id);
+            self.settle(now);
+        }
+    }
+
+    /// Which layer `subscriber` wants of `publisher`'s video (a thumbnail, the focus, none).
+    pub fn set_quality(
+        &mut self,
+        now: Instant,
+        room: Uuid,
+        subscriber: Uuid,
+        publisher: Uuid,
+        quality: Quality,
+    ) -> Result<(), SfuError> {
+        let id = *self
+            .by_user
+            .get(&(room, subscriber))
+            .ok_or(SfuError::NotJoined)?;
+        let from = *self
+            .by_user
+            .get(&(room, publisher))
+            .ok_or(SfuError::NotJoined)?;
+        if let Some(peer) = self.peers.get_mut(&id) {
+            for s in peer
+                .subscriptions
+                .iter_mut()
+                .filter(|s| s.publisher == from)
+            {
+                s.quality = quality;
+            }
+        }
+        self.start_subscriptions(id, now);
+        self.settle(now);
+        Ok(())
+    }
+
+    /// A datagram that arrived on the media port (or through the relay) from `source` to
+    /// `destination`.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        data: &[u8],
+    ) {
+        let tuple = (source, destination);
+        let known = self.by_tuple.get(&tuple).copied();
+        let Some(id) = known.or_else(|| {
+            stun::binding_ufrag(data).and_then(|ufrag| self.by_ufrag.get(ufrag).copied())
+        }) else {
+            self.counters.unknown += 1;
+            return;
+        };
+        let Ok(contents) = data.try_into() else {
+            self.counters.refused += 1;
+            return;
+        };
+        let input = Input::Receive(
+            now,
+            Receive {
+                proto: Protocol::Udp,
+                source,
+                destination,
+                contents,
+            },
+        );
+        let peer = self.peers.get_mut(&id).expect("indexed peers exist");
+        if !peer.rtc.accepts(&input) {
+            self.counters.refused += 1;
+            return;
+        }
+        if peer.rtc.handle_input(input).is_err() {
+            self.counters.refused += 1;
+        } else if known.is_none() && peer.tuples.len() < MAX_TUPLES {
+            peer.tuples.push(tuple);
+            self.by_tuple.insert(tuple, id);
+        }
+        self.poll_peer(id, now);
+        self.settle(now);
+    }
+
+    /// Time passed: `now` is at or past [`Sfu::poll_timeout`] (earlier is harmless).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(&Reverse((at, id))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(peer) = self.peers.get_mut(&id) else {
+                continue;
+            };
+            if peer.deadline != at {
+                continue;
+            }
+            if peer.rtc.handle_input(Input::Timeout(now)).is_err() {
+                peer.rtc.disconnect();
+            }
+            self.poll_peer(id, now);
+        }
+        if self.next_sweep.is_some_and(|t| t <= now) {
+            self.sweep(now);
+        }
+        self.settle(now);
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let timer = self.timers.peek().map(|Reverse((t, _))| *t);
+        match (timer, self.next_sweep) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<SfuEvent> {
+        self.events.pop_front()
+    }
+
+    // ---- Peers ----
+
+    fn add_peer(&mut self, now: Instant, room: Uuid, user: Uuid) -> Result<PeerId, SfuError> {
+        let creds = mint_ice_credentials();
+        let mut rtc = RtcConfig::new()
+            .set_crypto_provider(self.crypto.clone())
+            .set_local_ice_credentials(creds.clone())
+            .set_ice_lite(true)
+            .set_rtp_mode(true)
+            .build(now);
+        for addr in &self.config.candidates {
+            let c = Candidate::host(*addr, "udp").map_err(|e| SfuError::Refused(e.to_string()))?;
+            rtc.add_local_candidate(c);
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        self.peers
+            .insert(id, Peer::new(room, user, rtc, creds.ufrag.clone(), now));
+        self.by_ufrag.insert(creds.ufrag, id);
+        self.by_user.insert((room, user), id);
+        self.rooms.entry(room).or_default().push(id);
+        self.next_sweep.get_or_insert(now + SWEEP_EVERY);
+        Ok(id)
+    }
+
+    /// Takes a peer out of every index, and its tracks out of the others' subscriptions.
+    fn remove_peer(&mut self, id: PeerId) {
+        let Some(peer) = self.peers.remove(&id) else {
+            return;
+        };
+        self.by_ufrag.remove(&peer.ufrag);
+        self.by_user.remove(&(peer.room, peer.user));
+        for t in &peer.tuples {
+            self.by_tuple.remove(t);
+        }
+        if let Some(members) = self.rooms.get_mut(&peer.room) {
+            members.retain(|m| *m != id);
+            if members.is_empty() {
+                self.rooms.remove(&peer.room);
+            }
+        }
+        for other in self.room_members(peer.room) {
+            let Some(o) = self.peers.get_mut(&other) else {
+                continue;
+            };
+            o.subscriptions.retain_mut(|s| {
+                if s.publisher != id {
+                    return true;
+                }
+                match s.state {
+                    Line::ToOpen => false,
+                    Line::Open(m) | Line::Offered(m) => {
+                        s.state = Line::ToStop(m);
+                        true
+                    }
+                    Line::ToStop(_) | Line::Stopping(_) => true,
+                }
+            });
+        }
+    }
+
+    fn room_members(&self, room: Uuid) -> Vec<PeerId> {
+        self.rooms.get(&room).cloned().unwrap_or_default()
+    }
+
+    /// Removes peers whose connection stayed down past the grace.
+    fn sweep(&mut self, now: Instant) {
+        let gone: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| {
+                !p.rtc.is_alive() || (!p.connected && now >= p.last_up + self.config.grace)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in gone {
+            if let Some(p) = self.peers.get(&id) {
+                self.events.push_back(SfuEvent::Gone {
+                    room: p.room,
+                    user: p.user,
+                });
+            }
+            self.remove_peer(id);
+        }
+        self.next_sweep = (!self.peers.is_empty()).then(|| now + SWEEP_EVERY);
+    }
+
+    // ---- Output ----
+
+    /// Polls `id`'s connection until it has nothing more but a deadline.
+    fn poll_peer(&mut self, id: PeerId, now: Instant) {
+        loop {
+            let Some(peer) = self.peers.get_mut(&id) else {
+                return;
+            };
+            match peer.rtc.poll_output() {
+                Ok(Output::Timeout(t)) => {
+                    peer.deadline = t;
+                    self.timers.push(Reverse((t, id)));
+                    return;
+                }
+                Ok(Output::Transmit(t)) => self.transmits.push_back(Transmit {
+                    source: t.source,
+                    destination: t.destination,
+                    contents: t.contents.into(),
+                }),
+                Ok(Output::Event(e)) => self.on_event(id, e, now),
+                Err(_) => {
+                    peer.rtc.disconnect();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Polls every peer written to, and sends the offers that changes call for, until nothing
+    /// is left to do.
+    fn settle(&mut self, now: Instant) {
+        loop {
+            while let Some(id) = self.dirty.pop() {
+                self.poll_peer(id, now);
+            }
+            let offering: Vec<PeerId> = self
+                .peers
+                .iter()
+                .filter(|(_, p)| p.needs_offer())
+                .map(|(id, _)| *id)
+                .collect();
+            if offering.is_empty() && self.dirty.is_empty() {
+                return;
+            }
+            for id in offering {
+                self.send_offer(id);
+                self.dirty.push(id);
+            }
+        }
+    }
+
+    fn on_event(&mut self, id: PeerId, event: Event, now: Instant) {
+        match event {
+            Event::RtpPacket(packet) => self.forward(id, packet, now),
+            Event::MediaAdded(m) if Peer::receives(m.direction) => {
+                let rids = m
+                    .simulcast
+                    .map(|s| {
+                        let layers = if s.recv.is_empty() { s.send } else { s.recv };
+                        layers.into_iter().map(|l| l.rid).collect()
+                    })
+                    .unwrap_or_default();
+                self.published(id, m.mid, m.kind, rids);
+            }
+            Event::KeyframeRequest(req) => {
+                let Some(peer) = self.peers.get(&id) else {
+                    return;
+                };
+                let Some(s) = peer
+                    .subscriptions
+                    .iter()
+                    .find(|s| s.state == Line::Open(req.mid))
+                else {
+                    return;
+                };
+                let (publisher, mid, rid) =
+                    (s.publisher, s.source_mid, s.rewriter.current().flatten());
+                self.request_key_frame(publisher, mid, rid, now);
+            }
+            Event::IceConnectionStateChange(state) => {
+                let Some(peer) = self.peers.get_mut(&id) else {
+                    return;
+                };
+                let up = matches!(
+                    state,
+                    IceConnectionState::Connected | IceConnectionState::Completed
+                );
+                if up && !peer.connected {
+                    self.events.push_back(SfuEvent::Connected {
+                        room: peer.room,
+                        user: peer.user,
+                    });
+                }
+                if up || peer.connected {
+                    peer.last_up = now;
+                }
+                peer.connected = up;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// ICE credentials from a cryptographic generator (rand's, seeded by the operating system;
+/// str0m's own come from a fast, non-cryptographic one): 8 and 24 alphanumerics, 47 bits of
+/// ufrag and 142 of password.
+fn mint_ice_credentials() -> IceCreds {
+    use rand::distr::{Alphanumeric, SampleString};
+    let mut rng = rand::rng();
+    IceCreds {
+        ufrag: Alphanumeric.sample_string(&mut rng, 8),
+        pass: Alphanumeric.sample_string(&mut rng, 24),
+    }
+}

@@ -1,0 +1,182 @@
+//! One participant's peer connection with the SFU: its str0m [`Rtc`], the tracks it publishes,
+//! the tracks of others it receives, and where its SDP negotiation stands.
+
+use std::time::{Duration, Instant};
+
+use str0m::change::SdpPendingOffer;
+use str0m::media::{Direction, MediaKind, Mid, Rid};
+use str0m::Rtc;
+use uuid::Uuid;
+
+use super::keyframe::VideoCodec;
+use super::rewrite::Rewriter;
+
+/// A peer's handle in the SFU, never reused.
+pub(crate) type PeerId = u64;
+
+/// Keyframe requests to one publisher's stream are at most this frequent.
+const KEY_FRAME_EVERY: Duration = Duration::from_millis(300);
+
+pub(crate) struct Peer {
+    pub room: Uuid,
+    pub user: Uuid,
+    pub rtc: Rtc,
+    /// Our ICE username fragment for this peer (the first half of a binding request's
+    /// USERNAME): how a datagram from an address not seen yet finds its peer.
+    pub ufrag: String,
+    /// The 5-tuples (source, destination) this peer's traffic came by.
+    pub tuples: Vec<(std::net::SocketAddr, std::net::SocketAddr)>,
+    pub published: Vec<Published>,
+    pub subscriptions: Vec<Subscription>,
+    /// Our offer awaiting the peer's answer.
+    pub pending: Option<SdpPendingOffer>,
+    /// When str0m wants [`Rtc::handle_input`] with a timeout next.
+    pub deadline: Instant,
+    pub connected: bool,
+    /// When the peer's ICE connection was last seen up (or the peer joined): a peer
+    /// disconnected for longer than the grace is removed.
+    pub last_up: Instant,
+}
+
+/// A track the peer sends us.
+pub(crate) struct Published {
+    pub mid: Mid,
+    pub kind: MediaKind,
+    /// Its simulcast layers, lowest first; empty without simulcast.
+    pub rids: Vec<Rid>,
+    /// The last keyframe request sent for it (any layer).
+    pub key_requested: Option<Instant>,
+}
+
+/// A track of another peer that this peer receives, on an m-line of its own.
+pub(crate) struct Subscription {
+    pub publisher: PeerId,
+    /// The publisher's user id: the m-line's stream id, which the browser shows as
+    /// `event.streams[0].id`.
+    pub publisher_user: Uuid,
+    pub source_mid: Mid,
+    pub kind: MediaKind,
+    pub state: Line,
+    pub rewriter: Rewriter<Option<Rid>>,
+    /// The publisher's codec, learned from its first packet.
+    pub codec: Option<VideoCodec>,
+    /// The layer this subscriber would like (an index into the publisher's rids, from the
+    /// top): 0 for the best.
+    pub quality: Quality,
+}
+
+/// Where a subscription's m-line stands in the negotiation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Line {
+    /// To be added in our next offer.
+    ToOpen,
+    /// In our offer, awaiting the answer.
+    Offered(Mid),
+    /// Negotiated: media flows.
+    Open(Mid),
+    /// The publisher left or stopped the track: to be stopped in our next offer.
+    ToStop(Mid),
+    /// Stopped in our offer, awaiting the answer (then the subscription goes).
+    Stopping(Mid),
+}
+
+/// The simulcast layer a subscriber asks for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Quality {
+    /// The smallest layer: a thumbnail.
+    Low,
+    Medium,
+    /// The best layer: the focus.
+    #[default]
+    High,
+    /// None: the track is paused for this subscriber.
+    Off,
+}
+
+impl Quality {
+    /// The rid of `rids` (lowest first) this quality picks; `None` in the inner option is the
+    /// track without simulcast.
+    pub fn pick(self, rids: &[Rid]) -> Option<Option<Rid>> {
+        if self == Quality::Off {
+            return None;
+        }
+        if rids.is_empty() {
+            return Some(None);
+        }
+        let top = rids.len() - 1;
+        let i = match self {
+            Quality::Low => 0,
+            Quality::Medium => top.min(1),
+            Quality::High | Quality::Off => top,
+        };
+        Some(Some(rids[i]))
+    }
+}
+
+impl Peer {
+    pub fn new(room: Uuid, user: Uuid, rtc: Rtc, ufrag: String, now: Instant) -> Peer {
+        Peer {
+            room,
+            user,
+            rtc,
+            ufrag,
+            tuples: Vec::new(),
+            published: Vec::new(),
+            subscriptions: Vec::new(),
+            pending: None,
+            deadline: now,
+            connected: false,
+            last_up: now,
+        }
+    }
+
+    /// Whether our next offer has something to say.
+    pub fn needs_offer(&self) -> bool {
+        self.pending.is_none()
+            && self
+                .subscriptions
+                .iter()
+                .any(|s| matches!(s.state, Line::ToOpen | Line::ToStop(_)))
+    }
+
+    /// Our offer was superseded (the peer's own offer came first): what it carried is
+    /// offered again next time.
+    pub fn offer_dropped(&mut self) {
+        self.pending = None;
+        for s in &mut self.subscriptions {
+            s.state = match s.state {
+                Line::Offered(_) => Line::ToOpen,
+                Line::Stopping(m) => Line::ToStop(m),
+                other => other,
+            };
+        }
+    }
+
+    /// The peer answered our offer: what it carried is in force.
+    pub fn offer_answered(&mut self) {
+        for s in &mut self.subscriptions {
+            if let Line::Offered(m) = s.state {
+                s.state = Line::Open(m);
+            }
+        }
+        self.subscriptions
+            .retain(|s| !matches!(s.state, Line::Stopping(_)));
+    }
+
+    /// Whether a keyframe may be asked of published track `mid` now (and notes that it is).
+    pub fn may_request_key(&mut self, mid: Mid, now: Instant) -> bool {
+        let Some(p) = self.published.iter_mut().find(|p| p.mid == mid) else {
+            return false;
+        };
+        if p.key_requested.is_some_and(|t| now < t + KEY_FRAME_EVERY) {
+            return false;
+        }
+        p.key_requested = Some(now);
+        true
+    }
+
+    /// The direction of our m-line for a track the peer publishes.
+    pub fn receives(direction: Direction) -> bool {
+        matches!(direction, Direction::RecvOnly | Direction::SendRecv)
+    }
+}

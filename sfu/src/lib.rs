@@ -1,0 +1,29 @@
+//! switchboard's SFU (selective forwarding unit): the media of group calls, forwarded on the
+//! server so that each participant sends its camera and microphone once, whatever the size of
+//! the call.
+//!
+//! Built on str0m, sans-IO WebRTC: ICE-lite (the SFU has one public address; clients do the
+//! checks), DTLS-SRTP, RTP and RTCP with NACK/RTX and TWCC. Media is forwarded as RTP packets,
+//! never decoded; the codec payload is read only for its first bytes, to tell key frames
+//! ([`core::keyframe`]).
+//!
+//! # Layout
+//! - [`core`]: the sans-IO SFU: peers, demultiplexing, forwarding, negotiation (`core/mod.rs`);
+//!   a peer's state (`core/peer.rs`); simulcast layer switching and RTP renumbering
+//!   (`core/rewrite.rs`); key frame detection (`core/keyframe.rs`); the STUN USERNAME read for
+//!   demultiplexing (`core/stun.rs`).
+//! - `io` (feature `io`): the driver: one UDP socket for all media, on a thread of its own.
+//!
+//! # Privacy
+//! DTLS-SRTP ends here, as in every SFU without end-to-end encryption: the server sees the
+//! media of group calls. Forwarding reads only RTP headers, header extensions and the codec's
+//! payload header, which end-to-end encryption of the encoded frames leaves readable.
+
+pub mod core;
+
+pub use crate::core::{Counters, Quality, Sfu, SfuConfig, SfuError, SfuEvent, TrackInfo, Transmit};
+
+/// The crypto provider str0m uses for DTLS and SRTP here.
+pub fn crypto() -> std::sync::Arc<str0m::crypto::CryptoProvider> {
+    std::sync::Arc::new(str0m::crypto::from_feature_flags())
+}

@@ -1,0 +1,415 @@
+//! The SFU core with real WebRTC peers: str0m clients (full ICE, DTLS-SRTP, frame-level media
+//! as an application uses it) join a room, publish Opus and VP8, and receive each other through
+//! the SFU. The network is simulated in memory and the clock is virtual, so every run is the
+//! same: datagrams go from a client's transmit straight to the SFU's input and back.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::format::Codec;
+use str0m::media::{Direction, MediaKind, MediaTime, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
+use switchboard_sfu::{Sfu, SfuConfig, SfuEvent};
+use uuid::Uuid;
+
+const SFU: &str = "10.0.0.1:40000";
+const STEP: Duration = Duration::from_millis(5);
+
+struct Client {
+    name: &'static str,
+    user: Uuid,
+    addr: SocketAddr,
+    rtc: Rtc,
+    pending: Option<SdpPendingOffer>,
+    audio: Mid,
+    video: Mid,
+    connected: bool,
+    /// Whose track each of our receiving m-lines carries, as the SFU's offers said.
+    owners: HashMap<String, Uuid>,
+    /// What arrived: by (sender, kind), the frames' payloads.
+    got: HashMap<(Uuid, MediaKind), Vec<Vec<u8>>>,
+    frames_sent: u64,
+}
+
+impl Client {
+    /// A client with a camera and a microphone, and its first offer.
+    fn new(name: &'static str, port: u16, now: Instant) -> (Client, SdpOffer) {
+        let addr: SocketAddr = format!("10.0.1.{port}:{}", 50_000 + port).parse().unwrap();
+        let mut rtc = RtcConfig::new()
+            .set_crypto_provider(switchboard_sfu::crypto())
+            .build(now);
+        rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
+        let mut api = rtc.sdp_api();
+        let audio = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+        let video = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+        let (offer, pending) = api.apply().unwrap();
+        let client = Client {
+            name,
+            user: Uuid::new_v4(),
+            addr,
+            rtc,
+            pending: Some(pending),
+            audio,
+            video,
+            connected: false,
+            owners: HashMap::new(),
+            got: HashMap::new(),
+            frames_sent: 0,
+        };
+        (client, offer)
+    }
+
+    /// Sends one audio frame, and every third call a video frame (a key frame every 30th).
+    fn send_media(&mut self, now: Instant) {
+        if !self.connected {
+            return;
+        }
+        let n = self.frames_sent;
+        self.frames_sent += 1;
+        let w = self.rtc.writer(self.audio).unwrap();
+        let pt = w
+            .payload_params()
+            .find(|p| p.spec().codec == Codec::Opus)
+            .unwrap()
+            .pt();
+        let mut payload = vec![b'a', self.name.as_bytes()[0]];
+        payload.extend(n.to_be_bytes());
+        w.write(
+            pt,
+            now,
+            MediaTime::new(n * 960, str0m::media::Frequency::FORTY_EIGHT_KHZ),
+            payload,
+        )
+        .unwrap();
+        if n.is_multiple_of(3) {
+            let w = self.rtc.writer(self.video).unwrap();
+            let pt = w
+                .payload_params()
+                .find(|p| p.spec().codec == Codec::Vp8)
+                .unwrap()
+                .pt();
+            // A VP8 frame header's first bit is 0 for a key frame.
+            let key = n.is_multiple_of(90);
+            let mut frame = vec![if key { 0x00 } else { 0x01 }, b'v', self.name.as_bytes()[0]];
+            frame.extend(n.to_be_bytes());
+            frame.resize(1800, 0x5a); // two packets
+            w.write(
+                pt,
+                now,
+                MediaTime::new(n * 3000, str0m::media::Frequency::NINETY_KHZ),
+                frame,
+            )
+            .unwrap();
+        }
+    }
+}
+
+struct World {
+    now: Instant,
+    sfu: Sfu,
+    room: Uuid,
+    clients: Vec<Client>,
+}
+
+impl World {
+    fn new() -> World {
+        let now = Instant::now();
+        let config = SfuConfig {
+            candidates: vec![SFU.parse().unwrap()],
+            grace: Duration::from_secs(5),
+        };
+        World {
+            now,
+            sfu: Sfu::new(config, switchboard_sfu::crypto()),
+            room: Uuid::new_v4(),
+            clients: Vec::new(),
+        }
+    }
+
+    fn join(&mut self, name: &'static str) -> usize {
+        let port = self.clients.len() as u16 + 1;
+        let (client, offer) = Client::new(name, port, self.now);
+        let user = client.user;
+        self.clients.push(client);
+        self.sfu
+            .offer(self.now, self.room, user, &offer.to_sdp_string())
+            .unwrap();
+        self.clients.len() - 1
+    }
+
+    fn client_of(&mut self, user: Uuid) -> &mut Client {
+        self.clients.iter_mut().find(|c| c.user == user).unwrap()
+    }
+
+    /// One step of the network: every output delivered, then time moves on by [`STEP`].
+    fn step(&mut self, media: bool) {
+        for _ in 0..50 {
+            let mut moved = false;
+            for i in 0..self.clients.len() {
+                loop {
+                    let c = &mut self.clients[i];
+                    match c.rtc.poll_output().unwrap() {
+                        Output::Timeout(_) => break,
+                        Output::Transmit(t) => {
+                            moved = true;
+                            self.sfu.handle_datagram(
+                                self.now,
+                                t.source,
+                                t.destination,
+                                &t.contents,
+                            );
+                        }
+                        Output::Event(e) => on_client_event(c, e),
+                    }
+                }
+            }
+            while let Some(t) = self.sfu.poll_transmit() {
+                moved = true;
+                let Some(c) = self.clients.iter_mut().find(|c| c.addr == t.destination) else {
+                    continue;
+                };
+                let input = Input::Receive(
+                    self.now,
+                    Receive {
+                        proto: Protocol::Udp,
+                        source: t.source,
+                        destination: t.destination,
+                        contents: t.contents.as_slice().try_into().unwrap(),
+                    },
+                );
+                c.rtc.handle_input(input).unwrap();
+            }
+            while let Some(e) = self.sfu.poll_event() {
+                moved = true;
+                self.signal(e);
+            }
+            if !moved {
+                break;
+            }
+        }
+        self.now += STEP;
+        if media {
+            for c in &mut self.clients {
+                c.send_media(self.now);
+            }
+        }
+        for c in &mut self.clients {
+            c.rtc.handle_input(Input::Timeout(self.now)).unwrap();
+        }
+        self.sfu.handle_timeout(self.now);
+    }
+
+    /// What signaling would carry: the SFU's answers and offers to the clients, and their
+    /// answers back.
+    fn signal(&mut self, e: SfuEvent) {
+        match e {
+            SfuEvent::Answer { user, sdp, .. } => {
+                let c = self.client_of(user);
+                let pending = c.pending.take().expect("an offer of the client's");
+                let answer = SdpAnswer::from_sdp_string(&sdp).unwrap();
+                c.rtc.sdp_api().accept_answer(pending, answer).unwrap();
+            }
+            SfuEvent::Offer {
+                user, sdp, tracks, ..
+            } => {
+                let room = self.room;
+                let now = self.now;
+                let c = self.client_of(user);
+                for t in tracks {
+                    c.owners.insert(t.mid, t.user);
+                }
+                let offer = SdpOffer::from_sdp_string(&sdp).unwrap();
+                let answer = c.rtc.sdp_api().accept_offer(offer).unwrap();
+                let sdp = answer.to_sdp_string();
+                self.sfu.answer(now, room, user, &sdp).unwrap();
+            }
+            SfuEvent::Connected { .. } | SfuEvent::Gone { .. } => {}
+        }
+    }
+
+    fn run(&mut self, d: Duration, media: bool) {
+        let steps = d.as_millis() / STEP.as_millis();
+        for _ in 0..steps {
+            self.step(media);
+        }
+    }
+}
+
+fn on_client_event(c: &mut Client, e: Event) {
+    match e {
+        Event::Connected => c.connected = true,
+        Event::IceConnectionStateChange(IceConnectionState::Disconnected) => c.connected = false,
+        Event::MediaData(d) => {
+            let Some(owner) = c.owners.get(&d.mid.to_string()).copied() else {
+                panic!("{}: media on m-line {} that no offer named", c.name, d.mid);
+            };
+            let kind = if d.params.spec().codec == Codec::Opus {
+                MediaKind::Audio
+            } else {
+                MediaKind::Video
+            };
+            c.got
+                .entry((owner, kind))
+                .or_default()
+                .push(d.data.to_vec());
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn three_participants_each_receive_the_other_two() {
+    let mut w = World::new();
+    for name in ["alice", "bob", "carol"] {
+        w.join(name);
+        w.run(Duration::from_millis(300), false);
+    }
+    w.run(Duration::from_millis(500), false);
+    assert!(
+        w.clients.iter().all(|c| c.connected),
+        "every client connected"
+    );
+    w.run(Duration::from_secs(3), true);
+
+    let users: Vec<(Uuid, u8)> = w
+        .clients
+        .iter()
+        .map(|c| (c.user, c.name.as_bytes()[0]))
+        .collect();
+    for c in &w.clients {
+        for &(other, initial) in &users {
+            if other == c.user {
+                assert!(
+                    !c.got.keys().any(|(u, _)| *u == other),
+                    "{} hears itself",
+                    c.name
+                );
+                continue;
+            }
+            let audio = c.got.get(&(other, MediaKind::Audio)).map_or(&[][..], |v| v);
+            let video = c.got.get(&(other, MediaKind::Video)).map_or(&[][..], |v| v);
+            // 3 s of 5 ms audio frames; video every 15 ms.
+            assert!(
+                audio.len() > 400,
+                "{}: {} audio frames of {}",
+                c.name,
+                audio.len(),
+                initial as char
+            );
+            assert!(
+                video.len() > 100,
+                "{}: {} video frames of {}",
+                c.name,
+                video.len(),
+                initial as char
+            );
+            assert!(audio.iter().all(|f| f[0] == b'a' && f[1] == initial));
+            assert!(video
+                .iter()
+                .all(|f| f[1] == b'v' && f[2] == initial && f.len() == 1800));
+            // In order, none twice.
+            let seqs: Vec<u64> = audio
+                .iter()
+                .map(|f| u64::from_be_bytes(f[2..10].try_into().unwrap()))
+                .collect();
+            assert!(
+                seqs.windows(2).all(|w| w[0] < w[1]),
+                "{}: audio of {} out of order",
+                c.name,
+                initial as char
+            );
+        }
+    }
+    let counters = w.sfu.counters();
+    println!(
+        "{counters:?}; alice got {:?}",
+        w.clients[0]
+            .got
+            .iter()
+            .map(|(k, v)| (k.1, v.len()))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(counters.unknown, 0);
+    // Each packet to the two others, but for the few that came before a subscriber's m-line.
+    assert!(
+        counters.forwarded * 100 >= 2 * counters.received * 95,
+        "{counters:?}"
+    );
+}
+
+#[test]
+fn a_leaver_is_renegotiated_away_and_a_late_joiner_gets_everyone() {
+    let mut w = World::new();
+    for name in ["alice", "bob", "carol"] {
+        w.join(name);
+        w.run(Duration::from_millis(300), false);
+    }
+    w.run(Duration::from_secs(1), true);
+    let (room, carol) = (w.room, w.clients[2].user);
+    w.sfu.leave(w.now, room, carol);
+    w.clients.remove(2);
+    assert_eq!(w.sfu.room_size(room), 2);
+    // Alice and Bob answer offers that stop Carol's m-lines: their transceivers stop.
+    w.run(Duration::from_millis(300), true);
+    for c in &mut w.clients {
+        let stopped = c
+            .owners
+            .iter()
+            .filter(|(_, u)| **u == carol)
+            .filter(|(mid, _)| {
+                let mid = Mid::from(mid.as_str());
+                c.rtc
+                    .media(mid)
+                    .is_none_or(|m| m.direction() == Direction::Inactive)
+            })
+            .count();
+        assert_eq!(stopped, 2, "{}: Carol's two m-lines stopped", c.name);
+    }
+
+    // Dave joins late: he gets Alice's and Bob's tracks, and they get his.
+    let dave = w.join("dave");
+    w.run(Duration::from_millis(500), false);
+    for c in &mut w.clients {
+        c.got.clear();
+    }
+    w.run(Duration::from_secs(1), true);
+    let users: Vec<Uuid> = w.clients.iter().map(|c| c.user).collect();
+    for c in &w.clients {
+        for &u in users.iter().filter(|u| **u != c.user) {
+            for kind in [MediaKind::Audio, MediaKind::Video] {
+                let n = c.got.get(&(u, kind)).map_or(0, Vec::len);
+                assert!(n > 20, "{}: {n} {kind:?} frames from {u}", c.name);
+            }
+        }
+    }
+    assert!(w.clients[dave].got.keys().all(|(u, _)| *u != carol));
+}
+
+#[test]
+fn datagrams_of_no_participant_are_dropped_and_counted() {
+    let mut w = World::new();
+    w.join("alice");
+    w.run(Duration::from_millis(300), false);
+    let before = w.sfu.counters();
+    let (from, to) = ("10.9.9.9:1234".parse().unwrap(), SFU.parse().unwrap());
+    // RTP, DTLS, garbage, and a binding request naming a ufrag nobody has.
+    let mut binding = vec![0x00, 0x01, 0x00, 0x0c, 0x21, 0x12, 0xa4, 0x42];
+    binding.extend([1u8; 12]);
+    binding.extend([0x00, 0x06, 0x00, 0x07]);
+    binding.extend(b"nobody:x\0");
+    binding.truncate(32);
+    for d in [
+        &[0x80u8, 0x60, 0, 1, 0, 0, 0, 1, 0, 0, 0, 2][..],
+        &[0x16, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        &[0xff; 3],
+        &[],
+        &binding,
+    ] {
+        w.sfu.handle_datagram(w.now, from, to, d);
+    }
+    assert_eq!(w.sfu.counters().unknown, before.unknown + 5);
+    assert!(w.sfu.poll_transmit().is_none(), "nothing answers them");
+}
