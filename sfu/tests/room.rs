@@ -3,16 +3,16 @@
 //! the SFU. The network is simulated in memory and the clock is virtual, so every run is the
 //! same: datagrams go from a client's transmit straight to the SFU's input and back.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
-use str0m::media::{Direction, MediaKind, MediaTime, Mid};
+use str0m::media::{Direction, MediaKind, MediaTime, Mid, Rid, Simulcast, SimulcastLayer};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
-use switchboard_sfu::{Sfu, SfuConfig, SfuEvent};
+use switchboard_sfu::{Quality, Sfu, SfuConfig, SfuEvent};
 use uuid::Uuid;
 
 const SFU: &str = "10.0.0.1:40000";
@@ -32,11 +32,23 @@ struct Client {
     /// What arrived: by (sender, kind), the frames' payloads.
     got: HashMap<(Uuid, MediaKind), Vec<Vec<u8>>>,
     frames_sent: u64,
+    /// The simulcast layers it sends (none: one plain stream).
+    layers: Vec<Option<Rid>>,
+    /// Layers a key frame was asked for (by the SFU's PLI): the next frame of each is one.
+    key_wanted: HashSet<Option<Rid>>,
+    /// Frames that arrived after a gap in sequence numbers.
+    gaps: u64,
 }
 
 impl Client {
-    /// A client with a camera and a microphone, and its first offer.
-    fn new(name: &'static str, port: u16, now: Instant) -> (Client, SdpOffer) {
+    /// A client with a microphone and a camera, the camera sending the simulcast `layers`
+    /// (lowest first; none: one plain stream), and its first offer.
+    fn with_layers(
+        name: &'static str,
+        port: u16,
+        now: Instant,
+        layers: &[&str],
+    ) -> (Client, SdpOffer) {
         let addr: SocketAddr = format!("10.0.1.{port}:{}", 50_000 + port).parse().unwrap();
         let mut rtc = RtcConfig::new()
             .set_crypto_provider(switchboard_sfu::crypto())
@@ -44,7 +56,14 @@ impl Client {
         rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
         let mut api = rtc.sdp_api();
         let audio = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
-        let video = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+        let simulcast = (!layers.is_empty()).then(|| {
+            let mut s = Simulcast::new();
+            for l in layers {
+                s.add_send_layer(SimulcastLayer::new(l));
+            }
+            s
+        });
+        let video = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, simulcast);
         let (offer, pending) = api.apply().unwrap();
         let client = Client {
             name,
@@ -58,6 +77,13 @@ impl Client {
             owners: HashMap::new(),
             got: HashMap::new(),
             frames_sent: 0,
+            layers: if layers.is_empty() {
+                vec![None]
+            } else {
+                layers.iter().map(|l| Some(Rid::from(*l))).collect()
+            },
+            key_wanted: HashSet::new(),
+            gaps: 0,
         };
         (client, offer)
     }
@@ -85,24 +111,26 @@ impl Client {
         )
         .unwrap();
         if n.is_multiple_of(3) {
-            let w = self.rtc.writer(self.video).unwrap();
-            let pt = w
-                .payload_params()
-                .find(|p| p.spec().codec == Codec::Vp8)
-                .unwrap()
-                .pt();
-            // A VP8 frame header's first bit is 0 for a key frame.
-            let key = n.is_multiple_of(90);
-            let mut frame = vec![if key { 0x00 } else { 0x01 }, b'v', self.name.as_bytes()[0]];
-            frame.extend(n.to_be_bytes());
-            frame.resize(1800, 0x5a); // two packets
-            w.write(
-                pt,
-                now,
-                MediaTime::new(n * 3000, str0m::media::Frequency::NINETY_KHZ),
-                frame,
-            )
-            .unwrap();
+            for layer in self.layers.clone() {
+                let w = self.rtc.writer(self.video).unwrap();
+                let pt = w
+                    .payload_params()
+                    .find(|p| p.spec().codec == Codec::Vp8)
+                    .unwrap()
+                    .pt();
+                let w = match layer {
+                    Some(rid) => w.rid(rid),
+                    None => w,
+                };
+                // A VP8 frame header's first bit is 0 for a key frame.
+                let key = n == 0 || self.key_wanted.remove(&layer);
+                let tag = layer.map_or(b'-', |r| r.as_bytes()[0]);
+                let mut frame = vec![u8::from(!key), b'v', self.name.as_bytes()[0], tag];
+                frame.extend(n.to_be_bytes());
+                frame.resize(1800, 0x5a); // two packets
+                let time = MediaTime::new(n * 3000, str0m::media::Frequency::NINETY_KHZ);
+                w.write(pt, now, time, frame).unwrap();
+            }
         }
     }
 }
@@ -130,8 +158,12 @@ impl World {
     }
 
     fn join(&mut self, name: &'static str) -> usize {
+        self.join_with_layers(name, &[])
+    }
+
+    fn join_with_layers(&mut self, name: &'static str, layers: &[&str]) -> usize {
         let port = self.clients.len() as u16 + 1;
-        let (client, offer) = Client::new(name, port, self.now);
+        let (client, offer) = Client::with_layers(name, port, self.now, layers);
         let user = client.user;
         self.clients.push(client);
         self.sfu
@@ -242,7 +274,11 @@ fn on_client_event(c: &mut Client, e: Event) {
     match e {
         Event::Connected => c.connected = true,
         Event::IceConnectionStateChange(IceConnectionState::Disconnected) => c.connected = false,
+        Event::KeyframeRequest(r) => {
+            c.key_wanted.insert(r.rid);
+        }
         Event::MediaData(d) => {
+            c.gaps += u64::from(!d.contiguous);
             let Some(owner) = c.owners.get(&d.mid.to_string()).copied() else {
                 panic!("{}: media on m-line {} that no offer named", c.name, d.mid);
             };
@@ -412,4 +448,67 @@ fn datagrams_of_no_participant_are_dropped_and_counted() {
     }
     assert_eq!(w.sfu.counters().unknown, before.unknown + 5);
     assert!(w.sfu.poll_transmit().is_none(), "nothing answers them");
+}
+
+/// The layer tags of the video frames `c` got from `from`, and whether each was a key frame.
+fn layers_seen(c: &Client, from: Uuid) -> Vec<(u8, bool)> {
+    c.got
+        .get(&(from, MediaKind::Video))
+        .map_or(Vec::new(), |v| {
+            v.iter().map(|f| (f[3], f[0] == 0)).collect()
+        })
+}
+
+#[test]
+fn a_subscriber_gets_one_simulcast_layer_and_switches_at_a_key_frame() {
+    let mut w = World::new();
+    let alice = w.join_with_layers("alice", &["l", "m", "h"]);
+    w.run(Duration::from_millis(300), false);
+    let bob = w.join("bob");
+    w.run(Duration::from_millis(500), false);
+    w.run(Duration::from_secs(1), true);
+    let (room, a, b) = (w.room, w.clients[alice].user, w.clients[bob].user);
+
+    // By default the best layer, and only it.
+    let seen = layers_seen(&w.clients[bob], a);
+    assert!(seen.len() > 50, "{} frames", seen.len());
+    assert!(seen.iter().all(|(l, _)| *l == b'h'), "{seen:?}");
+    let received = w.sfu.counters().received;
+    assert!(received > 3 * seen.len() as u64, "Alice sends three layers");
+
+    // A thumbnail: the SFU asks Alice for a key frame on the low layer and moves Bob to it
+    // there, carrying the numbering on (no gap Bob's client would see).
+    w.clients[bob].got.clear();
+    w.sfu.set_quality(w.now, room, b, a, Quality::Low).unwrap();
+    w.run(Duration::from_secs(1), true);
+    let seen = layers_seen(&w.clients[bob], a);
+    let first_low = seen
+        .iter()
+        .position(|(l, _)| *l == b'l')
+        .expect("the low layer came");
+    assert!(seen[first_low].1, "the switch is at a key frame: {seen:?}");
+    assert!(seen[..first_low].iter().all(|(l, _)| *l == b'h'));
+    assert!(
+        seen[first_low..].iter().all(|(l, _)| *l == b'l'),
+        "{seen:?}"
+    );
+    assert!(seen.len() - first_low > 50, "{seen:?}");
+    assert_eq!(w.clients[bob].gaps, 0, "no frame after a gap");
+
+    // Off, then back on.
+    w.sfu.set_quality(w.now, room, b, a, Quality::Off).unwrap();
+    w.run(Duration::from_millis(200), true);
+    w.clients[bob].got.clear();
+    w.run(Duration::from_millis(500), true);
+    assert!(layers_seen(&w.clients[bob], a).is_empty());
+    w.sfu
+        .set_quality(w.now, room, b, a, Quality::Medium)
+        .unwrap();
+    w.run(Duration::from_millis(500), true);
+    let seen = layers_seen(&w.clients[bob], a);
+    assert!(
+        seen.first().is_some_and(|(l, key)| *l == b'm' && *key),
+        "{seen:?}"
+    );
+    assert!(seen.iter().all(|(l, _)| *l == b'm'));
 }
