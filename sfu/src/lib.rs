@@ -20,6 +20,8 @@
 //! payload header, which end-to-end encryption of the encoded frames leaves readable.
 
 pub mod core;
+#[cfg(feature = "io")]
+pub mod io;
 
 pub use crate::core::{Counters, Quality, Sfu, SfuConfig, SfuError, SfuEvent, TrackInfo, Transmit};
 

@@ -45,11 +45,10 @@ impl Client {
     /// (lowest first; none: one plain stream), and its first offer.
     fn with_layers(
         name: &'static str,
-        port: u16,
+        addr: SocketAddr,
         now: Instant,
         layers: &[&str],
     ) -> (Client, SdpOffer) {
-        let addr: SocketAddr = format!("10.0.1.{port}:{}", 50_000 + port).parse().unwrap();
         let mut rtc = RtcConfig::new()
             .set_crypto_provider(switchboard_sfu::crypto())
             .build(now);
@@ -163,7 +162,8 @@ impl World {
 
     fn join_with_layers(&mut self, name: &'static str, layers: &[&str]) -> usize {
         let port = self.clients.len() as u16 + 1;
-        let (client, offer) = Client::with_layers(name, port, self.now, layers);
+        let addr = format!("10.0.1.{port}:{}", 50_000 + port).parse().unwrap();
+        let (client, offer) = Client::with_layers(name, addr, self.now, layers);
         let user = client.user;
         self.clients.push(client);
         self.sfu
@@ -511,4 +511,122 @@ fn a_subscriber_gets_one_simulcast_layer_and_switches_at_a_key_frame() {
         "{seen:?}"
     );
     assert!(seen.iter().all(|(l, _)| *l == b'm'));
+}
+
+/// The driver: the same room over real UDP sockets on loopback, the SFU on its own thread,
+/// signaling through its handle and event queue as the hub does.
+#[cfg(feature = "io")]
+mod driver {
+    use super::*;
+    use std::net::UdpSocket;
+    use switchboard_sfu::io::{SfuHandle, SfuIoConfig};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn three_participants_over_loopback_through_the_sfu_thread() {
+        let (sfu, mut events) = SfuHandle::start(SfuIoConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            public_ip: None,
+            grace: Duration::from_secs(5),
+        })
+        .unwrap();
+        let room = Uuid::new_v4();
+        let mut clients = Vec::new();
+        let mut sockets = Vec::new();
+        for name in ["alice", "bob", "carol"] {
+            let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+            sock.set_nonblocking(true).unwrap();
+            let (c, offer) =
+                Client::with_layers(name, sock.local_addr().unwrap(), Instant::now(), &[]);
+            sfu.offer(room, c.user, offer.to_sdp_string())
+                .await
+                .unwrap();
+            clients.push(c);
+            sockets.push(sock);
+        }
+        let started = Instant::now();
+        let mut last_media = started;
+        let mut buf = vec![0u8; 2048];
+        while started.elapsed() < Duration::from_secs(4) {
+            let now = Instant::now();
+            while let Ok(e) = events.try_recv() {
+                match e {
+                    SfuEvent::Answer { user, sdp, .. } => {
+                        let c = clients.iter_mut().find(|c| c.user == user).unwrap();
+                        let answer = SdpAnswer::from_sdp_string(&sdp).unwrap();
+                        c.rtc
+                            .sdp_api()
+                            .accept_answer(c.pending.take().unwrap(), answer)
+                            .unwrap();
+                    }
+                    SfuEvent::Offer {
+                        user, sdp, tracks, ..
+                    } => {
+                        let c = clients.iter_mut().find(|c| c.user == user).unwrap();
+                        for t in tracks {
+                            c.owners.insert(t.mid, t.user);
+                        }
+                        let offer = SdpOffer::from_sdp_string(&sdp).unwrap();
+                        let answer = c.rtc.sdp_api().accept_offer(offer).unwrap();
+                        sfu.answer(room, user, answer.to_sdp_string())
+                            .await
+                            .unwrap();
+                    }
+                    _ => {}
+                }
+            }
+            let media = now.duration_since(last_media) >= STEP;
+            if media {
+                last_media = now;
+            }
+            for (c, sock) in clients.iter_mut().zip(&sockets) {
+                while let Ok((n, from)) = sock.recv_from(&mut buf) {
+                    let input = Input::Receive(
+                        Instant::now(),
+                        Receive {
+                            proto: Protocol::Udp,
+                            source: from,
+                            destination: sock.local_addr().unwrap(),
+                            contents: buf[..n].try_into().unwrap(),
+                        },
+                    );
+                    c.rtc.handle_input(input).unwrap();
+                }
+                if media && started.elapsed() > Duration::from_secs(1) {
+                    c.send_media(Instant::now());
+                }
+                c.rtc.handle_input(Input::Timeout(Instant::now())).unwrap();
+                loop {
+                    match c.rtc.poll_output().unwrap() {
+                        Output::Timeout(_) => break,
+                        Output::Transmit(t) => {
+                            let _ = sock.send_to(&t.contents, t.destination);
+                        }
+                        Output::Event(e) => on_client_event(c, e),
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let users: Vec<(Uuid, &str)> = clients.iter().map(|c| (c.user, c.name)).collect();
+        for c in &clients {
+            for &(u, name) in users.iter().filter(|(u, _)| *u != c.user) {
+                for kind in [MediaKind::Audio, MediaKind::Video] {
+                    let n = c.got.get(&(u, kind)).map_or(0, Vec::len);
+                    assert!(n > 50, "{} got {n} {kind:?} frames from {name}", c.name);
+                }
+            }
+        }
+        let stats = sfu.stats();
+        let forwarded = stats.forwarded.load(std::sync::atomic::Ordering::Relaxed);
+        let received = stats.received.load(std::sync::atomic::Ordering::Relaxed);
+        println!("over loopback: {received} RTP packets received, {forwarded} forwarded");
+        assert!(forwarded >= received, "{received} {forwarded}");
+        assert_eq!(
+            stats
+                .participants
+                .load(std::sync::atomic::Ordering::Relaxed),
+            3
+        );
+        sfu.shutdown();
+    }
 }

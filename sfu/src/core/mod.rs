@@ -111,6 +111,8 @@ pub enum SfuError {
     NotJoined,
     #[error("no offer of ours awaits an answer")]
     NoOffer,
+    #[error("the SFU is not running")]
+    Unavailable,
 }
 
 /// Counters, read by the driver for `/metrics`.
@@ -168,6 +170,24 @@ impl Sfu {
 
     pub fn counters(&self) -> Counters {
         self.counters
+    }
+
+    /// Participants in every room.
+    pub fn participants(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// Closes every peer connection (DTLS close_notify goes out): the daemon is stopping.
+    pub fn shutdown(&mut self, now: Instant) {
+        let ids: Vec<PeerId> = self.peers.keys().copied().collect();
+        for id in ids {
+            if let Some(p) = self.peers.get_mut(&id) {
+                p.rtc.disconnect();
+            }
+            self.poll_peer(id, now);
+            self.remove_peer(id);
+        }
+        self.dirty.clear();
     }
 
     /// Participants in `room`.

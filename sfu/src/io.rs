@@ -1,0 +1,358 @@
+//! The SFU's driver: one UDP socket for all media and the [`Sfu`] core, on a thread of their own
+//! (a single-threaded tokio runtime), so that media never waits on the hub, the store or the
+//! API, and they never wait on media.
+//!
+//! Signaling reaches the thread through [`SfuHandle`] (a bounded command queue; offers and
+//! answers wait for their result) and hears from it through an event receiver, in the order
+//! the core emitted them (an answer before the offer that follows it).
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use crate::core::{Counters, Quality, Sfu, SfuConfig, SfuError, SfuEvent};
+
+/// Commands waiting for the SFU thread, at most; more are refused (the hub's own limits keep
+/// far below this).
+const COMMANDS: usize = 1024;
+/// Datagrams read in one go before the thread looks at its commands and timers again.
+const BATCH: usize = 64;
+/// The largest datagram read (the media MTU is ~1200; more is not WebRTC's).
+const MAX_DATAGRAM: usize = 2048;
+
+/// What the driver is started with.
+#[derive(Clone, Debug)]
+pub struct SfuIoConfig {
+    /// The media port's address (`[sfu] listen`).
+    pub listen: SocketAddr,
+    /// The address participants are told to send to, when not the listen address (behind
+    /// NAT: the public one). Its port is the listen port.
+    pub public_ip: Option<IpAddr>,
+    /// How long a participant's connection may stay down before it is removed.
+    pub grace: Duration,
+}
+
+/// Counters the driver publishes for `/metrics`.
+#[derive(Debug, Default)]
+pub struct SfuStats {
+    pub unknown: AtomicU64,
+    pub refused: AtomicU64,
+    pub received: AtomicU64,
+    pub forwarded: AtomicU64,
+    /// Datagrams the socket would not take at once (its buffer full): dropped.
+    pub send_dropped: AtomicU64,
+    pub participants: AtomicU64,
+}
+
+impl SfuStats {
+    fn publish(&self, c: Counters, participants: usize) {
+        self.unknown.store(c.unknown, Ordering::Relaxed);
+        self.refused.store(c.refused, Ordering::Relaxed);
+        self.received.store(c.received, Ordering::Relaxed);
+        self.forwarded.store(c.forwarded, Ordering::Relaxed);
+        self.participants
+            .store(participants as u64, Ordering::Relaxed);
+    }
+}
+
+enum Command {
+    Offer {
+        room: Uuid,
+        user: Uuid,
+        sdp: String,
+        done: oneshot::Sender<Result<(), SfuError>>,
+    },
+    Answer {
+        room: Uuid,
+        user: Uuid,
+        sdp: String,
+        done: oneshot::Sender<Result<(), SfuError>>,
+    },
+    Quality {
+        room: Uuid,
+        subscriber: Uuid,
+        publisher: Uuid,
+        quality: Quality,
+    },
+    Leave {
+        room: Uuid,
+        user: Uuid,
+    },
+    Stop,
+}
+
+/// The running SFU: signaling's side of it.
+pub struct SfuHandle {
+    commands: mpsc::Sender<Command>,
+    local_addr: SocketAddr,
+    advertised: SocketAddr,
+    stats: Arc<SfuStats>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Why a command did not reach the SFU.
+fn gone() -> SfuError {
+    SfuError::Unavailable
+}
+
+impl SfuHandle {
+    /// Binds the media port and starts the thread; the events it emits come on the receiver.
+    pub fn start(
+        config: SfuIoConfig,
+    ) -> io::Result<(SfuHandle, mpsc::UnboundedReceiver<SfuEvent>)> {
+        let std_socket = std::net::UdpSocket::bind(config.listen)
+            .map_err(|e| io::Error::new(e.kind(), format!("binding SFU {}: {e}", config.listen)))?;
+        std_socket.set_nonblocking(true)?;
+        let local_addr = std_socket.local_addr()?;
+        let advertised_ip = match (config.public_ip, local_addr.ip()) {
+            (Some(ip), _) => ip,
+            (None, ip) if !ip.is_unspecified() => ip,
+            (None, _) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "the SFU listens on every address: its public address must be given",
+                ))
+            }
+        };
+        let advertised = SocketAddr::new(advertised_ip, local_addr.port());
+        let (commands, rx) = mpsc::channel(COMMANDS);
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let stats = Arc::new(SfuStats::default());
+        let core = Sfu::new(
+            SfuConfig {
+                candidates: vec![advertised],
+                grace: config.grace,
+            },
+            crate::crypto(),
+        );
+        let thread_stats = stats.clone();
+        let thread = std::thread::Builder::new()
+            .name("sfu".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::error!(error = %e, "SFU runtime failed to start");
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    let socket = match UdpSocket::from_std(std_socket) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::error!(error = %e, "SFU socket failed");
+                            return;
+                        }
+                    };
+                    let mut driver = Driver {
+                        core,
+                        socket,
+                        advertised,
+                        events: events_tx,
+                        stats: thread_stats,
+                    };
+                    driver.run(rx).await;
+                });
+            })?;
+        tracing::info!(%local_addr, %advertised, "SFU listening");
+        Ok((
+            SfuHandle {
+                commands,
+                local_addr,
+                advertised,
+                stats,
+                thread: Some(thread),
+            },
+            events,
+        ))
+    }
+
+    /// The bound media address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The address participants are told to send media to.
+    pub fn advertised(&self) -> SocketAddr {
+        self.advertised
+    }
+
+    pub fn stats(&self) -> Arc<SfuStats> {
+        self.stats.clone()
+    }
+
+    /// `user`'s SDP offer in `room` (joining it on the first): the answer comes as an event.
+    pub async fn offer(&self, room: Uuid, user: Uuid, sdp: String) -> Result<(), SfuError> {
+        let (done, result) = oneshot::channel();
+        self.send(Command::Offer {
+            room,
+            user,
+            sdp,
+            done,
+        })?;
+        result.await.unwrap_or(Err(gone()))
+    }
+
+    /// `user`'s answer to the SFU's last offer.
+    pub async fn answer(&self, room: Uuid, user: Uuid, sdp: String) -> Result<(), SfuError> {
+        let (done, result) = oneshot::channel();
+        self.send(Command::Answer {
+            room,
+            user,
+            sdp,
+            done,
+        })?;
+        result.await.unwrap_or(Err(gone()))
+    }
+
+    pub fn set_quality(
+        &self,
+        room: Uuid,
+        subscriber: Uuid,
+        publisher: Uuid,
+        quality: Quality,
+    ) -> Result<(), SfuError> {
+        self.send(Command::Quality {
+            room,
+            subscriber,
+            publisher,
+            quality,
+        })
+    }
+
+    /// `user` left `room`, or the call ended.
+    pub fn leave(&self, room: Uuid, user: Uuid) -> Result<(), SfuError> {
+        self.send(Command::Leave { room, user })
+    }
+
+    fn send(&self, c: Command) -> Result<(), SfuError> {
+        self.commands.try_send(c).map_err(|_| gone())
+    }
+
+    /// Stops the thread (every peer connection closes) and waits for it.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            // A full queue still ends: the thread also stops when every sender is gone.
+            let _ = self.commands.try_send(Command::Stop);
+            let (closed, _) = mpsc::channel(1);
+            drop(std::mem::replace(&mut self.commands, closed));
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for SfuHandle {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+struct Driver {
+    core: Sfu,
+    socket: UdpSocket,
+    advertised: SocketAddr,
+    events: mpsc::UnboundedSender<SfuEvent>,
+    stats: Arc<SfuStats>,
+}
+
+impl Driver {
+    async fn run(&mut self, mut commands: mpsc::Receiver<Command>) {
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        loop {
+            let deadline = self.core.poll_timeout().map(tokio::time::Instant::from_std);
+            tokio::select! {
+                biased;
+                c = commands.recv() => match c {
+                    Some(Command::Stop) | None => break,
+                    Some(c) => self.command(c),
+                },
+                r = self.socket.recv_from(&mut buf) => {
+                    if let Ok((n, from)) = r {
+                        self.core.handle_datagram(Instant::now(), from, self.advertised, &buf[..n]);
+                    }
+                    // What else is waiting, up to a batch, before commands and timers.
+                    for _ in 1..BATCH {
+                        match self.socket.try_recv_from(&mut buf) {
+                            Ok((n, from)) => self.core.handle_datagram(Instant::now(), from, self.advertised, &buf[..n]),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                () = sleep_until(deadline) => self.core.handle_timeout(Instant::now()),
+            }
+            self.flush();
+        }
+        // Leaving: every peer connection is closed, so that clients notice at once.
+        self.core.shutdown(Instant::now());
+        self.flush();
+    }
+
+    fn command(&mut self, c: Command) {
+        let now = Instant::now();
+        match c {
+            Command::Offer {
+                room,
+                user,
+                sdp,
+                done,
+            } => {
+                let _ = done.send(self.core.offer(now, room, user, &sdp));
+            }
+            Command::Answer {
+                room,
+                user,
+                sdp,
+                done,
+            } => {
+                let _ = done.send(self.core.answer(now, room, user, &sdp));
+            }
+            Command::Quality {
+                room,
+                subscriber,
+                publisher,
+                quality,
+            } => {
+                let _ = self
+                    .core
+                    .set_quality(now, room, subscriber, publisher, quality);
+            }
+            Command::Leave { room, user } => self.core.leave(now, room, user),
+            Command::Stop => {}
+        }
+    }
+
+    /// Sends what the core has to send and hands its events over.
+    fn flush(&mut self) {
+        while let Some(t) = self.core.poll_transmit() {
+            if self.socket.try_send_to(&t.contents, t.destination).is_err() {
+                self.stats.send_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        while let Some(e) = self.core.poll_event() {
+            let _ = self.events.send(e);
+        }
+        self.stats
+            .publish(self.core.counters(), self.core.participants());
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
