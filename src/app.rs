@@ -16,6 +16,8 @@ use axum::routing::get;
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::{json, Value};
+use switchboard_sfu::io::SfuHandle;
+use switchboard_sfu::SfuEvent;
 use switchboard_signaling::api::{self, ApiState, UserLimits};
 use switchboard_signaling::auth::Auth;
 use switchboard_signaling::domain::{OpenError, RelayHooks, Setup};
@@ -24,6 +26,7 @@ use switchboard_signaling::time::Clock;
 use switchboard_signaling::turn::TurnIssuer;
 use switchboard_signaling::{sio, ws, Domain};
 use switchboard_turn::io::Stats;
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tower_http::catch_panic::CatchPanicLayer;
 
@@ -47,6 +50,7 @@ pub async fn open_domain(
     config: &Config,
     turn_urls: Vec<String>,
     relay: Option<RelayHooks>,
+    sfu: Option<(SfuHandle, mpsc::UnboundedReceiver<SfuEvent>)>,
 ) -> anyhow::Result<Domain> {
     let path = &config.store.path;
     create_parent(path)?;
@@ -65,10 +69,12 @@ pub async fn open_domain(
             max_participants: config.calls.max_participants as usize,
             open_conversations: config.auth.open_conversations,
             max_live_per_user: config.calls.max_live_per_user as usize,
+            sfu_from: sfu.as_ref().map(|_| config.calls.sfu_from as usize),
         },
         turn: issuer,
         webhook_urls: config.webhooks.urls.clone(),
         relay,
+        sfu,
         clock: Clock::system(),
     };
     let domain = Domain::open(setup).await.map_err(|e| match e {
@@ -269,7 +275,7 @@ mod tests {
         let text = "[turn]\nsecret = \"s3cret-s3cret-s3cret\"\nrelay_ip = \"127.0.0.1\"\n\
                     [store]\npath = \"calls.db\"\n";
         let config = config::load_str(text, dir, Origin::File("t".into())).unwrap();
-        let domain = open_domain(&config, Vec::new(), None).await.unwrap();
+        let domain = open_domain(&config, Vec::new(), None, None).await.unwrap();
         let mut app = App::start(&config, domain);
         let router = app.router(&config, None);
         (app, router)

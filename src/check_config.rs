@@ -137,6 +137,19 @@ fn summary(c: &Config) -> String {
     if let (Some(tls), false) = (&t.tls, t.tls_listen.is_empty()) {
         s.push_str(&format!("  turn cert:   {}\n", tls_line(tls)));
     }
+    match &c.sfu {
+        Some(sfu) => s.push_str(&format!(
+            "  sfu:         {} (udp){}, for calls of {} or more\n",
+            sfu.listen,
+            sfu.public_ip
+                .map(|ip| format!(", advertised as {ip}"))
+                .unwrap_or_default(),
+            c.calls.sfu_from,
+        )),
+        None => {
+            s.push_str("  sfu:         off (calls.sfu_from = 0): group calls are browser meshes\n")
+        }
+    }
     s.push_str(&format!(
         "  http listen: {} (at most {} connections){}\n",
         c.http.listen,

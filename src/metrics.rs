@@ -61,6 +61,22 @@ pub async fn upkeep(handle: PrometheusHandle) {
 
 fn describe() {
     describe_gauge!("switchboard_turn_allocations", "TURN allocations open now.");
+    describe_gauge!(
+        "switchboard_sfu_participants",
+        "Participants in the SFU's rooms (group calls) now."
+    );
+    describe_counter!(
+        "switchboard_sfu_received_packets_total",
+        "RTP packets the SFU received from publishers."
+    );
+    describe_counter!(
+        "switchboard_sfu_forwarded_packets_total",
+        "RTP packets the SFU wrote to subscribers."
+    );
+    describe_counter!(
+        "switchboard_sfu_dropped_datagrams_total",
+        "Datagrams the SFU dropped, by reason (unknown_source: no participant's; refused: a participant's connection refused it; send_buffer: the socket's buffer was full)."
+    );
     describe_counter!(
         "switchboard_turn_allocations_total",
         "TURN allocations created."
@@ -192,6 +208,19 @@ pub async fn scrape(State(s): State<Sources>) -> Response {
     counter!("switchboard_turn_hairpin_packets_total").absolute(load(&r.hairpin_packets));
     gauge!("switchboard_turn_connections").set(load(&r.connections) as f64);
     counter!("switchboard_turn_connections_total").absolute(load(&r.connections_total));
+    if let Some(sfu) = s.calls.sfu_stats() {
+        gauge!("switchboard_sfu_participants").set(load(&sfu.participants) as f64);
+        counter!("switchboard_sfu_received_packets_total").absolute(load(&sfu.received));
+        counter!("switchboard_sfu_forwarded_packets_total").absolute(load(&sfu.forwarded));
+        for (reason, n) in [
+            ("unknown_source", &sfu.unknown),
+            ("refused", &sfu.refused),
+            ("send_buffer", &sfu.send_dropped),
+        ] {
+            counter!("switchboard_sfu_dropped_datagrams_total", "reason" => reason)
+                .absolute(load(n));
+        }
+    }
     gauge!("switchboard_hub_sockets").set(s.hub.socket_count() as f64);
     let counts = s
         .calls

@@ -9,6 +9,7 @@
 use std::process::ExitCode;
 
 use rand::RngCore as _;
+use switchboard_sfu::io::{SfuHandle, SfuIoConfig};
 use switchboard_turn::io::{Relay, RelayConfig, RelayControl, TlsCertificate};
 use switchboard_turn::policy::PeerPolicy;
 use switchboard_turn::ServerConfig;
@@ -105,6 +106,27 @@ pub fn run(config_path: Option<&std::path::Path>) -> ExitCode {
         tracing::info!(sha256 = tls.fingerprint(), "turn certificate loaded");
     }
 
+    // The SFU of group calls, on its own thread and port.
+    let sfu = match &config.sfu {
+        None => None,
+        Some(s) => match SfuHandle::start(SfuIoConfig {
+            listen: s.listen,
+            public_ip: s.public_ip,
+            grace: config.calls.reconnect_grace,
+        }) {
+            Ok((handle, events)) => {
+                tracing::info!(addr = %handle.local_addr(), advertised = %handle.advertised(), "sfu listening (udp)");
+                Some((handle, events))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the sfu");
+                relay.shutdown();
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let sfu_addr = sfu.as_ref().map(|(h, _)| h.local_addr());
+
     // The store: migrated and reconciled before the API listens; the TURN URLs it hands out
     // are those the relay bound.
     let urls = turn_urls_for(&config.turn, &relay.local_addrs(), &relay.tls_addrs());
@@ -112,7 +134,7 @@ pub fn run(config_path: Option<&std::path::Path>) -> ExitCode {
         usage: relay_usage(relay.stats()),
         revoke: relay_revoke(relay.control()),
     };
-    let domain = match runtime.block_on(app::open_domain(&config, urls, Some(hooks))) {
+    let domain = match runtime.block_on(app::open_domain(&config, urls, Some(hooks), sfu)) {
         Ok(domain) => domain,
         Err(e) => {
             tracing::error!("cannot open the call store: {e:#}");
@@ -145,6 +167,9 @@ pub fn run(config_path: Option<&std::path::Path>) -> ExitCode {
     let mut serving = format!("turn {} (udp, tcp)", turn.join(" "));
     for a in relay.tls_addrs() {
         serving.push_str(&format!(", {a} (tls)"));
+    }
+    if let Some(a) = sfu_addr {
+        serving.push_str(&format!(", sfu {a} (udp)"));
     }
     serving.push_str(&format!(", http {}", http.local_addr()));
     notify::ready(&format!("serving {serving}"));

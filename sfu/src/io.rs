@@ -80,11 +80,13 @@ enum Command {
         subscriber: Uuid,
         publisher: Uuid,
         quality: Quality,
+        done: oneshot::Sender<Result<(), SfuError>>,
     },
     Leave {
         room: Uuid,
         user: Uuid,
     },
+    CloseRoom(Uuid),
     Stop,
 }
 
@@ -193,41 +195,52 @@ impl SfuHandle {
 
     /// `user`'s SDP offer in `room` (joining it on the first): the answer comes as an event.
     pub async fn offer(&self, room: Uuid, user: Uuid, sdp: String) -> Result<(), SfuError> {
-        let (done, result) = oneshot::channel();
-        self.send(Command::Offer {
+        self.request(|done| Command::Offer {
             room,
             user,
             sdp,
             done,
-        })?;
-        result.await.unwrap_or(Err(gone()))
+        })
+        .await
     }
 
     /// `user`'s answer to the SFU's last offer.
     pub async fn answer(&self, room: Uuid, user: Uuid, sdp: String) -> Result<(), SfuError> {
-        let (done, result) = oneshot::channel();
-        self.send(Command::Answer {
+        self.request(|done| Command::Answer {
             room,
             user,
             sdp,
             done,
-        })?;
-        result.await.unwrap_or(Err(gone()))
+        })
+        .await
     }
 
-    pub fn set_quality(
+    /// Which layer of `publisher`'s video `subscriber` receives.
+    pub async fn set_quality(
         &self,
         room: Uuid,
         subscriber: Uuid,
         publisher: Uuid,
         quality: Quality,
     ) -> Result<(), SfuError> {
-        self.send(Command::Quality {
+        self.request(|done| Command::Quality {
             room,
             subscriber,
             publisher,
             quality,
+            done,
         })
+        .await
+    }
+
+    /// Sends the command `make` builds around its reply channel, and waits for the reply.
+    async fn request(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<(), SfuError>>) -> Command,
+    ) -> Result<(), SfuError> {
+        let (done, result) = oneshot::channel();
+        self.send(make(done))?;
+        result.await.unwrap_or(Err(gone()))
     }
 
     /// `user` left `room`, or the call ended.
@@ -237,6 +250,11 @@ impl SfuHandle {
 
     fn send(&self, c: Command) -> Result<(), SfuError> {
         self.commands.try_send(c).map_err(|_| gone())
+    }
+
+    /// The call of `room` ended: everyone leaves it.
+    pub fn close_room(&self, room: Uuid) -> Result<(), SfuError> {
+        self.send(Command::CloseRoom(room))
     }
 
     /// Stops the thread (every peer connection closes) and waits for it.
@@ -325,12 +343,15 @@ impl Driver {
                 subscriber,
                 publisher,
                 quality,
+                done,
             } => {
-                let _ = self
+                let set = self
                     .core
                     .set_quality(now, room, subscriber, publisher, quality);
+                let _ = done.send(set);
             }
             Command::Leave { room, user } => self.core.leave(now, room, user),
+            Command::CloseRoom(room) => self.core.close_room(now, room),
             Command::Stop => {}
         }
     }

@@ -19,9 +19,13 @@
 //! media of group calls. Forwarding reads only RTP headers, header extensions and the codec's
 //! payload header, which end-to-end encryption of the encoded frames leaves readable.
 
+pub mod client;
 pub mod core;
 #[cfg(feature = "io")]
 pub mod io;
+
+/// The WebRTC stack underneath, for what this crate's API passes through (media kinds, say).
+pub use str0m;
 
 pub use crate::core::{Counters, Quality, Sfu, SfuConfig, SfuError, SfuEvent, TrackInfo, Transmit};
 

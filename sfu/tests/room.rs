@@ -1,144 +1,24 @@
-//! The SFU core with real WebRTC peers: str0m clients (full ICE, DTLS-SRTP, frame-level media
-//! as an application uses it) join a room, publish Opus and VP8, and receive each other through
-//! the SFU. The network is simulated in memory and the clock is virtual, so every run is the
-//! same: datagrams go from a client's transmit straight to the SFU's input and back.
+//! The SFU core with real WebRTC peers: str0m participants (full ICE, DTLS-SRTP, frame-level
+//! media as an application uses it, [`switchboard_sfu::client`]) join a room, publish Opus and
+//! VP8, and receive each other through the SFU. The network is simulated in memory and the
+//! clock is virtual: datagrams go from a participant's transmit straight to the SFU's input and
+//! back. The `driver` tests do the same over loopback UDP through the SFU's thread.
 
-use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
-use str0m::format::Codec;
-use str0m::media::{Direction, MediaKind, MediaTime, Mid, Rid, Simulcast, SimulcastLayer};
-use str0m::net::{Protocol, Receive};
-use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
+use str0m::media::{Direction, MediaKind, Mid};
+use switchboard_sfu::client::{Participant, VIDEO_FRAME};
 use switchboard_sfu::{Quality, Sfu, SfuConfig, SfuEvent};
 use uuid::Uuid;
 
 const SFU: &str = "10.0.0.1:40000";
 const STEP: Duration = Duration::from_millis(5);
 
-struct Client {
-    name: &'static str,
-    user: Uuid,
-    addr: SocketAddr,
-    rtc: Rtc,
-    pending: Option<SdpPendingOffer>,
-    audio: Mid,
-    video: Mid,
-    connected: bool,
-    /// Whose track each of our receiving m-lines carries, as the SFU's offers said.
-    owners: HashMap<String, Uuid>,
-    /// What arrived: by (sender, kind), the frames' payloads.
-    got: HashMap<(Uuid, MediaKind), Vec<Vec<u8>>>,
-    frames_sent: u64,
-    /// The simulcast layers it sends (none: one plain stream).
-    layers: Vec<Option<Rid>>,
-    /// Layers a key frame was asked for (by the SFU's PLI): the next frame of each is one.
-    key_wanted: HashSet<Option<Rid>>,
-    /// Frames that arrived after a gap in sequence numbers.
-    gaps: u64,
-}
-
-impl Client {
-    /// A client with a microphone and a camera, the camera sending the simulcast `layers`
-    /// (lowest first; none: one plain stream), and its first offer.
-    fn with_layers(
-        name: &'static str,
-        addr: SocketAddr,
-        now: Instant,
-        layers: &[&str],
-    ) -> (Client, SdpOffer) {
-        let mut rtc = RtcConfig::new()
-            .set_crypto_provider(switchboard_sfu::crypto())
-            .build(now);
-        rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
-        let mut api = rtc.sdp_api();
-        let audio = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
-        let simulcast = (!layers.is_empty()).then(|| {
-            let mut s = Simulcast::new();
-            for l in layers {
-                s.add_send_layer(SimulcastLayer::new(l));
-            }
-            s
-        });
-        let video = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, simulcast);
-        let (offer, pending) = api.apply().unwrap();
-        let client = Client {
-            name,
-            user: Uuid::new_v4(),
-            addr,
-            rtc,
-            pending: Some(pending),
-            audio,
-            video,
-            connected: false,
-            owners: HashMap::new(),
-            got: HashMap::new(),
-            frames_sent: 0,
-            layers: if layers.is_empty() {
-                vec![None]
-            } else {
-                layers.iter().map(|l| Some(Rid::from(*l))).collect()
-            },
-            key_wanted: HashSet::new(),
-            gaps: 0,
-        };
-        (client, offer)
-    }
-
-    /// Sends one audio frame, and every third call a video frame (a key frame every 30th).
-    fn send_media(&mut self, now: Instant) {
-        if !self.connected {
-            return;
-        }
-        let n = self.frames_sent;
-        self.frames_sent += 1;
-        let w = self.rtc.writer(self.audio).unwrap();
-        let pt = w
-            .payload_params()
-            .find(|p| p.spec().codec == Codec::Opus)
-            .unwrap()
-            .pt();
-        let mut payload = vec![b'a', self.name.as_bytes()[0]];
-        payload.extend(n.to_be_bytes());
-        w.write(
-            pt,
-            now,
-            MediaTime::new(n * 960, str0m::media::Frequency::FORTY_EIGHT_KHZ),
-            payload,
-        )
-        .unwrap();
-        if n.is_multiple_of(3) {
-            for layer in self.layers.clone() {
-                let w = self.rtc.writer(self.video).unwrap();
-                let pt = w
-                    .payload_params()
-                    .find(|p| p.spec().codec == Codec::Vp8)
-                    .unwrap()
-                    .pt();
-                let w = match layer {
-                    Some(rid) => w.rid(rid),
-                    None => w,
-                };
-                // A VP8 frame header's first bit is 0 for a key frame.
-                let key = n == 0 || self.key_wanted.remove(&layer);
-                let tag = layer.map_or(b'-', |r| r.as_bytes()[0]);
-                let mut frame = vec![u8::from(!key), b'v', self.name.as_bytes()[0], tag];
-                frame.extend(n.to_be_bytes());
-                frame.resize(1800, 0x5a); // two packets
-                let time = MediaTime::new(n * 3000, str0m::media::Frequency::NINETY_KHZ);
-                w.write(pt, now, time, frame).unwrap();
-            }
-        }
-    }
-}
-
 struct World {
     now: Instant,
     sfu: Sfu,
     room: Uuid,
-    clients: Vec<Client>,
+    clients: Vec<Participant>,
 }
 
 impl World {
@@ -163,56 +43,32 @@ impl World {
     fn join_with_layers(&mut self, name: &'static str, layers: &[&str]) -> usize {
         let port = self.clients.len() as u16 + 1;
         let addr = format!("10.0.1.{port}:{}", 50_000 + port).parse().unwrap();
-        let (client, offer) = Client::with_layers(name, addr, self.now, layers);
+        let (client, offer) = Participant::new(name, Uuid::new_v4(), addr, self.now, layers);
         let user = client.user;
         self.clients.push(client);
-        self.sfu
-            .offer(self.now, self.room, user, &offer.to_sdp_string())
-            .unwrap();
+        self.sfu.offer(self.now, self.room, user, &offer).unwrap();
         self.clients.len() - 1
-    }
-
-    fn client_of(&mut self, user: Uuid) -> &mut Client {
-        self.clients.iter_mut().find(|c| c.user == user).unwrap()
     }
 
     /// One step of the network: every output delivered, then time moves on by [`STEP`].
     fn step(&mut self, media: bool) {
+        let now = self.now;
         for _ in 0..50 {
             let mut moved = false;
-            for i in 0..self.clients.len() {
-                loop {
-                    let c = &mut self.clients[i];
-                    match c.rtc.poll_output().unwrap() {
-                        Output::Timeout(_) => break,
-                        Output::Transmit(t) => {
-                            moved = true;
-                            self.sfu.handle_datagram(
-                                self.now,
-                                t.source,
-                                t.destination,
-                                &t.contents,
-                            );
-                        }
-                        Output::Event(e) => on_client_event(c, e),
-                    }
-                }
+            let sfu = &mut self.sfu;
+            for c in &mut self.clients {
+                let from = c.addr;
+                c.poll(now, |to, data| {
+                    moved = true;
+                    sfu.handle_datagram(now, from, to, data);
+                })
+                .unwrap();
             }
             while let Some(t) = self.sfu.poll_transmit() {
                 moved = true;
-                let Some(c) = self.clients.iter_mut().find(|c| c.addr == t.destination) else {
-                    continue;
-                };
-                let input = Input::Receive(
-                    self.now,
-                    Receive {
-                        proto: Protocol::Udp,
-                        source: t.source,
-                        destination: t.destination,
-                        contents: t.contents.as_slice().try_into().unwrap(),
-                    },
-                );
-                c.rtc.handle_input(input).unwrap();
+                if let Some(c) = self.clients.iter_mut().find(|c| c.addr == t.destination) {
+                    c.receive(now, t.source, &t.contents).unwrap();
+                }
             }
             while let Some(e) = self.sfu.poll_event() {
                 moved = true;
@@ -225,11 +81,8 @@ impl World {
         self.now += STEP;
         if media {
             for c in &mut self.clients {
-                c.send_media(self.now);
+                c.send_media(self.now).unwrap();
             }
-        }
-        for c in &mut self.clients {
-            c.rtc.handle_input(Input::Timeout(self.now)).unwrap();
         }
         self.sfu.handle_timeout(self.now);
     }
@@ -237,26 +90,20 @@ impl World {
     /// What signaling would carry: the SFU's answers and offers to the clients, and their
     /// answers back.
     fn signal(&mut self, e: SfuEvent) {
+        let (room, now) = (self.room, self.now);
         match e {
             SfuEvent::Answer { user, sdp, .. } => {
-                let c = self.client_of(user);
-                let pending = c.pending.take().expect("an offer of the client's");
-                let answer = SdpAnswer::from_sdp_string(&sdp).unwrap();
-                c.rtc.sdp_api().accept_answer(pending, answer).unwrap();
+                let c = self.clients.iter_mut().find(|c| c.user == user).unwrap();
+                c.accept_answer(&sdp).unwrap();
             }
             SfuEvent::Offer {
                 user, sdp, tracks, ..
             } => {
-                let room = self.room;
-                let now = self.now;
-                let c = self.client_of(user);
-                for t in tracks {
-                    c.owners.insert(t.mid, t.user);
-                }
-                let offer = SdpOffer::from_sdp_string(&sdp).unwrap();
-                let answer = c.rtc.sdp_api().accept_offer(offer).unwrap();
-                let sdp = answer.to_sdp_string();
-                self.sfu.answer(now, room, user, &sdp).unwrap();
+                let c = self.clients.iter_mut().find(|c| c.user == user).unwrap();
+                let answer = c
+                    .accept_offer(&sdp, tracks.into_iter().map(|t| (t.mid, t.user)))
+                    .unwrap();
+                self.sfu.answer(now, room, user, &answer).unwrap();
             }
             SfuEvent::Connected { .. } | SfuEvent::Gone { .. } => {}
         }
@@ -267,32 +114,6 @@ impl World {
         for _ in 0..steps {
             self.step(media);
         }
-    }
-}
-
-fn on_client_event(c: &mut Client, e: Event) {
-    match e {
-        Event::Connected => c.connected = true,
-        Event::IceConnectionStateChange(IceConnectionState::Disconnected) => c.connected = false,
-        Event::KeyframeRequest(r) => {
-            c.key_wanted.insert(r.rid);
-        }
-        Event::MediaData(d) => {
-            c.gaps += u64::from(!d.contiguous);
-            let Some(owner) = c.owners.get(&d.mid.to_string()).copied() else {
-                panic!("{}: media on m-line {} that no offer named", c.name, d.mid);
-            };
-            let kind = if d.params.spec().codec == Codec::Opus {
-                MediaKind::Audio
-            } else {
-                MediaKind::Video
-            };
-            c.got
-                .entry((owner, kind))
-                .or_default()
-                .push(d.data.to_vec());
-        }
-        _ => {}
     }
 }
 
@@ -310,12 +131,9 @@ fn three_participants_each_receive_the_other_two() {
     );
     w.run(Duration::from_secs(3), true);
 
-    let users: Vec<(Uuid, u8)> = w
-        .clients
-        .iter()
-        .map(|c| (c.user, c.name.as_bytes()[0]))
-        .collect();
+    let users: Vec<(Uuid, u8)> = w.clients.iter().map(|c| (c.user, c.initial())).collect();
     for c in &w.clients {
+        assert_eq!(c.strays, 0, "{}: media on an m-line no offer named", c.name);
         for &(other, initial) in &users {
             if other == c.user {
                 assert!(
@@ -345,7 +163,7 @@ fn three_participants_each_receive_the_other_two() {
             assert!(audio.iter().all(|f| f[0] == b'a' && f[1] == initial));
             assert!(video
                 .iter()
-                .all(|f| f[1] == b'v' && f[2] == initial && f.len() == 1800));
+                .all(|f| f[1] == b'v' && f[2] == initial && f.len() == VIDEO_FRAME));
             // In order, none twice.
             let seqs: Vec<u64> = audio
                 .iter()
@@ -451,7 +269,7 @@ fn datagrams_of_no_participant_are_dropped_and_counted() {
 }
 
 /// The layer tags of the video frames `c` got from `from`, and whether each was a key frame.
-fn layers_seen(c: &Client, from: Uuid) -> Vec<(u8, bool)> {
+fn layers_seen(c: &Participant, from: Uuid) -> Vec<(u8, bool)> {
     c.got
         .get(&(from, MediaKind::Video))
         .map_or(Vec::new(), |v| {
@@ -518,7 +336,8 @@ fn a_subscriber_gets_one_simulcast_layer_and_switches_at_a_key_frame() {
 #[cfg(feature = "io")]
 mod driver {
     use super::*;
-    use std::net::UdpSocket;
+    use std::sync::atomic::Ordering;
+    use switchboard_sfu::client::UdpParticipant;
     use switchboard_sfu::io::{SfuHandle, SfuIoConfig};
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -531,102 +350,62 @@ mod driver {
         .unwrap();
         let room = Uuid::new_v4();
         let mut clients = Vec::new();
-        let mut sockets = Vec::new();
         for name in ["alice", "bob", "carol"] {
-            let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-            sock.set_nonblocking(true).unwrap();
-            let (c, offer) =
-                Client::with_layers(name, sock.local_addr().unwrap(), Instant::now(), &[]);
-            sfu.offer(room, c.user, offer.to_sdp_string())
-                .await
-                .unwrap();
+            let localhost = "127.0.0.1".parse().unwrap();
+            let (c, offer) = UdpParticipant::bind(name, Uuid::new_v4(), localhost, &[]).unwrap();
+            sfu.offer(room, c.p.user, offer).await.unwrap();
             clients.push(c);
-            sockets.push(sock);
         }
         let started = Instant::now();
         let mut last_media = started;
-        let mut buf = vec![0u8; 2048];
         while started.elapsed() < Duration::from_secs(4) {
-            let now = Instant::now();
             while let Ok(e) = events.try_recv() {
                 match e {
                     SfuEvent::Answer { user, sdp, .. } => {
-                        let c = clients.iter_mut().find(|c| c.user == user).unwrap();
-                        let answer = SdpAnswer::from_sdp_string(&sdp).unwrap();
-                        c.rtc
-                            .sdp_api()
-                            .accept_answer(c.pending.take().unwrap(), answer)
-                            .unwrap();
+                        let c = clients.iter_mut().find(|c| c.p.user == user).unwrap();
+                        c.p.accept_answer(&sdp).unwrap();
                     }
                     SfuEvent::Offer {
                         user, sdp, tracks, ..
                     } => {
-                        let c = clients.iter_mut().find(|c| c.user == user).unwrap();
-                        for t in tracks {
-                            c.owners.insert(t.mid, t.user);
-                        }
-                        let offer = SdpOffer::from_sdp_string(&sdp).unwrap();
-                        let answer = c.rtc.sdp_api().accept_offer(offer).unwrap();
-                        sfu.answer(room, user, answer.to_sdp_string())
-                            .await
-                            .unwrap();
+                        let c = clients.iter_mut().find(|c| c.p.user == user).unwrap();
+                        let tracks = tracks.into_iter().map(|t| (t.mid, t.user));
+                        let answer = c.p.accept_offer(&sdp, tracks).unwrap();
+                        sfu.answer(room, user, answer).await.unwrap();
                     }
                     _ => {}
                 }
             }
-            let media = now.duration_since(last_media) >= STEP;
+            let now = Instant::now();
+            let media = now.duration_since(last_media) >= STEP
+                && started.elapsed() > Duration::from_secs(1);
             if media {
                 last_media = now;
             }
-            for (c, sock) in clients.iter_mut().zip(&sockets) {
-                while let Ok((n, from)) = sock.recv_from(&mut buf) {
-                    let input = Input::Receive(
-                        Instant::now(),
-                        Receive {
-                            proto: Protocol::Udp,
-                            source: from,
-                            destination: sock.local_addr().unwrap(),
-                            contents: buf[..n].try_into().unwrap(),
-                        },
-                    );
-                    c.rtc.handle_input(input).unwrap();
-                }
-                if media && started.elapsed() > Duration::from_secs(1) {
-                    c.send_media(Instant::now());
-                }
-                c.rtc.handle_input(Input::Timeout(Instant::now())).unwrap();
-                loop {
-                    match c.rtc.poll_output().unwrap() {
-                        Output::Timeout(_) => break,
-                        Output::Transmit(t) => {
-                            let _ = sock.send_to(&t.contents, t.destination);
-                        }
-                        Output::Event(e) => on_client_event(c, e),
-                    }
-                }
+            for c in &mut clients {
+                c.pump(now, media).unwrap();
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        let users: Vec<(Uuid, &str)> = clients.iter().map(|c| (c.user, c.name)).collect();
         for c in &clients {
-            for &(u, name) in users.iter().filter(|(u, _)| *u != c.user) {
+            for o in clients.iter().filter(|o| o.p.user != c.p.user) {
                 for kind in [MediaKind::Audio, MediaKind::Video] {
-                    let n = c.got.get(&(u, kind)).map_or(0, Vec::len);
-                    assert!(n > 50, "{} got {n} {kind:?} frames from {name}", c.name);
+                    let n = c.p.frames_from(o.p.user, kind).len();
+                    assert!(
+                        n > 50,
+                        "{} got {n} {kind:?} frames from {}",
+                        c.p.name,
+                        o.p.name
+                    );
                 }
             }
         }
         let stats = sfu.stats();
-        let forwarded = stats.forwarded.load(std::sync::atomic::Ordering::Relaxed);
-        let received = stats.received.load(std::sync::atomic::Ordering::Relaxed);
+        let forwarded = stats.forwarded.load(Ordering::Relaxed);
+        let received = stats.received.load(Ordering::Relaxed);
         println!("over loopback: {received} RTP packets received, {forwarded} forwarded");
         assert!(forwarded >= received, "{received} {forwarded}");
-        assert_eq!(
-            stats
-                .participants
-                .load(std::sync::atomic::Ordering::Relaxed),
-            3
-        );
+        assert_eq!(stats.participants.load(Ordering::Relaxed), 3);
         sfu.shutdown();
     }
 }

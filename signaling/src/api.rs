@@ -210,6 +210,9 @@ impl From<CallError> for ApiError {
             CallError::NotMembers(_) => (S::UNPROCESSABLE_ENTITY, "not_a_member"),
             CallError::TooFrequent { .. } => (S::TOO_MANY_REQUESTS, "rate_limited"),
             CallError::TooManyCalls { .. } => (S::CONFLICT, "too_many_calls"),
+            CallError::NotOnSfu => (S::CONFLICT, "not_on_sfu"),
+            CallError::NotInRoom => (S::CONFLICT, "not_in_sfu_room"),
+            CallError::SfuUnavailable => (S::SERVICE_UNAVAILABLE, "sfu_unavailable"),
             CallError::Store(StoreError::Panicked) => {
                 tracing::error!("a store job panicked");
                 return ApiError::new(S::INTERNAL_SERVER_ERROR, "internal_error", "internal error");

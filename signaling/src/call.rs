@@ -54,6 +54,9 @@ pub struct Call {
     pub end_reason: Option<EndReason>,
     /// `quality_stats`, JSON text as stored.
     pub quality_stats: Option<String>,
+    /// `sfu_room_id`: set when the call's media goes through the SFU (a group call), the
+    /// call's id; never changes after the call is made.
+    pub sfu_room_id: Option<String>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
     pub participants: Vec<Participant>,
@@ -140,6 +143,7 @@ impl Call {
             duration_seconds: None,
             end_reason: None,
             quality_stats: None,
+            sfu_room_id: None,
             created_at: now,
             updated_at: now,
             participants,
@@ -152,9 +156,22 @@ impl Call {
                 kind,
                 initiated_by,
                 participants: call.participants.iter().map(Participant::view).collect(),
+                sfu_room_id: None,
             }),
         };
         Ok((call, vec![incoming]))
+    }
+
+    /// Puts a call just made (by [`Call::initiate`]) on the SFU: its room is the call's id, and
+    /// the invitees' `call:incoming` (among `events`) says so.
+    pub fn use_sfu(&mut self, events: &mut [Event]) {
+        let room = self.id.to_string();
+        for e in events {
+            if let Payload::Incoming(i) = &mut e.payload {
+                i.sfu_room_id = Some(room.clone());
+            }
+        }
+        self.sfu_room_id = Some(room);
     }
 
     /// A call between exactly two people.

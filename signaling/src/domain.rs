@@ -15,12 +15,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use switchboard_sfu::io::SfuHandle;
+use switchboard_sfu::SfuEvent;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::call::EndReason;
 use crate::event::EventSink;
 use crate::hub::{Hub, Reports};
+use crate::media::{run_sfu_events, SfuSink};
 use crate::revoke::{RelayRevokeFn, Revocations};
 use crate::service::{CallError, CallService, RelayUsageFn, Settings};
 use crate::socket::limits::MAX_SOCKETS_PER_USER;
@@ -40,6 +43,8 @@ pub struct Setup {
     pub webhook_urls: Vec<String>,
     /// The relay the daemon runs, if it runs one.
     pub relay: Option<RelayHooks>,
+    /// The SFU the daemon runs for group calls, if it runs one, and what it says.
+    pub sfu: Option<(SfuHandle, mpsc::UnboundedReceiver<SfuEvent>)>,
     /// The time every operation and task reads.
     pub clock: Clock,
 }
@@ -92,13 +97,24 @@ impl Domain {
             Webhooks::new(urls.clone(), online)
         });
         let webhook_wake = webhooks.as_ref().map(Webhooks::subscribe);
-        let sink: Arc<dyn EventSink> = hub.clone();
+        let (sfu, sfu_events) = match setup.sfu {
+            Some((handle, events)) => (Some(Arc::new(handle)), Some(events)),
+            None => (None, None),
+        };
+        let sink: Arc<dyn EventSink> = match &sfu {
+            Some(sfu) => Arc::new(SfuSink {
+                hub: hub.clone(),
+                sfu: sfu.clone(),
+            }),
+            None => hub.clone(),
+        };
         let store = Store::open(&setup.store, sink, webhooks).map_err(OpenError::Store)?;
         let calls = CallService::new(
             store,
             setup.settings,
             setup.turn,
             setup.relay.as_ref().map(|r| r.usage.clone()),
+            sfu,
             setup.clock,
         );
         let revocations = Arc::new(Revocations::new(setup.relay.map(|r| r.revoke)));
@@ -106,7 +122,10 @@ impl Domain {
             calls.store().close().await;
             return Err(OpenError::Start(e));
         }
-        let tasks = spawn_tasks(&calls, &hub, reports);
+        let mut tasks = spawn_tasks(&calls, &hub, reports);
+        if let Some(events) = sfu_events {
+            tasks.spawn(run_sfu_events(hub.clone(), events));
+        }
         Ok(Domain {
             hub,
             calls,
@@ -207,6 +226,7 @@ mod tests {
                 max_participants: 8,
                 open_conversations: true,
                 max_live_per_user: 4,
+                sfu_from: None,
             },
             turn: TurnIssuer::new(b"s", Duration::from_secs(60), Vec::new()),
             webhook_urls: if webhooks {
@@ -215,6 +235,7 @@ mod tests {
                 Vec::new()
             },
             relay: None,
+            sfu: None,
             clock: Clock::system(),
         };
         Domain::open(setup).await.unwrap()

@@ -51,6 +51,17 @@ pub enum Payload {
     /// To the other live participants when someone reports their connection (`call:stats`).
     #[serde(rename = "call:quality")]
     Quality(QualityReport),
+    /// To a participant of a group call: the SFU's answer to its `call:sfu-offer`.
+    #[serde(rename = "call:sfu-answer")]
+    SfuAnswer(SfuSdp),
+    /// To a participant of a group call: an offer of the SFU's (others' tracks added or
+    /// stopped), to be answered with `call:sfu-answer`.
+    #[serde(rename = "call:sfu-offer")]
+    SfuOffer(SfuOffer),
+    /// To a participant of a group call whose media connection with the SFU failed or stayed
+    /// down past the grace: it is out of the SFU room, and may offer again.
+    #[serde(rename = "call:sfu-closed")]
+    SfuClosed(SfuClosed),
 }
 
 impl Payload {
@@ -62,6 +73,9 @@ impl Payload {
             Payload::Ended(_) => "call:ended",
             Payload::MediaStateChanged(_) => "call:media-state-changed",
             Payload::Quality(_) => "call:quality",
+            Payload::SfuAnswer(_) => "call:sfu-answer",
+            Payload::SfuOffer(_) => "call:sfu-offer",
+            Payload::SfuClosed(_) => "call:sfu-closed",
         }
     }
 }
@@ -76,6 +90,9 @@ pub struct Incoming {
     pub initiated_by: Uuid,
     /// Everyone in the call, the initiator first.
     pub participants: Vec<ParticipantView>,
+    /// The call's SFU room when its media goes through the SFU (a group call), else `null`:
+    /// the client then negotiates with the SFU (`call:sfu-offer`) rather than with each peer.
+    pub sfu_room_id: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -123,6 +140,38 @@ pub struct QualityReport {
     pub quality: Quality,
     /// The figures reported.
     pub stats: Figures,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SfuSdp {
+    pub call_id: Uuid,
+    pub sdp: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SfuOffer {
+    pub call_id: Uuid,
+    pub sdp: String,
+    /// Whose track each m-line of the offer carries: `{mid, userId, kind}`. (The m-line's
+    /// stream id, which the browser gives as `event.streams[0].id`, is that user's id too.)
+    pub tracks: Vec<SfuTrack>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SfuTrack {
+    pub mid: String,
+    pub user_id: Uuid,
+    /// `audio` or `video`.
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SfuClosed {
+    pub call_id: Uuid,
 }
 
 /// Where committed events go: the hub, in the daemon. Delivery must not block.

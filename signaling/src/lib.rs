@@ -29,6 +29,7 @@ pub mod call;
 pub mod domain;
 pub mod event;
 pub mod hub;
+pub mod media;
 pub mod model;
 pub mod quality;
 pub mod revoke;

@@ -54,6 +54,7 @@ fn app() -> (Router, TempDir) {
         max_participants: MAX_PARTICIPANTS,
         open_conversations: false,
         max_live_per_user: 4,
+        sfu_from: None,
     };
     let turn = TurnIssuer::new(
         b"s",
@@ -61,7 +62,7 @@ fn app() -> (Router, TempDir) {
         vec!["turn:127.0.0.1:3478?transport=udp".into()],
     );
     let state = Arc::new(ApiState {
-        calls: CallService::new(store, settings, turn, None, Clock::system()),
+        calls: CallService::new(store, settings, turn, None, None, Clock::system()),
         auth: Auth::new(Some(JWT_SECRET), Some(ADMIN_TOKEN)),
         hub: Arc::new(switchboard_signaling::hub::Hub::new(16).0),
         // Every request is one user's, as fast as it runs: no budget.

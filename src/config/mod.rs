@@ -77,6 +77,12 @@ const DEFAULT_RECONNECT_GRACE: Duration = Duration::from_secs(30);
 const DEFAULT_MAX_PARTICIPANTS: u32 = 20;
 /// A user in a call who starts another (a consultation, a transfer by hand) and a few more.
 const DEFAULT_MAX_LIVE_PER_USER: u32 = 4;
+/// Calls of three or more go through the SFU: the spec's group calls. 1:1 calls stay
+/// peer-to-peer (end-to-end encrypted, no server hop).
+const DEFAULT_SFU_FROM: u32 = 3;
+/// The SFU's UDP port when `sfu.listen` is not set, on the first TURN listener's address
+/// (3479 is TURN's alternate port by convention, RFC 5780).
+const DEFAULT_SFU_PORT: u16 = 3480;
 /// `turn.allocation_bandwidth` when not set, in bytes per second of payload, both ways
 /// together: 5 MB/s (40 Mbit/s). One allocation carries one peer connection: 1080p video
 /// (up to about 4 Mbit/s in browsers) and a screen share (as much again) each way is
@@ -113,6 +119,8 @@ pub struct Config {
     pub auth: AuthConfig,
     pub store: StoreConfig,
     pub calls: CallsConfig,
+    /// `[sfu]`: none when `calls.sfu_from = 0` (no SFU runs).
+    pub sfu: Option<SfuSettings>,
     pub log: LogConfig,
     pub webhooks: WebhooksConfig,
     /// Settings that work but are probably not what the operator wants.
@@ -223,6 +231,18 @@ pub struct CallsConfig {
     pub max_participants: u32,
     /// The most live calls a user may be joined in when they start or answer another.
     pub max_live_per_user: u32,
+    /// Calls of this many participants or more go through the SFU; 0: none does.
+    pub sfu_from: u32,
+}
+
+/// `[sfu]`: the media port of group calls.
+#[derive(Debug)]
+pub struct SfuSettings {
+    /// UDP, for every participant's media.
+    pub listen: SocketAddr,
+    /// The address participants send to when not `listen`'s (behind NAT, or `listen` on
+    /// every address): `turn.external_ip` unless set, else `turn.relay_ip`.
+    pub public_ip: Option<IpAddr>,
 }
 
 /// `[webhooks]`: off while `urls` is empty.

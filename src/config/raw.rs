@@ -38,6 +38,7 @@ pub(super) struct Raw {
     pub(super) auth: RawAuth,
     pub(super) store: RawStore,
     pub(super) calls: RawCalls,
+    pub(super) sfu: RawSfu,
     pub(super) log: RawLog,
     pub(super) webhooks: RawWebhooks,
 }
@@ -130,6 +131,14 @@ pub(super) struct RawCalls {
     pub(super) reconnect_grace: Option<String>,
     pub(super) max_participants: Option<u32>,
     pub(super) max_live_per_user: Option<u32>,
+    pub(super) sfu_from: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct RawSfu {
+    pub(super) listen: Option<String>,
+    pub(super) public_ip: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

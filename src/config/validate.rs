@@ -21,6 +21,7 @@ pub(super) fn validate(
         (http.tls.as_ref(), &calls),
         &mut warnings,
     )?;
+    let sfu = validate_sfu(raw.sfu, &calls, &turn)?;
     let auth = validate_auth(raw.auth, base)?;
     let store = StoreConfig {
         path: resolve(
@@ -40,10 +41,53 @@ pub(super) fn validate(
         auth,
         store,
         calls,
+        sfu,
         log,
         webhooks,
         warnings,
     })
+}
+
+pub(super) fn validate_sfu(
+    raw: RawSfu,
+    calls: &CallsConfig,
+    turn: &TurnConfig,
+) -> Result<Option<SfuSettings>> {
+    if calls.sfu_from == 0 {
+        if raw.listen.is_some() || raw.public_ip.is_some() {
+            return Err(ConfigError::new(
+                "sfu",
+                "set, but calls.sfu_from = 0 runs no SFU",
+            ));
+        }
+        return Ok(None);
+    }
+    let listen = match &raw.listen {
+        Some(s) => socket_addr("sfu.listen", s)?,
+        None => {
+            let ip = turn
+                .listen
+                .first()
+                .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
+            SocketAddr::new(ip, DEFAULT_SFU_PORT)
+        }
+    };
+    let public_ip = match &raw.public_ip {
+        Some(s) => Some(ip("sfu.public_ip", s)?),
+        None => turn
+            .external_ips
+            .first()
+            .or(turn.relay_ips.first())
+            .copied()
+            .filter(|_| listen.ip().is_unspecified()),
+    };
+    if listen.ip().is_unspecified() && public_ip.is_none() {
+        return Err(ConfigError::new(
+            "sfu.public_ip",
+            "required when sfu.listen is on every address and turn has no external_ip or relay_ip",
+        ));
+    }
+    Ok(Some(SfuSettings { listen, public_ip }))
 }
 
 /// What a listener outside loopback exposes: the API in plain HTTP (a warning: a reverse proxy
@@ -144,6 +188,16 @@ pub(super) fn validate_calls(raw: RawCalls) -> Result<CallsConfig> {
             .unwrap_or(DEFAULT_RING_TIMEOUT),
         reconnect_grace: duration("calls.reconnect_grace", raw.reconnect_grace)?
             .unwrap_or(DEFAULT_RECONNECT_GRACE),
+        sfu_from: match raw.sfu_from {
+            None => DEFAULT_SFU_FROM,
+            Some(n) if n == 0 || n >= 2 => n,
+            Some(n) => {
+                return Err(ConfigError::new(
+                    "calls.sfu_from",
+                    format!("{n}: a call has at least 2 participants (0 runs no SFU)"),
+                ))
+            }
+        },
         max_participants: match raw.max_participants {
             None => DEFAULT_MAX_PARTICIPANTS,
             Some(n) if n >= 2 => n,

@@ -136,7 +136,7 @@ impl DbCall {
             "endedAt": self.ended_at,
             "duration": self.duration,
             "endReason": self.end_reason,
-            "sfuRoomId": null,
+            "sfuRoomId": self.sfu_room_id,
             "qualityStats": self.quality_stats.as_deref().map(parse),
             "createdAt": self.created_at,
             "updatedAt": self.updated_at,
@@ -233,8 +233,12 @@ fn assert_consistent(c: &DbCall) {
     if matches!(c.status.as_str(), "initiated" | "ringing") && c.started_at.is_some() {
         fail("not yet active but started");
     }
-    if c.sfu_room_id.is_some() || c.recording_url.is_some() {
-        fail("sfu_room_id / recording_url written");
+    // A group call on the SFU names its room, its own id; nothing writes recording_url.
+    if c.sfu_room_id.as_ref().is_some_and(|r| *r != c.id) {
+        fail("sfu_room_id is not the call's id");
+    }
+    if c.recording_url.is_some() {
+        fail("recording_url written");
     }
     if c.updated_at < c.created_at {
         fail("updated before created");

@@ -38,6 +38,9 @@ pub struct Options {
     pub json_logs: bool,
     /// Lines of a `[webhooks]` section (none when empty).
     pub webhooks: String,
+    /// Lines inside `[sfu]`, after its `listen` (an ephemeral loopback port); no `[sfu]`
+    /// section when `calls` sets `sfu_from = 0`.
+    pub sfu: String,
 }
 
 /// A running `switchboard serve`, killed on drop.
@@ -49,6 +52,8 @@ pub struct Daemon {
     pub tls: Option<SocketAddr>,
     /// The HTTP API.
     pub http: SocketAddr,
+    /// The SFU's media port, when one runs.
+    pub sfu: Option<SocketAddr>,
     pub dir: tempfile::TempDir,
     log: Arc<Mutex<Vec<String>>>,
 }
@@ -102,10 +107,15 @@ impl Daemon {
         } else {
             "max_live_per_user = 1000\n"
         };
+        let sfu = if options.calls.contains("sfu_from = 0") {
+            String::new()
+        } else {
+            format!("[sfu]\nlisten = \"127.0.0.1:0\"\n{}\n\n", options.sfu)
+        };
         let config = format!(
             "dev = {}\n\n[turn]\n{turn}{extra}\n\n[http]\nlisten = \"127.0.0.1:0\"\n{budget}{}\n\n\
              [auth]\njwt_secret = \"{JWT_SECRET}\"\nadmin_token = \"{ADMIN_TOKEN}\"\n{open}{}\n\n\
-             [store]\npath = \"switchboard.db\"\n\n[calls]\n{live}{}\n\n\
+             [store]\npath = \"switchboard.db\"\n\n[calls]\n{live}{}\n\n{sfu}\
              [log]\nlevel = \"info\"\nformat = \"{}\"\n{}",
             options.dev,
             options.http,
@@ -161,6 +171,7 @@ impl Daemon {
             turn,
             tls: addr("turn listening (tls)"),
             http,
+            sfu: addr("sfu listening (udp)"),
             child: Some(child),
             dir,
             log,

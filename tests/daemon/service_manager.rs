@@ -67,7 +67,11 @@ fn ready_watchdog_reload_and_stop_are_notified() {
     // READY=1 with a one-line status naming the listeners; both probes answer by then.
     let got = until(&sock, Duration::from_secs(10), |m| m.contains("READY=1"));
     let ready = got.last().unwrap();
-    let status = format!("STATUS=serving turn {} (udp, tcp), http {}", d.turn, d.http);
+    let sfu = d.sfu.expect("an SFU by default");
+    let status = format!(
+        "STATUS=serving turn {} (udp, tcp), sfu {sfu} (udp), http {}",
+        d.turn, d.http
+    );
     assert_eq!(lines(ready), ["READY=1", status.as_str()], "{got:?}");
     probes_answer(&d);
 

@@ -6,5 +6,6 @@
 mod common;
 
 mod hub_eio;
+mod hub_sfu;
 mod hub_sio;
 mod hub_ws;

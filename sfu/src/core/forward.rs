@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use str0m::format::{Codec, PayloadParams};
 use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Rid};
-use str0m::rtp::{RtpPacket, RtpWrite};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
 use uuid::Uuid;
 
 use super::keyframe::{starts_key_frame, VideoCodec};
@@ -158,7 +158,7 @@ impl Sfu {
                 };
                 let write = RtpWrite::new(pt, seq.into(), time, now, packet.payload.clone())
                     .marker(packet.header.marker)
-                    .ext_vals(packet.header.ext_vals.clone())
+                    .ext_vals(forwarded_extensions(&packet))
                     .nackable(kind == MediaKind::Video);
                 tx.write_rtp(write);
                 self.counters.forwarded += 1;
@@ -170,6 +170,20 @@ impl Sfu {
             self.request_key_frame(id, mid, rid, now);
         }
     }
+}
+
+/// The header extension values a forwarded packet keeps: the publisher's (audio level, video
+/// orientation, capture time...) but for those naming its own stream (mid, rid), which would
+/// misname the subscriber's, and those of the transport (TWCC sequence, send time), which
+/// str0m writes anew for each hop.
+fn forwarded_extensions(packet: &RtpPacket) -> ExtensionValues {
+    let mut ext = packet.header.ext_vals.clone();
+    ext.mid = None;
+    ext.rid = None;
+    ext.rid_repair = None;
+    ext.transport_cc = None;
+    ext.abs_send_time = None;
+    ext
 }
 
 pub(super) fn subscription(

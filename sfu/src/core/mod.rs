@@ -179,15 +179,8 @@ impl Sfu {
 
     /// Closes every peer connection (DTLS close_notify goes out): the daemon is stopping.
     pub fn shutdown(&mut self, now: Instant) {
-        let ids: Vec<PeerId> = self.peers.keys().copied().collect();
-        for id in ids {
-            if let Some(p) = self.peers.get_mut(&id) {
-                p.rtc.disconnect();
-            }
-            self.poll_peer(id, now);
-            self.remove_peer(id);
-        }
-        self.dirty.clear();
+        let ids = self.peers.keys().copied().collect();
+        self.close_peers(now, ids);
     }
 
     /// Participants in `room`.
@@ -223,6 +216,13 @@ impl Sfu {
         // An offer of ours that crossed this one is void; what it carried goes in the next.
         if peer.pending.is_some() {
             peer.offer_dropped();
+        }
+        // An ICE restart (the client's) gives the peer a new ufrag of ours: route by it.
+        let ufrag = peer.rtc.direct_api().local_ice_credentials().ufrag;
+        if ufrag != peer.ufrag {
+            let old = std::mem::replace(&mut peer.ufrag, ufrag.clone());
+            self.by_ufrag.remove(&old);
+            self.by_ufrag.insert(ufrag, id);
         }
         self.events.push_back(SfuEvent::Answer {
             room,
@@ -261,17 +261,19 @@ impl Sfu {
         Ok(())
     }
 
-    /// `user` left `room` (or its call ended): its peer connection closes and the others
-    /// stop receiving its tracks.
+    /// `user` left `room`: its peer connection closes and the others stop receiving its
+    /// tracks (they get offers that stop those m-lines).
     pub fn leave(&mut self, now: Instant, room: Uuid, user: Uuid) {
         if let Some(&id) = self.by_user.get(&(room, user)) {
-            if let Some(peer) = self.peers.get_mut(&id) {
-                peer.rtc.disconnect();
-            }
-            self.poll_peer(id, now);
-            self.remove_peer(id);
+            self.close_peers(now, vec![id]);
             self.settle(now);
         }
+    }
+
+    /// The call ended: everyone in `room` leaves.
+    pub fn close_room(&mut self, now: Instant, room: Uuid) {
+        let ids = self.room_members(room);
+        self.close_peers(now, ids);
     }
 
     /// Which layer `subscriber` wants of `publisher`'s video (a thumbnail, the focus, none).
@@ -413,6 +415,17 @@ impl Sfu {
         self.rooms.entry(room).or_default().push(id);
         self.next_sweep.get_or_insert(now + SWEEP_EVERY);
         Ok(id)
+    }
+
+    /// Closes the connections of `ids` (their DTLS close_notify goes out) and forgets them.
+    fn close_peers(&mut self, now: Instant, ids: Vec<PeerId>) {
+        for id in ids {
+            if let Some(p) = self.peers.get_mut(&id) {
+                p.rtc.disconnect();
+            }
+            self.poll_peer(id, now);
+            self.remove_peer(id);
+        }
     }
 
     /// Takes a peer out of every index, and its tracks out of the others' subscriptions.

@@ -160,6 +160,7 @@ impl World {
             max_participants: MAX_PARTICIPANTS,
             open_conversations: false,
             max_live_per_user: usize::MAX,
+            sfu_from: None,
         };
         let turn = TurnIssuer::new(
             b"turn-secret",
@@ -167,7 +168,7 @@ impl World {
             vec!["turn:127.0.0.1:3478?transport=udp".into()],
         );
         let state = Arc::new(ApiState {
-            calls: CallService::new(store, settings, turn, None, Clock::system()),
+            calls: CallService::new(store, settings, turn, None, None, Clock::system()),
             auth: Auth::new(Some(JWT_SECRET), Some(ADMIN_TOKEN)),
             hub,
             // Every request is one user's, as fast as it runs: no budget.

@@ -156,6 +156,7 @@ fn call_events_serialize_with_camel_case_data() {
                         "connectionQuality": null,
                     },
                 ],
+                "sfuRoomId": null,
             }
         }),
     );
@@ -273,4 +274,18 @@ fn status_texts_round_trip() {
     assert_eq!(pending, [Invited, Ringing]);
     let live = only(ParticipantStatus::ALL, ParticipantStatus::is_live);
     assert_eq!(live, [Invited, Ringing, Joined]);
+}
+
+/// A call put on the SFU says so in its invitees' `call:incoming`: its room is its id.
+#[test]
+fn a_call_on_the_sfu_names_its_room_in_call_incoming() {
+    let (mut call, mut events) = try_initiate(ALICE, &[BOB, CAROL], 8).unwrap();
+    call.use_sfu(&mut events);
+    assert_eq!(
+        call.sfu_room_id.as_deref(),
+        Some(CALL_ID.to_string().as_str())
+    );
+    let wire = serde_json::to_value(&events[0]).unwrap();
+    assert_eq!(wire["event"], "call:incoming");
+    assert_eq!(wire["data"]["sfuRoomId"], CALL_ID.to_string());
 }

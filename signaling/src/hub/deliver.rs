@@ -207,5 +207,8 @@ fn message_of(p: &Payload) -> Message {
         Payload::Ended(d) => Message::new(p.name(), d),
         Payload::MediaStateChanged(d) => Message::new(p.name(), d),
         Payload::Quality(d) => Message::new(p.name(), d),
+        Payload::SfuAnswer(d) => Message::new(p.name(), d),
+        Payload::SfuOffer(d) => Message::new(p.name(), d),
+        Payload::SfuClosed(d) => Message::new(p.name(), d),
     }
 }

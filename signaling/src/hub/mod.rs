@@ -230,7 +230,11 @@ impl Registry {
                 }
                 self.incoming.remove(&e.call_id);
             }
-            Payload::MediaStateChanged(_) | Payload::Quality(_) => {}
+            Payload::MediaStateChanged(_)
+            | Payload::Quality(_)
+            | Payload::SfuAnswer(_)
+            | Payload::SfuOffer(_)
+            | Payload::SfuClosed(_) => {}
         }
     }
 

@@ -94,7 +94,7 @@ impl CallService {
                     invitees.push(user);
                 }
                 let created = db.next_created_at(now);
-                let (call, events) = Call::initiate(
+                let (mut call, mut events) = Call::initiate(
                     Uuid::new_v4(),
                     conv,
                     req.kind,
@@ -111,6 +111,12 @@ impl CallService {
                     for p in &call.participants {
                         db.add_member(conv, p.user.id, now)?;
                     }
+                }
+                if settings
+                    .sfu_from
+                    .is_some_and(|n| call.participants.len() >= n)
+                {
+                    call.use_sfu(&mut events);
                 }
                 db.insert_call(&call)?;
                 // The relay's counters as the call starts, before anything can end it.
@@ -131,6 +137,7 @@ impl CallService {
             call_id: call.id,
             status: call.status,
             participants: call.invitees().map(|p| p.view()).collect(),
+            sfu_room_id: call.sfu_room_id.clone(),
         })
     }
 
@@ -151,6 +158,7 @@ impl CallService {
             call_id,
             status: call.status,
             started_at: call.started_at,
+            sfu_room_id: call.sfu_room_id.clone(),
         })
     }
 

@@ -12,6 +12,7 @@
 
 mod admin;
 mod calls;
+mod media;
 mod tasks;
 #[cfg(test)]
 mod tests;
@@ -27,6 +28,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use switchboard_sfu::io::SfuHandle;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
@@ -50,6 +52,9 @@ pub struct Settings {
     pub open_conversations: bool,
     /// The most live calls a user may be joined in when they start or answer another.
     pub max_live_per_user: usize,
+    /// Calls of this many participants or more (the initiator included) go through the SFU;
+    /// none when no SFU runs.
+    pub sfu_from: Option<usize>,
 }
 
 /// Why an operation failed. The API maps each to a status and a JSON error once.
@@ -78,6 +83,16 @@ pub enum CallError {
     /// 429: the same report again too soon.
     #[error("{what} at most once every {} ms", .every.as_millis())]
     TooFrequent { what: &'static str, every: Duration },
+    /// 409: the call's media does not go through the SFU (a 1:1 call, or no SFU runs).
+    #[error("this call's media does not go through the SFU")]
+    NotOnSfu,
+    /// 409: not in the call's SFU room: not a joined participant of the live call (an offer),
+    /// or no offer accepted yet (an answer, a layer).
+    #[error("not in this call's SFU room: join the call, then send call:sfu-offer")]
+    NotInRoom,
+    /// 503: the SFU is not running.
+    #[error("the SFU is unavailable; try again")]
+    SfuUnavailable,
     /// 503: the store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -124,6 +139,8 @@ struct Inner {
     relay: Option<RelayUsageFn>,
     /// Each live call's reading of its participants' relay counters when it started.
     relay_marks: Mutex<HashMap<Uuid, Vec<(Uuid, RelayUsage)>>>,
+    /// The SFU of group calls, when one runs.
+    sfu: Option<Arc<SfuHandle>>,
 }
 
 /// Reads what the relay has carried for a user so far: their allocations' counters, which
@@ -194,6 +211,7 @@ impl CallService {
         settings: Settings,
         turn: TurnIssuer,
         relay: Option<RelayUsageFn>,
+        sfu: Option<Arc<SfuHandle>>,
         clock: Clock,
     ) -> CallService {
         CallService {
@@ -205,6 +223,7 @@ impl CallService {
                 ringing: Notify::new(),
                 relay,
                 relay_marks: Mutex::new(HashMap::new()),
+                sfu,
             }),
         }
     }

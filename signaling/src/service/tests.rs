@@ -33,13 +33,14 @@ impl World {
             max_participants: 8,
             open_conversations: true,
             max_live_per_user: 4,
+            sfu_from: None,
         };
         let turn = TurnIssuer::new(b"secret", TTL, vec!["turn:127.0.0.1:3478".into()]);
         let now = Arc::new(AtomicU64::new(T0.unix_millis()));
         let hands = now.clone();
         let clock = Clock::new(move || Timestamp::from_unix_millis(hands.load(Ordering::SeqCst)));
         World {
-            calls: CallService::new(store, settings, turn, relay, clock),
+            calls: CallService::new(store, settings, turn, relay, None, clock),
             now,
             _dir: dir,
         }

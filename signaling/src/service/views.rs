@@ -39,6 +39,8 @@ pub struct InitiateResponse {
     pub status: CallStatus,
     /// The invitees (the caller is in the call's full participant list).
     pub participants: Vec<ParticipantView>,
+    /// The call's SFU room when it is a group call on the SFU (see [`CallView`]).
+    pub sfu_room_id: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -47,6 +49,7 @@ pub struct AnswerResponse {
     pub call_id: Uuid,
     pub status: CallStatus,
     pub started_at: Option<Timestamp>,
+    pub sfu_room_id: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -121,7 +124,7 @@ impl From<&Call> for CallView {
             ended_at: c.ended_at,
             duration: c.duration_seconds,
             end_reason: c.end_reason,
-            sfu_room_id: None,
+            sfu_room_id: c.sfu_room_id.clone(),
             quality_stats: c
                 .quality_stats
                 .as_deref()

@@ -8,6 +8,7 @@
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
+use switchboard_sfu::Quality as Layer;
 use uuid::Uuid;
 
 use crate::hub::Signal;
@@ -39,6 +40,17 @@ pub enum ClientEvent<'a> {
     Stats(Uuid, Figures),
     /// `auth:refresh` with `{token}`: the socket's fresh token (see [`super::lease`]).
     Refresh(String),
+    /// `call:sfu-offer` with `{callId, sdp}`: the participant's offer to the call's SFU.
+    SfuOffer(Uuid, String),
+    /// `call:sfu-answer` with `{callId, sdp}`: its answer to the SFU's offer.
+    SfuAnswer(Uuid, String),
+    /// `call:sfu-layer` with `{callId, userId, quality}`: which layer of `userId`'s video it
+    /// receives (`low`, `medium`, `high` or `off`).
+    SfuLayer {
+        call_id: Uuid,
+        user_id: Uuid,
+        quality: Layer,
+    },
 }
 
 /// Why a client event is refused before it is performed.
@@ -69,13 +81,16 @@ impl Refusal {
 
 /// The client events the call service performs, and the socket's own `auth:refresh` (the
 /// others are [`Signal`]s).
-const PERFORMED: [&str; 6] = [
+const PERFORMED: [&str; 9] = [
     "call:accept",
     "call:reject",
     "call:end",
     "call:media",
     "call:stats",
     "auth:refresh",
+    "call:sfu-offer",
+    "call:sfu-answer",
+    "call:sfu-layer",
 ];
 
 impl<'a> ClientEvent<'a> {
@@ -122,6 +137,22 @@ impl<'a> ClientEvent<'a> {
                 ClientEvent::Media(m.call_id, req)
             }
             ("auth:refresh", None) => ClientEvent::Refresh(fields::<RefreshIn>(data)?.token),
+            ("call:sfu-offer", None) => {
+                let m: SdpIn = fields(data)?;
+                ClientEvent::SfuOffer(m.call_id, m.sdp)
+            }
+            ("call:sfu-answer", None) => {
+                let m: SdpIn = fields(data)?;
+                ClientEvent::SfuAnswer(m.call_id, m.sdp)
+            }
+            ("call:sfu-layer", None) => {
+                let m: LayerIn = fields(data)?;
+                ClientEvent::SfuLayer {
+                    call_id: m.call_id,
+                    user_id: m.user_id,
+                    quality: m.quality.0,
+                }
+            }
             _ => {
                 let m: StatsIn = fields(data)?;
                 let figures = Figures {
@@ -180,6 +211,42 @@ struct MediaIn {
     audio_enabled: Option<bool>,
     video_enabled: Option<bool>,
     screen_sharing: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct SdpIn {
+    call_id: Uuid,
+    sdp: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct LayerIn {
+    call_id: Uuid,
+    user_id: Uuid,
+    quality: QualityIn,
+}
+
+/// `low`, `medium`, `high` or `off`.
+struct QualityIn(Layer);
+
+impl<'de> Deserialize<'de> for QualityIn {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <&str>::deserialize(d)?;
+        Ok(QualityIn(match s {
+            "low" => Layer::Low,
+            "medium" => Layer::Medium,
+            "high" => Layer::High,
+            "off" => Layer::Off,
+            other => {
+                return Err(serde::de::Error::invalid_value(
+                    serde::de::Unexpected::Str(other),
+                    &"low, medium, high or off",
+                ))
+            }
+        }))
+    }
 }
 
 #[derive(Deserialize)]

@@ -92,6 +92,17 @@ pub async fn perform(s: &ApiState, o: Origin<'_>, e: ClientEvent<'_>) -> Reply {
             to_value(Box::pin(s.calls.record_stats(user, call_id, figures)).await)
         }
         ClientEvent::Refresh(token) => return o.lease.refresh(&s.auth, &token),
+        ClientEvent::SfuOffer(call_id, sdp) => {
+            to_value(Box::pin(s.calls.sfu_offer(user, call_id, sdp)).await)
+        }
+        ClientEvent::SfuAnswer(call_id, sdp) => {
+            to_value(Box::pin(s.calls.sfu_answer(user, call_id, sdp)).await)
+        }
+        ClientEvent::SfuLayer {
+            call_id,
+            user_id,
+            quality,
+        } => to_value(Box::pin(s.calls.sfu_layer(user, call_id, user_id, quality)).await),
     };
     match result {
         Ok(body) => Reply::Ack(body),

@@ -11,19 +11,20 @@ use crate::time::Timestamp;
 
 impl Db {
     pub fn insert_call(&self, call: &Call) -> Result<(), StoreError> {
-        let fixed: [Value; 5] = [
+        let fixed: [Value; 6] = [
             call.id.to_string().into(),
             call.conversation_id.to_string().into(),
             call.kind.as_str().to_owned().into(),
             call.initiated_by.to_string().into(),
             call.created_at.to_string().into(),
+            call.sfu_room_id.clone().into(),
         ];
         self.conn
             .prepare_cached(
                 "INSERT INTO calls (id, conversation_id, type, initiated_by, created_at,
-                   status, started_at, ended_at, duration_seconds, end_reason, quality_stats,
-                   updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                   sfu_room_id, status, started_at, ended_at, duration_seconds, end_reason,
+                   quality_stats, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             )?
             .execute(params_from_iter(fixed.into_iter().chain(call_state(call))))?;
         let mut stmt = self.conn.prepare_cached(
@@ -122,7 +123,8 @@ impl Db {
             .conn
             .prepare_cached(
                 "SELECT id, conversation_id, type, status, initiated_by, started_at, ended_at,
-                   duration_seconds, end_reason, quality_stats, created_at, updated_at
+                   duration_seconds, end_reason, quality_stats, created_at, updated_at,
+                   sfu_room_id
                  FROM calls WHERE id = ?1",
             )?
             .query_row([id.to_string()], CallRow::read)
@@ -191,6 +193,7 @@ impl Db {
                 .transpose()?,
             end_reason: r.end_reason.as_deref().map(parsed).transpose()?,
             quality_stats: r.quality_stats,
+            sfu_room_id: r.sfu_room_id,
             created_at: stamp(&r.created_at)?,
             updated_at: stamp(&r.updated_at)?,
             participants,
@@ -288,7 +291,7 @@ impl Db {
     ) -> Result<Vec<Call>, StoreError> {
         const COLUMNS: &str = "c.id, c.conversation_id, c.type, c.status, c.initiated_by, \
             c.started_at, c.ended_at, c.duration_seconds, c.end_reason, c.quality_stats, \
-            c.created_at, c.updated_at";
+            c.created_at, c.updated_at, c.sfu_room_id";
         let before = before.map_or_else(|| "9999".to_owned(), |t| t.to_string());
         // Two statements, so that each keeps a plan walking an index newest first
         // (calls_by_conversation) rather than sorting the whole history.
@@ -370,6 +373,7 @@ struct CallRow {
     quality_stats: Option<String>,
     created_at: String,
     updated_at: String,
+    sfu_room_id: Option<String>,
 }
 
 impl CallRow {
@@ -387,6 +391,7 @@ impl CallRow {
             quality_stats: r.get(9)?,
             created_at: r.get(10)?,
             updated_at: r.get(11)?,
+            sfu_room_id: r.get(12)?,
         })
     }
 }

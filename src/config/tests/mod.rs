@@ -194,6 +194,46 @@ fn missing_sections_take_defaults() {
     assert_eq!(c.calls.max_participants, 20);
     assert_eq!(c.log.level, "info");
     assert_eq!(c.log.format, LogFormat::Text);
+    // Group calls of 3 go through the SFU, on TURN's address, port 3480; participants are
+    // told the relay address (the listen address is every address).
+    assert_eq!(c.calls.sfu_from, 3);
+    let sfu = c.sfu.unwrap();
+    assert_eq!(sfu.listen, "0.0.0.0:3480".parse().unwrap());
+    assert_eq!(sfu.public_ip, Some("198.51.100.7".parse().unwrap()));
+}
+
+#[test]
+fn the_sfu_follows_turn_and_can_be_turned_off() {
+    let sfu = |extra: &str| load(&format!("{MINIMAL}{extra}")).map(|c| c.sfu);
+    // external_ip before relay_ip; an explicit public_ip before both.
+    let behind_nat = sfu("external_ip = \"203.0.113.9\"\n").unwrap().unwrap();
+    assert_eq!(behind_nat.public_ip, Some("203.0.113.9".parse().unwrap()));
+    let set = "\n[sfu]\nlisten = \"0.0.0.0:4000\"\npublic_ip = \"192.0.2.1\"\n";
+    let set = sfu(set).unwrap().unwrap();
+    assert_eq!(set.listen.port(), 4000);
+    assert_eq!(set.public_ip, Some("192.0.2.1".parse().unwrap()));
+    // A listen address of its own is what participants are told.
+    let own = sfu("\n[sfu]\nlisten = \"192.0.2.5:3480\"\n")
+        .unwrap()
+        .unwrap();
+    assert_eq!(own.public_ip, None);
+    // Off.
+    assert!(sfu("\n[calls]\nsfu_from = 0\n").unwrap().is_none());
+    for (extra, key, says) in [
+        (
+            "\n[calls]\nsfu_from = 0\n[sfu]\nlisten = \"0.0.0.0:1\"\n",
+            "sfu",
+            "sfu_from = 0",
+        ),
+        ("\n[calls]\nsfu_from = 1\n", "calls.sfu_from", "at least 2"),
+        ("\n[sfu]\nlisten = \"3480\"\n", "sfu.listen", "ip:port"),
+        ("\n[sfu]\npublic_ip = \"x\"\n", "sfu.public_ip", "not an IP"),
+        ("\n[sfu]\nport = 1\n", "sfu.port", "unknown"),
+    ] {
+        let e = err(&format!("{MINIMAL}{extra}"));
+        assert_eq!(e.key, key, "{extra}: {e}");
+        assert!(e.to_string().contains(says), "{extra}: {e}");
+    }
 }
 
 #[test]
@@ -462,6 +502,11 @@ fn dev_default_generates_secrets_once() {
     assert_eq!(c.turn.listen, vec!["127.0.0.1:3478".parse().unwrap()]);
     assert_eq!(c.turn.relay_ips, [IpAddr::from([127, 0, 0, 1])]);
     assert_eq!(c.http.listen, "127.0.0.1:8080".parse().unwrap());
+    let sfu = c.sfu.as_ref().unwrap();
+    assert_eq!(
+        (sfu.listen, sfu.public_ip),
+        ("127.0.0.1:3480".parse().unwrap(), None)
+    );
     assert_eq!(c.store.path, state.join("switchboard.db"));
     assert!(c.warnings.is_empty(), "{:?}", c.warnings);
 

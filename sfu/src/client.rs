@@ -1,0 +1,293 @@
+//! A participant built on str0m, as tests use one (and as a load generator can): full ICE,
+//! DTLS-SRTP, a microphone sending Opus and a camera sending VP8, optionally in simulcast
+//! layers, through str0m's frame API as an application would.
+//!
+//! Frames carry who sent them, so that a receiver can check whose media it got and which
+//! layer: audio `[b'a', initial, n (8 bytes)]`; video `[key ? 0 : 1, b'v', initial, layer,
+//! n (8 bytes), padding to 1,800 bytes (two packets)]`, where `initial` is the first byte of
+//! the participant's name, `layer` the rid's first byte (`-` without simulcast), and the first
+//! byte is a VP8 frame header's key frame bit. A key frame goes out first and whenever the SFU
+//! asks for one (PLI).
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::format::Codec;
+use str0m::media::SimulcastLayer;
+use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid, Rid, Simulcast};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig, RtcError};
+use uuid::Uuid;
+
+/// Video frames are this long: two RTP packets each.
+pub const VIDEO_FRAME: usize = 1800;
+
+pub struct Participant {
+    pub name: String,
+    pub user: Uuid,
+    /// Its one host candidate.
+    pub addr: SocketAddr,
+    pub rtc: Rtc,
+    pending: Option<SdpPendingOffer>,
+    audio: Mid,
+    video: Mid,
+    /// DTLS is up: media can flow.
+    pub connected: bool,
+    /// Whose track each of its receiving m-lines carries, as the SFU's offers said.
+    pub owners: HashMap<String, Uuid>,
+    /// What arrived: by (sender, kind), the frames.
+    pub got: HashMap<(Uuid, MediaKind), Vec<Vec<u8>>>,
+    /// Frames that arrived after a gap in sequence numbers.
+    pub gaps: u64,
+    /// Media on an m-line no offer named (a bug of the SFU's).
+    pub strays: u64,
+    frames_sent: u64,
+    layers: Vec<Option<Rid>>,
+    /// Layers a key frame was asked for: the next frame of each is one.
+    key_wanted: HashSet<Option<Rid>>,
+}
+
+impl Participant {
+    /// A participant at `addr` whose camera sends the simulcast `layers` (lowest first; none:
+    /// one plain stream), and its first offer (SDP).
+    pub fn new(
+        name: &str,
+        user: Uuid,
+        addr: SocketAddr,
+        now: Instant,
+        layers: &[&str],
+    ) -> (Participant, String) {
+        let mut rtc = RtcConfig::new()
+            .set_crypto_provider(crate::crypto())
+            .build(now);
+        if let Ok(c) = Candidate::host(addr, "udp") {
+            rtc.add_local_candidate(c);
+        }
+        let mut api = rtc.sdp_api();
+        let audio = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+        let simulcast = (!layers.is_empty()).then(|| {
+            let mut s = Simulcast::new();
+            for l in layers {
+                s.add_send_layer(SimulcastLayer::new(l));
+            }
+            s
+        });
+        let video = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, simulcast);
+        let (offer, pending) = api.apply().expect("two new m-lines are a change");
+        let p = Participant {
+            name: name.to_owned(),
+            user,
+            addr,
+            rtc,
+            pending: Some(pending),
+            audio,
+            video,
+            connected: false,
+            owners: HashMap::new(),
+            got: HashMap::new(),
+            gaps: 0,
+            strays: 0,
+            frames_sent: 0,
+            layers: if layers.is_empty() {
+                vec![None]
+            } else {
+                layers.iter().map(|l| Some(Rid::from(*l))).collect()
+            },
+            key_wanted: HashSet::new(),
+        };
+        (p, offer.to_sdp_string())
+    }
+
+    /// The first byte of its name: how its frames say who sent them.
+    pub fn initial(&self) -> u8 {
+        self.name.as_bytes().first().copied().unwrap_or(b'?')
+    }
+
+    /// The SFU's answer to its offer.
+    pub fn accept_answer(&mut self, sdp: &str) -> Result<(), String> {
+        let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| e.to_string())?;
+        let pending = self.pending.take().ok_or("no offer of ours is pending")?;
+        self.rtc
+            .sdp_api()
+            .accept_answer(pending, answer)
+            .map_err(|e| e.to_string())
+    }
+
+    /// An offer of the SFU's, with whose track each m-line carries (mid, user): its answer.
+    pub fn accept_offer(
+        &mut self,
+        sdp: &str,
+        tracks: impl IntoIterator<Item = (String, Uuid)>,
+    ) -> Result<String, String> {
+        self.owners.extend(tracks);
+        let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| e.to_string())?;
+        let answer = self
+            .rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| e.to_string())?;
+        Ok(answer.to_sdp_string())
+    }
+
+    /// A datagram that arrived from `source`.
+    pub fn receive(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        data: &[u8],
+    ) -> Result<(), RtcError> {
+        let Ok(contents) = data.try_into() else {
+            return Ok(());
+        };
+        self.rtc.handle_input(Input::Receive(
+            now,
+            Receive {
+                proto: Protocol::Udp,
+                source,
+                destination: self.addr,
+                contents,
+            },
+        ))
+    }
+
+    /// Moves time on, then hands each datagram to send to `send` (destination, bytes) and
+    /// takes in the events, until str0m has nothing more.
+    pub fn poll(
+        &mut self,
+        now: Instant,
+        mut send: impl FnMut(SocketAddr, &[u8]),
+    ) -> Result<(), RtcError> {
+        self.rtc.handle_input(Input::Timeout(now))?;
+        loop {
+            match self.rtc.poll_output()? {
+                Output::Timeout(_) => return Ok(()),
+                Output::Transmit(t) => send(t.destination, &t.contents),
+                Output::Event(e) => self.on_event(e),
+            }
+        }
+    }
+
+    fn on_event(&mut self, e: Event) {
+        match e {
+            Event::Connected => self.connected = true,
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                self.connected = false;
+            }
+            Event::KeyframeRequest(r) => {
+                self.key_wanted.insert(r.rid);
+            }
+            Event::MediaData(d) => {
+                self.gaps += u64::from(!d.contiguous);
+                let Some(owner) = self.owners.get(&d.mid.to_string()).copied() else {
+                    self.strays += 1;
+                    return;
+                };
+                let kind = if d.params.spec().codec == Codec::Opus {
+                    MediaKind::Audio
+                } else {
+                    MediaKind::Video
+                };
+                self.got
+                    .entry((owner, kind))
+                    .or_default()
+                    .push(d.data.to_vec());
+            }
+            _ => {}
+        }
+    }
+
+    /// The frames that arrived from `user` of `kind`.
+    pub fn frames_from(&self, user: Uuid, kind: MediaKind) -> &[Vec<u8>] {
+        self.got.get(&(user, kind)).map_or(&[], |v| v)
+    }
+
+    /// Sends one audio frame (20 ms of Opus as far as timestamps go), and every third call a
+    /// video frame on each layer.
+    pub fn send_media(&mut self, now: Instant) -> Result<(), RtcError> {
+        if !self.connected {
+            return Ok(());
+        }
+        let n = self.frames_sent;
+        self.frames_sent += 1;
+        let initial = self.initial();
+        if let Some(w) = self.rtc.writer(self.audio) {
+            let opus = w
+                .payload_params()
+                .find(|p| p.spec().codec == Codec::Opus)
+                .map(|p| p.pt());
+            if let Some(pt) = opus {
+                let mut payload = vec![b'a', initial];
+                payload.extend(n.to_be_bytes());
+                let time = MediaTime::new(n * 960, Frequency::FORTY_EIGHT_KHZ);
+                w.write(pt, now, time, payload)?;
+            }
+        }
+        if !n.is_multiple_of(3) {
+            return Ok(());
+        }
+        for layer in self.layers.clone() {
+            let Some(w) = self.rtc.writer(self.video) else {
+                break;
+            };
+            let vp8 = w
+                .payload_params()
+                .find(|p| p.spec().codec == Codec::Vp8)
+                .map(|p| p.pt());
+            let Some(pt) = vp8 else {
+                break;
+            };
+            let w = match layer {
+                Some(rid) => w.rid(rid),
+                None => w,
+            };
+            let key = n == 0 || self.key_wanted.remove(&layer);
+            let tag = layer.map_or(b'-', |r| r.as_bytes()[0]);
+            let mut frame = vec![u8::from(!key), b'v', initial, tag];
+            frame.extend(n.to_be_bytes());
+            frame.resize(VIDEO_FRAME, 0x5a);
+            let time = MediaTime::new(n * 3000, Frequency::NINETY_KHZ);
+            w.write(pt, now, time, frame)?;
+        }
+        Ok(())
+    }
+}
+
+/// A [`Participant`] on a UDP socket of its own (non-blocking), for tests over real sockets:
+/// [`UdpParticipant::pump`] does one round of its network I/O.
+pub struct UdpParticipant {
+    pub p: Participant,
+    pub sock: std::net::UdpSocket,
+}
+
+impl UdpParticipant {
+    /// A participant on a new socket at `ip` (port 0), and its first offer.
+    pub fn bind(
+        name: &str,
+        user: Uuid,
+        ip: std::net::IpAddr,
+        layers: &[&str],
+    ) -> std::io::Result<(UdpParticipant, String)> {
+        let sock = std::net::UdpSocket::bind((ip, 0))?;
+        sock.set_nonblocking(true)?;
+        let (p, offer) = Participant::new(name, user, sock.local_addr()?, Instant::now(), layers);
+        Ok((UdpParticipant { p, sock }, offer))
+    }
+
+    /// Takes in what arrived, sends a round of media when `media`, and sends what str0m has
+    /// to send.
+    pub fn pump(&mut self, now: Instant, media: bool) -> Result<(), RtcError> {
+        let mut buf = [0u8; 2048];
+        while let Ok((n, from)) = self.sock.recv_from(&mut buf) {
+            self.p.receive(now, from, &buf[..n])?;
+        }
+        if media {
+            self.p.send_media(now)?;
+        }
+        let sock = &self.sock;
+        self.p.poll(now, |to, data| {
+            let _ = sock.send_to(data, to);
+        })
+    }
+}

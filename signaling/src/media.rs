@@ -1,0 +1,85 @@
+//! The domain's link to the SFU of group calls (switchboard-sfu, on a thread of its own).
+//!
+//! Two ways, neither blocking:
+//! - what the SFU says (its answers, its offers, a connection it dropped) goes to the
+//!   participant's sockets through the hub ([`run_sfu_events`]);
+//! - what the call state machine decides reaches the SFU from the committed events
+//!   ([`SfuSink`], in front of the hub): a participant who left leaves the SFU room, a call that
+//!   ended closes it.
+//!
+//! The participant's offers, answers and layer choices go the other way through the call
+//! service (`service/media.rs`).
+
+use std::sync::Arc;
+
+use switchboard_sfu::io::SfuHandle;
+use switchboard_sfu::SfuEvent;
+use tokio::sync::mpsc;
+
+use crate::event::{Event, EventSink, Payload, SfuClosed, SfuOffer, SfuSdp, SfuTrack};
+
+/// The hub, and the SFU told of departures and ends first.
+pub struct SfuSink {
+    pub hub: Arc<dyn EventSink>,
+    pub sfu: Arc<SfuHandle>,
+}
+
+impl EventSink for SfuSink {
+    fn deliver(&self, events: Vec<Event>) {
+        for e in &events {
+            // A full command queue loses nothing lasting: the SFU also drops a participant
+            // whose connection stays down past the grace.
+            let _ = match &e.payload {
+                Payload::ParticipantLeft(l) => self.sfu.leave(l.call_id, l.user_id),
+                Payload::Ended(ended) => self.sfu.close_room(ended.call_id),
+                _ => Ok(()),
+            };
+        }
+        self.hub.deliver(events);
+    }
+}
+
+/// Delivers what the SFU says to the participants it is for, until the SFU stops.
+pub async fn run_sfu_events(
+    hub: Arc<dyn EventSink>,
+    mut events: mpsc::UnboundedReceiver<SfuEvent>,
+) {
+    while let Some(e) = events.recv().await {
+        let (user, payload) = match e {
+            SfuEvent::Answer { room, user, sdp } => {
+                (user, Payload::SfuAnswer(SfuSdp { call_id: room, sdp }))
+            }
+            SfuEvent::Offer {
+                room,
+                user,
+                sdp,
+                tracks,
+            } => (
+                user,
+                Payload::SfuOffer(SfuOffer {
+                    call_id: room,
+                    sdp,
+                    tracks: tracks
+                        .into_iter()
+                        .map(|t| SfuTrack {
+                            mid: t.mid,
+                            user_id: t.user,
+                            kind: t.kind,
+                        })
+                        .collect(),
+                }),
+            ),
+            SfuEvent::Gone { room, user } => {
+                (user, Payload::SfuClosed(SfuClosed { call_id: room }))
+            }
+            SfuEvent::Connected { room, user } => {
+                tracing::debug!(call = %room, %user, "SFU media connected");
+                continue;
+            }
+        };
+        hub.deliver(vec![Event {
+            to: vec![user],
+            payload,
+        }]);
+    }
+}
