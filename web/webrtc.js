@@ -12,7 +12,9 @@
 // who has not answered: an offer carries this side's camera and microphone, and ringing is not
 // consent (`initiateCallToUser` on someone still being rung waits for them to join). Later offers (ICE restarts,
 // screen share renegotiation) may come from either side: the side that made the first offer
-// wins a collision ("impolite"), the other rolls its own back ("polite").
+// wins a collision ("impolite"), the other rolls its own back ("polite"). When both made a first
+// offer (a newcomer who saw someone join before answering offers to them as they offer to it),
+// the offer with the larger SDP session id goes on, on both sides alike.
 
 const NOOP = () => {};
 /** ICE restarts per peer in one outage (between two connected states), at most. */
@@ -95,6 +97,16 @@ function fingerprint(sdp) {
 /** The `o=` line of an SDP: the same for an offer sent again (even with candidates added). */
 function origin(sdp) {
   return /^o=.*$/m.exec(sdp ?? '')?.[0] ?? null;
+}
+
+/**
+ * Of two first offers that crossed (each side saw the other join and offered), whether ours
+ * goes on: the one with the larger session id (the `o=` line's), so both sides keep the same.
+ */
+function ourFirstOfferWins(ours, theirs) {
+  const id = (sdp) => (/^o=\S+ (\d+)/m.exec(sdp ?? '')?.[1] ?? '').replace(/^0+/, '');
+  const [a, b] = [id(ours), id(theirs)];
+  return a.length === b.length ? a > b : a.length > b.length;
 }
 
 /** `{type, sdp}` of a session description, for the wire. */
@@ -515,6 +527,11 @@ export class WebRTCManager {
       return this.#sendDescription('call:answer', peer); // the same offer again: the same answer
     }
     const collision = pc.signalingState !== 'stable';
+    if (collision && !pc.remoteDescription) {
+      // Both made the first offer: one rule on both sides picks the one that goes on, and its
+      // maker is the offerer of this connection from now on (the later collisions' winner).
+      peer.isOfferer = ourFirstOfferWins(pc.localDescription?.sdp, offer.sdp);
+    }
     peer.ignoreOffer = collision && peer.isOfferer;
     if (peer.ignoreOffer) return this.#log('offer collision with', peer.userId, ': ours goes on');
     if (collision) {
@@ -526,7 +543,18 @@ export class WebRTCManager {
     this.#addLocalTracks(peer);
     await pc.setLocalDescription(await pc.createAnswer());
     this.#sendDescription('call:answer', peer);
+    if (collision) await this.#restartSenders(pc);
     if (peer.wantsOffer) await this.#offer(peer, peer.wantsOffer);
+  }
+
+  /**
+   * After a rollback of a renegotiation: Chromium (148) then sends nothing from the senders
+   * (a fresh outbound-rtp, no frame encoded) until their track is set again.
+   */
+  async #restartSenders(pc) {
+    for (const sender of pc.getSenders()) {
+      if (sender.track) await sender.replaceTrack(sender.track);
+    }
   }
 
   #handleAnswer({ fromUserId, answer }) {

@@ -198,3 +198,42 @@ fn demo_page_group_call_of_five_relayed_with_the_default_quota() {
     let cert = common::TestCert::new();
     demo_call("any", 5, &cert.turn_config());
 }
+
+/// Crossed first offers and crossed renegotiations in the page's WebRTCManager, made to happen
+/// every time (tests/browser/glare.mjs): exactly one side yields each time, the same side both
+/// times, and the connection comes up (and stays up) relay <-> relay with video both ways.
+/// Before the rule for crossed first offers, both sides kept theirs and never connected: the
+/// five-person demo call above failed that way in about one run in three.
+#[test]
+fn crossed_offers_resolve_to_one_connection() {
+    let _browser = check_prerequisites();
+    let daemon = Daemon::start_with(Options {
+        dev: true,
+        ..Options::default()
+    });
+    let (code, out) = run_bounded(
+        Command::new("node")
+            .arg(browser_dir().join("glare.mjs"))
+            .args(["--base", &format!("http://{}/", daemon.http)])
+            .args(["--timeout-ms", &CALL_LIMIT.as_millis().to_string()])
+            .args(["--chromium", CHROMIUM])
+            .current_dir(browser_dir()),
+        CALL_LIMIT + NODE_MARGIN,
+    );
+    println!("{out}");
+    assert_eq!(code, Some(0), "glare.mjs failed: {out}");
+    let r = result_line(&out).unwrap_or_else(|| panic!("no result line: {out}"));
+    let rounds = r["rounds"].as_array().expect("rounds");
+    assert_eq!(rounds.len(), 2, "{r}");
+    for round in rounds {
+        for side in ["a", "b"] {
+            let s = &round["sides"][side];
+            assert_eq!(s["state"], "connected", "{round}");
+            assert_eq!(s["local"], "relay", "{round}");
+            assert!(s["bytes"].as_u64().unwrap_or(0) > 10_000, "{round}");
+        }
+    }
+    assert_eq!(rounds[0]["kept"], rounds[1]["kept"], "{r}");
+    // Both ends are allocations of this daemon: the video crossed its hairpin.
+    assert!(daemon.metric("switchboard_turn_hairpin_packets_total") > 0);
+}
