@@ -1,22 +1,30 @@
 #!/usr/bin/env bash
-# Runs every cargo-fuzz target of the relay (turn/fuzz) and of the signaling (signaling/fuzz)
-# for FUZZ_SECONDS each (default 60), starting from the committed seeds (<crate>/fuzz/seeds/
-# <target>) plus the corpus earlier runs grew (kept outside the clone), and prints each
-# target's executions, coverage and crashes. A crash (or a leak, or a timeout) fails the run
-# and leaves its reproducer in $WORK/artifacts/<crate>-<target>/.
+# Runs every cargo-fuzz target of the relay (turn/fuzz), the signaling (signaling/fuzz) and the
+# SFU (sfu/fuzz) for FUZZ_SECONDS each (default 60), starting from the committed seeds
+# (<crate>/fuzz/seeds/<target>) plus the corpus earlier runs grew (kept outside the clone), and
+# prints each target's executions, coverage and crashes. A crash (or a leak, or a timeout) fails
+# the run and leaves its reproducer in $WORK/artifacts/<crate>-<target>/.
 #
-# cargo-fuzz is installed into $WORK/tools; the toolchain is stable, so RUSTC_BOOTSTRAP=1 lets
-# it pass the sanitizer flags. Run by tests/run.sh.
+# FUZZ_CRATES picks some of the crates (default: all three). cargo-fuzz is installed into
+# $WORK/tools; the toolchain is stable, so RUSTC_BOOTSTRAP=1 lets it pass the sanitizer flags.
+# Run by tests/run.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 FUZZ_SECONDS=${FUZZ_SECONDS:-60}
 WORK=${SWITCHBOARD_FUZZ_WORK:-/var/tmp/switchboard-fuzz}
 CARGO_FUZZ_VERSION=0.13.2
+FUZZ_CRATES=${FUZZ_CRATES:-turn signaling sfu}
 [[ $FUZZ_SECONDS =~ ^[0-9]+$ ]] && ((FUZZ_SECONDS >= 1 && FUZZ_SECONDS <= 3600)) || {
     echo "tests/fuzz.sh: FUZZ_SECONDS must be 1..3600" >&2
     exit 2
 }
+for crate in $FUZZ_CRATES; do
+    [[ $crate =~ ^(turn|signaling|sfu)$ ]] || {
+        echo "tests/fuzz.sh: FUZZ_CRATES names turn, signaling or sfu, not $crate" >&2
+        exit 2
+    }
+done
 
 cargo_fuzz="$WORK/tools/bin/cargo-fuzz"
 if [[ "$("$cargo_fuzz" --version 2>/dev/null || true)" != "cargo-fuzz $CARGO_FUZZ_VERSION" ]]; then
@@ -26,7 +34,7 @@ fi
 
 summary=()
 failed=0
-for crate in turn signaling; do
+for crate in $FUZZ_CRATES; do
     targets=$(cd "$crate" && "$cargo_fuzz" fuzz list)
     for target in $targets; do
         name="$crate-$target"

@@ -6,9 +6,10 @@
 
 use std::time::{Duration, Instant};
 
+use str0m::change::SdpOffer;
 use str0m::media::{Direction, MediaKind, Mid};
 use switchboard_sfu::client::{Participant, VIDEO_FRAME};
-use switchboard_sfu::{Quality, Sfu, SfuConfig, SfuEvent};
+use switchboard_sfu::{Quality, Sfu, SfuConfig, SfuError, SfuEvent};
 use uuid::Uuid;
 
 const SFU: &str = "10.0.0.1:40000";
@@ -266,6 +267,40 @@ fn datagrams_of_no_participant_are_dropped_and_counted() {
     }
     assert_eq!(w.sfu.counters().unknown, before.unknown + 5);
     assert!(w.sfu.poll_transmit().is_none(), "nothing answers them");
+}
+
+#[test]
+fn an_offer_whose_answer_is_refused_is_made_again() {
+    let mut w = World::new();
+    w.join("alice");
+    w.run(Duration::from_millis(300), false);
+    // Bob joins: the SFU answers him, then offers him Alice's two tracks.
+    let bob = w.join("bob");
+    let (room, user) = (w.room, w.clients[bob].user);
+    let mut offer = None;
+    while let Some(e) = w.sfu.poll_event() {
+        match e {
+            SfuEvent::Offer { user: u, sdp, .. } if u == user => offer = Some(sdp),
+            e => w.signal(e),
+        }
+    }
+    let offer = SdpOffer::from_sdp_string(&offer.expect("an offer of Alice's tracks")).unwrap();
+    // His answer without its last m-line: SDP, which the SFU's connection refuses.
+    let c = &mut w.clients[bob];
+    let answer = c.rtc.sdp_api().accept_offer(offer).unwrap().to_sdp_string();
+    let cut = &answer[..answer.rfind("\r\nm=").unwrap() + 2];
+    let refused = w.sfu.answer(w.now, room, user, cut);
+    assert!(matches!(refused, Err(SfuError::Refused(_))), "{refused:?}");
+    // Before the fix the offer's m-lines stayed "offered" for good: Bob never got them.
+    let again = std::iter::from_fn(|| w.sfu.poll_event()).find_map(|e| match e {
+        SfuEvent::Offer {
+            user: u, tracks, ..
+        } if u == user => Some(tracks),
+        _ => None,
+    });
+    let tracks = again.expect("the offer made again");
+    assert_eq!(tracks.len(), 2, "{tracks:?}");
+    assert!(tracks.iter().all(|t| t.user == w.clients[0].user));
 }
 
 /// The layer tags of the video frames `c` got from `from`, and whether each was a key frame.

@@ -250,10 +250,13 @@ impl Sfu {
         let id = *self.by_user.get(&(room, user)).ok_or(SfuError::NotJoined)?;
         let peer = self.peers.get_mut(&id).expect("indexed peers exist");
         let pending = peer.pending.take().ok_or(SfuError::NoOffer)?;
-        peer.rtc
-            .sdp_api()
-            .accept_answer(pending, answer)
-            .map_err(|e| SfuError::Refused(e.to_string()))?;
+        if let Err(e) = peer.rtc.sdp_api().accept_answer(pending, answer) {
+            // Our offer is void (str0m dropped its changes): what it carried is offered again,
+            // or the peer would never get those tracks, nor see those m-lines stop.
+            peer.offer_dropped();
+            self.settle(now);
+            return Err(SfuError::Refused(e.to_string()));
+        }
         peer.offer_answered();
         self.start_subscriptions(id, now);
         self.poll_peer(id, now);
