@@ -24,6 +24,8 @@
 # Usage: bench/sfu.sh                        (from anywhere; builds what it needs)
 #        SCENARIOS="1x20 4x5 2x10" bench/sfu.sh
 # Knobs (environment): SCENARIOS="1x20 4x5" WARMUP=3 DURATION=15 VIDEO_KBPS=1000
+#   PROFILE=0|1 (perf record -g of the SFU process over each measured window; the top of the
+#   report in perf-<scenario>.txt; the sampling costs the SFU CPU, so its figures read higher)
 #   BENCH_SKIP_BUILD=0 CARGO_TARGET_DIR BENCH_OUT
 # Raw outputs go to bench/out/<timestamp>/ (git-ignored); the exit status is non-zero if a
 # run failed (an error, negotiation that did not finish).
@@ -37,6 +39,7 @@ SCENARIOS=${SCENARIOS:-"1x20 4x5"}
 WARMUP=${WARMUP:-3}
 DURATION=${DURATION:-15}
 VIDEO_KBPS=${VIDEO_KBPS:-1000}
+PROFILE=${PROFILE:-0}
 
 TARGET_CORE_PCT=50    # a room of 20, % of one core
 TARGET_RATIO=2        # SFU CPU per forwarded packet / the floor's
@@ -53,7 +56,7 @@ log "output: $OUT"
 } | tee "$OUT/env.txt" >&2
 
 RESULTS=$OUT/results.tsv
-printf 'scenario\ttarget\tok\tfwd_per_s\tus_per_pkt\tcore_pct\tp50_ms\tp99_ms\tloss_pct\tlost\tgen_pct\tothers_pct\tkib_per_participant\tunmatched\n' >"$RESULTS"
+printf 'scenario\ttarget\tok\tfwd_per_s\tus_per_pkt\tcore_pct\tp50_ms\tp99_ms\tloss_pct\tlost\tgen_pct\tothers_pct\tkib_per_participant\tunmatched\trss_window_start_kib\trss_loaded_kib\n' >"$RESULTS"
 FAILED=0
 for s in $SCENARIOS; do
     rooms=${s%x*}
@@ -62,9 +65,16 @@ for s in $SCENARIOS; do
     llog=$OUT/load-$s.log
     log "scenario $s: $rooms room(s) of $size"
     rc=0
+    perf=()
+    if [[ $PROFILE == 1 ]]; then perf=(--perf "$OUT/perf-$s.data"); fi
     timeout -k 5 $((180 + 3 * (WARMUP + DURATION))) "$LOADGEN" sfu --rooms "$rooms" \
         --size "$size" --warmup "$WARMUP" --duration "$DURATION" --video-kbps "$VIDEO_KBPS" \
-        --label "$s" >"$llog" 2>&1 || rc=$?
+        --label "$s" "${perf[@]}" >"$llog" 2>&1 || rc=$?
+    if [[ $PROFILE == 1 && -s $OUT/perf-$s.data ]]; then
+        perf report -i "$OUT/perf-$s.data" --no-children --sort dso,symbol --stdio 2>/dev/null \
+            | grep -E '^ +[0-9.]+%' | sed 's/ *- *- *$//' | head -40 >"$OUT/perf-$s.txt" || true
+        log "profile of the SFU: $OUT/perf-$s.txt"
+    fi
     grep '^sfu_load: ' "$llog" | sed 's/^sfu_load: /    /' >&2 || true
     if ((rc != 0)) || ! grep -q "^result label=$s target=sfu " "$llog"; then
         show_tail "$llog"
@@ -75,7 +85,7 @@ for s in $SCENARIOS; do
     for target in sfu floor; do
         grep -q "^result label=$s target=$target " "$llog" || continue
         f=()
-        for k in fwd_per_s cpu_us_per_pkt cpu_pct p50_ms p99_ms loss_pct lost gen_cpu_pct others_cpu_pct kib_per_participant unmatched; do
+        for k in fwd_per_s cpu_us_per_pkt cpu_pct p50_ms p99_ms loss_pct lost gen_cpu_pct others_cpu_pct kib_per_participant unmatched rss_window_start_kib rss_loaded_kib; do
             v=$(kv "result label=$s target=$target" "$k" "$llog")
             f+=("${v:--}")
         done
@@ -102,18 +112,22 @@ done
     echo "  unmatched: RTP packets received that matched no sent packet (see bench/loadgen/src/sfu/replay.rs)."
     echo
     awk -F'\t' -v core="$TARGET_CORE_PCT" -v ratio="$TARGET_RATIO" -v kib="$TARGET_KIB" 'NR == 1 { next }
-        $2 == "sfu" { us[$1] = $5; pct[$1] = $6; loss[$1] = $10; per[$1] = $13; order[++n] = $1 }
+        $2 == "sfu" { us[$1] = $5; pct[$1] = $6; loss[$1] = $10; per[$1] = $13; r0[$1] = $15; r1[$1] = $16; order[++n] = $1 }
         $2 == "floor" { fus[$1] = $5 }
+        $12 > 50 { busy = busy sprintf(" %s/%s %.0f%%", $1, $2, $12) }
         END {
             for (i = 1; i <= n; i++) {
                 s = order[i]
                 if (s ~ /x20$/)
-                    printf "%s: SFU thread %.1f%% of one core: target < %d%% %s\n", s, pct[s], core, (pct[s] < core ? "met" : "NOT met")
+                    printf "%s: SFU thread %.1f%% of one core: target < %d%% %s\n", s, pct[s], core,
+                        (loss[s] > 0 ? "NOT met (packets were lost: not the full load)" : (pct[s] < core ? "met" : "NOT met"))
                 if (fus[s] > 0) {
                     r = us[s] / fus[s]
                     printf "%s: CPU per forwarded packet %.2f us, floor %.2f us: %.2fx (target <= %dx %s)\n", s, us[s], fus[s], r, ratio, (r <= ratio ? "met" : "NOT met")
                 }
-                printf "%s: lost %d packets (target 0 %s); RSS %s KiB per participant (target < %d %s)\n", s, loss[s], (loss[s] == 0 ? "met" : "NOT met"), per[s], kib, (per[s] < kib ? "met" : "NOT met")
+                printf "%s: lost %d packets (target 0 %s); RSS %s KiB per participant (target < %d %s); the SFU process RSS moved by %+.1f MiB during the window\n", s, loss[s], (loss[s] == 0 ? "met" : "NOT met"), per[s], kib, (per[s] < kib ? "met" : "NOT met"), (r1[s] - r0[s]) / 1024
             }
+            if (busy != "")
+                printf "warning: other processes were busy (%% of one core):%s; starved, the SFU and the floor drop packets and read late: run again on a quiet machine\n", busy
         }' "$RESULTS"
 } | end_bench

@@ -22,7 +22,7 @@
 //!
 //! ```text
 //! loadgen sfu [--rooms 1] [--size 20] [--warmup 3] [--duration 15] [--video-kbps 1000]
-//!             [--label NAME] [--no-floor]
+//!             [--label NAME] [--no-floor] [--perf FILE]
 //! ```
 //! Prints `sfu_load: ` lines, then one machine-readable `result label=.. target=sfu|floor ..`
 //! line per phase.
@@ -35,6 +35,7 @@ pub mod server;
 use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -81,6 +82,10 @@ pub struct Args {
     /// Skips the floor phase.
     #[arg(long)]
     no_floor: bool,
+    /// Records a profile of the SFU's process over the measured window (`perf record -g`)
+    /// to this file; the sampling costs the SFU CPU, so its figures then read higher.
+    #[arg(long)]
+    perf: Option<PathBuf>,
 }
 
 /// CPU time read at the start and end of a measured window (ns).
@@ -105,6 +110,8 @@ struct Phase {
     late_p99_us: u64,
     cpu: Cpu,
     rcvbuf_errors: u64,
+    /// The SFU process's RSS at the start and the end of the window, its peak at the end.
+    rss_start_kib: u64,
     rss_kib: u64,
     hwm_kib: u64,
 }
@@ -174,12 +181,14 @@ pub fn run(args: &Args) -> io::Result<()> {
         server.addr,
         &|| replay::thread_cpu_ns(pid, sfu_tid),
         Some(pid),
+        args.perf.as_deref(),
     );
     let stats = server.stats().unwrap_or(Value::Null);
     server.stop();
     let line = report(args, "sfu", &plan, &sfu, n);
     println!(
-        "{line} rss_idle_kib={rss_idle} rss_connected_kib={rss_connected} rss_loaded_kib={} hwm_kib={} kib_per_participant={:.0} sfu_received={} sfu_forwarded={} sfu_send_dropped={} sfu_refused={} sfu_unknown={}",
+        "{line} rss_idle_kib={rss_idle} rss_connected_kib={rss_connected} rss_window_start_kib={} rss_loaded_kib={} hwm_kib={} kib_per_participant={:.0} sfu_received={} sfu_forwarded={} sfu_send_dropped={} sfu_refused={} sfu_unknown={}",
+        sfu.rss_start_kib,
         sfu.rss_kib,
         sfu.hwm_kib,
         sfu.rss_kib.saturating_sub(rss_idle) as f64 / n as f64,
@@ -190,7 +199,8 @@ pub fn run(args: &Args) -> io::Result<()> {
         stats["unknown"],
     );
     say(format!(
-        "SFU process: RSS {:.1} MiB loaded ({:.0} KiB per participant over idle), peak {:.1} MiB; its counters: {stats}",
+        "SFU process: RSS {:.1} MiB at the window's start, {:.1} MiB at its end ({:.0} KiB per participant over idle), peak {:.1} MiB; its counters: {stats}",
+        sfu.rss_start_kib as f64 / 1024.0,
         sfu.rss_kib as f64 / 1024.0,
         sfu.rss_kib.saturating_sub(rss_idle) as f64 / n as f64,
         sfu.hwm_kib as f64 / 1024.0
@@ -427,6 +437,7 @@ fn floor_phase(plan: &Plan, people: &[Participant], sockets: &[UdpSocket]) -> io
             addr,
             &|| replay::thread_cpu_ns(pid, floor_tid),
             None,
+            None,
         );
         stop.store(true, Ordering::Relaxed);
         let (forwarded, failed) = fan_out.join().unwrap_or((0, 0));
@@ -448,6 +459,7 @@ fn run_phase(
     to: SocketAddr,
     target_cpu: &(dyn Fn() -> u64 + Sync),
     target_pid: Option<u32>,
+    perf: Option<&Path>,
 ) -> Phase {
     // What is left from negotiation or an earlier phase is not this phase's.
     let mut buf = vec![0u8; 2048];
@@ -479,8 +491,15 @@ fn run_phase(
             s.spawn(|| replay::replay(plan, sockets, to, t0, &sent, &stop, &replay_tid));
         sleep_until(t0 + plan.window.0);
         let (a, errors_a) = (sample(), rcvbuf_errors());
+        let rss_start_kib = status_kib(target_pid, "VmRSS");
+        let perf = perf
+            .zip(target_pid)
+            .and_then(|(out, pid)| profile(out, pid, plan.window.1.saturating_sub(plan.window.0)));
         sleep_until(t0 + plan.window.1);
         let (b, errors_b) = (sample(), rcvbuf_errors());
+        if let Some(mut perf) = perf {
+            let _ = perf.wait();
+        }
         let rss_kib = status_kib(target_pid, "VmRSS");
         let hwm_kib = status_kib(target_pid, "VmHWM");
         let (send_failed, late_p50_us, late_p99_us) = replaying.join().unwrap_or_else(|_| {
@@ -501,10 +520,24 @@ fn run_phase(
                 machine: b.machine.saturating_sub(a.machine),
             },
             rcvbuf_errors: errors_b.saturating_sub(errors_a),
+            rss_start_kib,
             rss_kib,
             hwm_kib,
         }
     })
+}
+
+/// `perf record` of process `pid` for `length`, call graphs, to `out` (if perf starts).
+fn profile(out: &Path, pid: u32, length: Duration) -> Option<std::process::Child> {
+    std::process::Command::new("perf")
+        .args(["record", "-F", "999", "-g", "-p", &pid.to_string(), "-o"])
+        .arg(out)
+        .args(["--", "sleep", &format!("{:.1}", length.as_secs_f64())])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| say(format!("perf did not start: {e}")))
+        .ok()
 }
 
 fn sleep_until(t: Instant) {
