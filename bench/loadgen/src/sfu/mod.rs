@@ -109,7 +109,10 @@ struct Phase {
     late_p50_us: u64,
     late_p99_us: u64,
     cpu: Cpu,
-    rcvbuf_errors: u64,
+    /// Datagrams the kernel dropped over the window for a full receive buffer: at the SFU's
+    /// (or the floor's) socket, and at the participants' sockets.
+    target_drops: u64,
+    generator_drops: u64,
     /// The SFU process's RSS at the start and the end of the window, its peak at the end.
     rss_start_kib: u64,
     rss_kib: u64,
@@ -476,6 +479,11 @@ fn run_phase(
     let t0 = Instant::now() + Duration::from_millis(300);
     let until = t0 + plan.window.1 + DRAIN;
     let pid = std::process::id();
+    let ours: Vec<u16> = sockets
+        .iter()
+        .filter_map(|s| Some(s.local_addr().ok()?.port()))
+        .collect();
+    let drops = || (udp_drops(&[to.port()]), udp_drops(&ours));
     let sample = || Cpu {
         target: target_cpu(),
         target_process: target_pid.map_or(0, |p| server_cpu_ns(Some(p))),
@@ -490,13 +498,13 @@ fn run_phase(
         let replaying =
             s.spawn(|| replay::replay(plan, sockets, to, t0, &sent, &stop, &replay_tid));
         sleep_until(t0 + plan.window.0);
-        let (a, errors_a) = (sample(), rcvbuf_errors());
+        let (a, drops_a) = (sample(), drops());
         let rss_start_kib = status_kib(target_pid, "VmRSS");
         let perf = perf
             .zip(target_pid)
             .and_then(|(out, pid)| profile(out, pid, plan.window.1.saturating_sub(plan.window.0)));
         sleep_until(t0 + plan.window.1);
-        let (b, errors_b) = (sample(), rcvbuf_errors());
+        let (b, drops_b) = (sample(), drops());
         if let Some(mut perf) = perf {
             let _ = perf.wait();
         }
@@ -519,7 +527,8 @@ fn run_phase(
                 generator_process: b.generator_process.saturating_sub(a.generator_process),
                 machine: b.machine.saturating_sub(a.machine),
             },
-            rcvbuf_errors: errors_b.saturating_sub(errors_a),
+            target_drops: drops_b.0.saturating_sub(drops_a.0),
+            generator_drops: drops_b.1.saturating_sub(drops_a.1),
             rss_start_kib,
             rss_kib,
             hwm_kib,
@@ -547,22 +556,23 @@ fn sleep_until(t: Instant) {
     }
 }
 
-/// The machine's UDP datagrams dropped for a full receive buffer (RcvbufErrors of
-/// /proc/net/snmp), all sockets.
-fn rcvbuf_errors() -> u64 {
-    let Ok(snmp) = std::fs::read_to_string("/proc/net/snmp") else {
+/// Datagrams dropped so far at the IPv4 UDP sockets bound to `ports` (the last column of
+/// /proc/net/udp, "drops": a full receive buffer, mostly).
+fn udp_drops(ports: &[u16]) -> u64 {
+    let Ok(table) = std::fs::read_to_string("/proc/net/udp") else {
         return 0;
     };
-    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
-    let (Some(names), Some(values)) = (udp.next(), udp.next()) else {
-        return 0;
-    };
-    names
-        .split_whitespace()
-        .zip(values.split_whitespace())
-        .find(|(k, _)| *k == "RcvbufErrors")
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0)
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let port = u16::from_str_radix(f.get(1)?.rsplit(':').next()?, 16).ok()?;
+            ports
+                .contains(&port)
+                .then(|| f.last()?.parse::<u64>().ok())?
+        })
+        .sum()
 }
 
 fn result_prefix(args: &Args, target: &str) -> String {
@@ -599,17 +609,18 @@ fn report(args: &Args, target: &str, plan: &Plan, phase: &Phase, n: usize) -> St
         r.unmatched
     ));
     say(format!(
-        "{target}: generator {:.1}% of a core (replay + receive threads; {:.1}% its whole process), other processes {:.1}%; sends late p50 {:.2} ms, p99 {:.2} ms, {} failed; UDP receive-buffer drops {}",
+        "{target}: generator {:.1}% of a core (replay + receive threads; {:.1}% its whole process), other processes {:.1}%; sends late p50 {:.2} ms, p99 {:.2} ms, {} failed; datagrams dropped by the kernel at the {target}'s socket {}, at the participants' {}",
         pct(phase.cpu.generator),
         pct(phase.cpu.generator_process),
         pct(others),
         phase.late_p50_us as f64 / 1000.0,
         phase.late_p99_us as f64 / 1000.0,
         phase.send_failed,
-        phase.rcvbuf_errors
+        phase.target_drops,
+        phase.generator_drops
     ));
     format!(
-        "{} participants={n} rooms={} size={} fwd_per_s={per_s:.0} mbit_s={:.2} cpu_us_per_pkt={us_per_packet:.3} cpu_pct={:.2} proc_cpu_pct={:.2} p50_ms={p50:.3} p99_ms={p99:.3} expected={expected} lost={lost} loss_pct={:.4} dup={dup} unmatched={} gen_cpu_pct={:.2} gen_proc_cpu_pct={:.2} others_cpu_pct={:.2} late_p99_ms={:.3} send_failed={} rcvbuf_errors={}",
+        "{} participants={n} rooms={} size={} fwd_per_s={per_s:.0} mbit_s={:.2} cpu_us_per_pkt={us_per_packet:.3} cpu_pct={:.2} proc_cpu_pct={:.2} p50_ms={p50:.3} p99_ms={p99:.3} expected={expected} lost={lost} loss_pct={:.4} dup={dup} unmatched={} gen_cpu_pct={:.2} gen_proc_cpu_pct={:.2} others_cpu_pct={:.2} late_p99_ms={:.3} send_failed={} target_drops={} generator_drops={}",
         result_prefix(args, target),
         args.rooms,
         args.size,
@@ -623,6 +634,7 @@ fn report(args: &Args, target: &str, plan: &Plan, phase: &Phase, n: usize) -> St
         pct(others),
         phase.late_p99_us as f64 / 1000.0,
         phase.send_failed,
-        phase.rcvbuf_errors
+        phase.target_drops,
+        phase.generator_drops
     )
 }
