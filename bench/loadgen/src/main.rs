@@ -5,7 +5,9 @@
 //! - `udp-forwarder`: the floor of the relay benchmark, a relay without the protocol;
 //! - `idle-allocs`: many idle TURN allocations, for the relay's memory (`bench/relay.sh`);
 //! - `calls`: full call lifecycles over HTTP, beside raw SQLite (`bench/calls.sh`, `bench/soak.sh`);
-//! - `hub`: socket pairs exchanging ICE candidates through a hub (`bench/hub.sh`, `bench/soak.sh`).
+//! - `hub`: socket pairs exchanging ICE candidates through a hub (`bench/hub.sh`, `bench/soak.sh`);
+//! - `sfu`: rooms of synthetic participants through the SFU, beside a plain UDP fan-out
+//!   (`bench/sfu.sh`); `sfu-server` is the SFU's process it starts.
 //!
 //! Each prints its figures with its old name as prefix (`udp_load: `, `hub_load: `, ...) and
 //! ends with machine-readable `key=value` lines, which the scripts read.
@@ -14,6 +16,7 @@ mod calls;
 mod forwarder;
 mod hub;
 mod idle_allocs;
+mod sfu;
 mod sock;
 mod stats;
 mod udp;
@@ -40,6 +43,12 @@ enum Command {
     Calls(calls::Args),
     /// Socket pairs exchanging `call:ice-candidate` through a signaling hub.
     Hub(hub::Args),
+    /// Rooms of synthetic participants (str0m clients, replayed SRTP) through the SFU, and
+    /// through a plain UDP fan-out as the floor.
+    Sfu(sfu::Args),
+    /// The SFU under test, in a process of its own; `sfu` starts it.
+    #[command(hide = true)]
+    SfuServer(sfu::server::Args),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +58,8 @@ fn main() -> ExitCode {
         Command::IdleAllocs(args) => exit("idle_allocs", idle_allocs::run(&args)),
         Command::Calls(args) => calls::main(&args),
         Command::Hub(args) => hub::main(args),
+        Command::Sfu(args) => exit("sfu_load", sfu::run(&args)),
+        Command::SfuServer(args) => exit("sfu_server", sfu::server::run(&args)),
     }
 }
 

@@ -52,7 +52,7 @@
 //! Output ends with machine-readable lines: `connect key=value ...`, one `phase name=...`
 //! per phase, and `end ...`.
 
-mod proc;
+pub(crate) mod proc;
 mod setup;
 mod socket;
 mod ws;

@@ -1,7 +1,7 @@
 //! The server process, and the machine, from /proc.
 
 /// A field of /proc/PID/status in KiB (VmRSS, VmHWM), 0 if unreadable.
-pub(super) fn status_kib(pid: Option<u32>, field: &str) -> u64 {
+pub(crate) fn status_kib(pid: Option<u32>, field: &str) -> u64 {
     let Some(pid) = pid else { return 0 };
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -14,7 +14,7 @@ pub(super) fn status_kib(pid: Option<u32>, field: &str) -> u64 {
 }
 
 /// The server's CPU: the sum of its threads' on-CPU time (schedstat), in nanoseconds.
-pub(super) fn server_cpu_ns(pid: Option<u32>) -> u64 {
+pub(crate) fn server_cpu_ns(pid: Option<u32>) -> u64 {
     let Some(pid) = pid else { return 0 };
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return 0;
@@ -29,7 +29,7 @@ pub(super) fn server_cpu_ns(pid: Option<u32>) -> u64 {
 /// The whole machine's busy CPU time (all CPUs: user, nice, system, irq, softirq, steal, from
 /// /proc/stat), in nanoseconds: what other processes took during a window is this less the
 /// server's and ours.
-pub(super) fn machine_busy_ns() -> u64 {
+pub(crate) fn machine_busy_ns() -> u64 {
     // SAFETY: sysconf only reads a configuration value.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
     let Ok(stat) = std::fs::read_to_string("/proc/stat") else {

@@ -1,0 +1,236 @@
+//! The SFU under test in a process of its own (`loadgen sfu-server`, started by `loadgen sfu`),
+//! so that its CPU and memory are read apart from the generator's: the daemon's driver
+//! ([`SfuHandle::start`], the media port and the core on their own thread, named `sfu`), and
+//! signaling through the handle, as the hub calls it.
+//!
+//! The two processes speak JSON lines: on the child's stdin, commands (`offer`, `answer`,
+//! `stats`; end of input stops it); on its stdout, `listening` first, then the result of each
+//! offer and answer in order, the SFU's events (`answer`, `offer`, `connected`, `gone`) and
+//! `stats` when asked.
+
+use std::io::{self, BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use switchboard_sfu::io::{SfuHandle, SfuIoConfig};
+use switchboard_sfu::SfuEvent;
+use uuid::Uuid;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The media port.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+}
+
+/// The child: runs until its stdin ends.
+pub fn run(args: &Args) -> io::Result<()> {
+    let (sfu, mut events) = SfuHandle::start(SfuIoConfig {
+        listen: args.listen,
+        public_ip: None,
+        // Longer than any run: a participant is never removed for silence while measured.
+        grace: Duration::from_secs(600),
+    })?;
+    say(&json!({"ev": "listening", "addr": sfu.local_addr().to_string()}));
+    let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        loop {
+            tokio::select! {
+                line = lines.recv() => {
+                    let Some(line) = line else { break };
+                    command(&sfu, &line).await;
+                }
+                Some(e) = events.recv() => say(&event(e)),
+            }
+        }
+    });
+    sfu.shutdown();
+    Ok(())
+}
+
+async fn command(sfu: &SfuHandle, line: &str) {
+    let Ok(c) = serde_json::from_str::<Value>(line) else {
+        say(&json!({"ev": "result", "error": "not JSON"}));
+        return;
+    };
+    let field = |k: &str| {
+        c.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let id = |k: &str| Uuid::parse_str(&field(k)).unwrap_or_default();
+    let op = field("op");
+    let result = match op.as_str() {
+        "offer" => sfu.offer(id("room"), id("user"), field("sdp")).await,
+        "answer" => sfu.answer(id("room"), id("user"), field("sdp")).await,
+        "stats" => {
+            use std::sync::atomic::Ordering::Relaxed;
+            let s = sfu.stats();
+            say(&json!({"ev": "stats", "received": s.received.load(Relaxed),
+                "forwarded": s.forwarded.load(Relaxed), "send_dropped": s.send_dropped.load(Relaxed),
+                "unknown": s.unknown.load(Relaxed), "refused": s.refused.load(Relaxed),
+                "participants": s.participants.load(Relaxed)}));
+            return;
+        }
+        other => {
+            say(&json!({"ev": "result", "error": format!("unknown op {other:?}")}));
+            return;
+        }
+    };
+    match result {
+        Ok(()) => say(&json!({"ev": "result", "op": op, "user": field("user")})),
+        Err(e) => {
+            say(&json!({"ev": "result", "op": op, "user": field("user"), "error": e.to_string()}))
+        }
+    }
+}
+
+fn event(e: SfuEvent) -> Value {
+    match e {
+        SfuEvent::Answer { user, sdp, .. } => {
+            json!({"ev": "answer", "user": user.to_string(), "sdp": sdp})
+        }
+        SfuEvent::Offer {
+            user, sdp, tracks, ..
+        } => {
+            let tracks: Vec<Value> = tracks
+                .iter()
+                .map(|t| json!({"mid": t.mid, "user": t.user.to_string(), "kind": t.kind}))
+                .collect();
+            json!({"ev": "offer", "user": user.to_string(), "sdp": sdp, "tracks": tracks})
+        }
+        SfuEvent::Connected { user, .. } => json!({"ev": "connected", "user": user.to_string()}),
+        SfuEvent::Gone { user, .. } => json!({"ev": "gone", "user": user.to_string()}),
+    }
+}
+
+fn say(v: &Value) {
+    let mut out = io::stdout().lock();
+    let _ = writeln!(out, "{v}");
+    let _ = out.flush();
+}
+
+/// The generator's side: the child process, its commands and its messages.
+pub struct Server {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    messages: mpsc::Receiver<Value>,
+    pub addr: SocketAddr,
+    pub pid: u32,
+}
+
+impl Server {
+    /// Starts `loadgen sfu-server` (this binary) and waits up to 10 s for its address.
+    pub fn start() -> io::Result<Server> {
+        let mut child = Command::new(std::env::current_exe()?)
+            .arg("sfu-server")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let stdout = child.stdout.take().ok_or_else(|| other("no stdout"))?;
+        let stdin = child.stdin.take();
+        let (tx, messages) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let Ok(v) = serde_json::from_str::<Value>(&line) else {
+                    continue;
+                };
+                if tx.send(v).is_err() {
+                    break;
+                }
+            }
+        });
+        let pid = child.id();
+        let mut server = Server {
+            child,
+            stdin,
+            messages,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            pid,
+        };
+        let first = server.next(Duration::from_secs(10));
+        server.addr = first
+            .as_ref()
+            .filter(|v| v["ev"] == "listening")
+            .and_then(|v| v["addr"].as_str()?.parse().ok())
+            .ok_or_else(|| other(&format!("the SFU did not start: {first:?}")))?;
+        Ok(server)
+    }
+
+    pub fn send(&mut self, command: &Value) -> io::Result<()> {
+        let stdin = self.stdin.as_mut().ok_or_else(|| other("stopped"))?;
+        writeln!(stdin, "{command}")?;
+        stdin.flush()
+    }
+
+    /// The next message, if one comes within `wait`.
+    pub fn next(&self, wait: Duration) -> Option<Value> {
+        self.messages.recv_timeout(wait).ok()
+    }
+
+    /// The SFU's counters, asked for and waited on (up to 5 s; other messages meanwhile are
+    /// dropped).
+    pub fn stats(&mut self) -> Option<Value> {
+        self.send(&json!({"op": "stats"})).ok()?;
+        let until = Instant::now() + Duration::from_secs(5);
+        while let Some(v) = self.next(until.saturating_duration_since(Instant::now())) {
+            if v["ev"] == "stats" {
+                return Some(v);
+            }
+        }
+        None
+    }
+
+    /// The thread id of the SFU's own thread (named `sfu`), from /proc.
+    pub fn sfu_tid(&self) -> Option<u32> {
+        std::fs::read_dir(format!("/proc/{}/task", self.pid))
+            .ok()?
+            .flatten()
+            .find(|t| {
+                std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == "sfu")
+            })
+            .and_then(|t| t.file_name().to_str()?.parse().ok())
+    }
+
+    /// Ends its input (it shuts the SFU down and exits) and waits up to 5 s; then kills it.
+    pub fn stop(mut self) {
+        drop(self.stdin.take());
+        for _ in 0..50 {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn other(m: &str) -> io::Error {
+    io::Error::other(m.to_string())
+}
