@@ -277,10 +277,13 @@ async fn one_to_one_call_over_ws() {
             "conversationId",
             "initiatedBy",
             "participants",
+            "sfuRoomId",
             "type"
         ],
         "{incoming}"
     );
+    // A 1:1 call stays peer-to-peer: no SFU room.
+    assert_eq!(incoming["sfuRoomId"], Value::Null);
     assert_eq!(incoming["callId"], call);
     assert_eq!(incoming["conversationId"], w.conv.to_string());
     assert_eq!(incoming["type"], "video");
@@ -1214,7 +1217,9 @@ async fn group_call_of_four_with_joins_and_leaves() {
     .await;
     let stored = w.get_call(&w.alice, &call);
     assert_eq!(stored["status"], "active", "{stored}");
-    assert!(stored["sfuRoomId"].is_null(), "{stored}");
+    // On the daemon's SFU (four people), and the hub still relays a mesh's signals among its
+    // participants, for clients that do not use the SFU.
+    assert_eq!(stored["sfuRoomId"], call, "{stored}");
 
     // Full mesh among the three joined: every pair offers, answers and sends a candidate,
     // each relayed only to its target with the server's `fromUserId`.
@@ -1332,7 +1337,7 @@ async fn group_call_of_four_with_joins_and_leaves() {
         calls,
         [
             json!({"status": "ended", "end_reason": "ended-by-user", "started": 1, "ended": 1,
-                "sfu_room_id": null})
+                "sfu_room_id": call})
         ]
     );
     let mut rows = common::query_rows(
