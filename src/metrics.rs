@@ -75,7 +75,11 @@ fn describe() {
     );
     describe_counter!(
         "switchboard_sfu_dropped_datagrams_total",
-        "Datagrams the SFU dropped, by reason (unknown_source: no participant's; refused: a participant's connection refused it; send_buffer: the socket's buffer was full)."
+        "Datagrams the SFU dropped, by reason (unknown_source: no participant's; refused: a participant's connection refused it; send_buffer: the socket's buffer was full; relay_queue: the relay or the SFU was a queue behind the other, for a relayed participant)."
+    );
+    describe_counter!(
+        "switchboard_sfu_relayed_datagrams_total",
+        "Datagrams of participants relayed by the built-in TURN relay, passed between it and the SFU inside the process, by direction (from_relay, to_relay)."
     );
     describe_counter!(
         "switchboard_turn_allocations_total",
@@ -212,10 +216,18 @@ pub async fn scrape(State(s): State<Sources>) -> Response {
         gauge!("switchboard_sfu_participants").set(load(&sfu.participants) as f64);
         counter!("switchboard_sfu_received_packets_total").absolute(load(&sfu.received));
         counter!("switchboard_sfu_forwarded_packets_total").absolute(load(&sfu.forwarded));
+        for (direction, n) in [
+            ("from_relay", &sfu.relayed_in),
+            ("to_relay", &sfu.relayed_out),
+        ] {
+            counter!("switchboard_sfu_relayed_datagrams_total", "direction" => direction)
+                .absolute(load(n));
+        }
         for (reason, n) in [
             ("unknown_source", &sfu.unknown),
             ("refused", &sfu.refused),
             ("send_buffer", &sfu.send_dropped),
+            ("relay_queue", &sfu.relay_dropped),
         ] {
             counter!("switchboard_sfu_dropped_datagrams_total", "reason" => reason)
                 .absolute(load(n));

@@ -9,8 +9,8 @@
 use std::process::ExitCode;
 
 use rand::RngCore as _;
-use switchboard_sfu::io::{SfuHandle, SfuIoConfig};
-use switchboard_turn::io::{Relay, RelayConfig, RelayControl, TlsCertificate};
+use switchboard_sfu::io::{RelayLink, SfuBound, SfuIoConfig};
+use switchboard_turn::io::{LocalPeers, Relay, RelayConfig, RelayControl, TlsCertificate};
 use switchboard_turn::policy::PeerPolicy;
 use switchboard_turn::ServerConfig;
 use tokio::signal::unix::{signal, SignalKind};
@@ -82,8 +82,28 @@ pub fn run(config_path: Option<&std::path::Path>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // The SFU of group calls binds first: the relay hands relayed participants' media to it
+    // inside the process, so it must know the SFU's address when it starts.
+    let sfu = match &config.sfu {
+        None => None,
+        Some(s) => match SfuBound::bind(&SfuIoConfig {
+            listen: s.listen,
+            public_ip: s.public_ip,
+            grace: config.calls.reconnect_grace,
+        }) {
+            Ok(bound) => Some(bound),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the sfu");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
     let mut relay_config =
         RelayConfig::new(config.turn.listen.clone(), server_config(&config.turn));
+    relay_config.local = sfu.as_ref().map(|bound| LocalPeers {
+        addrs: bound.addrs(),
+        deliver: Arc::new(bound.ingress()),
+    });
     relay_config.tls_listen = config.turn.tls_listen.clone();
     relay_config.tls = tls.clone();
     relay_config.max_connections = config.turn.max_connections as usize;
@@ -106,25 +126,14 @@ pub fn run(config_path: Option<&std::path::Path>) -> ExitCode {
         tracing::info!(sha256 = tls.fingerprint(), "turn certificate loaded");
     }
 
-    // The SFU of group calls, on its own thread and port.
-    let sfu = match &config.sfu {
-        None => None,
-        Some(s) => match SfuHandle::start(SfuIoConfig {
-            listen: s.listen,
-            public_ip: s.public_ip,
-            grace: config.calls.reconnect_grace,
-        }) {
-            Ok((handle, events)) => {
-                tracing::info!(addr = %handle.local_addr(), advertised = %handle.advertised(), "sfu listening (udp)");
-                Some((handle, events))
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot start the sfu");
-                relay.shutdown();
-                return ExitCode::FAILURE;
-            }
-        },
-    };
+    let sfu = sfu.map(|bound| {
+        let (handle, events) = bound.start(
+            config.calls.reconnect_grace,
+            Some(relay_link(&config.turn, relay.control())),
+        );
+        tracing::info!(addr = %handle.local_addr(), advertised = %handle.advertised(), "sfu listening (udp)");
+        (handle, events)
+    });
     let sfu_addr = sfu.as_ref().map(|(h, _)| h.local_addr());
 
     // The store: migrated and reconciled before the API listens; the TURN URLs it hands out
@@ -194,6 +203,22 @@ pub fn run(config_path: Option<&std::path::Path>) -> ExitCode {
     match stopped {
         Ok(_) => ExitCode::SUCCESS,
         Err(_) => ExitCode::FAILURE,
+    }
+}
+
+/// The SFU's side of the in-process path: which addresses are the relay's relayed ones, and
+/// how to hand the relay a datagram for one.
+fn relay_link(turn: &TurnConfig, control: RelayControl) -> RelayLink {
+    let ips: Vec<std::net::IpAddr> = turn
+        .relay_ips
+        .iter()
+        .chain(&turn.external_ips)
+        .copied()
+        .collect();
+    let ports = turn.relay_ports.clone();
+    RelayLink {
+        is_relayed: Box::new(move |a| ports.contains(&a.port()) && ips.contains(&a.ip())),
+        deliver: Box::new(move |to, from, payload| control.deliver_local(to, from, payload)),
     }
 }
 

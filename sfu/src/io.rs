@@ -48,6 +48,12 @@ pub struct SfuStats {
     pub forwarded: AtomicU64,
     /// Datagrams the socket would not take at once (its buffer full): dropped.
     pub send_dropped: AtomicU64,
+    /// Datagrams to and from relayed participants, passed with the relay inside the process.
+    pub relayed_out: AtomicU64,
+    pub relayed_in: AtomicU64,
+    /// Datagrams between the relay and the SFU dropped, either way: the other thread was a
+    /// queue ([`FROM_RELAY`], the relay's own) behind.
+    pub relay_dropped: AtomicU64,
     pub participants: AtomicU64,
 }
 
@@ -105,78 +111,12 @@ fn gone() -> SfuError {
 }
 
 impl SfuHandle {
-    /// Binds the media port and starts the thread; the events it emits come on the receiver.
+    /// Binds the media port and starts the thread, without a relay beside it: [`SfuBound`]
+    /// in one step.
     pub fn start(
         config: SfuIoConfig,
     ) -> io::Result<(SfuHandle, mpsc::UnboundedReceiver<SfuEvent>)> {
-        let std_socket = std::net::UdpSocket::bind(config.listen)
-            .map_err(|e| io::Error::new(e.kind(), format!("binding SFU {}: {e}", config.listen)))?;
-        std_socket.set_nonblocking(true)?;
-        let local_addr = std_socket.local_addr()?;
-        let advertised_ip = match (config.public_ip, local_addr.ip()) {
-            (Some(ip), _) => ip,
-            (None, ip) if !ip.is_unspecified() => ip,
-            (None, _) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "the SFU listens on every address: its public address must be given",
-                ))
-            }
-        };
-        let advertised = SocketAddr::new(advertised_ip, local_addr.port());
-        let (commands, rx) = mpsc::channel(COMMANDS);
-        let (events_tx, events) = mpsc::unbounded_channel();
-        let stats = Arc::new(SfuStats::default());
-        let core = Sfu::new(
-            SfuConfig {
-                candidates: vec![advertised],
-                grace: config.grace,
-            },
-            crate::crypto(),
-        );
-        let thread_stats = stats.clone();
-        let thread = std::thread::Builder::new()
-            .name("sfu".into())
-            .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(r) => r,
-                    Err(e) => {
-                        tracing::error!(error = %e, "SFU runtime failed to start");
-                        return;
-                    }
-                };
-                runtime.block_on(async move {
-                    let socket = match UdpSocket::from_std(std_socket) {
-                        Ok(s) => s,
-                        Err(e) => {
-                            tracing::error!(error = %e, "SFU socket failed");
-                            return;
-                        }
-                    };
-                    let mut driver = Driver {
-                        core,
-                        socket,
-                        advertised,
-                        events: events_tx,
-                        stats: thread_stats,
-                    };
-                    driver.run(rx).await;
-                });
-            })?;
-        tracing::info!(%local_addr, %advertised, "SFU listening");
-        Ok((
-            SfuHandle {
-                commands,
-                local_addr,
-                advertised,
-                stats,
-                thread: Some(thread),
-            },
-            events,
-        ))
+        Ok(SfuBound::bind(&config)?.start(config.grace, None))
     }
 
     /// The bound media address.
@@ -279,16 +219,177 @@ impl Drop for SfuHandle {
     }
 }
 
+/// The media port, bound, before its thread starts: what the relay needs to know of the SFU
+/// (its addresses, and where to hand it datagrams) before the SFU needs the relay.
+pub struct SfuBound {
+    socket: std::net::UdpSocket,
+    local_addr: SocketAddr,
+    advertised: SocketAddr,
+    ingress: mpsc::Sender<Datagram>,
+    from_relay: mpsc::Receiver<Datagram>,
+    stats: Arc<SfuStats>,
+}
+
+/// A datagram handed over inside the process: `(from, to, payload)`.
+type Datagram = (SocketAddr, SocketAddr, Vec<u8>);
+
+/// Datagrams from the relay waiting for the SFU thread, at most; more are dropped.
+const FROM_RELAY: usize = 4096;
+
+/// What the SFU needs of the relay beside it: relayed participants' media goes between the
+/// two inside the process, never through a socket or the relay's peer policy.
+pub struct RelayLink {
+    /// Whether `addr` is one of the relay's relayed addresses (its relay and external
+    /// addresses, on its relay ports).
+    pub is_relayed: Box<dyn Fn(SocketAddr) -> bool + Send>,
+    /// Hands the relay a datagram for the relayed address `to` from the SFU's `from`; false
+    /// when the relay could not take it.
+    pub deliver: ToRelay,
+}
+
+/// How the SFU hands the relay a datagram: `(to, from, payload)`; false when it could not
+/// take it.
+pub type ToRelay = Box<dyn Fn(SocketAddr, SocketAddr, &[u8]) -> bool + Send>;
+
+impl SfuBound {
+    /// Binds `config.listen`.
+    pub fn bind(config: &SfuIoConfig) -> io::Result<SfuBound> {
+        let socket = std::net::UdpSocket::bind(config.listen)
+            .map_err(|e| io::Error::new(e.kind(), format!("binding SFU {}: {e}", config.listen)))?;
+        socket.set_nonblocking(true)?;
+        let local_addr = socket.local_addr()?;
+        let advertised_ip = match (config.public_ip, local_addr.ip()) {
+            (Some(ip), _) => ip,
+            (None, ip) if !ip.is_unspecified() => ip,
+            (None, _) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "the SFU listens on every address: its public address must be given",
+                ))
+            }
+        };
+        let (ingress, from_relay) = mpsc::channel(FROM_RELAY);
+        Ok(SfuBound {
+            socket,
+            local_addr,
+            advertised: SocketAddr::new(advertised_ip, local_addr.port()),
+            ingress,
+            from_relay,
+            stats: Arc::default(),
+        })
+    }
+
+    /// The addresses a relay delivers to the SFU in-process: the advertised one (what clients
+    /// are told) and the bound one.
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        let mut addrs = vec![self.advertised];
+        if self.local_addr != self.advertised && !self.local_addr.ip().is_unspecified() {
+            addrs.push(self.local_addr);
+        }
+        addrs
+    }
+
+    /// How the relay hands the SFU a datagram: `(to, from, payload)`, `from` a relayed
+    /// address. Never blocks; a datagram the SFU thread is too far behind for is dropped.
+    pub fn ingress(&self) -> impl Fn(SocketAddr, SocketAddr, &[u8]) + Send + Sync + 'static {
+        let (ingress, stats) = (self.ingress.clone(), self.stats.clone());
+        move |to, from, payload| {
+            if ingress.try_send((from, to, payload.to_vec())).is_err() {
+                stats.relay_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Starts the thread; `relay`: the relay beside it, for relayed participants. The events
+    /// the SFU emits come on the receiver.
+    pub fn start(
+        self,
+        grace: Duration,
+        relay: Option<RelayLink>,
+    ) -> (SfuHandle, mpsc::UnboundedReceiver<SfuEvent>) {
+        let SfuBound {
+            socket,
+            local_addr,
+            advertised,
+            from_relay,
+            stats,
+            ..
+        } = self;
+        let (commands, rx) = mpsc::channel(COMMANDS);
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let core = Sfu::new(
+            SfuConfig {
+                candidates: vec![advertised],
+                grace,
+            },
+            crate::crypto(),
+        );
+        let thread_stats = stats.clone();
+        let run = move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(error = %e, "SFU runtime failed to start");
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                let socket = match UdpSocket::from_std(socket) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::error!(error = %e, "SFU socket failed");
+                        return;
+                    }
+                };
+                let mut driver = Driver {
+                    core,
+                    socket,
+                    advertised,
+                    events: events_tx,
+                    stats: thread_stats,
+                    relay,
+                };
+                driver.run(rx, from_relay).await;
+            });
+        };
+        let thread = std::thread::Builder::new().name("sfu".into()).spawn(run);
+        let thread = match thread {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::error!(error = %e, "SFU thread failed to start");
+                None
+            }
+        };
+        tracing::info!(%local_addr, %advertised, "SFU listening");
+        let handle = SfuHandle {
+            commands,
+            local_addr,
+            advertised,
+            stats,
+            thread,
+        };
+        (handle, events)
+    }
+}
+
 struct Driver {
     core: Sfu,
     socket: UdpSocket,
     advertised: SocketAddr,
     events: mpsc::UnboundedSender<SfuEvent>,
     stats: Arc<SfuStats>,
+    relay: Option<RelayLink>,
 }
 
 impl Driver {
-    async fn run(&mut self, mut commands: mpsc::Receiver<Command>) {
+    async fn run(
+        &mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut from_relay: mpsc::Receiver<Datagram>,
+    ) {
         let mut buf = vec![0u8; MAX_DATAGRAM];
         loop {
             let deadline = self.core.poll_timeout().map(tokio::time::Instant::from_std);
@@ -308,6 +409,19 @@ impl Driver {
                             Ok((n, from)) => self.core.handle_datagram(Instant::now(), from, self.advertised, &buf[..n]),
                             Err(_) => break,
                         }
+                    }
+                }
+                // From relayed participants, to either of the SFU's addresses (`addrs`): its
+                // host candidate is the advertised one.
+                Some((from, _to, data)) = from_relay.recv() => {
+                    self.core.handle_datagram(Instant::now(), from, self.advertised, &data);
+                    self.stats.relayed_in.fetch_add(1, Ordering::Relaxed);
+                    for _ in 1..BATCH {
+                        let Ok((from, _to, data)) = from_relay.try_recv() else {
+                            break;
+                        };
+                        self.core.handle_datagram(Instant::now(), from, self.advertised, &data);
+                        self.stats.relayed_in.fetch_add(1, Ordering::Relaxed);
                     }
                 }
                 () = sleep_until(deadline) => self.core.handle_timeout(Instant::now()),
@@ -359,8 +473,21 @@ impl Driver {
     /// Sends what the core has to send and hands its events over.
     fn flush(&mut self) {
         while let Some(t) = self.core.poll_transmit() {
-            if self.socket.try_send_to(&t.contents, t.destination).is_err() {
-                self.stats.send_dropped.fetch_add(1, Ordering::Relaxed);
+            match &self.relay {
+                // A relayed participant: to the relay, inside the process.
+                Some(r) if (r.is_relayed)(t.destination) => {
+                    let counter = if (r.deliver)(t.destination, t.source, &t.contents) {
+                        &self.stats.relayed_out
+                    } else {
+                        &self.stats.relay_dropped
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+                _ => {
+                    if self.socket.try_send_to(&t.contents, t.destination).is_err() {
+                        self.stats.send_dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
             }
         }
         while let Some(e) = self.core.poll_event() {

@@ -2,16 +2,23 @@
 //! on real UDP sockets, [`switchboard_sfu::client`]) of one call each send `call:sfu-offer`,
 //! answer the SFU's `call:sfu-offer`s, and receive the other two's audio and video through the
 //! SFU's port. A 1:1 call stays peer-to-peer: it has no SFU room, and the SFU refuses it.
+//! Participants behind a strict firewall reach the SFU through the daemon's TURN relay (over
+//! UDP or TCP), their media handed between the relay and the SFU inside the process.
 
 use crate::common;
 
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 use common::ws::{Hub, Next};
-use common::{Api, Daemon, Person};
+use common::{code, nonce_of, relayed_of, request, seal, Api, Daemon, Person};
 use serde_json::{json, Value};
-use switchboard_sfu::client::UdpParticipant;
+use stun_types::message::MessageWriteExt as _;
+use switchboard_sfu::client::{Participant, UdpParticipant};
 use switchboard_sfu::str0m::media::MediaKind;
+use turn_types::attribute::{ChannelNumber, RequestedTransport, XorPeerAddress};
+use turn_types::message::{ALLOCATE, CHANNEL_BIND};
 use uuid::Uuid;
 
 /// Runs the harness's blocking calls (daemon start, REST) on the test's runtime.
@@ -33,10 +40,198 @@ fn start(names: &[&str]) -> (Daemon, Api, Vec<Person>, Uuid) {
     })
 }
 
+/// The channel a relayed participant binds to the SFU's address.
+const CHANNEL: u16 = 0x4000;
+
+/// A connection to the daemon's TURN relay, over UDP or TCP (where STUN messages and
+/// ChannelData are framed by their own lengths, ChannelData padded to four bytes).
+enum Turn {
+    Udp(UdpSocket),
+    Tcp(TcpStream, Vec<u8>),
+}
+
+impl Turn {
+    fn connect(relay: SocketAddr, tcp: bool) -> Turn {
+        if tcp {
+            let s = TcpStream::connect(relay).unwrap();
+            s.set_nodelay(true).unwrap();
+            s.set_nonblocking(true).unwrap();
+            Turn::Tcp(s, Vec::new())
+        } else {
+            let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+            s.connect(relay).unwrap();
+            s.set_nonblocking(true).unwrap();
+            Turn::Udp(s)
+        }
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        match self {
+            Turn::Udp(s) => {
+                let _ = s.send(bytes);
+            }
+            Turn::Tcp(s, _) => s.write_all(bytes).unwrap(),
+        }
+    }
+
+    /// The next message (STUN or ChannelData) that has arrived, without waiting.
+    fn try_recv(&mut self) -> Option<Vec<u8>> {
+        match self {
+            Turn::Udp(s) => {
+                let mut buf = [0u8; 2048];
+                s.recv(&mut buf).ok().map(|n| buf[..n].to_vec())
+            }
+            Turn::Tcp(s, pending) => {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    pending.extend_from_slice(&buf[..n]);
+                }
+                let len = match pending.get(..4)? {
+                    h if h[0] & 0xC0 == 0x40 => {
+                        (4 + u16::from_be_bytes([h[2], h[3]]) as usize + 3) & !3
+                    }
+                    h => 20 + u16::from_be_bytes([h[2], h[3]]) as usize,
+                };
+                (pending.len() >= len).then(|| pending.drain(..len).collect())
+            }
+        }
+    }
+
+    /// Sends a request and waits (bounded) for its answer.
+    fn ask(&mut self, what: &str, bytes: &[u8]) -> Vec<u8> {
+        self.send(bytes);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Some(m) = self.try_recv() {
+                return m;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        panic!(
+            "no answer from the relay to {what} ({})",
+            if matches!(self, Turn::Tcp(..)) {
+                "tcp"
+            } else {
+                "udp"
+            }
+        );
+    }
+}
+
+/// A participant whose only way out is the daemon's TURN relay (a browser with
+/// `iceTransportPolicy: relay`): its candidate is its relayed address, and everything it sends
+/// the SFU goes on a channel bound to the SFU's address.
+struct Relayed {
+    p: Participant,
+    turn: Turn,
+    sfu: SocketAddr,
+}
+
+impl Relayed {
+    /// Allocates on `d`'s relay (over TCP when `tcp`), binds [`CHANNEL`] to the SFU's address
+    /// (the loopback address the default peer policy refuses to any other peer) and makes the
+    /// participant at the relayed address. Returns its first offer too.
+    fn allocate(d: &Daemon, who: &Person, tcp: bool) -> (Relayed, String) {
+        let sfu = d.sfu.expect("the daemon runs an SFU");
+        let mut turn = Turn::connect(d.turn, tcp);
+        let (user, pass) = d.credentials(&who.name);
+        let allocate = || {
+            let mut w = request(ALLOCATE);
+            w.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
+                .unwrap();
+            w
+        };
+        use stun_types::message::MessageWrite as _;
+        let nonce = nonce_of(&turn.ask("Allocate", &allocate().finish()));
+        let allocated = turn.ask("Allocate", &seal(allocate(), &user, &pass, &nonce));
+        assert_eq!(code(&allocated), 200, "Allocate");
+        let relayed = relayed_of(&allocated);
+        let bind = |peer: SocketAddr| {
+            let mut w = request(CHANNEL_BIND);
+            let txid = w.transaction_id();
+            w.add_attribute(&XorPeerAddress::new(peer, txid)).unwrap();
+            w.add_attribute(&ChannelNumber::new(CHANNEL)).unwrap();
+            seal(w, &user, &pass, &nonce)
+        };
+        // Not an opening of the policy: another loopback peer stays refused.
+        let other: SocketAddr = format!("127.0.0.1:{}", sfu.port() ^ 1).parse().unwrap();
+        assert_eq!(
+            code(&turn.ask("ChannelBind", &bind(other))),
+            403,
+            "a loopback peer"
+        );
+        assert_eq!(
+            code(&turn.ask("ChannelBind", &bind(sfu))),
+            200,
+            "the SFU's address"
+        );
+        let (p, offer) = Participant::new(&who.name, who.id, relayed, Instant::now(), &[]);
+        (Relayed { p, turn, sfu }, offer)
+    }
+
+    fn pump(&mut self, now: Instant, media: bool) {
+        while let Some(m) = self.turn.try_recv() {
+            if m.len() >= 4 && u16::from_be_bytes([m[0], m[1]]) == CHANNEL {
+                let len = u16::from_be_bytes([m[2], m[3]]) as usize;
+                self.p.receive(now, self.sfu, &m[4..4 + len]).unwrap();
+            }
+        }
+        if media {
+            self.p.send_media(now).unwrap();
+        }
+        let (turn, sfu) = (&mut self.turn, self.sfu);
+        let tcp = matches!(turn, Turn::Tcp(..));
+        self.p
+            .poll(now, |to, data| {
+                assert_eq!(to, sfu, "a relayed participant sends only to the SFU");
+                let mut frame = CHANNEL.to_be_bytes().to_vec();
+                frame.extend_from_slice(&(data.len() as u16).to_be_bytes());
+                frame.extend_from_slice(data);
+                if tcp {
+                    frame.resize((frame.len() + 3) & !3, 0);
+                }
+                turn.send(&frame);
+            })
+            .unwrap();
+    }
+}
+
+/// How a participant's media reaches the SFU: straight to its port, or through the relay.
+enum Media {
+    Direct(UdpParticipant),
+    Relayed(Relayed),
+}
+
+impl Media {
+    fn p(&self) -> &Participant {
+        match self {
+            Media::Direct(m) => &m.p,
+            Media::Relayed(m) => &m.p,
+        }
+    }
+
+    fn p_mut(&mut self) -> &mut Participant {
+        match self {
+            Media::Direct(m) => &mut m.p,
+            Media::Relayed(m) => &mut m.p,
+        }
+    }
+
+    fn pump(&mut self, now: Instant, media: bool) {
+        match self {
+            Media::Direct(m) => m.pump(now, media).unwrap(),
+            Media::Relayed(m) => m.pump(now, media),
+        }
+    }
+}
+
 /// A participant of a group call: its socket to the hub and its media client.
 struct Member {
     hub: Hub,
-    media: UdpParticipant,
+    media: Media,
     /// Requests sent whose acks may still come.
     next_id: u64,
 }
@@ -45,9 +240,25 @@ impl Member {
     /// Opens the socket and sends the participant's offer (`call:sfu-offer`). Its ack and the
     /// SFU's answer come in either order: [`Member::signal`] takes both.
     async fn join(d: &Daemon, who: &Person, call: &str) -> Member {
-        let mut hub = Hub::open(d, who).await;
         let localhost = "127.0.0.1".parse().unwrap();
         let (media, offer) = UdpParticipant::bind(&who.name, who.id, localhost, &[]).unwrap();
+        Member::join_with(d, who, call, Media::Direct(media), offer).await
+    }
+
+    /// [`Member::join`] through the relay, over TCP when `tcp`.
+    async fn join_relayed(d: &Daemon, who: &Person, call: &str, tcp: bool) -> Member {
+        let (media, offer) = blocking(|| Relayed::allocate(d, who, tcp));
+        Member::join_with(d, who, call, Media::Relayed(media), offer).await
+    }
+
+    async fn join_with(
+        d: &Daemon,
+        who: &Person,
+        call: &str,
+        media: Media,
+        offer: String,
+    ) -> Member {
+        let mut hub = Hub::open(d, who).await;
         let data = json!({"callId": call, "sdp": offer});
         hub.send(json!({"event": "call:sfu-offer", "data": data, "id": "join"}))
             .await;
@@ -67,7 +278,7 @@ impl Member {
                 Some("call:sfu-answer") => {
                     assert_eq!(f["data"]["callId"], call);
                     self.media
-                        .p
+                        .p_mut()
                         .accept_answer(f["data"]["sdp"].as_str().unwrap())
                         .unwrap();
                 }
@@ -77,7 +288,7 @@ impl Member {
                         (t["mid"].as_str().unwrap().to_owned(), user)
                     });
                     let sdp = f["data"]["sdp"].as_str().unwrap();
-                    let answer = self.media.p.accept_offer(sdp, tracks).unwrap();
+                    let answer = self.media.p_mut().accept_offer(sdp, tracks).unwrap();
                     self.next_id += 1;
                     let id = format!("answer-{}", self.next_id);
                     let frame = json!({"event": "call:sfu-answer", "data": {"callId": call, "sdp": answer}, "id": id});
@@ -85,7 +296,7 @@ impl Member {
                     events.push(f);
                 }
                 Some("ack") => assert!(f["data"]["callId"] == call, "{f}"),
-                Some("error") => panic!("{}: {f}", self.media.p.name),
+                Some("error") => panic!("{}: {f}", self.media.p().name),
                 _ => events.push(f),
             }
         }
@@ -112,7 +323,7 @@ async fn run(
         }
         for (m, seen) in members.iter_mut().zip(&mut seen) {
             seen.extend(m.signal(call).await);
-            m.media.pump(now, media).unwrap();
+            m.media.pump(now, media);
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
@@ -155,15 +366,18 @@ async fn a_group_call_goes_through_the_sfu() {
     )
     .await;
     for m in &members {
-        assert_eq!(m.media.p.strays, 0);
-        for o in members.iter().filter(|o| o.media.p.user != m.media.p.user) {
+        assert_eq!(m.media.p().strays, 0);
+        for o in members
+            .iter()
+            .filter(|o| o.media.p().user != m.media.p().user)
+        {
             for kind in [MediaKind::Audio, MediaKind::Video] {
-                let n = m.media.p.frames_from(o.media.p.user, kind).len();
+                let n = m.media.p().frames_from(o.media.p().user, kind).len();
                 assert!(
                     n > 50,
                     "{} got {n} {kind:?} frames from {}",
-                    m.media.p.name,
-                    o.media.p.name
+                    m.media.p().name,
+                    o.media.p().name
                 );
             }
         }
@@ -179,7 +393,7 @@ async fn a_group_call_goes_through_the_sfu() {
         let offer = seen
             .iter()
             .rfind(|f| f["event"] == "call:sfu-offer")
-            .unwrap_or_else(|| panic!("{}: no offer after Carol left: {seen:?}", m.media.p.name));
+            .unwrap_or_else(|| panic!("{}: no offer after Carol left: {seen:?}", m.media.p().name));
         let tracks = offer["data"]["tracks"].as_array().unwrap();
         assert!(
             tracks.iter().all(|t| t["userId"] != carol.id.to_string()),
@@ -231,4 +445,79 @@ async fn only_joined_participants_of_a_group_call_reach_the_sfu() {
     alices
         .refused(frame, "not_in_sfu_room", "call:sfu-layer")
         .await;
+}
+
+/// Bob and Carol reach nothing but the daemon's TURN relay, Bob over UDP and Carol over TCP;
+/// Alice reaches the SFU's port. Their channels to the SFU's address (a loopback one, which the
+/// default peer policy refuses for any other peer) carry ICE, DTLS and media, handed between
+/// the relay and the SFU inside the process: all three get each other's audio and video.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relayed_participants_reach_the_sfu_inside_the_process() {
+    let (d, api, people, conv) = start(&["Alice", "Bob", "Carol"]);
+    let (alice, bob, carol) = (&people[0], &people[1], &people[2]);
+    let call = blocking(|| {
+        let call = api.start_call(alice, conv, "video", &[bob, carol]);
+        api.act_ok(bob, &call, "answer");
+        api.act_ok(carol, &call, "answer");
+        call
+    });
+    let mut members = vec![
+        Member::join(&d, alice, &call).await,
+        Member::join_relayed(&d, bob, &call, false).await,
+        Member::join_relayed(&d, carol, &call, true).await,
+    ];
+    run(
+        &mut members,
+        &call,
+        Duration::from_secs(4),
+        Duration::from_secs(1),
+    )
+    .await;
+    for m in &members {
+        assert_eq!(m.media.p().strays, 0);
+        for o in members
+            .iter()
+            .filter(|o| o.media.p().user != m.media.p().user)
+        {
+            for kind in [MediaKind::Audio, MediaKind::Video] {
+                let n = m.media.p().frames_from(o.media.p().user, kind).len();
+                assert!(
+                    n > 50,
+                    "{} got {n} {kind:?} frames from {}",
+                    m.media.p().name,
+                    o.media.p().name
+                );
+            }
+        }
+    }
+    // Both ways inside the process, counted once (by the SFU), none dropped between the two;
+    // the relay accounted them as relayed payload like any peer's.
+    let metric = |name: &str| blocking(|| d.metric(name));
+    let text = blocking(|| common::metrics_text(d.http));
+    let line = |prefix: &str| {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let from_relay = line("switchboard_sfu_relayed_datagrams_total{direction=\"from_relay\"}");
+    let to_relay = line("switchboard_sfu_relayed_datagrams_total{direction=\"to_relay\"}");
+    // Measured on a quiet box: 1,220 from the relay (two publishers, 3 s of media), 2,312 to
+    // it (each gets the two others'); half of that under load still means media flowed.
+    assert!(from_relay > 500, "{from_relay} datagrams from the relay");
+    assert!(to_relay > 1000, "{to_relay} datagrams to the relay");
+    assert_eq!(
+        line("switchboard_sfu_dropped_datagrams_total{reason=\"relay_queue\"}"),
+        0
+    );
+    // (The relay's counters are up to a second behind.)
+    let to_peer = line("switchboard_turn_relayed_packets_total{direction=\"to_peer\"}");
+    let from_peer = line("switchboard_turn_relayed_packets_total{direction=\"from_peer\"}");
+    println!(
+        "in-process: {from_relay} datagrams from the relay, {to_relay} to it; the relay's \
+         count: {to_peer} to the SFU, {from_peer} from it"
+    );
+    assert!(to_peer > 500, "{to_peer} relayed to the SFU");
+    assert!(from_peer > 1000, "{from_peer} relayed from the SFU");
+    assert_eq!(metric("switchboard_turn_hairpin_packets_total"), 0);
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{
-    code, credentials, nonce_of, relayed_of, request, unix_now, wait_until, Daemon, REALM,
+    code, credentials, nonce_of, relayed_of, request, unix_now, wait_until, Daemon, Options, REALM,
 };
 use stun_types::attribute::{AttributeStaticType, Nonce, Realm, UnknownAttributes};
 use stun_types::message::{Message, MessageWrite, MessageWriteExt, MessageWriteVec, Method};
@@ -269,7 +269,13 @@ fn peer_policy_refuses_the_dangerous_addresses_with_403() {
     // addresses (which are always permitted: relay-to-relay traffic is delivered inside the
     // process), and IPv6 peers have an IPv6 relayed address to go from. (So [::1] is one of
     // its own: own addresses are tested below.)
-    let d = Daemon::start("relay_ip = [\"127.0.0.2\", \"::1\"]");
+    // No SFU: its address (127.0.0.1 in tests) is the one peer the relay serves inside the
+    // process, permitted by IP (`turn` core test `the_sfu_beside_the_relay_is_a_local_peer`).
+    let d = Daemon::start_with(Options {
+        turn: "relay_ip = [\"127.0.0.2\", \"::1\"]".to_owned(),
+        calls: "sfu_from = 0".to_owned(),
+        ..Options::default()
+    });
     let c = Client::new(&d, "alice");
     assert_eq!(code(&c.authed(dual_allocate_req)), 200);
     // A real service on 127.0.0.1: no Send may reach it.

@@ -632,6 +632,9 @@ impl Harness {
                 buf[range.clone()].copy_from_slice(&payload);
                 self.deliver_from_peer(to, from, &mut buf, range);
             }
+            ClientAction::Local { to, .. } => {
+                panic!("a datagram for the local peer {to}, and none is configured")
+            }
         }
     }
 

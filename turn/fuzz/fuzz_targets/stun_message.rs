@@ -198,6 +198,9 @@ fn check_action(action: &ClientAction<'_>, data: &[u8], permitted: &[SocketAddr]
             assert!(payload.len() <= 65_535);
         }
         ClientAction::Hairpin { .. } => panic!("hairpin without a permission for the relay"),
+        ClientAction::Local { to, .. } => {
+            panic!("a datagram for {to}, and no local peer is configured")
+        }
     }
 }
 

@@ -32,8 +32,21 @@ pub(super) struct Controls {
 }
 
 enum Control {
-    RevokeUser { user: String, until_unix: u64 },
+    RevokeUser {
+        user: String,
+        until_unix: u64,
+    },
+    /// A datagram from a local peer (the SFU) to the relayed address `to`.
+    Local {
+        to: SocketAddr,
+        from: SocketAddr,
+        payload: Vec<u8>,
+    },
 }
+
+/// Datagrams from local peers waiting for the relay thread, at most; more are dropped (the
+/// relay thread is behind by that much: media late by then is lost anyway).
+const LOCAL_QUEUE: usize = 4096;
 
 impl RelayControl {
     pub(super) fn new() -> io::Result<RelayControl> {
@@ -61,6 +74,28 @@ impl RelayControl {
         self.inner.lock().push(control);
         self.inner.wake.notify();
     }
+
+    /// A datagram from a local peer (see [`LocalPeers`](super::LocalPeers)) `from` to the
+    /// relayed address `to`: the relay thread passes it to that allocation's client, as if it
+    /// had arrived on the relay socket. Returns whether it was queued.
+    pub fn deliver_local(&self, to: SocketAddr, from: SocketAddr, payload: &[u8]) -> bool {
+        let mut queue = self.inner.lock();
+        if queue.len() >= LOCAL_QUEUE {
+            return false;
+        }
+        let was_empty = queue.is_empty();
+        queue.push(Control::Local {
+            to,
+            from,
+            payload: payload.to_vec(),
+        });
+        drop(queue);
+        // One wake-up for a batch: the thread takes the whole queue when it wakes.
+        if was_empty {
+            self.inner.wake.notify();
+        }
+        true
+    }
 }
 
 impl Controls {
@@ -81,6 +116,11 @@ impl Driver {
                     tracing::info!(allocations = closed, until_unix, "relay: a user revoked");
                     // `?user`: quoted and escaped, as in `record`.
                     tracing::debug!(?user, "revoked user");
+                }
+                Control::Local { to, from, payload } => {
+                    self.in_process(now, &payload, |server, now, buf, range| {
+                        server.handle_local_data(now, to, from, buf, range)
+                    });
                 }
             }
         }

@@ -7,10 +7,12 @@
 
 use std::collections::HashMap;
 use std::io;
+use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::proto::{
-    ClientAction, Family, FiveTuple, Time, Transport, Usage, PEER_HEADROOM, PEER_TAILROOM,
+    ClientAction, Family, FiveTuple, PeerAction, Server, Time, Transport, Usage, PEER_HEADROOM,
+    PEER_TAILROOM,
 };
 
 use super::epoll::{self, EventFd};
@@ -173,19 +175,39 @@ impl Driver {
             },
             ClientAction::Hairpin { to, from, payload } => {
                 self.stats.hairpin_packets.fetch_add(1, Ordering::Relaxed);
-                let start = PEER_HEADROOM;
-                let end = start + payload.len();
-                self.scratch[start..end].copy_from_slice(payload);
-                let mut scratch = std::mem::take(&mut self.scratch);
-                if let Some(action) =
-                    self.server
-                        .handle_peer_data(now, to, from, &mut scratch, start..end)
-                {
-                    self.send_to_client(now, &action.tuple, &scratch[action.frame], false);
+                self.in_process(now, payload, |server, now, buf, range| {
+                    server.handle_peer_data(now, to, from, buf, range)
+                });
+            }
+            ClientAction::Local { from, to, payload } => {
+                // Counted on the SFU's side, which is where they are read.
+                if let Some(deliver) = &self.local {
+                    deliver(to, from, payload);
                 }
-                self.scratch = scratch;
             }
         }
+    }
+
+    /// A datagram from a peer inside the process (`payload`, from the hairpin or a local peer)
+    /// for the core's `peer_data` (one of its `handle_*_data`): framed for its client in the
+    /// second buffer, with the room the core needs around it, and sent.
+    pub(super) fn in_process(
+        &mut self,
+        now: Time,
+        payload: &[u8],
+        peer_data: impl FnOnce(&mut Server, Time, &mut [u8], Range<usize>) -> Option<PeerAction>,
+    ) {
+        let start = PEER_HEADROOM;
+        let end = start + payload.len();
+        let Some(room) = self.scratch.get_mut(start..end) else {
+            return;
+        };
+        room.copy_from_slice(payload);
+        let mut scratch = std::mem::take(&mut self.scratch);
+        if let Some(action) = peer_data(&mut self.server, now, &mut scratch, start..end) {
+            self.send_to_client(now, &action.tuple, &scratch[action.frame], false);
+        }
+        self.scratch = scratch;
     }
 
     /// A datagram from a peer on a relay socket; false when there was none to read.

@@ -144,6 +144,31 @@ pub struct RelayConfig {
     pub stall_timeout: Duration,
     /// The core's settings; `server.relay_ips` and `server.relay_ports` place relay sockets.
     pub server: ServerConfig,
+    /// Peers served inside the process (the SFU), if any.
+    pub local: Option<LocalPeers>,
+}
+
+/// Peers served inside this process (the SFU's media address): the relay hands their
+/// datagrams over instead of sending them, and takes theirs through
+/// [`RelayControl::deliver_local`].
+#[derive(Clone)]
+pub struct LocalPeers {
+    /// Their addresses (`ServerConfig::local_peers` is set from them).
+    pub addrs: Vec<SocketAddr>,
+    /// Takes a datagram for one of them: `(to, from, payload)`, `from` being the relayed
+    /// address of the allocation that sent it. Called on the relay thread: it must not block.
+    pub deliver: LocalDeliver,
+}
+
+/// How the relay hands a datagram to a local peer: `(to, from, payload)`.
+pub type LocalDeliver = Arc<dyn Fn(SocketAddr, SocketAddr, &[u8]) + Send + Sync>;
+
+impl std::fmt::Debug for LocalPeers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalPeers")
+            .field("addrs", &self.addrs)
+            .finish()
+    }
 }
 
 impl RelayConfig {
@@ -158,6 +183,7 @@ impl RelayConfig {
             unauthenticated_timeout: Duration::from_secs(10),
             stall_timeout: Duration::from_secs(30),
             server,
+            local: None,
         }
     }
 }
@@ -270,6 +296,10 @@ impl Relay {
         let addrs = udp.iter().map(|(a, _)| *a).collect();
         let tls_addrs = tls.iter().map(|(a, _)| *a).collect();
         let mut server_config = config.server;
+        let local = config.local.map(|l| {
+            server_config.local_peers = l.addrs;
+            l.deliver
+        });
         let all: Vec<SocketAddr> = config
             .listen
             .iter()
@@ -326,6 +356,7 @@ impl Relay {
             controls,
             clock: Clock::new(),
             scratch: vec![0u8; PEER_HEADROOM + MAX_DATAGRAM + PEER_TAILROOM],
+            local,
         };
         let thread_stop = stop.clone();
         stats.running.store(true, Ordering::Release);
@@ -534,6 +565,8 @@ struct Driver {
     clock: Clock,
     /// The hairpin's second buffer.
     scratch: Vec<u8>,
+    /// Where datagrams for the local peers go.
+    local: Option<LocalDeliver>,
 }
 
 fn relay_slot(id: AllocId, family: Family) -> usize {

@@ -1,6 +1,6 @@
 //! What the core is configured with.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
@@ -35,6 +35,10 @@ pub struct ServerConfig {
     /// Other addresses of this host (listener and interface addresses). They are never peers
     /// unless `allow_peers` names them: a relay must not reach the services of its own box.
     pub host_ips: Vec<IpAddr>,
+    /// Peers served inside this process (the SFU's media address): datagrams to them are
+    /// handed over as [`ClientAction::Local`](crate::proto::ClientAction::Local), never sent on
+    /// a socket, and no peer policy stands between them and a client that permitted them.
+    pub local_peers: Vec<SocketAddr>,
     /// The relay port range (`turn.relay_ports`): own relayed addresses are recognised by it.
     pub relay_ports: RangeInclusive<u16>,
     /// `turn.allow_peers` / `turn.deny_peers` over the secure default.
@@ -77,6 +81,7 @@ impl ServerConfig {
             relay_ips: vec![relay_ip],
             external_ips: Vec::new(),
             host_ips: Vec::new(),
+            local_peers: Vec::new(),
             relay_ports: 49152..=65535,
             policy: PeerPolicy::default(),
             user_quota: 10,

@@ -78,6 +78,14 @@ pub enum ClientAction<'a> {
         from: SocketAddr,
         payload: &'a [u8],
     },
+    /// `to` is a peer served inside this process (`ServerConfig::local_peers`, the SFU): hand
+    /// it `payload` as sent from `from`, the allocation's relayed address. Its answers come
+    /// back through [`Server::handle_local_data`].
+    Local {
+        from: SocketAddr,
+        to: SocketAddr,
+        payload: &'a [u8],
+    },
 }
 
 /// Where a peer's datagram goes after [`Server::handle_peer_data`] framed it.
@@ -336,6 +344,26 @@ impl Server {
             Some(b) if b & 0xC0 == 0 => self.stun(now, tuple, data),
             _ => ClientAction::Done,
         }
+    }
+
+    /// A datagram from a peer served inside this process (`ServerConfig::local_peers`) to the
+    /// relayed address `to` (as advertised: the relay or external address of its family, and
+    /// the allocation's port): [`Server::handle_peer_data`] for the allocation there, if any.
+    pub fn handle_local_data(
+        &mut self,
+        now: Time,
+        to: SocketAddr,
+        from: SocketAddr,
+        buf: &mut [u8],
+        payload: Range<usize>,
+    ) -> Option<PeerAction> {
+        let to = canonical(to);
+        if !self.is_own_ip(to.ip()) || !self.config.local_peers.contains(&canonical(from)) {
+            return None;
+        }
+        let relay_ip = self.config.relay_ip(Family::of(to.ip()))?;
+        let id = *self.by_relay.get(&SocketAddr::new(relay_ip, to.port()))?;
+        self.handle_peer_data(now, id, from, buf, payload)
     }
 
     /// A datagram from `from` arrived on allocation `id`'s relay socket (or through the

@@ -65,6 +65,22 @@ impl Server {
         peer: SocketAddr,
         payload: &'a [u8],
     ) -> ClientAction<'a> {
+        if self.config.local_peers.contains(&peer) {
+            let from = self
+                .get(id)
+                .and_then(|a| a.advertised[Family::of(peer.ip()).index()]);
+            let Some(from) = from else {
+                return ClientAction::Done;
+            };
+            if !self.count_to_peer(now, id, payload.len()) {
+                return ClientAction::Done;
+            }
+            return ClientAction::Local {
+                from,
+                to: peer,
+                payload,
+            };
+        }
         if self.is_own_ip(peer.ip()) && self.config.relay_ports.contains(&peer.port()) {
             let family = Family::of(peer.ip());
             let relay = self
@@ -228,7 +244,7 @@ impl Server {
     fn check_peer_ip(&self, id: AllocId, ip: IpAddr) -> Result<(), RequestError> {
         let verdict = if self.config.policy.is_denied(ip) {
             Err(Refusal::Denied)
-        } else if self.is_own_ip(ip) {
+        } else if self.is_own_ip(ip) || self.config.local_peers.iter().any(|p| p.ip() == ip) {
             Ok(())
         } else {
             self.config.policy.check(ip)
@@ -248,6 +264,9 @@ impl Server {
     /// database and the like are never reachable through a range that merely contains the
     /// address. Other peers are limited only by `allow_peers` entries with ports.
     pub(super) fn check_peer_port(&self, peer: SocketAddr) -> Result<(), Refusal> {
+        if self.config.local_peers.contains(&canonical(peer)) {
+            return Ok(());
+        }
         let (ip, port) = (policy::normalize(peer.ip()), peer.port());
         if self.is_host_ip(ip) {
             let relayable = self.is_own_ip(ip) && self.config.relay_ports.contains(&port);
@@ -272,7 +291,7 @@ impl Server {
     }
 
     /// Whether `ip` is one of the relay's own relay (or external) addresses.
-    fn is_own_ip(&self, ip: IpAddr) -> bool {
+    pub(super) fn is_own_ip(&self, ip: IpAddr) -> bool {
         let ip = policy::normalize(ip);
         self.config.relay_ips.contains(&ip) || self.config.external_ips.contains(&ip)
     }

@@ -32,7 +32,9 @@ fn blast(h: &mut H, tuple: FiveTuple, n: usize) -> usize {
     let data = channel_data(0x4000, &[7; 1000]);
     (0..n)
         .filter(|_| match h.handle(tuple, &data) {
-            ClientAction::Relay { payload, .. } | ClientAction::Hairpin { payload, .. } => {
+            ClientAction::Relay { payload, .. }
+            | ClientAction::Hairpin { payload, .. }
+            | ClientAction::Local { payload, .. } => {
                 assert_eq!(payload.len(), 1000);
                 true
             }

@@ -508,3 +508,65 @@ fn data_indications_that_would_overflow_their_length_are_dropped() {
     assert!(from_peer(&mut h, id, PUBLIC_PEER6, &vec![7; 65_505]).is_none());
     assert_eq!(h.server.allocation_usage(id).unwrap().packets_from_peer, 1);
 }
+
+/// Runs `payload` from the local peer `from` to the relayed address `to`, as the SFU beside
+/// the relay hands it over; returns the frame for the client.
+fn from_local(
+    h: &mut H,
+    to: SocketAddr,
+    from: &str,
+    payload: &[u8],
+) -> Option<(FiveTuple, Vec<u8>)> {
+    let mut buf = vec![0u8; PEER_HEADROOM + payload.len() + PEER_TAILROOM];
+    buf[PEER_HEADROOM..PEER_HEADROOM + payload.len()].copy_from_slice(payload);
+    let range = PEER_HEADROOM..PEER_HEADROOM + payload.len();
+    h.server
+        .handle_local_data(h.now, to, addr(from), &mut buf, range)
+        .map(|a| (a.tuple, buf[a.frame].to_vec()))
+}
+
+/// The SFU's address is a local peer: permitted though the default policy refuses the box's
+/// other addresses (loopback here), what is sent to it is handed over from the allocation's
+/// relayed address, never sent, and what it sends back reaches the allocation's client.
+#[test]
+fn the_sfu_beside_the_relay_is_a_local_peer() {
+    let mut c = ServerConfig::new(REALM, SECRET, "10.0.0.5".parse().unwrap());
+    c.nonce_key = [9; 32];
+    c.relay_ports = 50000..=50999;
+    c.host_ips = vec!["127.0.0.1".parse().unwrap()];
+    c.local_peers = vec![addr("127.0.0.1:3480")];
+    let (mut h, id, alice) = with_alice(c);
+    assert_eq!(
+        h.ask(client(1), &alice, channel_bind(0x4000, "127.0.0.1:3480")),
+        OK
+    );
+    // Not the address's other ports, though the permission (by IP) covers them: no channel,
+    // a Send dropped, and nothing from them on the relay socket.
+    assert_eq!(
+        h.ask(client(1), &alice, channel_bind(0x4001, "127.0.0.1:3481")),
+        ErrorCode::FORBIDDEN
+    );
+    let send = send_indication("127.0.0.1:3481", b"x");
+    assert_eq!(h.handle(client(1), &send), ClientAction::Done);
+    assert!(from_peer(&mut h, id, "127.0.0.1:3481", b"x").is_none());
+    let relayed = match h.handle(client(1), &channel_data(0x4000, b"stun")) {
+        ClientAction::Local { from, to, payload } => {
+            assert_eq!(to, addr("127.0.0.1:3480"));
+            assert_eq!(payload, b"stun");
+            from
+        }
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        relayed.ip(),
+        "10.0.0.5".parse::<std::net::IpAddr>().unwrap()
+    );
+    assert!(h.server.config().relay_ports.contains(&relayed.port()));
+    let (tuple, frame) = from_local(&mut h, relayed, "127.0.0.1:3480", b"back").unwrap();
+    assert_eq!(tuple, client(1));
+    assert_eq!(frame, channel_data(0x4000, b"back"));
+    // Only from a local peer, and only to a relayed address an allocation holds.
+    assert!(from_local(&mut h, relayed, "127.0.0.1:3481", b"x").is_none());
+    let unheld = SocketAddr::new(relayed.ip(), relayed.port() ^ 1);
+    assert!(from_local(&mut h, unheld, "127.0.0.1:3480", b"x").is_none());
+}
