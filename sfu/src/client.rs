@@ -44,6 +44,9 @@ pub struct Participant {
     /// Media on an m-line no offer named (a bug of the SFU's).
     pub strays: u64,
     frames_sent: u64,
+    /// The audio level its packets carry (RFC 6464, dBov: 0 the loudest, -127 silence), if
+    /// any: how loud it speaks.
+    pub audio_level: Option<i8>,
     layers: Vec<Option<Rid>>,
     /// Layers a key frame was asked for: the next frame of each is one.
     key_wanted: HashSet<Option<Rid>>,
@@ -90,6 +93,7 @@ impl Participant {
             gaps: 0,
             strays: 0,
             frames_sent: 0,
+            audio_level: None,
             layers: if layers.is_empty() {
                 vec![None]
             } else {
@@ -221,6 +225,10 @@ impl Participant {
                 let mut payload = vec![b'a', initial];
                 payload.extend(n.to_be_bytes());
                 let time = MediaTime::new(n * 960, Frequency::FORTY_EIGHT_KHZ);
+                let w = match self.audio_level {
+                    Some(level) => w.audio_level(level, level > -50),
+                    None => w,
+                };
                 w.write(pt, now, time, payload)?;
             }
         }

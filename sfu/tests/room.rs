@@ -20,6 +20,8 @@ struct World {
     sfu: Sfu,
     room: Uuid,
     clients: Vec<Participant>,
+    /// The active speakers the SFU named, and to whom, in order.
+    speakers: Vec<(Uuid, Vec<Uuid>)>,
 }
 
 impl World {
@@ -34,6 +36,7 @@ impl World {
             sfu: Sfu::new(config, switchboard_sfu::crypto()),
             room: Uuid::new_v4(),
             clients: Vec::new(),
+            speakers: Vec::new(),
         }
     }
 
@@ -106,6 +109,7 @@ impl World {
                     .unwrap();
                 self.sfu.answer(now, room, user, &answer).unwrap();
             }
+            SfuEvent::ActiveSpeaker { user, to, .. } => self.speakers.push((user, to)),
             SfuEvent::Connected { .. } | SfuEvent::Gone { .. } => {}
         }
     }
@@ -301,6 +305,52 @@ fn an_offer_whose_answer_is_refused_is_made_again() {
     let tracks = again.expect("the offer made again");
     assert_eq!(tracks.len(), 2, "{tracks:?}");
     assert!(tracks.iter().all(|t| t.user == w.clients[0].user));
+}
+
+/// The room's active speaker follows the audio level (RFC 6464) of the publishers' packets:
+/// Alice speaks and everyone is told; Bob takes over when she stops; a late joiner is told who
+/// speaks when its media connects.
+#[test]
+fn the_active_speaker_follows_the_audio_level() {
+    let mut w = World::new();
+    for (name, level) in [("alice", -20), ("bob", -70), ("carol", -75)] {
+        let c = w.join(name);
+        w.clients[c].audio_level = Some(level);
+        w.run(Duration::from_millis(300), false);
+    }
+    w.run(Duration::from_millis(500), false);
+    assert!(w.clients.iter().all(|c| c.connected));
+    w.run(Duration::from_secs(2), true);
+    let users: Vec<Uuid> = w.clients.iter().map(|c| c.user).collect();
+    let (alice, bob) = (users[0], users[1]);
+    let mut everyone = users.clone();
+    everyone.sort();
+    let told = |w: &World, who: Uuid| {
+        w.speakers
+            .iter()
+            .filter(|(u, _)| *u == who)
+            .map(|(_, to)| {
+                let mut to = to.clone();
+                to.sort();
+                to
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(told(&w, alice), [everyone.clone()], "{:?}", w.speakers);
+    assert_eq!(w.speakers.len(), 1, "{:?}", w.speakers);
+
+    // Alice stops, Bob speaks: Bob, once.
+    w.clients[0].audio_level = Some(-80);
+    w.clients[1].audio_level = Some(-25);
+    w.run(Duration::from_secs(2), true);
+    assert_eq!(told(&w, bob), [everyone], "{:?}", w.speakers);
+    assert_eq!(w.speakers.len(), 2, "{:?}", w.speakers);
+
+    // Dave joins: told that Bob speaks, on its own.
+    let dave = w.join("dave");
+    w.run(Duration::from_secs(1), true);
+    assert!(w.clients[dave].connected);
+    assert_eq!(w.speakers.last(), Some(&(bob, vec![w.clients[dave].user])));
 }
 
 /// The layer tags of the video frames `c` got from `from`, and whether each was a key frame.

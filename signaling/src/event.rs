@@ -62,6 +62,10 @@ pub enum Payload {
     /// down past the grace: it is out of the SFU room, and may offer again.
     #[serde(rename = "call:sfu-closed")]
     SfuClosed(SfuClosed),
+    /// To everyone in a group call's SFU room: who speaks now, told by the SFU from the audio
+    /// level of their packets.
+    #[serde(rename = "call:active-speaker")]
+    ActiveSpeaker(ActiveSpeaker),
 }
 
 impl Payload {
@@ -76,6 +80,7 @@ impl Payload {
             Payload::SfuAnswer(_) => "call:sfu-answer",
             Payload::SfuOffer(_) => "call:sfu-offer",
             Payload::SfuClosed(_) => "call:sfu-closed",
+            Payload::ActiveSpeaker(_) => "call:active-speaker",
         }
     }
 }
@@ -172,6 +177,13 @@ pub struct SfuTrack {
 #[serde(rename_all = "camelCase")]
 pub struct SfuClosed {
     pub call_id: Uuid,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ActiveSpeaker {
+    pub call_id: Uuid,
+    pub user_id: Uuid,
 }
 
 /// Where committed events go: the hub, in the daemon. Delivery must not block.

@@ -16,7 +16,9 @@ use switchboard_sfu::io::SfuHandle;
 use switchboard_sfu::SfuEvent;
 use tokio::sync::mpsc;
 
-use crate::event::{Event, EventSink, Payload, SfuClosed, SfuOffer, SfuSdp, SfuTrack};
+use crate::event::{
+    ActiveSpeaker, Event, EventSink, Payload, SfuClosed, SfuOffer, SfuSdp, SfuTrack,
+};
 
 /// The hub, and the SFU told of departures and ends first.
 pub struct SfuSink {
@@ -74,6 +76,14 @@ pub async fn run_sfu_events(
             }
             SfuEvent::Connected { room, user } => {
                 tracing::debug!(call = %room, %user, "SFU media connected");
+                continue;
+            }
+            SfuEvent::ActiveSpeaker { room, user, to } => {
+                let payload = Payload::ActiveSpeaker(ActiveSpeaker {
+                    call_id: room,
+                    user_id: user,
+                });
+                hub.deliver(vec![Event { to, payload }]);
                 continue;
             }
         };

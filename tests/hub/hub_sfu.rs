@@ -451,6 +451,7 @@ async fn only_joined_participants_of_a_group_call_reach_the_sfu() {
 /// Alice reaches the SFU's port. Their channels to the SFU's address (a loopback one, which the
 /// default peer policy refuses for any other peer) carry ICE, DTLS and media, handed between
 /// the relay and the SFU inside the process: all three get each other's audio and video.
+/// Alice speaks: all three are told she is the active speaker (`call:active-speaker`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relayed_participants_reach_the_sfu_inside_the_process() {
     let (d, api, people, conv) = start(&["Alice", "Bob", "Carol"]);
@@ -466,13 +467,26 @@ async fn relayed_participants_reach_the_sfu_inside_the_process() {
         Member::join_relayed(&d, bob, &call, false).await,
         Member::join_relayed(&d, carol, &call, true).await,
     ];
-    run(
+    // Alice speaks (her packets' audio level, RFC 6464), the others are quiet.
+    for (m, level) in members.iter_mut().zip([-20, -70, -75]) {
+        m.media.p_mut().audio_level = Some(level);
+    }
+    let seen = run(
         &mut members,
         &call,
         Duration::from_secs(4),
         Duration::from_secs(1),
     )
     .await;
+    for (m, seen) in members.iter().zip(&seen) {
+        let speakers: Vec<&Value> = seen
+            .iter()
+            .filter(|f| f["event"] == "call:active-speaker")
+            .map(|f| &f["data"])
+            .collect();
+        let want = json!({"callId": call, "userId": alice.id});
+        assert_eq!(speakers, [&want], "{}", m.media.p().name);
+    }
     for m in &members {
         assert_eq!(m.media.p().strays, 0);
         for o in members

@@ -823,7 +823,8 @@ impl Harness {
             SfuEvent::Answer { room, user, .. }
             | SfuEvent::Offer { room, user, .. }
             | SfuEvent::Connected { room, user }
-            | SfuEvent::Gone { room, user } => (*room, *user),
+            | SfuEvent::Gone { room, user }
+            | SfuEvent::ActiveSpeaker { room, user, .. } => (*room, *user),
         };
         let key = (room, user);
         let member = self.model.members.contains(&key);
@@ -883,6 +884,13 @@ impl Harness {
                 assert!(member, "{key:?} gone, not in");
                 seen.insert(key);
                 self.gone(room, user);
+            }
+            SfuEvent::ActiveSpeaker { to, .. } => {
+                assert!(member, "{key:?} speaks, not in");
+                for other in to {
+                    let k = (room, other);
+                    assert!(self.model.members.contains(&k), "{k:?} told who speaks, not in");
+                }
             }
         }
     }

@@ -124,7 +124,12 @@ impl Sfu {
         };
         let codec = video_codec(&params);
         let key = kind == MediaKind::Audio || starts_key_frame(codec, &packet.payload);
-        let room = peer.room;
+        let (room, user) = (peer.room, peer.user);
+        if let (MediaKind::Audio, Some(level)) = (kind, packet.header.ext_vals.audio_level) {
+            if let Some(speaker) = self.speakers.heard(room, user, level, now) {
+                self.active_speaker(room, speaker);
+            }
+        }
         let mut waiting = false;
         for sid in self.room_members(room) {
             if sid == id {

@@ -41,10 +41,12 @@ pub mod keyframe;
 mod negotiate;
 mod peer;
 pub mod rewrite;
+mod speaker;
 mod stun;
 
 pub use peer::Quality;
 use peer::{Line, Peer, PeerId};
+use speaker::Speakers;
 
 /// A peer's 5-tuples kept for demultiplexing, at most (ICE tries a few candidate pairs).
 const MAX_TUPLES: usize = 8;
@@ -81,6 +83,13 @@ pub enum SfuEvent {
     /// The participant's connection failed or stayed down past the grace: it is no longer in
     /// the room.
     Gone { room: Uuid, user: Uuid },
+    /// `user` is the room's active speaker now (told from its audio level, RFC 6464); `to`:
+    /// everyone in the room.
+    ActiveSpeaker {
+        room: Uuid,
+        user: Uuid,
+        to: Vec<Uuid>,
+    },
 }
 
 /// An m-line of a subscriber's: the track of `user` it carries.
@@ -146,6 +155,7 @@ pub struct Sfu {
     transmits: VecDeque<Transmit>,
     events: VecDeque<SfuEvent>,
     counters: Counters,
+    speakers: Speakers,
 }
 
 impl Sfu {
@@ -165,6 +175,7 @@ impl Sfu {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             counters: Counters::default(),
+            speakers: Speakers::default(),
         }
     }
 
@@ -438,6 +449,7 @@ impl Sfu {
         };
         self.by_ufrag.remove(&peer.ufrag);
         self.by_user.remove(&(peer.room, peer.user));
+        self.speakers.left(peer.room, peer.user);
         for t in &peer.tuples {
             self.by_tuple.remove(t);
         }
@@ -469,6 +481,17 @@ impl Sfu {
 
     fn room_members(&self, room: Uuid) -> Vec<PeerId> {
         self.rooms.get(&room).cloned().unwrap_or_default()
+    }
+
+    /// Tells everyone in `room` that `user` speaks.
+    fn active_speaker(&mut self, room: Uuid, user: Uuid) {
+        let to = self
+            .room_members(room)
+            .iter()
+            .filter_map(|id| self.peers.get(id).map(|p| p.user))
+            .collect();
+        self.events
+            .push_back(SfuEvent::ActiveSpeaker { room, user, to });
     }
 
     /// Removes peers whose connection stayed down past the grace.
@@ -581,10 +604,16 @@ impl Sfu {
                     IceConnectionState::Connected | IceConnectionState::Completed
                 );
                 if up && !peer.connected {
-                    self.events.push_back(SfuEvent::Connected {
-                        room: peer.room,
-                        user: peer.user,
-                    });
+                    let (room, user) = (peer.room, peer.user);
+                    self.events.push_back(SfuEvent::Connected { room, user });
+                    // Who speaks, for a newcomer: the others heard it when it changed.
+                    if let Some(speaker) = self.speakers.current(room) {
+                        self.events.push_back(SfuEvent::ActiveSpeaker {
+                            room,
+                            user: speaker,
+                            to: vec![user],
+                        });
+                    }
                 }
                 if up || peer.connected {
                     peer.last_up = now;

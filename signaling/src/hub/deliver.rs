@@ -210,5 +210,6 @@ fn message_of(p: &Payload) -> Message {
         Payload::SfuAnswer(d) => Message::new(p.name(), d),
         Payload::SfuOffer(d) => Message::new(p.name(), d),
         Payload::SfuClosed(d) => Message::new(p.name(), d),
+        Payload::ActiveSpeaker(d) => Message::new(p.name(), d),
     }
 }

@@ -234,7 +234,8 @@ impl Registry {
             | Payload::Quality(_)
             | Payload::SfuAnswer(_)
             | Payload::SfuOffer(_)
-            | Payload::SfuClosed(_) => {}
+            | Payload::SfuClosed(_)
+            | Payload::ActiveSpeaker(_) => {}
         }
     }
 

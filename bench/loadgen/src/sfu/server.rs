@@ -116,6 +116,9 @@ fn event(e: SfuEvent) -> Value {
         }
         SfuEvent::Connected { user, .. } => json!({"ev": "connected", "user": user.to_string()}),
         SfuEvent::Gone { user, .. } => json!({"ev": "gone", "user": user.to_string()}),
+        SfuEvent::ActiveSpeaker { user, .. } => {
+            json!({"ev": "speaker", "user": user.to_string()})
+        }
     }
 }
 
