@@ -27,6 +27,7 @@ pub mod io;
 /// The WebRTC stack underneath, for what this crate's API passes through (media kinds, say).
 pub use str0m;
 
+pub use crate::core::quality::Figures;
 pub use crate::core::{Counters, Quality, Sfu, SfuConfig, SfuError, SfuEvent, TrackInfo, Transmit};
 
 /// The crypto provider str0m uses for DTLS and SRTP here.

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use str0m::change::SdpOffer;
 use str0m::media::{Direction, MediaKind, Mid};
 use switchboard_sfu::client::{Participant, VIDEO_FRAME};
-use switchboard_sfu::{Quality, Sfu, SfuConfig, SfuError, SfuEvent};
+use switchboard_sfu::{Figures, Quality, Sfu, SfuConfig, SfuError, SfuEvent};
 use uuid::Uuid;
 
 const SFU: &str = "10.0.0.1:40000";
@@ -22,6 +22,8 @@ struct World {
     clients: Vec<Participant>,
     /// The active speakers the SFU named, and to whom, in order.
     speakers: Vec<(Uuid, Vec<Uuid>)>,
+    /// The participants' connections as the SFU saw them, in order.
+    figures: Vec<(Uuid, Figures)>,
 }
 
 impl World {
@@ -37,6 +39,7 @@ impl World {
             room: Uuid::new_v4(),
             clients: Vec::new(),
             speakers: Vec::new(),
+            figures: Vec::new(),
         }
     }
 
@@ -110,6 +113,7 @@ impl World {
                 self.sfu.answer(now, room, user, &answer).unwrap();
             }
             SfuEvent::ActiveSpeaker { user, to, .. } => self.speakers.push((user, to)),
+            SfuEvent::Quality { user, figures, .. } => self.figures.push((user, figures)),
             SfuEvent::Connected { .. } | SfuEvent::Gone { .. } => {}
         }
     }
@@ -351,6 +355,46 @@ fn the_active_speaker_follows_the_audio_level() {
     w.run(Duration::from_secs(1), true);
     assert!(w.clients[dave].connected);
     assert_eq!(w.speakers.last(), Some(&(bob, vec![w.clients[dave].user])));
+}
+
+/// Every [`STATS_EVERY`](switchboard_sfu::core::quality::STATS_EVERY) the SFU grades each
+/// connected participant from its own RTCP view: the media bit rate it sends them, the loss
+/// either way (none on this network), the jitter and the round trip (one 5 ms step).
+#[test]
+fn each_participant_connection_is_measured_by_the_sfu() {
+    let mut w = World::new();
+    for name in ["alice", "bob"] {
+        w.join(name);
+        w.run(Duration::from_millis(300), false);
+    }
+    // Two stats intervals: the first gives the bit rate's start.
+    w.run(Duration::from_millis(10_500), true);
+    for c in &w.clients {
+        let mine: Vec<&Figures> = w
+            .figures
+            .iter()
+            .filter(|(u, _)| *u == c.user)
+            .map(|(_, f)| f)
+            .collect();
+        assert!(mine.len() >= 2, "{}: {mine:?}", c.name);
+        let last = mine.last().unwrap();
+        // The other's audio and video: 1,800-byte frames at 66 a second, and audio.
+        let bitrate = last.bitrate.expect("a bit rate");
+        assert!(bitrate > 800_000.0, "{}: {last:?}", c.name);
+        assert_eq!(
+            last.loss_percent.unwrap_or(0.0),
+            0.0,
+            "{}: {last:?}",
+            c.name
+        );
+        // Measured, but not small: the test clients stamp 20 ms of audio per 5 ms step.
+        assert!(last.jitter_ms.is_some(), "{}: {last:?}", c.name);
+        assert!(
+            last.rtt_ms.is_some_and(|r| r < 50.0),
+            "{}: {last:?}",
+            c.name
+        );
+    }
 }
 
 /// The layer tags of the video frames `c` got from `from`, and whether each was a key frame.

@@ -124,7 +124,7 @@ impl Domain {
         }
         let mut tasks = spawn_tasks(&calls, &hub, reports);
         if let Some(events) = sfu_events {
-            tasks.spawn(run_sfu_events(hub.clone(), events));
+            tasks.spawn(run_sfu_events(hub.clone(), calls.clone(), events));
         }
         Ok(Domain {
             hub,

@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 use crate::event::{
     ActiveSpeaker, Event, EventSink, Payload, SfuClosed, SfuOffer, SfuSdp, SfuTrack,
 };
+use crate::service::CallService;
 
 /// The hub, and the SFU told of departures and ends first.
 pub struct SfuSink {
@@ -41,9 +42,11 @@ impl EventSink for SfuSink {
     }
 }
 
-/// Delivers what the SFU says to the participants it is for, until the SFU stops.
+/// Delivers what the SFU says to the participants it is for, and keeps its view of their
+/// connections as the call's quality, until the SFU stops.
 pub async fn run_sfu_events(
     hub: Arc<dyn EventSink>,
+    calls: CallService,
     mut events: mpsc::UnboundedReceiver<SfuEvent>,
 ) {
     while let Some(e) = events.recv().await {
@@ -76,6 +79,17 @@ pub async fn run_sfu_events(
             }
             SfuEvent::Connected { room, user } => {
                 tracing::debug!(call = %room, %user, "SFU media connected");
+                continue;
+            }
+            SfuEvent::Quality {
+                room,
+                user,
+                figures,
+            } => {
+                // Refused only when they are no longer in the call: nothing to keep then.
+                if let Err(e) = calls.record_sfu_stats(room, user, figures).await {
+                    tracing::debug!(call = %room, %user, error = %e, "SFU figures not kept");
+                }
                 continue;
             }
             SfuEvent::ActiveSpeaker { room, user, to } => {

@@ -55,8 +55,8 @@ const LIMITS: [(Quality, f64, f64, f64); 3] = [
 ];
 
 /// The largest values a report may carry: beyond them a client is confused, not slow.
-const MAX_MS: f64 = 60_000.0;
-const MAX_BITRATE: f64 = 100e9;
+pub(crate) const MAX_MS: f64 = 60_000.0;
+pub(crate) const MAX_BITRATE: f64 = 100e9;
 
 /// The figures of one `call:stats` (all optional, at least one given).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -151,6 +151,10 @@ pub struct MediaStats {
     pub grades: Grades,
     /// Reports that said the path was relayed.
     pub relayed_reports: u64,
+    /// Of `reports`, those the SFU made from its RTCP view of the participant's connection
+    /// (a group call's), not the participant's own.
+    #[serde(default)]
+    pub sfu_reports: u64,
 }
 
 /// Report counts by grade.
@@ -163,11 +167,22 @@ pub struct Grades {
 }
 
 impl MediaStats {
-    /// Adds a report made at `at` that earned `grade`.
+    /// Adds a report the participant made at `at` that earned `grade`.
     pub fn add(&mut self, f: &Figures, grade: Quality, at: Timestamp) {
+        self.last_at = Some(at);
+        self.fold(f, grade);
+    }
+
+    /// Adds a report of the SFU's that earned `grade` (the participant's own reports keep
+    /// their pace: `last_at` is theirs).
+    pub fn add_from_sfu(&mut self, f: &Figures, grade: Quality) {
+        self.sfu_reports += 1;
+        self.fold(f, grade);
+    }
+
+    fn fold(&mut self, f: &Figures, grade: Quality) {
         self.reports += 1;
         self.last = *f;
-        self.last_at = Some(at);
         self.rtt.add(f.rtt);
         self.jitter.add(f.jitter);
         self.packet_loss.add(f.packet_loss);
@@ -235,6 +250,8 @@ pub struct ParticipantQuality {
     pub bitrate: Option<Series>,
     pub grades: Grades,
     pub relayed_reports: u64,
+    /// Of `reports`, the SFU's (a group call's): its RTCP view of the participant.
+    pub sfu_reports: u64,
     /// The relay's own counters for the participant during the call; `null` when the daemon
     /// runs no relay.
     pub relay: Option<RelayUsage>,
@@ -255,6 +272,7 @@ impl ParticipantQuality {
             bitrate: series(m.bitrate),
             grades: m.grades,
             relayed_reports: m.relayed_reports,
+            sfu_reports: m.sfu_reports,
             relay,
         }
     }

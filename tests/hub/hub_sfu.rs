@@ -473,7 +473,8 @@ async fn only_joined_participants_of_a_group_call_reach_the_sfu() {
 /// Alice reaches the SFU's port. Their channels to the SFU's address (a loopback one, which the
 /// default peer policy refuses for any other peer) carry ICE, DTLS and media, handed between
 /// the relay and the SFU inside the process: all three get each other's audio and video.
-/// Alice speaks: all three are told she is the active speaker (`call:active-speaker`).
+/// Alice speaks: all three are told she is the active speaker (`call:active-speaker`). The SFU
+/// grades each connection from its RTCP view: `call:quality` to the others, `quality_stats`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relayed_participants_reach_the_sfu_inside_the_process() {
     let (d, api, people, conv) = start(&["Alice", "Bob", "Carol"]);
@@ -508,6 +509,40 @@ async fn relayed_participants_reach_the_sfu_inside_the_process() {
     }
     let (fewest, what) = fewest_frames(&members);
     assert!(fewest > 50, "{what}");
+
+    // The SFU grades each connection from its RTCP view (every 5 s): the others hear it as
+    // `call:quality`, and the call keeps it.
+    let mut seen = seen;
+    let heard = |seen: &[Vec<Value>]| {
+        seen.iter()
+            .map(|s| {
+                s.iter()
+                    .filter(|f| {
+                        f["event"] == "call:quality"
+                            && f["data"]["stats"]["bitrate"].as_f64() > Some(0.0)
+                    })
+                    .map(|f| f["data"]["userId"].as_str().unwrap_or_default().to_owned())
+                    .collect::<std::collections::HashSet<_>>()
+                    .len()
+            })
+            .min()
+            .unwrap_or(0)
+    };
+    for _ in 0..12 {
+        if heard(&seen) == 2 {
+            break;
+        }
+        let more = run(&mut members, &call, Duration::from_secs(1), Duration::ZERO).await;
+        for (all, more) in seen.iter_mut().zip(more) {
+            all.extend(more);
+        }
+    }
+    assert_eq!(heard(&seen), 2, "{seen:?}");
+    let stored = blocking(|| api.call(alice, &call));
+    for p in stored["participants"].as_array().unwrap() {
+        assert!(p["connectionQuality"].is_string(), "{stored}");
+    }
+
     // Both ways inside the process, counted once (by the SFU), none dropped between the two;
     // the relay accounted them as relayed payload like any peer's.
     let metric = |name: &str| blocking(|| d.metric(name));
@@ -538,4 +573,18 @@ async fn relayed_participants_reach_the_sfu_inside_the_process() {
     assert!(to_peer > 500, "{to_peer} relayed to the SFU");
     assert!(from_peer > 1000, "{from_peer} relayed from the SFU");
     assert_eq!(metric("switchboard_turn_hairpin_packets_total"), 0);
+
+    // Over: the call's quality_stats count the SFU's reports of each participant.
+    let ended = blocking(|| {
+        api.act_ok(alice, &call, "end");
+        api.act_ok(bob, &call, "end");
+        api.call(carol, &call)
+    });
+    assert_eq!(ended["status"], "ended", "{ended}");
+    let stats = ended["qualityStats"]["participants"].as_array().expect("qualityStats");
+    assert_eq!(stats.len(), 3, "{ended}");
+    for p in stats {
+        assert!(p["sfuReports"].as_u64() >= Some(1), "{p}");
+        assert!(p["bitrate"]["max"].as_f64() > Some(0.0), "{p}");
+    }
 }

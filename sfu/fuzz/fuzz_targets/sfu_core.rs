@@ -824,7 +824,8 @@ impl Harness {
             | SfuEvent::Offer { room, user, .. }
             | SfuEvent::Connected { room, user }
             | SfuEvent::Gone { room, user }
-            | SfuEvent::ActiveSpeaker { room, user, .. } => (*room, *user),
+            | SfuEvent::ActiveSpeaker { room, user, .. }
+            | SfuEvent::Quality { room, user, .. } => (*room, *user),
         };
         let key = (room, user);
         let member = self.model.members.contains(&key);
@@ -884,6 +885,13 @@ impl Harness {
                 assert!(member, "{key:?} gone, not in");
                 seen.insert(key);
                 self.gone(room, user);
+            }
+            SfuEvent::Quality { figures, .. } => {
+                assert!(member, "{key:?} graded, not in");
+                let within = |v: Option<f64>, max: f64| v.is_none_or(|v| (0.0..=max).contains(&v));
+                assert!(within(figures.loss_percent, 100.0), "{figures:?}");
+                assert!(within(figures.rtt_ms, 60_000.0), "{figures:?}");
+                assert!(within(figures.bitrate, 1e11), "{figures:?}");
             }
             SfuEvent::ActiveSpeaker { to, .. } => {
                 assert!(member, "{key:?} speaks, not in");

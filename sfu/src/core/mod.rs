@@ -40,6 +40,7 @@ mod forward;
 pub mod keyframe;
 mod negotiate;
 mod peer;
+pub mod quality;
 pub mod rewrite;
 mod speaker;
 mod stun;
@@ -66,7 +67,7 @@ pub struct SfuConfig {
 }
 
 /// Something signaling must tell a participant, or act on.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum SfuEvent {
     /// The SFU's answer to the participant's offer.
     Answer { room: Uuid, user: Uuid, sdp: String },
@@ -89,6 +90,12 @@ pub enum SfuEvent {
         room: Uuid,
         user: Uuid,
         to: Vec<Uuid>,
+    },
+    /// The participant's connection as the SFU sees it, every [`quality::STATS_EVERY`].
+    Quality {
+        room: Uuid,
+        user: Uuid,
+        figures: quality::Figures,
     },
 }
 
@@ -415,6 +422,7 @@ impl Sfu {
             .set_local_ice_credentials(creds.clone())
             .set_ice_lite(true)
             .set_rtp_mode(true)
+            .set_stats_interval(Some(quality::STATS_EVERY))
             .build(now);
         for addr in &self.config.candidates {
             let c = Candidate::host(*addr, "udp").map_err(|e| SfuError::Refused(e.to_string()))?;
@@ -594,6 +602,37 @@ impl Sfu {
                 let (publisher, mid, rid) =
                     (s.publisher, s.source_mid, s.rewriter.current().flatten());
                 self.request_key_frame(publisher, mid, rid, now);
+            }
+            Event::MediaIngressStats(s) => {
+                if let Some(peer) = self.peers.get_mut(&id) {
+                    if let Some(p) = peer.published.iter().find(|p| p.mid == s.mid) {
+                        peer.watch.ingress(p.kind, &s);
+                    }
+                }
+            }
+            Event::MediaEgressStats(s) => {
+                if let Some(peer) = self.peers.get_mut(&id) {
+                    let kind = peer
+                        .subscriptions
+                        .iter()
+                        .find(|sub| sub.state == Line::Open(s.mid))
+                        .map(|sub| sub.kind);
+                    if let Some(kind) = kind {
+                        peer.watch.egress(kind, &s);
+                    }
+                }
+            }
+            Event::PeerStats(s) => {
+                if let Some(peer) = self.peers.get_mut(&id) {
+                    let figures = peer.watch.peer(&s);
+                    if peer.connected && figures != quality::Figures::default() {
+                        self.events.push_back(SfuEvent::Quality {
+                            room: peer.room,
+                            user: peer.user,
+                            figures,
+                        });
+                    }
+                }
             }
             Event::IceConnectionStateChange(state) => {
                 let Some(peer) = self.peers.get_mut(&id) else {

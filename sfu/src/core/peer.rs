@@ -36,6 +36,8 @@ pub(crate) struct Peer {
     /// When the peer's ICE connection was last seen up (or the peer joined): a peer
     /// disconnected for longer than the grace is removed.
     pub last_up: Instant,
+    /// Its stats since the last figures.
+    pub watch: super::quality::Watch,
 }
 
 /// A track the peer sends us.
@@ -127,6 +129,7 @@ impl Peer {
             deadline: now,
             connected: false,
             last_up: now,
+            watch: Default::default(),
         }
     }
 

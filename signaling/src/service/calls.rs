@@ -10,7 +10,7 @@ use super::{
 };
 use crate::call::{Call, InitiateError, MediaChange, ParticipantStatus, Refusal, User};
 use crate::event::{Event, Payload, QualityReport};
-use crate::quality::{Figures, MediaStats};
+use crate::quality::{Figures, MediaStats, Quality, MAX_BITRATE, MAX_MS};
 use crate::store::Db;
 use crate::time::Timestamp;
 use crate::turn::TurnCredentials;
@@ -230,53 +230,42 @@ impl CallService {
                 message,
             })?;
         let user = caller.id;
-        self.job(caller, move |db, now| {
-            let call = visible_call(db, user, call_id)?;
-            let me = call.participant(user).ok_or(Refusal::NotParticipant)?;
-            if !call.status.is_live() || me.status != ParticipantStatus::Joined {
-                return Err(Refusal::Conflict(format!(
-                    "only a participant joined in a live call reports stats (you are {}, the call is {})",
-                    me.status, call.status
-                ))
-                .into());
-            }
-            let mut stats: MediaStats = db
-                .media_stats(call_id)?
-                .into_iter()
-                .find(|(u, _)| *u == user)
-                .and_then(|(_, json)| serde_json::from_str(&json).ok())
-                .unwrap_or_default();
-            if stats.last_at.is_some_and(|t| now < t + STATS_EVERY) {
-                return Err(CallError::TooFrequent {
-                    what: "call:stats",
-                    every: STATS_EVERY,
-                });
-            }
-            let quality = figures.grade();
-            stats.add(&figures, quality, now);
-            let json = serde_json::to_string(&stats).unwrap_or_else(|_| "{}".into());
-            db.set_media_stats(me.id, &json, quality.as_str(), now)?;
-            let to = call
-                .participants
-                .iter()
-                .filter(|p| p.user.id != user && p.status == ParticipantStatus::Joined)
-                .map(|p| p.user.id)
-                .collect();
-            db.emit(vec![Event {
-                to,
-                payload: Payload::Quality(QualityReport {
-                    call_id,
-                    user_id: user,
-                    quality,
-                    stats: figures,
-                }),
-            }]);
-            Ok(StatsResponse {
-                success: true,
-                quality,
+        let quality = self
+            .job(caller, move |db, now| {
+                record_figures(db, now, call_id, user, figures, Reporter::Client)
             })
+            .await?;
+        Ok(StatsResponse {
+            success: true,
+            quality,
         })
-        .await
+    }
+
+    /// The SFU's view of `user`'s connection in the group call `call_id` (see
+    /// `switchboard_sfu::Figures`): kept and sent as a `call:stats` of theirs would be, but
+    /// apart from their own reports' rate limit. Figures out of range are clamped; a report
+    /// for someone no longer joined in a live call is refused as theirs would be.
+    pub async fn record_sfu_stats(
+        &self,
+        call_id: Uuid,
+        user: Uuid,
+        sfu: switchboard_sfu::Figures,
+    ) -> Result<Quality, CallError> {
+        let figures = Figures {
+            rtt: sfu.rtt_ms.map(|v| v.clamp(0.0, MAX_MS)),
+            jitter: sfu.jitter_ms.map(|v| v.clamp(0.0, MAX_MS)),
+            packet_loss: sfu.loss_percent.map(|v| v.clamp(0.0, 100.0)),
+            bitrate: sfu.bitrate.map(|v| v.clamp(0.0, MAX_BITRATE)),
+            relayed: None,
+        };
+        figures
+            .validate()
+            .map_err(|(field, message)| CallError::InvalidField {
+                field: field.into(),
+                message,
+            })?;
+        self.at_now(move |db, now| record_figures(db, now, call_id, user, figures, Reporter::Sfu))
+            .await
     }
 
     /// A socket of `user` connected with a valid token: their name and email are recorded from
@@ -364,4 +353,69 @@ impl CallService {
         })
         .await
     }
+}
+
+/// Who reports a participant's connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reporter {
+    /// The participant itself (`call:stats`), at most once per [`STATS_EVERY`].
+    Client,
+    /// The SFU of its group call, from its RTCP view, at its own pace.
+    Sfu,
+}
+
+/// Keeps `user`'s report of `figures` in their `media_stats` and `connection_quality`, and
+/// sends the other joined participants `call:quality`: `user` must be joined in the live call.
+fn record_figures(
+    db: &mut Db,
+    now: Timestamp,
+    call_id: Uuid,
+    user: Uuid,
+    figures: Figures,
+    reporter: Reporter,
+) -> Result<Quality, CallError> {
+    let call = visible_call(db, user, call_id)?;
+    let me = call.participant(user).ok_or(Refusal::NotParticipant)?;
+    if !call.status.is_live() || me.status != ParticipantStatus::Joined {
+        return Err(Refusal::Conflict(format!(
+            "only a participant joined in a live call reports stats (you are {}, the call is {})",
+            me.status, call.status
+        ))
+        .into());
+    }
+    let mut stats: MediaStats = db
+        .media_stats(call_id)?
+        .into_iter()
+        .find(|(u, _)| *u == user)
+        .and_then(|(_, json)| serde_json::from_str(&json).ok())
+        .unwrap_or_default();
+    if reporter == Reporter::Client && stats.last_at.is_some_and(|t| now < t + STATS_EVERY) {
+        return Err(CallError::TooFrequent {
+            what: "call:stats",
+            every: STATS_EVERY,
+        });
+    }
+    let quality = figures.grade();
+    match reporter {
+        Reporter::Client => stats.add(&figures, quality, now),
+        Reporter::Sfu => stats.add_from_sfu(&figures, quality),
+    }
+    let json = serde_json::to_string(&stats).unwrap_or_else(|_| "{}".into());
+    db.set_media_stats(me.id, &json, quality.as_str(), now)?;
+    let to = call
+        .participants
+        .iter()
+        .filter(|p| p.user.id != user && p.status == ParticipantStatus::Joined)
+        .map(|p| p.user.id)
+        .collect();
+    db.emit(vec![Event {
+        to,
+        payload: Payload::Quality(QualityReport {
+            call_id,
+            user_id: user,
+            quality,
+            stats: figures,
+        }),
+    }]);
+    Ok(quality)
 }

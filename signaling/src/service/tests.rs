@@ -9,7 +9,7 @@ use super::*;
 use crate::call::tests::{ALICE, BOB, CONVERSATION_ID, RING_TIMEOUT, T0};
 use crate::call::{CallStatus, CallType, EndReason};
 use crate::event::LogSink;
-use crate::quality::Figures;
+use crate::quality::{Figures, MediaStats, Quality};
 
 // T0 is far from the system's clock: a rule that read that clock instead of the service's
 // would be seen.
@@ -66,6 +66,18 @@ impl World {
 
     async fn view(&self, call: Uuid) -> CallView {
         self.calls.get(&user(ALICE), call).await.unwrap().call
+    }
+
+    /// `who`'s running summary of reports in `call`, as stored.
+    async fn media_stats(&self, call: Uuid, who: Uuid) -> MediaStats {
+        let rows = self
+            .calls
+            .store()
+            .run(move |db| db.media_stats(call))
+            .await
+            .unwrap();
+        let json = rows.into_iter().find(|(u, _)| *u == who).unwrap().1;
+        serde_json::from_str(&json).unwrap()
     }
 }
 
@@ -146,6 +158,44 @@ async fn stats_are_taken_at_most_once_a_second_by_the_clock() {
         .record_stats(&user(ALICE), call, figures)
         .await
         .unwrap();
+}
+
+/// The SFU's view of a participant's connection is kept beside its own reports, neither
+/// limiting the other's pace; its figures out of range are clamped, and it is refused for
+/// someone not joined.
+#[tokio::test]
+async fn the_sfus_reports_keep_their_own_pace_beside_the_participants() {
+    let w = World::new(None);
+    let call = w.call().await;
+    w.calls.answer(&user(BOB), call).await.unwrap();
+    let figures = Figures {
+        rtt: Some(40.0),
+        ..Figures::default()
+    };
+    w.calls
+        .record_stats(&user(ALICE), call, figures)
+        .await
+        .unwrap();
+    let sfu = switchboard_sfu::Figures {
+        rtt_ms: Some(30.0),
+        jitter_ms: Some(1e9),
+        loss_percent: Some(0.5),
+        bitrate: Some(1e6),
+    };
+    for _ in 0..2 {
+        let graded = w.calls.record_sfu_stats(call, ALICE, sfu).await.unwrap();
+        assert_eq!(graded, Quality::Poor, "a jitter of 60 s, clamped, is poor");
+    }
+    w.set(T0 + STATS_EVERY);
+    w.calls
+        .record_stats(&user(ALICE), call, figures)
+        .await
+        .unwrap();
+    let stranger = w.calls.record_sfu_stats(call, Uuid::from_u128(99), sfu).await;
+    assert!(stranger.is_err(), "{stranger:?}");
+    let stats = w.media_stats(call, ALICE).await;
+    assert_eq!((stats.reports, stats.sfu_reports), (4, 2));
+    assert_eq!(stats.jitter.max, 60_000.0);
 }
 
 #[tokio::test]

@@ -119,6 +119,10 @@ fn event(e: SfuEvent) -> Value {
         SfuEvent::ActiveSpeaker { user, .. } => {
             json!({"ev": "speaker", "user": user.to_string()})
         }
+        SfuEvent::Quality { user, figures, .. } => json!({
+            "ev": "quality", "user": user.to_string(), "rtt": figures.rtt_ms,
+            "jitter": figures.jitter_ms, "loss": figures.loss_percent, "bitrate": figures.bitrate,
+        }),
     }
 }
 
