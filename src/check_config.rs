@@ -139,12 +139,18 @@ fn summary(c: &Config) -> String {
     }
     match &c.sfu {
         Some(sfu) => s.push_str(&format!(
-            "  sfu:         {} (udp){}, for calls of {} or more\n",
+            "  sfu:         {} (udp){}, for calls of {} or more; a participant sends at most {} tracks, {}\n",
             sfu.listen,
             sfu.public_ip
                 .map(|ip| format!(", advertised as {ip}"))
                 .unwrap_or_default(),
             c.calls.sfu_from,
+            sfu.max_tracks,
+            sfu.max_bitrate
+                .map_or("no video bit rate cap".to_owned(), |b| format!(
+                    "{} kbit/s of video",
+                    b / 1000
+                )),
         )),
         None => {
             s.push_str("  sfu:         off (calls.sfu_from = 0): group calls are browser meshes\n")

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 
 use rand::RngCore as _;
 use switchboard_sfu::io::{RelayLink, SfuBound, SfuIoConfig};
+use switchboard_sfu::Caps;
 use switchboard_turn::io::{LocalPeers, Relay, RelayConfig, RelayControl, TlsCertificate};
 use switchboard_turn::policy::PeerPolicy;
 use switchboard_turn::ServerConfig;
@@ -90,6 +91,10 @@ pub fn run(config_path: Option<&std::path::Path>) -> ExitCode {
             listen: s.listen,
             public_ip: s.public_ip,
             grace: config.calls.reconnect_grace,
+            caps: Caps {
+                max_tracks: s.max_tracks,
+                max_bitrate: s.max_bitrate,
+            },
         }) {
             Ok(bound) => Some(bound),
             Err(e) => {

@@ -13,6 +13,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use str0m::bwe::BweKind;
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
 use str0m::media::SimulcastLayer;
@@ -44,6 +45,8 @@ pub struct Participant {
     /// Media on an m-line no offer named (a bug of the SFU's).
     pub strays: u64,
     frames_sent: u64,
+    /// The last video bit rate ceiling the SFU sent it (RTCP REMB), in bits/s.
+    pub remb: Option<u64>,
     /// The audio level its packets carry (RFC 6464, dBov: 0 the loudest, -127 silence), if
     /// any: how loud it speaks.
     pub audio_level: Option<i8>,
@@ -94,6 +97,7 @@ impl Participant {
             strays: 0,
             frames_sent: 0,
             audio_level: None,
+            remb: None,
             layers: if layers.is_empty() {
                 vec![None]
             } else {
@@ -181,6 +185,9 @@ impl Participant {
             }
             Event::KeyframeRequest(r) => {
                 self.key_wanted.insert(r.rid);
+            }
+            Event::EgressBitrateEstimate(BweKind::Remb { estimate, .. }) => {
+                self.remb = Some(estimate.as_u64());
             }
             Event::MediaData(d) => {
                 self.gaps += u64::from(!d.contiguous);

@@ -17,7 +17,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use crate::core::{Counters, Quality, Sfu, SfuConfig, SfuError, SfuEvent};
+use crate::core::{Caps, Counters, Quality, Sfu, SfuConfig, SfuError, SfuEvent};
 
 /// Commands waiting for the SFU thread, at most; more are refused (the hub's own limits keep
 /// far below this).
@@ -37,6 +37,8 @@ pub struct SfuIoConfig {
     pub public_ip: Option<IpAddr>,
     /// How long a participant's connection may stay down before it is removed.
     pub grace: Duration,
+    /// What each participant may publish.
+    pub caps: Caps,
 }
 
 /// Counters the driver publishes for `/metrics`.
@@ -228,6 +230,7 @@ pub struct SfuBound {
     ingress: mpsc::Sender<Datagram>,
     from_relay: mpsc::Receiver<Datagram>,
     stats: Arc<SfuStats>,
+    caps: Caps,
 }
 
 /// A datagram handed over inside the process: `(from, to, payload)`.
@@ -276,6 +279,7 @@ impl SfuBound {
             ingress,
             from_relay,
             stats: Arc::default(),
+            caps: config.caps,
         })
     }
 
@@ -313,6 +317,7 @@ impl SfuBound {
             advertised,
             from_relay,
             stats,
+            caps,
             ..
         } = self;
         let (commands, rx) = mpsc::channel(COMMANDS);
@@ -321,6 +326,7 @@ impl SfuBound {
             SfuConfig {
                 candidates: vec![advertised],
                 grace,
+                caps,
             },
             crate::crypto(),
         );

@@ -28,7 +28,9 @@ pub mod io;
 pub use str0m;
 
 pub use crate::core::quality::Figures;
-pub use crate::core::{Counters, Quality, Sfu, SfuConfig, SfuError, SfuEvent, TrackInfo, Transmit};
+pub use crate::core::{
+    Caps, Counters, Quality, Sfu, SfuConfig, SfuError, SfuEvent, TrackInfo, Transmit,
+};
 
 /// The crypto provider str0m uses for DTLS and SRTP here.
 pub fn crypto() -> std::sync::Arc<str0m::crypto::CryptoProvider> {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use str0m::change::SdpOffer;
 use str0m::media::{Direction, MediaKind, Mid};
 use switchboard_sfu::client::{Participant, VIDEO_FRAME};
-use switchboard_sfu::{Figures, Quality, Sfu, SfuConfig, SfuError, SfuEvent};
+use switchboard_sfu::{Caps, Figures, Quality, Sfu, SfuConfig, SfuError, SfuEvent};
 use uuid::Uuid;
 
 const SFU: &str = "10.0.0.1:40000";
@@ -28,10 +28,15 @@ struct World {
 
 impl World {
     fn new() -> World {
+        World::with_caps(Caps::default())
+    }
+
+    fn with_caps(caps: Caps) -> World {
         let now = Instant::now();
         let config = SfuConfig {
             candidates: vec![SFU.parse().unwrap()],
             grace: Duration::from_secs(5),
+            caps,
         };
         World {
             now,
@@ -397,6 +402,34 @@ fn each_participant_connection_is_measured_by_the_sfu() {
     }
 }
 
+/// A participant's caps: an offer sending more tracks than `max_tracks` is refused (its m-lines
+/// that only receive do not count), and a publisher is told the video bit rate it may send
+/// (RTCP REMB, which browsers take as their ceiling) as its video arrives and every second.
+#[test]
+fn a_participant_sends_within_its_caps() {
+    let mut w = World::with_caps(Caps {
+        max_tracks: 1,
+        max_bitrate: Some(800_000),
+    });
+    let addr = "10.0.1.9:50009".parse().unwrap();
+    let (_, offer) = Participant::new("greedy", Uuid::new_v4(), addr, w.now, &[]);
+    let refused = w.sfu.offer(w.now, w.room, Uuid::new_v4(), &offer);
+    assert_eq!(refused, Err(SfuError::TooManyTracks(2, 1)));
+    assert_eq!(w.sfu.room_size(w.room), 0);
+
+    let mut w = World::with_caps(Caps {
+        max_tracks: 2,
+        max_bitrate: Some(800_000),
+    });
+    let alice = w.join("alice");
+    w.run(Duration::from_millis(300), false);
+    w.join("bob");
+    w.run(Duration::from_millis(500), false);
+    assert_eq!(w.clients[alice].remb, None, "no video yet, nothing to cap");
+    w.run(Duration::from_millis(2500), true);
+    assert_eq!(w.clients[alice].remb, Some(800_000));
+}
+
 /// The layer tags of the video frames `c` got from `from`, and whether each was a key frame.
 fn layers_seen(c: &Participant, from: Uuid) -> Vec<(u8, bool)> {
     c.got
@@ -475,6 +508,7 @@ mod driver {
             listen: "127.0.0.1:0".parse().unwrap(),
             public_ip: None,
             grace: Duration::from_secs(5),
+            caps: Caps::default(),
         })
         .unwrap();
         let room = Uuid::new_v4();

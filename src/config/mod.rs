@@ -243,7 +243,15 @@ pub struct SfuSettings {
     /// The address participants send to when not `listen`'s (behind NAT, or `listen` on
     /// every address): `turn.external_ip` unless set, else `turn.relay_ip`.
     pub public_ip: Option<IpAddr>,
+    /// Audio and video tracks one participant may send, at most (1 to 16; 4).
+    pub max_tracks: usize,
+    /// Bits per second of video one participant may send, at most; `None` (0): no cap.
+    pub max_bitrate: Option<u64>,
 }
+
+/// `sfu.max_bitrate` by default: 2.5 Mbit/s of video a participant, the three simulcast layers
+/// of a 720p camera (or a screen) with room to spare.
+pub const DEFAULT_SFU_MAX_BITRATE: u64 = 2_500_000;
 
 /// `[webhooks]`: off while `urls` is empty.
 #[derive(Debug)]

@@ -139,6 +139,8 @@ pub(super) struct RawCalls {
 pub(super) struct RawSfu {
     pub(super) listen: Option<String>,
     pub(super) public_ip: Option<String>,
+    pub(super) max_tracks: Option<u32>,
+    pub(super) max_bitrate: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -54,7 +54,11 @@ pub(super) fn validate_sfu(
     turn: &TurnConfig,
 ) -> Result<Option<SfuSettings>> {
     if calls.sfu_from == 0 {
-        if raw.listen.is_some() || raw.public_ip.is_some() {
+        let set = raw.listen.is_some()
+            || raw.public_ip.is_some()
+            || raw.max_tracks.is_some()
+            || raw.max_bitrate.is_some();
+        if set {
             return Err(ConfigError::new(
                 "sfu",
                 "set, but calls.sfu_from = 0 runs no SFU",
@@ -87,7 +91,30 @@ pub(super) fn validate_sfu(
             "required when sfu.listen is on every address and turn has no external_ip or relay_ip",
         ));
     }
-    Ok(Some(SfuSettings { listen, public_ip }))
+    let max_tracks = raw.max_tracks.unwrap_or(4);
+    if !(1..=16).contains(&max_tracks) {
+        return Err(ConfigError::new(
+            "sfu.max_tracks",
+            format!("{max_tracks} is not between 1 and 16"),
+        ));
+    }
+    let max_bitrate = match raw.max_bitrate {
+        None => Some(DEFAULT_SFU_MAX_BITRATE),
+        Some(0) => None,
+        Some(b) if b < 100_000 => {
+            return Err(ConfigError::new(
+                "sfu.max_bitrate",
+                format!("{b} bits/s is too little for video (at least 100000; 0: no cap)"),
+            ))
+        }
+        Some(b) => Some(b),
+    };
+    Ok(Some(SfuSettings {
+        listen,
+        public_ip,
+        max_tracks: max_tracks as usize,
+        max_bitrate,
+    }))
 }
 
 /// What a listener outside loopback exposes: the API in plain HTTP (a warning: a reverse proxy

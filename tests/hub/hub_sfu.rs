@@ -581,7 +581,9 @@ async fn relayed_participants_reach_the_sfu_inside_the_process() {
         api.call(carol, &call)
     });
     assert_eq!(ended["status"], "ended", "{ended}");
-    let stats = ended["qualityStats"]["participants"].as_array().expect("qualityStats");
+    let stats = ended["qualityStats"]["participants"]
+        .as_array()
+        .expect("qualityStats");
     assert_eq!(stats.len(), 3, "{ended}");
     for p in stats {
         assert!(p["sfuReports"].as_u64() >= Some(1), "{p}");

@@ -71,7 +71,7 @@ use str0m::media::{Direction, MediaKind, Mid, Rid, Simulcast, SimulcastLayer};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::RtpWrite;
 use str0m::{Candidate, IceCreds, Input, Output, Rtc, RtcConfig};
-use switchboard_sfu::{Counters, Quality, Sfu, SfuConfig, SfuError, SfuEvent};
+use switchboard_sfu::{Caps, Counters, Quality, Sfu, SfuConfig, SfuError, SfuEvent};
 use uuid::Uuid;
 
 /// Operations per input.
@@ -341,6 +341,7 @@ impl Harness {
         let config = SfuConfig {
             candidates: vec![sa(SFU)],
             grace: Duration::from_secs(3),
+            caps: Caps::default(),
         };
         Harness {
             sfu: Sfu::new(config, switchboard_sfu::crypto()),
@@ -897,7 +898,10 @@ impl Harness {
                 assert!(member, "{key:?} speaks, not in");
                 for other in to {
                     let k = (room, other);
-                    assert!(self.model.members.contains(&k), "{k:?} told who speaks, not in");
+                    assert!(
+                        self.model.members.contains(&k),
+                        "{k:?} told who speaks, not in"
+                    );
                 }
             }
         }

@@ -3,6 +3,7 @@
 
 use std::time::Instant;
 
+use str0m::bwe::Bitrate;
 use str0m::format::{Codec, PayloadParams};
 use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Rid};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
@@ -11,7 +12,7 @@ use uuid::Uuid;
 use super::keyframe::{starts_key_frame, VideoCodec};
 use super::peer::{Line, PeerId, Published, Quality, Subscription};
 use super::rewrite::{Rewriter, Verdict};
-use super::{Sfu, MAX_PUBLISHED};
+use super::Sfu;
 
 impl Sfu {
     /// Aims each open subscription of `id` at the layer it wants, asking publishers for key
@@ -72,12 +73,39 @@ impl Sfu {
         }
     }
 
+    /// Tells publisher `id`'s browser the video bit rate it may send, at most
+    /// ([`Caps::max_bitrate`](super::Caps)): an RTCP REMB on each of its video streams.
+    pub(super) fn cap_bitrate(&mut self, id: PeerId) {
+        let (Some(cap), Some(peer)) = (self.config.caps.max_bitrate, self.peers.get_mut(&id))
+        else {
+            return;
+        };
+        let mut asked = false;
+        for t in peer.published.iter().filter(|t| t.kind == MediaKind::Video) {
+            let layers: Vec<Option<Rid>> = if t.rids.is_empty() {
+                vec![None]
+            } else {
+                t.rids.iter().copied().map(Some).collect()
+            };
+            for rid in layers {
+                if let Some(rx) = peer.rtc.direct_api().stream_rx_by_mid(t.mid, rid) {
+                    rx.request_remb(Bitrate::bps(cap));
+                    asked = true;
+                }
+            }
+        }
+        if asked {
+            self.dirty.push(id);
+        }
+    }
+
     /// `id` publishes a new track: every other peer in its room subscribes.
     pub(super) fn published(&mut self, id: PeerId, mid: Mid, kind: MediaKind, rids: Vec<Rid>) {
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
-        if peer.published.len() >= MAX_PUBLISHED || peer.published.iter().any(|p| p.mid == mid) {
+        let max = self.config.caps.max_tracks;
+        if peer.published.len() >= max || peer.published.iter().any(|p| p.mid == mid) {
             return;
         }
         peer.published.push(Published {

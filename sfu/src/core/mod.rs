@@ -51,7 +51,8 @@ use speaker::Speakers;
 
 /// A peer's 5-tuples kept for demultiplexing, at most (ICE tries a few candidate pairs).
 const MAX_TUPLES: usize = 8;
-/// Tracks one participant may publish, at most: camera, microphone, screen and its audio.
+/// Tracks one participant may publish by default, at most: camera, microphone, screen and its
+/// audio.
 pub const MAX_PUBLISHED: usize = 4;
 /// How often disconnected peers are looked at.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
@@ -64,6 +65,27 @@ pub struct SfuConfig {
     pub candidates: Vec<SocketAddr>,
     /// A participant whose connection stays down this long is removed ([`SfuEvent::Gone`]).
     pub grace: Duration,
+    pub caps: Caps,
+}
+
+/// What one participant may publish.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Caps {
+    /// Audio and video m-lines it sends, at most: an offer with more is refused.
+    pub max_tracks: usize,
+    /// Bits per second of video it sends, at most: told to its browser (RTCP REMB, which
+    /// browsers take as the ceiling of their sending rate) when it publishes and every second
+    /// after. `None`: no cap.
+    pub max_bitrate: Option<u64>,
+}
+
+impl Default for Caps {
+    fn default() -> Caps {
+        Caps {
+            max_tracks: MAX_PUBLISHED,
+            max_bitrate: None,
+        }
+    }
 }
 
 /// Something signaling must tell a participant, or act on.
@@ -123,6 +145,8 @@ pub enum SfuError {
     BadSdp(String),
     #[error("the offer cannot be accepted: {0}")]
     Refused(String),
+    #[error("the offer sends {0} tracks: at most {1} (sfu.max_tracks)")]
+    TooManyTracks(usize, usize),
     #[error("not in this room")]
     NotJoined,
     #[error("no offer of ours awaits an answer")]
@@ -217,6 +241,13 @@ impl Sfu {
         sdp: &str,
     ) -> Result<(), SfuError> {
         let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| SfuError::BadSdp(e.to_string()))?;
+        let sending = sending_lines(sdp);
+        if sending > self.config.caps.max_tracks {
+            return Err(SfuError::TooManyTracks(
+                sending,
+                self.config.caps.max_tracks,
+            ));
+        }
         let (id, joined) = match self.by_user.get(&(room, user)) {
             Some(&id) => (id, false),
             None => (self.add_peer(now, room, user)?, true),
@@ -521,6 +552,10 @@ impl Sfu {
             }
             self.remove_peer(id);
         }
+        let ids: Vec<PeerId> = self.peers.keys().copied().collect();
+        for id in ids {
+            self.cap_bitrate(id);
+        }
         self.next_sweep = (!self.peers.is_empty()).then(|| now + SWEEP_EVERY);
     }
 
@@ -664,6 +699,29 @@ impl Sfu {
     }
 }
 
+/// The audio and video m-lines of an SDP that send (`sendrecv`, the default, or `sendonly`).
+fn sending_lines(sdp: &str) -> usize {
+    let mut count = 0;
+    let mut section: Option<bool> = None;
+    let mut close = |s: Option<bool>| count += usize::from(s == Some(true));
+    for line in sdp.lines() {
+        let line = line.trim_end();
+        if let Some(m) = line.strip_prefix("m=") {
+            close(section);
+            let mut fields = m.split(' ');
+            let media = matches!(fields.next(), Some("audio" | "video"));
+            // Port 0: a stopped or rejected m-line.
+            section = (media && fields.next() != Some("0")).then_some(true);
+        } else if matches!(line, "a=recvonly" | "a=inactive") {
+            if let Some(s) = section.as_mut() {
+                *s = false;
+            }
+        }
+    }
+    close(section);
+    count
+}
+
 /// ICE credentials from a cryptographic generator (rand's, seeded by the operating system;
 /// str0m's own come from a fast, non-cryptographic one): 8 and 24 alphanumerics, 47 bits of
 /// ufrag and 142 of password.
@@ -673,5 +731,21 @@ fn mint_ice_credentials() -> IceCreds {
     IceCreds {
         ufrag: Alphanumeric.sample_string(&mut rng, 8),
         pass: Alphanumeric.sample_string(&mut rng, 24),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_audio_and_video_lines_that_send_count_as_tracks() {
+        let sdp = "v=0\r\n\
+            m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=sendrecv\r\n\
+            m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=recvonly\r\n\
+            m=video 0 UDP/TLS/RTP/SAVPF 96\r\n\
+            m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=inactive\r\n\
+            m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n\
+            m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=sendonly\r\n\
+            m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n";
+        assert_eq!(super::sending_lines(sdp), 3);
     }
 }

@@ -98,6 +98,10 @@ impl From<SfuError> for CallError {
                 field: "sdp".into(),
                 message: m,
             },
+            e @ SfuError::TooManyTracks(..) => CallError::InvalidField {
+                field: "sdp".into(),
+                message: e.to_string(),
+            },
             SfuError::NotJoined | SfuError::NoOffer => CallError::NotInRoom,
             _ => CallError::SfuUnavailable,
         }

@@ -191,7 +191,10 @@ async fn the_sfus_reports_keep_their_own_pace_beside_the_participants() {
         .record_stats(&user(ALICE), call, figures)
         .await
         .unwrap();
-    let stranger = w.calls.record_sfu_stats(call, Uuid::from_u128(99), sfu).await;
+    let stranger = w
+        .calls
+        .record_sfu_stats(call, Uuid::from_u128(99), sfu)
+        .await;
     assert!(stranger.is_err(), "{stranger:?}");
     let stats = w.media_stats(call, ALICE).await;
     assert_eq!((stats.reports, stats.sfu_reports), (4, 2));

@@ -217,6 +217,12 @@ fn the_sfu_follows_turn_and_can_be_turned_off() {
         .unwrap()
         .unwrap();
     assert_eq!(own.public_ip, None);
+    // A participant's caps: 4 tracks and 2.5 Mbit/s of video by default; 0 lifts the cap.
+    assert_eq!((own.max_tracks, own.max_bitrate), (4, Some(2_500_000)));
+    let caps = sfu("\n[sfu]\nmax_tracks = 2\nmax_bitrate = 0\n")
+        .unwrap()
+        .unwrap();
+    assert_eq!((caps.max_tracks, caps.max_bitrate), (2, None));
     // Off.
     assert!(sfu("\n[calls]\nsfu_from = 0\n").unwrap().is_none());
     for (extra, key, says) in [
@@ -229,6 +235,21 @@ fn the_sfu_follows_turn_and_can_be_turned_off() {
         ("\n[sfu]\nlisten = \"3480\"\n", "sfu.listen", "ip:port"),
         ("\n[sfu]\npublic_ip = \"x\"\n", "sfu.public_ip", "not an IP"),
         ("\n[sfu]\nport = 1\n", "sfu.port", "unknown"),
+        (
+            "\n[sfu]\nmax_tracks = 0\n",
+            "sfu.max_tracks",
+            "between 1 and 16",
+        ),
+        (
+            "\n[sfu]\nmax_bitrate = 5000\n",
+            "sfu.max_bitrate",
+            "at least 100000",
+        ),
+        (
+            "\n[calls]\nsfu_from = 0\n[sfu]\nmax_tracks = 2\n",
+            "sfu",
+            "sfu_from = 0",
+        ),
     ] {
         let e = err(&format!("{MINIMAL}{extra}"));
         assert_eq!(e.key, key, "{extra}: {e}");

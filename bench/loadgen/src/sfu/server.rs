@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use switchboard_sfu::io::{SfuHandle, SfuIoConfig};
-use switchboard_sfu::SfuEvent;
+use switchboard_sfu::{Caps, SfuEvent};
 use uuid::Uuid;
 
 #[derive(clap::Args)]
@@ -33,6 +33,7 @@ pub fn run(args: &Args) -> io::Result<()> {
         public_ip: None,
         // Longer than any run: a participant is never removed for silence while measured.
         grace: Duration::from_secs(600),
+        caps: Caps::default(),
     })?;
     say(&json!({"ev": "listening", "addr": sfu.local_addr().to_string()}));
     let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
