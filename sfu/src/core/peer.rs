@@ -8,6 +8,7 @@ use str0m::media::{Direction, MediaKind, Mid, Rid};
 use str0m::Rtc;
 use uuid::Uuid;
 
+use super::bwe::{Budget, Meter};
 use super::keyframe::VideoCodec;
 use super::rewrite::Rewriter;
 
@@ -36,6 +37,8 @@ pub(crate) struct Peer {
     /// When the peer's ICE connection was last seen up (or the peer joined): a peer
     /// disconnected for longer than the grace is removed.
     pub last_up: Instant,
+    /// Its downlink's estimate, and when its layers last changed.
+    pub budget: Budget,
 }
 
 /// A track the peer sends us.
@@ -44,6 +47,8 @@ pub(crate) struct Published {
     pub kind: MediaKind,
     /// Its simulcast layers, lowest first; empty without simulcast.
     pub rids: Vec<Rid>,
+    /// The bitrate of each layer (of the track, without simulcast).
+    pub meters: Vec<Meter>,
     /// The last keyframe request sent for it (any layer).
     pub key_requested: Option<Instant>,
 }
@@ -127,6 +132,7 @@ impl Peer {
             deadline: now,
             connected: false,
             last_up: now,
+            budget: Budget::default(),
         }
     }
 
