@@ -4,7 +4,8 @@
 //!
 //! Frames carry who sent them, so that a receiver can check whose media it got and which
 //! layer: audio `[b'a', initial, n (8 bytes)]`; video `[key ? 0 : 1, b'v', initial, layer,
-//! n (8 bytes), padding to 1,800 bytes (two packets)]`, where `initial` is the first byte of
+//! n (8 bytes), padding to 1,800 bytes (two packets), or to the layer's size if set
+//! ([`Participant::set_frame_sizes`])]`, where `initial` is the first byte of
 //! the participant's name, `layer` the rid's first byte (`-` without simulcast), and the first
 //! byte is a VP8 frame header's key frame bit. A key frame goes out first and whenever the SFU
 //! asks for one (PLI).
@@ -51,6 +52,8 @@ pub struct Participant {
     /// any: how loud it speaks.
     pub audio_level: Option<i8>,
     layers: Vec<Option<Rid>>,
+    /// The length of each layer's video frames.
+    frame_sizes: Vec<usize>,
     /// Layers a key frame was asked for: the next frame of each is one.
     key_wanted: HashSet<Option<Rid>>,
 }
@@ -104,8 +107,18 @@ impl Participant {
                 layers.iter().map(|l| Some(Rid::from(*l))).collect()
             },
             key_wanted: HashSet::new(),
+            frame_sizes: vec![VIDEO_FRAME; layers.len().max(1)],
         };
         (p, offer.to_sdp_string())
+    }
+
+    /// The length of each layer's video frames (lowest first; at least 12 bytes), so that
+    /// layers have the rates of a real encoder's: a frame goes out every 15 ms, so 1,000 bytes
+    /// are about 530 kbit/s.
+    pub fn set_frame_sizes(&mut self, sizes: &[usize]) {
+        for (size, new) in self.frame_sizes.iter_mut().zip(sizes) {
+            *size = (*new).max(12);
+        }
     }
 
     /// The first byte of its name: how its frames say who sent them.
@@ -242,7 +255,12 @@ impl Participant {
         if !n.is_multiple_of(3) {
             return Ok(());
         }
-        for layer in self.layers.clone() {
+        for (layer, size) in self
+            .layers
+            .clone()
+            .into_iter()
+            .zip(self.frame_sizes.clone())
+        {
             let Some(w) = self.rtc.writer(self.video) else {
                 break;
             };
@@ -261,7 +279,7 @@ impl Participant {
             let tag = layer.map_or(b'-', |r| r.as_bytes()[0]);
             let mut frame = vec![u8::from(!key), b'v', initial, tag];
             frame.extend(n.to_be_bytes());
-            frame.resize(VIDEO_FRAME, 0x5a);
+            frame.resize(size, 0x5a);
             let time = MediaTime::new(n * 3000, Frequency::NINETY_KHZ);
             w.write(pt, now, time, frame)?;
         }

@@ -3,14 +3,16 @@
 //! the call.
 //!
 //! Built on str0m, sans-IO WebRTC: ICE-lite (the SFU has one public address; clients do the
-//! checks), DTLS-SRTP, RTP and RTCP with NACK/RTX and TWCC. Media is forwarded as RTP packets,
-//! never decoded; the codec payload is read only for its first bytes, to tell key frames
+//! checks), DTLS-SRTP, RTP and RTCP with NACK/RTX, and TWCC with its bandwidth estimate, by
+//! which each subscriber's simulcast layers are chosen. Media is forwarded as RTP packets, never
+//! decoded; the codec payload is read only for its first bytes, to tell key frames
 //! ([`core::keyframe`]).
 //!
 //! # Layout
 //! - [`core`]: the sans-IO SFU: peers, demultiplexing, forwarding, negotiation (`core/mod.rs`);
 //!   a peer's state (`core/peer.rs`); simulcast layer switching and RTP renumbering
-//!   (`core/rewrite.rs`); key frame detection (`core/keyframe.rs`); the STUN USERNAME read for
+//!   (`core/rewrite.rs`); which layer fits each subscriber's bandwidth estimate
+//!   (`core/bwe.rs`); key frame detection (`core/keyframe.rs`); the STUN USERNAME read for
 //!   demultiplexing (`core/stun.rs`).
 //! - `io` (feature `io`): the driver: one UDP socket for all media, on a thread of its own.
 //!

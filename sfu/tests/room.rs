@@ -4,6 +4,8 @@
 //! clock is virtual: datagrams go from a participant's transmit straight to the SFU's input and
 //! back. The `driver` tests do the same over loopback UDP through the SFU's thread.
 
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use str0m::change::SdpOffer;
@@ -15,6 +17,10 @@ use uuid::Uuid;
 const SFU: &str = "10.0.0.1:40000";
 const STEP: Duration = Duration::from_millis(5);
 
+/// One-way latency of the simulated network: str0m's bandwidth estimator times itself by the
+/// round trip, which must not be zero.
+const LATENCY: Duration = Duration::from_millis(10);
+
 struct World {
     now: Instant,
     sfu: Sfu,
@@ -24,6 +30,14 @@ struct World {
     speakers: Vec<(Uuid, Vec<Uuid>)>,
     /// The participants' connections as the SFU saw them, in order.
     figures: Vec<(Uuid, Figures)>,
+    /// Datagrams on their way: when they arrive, from, to, bytes.
+    wire: VecDeque<(Instant, SocketAddr, SocketAddr, Vec<u8>)>,
+    /// Links from the SFU to a client carrying at most this many bytes per 100 ms window (the
+    /// rest is dropped), with the window and the bytes sent in it.
+    caps: HashMap<SocketAddr, (usize, u128, usize)>,
+    /// Datagrams dropped by a cap.
+    dropped: u64,
+    start: Instant,
 }
 
 impl World {
@@ -45,6 +59,10 @@ impl World {
             clients: Vec::new(),
             speakers: Vec::new(),
             figures: Vec::new(),
+            wire: VecDeque::new(),
+            caps: HashMap::new(),
+            dropped: 0,
+            start: now,
         }
     }
 
@@ -62,25 +80,47 @@ impl World {
         self.clients.len() - 1
     }
 
-    /// One step of the network: every output delivered, then time moves on by [`STEP`].
-    fn step(&mut self, media: bool) {
+    /// Caps the link from the SFU to client `c` at `kbps` (None: lifts the cap).
+    fn cap(&mut self, c: usize, kbps: Option<usize>) {
+        let addr = self.clients[c].addr;
+        match kbps {
+            Some(k) => self.caps.insert(addr, (k * 1000 / 8 / 10, 0, 0)),
+            None => self.caps.remove(&addr),
+        };
+    }
+
+    /// Puts a datagram on the wire, unless a cap drops it.
+    fn send(&mut self, from: SocketAddr, to: SocketAddr, data: Vec<u8>) {
+        if let Some((budget, window, used)) = self.caps.get_mut(&to) {
+            let now_window = (self.now - self.start).as_millis() / 100;
+            if *window != now_window {
+                (*window, *used) = (now_window, 0);
+            }
+            if *used + data.len() > *budget {
+                self.dropped += 1;
+                return;
+            }
+            *used += data.len();
+        }
+        self.wire.push_back((self.now + LATENCY, from, to, data));
+    }
+
+    /// Everyone's output at `now` put on the wire, and signaling carried, until nothing moves.
+    fn exchange(&mut self) {
         let now = self.now;
         for _ in 0..50 {
-            let mut moved = false;
-            let sfu = &mut self.sfu;
+            let mut out = Vec::new();
             for c in &mut self.clients {
                 let from = c.addr;
-                c.poll(now, |to, data| {
-                    moved = true;
-                    sfu.handle_datagram(now, from, to, data);
-                })
-                .unwrap();
+                c.poll(now, |to, data| out.push((from, to, data.to_vec())))
+                    .unwrap();
             }
             while let Some(t) = self.sfu.poll_transmit() {
-                moved = true;
-                if let Some(c) = self.clients.iter_mut().find(|c| c.addr == t.destination) {
-                    c.receive(now, t.source, &t.contents).unwrap();
-                }
+                out.push((t.source, t.destination, t.contents));
+            }
+            let mut moved = !out.is_empty();
+            for (from, to, data) in out {
+                self.send(from, to, data);
             }
             while let Some(e) = self.sfu.poll_event() {
                 moved = true;
@@ -90,13 +130,49 @@ impl World {
                 break;
             }
         }
-        self.now += STEP;
+    }
+
+    /// One step of the network, [`STEP`] long: time goes from one event to the next (a
+    /// datagram arriving, a deadline of the SFU's, which paces what it sends), then media.
+    fn step(&mut self, media: bool) {
+        let end = self.now + STEP;
+        loop {
+            self.exchange();
+            let arrival = self.wire.front().map(|w| w.0);
+            let next = [arrival, self.sfu.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min()
+                .map(|t| t.max(self.now + Duration::from_micros(1)));
+            let Some(next) = next.filter(|t| *t < end) else {
+                break;
+            };
+            self.now = next;
+            self.arrive();
+            self.sfu.handle_timeout(self.now);
+        }
+        self.now = end;
+        self.arrive();
         if media {
             for c in &mut self.clients {
                 c.send_media(self.now).unwrap();
             }
         }
         self.sfu.handle_timeout(self.now);
+        self.exchange();
+    }
+
+    /// The datagrams due by now, delivered.
+    fn arrive(&mut self) {
+        let now = self.now;
+        while self.wire.front().is_some_and(|w| w.0 <= now) {
+            let (_, from, to, data) = self.wire.pop_front().unwrap();
+            if to == SFU.parse().unwrap() {
+                self.sfu.handle_datagram(now, from, to, &data);
+            } else if let Some(c) = self.clients.iter_mut().find(|c| c.addr == to) {
+                c.receive(now, from, &data).unwrap();
+            }
+        }
     }
 
     /// What signaling would carry: the SFU's answers and offers to the clients, and their
@@ -491,6 +567,123 @@ fn a_subscriber_gets_one_simulcast_layer_and_switches_at_a_key_frame() {
         "{seen:?}"
     );
     assert!(seen.iter().all(|(l, _)| *l == b'm'));
+}
+
+/// The layer tag of the last video frame `c` got from `from`.
+fn last_layer(c: &Participant, from: Uuid) -> Option<u8> {
+    layers_seen(c, from).last().map(|(l, _)| *l)
+}
+
+/// Layers follow each subscriber's downlink, as str0m estimates it from TWCC feedback: Bob's
+/// link is capped below Alice's high layer and he gets a lower one, with no gap in what he
+/// receives once it has; when the cap goes, he gets the high layer again. Carol, uncapped,
+/// keeps the high layer throughout.
+#[test]
+fn a_capped_subscriber_gets_a_lower_layer_and_the_best_again_when_the_cap_goes() {
+    let mut w = World::new();
+    let alice = w.join_with_layers("alice", &["l", "m", "h"]);
+    // A frame every 15 ms: about 100, 400 and 1,200 kbit/s of payload.
+    w.clients[alice].set_frame_sizes(&[190, 750, 2_250]);
+    w.run(Duration::from_millis(300), false);
+    let bob = w.join("bob");
+    w.run(Duration::from_millis(300), false);
+    let carol = w.join("carol");
+    w.run(Duration::from_millis(500), false);
+    let (room, a, b, c) = (
+        w.room,
+        w.clients[alice].user,
+        w.clients[bob].user,
+        w.clients[carol].user,
+    );
+    // Bob and Carol watch Alice only.
+    w.sfu.set_quality(w.now, room, b, c, Quality::Off).unwrap();
+    w.sfu.set_quality(w.now, room, c, b, Quality::Off).unwrap();
+    // The estimate starts at 1.5 Mbit/s, under what the high layer needs with headroom: the
+    // SFU probes for more (and gets it, nothing limits the link) within seconds.
+    w.run(Duration::from_secs(6), true);
+    let estimate = |w: &World, u| w.sfu.estimate(room, u).unwrap_or(0) / 1000;
+    println!(
+        "uncapped: estimates bob {} kbit/s, carol {}",
+        estimate(&w, b),
+        estimate(&w, c)
+    );
+    for (x, u) in [(bob, b), (carol, c)] {
+        let name = &w.clients[x].name;
+        assert_eq!(last_layer(&w.clients[x], a), Some(b'h'), "{name}");
+        // Above where it started: TWCC feedback comes back and str0m's probes found room.
+        assert!(estimate(&w, u) > 1_500, "{name}");
+    }
+    w.clients[carol].got.clear();
+
+    // Bob's link carries 800 kbit/s: the high layer (some 1,300 with headers and audio) does
+    // not fit, the medium one (500) does.
+    w.cap(bob, Some(800));
+    let capped = w.now;
+    let mut down = None;
+    for _ in 0..100 {
+        w.run(Duration::from_millis(100), true);
+        if down.is_none() && last_layer(&w.clients[bob], a).is_some_and(|l| l != b'h') {
+            down = Some(w.now - capped);
+            println!(
+                "down after {:?}: estimate {} kbit/s",
+                w.now - capped,
+                estimate(&w, b)
+            );
+        }
+    }
+    let down = down.expect("Bob went down a layer");
+    let gaps = w.clients[bob].gaps;
+    w.clients[bob].got.clear();
+    w.run(Duration::from_secs(5), true);
+    let seen = layers_seen(&w.clients[bob], a);
+    println!(
+        "capped: estimate {} kbit/s, layers {:?}, {} datagrams dropped, gaps {} then {}",
+        estimate(&w, b),
+        seen.iter()
+            .map(|(l, _)| *l as char)
+            .collect::<std::collections::BTreeSet<_>>(),
+        w.dropped,
+        gaps,
+        w.clients[bob].gaps
+    );
+    assert!(seen.len() > 250, "{} frames", seen.len());
+    assert!(
+        seen.iter().all(|(l, _)| *l == b'm' || *l == b'l'),
+        "{seen:?}"
+    );
+    assert_eq!(
+        w.clients[bob].gaps, gaps,
+        "no gap once on a layer that fits"
+    );
+
+    // The cap goes: back to the high layer.
+    w.cap(bob, None);
+    let lifted = w.now;
+    let dropped = w.dropped;
+    let mut up = None;
+    for _ in 0..300 {
+        w.run(Duration::from_millis(100), true);
+        if last_layer(&w.clients[bob], a) == Some(b'h') {
+            up = Some(w.now - lifted);
+            break;
+        }
+    }
+    let up = up.expect("Bob back on the high layer");
+    println!("up after {up:?}: estimate {} kbit/s", estimate(&w, b));
+    let gaps = w.clients[bob].gaps;
+    w.clients[bob].got.clear();
+    w.run(Duration::from_secs(3), true);
+    assert!(layers_seen(&w.clients[bob], a)
+        .iter()
+        .all(|(l, _)| *l == b'h'));
+    assert_eq!(w.clients[bob].gaps, gaps, "no gap without the cap");
+    assert_eq!(w.dropped, dropped);
+    println!("down after {down:?}, up after {up:?}");
+
+    // Carol kept the best layer all along.
+    let seen = layers_seen(&w.clients[carol], a);
+    assert!(seen.len() > 1000, "{} frames", seen.len());
+    assert!(seen.iter().all(|(l, _)| *l == b'h'), "{seen:?}");
 }
 
 /// The driver: the same room over real UDP sockets on loopback, the SFU on its own thread,

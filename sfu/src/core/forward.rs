@@ -9,51 +9,13 @@ use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Rid};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
 use uuid::Uuid;
 
+use super::bwe::Meter;
 use super::keyframe::{starts_key_frame, VideoCodec};
 use super::peer::{Line, PeerId, Published, Quality, Subscription};
 use super::rewrite::{Rewriter, Verdict};
 use super::Sfu;
 
 impl Sfu {
-    /// Aims each open subscription of `id` at the layer it wants, asking publishers for key
-    /// frames where that changes.
-    pub(super) fn start_subscriptions(&mut self, id: PeerId, now: Instant) {
-        let Some(peer) = self.peers.get(&id) else {
-            return;
-        };
-        let mut wants = Vec::new();
-        for (i, s) in peer.subscriptions.iter().enumerate() {
-            if !matches!(s.state, Line::Open(_)) {
-                continue;
-            }
-            let Some(rids) = self.peers.get(&s.publisher).and_then(|p| {
-                p.published
-                    .iter()
-                    .find(|t| t.mid == s.source_mid)
-                    .map(|t| t.rids.clone())
-            }) else {
-                continue;
-            };
-            wants.push((i, s.quality.pick(&rids)));
-        }
-        let mut keys = Vec::new();
-        if let Some(peer) = self.peers.get_mut(&id) {
-            for (i, layer) in wants {
-                let s = &mut peer.subscriptions[i];
-                if s.rewriter.want(layer) {
-                    if let Some(Some(rid)) = layer {
-                        keys.push((s.publisher, s.source_mid, Some(rid)));
-                    } else if s.kind == MediaKind::Video {
-                        keys.push((s.publisher, s.source_mid, None));
-                    }
-                }
-            }
-        }
-        for (publisher, mid, rid) in keys {
-            self.request_key_frame(publisher, mid, rid, now);
-        }
-    }
-
     pub(super) fn request_key_frame(
         &mut self,
         publisher: PeerId,
@@ -108,10 +70,12 @@ impl Sfu {
         if peer.published.len() >= max || peer.published.iter().any(|p| p.mid == mid) {
             return;
         }
+        let meters = vec![Meter::default(); rids.len().max(1)];
         peer.published.push(Published {
             mid,
             kind,
             rids,
+            meters,
             key_requested: None,
         });
         let (room, user) = (peer.room, peer.user);
@@ -139,9 +103,14 @@ impl Sfu {
         else {
             return;
         };
-        let Some(kind) = peer.published.iter().find(|p| p.mid == mid).map(|p| p.kind) else {
+        let Some(track) = peer.published.iter_mut().find(|p| p.mid == mid) else {
             return;
         };
+        let kind = track.kind;
+        let layer = rid.and_then(|r| track.rids.iter().position(|x| *x == r));
+        if let Some(m) = track.meters.get_mut(layer.unwrap_or(0)) {
+            m.add(now, packet.header.header_len + packet.payload.len());
+        }
         let Some(params) = peer
             .rtc
             .codec_config()

@@ -22,7 +22,9 @@
 //! a track gets the publisher's payload as it came, with the subscriber's payload type, its
 //! own sequence numbers and timestamps ([`rewrite`]) and the header extensions str0m knows.
 //! A simulcast track sends each subscriber one layer, which it may change ([`Sfu::set_quality`]):
-//! the switch waits for a key frame of the new layer, asked of the publisher at once.
+//! the switch waits for a key frame of the new layer, asked of the publisher at once. The layer
+//! is the one asked for at most, and less if the subscriber's downlink cannot carry it: str0m
+//! estimates each subscriber's bandwidth from its TWCC feedback ([`bwe`]).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -30,12 +32,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use str0m::bwe::BweKind;
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::crypto::CryptoProvider;
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, RtcConfig};
 use uuid::Uuid;
 
+mod bwe;
 mod forward;
 pub mod keyframe;
 mod negotiate;
@@ -181,6 +185,8 @@ pub struct Sfu {
     /// stale and skipped.
     timers: BinaryHeap<Reverse<(Instant, PeerId)>>,
     next_sweep: Option<Instant>,
+    /// When subscribers' layers are next chosen again ([`bwe`]).
+    next_allocation: Option<Instant>,
     /// Peers written to since they were last polled.
     dirty: Vec<PeerId>,
     transmits: VecDeque<Transmit>,
@@ -202,6 +208,7 @@ impl Sfu {
             by_tuple: HashMap::new(),
             timers: BinaryHeap::new(),
             next_sweep: None,
+            next_allocation: None,
             dirty: Vec::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -212,6 +219,13 @@ impl Sfu {
 
     pub fn counters(&self) -> Counters {
         self.counters
+    }
+
+    /// str0m's latest estimate of the bandwidth from the SFU to `user` in `room`, bits per
+    /// second: what its layers are chosen by. `None` before the first.
+    pub fn estimate(&self, room: Uuid, user: Uuid) -> Option<u64> {
+        let id = self.by_user.get(&(room, user))?;
+        self.peers.get(id)?.budget.estimate
     }
 
     /// Participants in every room.
@@ -406,11 +420,18 @@ impl Sfu {
 
     /// Time passed: `now` is at or past [`Sfu::poll_timeout`] (earlier is harmless).
     pub fn handle_timeout(&mut self, now: Instant) {
+        // The deadlines due now, each handled once: one that str0m sets again at `now` (its
+        // BWE does, on a path of zero round trip time) waits for the next call rather than
+        // spinning here.
+        let mut due = Vec::new();
         while let Some(&Reverse((at, id))) = self.timers.peek() {
             if at > now {
                 break;
             }
             self.timers.pop();
+            due.push((at, id));
+        }
+        for (at, id) in due {
             let Some(peer) = self.peers.get_mut(&id) else {
                 continue;
             };
@@ -425,15 +446,19 @@ impl Sfu {
         if self.next_sweep.is_some_and(|t| t <= now) {
             self.sweep(now);
         }
+        if self.next_allocation.is_some_and(|t| t <= now) {
+            self.reallocate(now);
+            self.next_allocation = (!self.peers.is_empty()).then(|| now + bwe::ALLOCATE_EVERY);
+        }
         self.settle(now);
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
         let timer = self.timers.peek().map(|Reverse((t, _))| *t);
-        match (timer, self.next_sweep) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [timer, self.next_sweep, self.next_allocation]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
@@ -454,6 +479,7 @@ impl Sfu {
             .set_ice_lite(true)
             .set_rtp_mode(true)
             .set_stats_interval(Some(quality::STATS_EVERY))
+            .enable_bwe(Some(bwe::INITIAL_ESTIMATE))
             .build(now);
         for addr in &self.config.candidates {
             let c = Candidate::host(*addr, "udp").map_err(|e| SfuError::Refused(e.to_string()))?;
@@ -467,6 +493,8 @@ impl Sfu {
         self.by_user.insert((room, user), id);
         self.rooms.entry(room).or_default().push(id);
         self.next_sweep.get_or_insert(now + SWEEP_EVERY);
+        self.next_allocation
+            .get_or_insert(now + bwe::ALLOCATE_EVERY);
         Ok(id)
     }
 
@@ -693,6 +721,9 @@ impl Sfu {
                     peer.last_up = now;
                 }
                 peer.connected = up;
+            }
+            Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
+                self.estimated(id, estimate, now);
             }
             _ => {}
         }

@@ -8,6 +8,7 @@ use str0m::media::{Direction, MediaKind, Mid, Rid};
 use str0m::Rtc;
 use uuid::Uuid;
 
+use super::bwe::{Budget, Meter};
 use super::keyframe::VideoCodec;
 use super::rewrite::Rewriter;
 
@@ -38,6 +39,8 @@ pub(crate) struct Peer {
     pub last_up: Instant,
     /// Its stats since the last figures.
     pub watch: super::quality::Watch,
+    /// Its downlink's estimate, and when its layers last changed.
+    pub budget: Budget,
 }
 
 /// A track the peer sends us.
@@ -46,6 +49,8 @@ pub(crate) struct Published {
     pub kind: MediaKind,
     /// Its simulcast layers, lowest first; empty without simulcast.
     pub rids: Vec<Rid>,
+    /// The bitrate of each layer (of the track, without simulcast).
+    pub meters: Vec<Meter>,
     /// The last keyframe request sent for it (any layer).
     pub key_requested: Option<Instant>,
 }
@@ -130,6 +135,7 @@ impl Peer {
             connected: false,
             last_up: now,
             watch: Default::default(),
+            budget: Budget::default(),
         }
     }
 
