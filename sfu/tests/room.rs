@@ -30,6 +30,8 @@ struct World {
     speakers: Vec<(Uuid, Vec<Uuid>)>,
     /// The participants' connections as the SFU saw them, in order.
     figures: Vec<(Uuid, Figures)>,
+    /// The largest offer of the SFU's and answer of a participant's so far, in bytes.
+    sdp_sizes: (usize, usize),
     /// Datagrams on their way: when they arrive, from, to, bytes.
     wire: VecDeque<(Instant, SocketAddr, SocketAddr, Vec<u8>)>,
     /// Links from the SFU to a client carrying at most this many bytes per 100 ms window (the
@@ -59,6 +61,7 @@ impl World {
             clients: Vec::new(),
             speakers: Vec::new(),
             figures: Vec::new(),
+            sdp_sizes: (0, 0),
             wire: VecDeque::new(),
             caps: HashMap::new(),
             dropped: 0,
@@ -191,6 +194,8 @@ impl World {
                 let answer = c
                     .accept_offer(&sdp, tracks.into_iter().map(|t| (t.mid, t.user)))
                     .unwrap();
+                self.sdp_sizes.0 = self.sdp_sizes.0.max(sdp.len());
+                self.sdp_sizes.1 = self.sdp_sizes.1.max(answer.len());
                 self.sfu.answer(now, room, user, &answer).unwrap();
             }
             SfuEvent::ActiveSpeaker { user, to, .. } => self.speakers.push((user, to)),
@@ -504,6 +509,33 @@ fn a_participant_sends_within_its_caps() {
     assert_eq!(w.clients[alice].remb, None, "no video yet, nothing to cap");
     w.run(Duration::from_millis(2500), true);
     assert_eq!(w.clients[alice].remb, Some(800_000));
+}
+
+/// A room of twenty (the spec's largest call): every participant negotiates, the last joiner is
+/// offered the 38 tracks of the 19 others. What it answers must fit one frame of the hub
+/// (64 KiB, as JSON); prints the sizes.
+#[test]
+fn a_room_of_twenty_negotiates_within_a_hub_frame() {
+    const NAMES: [&str; 20] = [
+        "p00", "p01", "p02", "p03", "p04", "p05", "p06", "p07", "p08", "p09", "p10", "p11", "p12",
+        "p13", "p14", "p15", "p16", "p17", "p18", "p19",
+    ];
+    let mut w = World::new();
+    for name in NAMES {
+        w.join(name);
+        w.run(Duration::from_millis(100), false);
+    }
+    w.run(Duration::from_millis(500), false);
+    let (offer, answer) = w.sdp_sizes;
+    println!("room of 20: largest SFU offer {offer} bytes, largest answer {answer} bytes");
+    let last = w.clients.last().unwrap();
+    assert_eq!(
+        last.owners.len(),
+        38,
+        "the last joiner is offered everyone's tracks"
+    );
+    // As JSON each line's CRLF takes four bytes instead of two (lines of ~40 bytes).
+    assert!(answer + answer / 20 + 200 < 64 * 1024, "{answer}");
 }
 
 /// The layer tags of the video frames `c` got from `from`, and whether each was a key frame.
