@@ -56,6 +56,8 @@ pub struct Participant {
     frame_sizes: Vec<usize>,
     /// Layers a key frame was asked for: the next frame of each is one.
     key_wanted: HashSet<Option<Rid>>,
+    /// Layers not sent now (see [`Participant::pause_layer`]).
+    paused: HashSet<Option<Rid>>,
 }
 
 impl Participant {
@@ -108,6 +110,7 @@ impl Participant {
             },
             key_wanted: HashSet::new(),
             frame_sizes: vec![VIDEO_FRAME; layers.len().max(1)],
+            paused: HashSet::new(),
         };
         (p, offer.to_sdp_string())
     }
@@ -227,8 +230,19 @@ impl Participant {
         self.got.get(&(user, kind)).map_or(&[], |v| v)
     }
 
+    /// Stops sending simulcast layer `rid` (`paused`), as a browser does with its top layers
+    /// when its bandwidth estimate falls short, or starts it again, with a key frame.
+    pub fn pause_layer(&mut self, rid: &str, paused: bool) {
+        let layer = Some(Rid::from(rid));
+        if paused {
+            self.paused.insert(layer);
+        } else if self.paused.remove(&layer) {
+            self.key_wanted.insert(layer);
+        }
+    }
+
     /// Sends one audio frame (20 ms of Opus as far as timestamps go), and every third call a
-    /// video frame on each layer.
+    /// video frame on each layer not paused.
     pub fn send_media(&mut self, now: Instant) -> Result<(), RtcError> {
         if !self.connected {
             return Ok(());
@@ -261,6 +275,9 @@ impl Participant {
             .into_iter()
             .zip(self.frame_sizes.clone())
         {
+            if self.paused.contains(&layer) {
+                continue;
+            }
             let Some(w) = self.rtc.writer(self.video) else {
                 break;
             };

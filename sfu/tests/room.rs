@@ -686,6 +686,56 @@ fn a_capped_subscriber_gets_a_lower_layer_and_the_best_again_when_the_cap_goes()
     assert!(seen.iter().all(|(l, _)| *l == b'h'), "{seen:?}");
 }
 
+#[test]
+fn a_paused_layer_hands_its_subscribers_the_next_one_down_until_it_comes_back() {
+    let mut w = World::new();
+    let alice = w.join_with_layers("alice", &["l", "m", "h"]);
+    w.run(Duration::from_millis(300), false);
+    let bob = w.join("bob");
+    w.run(Duration::from_millis(500), false);
+    w.run(Duration::from_secs(1), true);
+    let a = w.clients[alice].user;
+    assert!(layers_seen(&w.clients[bob], a)
+        .iter()
+        .all(|(l, _)| *l == b'h'));
+
+    // Alice's browser stops its top layer (its bandwidth estimate fell): Bob, who wants it,
+    // gets the medium one from its next key frame, a second later, with no gap in numbering.
+    w.clients[alice].pause_layer("h", true);
+    w.clients[bob].got.clear();
+    w.run(Duration::from_secs(2), true);
+    let seen = layers_seen(&w.clients[bob], a);
+    let first_m = seen
+        .iter()
+        .position(|(l, _)| *l == b'm')
+        .expect("the medium layer came");
+    assert!(seen[first_m].1, "the switch is at a key frame: {seen:?}");
+    assert!(seen[first_m..].iter().all(|(l, _)| *l == b'm'), "{seen:?}");
+    assert!(seen.len() - first_m > 20, "{seen:?}");
+
+    // Medium stops too: low. Then the top layer comes back (with a key frame): Bob is on it.
+    w.clients[alice].pause_layer("m", true);
+    w.run(Duration::from_secs(2), true);
+    w.clients[bob].got.clear();
+    w.run(Duration::from_millis(500), true);
+    let seen = layers_seen(&w.clients[bob], a);
+    assert!(
+        !seen.is_empty() && seen.iter().all(|(l, _)| *l == b'l'),
+        "{seen:?}"
+    );
+    w.clients[alice].pause_layer("h", false);
+    w.clients[alice].pause_layer("m", false);
+    w.run(Duration::from_millis(500), true);
+    w.clients[bob].got.clear();
+    w.run(Duration::from_millis(500), true);
+    let seen = layers_seen(&w.clients[bob], a);
+    assert!(
+        !seen.is_empty() && seen.iter().all(|(l, _)| *l == b'h'),
+        "{seen:?}"
+    );
+    assert_eq!(w.clients[bob].gaps, 0, "no frame after a gap");
+}
+
 /// The driver: the same room over real UDP sockets on loopback, the SFU on its own thread,
 /// signaling through its handle and event queue as the hub does.
 #[cfg(feature = "io")]
