@@ -1,7 +1,7 @@
 // The demo page: sign in as a name, see who is online in the demo conversation, call them
 // through the daemon's REST API, signal over /ws and carry the media with WebRTCManager through
-// the daemon's TURN relay. Each tab is its own session (sessionStorage), so two tabs are two
-// people.
+// the daemon's TURN relay (a group call: through its SFU, which WebRTCManager finds by itself).
+// Each tab is its own session (sessionStorage), so two tabs are two people.
 //
 // For tests and the curious, `window.switchboardDemo` exposes the session, the current call
 // and its WebRTCManager.
@@ -220,8 +220,10 @@ async function newManager(callId, type, isInitiator) {
     const where = path.relayed
       ? `relayed${path.relayProtocol ? ` · ${path.relayProtocol}` : ''}`
       : `direct · ${path.localType || '?'}`;
+    // A group call's media goes through the SFU: the path shown is this page's to it.
+    const via = manager.mode === 'sfu' ? 'SFU · ' : '';
     const rtt = Number.isFinite(path.rtt) ? ` · ${Math.round(path.rtt)} ms` : '';
-    tile(userId).querySelector('.path').textContent = where + rtt;
+    tile(userId).querySelector('.path').textContent = via + where + rtt;
   };
   manager.onQuality = (userId, q) => badge(userId, 'quality', q.quality, q.quality);
   manager.onMediaStateChanged = (userId, m) => {

@@ -1,0 +1,167 @@
+#!/usr/bin/env node
+// A group call on the daemon's SFU, on the demo page in headless Chromium: six browser contexts
+// (Alice, Bob, Carol, Dave, Erin, Frank) sign in, Alice video-calls the five others, who answer.
+// The page's own code does it all (REST, /ws, WebRTCManager, which finds the call on the SFU by
+// itself). Then, on every page, from getStats of its one connection with the SFU:
+//   - exactly one outbound video: the camera, in three simulcast layers (rids l, m, h) of one
+//     m-line, each sending;
+//   - one inbound video per other participant (the m-line's owner, the stream id, is the user
+//     it shows) decoding frames, the frame counts growing, and their audio received;
+//   - a screenshot of Alice's grid is saved in --out;
+//   - Frank hangs up: the five left are offered the end of his m-lines, his tile goes, and each
+//     still decodes the four others' videos.
+// Prints one JSON line ({"ok":true,"callId",...} or {"ok":false,"error",...}); exit 0 on
+// success, 1 on a failed check, 2 on bad usage, 124 when --timeout-ms passes.
+//
+// Usage: node sfu_call.mjs --base http://127.0.0.1:8080 --out DIR [--people 3-6]
+//                          [--timeout-ms 120000] [--chromium /usr/bin/chromium]
+
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import {
+  at, check, finish, left, noter, openDemoPage, placeDemoCall, runInChromium, start, until,
+} from './script_lib.mjs';
+
+const NAMES = ['Alice', 'Bob', 'Carol', 'Dave', 'Erin', 'Frank'];
+const seen = new Map();
+/** Everyone signed in (the scripts' people, in order). */
+const everyone = [];
+const t0 = Date.now();
+/** When each step was done, seconds from the start: where the time goes on a small box. */
+const timings = {};
+const mark = (what) => (timings[what] = Number(((Date.now() - t0) / 1000).toFixed(1)));
+
+const opts = start({
+  options: {
+    base: { type: 'string' },
+    people: { type: 'string', default: '6' },
+    out: { type: 'string' },
+  },
+  usage: 'sfu_call.mjs --base URL --out DIR [--people 3-6] [--timeout-ms N]',
+  valid: (o) => o.base && o.out && Number(o.people) >= 3 && Number(o.people) <= NAMES.length,
+  report: (result) => (result.ok ? { timings } : { timings, seen: Object.fromEntries(seen) }),
+});
+opts.people = Number(opts.people);
+
+/**
+ * In the page (so self-contained): what its connection with the SFU sends and receives.
+ * `outbound`: the video RTP streams sent (`{mid, rid, packetsSent, frameWidth}`); `inbound`:
+ * per remote user of the manager's peers, `{video: framesDecoded, audio: packetsReceived}` of
+ * the tracks of the stream it was given for them.
+ */
+async function sfuStats() {
+  const manager = window.switchboardDemo.call?.manager;
+  const pc = manager?.sfuPeerConnection;
+  if (!pc) return { mode: manager?.mode ?? null };
+  const report = await pc.getStats();
+  const outbound = [];
+  const byTrack = new Map();
+  report.forEach((s) => {
+    if (s.type === 'outbound-rtp' && s.kind === 'video') {
+      outbound.push({
+        mid: s.mid, rid: s.rid, packetsSent: s.packetsSent, frameWidth: s.frameWidth,
+        fps: s.framesPerSecond, limit: s.qualityLimitationReason, plis: s.pliCount, nacks: s.nackCount,
+      });
+    }
+    if (s.type === 'inbound-rtp') byTrack.set(s.trackIdentifier, s);
+  });
+  const inbound = {};
+  for (const [userId, peer] of manager.peers) {
+    const video = peer.stream?.getVideoTracks()[0];
+    const audio = peer.stream?.getAudioTracks()[0];
+    const v = byTrack.get(video?.id);
+    inbound[userId] = {
+      video: v?.framesDecoded ?? 0,
+      audio: byTrack.get(audio?.id)?.packetsReceived ?? 0,
+      // For a failure's message: how the video came in.
+      why: v && {
+        width: v.frameWidth, received: v.framesReceived, dropped: v.framesDropped, lost: v.packetsLost,
+        keyFrames: v.keyFramesDecoded, plis: v.pliCount, nacks: v.nackCount, freezes: v.freezeCount,
+      },
+    };
+  }
+  return { mode: manager.mode, state: pc.connectionState, outbound, inbound };
+}
+
+/** On `p`'s page: one outbound video of three sending layers, and every one of `others`
+ * decoding video (more frames than `before` had) and heard. Returns the stats. */
+async function expectMedia(p, others, before = null) {
+  const ids = others.map((o) => o.id).sort();
+  let last = null;
+  const what = `${p.name} sends three layers and decodes ${others.map((o) => o.name).join(', ')}`;
+  return until(what, async () => {
+    const s = await p.page.evaluate(sfuStats);
+    last = s;
+    if (s.mode !== 'sfu' || s.state !== 'connected') return null;
+    const mids = new Set(s.outbound.map((o) => o.mid));
+    const rids = s.outbound.map((o) => o.rid).sort().join(',');
+    if (mids.size !== 1 || rids !== 'h,l,m' || !s.outbound.every((o) => o.packetsSent > 0)) return null;
+    if (Object.keys(s.inbound).sort().join() !== ids.join()) return null;
+    const flowing = ids.every((id) => s.inbound[id].video > (before?.inbound[id]?.video ?? 0)
+      && s.inbound[id].audio > 0);
+    return flowing ? s : null;
+  }, 30000).catch((e) => {
+    check(false, `${e.message}; last seen: ${JSON.stringify({ ...last, inbound: renamed(last?.inbound ?? {}, everyone) })}`);
+  });
+}
+
+runInChromium(async (browser) => {
+  mkdirSync(opts.out, { recursive: true });
+  const people = everyone;
+  for (const name of NAMES.slice(0, opts.people)) {
+    people.push(await openDemoPage(browser, opts.base, name, noter(seen, name, t0)));
+  }
+  mark('signed in');
+  const [alice, ...callees] = people;
+  const callId = await placeDemoCall(alice, callees);
+  mark('answered');
+
+  // Everyone sends once and receives everyone else, twice over to see the frames grow.
+  const others = (me, among) => among.filter((o) => o !== me);
+  const first = new Map();
+  for (const p of people) first.set(p, await expectMedia(p, others(p, people)));
+  mark('media flowing');
+  const media = {};
+  for (const p of people) {
+    const s = await expectMedia(p, others(p, people), first.get(p));
+    media[p.name] = { outbound: s.outbound, inbound: renamed(s.inbound, people) };
+  }
+  mark('frames growing');
+
+  // Every tile of Alice's grid has its picture.
+  at('screenshot');
+  await until('Alice shows every tile playing', () => alice.page.evaluate((n) => {
+    const videos = [...document.querySelectorAll('#videos video')];
+    return videos.length === n && videos.every((v) => v.videoWidth > 0 && !v.paused);
+  }, people.length), 10000);
+  const screenshot = join(opts.out, `alice-sfu${people.length}.png`);
+  await alice.page.screenshot({ path: screenshot, timeout: left() });
+
+  // The last one hangs up: the others renegotiate (the SFU stops the leaver's m-lines).
+  const leaver = people[people.length - 1];
+  const staying = people.slice(0, -1);
+  await leaver.page.click('#hang-up');
+  const afterLeave = {};
+  for (const p of staying) {
+    await until(`${p.name} sees ${leaver.name}'s tile go`, async () =>
+      !(await p.page.$(`.tile.remote[data-user-id="${leaver.id}"]`)), 10000);
+    const base = await expectMedia(p, others(p, staying));
+    const s = await expectMedia(p, others(p, staying), base);
+    afterLeave[p.name] = renamed(s.inbound, people);
+    const lines = await p.page.evaluate(() => window.switchboardDemo.call.manager.sfuPeerConnection
+      .getTransceivers().filter((t) => t.receiver.track.kind === 'video' && t.currentDirection === 'recvonly')
+      .length);
+    check(lines === staying.length - 1,
+      `${p.name} still receives ${lines} videos after ${leaver.name} left`);
+  }
+  mark('left');
+  finish(0, { ok: true, callId, media, afterLeave, screenshot });
+}, [
+  // Three simulcast layers from the fake camera's 640x480 (Chromium sends fewer below 960x540).
+  '--force-fieldtrials=WebRTC-LegacySimulcastLayerLimit/Disabled/',
+]);
+
+/** `{userId: x}` → `{name: x}`. */
+function renamed(byUser, people) {
+  return Object.fromEntries(Object.entries(byUser).map(([id, x]) => [people.find((p) => p.id === id)?.name ?? id, x]));
+}
