@@ -206,8 +206,28 @@ async function newManager(callId, type, isInitiator) {
   $('local-video').srcObject = stream;
   manager.currentCallId = callId;
   manager.isInitiator = isInitiator;
-  manager.onRemoteStream = (userId, s) => { tile(userId).querySelector('video').srcObject = s; };
-  manager.onRemoteStreamRemoved = (userId) => removeTile(userId);
+  // In a call on the SFU someone's screen share is a stream of its own: their tile shows it
+  // (with their microphone) while they share, then their camera again.
+  const cameras = new Map();
+  const screens = new Map();
+  const show = (userId) => {
+    const camera = cameras.get(userId) ?? null;
+    const screen = screens.get(userId);
+    tile(userId).querySelector('video').srcObject = screen
+      ? new MediaStream([...screen.getVideoTracks(), ...(camera?.getAudioTracks() ?? [])])
+      : camera;
+  };
+  manager.onRemoteStream = (userId, s) => { cameras.set(userId, s); show(userId); };
+  manager.onRemoteScreen = (userId, s) => {
+    if (s) screens.set(userId, s);
+    else screens.delete(userId);
+    if (cameras.has(userId) || s) show(userId);
+  };
+  manager.onRemoteStreamRemoved = (userId) => {
+    cameras.delete(userId);
+    screens.delete(userId);
+    removeTile(userId);
+  };
   manager.onConnectionStateChange = (userId, s) => {
     if (s === 'connected') {
       status('Connected.');

@@ -261,6 +261,10 @@ export class WebRTCManager {
   onRemoteStream = NOOP;
   /** @type {(userId: string) => void} */
   onRemoteStreamRemoved = NOOP;
+  /** In a call on the SFU, someone's screen share: its own stream, beside their camera's;
+   * null when they stop.
+   * @type {(userId: string, stream: MediaStream | null) => void} */
+  onRemoteScreen = NOOP;
   /** @type {(userId: string, state: RTCPeerConnectionState) => void} */
   onConnectionStateChange = NOOP;
   /** @type {(userId: string, path: {relayed: boolean, localType?: string, remoteType?: string, relayProtocol?: string, rtt?: number}) => void} */
@@ -933,21 +937,20 @@ export class WebRTCManager {
       retryTimer: null,
       ackTimer: null,
       negotiation: Promise.resolve(),
-      /** mid → userId of the SFU's m-lines, from its offers. */
+      /** mid → `{userId, kind}` of the SFU's m-lines, from its offers (in the order offered). */
       tracks: new Map(),
       /** Our senders → their kind. */
       own: new Map(),
       counters: null,
       pathKey: null,
       path: null,
-      screenSender: null,
-      screenAdded: false,
+      /** The screen's own transceiver, once shared (kept, inactive, after a stop). */
+      screenTransceiver: null,
     };
     const stream = this.localStream;
-    const screen = this.screenStream?.getVideoTracks()[0];
     const streams = stream ? [stream] : [];
     const audio = stream?.getAudioTracks()[0];
-    const video = screen ?? stream?.getVideoTracks()[0];
+    const video = stream?.getVideoTracks()[0];
     if (audio || !video) {
       const { sender } = pc.addTransceiver(audio ?? 'audio', { direction: 'sendonly', streams });
       link.own.set(sender, 'audio');
@@ -956,8 +959,9 @@ export class WebRTCManager {
       const init = { direction: 'sendonly', streams, sendEncodings: SIMULCAST.map((e) => ({ ...e })) };
       const { sender } = pc.addTransceiver(video, init);
       link.own.set(sender, 'video');
-      if (video === screen) link.screenSender = sender;
     }
+    const screen = this.screenStream?.getVideoTracks()[0];
+    if (screen) link.screenTransceiver = pc.addTransceiver(screen, { direction: 'sendonly', streams: [this.screenStream] });
     pc.addEventListener('track', (event) => this.#sfuTrack(link, event));
     pc.addEventListener('connectionstatechange', () => this.#sfuConnectionState(link));
     return link;
@@ -1030,29 +1034,39 @@ export class WebRTCManager {
         return this.#log('an offer of the SFU crossed ours: ours goes on');
       }
       const owners = Array.isArray(tracks) ? tracks.filter((t) => t?.mid && t.userId) : [];
-      for (const t of owners) link.tracks.set(String(t.mid), String(t.userId));
+      for (const t of owners) link.tracks.set(String(t.mid), { userId: String(t.userId), kind: t.kind });
       await pc.setRemoteDescription({ type: 'offer', sdp });
       await pc.setLocalDescription(await pc.createAnswer());
       const answer = { callId: link.callId, sdp: pc.localDescription.sdp };
       this.#emit('call:sfu-answer', answer, (res) => this.#logRefusal('call:sfu-answer', res));
-      // Whoever has no m-line left is gone.
+      // Whoever has no m-line left is gone; a screen whose m-line is not listed stopped.
       const present = new Set(owners.map((t) => String(t.userId)));
-      for (const userId of [...this.peers.keys()]) {
+      const mids = new Set(owners.map((t) => String(t.mid)));
+      for (const [userId, peer] of [...this.peers]) {
         if (!present.has(userId)) this.#sfuRemoveRemote(userId);
+        else if (peer.screenMid != null && !mids.has(peer.screenMid)) this.#sfuRemoveScreen(peer);
       }
     });
   }
 
-  /** A track of the SFU's: the stream of its publisher (the m-line's owner, its stream id). */
+  /** A track of the SFU's: the stream of its publisher (the m-line's owner, its stream id),
+   * or, for a publisher's second video m-line, its screen. */
   #sfuTrack(link, event) {
     if (this.#sfu !== link) return;
     const mid = event.transceiver?.mid;
-    const userId = (mid != null && link.tracks.get(mid)) || event.streams[0]?.id;
+    const userId = (mid != null && link.tracks.get(mid)?.userId) || event.streams[0]?.id;
     if (!userId || userId === '-') return this.#log('a track of the SFU with no owner, mid', mid);
     let peer = this.peers.get(userId);
     if (!peer) {
-      peer = { userId, pc: link.pc, stream: null, sfu: true };
+      peer = { userId, pc: link.pc, stream: null, sfu: true, screen: null, screenMid: null };
       this.peers.set(userId, peer);
+    }
+    if (event.track.kind === 'video' && this.#sfuIsScreen(link, mid, userId)) {
+      // Not in the camera's stream (the SFU names both m-lines' streams after the user).
+      for (const s of event.streams) s.removeTrack(event.track);
+      peer.screenMid = mid;
+      peer.screen = new MediaStream([event.track]);
+      return this.#notify('onRemoteScreen', userId, peer.screen);
     }
     const stream = event.streams[0] ?? peer.stream ?? new MediaStream();
     if (!event.streams[0] && !stream.getTracks().includes(event.track)) stream.addTrack(event.track);
@@ -1106,8 +1120,50 @@ export class WebRTCManager {
   #sfuRemoveRemote(userId) {
     const peer = this.peers.get(userId);
     if (!peer?.sfu) return;
+    this.#sfuRemoveScreen(peer);
     this.peers.delete(userId);
     if (peer.stream) this.#notify('onRemoteStreamRemoved', userId);
+  }
+
+  /** Whether the SFU's video m-line `mid` of `userId` is a screen: any but the first video
+   * m-line offered of theirs (their camera, published before any screen; in an audio call
+   * the screen is their one video and shows as theirs). */
+  #sfuIsScreen(link, mid, userId) {
+    for (const [m, t] of link.tracks) {
+      if (t.userId !== userId || t.kind !== 'video') continue;
+      if (m === mid) return false;
+      const first = link.pc.getTransceivers().find((x) => x.mid === m);
+      if (first && first.currentDirection !== 'inactive' && !first.stopped) return true;
+    }
+    return false;
+  }
+
+  #sfuRemoveScreen(peer) {
+    if (!peer.screen) return;
+    peer.screen = null;
+    peer.screenMid = null;
+    this.#notify('onRemoteScreen', peer.userId, null);
+  }
+
+  /** Sends the SFU a new offer of the link's (a screen added or stopped), once the
+   * negotiation in course is done. */
+  #sfuRenegotiate(link) {
+    return this.#negotiate(link, async () => {
+      if (this.#sfu !== link || link.pc.signalingState === 'closed') return;
+      const offer = await link.pc.createOffer();
+      link.unapplied = offer;
+      await new Promise((resolve) => {
+        const timer = setTimeout(() => resolve({ error: { code: 'timeout', message: 'no answer' } }), SFU_JOIN.ackMs);
+        this.#emit('call:sfu-offer', { callId: link.callId, sdp: offer.sdp }, (res) => {
+          clearTimeout(timer);
+          resolve(res);
+        });
+      }).then((res) => {
+        if (!res?.error) return this.#sfuApply(link);
+        link.unapplied = null;
+        throw new Error(`the SFU refused the offer: ${res.error.code} ${res.error.message ?? ''}`);
+      });
+    });
   }
 
   // --- Screen sharing -----------------------------------------------------------------------
@@ -1120,8 +1176,18 @@ export class WebRTCManager {
   }
 
   async #sendScreen(peer, track) {
+    if (peer === this.#sfu) {
+      // Its own m-line (the camera goes on beside it), made again sendonly after a stop.
+      const t = peer.screenTransceiver;
+      if (t && !t.stopped) {
+        await t.sender.replaceTrack(track);
+        t.direction = 'sendonly';
+      } else {
+        peer.screenTransceiver = peer.pc.addTransceiver(track, { direction: 'sendonly', streams: [this.screenStream] });
+      }
+      return this.#sfuRenegotiate(peer);
+    }
     const transceiver = this.#videoTransceiver(peer.pc);
-    if (!transceiver && peer === this.#sfu) throw new Error('a screen share in an audio-only call on the SFU is not supported yet');
     if (!transceiver) {
       peer.screenSender = peer.pc.addTrack(track, this.localStream ?? this.screenStream);
       peer.screenAdded = true;
@@ -1136,6 +1202,13 @@ export class WebRTCManager {
   }
 
   async #unsendScreen(peer, camera) {
+    if (peer === this.#sfu) {
+      const t = peer.screenTransceiver;
+      if (!t || t.stopped || peer.pc.signalingState === 'closed') return;
+      await t.sender.replaceTrack(null);
+      t.direction = 'inactive';
+      return this.#sfuRenegotiate(peer);
+    }
     const sender = peer.screenSender;
     peer.screenSender = null;
     if (!sender || peer.pc.signalingState === 'closed') return;

@@ -8,6 +8,10 @@
 //   - one inbound video per other participant (the m-line's owner, the stream id, is the user
 //     it shows) decoding frames, the frame counts growing, and their audio received;
 //   - a screenshot of Alice's grid is saved in --out;
+//   - Bob shares his screen (the page's Share button; the capture is a canvas stand-in, see
+//     standInForTheScreen): his page sends it on a second video m-line beside the camera's
+//     three layers, every other page gets it as a second video of Bob's (onRemoteScreen) and
+//     decodes it, frames growing; he stops: their screen of his goes, his m-line is inactive;
 //   - Frank hangs up: the five left are offered the end of his m-lines, his tile goes, and each
 //     still decodes the four others' videos.
 // Prints one JSON line ({"ok":true,"callId",...} or {"ok":false,"error",...}); exit 0 on
@@ -56,8 +60,10 @@ async function sfuStats() {
   const report = await pc.getStats();
   const outbound = [];
   const byTrack = new Map();
+  const sending = new Set(pc.getTransceivers().filter((t) => /^send/.test(t.currentDirection ?? '')).map((t) => t.mid));
   report.forEach((s) => {
-    if (s.type === 'outbound-rtp' && s.kind === 'video') {
+    // The video sent now (a stopped screen's stream keeps its figures).
+    if (s.type === 'outbound-rtp' && s.kind === 'video' && sending.has(s.mid)) {
       outbound.push({
         mid: s.mid, rid: s.rid, packetsSent: s.packetsSent, frameWidth: s.frameWidth,
         fps: s.framesPerSecond, limit: s.qualityLimitationReason, plis: s.pliCount, nacks: s.nackCount,
@@ -80,7 +86,52 @@ async function sfuStats() {
       },
     };
   }
-  return { mode: manager.mode, state: pc.connectionState, outbound, inbound };
+  // Its m-lines as negotiated: the sending ones are its camera's and microphone's, and its
+  // screen's while it shares.
+  const lines = pc.getTransceivers().map((t) => ({ mid: t.mid, direction: t.currentDirection }));
+  return { mode: manager.mode, state: pc.connectionState, outbound, inbound, lines };
+}
+
+/**
+ * In the sharer's page, before its Share button is clicked: headless Chromium here never
+ * settles getDisplayMedia (its picker waits for a person; --auto-accept-this-tab-capture and
+ * --auto-select-desktop-capture-source did not change that), so the page's getDisplayMedia is
+ * replaced by a stand-in for a screen: a canvas's captureStream, 320x180, a moving picture at
+ * 15 fps. Everything after the capture is the page's own: its button, startScreenShare, the
+ * SFU's negotiation and forwarding, the viewers' pages.
+ */
+function standInForTheScreen() {
+  navigator.mediaDevices.getDisplayMedia = async () => {
+    const canvas = Object.assign(document.createElement('canvas'), { width: 320, height: 180 });
+    const g = canvas.getContext('2d');
+    let n = 0;
+    const draw = () => {
+      n += 1;
+      g.fillStyle = `hsl(${(n * 7) % 360} 60% 50%)`;
+      g.fillRect(0, 0, 320, 180);
+      g.fillStyle = '#fff';
+      g.fillText(`screen ${n}`, 10 + (n % 200), 90);
+    };
+    draw();
+    const stream = canvas.captureStream(15);
+    const timer = setInterval(draw, 1000 / 15);
+    stream.getVideoTracks()[0].addEventListener('ended', () => clearInterval(timer));
+    return stream;
+  };
+}
+
+/** In a viewer's page: `userId`'s screen as the manager gives it, and its frames decoded
+ * (null before it comes or while none is decoded). */
+async function screenOf(userId) {
+  const manager = window.switchboardDemo.call?.manager;
+  const track = manager?.peers.get(userId)?.screen?.getVideoTracks()[0];
+  if (!track) return null;
+  let got = null;
+  (await manager.sfuPeerConnection.getStats()).forEach((s) => {
+    if (s.type === 'inbound-rtp' && s.trackIdentifier === track.id) got = s;
+  });
+  if (!got?.framesDecoded) return null;
+  return { frames: got.framesDecoded, width: got.frameWidth, height: got.frameHeight };
 }
 
 /** On `p`'s page: one outbound video of three sending layers, and every one of `others`
@@ -137,6 +188,47 @@ runInChromium(async (browser) => {
   const screenshot = join(opts.out, `alice-sfu${people.length}.png`);
   await alice.page.screenshot({ path: screenshot, timeout: left() });
 
+  // Bob shares his screen: his page sends it on a second video m-line of its own (the camera's
+  // three layers go on), and every other page receives it as a second video from Bob.
+  const sharer = people[1];
+  const viewers = people.filter((p) => p !== sharer);
+  at(`${sharer.name} shares the screen`);
+  await sharer.page.evaluate(standInForTheScreen);
+  await sharer.page.click('#share');
+  const sent = await until(`${sharer.name} sends the screen beside the camera`, async () => {
+    const s = await sharer.page.evaluate(sfuStats);
+    const screen = s.outbound.filter((o) => !o.rid);
+    const camera = s.outbound.filter((o) => o.rid);
+    const ok = screen.length === 1 && screen[0].packetsSent > 0 && camera.length === 3
+      && !camera.some((o) => o.mid === screen[0].mid);
+    return ok ? s.outbound : null;
+  }, 15000);
+  const screens = {};
+  for (const p of viewers) {
+    const first = await until(`${p.name} decodes ${sharer.name}'s screen`, () => p.page.evaluate(screenOf, sharer.id), 20000);
+    screens[p.name] = await until(`${p.name}'s frames of ${sharer.name}'s screen grow`, async () => {
+      const now = await p.page.evaluate(screenOf, sharer.id);
+      return now && now.frames > first.frames ? now : null;
+    }, 10000);
+  }
+  mark('screen shared');
+  await sharer.page.click('#share');
+  for (const p of viewers) {
+    await until(`${p.name} sees ${sharer.name}'s screen stop`, () => p.page.evaluate(
+      (id) => !window.switchboardDemo.call.manager.peers.get(id)?.screen,
+      sharer.id,
+    ), 15000);
+  }
+  const screenMid = sent.find((o) => !o.rid).mid;
+  const stopped = await until(`${sharer.name} sends the camera alone again`, async () => {
+    const s = await sharer.page.evaluate(sfuStats);
+    const line = s.lines.find((l) => l.mid === screenMid);
+    const ok = line?.direction === 'inactive' && s.outbound.every((o) => o.mid !== screenMid);
+    return ok ? s.lines : null;
+  }, 15000);
+  mark('screen stopped');
+  const screenShare = { sharer: sharer.name, sent, screens, stopped };
+
   // The last one hangs up: the others renegotiate (the SFU stops the leaver's m-lines).
   const leaver = people[people.length - 1];
   const staying = people.slice(0, -1);
@@ -155,7 +247,7 @@ runInChromium(async (browser) => {
       `${p.name} still receives ${lines} videos after ${leaver.name} left`);
   }
   mark('left');
-  finish(0, { ok: true, callId, media, afterLeave, screenshot });
+  finish(0, { ok: true, callId, media, screenShare, afterLeave, screenshot });
 }, [
   // Three simulcast layers from the fake camera's 640x480 (Chromium sends fewer below 960x540).
   '--force-fieldtrials=WebRTC-LegacySimulcastLayerLimit/Disabled/',

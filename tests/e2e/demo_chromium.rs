@@ -270,8 +270,10 @@ const SFU_LIMIT: Duration = Duration::from_secs(150);
 /// Six people in one video call on the SFU, on the demo page with its defaults (no relay-only:
 /// the SFU's address is a loopback host candidate). Every page sends one video, the camera in
 /// three simulcast layers of one m-line, and decodes and hears the five others, each its own
-/// stream named by the user it shows; when Frank hangs up, the five left each decode the four
-/// others. The daemon forwarded the media (its SFU counters) and stored the call on the SFU.
+/// stream named by the user it shows; Bob shares his screen, a second video m-line of his that
+/// the five others decode, and stops it; when Frank hangs up, the five left each decode the
+/// four others. The daemon forwarded the media (its SFU counters) and stored the call on the
+/// SFU.
 #[test]
 fn demo_page_group_call_of_six_on_the_sfu() {
     let _browser = check_prerequisites();
@@ -311,6 +313,32 @@ fn demo_page_group_call_of_six_on_the_sfu() {
             "{me}: {m}"
         );
     }
+    // Bob's screen share: its own m-line beside his camera's, decoded by the five others.
+    let share = &r["screenShare"];
+    let sent = share["sent"].as_array().expect("sent");
+    let screen: Vec<_> = sent.iter().filter(|o| o["rid"].is_null()).collect();
+    assert_eq!(screen.len(), 1, "{share}");
+    assert!(sent
+        .iter()
+        .filter(|o| o["rid"].is_string())
+        .all(|o| o["mid"] != screen[0]["mid"]));
+    for me in SFU_NAMES.iter().filter(|n| **n != "Bob") {
+        let got = &share["screens"][me];
+        assert!(
+            got["frames"].as_u64() > Some(0),
+            "{me} <- Bob's screen: {share}"
+        );
+    }
+    let line = share["stopped"]
+        .as_array()
+        .expect("stopped")
+        .iter()
+        .find(|l| l["mid"] == screen[0]["mid"]);
+    assert_eq!(
+        line.map(|l| &l["direction"]),
+        Some(&"inactive".into()),
+        "{share}"
+    );
     let staying = &SFU_NAMES[..5];
     for me in staying {
         let got = &r["afterLeave"][me];
