@@ -8,6 +8,8 @@
 //   - one inbound video per other participant (the m-line's owner, the stream id, is the user
 //     it shows) decoding frames, the frame counts growing, and their audio received;
 //   - a screenshot of Alice's grid is saved in --out;
+//   - Alice turns Bob's video off (setVideoQuality): his frames stop; then asks for his low
+//     layer: they come again, 160 pixels wide;
 //   - Bob shares his screen (the page's Share button; the capture is a canvas stand-in, see
 //     standInForTheScreen): his page sends it on a second video m-line beside the camera's
 //     three layers, every other page gets it as a second video of Bob's (onRemoteScreen) and
@@ -188,9 +190,38 @@ runInChromium(async (browser) => {
   const screenshot = join(opts.out, `alice-sfu${people.length}.png`);
   await alice.page.screenshot({ path: screenshot, timeout: left() });
 
+  // Alice turns Bob's video off, then asks for his thumbnail (setVideoQuality, call:sfu-layer):
+  // his frames stop coming, then come again from his low layer, a quarter of his camera's 640
+  // pixels wide (a loaded box's browsers may send only that layer anyway: hence the off
+  // first, which no publisher's state can fake); then back to the best he sends.
+  const bob = people[1];
+  const quality = (q) => alice.page.evaluate(
+    ([id, to]) => window.switchboardDemo.call.manager.setVideoQuality(id, to),
+    [bob.id, q],
+  );
+  const bobOnAlice = async () => (await alice.page.evaluate(sfuStats)).inbound[bob.id];
+  at("Alice turns Bob's video off");
+  check(await quality('off'), 'setVideoQuality(off) was not sent');
+  let previous = -1;
+  const paused = await until("Alice's frames of Bob stop", async () => {
+    await new Promise((r) => setTimeout(r, 800));
+    const now = (await bobOnAlice()).video;
+    const still = now === previous;
+    previous = now;
+    return still ? { frames: now } : null;
+  }, 15000);
+  check(await quality('low'), 'setVideoQuality(low) was not sent');
+  const low = await until("Alice decodes Bob's low layer", async () => {
+    const got = await bobOnAlice();
+    return got.video > paused.frames && got.why?.width === 160 ? got : null;
+  }, 15000);
+  check(await quality('high'), 'setVideoQuality(high) was not sent');
+  const lowLayer = { paused, low };
+  mark('layers');
+
   // Bob shares his screen: his page sends it on a second video m-line of its own (the camera's
   // three layers go on), and every other page receives it as a second video from Bob.
-  const sharer = people[1];
+  const sharer = bob;
   const viewers = people.filter((p) => p !== sharer);
   at(`${sharer.name} shares the screen`);
   await sharer.page.evaluate(standInForTheScreen);
@@ -247,7 +278,7 @@ runInChromium(async (browser) => {
       `${p.name} still receives ${lines} videos after ${leaver.name} left`);
   }
   mark('left');
-  finish(0, { ok: true, callId, media, screenShare, afterLeave, screenshot });
+  finish(0, { ok: true, callId, media, lowLayer, screenShare, afterLeave, screenshot });
 }, [
   // Three simulcast layers from the fake camera's 640x480 (Chromium sends fewer below 960x540).
   '--force-fieldtrials=WebRTC-LegacySimulcastLayerLimit/Disabled/',

@@ -270,10 +270,10 @@ const SFU_LIMIT: Duration = Duration::from_secs(150);
 /// Six people in one video call on the SFU, on the demo page with its defaults (no relay-only:
 /// the SFU's address is a loopback host candidate). Every page sends one video, the camera in
 /// three simulcast layers of one m-line, and decodes and hears the five others, each its own
-/// stream named by the user it shows; Bob shares his screen, a second video m-line of his that
-/// the five others decode, and stops it; when Frank hangs up, the five left each decode the
-/// four others. The daemon forwarded the media (its SFU counters) and stored the call on the
-/// SFU.
+/// stream named by the user it shows; Alice turns Bob's video off, then gets his low layer;
+/// Bob shares his screen, a second video m-line of his that the five others decode, and stops
+/// it; when Frank hangs up, the five left each decode the four others. The daemon forwarded the
+/// media (its SFU counters) and stored the call on the SFU.
 #[test]
 fn demo_page_group_call_of_six_on_the_sfu() {
     let _browser = check_prerequisites();
@@ -313,6 +313,13 @@ fn demo_page_group_call_of_six_on_the_sfu() {
             "{me}: {m}"
         );
     }
+    // Alice turned Bob off, then asked for his low layer: a quarter of the camera's 640 pixels.
+    let layer = &r["lowLayer"];
+    assert!(
+        layer["low"]["video"].as_u64() > layer["paused"]["frames"].as_u64(),
+        "{layer}"
+    );
+    assert_eq!(layer["low"]["why"]["width"], 160, "{layer}");
     // Bob's screen share: its own m-line beside his camera's, decoded by the five others.
     let share = &r["screenShare"];
     let sent = share["sent"].as_array().expect("sent");
