@@ -190,7 +190,14 @@ export async function openDemoPage(browser, base, name, note) {
     for (const [dir, event] of [['in', 'framereceived'], ['out', 'framesent']]) {
       ws.on(event, ({ payload }) => {
         const text = String(payload);
-        if (/"call:(?!ice-candidate|quality|stats|nope)/.test(text)) note(`${dir} ${text.slice(0, 200)}`);
+        if (!/"call:(?!ice-candidate|quality|stats|nope)/.test(text)) return;
+        note(`${dir} ${text.slice(0, 200)}`);
+        // The SFU's offers: whose each m-line is (cut above), for a failure's story.
+        const tracks = /"call:sfu-offer"/.test(text) && /"tracks":(\[[^\]]*\])/.exec(text)?.[1];
+        if (tracks) {
+          const owners = JSON.parse(tracks).map((t) => `${t.mid}=${String(t.userId).slice(0, 4)}/${t.kind?.[0]}`);
+          note(`${dir} call:sfu-offer tracks ${owners.join(' ')}`);
+        }
       });
     }
   });

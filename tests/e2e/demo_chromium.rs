@@ -21,7 +21,9 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use common::browser::{browser_dir, check_prerequisites, result_line, CHROMIUM};
+use common::browser::{
+    browser_dir, check_prerequisites, check_prerequisites_alone, result_line, CHROMIUM,
+};
 use common::{field, open_store, query_rows, run_bounded, Daemon, Options};
 use serde_json::Value;
 
@@ -77,7 +79,12 @@ const NAMES: [&str; 5] = ["Alice", "Bob", "Carol", "Dave", "Erin"];
 /// adds lines to the daemon's `[turn]`; nothing else departs from the defaults (quotas
 /// included).
 fn demo_call(transport: &str, people: usize, turn: &str) {
-    let _browser = check_prerequisites();
+    // The five-person mesh (twenty peer connections, relay-only) runs alone on a small box.
+    let _browser = if people >= 5 {
+        check_prerequisites_alone()
+    } else {
+        check_prerequisites()
+    };
     let mut daemon = Daemon::start_with(Options {
         dev: true,
         turn: turn.to_owned(),
@@ -276,7 +283,7 @@ const SFU_LIMIT: Duration = Duration::from_secs(150);
 /// media (its SFU counters) and stored the call on the SFU.
 #[test]
 fn demo_page_group_call_of_six_on_the_sfu() {
-    let _browser = check_prerequisites();
+    let _browser = check_prerequisites_alone();
     let daemon = Daemon::start_with(Options {
         dev: true,
         ..Options::default()
