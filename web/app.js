@@ -1,7 +1,7 @@
 // The demo page: sign in as a name, see who is online in the demo conversation, call them
 // through the daemon's REST API, signal over /ws and carry the media with WebRTCManager through
-// the daemon's TURN relay. Each tab is its own session (sessionStorage), so two tabs are two
-// people.
+// the daemon's TURN relay (a group call: through its SFU, which WebRTCManager finds by itself).
+// Each tab is its own session (sessionStorage), so two tabs are two people.
 //
 // For tests and the curious, `window.switchboardDemo` exposes the session, the current call
 // and its WebRTCManager.
@@ -206,8 +206,28 @@ async function newManager(callId, type, isInitiator) {
   $('local-video').srcObject = stream;
   manager.currentCallId = callId;
   manager.isInitiator = isInitiator;
-  manager.onRemoteStream = (userId, s) => { tile(userId).querySelector('video').srcObject = s; };
-  manager.onRemoteStreamRemoved = (userId) => removeTile(userId);
+  // In a call on the SFU someone's screen share is a stream of its own: their tile shows it
+  // (with their microphone) while they share, then their camera again.
+  const cameras = new Map();
+  const screens = new Map();
+  const show = (userId) => {
+    const camera = cameras.get(userId) ?? null;
+    const screen = screens.get(userId);
+    tile(userId).querySelector('video').srcObject = screen
+      ? new MediaStream([...screen.getVideoTracks(), ...(camera?.getAudioTracks() ?? [])])
+      : camera;
+  };
+  manager.onRemoteStream = (userId, s) => { cameras.set(userId, s); show(userId); };
+  manager.onRemoteScreen = (userId, s) => {
+    if (s) screens.set(userId, s);
+    else screens.delete(userId);
+    if (cameras.has(userId) || s) show(userId);
+  };
+  manager.onRemoteStreamRemoved = (userId) => {
+    cameras.delete(userId);
+    screens.delete(userId);
+    removeTile(userId);
+  };
   manager.onConnectionStateChange = (userId, s) => {
     if (s === 'connected') {
       status('Connected.');
@@ -220,8 +240,10 @@ async function newManager(callId, type, isInitiator) {
     const where = path.relayed
       ? `relayed${path.relayProtocol ? ` · ${path.relayProtocol}` : ''}`
       : `direct · ${path.localType || '?'}`;
+    // A group call's media goes through the SFU: the path shown is this page's to it.
+    const via = manager.mode === 'sfu' ? 'SFU · ' : '';
     const rtt = Number.isFinite(path.rtt) ? ` · ${Math.round(path.rtt)} ms` : '';
-    tile(userId).querySelector('.path').textContent = where + rtt;
+    tile(userId).querySelector('.path').textContent = via + where + rtt;
   };
   manager.onQuality = (userId, q) => badge(userId, 'quality', q.quality, q.quality);
   manager.onMediaStateChanged = (userId, m) => {

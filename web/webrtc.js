@@ -1,5 +1,6 @@
-// WebRTC calls signaled through the switchboard hub: one RTCPeerConnection per remote
-// participant (a mesh for group calls), media through the daemon's TURN relay when needed.
+// WebRTC calls signaled through the switchboard hub: a 1:1 call is one RTCPeerConnection
+// between the two browsers (through the daemon's TURN relay when needed); a group call on the
+// daemon's SFU is one RTCPeerConnection with the SFU, whatever the number of people.
 //
 // It works with anything that has socket.io's `emit(event, data, ack?)`, `on` and `off`: a
 // socket.io `Socket` on `/socket.io/` or a `SignalingSocket` (./signaling.js) on `/ws`.
@@ -15,6 +16,17 @@
 // wins a collision ("impolite"), the other rolls its own back ("polite"). When both made a first
 // offer (a newcomer who saw someone join before answering offers to them as they offer to it),
 // the offer with the larger SDP session id goes on, on both sides alike.
+//
+// Which of the two: the host page does not say. When a call becomes current, the manager sends
+// the SFU its offer (`call:sfu-offer`, made but not applied yet, so a 1:1 call allocates nothing
+// for it). Refused `not_on_sfu`, the call is a mesh (a 1:1 call, or a daemon without SFU): the
+// offer is dropped and the mesh goes on with the events held meanwhile. Accepted, the page is in
+// the SFU room; refused `not_in_sfu_room`, the call is on the SFU but this side has not joined
+// yet (the host answers over REST right after making the call current): sent again, backing off.
+// The initiator, joined from the start, is thus in the room at once, its tracks ready for
+// whoever comes. Later offers are the SFU's (others' tracks added or stopped); the client is
+// the impolite side: an offer of the SFU's that crosses its own is ignored (the SFU drops it
+// when it takes the client's, and offers again).
 
 const NOOP = () => {};
 /** ICE restarts per peer in one outage (between two connected states), at most. */
@@ -36,6 +48,30 @@ const MIN_STATS_INTERVAL_MS = 1_100;
 /** The largest figures `call:stats` accepts (signaling/src/quality.rs). */
 const MAX_MS = 60_000;
 const MAX_BITRATE = 100e9;
+/** The camera's simulcast layers sent to the SFU, lowest first (the SFU reads them in the order
+ * of the offer's `a=simulcast`). */
+const SIMULCAST = [
+  { rid: 'l', scaleResolutionDownBy: 4 },
+  { rid: 'm', scaleResolutionDownBy: 2 },
+  { rid: 'h' },
+];
+/** Joining the SFU's room. */
+const SFU_JOIN = {
+  // Offers before this side joined (`not_in_sfu_room`): how many, how far apart.
+  tries: 40,
+  firstMs: 200,
+  maxMs: 3_000,
+  // Offers refused for another reason before the mode is known, before it is taken as a mesh.
+  probeTries: 3,
+  // An offer not acknowledged this long is taken as refused.
+  ackMs: 10_000,
+  // New connections after `call:sfu-closed`, before one connects.
+  rejoins: 3,
+};
+/** The mesh's events, held while the call's kind (mesh or SFU) is not known yet. */
+const MESH_EVENTS = new Set(['call:offer', 'call:answer', 'call:ice-candidate', 'call:participant-joined']);
+/** The SFU's events: they say the call is on the SFU. */
+const SFU_EVENTS = new Set(['call:sfu-offer', 'call:sfu-answer', 'call:sfu-closed']);
 
 /** The transport a TURN URL reaches the relay over: `udp`, `tcp` or `tls` (`turns:`). */
 function turnTransport(url) {
@@ -200,8 +236,9 @@ function aggregate(samples) {
 }
 
 /**
- * The calls of one page: local media, a peer connection per remote participant, signaling
- * through `socket`, connection reports (`call:stats`) to the daemon.
+ * The calls of one page: local media, a peer connection per remote participant (a 1:1 call) or
+ * one with the SFU (a group call), signaling through `socket`, connection reports
+ * (`call:stats`) to the daemon.
  *
  * Set `currentCallId` before joining a call (answering or initiating); call `cleanup()` when
  * it is over. Signals of other calls are ignored; offers, candidates and joins that come while
@@ -214,7 +251,8 @@ export class WebRTCManager {
   localStream = null;
   /** The screen being shared, or null. */
   screenStream = null;
-  /** userId → `{pc, stream, isOfferer, ...}`, one per remote participant. */
+  /** userId → `{pc, stream, isOfferer, ...}`, one per remote participant. In a call on the
+   * SFU, every one's `pc` is the connection with the SFU ({@link sfuPeerConnection}). */
   peers = new Map();
   /** What new peer connections use, from {@link setTurnCredentials}. */
   iceServers = [];
@@ -223,6 +261,10 @@ export class WebRTCManager {
   onRemoteStream = NOOP;
   /** @type {(userId: string) => void} */
   onRemoteStreamRemoved = NOOP;
+  /** In a call on the SFU, someone's screen share: its own stream, beside their camera's;
+   * null when they stop.
+   * @type {(userId: string, stream: MediaStream | null) => void} */
+  onRemoteScreen = NOOP;
   /** @type {(userId: string, state: RTCPeerConnectionState) => void} */
   onConnectionStateChange = NOOP;
   /** @type {(userId: string, path: {relayed: boolean, localType?: string, remoteType?: string, relayProtocol?: string, rtt?: number}) => void} */
@@ -255,6 +297,17 @@ export class WebRTCManager {
    * again only for the fields no later change set. */
   #mediaSeq = 0;
   #mediaLatest = {};
+  /** The current call's kind: null while not known, `mesh` or `sfu`. */
+  #mode = null;
+  /** Mesh events held while the mode is not known: `{event, data, run}`. */
+  #held = [];
+  /** Resolves when the mode of the current call is known. */
+  #modeKnown = null;
+  #modeResolve = NOOP;
+  /** The connection with the SFU (a link: `{pc, tracks, negotiation, ...}`), or null. */
+  #sfu = null;
+  /** New connections with the SFU since one was last connected. */
+  #sfuRejoins = 0;
 
   /**
    * @param {{emit: Function, on: Function, off: Function}} socket socket.io `Socket` or
@@ -288,6 +341,9 @@ export class WebRTCManager {
       'call:media-state-changed': (data) => this.#notify('onMediaStateChanged', data.userId, data.mediaState),
       'call:quality': (data) =>
         this.#notify('onQuality', data.userId, { quality: data.quality, stats: data.stats }),
+      'call:sfu-offer': (data) => this.#sfuOffered(data),
+      'call:sfu-answer': (data) => this.#sfuAnswered(data),
+      'call:sfu-closed': () => this.#sfuClosed(),
     };
     this.#handlers = Object.fromEntries(
       Object.entries(handle).map(([event, run]) => [event, (data) => this.#onEvent(event, data, run)]),
@@ -301,13 +357,36 @@ export class WebRTCManager {
   }
 
   set currentCallId(callId) {
+    const previous = this.#callId;
     this.#callId = callId || null;
     if (!this.#callId) return;
     this.#listen();
+    if (this.#callId !== previous) this.#findMode();
     const early = this.#early.splice(0);
     for (const { event, data } of early) {
       if (data.callId === this.#callId) this.#handlers[event](data);
     }
+  }
+
+  /** How the current call's media goes: `mesh`, `sfu`, or null while not known yet. */
+  get mode() {
+    return this.#mode;
+  }
+
+  /** The connection with the SFU in a group call, else null. */
+  get sfuPeerConnection() {
+    return this.#sfu?.pc ?? null;
+  }
+
+  /**
+   * In a call on the SFU: which simulcast layer of `userId`'s video to receive, `low` (a
+   * thumbnail), `medium`, `high` (the default) or `off`. Returns whether it was asked.
+   */
+  setVideoQuality(userId, quality) {
+    if (this.#mode !== 'sfu' || !this.#callId) return false;
+    const data = { callId: this.#callId, userId, quality };
+    this.#emit('call:sfu-layer', data, (res) => this.#logRefusal('call:sfu-layer', res));
+    return true;
   }
 
   /**
@@ -322,7 +401,7 @@ export class WebRTCManager {
   async setTurnCredentials(credentials) {
     this.iceServers = toIceServers(credentials, this.#options.turnTransports);
     if (this.iceServers.length === 0) this.#log('no usable ICE server in', credentials);
-    for (const { pc } of this.peers.values()) {
+    for (const { pc } of this.#links()) {
       try {
         pc.setConfiguration({ ...pc.getConfiguration(), iceServers: this.iceServers });
       } catch (err) {
@@ -356,6 +435,9 @@ export class WebRTCManager {
    */
   async initiateCallToUser(targetUserId) {
     if (!this.#callId) throw new Error('initiateCallToUser: set currentCallId first');
+    await this.#modeKnown;
+    if (!this.#mode) return null; // the call is over
+    if (this.#mode === 'sfu') return this.#sfu?.pc ?? null; // the SFU offers their tracks
     const existing = this.peers.get(targetUserId)?.pc;
     const negotiated = existing && existing.signalingState !== 'closed' && (existing.localDescription || existing.remoteDescription);
     if (!this.#joined.has(targetUserId) && !negotiated) {
@@ -412,7 +494,7 @@ export class WebRTCManager {
     const [track] = screen.getVideoTracks();
     this.screenStream = screen;
     track.addEventListener('ended', () => this.screenStream === screen && this.stopScreenShare());
-    await Promise.all([...this.peers.values()].map((peer) => this.#sendScreen(peer, track)));
+    await Promise.all(this.#links().map((peer) => this.#sendScreen(peer, track)));
     this.#sendMediaState({ screenSharing: true });
     this.#notify('onLocalStreamChanged', screen);
     return screen;
@@ -425,8 +507,8 @@ export class WebRTCManager {
     this.screenStream = null;
     screen.getTracks().forEach((track) => track.stop());
     const camera = this.localStream?.getVideoTracks()[0] ?? null;
-    const peers = [...this.peers.values()];
-    const results = await Promise.allSettled(peers.map((peer) => this.#unsendScreen(peer, camera)));
+    const links = this.#links();
+    const results = await Promise.allSettled(links.map((peer) => this.#unsendScreen(peer, camera)));
     for (const result of results) {
       if (result.status === 'rejected') this.#fail('stopScreenShare', result.reason);
     }
@@ -451,7 +533,9 @@ export class WebRTCManager {
   cleanup() {
     clearInterval(this.#statsTimer);
     this.#statsTimer = null;
+    this.#sfuClose();
     for (const userId of [...this.peers.keys()]) this.#closePeer(userId);
+    this.#setMode(null);
     for (const stream of [this.localStream, this.screenStream]) {
       stream?.getTracks().forEach((track) => track.stop());
     }
@@ -490,7 +574,15 @@ export class WebRTCManager {
       if (EARLY_EVENTS.has(event) && data.callId) this.#keepEarly(event, data);
       return;
     }
-    if (data.callId === this.#callId) this.#guard(event, () => run(data));
+    if (data.callId !== this.#callId) return;
+    if (SFU_EVENTS.has(event) && !this.#mode) this.#setMode('sfu');
+    if (MESH_EVENTS.has(event) && this.#mode !== 'mesh') {
+      // Not known yet: held. In a call on the SFU: not for this side (the SFU offers).
+      if (!this.#mode && this.#held.length < EARLY_SIGNAL_LIMIT) this.#held.push({ event, data, run });
+      return;
+    }
+    if (SFU_EVENTS.has(event) && this.#mode !== 'sfu') return this.#log(event, 'in a mesh call');
+    this.#guard(event, () => run(data));
   }
 
   #keepEarly(event, data) {
@@ -601,7 +693,8 @@ export class WebRTCManager {
   #handleLeft({ userId }) {
     this.#joined.delete(userId);
     this.#offerOnJoin.delete(userId);
-    this.#closePeer(userId);
+    if (this.#mode === 'sfu') this.#sfuRemoveRemote(userId);
+    else this.#closePeer(userId);
   }
 
   #handleEnded(data) {
@@ -684,10 +777,12 @@ export class WebRTCManager {
   async #replaceLocalTracks(previous, stream) {
     const old = new Set(previous.getTracks());
     const replacements = [];
-    for (const peer of this.peers.values()) {
+    for (const peer of this.#links()) {
       for (const sender of peer.pc.getSenders()) {
-        if (!old.has(sender.track)) continue;
-        const kind = sender.track.kind;
+        // The SFU link's own senders may have been made with no track yet.
+        const own = peer.own?.get(sender);
+        if (!old.has(sender.track) && !(own && !sender.track)) continue;
+        const kind = sender.track?.kind ?? own;
         replacements.push(sender.replaceTrack(stream.getTracks().find((t) => t.kind === kind) ?? null));
       }
     }
@@ -788,6 +883,289 @@ export class WebRTCManager {
     this.#guard('ICE restart', () => this.#renegotiate(peer, { iceRestart: true }));
   }
 
+  // --- Mesh or SFU --------------------------------------------------------------------------
+
+  /** The connections media goes over: the SFU's in a call on it (or maybe on it: the mode
+   * not known yet), else one per peer. */
+  #links() {
+    const links = this.#mode === 'sfu' ? [] : [...this.peers.values()];
+    if (this.#sfu) links.push(this.#sfu);
+    return links;
+  }
+
+  #setMode(mode) {
+    if (mode && this.#mode === mode) return;
+    this.#mode = mode;
+    const held = this.#held.splice(0);
+    if (!mode) {
+      this.#modeResolve(); // whoever waited on the last call's: it is over
+      this.#modeKnown = new Promise((resolve) => (this.#modeResolve = resolve));
+      return;
+    }
+    this.#log('the call is', mode === 'sfu' ? 'on the SFU' : 'a mesh');
+    this.#modeResolve();
+    if (mode === 'mesh') {
+      this.#sfuClose();
+      for (const { event, data, run } of held) this.#guard(event, () => run(data));
+    }
+  }
+
+  /** A call became current: offers to the SFU, which says whether the call is on it. */
+  #findMode() {
+    this.#sfuClose();
+    this.#sfuRejoins = 0;
+    this.#setMode(null);
+    this.#sfu = this.#sfuLink();
+    this.#guard('call:sfu-offer', () => this.#sfuJoin(this.#sfu));
+  }
+
+  // --- The SFU ------------------------------------------------------------------------------
+
+  /** A new connection with the SFU, sending the local tracks (the camera in simulcast). */
+  #sfuLink() {
+    const pc = new RTCPeerConnection({
+      iceServers: this.iceServers,
+      iceTransportPolicy: this.#options.iceTransportPolicy,
+      bundlePolicy: 'max-bundle',
+    });
+    const link = {
+      pc,
+      callId: this.#callId,
+      /** The offer sent and not applied yet (the first, until the SFU takes it). */
+      unapplied: null,
+      tries: 0,
+      retryTimer: null,
+      ackTimer: null,
+      negotiation: Promise.resolve(),
+      /** mid → `{userId, kind}` of the SFU's m-lines, from its offers (in the order offered). */
+      tracks: new Map(),
+      /** Our senders → their kind. */
+      own: new Map(),
+      counters: null,
+      pathKey: null,
+      path: null,
+      /** The screen's own transceiver, once shared (kept, inactive, after a stop). */
+      screenTransceiver: null,
+    };
+    const stream = this.localStream;
+    const streams = stream ? [stream] : [];
+    const audio = stream?.getAudioTracks()[0];
+    const video = stream?.getVideoTracks()[0];
+    if (audio || !video) {
+      const { sender } = pc.addTransceiver(audio ?? 'audio', { direction: 'sendonly', streams });
+      link.own.set(sender, 'audio');
+    }
+    if (video) {
+      const init = { direction: 'sendonly', streams, sendEncodings: SIMULCAST.map((e) => ({ ...e })) };
+      const { sender } = pc.addTransceiver(video, init);
+      link.own.set(sender, 'video');
+    }
+    const screen = this.screenStream?.getVideoTracks()[0];
+    if (screen) link.screenTransceiver = pc.addTransceiver(screen, { direction: 'sendonly', streams: [this.screenStream] });
+    pc.addEventListener('track', (event) => this.#sfuTrack(link, event));
+    pc.addEventListener('connectionstatechange', () => this.#sfuConnectionState(link));
+    return link;
+  }
+
+  /** Sends the SFU the link's offer: joins the room, or learns the call is not on it. */
+  async #sfuJoin(link) {
+    if (this.#sfu !== link) return;
+    link.tries += 1;
+    const offer = await link.pc.createOffer();
+    if (this.#sfu !== link) return;
+    link.unapplied = offer;
+    let acked = false;
+    const answered = (res) => {
+      if (acked) return; // the ack after its timeout
+      acked = true;
+      clearTimeout(link.ackTimer);
+      this.#guard('call:sfu-offer', () => this.#sfuJoinAcked(link, res));
+    };
+    link.ackTimer = setTimeout(() => answered({ error: { code: 'timeout', message: 'no answer' } }), SFU_JOIN.ackMs);
+    this.#emit('call:sfu-offer', { callId: link.callId, sdp: offer.sdp }, answered);
+  }
+
+  #sfuJoinAcked(link, res) {
+    if (this.#sfu !== link || link.pc.signalingState === 'closed') return;
+    const code = res?.error?.code;
+    if (!res?.error) {
+      this.#setMode('sfu');
+      return this.#negotiate(link, () => this.#sfuApply(link));
+    }
+    if (code === 'not_on_sfu') return this.#setMode('mesh');
+    if (code === 'not_in_sfu_room') this.#setMode('sfu');
+    else this.#logRefusal('call:sfu-offer', res);
+    // Refused otherwise (the socket's rate, a lost connection) with the mode not known yet:
+    // tried again a few times, then taken for a mesh, as calls were before the SFU.
+    const tries = this.#mode ? SFU_JOIN.tries : SFU_JOIN.probeTries;
+    if (code === 'invalid_field' || link.tries >= tries) {
+      if (!this.#mode) this.#setMode('mesh');
+      else this.#fail('call:sfu-offer', new Error(`the SFU refused the offer: ${code} ${res.error.message ?? ''}`));
+      return;
+    }
+    const wait = Math.min(SFU_JOIN.maxMs, SFU_JOIN.firstMs * 2 ** (link.tries - 1));
+    link.retryTimer = setTimeout(() => this.#guard('call:sfu-offer', () => this.#sfuJoin(link)), wait);
+  }
+
+  /** Applies the offer the SFU took (its answer and the ack may come in either order). */
+  async #sfuApply(link) {
+    const offer = link.unapplied;
+    link.unapplied = null;
+    if (offer && link.pc.signalingState === 'stable') await link.pc.setLocalDescription(offer);
+  }
+
+  #sfuAnswered({ sdp }) {
+    const link = this.#sfu;
+    if (!link || typeof sdp !== 'string') return;
+    return this.#negotiate(link, async () => {
+      await this.#sfuApply(link);
+      if (link.pc.signalingState !== 'have-local-offer') return this.#log('unexpected answer from the SFU');
+      await link.pc.setRemoteDescription({ type: 'answer', sdp });
+    });
+  }
+
+  /** The SFU's offer: others' tracks added or stopped. */
+  #sfuOffered({ sdp, tracks }) {
+    const link = this.#sfu;
+    if (!link || typeof sdp !== 'string') return;
+    return this.#negotiate(link, async () => {
+      const { pc } = link;
+      if (link.unapplied || pc.signalingState !== 'stable') {
+        return this.#log('an offer of the SFU crossed ours: ours goes on');
+      }
+      const owners = Array.isArray(tracks) ? tracks.filter((t) => t?.mid && t.userId) : [];
+      for (const t of owners) link.tracks.set(String(t.mid), { userId: String(t.userId), kind: t.kind });
+      await pc.setRemoteDescription({ type: 'offer', sdp });
+      await pc.setLocalDescription(await pc.createAnswer());
+      const answer = { callId: link.callId, sdp: pc.localDescription.sdp };
+      this.#emit('call:sfu-answer', answer, (res) => this.#logRefusal('call:sfu-answer', res));
+      // Whoever has no m-line left is gone; a screen whose m-line is not listed stopped.
+      const present = new Set(owners.map((t) => String(t.userId)));
+      const mids = new Set(owners.map((t) => String(t.mid)));
+      for (const [userId, peer] of [...this.peers]) {
+        if (!present.has(userId)) this.#sfuRemoveRemote(userId);
+        else if (peer.screenMid != null && !mids.has(peer.screenMid)) this.#sfuRemoveScreen(peer);
+      }
+    });
+  }
+
+  /** A track of the SFU's: the stream of its publisher (the m-line's owner, its stream id),
+   * or, for a publisher's second video m-line, its screen. */
+  #sfuTrack(link, event) {
+    if (this.#sfu !== link) return;
+    const mid = event.transceiver?.mid;
+    const userId = (mid != null && link.tracks.get(mid)?.userId) || event.streams[0]?.id;
+    if (!userId || userId === '-') return this.#log('a track of the SFU with no owner, mid', mid);
+    let peer = this.peers.get(userId);
+    if (!peer) {
+      peer = { userId, pc: link.pc, stream: null, sfu: true, screen: null, screenMid: null };
+      this.peers.set(userId, peer);
+    }
+    if (event.track.kind === 'video' && this.#sfuIsScreen(link, mid, userId)) {
+      // Not in the camera's stream (the SFU names both m-lines' streams after the user).
+      for (const s of event.streams) s.removeTrack(event.track);
+      peer.screenMid = mid;
+      peer.screen = new MediaStream([event.track]);
+      return this.#notify('onRemoteScreen', userId, peer.screen);
+    }
+    const stream = event.streams[0] ?? peer.stream ?? new MediaStream();
+    if (!event.streams[0] && !stream.getTracks().includes(event.track)) stream.addTrack(event.track);
+    if (peer.stream === stream) return;
+    peer.stream = stream;
+    this.#notify('onRemoteStream', userId, stream);
+    if (link.pc.connectionState === 'connected') {
+      this.#notify('onConnectionStateChange', userId, 'connected');
+      if (link.path) this.#notify('onPathChange', userId, link.path);
+    }
+  }
+
+  #sfuConnectionState(link) {
+    if (this.#sfu !== link) return;
+    const state = link.pc.connectionState;
+    for (const userId of this.peers.keys()) this.#notify('onConnectionStateChange', userId, state);
+    if (state === 'connected') {
+      this.#sfuRejoins = 0;
+      this.#startStats();
+      this.#guard('path', () => this.#checkPath(link));
+    }
+  }
+
+  /** The SFU dropped this side's connection: a new one, a few times. */
+  #sfuClosed() {
+    this.#sfuClose();
+    if (this.#sfuRejoins >= SFU_JOIN.rejoins) {
+      return this.#fail('call:sfu-closed', new Error(`the SFU connection failed ${this.#sfuRejoins + 1} times`));
+    }
+    this.#sfuRejoins += 1;
+    this.#log(`the SFU closed our connection: a new one (${this.#sfuRejoins}/${SFU_JOIN.rejoins})`);
+    this.#sfu = this.#sfuLink();
+    this.#guard('call:sfu-offer', () => this.#sfuJoin(this.#sfu));
+  }
+
+  /** Closes the connection with the SFU and tells the page everyone's stream is gone. */
+  #sfuClose() {
+    const link = this.#sfu;
+    if (!link) return;
+    this.#sfu = null;
+    clearTimeout(link.retryTimer);
+    clearTimeout(link.ackTimer);
+    link.pc.close();
+    for (const [userId, peer] of [...this.peers]) if (peer.sfu) this.#sfuRemoveRemote(userId);
+    if (this.#mode === 'sfu') {
+      clearInterval(this.#statsTimer);
+      this.#statsTimer = null;
+    }
+  }
+
+  #sfuRemoveRemote(userId) {
+    const peer = this.peers.get(userId);
+    if (!peer?.sfu) return;
+    this.#sfuRemoveScreen(peer);
+    this.peers.delete(userId);
+    if (peer.stream) this.#notify('onRemoteStreamRemoved', userId);
+  }
+
+  /** Whether the SFU's video m-line `mid` of `userId` is a screen: any but the first video
+   * m-line offered of theirs (their camera, published before any screen; in an audio call
+   * the screen is their one video and shows as theirs). */
+  #sfuIsScreen(link, mid, userId) {
+    for (const [m, t] of link.tracks) {
+      if (t.userId !== userId || t.kind !== 'video') continue;
+      if (m === mid) return false;
+      const first = link.pc.getTransceivers().find((x) => x.mid === m);
+      if (first && first.currentDirection !== 'inactive' && !first.stopped) return true;
+    }
+    return false;
+  }
+
+  #sfuRemoveScreen(peer) {
+    if (!peer.screen) return;
+    peer.screen = null;
+    peer.screenMid = null;
+    this.#notify('onRemoteScreen', peer.userId, null);
+  }
+
+  /** Sends the SFU a new offer of the link's (a screen added or stopped), once the
+   * negotiation in course is done. */
+  #sfuRenegotiate(link) {
+    return this.#negotiate(link, async () => {
+      if (this.#sfu !== link || link.pc.signalingState === 'closed') return;
+      const offer = await link.pc.createOffer();
+      link.unapplied = offer;
+      await new Promise((resolve) => {
+        const timer = setTimeout(() => resolve({ error: { code: 'timeout', message: 'no answer' } }), SFU_JOIN.ackMs);
+        this.#emit('call:sfu-offer', { callId: link.callId, sdp: offer.sdp }, (res) => {
+          clearTimeout(timer);
+          resolve(res);
+        });
+      }).then((res) => {
+        if (!res?.error) return this.#sfuApply(link);
+        link.unapplied = null;
+        throw new Error(`the SFU refused the offer: ${res.error.code} ${res.error.message ?? ''}`);
+      });
+    });
+  }
+
   // --- Screen sharing -----------------------------------------------------------------------
 
   /** The video transceiver of `pc` (the camera's, or one negotiated to receive video). */
@@ -798,6 +1176,17 @@ export class WebRTCManager {
   }
 
   async #sendScreen(peer, track) {
+    if (peer === this.#sfu) {
+      // Its own m-line (the camera goes on beside it), made again sendonly after a stop.
+      const t = peer.screenTransceiver;
+      if (t && !t.stopped) {
+        await t.sender.replaceTrack(track);
+        t.direction = 'sendonly';
+      } else {
+        peer.screenTransceiver = peer.pc.addTransceiver(track, { direction: 'sendonly', streams: [this.screenStream] });
+      }
+      return this.#sfuRenegotiate(peer);
+    }
     const transceiver = this.#videoTransceiver(peer.pc);
     if (!transceiver) {
       peer.screenSender = peer.pc.addTrack(track, this.localStream ?? this.screenStream);
@@ -813,6 +1202,13 @@ export class WebRTCManager {
   }
 
   async #unsendScreen(peer, camera) {
+    if (peer === this.#sfu) {
+      const t = peer.screenTransceiver;
+      if (!t || t.stopped || peer.pc.signalingState === 'closed') return;
+      await t.sender.replaceTrack(null);
+      t.direction = 'inactive';
+      return this.#sfuRenegotiate(peer);
+    }
     const sender = peer.screenSender;
     peer.screenSender = null;
     if (!sender || peer.pc.signalingState === 'closed') return;
@@ -835,7 +1231,7 @@ export class WebRTCManager {
 
   /** One `call:stats` for every connected peer. */
   async #reportStats() {
-    const connected = [...this.peers.values()].filter((peer) => peer.pc.connectionState === 'connected');
+    const connected = this.#links().filter((peer) => peer.pc.connectionState === 'connected');
     if (this.#statsBusy || !this.#callId || connected.length === 0) return;
     this.#statsBusy = true;
     try {
@@ -864,13 +1260,16 @@ export class WebRTCManager {
     this.#notePath(peer, readPath(await peer.pc.getStats()));
   }
 
-  /** Calls `onPathChange` when the path to `peer` is new or differs from the last one. */
+  /** Calls `onPathChange` when the path to `peer` (or the SFU: for everyone's) is new or
+   * differs from the last one. */
   #notePath(peer, path) {
-    if (!path || this.peers.get(peer.userId) !== peer) return;
+    const isSfu = peer === this.#sfu;
+    if (!path || (!isSfu && this.peers.get(peer.userId) !== peer)) return;
     const key = [path.relayed, path.localType, path.remoteType, path.relayProtocol].join('|');
+    if (isSfu) peer.path = path;
     if (key === peer.pathKey) return;
     peer.pathKey = key;
-    this.#notify('onPathChange', peer.userId, path);
+    for (const userId of isSfu ? this.peers.keys() : [peer.userId]) this.#notify('onPathChange', userId, path);
   }
 
   // --- Plumbing -----------------------------------------------------------------------------

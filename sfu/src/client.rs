@@ -56,6 +56,13 @@ pub struct Participant {
     frame_sizes: Vec<usize>,
     /// Layers a key frame was asked for: the next frame of each is one.
     key_wanted: HashSet<Option<Rid>>,
+    /// Layers not sent now (see [`Participant::pause_layer`]).
+    paused: HashSet<Option<Rid>>,
+    /// A second video track (a screen share), once added, and whether it sends now.
+    screen: Option<Mid>,
+    screen_on: bool,
+    /// The screen's next frame is a key frame (its first, or one asked for).
+    screen_key: bool,
 }
 
 impl Participant {
@@ -108,6 +115,10 @@ impl Participant {
             },
             key_wanted: HashSet::new(),
             frame_sizes: vec![VIDEO_FRAME; layers.len().max(1)],
+            paused: HashSet::new(),
+            screen: None,
+            screen_on: false,
+            screen_key: false,
         };
         (p, offer.to_sdp_string())
     }
@@ -196,6 +207,7 @@ impl Participant {
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
                 self.connected = false;
             }
+            Event::KeyframeRequest(r) if Some(r.mid) == self.screen => self.screen_key = true,
             Event::KeyframeRequest(r) => {
                 self.key_wanted.insert(r.rid);
             }
@@ -227,8 +239,43 @@ impl Participant {
         self.got.get(&(user, kind)).map_or(&[], |v| v)
     }
 
+    /// Stops sending simulcast layer `rid` (`paused`), as a browser does with its top layers
+    /// when its bandwidth estimate falls short, or starts it again, with a key frame.
+    pub fn pause_layer(&mut self, rid: &str, paused: bool) {
+        let layer = Some(Rid::from(rid));
+        if paused {
+            self.paused.insert(layer);
+        } else if self.paused.remove(&layer) {
+            self.key_wanted.insert(layer);
+        }
+    }
+
+    /// Starts (`on`) or stops sending a second video track, a screen share (frames tagged
+    /// `s` where a camera's name their layer): the first start adds its m-line, a stop makes
+    /// it inactive, a start again sends on it again. Returns the offer (SDP) to send the SFU.
+    pub fn share_screen(&mut self, on: bool) -> Option<String> {
+        let mut api = self.rtc.sdp_api();
+        let dir = if on {
+            Direction::SendOnly
+        } else {
+            Direction::Inactive
+        };
+        match self.screen {
+            Some(mid) => api.set_direction(mid, dir),
+            None if on => {
+                self.screen = Some(api.add_media(MediaKind::Video, dir, None, None, None));
+            }
+            None => return None,
+        }
+        let (offer, pending) = api.apply()?;
+        self.screen_on = on;
+        self.screen_key = on;
+        self.pending = Some(pending);
+        Some(offer.to_sdp_string())
+    }
+
     /// Sends one audio frame (20 ms of Opus as far as timestamps go), and every third call a
-    /// video frame on each layer.
+    /// video frame on each camera layer not paused and on the screen being shared.
     pub fn send_media(&mut self, now: Instant) -> Result<(), RtcError> {
         if !self.connected {
             return Ok(());
@@ -255,12 +302,18 @@ impl Participant {
         if !n.is_multiple_of(3) {
             return Ok(());
         }
+        if let (Some(mid), true) = (self.screen, self.screen_on) {
+            self.send_screen(mid, n, now)?;
+        }
         for (layer, size) in self
             .layers
             .clone()
             .into_iter()
             .zip(self.frame_sizes.clone())
         {
+            if self.paused.contains(&layer) {
+                continue;
+            }
             let Some(w) = self.rtc.writer(self.video) else {
                 break;
             };
@@ -284,6 +337,26 @@ impl Participant {
             w.write(pt, now, time, frame)?;
         }
         Ok(())
+    }
+
+    fn send_screen(&mut self, mid: Mid, n: u64, now: Instant) -> Result<(), RtcError> {
+        let initial = self.initial();
+        let Some(w) = self.rtc.writer(mid) else {
+            return Ok(());
+        };
+        let Some(pt) = w
+            .payload_params()
+            .find(|p| p.spec().codec == Codec::Vp8)
+            .map(|p| p.pt())
+        else {
+            return Ok(());
+        };
+        let key = std::mem::take(&mut self.screen_key);
+        let mut frame = vec![u8::from(!key), b'v', initial, b's'];
+        frame.extend(n.to_be_bytes());
+        frame.resize(VIDEO_FRAME, 0x5a);
+        let time = MediaTime::new(n * 3000, Frequency::NINETY_KHZ);
+        w.write(pt, now, time, frame)
     }
 }
 

@@ -718,6 +718,140 @@ fn a_capped_subscriber_gets_a_lower_layer_and_the_best_again_when_the_cap_goes()
     assert!(seen.iter().all(|(l, _)| *l == b'h'), "{seen:?}");
 }
 
+#[test]
+fn a_paused_layer_hands_its_subscribers_the_next_one_down_until_it_comes_back() {
+    let mut w = World::new();
+    let alice = w.join_with_layers("alice", &["l", "m", "h"]);
+    w.run(Duration::from_millis(300), false);
+    let bob = w.join("bob");
+    w.run(Duration::from_millis(500), false);
+    w.run(Duration::from_secs(1), true);
+    let a = w.clients[alice].user;
+    assert!(layers_seen(&w.clients[bob], a)
+        .iter()
+        .all(|(l, _)| *l == b'h'));
+
+    // Alice's browser stops its top layer (its bandwidth estimate fell): Bob, who wants it,
+    // gets the medium one from its next key frame, a second later, with no gap in numbering.
+    w.clients[alice].pause_layer("h", true);
+    w.clients[bob].got.clear();
+    w.run(Duration::from_secs(2), true);
+    let seen = layers_seen(&w.clients[bob], a);
+    let first_m = seen
+        .iter()
+        .position(|(l, _)| *l == b'm')
+        .expect("the medium layer came");
+    assert!(seen[first_m].1, "the switch is at a key frame: {seen:?}");
+    assert!(seen[first_m..].iter().all(|(l, _)| *l == b'm'), "{seen:?}");
+    assert!(seen.len() - first_m > 20, "{seen:?}");
+
+    // Medium stops too: low. Then the top layer comes back (with a key frame): Bob is on it.
+    w.clients[alice].pause_layer("m", true);
+    w.run(Duration::from_secs(2), true);
+    w.clients[bob].got.clear();
+    w.run(Duration::from_millis(500), true);
+    let seen = layers_seen(&w.clients[bob], a);
+    assert!(
+        !seen.is_empty() && seen.iter().all(|(l, _)| *l == b'l'),
+        "{seen:?}"
+    );
+    w.clients[alice].pause_layer("h", false);
+    w.clients[alice].pause_layer("m", false);
+    w.run(Duration::from_millis(500), true);
+    w.clients[bob].got.clear();
+    w.run(Duration::from_millis(500), true);
+    let seen = layers_seen(&w.clients[bob], a);
+    assert!(
+        !seen.is_empty() && seen.iter().all(|(l, _)| *l == b'h'),
+        "{seen:?}"
+    );
+    assert_eq!(w.clients[bob].gaps, 0, "no frame after a gap");
+}
+
+/// The screen frames (tagged `s`) `c` got from `from`.
+fn screen_frames(c: &Participant, from: Uuid) -> usize {
+    layers_seen(c, from)
+        .iter()
+        .filter(|(l, _)| *l == b's')
+        .count()
+}
+
+#[test]
+fn a_second_video_track_is_offered_to_the_others_and_stopped_when_its_publisher_stops_it() {
+    let mut w = World::new();
+    let alice = w.join_with_layers("alice", &["l", "m", "h"]);
+    let bob = w.join("bob");
+    let carol = w.join("carol");
+    w.run(Duration::from_millis(800), false);
+    w.run(Duration::from_millis(500), true);
+    let (room, a) = (w.room, w.clients[alice].user);
+    let lines = |w: &World, c: usize| w.clients[c].owners.values().filter(|u| **u == a).count();
+    assert_eq!(
+        (lines(&w, bob), lines(&w, carol)),
+        (2, 2),
+        "Alice's audio and camera"
+    );
+
+    // Alice shares her screen: a second video m-line in her offer. Bob and Carol are offered
+    // it as Alice's, beside her camera, and get its frames.
+    let offer = w.clients[alice].share_screen(true).expect("an offer");
+    w.sfu.offer(w.now, room, a, &offer).unwrap();
+    w.run(Duration::from_secs(1), true);
+    for c in [bob, carol] {
+        assert_eq!(lines(&w, c), 3, "{}", w.clients[c].name);
+        assert!(
+            screen_frames(&w.clients[c], a) > 20,
+            "{}",
+            w.clients[c].name
+        );
+        assert!(layers_seen(&w.clients[c], a)
+            .iter()
+            .any(|(l, _)| *l == b'h'));
+    }
+
+    // She stops: the SFU offers them the end of that m-line, her camera goes on.
+    let offer = w.clients[alice].share_screen(false).expect("an offer");
+    w.sfu.offer(w.now, room, a, &offer).unwrap();
+    w.run(Duration::from_millis(300), true);
+    for c in [bob, carol] {
+        w.clients[c].got.clear();
+    }
+    w.run(Duration::from_millis(500), true);
+    for c in [bob, carol] {
+        let client = &w.clients[c];
+        let inactive = client
+            .owners
+            .iter()
+            .filter(|(_, u)| **u == a)
+            .filter_map(|(mid, _)| client.rtc.media(Mid::from(mid.as_str())))
+            .filter(|m| m.kind() == MediaKind::Video && m.direction() == Direction::Inactive)
+            .count();
+        assert_eq!(
+            inactive, 1,
+            "the screen's m-line stopped for {}",
+            w.clients[c].name
+        );
+        assert_eq!(screen_frames(&w.clients[c], a), 0);
+        assert!(
+            layers_seen(&w.clients[c], a).len() > 20,
+            "the camera goes on"
+        );
+    }
+
+    // And again: a new m-line for each of them, the screen's frames again.
+    let offer = w.clients[alice].share_screen(true).expect("an offer");
+    w.sfu.offer(w.now, room, a, &offer).unwrap();
+    w.run(Duration::from_secs(1), true);
+    for c in [bob, carol] {
+        assert!(
+            screen_frames(&w.clients[c], a) > 20,
+            "{}",
+            w.clients[c].name
+        );
+        assert_eq!(w.clients[c].strays, 0);
+    }
+}
+
 /// The driver: the same room over real UDP sockets on loopback, the SFU on its own thread,
 /// signaling through its handle and event queue as the hub does.
 #[cfg(feature = "io")]

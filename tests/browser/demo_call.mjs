@@ -23,7 +23,8 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import {
-  at, check, expectRelayedVideo, finish, left, pageStats, pairKey, runInChromium, start, until,
+  at, check, expectRelayedVideo, finish, left, noter, openDemoPage, pageStats, pairKey, placeDemoCall,
+  runInChromium, start, until,
 } from './script_lib.mjs';
 
 const NAMES = ['Alice', 'Bob', 'Carol', 'Dave', 'Erin'];
@@ -52,43 +53,17 @@ opts.people = Number(opts.people);
 
 
 async function person(browser, name) {
-  at(`${name}: open the page`);
-  const context = await browser.newContext({ permissions: ['camera', 'microphone'] });
-  const page = await context.newPage();
-  const note = (line) => {
-    const lines = seen.get(name) ?? [];
-    lines.push(`${((Date.now() - t0) / 1000).toFixed(2)} ${line}`);
-    seen.set(name, lines.slice(-SEEN_LINES));
-  };
+  const { page, id } = await openDemoPage(browser, opts.base, name, noter(seen, name, t0, SEEN_LINES));
   // The client's debug line for a media change refused for the socket's rate.
   const mediaRefusals = { count: 0 };
   page.on('console', (m) => {
-    if (m.type() === 'error' || m.type() === 'warning') console.error(`[${name}] ${m.text()}`);
     if (m.text().includes('call:media refused: rate_limited')) mediaRefusals.count += 1;
-    note(`${m.type()}: ${m.text()}`);
   });
-  page.on('pageerror', (e) => console.error(`[${name}] page error: ${e.message}`));
-  page.on('websocket', (ws) => {
-    note(`socket open ${ws.url()}`);
-    ws.on('close', () => note(`socket closed ${ws.url()}`));
-    for (const [dir, event] of [['in', 'framereceived'], ['out', 'framesent']]) {
-      ws.on(event, ({ payload }) => {
-        const text = String(payload);
-        if (/"call:(?!ice-candidate|quality|stats|nope)/.test(text)) note(`${dir} ${text.slice(0, 200)}`);
-      });
-    }
-  });
-  await page.goto(opts.base, { timeout: left() });
-  at(`${name}: sign in`);
-  await page.fill('#name', name);
-  await page.click('#sign-in-form button[type=submit]');
-  await page.waitForSelector('#lobby:not([hidden])', { timeout: left() });
   // The network choices, under "Network".
   await page.click('#lobby details summary');
   await page.check('#relay-only');
   // `any`: every TURN URL the daemon serves, one allocation per URL and peer connection.
   await page.selectOption('#transport', opts.transport === 'any' ? '' : opts.transport);
-  const id = await page.evaluate(() => window.switchboardDemo.session.user.id);
   return { name, page, id, mediaRefusals };
 }
 
@@ -99,21 +74,7 @@ runInChromium(async (browser) => {
   const [alice, ...callees] = people;
 
   // Alice sees the others online, selects them and calls.
-  for (const p of callees) {
-    const row = `#people li.online[data-user-id="${p.id}"]`;
-    await until(`Alice sees ${p.name} online`, () => alice.page.$(row));
-    await alice.page.check(`${row} input[type=checkbox]`);
-  }
-  await alice.page.click('#call-video');
-  for (const p of callees) {
-    at(`${p.name} is rung`);
-    await p.page.waitForSelector('#incoming:not([hidden])', { timeout: Math.min(20000, left()) });
-    const from = await p.page.textContent('#incoming-from');
-    check(from === 'Alice', `${p.name}'s page says the call is from ${from}`);
-    await p.page.click('#answer');
-  }
-  const callId = await alice.page.evaluate(() => window.switchboardDemo.call?.id);
-  check(callId, 'Alice has no call id');
+  const callId = await placeDemoCall(alice, callees);
 
   // Every pair: media flows relay <-> relay, both ways, over the chosen transport.
   const pairs = people.flatMap((me) => people.filter((o) => o !== me).map((other) => [me, other]));

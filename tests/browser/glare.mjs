@@ -50,6 +50,8 @@ async function setUp() {
       on: (event, fn) => handlers.set(event, [...(handlers.get(event) ?? []), fn]),
       off: (event, fn) => handlers.set(event, (handlers.get(event) ?? []).filter((f) => f !== fn)),
       emit: (event, data, ack) => {
+        // A call of two is not on the SFU: the daemon refuses the manager's probe so.
+        if (event === 'call:sfu-offer') return ack?.({ error: { code: 'not_on_sfu', message: 'a 1:1 call' } });
         ack?.({ ok: true });
         if (!['call:offer', 'call:answer', 'call:ice-candidate'].includes(event)) return;
         const { targetUserId, ...rest } = data;

@@ -79,10 +79,11 @@ export async function until(what, fn, ms = 20000) {
 }
 
 /**
- * Launches headless Chromium with CHROMIUM_ARGS and runs `main(browser)`, which ends the script
- * with `finish(0, ...)`; a failed check or any error ends it with exit 1 and the step it was in.
+ * Launches headless Chromium with CHROMIUM_ARGS (and `extraArgs`) and runs `main(browser)`,
+ * which ends the script with `finish(0, ...)`; a failed check or any error ends it with exit 1
+ * and the step it was in.
  */
-export function runInChromium(main) {
+export function runInChromium(main, extraArgs = []) {
   (async () => {
     step = 'load playwright-core';
     const { chromium } = await import('playwright-core');
@@ -90,7 +91,7 @@ export function runInChromium(main) {
     const browser = await chromium.launch({
       executablePath: chromiumPath,
       headless: true,
-      args: CHROMIUM_ARGS,
+      args: [...CHROMIUM_ARGS, ...extraArgs],
       timeout: left(),
     });
     process.on('exit', () => browser.close().catch(() => {}));
@@ -165,4 +166,76 @@ export async function expectRelayedVideo(pairs, stats, relayProtocols = null) {
     bytes[pairKey(me, other)] = [before, after];
   }
   return { selected, bytes };
+}
+
+// --- The demo page ----------------------------------------------------------------------------
+
+/**
+ * Opens the demo page at `base` in a new browser context as `name` and signs in. `note(line)`
+ * gets what the page saw: its console, its sockets opening and closing, the call events (not
+ * the candidates, quality and stats). Returns `{name, page, id}` (the user's id).
+ */
+export async function openDemoPage(browser, base, name, note) {
+  at(`${name}: open the page`);
+  const context = await browser.newContext({ permissions: ['camera', 'microphone'] });
+  const page = await context.newPage();
+  page.on('console', (m) => {
+    if (m.type() === 'error' || m.type() === 'warning') console.error(`[${name}] ${m.text()}`);
+    note(`${m.type()}: ${m.text()}`);
+  });
+  page.on('pageerror', (e) => console.error(`[${name}] page error: ${e.message}`));
+  page.on('websocket', (ws) => {
+    note(`socket open ${ws.url()}`);
+    ws.on('close', () => note(`socket closed ${ws.url()}`));
+    for (const [dir, event] of [['in', 'framereceived'], ['out', 'framesent']]) {
+      ws.on(event, ({ payload }) => {
+        const text = String(payload);
+        if (!/"call:(?!ice-candidate|quality|stats|nope)/.test(text)) return;
+        note(`${dir} ${text.slice(0, 200)}`);
+        // The SFU's offers: whose each m-line is (cut above), for a failure's story.
+        const tracks = /"call:sfu-offer"/.test(text) && /"tracks":(\[[^\]]*\])/.exec(text)?.[1];
+        if (tracks) {
+          const owners = JSON.parse(tracks).map((t) => `${t.mid}=${String(t.userId).slice(0, 4)}/${t.kind?.[0]}`);
+          note(`${dir} call:sfu-offer tracks ${owners.join(' ')}`);
+        }
+      });
+    }
+  });
+  await page.goto(base, { timeout: left() });
+  at(`${name}: sign in`);
+  await page.fill('#name', name);
+  await page.click('#sign-in-form button[type=submit]');
+  await page.waitForSelector('#lobby:not([hidden])', { timeout: left() });
+  const id = await page.evaluate(() => window.switchboardDemo.session.user.id);
+  return { name, page, id };
+}
+
+/** `caller` (of openDemoPage) selects `callees` on the demo page and video-calls them; each
+ * is rung by the caller and answers. Returns the call's id. */
+export async function placeDemoCall(caller, callees) {
+  for (const p of callees) {
+    const row = `#people li.online[data-user-id="${p.id}"]`;
+    await until(`${caller.name} sees ${p.name} online`, () => caller.page.$(row));
+    await caller.page.check(`${row} input[type=checkbox]`);
+  }
+  await caller.page.click('#call-video');
+  for (const p of callees) {
+    at(`${p.name} is rung`);
+    await p.page.waitForSelector('#incoming:not([hidden])', { timeout: Math.min(20000, left()) });
+    const from = await p.page.textContent('#incoming-from');
+    check(from === caller.name, `${p.name}'s page says the call is from ${from}`);
+    await p.page.click('#answer');
+  }
+  const callId = await caller.page.evaluate(() => window.switchboardDemo.call?.id);
+  check(callId, `${caller.name} has no call id`);
+  return callId;
+}
+
+/** Keeps the last `limit` lines each person's page saw (`seen`: name → lines), timed from `t0`. */
+export function noter(seen, name, t0, limit = 40) {
+  return (line) => {
+    const lines = seen.get(name) ?? [];
+    lines.push(`${((Date.now() - t0) / 1000).toFixed(2)} ${line}`);
+    seen.set(name, lines.slice(-limit));
+  };
 }

@@ -9,7 +9,6 @@ use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Rid};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
 use uuid::Uuid;
 
-use super::bwe::Meter;
 use super::keyframe::{starts_key_frame, VideoCodec};
 use super::peer::{Line, PeerId, Published, Quality, Subscription};
 use super::rewrite::{Rewriter, Verdict};
@@ -66,18 +65,14 @@ impl Sfu {
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
-        let max = self.config.caps.max_tracks;
-        if peer.published.len() >= max || peer.published.iter().any(|p| p.mid == mid) {
-            return;
+        let (count, max) = (peer.published.len(), self.config.caps.max_tracks);
+        match peer.published.iter_mut().find(|p| p.mid == mid) {
+            Some(p) if p.on => return,
+            // Sent again after a pause (a screen share started again on its m-line).
+            Some(p) => p.restart(),
+            None if count >= max => return,
+            None => peer.published.push(Published::new(mid, kind, rids)),
         }
-        let meters = vec![Meter::default(); rids.len().max(1)];
-        peer.published.push(Published {
-            mid,
-            kind,
-            rids,
-            meters,
-            key_requested: None,
-        });
         let (room, user) = (peer.room, peer.user);
         for other in self.room_members(room) {
             if other == id {
@@ -85,6 +80,25 @@ impl Sfu {
             }
             if let Some(o) = self.peers.get_mut(&other) {
                 o.subscriptions.push(subscription(id, user, mid, kind));
+            }
+        }
+    }
+
+    /// `id` no longer sends track `mid` (its m-line made inactive or stopped): every
+    /// subscriber's m-line for it is stopped in our next offer to them.
+    pub(super) fn unpublished(&mut self, id: PeerId, mid: Mid) {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let Some(track) = peer.published.iter_mut().find(|p| p.mid == mid && p.on) else {
+            return;
+        };
+        track.on = false;
+        let room = peer.room;
+        for other in self.room_members(room) {
+            if let Some(o) = self.peers.get_mut(&other) {
+                o.subscriptions
+                    .retain_mut(|s| s.publisher != id || s.source_mid != mid || s.stop());
             }
         }
     }
@@ -103,7 +117,7 @@ impl Sfu {
         else {
             return;
         };
-        let Some(track) = peer.published.iter_mut().find(|p| p.mid == mid) else {
+        let Some(track) = peer.published.iter_mut().find(|p| p.mid == mid && p.on) else {
             return;
         };
         let kind = track.kind;

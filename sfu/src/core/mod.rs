@@ -537,19 +537,8 @@ impl Sfu {
             let Some(o) = self.peers.get_mut(&other) else {
                 continue;
             };
-            o.subscriptions.retain_mut(|s| {
-                if s.publisher != id {
-                    return true;
-                }
-                match s.state {
-                    Line::ToOpen => false,
-                    Line::Open(m) | Line::Offered(m) => {
-                        s.state = Line::ToStop(m);
-                        true
-                    }
-                    Line::ToStop(_) | Line::Stopping(_) => true,
-                }
-            });
+            o.subscriptions
+                .retain_mut(|s| s.publisher != id || s.stop());
         }
     }
 
@@ -658,6 +647,21 @@ impl Sfu {
                     .unwrap_or_default();
                 self.published(id, m.mid, m.kind, rids);
             }
+            // A later offer of the peer's sends on an m-line again, or no more (a screen share
+            // started again or stopped). One first added inactive has no simulcast here:
+            // str0m tells a track's layers only when it is added.
+            Event::MediaChanged(m) if Peer::receives(m.direction) => {
+                let Some(kind) = self
+                    .peers
+                    .get(&id)
+                    .and_then(|p| p.rtc.media(m.mid))
+                    .map(|x| x.kind())
+                else {
+                    return;
+                };
+                self.published(id, m.mid, kind, Vec::new());
+            }
+            Event::MediaChanged(m) => self.unpublished(id, m.mid),
             Event::KeyframeRequest(req) => {
                 let Some(peer) = self.peers.get(&id) else {
                     return;

@@ -19,7 +19,8 @@ impl Sfu {
                 continue;
             }
             if let Some(o) = self.peers.get(&other) {
-                tracks.extend(o.published.iter().map(|p| (other, o.user, p.mid, p.kind)));
+                let on = o.published.iter().filter(|p| p.on);
+                tracks.extend(on.map(|p| (other, o.user, p.mid, p.kind)));
             }
         }
         if let Some(peer) = self.peers.get_mut(&id) {

@@ -53,6 +53,28 @@ pub(crate) struct Published {
     pub meters: Vec<Meter>,
     /// The last keyframe request sent for it (any layer).
     pub key_requested: Option<Instant>,
+    /// Whether the peer sends it: a track whose m-line the peer made inactive (or stopped) is
+    /// off, its subscribers' m-lines stopped, until the peer sends on it again.
+    pub on: bool,
+}
+
+impl Published {
+    pub fn new(mid: Mid, kind: MediaKind, rids: Vec<Rid>) -> Published {
+        Published {
+            mid,
+            kind,
+            meters: vec![Meter::default(); rids.len().max(1)],
+            rids,
+            key_requested: None,
+            on: true,
+        }
+    }
+
+    /// The peer sends on the track again: its layers are measured afresh.
+    pub fn restart(&mut self) {
+        self.on = true;
+        self.meters.fill(Meter::default());
+    }
 }
 
 /// A track of another peer that this peer receives, on an m-line of its own.
@@ -70,6 +92,21 @@ pub(crate) struct Subscription {
     /// The layer this subscriber would like (an index into the publisher's rids, from the
     /// top): 0 for the best.
     pub quality: Quality,
+}
+
+impl Subscription {
+    /// Its publisher stopped the track: its m-line is to be stopped. Returns whether the
+    /// subscription stays (until that is negotiated); one never offered just goes.
+    pub fn stop(&mut self) -> bool {
+        match self.state {
+            Line::ToOpen => false,
+            Line::Open(m) | Line::Offered(m) => {
+                self.state = Line::ToStop(m);
+                true
+            }
+            Line::ToStop(_) | Line::Stopping(_) => true,
+        }
+    }
 }
 
 /// Where a subscription's m-line stands in the negotiation.
