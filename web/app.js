@@ -246,6 +246,15 @@ async function newManager(callId, type, isInitiator) {
     tile(userId).querySelector('.path').textContent = via + where + rtt;
   };
   manager.onQuality = (userId, q) => badge(userId, 'quality', q.quality, q.quality);
+  // Who speaks, in a group call on the SFU: their tile is outlined (this page's own, too).
+  manager.onActiveSpeaker = (userId) => {
+    for (const t of document.querySelectorAll('.tile.speaking')) t.classList.remove('speaking');
+    const own = userId === state.session?.user.id;
+    const t = own
+      ? document.querySelector('.tile.local')
+      : document.querySelector(`.tile.remote[data-user-id="${CSS.escape(userId)}"]`);
+    t?.classList.add('speaking');
+  };
   manager.onMediaStateChanged = (userId, m) => {
     badge(userId, 'audio', m.audioEnabled === false ? 'muted' : null, 'off');
     badge(userId, 'video', m.videoEnabled === false ? 'camera off' : null, 'off');

@@ -71,7 +71,7 @@ const SFU_JOIN = {
 /** The mesh's events, held while the call's kind (mesh or SFU) is not known yet. */
 const MESH_EVENTS = new Set(['call:offer', 'call:answer', 'call:ice-candidate', 'call:participant-joined']);
 /** The SFU's events: they say the call is on the SFU. */
-const SFU_EVENTS = new Set(['call:sfu-offer', 'call:sfu-answer', 'call:sfu-closed']);
+const SFU_EVENTS = new Set(['call:sfu-offer', 'call:sfu-answer', 'call:sfu-closed', 'call:active-speaker']);
 
 /** The transport a TURN URL reaches the relay over: `udp`, `tcp` or `tls` (`turns:`). */
 function turnTransport(url) {
@@ -271,6 +271,10 @@ export class WebRTCManager {
   onPathChange = NOOP;
   /** @type {(userId: string, report: {quality: string, stats: object}) => void} */
   onQuality = NOOP;
+  /** In a call on the SFU, who speaks now (this side's own user id too), told by the SFU
+   * from the audio level of everyone's packets (`call:active-speaker`).
+   * @type {(userId: string) => void} */
+  onActiveSpeaker = NOOP;
   /** @type {(userId: string, mediaState: {audioEnabled: boolean, videoEnabled: boolean, screenSharing: boolean}) => void} */
   onMediaStateChanged = NOOP;
   /** @type {(stream: MediaStream | null) => void} */
@@ -344,6 +348,7 @@ export class WebRTCManager {
       'call:sfu-offer': (data) => this.#sfuOffered(data),
       'call:sfu-answer': (data) => this.#sfuAnswered(data),
       'call:sfu-closed': () => this.#sfuClosed(),
+      'call:active-speaker': (data) => this.#notify('onActiveSpeaker', data.userId),
     };
     this.#handlers = Object.fromEntries(
       Object.entries(handle).map(([event, run]) => [event, (data) => this.#onEvent(event, data, run)]),

@@ -8,6 +8,8 @@
 //   - one inbound video per other participant (the m-line's owner, the stream id, is the user
 //     it shows) decoding frames, the frame counts growing, and their audio received;
 //   - a screenshot of Alice's grid is saved in --out;
+//   - everyone but Carol mutes: every page outlines Carol's tile as the active speaker
+//     (call:active-speaker, from the audio level of her packets);
 //   - Alice turns Bob's video off (setVideoQuality): his frames stop; then asks for his low
 //     layer: they come again, 160 pixels wide;
 //   - Bob shares his screen (the page's Share button; the capture is a canvas stand-in, see
@@ -190,6 +192,43 @@ runInChromium(async (browser) => {
   const screenshot = join(opts.out, `alice-sfu${people.length}.png`);
   await alice.page.screenshot({ path: screenshot, timeout: left() });
 
+  // Everyone but Carol mutes (the page's Mute button), and Carol speaks: a steady tone in
+  // place of her microphone's track (Chromium's fake microphone beeps too briefly to count as
+  // speech: the SFU smooths levels over ~200 ms). The SFU names her the active speaker from
+  // her packets' audio level (call:active-speaker), and every page outlines her tile (her own
+  // page its local one).
+  const speaker = people[2];
+  for (const p of people.filter((p) => p !== speaker)) {
+    at(`${p.name} mutes`);
+    await p.page.click('#mute', { timeout: left() });
+  }
+  at(`${speaker.name} speaks`);
+  await speaker.page.evaluate(async () => {
+    const ctx = new AudioContext();
+    await ctx.resume();
+    const tone = ctx.createOscillator();
+    const gain = ctx.createGain();
+    const out = ctx.createMediaStreamDestination();
+    tone.frequency.value = 440;
+    gain.gain.value = 0.3;
+    tone.connect(gain).connect(out);
+    tone.start();
+    const pc = window.switchboardDemo.call.manager.sfuPeerConnection;
+    const sender = pc.getSenders().find((s) => s.track?.kind === 'audio');
+    await sender.replaceTrack(out.stream.getAudioTracks()[0]);
+  });
+  const speaking = {};
+  for (const p of people) {
+    speaking[p.name] = await until(`${p.name} shows ${speaker.name} speaking`, () => p.page.evaluate((id) => {
+      const t = [...document.querySelectorAll('.tile.speaking')];
+      if (t.length !== 1) return null;
+      const shown = t[0].classList.contains('local') ? 'self' : t[0].dataset.userId;
+      return shown === id || (shown === 'self' && window.switchboardDemo.session.user.id === id) ? shown : null;
+    }, speaker.id), 20000);
+  }
+  for (const p of people.filter((p) => p !== speaker)) await p.page.click('#mute', { timeout: left() });
+  mark('active speaker');
+
   // Alice turns Bob's video off, then asks for his thumbnail (setVideoQuality, call:sfu-layer):
   // his frames stop coming, then come again from his low layer, a quarter of his camera's 640
   // pixels wide (a loaded box's browsers may send only that layer anyway: hence the off
@@ -278,7 +317,7 @@ runInChromium(async (browser) => {
       `${p.name} still receives ${lines} videos after ${leaver.name} left`);
   }
   mark('left');
-  finish(0, { ok: true, callId, media, lowLayer, screenShare, afterLeave, screenshot });
+  finish(0, { ok: true, callId, media, speakerId: speaker.id, speaking, lowLayer, screenShare, afterLeave, screenshot });
 }, [
   // Three simulcast layers from the fake camera's 640x480 (Chromium sends fewer below 960x540).
   '--force-fieldtrials=WebRTC-LegacySimulcastLayerLimit/Disabled/',

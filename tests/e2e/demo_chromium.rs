@@ -353,6 +353,12 @@ fn demo_page_group_call_of_six_on_the_sfu() {
         Some(&"inactive".into()),
         "{share}"
     );
+    // Carol alone unmuted: every page outlines her tile as the active speaker.
+    let carol = r["speakerId"].as_str().expect("speakerId");
+    for me in SFU_NAMES {
+        let want = if me == "Carol" { "self" } else { carol };
+        assert_eq!(r["speaking"][me], want, "{me}: {}", r["speaking"]);
+    }
     let staying = &SFU_NAMES[..5];
     for me in staying {
         let got = &r["afterLeave"][me];
