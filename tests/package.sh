@@ -214,7 +214,7 @@ expect_active "after install"
 status=$(unit_show StatusText)
 echo "STATUS: $status"
 case $status in
-*"turn 0.0.0.0:3478 (udp, tcp), http 127.0.0.1:8080"*) ;;
+*"turn 0.0.0.0:3478 (udp, tcp), sfu 0.0.0.0:3480 (udp), http 127.0.0.1:8080"*) ;;
 *) fail "unexpected STATUS= text: $status" ;;
 esac
 [ "$(IN stat -c %U "/proc/$(unit_show MainPID)")" = switchboard ] ||
