@@ -223,12 +223,6 @@ impl CallService {
         call_id: Uuid,
         figures: Figures,
     ) -> Result<StatsResponse, CallError> {
-        figures
-            .validate()
-            .map_err(|(field, message)| CallError::InvalidField {
-                field: field.into(),
-                message,
-            })?;
         let user = caller.id;
         let quality = self
             .job(caller, move |db, now| {
@@ -258,12 +252,6 @@ impl CallService {
             bitrate: sfu.bitrate.map(|v| v.clamp(0.0, MAX_BITRATE)),
             relayed: None,
         };
-        figures
-            .validate()
-            .map_err(|(field, message)| CallError::InvalidField {
-                field: field.into(),
-                message,
-            })?;
         self.at_now(move |db, now| record_figures(db, now, call_id, user, figures, Reporter::Sfu))
             .await
     }
@@ -374,6 +362,12 @@ fn record_figures(
     figures: Figures,
     reporter: Reporter,
 ) -> Result<Quality, CallError> {
+    figures
+        .validate()
+        .map_err(|(field, message)| CallError::InvalidField {
+            field: field.into(),
+            message,
+        })?;
     let call = visible_call(db, user, call_id)?;
     let me = call.participant(user).ok_or(Refusal::NotParticipant)?;
     if !call.status.is_live() || me.status != ParticipantStatus::Joined {

@@ -68,6 +68,22 @@ impl World {
         self.calls.get(&user(ALICE), call).await.unwrap().call
     }
 
+    /// Alice's call answered by Bob, and Alice's first report in it (an RTT of 40 ms), at T0.
+    async fn answered_with_a_report() -> (World, Uuid, Figures) {
+        let w = World::new(None);
+        let call = w.call().await;
+        w.calls.answer(&user(BOB), call).await.unwrap();
+        let figures = Figures {
+            rtt: Some(40.0),
+            ..Figures::default()
+        };
+        w.calls
+            .record_stats(&user(ALICE), call, figures)
+            .await
+            .unwrap();
+        (w, call, figures)
+    }
+
     /// `who`'s running summary of reports in `call`, as stored.
     async fn media_stats(&self, call: Uuid, who: Uuid) -> MediaStats {
         let rows = self
@@ -136,17 +152,7 @@ async fn the_ring_timer_sweep_expires_only_what_is_due_and_says_when_next() {
 
 #[tokio::test]
 async fn stats_are_taken_at_most_once_a_second_by_the_clock() {
-    let w = World::new(None);
-    let call = w.call().await;
-    w.calls.answer(&user(BOB), call).await.unwrap();
-    let figures = Figures {
-        rtt: Some(40.0),
-        ..Figures::default()
-    };
-    w.calls
-        .record_stats(&user(ALICE), call, figures)
-        .await
-        .unwrap();
+    let (w, call, figures) = World::answered_with_a_report().await;
     w.set(T0 + STATS_EVERY - MS);
     let again = w.calls.record_stats(&user(ALICE), call, figures).await;
     assert!(
@@ -165,17 +171,7 @@ async fn stats_are_taken_at_most_once_a_second_by_the_clock() {
 /// someone not joined.
 #[tokio::test]
 async fn the_sfus_reports_keep_their_own_pace_beside_the_participants() {
-    let w = World::new(None);
-    let call = w.call().await;
-    w.calls.answer(&user(BOB), call).await.unwrap();
-    let figures = Figures {
-        rtt: Some(40.0),
-        ..Figures::default()
-    };
-    w.calls
-        .record_stats(&user(ALICE), call, figures)
-        .await
-        .unwrap();
+    let (w, call, figures) = World::answered_with_a_report().await;
     let sfu = switchboard_sfu::Figures {
         rtt_ms: Some(30.0),
         jitter_ms: Some(1e9),
