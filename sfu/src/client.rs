@@ -26,6 +26,29 @@ use uuid::Uuid;
 /// Video frames are this long: two RTP packets each.
 pub const VIDEO_FRAME: usize = 1800;
 
+/// Applies the answer `sdp` to the offer `pending` of `rtc`'s (taken: one answer each).
+pub fn apply_answer(
+    rtc: &mut Rtc,
+    pending: &mut Option<SdpPendingOffer>,
+    sdp: &str,
+) -> Result<(), String> {
+    let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| e.to_string())?;
+    let pending = pending.take().ok_or("no offer of ours is pending")?;
+    rtc.sdp_api()
+        .accept_answer(pending, answer)
+        .map_err(|e| e.to_string())
+}
+
+/// `rtc`'s answer to the offer `sdp`.
+pub fn answer_offer(rtc: &mut Rtc, sdp: &str) -> Result<String, String> {
+    let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| e.to_string())?;
+    let answer = rtc
+        .sdp_api()
+        .accept_offer(offer)
+        .map_err(|e| e.to_string())?;
+    Ok(answer.to_sdp_string())
+}
+
 pub struct Participant {
     pub name: String,
     pub user: Uuid,
@@ -139,12 +162,7 @@ impl Participant {
 
     /// The SFU's answer to its offer.
     pub fn accept_answer(&mut self, sdp: &str) -> Result<(), String> {
-        let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| e.to_string())?;
-        let pending = self.pending.take().ok_or("no offer of ours is pending")?;
-        self.rtc
-            .sdp_api()
-            .accept_answer(pending, answer)
-            .map_err(|e| e.to_string())
+        apply_answer(&mut self.rtc, &mut self.pending, sdp)
     }
 
     /// An offer of the SFU's, with whose track each m-line carries (mid, user): its answer.
@@ -154,13 +172,7 @@ impl Participant {
         tracks: impl IntoIterator<Item = (String, Uuid)>,
     ) -> Result<String, String> {
         self.owners.extend(tracks);
-        let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| e.to_string())?;
-        let answer = self
-            .rtc
-            .sdp_api()
-            .accept_offer(offer)
-            .map_err(|e| e.to_string())?;
-        Ok(answer.to_sdp_string())
+        answer_offer(&mut self.rtc, sdp)
     }
 
     /// A datagram that arrived from `source`.

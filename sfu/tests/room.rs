@@ -73,6 +73,21 @@ impl World {
         self.join_with_layers(name, &[])
     }
 
+    /// A room of `names`, joined one after another `apart`, each connected when it returns.
+    fn room(names: &[&'static str], apart: Duration) -> World {
+        let mut w = World::new();
+        for &name in names {
+            w.join(name);
+            w.run(apart, false);
+        }
+        w.run(Duration::from_millis(500), false);
+        assert!(
+            w.clients.iter().all(|c| c.connected),
+            "every client connected"
+        );
+        w
+    }
+
     fn join_with_layers(&mut self, name: &'static str, layers: &[&str]) -> usize {
         let port = self.clients.len() as u16 + 1;
         let addr = format!("10.0.1.{port}:{}", 50_000 + port).parse().unwrap();
@@ -81,6 +96,26 @@ impl World {
         self.clients.push(client);
         self.sfu.offer(self.now, self.room, user, &offer).unwrap();
         self.clients.len() - 1
+    }
+
+    /// Alice publishing three simulcast layers (l, m, h) and Bob watching her, a second into
+    /// their media: the world and their indices.
+    fn simulcast_and_a_viewer() -> (World, usize, usize) {
+        let mut w = World::new();
+        let alice = w.join_with_layers("alice", &["l", "m", "h"]);
+        w.run(Duration::from_millis(300), false);
+        let bob = w.join("bob");
+        w.run(Duration::from_millis(500), false);
+        w.run(Duration::from_secs(1), true);
+        (w, alice, bob)
+    }
+
+    /// The layer tags of the video frames `viewer` gets from `from` over the next `d` of media,
+    /// and whether each was a key frame.
+    fn layers_over(&mut self, viewer: usize, from: Uuid, d: Duration) -> Vec<(u8, bool)> {
+        self.clients[viewer].got.clear();
+        self.run(d, true);
+        layers_seen(&self.clients[viewer], from)
     }
 
     /// Caps the link from the SFU to client `c` at `kbps` (None: lifts the cap).
@@ -214,16 +249,7 @@ impl World {
 
 #[test]
 fn three_participants_each_receive_the_other_two() {
-    let mut w = World::new();
-    for name in ["alice", "bob", "carol"] {
-        w.join(name);
-        w.run(Duration::from_millis(300), false);
-    }
-    w.run(Duration::from_millis(500), false);
-    assert!(
-        w.clients.iter().all(|c| c.connected),
-        "every client connected"
-    );
+    let mut w = World::room(&["alice", "bob", "carol"], Duration::from_millis(300));
     w.run(Duration::from_secs(3), true);
 
     let users: Vec<(Uuid, u8)> = w.clients.iter().map(|c| (c.user, c.initial())).collect();
@@ -241,20 +267,11 @@ fn three_participants_each_receive_the_other_two() {
             let audio = c.got.get(&(other, MediaKind::Audio)).map_or(&[][..], |v| v);
             let video = c.got.get(&(other, MediaKind::Video)).map_or(&[][..], |v| v);
             // 3 s of 5 ms audio frames; video every 15 ms.
-            assert!(
-                audio.len() > 400,
-                "{}: {} audio frames of {}",
-                c.name,
-                audio.len(),
-                initial as char
-            );
-            assert!(
-                video.len() > 100,
-                "{}: {} video frames of {}",
-                c.name,
-                video.len(),
-                initial as char
-            );
+            for (kind, frames, least) in [("audio", audio, 400), ("video", video, 100)] {
+                let (name, from) = (&c.name, initial as char);
+                let n = frames.len();
+                assert!(n > least, "{name}: {n} {kind} frames of {from}");
+            }
             assert!(audio.iter().all(|f| f[0] == b'a' && f[1] == initial));
             assert!(video
                 .iter()
@@ -291,11 +308,7 @@ fn three_participants_each_receive_the_other_two() {
 
 #[test]
 fn a_leaver_is_renegotiated_away_and_a_late_joiner_gets_everyone() {
-    let mut w = World::new();
-    for name in ["alice", "bob", "carol"] {
-        w.join(name);
-        w.run(Duration::from_millis(300), false);
-    }
+    let mut w = World::room(&["alice", "bob", "carol"], Duration::from_millis(300));
     w.run(Duration::from_secs(1), true);
     let (room, carol) = (w.room, w.clients[2].user);
     w.sfu.leave(w.now, room, carol);
@@ -520,12 +533,7 @@ fn a_room_of_twenty_negotiates_within_a_hub_frame() {
         "p00", "p01", "p02", "p03", "p04", "p05", "p06", "p07", "p08", "p09", "p10", "p11", "p12",
         "p13", "p14", "p15", "p16", "p17", "p18", "p19",
     ];
-    let mut w = World::new();
-    for name in NAMES {
-        w.join(name);
-        w.run(Duration::from_millis(100), false);
-    }
-    w.run(Duration::from_millis(500), false);
+    let w = World::room(&NAMES, Duration::from_millis(100));
     let (offer, answer) = w.sdp_sizes;
     println!("room of 20: largest SFU offer {offer} bytes, largest answer {answer} bytes");
     let last = w.clients.last().unwrap();
@@ -547,20 +555,20 @@ fn layers_seen(c: &Participant, from: Uuid) -> Vec<(u8, bool)> {
         })
 }
 
+/// Whether frames were seen and all of them are of `layer`.
+fn only(seen: &[(u8, bool)], layer: u8) -> bool {
+    !seen.is_empty() && seen.iter().all(|(l, _)| *l == layer)
+}
+
 #[test]
 fn a_subscriber_gets_one_simulcast_layer_and_switches_at_a_key_frame() {
-    let mut w = World::new();
-    let alice = w.join_with_layers("alice", &["l", "m", "h"]);
-    w.run(Duration::from_millis(300), false);
-    let bob = w.join("bob");
-    w.run(Duration::from_millis(500), false);
-    w.run(Duration::from_secs(1), true);
+    let (mut w, alice, bob) = World::simulcast_and_a_viewer();
     let (room, a, b) = (w.room, w.clients[alice].user, w.clients[bob].user);
 
     // By default the best layer, and only it.
     let seen = layers_seen(&w.clients[bob], a);
     assert!(seen.len() > 50, "{} frames", seen.len());
-    assert!(seen.iter().all(|(l, _)| *l == b'h'), "{seen:?}");
+    assert!(only(&seen, b'h'), "{seen:?}");
     let received = w.sfu.counters().received;
     assert!(received > 3 * seen.len() as u64, "Alice sends three layers");
 
@@ -598,7 +606,7 @@ fn a_subscriber_gets_one_simulcast_layer_and_switches_at_a_key_frame() {
         seen.first().is_some_and(|(l, key)| *l == b'm' && *key),
         "{seen:?}"
     );
-    assert!(seen.iter().all(|(l, _)| *l == b'm'));
+    assert!(only(&seen, b'm'), "{seen:?}");
 }
 
 /// The layer tag of the last video frame `c` got from `from`.
@@ -665,9 +673,7 @@ fn a_capped_subscriber_gets_a_lower_layer_and_the_best_again_when_the_cap_goes()
     }
     let down = down.expect("Bob went down a layer");
     let gaps = w.clients[bob].gaps;
-    w.clients[bob].got.clear();
-    w.run(Duration::from_secs(5), true);
-    let seen = layers_seen(&w.clients[bob], a);
+    let seen = w.layers_over(bob, a, Duration::from_secs(5));
     println!(
         "capped: estimate {} kbit/s, layers {:?}, {} datagrams dropped, gaps {} then {}",
         estimate(&w, b),
@@ -703,11 +709,8 @@ fn a_capped_subscriber_gets_a_lower_layer_and_the_best_again_when_the_cap_goes()
     let up = up.expect("Bob back on the high layer");
     println!("up after {up:?}: estimate {} kbit/s", estimate(&w, b));
     let gaps = w.clients[bob].gaps;
-    w.clients[bob].got.clear();
-    w.run(Duration::from_secs(3), true);
-    assert!(layers_seen(&w.clients[bob], a)
-        .iter()
-        .all(|(l, _)| *l == b'h'));
+    let seen = w.layers_over(bob, a, Duration::from_secs(3));
+    assert!(only(&seen, b'h'), "{seen:?}");
     assert_eq!(w.clients[bob].gaps, gaps, "no gap without the cap");
     assert_eq!(w.dropped, dropped);
     println!("down after {down:?}, up after {up:?}");
@@ -715,28 +718,20 @@ fn a_capped_subscriber_gets_a_lower_layer_and_the_best_again_when_the_cap_goes()
     // Carol kept the best layer all along.
     let seen = layers_seen(&w.clients[carol], a);
     assert!(seen.len() > 1000, "{} frames", seen.len());
-    assert!(seen.iter().all(|(l, _)| *l == b'h'), "{seen:?}");
+    assert!(only(&seen, b'h'), "{seen:?}");
 }
 
 #[test]
 fn a_paused_layer_hands_its_subscribers_the_next_one_down_until_it_comes_back() {
-    let mut w = World::new();
-    let alice = w.join_with_layers("alice", &["l", "m", "h"]);
-    w.run(Duration::from_millis(300), false);
-    let bob = w.join("bob");
-    w.run(Duration::from_millis(500), false);
-    w.run(Duration::from_secs(1), true);
+    let (mut w, alice, bob) = World::simulcast_and_a_viewer();
     let a = w.clients[alice].user;
-    assert!(layers_seen(&w.clients[bob], a)
-        .iter()
-        .all(|(l, _)| *l == b'h'));
+    let seen = layers_seen(&w.clients[bob], a);
+    assert!(only(&seen, b'h'), "{seen:?}");
 
     // Alice's browser stops its top layer (its bandwidth estimate fell): Bob, who wants it,
     // gets the medium one from its next key frame, a second later, with no gap in numbering.
     w.clients[alice].pause_layer("h", true);
-    w.clients[bob].got.clear();
-    w.run(Duration::from_secs(2), true);
-    let seen = layers_seen(&w.clients[bob], a);
+    let seen = w.layers_over(bob, a, Duration::from_secs(2));
     let first_m = seen
         .iter()
         .position(|(l, _)| *l == b'm')
@@ -748,23 +743,13 @@ fn a_paused_layer_hands_its_subscribers_the_next_one_down_until_it_comes_back() 
     // Medium stops too: low. Then the top layer comes back (with a key frame): Bob is on it.
     w.clients[alice].pause_layer("m", true);
     w.run(Duration::from_secs(2), true);
-    w.clients[bob].got.clear();
-    w.run(Duration::from_millis(500), true);
-    let seen = layers_seen(&w.clients[bob], a);
-    assert!(
-        !seen.is_empty() && seen.iter().all(|(l, _)| *l == b'l'),
-        "{seen:?}"
-    );
+    let seen = w.layers_over(bob, a, Duration::from_millis(500));
+    assert!(only(&seen, b'l'), "{seen:?}");
     w.clients[alice].pause_layer("h", false);
     w.clients[alice].pause_layer("m", false);
     w.run(Duration::from_millis(500), true);
-    w.clients[bob].got.clear();
-    w.run(Duration::from_millis(500), true);
-    let seen = layers_seen(&w.clients[bob], a);
-    assert!(
-        !seen.is_empty() && seen.iter().all(|(l, _)| *l == b'h'),
-        "{seen:?}"
-    );
+    let seen = w.layers_over(bob, a, Duration::from_millis(500));
+    assert!(only(&seen, b'h'), "{seen:?}");
     assert_eq!(w.clients[bob].gaps, 0, "no frame after a gap");
 }
 

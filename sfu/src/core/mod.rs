@@ -33,10 +33,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use str0m::bwe::BweKind;
-use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::crypto::CryptoProvider;
 use str0m::net::{Protocol, Receive};
-use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, RtcConfig};
+use str0m::{Event, IceConnectionState, Input, Output};
 use uuid::Uuid;
 
 mod bwe;
@@ -141,6 +140,9 @@ pub struct Transmit {
     pub contents: Vec<u8>,
 }
 
+/// What the SFU's signaling calls return.
+pub type Result<T, E = SfuError> = std::result::Result<T, E>;
+
 /// Why a signaling call was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
@@ -242,89 +244,6 @@ impl Sfu {
     /// Participants in `room`.
     pub fn room_size(&self, room: Uuid) -> usize {
         self.rooms.get(&room).map_or(0, Vec::len)
-    }
-
-    /// `user`'s offer in `room`: the first one joins the room (signaling has checked that the
-    /// user is a joined participant of the call), a later one renegotiates (a track added or
-    /// removed). The answer comes as [`SfuEvent::Answer`], before any offer of ours.
-    pub fn offer(
-        &mut self,
-        now: Instant,
-        room: Uuid,
-        user: Uuid,
-        sdp: &str,
-    ) -> Result<(), SfuError> {
-        let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| SfuError::BadSdp(e.to_string()))?;
-        let sending = sending_lines(sdp);
-        if sending > self.config.caps.max_tracks {
-            return Err(SfuError::TooManyTracks(
-                sending,
-                self.config.caps.max_tracks,
-            ));
-        }
-        let (id, joined) = match self.by_user.get(&(room, user)) {
-            Some(&id) => (id, false),
-            None => (self.add_peer(now, room, user)?, true),
-        };
-        let peer = self.peers.get_mut(&id).expect("indexed peers exist");
-        let answer = match peer.rtc.sdp_api().accept_offer(offer) {
-            Ok(a) => a,
-            Err(e) => {
-                if joined {
-                    self.remove_peer(id);
-                }
-                return Err(SfuError::Refused(e.to_string()));
-            }
-        };
-        // An offer of ours that crossed this one is void; what it carried goes in the next.
-        if peer.pending.is_some() {
-            peer.offer_dropped();
-        }
-        // An ICE restart (the client's) gives the peer a new ufrag of ours: route by it.
-        let ufrag = peer.rtc.direct_api().local_ice_credentials().ufrag;
-        if ufrag != peer.ufrag {
-            let old = std::mem::replace(&mut peer.ufrag, ufrag.clone());
-            self.by_ufrag.remove(&old);
-            self.by_ufrag.insert(ufrag, id);
-        }
-        self.events.push_back(SfuEvent::Answer {
-            room,
-            user,
-            sdp: answer.to_sdp_string(),
-        });
-        if joined {
-            self.subscribe_to_room(id);
-        }
-        self.poll_peer(id, now);
-        self.settle(now);
-        Ok(())
-    }
-
-    /// `user`'s answer to our last offer.
-    pub fn answer(
-        &mut self,
-        now: Instant,
-        room: Uuid,
-        user: Uuid,
-        sdp: &str,
-    ) -> Result<(), SfuError> {
-        let answer =
-            SdpAnswer::from_sdp_string(sdp).map_err(|e| SfuError::BadSdp(e.to_string()))?;
-        let id = *self.by_user.get(&(room, user)).ok_or(SfuError::NotJoined)?;
-        let peer = self.peers.get_mut(&id).expect("indexed peers exist");
-        let pending = peer.pending.take().ok_or(SfuError::NoOffer)?;
-        if let Err(e) = peer.rtc.sdp_api().accept_answer(pending, answer) {
-            // Our offer is void (str0m dropped its changes): what it carried is offered again,
-            // or the peer would never get those tracks, nor see those m-lines stop.
-            peer.offer_dropped();
-            self.settle(now);
-            return Err(SfuError::Refused(e.to_string()));
-        }
-        peer.offer_answered();
-        self.start_subscriptions(id, now);
-        self.poll_peer(id, now);
-        self.settle(now);
-        Ok(())
     }
 
     /// `user` left `room`: its peer connection closes and the others stop receiving its
@@ -470,40 +389,6 @@ impl Sfu {
     }
 
     // ---- Peers ----
-
-    fn add_peer(&mut self, now: Instant, room: Uuid, user: Uuid) -> Result<PeerId, SfuError> {
-        let creds = mint_ice_credentials();
-        let mut rtc = RtcConfig::new()
-            .set_crypto_provider(self.crypto.clone())
-            .set_local_ice_credentials(creds.clone())
-            .set_ice_lite(true)
-            .set_rtp_mode(true)
-            // Opus and VP8, which every browser sends (Safari since 12.1). Each codec an m-line
-            // lists costs its SDP lines (H.264's profiles a dozen), and a room of twenty has 38
-            // m-lines: the answer to it must fit one frame of the hub (see the room-of-twenty
-            // test: 94 KB with str0m's default codecs, 77 KB with H.264 kept).
-            .clear_codecs()
-            .enable_opus(true, false)
-            .enable_vp8(true)
-            .set_stats_interval(Some(quality::STATS_EVERY))
-            .enable_bwe(Some(bwe::INITIAL_ESTIMATE))
-            .build(now);
-        for addr in &self.config.candidates {
-            let c = Candidate::host(*addr, "udp").map_err(|e| SfuError::Refused(e.to_string()))?;
-            rtc.add_local_candidate(c);
-        }
-        let id = self.next_id;
-        self.next_id += 1;
-        self.peers
-            .insert(id, Peer::new(room, user, rtc, creds.ufrag.clone(), now));
-        self.by_ufrag.insert(creds.ufrag, id);
-        self.by_user.insert((room, user), id);
-        self.rooms.entry(room).or_default().push(id);
-        self.next_sweep.get_or_insert(now + SWEEP_EVERY);
-        self.next_allocation
-            .get_or_insert(now + bwe::ALLOCATE_EVERY);
-        Ok(id)
-    }
 
     /// Closes the connections of `ids` (their DTLS close_notify goes out) and forgets them.
     fn close_peers(&mut self, now: Instant, ids: Vec<PeerId>) {
@@ -738,56 +623,5 @@ impl Sfu {
             }
             _ => {}
         }
-    }
-}
-
-/// The audio and video m-lines of an SDP that send (`sendrecv`, the default, or `sendonly`).
-fn sending_lines(sdp: &str) -> usize {
-    let mut count = 0;
-    let mut section: Option<bool> = None;
-    let mut close = |s: Option<bool>| count += usize::from(s == Some(true));
-    for line in sdp.lines() {
-        let line = line.trim_end();
-        if let Some(m) = line.strip_prefix("m=") {
-            close(section);
-            let mut fields = m.split(' ');
-            let media = matches!(fields.next(), Some("audio" | "video"));
-            // Port 0: a stopped or rejected m-line.
-            section = (media && fields.next() != Some("0")).then_some(true);
-        } else if matches!(line, "a=recvonly" | "a=inactive") {
-            if let Some(s) = section.as_mut() {
-                *s = false;
-            }
-        }
-    }
-    close(section);
-    count
-}
-
-/// ICE credentials from a cryptographic generator (rand's, seeded by the operating system;
-/// str0m's own come from a fast, non-cryptographic one): 8 and 24 alphanumerics, 47 bits of
-/// ufrag and 142 of password.
-fn mint_ice_credentials() -> IceCreds {
-    use rand::distr::{Alphanumeric, SampleString};
-    let mut rng = rand::rng();
-    IceCreds {
-        ufrag: Alphanumeric.sample_string(&mut rng, 8),
-        pass: Alphanumeric.sample_string(&mut rng, 24),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn only_audio_and_video_lines_that_send_count_as_tracks() {
-        let sdp = "v=0\r\n\
-            m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=sendrecv\r\n\
-            m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=recvonly\r\n\
-            m=video 0 UDP/TLS/RTP/SAVPF 96\r\n\
-            m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=inactive\r\n\
-            m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n\
-            m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=sendonly\r\n\
-            m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n";
-        assert_eq!(super::sending_lines(sdp), 3);
     }
 }

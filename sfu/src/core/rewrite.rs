@@ -194,12 +194,18 @@ mod tests {
         assert_eq!(r.packet(1, 501, 12_000, false, later), Verdict::Drop);
     }
 
+    /// A video rewriter forwarding layer 0 since its key frame, packet 1 at `time`.
+    fn forwarding_layer_0(time: u32, t0: Instant) -> Rewriter<u8> {
+        let mut r = Rewriter::<u8>::new(90_000);
+        r.want(Some(0));
+        fwd(r.packet(0, 1, time, true, t0));
+        r
+    }
+
     #[test]
     fn time_never_stands_still_across_a_switch() {
         let t0 = Instant::now();
-        let mut r = Rewriter::<u8>::new(90_000);
-        r.want(Some(0));
-        fwd(r.packet(0, 1, 1000, true, t0));
+        let mut r = forwarding_layer_0(1000, t0);
         r.want(Some(2));
         // The new layer's key frame arrives in the same instant.
         let (seq, time) = fwd(r.packet(2, 77, 555, true, t0));
@@ -209,9 +215,7 @@ mod tests {
     #[test]
     fn wanting_nothing_stops_the_track_until_asked_again() {
         let t0 = Instant::now();
-        let mut r = Rewriter::<u8>::new(90_000);
-        r.want(Some(0));
-        fwd(r.packet(0, 1, 0, true, t0));
+        let mut r = forwarding_layer_0(0, t0);
         assert!(!r.want(None));
         assert_eq!(r.packet(0, 2, 3000, true, t0), Verdict::Drop);
         assert!(r.want(Some(0)), "resuming needs a key frame");

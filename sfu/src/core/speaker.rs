@@ -132,12 +132,7 @@ mod tests {
 
     #[test]
     fn the_loudest_speaker_is_active_and_holds_against_a_slightly_louder_one() {
-        let (room, a, b, c) = (
-            Uuid::new_v4(),
-            Uuid::new_v4(),
-            Uuid::new_v4(),
-            Uuid::new_v4(),
-        );
+        let [room, a, b, c] = [(); 4].map(|()| Uuid::new_v4());
         let mut s = Speakers::default();
         let mut t = Instant::now();
         // Silence (background noise at -70 dBov) names nobody.
@@ -170,12 +165,7 @@ mod tests {
 
     #[test]
     fn rooms_are_apart_and_forgotten_when_empty() {
-        let (r1, r2, a, b) = (
-            Uuid::new_v4(),
-            Uuid::new_v4(),
-            Uuid::new_v4(),
-            Uuid::new_v4(),
-        );
+        let [r1, r2, a, b] = [(); 4].map(|()| Uuid::new_v4());
         let mut s = Speakers::default();
         let mut t = Instant::now();
         assert_eq!(talk(&mut s, r1, &mut t, &[(a, -20)], 1.0), [a]);

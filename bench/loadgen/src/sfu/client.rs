@@ -14,13 +14,14 @@ use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::change::{SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
 use str0m::media::{
     Direction, Frequency, MediaKind, MediaTime, Mid, Rid, Simulcast, SimulcastLayer,
 };
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
+use switchboard_sfu::client;
 use uuid::Uuid;
 
 /// The simulcast layers, lowest first, and each one's share of the video bitrate.
@@ -106,12 +107,7 @@ impl Participant {
 
     /// The SFU's answer to our offer.
     pub fn on_answer(&mut self, sdp: &str) -> Result<(), String> {
-        let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| e.to_string())?;
-        let pending = self.pending.take().ok_or("an answer without an offer")?;
-        self.rtc
-            .sdp_api()
-            .accept_answer(pending, answer)
-            .map_err(|e| e.to_string())
+        client::apply_answer(&mut self.rtc, &mut self.pending, sdp)
     }
 
     /// An offer of the SFU's: the m-lines it names, and our answer.
@@ -124,14 +120,9 @@ impl Participant {
             self.tracks.insert(mid, (user, kind));
         }
         self.ssrcs.extend(super::rtp::ssrcs_by_mid(sdp));
-        let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| e.to_string())?;
-        let answer = self
-            .rtc
-            .sdp_api()
-            .accept_offer(offer)
-            .map_err(|e| e.to_string())?;
+        let answer = client::answer_offer(&mut self.rtc, sdp)?;
         self.unconfirmed += 1;
-        Ok(answer.to_sdp_string())
+        Ok(answer)
     }
 
     /// One turn of the live client: what arrived on its socket, its timers, what it sends.

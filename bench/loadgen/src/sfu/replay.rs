@@ -27,7 +27,6 @@
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -39,7 +38,7 @@ use super::rtp;
 const READ_BATCH: usize = 256;
 /// The generator's sockets' receive buffer (the kernel caps it at net.core.rmem_max): so that
 /// a receiver scheduled out for a moment loses nothing the SFU sent.
-const RECEIVE_BUFFER: libc::c_int = 4 << 20;
+const RECEIVE_BUFFER: usize = 4 << 20;
 
 /// Every participant's datagrams, merged in the order they are due.
 pub struct Plan {
@@ -249,18 +248,7 @@ pub fn floor(
 
 /// Asks for a receive buffer of [`RECEIVE_BUFFER`] (best effort).
 pub fn grow_receive_buffer(socket: &UdpSocket) {
-    let size = RECEIVE_BUFFER;
-    // SAFETY: setsockopt reads `size` (a c_int, as SO_RCVBUF takes) for the given length;
-    // the descriptor is the socket's own.
-    unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            (&size as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
+    let _ = socket2::SockRef::from(socket).set_recv_buffer_size(RECEIVE_BUFFER);
 }
 
 pub fn gettid() -> u32 {
