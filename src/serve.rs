@@ -95,6 +95,7 @@ pub fn run(config_path: Option<&std::path::Path>) -> ExitCode {
                 max_tracks: s.max_tracks,
                 max_bitrate: s.max_bitrate,
             },
+            start_estimate: switchboard_sfu::START_ESTIMATE,
         }) {
             Ok(bound) => Some(bound),
             Err(e) => {

@@ -39,6 +39,9 @@ pub struct SfuIoConfig {
     pub grace: Duration,
     /// What each participant may publish.
     pub caps: Caps,
+    /// Where each subscriber's downlink estimate starts, in bits/s
+    /// ([`START_ESTIMATE`](crate::core::START_ESTIMATE) in the daemon).
+    pub start_estimate: u64,
 }
 
 /// Counters the driver publishes for `/metrics`.
@@ -231,6 +234,7 @@ pub struct SfuBound {
     from_relay: mpsc::Receiver<Datagram>,
     stats: Arc<SfuStats>,
     caps: Caps,
+    start_estimate: u64,
 }
 
 /// A datagram handed over inside the process: `(from, to, payload)`.
@@ -280,6 +284,7 @@ impl SfuBound {
             from_relay,
             stats: Arc::default(),
             caps: config.caps,
+            start_estimate: config.start_estimate,
         })
     }
 
@@ -318,6 +323,7 @@ impl SfuBound {
             from_relay,
             stats,
             caps,
+            start_estimate,
             ..
         } = self;
         let (commands, rx) = mpsc::channel(COMMANDS);
@@ -327,6 +333,7 @@ impl SfuBound {
                 candidates: vec![advertised],
                 grace,
                 caps,
+                start_estimate,
             },
             crate::crypto(),
         );

@@ -32,6 +32,7 @@ pub use str0m;
 pub use crate::core::quality::Figures;
 pub use crate::core::{
     Caps, Counters, Quality, Sfu, SfuConfig, SfuError, SfuEvent, TrackInfo, Transmit,
+    START_ESTIMATE,
 };
 
 /// The crypto provider str0m uses for DTLS and SRTP here.

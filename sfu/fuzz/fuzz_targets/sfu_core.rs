@@ -342,6 +342,7 @@ impl Harness {
             candidates: vec![sa(SFU)],
             grace: Duration::from_secs(3),
             caps: Caps::default(),
+            start_estimate: switchboard_sfu::START_ESTIMATE,
         };
         Harness {
             sfu: Sfu::new(config, switchboard_sfu::crypto()),

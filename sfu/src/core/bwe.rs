@@ -32,8 +32,6 @@ const UP_MARGIN: f64 = 0.1;
 pub(crate) const UP_EVERY: Duration = Duration::from_secs(3);
 /// A subscriber's layers are chosen again at most this often, unless it asks for others.
 pub(crate) const ALLOCATE_EVERY: Duration = Duration::from_millis(500);
-/// What str0m's estimate starts at, before feedback says more.
-pub(crate) const INITIAL_ESTIMATE: Bitrate = Bitrate::kbps(1500);
 /// Bytes a packet costs on the wire beyond its RTP header and payload: the SRTP tag (10) and
 /// UDP/IPv4 (28). Counted so that many small packets (audio) do not look free.
 const PACKET_OVERHEAD: u32 = 38;

@@ -57,6 +57,11 @@ const MAX_TUPLES: usize = 8;
 /// Tracks one participant may publish by default, at most: camera, microphone, screen and its
 /// audio.
 pub const MAX_PUBLISHED: usize = 4;
+/// Where a subscriber's downlink estimate starts by default: 1.5 Mbit/s, the lowest layers of a
+/// room of ten, and str0m's probing takes it up from there in a few seconds.
+pub const START_ESTIMATE: u64 = 1_500_000;
+/// Due deadlines of one peer handled in one poll, at most ([`Sfu::poll_peer`]).
+const MAX_ROUNDS: usize = 256;
 /// How often disconnected peers are looked at.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
@@ -69,6 +74,9 @@ pub struct SfuConfig {
     /// A participant whose connection stays down this long is removed ([`SfuEvent::Gone`]).
     pub grace: Duration,
     pub caps: Caps,
+    /// Where each subscriber's downlink estimate starts, in bits/s, until its transport-wide
+    /// congestion control feedback says more ([`START_ESTIMATE`]).
+    pub start_estimate: u64,
 }
 
 /// What one participant may publish.
@@ -472,22 +480,41 @@ impl Sfu {
 
     /// Polls `id`'s connection until it has nothing more but a deadline.
     fn poll_peer(&mut self, id: PeerId, now: Instant) {
+        // Whether the last round gave anything, and how many deadlines were handled at once.
+        let (mut progress, mut rounds) = (true, 0);
         loop {
             let Some(peer) = self.peers.get_mut(&id) else {
                 return;
             };
             match peer.rtc.poll_output() {
+                // A deadline already due: str0m's pacer sets one after each packet it lets go
+                // and holds the next until it is handled. Handled here while it lets packets
+                // go (a subscriber's burst leaves in one call, not one packet per turn of the
+                // driver); one that gives nothing waits for the next call.
+                Ok(Output::Timeout(t)) if t <= now && progress && rounds < MAX_ROUNDS => {
+                    (progress, rounds) = (false, rounds + 1);
+                    if peer.rtc.handle_input(Input::Timeout(now)).is_err() {
+                        peer.rtc.disconnect();
+                        return;
+                    }
+                }
                 Ok(Output::Timeout(t)) => {
                     peer.deadline = t;
                     self.timers.push(Reverse((t, id)));
                     return;
                 }
-                Ok(Output::Transmit(t)) => self.transmits.push_back(Transmit {
-                    source: t.source,
-                    destination: t.destination,
-                    contents: t.contents.into(),
-                }),
-                Ok(Output::Event(e)) => self.on_event(id, e, now),
+                Ok(Output::Transmit(t)) => {
+                    progress = true;
+                    self.transmits.push_back(Transmit {
+                        source: t.source,
+                        destination: t.destination,
+                        contents: t.contents.into(),
+                    });
+                }
+                Ok(Output::Event(e)) => {
+                    progress = true;
+                    self.on_event(id, e, now);
+                }
                 Err(_) => {
                     peer.rtc.disconnect();
                     return;

@@ -24,6 +24,14 @@ pub struct Args {
     /// The media port.
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
+    /// Where each subscriber's downlink estimate starts, kbit/s. The generator's participants
+    /// send no transport-wide feedback (their media is rendered ahead, see `client.rs`), so
+    /// nothing moves the estimate from here: the default, above what any room of the bench
+    /// forwards to one subscriber, keeps bandwidth estimation and pacing running but never
+    /// binding, as for subscribers on ample links. The daemon starts at 1,500
+    /// (`switchboard_sfu::START_ESTIMATE`) and follows the feedback.
+    #[arg(long, default_value_t = 100_000)]
+    start_estimate_kbps: u64,
 }
 
 /// The child: runs until its stdin ends.
@@ -34,6 +42,7 @@ pub fn run(args: &Args) -> io::Result<()> {
         // Longer than any run: a participant is never removed for silence while measured.
         grace: Duration::from_secs(600),
         caps: Caps::default(),
+        start_estimate: args.start_estimate_kbps * 1000,
     })?;
     say(&json!({"ev": "listening", "addr": sfu.local_addr().to_string()}));
     let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
