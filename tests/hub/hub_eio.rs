@@ -57,6 +57,11 @@ fn start() -> Daemon {
     blocking(|| Daemon::start(""))
 }
 
+/// Alice and Bob, provisioned through `api`.
+fn alice_and_bob(api: &Api) -> (Person, Person) {
+    blocking(|| (api.person("Alice"), api.person("Bob")))
+}
+
 /// The open packet the daemon sends for session `sid`.
 fn open_packet(sid: &str, upgrades: &str) -> String {
     format!(
@@ -606,11 +611,9 @@ async fn a_polling_client_close_ends_the_session() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_after_a_disconnect_in_the_same_post_is_taken() {
     let d = start();
-    let (alice, bob) = (Person::new("Alice"), Person::new("Bob"));
     let api: Api = d.api();
+    let (alice, bob) = alice_and_bob(&api);
     let call = blocking(|| {
-        api.provision(&alice);
-        api.provision(&bob);
         let call = api.start_call(&alice, Uuid::new_v4(), "audio", &[&bob]);
         api.act_ok(&bob, &call, "answer");
         call
@@ -775,13 +778,9 @@ async fn a_user_has_at_most_sixteen_sockets() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn candidates_relayed_between_polling_and_websocket() {
     let d = start();
-    let (alice, bob) = (Person::new("Alice"), Person::new("Bob"));
     let api: Api = d.api();
-    let conversation = blocking(|| {
-        api.provision(&alice);
-        api.provision(&bob);
-        api.conversation_of(&[&alice, &bob])
-    });
+    let (alice, bob) = alice_and_bob(&api);
+    let conversation = blocking(|| api.conversation_of(&[&alice, &bob]));
     let (a, b) = (alice.uid(), bob.uid());
 
     // Alice over polling, Bob over a WebSocket.
