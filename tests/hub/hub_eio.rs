@@ -57,6 +57,11 @@ fn start() -> Daemon {
     blocking(|| Daemon::start(""))
 }
 
+/// Alice and Bob, provisioned through `api`.
+fn alice_and_bob(api: &Api) -> (Person, Person) {
+    blocking(|| (api.person("Alice"), api.person("Bob")))
+}
+
 /// The open packet the daemon sends for session `sid`.
 fn open_packet(sid: &str, upgrades: &str) -> String {
     format!(
@@ -66,18 +71,25 @@ fn open_packet(sid: &str, upgrades: &str) -> String {
 
 /// The sid of an open packet (checked against [`open_packet`] by the caller).
 fn sid_of(open: &str) -> String {
-    let json = open
-        .strip_prefix('0')
-        .unwrap_or_else(|| panic!("not an open packet: {open}"));
-    let v: Value = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {open}"));
-    let sid = v["sid"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no sid: {open}"));
+    let sid = sid_in(open, "0");
     assert!(
         sid.len() == 32 && sid.bytes().all(|b| b.is_ascii_hexdigit()),
         "a sid is 32 hex digits: {open}"
     );
-    sid.to_owned()
+    sid
+}
+
+/// The `sid` of a packet of type `kind` (`0`, open; `40`, Socket.IO's CONNECT answer) whose
+/// body is a JSON object.
+fn sid_in(packet: &str, kind: &str) -> String {
+    let json = packet
+        .strip_prefix(kind)
+        .unwrap_or_else(|| panic!("not a packet of type {kind}: {packet}"));
+    let body: Value = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {packet}"));
+    body["sid"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no sid: {packet}"))
+        .to_owned()
 }
 
 /// Engine.IO's `{"code", "message"}` refusal as the daemon writes it.
@@ -136,7 +148,28 @@ async fn http_from(
     query: &str,
     body: &[u8],
 ) -> Answer {
-    let exchange = async {
+    let mut head =
+        format!("{method} /socket.io/?{query} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if method == "POST" {
+        head.push_str("Content-Type: text/plain;charset=UTF-8\r\n");
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    head.push_str("\r\n");
+    let what = format!("{method} ?{query}");
+    let raw = exchange(from, addr, &[head.as_bytes(), body], &what).await;
+    parse_answer(&raw).unwrap_or_else(|| {
+        panic!(
+            "{method} ?{query}: not an HTTP answer: {:?}",
+            String::from_utf8_lossy(&raw)
+        )
+    })
+}
+
+/// Writes `parts` in turn on a new connection to `addr` (from `from`, another loopback address,
+/// when given) and reads until the daemon closes it: all within [`WAIT`], else a panic naming
+/// `what`.
+async fn exchange(from: Option<IpAddr>, addr: SocketAddr, parts: &[&[u8]], what: &str) -> Vec<u8> {
+    let io = async {
         let mut tcp = match from {
             None => TcpStream::connect(addr).await.expect("connect"),
             Some(ip) => {
@@ -145,29 +178,16 @@ async fn http_from(
                 socket.connect(addr).await.expect("connect")
             }
         };
-        let mut head = format!(
-            "{method} /socket.io/?{query} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n"
-        );
-        if method == "POST" {
-            head.push_str("Content-Type: text/plain;charset=UTF-8\r\n");
-            head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        for part in parts {
+            tcp.write_all(part).await.expect("write");
         }
-        head.push_str("\r\n");
-        tcp.write_all(head.as_bytes()).await.expect("write head");
-        tcp.write_all(body).await.expect("write body");
         let mut raw = Vec::new();
         tcp.read_to_end(&mut raw).await.expect("read the answer");
         raw
     };
-    let raw = tokio::time::timeout(WAIT, exchange)
+    tokio::time::timeout(WAIT, io)
         .await
-        .unwrap_or_else(|_| panic!("{method} ?{query}: no answer within {WAIT:?}"));
-    parse_answer(&raw).unwrap_or_else(|| {
-        panic!(
-            "{method} ?{query}: not an HTTP answer: {:?}",
-            String::from_utf8_lossy(&raw)
-        )
-    })
+        .unwrap_or_else(|_| panic!("{what}: no answer within {WAIT:?}"))
 }
 
 fn parse_answer(raw: &[u8]) -> Option<Answer> {
@@ -606,11 +626,9 @@ async fn a_polling_client_close_ends_the_session() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_after_a_disconnect_in_the_same_post_is_taken() {
     let d = start();
-    let (alice, bob) = (Person::new("Alice"), Person::new("Bob"));
     let api: Api = d.api();
+    let (alice, bob) = alice_and_bob(&api);
     let call = blocking(|| {
-        api.provision(&alice);
-        api.provision(&bob);
         let call = api.start_call(&alice, Uuid::new_v4(), "audio", &[&bob]);
         api.act_ok(&bob, &call, "answer");
         call
@@ -775,13 +793,9 @@ async fn a_user_has_at_most_sixteen_sockets() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn candidates_relayed_between_polling_and_websocket() {
     let d = start();
-    let (alice, bob) = (Person::new("Alice"), Person::new("Bob"));
     let api: Api = d.api();
-    let conversation = blocking(|| {
-        api.provision(&alice);
-        api.provision(&bob);
-        api.conversation_of(&[&alice, &bob])
-    });
+    let (alice, bob) = alice_and_bob(&api);
+    let conversation = blocking(|| api.conversation_of(&[&alice, &bob]));
     let (a, b) = (alice.uid(), bob.uid());
 
     // Alice over polling, Bob over a WebSocket.
@@ -1057,29 +1071,19 @@ async fn the_pool_of_pending_sessions_holds_against_many_sources() {
 /// `n` polling handshakes from `from`, written at once on one keep-alive connection (HTTP/1.1
 /// pipelining): their answers, in order.
 async fn pipelined_handshakes(from: IpAddr, addr: SocketAddr, n: usize) -> Vec<Answer> {
-    let exchange = async {
-        let socket = TcpSocket::new_v4().expect("a socket");
-        socket.bind(SocketAddr::new(from, 0)).expect("bind");
-        let mut tcp = socket.connect(addr).await.expect("connect");
-        let mut requests = String::new();
-        for i in 0..n {
-            let last = if i + 1 == n {
-                "Connection: close\r\n"
-            } else {
-                ""
-            };
-            requests.push_str(&format!(
-                "GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: {addr}\r\n{last}\r\n"
-            ));
-        }
-        tcp.write_all(requests.as_bytes()).await.expect("write");
-        let mut raw = Vec::new();
-        tcp.read_to_end(&mut raw).await.expect("read the answers");
-        raw
-    };
-    let raw = tokio::time::timeout(WAIT, exchange)
-        .await
-        .unwrap_or_else(|_| panic!("{n} handshakes from {from}: no answers within {WAIT:?}"));
+    let mut requests = String::new();
+    for i in 0..n {
+        let last = if i + 1 == n {
+            "Connection: close\r\n"
+        } else {
+            ""
+        };
+        requests.push_str(&format!(
+            "GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: {addr}\r\n{last}\r\n"
+        ));
+    }
+    let what = format!("{n} handshakes from {from}");
+    let raw = exchange(Some(from), addr, &[requests.as_bytes()], &what).await;
     let mut answers = Vec::new();
     let mut rest = &raw[..];
     while !rest.is_empty() {
@@ -1130,13 +1134,7 @@ async fn answered(waiting: JoinHandle<Answer>) -> Answer {
 /// `packet` is Socket.IO's CONNECT answer, `40{"sid": ...}`, with a socket id of its own: not
 /// the Engine.IO session's `sid`, which lets whoever knows it poll and post as the user.
 fn assert_connected(packet: &str, sid: &str) {
-    let body = packet
-        .strip_prefix("40")
-        .unwrap_or_else(|| panic!("not a CONNECT: {packet}"));
-    let body: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{packet}: {e}"));
-    let id = body["sid"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no sid: {packet}"));
+    let id = sid_in(packet, "40");
     assert_eq!(id.len(), 32, "{packet}");
     assert_ne!(id, sid, "the socket id must not be the session id");
 }

@@ -45,13 +45,7 @@ impl World {
     fn start_with(options: Options) -> World {
         let d = Daemon::start_with(options);
         let api = d.api();
-        let alice = Person::new("Alice");
-        let bob = Person::new("Bob");
-        let eve = Person::new("Eve");
-        let mallory = Person::new("Mallory");
-        for p in [&alice, &bob, &eve, &mallory] {
-            api.provision(p);
-        }
+        let [alice, bob, eve, mallory] = ["Alice", "Bob", "Eve", "Mallory"].map(|n| api.person(n));
         let conversation = api.conversation_of(&[&alice, &bob, &eve]);
         World {
             d,
@@ -161,10 +155,7 @@ impl World {
 fn a_call_signaled_by_the_npm_socket_io_client() {
     let d = Daemon::start_with(Options::default());
     let api = d.api();
-    let (alice, bob, eve) = (Person::new("Alice"), Person::new("Bob"), Person::new("Eve"));
-    for p in [&alice, &bob, &eve] {
-        api.provision(p);
-    }
+    let [alice, bob, eve] = ["Alice", "Bob", "Eve"].map(|n| api.person(n));
     let conversation = Uuid::new_v4();
     let who = |p: &Person| json!({"id": p.id, "token": p.token});
     let cfg = json!({

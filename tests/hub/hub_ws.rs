@@ -59,11 +59,8 @@ impl World {
         blocking(|| {
             let d = Daemon::start_with(options);
             let api = d.api();
-            let (alice, bob, eve) = (Person::new("Alice"), Person::new("Bob"), Person::new("Eve"));
-            let (carol, dave) = (Person::new("Carol"), Person::new("Dave"));
-            for p in [&alice, &bob, &eve, &carol, &dave] {
-                api.provision(p);
-            }
+            let [alice, bob, eve, carol, dave] =
+                ["Alice", "Bob", "Eve", "Carol", "Dave"].map(|n| api.person(n));
             let conv = api.conversation_of(&[&alice, &bob, &eve, &carol, &dave]);
             World {
                 d,

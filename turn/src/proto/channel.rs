@@ -83,19 +83,19 @@ impl Channels {
     /// The peer bound to `number` at `now`.
     #[inline]
     pub(crate) fn peer(&self, number: u16, now: Time) -> Option<SocketAddr> {
-        self.list
-            .iter()
-            .find(|b| b.number == number && b.expires > now)
-            .map(|b| b.peer)
+        self.live(now).find(|b| b.number == number).map(|b| b.peer)
     }
 
     /// The number bound to `peer` at `now`.
     #[inline]
     pub(crate) fn number(&self, peer: SocketAddr, now: Time) -> Option<u16> {
-        self.list
-            .iter()
-            .find(|b| b.peer == peer && b.expires > now)
-            .map(|b| b.number)
+        self.live(now).find(|b| b.peer == peer).map(|b| b.number)
+    }
+
+    /// The bindings in force at `now` (not those expired, in their cooldown or not).
+    #[inline]
+    fn live(&self, now: Time) -> impl Iterator<Item = &Binding> {
+        self.list.iter().filter(move |b| b.expires > now)
     }
 
     /// Forgets bindings whose cooldown has passed.
@@ -109,58 +109,56 @@ mod tests {
     use super::*;
     use crate::proto::testing::addr;
 
+    const T0: Time = Time::from_unix_secs(1000);
+    /// A binding's lifetime (RFC 8656 §12).
+    const TTL: Duration = Duration::from_secs(600);
+
     #[test]
     fn bind_refresh_and_conflicts() {
-        let t0 = Time::from_unix_secs(1000);
-        let ttl = Duration::from_secs(600);
         let (p1, p2) = (addr("198.51.100.1:5000"), addr("198.51.100.1:5001"));
         let mut c = Channels::default();
-        assert_eq!(c.bind(0x4000, p1, t0, t0 + ttl, 8), Ok(()));
-        assert_eq!(c.peer(0x4000, t0), Some(p1));
-        assert_eq!(c.number(p1, t0), Some(0x4000));
+        assert_eq!(c.bind(0x4000, p1, T0, T0 + TTL, 8), Ok(()));
+        assert_eq!(c.peer(0x4000, T0), Some(p1));
+        assert_eq!(c.number(p1, T0), Some(0x4000));
         // Same pair: refresh.
-        assert_eq!(c.bind(0x4000, p1, t0, t0 + ttl * 2, 8), Ok(()));
+        assert_eq!(c.bind(0x4000, p1, T0, T0 + TTL * 2, 8), Ok(()));
         assert_eq!(c.list.len(), 1);
         // Number to another peer, or peer to another number: conflict.
         assert_eq!(
-            c.bind(0x4000, p2, t0, t0 + ttl, 8),
+            c.bind(0x4000, p2, T0, T0 + TTL, 8),
             Err(BindError::Conflict)
         );
         assert_eq!(
-            c.bind(0x4001, p1, t0, t0 + ttl, 8),
+            c.bind(0x4001, p1, T0, T0 + TTL, 8),
             Err(BindError::Conflict)
         );
-        assert_eq!(c.bind(0x4001, p2, t0, t0 + ttl, 8), Ok(()));
+        assert_eq!(c.bind(0x4001, p2, T0, T0 + TTL, 8), Ok(()));
     }
 
     #[test]
     fn expired_binding_blocks_for_the_cooldown() {
-        let t0 = Time::from_unix_secs(1000);
-        let ttl = Duration::from_secs(600);
         let (p1, p2) = (addr("198.51.100.1:5000"), addr("198.51.100.2:5000"));
         let mut c = Channels::default();
-        c.bind(0x4000, p1, t0, t0 + ttl, 8).unwrap();
-        let expired = t0 + ttl;
+        c.bind(0x4000, p1, T0, T0 + TTL, 8).unwrap();
+        let expired = T0 + TTL;
         assert_eq!(c.peer(0x4000, expired), None, "no data after expiry");
         assert_eq!(
-            c.bind(0x4000, p2, expired, expired + ttl, 8),
+            c.bind(0x4000, p2, expired, expired + TTL, 8),
             Err(BindError::Conflict)
         );
         let after = expired + COOLDOWN;
-        assert_eq!(c.bind(0x4000, p2, after, after + ttl, 8), Ok(()));
+        assert_eq!(c.bind(0x4000, p2, after, after + TTL, 8), Ok(()));
         assert_eq!(c.peer(0x4000, after), Some(p2));
     }
 
     #[test]
     fn bounded() {
-        let t0 = Time::from_unix_secs(1000);
-        let ttl = Duration::from_secs(600);
         let mut c = Channels::default();
         for i in 0..4u16 {
             let p = addr(&format!("198.51.100.1:{}", 6000 + i));
-            c.bind(0x4000 + i, p, t0, t0 + ttl, 4).unwrap();
+            c.bind(0x4000 + i, p, T0, T0 + TTL, 4).unwrap();
         }
         let p = addr("198.51.100.1:7000");
-        assert_eq!(c.bind(0x4100, p, t0, t0 + ttl, 4), Err(BindError::Full));
+        assert_eq!(c.bind(0x4100, p, T0, T0 + TTL, 4), Err(BindError::Full));
     }
 }

@@ -55,36 +55,40 @@ impl Permissions {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::testing::ip;
     use std::time::Duration;
+
+    const T0: Time = Time::from_unix_secs(1000);
+
+    /// `secs` after [`T0`].
+    fn at(secs: u64) -> Time {
+        T0 + Duration::from_secs(secs)
+    }
 
     #[test]
     fn install_refresh_expire() {
-        let t0 = Time::from_unix_secs(1000);
-        let ip: IpAddr = "198.51.100.7".parse().unwrap();
-        let other: IpAddr = "198.51.100.8".parse().unwrap();
+        let (peer, other) = (ip("198.51.100.7"), ip("198.51.100.8"));
         let mut p = Permissions::default();
-        assert!(!p.allows(ip, t0));
-        p.install(ip, t0 + Duration::from_secs(300));
-        assert!(p.allows(ip, t0 + Duration::from_secs(299)));
-        assert!(!p.allows(other, t0));
-        assert!(!p.allows(ip, t0 + Duration::from_secs(300)));
-        p.install(ip, t0 + Duration::from_secs(600));
-        assert!(p.allows(ip, t0 + Duration::from_secs(599)));
+        assert!(!p.allows(peer, T0));
+        p.install(peer, at(300));
+        assert!(p.allows(peer, at(299)));
+        assert!(!p.allows(other, T0));
+        assert!(!p.allows(peer, at(300)));
+        p.install(peer, at(600));
+        assert!(p.allows(peer, at(599)));
         assert_eq!(p.len(), 1, "refresh does not duplicate");
-        p.prune(t0 + Duration::from_secs(600));
+        p.prune(at(600));
         assert_eq!(p.len(), 0);
     }
 
     #[test]
     fn fits_counts_only_new_live_addresses() {
-        let t0 = Time::from_unix_secs(1000);
-        let a: IpAddr = "198.51.100.1".parse().unwrap();
-        let b: IpAddr = "198.51.100.2".parse().unwrap();
+        let (a, b) = (ip("198.51.100.1"), ip("198.51.100.2"));
         let mut p = Permissions::default();
-        p.install(a, t0 + Duration::from_secs(300));
-        assert!(p.fits(&[a, b], t0, 2));
-        assert!(p.fits(&[b, b], t0, 2));
-        assert!(!p.fits(&[b], t0, 1));
-        assert!(p.fits(&[a], t0, 1));
+        p.install(a, at(300));
+        assert!(p.fits(&[a, b], T0, 2));
+        assert!(p.fits(&[b, b], T0, 2));
+        assert!(!p.fits(&[b], T0, 1));
+        assert!(p.fits(&[a], T0, 1));
     }
 }

@@ -371,7 +371,7 @@ fn a_call_outlives_its_credential_up_to_max_allocation_life_and_not_beyond() {
     c.max_allocation_life = Duration::from_secs(12 * 3600);
     let mut h = H::new(c);
     // An hour's credential (Synapse's default), refreshed every 500 s as a client does.
-    let hour = Cred::new("alice", T0 + 3600);
+    let hour = Cred::hour("alice");
     let bytes = h.authed(client(1), &hour, allocate_request());
     assert_eq!(code(&bytes), OK);
     let id = alloc_id(&h, client(1));
@@ -416,7 +416,7 @@ fn past_the_cap_an_expired_credential_no_longer_refreshes() {
     let mut c = config();
     c.max_allocation_life = Duration::from_secs(1800);
     let mut h = H::new(c);
-    let hour = Cred::new("alice", T0 + 3600);
+    let hour = Cred::hour("alice");
     assert_eq!(code(&h.authed(client(1), &hour, allocate_request())), OK);
     // Within its credential's hour the cap does not apply: a valid credential refreshes as
     // always, past the 30 minutes.

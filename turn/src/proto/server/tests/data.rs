@@ -355,13 +355,7 @@ fn other_addresses_of_the_host_are_never_peers_unless_allowed() {
     c.host_ips = vec!["8.8.8.8".parse().unwrap()];
     let (mut h, id, alice) = with_alice(c.clone());
     assert_eq!(h.ask(client(1), &alice, permission("8.8.8.8:1")), OK);
-    assert_eq!(
-        h.ask(client(1), &alice, channel_bind(0x4000, "8.8.8.8:3478")),
-        ErrorCode::FORBIDDEN
-    );
-    let send = send_indication("8.8.8.8:3478", b"x");
-    assert_eq!(h.handle(client(1), &send), ClientAction::Done);
-    assert!(from_peer(&mut h, id, "8.8.8.8:3478", b"x").is_none());
+    assert_unreachable(&mut h, id, &alice, 0x4000, "8.8.8.8:3478");
     // Named in allow_peers, it is an ordinary peer.
     c.policy = policy::PeerPolicy::new(vec!["8.8.8.8/32".parse().unwrap()], vec![]);
     let (mut h, _, _) = with_alice(c);
@@ -369,6 +363,21 @@ fn other_addresses_of_the_host_are_never_peers_unless_allowed() {
         h.ask(client(1), &alice, channel_bind(0x4000, "8.8.8.8:3478")),
         OK
     );
+}
+
+/// `peer` is out of reach of alice's allocation `id` (from `client(1)`), though she may hold a
+/// permission for its IP: a ChannelBind of `number` to it is 403, a Send indication to it is
+/// dropped, and nothing it sends is relayed.
+#[track_caller]
+fn assert_unreachable(h: &mut H, id: AllocId, alice: &Cred, number: u16, peer: &str) {
+    assert_eq!(
+        h.ask(client(1), alice, channel_bind(number, peer)),
+        ErrorCode::FORBIDDEN,
+        "{peer}"
+    );
+    let send = send_indication(peer, b"x");
+    assert_eq!(h.handle(client(1), &send), ClientAction::Done, "{peer}");
+    assert!(from_peer(h, id, peer, b"x").is_none(), "{peer}");
 }
 
 /// The README's example: `relay_ip 10.0.0.5`, `allow_peers 10.0.0.0/8`, and a database on the
@@ -398,14 +407,7 @@ fn a_range_containing_the_box_own_addresses_does_not_open_their_services() {
         "0.0.0.0:5432",
     ] {
         assert_eq!(h.ask(client(1), &alice, permission(own)), OK, "{own}");
-        assert_eq!(
-            h.ask(client(1), &alice, channel_bind(0x4001, own)),
-            ErrorCode::FORBIDDEN,
-            "{own}"
-        );
-        let send = send_indication(own, b"x");
-        assert_eq!(h.handle(client(1), &send), ClientAction::Done, "{own}");
-        assert!(from_peer(&mut h, id, own, b"x").is_none(), "{own}");
+        assert_unreachable(&mut h, id, &alice, 0x4001, own);
     }
     assert!(h.saw(Event::PeerRefused(Refusal::Reserved("own-address"))));
     // Its relay ports stay reachable (relay to relay; nobody holds this one).
@@ -517,9 +519,7 @@ fn from_local(
     from: &str,
     payload: &[u8],
 ) -> Option<(FiveTuple, Vec<u8>)> {
-    let mut buf = vec![0u8; PEER_HEADROOM + payload.len() + PEER_TAILROOM];
-    buf[PEER_HEADROOM..PEER_HEADROOM + payload.len()].copy_from_slice(payload);
-    let range = PEER_HEADROOM..PEER_HEADROOM + payload.len();
+    let (mut buf, range) = peer_buffer(payload);
     h.server
         .handle_local_data(h.now, to, addr(from), &mut buf, range)
         .map(|a| (a.tuple, buf[a.frame].to_vec()))
@@ -542,13 +542,7 @@ fn the_sfu_beside_the_relay_is_a_local_peer() {
     );
     // Not the address's other ports, though the permission (by IP) covers them: no channel,
     // a Send dropped, and nothing from them on the relay socket.
-    assert_eq!(
-        h.ask(client(1), &alice, channel_bind(0x4001, "127.0.0.1:3481")),
-        ErrorCode::FORBIDDEN
-    );
-    let send = send_indication("127.0.0.1:3481", b"x");
-    assert_eq!(h.handle(client(1), &send), ClientAction::Done);
-    assert!(from_peer(&mut h, id, "127.0.0.1:3481", b"x").is_none());
+    assert_unreachable(&mut h, id, &alice, 0x4001, "127.0.0.1:3481");
     let relayed = match h.handle(client(1), &channel_data(0x4000, b"stun")) {
         ClientAction::Local { from, to, payload } => {
             assert_eq!(to, addr("127.0.0.1:3480"));

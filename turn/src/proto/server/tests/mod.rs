@@ -148,6 +148,20 @@ impl H {
         code(&self.authed(tuple, cred, w))
     }
 
+    /// Asserts that [`H::ask`] is answered `code`, an authentication failure for `why`.
+    #[track_caller]
+    fn assert_auth_failed(
+        &mut self,
+        tuple: FiveTuple,
+        cred: &Cred,
+        w: MessageWriteVec,
+        code: u16,
+        why: AuthFailure,
+    ) {
+        assert_eq!(self.ask(tuple, cred, w), code, "{why:?}");
+        assert!(self.saw(Event::AuthFailed(why)), "{why:?} not seen");
+    }
+
     /// Whether `event` happened since the events were last taken (which this does).
     fn saw(&mut self, event: Event) -> bool {
         self.events().contains(&event)
@@ -171,6 +185,11 @@ impl Cred {
             username: c.username,
             password: c.password,
         }
+    }
+
+    /// A credential for `user` valid for an hour.
+    fn hour(user: &str) -> Self {
+        Cred::new(user, T0 + 3600)
     }
 
     /// A credential for `user` valid for a day.
@@ -283,11 +302,18 @@ fn send_indication(peer: &str, payload: &[u8]) -> Vec<u8> {
     w.finish()
 }
 
+/// `payload` in a buffer with the room the core frames it in ([`PEER_HEADROOM`] before it,
+/// [`PEER_TAILROOM`] after): the buffer and where the payload is in it.
+fn peer_buffer(payload: &[u8]) -> (Vec<u8>, Range<usize>) {
+    let range = PEER_HEADROOM..PEER_HEADROOM + payload.len();
+    let mut buf = vec![0u8; range.end + PEER_TAILROOM];
+    buf[range.clone()].copy_from_slice(payload);
+    (buf, range)
+}
+
 /// Runs `payload` from `peer` into allocation `id` and returns the frame for the client.
 fn from_peer(h: &mut H, id: AllocId, peer: &str, payload: &[u8]) -> Option<(FiveTuple, Vec<u8>)> {
-    let mut buf = vec![0u8; PEER_HEADROOM + payload.len() + PEER_TAILROOM];
-    buf[PEER_HEADROOM..PEER_HEADROOM + payload.len()].copy_from_slice(payload);
-    let range = PEER_HEADROOM..PEER_HEADROOM + payload.len();
+    let (mut buf, range) = peer_buffer(payload);
     h.server
         .handle_peer_data(h.now, id, addr(peer), &mut buf, range)
         .map(|a| (a.tuple, buf[a.frame].to_vec()))
