@@ -3,15 +3,8 @@
 
 use crate::common;
 
-use common::{Api, Daemon, Options};
+use common::{Api, Daemon};
 use serde_json::{json, Value};
-
-fn dev_daemon() -> Daemon {
-    Daemon::start_with(Options {
-        dev: true,
-        ..Options::default()
-    })
-}
 
 fn sign_in(api: &Api, name: &str) -> (u16, Value) {
     api.json("POST", "/api/demo/sign-in", None, &json!({ "name": name }))
@@ -84,7 +77,7 @@ fn the_demo_sign_in_is_off_without_dev() {
 
 #[test]
 fn a_name_signs_in_as_one_user_of_the_demo_conversation() {
-    let d = dev_daemon();
+    let d = Daemon::dev();
     let api = Api::new(d.http);
 
     let (status, alice) = sign_in(&api, "Alice");
@@ -129,7 +122,7 @@ fn a_name_signs_in_as_one_user_of_the_demo_conversation() {
 
 #[test]
 fn bad_sign_ins_are_refused_and_change_nothing() {
-    let d = dev_daemon();
+    let d = Daemon::dev();
     let api = Api::new(d.http);
     for body in [
         json!({ "name": "" }),

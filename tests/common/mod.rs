@@ -71,6 +71,14 @@ impl Daemon {
 
     /// Starts the daemon as [`Daemon::start`] does, with HTTP on 127.0.0.1 (port 0), the store
     /// in its temp dir, the test JWT secret and admin token, and `options` added.
+    /// A daemon started with `--dev` (the demo page's defaults) and nothing else.
+    pub fn dev() -> Daemon {
+        Daemon::start_with(Options {
+            dev: true,
+            ..Options::default()
+        })
+    }
+
     pub fn start_with(options: Options) -> Daemon {
         let dir = tempfile::tempdir().expect("temp dir");
         let extra = options.turn.as_str();
@@ -993,6 +1001,26 @@ pub mod browser {
 
     pub fn browser_dir() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
+    }
+
+    /// Runs the test script `script` of `tests/browser` with `args`, telling it to give up after
+    /// `limit` (`--timeout-ms`) and which Chromium to drive; it is killed if it outlives
+    /// `node_limit`. Its exit code and output.
+    pub fn node_script(
+        script: &str,
+        args: &[&str],
+        limit: Duration,
+        node_limit: Duration,
+    ) -> (Option<i32>, String) {
+        run_bounded(
+            Command::new("node")
+                .arg(browser_dir().join(script))
+                .args(args)
+                .args(["--timeout-ms", &limit.as_millis().to_string()])
+                .args(["--chromium", CHROMIUM])
+                .current_dir(browser_dir()),
+            node_limit,
+        )
     }
 
     /// How many tests may drive Chromium at once. libtest runs as many tests at once as there

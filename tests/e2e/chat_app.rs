@@ -23,9 +23,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::browser::{browser_dir, check_prerequisites, result_line, CHROMIUM};
+use common::browser::{check_prerequisites, node_script, result_line};
 use common::webhook::signature;
-use common::{collect_lines, run_bounded, terminate, unix_now, wait_until, Api, Daemon, Options};
+use common::{collect_lines, terminate, unix_now, wait_until, Api, Daemon, Options};
 use serde_json::{json, Value};
 
 const WEBHOOK_SECRET: &str = "integration-test-webhook-secret";
@@ -253,15 +253,8 @@ fn wait_message(app: &ChatApp, user: &User, pred: impl Fn(&str) -> bool) {
 fn two_users_of_the_example_call_through_switchboard_on_another_origin() {
     let _browser = check_prerequisites();
     let (_data, _, daemon, app) = start_both("");
-    let (code, out) = run_bounded(
-        Command::new("node")
-            .arg(browser_dir().join("chat_app.mjs"))
-            .args(["--app", &format!("http://{}/", app.addr)])
-            .args(["--timeout-ms", &CALL_LIMIT.as_millis().to_string()])
-            .args(["--chromium", CHROMIUM])
-            .current_dir(browser_dir()),
-        NODE_LIMIT,
-    );
+    let app_url = format!("http://{}/", app.addr);
+    let (code, out) = node_script("chat_app.mjs", &["--app", &app_url], CALL_LIMIT, NODE_LIMIT);
     println!("{out}");
     let report = || {
         format!(

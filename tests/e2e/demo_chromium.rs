@@ -18,13 +18,10 @@
 use crate::common;
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
-use common::browser::{
-    browser_dir, check_prerequisites, check_prerequisites_alone, result_line, CHROMIUM,
-};
-use common::{field, open_store, query_rows, run_bounded, Daemon, Options};
+use common::browser::{check_prerequisites, check_prerequisites_alone, node_script, result_line};
+use common::{field, open_store, query_rows, Daemon, Options};
 use serde_json::Value;
 
 /// The script's own limit for a call of two or three (five pages on two cores take longer:
@@ -56,18 +53,12 @@ fn run_script(
     args: &[&str],
     limit: Duration,
 ) -> (Option<i32>, String) {
-    run_bounded(
-        Command::new("node")
-            .arg(browser_dir().join(script))
-            .args(["--base", &format!("http://{}/", daemon.http)])
-            .args(args)
-            .arg("--out")
-            .arg(screenshot_dir())
-            .args(["--timeout-ms", &limit.as_millis().to_string()])
-            .args(["--chromium", CHROMIUM])
-            .current_dir(browser_dir()),
-        limit + NODE_MARGIN,
-    )
+    let (base, out) = (
+        format!("http://{}/", daemon.http),
+        screenshot_dir().display().to_string(),
+    );
+    let all: Vec<&str> = [&["--base", &base][..], args, &["--out", &out]].concat();
+    node_script(script, &all, limit, limit + NODE_MARGIN)
 }
 
 /// The people of the calls, in the order they sign in; Alice calls the others.
@@ -236,17 +227,12 @@ fn demo_page_group_call_of_five_relayed_with_the_default_quota() {
 #[test]
 fn crossed_offers_resolve_to_one_connection() {
     let _browser = check_prerequisites();
-    let daemon = Daemon::start_with(Options {
-        dev: true,
-        ..Options::default()
-    });
-    let (code, out) = run_bounded(
-        Command::new("node")
-            .arg(browser_dir().join("glare.mjs"))
-            .args(["--base", &format!("http://{}/", daemon.http)])
-            .args(["--timeout-ms", &CALL_LIMIT.as_millis().to_string()])
-            .args(["--chromium", CHROMIUM])
-            .current_dir(browser_dir()),
+    let daemon = Daemon::dev();
+    let base = format!("http://{}/", daemon.http);
+    let (code, out) = node_script(
+        "glare.mjs",
+        &["--base", &base],
+        CALL_LIMIT,
         CALL_LIMIT + NODE_MARGIN,
     );
     println!("{out}");
@@ -284,10 +270,7 @@ const SFU_LIMIT: Duration = Duration::from_secs(150);
 #[test]
 fn demo_page_group_call_of_six_on_the_sfu() {
     let _browser = check_prerequisites_alone();
-    let daemon = Daemon::start_with(Options {
-        dev: true,
-        ..Options::default()
-    });
+    let daemon = Daemon::dev();
     let people = SFU_NAMES.len().to_string();
     let (code, out) = run_script("sfu_call.mjs", &daemon, &["--people", &people], SFU_LIMIT);
     println!("{out}");

@@ -15,11 +15,10 @@
 
 use crate::common;
 
-use std::process::Command;
 use std::time::Duration;
 
-use common::browser::{browser_dir, check_prerequisites, result_line, CHROMIUM};
-use common::{field, run_bounded, Daemon};
+use common::browser::{check_prerequisites, node_script, result_line};
+use common::{field, Daemon};
 
 /// The script's own overall limit. It exits (killing the browser it launched) when it passes,
 /// and prints what it saw.
@@ -57,16 +56,19 @@ fn relay_only_call(transport: &str) {
         "turn:127.0.0.1:{}?transport={transport}",
         daemon.turn.port()
     );
-    let (code, out) = run_bounded(
-        Command::new("node")
-            .arg(browser_dir().join("relay_call.mjs"))
-            .args(["--url", &url])
-            .args(["--username", &username])
-            .args(["--credential", &credential])
-            .args(["--expect-relay-protocol", transport])
-            .args(["--timeout-ms", &CALL_LIMIT.as_millis().to_string()])
-            .args(["--chromium", CHROMIUM])
-            .current_dir(browser_dir()),
+    let (code, out) = node_script(
+        "relay_call.mjs",
+        &[
+            "--url",
+            &url,
+            "--username",
+            &username,
+            "--credential",
+            &credential,
+            "--expect-relay-protocol",
+            transport,
+        ],
+        CALL_LIMIT,
         NODE_LIMIT,
     );
     println!("{out}");

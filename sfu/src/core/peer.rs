@@ -19,28 +19,28 @@ pub(crate) type PeerId = u64;
 const KEY_FRAME_EVERY: Duration = Duration::from_millis(300);
 
 pub(crate) struct Peer {
-    pub room: Uuid,
-    pub user: Uuid,
-    pub rtc: Rtc,
+    pub(super) room: Uuid,
+    pub(super) user: Uuid,
+    pub(super) rtc: Rtc,
     /// Our ICE username fragment for this peer (the first half of a binding request's
     /// USERNAME): how a datagram from an address not seen yet finds its peer.
-    pub ufrag: String,
+    pub(super) ufrag: String,
     /// The 5-tuples (source, destination) this peer's traffic came by.
-    pub tuples: Vec<(std::net::SocketAddr, std::net::SocketAddr)>,
-    pub published: Vec<Published>,
-    pub subscriptions: Vec<Subscription>,
+    pub(super) tuples: Vec<(std::net::SocketAddr, std::net::SocketAddr)>,
+    pub(super) published: Vec<Published>,
+    pub(super) subscriptions: Vec<Subscription>,
     /// Our offer awaiting the peer's answer.
-    pub pending: Option<SdpPendingOffer>,
+    pub(super) pending: Option<SdpPendingOffer>,
     /// When str0m wants [`Rtc::handle_input`] with a timeout next.
-    pub deadline: Instant,
-    pub connected: bool,
+    pub(super) deadline: Instant,
+    pub(super) connected: bool,
     /// When the peer's ICE connection was last seen up (or the peer joined): a peer
     /// disconnected for longer than the grace is removed.
-    pub last_up: Instant,
+    pub(super) last_up: Instant,
     /// Its stats since the last figures.
-    pub watch: super::quality::Watch,
+    pub(super) watch: super::quality::Watch,
     /// Its downlink's estimate, and when its layers last changed.
-    pub budget: Budget,
+    pub(super) budget: Budget,
 }
 
 /// A track the peer sends us.

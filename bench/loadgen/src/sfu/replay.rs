@@ -115,14 +115,14 @@ pub fn replay(
 #[derive(Default)]
 pub struct Received {
     /// RTP packets (matched or not) received in the window.
-    pub packets: u64,
-    pub bytes: u64,
+    pub(super) packets: u64,
+    pub(super) bytes: u64,
     /// RTP packets that matched no sent packet, all run.
-    pub unmatched: u64,
+    pub(super) unmatched: u64,
     /// Latencies (µs) of the packets sent in the window.
-    pub latencies: Vec<u64>,
+    pub(super) latencies: Vec<u64>,
     /// Per sent datagram, how many participants received it.
-    pub received_by: Vec<u16>,
+    pub(super) received_by: Vec<u16>,
 }
 
 /// Reads every participant's socket until `until`, matching RTP packets to `plan`'s datagrams
