@@ -32,7 +32,6 @@ use turn_types::message::{ALLOCATE, CHANNEL_BIND, CREATE_PERMISSION, REFRESH, SE
 use turn_types::AddressFamily;
 
 use self::auth::has_integrity;
-use self::data::{canonical, data_indication_body, frame_data_indication};
 use self::reply::{put, reply_opts, success_bytes, Reply};
 use super::allocation::{AllocId, Allocation, Phase, Usage};
 use super::bandwidth::{self, Bucket, Rates};
@@ -344,85 +343,6 @@ impl Server {
             Some(b) if b & 0xC0 == 0 => self.stun(now, tuple, data),
             _ => ClientAction::Done,
         }
-    }
-
-    /// A datagram from a peer served inside this process (`ServerConfig::local_peers`) to the
-    /// relayed address `to` (as advertised: the relay or external address of its family, and
-    /// the allocation's port): [`Server::handle_peer_data`] for the allocation there, if any.
-    pub fn handle_local_data(
-        &mut self,
-        now: Time,
-        to: SocketAddr,
-        from: SocketAddr,
-        buf: &mut [u8],
-        payload: Range<usize>,
-    ) -> Option<PeerAction> {
-        let to = canonical(to);
-        if !self.is_own_ip(to.ip()) || !self.config.local_peers.contains(&canonical(from)) {
-            return None;
-        }
-        let relay_ip = self.config.relay_ip(Family::of(to.ip()))?;
-        let id = *self.by_relay.get(&SocketAddr::new(relay_ip, to.port()))?;
-        self.handle_peer_data(now, id, from, buf, payload)
-    }
-
-    /// A datagram from `from` arrived on allocation `id`'s relay socket (or through the
-    /// hairpin). `buf[payload]` holds it, with at least [`PEER_HEADROOM`] bytes before and
-    /// [`PEER_TAILROOM`] after; the core frames it in place for the client. `None`: drop it
-    /// (no permission, no such allocation, or over a bandwidth cap: [`bandwidth`]).
-    pub fn handle_peer_data(
-        &mut self,
-        now: Time,
-        id: AllocId,
-        from: SocketAddr,
-        buf: &mut [u8],
-        payload: Range<usize>,
-    ) -> Option<PeerAction> {
-        if payload.start < PEER_HEADROOM || payload.end + PEER_TAILROOM > buf.len() {
-            return None;
-        }
-        let from = canonical(from);
-        if self.check_peer_port(from).is_err() {
-            return None;
-        }
-        let alloc = self.get_mut(id)?;
-        if !alloc.is_active() || !alloc.permissions.allows(from.ip(), now) {
-            return None;
-        }
-        let len = payload.len();
-        let channel = alloc.channels.number(from, now);
-        if channel.is_none() && data_indication_body(len, from) > 0xFFFF {
-            // Too large for a Data indication's 16-bit length (a near-64 KiB datagram, from an
-            // IPv6 peer or through the hairpin): dropped, as an oversized datagram would be.
-            return None;
-        }
-        if !self.within_bandwidth(now, id, len) {
-            return None;
-        }
-        let alloc = self.get_mut(id)?;
-        alloc.usage.packets_from_peer += 1;
-        alloc.usage.bytes_from_peer += len as u64;
-        let tuple = alloc.tuple;
-        let frame = match channel {
-            Some(number) => {
-                let start = payload.start - 4;
-                buf[start..start + 2].copy_from_slice(&number.to_be_bytes());
-                buf[start + 2..start + 4].copy_from_slice(&(len as u16).to_be_bytes());
-                if tuple.is_stream() {
-                    // RFC 8656 §12.5: padded to four bytes over TCP and TLS.
-                    let end = payload.start + ((len + 3) & !3);
-                    buf[payload.end..end].fill(0);
-                    start..end
-                } else {
-                    start..payload.end
-                }
-            }
-            None => {
-                let txid = self.next_txid();
-                frame_data_indication(buf, payload, from, txid)
-            }
-        };
-        Some(PeerAction { tuple, frame })
     }
 
     /// The driver opened (or failed to open) a relay socket of a pending allocation. Once
