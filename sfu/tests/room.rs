@@ -21,7 +21,7 @@ const STEP: Duration = Duration::from_millis(5);
 /// round trip, which must not be zero.
 const LATENCY: Duration = Duration::from_millis(10);
 /// How long a datagram may wait for a capped link before it is dropped.
-const LINK_QUEUE: Duration = Duration::from_millis(50);
+const LINK_QUEUE: Duration = Duration::from_millis(100);
 
 struct World {
     now: Instant,

@@ -178,7 +178,9 @@ impl Sfu {
                     .nackable(kind == MediaKind::Video);
                 tx.write_rtp(write);
                 self.counters.forwarded += 1;
-                self.dirty.push(sid);
+                if !self.dirty.contains(&sid) {
+                    self.dirty.push(sid);
+                }
             }
         }
         // A subscriber waits for this layer's key frame: ask again (the request is throttled).
