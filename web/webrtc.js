@@ -347,7 +347,7 @@ export class WebRTCManager {
         this.#notify('onQuality', data.userId, { quality: data.quality, stats: data.stats }),
       'call:sfu-offer': (data) => this.#sfuOffered(data),
       'call:sfu-answer': (data) => this.#sfuAnswered(data),
-      'call:sfu-closed': () => this.#sfuClosed(),
+      'call:sfu-closed': (data) => this.#sfuClosed(data),
       'call:active-speaker': (data) => this.#notify('onActiveSpeaker', data.userId),
     };
     this.#handlers = Object.fromEntries(
@@ -1095,9 +1095,15 @@ export class WebRTCManager {
     }
   }
 
-  /** The SFU dropped this side's connection: a new one, a few times. */
-  #sfuClosed() {
+  /** The SFU dropped this side's connection: a new one, a few times. Not when another device
+   * of the user took the call's media over (`reason: 'replaced'`): offering again would take it
+   * back, and the two would take it from each other in turn. */
+  #sfuClosed(data) {
     this.#sfuClose();
+    if (data?.reason === 'replaced') {
+      this.#log('the call\'s media moved to another device of ours');
+      return;
+    }
     if (this.#sfuRejoins >= SFU_JOIN.rejoins) {
       return this.#fail('call:sfu-closed', new Error(`the SFU connection failed ${this.#sfuRejoins + 1} times`));
     }

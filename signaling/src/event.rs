@@ -177,6 +177,9 @@ pub struct SfuTrack {
 #[serde(rename_all = "camelCase")]
 pub struct SfuClosed {
     pub call_id: Uuid,
+    /// `failed`: the SFU dropped the connection (it failed, or stayed down past the grace);
+    /// `replaced`: another device of the user offered a connection of its own, which took over.
+    pub reason: &'static str,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]

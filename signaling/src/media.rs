@@ -2,7 +2,7 @@
 //!
 //! Two ways, neither blocking:
 //! - what the SFU says (its answers, its offers, a connection it dropped) goes to the
-//!   participant's sockets through the hub ([`run_sfu_events`]);
+//!   participant's socket that holds its SFU connection, through the hub ([`run_sfu_events`]);
 //! - what the call state machine decides reaches the SFU from the committed events
 //!   ([`SfuSink`], in front of the hub): a participant who left leaves the SFU room, a call that
 //!   ended closes it.
@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 use crate::event::{
     ActiveSpeaker, Event, EventSink, Payload, SfuClosed, SfuOffer, SfuSdp, SfuTrack,
 };
+use crate::hub::{Hub, Message};
 use crate::service::CallService;
 
 /// The hub, and the SFU told of departures and ends first.
@@ -42,25 +43,29 @@ impl EventSink for SfuSink {
     }
 }
 
-/// Delivers what the SFU says to the participants it is for, and keeps its view of their
-/// connections as the call's quality, until the SFU stops.
+/// Delivers what the SFU says to the participants it is for (to the socket of each that holds
+/// its SFU connection: [`Hub::send_sfu`]), and keeps its view of their connections as the
+/// call's quality, until the SFU stops.
 pub async fn run_sfu_events(
-    hub: Arc<dyn EventSink>,
+    hub: Arc<Hub>,
     calls: CallService,
     mut events: mpsc::UnboundedReceiver<SfuEvent>,
 ) {
     while let Some(e) = events.recv().await {
-        let (user, payload) = match e {
-            SfuEvent::Answer { room, user, sdp } => {
-                (user, Payload::SfuAnswer(SfuSdp { call_id: room, sdp }))
-            }
+        let (room, to, payload) = match e {
+            SfuEvent::Answer { room, user, sdp } => (
+                room,
+                vec![user],
+                Payload::SfuAnswer(SfuSdp { call_id: room, sdp }),
+            ),
             SfuEvent::Offer {
                 room,
                 user,
                 sdp,
                 tracks,
             } => (
-                user,
+                room,
+                vec![user],
                 Payload::SfuOffer(SfuOffer {
                     call_id: room,
                     sdp,
@@ -75,7 +80,14 @@ pub async fn run_sfu_events(
                 }),
             ),
             SfuEvent::Gone { room, user } => {
-                (user, Payload::SfuClosed(SfuClosed { call_id: room }))
+                let closed = Payload::SfuClosed(SfuClosed {
+                    call_id: room,
+                    reason: "failed",
+                });
+                hub.send_sfu(room, &[user], &Message::of(&closed));
+                // Out of the room: its next offer, from whichever socket, joins afresh.
+                hub.forget_sfu(room, user);
+                continue;
             }
             SfuEvent::Connected { room, user } => {
                 tracing::debug!(call = %room, %user, "SFU media connected");
@@ -87,23 +99,22 @@ pub async fn run_sfu_events(
                 figures,
             } => {
                 // Refused only when they are no longer in the call: nothing to keep then.
+                // (`call:quality` goes to the other participants' every socket, as their own
+                // reports' does: it is about the call, not about a peer connection.)
                 if let Err(e) = calls.record_sfu_stats(room, user, figures).await {
                     tracing::debug!(call = %room, %user, error = %e, "SFU figures not kept");
                 }
                 continue;
             }
-            SfuEvent::ActiveSpeaker { room, user, to } => {
-                let payload = Payload::ActiveSpeaker(ActiveSpeaker {
+            SfuEvent::ActiveSpeaker { room, user, to } => (
+                room,
+                to,
+                Payload::ActiveSpeaker(ActiveSpeaker {
                     call_id: room,
                     user_id: user,
-                });
-                hub.deliver(vec![Event { to, payload }]);
-                continue;
-            }
+                }),
+            ),
         };
-        hub.deliver(vec![Event {
-            to: vec![user],
-            payload,
-        }]);
+        hub.send_sfu(room, &to, &Message::of(&payload));
     }
 }

@@ -31,7 +31,7 @@ use common::ws::{Next, Socket};
 use common::{Api, Daemon, Person};
 use serde_json::{json, Value};
 use switchboard_signaling::sio::{CONNECT_TIMEOUT, MAX_PENDING, MAX_PENDING_PER_SOURCE};
-use switchboard_signaling::ws::{MAX_FRAME, MAX_SOCKETS_PER_USER, QUEUE};
+use switchboard_signaling::ws::{MAX_AUTHENTICATED_FRAME, MAX_FRAME, MAX_SOCKETS_PER_USER, QUEUE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::JoinHandle;
@@ -647,16 +647,28 @@ async fn nothing_after_a_disconnect_in_the_same_post_is_taken() {
 async fn a_post_over_max_payload_ends_the_session() {
     let d = start();
     let alice = Person::new("Alice");
-    let mut s = Polling::connected(d.http, &alice.token).await;
 
-    // Exactly maxPayload: taken (an event for no one, refused as unknown).
+    // Before its CONNECT, a session takes maxPayload (64 KiB): one byte more is 413, and the
+    // session is gone.
+    let s = Polling::open(d.http, "").await;
+    let waiting = s.get_waiting().await;
+    let answer = s.post(&vec![b'6'; MAX_FRAME + 1]).await;
+    assert_eq!(
+        (answer.status, answer.body.as_str()),
+        (413, "payload too large")
+    );
+    s.ended(waiting).await;
+
+    // Connected, it takes more (an SFU offer of a big room). Exactly that: taken (an event for
+    // no one, refused as unknown).
+    let mut s = Polling::connected(d.http, &alice.token).await;
     let head = r#"42["nope",{"pad":""#;
     let tail = r#""}]"#;
     let event = format!(
         "{head}{}{tail}",
-        "x".repeat(MAX_FRAME - head.len() - tail.len())
+        "x".repeat(MAX_AUTHENTICATED_FRAME - head.len() - tail.len())
     );
-    assert_eq!(event.len(), MAX_FRAME);
+    assert_eq!(event.len(), MAX_AUTHENTICATED_FRAME);
     s.send(&[&event]).await;
     let refusal = s.poll().await;
     assert_eq!(refusal.len(), 1, "{refusal:?}");
@@ -668,7 +680,7 @@ async fn a_post_over_max_payload_ends_the_session() {
 
     // One byte more: 413, and the session is gone (a waiting poll gets the close packet).
     let waiting = s.get_waiting().await;
-    let over = vec![b'6'; MAX_FRAME + 1];
+    let over = vec![b'6'; MAX_AUTHENTICATED_FRAME + 1];
     let answer = s.post(&over).await;
     assert_eq!(
         (answer.status, answer.body.as_str()),
@@ -1137,4 +1149,76 @@ fn assert_connected(packet: &str, sid: &str) {
     let id = sid_in(packet, "40");
     assert_eq!(id.len(), 32, "{packet}");
     assert_ne!(id, sid, "the socket id must not be the session id");
+}
+
+/// A `call:offer` event packet to `target` whose SDP is `sdp_len` bytes of `x`.
+fn big_offer(call: &str, target: &str, sdp_len: usize) -> String {
+    let sdp = "x".repeat(sdp_len);
+    format!(
+        r#"42["call:offer",{{"callId":"{call}","targetUserId":"{target}","offer":{{"type":"offer","sdp":"{sdp}"}}}}]"#
+    )
+}
+
+/// Once connected, a session sends and receives events past maxPayload (a 150 KB offer, as an
+/// SFU offer of a room of twenty with screens shared) on either transport; before its CONNECT,
+/// a WebSocket message past maxPayload ends the session (1009), as a POST does (above).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn big_events_cross_both_transports_once_connected() {
+    const SDP: usize = 150_000;
+    let d = start();
+    let api: Api = d.api();
+    let (alice, bob) = alice_and_bob(&api);
+    let conversation = blocking(|| api.conversation_of(&[&alice, &bob]));
+    let (a, b) = (alice.uid(), bob.uid());
+    let mut alice_s = Polling::connected(d.http, &alice.token).await;
+    let (mut bob_ws, bob_sid) = ws_session(d.http).await;
+    bob_ws.connect(&bob.token, &bob_sid).await;
+    let call = blocking(|| {
+        let call = api.start_call(&alice, conversation, "video", &[&bob]);
+        api.act_ok(&bob, &call, "answer");
+        call
+    });
+    let events = |packets: Vec<String>| -> Vec<(String, Value)> {
+        packets.iter().filter_map(|p| event_of(p)).collect()
+    };
+    let offer_of = |events: &[(String, Value)]| -> Option<Value> {
+        events
+            .iter()
+            .find(|(name, _)| name == "call:offer")
+            .map(|(_, data)| data.clone())
+    };
+
+    // Polling to WebSocket.
+    let packet = big_offer(&call, &b, SDP);
+    assert!(packet.len() > MAX_FRAME);
+    alice_s.send(&[&packet]).await;
+    let mut got = Vec::new();
+    let offer = loop {
+        got.extend(event_of(&bob_ws.recv().await));
+        if let Some(o) = offer_of(&got) {
+            break o;
+        }
+    };
+    assert_eq!(offer["fromUserId"], json!(a));
+    assert_eq!(offer["offer"]["sdp"].as_str().map(str::len), Some(SDP));
+
+    // WebSocket to polling, with an ack.
+    let packet = big_offer(&call, &a, SDP).replacen("42", "427", 1);
+    bob_ws.send(packet).await;
+    assert_eq!(bob_ws.recv().await, r#"437[{"success":true}]"#);
+    let mut got = Vec::new();
+    let offer = loop {
+        got.extend(events(vec![alice_s.next().await]));
+        if let Some(o) = offer_of(&got) {
+            break o;
+        }
+    };
+    assert_eq!(offer["fromUserId"], json!(b));
+    assert_eq!(offer["offer"]["sdp"].as_str().map(str::len), Some(SDP));
+
+    // A WebSocket session that has not connected: past maxPayload, closed with 1009.
+    let (mut stranger, _) = ws_session(d.http).await;
+    stranger.send(format!("4{}", "x".repeat(MAX_FRAME))).await;
+    let close = stranger.close_frame().await;
+    assert_eq!(close.map(|c| c.code), Some(CloseCode::Size));
 }

@@ -590,3 +590,119 @@ async fn relayed_participants_reach_the_sfu_inside_the_process() {
         assert!(p["bitrate"]["max"].as_f64() > Some(0.0), "{p}");
     }
 }
+
+/// The SFU's events are for the peer connection that offered them, not for every device of its
+/// user: Bob has a second socket (another tab, a phone) that made no peer connection, and gets
+/// none of the SFU's answers, offers or active speakers, while both of his sockets get the
+/// call's own events. Then that second device makes a connection of its own and offers: it takes
+/// over (the newest offer wins), the SFU drops the first connection and the first socket is told
+/// `call:sfu-closed` (`replaced`), and the media of the others reaches the new connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sfu_events_go_to_the_socket_that_offered() {
+    const SFU_EVENTS: [&str; 4] = [
+        "call:sfu-offer",
+        "call:sfu-answer",
+        "call:sfu-closed",
+        "call:active-speaker",
+    ];
+    let (d, api, people, conv) = start(&["Alice", "Bob", "Carol"]);
+    let (alice, bob, carol) = (&people[0], &people[1], &people[2]);
+    let call = blocking(|| {
+        let call = api.start_call(alice, conv, "video", &[bob, carol]);
+        api.act_ok(bob, &call, "answer");
+        api.act_ok(carol, &call, "answer");
+        call
+    });
+    let mut phone = Hub::open(&d, bob).await;
+    let mut members = vec![
+        Member::join(&d, alice, &call).await,
+        Member::join(&d, bob, &call).await,
+        Member::join(&d, carol, &call).await,
+    ];
+    for (m, level) in members.iter_mut().zip([-20, -70, -75]) {
+        m.media.p_mut().audio_level = Some(level);
+    }
+    let seen = run_until_media(&mut members, &call).await;
+    let (fewest, what) = fewest_frames(&members);
+    assert!(fewest > 50, "{what}");
+    let speakers = |seen: &[Value]| {
+        seen.iter()
+            .filter(|f| f["event"] == "call:active-speaker")
+            .count()
+    };
+    assert!(
+        speakers(&seen[1]) > 0,
+        "Bob's offering socket: {:?}",
+        seen[1]
+    );
+    let mut on_phone = Vec::new();
+    while let Next::Frame(f) = phone.next_within(Duration::from_millis(200)).await {
+        on_phone.push(f);
+    }
+    let sfu = |frames: &[Value]| -> Vec<Value> {
+        frames
+            .iter()
+            .filter(|f| SFU_EVENTS.contains(&f["event"].as_str().unwrap_or_default()))
+            .cloned()
+            .collect()
+    };
+    assert_eq!(sfu(&on_phone), Vec::<Value>::new(), "Bob's other socket");
+
+    // The call's own events still reach both of Bob's sockets.
+    blocking(|| api.act_ok(carol, &call, "end"));
+    let carol_left = members.pop().unwrap();
+    drop(carol_left);
+    let seen = run(&mut members, &call, Duration::from_secs(1), Duration::ZERO).await;
+    let left = |frames: &[Value]| {
+        frames.iter().any(|f| {
+            f["event"] == "call:participant-left" && f["data"]["userId"] == carol.id.to_string()
+        })
+    };
+    assert!(left(&seen[1]), "Bob's offering socket: {:?}", seen[1]);
+    let mut on_phone = Vec::new();
+    while let Next::Frame(f) = phone.next_within(Duration::from_millis(200)).await {
+        on_phone.push(f);
+    }
+    assert!(left(&on_phone), "Bob's other socket: {on_phone:?}");
+    assert_eq!(sfu(&on_phone), Vec::<Value>::new(), "Bob's other socket");
+
+    // The phone makes a connection of its own and offers it: it takes over.
+    let localhost = "127.0.0.1".parse().unwrap();
+    let (media, offer) = UdpParticipant::bind("Bob's phone", bob.id, localhost, &[]).unwrap();
+    let data = json!({"callId": call, "sdp": offer});
+    phone
+        .send(json!({"event": "call:sfu-offer", "data": data, "id": "take"}))
+        .await;
+    let first = members.pop().unwrap();
+    members.push(Member {
+        hub: phone,
+        media: Media::Direct(media),
+        next_id: 0,
+    });
+    let mut first = first;
+    // (What the SFU sent it before, not taken yet, may come first.)
+    let closed = loop {
+        let f = first.hub.recv().await;
+        if f["event"] == "call:sfu-closed" {
+            break f["data"].clone();
+        }
+    };
+    assert_eq!(closed, json!({"callId": call, "reason": "replaced"}));
+    let seen = run(&mut members, &call, Duration::from_secs(3), Duration::ZERO).await;
+    let from_alice = members[1]
+        .media
+        .p()
+        .frames_from(alice.id, MediaKind::Video)
+        .len();
+    assert!(
+        from_alice > 20,
+        "the phone got {from_alice} of Alice's frames: {:?}",
+        seen[1]
+    );
+    // The first socket hears nothing more of the SFU.
+    let mut on_first = Vec::new();
+    while let Next::Frame(f) = first.hub.next_within(Duration::from_millis(200)).await {
+        on_first.push(f);
+    }
+    assert_eq!(sfu(&on_first), Vec::<Value>::new(), "Bob's first socket");
+}

@@ -274,8 +274,9 @@ fn every_forbidden_message_is_refused_over_socket_io() {
     w.assert_hung_up(&out);
 }
 
-/// Messages over 64 KiB are refused on both transports (the connection may end for it, as on
-/// `/ws`), never relayed; under it they are relayed whole.
+/// Messages over 256 KiB are refused on both transports (the connection may end for it, as on
+/// `/ws`), never relayed; under it, and past the 64 KiB of `maxPayload` (a 150 KB offer), they
+/// are relayed whole.
 #[test]
 fn oversized_messages_are_refused_over_socket_io() {
     let w = World::start();
@@ -283,14 +284,14 @@ fn oversized_messages_are_refused_over_socket_io() {
         "sio_refused.mjs",
         json!({"part": "oversized"}),
         &[
-            "polling: a 60000-byte offer acked as relayed",
-            "polling: bob got the 60000-byte offer whole",
-            "websocket: a 60000-byte offer acked as relayed",
-            "websocket: bob got the 60000-byte offer whole",
-            "polling, with an ack: a 100000-byte offer refused",
-            "polling, without an ack: a 100000-byte offer refused",
-            "websocket, with an ack: a 100000-byte offer refused",
-            "websocket, without an ack: a 100000-byte offer refused",
+            "polling: a 150000-byte offer acked as relayed",
+            "polling: bob got the 150000-byte offer whole",
+            "websocket: a 150000-byte offer acked as relayed",
+            "websocket: bob got the 150000-byte offer whole",
+            "polling, with an ack: a 300000-byte offer refused",
+            "polling, without an ack: a 300000-byte offer refused",
+            "websocket, with an ack: a 300000-byte offer refused",
+            "websocket, without an ack: a 300000-byte offer refused",
             "bob got the new socket's offer",
         ],
     );

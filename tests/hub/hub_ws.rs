@@ -19,7 +19,7 @@ use common::{Api, Daemon, Options, Person, JWT_SECRET};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use switchboard_signaling::time::Timestamp;
-use switchboard_signaling::ws::{self, MAX_FRAME, MAX_SOCKETS_PER_USER};
+use switchboard_signaling::ws::{self, MAX_AUTHENTICATED_FRAME, MAX_FRAME, MAX_SOCKETS_PER_USER};
 use tokio_tungstenite::tungstenite::handshake::client::Request;
 use tokio_tungstenite::tungstenite::http::header;
 use tokio_tungstenite::tungstenite::{self, Message};
@@ -758,7 +758,7 @@ fn offer_of_size(call: &str, target: &str, size: usize) -> (String, usize) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn frames_over_64_kib_end_the_connection() {
+async fn frames_over_256_kib_end_the_connection() {
     let w = World::start();
     let (a, b) = (w.alice.id.to_string(), w.bob.id.to_string());
     let (mut alice, mut bob, call) = w.alice_rings_bob().await;
@@ -766,19 +766,27 @@ async fn frames_over_64_kib_end_the_connection() {
     bob.expect("call:answered-elsewhere").await;
     alice.expect("call:participant-joined").await;
 
-    // Exactly MAX_FRAME bytes: relayed whole.
-    let (largest, sdp_len) = offer_of_size(&call, &b, MAX_FRAME);
-    alice.send_text(largest).await;
-    let got = bob.expect("call:offer").await;
-    assert_eq!(got["fromUserId"], a);
-    assert_eq!(got["offer"]["sdp"].as_str().unwrap().len(), sdp_len);
+    // A /ws socket authenticated at its upgrade: past the 64 KiB of an unauthenticated
+    // Socket.IO session (a 150 KB offer: an SFU offer of a room of twenty with screens shared),
+    // and up to MAX_AUTHENTICATED_FRAME bytes exactly, relayed whole.
+    for size in [MAX_FRAME + 1, 150_000, MAX_AUTHENTICATED_FRAME] {
+        let (offer, sdp_len) = offer_of_size(&call, &b, size);
+        alice.send_text(offer).await;
+        let got = bob.expect("call:offer").await;
+        assert_eq!(got["fromUserId"], a);
+        assert_eq!(
+            got["offer"]["sdp"].as_str().unwrap().len(),
+            sdp_len,
+            "{size}"
+        );
+    }
 
     // One byte more: the server's WebSocket refuses the frame and the connection ends with
     // 1009 (message too big), answering nothing; nothing is relayed. (A reset without a close
     // frame is taken too: the server closes as soon as it reads the frame's header, and the
     // client may still be sending the rest.)
     alice
-        .send_text(offer_of_size(&call, &b, MAX_FRAME + 1).0)
+        .send_text(offer_of_size(&call, &b, MAX_AUTHENTICATED_FRAME + 1).0)
         .await;
     let (close, end) = alice.closed().await;
     eprintln!("after an oversized frame: close frame {close:?}, then {end:?}");

@@ -9,15 +9,16 @@
 //!    CONNECT as Alice (in a live call, named by the placeholder id): the bytes as the body of
 //!    a polling POST, then as one WebSocket text frame (raw, if not UTF-8), each followed by a
 //!    ping whose pong marks the end of the answers. Checked: the POST's status (413 over
-//!    `maxPayload`, 400 for non-UTF-8, else `ok`); that such a frame ends the WebSocket, with
-//!    nothing answered; that every packet the server sends decodes;
-//!    and, packet by packet, that the answers are those the decoded packets call for (the pong
+//!    `MAX_AUTHENTICATED_FRAME`, the bound once connected, past `maxPayload`'s; 400 for
+//!    non-UTF-8; else `ok`); that such a frame ends the WebSocket, with nothing answered; that
+//!    every packet the server sends decodes; and, packet by packet, that the answers are those the decoded packets call for (the pong
 //!    of a ping; an acknowledgement for each event that asked for one, with the error its data
 //!    earns by the contract of `ws.rs`; an `error` event for a refusal without one; `connect_error`
 //!    for another namespace; nothing else), and that `1`, `41` and an over-long ping end the session.
 //!
 //! An input starting `6␞6␞` (two noops) is first grown with more noops to either side of
-//! `maxPayload` (see `pad`), to probe the bound (over WebSocket it is one noop packet).
+//! `MAX_AUTHENTICATED_FRAME` (see `pad`), to probe the bound (over WebSocket it is one noop
+//! packet).
 
 #![no_main]
 
@@ -56,7 +57,7 @@ fuzz_target!(|data: &[u8]| {
     w.run(async {
         let call = w.live_call().await;
         let input = substitute(data, call);
-        let body = pad(&input, b"6\x1e6\x1e", b"6\x1e", ws::MAX_FRAME);
+        let body = pad(&input, b"6\x1e6\x1e", b"6\x1e", ws::MAX_AUTHENTICATED_FRAME);
         decode_only(&body);
         polling(w, &body).await;
         w.settle().await;
@@ -404,7 +405,7 @@ async fn polling(w: &World, body: &[u8]) {
 
     let r = post(body.to_vec()).await;
     let text = std::str::from_utf8(body);
-    if body.len() > ws::MAX_FRAME {
+    if body.len() > ws::MAX_AUTHENTICATED_FRAME {
         assert_eq!(
             r.status,
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -501,7 +502,7 @@ async fn websocket(w: &World, input: &[u8]) {
     }
     let text = std::str::from_utf8(input)
         .ok()
-        .filter(|_| input.len() <= ws::MAX_FRAME);
+        .filter(|_| input.len() <= ws::MAX_AUTHENTICATED_FRAME);
     let Some(text) = text else {
         // The WebSocket refuses the frame: the connection ends, nothing answered.
         assert!(

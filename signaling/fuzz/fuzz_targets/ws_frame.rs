@@ -7,7 +7,8 @@
 //!    named by the placeholder id), the bytes as one text frame, then a sentinel frame whose
 //!    answer marks the end; bytes that are not UTF-8 as a binary frame, then as a (raw) text
 //!    frame.
-//!    Checked: a frame over `MAX_FRAME` bytes, or a text frame that is not UTF-8, ends the
+//!    Checked: a frame over `MAX_AUTHENTICATED_FRAME` bytes (the socket authenticated at its
+//!    upgrade), or a text frame that is not UTF-8, ends the
 //!    connection with nothing answered; a binary frame is refused `invalid_frame`; a frame
 //!    the decoder refuses is answered exactly `{"event": "error", "data": {"code":
 //!    "invalid_frame", "message": "a frame is ...: <why>", "event": ""}}`; one it takes gets
@@ -16,7 +17,7 @@
 //!    the data, and for a relayed signal `{"success": true}` if it has an `id`, else nothing.
 //!
 //! An input starting with a space is first grown with spaces (JSON white space) to either
-//! side of `MAX_FRAME` (see `pad`), to probe the bound.
+//! side of `MAX_AUTHENTICATED_FRAME` (see `pad`), to probe the bound.
 
 #![no_main]
 
@@ -35,7 +36,7 @@ fuzz_target!(|data: &[u8]| {
     let w = world();
     w.run(async {
         let call = w.live_call().await;
-        let frame = pad(&substitute(data, call), b" ", b" ", ws::MAX_FRAME);
+        let frame = pad(&substitute(data, call), b" ", b" ", ws::MAX_AUTHENTICATED_FRAME);
         decode_only(&frame);
         wire(w, &frame).await;
         w.settle().await;
@@ -107,10 +108,10 @@ async fn wire(w: &World, frame: &[u8]) {
             "{} bytes, answered {got:?}, closed: {closed:?}",
             frame.len()
         );
-        if frame.len() > ws::MAX_FRAME {
+        if frame.len() > ws::MAX_AUTHENTICATED_FRAME {
             assert!(
                 closed.is_some() && got.is_empty(),
-                "over MAX_FRAME: {context}"
+                "over MAX_AUTHENTICATED_FRAME: {context}"
             );
             return ws.close().await;
         }
@@ -137,10 +138,10 @@ async fn wire(w: &World, frame: &[u8]) {
             frame.len()
         )
     };
-    if frame.len() > ws::MAX_FRAME {
+    if frame.len() > ws::MAX_AUTHENTICATED_FRAME {
         assert!(
             closed.is_some() && got.is_empty(),
-            "over MAX_FRAME: {}",
+            "over MAX_AUTHENTICATED_FRAME: {}",
             context()
         );
     } else {

@@ -183,7 +183,7 @@ impl EventSink for Hub {
                 _ => {}
             }
             r.update_roster(&e.payload);
-            let m = message_of(&e.payload);
+            let m = Message::of(&e.payload);
             let reached = deliver(&mut r, &e.to, &m);
             if let Payload::Incoming(i) = &e.payload {
                 rung.extend(reached.into_iter().map(|user| (user, i.call_id)));
@@ -198,18 +198,20 @@ impl EventSink for Hub {
     }
 }
 
-/// An event's name and its data (without the enum's `{"event", "data"}` wrapping).
-fn message_of(p: &Payload) -> Message {
-    match p {
-        Payload::Incoming(d) => Message::new(p.name(), d),
-        Payload::ParticipantJoined(d) => Message::new(p.name(), d),
-        Payload::ParticipantLeft(d) => Message::new(p.name(), d),
-        Payload::Ended(d) => Message::new(p.name(), d),
-        Payload::MediaStateChanged(d) => Message::new(p.name(), d),
-        Payload::Quality(d) => Message::new(p.name(), d),
-        Payload::SfuAnswer(d) => Message::new(p.name(), d),
-        Payload::SfuOffer(d) => Message::new(p.name(), d),
-        Payload::SfuClosed(d) => Message::new(p.name(), d),
-        Payload::ActiveSpeaker(d) => Message::new(p.name(), d),
+impl Message {
+    /// An event's name and its data (without the enum's `{"event", "data"}` wrapping).
+    pub fn of(p: &Payload) -> Message {
+        match p {
+            Payload::Incoming(d) => Message::new(p.name(), d),
+            Payload::ParticipantJoined(d) => Message::new(p.name(), d),
+            Payload::ParticipantLeft(d) => Message::new(p.name(), d),
+            Payload::Ended(d) => Message::new(p.name(), d),
+            Payload::MediaStateChanged(d) => Message::new(p.name(), d),
+            Payload::Quality(d) => Message::new(p.name(), d),
+            Payload::SfuAnswer(d) => Message::new(p.name(), d),
+            Payload::SfuOffer(d) => Message::new(p.name(), d),
+            Payload::SfuClosed(d) => Message::new(p.name(), d),
+            Payload::ActiveSpeaker(d) => Message::new(p.name(), d),
+        }
     }
 }

@@ -11,6 +11,9 @@
 //! every addressed user, in commit order. From the same events it keeps the roster of every
 //! live call (who is in it, or still being rung), which is what authorizes the peer-to-peer
 //! messages (`call:offer`, `call:answer`, `call:ice-candidate`) without a store round trip.
+//!
+//! The SFU's events for a participant go to the one socket that holds its SFU connection, not
+//! to every socket of the user (`sfu.rs`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -173,6 +176,8 @@ struct Registry {
     away: HashMap<Uuid, u64>,
     /// Each live call's `call:incoming`, for devices that connect while it rings.
     incoming: HashMap<Uuid, Message>,
+    /// Which socket holds each `(call, user)`'s SFU connection (see [`sfu`]).
+    sfu: HashMap<(Uuid, Uuid), sfu::SfuOwner>,
 }
 
 impl Registry {
@@ -221,6 +226,7 @@ impl Registry {
                     r.remove(&l.user_id);
                     self.remove_call_of(l.user_id, l.call_id);
                 }
+                self.sfu.remove(&(l.call_id, l.user_id));
             }
             Payload::Ended(e) => {
                 if let Some(roster) = self.calls.remove(&e.call_id) {
@@ -229,6 +235,7 @@ impl Registry {
                     }
                 }
                 self.incoming.remove(&e.call_id);
+                self.sfu.retain(|(call, _), _| *call != e.call_id);
             }
             Payload::MediaStateChanged(_)
             | Payload::Quality(_)
@@ -364,6 +371,7 @@ impl Hub {
                 }
             }
         }
+        r.sfu_reattach(user, id, name.as_deref());
         r.users
             .entry(user)
             .or_default()
@@ -379,6 +387,7 @@ impl Hub {
     /// a live call is a departure (see [`Reports::departures`]).
     pub fn detach(&self, user: Uuid, id: SocketId) -> usize {
         let mut r = self.registry();
+        r.sfu_detach(user, id);
         // The hub may have dropped the socket already (a slow consumer): still a departure.
         let left = r.users.get_mut(&user).map_or(0, |sockets| {
             sockets.retain(|s| s.id != id);
@@ -500,6 +509,9 @@ impl Hub {
 
 mod deliver;
 mod disconnect;
+mod sfu;
+
+pub use sfu::{fingerprint, SfuClaim};
 
 #[cfg(test)]
 pub(crate) mod tests;

@@ -414,3 +414,100 @@ fn a_device_connecting_mid_ring_rings_and_an_ended_call_is_forgotten() {
     let r = hub.registry();
     assert!(r.calls.is_empty() && r.calls_of.is_empty() && r.incoming.is_empty());
 }
+
+#[test]
+fn sfu_events_go_to_the_socket_holding_the_connection() {
+    let (hub, _) = Hub::new(4);
+    let u2 = user(2).id;
+    let name = |n: &str| Some(Arc::from(n));
+    let (tab, phone) = (Inbox::with_room(9), Inbox::with_room(9));
+    let tab_id = hub.attach_named(u2, name("tab"), tab.clone()).unwrap();
+    let phone_id = hub.attach_named(u2, name("phone"), phone.clone()).unwrap();
+    let call = group(&hub).id;
+    tab.take();
+    phone.take();
+    let sfu_offer = Message::new("call:sfu-offer", &serde_json::json!({"callId": call}));
+
+    // Nobody holds it yet: the SFU's events go nowhere.
+    hub.send_sfu(call, &[u2], &sfu_offer);
+    assert!(tab.names().is_empty() && phone.names().is_empty());
+    // The tab offers: its events are the tab's alone; its next offer, for the same or another
+    // connection, renegotiates.
+    let claim = hub.claim_sfu(call, u2, tab_id, Some("sha-256 AA"));
+    assert!(!claim.replaces);
+    claim.notify(call);
+    assert!(
+        !hub.claim_sfu(call, u2, tab_id, Some("sha-256 BB")).replaces,
+        "the same socket renegotiates"
+    );
+    hub.send_sfu(call, &[u2], &sfu_offer);
+    assert_eq!(tab.names(), ["call:sfu-offer"]);
+    assert!(phone.names().is_empty());
+    // Lifecycle events still reach both.
+    hub.send(&[u2], &Message::new("call:participant-left", &()));
+    assert_eq!(tab.names(), ["call:participant-left"]);
+    assert_eq!(phone.names(), ["call:participant-left"]);
+
+    // The tab goes: its events are dropped; it comes back under its name and has them again.
+    hub.detach(u2, tab_id);
+    hub.send_sfu(call, &[u2], &sfu_offer);
+    assert!(phone.names().is_empty());
+    assert_eq!(hub.sfu_socket(call, u2), None);
+    let tab2 = Inbox::with_room(9);
+    let tab2_id = hub.attach_named(u2, name("tab"), tab2.clone()).unwrap();
+    tab2.take(); // (the call:incoming of a device connecting while its user is rung)
+    assert_eq!(hub.sfu_socket(call, u2), Some(tab2_id));
+    hub.send_sfu(call, &[u2], &sfu_offer);
+    assert_eq!(tab2.names(), ["call:sfu-offer"]);
+
+    // The phone offers its own connection: it replaces the tab's, which is told.
+    let claim = hub.claim_sfu(call, u2, phone_id, Some("sha-256 CC"));
+    assert!(claim.replaces);
+    claim.notify(call);
+    let got = tab2.take();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].0, "call:sfu-closed");
+    assert_eq!(
+        got[0].1,
+        serde_json::json!({"callId": call, "reason": "replaced"})
+    );
+    hub.send_sfu(call, &[u2], &sfu_offer);
+    assert_eq!(phone.names(), ["call:sfu-offer"]);
+    assert!(tab2.names().is_empty());
+
+    // The phone's socket goes and its client reconnects under another name, offering for the
+    // same connection: it takes the events back without replacing anything.
+    hub.detach(u2, phone_id);
+    let phone2 = Inbox::with_room(9);
+    let phone2_id = hub
+        .attach_named(u2, name("phone-2"), phone2.clone())
+        .unwrap();
+    phone2.take();
+    let claim = hub.claim_sfu(call, u2, phone2_id, Some("sha-256 CC"));
+    assert!(!claim.replaces);
+    hub.send_sfu(call, &[u2], &sfu_offer);
+    assert_eq!(phone2.names(), ["call:sfu-offer"]);
+
+    // Out of the SFU room (the SFU closed it), or out of the call: forgotten.
+    hub.forget_sfu(call, u2);
+    assert_eq!(hub.sfu_socket(call, u2), None);
+    let claim = hub.claim_sfu(call, u2, tab2_id, Some("sha-256 DD"));
+    assert!(!claim.replaces, "a first offer after the SFU dropped it");
+    let end = crate::event::Ended {
+        call_id: call,
+        reason: "completed",
+        ended_by: None,
+    };
+    hub.deliver(vec![crate::event::Event {
+        to: vec![],
+        payload: Payload::Ended(end),
+    }]);
+    assert_eq!(hub.sfu_socket(call, u2), None);
+}
+
+#[test]
+fn an_offers_fingerprint_is_its_first() {
+    let sdp = "v=0\r\no=- 1 2 IN IP4 0.0.0.0\r\na=fingerprint:sha-256 AB:CD\r\nm=audio 9\r\na=fingerprint:sha-256 EF\r\n";
+    assert_eq!(fingerprint(sdp), Some("sha-256 AB:CD"));
+    assert_eq!(fingerprint("v=0\r\n"), None);
+}

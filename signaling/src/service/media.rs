@@ -37,13 +37,17 @@ impl CallService {
     }
 
     /// `caller`'s SDP offer for `call`'s SFU room: the first joins the room, a later one
-    /// renegotiates (a screen share added, say). The SFU's answer follows as
+    /// renegotiates (a screen share added, say). Once the offer is admitted, `claim` is called
+    /// (the hub records the socket it came from, see [`crate::hub::SfuClaim`]): if it says
+    /// the offer replaces a connection (another device's), the caller's connection in the room
+    /// is dropped first and the offer joins afresh. The SFU's answer follows as
     /// `call:sfu-answer`.
     pub async fn sfu_offer(
         &self,
         caller: &User,
         call_id: Uuid,
         sdp: String,
+        claim: impl FnOnce() -> bool,
     ) -> Result<SfuAck, CallError> {
         let sfu = self.sfu()?.clone();
         let user = caller.id;
@@ -61,6 +65,11 @@ impl CallService {
             Ok(())
         })
         .await?;
+        if claim() {
+            // Ahead of the offer in the SFU's command queue. Not there (a full queue): the offer
+            // renegotiates the old connection, and fails, and the client offers again.
+            let _ = sfu.leave(call_id, user);
+        }
         sfu.offer(call_id, user, sdp).await?;
         Ok(SfuAck { call_id })
     }

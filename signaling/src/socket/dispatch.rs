@@ -93,7 +93,23 @@ pub async fn perform(s: &ApiState, o: Origin<'_>, e: ClientEvent<'_>) -> Reply {
         }
         ClientEvent::Refresh(token) => return o.lease.refresh(&s.auth, &token),
         ClientEvent::SfuOffer(call_id, sdp) => {
-            to_value(Box::pin(s.calls.sfu_offer(user, call_id, sdp)).await)
+            // Once the store has admitted the offer, and before it reaches the SFU (whose answer
+            // may come before the offer's result), this socket takes the SFU connection; one
+            // for a new connection replaces another device's, which is told once the SFU has
+            // dropped it.
+            let fingerprint = crate::hub::fingerprint(&sdp).map(str::to_owned);
+            let mut claim = None;
+            let offered = s.calls.sfu_offer(user, call_id, sdp, || {
+                let c = hub.claim_sfu(call_id, user.id, origin, fingerprint.as_deref());
+                let replaces = c.replaces;
+                claim = Some(c);
+                replaces
+            });
+            let offered = Box::pin(offered).await;
+            if let Some(c) = claim {
+                c.notify(call_id);
+            }
+            to_value(offered)
         }
         ClientEvent::SfuAnswer(call_id, sdp) => {
             to_value(Box::pin(s.calls.sfu_answer(user, call_id, sdp)).await)

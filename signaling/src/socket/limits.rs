@@ -4,8 +4,20 @@
 
 use std::time::{Duration, Instant};
 
-/// The largest client frame.
+/// The largest client frame (a WebSocket message, a polling POST's body) before the socket has
+/// authenticated: a Socket.IO session before its CONNECT is accepted (advertised as Engine.IO's
+/// `maxPayload`; a handshake needs no credentials, so this is all a stranger can make us
+/// buffer). A `/ws` socket authenticates at its upgrade, and never reads under this one.
 pub const MAX_FRAME: usize = 64 * 1024;
+/// The largest client frame once the socket has authenticated. An SFU offer grows with the
+/// room: a browser's m-line is 1 to 3 KB (its codecs, their RTX, header extensions, simulcast),
+/// and a participant of a room of twenty where five share their screens has about 50 of them
+/// (its own, and one per track of the others'), 150 KB of SDP and more as JSON (its `\r\n`
+/// escaped). 256 KiB takes that with room, while a socket's read buffer (which grows to a
+/// message, and back once it has gone) stays a quarter of a MiB, 4 MiB for a user's
+/// [`MAX_SOCKETS_PER_USER`] sockets at once. What a user can have relayed to another stays
+/// bounded by [`RELAY_BYTES_PER_USER`], whatever the frame.
+pub const MAX_AUTHENTICATED_FRAME: usize = 256 * 1024;
 /// What a socket reads at once (a longer frame is read in several). Signaling messages are a
 /// few hundred bytes (an SDP a few KiB), and every socket has this buffer for its whole life.
 pub const READ_BUFFER: usize = 1024;
@@ -20,8 +32,8 @@ pub const QUEUE: usize = 256;
 /// the target closed as a slow consumer (see `Hub::relay`).
 pub const RELAY_QUEUE: usize = QUEUE / 2;
 /// The same while the user's sockets have this many bytes queued in all (a relayed message
-/// may be [`MAX_FRAME`]: without it a user's [`MAX_SOCKETS_PER_USER`] sockets could hold
-/// 16 × 256 × 64 KiB for a sender).
+/// may be [`MAX_AUTHENTICATED_FRAME`]: without it a user's [`MAX_SOCKETS_PER_USER`] sockets
+/// could hold 16 × 128 × 256 KiB, half a GiB, for a sender; with it, eight of the largest).
 pub const RELAY_BYTES_PER_USER: usize = 2 * 1024 * 1024;
 /// Sockets (devices, tabs) one user may hold.
 pub const MAX_SOCKETS_PER_USER: usize = 16;

@@ -25,7 +25,8 @@
 //!   token's `exp`, and closes a socket not refreshed by then with 1008 `token expired`).
 //!
 //! A refused frame is answered `{"event": "error", "data": {"code", "message", "event"}}`.
-//! Bounds: frames of at most [`MAX_FRAME`] bytes, [`RATE`] frames per second (a burst of
+//! Bounds: frames of at most [`MAX_AUTHENTICATED_FRAME`] bytes (the socket authenticated at its
+//! upgrade; [`MAX_FRAME`] is the bound before, which only Socket.IO has), [`RATE`] frames per second (a burst of
 //! [`BURST`]), [`QUEUE`] messages queued towards a socket (a socket that falls further behind
 //! is closed), [`MAX_SOCKETS_PER_USER`] sockets per user. Every socket is pinged every
 //! [`PING_EVERY`] and closed when nothing at all has come from it by the next ping; a socket
@@ -54,7 +55,8 @@ use crate::hub::{Backlog, DisconnectReason, Message, Outbox};
 // The hub's limits and heartbeat, shared by both transports, live in `super::limits` and
 // `super`; re-exported here, where the daemon and the tests have always named them from.
 pub use super::limits::{
-    BURST, MAX_FRAME, MAX_SOCKETS_PER_USER, PING_EVERY, PING_TIMEOUT, QUEUE, RATE, READ_BUFFER,
+    BURST, MAX_AUTHENTICATED_FRAME, MAX_FRAME, MAX_SOCKETS_PER_USER, PING_EVERY, PING_TIMEOUT,
+    QUEUE, RATE, READ_BUFFER,
 };
 pub use super::run_heartbeat;
 
@@ -196,6 +198,8 @@ async fn serve(
         Ok(id) => id,
         Err(e) => return conn.close(wire::POLICY, &e.to_string(), false),
     };
+    // Authenticated at the upgrade: larger messages from now on (an SFU offer of a big room).
+    reader.authenticated();
     // A revocation made while the socket was opening did not find it: it goes now.
     if s.auth.revoked(&session) {
         outbox.disconnect(DisconnectReason::Revoked);

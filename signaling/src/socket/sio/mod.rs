@@ -48,8 +48,11 @@
 //! `0{auth}` connects (answered `0{"sid"}` or `4{"message"}`), `2[<ack id>]["event", data]`
 //! is an event, `3<id>[...]` an acknowledgement, `1` a disconnect.
 //!
-//! Bounds are those of `/ws`: [`limits::MAX_FRAME`] per WebSocket message and per polling POST
-//! (advertised as `maxPayload`), [`limits::RATE`] events per second, [`limits::QUEUE`] queued
+//! Bounds are those of `/ws`: [`limits::MAX_AUTHENTICATED_FRAME`] per WebSocket message and
+//! per polling POST once the session has connected to the hub, [`limits::MAX_FRAME`] before
+//! (advertised as `maxPayload` in the open packet, which comes before; engine.io-client uses it
+//! only to split what it batches into one POST, and sends a larger packet alone),
+//! [`limits::RATE`] events per second, [`limits::QUEUE`] queued
 //! messages per socket (a socket further behind is closed; relays to a user are refused to their
 //! sender past [`limits::RELAY_QUEUE`] and [`limits::RELAY_BYTES_PER_USER`]), [`limits::MAX_SOCKETS_PER_USER`]; and
 //! at most [`MAX_PENDING`] sessions not connected yet, [`MAX_PENDING_PER_SOURCE`] of them from one

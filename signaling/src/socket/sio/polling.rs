@@ -12,7 +12,7 @@ use axum::Extension;
 use super::packet::open_packet;
 use super::{Engine, NoSession, Session, Transport};
 use crate::hub::DisconnectReason;
-use crate::socket::limits::{MAX_FRAME, PING_EVERY, PING_TIMEOUT};
+use crate::socket::limits::{MAX_AUTHENTICATED_FRAME, MAX_FRAME, PING_EVERY, PING_TIMEOUT};
 use crate::socket::wire::{NotWebSocket, Upgrade};
 use crate::source::ClientAddr;
 
@@ -135,7 +135,13 @@ pub(super) async fn on_post(
     if q.websocket || s.out().transport == Transport::Websocket {
         return bad_request();
     }
-    let Ok(bytes) = axum::body::to_bytes(body, MAX_FRAME).await else {
+    // Before the session's CONNECT, what a stranger may send (`maxPayload`); after, more.
+    let limit = if s.connected() {
+        MAX_AUTHENTICATED_FRAME
+    } else {
+        MAX_FRAME
+    };
+    let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
         e.end(&s, DisconnectReason::PayloadTooLarge);
         return (StatusCode::PAYLOAD_TOO_LARGE, "payload too large").into_response();
     };

@@ -88,7 +88,13 @@ impl Engine {
         let connect_by = tokio::time::sleep_until(s.opened + CONNECT_TIMEOUT);
         tokio::pin!(connect_by);
         let mut awaiting_connect = !s.connected();
+        // Larger messages once the session has connected to the hub (authenticated).
+        let mut authenticated = false;
         let reason = loop {
+            if !authenticated && s.connected() {
+                reader.authenticated();
+                authenticated = true;
+            }
             tokio::select! {
                 biased;
                 () = conn.woken() => {

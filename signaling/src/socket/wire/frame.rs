@@ -1,7 +1,7 @@
 //! The RFC 6455 codec: a server frame's header and bytes, a client frame's header parsed,
 //! and the client's mask undone.
 
-use super::{MAX_FRAME, PROTOCOL_ERROR, TOO_BIG};
+use super::{PROTOCOL_ERROR, TOO_BIG};
 
 /// A frame's header: FIN, `opcode`, no mask, `len`.
 pub(super) fn header(buf: &mut [u8; 10], opcode: u8, len: usize) -> &[u8] {
@@ -47,7 +47,8 @@ pub(super) enum Parsed {
     Error(u16, &'static str),
 }
 
-pub(super) fn parse_head(b: &[u8]) -> Parsed {
+/// The header at the start of `b`, of a frame of at most `limit` bytes.
+pub(super) fn parse_head(b: &[u8], limit: usize) -> Parsed {
     if b.len() < 2 {
         return Parsed::More;
     }
@@ -81,7 +82,7 @@ pub(super) fn parse_head(b: &[u8]) -> Parsed {
     if opcode >= 8 && (!fin || len > 125) {
         return Parsed::Error(PROTOCOL_ERROR, "control frames are whole and short");
     }
-    if len > MAX_FRAME as u64 {
+    if len > limit as u64 {
         return Parsed::Error(TOO_BIG, "message too big");
     }
     Parsed::Frame(Head {
@@ -108,6 +109,7 @@ pub(super) fn unmask(data: &mut [u8], mask: [u8; 4]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::socket::limits::{MAX_AUTHENTICATED_FRAME, MAX_FRAME};
     use crate::socket::wire::{BINARY, TEXT};
 
     #[test]
@@ -130,9 +132,12 @@ mod tests {
             0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
         ];
         for cut in 0..6 {
-            assert!(matches!(parse_head(&hello[..cut]), Parsed::More), "{cut}");
+            assert!(
+                matches!(parse_head(&hello[..cut], MAX_FRAME), Parsed::More),
+                "{cut}"
+            );
         }
-        let Parsed::Frame(h) = parse_head(&hello) else {
+        let Parsed::Frame(h) = parse_head(&hello, MAX_FRAME) else {
             panic!("a frame")
         };
         assert!(h.fin);
@@ -149,10 +154,24 @@ mod tests {
             &[0x81, 0xFF, 0, 0, 0, 0, 0, 1, 0, 1, 0, 0, 0, 0],
         ];
         for (i, b) in refused.iter().enumerate() {
-            assert!(matches!(parse_head(b), Parsed::Error(..)), "{i}");
+            assert!(matches!(parse_head(b, MAX_FRAME), Parsed::Error(..)), "{i}");
         }
+        // 65,537 bytes: over the limit before authentication, under the one after.
+        let big = [0x81, 0xFF, 0, 0, 0, 0, 0, 1, 0, 1, 0, 0, 0, 0];
         assert!(matches!(
-            parse_head(&[0x81, 0xFF, 0, 0, 0, 0, 0, 1, 0, 1, 0, 0, 0, 0]),
+            parse_head(&big, MAX_FRAME),
+            Parsed::Error(TOO_BIG, _)
+        ));
+        let Parsed::Frame(h) = parse_head(&big, MAX_AUTHENTICATED_FRAME) else {
+            panic!("a frame under the authenticated limit")
+        };
+        assert_eq!(h.len, 65_537);
+        let over = (MAX_AUTHENTICATED_FRAME as u64 + 1).to_be_bytes();
+        let mut huge = vec![0x81, 0xFF];
+        huge.extend_from_slice(&over);
+        huge.extend_from_slice(&[0; 4]);
+        assert!(matches!(
+            parse_head(&huge, MAX_AUTHENTICATED_FRAME),
             Parsed::Error(TOO_BIG, _)
         ));
     }

@@ -18,7 +18,8 @@
 //! # What is taken
 //! No extension is negotiated, so reserved bits must be clear; client frames must be masked;
 //! control frames are whole and at most 125 bytes; a message (fragmented or not) is at most
-//! [`super::limits::MAX_FRAME`] bytes; text must be UTF-8. A breach closes the connection with the
+//! [`super::limits::MAX_FRAME`] bytes, [`super::limits::MAX_AUTHENTICATED_FRAME`] once the
+//! transport has told the [`Reader`] that the socket authenticated; text must be UTF-8. A breach closes the connection with the
 //! protocol's code (1002, 1007 or 1009). A ping is answered with its pong; a close is
 //! answered with a close with the same code, after which nothing more is read.
 //!
@@ -52,7 +53,7 @@ use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 use sha1::{Digest as _, Sha1};
 
-use super::limits::{MAX_FRAME, QUEUE, READ_BUFFER};
+use super::limits::{MAX_AUTHENTICATED_FRAME, MAX_FRAME, QUEUE, READ_BUFFER};
 
 type Io = TokioIo<Upgraded>;
 
@@ -215,6 +216,7 @@ fn split(io: Io) -> (Arc<Conn>, Reader) {
         end: 0,
         message: None,
         assembled: Vec::new(),
+        limit: MAX_FRAME,
     };
     (conn, reader)
 }

@@ -8,8 +8,8 @@ use tokio::io::{AsyncRead, ReadBuf, ReadHalf};
 
 use super::frame::{parse_head, unmask, Parsed};
 use super::{
-    Conn, Io, BINARY, CLOSE, CONTINUATION, INVALID_DATA, MAX_FRAME, MAX_HEADER, NORMAL, PING, PONG,
-    PROTOCOL_ERROR, READ_BUFFER, TEXT, TOO_BIG,
+    Conn, Io, BINARY, CLOSE, CONTINUATION, INVALID_DATA, MAX_AUTHENTICATED_FRAME, MAX_HEADER,
+    NORMAL, PING, PONG, PROTOCOL_ERROR, READ_BUFFER, TEXT, TOO_BIG,
 };
 
 /// What came from the client.
@@ -37,9 +37,16 @@ pub struct Reader {
     pub(super) message: Option<(u8, Vec<u8>)>,
     /// The last fragmented message, whole, until the next call.
     pub(super) assembled: Vec<u8>,
+    /// The largest message taken: [`super::MAX_FRAME`] until [`Reader::authenticated`].
+    pub(super) limit: usize,
 }
 
 impl Reader {
+    /// The socket has authenticated: messages up to [`MAX_AUTHENTICATED_FRAME`] are taken.
+    pub fn authenticated(&mut self) {
+        self.limit = MAX_AUTHENTICATED_FRAME;
+    }
+
     /// The next message from the client. Pings are answered and closes too, through `conn`;
     /// a protocol breach closes the connection.
     pub async fn next(&mut self, conn: &Conn) -> Incoming<'_> {
@@ -52,7 +59,7 @@ impl Reader {
             self.assembled = Vec::new();
         }
         let done = loop {
-            let head = match parse_head(&self.buf[self.start..self.end]) {
+            let head = match parse_head(&self.buf[self.start..self.end], self.limit) {
                 Parsed::Error(code, why) => {
                     conn.close(code, why, false);
                     return Incoming::Closed;
@@ -113,7 +120,7 @@ impl Reader {
                         conn.close(PROTOCOL_ERROR, "a continuation of no message", false);
                         return Incoming::Closed;
                     };
-                    if bytes.len() + h.len > MAX_FRAME {
+                    if bytes.len() + h.len > self.limit {
                         conn.close(TOO_BIG, "message too big", false);
                         return Incoming::Closed;
                     }
