@@ -777,6 +777,15 @@ impl Api {
             .to_owned()
     }
 
+    /// A video call `by` places to `to`, answered by each of them: its id.
+    pub fn answered_call(&self, by: &Person, conversation: uuid::Uuid, to: &[&Person]) -> String {
+        let call = self.start_call(by, conversation, "video", to);
+        for p in to {
+            self.act_ok(p, &call, "answer");
+        }
+        call
+    }
+
     /// [`Api::act`], which must succeed: the body.
     #[track_caller]
     pub fn act_ok(&self, who: &Person, call: &str, action: &str) -> serde_json::Value {

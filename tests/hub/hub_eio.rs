@@ -802,18 +802,48 @@ async fn a_user_has_at_most_sixteen_sockets() {
 // ---------------------------------------------------------------------------------------------
 // 8. The hub behind both transports.
 
+/// Alice and Bob of one conversation, each connected to the hub: Alice over polling, Bob over a
+/// WebSocket.
+struct Mixed {
+    api: Api,
+    alice: Person,
+    bob: Person,
+    conversation: Uuid,
+    alice_s: Polling,
+    bob_ws: Socket,
+}
+
+impl Mixed {
+    async fn connect(d: &Daemon) -> Mixed {
+        let api: Api = d.api();
+        let (alice, bob) = alice_and_bob(&api);
+        let conversation = blocking(|| api.conversation_of(&[&alice, &bob]));
+        let alice_s = Polling::connected(d.http, &alice.token).await;
+        let (mut bob_ws, bob_sid) = ws_session(d.http).await;
+        bob_ws.connect(&bob.token, &bob_sid).await;
+        Mixed {
+            api,
+            alice,
+            bob,
+            conversation,
+            alice_s,
+            bob_ws,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn candidates_relayed_between_polling_and_websocket() {
     let d = start();
-    let api: Api = d.api();
-    let (alice, bob) = alice_and_bob(&api);
-    let conversation = blocking(|| api.conversation_of(&[&alice, &bob]));
+    let Mixed {
+        api,
+        alice,
+        bob,
+        conversation,
+        mut alice_s,
+        mut bob_ws,
+    } = Mixed::connect(&d).await;
     let (a, b) = (alice.uid(), bob.uid());
-
-    // Alice over polling, Bob over a WebSocket.
-    let mut alice_s = Polling::connected(d.http, &alice.token).await;
-    let (mut bob_ws, bob_sid) = ws_session(d.http).await;
-    bob_ws.connect(&bob.token, &bob_sid).await;
 
     // Alice calls Bob through REST: Bob's WebSocket rings.
     let call = blocking(|| api.start_call(&alice, conversation, "video", &[&bob]));
@@ -1166,18 +1196,16 @@ fn big_offer(call: &str, target: &str, sdp_len: usize) -> String {
 async fn big_events_cross_both_transports_once_connected() {
     const SDP: usize = 150_000;
     let d = start();
-    let api: Api = d.api();
-    let (alice, bob) = alice_and_bob(&api);
-    let conversation = blocking(|| api.conversation_of(&[&alice, &bob]));
+    let Mixed {
+        api,
+        alice,
+        bob,
+        conversation,
+        mut alice_s,
+        mut bob_ws,
+    } = Mixed::connect(&d).await;
     let (a, b) = (alice.uid(), bob.uid());
-    let mut alice_s = Polling::connected(d.http, &alice.token).await;
-    let (mut bob_ws, bob_sid) = ws_session(d.http).await;
-    bob_ws.connect(&bob.token, &bob_sid).await;
-    let call = blocking(|| {
-        let call = api.start_call(&alice, conversation, "video", &[&bob]);
-        api.act_ok(&bob, &call, "answer");
-        call
-    });
+    let call = blocking(|| api.answered_call(&alice, conversation, &[&bob]));
     let events = |packets: Vec<String>| -> Vec<(String, Value)> {
         packets.iter().filter_map(|p| event_of(p)).collect()
     };

@@ -479,12 +479,7 @@ async fn only_joined_participants_of_a_group_call_reach_the_sfu() {
 async fn relayed_participants_reach_the_sfu_inside_the_process() {
     let (d, api, people, conv) = start(&["Alice", "Bob", "Carol"]);
     let (alice, bob, carol) = (&people[0], &people[1], &people[2]);
-    let call = blocking(|| {
-        let call = api.start_call(alice, conv, "video", &[bob, carol]);
-        api.act_ok(bob, &call, "answer");
-        api.act_ok(carol, &call, "answer");
-        call
-    });
+    let call = blocking(|| api.answered_call(alice, conv, &[bob, carol]));
     let mut members = vec![
         Member::join(&d, alice, &call).await,
         Member::join_relayed(&d, bob, &call, false).await,
@@ -607,12 +602,7 @@ async fn sfu_events_go_to_the_socket_that_offered() {
     ];
     let (d, api, people, conv) = start(&["Alice", "Bob", "Carol"]);
     let (alice, bob, carol) = (&people[0], &people[1], &people[2]);
-    let call = blocking(|| {
-        let call = api.start_call(alice, conv, "video", &[bob, carol]);
-        api.act_ok(bob, &call, "answer");
-        api.act_ok(carol, &call, "answer");
-        call
-    });
+    let call = blocking(|| api.answered_call(alice, conv, &[bob, carol]));
     let mut phone = Hub::open(&d, bob).await;
     let mut members = vec![
         Member::join(&d, alice, &call).await,
