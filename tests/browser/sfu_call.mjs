@@ -18,10 +18,15 @@
 //     decodes it, frames growing; he stops: their screen of his goes, his m-line is inactive;
 //   - Frank hangs up: the five left are offered the end of his m-lines, his tile goes, and each
 //     still decodes the four others' videos.
+// With --relayed NAME:TRANSPORT, that person is behind a strict firewall: the page's "Relay
+// only" is ticked with that TURN transport (udp, tcp or tls), so its one connection reaches the
+// SFU through the daemon's relay (handed over inside the process); the selected candidate pair
+// of its connection is checked (relay, over that transport) and reported as `relayed`.
 // Prints one JSON line ({"ok":true,"callId",...} or {"ok":false,"error",...}); exit 0 on
 // success, 1 on a failed check, 2 on bad usage, 124 when --timeout-ms passes.
 //
 // Usage: node sfu_call.mjs --base http://127.0.0.1:8080 --out DIR [--people 3-6]
+//                          [--relayed NAME:udp|tcp|tls]
 //                          [--timeout-ms 120000] [--chromium /usr/bin/chromium]
 
 import { mkdirSync } from 'node:fs';
@@ -44,12 +49,15 @@ const opts = start({
     base: { type: 'string' },
     people: { type: 'string', default: '6' },
     out: { type: 'string' },
+    relayed: { type: 'string' },
   },
-  usage: 'sfu_call.mjs --base URL --out DIR [--people 3-6] [--timeout-ms N]',
-  valid: (o) => o.base && o.out && Number(o.people) >= 3 && Number(o.people) <= NAMES.length,
+  usage: 'sfu_call.mjs --base URL --out DIR [--people 3-6] [--relayed NAME:udp|tcp|tls] [--timeout-ms N]',
+  valid: (o) => o.base && o.out && Number(o.people) >= 3 && Number(o.people) <= NAMES.length
+    && (!o.relayed || /^[A-Z][a-z]+:(udp|tcp|tls)$/.test(o.relayed)),
   report: (result) => (result.ok ? { timings } : { timings, seen: Object.fromEntries(seen) }),
 });
 opts.people = Number(opts.people);
+const [relayedName, relayedTransport] = opts.relayed ? opts.relayed.split(':') : [];
 
 /**
  * In the page (so self-contained): what its connection with the SFU sends and receives.
@@ -94,6 +102,20 @@ async function sfuStats() {
   // screen's while it shares.
   const lines = pc.getTransceivers().map((t) => ({ mid: t.mid, direction: t.currentDirection }));
   return { mode: manager.mode, state: pc.connectionState, outbound, inbound, lines };
+}
+
+/** In the page: the local candidate of its SFU connection's selected pair (null before one). */
+async function selectedLocal() {
+  const pc = window.switchboardDemo.call?.manager?.sfuPeerConnection;
+  if (!pc) return null;
+  const report = await pc.getStats();
+  let local = null;
+  report.forEach((s) => {
+    if (s.type !== 'transport' || !s.selectedCandidatePairId) return;
+    const c = report.get(report.get(s.selectedCandidatePairId)?.localCandidateId);
+    if (c) local = { candidateType: c.candidateType, relayProtocol: c.relayProtocol ?? null };
+  });
+  return local;
 }
 
 /**
@@ -164,8 +186,16 @@ runInChromium(async (browser) => {
   mkdirSync(opts.out, { recursive: true });
   const people = everyone;
   for (const name of NAMES.slice(0, opts.people)) {
-    people.push(await openDemoPage(browser, opts.base, name, noter(seen, name, t0)));
+    const p = await openDemoPage(browser, opts.base, name, noter(seen, name, t0));
+    if (name === relayedName) {
+      // The network choices, under "Network".
+      await p.page.click('#lobby details summary');
+      await p.page.check('#relay-only');
+      await p.page.selectOption('#transport', relayedTransport);
+    }
+    people.push(p);
   }
+  check(!relayedName || people.some((p) => p.name === relayedName), `--relayed: no ${relayedName} in the call`);
   mark('signed in');
   const [alice, ...callees] = people;
   const callId = await placeDemoCall(alice, callees);
@@ -182,6 +212,16 @@ runInChromium(async (browser) => {
     media[p.name] = { outbound: s.outbound, inbound: renamed(s.inbound, people) };
   }
   mark('frames growing');
+
+  // The relayed page's connection with the SFU runs through the relay, over its transport.
+  let relayed = null;
+  const behind = people.find((p) => p.name === relayedName);
+  if (behind) {
+    const local = await behind.page.evaluate(selectedLocal);
+    relayed = { name: behind.name, ...local };
+    check(local?.candidateType === 'relay' && local?.relayProtocol === relayedTransport,
+      `${behind.name}'s connection with the SFU is relayed over ${relayedTransport}: ${JSON.stringify(local)}`);
+  }
 
   // Every tile of Alice's grid has its picture.
   at('screenshot');
@@ -317,7 +357,9 @@ runInChromium(async (browser) => {
       `${p.name} still receives ${lines} videos after ${leaver.name} left`);
   }
   mark('left');
-  finish(0, { ok: true, callId, media, speakerId: speaker.id, speaking, lowLayer, screenShare, afterLeave, screenshot });
+  finish(0, {
+    ok: true, callId, media, relayed, speakerId: speaker.id, speaking, lowLayer, screenShare, afterLeave, screenshot,
+  });
 }, [
   // Three simulcast layers from the fake camera's 640x480 (Chromium sends fewer below 960x540).
   '--force-fieldtrials=WebRTC-LegacySimulcastLayerLimit/Disabled/',

@@ -260,8 +260,11 @@ const SFU_NAMES: [&str; 6] = ["Alice", "Bob", "Carol", "Dave", "Erin", "Frank"];
 /// [`NODE_MARGIN`] above it.
 const SFU_LIMIT: Duration = Duration::from_secs(150);
 
-/// Six people in one video call on the SFU, on the demo page with its defaults (no relay-only:
-/// the SFU's address is a loopback host candidate). Every page sends one video, the camera in
+/// Six people in one video call on the SFU, on the demo page with its defaults (the SFU's
+/// address is a loopback host candidate), but for Dave, behind a strict firewall: his page is
+/// relay-only over TURN/TCP, so his connection with the SFU runs through the daemon's relay,
+/// handed between the relay and the SFU inside the process (its metric counts the datagrams
+/// both ways). Every page sends one video, the camera in
 /// three simulcast layers of one m-line, and decodes and hears the five others, each its own
 /// stream named by the user it shows; Alice turns Bob's video off, then gets his low layer;
 /// Bob shares his screen, a second video m-line of his that the five others decode, and stops
@@ -272,7 +275,12 @@ fn demo_page_group_call_of_six_on_the_sfu() {
     let _browser = check_prerequisites_alone();
     let daemon = Daemon::dev();
     let people = SFU_NAMES.len().to_string();
-    let (code, out) = run_script("sfu_call.mjs", &daemon, &["--people", &people], SFU_LIMIT);
+    let (code, out) = run_script(
+        "sfu_call.mjs",
+        &daemon,
+        &["--people", &people, "--relayed", "Dave:tcp"],
+        SFU_LIMIT,
+    );
     println!("{out}");
     let report = |d: &Daemon| format!("sfu_call.mjs said:\n{out}\ndaemon log:\n{:#?}", d.log());
     assert_eq!(
@@ -303,6 +311,17 @@ fn demo_page_group_call_of_six_on_the_sfu() {
             "{me}: {m}"
         );
     }
+    // Dave's connection with the SFU: relayed, over TCP (what his page's getStats selected).
+    let relayed = &r["relayed"];
+    assert_eq!(
+        (
+            &relayed["name"],
+            &relayed["candidateType"],
+            &relayed["relayProtocol"]
+        ),
+        (&"Dave".into(), &"relay".into(), &"tcp".into()),
+        "{relayed}"
+    );
     // Alice turned Bob off, then asked for his low layer: a quarter of the camera's 640 pixels.
     let layer = &r["lowLayer"];
     assert!(
@@ -369,6 +388,14 @@ fn demo_page_group_call_of_six_on_the_sfu() {
         forwarded > 2 * received,
         "{forwarded} forwarded for {received} received"
     );
+    // Dave's media, and the SFU's to him, crossed between the relay and the SFU in-process.
+    for direction in ["from_relay", "to_relay"] {
+        let n = daemon.metric(&format!(
+            "switchboard_sfu_relayed_datagrams_total{{direction=\"{direction}\"}}"
+        ));
+        println!("datagrams {direction} (Dave's, relayed): {n}");
+        assert!(n > 500, "{n} datagrams {direction}; {}", report(&daemon));
+    }
     let call_id = r["callId"].as_str().expect("callId").to_owned();
     let store = open_store(&daemon.store_path());
     let call = &query_rows(&store, "SELECT * FROM calls WHERE id = ?1", &[&call_id])[0];
