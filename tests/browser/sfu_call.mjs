@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // A group call on the daemon's SFU, on the demo page in headless Chromium: six browser contexts
-// (Alice, Bob, Carol, Dave, Erin, Frank) sign in, Alice video-calls the five others, who answer.
+// (Alice, Bob, Carol, Dave, Erin, Frank) sign in, Alice video-calls the five others; four answer
+// at once and the last (Frank) once their media flows, a join mid-call that renegotiates everyone.
 // The page's own code does it all (REST, /ws, WebRTCManager, which finds the call on the SFU by
 // itself). Then, on every page, from getStats of its one connection with the SFU:
 //   - exactly one outbound video: the camera, in three simulcast layers (rids l, m, h) of one
@@ -198,14 +199,22 @@ runInChromium(async (browser) => {
   check(!relayedName || people.some((p) => p.name === relayedName), `--relayed: no ${relayedName} in the call`);
   mark('signed in');
   const [alice, ...callees] = people;
-  const callId = await placeDemoCall(alice, callees);
+  // The last one is rung with the others but answers once their media flows: a join mid-call.
+  const late = callees[callees.length - 1];
+  const callId = await placeDemoCall(alice, callees, callees.slice(0, -1));
   mark('answered');
 
   // Everyone sends once and receives everyone else, twice over to see the frames grow.
   const others = (me, among) => among.filter((o) => o !== me);
+  const early = people.filter((p) => p !== late);
+  for (const p of early) await expectMedia(p, others(p, early));
+  mark('media flowing');
+  // The late one answers: the SFU offers the others its tracks and it everyone's.
+  at(`${late.name} answers mid-call`);
+  await late.page.click('#answer', { timeout: left() });
   const first = new Map();
   for (const p of people) first.set(p, await expectMedia(p, others(p, people)));
-  mark('media flowing');
+  mark('joined mid-call');
   const media = {};
   for (const p of people) {
     const s = await expectMedia(p, others(p, people), first.get(p));

@@ -264,7 +264,8 @@ const SFU_LIMIT: Duration = Duration::from_secs(150);
 /// address is a loopback host candidate), but for Dave, behind a strict firewall: his page is
 /// relay-only over TURN/TCP, so his connection with the SFU runs through the daemon's relay,
 /// handed between the relay and the SFU inside the process (its metric counts the datagrams
-/// both ways). Every page sends one video, the camera in
+/// both ways). Frank answers last, once the five others' media flows: a join mid-call, which
+/// renegotiates everyone's connection. Every page sends one video, the camera in
 /// three simulcast layers of one m-line, and decodes and hears the five others, each its own
 /// stream named by the user it shows; Alice turns Bob's video off, then gets his low layer;
 /// Bob shares his screen, a second video m-line of his that the five others decode, and stops
