@@ -36,7 +36,12 @@ fuzz_target!(|data: &[u8]| {
     let w = world();
     w.run(async {
         let call = w.live_call().await;
-        let frame = pad(&substitute(data, call), b" ", b" ", ws::MAX_AUTHENTICATED_FRAME);
+        let frame = pad(
+            &substitute(data, call),
+            b" ",
+            b" ",
+            ws::MAX_AUTHENTICATED_FRAME,
+        );
         decode_only(&frame);
         wire(w, &frame).await;
         w.settle().await;
