@@ -27,6 +27,13 @@ fn blocking<R>(f: impl FnOnce() -> R) -> R {
 }
 
 /// A daemon and `names`, provisioned, in one conversation.
+/// Alice, Bob and Carol, and a video call Alice placed to the two others, who answered.
+fn answered_group() -> (Daemon, Api, Vec<Person>, String) {
+    let (d, api, people, conv) = start(&["Alice", "Bob", "Carol"]);
+    let call = blocking(|| api.answered_call(&people[0], conv, &[&people[1], &people[2]]));
+    (d, api, people, call)
+}
+
 fn start(names: &[&str]) -> (Daemon, Api, Vec<Person>, Uuid) {
     blocking(|| {
         let d = Daemon::start("");
@@ -477,9 +484,8 @@ async fn only_joined_participants_of_a_group_call_reach_the_sfu() {
 /// grades each connection from its RTCP view: `call:quality` to the others, `quality_stats`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relayed_participants_reach_the_sfu_inside_the_process() {
-    let (d, api, people, conv) = start(&["Alice", "Bob", "Carol"]);
+    let (d, api, people, call) = answered_group();
     let (alice, bob, carol) = (&people[0], &people[1], &people[2]);
-    let call = blocking(|| api.answered_call(alice, conv, &[bob, carol]));
     let mut members = vec![
         Member::join(&d, alice, &call).await,
         Member::join_relayed(&d, bob, &call, false).await,
@@ -600,9 +606,8 @@ async fn sfu_events_go_to_the_socket_that_offered() {
         "call:sfu-closed",
         "call:active-speaker",
     ];
-    let (d, api, people, conv) = start(&["Alice", "Bob", "Carol"]);
+    let (d, api, people, call) = answered_group();
     let (alice, bob, carol) = (&people[0], &people[1], &people[2]);
-    let call = blocking(|| api.answered_call(alice, conv, &[bob, carol]));
     let mut phone = Hub::open(&d, bob).await;
     let mut members = vec![
         Member::join(&d, alice, &call).await,
@@ -695,4 +700,45 @@ async fn sfu_events_go_to_the_socket_that_offered() {
         on_first.push(f);
     }
     assert_eq!(sfu(&on_first), Vec::<Value>::new(), "Bob's first socket");
+}
+
+/// Bob's socket goes and his client comes back on a new one (a new id, as Socket.IO's
+/// reconnection gives) while his peer connection with the SFU stays up. Carol joins after: the
+/// SFU's offer of her tracks reaches Bob's new socket (while no socket holds his connection, his
+/// SFU events go to every socket of his), he answers from it and gets her media. Before, the
+/// offer was dropped and he never got her.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_back_on_a_new_socket_hears_of_renegotiations() {
+    let (d, _, people, call) = answered_group();
+    let (bob, carol) = (&people[1], &people[2]);
+    // Alice and Bob first.
+    let mut members = Vec::new();
+    for p in &people[..2] {
+        members.push(Member::join(&d, p, &call).await);
+    }
+    let (fewest, what) = {
+        run_until_media(&mut members, &call).await;
+        fewest_frames(&members)
+    };
+    assert!(fewest > 50, "{what}");
+
+    // Bob's socket goes; his client opens another, under a new id.
+    members[1].hub.socket().close().await;
+    run(
+        &mut members[..1],
+        &call,
+        Duration::from_millis(500),
+        Duration::ZERO,
+    )
+    .await;
+    members[1].hub = Hub::open(&d, bob).await;
+
+    members.push(Member::join(&d, carol, &call).await);
+    run_until_media(&mut members, &call).await;
+    let from_carol = members[1]
+        .media
+        .p()
+        .frames_from(carol.id, MediaKind::Video)
+        .len();
+    assert!(from_carol > 20, "Bob got {from_carol} of Carol's frames");
 }

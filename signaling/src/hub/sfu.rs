@@ -11,9 +11,11 @@
 //!   attached, gets `call:sfu-closed` with `reason: "replaced"` (its client should not offer
 //!   again by itself, or two devices would take it from each other in turn).
 //! - The owning socket's disconnect is a socket leaving, as anywhere in the hub: nothing happens
-//!   to the media at once. The participant's events are dropped while no socket holds it; a
-//!   socket that attaches under the owner's name (`/ws`'s `?socketId=`, kept across a client's
-//!   reconnections) takes them back, and so does an offer from any socket of the user. The
+//!   to the media at once. While no socket holds the participant, its events go to every socket
+//!   of the user: a client that reconnected under a new name (Socket.IO's reconnection gives a
+//!   new `socket.id`) still hears of renegotiations for the peer connection it kept, and answers
+//!   them. A socket that attaches under the owner's name (`/ws`'s `?socketId=`, kept across a
+//!   client's reconnections) takes them back, and so does an offer from any socket of the user. The
 //!   participant leaves the SFU room as it always has: with the call (the reconnect grace of a
 //!   user with no socket), or when its media stays down past the grace (`call:sfu-closed`).
 
@@ -29,8 +31,8 @@ pub(super) struct SfuOwner {
     socket: SocketId,
     /// Its name, which a reconnecting client may attach under again.
     name: Option<Arc<str>>,
-    /// False once the socket has gone: the participant's events are dropped until another
-    /// socket takes them.
+    /// False once the socket has gone: the participant's events go to every socket of the user
+    /// until one takes them.
     attached: bool,
     /// The DTLS fingerprint of the peer connection its last offer was for.
     fingerprint: Option<String>,
@@ -97,18 +99,23 @@ impl Registry {
         }
     }
 
-    /// The sockets of `users` that hold their SFU connection in `call_id`.
+    /// The sockets of `users` that hold their SFU connection in `call_id`; for a participant
+    /// whose socket has gone, every socket of the user (see the module's doc).
     pub(super) fn sfu_outboxes(&self, call_id: Uuid, users: &[Uuid]) -> Vec<Arc<dyn Outbox>> {
-        users
-            .iter()
-            .filter_map(|user| {
-                let owner = self.sfu.get(&(call_id, *user))?;
-                let socket = self
-                    .socket(*user, owner.socket)
-                    .filter(|_| owner.attached)?;
-                Some(socket.outbox.clone())
-            })
-            .collect()
+        let mut outboxes = Vec::new();
+        for user in users {
+            let Some(owner) = self.sfu.get(&(call_id, *user)) else {
+                continue;
+            };
+            match self.socket(*user, owner.socket).filter(|_| owner.attached) {
+                Some(socket) => outboxes.push(socket.outbox.clone()),
+                None => {
+                    let all = self.users.get(user).into_iter().flatten();
+                    outboxes.extend(all.map(|s| s.outbox.clone()));
+                }
+            }
+        }
+        outboxes
     }
 }
 
