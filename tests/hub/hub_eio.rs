@@ -835,34 +835,30 @@ impl Mixed {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn candidates_relayed_between_polling_and_websocket() {
     let d = start();
-    let Mixed {
-        api,
-        alice,
-        bob,
-        conversation,
-        mut alice_s,
-        mut bob_ws,
-    } = Mixed::connect(&d).await;
-    let (a, b) = (alice.uid(), bob.uid());
+    let mut m = Mixed::connect(&d).await;
+    let (a, b) = (m.alice.uid(), m.bob.uid());
 
     // Alice calls Bob through REST: Bob's WebSocket rings.
-    let call = blocking(|| api.start_call(&alice, conversation, "video", &[&bob]));
-    let (event, data) = event_of(&bob_ws.recv().await).expect("an event");
+    let call = blocking(|| {
+        m.api
+            .start_call(&m.alice, m.conversation, "video", &[&m.bob])
+    });
+    let (event, data) = event_of(&m.bob_ws.recv().await).expect("an event");
     assert_eq!(
         (event.as_str(), &data["callId"]),
         ("call:incoming", &json!(call))
     );
 
     // Bob accepts over Socket.IO with an ack: the REST answer's body; Alice hears him join.
-    bob_ws
+    m.bob_ws
         .send(&format!(r#"429["call:accept",{{"callId":"{call}"}}]"#))
         .await;
-    let ack = ack_of(&bob_ws.recv().await, 9).expect("the ack of call:accept");
+    let ack = ack_of(&m.bob_ws.recv().await, 9).expect("the ack of call:accept");
     assert_eq!(
         (&ack["callId"], &ack["status"]),
         (&json!(call), &json!("active"))
     );
-    let (event, data) = event_of(&alice_s.next().await).expect("an event");
+    let (event, data) = event_of(&m.alice_s.next().await).expect("an event");
     assert_eq!(event, "call:participant-joined");
     assert_eq!(
         (&data["callId"], &data["userId"]),
@@ -872,34 +868,34 @@ async fn candidates_relayed_between_polling_and_websocket() {
     // Alice's candidate (POST, no ack) reaches Bob's WebSocket with the sender set by the
     // server; Alice is answered nothing.
     let candidate = r#"{"candidate":"candidate:1 1 udp 2122260223 192.0.2.1 50001 typ host","sdpMid":"0","sdpMLineIndex":0}"#;
-    alice_s
+    m.alice_s
         .send(&[&format!(
             r#"42["call:ice-candidate",{{"callId":"{call}","targetUserId":"{b}","candidate":{candidate}}}]"#
         )])
         .await;
     assert_eq!(
-        bob_ws.recv().await,
+        m.bob_ws.recv().await,
         format!(
             r#"42["call:ice-candidate",{{"callId":"{call}","fromUserId":"{a}","candidate":{candidate}}}]"#
         )
     );
-    assert_eq!(alice_s.fence("sent").await, Vec::<String>::new());
+    assert_eq!(m.alice_s.fence("sent").await, Vec::<String>::new());
 
     // Bob's (WebSocket, with an ack): `{success: true}` to him, the candidate to Alice's poll.
-    bob_ws
+    m.bob_ws
         .send(&format!(
             r#"4210["call:ice-candidate",{{"callId":"{call}","targetUserId":"{a}","candidate":{candidate}}}]"#
         ))
         .await;
-    assert_eq!(bob_ws.recv().await, r#"4310[{"success":true}]"#);
+    assert_eq!(m.bob_ws.recv().await, r#"4310[{"success":true}]"#);
     assert_eq!(
-        alice_s.next().await,
+        m.alice_s.next().await,
         format!(
             r#"42["call:ice-candidate",{{"callId":"{call}","fromUserId":"{b}","candidate":{candidate}}}]"#
         )
     );
-    assert_eq!(alice_s.fence("done").await, Vec::<String>::new());
-    assert_eq!(bob_ws.fence("done").await, Vec::<String>::new());
+    assert_eq!(m.alice_s.fence("done").await, Vec::<String>::new());
+    assert_eq!(m.bob_ws.fence("done").await, Vec::<String>::new());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1196,16 +1192,9 @@ fn big_offer(call: &str, target: &str, sdp_len: usize) -> String {
 async fn big_events_cross_both_transports_once_connected() {
     const SDP: usize = 150_000;
     let d = start();
-    let Mixed {
-        api,
-        alice,
-        bob,
-        conversation,
-        mut alice_s,
-        mut bob_ws,
-    } = Mixed::connect(&d).await;
-    let (a, b) = (alice.uid(), bob.uid());
-    let call = blocking(|| api.answered_call(&alice, conversation, &[&bob]));
+    let mut m = Mixed::connect(&d).await;
+    let (a, b) = (m.alice.uid(), m.bob.uid());
+    let call = blocking(|| m.api.answered_call(&m.alice, m.conversation, &[&m.bob]));
     let events = |packets: Vec<String>| -> Vec<(String, Value)> {
         packets.iter().filter_map(|p| event_of(p)).collect()
     };
@@ -1219,10 +1208,10 @@ async fn big_events_cross_both_transports_once_connected() {
     // Polling to WebSocket.
     let packet = big_offer(&call, &b, SDP);
     assert!(packet.len() > MAX_FRAME);
-    alice_s.send(&[&packet]).await;
+    m.alice_s.send(&[&packet]).await;
     let mut got = Vec::new();
     let offer = loop {
-        got.extend(event_of(&bob_ws.recv().await));
+        got.extend(event_of(&m.bob_ws.recv().await));
         if let Some(o) = offer_of(&got) {
             break o;
         }
@@ -1232,11 +1221,11 @@ async fn big_events_cross_both_transports_once_connected() {
 
     // WebSocket to polling, with an ack.
     let packet = big_offer(&call, &a, SDP).replacen("42", "427", 1);
-    bob_ws.send(packet).await;
-    assert_eq!(bob_ws.recv().await, r#"437[{"success":true}]"#);
+    m.bob_ws.send(packet).await;
+    assert_eq!(m.bob_ws.recv().await, r#"437[{"success":true}]"#);
     let mut got = Vec::new();
     let offer = loop {
-        got.extend(events(vec![alice_s.next().await]));
+        got.extend(events(vec![m.alice_s.next().await]));
         if let Some(o) = offer_of(&got) {
             break o;
         }
