@@ -42,7 +42,16 @@ struct World {
     caps: HashMap<SocketAddr, (f64, Instant)>,
     /// Datagrams dropped by a cap.
     dropped: u64,
+    /// Links to a client that lose one video datagram (over [`AUDIO_MAX`] bytes) in so many:
+    /// (one in, counted so far).
+    lossy: HashMap<SocketAddr, (u64, u64)>,
+    /// Datagrams a lossy link lost.
+    lost: u64,
 }
+
+/// Datagrams this long or shorter carry audio, RTCP or STUN, not video (frames of
+/// [`VIDEO_FRAME`] bytes fill a datagram).
+const AUDIO_MAX: usize = 300;
 
 impl World {
     fn new() -> World {
@@ -68,6 +77,8 @@ impl World {
             wire: VecDeque::new(),
             caps: HashMap::new(),
             dropped: 0,
+            lossy: HashMap::new(),
+            lost: 0,
         }
     }
 
@@ -129,8 +140,24 @@ impl World {
         };
     }
 
-    /// Puts a datagram on the wire, unless a cap drops it.
+    /// Makes the link to client `c` lose one video datagram in `one_in` (None: none).
+    fn lose(&mut self, c: usize, one_in: Option<u64>) {
+        let addr = self.clients[c].addr;
+        match one_in {
+            Some(n) => self.lossy.insert(addr, (n, 0)),
+            None => self.lossy.remove(&addr),
+        };
+    }
+
+    /// Puts a datagram on the wire, unless a cap or a lossy link drops it.
     fn send(&mut self, from: SocketAddr, to: SocketAddr, data: Vec<u8>) {
+        if let Some((one_in, seen)) = self.lossy.get_mut(&to).filter(|_| data.len() > AUDIO_MAX) {
+            *seen += 1;
+            if (*seen).is_multiple_of(*one_in) {
+                self.lost += 1;
+                return;
+            }
+        }
         let mut at = self.now;
         if let Some((rate, free_at)) = self.caps.get_mut(&to) {
             let start = (*free_at).max(self.now);
@@ -343,6 +370,31 @@ fn a_burst_leaves_for_the_subscriber_in_the_instant_it_came() {
         "{to_bob} datagrams to Bob of Alice's {}",
         burst.len()
     );
+}
+
+/// A forwarded video packet lost on the way to a subscriber is sent again from the SFU's history
+/// when the subscriber asks for it (NACK, RFC 4585; resent on the RTX stream, RFC 4588): Bob's
+/// link loses one video datagram in seven, and he still gets every frame of Alice's whole.
+#[test]
+fn a_video_packet_lost_on_the_way_to_a_subscriber_is_sent_again() {
+    let mut w = World::room(&["alice", "bob"], Duration::from_millis(300));
+    w.run(Duration::from_secs(1), true);
+    let (alice, bob) = (w.clients[0].user, 1);
+    let frames = |w: &World| w.clients[bob].frames_from(alice, MediaKind::Video).len();
+    let (gaps, before) = (w.clients[bob].gaps, frames(&w));
+    w.lose(bob, Some(7));
+    w.run(Duration::from_secs(2), true);
+    w.lose(bob, None);
+    // The last losses' resends land.
+    w.run(Duration::from_millis(300), false);
+    let got = frames(&w) - before;
+    println!("{} video datagrams lost, {got} frames", w.lost);
+    // 2 s of a frame every 15 ms, two datagrams each.
+    assert!(w.lost > 30, "{} lost", w.lost);
+    assert!(got >= 130, "{got} frames of Alice's");
+    assert_eq!(w.clients[bob].gaps, gaps, "a frame came after a gap");
+    let video = w.clients[bob].frames_from(alice, MediaKind::Video);
+    assert!(video.iter().all(|f| f.len() == VIDEO_FRAME));
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! m-line for each track of another's it now receives and stopping those of participants who
 //! left.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use str0m::bwe::Bitrate;
 use str0m::change::{SdpAnswer, SdpOffer};
@@ -17,6 +17,15 @@ use super::{bwe, quality, Result, Sfu, SfuError, SfuEvent, TrackInfo, SWEEP_EVER
 
 /// Video packets kept per forwarded stream of a subscriber's (see [`Sfu::add_peer`]).
 const SEND_BUFFER_VIDEO: usize = 128;
+/// How long a forwarded video packet is kept for retransmission (str0m keeps 3 s): a NACK
+/// comes a round trip after the loss, and a resend later than half a second comes after the
+/// receiver's jitter buffer gave the frame up. Janus keeps at least 200 ms (`min_nack_queue`),
+/// more on a longer round trip. Each subscriber keeps its own copy of each stream it is sent,
+/// so in a room of twenty this is most of the SFU's memory (bench/sfu.sh: 2.4 MiB per
+/// participant at 3 s, 1.7 at 500 ms).
+const RTX_MAX_AGE: Duration = Duration::from_millis(500);
+/// str0m's default: queued resends are dropped while they are over 15% of what a stream sends.
+const RTX_RATIO_CAP: Option<f32> = Some(0.15);
 
 impl Sfu {
     /// `user`'s offer in `room`: the first one joins the room (signaling has checked that the
@@ -83,7 +92,11 @@ impl Sfu {
             self.settle(now);
             return Err(SfuError::Refused(e.to_string()));
         }
-        peer.offer_answered();
+        for mid in peer.offer_answered() {
+            if let Some(tx) = peer.rtc.direct_api().stream_tx_by_mid(mid, None) {
+                tx.set_rtx_cache(SEND_BUFFER_VIDEO, RTX_MAX_AGE, RTX_RATIO_CAP);
+            }
+        }
         self.start_subscriptions(id, now);
         self.poll_peer(id, now);
         self.settle(now);

@@ -198,15 +198,21 @@ impl Peer {
         }
     }
 
-    /// The peer answered our offer: what it carried is in force.
-    pub fn offer_answered(&mut self) {
+    /// The peer answered our offer: what it carried is in force. Returns the video m-lines it
+    /// opened.
+    pub fn offer_answered(&mut self) -> Vec<Mid> {
+        let mut opened = Vec::new();
         for s in &mut self.subscriptions {
             if let Line::Offered(m) = s.state {
                 s.state = Line::Open(m);
+                if s.kind == MediaKind::Video {
+                    opened.push(m);
+                }
             }
         }
         self.subscriptions
             .retain(|s| !matches!(s.state, Line::Stopping(_)));
+        opened
     }
 
     /// Whether a keyframe may be asked of published track `mid` now (and notes that it is).
