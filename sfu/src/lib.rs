@@ -25,6 +25,7 @@ pub mod client;
 pub mod core;
 #[cfg(feature = "io")]
 pub mod io;
+pub mod srtp;
 
 /// The WebRTC stack underneath, for what this crate's API passes through (media kinds, say).
 pub use str0m;
@@ -35,7 +36,8 @@ pub use crate::core::{
     START_ESTIMATE,
 };
 
-/// The crypto provider str0m uses for DTLS and SRTP here.
+/// The crypto provider str0m uses for DTLS and SRTP here: aws-lc-rs, its DTLS instances noting
+/// each connection's SRTP keys ([`srtp::keys`]).
 pub fn crypto() -> std::sync::Arc<str0m::crypto::CryptoProvider> {
-    std::sync::Arc::new(str0m::crypto::from_feature_flags())
+    std::sync::Arc::new(srtp::keys::provider())
 }

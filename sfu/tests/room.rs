@@ -47,6 +47,8 @@ struct World {
     lossy: HashMap<SocketAddr, (u64, u64)>,
     /// Datagrams a lossy link lost.
     lost: u64,
+    /// Every datagram the SFU sent to this address, in order.
+    tap: Option<(SocketAddr, Vec<Vec<u8>>)>,
 }
 
 /// Datagrams this long or shorter carry audio, RTCP or STUN, not video (frames of
@@ -79,6 +81,7 @@ impl World {
             dropped: 0,
             lossy: HashMap::new(),
             lost: 0,
+            tap: None,
         }
     }
 
@@ -151,6 +154,9 @@ impl World {
 
     /// Puts a datagram on the wire, unless a cap or a lossy link drops it.
     fn send(&mut self, from: SocketAddr, to: SocketAddr, data: Vec<u8>) {
+        if let Some((_, seen)) = self.tap.as_mut().filter(|(a, _)| *a == to) {
+            seen.push(data.clone());
+        }
         if let Some((one_in, seen)) = self.lossy.get_mut(&to).filter(|_| data.len() > AUDIO_MAX) {
             *seen += 1;
             if (*seen).is_multiple_of(*one_in) {
@@ -395,6 +401,59 @@ fn a_video_packet_lost_on_the_way_to_a_subscriber_is_sent_again() {
     assert_eq!(w.clients[bob].gaps, gaps, "a frame came after a gap");
     let video = w.clients[bob].frames_from(alice, MediaKind::Video);
     assert!(video.iter().all(|f| f.len() == VIDEO_FRAME));
+}
+
+/// The SFU's SRTP of its own (`switchboard_sfu::srtp`) is str0m's, byte for byte: with the keys
+/// the SFU's DTLS exported for Bob, every RTP and RTCP datagram it sent him (str0m protected
+/// them) checks and decrypts, and protecting each again gives the same bytes.
+#[test]
+fn our_srtp_reads_and_writes_what_str0m_sends() {
+    let mut w = World::new();
+    w.join("alice");
+    w.run(Duration::from_millis(300), false);
+    let bob = w.join("bob");
+    w.tap = Some((w.clients[bob].addr, Vec::new()));
+    w.run(Duration::from_millis(500), false);
+    w.run(Duration::from_secs(2), true);
+    let keys = w
+        .sfu
+        .srtp_keys(w.room, w.clients[bob].user)
+        .expect("Bob's keys, once connected");
+    let crypto = switchboard_sfu::crypto();
+    let (mut read, mut write) = (keys.reader_of_sent(&crypto), keys.sender(&crypto));
+    let (mut clear, mut again) = (Vec::new(), Vec::new());
+    // Each SSRC's rollover counter, as a receiver keeps it: (last sequence number, counter).
+    let mut rocs: HashMap<u32, (u16, u64)> = HashMap::new();
+    let (mut rtp, mut rtcp) = (0, 0);
+    for d in w.tap.take().unwrap().1 {
+        // STUN starts 0b00, DTLS 20 to 63 (RFC 7983); RTP and RTCP are version 2.
+        if d.len() < 12 || d[0] >> 6 != 2 {
+            continue;
+        }
+        if (192..=223).contains(&d[1]) {
+            let index = read.unprotect_rtcp(&d, &mut clear).expect("SRTCP checks");
+            write.protect_rtcp_at(&clear, index, &mut again).unwrap();
+            rtcp += 1;
+        } else {
+            let seq = u16::from_be_bytes([d[2], d[3]]);
+            let ssrc = u32::from_be_bytes(d[8..12].try_into().unwrap());
+            let (last, roc) = rocs.entry(ssrc).or_insert((seq, 0));
+            if seq < *last && *last - seq > 0x8000 {
+                *roc += 1;
+            }
+            *last = seq;
+            let index = (*roc << 16) | u64::from(seq);
+            read.unprotect_rtp(&d, index, &mut clear)
+                .expect("SRTP checks");
+            write.protect_rtp(&clear, index, &mut again).unwrap();
+            rtp += 1;
+        }
+        assert_eq!(again, d, "protected again, the same bytes");
+    }
+    println!("{:?}: {rtp} RTP, {rtcp} RTCP datagrams", keys.profile());
+    // 2 s of Alice's audio (5 ms frames) and video, and the reports.
+    assert!(rtp > 400, "{rtp} RTP datagrams");
+    assert!(rtcp > 0, "{rtcp} RTCP datagrams");
 }
 
 #[test]

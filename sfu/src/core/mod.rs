@@ -252,6 +252,12 @@ impl Sfu {
     }
 
     /// Participants in every room.
+    /// The SRTP keys of `user`'s connection in `room`, once its DTLS handshake is done.
+    pub fn srtp_keys(&self, room: Uuid, user: Uuid) -> Option<crate::srtp::Keys> {
+        let id = self.by_user.get(&(room, user))?;
+        self.peers.get(id)?.keys.as_ref()?.get()
+    }
+
     pub fn participants(&self) -> usize {
         self.peers.len()
     }

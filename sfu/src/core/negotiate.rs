@@ -14,6 +14,7 @@ use uuid::Uuid;
 use super::forward::subscription;
 use super::peer::{Line, Peer, PeerId};
 use super::{bwe, quality, Result, Sfu, SfuError, SfuEvent, TrackInfo, SWEEP_EVERY};
+use crate::srtp::keys::take_last_slot;
 
 /// Video packets kept per forwarded stream of a subscriber's (see [`Sfu::add_peer`]).
 const SEND_BUFFER_VIDEO: usize = 128;
@@ -105,7 +106,7 @@ impl Sfu {
 
     fn add_peer(&mut self, now: Instant, room: Uuid, user: Uuid) -> Result<PeerId> {
         let creds = mint_ice_credentials();
-        let mut rtc = RtcConfig::new()
+        let rtc = RtcConfig::new()
             .set_crypto_provider(self.crypto.clone())
             .set_local_ice_credentials(creds.clone())
             .set_ice_lite(true)
@@ -123,16 +124,20 @@ impl Sfu {
             // room of twenty keeps 19 such streams (21 MB). 128 is a second and a half of that
             // layer, half a second of a 2.5 Mbit/s screen: more than a round trip to resend.
             .set_send_buffer_video(SEND_BUFFER_VIDEO)
-            .enable_bwe(Some(Bitrate::bps(self.config.start_estimate)))
-            .build(now);
+            .enable_bwe(Some(Bitrate::bps(self.config.start_estimate)));
+        // The build makes the connection's DTLS instance, whose keys slot is taken right after.
+        let _ = take_last_slot();
+        let mut rtc = rtc.build(now);
+        let keys = take_last_slot();
         for addr in &self.config.candidates {
             let c = Candidate::host(*addr, "udp").map_err(|e| SfuError::Refused(e.to_string()))?;
             rtc.add_local_candidate(c);
         }
         let id = self.next_id;
         self.next_id += 1;
-        self.peers
-            .insert(id, Peer::new(room, user, rtc, creds.ufrag.clone(), now));
+        let mut peer = Peer::new(room, user, rtc, creds.ufrag.clone(), now);
+        peer.keys = keys;
+        self.peers.insert(id, peer);
         self.by_ufrag.insert(creds.ufrag, id);
         self.by_user.insert((room, user), id);
         self.rooms.entry(room).or_default().push(id);

@@ -11,6 +11,7 @@ use uuid::Uuid;
 use super::bwe::{Budget, Meter};
 use super::keyframe::VideoCodec;
 use super::rewrite::Rewriter;
+use crate::srtp::keys::KeySlot;
 
 /// A peer's handle in the SFU, never reused.
 pub(crate) type PeerId = u64;
@@ -22,6 +23,9 @@ pub(crate) struct Peer {
     pub(super) room: Uuid,
     pub(super) user: Uuid,
     pub(super) rtc: Rtc,
+    /// Where its DTLS puts the SRTP keys (`None` with a crypto provider not from
+    /// [`crate::crypto`]).
+    pub(super) keys: Option<KeySlot>,
     /// Our ICE username fragment for this peer (the first half of a binding request's
     /// USERNAME): how a datagram from an address not seen yet finds its peer.
     pub(super) ufrag: String,
@@ -160,6 +164,7 @@ impl Quality {
 impl Peer {
     pub fn new(room: Uuid, user: Uuid, rtc: Rtc, ufrag: String, now: Instant) -> Peer {
         Peer {
+            keys: None,
             room,
             user,
             rtc,
