@@ -18,12 +18,15 @@
 #      the generator's CPU beside it, the SFU process's RSS per participant over its idle RSS.
 #   4. Floor phase: the same datagrams at the same times to a plain UDP fan-out on a thread of
 #      the generator (receive one, send it to the N-1 others, no SRTP), measured the same way.
+# Each scenario runs once per egress in $EGRESS: "str0m" (the daemon's: each forwarded packet
+# goes through the subscriber's str0m connection) and "direct" (SfuConfig::direct_egress: the
+# SFU writes, protects and sends it itself; label ROOMSxSIZE-direct), each with its own floor.
 # Ratio printed: SFU CPU per forwarded packet / the floor's. Targets (issue 21): a room of 20
 # under 50% of one core, the ratio within 2, no loss, RSS under 2 MiB per participant.
 #
 # Usage: bench/sfu.sh                        (from anywhere; builds what it needs)
 #        SCENARIOS="1x20 4x5 2x10" bench/sfu.sh
-# Knobs (environment): SCENARIOS="1x20 4x5" WARMUP=3 DURATION=15 VIDEO_KBPS=1000
+# Knobs (environment): SCENARIOS="1x20 4x5" EGRESS="str0m direct" WARMUP=3 DURATION=15 VIDEO_KBPS=1000
 #   PROFILE=0|1 (perf record -g of the SFU process over each measured window; the top of the
 #   report in perf-<scenario>.txt; the sampling costs the SFU CPU, so its figures read higher)
 #   BENCH_SKIP_BUILD=0 CARGO_TARGET_DIR BENCH_OUT
@@ -40,6 +43,7 @@ WARMUP=${WARMUP:-3}
 DURATION=${DURATION:-15}
 VIDEO_KBPS=${VIDEO_KBPS:-1000}
 PROFILE=${PROFILE:-0}
+EGRESS=${EGRESS:-"str0m direct"}
 
 TARGET_CORE_PCT=50    # a room of 20, % of one core
 TARGET_RATIO=2        # SFU CPU per forwarded packet / the floor's
@@ -58,47 +62,54 @@ log "output: $OUT"
 RESULTS=$OUT/results.tsv
 printf 'scenario\ttarget\tok\tfwd_per_s\tus_per_pkt\tcore_pct\tp50_ms\tp99_ms\tloss_pct\tlost\tgen_pct\tothers_pct\tkib_per_participant\tunmatched\trss_window_start_kib\trss_loaded_kib\ttarget_drops\n' >"$RESULTS"
 FAILED=0
-for s in $SCENARIOS; do
-    rooms=${s%x*}
-    size=${s#*x}
-    [[ $rooms =~ ^[0-9]+$ && $size =~ ^[0-9]+$ ]] || die "a scenario is ROOMSxSIZE, not $s"
-    llog=$OUT/load-$s.log
-    log "scenario $s: $rooms room(s) of $size"
-    rc=0
-    perf=()
-    if [[ $PROFILE == 1 ]]; then perf=(--perf "$OUT/perf-$s.data"); fi
-    timeout -k 5 $((180 + 3 * (WARMUP + DURATION))) "$LOADGEN" sfu --rooms "$rooms" \
-        --size "$size" --warmup "$WARMUP" --duration "$DURATION" --video-kbps "$VIDEO_KBPS" \
-        --label "$s" "${perf[@]}" >"$llog" 2>&1 || rc=$?
-    if [[ $PROFILE == 1 && -s $OUT/perf-$s.data ]]; then
-        perf report -i "$OUT/perf-$s.data" --no-children --sort dso,symbol --stdio 2>/dev/null \
-            | grep -E '^ +[0-9.]+%' | sed 's/ *- *- *$//' | head -40 >"$OUT/perf-$s.txt" || true
-        log "profile of the SFU: $OUT/perf-$s.txt"
-    fi
-    grep '^sfu_load: ' "$llog" | sed 's/^sfu_load: /    /' >&2 || true
-    if ((rc != 0)) || ! grep -q "^result label=$s target=sfu " "$llog"; then
-        show_tail "$llog"
-        log "FAILED: scenario $s (exit $rc; see $llog)"
-        FAILED=1
-        continue
-    fi
-    for target in sfu floor; do
-        grep -q "^result label=$s target=$target " "$llog" || continue
-        f=()
-        for k in fwd_per_s cpu_us_per_pkt cpu_pct p50_ms p99_ms loss_pct lost gen_cpu_pct others_cpu_pct kib_per_participant unmatched rss_window_start_kib rss_loaded_kib target_drops; do
-            v=$(kv "result label=$s target=$target" "$k" "$llog")
-            f+=("${v:--}")
+for run in $SCENARIOS; do
+    for egress in $EGRESS; do
+        rooms=${run%x*}
+        size=${run#*x}
+        [[ $rooms =~ ^[0-9]+$ && $size =~ ^[0-9]+$ ]] || die "a scenario is ROOMSxSIZE, not $run"
+        case $egress in
+            str0m) s=$run; direct=() ;;
+            direct) s=$run-direct; direct=(--direct-egress) ;;
+            *) die "EGRESS is str0m and/or direct, not $egress" ;;
+        esac
+        llog=$OUT/load-$s.log
+        log "scenario $s: $rooms room(s) of $size"
+        rc=0
+        perf=()
+        if [[ $PROFILE == 1 ]]; then perf=(--perf "$OUT/perf-$s.data"); fi
+        timeout -k 5 $((180 + 3 * (WARMUP + DURATION))) "$LOADGEN" sfu --rooms "$rooms" \
+            --size "$size" --warmup "$WARMUP" --duration "$DURATION" --video-kbps "$VIDEO_KBPS" \
+            --label "$s" "${direct[@]}" "${perf[@]}" >"$llog" 2>&1 || rc=$?
+        if [[ $PROFILE == 1 && -s $OUT/perf-$s.data ]]; then
+            perf report -i "$OUT/perf-$s.data" --no-children --sort dso,symbol --stdio 2>/dev/null \
+                | grep -E '^ +[0-9.]+%' | sed 's/ *- *- *$//' | head -40 >"$OUT/perf-$s.txt" || true
+            log "profile of the SFU: $OUT/perf-$s.txt"
+        fi
+        grep '^sfu_load: ' "$llog" | sed 's/^sfu_load: /    /' >&2 || true
+        if ((rc != 0)) || ! grep -q "^result label=$s target=sfu " "$llog"; then
+            show_tail "$llog"
+            log "FAILED: scenario $s (exit $rc; see $llog)"
+            FAILED=1
+            continue
+        fi
+        for target in sfu floor; do
+            grep -q "^result label=$s target=$target " "$llog" || continue
+            f=()
+            for k in fwd_per_s cpu_us_per_pkt cpu_pct p50_ms p99_ms loss_pct lost gen_cpu_pct others_cpu_pct kib_per_participant unmatched rss_window_start_kib rss_loaded_kib target_drops; do
+                v=$(kv "result label=$s target=$target" "$k" "$llog")
+                f+=("${v:--}")
+            done
+            printf '%s\t%s\t1\t%s\n' "$s" "$target" "$(IFS=$'\t'; echo "${f[*]}")" >>"$RESULTS"
         done
-        printf '%s\t%s\t1\t%s\n' "$s" "$target" "$(IFS=$'\t'; echo "${f[*]}")" >>"$RESULTS"
     done
 done
 
 {
     echo
     echo "== SFU: rooms of synthetic participants, Opus + ${VIDEO_KBPS} kbit/s VP8 (3 layers, the top one forwarded), ${DURATION} s measured after ${WARMUP} s =="
-    printf '%-9s %-6s %10s %9s %8s %8s %8s %8s %6s %8s %8s %10s %9s\n' scenario target "fwd pkt/s" "us/pkt" "core %" "p50 ms" "p99 ms" "loss %" drops "gen %" "others %" "KiB/part" unmatched
+    printf '%-12s %-6s %10s %9s %8s %8s %8s %8s %6s %8s %8s %10s %9s\n' scenario target "fwd pkt/s" "us/pkt" "core %" "p50 ms" "p99 ms" "loss %" drops "gen %" "others %" "KiB/part" unmatched
     awk -F'\t' 'NR > 1 {
-        printf "%-9s %-6s %10.0f %9.2f %8.1f %8.2f %8.2f %8.3f %6s %8.1f %8.1f %10s %9s\n",
+        printf "%-12s %-6s %10.0f %9.2f %8.1f %8.2f %8.2f %8.3f %6s %8.1f %8.1f %10s %9s\n",
             $1, $2, $4, $5, $6, $7, $8, $9, $17, $11, $12, $13, $14
     }' "$RESULTS"
     echo
@@ -119,7 +130,7 @@ done
         END {
             for (i = 1; i <= n; i++) {
                 s = order[i]
-                if (s ~ /x20$/)
+                if (s ~ /x20(-direct)?$/)
                     printf "%s: SFU thread %.1f%% of one core: target < %d%% %s\n", s, pct[s], core,
                         (lpct[s] > 1 ? "not measured (over 1% lost: not the full load)" : (pct[s] < core ? "met" : "NOT met"))
                 if (fus[s] > 0) {

@@ -96,6 +96,7 @@ pub fn run(config_path: Option<&std::path::Path>) -> ExitCode {
                 max_bitrate: s.max_bitrate,
             },
             start_estimate: switchboard_sfu::START_ESTIMATE,
+            direct_egress: false,
         }) {
             Ok(bound) => Some(bound),
             Err(e) => {

@@ -265,9 +265,18 @@ SEEDS = {
 }
 
 
+# Seeds also run with forwarding through the direct egress: the first tag byte with its top
+# bit set, the same operation (130 is a multiple of 13 at or above 128).
+DIRECT = ["01-two-clients-media", "02-simulcast", "03-three-renegotiate-timeout"]
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
-    for name, data in SEEDS.items():
+    seeds = dict(SEEDS)
+    for name in DIRECT:
+        data = SEEDS[name]
+        seeds[name + "-direct"] = bytes([130 + data[0] % 13]) + data[1:]
+    for name, data in seeds.items():
         with open(os.path.join(OUT, name + ".bin"), "wb") as f:
             f.write(data)
         print(f"{name}.bin: {len(data)} bytes")

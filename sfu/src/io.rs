@@ -44,6 +44,8 @@ pub struct SfuIoConfig {
     /// Where each subscriber's downlink estimate starts, in bits/s
     /// ([`START_ESTIMATE`](crate::core::START_ESTIMATE) in the daemon).
     pub start_estimate: u64,
+    /// See [`SfuConfig::direct_egress`] (off in the daemon).
+    pub direct_egress: bool,
 }
 
 /// Counters the driver publishes for `/metrics`.
@@ -237,6 +239,7 @@ pub struct SfuBound {
     stats: Arc<SfuStats>,
     caps: Caps,
     start_estimate: u64,
+    direct_egress: bool,
 }
 
 /// A datagram handed over inside the process: `(from, to, payload)`.
@@ -292,6 +295,7 @@ impl SfuBound {
             stats: Arc::default(),
             caps: config.caps,
             start_estimate: config.start_estimate,
+            direct_egress: config.direct_egress,
         })
     }
 
@@ -331,6 +335,7 @@ impl SfuBound {
             stats,
             caps,
             start_estimate,
+            direct_egress,
             ..
         } = self;
         let (commands, rx) = mpsc::channel(COMMANDS);
@@ -341,6 +346,7 @@ impl SfuBound {
                 grace,
                 caps,
                 start_estimate,
+                direct_egress,
             },
             crate::crypto(),
         );

@@ -61,12 +61,22 @@ impl World {
     }
 
     fn with_caps(caps: Caps) -> World {
+        World::with(caps, false)
+    }
+
+    /// A world whose SFU forwards through its direct egress (`SfuConfig::direct_egress`).
+    fn direct() -> World {
+        World::with(Caps::default(), true)
+    }
+
+    fn with(caps: Caps, direct_egress: bool) -> World {
         let now = Instant::now();
         let config = SfuConfig {
             candidates: vec![SFU.parse().unwrap()],
             grace: Duration::from_secs(5),
             caps,
             start_estimate: START_ESTIMATE,
+            direct_egress,
         };
         World {
             now,
@@ -91,7 +101,10 @@ impl World {
 
     /// A room of `names`, joined one after another `apart`, each connected when it returns.
     fn room(names: &[&'static str], apart: Duration) -> World {
-        let mut w = World::new();
+        World::room_in(World::new(), names, apart)
+    }
+
+    fn room_in(mut w: World, names: &[&'static str], apart: Duration) -> World {
         for &name in names {
             w.join(name);
             w.run(apart, false);
@@ -286,7 +299,16 @@ impl World {
 
 #[test]
 fn three_participants_each_receive_the_other_two() {
-    let mut w = World::room(&["alice", "bob", "carol"], Duration::from_millis(300));
+    three_participants(World::new());
+}
+
+#[test]
+fn three_participants_each_receive_the_other_two_through_the_direct_egress() {
+    three_participants(World::direct());
+}
+
+fn three_participants(w: World) {
+    let mut w = World::room_in(w, &["alice", "bob", "carol"], Duration::from_millis(300));
     w.run(Duration::from_secs(3), true);
 
     let users: Vec<(Uuid, u8)> = w.clients.iter().map(|c| (c.user, c.initial())).collect();
@@ -383,7 +405,16 @@ fn a_burst_leaves_for_the_subscriber_in_the_instant_it_came() {
 /// link loses one video datagram in seven, and he still gets every frame of Alice's whole.
 #[test]
 fn a_video_packet_lost_on_the_way_to_a_subscriber_is_sent_again() {
-    let mut w = World::room(&["alice", "bob"], Duration::from_millis(300));
+    lost_and_sent_again(World::new());
+}
+
+#[test]
+fn a_video_packet_lost_on_the_way_to_a_subscriber_is_sent_again_by_the_direct_egress() {
+    lost_and_sent_again(World::direct());
+}
+
+fn lost_and_sent_again(w: World) {
+    let mut w = World::room_in(w, &["alice", "bob"], Duration::from_millis(300));
     w.run(Duration::from_secs(1), true);
     let (alice, bob) = (w.clients[0].user, 1);
     let frames = |w: &World| w.clients[bob].frames_from(alice, MediaKind::Video).len();
@@ -401,6 +432,19 @@ fn a_video_packet_lost_on_the_way_to_a_subscriber_is_sent_again() {
     assert_eq!(w.clients[bob].gaps, gaps, "a frame came after a gap");
     let video = w.clients[bob].frames_from(alice, MediaKind::Video);
     assert!(video.iter().all(|f| f.len() == VIDEO_FRAME));
+}
+
+/// The SRTP packet index of RTP datagram `d` (its stream's rollover counter and sequence number),
+/// as a receiver keeps it: `rocs` has each SSRC's last sequence number and counter.
+fn srtp_index(rocs: &mut HashMap<u32, (u16, u64)>, d: &[u8]) -> u64 {
+    let seq = u16::from_be_bytes([d[2], d[3]]);
+    let ssrc = u32::from_be_bytes(d[8..12].try_into().unwrap());
+    let (last, roc) = rocs.entry(ssrc).or_insert((seq, 0));
+    if seq < *last && *last - seq > 0x8000 {
+        *roc += 1;
+    }
+    *last = seq;
+    (*roc << 16) | u64::from(seq)
 }
 
 /// The SFU's SRTP of its own (`switchboard_sfu::srtp`) is str0m's, byte for byte: with the keys
@@ -422,8 +466,7 @@ fn our_srtp_reads_and_writes_what_str0m_sends() {
     let crypto = switchboard_sfu::crypto();
     let (mut read, mut write) = (keys.reader_of_sent(&crypto), keys.sender(&crypto));
     let (mut clear, mut again) = (Vec::new(), Vec::new());
-    // Each SSRC's rollover counter, as a receiver keeps it: (last sequence number, counter).
-    let mut rocs: HashMap<u32, (u16, u64)> = HashMap::new();
+    let mut rocs = HashMap::new();
     let (mut rtp, mut rtcp) = (0, 0);
     for d in w.tap.take().unwrap().1 {
         // STUN starts 0b00, DTLS 20 to 63 (RFC 7983); RTP and RTCP are version 2.
@@ -435,14 +478,7 @@ fn our_srtp_reads_and_writes_what_str0m_sends() {
             write.protect_rtcp_at(&clear, index, &mut again).unwrap();
             rtcp += 1;
         } else {
-            let seq = u16::from_be_bytes([d[2], d[3]]);
-            let ssrc = u32::from_be_bytes(d[8..12].try_into().unwrap());
-            let (last, roc) = rocs.entry(ssrc).or_insert((seq, 0));
-            if seq < *last && *last - seq > 0x8000 {
-                *roc += 1;
-            }
-            *last = seq;
-            let index = (*roc << 16) | u64::from(seq);
+            let index = srtp_index(&mut rocs, &d);
             read.unprotect_rtp(&d, index, &mut clear)
                 .expect("SRTP checks");
             write.protect_rtp(&clear, index, &mut again).unwrap();
@@ -454,6 +490,63 @@ fn our_srtp_reads_and_writes_what_str0m_sends() {
     // 2 s of Alice's audio (5 ms frames) and video, and the reports.
     assert!(rtp > 400, "{rtp} RTP datagrams");
     assert!(rtcp > 0, "{rtcp} RTCP datagrams");
+}
+
+/// Through the direct egress, the sender reports str0m makes for Bob's m-lines (it sent nothing
+/// on them) are corrected on the way out: each counts exactly the packets and payload octets
+/// sent on its SSRC before it, and its RTP time is the last packet's or a little later.
+#[test]
+fn the_direct_egress_corrects_the_sender_reports_of_what_it_sent() {
+    let mut w = World::direct();
+    w.join("alice");
+    w.run(Duration::from_millis(300), false);
+    let bob = w.join("bob");
+    w.tap = Some((w.clients[bob].addr, Vec::new()));
+    w.run(Duration::from_millis(500), false);
+    w.run(Duration::from_secs(6), true);
+    let keys = w.sfu.srtp_keys(w.room, w.clients[bob].user).unwrap();
+    let mut read = keys.reader_of_sent(&switchboard_sfu::crypto());
+    let (mut clear, mut rocs) = (Vec::new(), HashMap::new());
+    // By SSRC: packets, payload octets, last RTP time.
+    let mut sent: HashMap<u32, (u32, u32, u32)> = HashMap::new();
+    let mut reports = 0;
+    for d in w.tap.take().unwrap().1 {
+        if d.len() < 12 || d[0] >> 6 != 2 {
+            continue;
+        }
+        if !(192..=223).contains(&d[1]) {
+            let ssrc = u32::from_be_bytes(d[8..12].try_into().unwrap());
+            let index = srtp_index(&mut rocs, &d);
+            read.unprotect_rtp(&d, index, &mut clear).unwrap();
+            let header = switchboard_sfu::srtp::rtp_header_len(&clear).unwrap();
+            let s = sent.entry(ssrc).or_default();
+            s.0 += 1;
+            s.1 += (clear.len() - header) as u32;
+            s.2 = u32::from_be_bytes(clear[4..8].try_into().unwrap());
+            continue;
+        }
+        read.unprotect_rtcp(&d, &mut clear).unwrap();
+        let mut at = 0;
+        while at + 4 <= clear.len() {
+            let len = 4 * (usize::from(u16::from_be_bytes([clear[at + 2], clear[at + 3]])) + 1);
+            let p = &clear[at..at + len];
+            let ssrc = u32::from_be_bytes(p[4..8].try_into().unwrap());
+            if let (200, Some(&(packets, octets, last))) = (p[1], sent.get(&ssrc)) {
+                let word = |i: usize| u32::from_be_bytes(p[i..i + 4].try_into().unwrap());
+                assert_eq!((word(20), word(24)), (packets, octets), "SR of {ssrc}");
+                let ahead = word(16).wrapping_sub(last);
+                assert!(
+                    ahead < 90_000,
+                    "SR of {ssrc}: RTP time {ahead} after the last"
+                );
+                reports += 1;
+            }
+            at += len;
+        }
+    }
+    println!("{reports} sender reports of {} streams checked", sent.len());
+    assert_eq!(sent.len(), 2, "Alice's audio and video");
+    assert!(reports >= 2, "{reports} sender reports");
 }
 
 #[test]
@@ -1004,6 +1097,7 @@ mod driver {
             grace: Duration::from_secs(5),
             caps: Caps::default(),
             start_estimate: START_ESTIMATE,
+            direct_egress: false,
         })
         .unwrap();
         let room = Uuid::new_v4();

@@ -3,7 +3,8 @@
 //! WebRTC clients (str0m, full ICE, DTLS-SRTP, in RTP mode so that they can send any payload)
 //! on a simulated network, and strangers sending whatever the input says.
 //!
-//! Input: operations, each a tag byte (mod 13) and its arguments (see [`Harness::step`] and
+//! Input: operations, each a tag byte (mod 13; the first one's top bit set: forwarding through
+//! the direct egress) and its arguments (see [`Harness::step`] and
 //! `make-seeds.py`, which writes them); reads past the end are zeros.
 //!
 //! - `0` a client offers: its first offer joins (audio, video, simulcast video as the flags
@@ -336,13 +337,15 @@ struct Harness {
 }
 
 impl Harness {
-    fn new() -> Harness {
+    /// `direct`: forwarding through the SFU's direct egress.
+    fn new(direct: bool) -> Harness {
         let now = base();
         let config = SfuConfig {
             candidates: vec![sa(SFU)],
             grace: Duration::from_secs(3),
             caps: Caps::default(),
             start_estimate: switchboard_sfu::START_ESTIMATE,
+            direct_egress: direct,
         };
         Harness {
             sfu: Sfu::new(config, switchboard_sfu::crypto()),
@@ -951,7 +954,8 @@ impl Harness {
 
 fuzz_target!(|input: &[u8]| {
     let mut r = Reader { data: input };
-    let mut h = Harness::new();
+    // The first tag byte's top bit (tags are taken mod 13) picks the egress.
+    let mut h = Harness::new(input.first().is_some_and(|b| b & 0x80 != 0));
     for _ in 0..MAX_OPS {
         if r.is_empty() {
             break;

@@ -1,6 +1,7 @@
 //! Forwarding: a publisher's RTP packets to its room's subscribers, each on its own m-line with
 //! its own numbering, and the simulcast layer each subscriber gets.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use str0m::bwe::Bitrate;
@@ -9,6 +10,7 @@ use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Rid};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
 use uuid::Uuid;
 
+use super::egress::Packet;
 use super::keyframe::{starts_key_frame, VideoCodec};
 use super::peer::{Line, PeerId, Published, Quality, Subscription};
 use super::rewrite::{Rewriter, Verdict};
@@ -142,6 +144,16 @@ impl Sfu {
             }
         }
         let mut waiting = false;
+        // The direct egress shares one copy of the payload among the subscribers.
+        let shared: Option<Arc<[u8]>> = self
+            .config
+            .direct_egress
+            .then(|| Arc::from(&packet.payload[..]));
+        let level = packet
+            .header
+            .ext_vals
+            .audio_level
+            .map(|l| (l, packet.header.ext_vals.voice_activity.unwrap_or(false)));
         for sid in self.room_members(room) {
             if sid == id {
                 continue;
@@ -168,6 +180,22 @@ impl Sfu {
                 let Some(pt) = s.rtc.codec_config().match_params(params).map(|p| p.pt()) else {
                     continue;
                 };
+                if let Some(payload) = &shared {
+                    let Some(egress) = s.egress.as_mut() else {
+                        continue;
+                    };
+                    let packet = Packet {
+                        marker: packet.header.marker,
+                        level,
+                        payload,
+                    };
+                    let out = egress.rtp(&mut s.rtc, out, kind, *pt, seq, time, packet, now);
+                    if let Some(t) = out {
+                        self.transmits.push_back(t);
+                        self.counters.forwarded += 1;
+                    }
+                    continue;
+                }
                 let mut api = s.rtc.direct_api();
                 let Some(tx) = api.stream_tx_by_mid(out, None) else {
                     continue;

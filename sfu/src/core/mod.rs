@@ -38,6 +38,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use egress::Egress;
 use str0m::bwe::BweKind;
 use str0m::crypto::CryptoProvider;
 use str0m::net::{Protocol, Receive};
@@ -45,6 +46,7 @@ use str0m::{Event, IceConnectionState, Input, Output};
 use uuid::Uuid;
 
 mod bwe;
+mod egress;
 mod forward;
 pub mod keyframe;
 mod negotiate;
@@ -87,6 +89,10 @@ pub struct SfuConfig {
     /// Where each subscriber's downlink estimate starts, in bits/s, until its transport-wide
     /// congestion control feedback says more ([`START_ESTIMATE`]).
     pub start_estimate: u64,
+    /// Forwarded media leaves through the SFU's own egress ([`egress`]) rather than each
+    /// subscriber's str0m connection. Without a bandwidth estimate of its own yet, the layers
+    /// follow what subscribers ask for: off in the daemon, measured by `bench/sfu.sh`.
+    pub direct_egress: bool,
 }
 
 /// What one participant may publish.
@@ -350,6 +356,9 @@ impl Sfu {
             },
         );
         let peer = self.peers.get_mut(&id).expect("indexed peers exist");
+        if let Some(egress) = peer.egress.as_mut().filter(|_| is_rtcp(data)) {
+            egress.on_rtcp(data, &mut self.transmits);
+        }
         if !peer.rtc.accepts(&input) {
             self.counters.refused += 1;
             return;
@@ -535,10 +544,23 @@ impl Sfu {
                 }
                 Ok(Output::Transmit(t)) => {
                     progress = true;
+                    let mut contents: Vec<u8> = t.contents.into();
+                    if self.config.direct_egress {
+                        if peer.egress.is_none() {
+                            let keys = peer.keys.as_ref().and_then(|k| k.get());
+                            peer.egress = keys.map(|k| Egress::new(&k, &self.crypto));
+                        }
+                        if let Some(egress) = &mut peer.egress {
+                            egress.route = Some((t.source, t.destination));
+                            if is_rtcp(&contents) {
+                                egress.patch_rtcp(&mut contents, now);
+                            }
+                        }
+                    }
                     self.transmits.push_back(Transmit {
                         source: t.source,
                         destination: t.destination,
-                        contents: t.contents.into(),
+                        contents,
                     });
                 }
                 Ok(Output::Event(e)) => {
@@ -682,4 +704,10 @@ impl Sfu {
             _ => {}
         }
     }
+}
+
+/// Whether a datagram on the media port is RTCP (RFC 5761: version 2, a packet type of 192 to
+/// 223 where RTP has its marker and payload type).
+fn is_rtcp(data: &[u8]) -> bool {
+    data.len() >= 8 && data[0] >> 6 == 2 && (192..=223).contains(&data[1])
 }

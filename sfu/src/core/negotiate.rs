@@ -124,7 +124,11 @@ impl Sfu {
             // room of twenty keeps 19 such streams (21 MB). 128 is a second and a half of that
             // layer, half a second of a 2.5 Mbit/s screen: more than a round trip to resend.
             .set_send_buffer_video(SEND_BUFFER_VIDEO)
-            .enable_bwe(Some(Bitrate::bps(self.config.start_estimate)));
+            // The direct egress sends what str0m's estimate would be made from (and str0m's
+            // probes would go out with numbers of its own).
+            .enable_bwe(
+                (!self.config.direct_egress).then(|| Bitrate::bps(self.config.start_estimate)),
+            );
         // The build makes the connection's DTLS instance, whose keys slot is taken right after.
         let _ = take_last_slot();
         let mut rtc = rtc.build(now);

@@ -26,6 +26,8 @@ pub(crate) struct Peer {
     /// Where its DTLS puts the SRTP keys (`None` with a crypto provider not from
     /// [`crate::crypto`]).
     pub(super) keys: Option<KeySlot>,
+    /// Its direct egress, once its keys are known ([`super::SfuConfig::direct_egress`]).
+    pub(super) egress: Option<super::egress::Egress>,
     /// Our ICE username fragment for this peer (the first half of a binding request's
     /// USERNAME): how a datagram from an address not seen yet finds its peer.
     pub(super) ufrag: String,
@@ -165,6 +167,7 @@ impl Peer {
     pub fn new(room: Uuid, user: Uuid, rtc: Rtc, ufrag: String, now: Instant) -> Peer {
         Peer {
             keys: None,
+            egress: None,
             room,
             user,
             rtc,

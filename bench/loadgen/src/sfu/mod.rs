@@ -22,7 +22,7 @@
 //!
 //! ```text
 //! loadgen sfu [--rooms 1] [--size 20] [--warmup 3] [--duration 15] [--video-kbps 1000]
-//!             [--label NAME] [--no-floor] [--perf FILE]
+//!             [--label NAME] [--direct-egress] [--no-floor] [--perf FILE]
 //! ```
 //! Prints `sfu_load: ` lines, then one machine-readable `result label=.. target=sfu|floor ..`
 //! line per phase.
@@ -79,6 +79,10 @@ pub struct Args {
     /// The name of this run in the result lines.
     #[arg(long, default_value = "sfu")]
     label: String,
+    /// Forwards through the SFU's direct egress (`SfuConfig::direct_egress`), not each
+    /// subscriber's str0m connection.
+    #[arg(long)]
+    direct_egress: bool,
     /// Skips the floor phase.
     #[arg(long)]
     no_floor: bool,
@@ -126,7 +130,7 @@ pub fn run(args: &Args) -> io::Result<()> {
             "{n} participants: at most {MAX_PARTICIPANTS}"
         )));
     }
-    let mut server = Server::start()?;
+    let mut server = Server::start(args.direct_egress)?;
     std::thread::sleep(Duration::from_millis(200));
     let rss_idle = status_kib(Some(server.pid), "VmRSS");
     let sfu_tid = server

@@ -32,6 +32,10 @@ pub struct Args {
     /// (`switchboard_sfu::START_ESTIMATE`) and follows the feedback.
     #[arg(long, default_value_t = 100_000)]
     start_estimate_kbps: u64,
+    /// Forwards through the SFU's own egress, not each subscriber's str0m connection
+    /// (`SfuConfig::direct_egress`).
+    #[arg(long)]
+    direct_egress: bool,
 }
 
 /// The child: runs until its stdin ends.
@@ -43,6 +47,7 @@ pub fn run(args: &Args) -> io::Result<()> {
         grace: Duration::from_secs(600),
         caps: Caps::default(),
         start_estimate: args.start_estimate_kbps * 1000,
+        direct_egress: args.direct_egress,
     })?;
     say(&json!({"ev": "listening", "addr": sfu.local_addr().to_string()}));
     let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
@@ -152,10 +157,12 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts `loadgen sfu-server` (this binary) and waits up to 10 s for its address.
-    pub fn start() -> io::Result<Server> {
+    /// Starts `loadgen sfu-server` (this binary; `direct`: its direct egress) and waits up to
+    /// 10 s for its address.
+    pub fn start(direct: bool) -> io::Result<Server> {
         let mut child = Command::new(std::env::current_exe()?)
             .arg("sfu-server")
+            .args(direct.then_some("--direct-egress"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()?;

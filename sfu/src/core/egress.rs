@@ -1,0 +1,359 @@
+//! The direct egress ([`SfuConfig::direct_egress`](super::SfuConfig)): forwarded media leaves
+//! for a subscriber without going through its str0m connection. str0m stays the control plane
+//! (ICE, DTLS, the RTCP it sends and receives, keyframe requests, stats); what a forwarded
+//! packet costs is what is here: one RTP header written, SRTP with the connection's own keys
+//! ([`crate::srtp`]), one datagram.
+//!
+//! What str0m did for those packets and is done here instead:
+//! - the transport-wide sequence number (TWCC), one counter per connection, on every packet;
+//! - retransmission: a subscriber's NACK (RFC 4585) is answered from this stream's recent
+//!   packets on its RTX stream (RFC 4588), never on the original sequence number, whose
+//!   nonce must not protect a second, different packet;
+//! - sender reports: str0m still makes them (it knows the streams from the SDP, not what was
+//!   sent on them), and each of ours is corrected on the way out (packet and octet counts, the
+//!   RTP time at its NTP time), so that receivers keep lip sync and round-trip times.
+//!
+//! Not yet here: a bandwidth estimate of its own from the TWCC feedback (str0m's sees none of
+//! these packets), hence no probing and no pacing; the layers follow the start estimate.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use str0m::crypto::CryptoProvider;
+use str0m::media::{MediaKind, Mid};
+use str0m::rtp::Extension;
+use str0m::Rtc;
+
+use super::Transmit;
+use crate::srtp::{Context, Keys};
+
+/// Packets of a video stream kept for retransmission, at most.
+const HISTORY: usize = 256;
+/// Retransmissions a subscriber earns per packet sent it (a NACK asks for up to 17 packets per
+/// 4 bytes: without a budget, a participant could have the SFU resend its whole history over
+/// and over), and the most it can save up.
+const RESEND_SHARE: f64 = 0.25;
+const RESEND_BURST: f64 = 64.0;
+/// One-byte header extensions (RFC 8285).
+const ONE_BYTE: [u8; 2] = [0xBE, 0xDE];
+
+/// A forwarded packet as the subscriber's stream numbers it.
+#[derive(Clone)]
+struct Sent {
+    seq: u64,
+    time: u32,
+    marker: bool,
+    payload: Arc<[u8]>,
+}
+
+/// One m-line of the subscriber's that we send on.
+struct Stream {
+    ssrc: u32,
+    pt: u8,
+    /// Its RTX stream's SSRC and payload type, and the RTX stream's next sequence number.
+    rtx: Option<(u32, u8)>,
+    rtx_seq: u64,
+    clock: u32,
+    twcc_id: Option<u8>,
+    level_id: Option<u8>,
+    history: VecDeque<Sent>,
+    /// For its sender reports: packets and payload octets sent, and the last RTP time with
+    /// when it was sent.
+    packets: u32,
+    octets: u32,
+    last: Option<(u32, Instant)>,
+}
+
+/// One subscriber's direct egress.
+pub(crate) struct Egress {
+    send: Context,
+    /// Reads what str0m sends (its RTCP, whose sender reports are corrected).
+    read_sent: Context,
+    /// Reads what the subscriber sends (its NACKs).
+    read: Context,
+    /// Where str0m sends to: the nominated pair (source, destination).
+    pub route: Option<(SocketAddr, SocketAddr)>,
+    twcc: u64,
+    streams: HashMap<Mid, Stream>,
+    by_ssrc: HashMap<u32, Mid>,
+    clear: Vec<u8>,
+    /// Retransmissions it may have now ([`RESEND_SHARE`]).
+    budget: f64,
+}
+
+/// What one forwarded packet carries besides its numbers.
+pub(crate) struct Packet<'a> {
+    pub marker: bool,
+    /// The audio level (RFC 6464): -dBov, and voice activity.
+    pub level: Option<(i8, bool)>,
+    pub payload: &'a Arc<[u8]>,
+}
+
+impl Egress {
+    pub fn new(keys: &Keys, crypto: &CryptoProvider) -> Egress {
+        Egress {
+            send: keys.sender(crypto),
+            read_sent: keys.reader_of_sent(crypto),
+            read: keys.receiver(crypto),
+            route: None,
+            twcc: 0,
+            streams: HashMap::new(),
+            by_ssrc: HashMap::new(),
+            clear: Vec::with_capacity(1500),
+            budget: RESEND_BURST,
+        }
+    }
+
+    /// Learns m-line `mid` of `rtc` (its SSRCs, payload types, extension ids) the first time.
+    fn stream(&mut self, rtc: &mut Rtc, mid: Mid, pt: u8, kind: MediaKind) -> Option<&mut Stream> {
+        if !self.streams.contains_key(&mid) {
+            let (ssrc, rtx_ssrc) = {
+                let mut api = rtc.direct_api();
+                let tx = api.stream_tx_by_mid(mid, None)?;
+                (*tx.ssrc(), tx.rtx().map(|s| *s))
+            };
+            let rtx_pt = rtc
+                .codec_config()
+                .find(|p| *p.pt() == pt)
+                .and_then(|p| p.resend())
+                .map(|p| *p);
+            let exts = rtc.media(mid)?.remote_extmap();
+            let stream = Stream {
+                ssrc,
+                pt,
+                rtx: rtx_ssrc.zip(rtx_pt),
+                rtx_seq: u64::from(rand::random::<u16>()),
+                clock: if kind == MediaKind::Audio {
+                    48_000
+                } else {
+                    90_000
+                },
+                twcc_id: exts.id_of(Extension::TransportSequenceNumber),
+                level_id: exts.id_of(Extension::AudioLevel),
+                history: VecDeque::new(),
+                packets: 0,
+                octets: 0,
+                last: None,
+            };
+            self.by_ssrc.insert(ssrc, mid);
+            self.streams.insert(mid, stream);
+        }
+        self.streams.get_mut(&mid)
+    }
+
+    /// One forwarded packet on m-line `mid` with payload type `pt`, numbered `seq` (extended:
+    /// the rollover counter above the sequence number) and `time`: the datagram.
+    #[allow(clippy::too_many_arguments)]
+    pub fn rtp(
+        &mut self,
+        rtc: &mut Rtc,
+        mid: Mid,
+        kind: MediaKind,
+        pt: u8,
+        seq: u64,
+        time: u32,
+        packet: Packet<'_>,
+        now: Instant,
+    ) -> Option<Transmit> {
+        let (source, destination) = self.route?;
+        self.budget = (self.budget + RESEND_SHARE).min(RESEND_BURST);
+        let twcc = self.twcc;
+        let s = self.stream(rtc, mid, pt, kind)?;
+        s.packets = s.packets.wrapping_add(1);
+        s.octets = s.octets.wrapping_add(packet.payload.len() as u32);
+        if s.last.is_none_or(|(t, _)| time.wrapping_sub(t) < 1 << 31) {
+            s.last = Some((time, now));
+        }
+        let (ssrc, pt, twcc_id) = (s.ssrc, s.pt, s.twcc_id);
+        let level = s.level_id.zip(packet.level);
+        if s.rtx.is_some() {
+            if s.history.len() == HISTORY {
+                s.history.pop_front();
+            }
+            s.history.push_back(Sent {
+                seq,
+                time,
+                marker: packet.marker,
+                payload: packet.payload.clone(),
+            });
+        }
+        self.twcc += u64::from(twcc_id.is_some());
+        let clear = &mut self.clear;
+        clear.clear();
+        write_header(clear, packet.marker, pt, seq as u16, time, ssrc);
+        write_extensions(clear, twcc_id.map(|id| (id, twcc as u16)), level);
+        clear.extend_from_slice(packet.payload);
+        let mut contents = Vec::with_capacity(clear.len() + self.send.rtp_overhead());
+        self.send.protect_rtp(clear, seq, &mut contents).ok()?;
+        Some(Transmit {
+            source,
+            destination,
+            contents,
+        })
+    }
+
+    /// An RTCP datagram str0m sends the subscriber: the sender reports of our streams
+    /// corrected, protected again with the same SRTCP index.
+    pub fn patch_rtcp(&mut self, datagram: &mut Vec<u8>, now: Instant) {
+        let Ok(index) = self.read_sent.unprotect_rtcp(datagram, &mut self.clear) else {
+            return;
+        };
+        let mut changed = false;
+        let mut at = 0;
+        while let Some(len) = rtcp_len(&self.clear[at..]) {
+            let p = &mut self.clear[at..at + len];
+            // A sender report (PT 200) with its sender info.
+            if p[1] == 200 && len >= 28 {
+                let ssrc = u32::from_be_bytes(p[4..8].try_into().expect("4 bytes"));
+                let stream = self.by_ssrc.get(&ssrc).and_then(|m| self.streams.get(m));
+                if let Some(s) = stream {
+                    let time = s.last.map_or(0, |(t, at)| {
+                        let ticks =
+                            now.saturating_duration_since(at).as_secs_f64() * f64::from(s.clock);
+                        t.wrapping_add(ticks as u32)
+                    });
+                    p[16..20].copy_from_slice(&time.to_be_bytes());
+                    p[20..24].copy_from_slice(&s.packets.to_be_bytes());
+                    p[24..28].copy_from_slice(&s.octets.to_be_bytes());
+                    changed = true;
+                }
+            }
+            at += len;
+        }
+        if changed {
+            let mut again = Vec::with_capacity(datagram.len());
+            if self
+                .send
+                .protect_rtcp_at(&self.clear, index, &mut again)
+                .is_ok()
+            {
+                *datagram = again;
+            }
+        }
+    }
+
+    /// An RTCP datagram from the subscriber (str0m takes it too): its NACKs for our streams
+    /// answered on their RTX streams, into `out`.
+    pub fn on_rtcp(&mut self, datagram: &[u8], out: &mut VecDeque<Transmit>) {
+        let Some((source, destination)) = self.route else {
+            return;
+        };
+        if self.read.unprotect_rtcp(datagram, &mut self.clear).is_err() {
+            return;
+        }
+        let mut nacked = Vec::new();
+        let mut at = 0;
+        while let Some(len) = rtcp_len(&self.clear[at..]) {
+            let p = &self.clear[at..at + len];
+            // Transport-layer feedback (PT 205), generic NACK (FMT 1): PID and a bitmask of
+            // the 16 packets after it, per entry.
+            if p[1] == 205 && p[0] & 0x1f == 1 && len >= 16 {
+                let ssrc = u32::from_be_bytes(p[8..12].try_into().expect("4 bytes"));
+                for fci in p[12..].chunks_exact(4) {
+                    let pid = u16::from_be_bytes([fci[0], fci[1]]);
+                    let mask = u16::from_be_bytes([fci[2], fci[3]]);
+                    nacked.push((ssrc, pid));
+                    for bit in 0..16 {
+                        if mask & (1 << bit) != 0 {
+                            nacked.push((ssrc, pid.wrapping_add(bit + 1)));
+                        }
+                    }
+                }
+            }
+            at += len;
+        }
+        nacked.sort_unstable();
+        nacked.dedup();
+        for (ssrc, seq) in nacked {
+            if self.budget < 1.0 {
+                break;
+            }
+            if let Some(contents) = self.resend(ssrc, seq) {
+                self.budget -= 1.0;
+                out.push_back(Transmit {
+                    source,
+                    destination,
+                    contents,
+                });
+            }
+        }
+    }
+
+    /// Packet `seq` of stream `ssrc` again, on its RTX stream (RFC 4588: the original
+    /// sequence number before the payload).
+    fn resend(&mut self, ssrc: u32, seq: u16) -> Option<Vec<u8>> {
+        let mid = self.by_ssrc.get(&ssrc)?;
+        let s = self.streams.get_mut(mid)?;
+        let (rtx_ssrc, rtx_pt) = s.rtx?;
+        let sent = s
+            .history
+            .iter()
+            .rev()
+            .find(|p| p.seq as u16 == seq)
+            .cloned()?;
+        let rtx_seq = s.rtx_seq;
+        s.rtx_seq += 1;
+        let twcc_id = s.twcc_id;
+        let twcc = self.twcc;
+        self.twcc += u64::from(twcc_id.is_some());
+        let clear = &mut self.clear;
+        clear.clear();
+        write_header(
+            clear,
+            sent.marker,
+            rtx_pt,
+            rtx_seq as u16,
+            sent.time,
+            rtx_ssrc,
+        );
+        write_extensions(clear, twcc_id.map(|id| (id, twcc as u16)), None);
+        clear.extend_from_slice(&(sent.seq as u16).to_be_bytes());
+        clear.extend_from_slice(&sent.payload);
+        let mut contents = Vec::with_capacity(clear.len() + self.send.rtp_overhead());
+        self.send.protect_rtp(clear, rtx_seq, &mut contents).ok()?;
+        Some(contents)
+    }
+}
+
+/// The length of the RTCP packet at the start of `buf` (version 2), if it fits.
+fn rtcp_len(buf: &[u8]) -> Option<usize> {
+    if buf.len() < 4 || buf[0] >> 6 != 2 {
+        return None;
+    }
+    let len = 4 * (usize::from(u16::from_be_bytes([buf[2], buf[3]])) + 1);
+    (len <= buf.len()).then_some(len)
+}
+
+fn write_header(out: &mut Vec<u8>, marker: bool, pt: u8, seq: u16, time: u32, ssrc: u32) {
+    out.push(0x80);
+    out.push(u8::from(marker) << 7 | (pt & 0x7f));
+    out.extend_from_slice(&seq.to_be_bytes());
+    out.extend_from_slice(&time.to_be_bytes());
+    out.extend_from_slice(&ssrc.to_be_bytes());
+}
+
+/// The header extensions, one-byte form, after a header written without the X bit: sets it.
+fn write_extensions(out: &mut Vec<u8>, twcc: Option<(u8, u16)>, level: Option<(u8, (i8, bool))>) {
+    if twcc.is_none() && level.is_none() {
+        return;
+    }
+    out[0] |= 0x10;
+    let start = out.len();
+    out.extend_from_slice(&ONE_BYTE);
+    out.extend_from_slice(&[0, 0]);
+    if let Some((id, seq)) = twcc {
+        out.push(id << 4 | 1);
+        out.extend_from_slice(&seq.to_be_bytes());
+    }
+    if let Some((id, (level, voice))) = level {
+        out.push(id << 4);
+        out.push(u8::from(voice) << 7 | (level.unsigned_abs().min(127)));
+    }
+    while !(out.len() - start).is_multiple_of(4) {
+        out.push(0);
+    }
+    let words = ((out.len() - start) / 4 - 1) as u16;
+    out[start + 2..start + 4].copy_from_slice(&words.to_be_bytes());
+}
