@@ -863,7 +863,16 @@ fn last_layer(c: &Participant, from: Uuid) -> Option<u8> {
 /// keeps the high layer throughout.
 #[test]
 fn a_capped_subscriber_gets_a_lower_layer_and_the_best_again_when_the_cap_goes() {
-    let mut w = World::new();
+    capped_subscriber(World::new());
+}
+
+/// The same through the direct egress, on its own estimate and probes.
+#[test]
+fn a_capped_subscriber_gets_a_lower_layer_and_the_best_again_through_the_direct_egress() {
+    capped_subscriber(World::direct());
+}
+
+fn capped_subscriber(mut w: World) {
     let alice = w.join_with_layers("alice", &["l", "m", "h"]);
     // A frame every 15 ms: about 100, 400 and 1,200 kbit/s of payload.
     w.clients[alice].set_frame_sizes(&[190, 750, 2_250]);

@@ -281,10 +281,15 @@ impl Sfu {
             // Probe for the estimate the asked-for layers need, headroom and margin included:
             // the estimate only grows to what is tried.
             let desired = a.desired.max(a.used) as f64 * (1.0 + UP_MARGIN) / HEADROOM;
-            peer.rtc
-                .bwe()
-                .set_bitrate(Bitrate::ZERO, Bitrate::bps(desired as u64));
-            self.dirty.push(id);
+            match &mut peer.egress {
+                Some(egress) => egress.want(desired as u64),
+                None => {
+                    peer.rtc
+                        .bwe()
+                        .set_bitrate(Bitrate::ZERO, Bitrate::bps(desired as u64));
+                    self.dirty.push(id);
+                }
+            }
         }
         for (publisher, mid, rid) in keys {
             self.request_key_frame(publisher, mid, rid, now);

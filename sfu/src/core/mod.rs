@@ -39,7 +39,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use egress::Egress;
-use str0m::bwe::BweKind;
+use str0m::bwe::{Bitrate, BweKind};
 use str0m::crypto::CryptoProvider;
 use str0m::net::{Protocol, Receive};
 use str0m::{Event, IceConnectionState, Input, Output};
@@ -356,9 +356,10 @@ impl Sfu {
             },
         );
         let peer = self.peers.get_mut(&id).expect("indexed peers exist");
-        if let Some(egress) = peer.egress.as_mut().filter(|_| is_rtcp(data)) {
-            egress.on_rtcp(data, &mut self.transmits);
-        }
+        let estimate = match peer.egress.as_mut().filter(|_| is_rtcp(data)) {
+            Some(egress) => egress.on_rtcp(data, now, &mut self.transmits),
+            None => None,
+        };
         if !peer.rtc.accepts(&input) {
             self.counters.refused += 1;
             return;
@@ -370,6 +371,9 @@ impl Sfu {
             self.by_tuple.insert(tuple, id);
         }
         self.poll_peer(id, now);
+        if let Some(e) = estimate {
+            self.estimated(id, Bitrate::bps(e), now);
+        }
         self.unsettled = Some(now);
     }
 
@@ -548,7 +552,11 @@ impl Sfu {
                     if self.config.direct_egress {
                         if peer.egress.is_none() {
                             let keys = peer.keys.as_ref().and_then(|k| k.get());
-                            peer.egress = keys.map(|k| Egress::new(&k, &self.crypto));
+                            let start = self.config.start_estimate;
+                            peer.egress = keys.map(|k| Egress::new(&k, &self.crypto, start));
+                            if peer.egress.is_some() {
+                                peer.budget.estimate = Some(start);
+                            }
                         }
                         if let Some(egress) = &mut peer.egress {
                             egress.route = Some((t.source, t.destination));

@@ -13,8 +13,14 @@
 //!   sent on them), and each of ours is corrected on the way out (packet and octet counts, the
 //!   RTP time at its NTP time), so that receivers keep lip sync and round-trip times.
 //!
-//! Not yet here: a bandwidth estimate of its own from the TWCC feedback (str0m's sees none of
-//! these packets), hence no probing and no pacing; the layers follow the start estimate.
+//! - the bandwidth estimate ([`estimate`]), from the subscriber's TWCC feedback, which str0m's
+//!   estimator cannot make (it sent none of these packets), with probes for the layers the
+//!   allocation wants and the estimate does not yet allow.
+//!
+//! There is no pacing: a packet leaves when it comes, as from the publisher.
+
+mod estimate;
+mod twcc;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -28,6 +34,7 @@ use str0m::Rtc;
 
 use super::Transmit;
 use crate::srtp::{Context, Keys};
+use estimate::Estimator;
 
 /// Packets of a video stream kept for retransmission, at most.
 const HISTORY: usize = 256;
@@ -81,6 +88,9 @@ pub(crate) struct Egress {
     clear: Vec<u8>,
     /// Retransmissions it may have now ([`RESEND_SHARE`]).
     budget: f64,
+    estimator: Estimator,
+    /// What the allocation would spend if the estimate allowed (bits/s): probed for.
+    wanted: u64,
 }
 
 /// What one forwarded packet carries besides its numbers.
@@ -92,7 +102,8 @@ pub(crate) struct Packet<'a> {
 }
 
 impl Egress {
-    pub fn new(keys: &Keys, crypto: &CryptoProvider) -> Egress {
+    /// `start`: the estimate before feedback (bits/s).
+    pub fn new(keys: &Keys, crypto: &CryptoProvider, start: u64) -> Egress {
         Egress {
             send: keys.sender(crypto),
             read_sent: keys.reader_of_sent(crypto),
@@ -103,6 +114,8 @@ impl Egress {
             by_ssrc: HashMap::new(),
             clear: Vec::with_capacity(1500),
             budget: RESEND_BURST,
+            estimator: Estimator::new(start),
+            wanted: 0,
         }
     }
 
@@ -187,11 +200,20 @@ impl Egress {
         clear.extend_from_slice(packet.payload);
         let mut contents = Vec::with_capacity(clear.len() + self.send.rtp_overhead());
         self.send.protect_rtp(clear, seq, &mut contents).ok()?;
+        if twcc_id.is_some() {
+            self.estimator.sent(twcc, contents.len(), now, false);
+        }
         Some(Transmit {
             source,
             destination,
             contents,
         })
+    }
+
+    /// The rate the allocation would spend on this subscriber (bits/s): probed for when over
+    /// the estimate.
+    pub fn want(&mut self, rate: u64) {
+        self.wanted = rate;
     }
 
     /// An RTCP datagram str0m sends the subscriber: the sender reports of our streams
@@ -235,15 +257,18 @@ impl Egress {
     }
 
     /// An RTCP datagram from the subscriber (str0m takes it too): its NACKs for our streams
-    /// answered on their RTX streams, into `out`.
-    pub fn on_rtcp(&mut self, datagram: &[u8], out: &mut VecDeque<Transmit>) {
-        let Some((source, destination)) = self.route else {
-            return;
-        };
-        if self.read.unprotect_rtcp(datagram, &mut self.clear).is_err() {
-            return;
-        }
+    /// answered on their RTX streams and probes sent, into `out`; its TWCC feedback taken.
+    /// Returns the new estimate, if it changed.
+    pub fn on_rtcp(
+        &mut self,
+        datagram: &[u8],
+        now: Instant,
+        out: &mut VecDeque<Transmit>,
+    ) -> Option<u64> {
+        let (source, destination) = self.route?;
+        self.read.unprotect_rtcp(datagram, &mut self.clear).ok()?;
         let mut nacked = Vec::new();
+        let mut estimate = None;
         let mut at = 0;
         while let Some(len) = rtcp_len(&self.clear[at..]) {
             let p = &self.clear[at..at + len];
@@ -262,6 +287,12 @@ impl Egress {
                     }
                 }
             }
+            // Transport-wide congestion control feedback (FMT 15).
+            if p[1] == 205 && p[0] & 0x1f == 15 {
+                if let Some(f) = twcc::parse(p) {
+                    estimate = self.estimator.on_feedback(&f, now).or(estimate);
+                }
+            }
             at += len;
         }
         nacked.sort_unstable();
@@ -270,7 +301,7 @@ impl Egress {
             if self.budget < 1.0 {
                 break;
             }
-            if let Some(contents) = self.resend(ssrc, seq) {
+            if let Some(contents) = self.resend(ssrc, seq, now, false) {
                 self.budget -= 1.0;
                 out.push_back(Transmit {
                     source,
@@ -279,11 +310,59 @@ impl Egress {
                 });
             }
         }
+        self.probe(now, out);
+        estimate
+    }
+
+    /// A probe, if the estimate is short of what is wanted: the latest video packets again on
+    /// their RTX streams (the subscriber has them), as much as the burst should carry.
+    fn probe(&mut self, now: Instant, out: &mut VecDeque<Transmit>) {
+        let Some((source, destination)) = self.route else {
+            return;
+        };
+        let Some(mut bytes) = self.estimator.probe(self.wanted, now) else {
+            return;
+        };
+        // The latest packets of each stream with a history, newest first, round robin.
+        let mut picks: Vec<(u32, u16)> = Vec::new();
+        let lists: Vec<(u32, Vec<(u16, usize)>)> = self
+            .streams
+            .values()
+            .filter(|s| s.rtx.is_some())
+            .map(|s| {
+                let recent = s.history.iter().rev().take(32);
+                (
+                    s.ssrc,
+                    recent.map(|p| (p.seq as u16, p.payload.len())).collect(),
+                )
+            })
+            .collect();
+        for i in 0..32 {
+            for (ssrc, list) in &lists {
+                if let Some(&(seq, len)) = list.get(i) {
+                    if bytes == 0 {
+                        break;
+                    }
+                    bytes = bytes.saturating_sub(len);
+                    picks.push((*ssrc, seq));
+                }
+            }
+        }
+        for (ssrc, seq) in picks {
+            if let Some(contents) = self.resend(ssrc, seq, now, true) {
+                out.push_back(Transmit {
+                    source,
+                    destination,
+                    contents,
+                });
+            }
+        }
+        self.estimator.probe_sent(self.twcc.saturating_sub(1));
     }
 
     /// Packet `seq` of stream `ssrc` again, on its RTX stream (RFC 4588: the original
     /// sequence number before the payload).
-    fn resend(&mut self, ssrc: u32, seq: u16) -> Option<Vec<u8>> {
+    fn resend(&mut self, ssrc: u32, seq: u16, now: Instant, probe: bool) -> Option<Vec<u8>> {
         let mid = self.by_ssrc.get(&ssrc)?;
         let s = self.streams.get_mut(mid)?;
         let (rtx_ssrc, rtx_pt) = s.rtx?;
@@ -313,6 +392,9 @@ impl Egress {
         clear.extend_from_slice(&sent.payload);
         let mut contents = Vec::with_capacity(clear.len() + self.send.rtp_overhead());
         self.send.protect_rtp(clear, rtx_seq, &mut contents).ok()?;
+        if twcc_id.is_some() {
+            self.estimator.sent(twcc, contents.len(), now, probe);
+        }
         Some(contents)
     }
 }
