@@ -96,7 +96,9 @@ pub fn run(config_path: Option<&std::path::Path>) -> ExitCode {
                 max_bitrate: s.max_bitrate,
             },
             start_estimate: switchboard_sfu::START_ESTIMATE,
-            direct_egress: false,
+            // Forwarded media through the SFU's own egress: 2.4 times less CPU per packet than
+            // through str0m's connections (bench/sfu.sh).
+            direct_egress: true,
         }) {
             Ok(bound) => Some(bound),
             Err(e) => {

@@ -44,7 +44,7 @@ pub struct SfuIoConfig {
     /// Where each subscriber's downlink estimate starts, in bits/s
     /// ([`START_ESTIMATE`](crate::core::START_ESTIMATE) in the daemon).
     pub start_estimate: u64,
-    /// See [`SfuConfig::direct_egress`] (off in the daemon).
+    /// See [`SfuConfig::direct_egress`] (on in the daemon).
     pub direct_egress: bool,
 }
 

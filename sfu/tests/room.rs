@@ -704,7 +704,17 @@ fn the_active_speaker_follows_the_audio_level() {
 /// either way (none on this network), the jitter and the round trip (one 5 ms step).
 #[test]
 fn each_participant_connection_is_measured_by_the_sfu() {
-    let mut w = World::new();
+    connections_measured(World::new());
+}
+
+/// The same through the direct egress: the bit rate is what it sent, the loss what its TWCC
+/// feedback told, the round trip by the receiver reports of the sender reports it corrected.
+#[test]
+fn each_participant_connection_is_measured_through_the_direct_egress() {
+    connections_measured(World::direct());
+}
+
+fn connections_measured(mut w: World) {
     for name in ["alice", "bob"] {
         w.join(name);
         w.run(Duration::from_millis(300), false);
@@ -720,6 +730,7 @@ fn each_participant_connection_is_measured_by_the_sfu() {
             .collect();
         assert!(mine.len() >= 2, "{}: {mine:?}", c.name);
         let last = mine.last().unwrap();
+        println!("{}: {last:?}", c.name);
         // The other's audio and video: 1,800-byte frames at 66 a second, and audio.
         let bitrate = last.bitrate.expect("a bit rate");
         assert!(bitrate > 800_000.0, "{}: {last:?}", c.name);

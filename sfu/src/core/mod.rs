@@ -89,9 +89,9 @@ pub struct SfuConfig {
     /// Where each subscriber's downlink estimate starts, in bits/s, until its transport-wide
     /// congestion control feedback says more ([`START_ESTIMATE`]).
     pub start_estimate: u64,
-    /// Forwarded media leaves through the SFU's own egress ([`egress`]) rather than each
-    /// subscriber's str0m connection. Without a bandwidth estimate of its own yet, the layers
-    /// follow what subscribers ask for: off in the daemon, measured by `bench/sfu.sh`.
+    /// Forwarded media leaves through the SFU's own egress ([`egress`]), with its own
+    /// bandwidth estimate, rather than through each subscriber's str0m connection (the
+    /// daemon's choice: `bench/sfu.sh` measures both).
     pub direct_egress: bool,
 }
 
@@ -671,6 +671,15 @@ impl Sfu {
             }
             Event::PeerStats(s) => {
                 if let Some(peer) = self.peers.get_mut(&id) {
+                    // What str0m did not send, the direct egress did: its bytes and the loss
+                    // its TWCC feedback told.
+                    let mut s = s;
+                    if let Some(egress) = &mut peer.egress {
+                        s.bytes_tx = egress.bytes_sent();
+                        s.egress_loss_fraction = egress.take_loss().or(s.egress_loss_fraction);
+                        let (rtt, jitter) = egress.take_reports();
+                        peer.watch.reported(rtt, jitter);
+                    }
                     let figures = peer.watch.peer(&s);
                     if peer.connected && figures != quality::Figures::default() {
                         self.events.push_back(SfuEvent::Quality {

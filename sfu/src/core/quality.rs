@@ -64,6 +64,13 @@ impl Watch {
         self.rtt_ms = worst(self.rtt_ms, rtt);
     }
 
+    /// What the direct egress read of the peer's reports about the streams it sent: the round
+    /// trip and the worst jitter (ms).
+    pub fn reported(&mut self, rtt_ms: Option<f64>, jitter_ms: Option<f64>) {
+        self.jitter_ms = worst(self.jitter_ms, jitter_ms);
+        self.rtt_ms = worst(self.rtt_ms, rtt_ms);
+    }
+
     /// The peer's stats, after its streams': the figures of the interval, and a new one.
     pub fn peer(&mut self, s: &PeerStats) -> Figures {
         let loss = worst(

@@ -114,6 +114,9 @@ pub(crate) struct Estimator {
     probe: Option<Probe>,
     last_probe: Option<Instant>,
     last_loss_cut: Option<Instant>,
+    /// Packets reported lost and reported at all since [`Estimator::take_loss`].
+    lost: u32,
+    reported: u32,
 }
 
 impl Estimator {
@@ -140,6 +143,8 @@ impl Estimator {
             probe: None,
             last_probe: None,
             last_loss_cut: None,
+            lost: 0,
+            reported: 0,
         }
     }
 
@@ -160,6 +165,13 @@ impl Estimator {
             bytes,
             probe,
         });
+    }
+
+    /// The share of packets reported lost since the last call, if any were reported.
+    pub fn take_loss(&mut self) -> Option<f32> {
+        let loss = (self.reported > 0).then(|| self.lost as f32 / self.reported as f32);
+        (self.lost, self.reported) = (0, 0);
+        loss
     }
 
     /// Whether to probe for `wanted` bits/s now: returns how many bytes to send as a burst (and
@@ -239,6 +251,8 @@ impl Estimator {
             .sum::<f64>()
             / ACKED_OVER.as_secs_f64();
         self.rate(acked, now);
+        self.lost += lost;
+        self.reported += total;
         if total > 0 {
             let loss = f64::from(lost) / f64::from(total);
             if loss > 0.1 && self.last_loss_cut.is_none_or(|t| now >= t + LOSS_EVERY) {

@@ -43,6 +43,10 @@ const HISTORY: usize = 256;
 /// and over), and the most it can save up.
 const RESEND_SHARE: f64 = 0.25;
 const RESEND_BURST: f64 = 64.0;
+/// Sender reports remembered for the round trip (a few seconds of them).
+const REPORTS: usize = 64;
+/// Packets one probe sends, at most.
+const PROBE_PACKETS: usize = 64;
 /// One-byte header extensions (RFC 8285).
 const ONE_BYTE: [u8; 2] = [0xBE, 0xDE];
 
@@ -89,6 +93,13 @@ pub(crate) struct Egress {
     /// Retransmissions it may have now ([`RESEND_SHARE`]).
     budget: f64,
     estimator: Estimator,
+    bytes: u64,
+    /// The last sender reports sent: (middle of the NTP time, when).
+    reports: VecDeque<(u32, Instant)>,
+    /// From report blocks about our streams since [`Egress::take_reports`]: the latest round
+    /// trip, the worst jitter (ms).
+    rtt_ms: Option<f64>,
+    jitter_ms: Option<f64>,
     /// What the allocation would spend if the estimate allowed (bits/s): probed for.
     wanted: u64,
 }
@@ -115,6 +126,10 @@ impl Egress {
             clear: Vec::with_capacity(1500),
             budget: RESEND_BURST,
             estimator: Estimator::new(start),
+            bytes: 0,
+            reports: VecDeque::new(),
+            rtt_ms: None,
+            jitter_ms: None,
             wanted: 0,
         }
     }
@@ -203,11 +218,50 @@ impl Egress {
         if twcc_id.is_some() {
             self.estimator.sent(twcc, contents.len(), now, false);
         }
+        self.bytes += contents.len() as u64;
         Some(Transmit {
             source,
             destination,
             contents,
         })
+    }
+
+    /// A report block (RFC 3550 section 6.4.1): the round trip from the sender report it echoes
+    /// (LSR) and the receiver's delay since (DLSR); the jitter in the stream's clock.
+    fn report_block(&mut self, b: &[u8], now: Instant) {
+        let word = |i: usize| u32::from_be_bytes(b[i..i + 4].try_into().expect("4 bytes"));
+        let Some(s) = self.by_ssrc.get(&word(0)).and_then(|m| self.streams.get(m)) else {
+            return;
+        };
+        let jitter = f64::from(word(12)) * 1000.0 / f64::from(s.clock);
+        self.jitter_ms = Some(self.jitter_ms.map_or(jitter, |j| j.max(jitter)));
+        let (lsr, dlsr) = (word(16), word(20));
+        let sent = self
+            .reports
+            .iter()
+            .rev()
+            .find(|(l, _)| *l == lsr && lsr != 0);
+        if let Some((_, at)) = sent {
+            let held = f64::from(dlsr) / 65_536.0;
+            let rtt = now.saturating_duration_since(*at).as_secs_f64() - held;
+            self.rtt_ms = Some((rtt * 1000.0).max(0.0));
+        }
+    }
+
+    /// The round trip and the worst jitter (ms) the subscriber's reports gave since the last
+    /// call.
+    pub fn take_reports(&mut self) -> (Option<f64>, Option<f64>) {
+        (self.rtt_ms.take(), self.jitter_ms.take())
+    }
+
+    /// Bytes of media sent (RTP headers and payloads, protected), retransmissions included.
+    pub fn bytes_sent(&self) -> u64 {
+        self.bytes
+    }
+
+    /// The share of packets its feedback reported lost since the last call, if any was reported.
+    pub fn take_loss(&mut self) -> Option<f32> {
+        self.estimator.take_loss()
     }
 
     /// The rate the allocation would spend on this subscriber (bits/s): probed for when over
@@ -240,6 +294,12 @@ impl Egress {
                     p[20..24].copy_from_slice(&s.packets.to_be_bytes());
                     p[24..28].copy_from_slice(&s.octets.to_be_bytes());
                     changed = true;
+                    // The middle of its NTP time, which receiver reports echo (LSR).
+                    let lsr = u32::from_be_bytes(p[10..14].try_into().expect("4 bytes"));
+                    if self.reports.len() == REPORTS {
+                        self.reports.pop_front();
+                    }
+                    self.reports.push_back((lsr, now));
                 }
             }
             at += len;
@@ -267,7 +327,7 @@ impl Egress {
     ) -> Option<u64> {
         let (source, destination) = self.route?;
         self.read.unprotect_rtcp(datagram, &mut self.clear).ok()?;
-        let mut nacked = Vec::new();
+        let (mut nacked, mut reports) = (Vec::new(), Vec::new());
         let mut estimate = None;
         let mut at = 0;
         while let Some(len) = rtcp_len(&self.clear[at..]) {
@@ -287,6 +347,19 @@ impl Egress {
                     }
                 }
             }
+            // Sender and receiver reports (PT 200, 201): their report blocks about our streams.
+            if p[1] == 200 || p[1] == 201 {
+                let blocks = if p[1] == 200 { 28 } else { 8 };
+                let count = usize::from(p[0] & 0x1f);
+                for b in p
+                    .get(blocks..)
+                    .unwrap_or_default()
+                    .chunks_exact(24)
+                    .take(count)
+                {
+                    reports.push(<[u8; 24]>::try_from(b).expect("24 bytes"));
+                }
+            }
             // Transport-wide congestion control feedback (FMT 15).
             if p[1] == 205 && p[0] & 0x1f == 15 {
                 if let Some(f) = twcc::parse(p) {
@@ -294,6 +367,9 @@ impl Egress {
                 }
             }
             at += len;
+        }
+        for b in reports {
+            self.report_block(&b, now);
         }
         nacked.sort_unstable();
         nacked.dedup();
@@ -323,29 +399,27 @@ impl Egress {
         let Some(mut bytes) = self.estimator.probe(self.wanted, now) else {
             return;
         };
-        // The latest packets of each stream with a history, newest first, round robin.
-        let mut picks: Vec<(u32, u16)> = Vec::new();
-        let lists: Vec<(u32, Vec<(u16, usize)>)> = self
+        // The newest packet of each stream with a history, again and again: its RTP time is
+        // current, so that the receiver's jitter of the RTX stream stays what the network made
+        // it (old packets would read as late ones).
+        let newest: Vec<(u32, u16, usize)> = self
             .streams
             .values()
             .filter(|s| s.rtx.is_some())
-            .map(|s| {
-                let recent = s.history.iter().rev().take(32);
-                (
-                    s.ssrc,
-                    recent.map(|p| (p.seq as u16, p.payload.len())).collect(),
-                )
+            .filter_map(|s| {
+                s.history
+                    .back()
+                    .map(|p| (s.ssrc, p.seq as u16, p.payload.len()))
             })
             .collect();
-        for i in 0..32 {
-            for (ssrc, list) in &lists {
-                if let Some(&(seq, len)) = list.get(i) {
-                    if bytes == 0 {
-                        break;
-                    }
-                    bytes = bytes.saturating_sub(len);
-                    picks.push((*ssrc, seq));
+        let mut picks: Vec<(u32, u16)> = Vec::new();
+        'fill: for _ in 0..PROBE_PACKETS {
+            for &(ssrc, seq, len) in &newest {
+                if bytes == 0 || picks.len() == PROBE_PACKETS {
+                    break 'fill;
                 }
+                bytes = bytes.saturating_sub(len.max(1));
+                picks.push((ssrc, seq));
             }
         }
         for (ssrc, seq) in picks {
@@ -395,6 +469,7 @@ impl Egress {
         if twcc_id.is_some() {
             self.estimator.sent(twcc, contents.len(), now, probe);
         }
+        self.bytes += contents.len() as u64;
         Some(contents)
     }
 }
