@@ -182,14 +182,48 @@ enum Transform {
         salt: [u8; 14],
         auth: [u8; CM_AUTH_KEY],
     },
-    Gcm128 {
-        cipher: Box<dyn AeadAes128GcmCipher>,
+    Gcm {
+        cipher: Gcm,
         salt: [u8; 12],
     },
-    Gcm256 {
-        cipher: Box<dyn AeadAes256GcmCipher>,
-        salt: [u8; 12],
-    },
+}
+
+/// AES-GCM with a 128- or 256-bit key.
+enum Gcm {
+    A128(Box<dyn AeadAes128GcmCipher>),
+    A256(Box<dyn AeadAes256GcmCipher>),
+}
+
+impl Gcm {
+    /// Encrypts `input` into `out` (its length and the tag's).
+    fn seal(
+        &mut self,
+        iv: &[u8; 12],
+        aad: &[u8],
+        input: &[u8],
+        out: &mut [u8],
+    ) -> Result<(), SrtpError> {
+        match self {
+            Gcm::A128(c) => c.encrypt(iv, aad, input, out)?,
+            Gcm::A256(c) => c.encrypt(iv, aad, input, out)?,
+        }
+        Ok(())
+    }
+
+    /// Checks and decrypts `input` (ciphertext and tag) into `out`: the clear length.
+    fn open(
+        &mut self,
+        iv: &[u8; 12],
+        aads: &[&[u8]],
+        input: &[u8],
+        out: &mut [u8],
+    ) -> Result<usize, SrtpError> {
+        let opened = match self {
+            Gcm::A128(c) => c.decrypt(iv, aads, input, out),
+            Gcm::A256(c) => c.decrypt(iv, aads, input, out),
+        };
+        opened.map_err(|_| SrtpError::Auth)
+    }
 }
 
 impl Transform {
@@ -216,15 +250,15 @@ impl Transform {
                 let (mut key, mut salt) = ([0; 16], [0; 12]);
                 derive(key_label, &mut key);
                 derive(salt_label, &mut salt);
-                let cipher = srtp.aead_aes_128_gcm().create_cipher(key, encrypt);
-                Transform::Gcm128 { cipher, salt }
+                let cipher = Gcm::A128(srtp.aead_aes_128_gcm().create_cipher(key, encrypt));
+                Transform::Gcm { cipher, salt }
             }
             _ => {
                 let (mut key, mut salt) = ([0; 32], [0; 12]);
                 derive(key_label, &mut key);
                 derive(salt_label, &mut salt);
-                let cipher = srtp.aead_aes_256_gcm().create_cipher(key, encrypt);
-                Transform::Gcm256 { cipher, salt }
+                let cipher = Gcm::A256(srtp.aead_aes_256_gcm().create_cipher(key, encrypt));
+                Transform::Gcm { cipher, salt }
             }
         }
     }
@@ -336,13 +370,9 @@ impl Context {
                     .sha1_hmac(auth, &[&out[..end], &roc.to_be_bytes()]);
                 out[end..].copy_from_slice(&tag[..CM_TAG]);
             }
-            Transform::Gcm128 { cipher, salt } => {
+            Transform::Gcm { cipher, salt } => {
                 let iv = gcm_iv(salt, ssrc, rtp_tail(roc, index));
-                cipher.encrypt(&iv, head, payload, &mut out[start..])?;
-            }
-            Transform::Gcm256 { cipher, salt } => {
-                let iv = gcm_iv(salt, ssrc, rtp_tail(roc, index));
-                cipher.encrypt(&iv, head, payload, &mut out[start..])?;
+                cipher.seal(&iv, head, payload, &mut out[start..])?;
             }
         }
         Ok(())
@@ -377,20 +407,10 @@ impl Context {
                 out.resize(header + ciphertext.len(), 0);
                 cipher.decrypt(&cm_iv(salt, ssrc, index), ciphertext, &mut out[header..])?;
             }
-            Transform::Gcm128 { cipher, salt } => {
+            Transform::Gcm { cipher, salt } => {
                 let iv = gcm_iv(salt, ssrc, rtp_tail(roc, index));
                 out.resize(header + body.len(), 0);
-                let n = cipher
-                    .decrypt(&iv, &[head], body, &mut out[header..])
-                    .map_err(|_| SrtpError::Auth)?;
-                out.truncate(header + n);
-            }
-            Transform::Gcm256 { cipher, salt } => {
-                let iv = gcm_iv(salt, ssrc, rtp_tail(roc, index));
-                out.resize(header + body.len(), 0);
-                let n = cipher
-                    .decrypt(&iv, &[head], body, &mut out[header..])
-                    .map_err(|_| SrtpError::Auth)?;
+                let n = cipher.open(&iv, &[head], body, &mut out[header..])?;
                 out.truncate(header + n);
             }
         }
@@ -429,16 +449,10 @@ impl Context {
                 let tag = self.hmac.sha1_hmac(auth, &[&out[..end + SRTCP_TRAILER]]);
                 out[end + SRTCP_TRAILER..].copy_from_slice(&tag[..CM_TAG]);
             }
-            Transform::Gcm128 { cipher, salt } => {
+            Transform::Gcm { cipher, salt } => {
                 let iv = gcm_iv(salt, ssrc, rtcp_tail(index));
                 let aad = [head, &trailer[..]].concat();
-                cipher.encrypt(&iv, &aad, body, &mut out[start..start + sealed])?;
-                out[start + sealed..].copy_from_slice(&trailer);
-            }
-            Transform::Gcm256 { cipher, salt } => {
-                let iv = gcm_iv(salt, ssrc, rtcp_tail(index));
-                let aad = [head, &trailer[..]].concat();
-                cipher.encrypt(&iv, &aad, body, &mut out[start..start + sealed])?;
+                cipher.seal(&iv, &aad, body, &mut out[start..start + sealed])?;
                 out[start + sealed..].copy_from_slice(&trailer);
             }
         }
@@ -470,27 +484,13 @@ impl Context {
                 cipher.decrypt(&iv, body, &mut out[RTCP_CLEAR..])?;
                 Ok(index)
             }
-            Transform::Gcm128 { cipher, salt } => {
+            Transform::Gcm { cipher, salt } => {
                 let (sealed, trailer) = packet.split_at(packet.len() - SRTCP_TRAILER);
                 let index = u32::from_be_bytes(trailer.try_into().expect("4 bytes")) & 0x7fff_ffff;
                 let iv = gcm_iv(salt, ssrc, rtcp_tail(index));
                 let body = &sealed[RTCP_CLEAR..];
                 out.resize(RTCP_CLEAR + body.len(), 0);
-                let n = cipher
-                    .decrypt(&iv, &[head, trailer], body, &mut out[RTCP_CLEAR..])
-                    .map_err(|_| SrtpError::Auth)?;
-                out.truncate(RTCP_CLEAR + n);
-                Ok(index)
-            }
-            Transform::Gcm256 { cipher, salt } => {
-                let (sealed, trailer) = packet.split_at(packet.len() - SRTCP_TRAILER);
-                let index = u32::from_be_bytes(trailer.try_into().expect("4 bytes")) & 0x7fff_ffff;
-                let iv = gcm_iv(salt, ssrc, rtcp_tail(index));
-                let body = &sealed[RTCP_CLEAR..];
-                out.resize(RTCP_CLEAR + body.len(), 0);
-                let n = cipher
-                    .decrypt(&iv, &[head, trailer], body, &mut out[RTCP_CLEAR..])
-                    .map_err(|_| SrtpError::Auth)?;
+                let n = cipher.open(&iv, &[head, trailer], body, &mut out[RTCP_CLEAR..])?;
                 out.truncate(RTCP_CLEAR + n);
                 Ok(index)
             }
