@@ -88,6 +88,11 @@ struct Probe {
     last_seq: u64,
     /// bits/s it was sent at.
     rate: f64,
+    /// Of its packets reported so far: the bytes that arrived, the first arrival (ms, with its
+    /// packet's bytes) and the last.
+    bytes: u64,
+    first: Option<(f64, u32)>,
+    last: f64,
 }
 
 pub(crate) struct Estimator {
@@ -193,6 +198,9 @@ impl Estimator {
             first_seq: next,
             last_seq: next,
             rate,
+            bytes: 0,
+            first: None,
+            last: 0.0,
         });
         Some((rate * PROBE_LENGTH.as_secs_f64() / 8.0) as usize)
     }
@@ -211,36 +219,41 @@ impl Estimator {
         let last = self.sent.back()?.seq;
         let base = extend(last, f.base);
         let (mut lost, mut total) = (0u32, 0u32);
-        let mut probe_bytes = 0u64;
-        let mut probe_span: Option<(f64, f64)> = None;
+        // Whether the probe's last packet was reported (arrived or not): its result is known.
+        let mut probe_done = false;
         for (i, arrival) in f.arrivals.iter().enumerate() {
             let seq = base + i as u64;
             let Some(sent) = self.find(seq) else {
                 continue;
             };
             total += 1;
+            probe_done |= self.probe.as_ref().is_some_and(|p| seq >= p.last_seq);
             let Some(arrival) = arrival else {
                 lost += 1;
                 continue;
             };
             let arrival = arrival.as_secs_f64() * 1000.0;
             self.acked.push_back((now, sent.bytes));
-            let probed = self.probe.as_ref();
-            if probed.is_some_and(|p| (p.first_seq..=p.last_seq).contains(&seq)) {
-                probe_bytes += u64::from(sent.bytes);
-                probe_span = Some(match probe_span {
-                    None => (arrival, arrival),
-                    Some((a, b)) => (a.min(arrival), b.max(arrival)),
-                });
+            if let Some(p) = self.probe.as_mut() {
+                if (p.first_seq..=p.last_seq).contains(&seq) {
+                    p.bytes += u64::from(sent.bytes);
+                    match p.first {
+                        Some((a, _)) if a <= arrival => {}
+                        _ => p.first = Some((arrival, sent.bytes)),
+                    }
+                    p.last = p.last.max(arrival);
+                }
             }
             if !sent.probe {
                 self.delay(sent.at, arrival);
             }
         }
+        // Each report's packets are stamped with its arrival: the window holds the reports of
+        // the last ACKED_OVER, this one included.
         while self
             .acked
             .front()
-            .is_some_and(|(t, _)| now > *t + ACKED_OVER)
+            .is_some_and(|(t, _)| now >= *t + ACKED_OVER)
         {
             self.acked.pop_front();
         }
@@ -261,7 +274,9 @@ impl Estimator {
                 self.last_loss_cut = Some(now);
             }
         }
-        self.probe_result(probe_bytes, probe_span);
+        if probe_done {
+            self.probe_result();
+        }
         (self.estimate() != before).then(|| self.estimate())
     }
 
@@ -391,20 +406,25 @@ impl Estimator {
         self.estimate = self.estimate.clamp(MIN_ESTIMATE, MAX_ESTIMATE);
     }
 
-    /// A probe reported on: what of its rate arrived (through a bottleneck, the bottleneck's
-    /// rate) raises the estimate, up to the rate it was sent at.
-    fn probe_result(&mut self, bytes: u64, span: Option<(f64, f64)>) {
-        let Some(p) = &self.probe else {
+    /// A probe all reported on: what of its rate arrived (through a bottleneck, the
+    /// bottleneck's rate) raises the estimate, up to the rate it was sent at.
+    fn probe_result(&mut self) {
+        let Some(p) = self.probe.take() else {
             return;
         };
-        let Some((first, last)) = span else {
+        let Some((first, first_bytes)) = p.first else {
             return;
         };
-        // At least the burst's length: a burst through an idle link arrives at once.
-        let seconds = ((last - first) / 1000.0).max(PROBE_LENGTH.as_secs_f64());
-        let arrived = bytes as f64 * 8.0 / seconds;
+        // Through a bottleneck, the burst arrives spread at its rate: what came after the first
+        // packet over the time from the first to the last. A burst through an idle link
+        // arrives at once: taken over the burst's length.
+        let spread = (p.last - first) / 1000.0;
+        let arrived = if spread >= PROBE_LENGTH.as_secs_f64() {
+            p.bytes.saturating_sub(u64::from(first_bytes)) as f64 * 8.0 / spread
+        } else {
+            p.bytes as f64 * 8.0 / PROBE_LENGTH.as_secs_f64()
+        };
         self.estimate = self.estimate.max(arrived.min(p.rate) * PROBE_TRUST);
-        self.probe = None;
     }
 }
 
@@ -420,4 +440,126 @@ fn extend(near: u64, seq16: u16) -> u64 {
         .into_iter()
         .min_by_key(|c| c.abs_diff(near))
         .unwrap_or(u64::from(seq16))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PACKET: usize = 1_200;
+
+    /// A sender at `send_bps` through a link of `link_bps` (a FIFO that holds 100 ms, then
+    /// drops), one way 10 ms, feedback every 100 ms: the estimate after `secs`, and the
+    /// estimator's probes answered with packets of the same size at once.
+    struct Link {
+        e: Estimator,
+        t0: Instant,
+        now: Duration,
+        seq: u64,
+        free_at: Duration,
+        pending: Vec<(u64, Option<Duration>)>,
+    }
+
+    impl Link {
+        fn new(start: u64) -> Link {
+            Link {
+                e: Estimator::new(start),
+                t0: Instant::now(),
+                now: Duration::ZERO,
+                seq: 0,
+                free_at: Duration::ZERO,
+                pending: Vec::new(),
+            }
+        }
+
+        fn send(&mut self, link_bps: f64, probe: bool) {
+            let at = self.t0 + self.now;
+            self.e.sent(self.seq, PACKET, at, probe);
+            let start = self.free_at.max(self.now);
+            let arrival = if start - self.now > Duration::from_millis(100) {
+                None
+            } else {
+                let wire = Duration::from_secs_f64((PACKET + 28) as f64 * 8.0 / link_bps);
+                self.free_at = start + wire;
+                Some(self.free_at + Duration::from_millis(10))
+            };
+            self.pending.push((self.seq, arrival));
+            self.seq += 1;
+        }
+
+        /// Runs `secs` sending at `send_bps` or the estimate, whichever is less (as the SFU
+        /// picks layers), and wanting `want`; returns the estimates seen.
+        fn run(&mut self, secs: f64, send_bps: f64, link_bps: f64, want: u64) -> Vec<u64> {
+            let end = self.now + Duration::from_secs_f64(secs);
+            let (mut next_send, mut next_feedback) = (self.now, self.now);
+            let mut seen = Vec::new();
+            while self.now < end {
+                if self.now >= next_send {
+                    self.send(link_bps, false);
+                    let rate = send_bps.min(self.e.estimate() as f64);
+                    next_send += Duration::from_secs_f64((PACKET + 28) as f64 * 8.0 / rate);
+                }
+                if self.now >= next_feedback {
+                    next_feedback += Duration::from_millis(100);
+                    // Reported: what has arrived by now, and the lost before it.
+                    let horizon = self.now;
+                    let (ready, rest): (Vec<_>, Vec<_>) = self
+                        .pending
+                        .drain(..)
+                        .partition(|(_, a)| a.is_none_or(|a| a <= horizon));
+                    self.pending = rest;
+                    if let Some(base) = ready.first().map(|(s, _)| *s) {
+                        let last = ready.last().unwrap().0;
+                        let mut arrivals = vec![None; (last - base + 1) as usize];
+                        for (s, a) in &ready {
+                            arrivals[(s - base) as usize] = *a;
+                        }
+                        let f = Feedback {
+                            base: base as u16,
+                            arrivals,
+                        };
+                        let at = self.t0 + self.now;
+                        self.e.on_feedback(&f, at);
+                        seen.push(self.e.estimate());
+                        if let Some(bytes) = self.e.probe(want, at) {
+                            for _ in 0..bytes.div_ceil(PACKET) {
+                                self.send(link_bps, true);
+                            }
+                            self.e.probe_sent(self.seq - 1);
+                        }
+                    }
+                }
+                self.now += Duration::from_millis(1);
+            }
+            seen
+        }
+    }
+
+    #[test]
+    fn a_sender_over_the_link_is_brought_under_it() {
+        let mut l = Link::new(2_000_000);
+        let seen = l.run(6.0, 2_000_000.0, 1_000_000.0, 2_000_000);
+        let last = *seen.last().unwrap();
+        println!("estimates: {seen:?}");
+        assert!(last < 1_100_000, "estimate {last} over a 1 Mbit/s link");
+        assert!(last > 300_000, "estimate {last}: too far under the link");
+    }
+
+    #[test]
+    fn probes_find_room_the_media_does_not_use() {
+        let mut l = Link::new(1_000_000);
+        // 800 kbit/s sent on a 10 Mbit/s link, 3 Mbit/s wanted.
+        let seen = l.run(10.0, 800_000.0, 10_000_000.0, 3_000_000);
+        let last = *seen.last().unwrap();
+        println!("estimates: {seen:?}");
+        assert!(last >= 3_000_000, "estimate {last}: probes found no room");
+        // Little to find on a link the media nearly fills: the probes arrive at its rate, and
+        // the estimate grows no further than 1.5 times what arrives (GCC's bound), far from
+        // the 3 Mbit/s wanted.
+        let mut l = Link::new(1_000_000);
+        let seen = l.run(10.0, 800_000.0, 1_000_000.0, 3_000_000);
+        let last = *seen.last().unwrap();
+        println!("estimates on a full link: {seen:?}");
+        assert!(last < 1_500_000, "estimate {last} over a 1 Mbit/s link");
+    }
 }
