@@ -20,6 +20,7 @@ use str0m::format::Codec;
 use str0m::media::SimulcastLayer;
 use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid, Rid, Simulcast};
 use str0m::net::{Protocol, Receive};
+use str0m::rtp::VideoOrientation;
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig, RtcError};
 use uuid::Uuid;
 
@@ -74,6 +75,10 @@ pub struct Participant {
     /// The audio level its packets carry (RFC 6464, dBov: 0 the loudest, -127 silence), if
     /// any: how loud it speaks.
     pub audio_level: Option<i8>,
+    /// The rotation its video frames carry (the video orientation extension, as phones send
+    /// it), if any; and the last one seen on video it received.
+    pub orientation: Option<VideoOrientation>,
+    pub orientation_got: Option<VideoOrientation>,
     layers: Vec<Option<Rid>>,
     /// The length of each layer's video frames.
     frame_sizes: Vec<usize>,
@@ -130,6 +135,8 @@ impl Participant {
             strays: 0,
             frames_sent: 0,
             audio_level: None,
+            orientation: None,
+            orientation_got: None,
             remb: None,
             layers: if layers.is_empty() {
                 vec![None]
@@ -235,6 +242,7 @@ impl Participant {
                 let kind = if d.params.spec().codec == Codec::Opus {
                     MediaKind::Audio
                 } else {
+                    self.orientation_got = d.ext_vals.video_orientation.or(self.orientation_got);
                     MediaKind::Video
                 };
                 self.got
@@ -338,6 +346,10 @@ impl Participant {
             };
             let w = match layer {
                 Some(rid) => w.rid(rid),
+                None => w,
+            };
+            let w = match self.orientation {
+                Some(o) => w.video_orientation(o),
                 None => w,
             };
             let key = n == 0 || self.key_wanted.remove(&layer);

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use str0m::change::SdpOffer;
 use str0m::media::{Direction, MediaKind, Mid};
+use str0m::rtp::VideoOrientation;
 use switchboard_sfu::client::{Participant, VIDEO_FRAME};
 use switchboard_sfu::{Caps, Figures, Quality, Sfu, SfuConfig, SfuError, SfuEvent, START_ESTIMATE};
 use uuid::Uuid;
@@ -547,6 +548,22 @@ fn the_direct_egress_corrects_the_sender_reports_of_what_it_sent() {
     println!("{reports} sender reports of {} streams checked", sent.len());
     assert_eq!(sent.len(), 2, "Alice's audio and video");
     assert!(reports >= 2, "{reports} sender reports");
+}
+
+/// A phone sends its video unrotated with the rotation in the video orientation extension
+/// (3GPP TS 26.114): the others' browsers rotate by it, so it is forwarded, through either
+/// egress.
+#[test]
+fn the_video_orientation_of_a_phone_reaches_the_others() {
+    for w in [World::new(), World::direct()] {
+        let mut w = World::room_in(w, &["alice", "bob"], Duration::from_millis(300));
+        w.clients[0].orientation = Some(VideoOrientation::Deg90);
+        w.run(Duration::from_secs(1), true);
+        assert_eq!(w.clients[1].orientation_got, Some(VideoOrientation::Deg90));
+        w.clients[0].orientation = Some(VideoOrientation::Deg180);
+        w.run(Duration::from_millis(500), true);
+        assert_eq!(w.clients[1].orientation_got, Some(VideoOrientation::Deg180));
+    }
 }
 
 #[test]

@@ -187,6 +187,7 @@ impl Sfu {
                     let packet = Packet {
                         marker: packet.header.marker,
                         level,
+                        orientation: packet.header.ext_vals.video_orientation.map(|o| o as u8),
                         payload,
                     };
                     let out = egress.rtp(&mut s.rtc, out, kind, *pt, seq, time, packet, now);

@@ -69,6 +69,7 @@ struct Stream {
     clock: u32,
     twcc_id: Option<u8>,
     level_id: Option<u8>,
+    orientation_id: Option<u8>,
     history: VecDeque<Sent>,
     /// For its sender reports: packets and payload octets sent, and the last RTP time with
     /// when it was sent.
@@ -109,6 +110,9 @@ pub(crate) struct Packet<'a> {
     pub marker: bool,
     /// The audio level (RFC 6464): -dBov, and voice activity.
     pub level: Option<(i8, bool)>,
+    /// The video orientation's byte (3GPP TS 26.114: rotation, camera, flip), as a phone sends
+    /// it instead of rotating its frames.
+    pub orientation: Option<u8>,
     pub payload: &'a Arc<[u8]>,
 }
 
@@ -160,6 +164,7 @@ impl Egress {
                 },
                 twcc_id: exts.id_of(Extension::TransportSequenceNumber),
                 level_id: exts.id_of(Extension::AudioLevel),
+                orientation_id: exts.id_of(Extension::VideoOrientation),
                 history: VecDeque::new(),
                 packets: 0,
                 octets: 0,
@@ -195,7 +200,11 @@ impl Egress {
             s.last = Some((time, now));
         }
         let (ssrc, pt, twcc_id) = (s.ssrc, s.pt, s.twcc_id);
-        let level = s.level_id.zip(packet.level);
+        let level = s.level_id.zip(packet.level).map(|(id, (level, voice))| {
+            // RFC 6464: the voice activity flag, then the level in -dBov.
+            (id, u8::from(voice) << 7 | level.unsigned_abs().min(127))
+        });
+        let orientation = s.orientation_id.zip(packet.orientation);
         if s.rtx.is_some() {
             if s.history.len() == HISTORY {
                 s.history.pop_front();
@@ -211,7 +220,15 @@ impl Egress {
         let clear = &mut self.clear;
         clear.clear();
         write_header(clear, packet.marker, pt, seq as u16, time, ssrc);
-        write_extensions(clear, twcc_id.map(|id| (id, twcc as u16)), level);
+        let twcc_bytes = (twcc as u16).to_be_bytes();
+        let elements = [
+            twcc_id.map(|id| (id, &twcc_bytes[..])),
+            level.as_ref().map(|(id, b)| (*id, std::slice::from_ref(b))),
+            orientation
+                .as_ref()
+                .map(|(id, b)| (*id, std::slice::from_ref(b))),
+        ];
+        write_extensions(clear, &elements);
         clear.extend_from_slice(packet.payload);
         let mut contents = Vec::with_capacity(clear.len() + self.send.rtp_overhead());
         self.send.protect_rtp(clear, seq, &mut contents).ok()?;
@@ -461,7 +478,8 @@ impl Egress {
             sent.time,
             rtx_ssrc,
         );
-        write_extensions(clear, twcc_id.map(|id| (id, twcc as u16)), None);
+        let twcc_bytes = (twcc as u16).to_be_bytes();
+        write_extensions(clear, &[twcc_id.map(|id| (id, &twcc_bytes[..]))]);
         clear.extend_from_slice(&(sent.seq as u16).to_be_bytes());
         clear.extend_from_slice(&sent.payload);
         let mut contents = Vec::with_capacity(clear.len() + self.send.rtp_overhead());
@@ -491,22 +509,24 @@ fn write_header(out: &mut Vec<u8>, marker: bool, pt: u8, seq: u16, time: u32, ss
     out.extend_from_slice(&ssrc.to_be_bytes());
 }
 
-/// The header extensions, one-byte form, after a header written without the X bit: sets it.
-fn write_extensions(out: &mut Vec<u8>, twcc: Option<(u8, u16)>, level: Option<(u8, (i8, bool))>) {
-    if twcc.is_none() && level.is_none() {
+/// The header extensions (id, value), one-byte form (RFC 8285), after a header written without
+/// the X bit: sets it. Values are 1 to 16 bytes.
+fn write_extensions(out: &mut Vec<u8>, elements: &[Option<(u8, &[u8])>]) {
+    if elements.iter().all(Option::is_none) {
         return;
     }
     out[0] |= 0x10;
     let start = out.len();
     out.extend_from_slice(&ONE_BYTE);
     out.extend_from_slice(&[0, 0]);
-    if let Some((id, seq)) = twcc {
-        out.push(id << 4 | 1);
-        out.extend_from_slice(&seq.to_be_bytes());
-    }
-    if let Some((id, (level, voice))) = level {
-        out.push(id << 4);
-        out.push(u8::from(voice) << 7 | (level.unsigned_abs().min(127)));
+    // Ids 1 to 14 fit the one-byte form (the SFU's offers number theirs so).
+    for (id, value) in elements
+        .iter()
+        .flatten()
+        .filter(|(id, _)| (1..=14).contains(id))
+    {
+        out.push(id << 4 | (value.len() as u8 - 1));
+        out.extend_from_slice(value);
     }
     while !(out.len() - start).is_multiple_of(4) {
         out.push(0);
