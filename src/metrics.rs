@@ -74,6 +74,10 @@ fn describe() {
         "RTP packets the SFU wrote to subscribers."
     );
     describe_counter!(
+        "switchboard_sfu_resent_packets_total",
+        "RTP packets the SFU sent a subscriber again, by reason (nack: the subscriber reported them lost; probe: a burst measuring its downlink for a better layer)."
+    );
+    describe_counter!(
         "switchboard_sfu_dropped_datagrams_total",
         "Datagrams the SFU dropped, by reason (unknown_source: no participant's; refused: a participant's connection refused it; send_buffer: the socket's buffer was full; relay_queue: the relay or the SFU was a queue behind the other, for a relayed participant)."
     );
@@ -216,6 +220,9 @@ pub async fn scrape(State(s): State<Sources>) -> Response {
         gauge!("switchboard_sfu_participants").set(load(&sfu.participants) as f64);
         counter!("switchboard_sfu_received_packets_total").absolute(load(&sfu.received));
         counter!("switchboard_sfu_forwarded_packets_total").absolute(load(&sfu.forwarded));
+        for (reason, n) in [("nack", &sfu.resent), ("probe", &sfu.probes)] {
+            counter!("switchboard_sfu_resent_packets_total", "reason" => reason).absolute(load(n));
+        }
         for (direction, n) in [
             ("from_relay", &sfu.relayed_in),
             ("to_relay", &sfu.relayed_out),

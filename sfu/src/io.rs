@@ -55,6 +55,9 @@ pub struct SfuStats {
     pub refused: AtomicU64,
     pub received: AtomicU64,
     pub forwarded: AtomicU64,
+    /// Packets sent again: on subscribers' NACKs, and as bandwidth probes.
+    pub resent: AtomicU64,
+    pub probes: AtomicU64,
     /// Datagrams the socket would not take at once (its buffer full): dropped.
     pub send_dropped: AtomicU64,
     /// Datagrams to and from relayed participants, passed with the relay inside the process.
@@ -72,6 +75,8 @@ impl SfuStats {
         self.refused.store(c.refused, Ordering::Relaxed);
         self.received.store(c.received, Ordering::Relaxed);
         self.forwarded.store(c.forwarded, Ordering::Relaxed);
+        self.resent.store(c.resent, Ordering::Relaxed);
+        self.probes.store(c.probes, Ordering::Relaxed);
         self.participants
             .store(participants as u64, Ordering::Relaxed);
     }

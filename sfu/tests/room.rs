@@ -50,6 +50,8 @@ struct World {
     lost: u64,
     /// Every datagram the SFU sent to this address, in order.
     tap: Option<(SocketAddr, Vec<Vec<u8>>)>,
+    /// The SFU forwards through its direct egress.
+    direct: bool,
 }
 
 /// Datagrams this long or shorter carry audio, RTCP or STUN, not video (frames of
@@ -93,6 +95,7 @@ impl World {
             lossy: HashMap::new(),
             lost: 0,
             tap: None,
+            direct: direct_egress,
         }
     }
 
@@ -433,6 +436,15 @@ fn lost_and_sent_again(w: World) {
     assert_eq!(w.clients[bob].gaps, gaps, "a frame came after a gap");
     let video = w.clients[bob].frames_from(alice, MediaKind::Video);
     assert!(video.iter().all(|f| f.len() == VIDEO_FRAME));
+    // The direct egress counts what it resent: each lost packet at least once (str0m's path
+    // resends inside str0m, uncounted).
+    let resent = w.sfu.counters().resent;
+    println!("{resent} resent");
+    if w.direct {
+        assert!(resent >= w.lost, "{resent} resent of {} lost", w.lost);
+    } else {
+        assert_eq!(resent, 0);
+    }
 }
 
 /// The SRTP packet index of RTP datagram `d` (its stream's rollover counter and sequence number),
@@ -999,6 +1011,10 @@ fn capped_subscriber(mut w: World) {
     let seen = layers_seen(&w.clients[carol], a);
     assert!(seen.len() > 1000, "{} frames", seen.len());
     assert!(only(&seen, b'h'), "{seen:?}");
+    // Through the direct egress, the way back up was found by probes.
+    if w.direct {
+        assert!(w.sfu.counters().probes > 0);
+    }
 }
 
 #[test]

@@ -554,6 +554,12 @@ async fn relayed_participants_reach_the_sfu_inside_the_process() {
             .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
             .unwrap_or(0)
     };
+    // What the SFU sent again is exposed by reason (how much depends on the path's losses and
+    // the estimate's probes).
+    for reason in ["nack", "probe"] {
+        let name = format!("switchboard_sfu_resent_packets_total{{reason=\"{reason}\"}}");
+        assert!(text.lines().any(|l| l.starts_with(&name)), "no {name}");
+    }
     let from_relay = line("switchboard_sfu_relayed_datagrams_total{direction=\"from_relay\"}");
     let to_relay = line("switchboard_sfu_relayed_datagrams_total{direction=\"to_relay\"}");
     // Measured on a quiet box: 1,220 from the relay (two publishers, 3 s of media), 2,312 to

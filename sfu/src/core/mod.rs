@@ -196,6 +196,10 @@ pub struct Counters {
     pub received: u64,
     /// RTP packets written to subscribers.
     pub forwarded: u64,
+    /// Packets the direct egress sent again: asked for by subscribers (NACK), and as
+    /// bandwidth probes.
+    pub resent: u64,
+    pub probes: u64,
 }
 
 pub struct Sfu {
@@ -357,7 +361,13 @@ impl Sfu {
         );
         let peer = self.peers.get_mut(&id).expect("indexed peers exist");
         let estimate = match peer.egress.as_mut().filter(|_| is_rtcp(data)) {
-            Some(egress) => egress.on_rtcp(data, now, &mut self.transmits),
+            Some(egress) => {
+                let before = (egress.resent, egress.probes);
+                let estimate = egress.on_rtcp(data, now, &mut self.transmits);
+                self.counters.resent += egress.resent - before.0;
+                self.counters.probes += egress.probes - before.1;
+                estimate
+            }
             None => None,
         };
         if !peer.rtc.accepts(&input) {

@@ -95,6 +95,9 @@ pub(crate) struct Egress {
     budget: f64,
     estimator: Estimator,
     bytes: u64,
+    /// Packets sent again on NACKs, and as probes.
+    pub resent: u64,
+    pub probes: u64,
     /// The last sender reports sent: (middle of the NTP time, when).
     reports: VecDeque<(u32, Instant)>,
     /// From report blocks about our streams since [`Egress::take_reports`]: the latest round
@@ -131,6 +134,8 @@ impl Egress {
             budget: RESEND_BURST,
             estimator: Estimator::new(start),
             bytes: 0,
+            resent: 0,
+            probes: 0,
             reports: VecDeque::new(),
             rtt_ms: None,
             jitter_ms: None,
@@ -396,6 +401,7 @@ impl Egress {
             }
             if let Some(contents) = self.resend(ssrc, seq, now, false) {
                 self.budget -= 1.0;
+                self.resent += 1;
                 out.push_back(Transmit {
                     source,
                     destination,
@@ -441,6 +447,7 @@ impl Egress {
         }
         for (ssrc, seq) in picks {
             if let Some(contents) = self.resend(ssrc, seq, now, true) {
+                self.probes += 1;
                 out.push_back(Transmit {
                     source,
                     destination,
