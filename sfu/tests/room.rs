@@ -438,12 +438,9 @@ fn lost_and_sent_again(w: World) {
     assert!(video.iter().all(|f| f.len() == VIDEO_FRAME));
     // The direct egress counts what it resent: each lost packet at least once (str0m's path
     // resends inside str0m, uncounted).
-    let resent = w.sfu.counters().resent;
-    println!("{resent} resent");
     if w.direct {
+        let resent = w.sfu.counters().resent;
         assert!(resent >= w.lost, "{resent} resent of {} lost", w.lost);
-    } else {
-        assert_eq!(resent, 0);
     }
 }
 

@@ -334,6 +334,12 @@ pub fn rtp_header_len(packet: &[u8]) -> Option<usize> {
     (len <= packet.len()).then_some(len)
 }
 
+/// An RTP packet's header length and SSRC.
+fn rtp_parts(packet: &[u8]) -> Result<(usize, u32), SrtpError> {
+    let header = rtp_header_len(packet).ok_or(SrtpError::Short)?;
+    Ok((header, ssrc_at(packet, 8).ok_or(SrtpError::Short)?))
+}
+
 fn ssrc_at(packet: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_be_bytes(packet.get(at..at + 4)?.try_into().ok()?))
 }
@@ -352,8 +358,7 @@ impl Context {
         index: u64,
         out: &mut Vec<u8>,
     ) -> Result<(), SrtpError> {
-        let header = rtp_header_len(packet).ok_or(SrtpError::Short)?;
-        let ssrc = ssrc_at(packet, 8).ok_or(SrtpError::Short)?;
+        let (header, ssrc) = rtp_parts(packet)?;
         let (head, payload) = packet.split_at(header);
         let roc = (index >> 16) as u32;
         out.clear();
@@ -386,8 +391,7 @@ impl Context {
         index: u64,
         out: &mut Vec<u8>,
     ) -> Result<(), SrtpError> {
-        let header = rtp_header_len(packet).ok_or(SrtpError::Short)?;
-        let ssrc = ssrc_at(packet, 8).ok_or(SrtpError::Short)?;
+        let (header, ssrc) = rtp_parts(packet)?;
         let tag_len = self.rtp.tag_len();
         if packet.len() < header + tag_len {
             return Err(SrtpError::Short);
