@@ -152,7 +152,7 @@ async fn a_revoked_user_is_cut_off_at_once_and_after_a_restart() {
     let relayed = TurnClient::new(d.turn);
     assert_eq!(relayed.allocate(&alice_turn), 200);
     assert_eq!(TurnClient::new(d.turn).allocate(&bob_turn), 200);
-    assert_eq!(d.metric("switchboard_turn_allocations"), 2);
+    assert_eq!(d.metric_settled("switchboard_turn_allocations", 2), 2);
 
     let path = format!("/api/admin/users/{}/sessions", alice.id);
     let (s, body) = api.send("DELETE", &path, Some(&alice.token), None);

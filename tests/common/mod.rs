@@ -214,6 +214,19 @@ impl Daemon {
             .sum()
     }
 
+    /// [`Daemon::metric`] once it reads `want`, or its last reading after 2 s: the relay
+    /// threads publish their figures a moment after the request they answered.
+    pub fn metric_settled(&self, name: &str, want: u64) -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let v = self.metric(name);
+            if v == want || Instant::now() >= deadline {
+                return v;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The SQLite file of the call store.
     pub fn store_path(&self) -> PathBuf {
         self.dir.path().join("switchboard.db")
