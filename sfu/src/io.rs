@@ -520,6 +520,7 @@ impl Driver {
                     }
                 }
             }
+            self.core.recycle(t.contents);
         }
         while let Some(e) = self.core.poll_event() {
             let _ = self.events.send(e);

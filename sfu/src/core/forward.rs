@@ -154,7 +154,13 @@ impl Sfu {
             .ext_vals
             .audio_level
             .map(|l| (l, packet.header.ext_vals.voice_activity.unwrap_or(false)));
-        for sid in self.room_members(room) {
+        // The room's members, taken out for the loop (not cloned per packet) and put back.
+        let members = self
+            .rooms
+            .get_mut(&room)
+            .map(std::mem::take)
+            .unwrap_or_default();
+        for &sid in &members {
             if sid == id {
                 continue;
             }
@@ -177,8 +183,17 @@ impl Sfu {
                         sub.rewriter.target() == Some(rid) && sub.rewriter.current() != Some(rid);
                     continue;
                 };
-                let Some(pt) = s.rtc.codec_config().match_params(params).map(|p| p.pt()) else {
-                    continue;
+                let source_pt = *packet.header.payload_type;
+                let pt = match sub.pt {
+                    Some((from, to)) if from == source_pt => to,
+                    _ => {
+                        let Some(pt) = s.rtc.codec_config().match_params(params).map(|p| *p.pt())
+                        else {
+                            continue;
+                        };
+                        sub.pt = Some((source_pt, pt));
+                        pt
+                    }
                 };
                 if let Some(payload) = &shared {
                     let Some(egress) = s.egress.as_mut() else {
@@ -190,7 +205,8 @@ impl Sfu {
                         orientation: packet.header.ext_vals.video_orientation.map(|o| o as u8),
                         payload,
                     };
-                    let out = egress.rtp(&mut s.rtc, out, kind, *pt, seq, time, packet, now);
+                    let buffer = self.spare.pop().unwrap_or_else(|| Vec::with_capacity(1500));
+                    let out = egress.rtp(&mut s.rtc, out, kind, pt, seq, time, packet, now, buffer);
                     if let Some(t) = out {
                         self.transmits.push_back(t);
                         self.counters.forwarded += 1;
@@ -201,7 +217,7 @@ impl Sfu {
                 let Some(tx) = api.stream_tx_by_mid(out, None) else {
                     continue;
                 };
-                let write = RtpWrite::new(pt, seq.into(), time, now, packet.payload.clone())
+                let write = RtpWrite::new(pt.into(), seq.into(), time, now, packet.payload.clone())
                     .marker(packet.header.marker)
                     .ext_vals(forwarded_extensions(&packet))
                     .nackable(kind == MediaKind::Video);
@@ -211,6 +227,9 @@ impl Sfu {
                     self.dirty.push(sid);
                 }
             }
+        }
+        if let Some(m) = self.rooms.get_mut(&room) {
+            *m = members;
         }
         // A subscriber waits for this layer's key frame: ask again (the request is throttled).
         if waiting {
@@ -252,6 +271,7 @@ pub(super) fn subscription(
         state: Line::ToOpen,
         rewriter: Rewriter::new(clock_rate),
         codec: None,
+        pt: None,
         quality: Quality::default(),
     }
 }

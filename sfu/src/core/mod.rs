@@ -74,6 +74,10 @@ pub const START_ESTIMATE: u64 = 1_500_000;
 const DUE_WITHIN: Duration = Duration::from_micros(50);
 /// Due deadlines of one peer handled in one poll, at most ([`Sfu::poll_peer`]).
 const MAX_ROUNDS: usize = 256;
+/// Spare datagram buffers kept at most ([`Sfu::recycle`]), and the least capacity worth keeping
+/// (a full-size media packet fits).
+const MAX_SPARE: usize = 1024;
+const SPARE_CAPACITY: usize = 1280;
 /// How often disconnected peers are looked at.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
@@ -222,6 +226,8 @@ pub struct Sfu {
     /// The time of the latest datagram whose output is not polled yet (see "Driving it").
     unsettled: Option<Instant>,
     transmits: VecDeque<Transmit>,
+    /// Datagram buffers sent and given back ([`Sfu::recycle`]), for the next forwarded packets.
+    spare: Vec<Vec<u8>>,
     events: VecDeque<SfuEvent>,
     counters: Counters,
     speakers: Speakers,
@@ -244,6 +250,7 @@ impl Sfu {
             dirty: Vec::new(),
             unsettled: None,
             transmits: VecDeque::new(),
+            spare: Vec::new(),
             events: VecDeque::new(),
             counters: Counters::default(),
             speakers: Speakers::default(),
@@ -433,6 +440,15 @@ impl Sfu {
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.settle_datagrams();
         self.transmits.pop_front()
+    }
+
+    /// Gives back a sent [`Transmit`]'s buffer: forwarded packets are written into such
+    /// buffers rather than new ones (a room of twenty sends some 60,000 a second).
+    pub fn recycle(&mut self, mut buffer: Vec<u8>) {
+        if self.spare.len() < MAX_SPARE && buffer.capacity() >= SPARE_CAPACITY {
+            buffer.clear();
+            self.spare.push(buffer);
+        }
     }
 
     pub fn poll_event(&mut self) -> Option<SfuEvent> {

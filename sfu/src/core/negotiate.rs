@@ -55,6 +55,8 @@ impl Sfu {
                 return Err(SfuError::Refused(e.to_string()));
             }
         };
+        self.payload_types_changed(id);
+        let peer = self.peers.get_mut(&id).expect("indexed peers exist");
         // An offer of ours that crossed this one is void; what it carried goes in the next.
         if peer.pending.is_some() {
             peer.offer_dropped();
@@ -93,6 +95,8 @@ impl Sfu {
             self.settle(now);
             return Err(SfuError::Refused(e.to_string()));
         }
+        self.payload_types_changed(id);
+        let peer = self.peers.get_mut(&id).expect("indexed peers exist");
         for mid in peer.offer_answered() {
             if let Some(tx) = peer.rtc.direct_api().stream_tx_by_mid(mid, None) {
                 tx.set_rtx_cache(SEND_BUFFER_VIDEO, RTX_MAX_AGE, RTX_RATIO_CAP);
@@ -102,6 +106,18 @@ impl Sfu {
         self.poll_peer(id, now);
         self.settle(now);
         Ok(())
+    }
+
+    /// Peer `id` negotiated: the payload types found for its subscriptions, and for others'
+    /// subscriptions to its tracks, are found again on their next packet.
+    fn payload_types_changed(&mut self, id: PeerId) {
+        for (&pid, p) in self.peers.iter_mut() {
+            for s in p.subscriptions.iter_mut() {
+                if pid == id || s.publisher == id {
+                    s.pt = None;
+                }
+            }
+        }
     }
 
     fn add_peer(&mut self, now: Instant, room: Uuid, user: Uuid) -> Result<PeerId> {

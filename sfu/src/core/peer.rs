@@ -95,6 +95,9 @@ pub(crate) struct Subscription {
     pub rewriter: Rewriter<Option<Rid>>,
     /// The publisher's codec, learned from its first packet.
     pub codec: Option<VideoCodec>,
+    /// The payload type of the publisher's last packet and the subscriber's for the same
+    /// codec, found once rather than per packet; forgotten when either side negotiates.
+    pub pt: Option<(u8, u8)>,
     /// The layer this subscriber would like (an index into the publisher's rids, from the
     /// top): 0 for the best.
     pub quality: Quality,

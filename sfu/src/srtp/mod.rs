@@ -358,26 +358,43 @@ impl Context {
         index: u64,
         out: &mut Vec<u8>,
     ) -> Result<(), SrtpError> {
-        let (header, ssrc) = rtp_parts(packet)?;
+        let (header, _) = rtp_parts(packet)?;
         let (head, payload) = packet.split_at(header);
-        let roc = (index >> 16) as u32;
         out.clear();
         out.extend_from_slice(head);
+        self.protect_rtp_payload(out, payload, index)
+    }
+
+    /// Protects an RTP packet whose header is already in `out` (and nothing else), its clear
+    /// `payload` apart: appends the encrypted payload and the tag. The forwarding path's form:
+    /// a payload shared by many subscribers is read where it is, never copied in clear.
+    pub fn protect_rtp_payload(
+        &mut self,
+        out: &mut Vec<u8>,
+        payload: &[u8],
+        index: u64,
+    ) -> Result<(), SrtpError> {
+        let (header, ssrc) = rtp_parts(out)?;
+        if header != out.len() {
+            return Err(SrtpError::Short);
+        }
+        let roc = (index >> 16) as u32;
         let start = out.len();
         out.resize(start + payload.len() + self.rtp.tag_len(), 0);
+        let (head, body) = out.split_at_mut(start);
         match &mut self.rtp {
             Transform::Cm { cipher, salt, auth } => {
                 let iv = cm_iv(salt, ssrc, index);
-                let end = start + payload.len();
-                cipher.encrypt(&iv, payload, &mut out[start..end])?;
+                let (sealed, tag_out) = body.split_at_mut(payload.len());
+                cipher.encrypt(&iv, payload, sealed)?;
                 let tag = self
                     .hmac
-                    .sha1_hmac(auth, &[&out[..end], &roc.to_be_bytes()]);
-                out[end..].copy_from_slice(&tag[..CM_TAG]);
+                    .sha1_hmac(auth, &[head, sealed, &roc.to_be_bytes()]);
+                tag_out.copy_from_slice(&tag[..CM_TAG]);
             }
             Transform::Gcm { cipher, salt } => {
                 let iv = gcm_iv(salt, ssrc, rtp_tail(roc, index));
-                cipher.seal(&iv, head, payload, &mut out[start..])?;
+                cipher.seal(&iv, head, payload, body)?;
             }
         }
         Ok(())

@@ -182,7 +182,8 @@ impl Egress {
     }
 
     /// One forwarded packet on m-line `mid` with payload type `pt`, numbered `seq` (extended:
-    /// the rollover counter above the sequence number) and `time`: the datagram.
+    /// the rollover counter above the sequence number) and `time`: the datagram, written in
+    /// `buffer` (a spare one, see [`Sfu::recycle`](super::Sfu::recycle)).
     #[allow(clippy::too_many_arguments)]
     pub fn rtp(
         &mut self,
@@ -194,6 +195,7 @@ impl Egress {
         time: u32,
         packet: Packet<'_>,
         now: Instant,
+        buffer: Vec<u8>,
     ) -> Option<Transmit> {
         let (source, destination) = self.route?;
         self.budget = (self.budget + RESEND_SHARE).min(RESEND_BURST);
@@ -222,9 +224,10 @@ impl Egress {
             });
         }
         self.twcc += u64::from(twcc_id.is_some());
-        let clear = &mut self.clear;
-        clear.clear();
-        write_header(clear, packet.marker, pt, seq as u16, time, ssrc);
+        // The header in the clear, then the payload encrypted from where it is shared.
+        let mut contents = buffer;
+        contents.clear();
+        write_header(&mut contents, packet.marker, pt, seq as u16, time, ssrc);
         let twcc_bytes = (twcc as u16).to_be_bytes();
         let elements = [
             twcc_id.map(|id| (id, &twcc_bytes[..])),
@@ -233,10 +236,10 @@ impl Egress {
                 .as_ref()
                 .map(|(id, b)| (*id, std::slice::from_ref(b))),
         ];
-        write_extensions(clear, &elements);
-        clear.extend_from_slice(packet.payload);
-        let mut contents = Vec::with_capacity(clear.len() + self.send.rtp_overhead());
-        self.send.protect_rtp(clear, seq, &mut contents).ok()?;
+        write_extensions(&mut contents, &elements);
+        self.send
+            .protect_rtp_payload(&mut contents, packet.payload, seq)
+            .ok()?;
         if twcc_id.is_some() {
             self.estimator.sent(twcc, contents.len(), now, false);
         }
