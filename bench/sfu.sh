@@ -16,8 +16,9 @@
 #      sent in the window must reach the room's N-1 others), forwarding latency p50/p99 (replay
 #      send → receipt); the SFU thread's on-CPU time per forwarded packet and as % of one core,
 #      the generator's CPU beside it, the SFU process's RSS per participant over its idle RSS.
-#   4. Floor phase: the same datagrams at the same times to a plain UDP fan-out on a thread of
-#      the generator (receive one, send it to the N-1 others, no SRTP), measured the same way.
+#   4. Floor phase: the same datagrams at the same times to a plain UDP fan-out in a process of
+#      its own, as the SFU is (receive one, send it to the N-1 others, no SRTP), measured the
+#      same way.
 # Each scenario runs once per egress in $EGRESS: "str0m" (the daemon's: each forwarded packet
 # goes through the subscriber's str0m connection) and "direct" (SfuConfig::direct_egress: the
 # SFU writes, protects and sends it itself; label ROOMSxSIZE-direct), each with its own floor.
@@ -27,6 +28,14 @@
 # Usage: bench/sfu.sh                        (from anywhere; builds what it needs)
 #        SCENARIOS="1x20 4x5 2x10" bench/sfu.sh
 # Knobs (environment): SCENARIOS="1x20 4x5" EGRESS="str0m direct" WARMUP=3 DURATION=15 VIDEO_KBPS=1000
+#   On loopback each datagram the forwarding thread sends wakes the generator's receiving
+#   thread, a cost no remote receiver puts on a real SFU; the kernel often runs that thread on
+#   the sender's CPU, preempting the sender, and does so to the SFU some ten times as often
+#   as to the floor (preempt/s shows it). Two knobs take the generator out of the way:
+#   RECEIVE_EVERY_US=0|N (N: the receiving thread looks at its sockets every N us instead of
+#   being woken by each datagram; latency then reads up to N us later)
+#   PIN=0|1 (1: the forwarding thread on the first CPU, the generator's threads on the last;
+#   the cross-CPU wake-ups then cost both forwarders more, the floor most)
 #   PROFILE=0|1 (perf record -g of the SFU process over each measured window; the top of the
 #   report in perf-<scenario>.txt; the sampling costs the SFU CPU, so its figures read higher)
 #   BENCH_SKIP_BUILD=0 CARGO_TARGET_DIR BENCH_OUT
@@ -43,6 +52,8 @@ WARMUP=${WARMUP:-3}
 DURATION=${DURATION:-15}
 VIDEO_KBPS=${VIDEO_KBPS:-1000}
 PROFILE=${PROFILE:-0}
+PIN=${PIN:-0}
+RECEIVE_EVERY_US=${RECEIVE_EVERY_US:-0}
 EGRESS=${EGRESS:-"str0m direct"}
 
 TARGET_CORE_PCT=50    # a room of 20, % of one core
@@ -56,11 +67,11 @@ log "output: $OUT"
 {
     describe_host "; load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "git $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')"
-    echo "load: scenarios $SCENARIOS; warm-up $WARMUP s, measured $DURATION s; video $VIDEO_KBPS kbit/s in 3 layers + Opus 50 packets/s per participant"
+    echo "load: scenarios $SCENARIOS; warm-up $WARMUP s, measured $DURATION s; video $VIDEO_KBPS kbit/s in 3 layers + Opus 50 packets/s per participant; PIN=$PIN RECEIVE_EVERY_US=$RECEIVE_EVERY_US"
 } | tee "$OUT/env.txt" >&2
 
 RESULTS=$OUT/results.tsv
-printf 'scenario\ttarget\tok\tfwd_per_s\tus_per_pkt\tcore_pct\tp50_ms\tp99_ms\tloss_pct\tlost\tgen_pct\tothers_pct\tkib_per_participant\tunmatched\trss_window_start_kib\trss_loaded_kib\ttarget_drops\n' >"$RESULTS"
+printf 'scenario\ttarget\tok\tfwd_per_s\tus_per_pkt\tcore_pct\tp50_ms\tp99_ms\tloss_pct\tlost\tgen_pct\tothers_pct\tkib_per_participant\tunmatched\trss_window_start_kib\trss_loaded_kib\ttarget_drops\tpreempted_per_s\n' >"$RESULTS"
 FAILED=0
 for run in $SCENARIOS; do
     for egress in $EGRESS; do
@@ -76,10 +87,12 @@ for run in $SCENARIOS; do
         log "scenario $s: $rooms room(s) of $size"
         rc=0
         perf=()
+        pin=()
+        if [[ $PIN == 1 ]]; then pin=(--pin); fi
         if [[ $PROFILE == 1 ]]; then perf=(--perf "$OUT/perf-$s.data"); fi
         timeout -k 5 $((180 + 3 * (WARMUP + DURATION))) "$LOADGEN" sfu --rooms "$rooms" \
             --size "$size" --warmup "$WARMUP" --duration "$DURATION" --video-kbps "$VIDEO_KBPS" \
-            --label "$s" "${direct[@]}" "${perf[@]}" >"$llog" 2>&1 || rc=$?
+            --label "$s" "${direct[@]}" "${perf[@]}" "${pin[@]}" --receive-every-us "$RECEIVE_EVERY_US" >"$llog" 2>&1 || rc=$?
         if [[ $PROFILE == 1 && -s $OUT/perf-$s.data ]]; then
             perf report -i "$OUT/perf-$s.data" --no-children --sort dso,symbol --stdio 2>/dev/null \
                 | grep -E '^ +[0-9.]+%' | sed 's/ *- *- *$//' | head -40 >"$OUT/perf-$s.txt" || true
@@ -95,7 +108,7 @@ for run in $SCENARIOS; do
         for target in sfu floor; do
             grep -q "^result label=$s target=$target " "$llog" || continue
             f=()
-            for k in fwd_per_s cpu_us_per_pkt cpu_pct p50_ms p99_ms loss_pct lost gen_cpu_pct others_cpu_pct kib_per_participant unmatched rss_window_start_kib rss_loaded_kib target_drops; do
+            for k in fwd_per_s cpu_us_per_pkt cpu_pct p50_ms p99_ms loss_pct lost gen_cpu_pct others_cpu_pct kib_per_participant unmatched rss_window_start_kib rss_loaded_kib target_drops preempted_per_s; do
                 v=$(kv "result label=$s target=$target" "$k" "$llog")
                 f+=("${v:--}")
             done
@@ -107,15 +120,16 @@ done
 {
     echo
     echo "== SFU: rooms of synthetic participants, Opus + ${VIDEO_KBPS} kbit/s VP8 (3 layers, the top one forwarded), ${DURATION} s measured after ${WARMUP} s =="
-    printf '%-12s %-6s %10s %9s %8s %8s %8s %8s %6s %8s %8s %10s %9s\n' scenario target "fwd pkt/s" "us/pkt" "core %" "p50 ms" "p99 ms" "loss %" drops "gen %" "others %" "KiB/part" unmatched
+    printf '%-12s %-6s %10s %9s %8s %9s %8s %8s %8s %6s %8s %8s %10s %9s\n' scenario target "fwd pkt/s" "us/pkt" "core %" "preempt/s" "p50 ms" "p99 ms" "loss %" drops "gen %" "others %" "KiB/part" unmatched
     awk -F'\t' 'NR > 1 {
-        printf "%-12s %-6s %10.0f %9.2f %8.1f %8.2f %8.2f %8.3f %6s %8.1f %8.1f %10s %9s\n",
-            $1, $2, $4, $5, $6, $7, $8, $9, $17, $11, $12, $13, $14
+        printf "%-12s %-6s %10.0f %9.2f %8.1f %9s %8.2f %8.2f %8.3f %6s %8.1f %8.1f %10s %9s\n",
+            $1, $2, $4, $5, $6, $18, $7, $8, $9, $17, $11, $12, $13, $14
     }' "$RESULTS"
     echo
     echo "fwd pkt/s: RTP packets the participants' sockets received in the window. us/pkt: on-CPU time of"
     echo "  the forwarding thread (the SFU's own thread; the floor's) per packet received; core %: that"
-    echo "  thread's share of one core. p50/p99: from the replay's send to the receiving thread's read."
+    echo "  thread's share of one core. preempt/s: times that thread was switched out while it could"
+    echo "  run (PIN=$PIN, RECEIVE_EVERY_US=$RECEIVE_EVERY_US). p50/p99: from the replay's send to the receiving thread's read."
     echo "  loss: forwarded-stream packets sent in the window that did not reach each of the room's"
     echo "  N-1 others. drops: datagrams the kernel dropped at the SFU's (the floor's) socket over the"
     echo "  window, its receive buffer full. gen %: the generator's replay and receive threads (one core = 100)."

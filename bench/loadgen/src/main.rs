@@ -49,6 +49,9 @@ enum Command {
     /// The SFU under test, in a process of its own; `sfu` starts it.
     #[command(hide = true)]
     SfuServer(sfu::server::Args),
+    /// The floor of `sfu`, a plain UDP fan-out in a process of its own; `sfu` starts it.
+    #[command(hide = true)]
+    SfuFloor,
 }
 
 fn main() -> ExitCode {
@@ -60,6 +63,7 @@ fn main() -> ExitCode {
         Command::Hub(args) => hub::main(args),
         Command::Sfu(args) => exit("sfu_load", sfu::run(&args)),
         Command::SfuServer(args) => exit("sfu_server", sfu::server::run(&args)),
+        Command::SfuFloor => exit("sfu_floor", sfu::server::run_floor()),
     }
 }
 

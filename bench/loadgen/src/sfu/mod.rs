@@ -15,14 +15,15 @@
 //!    clear RTP header ([`replay`] explains how received packets are matched to sent ones):
 //!    forwarded packets/s, loss, latency; CPU of the SFU's thread (and process), of the
 //!    generator's threads, and the SFU process's memory.
-//! 5. The floor phase: the same datagrams, same times, to a plain UDP fan-out on a thread of
-//!    the generator's (receive one, send it to the N-1 others of the room; no SRTP), measured
-//!    the same way. The SFU's CPU per forwarded packet over the floor's is the ratio the issue
+//! 5. The floor phase: the same datagrams, same times, to a plain UDP fan-out in a process of
+//!    its own, as the SFU is (`loadgen sfu-floor`: receive one, send it to the N-1 others of
+//!    the room; no SRTP), measured the same way. The SFU's CPU per forwarded packet over the floor's is the ratio the issue
 //!    sets a target for.
 //!
 //! ```text
 //! loadgen sfu [--rooms 1] [--size 20] [--warmup 3] [--duration 15] [--video-kbps 1000]
-//!             [--label NAME] [--direct-egress] [--no-floor] [--perf FILE]
+//!             [--label NAME] [--direct-egress] [--no-floor] [--perf FILE] [--pin]
+//!             [--receive-every-us 0]
 //! ```
 //! Prints `sfu_load: ` lines, then one machine-readable `result label=.. target=sfu|floor ..`
 //! line per phase.
@@ -47,7 +48,7 @@ use uuid::Uuid;
 
 use crate::hub::proc::{machine_busy_ns, server_cpu_ns, status_kib};
 use client::Participant;
-use replay::{Plan, Received, Route, Send, Sources};
+use replay::{Plan, Received, Send, Sources};
 use server::Server;
 
 /// Participants in all rooms, at most.
@@ -86,10 +87,33 @@ pub struct Args {
     /// Skips the floor phase.
     #[arg(long)]
     no_floor: bool,
+    /// Keeps the forwarding thread (the SFU's, then the floor's) on the first CPU and the
+    /// generator's replay and receiving threads on the last. On loopback each datagram the
+    /// forwarding thread sends wakes a receiving thread, which the kernel otherwise often
+    /// runs on the sender's CPU, preempting it: a cost of the benchmark, not of forwarding,
+    /// and one the SFU paid many times more of than the floor did (`preempted` in the
+    /// results).
+    #[arg(long)]
+    pin: bool,
+    /// The generator's receiving thread looks at the participants' sockets every this many
+    /// µs, rather than being woken by each datagram (0). A datagram the forwarding thread
+    /// sends then wakes nobody, as over a network, where the receivers are other machines;
+    /// on loopback each wake-up is paid by the sender, and (the kernel's choice) often by
+    /// preempting it. Latency then reads up to this much later.
+    #[arg(long, default_value_t = 0, value_parser = RangedU64ValueParser::<u64>::new().range(0..=5000))]
+    receive_every_us: u64,
     /// Records a profile of the SFU's process over the measured window (`perf record -g`)
     /// to this file; the sampling costs the SFU CPU, so its figures then read higher.
     #[arg(long)]
     perf: Option<PathBuf>,
+}
+
+/// How the generator runs beside the forwarding thread ([`Args::pin`],
+/// [`Args::receive_every_us`]).
+#[derive(Clone, Copy)]
+struct Conditions {
+    pin: bool,
+    receive_every: Option<Duration>,
 }
 
 /// CPU time read at the start and end of a measured window (ns).
@@ -97,7 +121,9 @@ pub struct Args {
 struct Cpu {
     /// The forwarding thread: the SFU's, or the floor's.
     target: u64,
-    /// The SFU's whole process (0 for the floor, which runs in the generator).
+    /// Times the forwarding thread was preempted.
+    target_preempted: u64,
+    /// The forwarding thread's whole process (the SFU's, the floor's).
     target_process: u64,
     /// The generator's replay and receiving threads.
     generator: u64,
@@ -123,6 +149,16 @@ struct Phase {
     hwm_kib: u64,
 }
 
+impl Args {
+    fn conditions(&self) -> Conditions {
+        Conditions {
+            pin: self.pin,
+            receive_every: (self.receive_every_us > 0)
+                .then(|| Duration::from_micros(self.receive_every_us)),
+        }
+    }
+}
+
 pub fn run(args: &Args) -> io::Result<()> {
     let n = args.rooms * args.size;
     if n > MAX_PARTICIPANTS {
@@ -134,7 +170,7 @@ pub fn run(args: &Args) -> io::Result<()> {
     std::thread::sleep(Duration::from_millis(200));
     let rss_idle = status_kib(Some(server.pid), "VmRSS");
     let sfu_tid = server
-        .sfu_tid()
+        .thread("sfu")
         .ok_or_else(|| other("no thread named sfu in the SFU's process".into()))?;
 
     // 2. Everyone joins.
@@ -186,9 +222,9 @@ pub fn run(args: &Args) -> io::Result<()> {
         &sockets,
         &sources,
         server.addr,
-        &|| replay::thread_cpu_ns(pid, sfu_tid),
-        Some(pid),
+        (pid, sfu_tid),
         args.perf.as_deref(),
+        args.conditions(),
     );
     let stats = server.stats().unwrap_or(Value::Null);
     server.stop();
@@ -215,7 +251,7 @@ pub fn run(args: &Args) -> io::Result<()> {
 
     // 5. The floor.
     if !args.no_floor {
-        let floor = floor_phase(&plan, &people, &sockets)?;
+        let floor = floor_phase(&plan, &people, &sockets, args.conditions())?;
         println!("{}", report(args, "floor", &plan, &floor, n));
     }
     Ok(())
@@ -389,10 +425,15 @@ fn sfu_sources(people: &[Participant]) -> Vec<Sources> {
         .collect()
 }
 
-/// The floor: the same replay through a plain UDP fan-out on a thread of ours.
-fn floor_phase(plan: &Plan, people: &[Participant], sockets: &[UdpSocket]) -> io::Result<Phase> {
-    let socket = UdpSocket::bind("127.0.0.1:0")?;
-    let addr = socket.local_addr()?;
+/// The floor: the same replay through a plain UDP fan-out, in a process of its own as the
+/// SFU is (`loadgen sfu-floor`).
+fn floor_phase(
+    plan: &Plan,
+    people: &[Participant],
+    sockets: &[UdpSocket],
+    how: Conditions,
+) -> io::Result<Phase> {
+    let mut floor = Server::start_floor()?;
     let addrs: Vec<SocketAddr> = sockets
         .iter()
         .map(UdpSocket::local_addr)
@@ -406,7 +447,7 @@ fn floor_phase(plan: &Plan, people: &[Participant], sockets: &[UdpSocket]) -> io
             }
         }
     }
-    let mut routes = HashMap::new();
+    let mut routes = Vec::new();
     let mut sources = vec![Sources::new(); people.len()];
     for (i, p) in people.iter().enumerate() {
         let others: Vec<usize> = (0..people.len())
@@ -417,57 +458,46 @@ fn floor_phase(plan: &Plan, people: &[Participant], sockets: &[UdpSocket]) -> io
                 sources[i].insert(ssrc, (j, video));
             }
         }
-        routes.insert(
-            addrs[i],
-            Route {
-                to: others.iter().map(|&j| addrs[j]).collect(),
-                ssrcs: published[i].iter().map(|(s, _)| *s).collect(),
-            },
-        );
+        let to: Vec<String> = others.iter().map(|&j| addrs[j].to_string()).collect();
+        let ssrcs: Vec<u32> = published[i].iter().map(|(s, _)| *s).collect();
+        routes.push(json!({"from": addrs[i].to_string(), "to": to, "ssrcs": ssrcs}));
     }
-    let stop = AtomicBool::new(false);
-    let tid = AtomicU32::new(0);
-    let pid = std::process::id();
-    std::thread::scope(|s| {
-        let fan_out = s.spawn(|| replay::floor(&socket, &routes, &stop, &tid));
-        for _ in 0..100 {
-            if tid.load(Ordering::Relaxed) != 0 {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
+    floor.send(&Value::Array(routes))?;
+    let mut tid = None;
+    for _ in 0..100 {
+        tid = floor.thread("floor");
+        if tid.is_some() {
+            break;
         }
-        let floor_tid = tid.load(Ordering::Relaxed);
-        let mut phase = run_phase(
-            plan,
-            sockets,
-            &sources,
-            addr,
-            &|| replay::thread_cpu_ns(pid, floor_tid),
-            None,
-            None,
-        );
-        stop.store(true, Ordering::Relaxed);
-        let (forwarded, failed) = fan_out.join().unwrap_or((0, 0));
-        say(format!(
-            "floor: {forwarded} datagrams forwarded, {failed} sends failed"
-        ));
-        // The floor runs in the generator's process: its thread is not the generator's load.
-        phase.cpu.generator_process = phase.cpu.generator_process.saturating_sub(phase.cpu.target);
-        Ok(phase)
-    })
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let tid = tid.ok_or_else(|| other("no thread named floor in the floor's process".into()))?;
+    let pid = floor.pid;
+    let phase = run_phase(plan, sockets, &sources, floor.addr, (pid, tid), None, how);
+    let done = floor.finish(Duration::from_secs(5));
+    say(format!(
+        "floor: {} datagrams forwarded, {} sends failed",
+        done.as_ref()
+            .map_or(0, |d| d["forwarded"].as_u64().unwrap_or(0)),
+        done.as_ref()
+            .map_or(0, |d| d["failed"].as_u64().unwrap_or(0)),
+    ));
+    Ok(phase)
 }
 
 /// One replay of `plan` to `to`, what came back, and the CPU of the forwarding thread
-/// (`target_cpu`), of `target_pid`'s whole process if it is one of its own, and of ours.
+/// (`target`: its process and thread ids), of that whole process, and of ours; `pin`: see [`Args::pin`].
 fn run_phase(
     plan: &Plan,
     sockets: &[UdpSocket],
     sources: &[Sources],
     to: SocketAddr,
-    target_cpu: &(dyn Fn() -> u64 + Sync),
-    target_pid: Option<u32>,
+    target: (u32, u32),
     perf: Option<&Path>,
+    how: Conditions,
 ) -> Phase {
+    let receive_every = how.receive_every;
+    let target_pid = Some(target.0);
     // What is left from negotiation or an earlier phase is not this phase's.
     let mut buf = vec![0u8; 2048];
     for s in sockets {
@@ -489,7 +519,8 @@ fn run_phase(
         .collect();
     let drops = || (udp_drops(&[to.port()]), udp_drops(&ours));
     let sample = || Cpu {
-        target: target_cpu(),
+        target: replay::thread_cpu_ns(target.0, target.1),
+        target_preempted: replay::thread_preemptions(target.0, target.1),
         target_process: target_pid.map_or(0, |p| server_cpu_ns(Some(p))),
         generator: replay::thread_cpu_ns(pid, replay_tid.load(Ordering::Relaxed))
             + replay::thread_cpu_ns(pid, receive_tid.load(Ordering::Relaxed)),
@@ -497,10 +528,23 @@ fn run_phase(
         machine: machine_busy_ns(),
     };
     std::thread::scope(|s| {
-        let receiving =
-            s.spawn(|| replay::receive(plan, sockets, sources, t0, until, &sent, &receive_tid));
+        let receiving = s.spawn(|| {
+            replay::receive(
+                plan,
+                sockets,
+                sources,
+                t0,
+                until,
+                &sent,
+                &receive_tid,
+                receive_every,
+            )
+        });
         let replaying =
             s.spawn(|| replay::replay(plan, sockets, to, t0, &sent, &stop, &replay_tid));
+        if how.pin {
+            pin_threads(target.1, [&replay_tid, &receive_tid]);
+        }
         sleep_until(t0 + plan.window.0);
         let (a, drops_a) = (sample(), drops());
         let rss_start_kib = status_kib(target_pid, "VmRSS");
@@ -526,6 +570,7 @@ fn run_phase(
             late_p99_us,
             cpu: Cpu {
                 target: b.target.saturating_sub(a.target),
+                target_preempted: b.target_preempted.saturating_sub(a.target_preempted),
                 target_process: b.target_process.saturating_sub(a.target_process),
                 generator: b.generator.saturating_sub(a.generator),
                 generator_process: b.generator_process.saturating_sub(a.generator_process),
@@ -538,6 +583,31 @@ fn run_phase(
             hwm_kib,
         }
     })
+}
+
+/// Pins the forwarding thread `target` to the first CPU and the generator's `threads` (their
+/// ids, once they have stored them) to the last ([`Args::pin`]); says so if it cannot.
+fn pin_threads(target: u32, threads: [&AtomicU32; 2]) {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cpus < 2 {
+        say("one CPU: nothing pinned".into());
+        return;
+    }
+    let mut pinned = replay::pin(target, 0);
+    for t in threads {
+        let mut tid = 0;
+        for _ in 0..100 {
+            tid = t.load(Ordering::Relaxed);
+            if tid != 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        pinned &= tid != 0 && replay::pin(tid, cpus - 1);
+    }
+    if !pinned {
+        say("could not pin every thread: figures as unpinned".into());
+    }
 }
 
 /// `perf record` of process `pid` for `length`, call graphs, to `out` (if perf starts).
@@ -606,9 +676,10 @@ fn report(args: &Args, target: &str, plan: &Plan, phase: &Phase, n: usize) -> St
         .saturating_sub(phase.cpu.target_process.max(phase.cpu.target))
         .saturating_sub(phase.cpu.generator_process);
     say(format!(
-        "{target}: {per_s:.0} forwarded packets/s ({:.1} Mbit/s) to {n} sockets; {us_per_packet:.2} µs of its thread per packet, {:.1}% of a core; latency p50 {p50:.2} ms, p99 {p99:.2} ms; lost {lost} of {expected} ({:.3}%), {dup} twice, {} unmatched",
+        "{target}: {per_s:.0} forwarded packets/s ({:.1} Mbit/s) to {n} sockets; {us_per_packet:.2} µs of its thread per packet, {:.1}% of a core, preempted {:.0} times/s; latency p50 {p50:.2} ms, p99 {p99:.2} ms; lost {lost} of {expected} ({:.3}%), {dup} twice, {} unmatched",
         r.bytes as f64 * 8.0 / secs / 1e6,
         pct(phase.cpu.target),
+        phase.cpu.target_preempted as f64 / secs,
         if expected > 0 { lost as f64 * 100.0 / expected as f64 } else { 0.0 },
         r.unmatched
     ));
@@ -624,12 +695,13 @@ fn report(args: &Args, target: &str, plan: &Plan, phase: &Phase, n: usize) -> St
         phase.generator_drops
     ));
     format!(
-        "{} participants={n} rooms={} size={} fwd_per_s={per_s:.0} mbit_s={:.2} cpu_us_per_pkt={us_per_packet:.3} cpu_pct={:.2} proc_cpu_pct={:.2} p50_ms={p50:.3} p99_ms={p99:.3} expected={expected} lost={lost} loss_pct={:.4} dup={dup} unmatched={} gen_cpu_pct={:.2} gen_proc_cpu_pct={:.2} others_cpu_pct={:.2} late_p99_ms={:.3} send_failed={} target_drops={} generator_drops={}",
+        "{} participants={n} rooms={} size={} fwd_per_s={per_s:.0} mbit_s={:.2} cpu_us_per_pkt={us_per_packet:.3} cpu_pct={:.2} preempted_per_s={:.0} proc_cpu_pct={:.2} p50_ms={p50:.3} p99_ms={p99:.3} expected={expected} lost={lost} loss_pct={:.4} dup={dup} unmatched={} gen_cpu_pct={:.2} gen_proc_cpu_pct={:.2} others_cpu_pct={:.2} late_p99_ms={:.3} send_failed={} target_drops={} generator_drops={}",
         result_prefix(args, target),
         args.rooms,
         args.size,
         r.bytes as f64 * 8.0 / secs / 1e6,
         pct(phase.cpu.target),
+        phase.cpu.target_preempted as f64 / secs,
         pct(phase.cpu.target_process),
         if expected > 0 { lost as f64 * 100.0 / expected as f64 } else { 0.0 },
         r.unmatched,

@@ -126,7 +126,9 @@ pub struct Received {
 }
 
 /// Reads every participant's socket until `until`, matching RTP packets to `plan`'s datagrams
-/// through each receiver's `sources`.
+/// through each receiver's `sources`. `every`: `None` to wake when a datagram arrives;
+/// `Some(t)` to look every `t` without being woken by arrivals (see `Args::receive_every_us`).
+#[allow(clippy::too_many_arguments)]
 pub fn receive(
     plan: &Plan,
     sockets: &[UdpSocket],
@@ -135,6 +137,7 @@ pub fn receive(
     until: Instant,
     sent: &[AtomicU64],
     tid: &AtomicU32,
+    every: Option<Duration>,
 ) -> Received {
     tid.store(gettid(), Ordering::Relaxed);
     let mut r = Received {
@@ -144,7 +147,11 @@ pub fn receive(
     let mut fds = sock::pollfds(sockets.iter());
     let mut buf = vec![0u8; 2048];
     while Instant::now() < until {
-        if sock::poll(&mut fds, 5).is_err() {
+        if let Some(every) = every {
+            std::thread::sleep(every);
+        }
+        let wait = if every.is_some() { 0 } else { 5 };
+        if sock::poll(&mut fds, wait).is_err() {
             break;
         }
         for (who, socket) in sockets.iter().enumerate() {
@@ -256,6 +263,35 @@ pub fn gettid() -> u32 {
     unsafe { libc::gettid() as u32 }
 }
 
+/// How often a thread was preempted (switched out while it could run), from
+/// /proc/PID/task/TID/status; 0 if unreadable.
+pub fn thread_preemptions(pid: u32, tid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("nonvoluntary_ctxt_switches:"))?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+/// Keeps thread `tid` (of any process) on CPU `cpu`; false if the kernel refused.
+pub fn pin(tid: u32, cpu: usize) -> bool {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET stays within it for any cpu
+    // below CPU_SETSIZE (checked); sched_setaffinity reads the set we own.
+    unsafe {
+        if cpu >= libc::CPU_SETSIZE as usize {
+            return false;
+        }
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(tid as libc::pid_t, std::mem::size_of_val(&set), &set) == 0
+    }
+}
+
 /// A thread's on-CPU time (ns), from /proc/PID/task/TID/schedstat; 0 if unreadable.
 pub fn thread_cpu_ns(pid: u32, tid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/schedstat"))
@@ -343,7 +379,8 @@ mod tests {
             let until = t0 + Duration::from_millis(1500);
             let received = std::thread::scope(|s| {
                 let floor = s.spawn(|| floor(&floor_socket, &routes, &stop, &tids[0]));
-                let r = s.spawn(|| receive(&plan, &sockets, &sources, t0, until, &sent, &tids[1]));
+                let r = s
+                    .spawn(|| receive(&plan, &sockets, &sources, t0, until, &sent, &tids[1], None));
                 let (failed, _, _) = replay(&plan, &sockets, to, t0, &sent, &stop, &tids[2]);
                 assert_eq!(failed, 0);
                 let r = r.join().unwrap();

@@ -3,14 +3,20 @@
 //! ([`SfuHandle::start`], the media port and the core on their own thread, named `sfu`), and
 //! signaling through the handle, as the hub calls it.
 //!
+//! The floor runs in a process of its own as well (`loadgen sfu-floor`, [`run_floor`]), so
+//! that the two are measured alike: each forwarding thread in its own process, waking and
+//! being woken by the generator's threads across processes.
+//!
 //! The two processes speak JSON lines: on the child's stdin, commands (`offer`, `answer`,
 //! `stats`; end of input stops it); on its stdout, `listening` first, then the result of each
 //! offer and answer in order, the SFU's events (`answer`, `offer`, `connected`, `gone`) and
 //! `stats` when asked.
 
+use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -18,6 +24,8 @@ use serde_json::{json, Value};
 use switchboard_sfu::io::{SfuHandle, SfuIoConfig};
 use switchboard_sfu::{Caps, SfuEvent};
 use uuid::Uuid;
+
+use super::replay::Route;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -36,6 +44,46 @@ pub struct Args {
     /// (`SfuConfig::direct_egress`).
     #[arg(long)]
     direct_egress: bool,
+}
+
+/// The floor's child: binds a socket on loopback, says where, reads its routes (one line:
+/// `[{"from": addr, "to": [addr...], "ssrcs": [u32...]}...]`), then forwards on a thread
+/// named `floor` until its stdin ends, and says how many datagrams it forwarded.
+pub fn run_floor() -> io::Result<()> {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    super::replay::grow_receive_buffer(&socket);
+    say(&json!({"ev": "listening", "addr": socket.local_addr()?.to_string()}));
+    let mut lines = io::stdin().lock().lines();
+    let routes: Vec<Value> = match lines.next() {
+        Some(line) => serde_json::from_str(&line?).map_err(|e| other(&e.to_string()))?,
+        None => return Ok(()),
+    };
+    let routes: HashMap<SocketAddr, Route> = routes
+        .iter()
+        .filter_map(|r| {
+            let addr = |v: &Value| v.as_str()?.parse::<SocketAddr>().ok();
+            let to = r["to"].as_array()?.iter().filter_map(addr).collect();
+            let ssrcs = r["ssrcs"]
+                .as_array()?
+                .iter()
+                .filter_map(|v| u32::try_from(v.as_u64()?).ok())
+                .collect();
+            Some((addr(&r["from"])?, Route { to, ssrcs }))
+        })
+        .collect();
+    let stop = AtomicBool::new(false);
+    let tid = AtomicU32::new(0);
+    let (forwarded, failed) = std::thread::scope(|s| {
+        let floor = std::thread::Builder::new()
+            .name("floor".into())
+            .spawn_scoped(s, || super::replay::floor(&socket, &routes, &stop, &tid))?;
+        // Until the generator ends our input.
+        for _ in lines.by_ref() {}
+        stop.store(true, Ordering::Relaxed);
+        io::Result::Ok(floor.join().unwrap_or((0, 0)))
+    })?;
+    say(&json!({"ev": "done", "forwarded": forwarded, "failed": failed}));
+    Ok(())
 }
 
 /// The child: runs until its stdin ends.
@@ -160,9 +208,18 @@ impl Server {
     /// Starts `loadgen sfu-server` (this binary; `direct`: its direct egress) and waits up to
     /// 10 s for its address.
     pub fn start(direct: bool) -> io::Result<Server> {
+        Server::spawn(&["sfu-server"], direct.then_some("--direct-egress"))
+    }
+
+    /// Starts `loadgen sfu-floor` ([`run_floor`]) and waits up to 10 s for its address.
+    pub fn start_floor() -> io::Result<Server> {
+        Server::spawn(&["sfu-floor"], None)
+    }
+
+    fn spawn(args: &[&str], flag: Option<&str>) -> io::Result<Server> {
         let mut child = Command::new(std::env::current_exe()?)
-            .arg("sfu-server")
-            .args(direct.then_some("--direct-egress"))
+            .args(args)
+            .args(flag)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()?;
@@ -221,15 +278,27 @@ impl Server {
         None
     }
 
-    /// The thread id of the SFU's own thread (named `sfu`), from /proc.
-    pub fn sfu_tid(&self) -> Option<u32> {
+    /// The id of its thread named `name` (the SFU's `sfu`, the floor's `floor`), from /proc.
+    pub fn thread(&self, name: &str) -> Option<u32> {
         std::fs::read_dir(format!("/proc/{}/task", self.pid))
             .ok()?
             .flatten()
             .find(|t| {
-                std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == "sfu")
+                std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == name)
             })
             .and_then(|t| t.file_name().to_str()?.parse().ok())
+    }
+
+    /// Ends its input and waits up to `wait` for its last message, `done` (the floor's).
+    pub fn finish(mut self, wait: Duration) -> Option<Value> {
+        drop(self.stdin.take());
+        let until = Instant::now() + wait;
+        while let Some(v) = self.next(until.saturating_duration_since(Instant::now())) {
+            if v["ev"] == "done" {
+                return Some(v);
+            }
+        }
+        None
     }
 
     /// Ends its input (it shuts the SFU down and exits) and waits up to 5 s; then kills it.
