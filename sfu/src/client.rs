@@ -156,6 +156,11 @@ impl Participant {
     /// The length of each layer's video frames (lowest first; at least 12 bytes), so that
     /// layers have the rates of a real encoder's: a frame goes out every 15 ms, so 1,000 bytes
     /// are about 530 kbit/s.
+    /// The m-lines it sends its audio and its camera on.
+    pub fn sending_mids(&self) -> (Mid, Mid) {
+        (self.audio, self.video)
+    }
+
     pub fn set_frame_sizes(&mut self, sizes: &[usize]) {
         for (size, new) in self.frame_sizes.iter_mut().zip(sizes) {
             *size = (*new).max(12);

@@ -14,6 +14,9 @@
 //!   (`core/rewrite.rs`); which layer fits each subscriber's bandwidth estimate
 //!   (`core/bwe.rs`); key frame detection (`core/keyframe.rs`); the STUN USERNAME read for
 //!   demultiplexing (`core/stun.rs`).
+//! - [`srtp`] and [`rtp`]: SRTP and SRTCP of our own with the connections' DTLS keys, and RTP
+//!   packets read in place: the direct egress protects with them, and they are what an
+//!   ingress of our own reads publishers' packets with.
 //! - `io` (feature `io`): the driver: one UDP socket for all media, on a thread of its own.
 //!
 //! # Privacy
@@ -25,6 +28,7 @@ pub mod client;
 pub mod core;
 #[cfg(feature = "io")]
 pub mod io;
+pub mod rtp;
 pub mod srtp;
 
 /// The WebRTC stack underneath, for what this crate's API passes through (media kinds, say).

@@ -4,7 +4,7 @@
 //! clock is virtual: datagrams go from a participant's transmit straight to the SFU's input and
 //! back. The `driver` tests do the same over loopback UDP through the SFU's thread.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -50,6 +50,8 @@ struct World {
     lost: u64,
     /// Every datagram the SFU sent to this address, in order.
     tap: Option<(SocketAddr, Vec<Vec<u8>>)>,
+    /// Every datagram sent from this address (a client's, to the SFU), in order.
+    tap_from: Option<(SocketAddr, Vec<Vec<u8>>)>,
     /// The SFU forwards through its direct egress.
     direct: bool,
 }
@@ -95,6 +97,7 @@ impl World {
             lossy: HashMap::new(),
             lost: 0,
             tap: None,
+            tap_from: None,
             direct: direct_egress,
         }
     }
@@ -172,6 +175,9 @@ impl World {
     /// Puts a datagram on the wire, unless a cap or a lossy link drops it.
     fn send(&mut self, from: SocketAddr, to: SocketAddr, data: Vec<u8>) {
         if let Some((_, seen)) = self.tap.as_mut().filter(|(a, _)| *a == to) {
+            seen.push(data.clone());
+        }
+        if let Some((_, seen)) = self.tap_from.as_mut().filter(|(a, _)| *a == from) {
             seen.push(data.clone());
         }
         if let Some((one_in, seen)) = self.lossy.get_mut(&to).filter(|_| data.len() > AUDIO_MAX) {
@@ -445,16 +451,14 @@ fn lost_and_sent_again(w: World) {
 }
 
 /// The SRTP packet index of RTP datagram `d` (its stream's rollover counter and sequence number),
-/// as a receiver keeps it: `rocs` has each SSRC's last sequence number and counter.
-fn srtp_index(rocs: &mut HashMap<u32, (u16, u64)>, d: &[u8]) -> u64 {
+/// as a receiver keeps it: one `srtp::Rollover` per SSRC in `rocs`.
+fn srtp_index(rocs: &mut HashMap<u32, switchboard_sfu::srtp::Rollover>, d: &[u8]) -> u64 {
     let seq = u16::from_be_bytes([d[2], d[3]]);
     let ssrc = u32::from_be_bytes(d[8..12].try_into().unwrap());
-    let (last, roc) = rocs.entry(ssrc).or_insert((seq, 0));
-    if seq < *last && *last - seq > 0x8000 {
-        *roc += 1;
-    }
-    *last = seq;
-    (*roc << 16) | u64::from(seq)
+    let rollover = rocs.entry(ssrc).or_default();
+    let index = rollover.estimate(seq).expect("an index");
+    rollover.accept(index);
+    index
 }
 
 /// The SFU's SRTP of its own (`switchboard_sfu::srtp`) is str0m's, byte for byte: with the keys
@@ -500,6 +504,102 @@ fn our_srtp_reads_and_writes_what_str0m_sends() {
     // 2 s of Alice's audio (5 ms frames) and video, and the reports.
     assert!(rtp > 400, "{rtp} RTP datagrams");
     assert!(rtcp > 0, "{rtcp} RTCP datagrams");
+}
+
+/// What an ingress of our own needs, checked against a str0m publisher: with the keys the
+/// SFU's DTLS exported for Alice, every RTP datagram she sends (three simulcast layers and
+/// audio) checks and decrypts at the index `srtp::Rollover` estimates, and `rtp::RtpView`
+/// reads it with the extension ids she negotiated: each SSRC's sequence numbers follow one
+/// another, the transport-wide sequence runs on across all her packets, her audio carries the
+/// level she speaks at, and her video names its three layers.
+#[test]
+fn our_srtp_and_rtp_reader_read_what_a_publisher_sends() {
+    use switchboard_sfu::rtp::{ExtIds, RtpView};
+    use switchboard_sfu::srtp::Rollover;
+
+    let mut w = World::new();
+    let alice = w.join_with_layers("alice", &["l", "m", "h"]);
+    w.clients[alice].audio_level = Some(-20);
+    w.run(Duration::from_millis(300), false);
+    w.join("bob");
+    w.run(Duration::from_millis(500), false);
+    w.tap_from = Some((w.clients[alice].addr, Vec::new()));
+    w.run(Duration::from_secs(2), true);
+    let keys = w
+        .sfu
+        .srtp_keys(w.room, w.clients[alice].user)
+        .expect("Alice's keys, once connected");
+    let mut read = keys.receiver(&switchboard_sfu::crypto());
+    let (audio_mid, video_mid) = w.clients[alice].sending_mids();
+    let ids_of = |mid| ExtIds::of(w.clients[alice].rtc.media(mid).unwrap().remote_extmap());
+    let (audio_ids, video_ids) = (ids_of(audio_mid), ids_of(video_mid));
+    assert!(audio_ids.audio_level.is_some() && video_ids.rid.is_some());
+    assert!(audio_ids.transport_cc.is_some());
+    let audio_pt = |pt: u8| {
+        w.clients[alice]
+            .rtc
+            .codec_config()
+            .find(|p| *p.pt() == pt)
+            .is_some_and(|p| p.spec().codec == str0m::format::Codec::Opus)
+    };
+    let mut rollovers: HashMap<u32, Rollover> = HashMap::new();
+    let mut last_seq: HashMap<u32, u16> = HashMap::new();
+    let (mut clear, mut twcc, mut rids) = (Vec::new(), None::<u16>, HashSet::new());
+    let (mut audio, mut video) = (0, 0);
+    for d in w.tap_from.take().unwrap().1 {
+        if d.len() < 12 || d[0] >> 6 != 2 || (192..=223).contains(&d[1]) {
+            continue; // STUN, DTLS, RTCP
+        }
+        let ssrc = u32::from_be_bytes(d[8..12].try_into().unwrap());
+        let seq = u16::from_be_bytes([d[2], d[3]]);
+        let rollover = rollovers.entry(ssrc).or_default();
+        let index = rollover.estimate(seq).expect("an index");
+        read.unprotect_rtp(&d, index, &mut clear)
+            .expect("SRTP checks");
+        rollover.accept(index);
+        let is_audio = audio_pt(clear[1] & 0x7f);
+        let ids = if is_audio { &audio_ids } else { &video_ids };
+        let v = RtpView::parse(&clear, ids).expect("RTP reads");
+        assert_eq!((v.ssrc, v.seq), (ssrc, seq));
+        if let Some(last) = last_seq.insert(ssrc, v.seq) {
+            assert_eq!(
+                v.seq,
+                last.wrapping_add(1),
+                "SSRC {ssrc}: in order, none lost"
+            );
+        }
+        let t = v
+            .ext
+            .transport_cc
+            .expect("every packet has its TWCC number");
+        if let Some(before) = twcc {
+            assert_eq!(
+                t,
+                before.wrapping_add(1),
+                "one TWCC sequence for the connection"
+            );
+        }
+        twcc = Some(t);
+        assert!(!v.payload.is_empty());
+        if is_audio {
+            assert_eq!(v.ext.audio_level, Some((-20, true)));
+            audio += 1;
+        } else {
+            if let Some(rid) = v.ext.rid {
+                rids.insert(String::from_utf8(rid.to_vec()).unwrap());
+            }
+            video += 1;
+        }
+    }
+    println!(
+        "{:?}: {audio} audio, {video} video packets; layers {rids:?}",
+        keys.profile()
+    );
+    // 2 s of 5 ms audio frames, and three layers of video.
+    assert!(audio > 300, "{audio} audio packets");
+    assert!(video > 100, "{video} video packets");
+    let want: HashSet<String> = ["l", "m", "h"].map(String::from).into();
+    assert_eq!(rids, want);
 }
 
 /// Through the direct egress, the sender reports str0m makes for Bob's m-lines (it sent nothing

@@ -8,9 +8,13 @@
 //! as for str0m); what is ours is the framing: the key derivation (RFC 3711 section 4.3), the
 //! initialisation vectors, the authenticated portions and the SRTCP index.
 //!
-//! Index bookkeeping (the rollover counter of each SSRC) is the caller's: it numbers the packets.
+//! Index bookkeeping is the caller's: a sender numbers its packets; a receiver estimates each
+//! packet's index from its sequence number with one [`Rollover`] per SSRC.
 
 pub mod keys;
+mod rollover;
+
+pub use rollover::Rollover;
 
 use std::fmt;
 
