@@ -14,9 +14,11 @@
 //!   (`core/rewrite.rs`); which layer fits each subscriber's bandwidth estimate
 //!   (`core/bwe.rs`); key frame detection (`core/keyframe.rs`); the STUN USERNAME read for
 //!   demultiplexing (`core/stun.rs`).
-//! - [`srtp`] and [`rtp`]: SRTP and SRTCP of our own with the connections' DTLS keys, and RTP
-//!   packets read in place: the direct egress protects with them, and they are what an
-//!   ingress of our own reads publishers' packets with.
+//! - [`srtp`], [`rtp`] and [`twcc`]: SRTP and SRTCP of our own with the connections' DTLS
+//!   keys, RTP packets read in place, and transport-wide congestion control feedback read and
+//!   written: the direct egress protects with the first and reads the last; together they are
+//!   what an ingress of our own needs to take publishers' packets without a str0m connection
+//!   parsing each one.
 //! - `io` (feature `io`): the driver: one UDP socket for all media, on a thread of its own.
 //!
 //! # Privacy
@@ -30,6 +32,7 @@ pub mod core;
 pub mod io;
 pub mod rtp;
 pub mod srtp;
+pub mod twcc;
 
 /// The WebRTC stack underneath, for what this crate's API passes through (media kinds, say).
 pub use str0m;

@@ -19,7 +19,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use super::twcc::Feedback;
+use crate::twcc::Feedback;
 
 /// Packets sent within this of a group's first are one group.
 const BURST: Duration = Duration::from_millis(5);

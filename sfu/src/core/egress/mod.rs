@@ -20,7 +20,6 @@
 //! There is no pacing: a packet leaves when it comes, as from the publisher.
 
 mod estimate;
-mod twcc;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -387,7 +386,7 @@ impl Egress {
             }
             // Transport-wide congestion control feedback (FMT 15).
             if p[1] == 205 && p[0] & 0x1f == 15 {
-                if let Some(f) = twcc::parse(p) {
+                if let Some(f) = crate::twcc::parse(p) {
                     estimate = self.estimator.on_feedback(&f, now).or(estimate);
                 }
             }
