@@ -81,7 +81,8 @@ for run in $SCENARIOS; do
         case $egress in
             str0m) s=$run; direct=() ;;
             direct) s=$run-direct; direct=(--direct-egress) ;;
-            *) die "EGRESS is str0m and/or direct, not $egress" ;;
+            ingress) s=$run-ingress; direct=(--direct-egress --direct-ingress) ;;
+            *) die "EGRESS is str0m, direct and/or ingress, not $egress" ;;
         esac
         llog=$OUT/load-$s.log
         log "scenario $s: $rooms room(s) of $size"

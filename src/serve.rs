@@ -99,6 +99,7 @@ pub fn run(config_path: Option<&std::path::Path>) -> ExitCode {
             // Forwarded media through the SFU's own egress: 2.4 times less CPU per packet than
             // through str0m's connections (bench/sfu.sh).
             direct_egress: true,
+            direct_ingress: false,
         }) {
             Ok(bound) => Some(bound),
             Err(e) => {

@@ -46,6 +46,8 @@ pub struct SfuIoConfig {
     pub start_estimate: u64,
     /// See [`SfuConfig::direct_egress`] (on in the daemon).
     pub direct_egress: bool,
+    /// See [`SfuConfig::direct_ingress`] (experimental: off in the daemon).
+    pub direct_ingress: bool,
 }
 
 /// Counters the driver publishes for `/metrics`.
@@ -245,6 +247,7 @@ pub struct SfuBound {
     caps: Caps,
     start_estimate: u64,
     direct_egress: bool,
+    direct_ingress: bool,
 }
 
 /// A datagram handed over inside the process: `(from, to, payload)`.
@@ -301,6 +304,7 @@ impl SfuBound {
             caps: config.caps,
             start_estimate: config.start_estimate,
             direct_egress: config.direct_egress,
+            direct_ingress: config.direct_ingress,
         })
     }
 
@@ -341,6 +345,7 @@ impl SfuBound {
             caps,
             start_estimate,
             direct_egress,
+            direct_ingress,
             ..
         } = self;
         let (commands, rx) = mpsc::channel(COMMANDS);
@@ -352,6 +357,7 @@ impl SfuBound {
                 caps,
                 start_estimate,
                 direct_egress,
+                direct_ingress,
             },
             crate::crypto(),
         );

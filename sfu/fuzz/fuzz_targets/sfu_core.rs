@@ -346,6 +346,7 @@ impl Harness {
             caps: Caps::default(),
             start_estimate: switchboard_sfu::START_ESTIMATE,
             direct_egress: direct,
+            direct_ingress: direct,
         };
         Harness {
             sfu: Sfu::new(config, switchboard_sfu::crypto()),

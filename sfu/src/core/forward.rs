@@ -105,9 +105,8 @@ impl Sfu {
         }
     }
 
-    /// An RTP packet from publisher `id`, to every subscriber of its track.
+    /// An RTP packet from publisher `id` as str0m read it, to every subscriber of its track.
     pub(super) fn forward(&mut self, id: PeerId, packet: RtpPacket, now: Instant) {
-        self.counters.received += 1;
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
@@ -117,43 +116,68 @@ impl Sfu {
             .stream_rx(&packet.header.ssrc)
             .map(|rx| (rx.mid(), rx.rid()))
         else {
+            self.counters.received += 1;
             return;
         };
+        let ext = &packet.header.ext_vals;
+        let incoming = Incoming {
+            mid,
+            rid,
+            seq: *packet.seq_no,
+            time: packet.header.timestamp,
+            payload_type: *packet.header.payload_type,
+            marker: packet.header.marker,
+            len: packet.header.header_len + packet.payload.len(),
+            level: ext
+                .audio_level
+                .map(|l| (l, ext.voice_activity.unwrap_or(false))),
+            orientation: ext.video_orientation.map(|o| o as u8),
+            payload: Arc::from(&packet.payload[..]),
+        };
+        self.forward_incoming(id, incoming, Some(&packet), now);
+    }
+
+    /// An RTP packet from publisher `id` (`packet`: as str0m read it, for str0m's egress), to
+    /// every subscriber of its track.
+    pub(super) fn forward_incoming(
+        &mut self,
+        id: PeerId,
+        incoming: Incoming,
+        packet: Option<&RtpPacket>,
+        now: Instant,
+    ) {
+        self.counters.received += 1;
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let (mid, rid) = (incoming.mid, incoming.rid);
         let Some(track) = peer.published.iter_mut().find(|p| p.mid == mid && p.on) else {
             return;
         };
         let kind = track.kind;
         let layer = rid.and_then(|r| track.rids.iter().position(|x| *x == r));
         if let Some(m) = track.meters.get_mut(layer.unwrap_or(0)) {
-            m.add(now, packet.header.header_len + packet.payload.len());
+            m.add(now, incoming.len);
         }
         let Some(params) = peer
             .rtc
             .codec_config()
-            .find(|p| p.pt() == packet.header.payload_type)
+            .find(|p| *p.pt() == incoming.payload_type)
             .cloned()
         else {
             return;
         };
         let codec = video_codec(&params);
-        let key = kind == MediaKind::Audio || starts_key_frame(codec, &packet.payload);
+        let key = kind == MediaKind::Audio || starts_key_frame(codec, &incoming.payload);
         let (room, user) = (peer.room, peer.user);
-        if let (MediaKind::Audio, Some(level)) = (kind, packet.header.ext_vals.audio_level) {
+        if let (MediaKind::Audio, Some((level, _))) = (kind, incoming.level) {
             if let Some(speaker) = self.speakers.heard(room, user, level, now) {
                 self.active_speaker(room, speaker);
             }
         }
         let mut waiting = false;
         // The direct egress shares one copy of the payload among the subscribers.
-        let shared: Option<Arc<[u8]>> = self
-            .config
-            .direct_egress
-            .then(|| Arc::from(&packet.payload[..]));
-        let level = packet
-            .header
-            .ext_vals
-            .audio_level
-            .map(|l| (l, packet.header.ext_vals.voice_activity.unwrap_or(false)));
+        let shared = self.config.direct_egress.then_some(&incoming.payload);
         // The room's members, taken out for the loop (not cloned per packet) and put back.
         let members = self
             .rooms
@@ -175,15 +199,15 @@ impl Sfu {
                     continue;
                 };
                 sub.codec = Some(codec);
-                let verdict =
-                    sub.rewriter
-                        .packet(rid, *packet.seq_no, packet.header.timestamp, key, now);
+                let verdict = sub
+                    .rewriter
+                    .packet(rid, incoming.seq, incoming.time, key, now);
                 let Verdict::Forward { seq, time } = verdict else {
                     waiting |=
                         sub.rewriter.target() == Some(rid) && sub.rewriter.current() != Some(rid);
                     continue;
                 };
-                let source_pt = *packet.header.payload_type;
+                let source_pt = incoming.payload_type;
                 let pt = match sub.pt {
                     Some((from, to)) if from == source_pt => to,
                     _ => {
@@ -195,14 +219,14 @@ impl Sfu {
                         pt
                     }
                 };
-                if let Some(payload) = &shared {
+                if let Some(payload) = shared {
                     let Some(egress) = s.egress.as_mut() else {
                         continue;
                     };
                     let packet = Packet {
-                        marker: packet.header.marker,
-                        level,
-                        orientation: packet.header.ext_vals.video_orientation.map(|o| o as u8),
+                        marker: incoming.marker,
+                        level: incoming.level,
+                        orientation: incoming.orientation,
                         payload,
                     };
                     let buffer = self.spare.pop().unwrap_or_else(|| Vec::with_capacity(1500));
@@ -213,13 +237,16 @@ impl Sfu {
                     }
                     continue;
                 }
+                let Some(packet) = packet else {
+                    continue;
+                };
                 let mut api = s.rtc.direct_api();
                 let Some(tx) = api.stream_tx_by_mid(out, None) else {
                     continue;
                 };
                 let write = RtpWrite::new(pt.into(), seq.into(), time, now, packet.payload.clone())
                     .marker(packet.header.marker)
-                    .ext_vals(forwarded_extensions(&packet))
+                    .ext_vals(forwarded_extensions(packet))
                     .nackable(kind == MediaKind::Video);
                 tx.write_rtp(write);
                 self.counters.forwarded += 1;
@@ -236,6 +263,24 @@ impl Sfu {
             self.request_key_frame(id, mid, rid, now);
         }
     }
+}
+
+/// A publisher's RTP packet as forwarding needs it, read by str0m or by the SFU's own ingress.
+pub(super) struct Incoming {
+    pub mid: Mid,
+    pub rid: Option<Rid>,
+    /// The sequence number extended with its rollover counter.
+    pub seq: u64,
+    pub time: u32,
+    pub payload_type: u8,
+    pub marker: bool,
+    /// Header and payload bytes, for the layer's bitrate.
+    pub len: usize,
+    /// The audio level (RFC 6464: dBov, voice activity) and the video orientation byte.
+    pub level: Option<(i8, bool)>,
+    pub orientation: Option<u8>,
+    /// The payload, shared by the subscribers it goes to.
+    pub payload: Arc<[u8]>,
 }
 
 /// The header extension values a forwarded packet keeps: the publisher's (audio level, video

@@ -48,6 +48,7 @@ use uuid::Uuid;
 mod bwe;
 mod egress;
 mod forward;
+mod ingress;
 pub mod keyframe;
 mod negotiate;
 mod peer;
@@ -97,6 +98,10 @@ pub struct SfuConfig {
     /// bandwidth estimate, rather than through each subscriber's str0m connection (the
     /// daemon's choice: `bench/sfu.sh` measures both).
     pub direct_egress: bool,
+    /// Publishers' RTP packets are read by the SFU's own ingress ([`ingress`]) rather than by
+    /// their str0m connections, once str0m knows each stream. Experimental (it sends no NACKs
+    /// for the publisher's losses yet); needs `direct_egress`.
+    pub direct_ingress: bool,
 }
 
 /// What one participant may publish.
@@ -204,6 +209,9 @@ pub struct Counters {
     /// bandwidth probes.
     pub resent: u64,
     pub probes: u64,
+    /// RTP packets from publishers read by the direct ingress (the rest of `received`: by
+    /// str0m).
+    pub ingress: u64,
 }
 
 pub struct Sfu {
@@ -367,6 +375,17 @@ impl Sfu {
             },
         );
         let peer = self.peers.get_mut(&id).expect("indexed peers exist");
+        // A publisher's media packet, read by our ingress once str0m knows its stream.
+        if known.is_some() && data.len() >= 12 && data[0] >> 6 == 2 && !is_rtcp(data) {
+            if let Some(ingress) = peer.ingress.as_mut() {
+                if let Some(incoming) = ingress.read(&mut peer.rtc, data) {
+                    self.counters.ingress += 1;
+                    self.forward_incoming(id, incoming, None, now);
+                    self.unsettled = Some(now);
+                    return;
+                }
+            }
+        }
         let estimate = match peer.egress.as_mut().filter(|_| is_rtcp(data)) {
             Some(egress) => {
                 let before = (egress.resent, egress.probes);
@@ -579,6 +598,11 @@ impl Sfu {
                         if peer.egress.is_none() {
                             let keys = peer.keys.as_ref().and_then(|k| k.get());
                             let start = self.config.start_estimate;
+                            if self.config.direct_ingress {
+                                peer.ingress = keys
+                                    .as_ref()
+                                    .map(|k| ingress::Ingress::new(k, &self.crypto));
+                            }
                             peer.egress = keys.map(|k| Egress::new(&k, &self.crypto, start));
                             if peer.egress.is_some() {
                                 peer.budget.estimate = Some(start);

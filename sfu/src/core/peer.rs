@@ -28,6 +28,8 @@ pub(crate) struct Peer {
     pub(super) keys: Option<KeySlot>,
     /// Its direct egress, once its keys are known ([`super::SfuConfig::direct_egress`]).
     pub(super) egress: Option<super::egress::Egress>,
+    /// Its direct ingress ([`super::SfuConfig::direct_ingress`]), created with the egress.
+    pub(super) ingress: Option<super::ingress::Ingress>,
     /// Our ICE username fragment for this peer (the first half of a binding request's
     /// USERNAME): how a datagram from an address not seen yet finds its peer.
     pub(super) ufrag: String,
@@ -171,6 +173,7 @@ impl Peer {
         Peer {
             keys: None,
             egress: None,
+            ingress: None,
             room,
             user,
             rtc,

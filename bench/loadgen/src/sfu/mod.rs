@@ -84,6 +84,10 @@ pub struct Args {
     /// subscriber's str0m connection.
     #[arg(long)]
     direct_egress: bool,
+    /// Reads publishers' packets with the SFU's own ingress too (`SfuConfig::direct_ingress`,
+    /// experimental; implies --direct-egress).
+    #[arg(long)]
+    direct_ingress: bool,
     /// Skips the floor phase.
     #[arg(long)]
     no_floor: bool,
@@ -166,7 +170,10 @@ pub fn run(args: &Args) -> io::Result<()> {
             "{n} participants: at most {MAX_PARTICIPANTS}"
         )));
     }
-    let mut server = Server::start(args.direct_egress)?;
+    let mut server = Server::start(
+        args.direct_egress || args.direct_ingress,
+        args.direct_ingress,
+    )?;
     std::thread::sleep(Duration::from_millis(200));
     let rss_idle = status_kib(Some(server.pid), "VmRSS");
     let sfu_tid = server

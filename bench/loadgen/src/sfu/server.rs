@@ -44,6 +44,9 @@ pub struct Args {
     /// (`SfuConfig::direct_egress`).
     #[arg(long)]
     direct_egress: bool,
+    /// Reads publishers' packets with the SFU's own ingress (`SfuConfig::direct_ingress`).
+    #[arg(long)]
+    direct_ingress: bool,
 }
 
 /// The floor's child: binds a socket on loopback, says where, reads its routes (one line:
@@ -96,6 +99,7 @@ pub fn run(args: &Args) -> io::Result<()> {
         caps: Caps::default(),
         start_estimate: args.start_estimate_kbps * 1000,
         direct_egress: args.direct_egress,
+        direct_ingress: args.direct_ingress,
     })?;
     say(&json!({"ev": "listening", "addr": sfu.local_addr().to_string()}));
     let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
@@ -205,21 +209,25 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts `loadgen sfu-server` (this binary; `direct`: its direct egress) and waits up to
-    /// 10 s for its address.
-    pub fn start(direct: bool) -> io::Result<Server> {
-        Server::spawn(&["sfu-server"], direct.then_some("--direct-egress"))
+    /// Starts `loadgen sfu-server` (this binary; `direct`: its direct egress; `ingress`: its
+    /// direct ingress too) and waits up to 10 s for its address.
+    pub fn start(direct: bool, ingress: bool) -> io::Result<Server> {
+        let flags = [
+            direct.then_some("--direct-egress"),
+            ingress.then_some("--direct-ingress"),
+        ];
+        Server::spawn(&["sfu-server"], &flags)
     }
 
     /// Starts `loadgen sfu-floor` ([`run_floor`]) and waits up to 10 s for its address.
     pub fn start_floor() -> io::Result<Server> {
-        Server::spawn(&["sfu-floor"], None)
+        Server::spawn(&["sfu-floor"], &[])
     }
 
-    fn spawn(args: &[&str], flag: Option<&str>) -> io::Result<Server> {
+    fn spawn(args: &[&str], flags: &[Option<&str>]) -> io::Result<Server> {
         let mut child = Command::new(std::env::current_exe()?)
             .args(args)
-            .args(flag)
+            .args(flags.iter().flatten())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()?;
