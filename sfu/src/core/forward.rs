@@ -176,8 +176,11 @@ impl Sfu {
             }
         }
         let mut waiting = false;
-        // The direct egress shares one copy of the payload among the subscribers.
+        // The direct egress shares one copy of the payload among the subscribers, and keeps
+        // video for retransmission once.
         let shared = self.config.direct_egress.then_some(&incoming.payload);
+        let kept = (shared.is_some() && kind == MediaKind::Video)
+            .then(|| self.payloads.keep(&incoming.payload, now));
         // The room's members, taken out for the loop (not cloned per packet) and put back.
         let members = self
             .rooms
@@ -228,6 +231,7 @@ impl Sfu {
                         level: incoming.level,
                         orientation: incoming.orientation,
                         payload,
+                        kept,
                     };
                     let buffer = self.spare.pop().unwrap_or_else(|| Vec::with_capacity(1500));
                     let out = egress.rtp(&mut s.rtc, out, kind, pt, seq, time, packet, now, buffer);

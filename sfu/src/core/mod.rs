@@ -234,6 +234,8 @@ pub struct Sfu {
     /// The time of the latest datagram whose output is not polled yet (see "Driving it").
     unsettled: Option<Instant>,
     transmits: VecDeque<Transmit>,
+    /// Forwarded video payloads kept for the direct egress's retransmissions.
+    payloads: egress::Payloads,
     /// Datagram buffers sent and given back ([`Sfu::recycle`]), for the next forwarded packets.
     spare: Vec<Vec<u8>>,
     events: VecDeque<SfuEvent>,
@@ -259,6 +261,7 @@ impl Sfu {
             unsettled: None,
             transmits: VecDeque::new(),
             spare: Vec::new(),
+            payloads: egress::Payloads::default(),
             events: VecDeque::new(),
             counters: Counters::default(),
             speakers: Speakers::default(),
@@ -389,7 +392,7 @@ impl Sfu {
         let estimate = match peer.egress.as_mut().filter(|_| is_rtcp(data)) {
             Some(egress) => {
                 let before = (egress.resent, egress.probes);
-                let estimate = egress.on_rtcp(data, now, &mut self.transmits);
+                let estimate = egress.on_rtcp(data, now, &self.payloads, &mut self.transmits);
                 self.counters.resent += egress.resent - before.0;
                 self.counters.probes += egress.probes - before.1;
                 estimate

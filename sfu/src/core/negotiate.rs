@@ -24,7 +24,7 @@ const SEND_BUFFER_VIDEO: usize = 128;
 /// more on a longer round trip. Each subscriber keeps its own copy of each stream it is sent,
 /// so in a room of twenty this is most of the SFU's memory (bench/sfu.sh: 2.4 MiB per
 /// participant at 3 s, 1.7 at 500 ms).
-const RTX_MAX_AGE: Duration = Duration::from_millis(500);
+pub(super) const RTX_MAX_AGE: Duration = Duration::from_millis(500);
 /// str0m's default: queued resends are dropped while they are over 15% of what a stream sends.
 const RTX_RATIO_CAP: Option<f32> = Some(0.15);
 

@@ -31,6 +31,7 @@ use str0m::media::{MediaKind, Mid};
 use str0m::rtp::Extension;
 use str0m::Rtc;
 
+use super::negotiate::RTX_MAX_AGE;
 use super::Transmit;
 use crate::srtp::{Context, Keys};
 use estimate::Estimator;
@@ -49,13 +50,55 @@ const PROBE_PACKETS: usize = 64;
 /// One-byte header extensions (RFC 8285).
 const ONE_BYTE: [u8; 2] = [0xBE, 0xDE];
 
-/// A forwarded packet as the subscriber's stream numbers it.
-#[derive(Clone)]
+/// A forwarded packet as the subscriber's stream numbers it: its payload is in [`Payloads`].
+#[derive(Clone, Copy)]
 struct Sent {
     seq: u64,
     time: u32,
     marker: bool,
-    payload: Arc<[u8]>,
+    payload: u64,
+}
+
+/// What a history slot holds before its first packet.
+const EMPTY: Sent = Sent {
+    seq: u64::MAX,
+    time: 0,
+    marker: false,
+    payload: 0,
+};
+
+/// Forwarded video payloads kept for retransmission ([`RTX_MAX_AGE`]), each once however
+/// many subscribers it went to: a subscriber's history names them by id. (Each history
+/// holding the payloads itself cost every forwarded packet a shared count taken and, a few
+/// hundred packets later, one released on a cold cache line: a tenth of the SFU's CPU.)
+#[derive(Default)]
+pub(crate) struct Payloads {
+    /// The id of the first kept.
+    base: u64,
+    kept: VecDeque<(Instant, Arc<[u8]>)>,
+}
+
+/// Payloads kept at most, whatever their age (some 80 MB of video).
+const MAX_KEPT: usize = 65_536;
+
+impl Payloads {
+    /// Keeps `payload`, sent now; returns its id. Those past [`RTX_MAX_AGE`] go.
+    pub fn keep(&mut self, payload: &Arc<[u8]>, now: Instant) -> u64 {
+        while let Some((at, _)) = self.kept.front() {
+            if now.saturating_duration_since(*at) <= RTX_MAX_AGE && self.kept.len() < MAX_KEPT {
+                break;
+            }
+            self.kept.pop_front();
+            self.base += 1;
+        }
+        self.kept.push_back((now, payload.clone()));
+        self.base + self.kept.len() as u64 - 1
+    }
+
+    fn get(&self, id: u64) -> Option<&Arc<[u8]>> {
+        let i = usize::try_from(id.checked_sub(self.base)?).ok()?;
+        self.kept.get(i).map(|(_, p)| p)
+    }
 }
 
 /// One m-line of the subscriber's that we send on.
@@ -69,7 +112,10 @@ struct Stream {
     twcc_id: Option<u8>,
     level_id: Option<u8>,
     orientation_id: Option<u8>,
-    history: VecDeque<Sent>,
+    /// The last [`HISTORY`] packets sent, each at its sequence number modulo the size, and the
+    /// newest's sequence number.
+    history: Box<[Sent; HISTORY]>,
+    newest: Option<u64>,
     /// For its sender reports: packets and payload octets sent, and the last RTP time with
     /// when it was sent.
     packets: u32,
@@ -116,6 +162,8 @@ pub(crate) struct Packet<'a> {
     /// it instead of rotating its frames.
     pub orientation: Option<u8>,
     pub payload: &'a Arc<[u8]>,
+    /// Its id in [`Payloads`], if kept for retransmission (video).
+    pub kept: Option<u64>,
 }
 
 impl Egress {
@@ -169,7 +217,8 @@ impl Egress {
                 twcc_id: exts.id_of(Extension::TransportSequenceNumber),
                 level_id: exts.id_of(Extension::AudioLevel),
                 orientation_id: exts.id_of(Extension::VideoOrientation),
-                history: VecDeque::new(),
+                history: Box::new([EMPTY; HISTORY]),
+                newest: None,
                 packets: 0,
                 octets: 0,
                 last: None,
@@ -211,16 +260,14 @@ impl Egress {
             (id, u8::from(voice) << 7 | level.unsigned_abs().min(127))
         });
         let orientation = s.orientation_id.zip(packet.orientation);
-        if s.rtx.is_some() {
-            if s.history.len() == HISTORY {
-                s.history.pop_front();
-            }
-            s.history.push_back(Sent {
+        if let (Some(_), Some(payload)) = (s.rtx, packet.kept) {
+            s.history[seq as usize % HISTORY] = Sent {
                 seq,
                 time,
                 marker: packet.marker,
-                payload: packet.payload.clone(),
-            });
+                payload,
+            };
+            s.newest = Some(seq);
         }
         self.twcc += u64::from(twcc_id.is_some());
         // The header in the clear, then the payload encrypted from where it is shared.
@@ -347,6 +394,7 @@ impl Egress {
         &mut self,
         datagram: &[u8],
         now: Instant,
+        payloads: &Payloads,
         out: &mut VecDeque<Transmit>,
     ) -> Option<u64> {
         let (source, destination) = self.route?;
@@ -401,7 +449,7 @@ impl Egress {
             if self.budget < 1.0 {
                 break;
             }
-            if let Some(contents) = self.resend(ssrc, seq, now, false) {
+            if let Some(contents) = self.resend(ssrc, seq, now, payloads, false) {
                 self.budget -= 1.0;
                 self.resent += 1;
                 out.push_back(Transmit {
@@ -411,13 +459,13 @@ impl Egress {
                 });
             }
         }
-        self.probe(now, out);
+        self.probe(now, payloads, out);
         estimate
     }
 
     /// A probe, if the estimate is short of what is wanted: the latest video packets again on
     /// their RTX streams (the subscriber has them), as much as the burst should carry.
-    fn probe(&mut self, now: Instant, out: &mut VecDeque<Transmit>) {
+    fn probe(&mut self, now: Instant, payloads: &Payloads, out: &mut VecDeque<Transmit>) {
         let Some((source, destination)) = self.route else {
             return;
         };
@@ -432,9 +480,8 @@ impl Egress {
             .values()
             .filter(|s| s.rtx.is_some())
             .filter_map(|s| {
-                s.history
-                    .back()
-                    .map(|p| (s.ssrc, p.seq as u16, p.payload.len()))
+                let p = s.history[s.newest? as usize % HISTORY];
+                Some((s.ssrc, p.seq as u16, payloads.get(p.payload)?.len()))
             })
             .collect();
         let mut picks: Vec<(u32, u16)> = Vec::new();
@@ -448,7 +495,7 @@ impl Egress {
             }
         }
         for (ssrc, seq) in picks {
-            if let Some(contents) = self.resend(ssrc, seq, now, true) {
+            if let Some(contents) = self.resend(ssrc, seq, now, payloads, true) {
                 self.probes += 1;
                 out.push_back(Transmit {
                     source,
@@ -462,16 +509,23 @@ impl Egress {
 
     /// Packet `seq` of stream `ssrc` again, on its RTX stream (RFC 4588: the original
     /// sequence number before the payload).
-    fn resend(&mut self, ssrc: u32, seq: u16, now: Instant, probe: bool) -> Option<Vec<u8>> {
+    fn resend(
+        &mut self,
+        ssrc: u32,
+        seq: u16,
+        now: Instant,
+        payloads: &Payloads,
+        probe: bool,
+    ) -> Option<Vec<u8>> {
         let mid = self.by_ssrc.get(&ssrc)?;
         let s = self.streams.get_mut(mid)?;
         let (rtx_ssrc, rtx_pt) = s.rtx?;
-        let sent = s
-            .history
-            .iter()
-            .rev()
-            .find(|p| p.seq as u16 == seq)
-            .cloned()?;
+        // HISTORY divides 2^16: the slot of a 16-bit number is its extended number's.
+        let sent = s.history[usize::from(seq) % HISTORY];
+        if sent.seq == EMPTY.seq || sent.seq as u16 != seq {
+            return None;
+        }
+        let payload = payloads.get(sent.payload)?;
         let rtx_seq = s.rtx_seq;
         s.rtx_seq += 1;
         let twcc_id = s.twcc_id;
@@ -490,7 +544,7 @@ impl Egress {
         let twcc_bytes = (twcc as u16).to_be_bytes();
         write_extensions(clear, &[twcc_id.map(|id| (id, &twcc_bytes[..]))]);
         clear.extend_from_slice(&(sent.seq as u16).to_be_bytes());
-        clear.extend_from_slice(&sent.payload);
+        clear.extend_from_slice(payload);
         let mut contents = Vec::with_capacity(clear.len() + self.send.rtp_overhead());
         self.send.protect_rtp(clear, rtx_seq, &mut contents).ok()?;
         if twcc_id.is_some() {
