@@ -66,6 +66,20 @@ impl<'a> RtpView<'a> {
     /// Reads `packet` (in the clear); `None` if it is not version 2 RTP or is shorter than its
     /// header and padding say.
     pub fn parse(packet: &'a [u8], ids: &ExtIds) -> Option<RtpView<'a>> {
+        let mut v = RtpView::parse_header(packet, ids)?;
+        if packet[0] & 0x20 != 0 {
+            let pad = usize::from(*packet.last()?);
+            if pad == 0 || pad > v.payload.len() {
+                return None;
+            }
+            v.payload = &v.payload[..v.payload.len() - pad];
+        }
+        Some(v)
+    }
+
+    /// Reads the header of `packet`, which SRTP leaves in the clear: its payload is the rest,
+    /// padding (encrypted) included.
+    pub fn parse_header(packet: &'a [u8], ids: &ExtIds) -> Option<RtpView<'a>> {
         let first = *packet.first()?;
         if first >> 6 != 2 || packet.len() < 12 {
             return None;
@@ -87,15 +101,7 @@ impl<'a> RtpView<'a> {
             }
             at += 4 + len;
         }
-        let mut end = packet.len();
-        if first & 0x20 != 0 {
-            let pad = usize::from(*packet.last()?);
-            if pad == 0 || at + pad > end {
-                return None;
-            }
-            end -= pad;
-        }
-        let payload = packet.get(at..end)?;
+        let payload = packet.get(at..)?;
         Some(RtpView {
             marker: packet[1] & 0x80 != 0,
             payload_type: packet[1] & 0x7f,

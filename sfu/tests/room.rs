@@ -349,6 +349,93 @@ fn three_participants_each_receive_the_other_two_through_the_direct_ingress() {
     assert!(c.ingress * 100 > c.received * 95, "{c:?}");
 }
 
+/// With the direct ingress, the transport-wide feedback a publisher gets (its browser's
+/// bandwidth estimate lives on it) is the SFU's own: one RTCP sender reports every packet Alice
+/// numbered as received, read back by our parser and by str0m's, and none of str0m's
+/// feedback (which sees only each layer's first packets) goes out.
+#[test]
+fn the_direct_ingress_reports_every_arrival_to_the_publisher() {
+    use str0m::rtp::rtcp::Rtcp;
+    use switchboard_sfu::rtp::{ExtIds, RtpView};
+
+    let mut w = World::direct_ingress();
+    // In three layers: str0m reads the first packets of each (it learns their SSRCs), and
+    // would report those.
+    let alice = w.join_with_layers("alice", &["l", "m", "h"]);
+    w.run(Duration::from_millis(300), false);
+    w.join("bob");
+    w.run(Duration::from_millis(500), false);
+    w.run(Duration::from_millis(500), true);
+    let addr = w.clients[alice].addr;
+    w.tap = Some((addr, Vec::new()));
+    w.tap_from = Some((addr, Vec::new()));
+    w.run(Duration::from_secs(2), true);
+    let numbered = w.tap_from.take().unwrap().1;
+    // Time for the feedback about her last packets.
+    w.run(Duration::from_millis(200), true);
+    let (_, video_mid) = w.clients[alice].sending_mids();
+    let ids = ExtIds::of(
+        w.clients[alice]
+            .rtc
+            .media(video_mid)
+            .unwrap()
+            .remote_extmap(),
+    );
+    // What she numbered.
+    let sent: HashSet<u16> = numbered
+        .iter()
+        .filter(|d| d.len() >= 12 && d[0] >> 6 == 2 && !(192..=223).contains(&d[1]))
+        .filter_map(|d| RtpView::parse_header(d, &ids)?.ext.transport_cc)
+        .collect();
+    // What the SFU's feedback said arrived, and from which RTCP senders.
+    let keys = w.sfu.srtp_keys(w.room, w.clients[alice].user).unwrap();
+    let mut read = keys.reader_of_sent(&switchboard_sfu::crypto());
+    let (mut clear, mut senders, mut reported) = (Vec::new(), HashSet::new(), HashSet::new());
+    let mut messages = 0;
+    for d in w.tap.take().unwrap().1 {
+        if d.len() < 12 || d[0] >> 6 != 2 || !(192..=223).contains(&d[1]) {
+            continue;
+        }
+        read.unprotect_rtcp(&d, &mut clear).expect("SRTCP checks");
+        let mut at = 0;
+        while at + 4 <= clear.len() {
+            let len = 4 * (usize::from(u16::from_be_bytes([clear[at + 2], clear[at + 3]])) + 1);
+            let p = &clear[at..at + len];
+            if p[1] == 205 && p[0] & 0x1f == 15 {
+                messages += 1;
+                senders.insert(u32::from_be_bytes(p[4..8].try_into().unwrap()));
+                let f = switchboard_sfu::twcc::parse(p).expect("our parser reads it");
+                let unpadded = len
+                    - if p[0] & 0x20 != 0 {
+                        usize::from(p[len - 1])
+                    } else {
+                        0
+                    };
+                assert!(
+                    matches!(Rtcp::try_from(&p[..unpadded]), Ok(Rtcp::Twcc(_))),
+                    "str0m reads it"
+                );
+                for (i, a) in f.arrivals.iter().enumerate() {
+                    if a.is_some() {
+                        reported.insert(f.base.wrapping_add(i as u16));
+                    }
+                }
+            }
+            at += len;
+        }
+    }
+    println!(
+        "{} packets numbered, {} reported received in {messages} messages from {senders:?}",
+        sent.len(),
+        reported.len()
+    );
+    assert_eq!(senders.len(), 1, "one feedback sender: {senders:?}");
+    // 2 s at one message per 50 ms or so.
+    assert!(messages >= 20, "{messages} messages");
+    let missing = sent.difference(&reported).count();
+    assert_eq!(missing, 0, "{missing} of {} never reported", sent.len());
+}
+
 fn three_participants(w: World) -> World {
     let mut w = World::room_in(w, &["alice", "bob", "carol"], Duration::from_millis(300));
     w.run(Duration::from_secs(3), true);

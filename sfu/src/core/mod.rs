@@ -378,9 +378,21 @@ impl Sfu {
             },
         );
         let peer = self.peers.get_mut(&id).expect("indexed peers exist");
-        // A publisher's media packet, read by our ingress once str0m knows its stream.
+        // A publisher's media packet: its arrival noted for the TWCC feedback we send, and the
+        // packet read by our ingress once str0m knows its stream.
         if known.is_some() && data.len() >= 12 && data[0] >> 6 == 2 && !is_rtcp(data) {
             if let Some(ingress) = peer.ingress.as_mut() {
+                ingress.arrived(&mut peer.rtc, &peer.published, data, now);
+                let route = peer.egress.as_ref().and_then(|e| e.route);
+                if let (Some((source, destination)), Some(contents)) =
+                    (route, ingress.feedback(now))
+                {
+                    self.transmits.push_back(Transmit {
+                        source,
+                        destination,
+                        contents,
+                    });
+                }
                 if let Some(incoming) = ingress.read(&mut peer.rtc, data) {
                     self.counters.ingress += 1;
                     self.forward_incoming(id, incoming, None, now);
@@ -613,8 +625,11 @@ impl Sfu {
                         }
                         if let Some(egress) = &mut peer.egress {
                             egress.route = Some((t.source, t.destination));
-                            if is_rtcp(&contents) {
-                                egress.patch_rtcp(&mut contents, now);
+                            let drop_twcc = peer.ingress.is_some();
+                            if is_rtcp(&contents)
+                                && !egress.patch_rtcp(&mut contents, now, drop_twcc)
+                            {
+                                continue;
                             }
                         }
                     }

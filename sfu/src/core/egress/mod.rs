@@ -342,10 +342,12 @@ impl Egress {
     }
 
     /// An RTCP datagram str0m sends the subscriber: the sender reports of our streams
-    /// corrected, protected again with the same SRTCP index.
-    pub fn patch_rtcp(&mut self, datagram: &mut Vec<u8>, now: Instant) {
+    /// corrected, and with `drop_twcc` its transport-wide feedback taken out (the direct
+    /// ingress sends its own), protected again with the same SRTCP index. Returns whether
+    /// anything is left to send.
+    pub fn patch_rtcp(&mut self, datagram: &mut Vec<u8>, now: Instant, drop_twcc: bool) -> bool {
         let Ok(index) = self.read_sent.unprotect_rtcp(datagram, &mut self.clear) else {
-            return;
+            return true;
         };
         let mut changed = false;
         let mut at = 0;
@@ -375,6 +377,24 @@ impl Egress {
             }
             at += len;
         }
+        if drop_twcc {
+            let mut kept = Vec::with_capacity(self.clear.len());
+            let mut at = 0;
+            while let Some(len) = rtcp_len(&self.clear[at..]) {
+                let p = &self.clear[at..at + len];
+                if !(p[1] == 205 && p[0] & 0x1f == 15) {
+                    kept.extend_from_slice(p);
+                }
+                at += len;
+            }
+            if kept.is_empty() {
+                return false;
+            }
+            if kept.len() != at {
+                self.clear = kept;
+                changed = true;
+            }
+        }
         if changed {
             let mut again = Vec::with_capacity(datagram.len());
             if self
@@ -385,6 +405,7 @@ impl Egress {
                 *datagram = again;
             }
         }
+        true
     }
 
     /// An RTCP datagram from the subscriber (str0m takes it too): its NACKs for our streams
@@ -596,4 +617,55 @@ fn write_extensions(out: &mut Vec<u8>, elements: &[Option<(u8, &[u8])>]) {
     }
     let words = ((out.len() - start) / 4 - 1) as u16;
     out[start + 2..start + 4].copy_from_slice(&words.to_be_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use str0m::crypto::dtls::SrtpProfile;
+
+    /// An egress with made-up keys, and a reader of what it sends.
+    fn egress() -> (Egress, Context) {
+        let crypto = crate::crypto();
+        let material: Vec<u8> = (0..88u8).collect();
+        let keys = Keys::new(SrtpProfile::AEAD_AES_256_GCM, &material, false).unwrap();
+        (
+            Egress::new(&keys, &crypto, 1_000_000),
+            keys.reader_of_sent(&crypto),
+        )
+    }
+
+    /// An RTCP packet of type `pt` and format `fmt`, `words` 32-bit words after its header.
+    fn rtcp(pt: u8, fmt: u8, words: u16) -> Vec<u8> {
+        let mut p = vec![0x80 | fmt, pt];
+        p.extend(words.to_be_bytes());
+        p.extend(std::iter::repeat_n(7, 4 * usize::from(words)));
+        p
+    }
+
+    #[test]
+    fn str0m_s_transport_feedback_is_taken_out_when_the_ingress_sends_its_own() {
+        let (mut e, mut read) = egress();
+        let (mut w, _) = egress();
+        let now = Instant::now();
+        let (rr, twcc) = (rtcp(201, 0, 1), rtcp(205, 15, 5));
+        // A receiver report and a TWCC feedback in one compound packet: the report stays.
+        let mut datagram = Vec::new();
+        w.send
+            .protect_rtcp(&[rr.clone(), twcc.clone()].concat(), &mut datagram)
+            .unwrap();
+        let mut kept = datagram.clone();
+        assert!(e.patch_rtcp(&mut kept, now, true));
+        let mut clear = Vec::new();
+        read.unprotect_rtcp(&kept, &mut clear).unwrap();
+        assert_eq!(clear, rr);
+        // Without the ingress, untouched.
+        let mut same = datagram.clone();
+        assert!(e.patch_rtcp(&mut same, now, false));
+        assert_eq!(same, datagram);
+        // Feedback alone: nothing left to send.
+        let mut alone = Vec::new();
+        w.send.protect_rtcp(&twcc, &mut alone).unwrap();
+        assert!(!e.patch_rtcp(&mut alone, now, true));
+    }
 }
