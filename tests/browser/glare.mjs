@@ -5,7 +5,8 @@
 // message until both sides have sent an offer, then delivers both: each offer reaches a side
 // that has one of its own out. Twice:
 //   1. first offers (each manager is told the other joined, as a newcomer who saw someone join
-//      before answering is): exactly one side rolls its offer back, and the two connect;
+//      before answering is): exactly one side drops its offer and answers the other's on a new
+//      connection, and the two connect;
 //   2. both renegotiate the connection at once (initiateCallToUser again): again one side
 //      yields, the connection stays up and video keeps flowing both ways.
 // Prints one JSON line; exit 0 on success, 1 on a failed check, 2 on bad usage, 124 on timeout.
@@ -157,8 +158,11 @@ runInChromium(async (browser) => {
       throw e;
     }
     const collisions = (await yields(page)).slice(before);
-    // One side kept its offer ("ours goes on"); the other rolled back without saying so.
+    // One side kept its offer ("ours goes on"); the other rolled back without saying so, or,
+    // for crossed first offers, dropped its connection and answered on a new one.
     check(collisions.length === 1, `${how}: ${collisions.length} sides kept their offer: ${JSON.stringify(collisions)}`);
+    const renewed = (await logOf(page)).filter((l) => /on a new connection/.test(l));
+    check(renewed.length === 1, `${how}: ${renewed.length} sides answered on a new connection: ${JSON.stringify(renewed)}`);
     result.rounds.push({ how, kept: collisions[0].slice(0, 1), sides: s });
   }
   // The side whose first offer won is the offerer after: it wins the later collision too.
