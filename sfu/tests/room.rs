@@ -352,15 +352,16 @@ fn three_participants_each_receive_the_other_two_through_the_direct_ingress() {
 /// With the direct ingress, the transport-wide feedback a publisher gets (its browser's
 /// bandwidth estimate lives on it) is the SFU's own: one RTCP sender reports every packet Alice
 /// numbered as received, read back by our parser and by str0m's, and none of str0m's
-/// feedback (which sees only each layer's first packets) goes out.
+/// feedback goes out.
 #[test]
 fn the_direct_ingress_reports_every_arrival_to_the_publisher() {
     use str0m::rtp::rtcp::Rtcp;
     use switchboard_sfu::rtp::{ExtIds, RtpView};
 
     let mut w = World::direct_ingress();
-    // In three layers: str0m reads the first packets of each (it learns their SSRCs), and
-    // would report those.
+    // In three layers. (Her offer declares each layer's SSRC, so str0m reads none of her RTP
+    // here and makes no feedback of its own; that str0m's is taken out when it does, as with a
+    // browser whose layers it learns from their first packets, is `egress::tests`'.)
     let alice = w.join_with_layers("alice", &["l", "m", "h"]);
     w.run(Duration::from_millis(300), false);
     w.join("bob");
