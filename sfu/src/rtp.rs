@@ -80,26 +80,22 @@ impl<'a> RtpView<'a> {
     /// Reads the header of `packet`, which SRTP leaves in the clear: its payload is the rest,
     /// padding (encrypted) included.
     pub fn parse_header(packet: &'a [u8], ids: &ExtIds) -> Option<RtpView<'a>> {
-        let first = *packet.first()?;
-        if first >> 6 != 2 || packet.len() < 12 {
-            return None;
-        }
+        // Version, fixed part, CSRCs and extension block checked and measured as SRTP does.
+        let at = crate::srtp::rtp_header_len(packet)?;
         let word = |at: usize| {
             u32::from_be_bytes([packet[at], packet[at + 1], packet[at + 2], packet[at + 3]])
         };
-        let mut at = 12 + 4 * usize::from(first & 0x0f);
         let mut ext = Extensions::default();
-        if first & 0x10 != 0 {
-            let head = packet.get(at..at + 4)?;
-            let profile = u16::from_be_bytes([head[0], head[1]]);
-            let len = 4 * usize::from(u16::from_be_bytes([head[2], head[3]]));
-            let block = packet.get(at + 4..at + 4 + len)?;
+        if packet[0] & 0x10 != 0 {
+            // The extension block follows the CSRCs: its profile word, then its elements.
+            let start = 12 + 4 * usize::from(packet[0] & 0x0f);
+            let profile = u16::from_be_bytes([packet[start], packet[start + 1]]);
+            let block = &packet[start + 4..at];
             match profile {
                 0xBEDE => read_elements(block, ids, &mut ext, false),
                 p if p >> 4 == 0x100 => read_elements(block, ids, &mut ext, true),
                 _ => {}
             }
-            at += 4 + len;
         }
         let payload = packet.get(at..)?;
         Some(RtpView {
